@@ -1,0 +1,188 @@
+"""Argument checking shared by every backend.
+
+Each backend first describes its inputs as `ArraySpec`s (shape, dtype, device),
+then calls `check_score_inputs`, so a bad call gets the same message whichever
+backend would have run it. Messages name the argument and what was expected.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+FLOAT_MAPS = ("float32", "float16", "bfloat16")
+LOGIT_DTYPES = ("float32", "float16")
+MASK_DTYPES = ("bool", "uint8", "float32")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    shape: Tuple[int, ...]
+    dtype: str  # numpy-style name: "float32", "bfloat16", "uint8", "bool", ...
+    device: Tuple[str, int]  # ("cpu", 0) or ("cuda", ordinal)
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """What a validated call asks for; backends read sizes from here."""
+
+    batch: int
+    channels: int  # K
+    cam_size: Tuple[int, int]  # (h, w)
+    classes: int  # C
+    roi_kind: str  # "masks" | "boxes" | "projected"
+    roi_size: Tuple[int, int]  # (H, W)
+    weights_given: bool
+    device: Tuple[str, int]
+    alpha: float
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _require_rank(name: str, spec: ArraySpec, rank: int, layout: str) -> None:
+    if len(spec.shape) != rank:
+        raise ValueError(f"{name} must have rank {rank} {layout}, got shape {_fmt_shape(spec.shape)}")
+
+
+def _require_dtype(name: str, spec: ArraySpec, allowed) -> None:
+    if spec.dtype not in allowed:
+        raise TypeError(f"{name} must have dtype {' / '.join(allowed)}, got {spec.dtype}")
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"alpha must be a real number in [0, 1], got {type(alpha).__name__}")
+    alpha = float(alpha)
+    if not (0.0 <= alpha <= 1.0):  # also rejects NaN
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return alpha
+
+
+def check_roi_size(roi_size) -> Tuple[int, int]:
+    try:
+        H, W = roi_size
+        H, W = int(H), int(W)
+        ok = H == roi_size[0] and W == roi_size[1]
+    except (TypeError, ValueError):
+        raise TypeError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}") from None
+    if not ok or H < 1 or W < 1:
+        raise ValueError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}")
+    return H, W
+
+
+def exactly_one(names_values, what: str) -> str:
+    given = [n for n, v in names_values if v is not None]
+    names = " / ".join(n for n, _ in names_values)
+    if len(given) != 1:
+        state = "none" if not given else "both " + " and ".join(given) if len(given) == 2 else ", ".join(given)
+        raise ValueError(f"give exactly one of {names} ({what}); got {state}")
+    return given[0]
+
+
+def check_score_inputs(
+    activations: ArraySpec,
+    logits: ArraySpec,
+    *,
+    gradients: Optional[ArraySpec],
+    weights: Optional[ArraySpec],
+    masks: Optional[ArraySpec],
+    boxes: Optional[ArraySpec],
+    roi_weights: Optional[ArraySpec],
+    roi_area: Optional[ArraySpec],
+    roi_size,
+    alpha,
+) -> ScorePlan:
+    """Validate one score_batch call; raise ValueError/TypeError naming the argument."""
+    alpha = check_alpha(alpha)
+    exactly_one([("gradients", gradients), ("weights", weights)], "the Grad-CAM channel weights source")
+    roi_kind = exactly_one([("masks", masks), ("boxes", boxes), ("roi", roi_weights)], "the expert ROI")
+
+    _require_rank("activations", activations, 4, "[B, K, h, w]")
+    _require_dtype("activations", activations, FLOAT_MAPS)
+    B, K, h, w = activations.shape
+    if K < 1 or h < 1 or w < 1:
+        raise ValueError(f"activations must have K, h, w >= 1, got shape {_fmt_shape(activations.shape)}")
+
+    if gradients is not None:
+        _require_rank("gradients", gradients, 4, "[B, K, h, w]")
+        _require_dtype("gradients", gradients, FLOAT_MAPS)
+        if tuple(gradients.shape) != tuple(activations.shape):
+            raise ValueError(
+                f"gradients must have the shape of activations {_fmt_shape(activations.shape)}, "
+                f"got {_fmt_shape(gradients.shape)}"
+            )
+        if gradients.dtype != activations.dtype:
+            raise TypeError(
+                f"gradients must have the dtype of activations ({activations.dtype}), got {gradients.dtype}"
+            )
+    else:
+        _require_rank("weights", weights, 2, "[B, K]")
+        _require_dtype("weights", weights, FLOAT_MAPS)
+        if tuple(weights.shape) != (B, K):
+            raise ValueError(f"weights must have shape (B, K) = ({B}, {K}), got {_fmt_shape(weights.shape)}")
+
+    _require_rank("logits", logits, 2, "[B, C]")
+    _require_dtype("logits", logits, LOGIT_DTYPES)
+    if logits.shape[0] != B:
+        raise ValueError(f"logits has batch size {logits.shape[0]} but activations has {B}")
+    C = logits.shape[1]
+    if C < 2:
+        raise ValueError(f"logits must have C >= 2 classes, got C = {C}")
+
+    if roi_kind == "masks":
+        _require_rank("masks", masks, 3, "[B, H, W]")
+        _require_dtype("masks", masks, MASK_DTYPES)
+        if masks.shape[0] != B:
+            raise ValueError(f"masks has batch size {masks.shape[0]} but activations has {B}")
+        H, W = masks.shape[1:]
+        if H < 1 or W < 1:
+            raise ValueError(f"masks must have H, W >= 1, got shape {_fmt_shape(masks.shape)}")
+        if roi_size is not None and check_roi_size(roi_size) != (H, W):
+            raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = ({H}, {W})")
+    elif roi_kind == "boxes":
+        _require_rank("boxes", boxes, 3, "[B, N, 4]")
+        _require_dtype("boxes", boxes, ("float32",))
+        if boxes.shape[0] != B or boxes.shape[2] != 4:
+            raise ValueError(f"boxes must have shape (B, N, 4) with B = {B}, got {_fmt_shape(boxes.shape)}")
+        if roi_size is None:
+            raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
+        H, W = check_roi_size(roi_size)
+    else:
+        _require_rank("roi.weights", roi_weights, 3, "[B, h, w]")
+        _require_dtype("roi.weights", roi_weights, ("float32",))
+        if tuple(roi_weights.shape) != (B, h, w):
+            raise ValueError(
+                f"roi was projected to shape {_fmt_shape(roi_weights.shape)} but the batch needs "
+                f"(B, h, w) = ({B}, {h}, {w}); project it with cam_size=({h}, {w})"
+            )
+        _require_rank("roi.area", roi_area, 1, "[B]")
+        _require_dtype("roi.area", roi_area, ("float32",))
+        if roi_area.shape[0] != B:
+            raise ValueError(f"roi.area must have shape ({B},), got {_fmt_shape(roi_area.shape)}")
+        H, W = check_roi_size(roi_size)
+
+    named = [("activations", activations), ("logits", logits), ("gradients", gradients), ("weights", weights),
+             ("masks", masks), ("boxes", boxes), ("roi.weights", roi_weights), ("roi.area", roi_area)]
+    device = activations.device
+    for name, spec in named:
+        if spec is None:
+            continue
+        if spec.device[0] not in ("cpu", "cuda"):
+            raise ValueError(f"{name} is on an unsupported device {spec.device[0]}; egal scores on cpu or cuda")
+        if spec.device != device:
+            raise ValueError(
+                f"{name} is on {spec.device[0]}:{spec.device[1]} but activations is on {device[0]}:{device[1]}; "
+                "put every input of one batch on the same device"
+            )
+    roi_kind = "projected" if roi_kind == "roi" else roi_kind
+    return ScorePlan(B, K, (h, w), C, roi_kind, (H, W), weights is not None, device, alpha)
+
+
+def check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"k must be a non-negative int, got {type(k).__name__}")
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    return int(k)

@@ -1,0 +1,178 @@
+"""The pure-Python scorer: SCORING.md in vectorised PyTorch.
+
+This is the benchmark baseline and a fallback backend, written the way one
+would glue Grad-CAM and a Dice loss together by hand: materialise the upsampled
+map with F.interpolate and the full-resolution mask, then reduce. It runs on the
+device of its inputs (CPU or CUDA) in float32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from ._checks import ArraySpec, check_score_inputs
+from ._result import ScoreResult
+from .roi import ProjectedROI
+
+DICE_EPS = 1e-6
+NORM_EPS = 1e-7
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - exercised on torch-free nodes
+        raise ImportError(
+            "egal.reference needs PyTorch (pip install 'egal[torch]'); the compiled backends do not"
+        ) from exc
+    return torch
+
+
+def as_tensor(x, name: str):
+    """Any DLPack producer, numpy array or nested list as a torch tensor, zero-copy where possible."""
+    torch = _torch()
+    if x is None or isinstance(x, torch.Tensor):
+        return x
+    if hasattr(x, "__dlpack__"):
+        return torch.from_dlpack(x)
+    if hasattr(x, "data_ptr") and hasattr(x, "device_name"):  # onnxruntime OrtValue
+        from ._dlpack import as_dlpack_producer
+
+        return torch.from_dlpack(as_dlpack_producer(x, name))
+    try:
+        return torch.as_tensor(np.asarray(x))
+    except Exception as exc:
+        raise TypeError(f"{name} must be an array (numpy, torch, or any DLPack producer), got {type(x).__name__}") from exc
+
+
+def spec_of(t) -> Optional[ArraySpec]:
+    if t is None:
+        return None
+    dtype = str(t.dtype).replace("torch.", "")
+    return ArraySpec(tuple(t.shape), dtype, (t.device.type, t.device.index or 0))
+
+
+def rasterise_boxes(boxes, roi_size):
+    """[B, N, 4] boxes (x0, y0, x1, y1), NaN-padded, as [B, H, W] float32 masks (SCORING.md)."""
+    torch = _torch()
+    H, W = roi_size
+    ys = torch.arange(H, device=boxes.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(W, device=boxes.device, dtype=torch.float32) + 0.5
+    x0, y0, x1, y1 = (boxes[..., i, None] for i in range(4))  # [B, N, 1]
+    in_y = (ys >= y0) & (ys < y1)  # NaN compares False: padding rows cover nothing
+    in_x = (xs >= x0) & (xs < x1)
+    covered = (in_y[..., :, None] & in_x[..., None, :]).any(dim=1)  # [B, H, W]
+    return covered.to(torch.float32)
+
+
+def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size):
+    """Reference projection R_y^T M R_x, for tests and for torch-side caching."""
+    torch = _torch()
+    if (masks is None) == (boxes is None):
+        raise ValueError("give exactly one of masks / boxes")
+    if masks is not None:
+        M = as_tensor(masks, "masks").to(torch.float32)
+    else:
+        M = rasterise_boxes(as_tensor(boxes, "boxes").to(torch.float32), roi_size)
+    H, W = M.shape[1:]
+    h, w = cam_size
+    from .roi import interpolation_operator
+
+    Ry = torch.from_numpy(interpolation_operator(H, h)).to(M.device, torch.float32)
+    Rx = torch.from_numpy(interpolation_operator(W, w)).to(M.device, torch.float32)
+    weights = torch.einsum("yi,byx,xj->bij", Ry, M, Rx)
+    return ProjectedROI(weights.contiguous(), M.sum(dim=(1, 2)), (H, W))
+
+
+def score_batch(
+    activations,
+    logits,
+    masks=None,
+    *,
+    gradients=None,
+    weights=None,
+    boxes=None,
+    roi_size=None,
+    roi: Optional[ProjectedROI] = None,
+    alpha: float = 0.5,
+    return_cam: bool = False,
+    backend: str = "reference",
+) -> ScoreResult:
+    """Score one batch exactly as SCORING.md defines it (see `egal.score_batch`)."""
+    torch = _torch()
+    F = torch.nn.functional
+    A = as_tensor(activations, "activations")
+    Z = as_tensor(logits, "logits")
+    G = as_tensor(gradients, "gradients")
+    Wt = as_tensor(weights, "weights")
+    M = as_tensor(masks, "masks")
+    Bx = as_tensor(boxes, "boxes")
+    roi_w = as_tensor(roi.weights, "roi.weights") if roi is not None else None
+    roi_a = as_tensor(roi.area, "roi.area") if roi is not None else None
+    plan = check_score_inputs(
+        spec_of(A), spec_of(Z), gradients=spec_of(G), weights=spec_of(Wt), masks=spec_of(M),
+        boxes=spec_of(Bx), roi_weights=spec_of(roi_w), roi_area=spec_of(roi_a),
+        roi_size=roi.roi_size if roi is not None else roi_size, alpha=alpha,
+    )
+
+    A = A.float()
+    channel_weights = Wt.float() if Wt is not None else G.float().mean(dim=(2, 3))
+    raw = torch.einsum("bk,bkhw->bhw", channel_weights, A)
+    finite = torch.isfinite(raw).all(dim=(1, 2)) & torch.isfinite(channel_weights).all(dim=1)
+    cam = raw.clamp_min(0)
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    hi = cam.amax(dim=(1, 2), keepdim=True)
+    cam = (cam - lo) / (hi - lo + NORM_EPS)
+
+    if plan.roi_kind == "projected":
+        H, W = plan.roi_size
+        h, w = plan.cam_size
+        from .roi import interpolation_operator
+
+        cy = torch.from_numpy(interpolation_operator(H, h).sum(0)).to(cam.device, torch.float32)
+        cx = torch.from_numpy(interpolation_operator(W, w).sum(0)).to(cam.device, torch.float32)
+        inter = (cam * roi_w).sum(dim=(1, 2))
+        sum_u = torch.einsum("bij,i,j->b", cam, cy, cx)
+        sum_m = roi_a.float()
+    else:
+        if plan.roi_kind == "masks":
+            if M.dtype == torch.float32:
+                bad = ~((M >= 0) & (M <= 1))
+                if bool(bad.any()):
+                    first = int(bad.flatten(1).any(dim=1).nonzero()[0])
+                    raise ValueError(f"masks must hold values in [0, 1]; sample {first} does not")
+            M = M.to(torch.float32)
+        else:
+            M = rasterise_boxes(Bx, plan.roi_size)
+        U = F.interpolate(cam[:, None], size=plan.roi_size, mode="bilinear", align_corners=False)[:, 0]
+        inter = (U * M).sum(dim=(1, 2))
+        sum_u = U.sum(dim=(1, 2))
+        sum_m = M.sum(dim=(1, 2))
+    dice = 1 - (2 * inter + DICE_EPS) / (sum_u + sum_m + DICE_EPS)
+    empty = sum_m == 0
+    dice = torch.where(empty | ~finite, torch.full_like(dice, math.nan), dice)
+
+    Zf = Z.float()
+    log_p = torch.log_softmax(Zf, dim=1)
+    p = log_p.exp()
+    entropy = -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)
+    entropy = torch.where(torch.isfinite(Zf).all(dim=1), entropy, torch.full_like(entropy, math.nan))
+    entropy_norm = entropy / math.log(plan.classes)
+    pred = torch.where(torch.isfinite(Zf).all(dim=1), Zf.argmax(dim=1), torch.full_like(Zf[:, 0], -1, dtype=torch.int64))
+
+    score = plan.alpha * entropy_norm + (1 - plan.alpha) * dice
+    score = torch.where(empty & finite, entropy_norm, score)
+
+    def host(t):
+        return t.detach().cpu().numpy()
+
+    return ScoreResult(
+        pred=host(pred).astype(np.int64),
+        entropy=host(entropy),
+        entropy_norm=host(entropy_norm),
+        misalignment=host(dice),
+        score=host(score),
+        cam=host(torch.where(finite[:, None, None], cam, torch.full_like(cam, math.nan))) if return_cam else None,
+    )
