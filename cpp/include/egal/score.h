@@ -1,0 +1,66 @@
+// The fused EG-AL scorer: C++ API, free of Python. See SCORING.md.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "egal/tensor_view.h"
+
+namespace egal {
+
+enum class RoiKind : uint8_t { Masks, Boxes, Projected };
+
+struct ScoreInputs {
+  TensorView activations;  // [B, K, h, w] float32 / float16 / bfloat16
+  TensorView gradients;    // [B, K, h, w] same dtype as activations; or absent
+  TensorView weights;      // [B, K] float32 / float16 / bfloat16; or absent
+  TensorView logits;       // [B, C] float32 / float16
+  RoiKind roi_kind = RoiKind::Masks;
+  TensorView masks;        // [B, H, W] bool / uint8 (0/1) / float32 in [0, 1]
+  TensorView boxes;        // [B, N, 4] float32 (x0, y0, x1, y1), NaN rows are padding
+  TensorView roi_weights;  // [B, h, w] float32, R_y^T M R_x
+  TensorView roi_area;     // [B] float32, sum of M
+  int64_t roi_height = 0;  // H
+  int64_t roi_width = 0;   // W
+  float alpha = 0.5f;
+};
+
+// Per-sample status bits, so one bad sample never disturbs the others.
+enum StatusBits : int32_t {
+  kStatusOk = 0,
+  kStatusNonFinite = 1,  // NaN/Inf in this sample's activations, weights or logits
+  kStatusBadMask = 2,    // a mask value outside [0, 1]
+};
+
+// Host buffers of B elements each (cam: B * h * w, or null).
+struct ScoreOutputs {
+  int64_t* pred = nullptr;
+  float* entropy = nullptr;
+  float* entropy_norm = nullptr;
+  float* misalignment = nullptr;
+  float* score = nullptr;
+  float* cam = nullptr;
+  int32_t* status = nullptr;
+};
+
+// Host buffers: weights [B, h, w], area [B], status [B].
+struct ProjectionOutputs {
+  float* weights = nullptr;
+  float* area = nullptr;
+  int32_t* status = nullptr;
+};
+
+// Dispatch on the device of the inputs. Inputs are assumed validated by the
+// caller (shapes agree, dtypes supported, one device); device errors throw.
+void score(const ScoreInputs& in, const ScoreOutputs& out);
+void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out);
+
+void score_cpu(const ScoreInputs& in, const ScoreOutputs& out);
+void project_roi_cpu(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out);
+void score_cuda(const ScoreInputs& in, const ScoreOutputs& out);
+
+bool cuda_compiled();
+// Number of usable CUDA devices; 0 with a reason when none.
+int cuda_device_count(std::string* why_not);
+int cpu_threads();
+
+}  // namespace egal

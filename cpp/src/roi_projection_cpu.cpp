@@ -1,0 +1,189 @@
+#include "roi_projection_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "egal/scalar.h"
+
+namespace egal::cpu {
+
+ProjectionPlan::ProjectionPlan(int64_t H, int64_t W, int64_t h, int64_t w, bool for_boxes)
+    : rows(H, h), cols(W, w) {
+  if (for_boxes) {
+    row_prefix = rows.prefix_sums();
+    col_prefix = cols.prefix_sums();
+  }
+}
+
+namespace {
+
+// One mask row: r[j] = sum_x M[y, x] R_x[x, j]. Returns the row's sum of M.
+struct RowAccumulator {
+  const int32_t* lo;
+  const int32_t* hi;
+  const float* t;
+  float* r;
+  float area = 0.0f;
+  bool bad = false;
+
+  inline void add(int64_t x, float m) {
+    if (m == 0.0f) return;
+    if (!(m >= 0.0f && m <= 1.0f)) bad = true;  // NaN fails both comparisons
+    r[lo[x]] += (1.0f - t[x]) * m;
+    r[hi[x]] += t[x] * m;
+    area += m;
+  }
+};
+
+template <class T>
+void accumulate_row(const T* row, int64_t W, int64_t stride_x, RowAccumulator& acc) {
+  for (int64_t x = 0; x < W; ++x) acc.add(x, to_float(row[x * stride_x]));
+}
+
+// Expert masks are mostly background: skip eight zero bytes at a time.
+void accumulate_row(const uint8_t* row, int64_t W, int64_t stride_x, RowAccumulator& acc) {
+  if (stride_x != 1) {
+    for (int64_t x = 0; x < W; ++x) acc.add(x, static_cast<float>(row[x * stride_x]));
+    return;
+  }
+  int64_t x = 0;
+  for (; x + 8 <= W; x += 8) {
+    uint64_t chunk;
+    std::memcpy(&chunk, row + x, sizeof chunk);
+    if (chunk == 0) continue;
+    for (int64_t k = 0; k < 8; ++k) acc.add(x + k, static_cast<float>(row[x + k]));
+  }
+  for (; x < W; ++x) acc.add(x, static_cast<float>(row[x]));
+}
+
+template <class T>
+double project_mask_typed(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
+                          ProjectionScratch& scratch, double* projection, bool* bad_mask) {
+  const int64_t H = plan.rows.out_size, W = plan.cols.out_size;
+  const int64_t w = plan.cols.in_size;
+  const T* base = static_cast<const T*>(masks.data) + b * masks.stride[0];
+  scratch.row.assign(static_cast<size_t>(w), 0.0f);
+  float* r = scratch.row.data();
+  double area = 0.0;
+  for (int64_t y = 0; y < H; ++y) {
+    RowAccumulator acc{plan.cols.lo.data(), plan.cols.hi.data(), plan.cols.t.data(), r};
+    accumulate_row(base + y * masks.stride[1], W, masks.stride[2], acc);
+    if (acc.bad) *bad_mask = true;
+    if (acc.area == 0.0f) continue;
+    area += acc.area;
+    const double ty = plan.rows.t[y];
+    double* top = projection + static_cast<int64_t>(plan.rows.lo[y]) * w;
+    double* bottom = projection + static_cast<int64_t>(plan.rows.hi[y]) * w;
+    for (int64_t j = 0; j < w; ++j) {
+      top[j] += (1.0 - ty) * r[j];
+      bottom[j] += ty * r[j];
+      r[j] = 0.0f;
+    }
+  }
+  return area;
+}
+
+// Pixel columns whose centre x + 0.5 lies in [x0, x1), clipped to [0, size).
+inline void pixel_range(float lo_edge, float hi_edge, int64_t size, int64_t* first, int64_t* last) {
+  const double lo = std::clamp(static_cast<double>(lo_edge) - 0.5, -1.0, static_cast<double>(size));
+  const double hi = std::clamp(static_cast<double>(hi_edge) - 0.5, -1.0, static_cast<double>(size));
+  *first = std::clamp(static_cast<int64_t>(std::ceil(lo)), int64_t{0}, size);
+  *last = std::clamp(static_cast<int64_t>(std::ceil(hi)), int64_t{0}, size);
+}
+
+}  // namespace
+
+double project_mask(const TensorView& masks, int64_t b, const ProjectionPlan& plan, ProjectionScratch& scratch,
+                    double* projection, bool* bad_mask) {
+  std::fill(projection, projection + plan.rows.in_size * plan.cols.in_size, 0.0);
+  switch (masks.dtype) {
+    case DType::UInt8:
+    case DType::Bool:
+      return project_mask_typed<uint8_t>(masks, b, plan, scratch, projection, bad_mask);
+    case DType::Float32:
+      return project_mask_typed<float>(masks, b, plan, scratch, projection, bad_mask);
+    default:
+      *bad_mask = true;
+      return 0.0;
+  }
+}
+
+// The union of boxes is cut along all box edges into cells; each covered cell is
+// a rectangle whose projection is outer(row sums, column sums) from prefix sums.
+// No H x W mask is built, and overlapping boxes count once.
+double project_boxes(const TensorView& boxes, int64_t b, const ProjectionPlan& plan, ProjectionScratch& scratch,
+                     double* projection) {
+  const int64_t H = plan.rows.out_size, W = plan.cols.out_size;
+  const int64_t h = plan.rows.in_size, w = plan.cols.in_size;
+  std::fill(projection, projection + h * w, 0.0);
+  const float* base = static_cast<const float*>(boxes.data) + b * boxes.stride[0];
+  const int64_t N = boxes.shape[1];
+
+  auto& ranges = scratch.box_ranges;  // x_first, x_last, y_first, y_last per valid box
+  ranges.clear();
+  scratch.xs.clear();
+  scratch.ys.clear();
+  for (int64_t n = 0; n < N; ++n) {
+    const float* box = base + n * boxes.stride[1];
+    const float x0 = box[0], y0 = box[boxes.stride[2]], x1 = box[2 * boxes.stride[2]], y1 = box[3 * boxes.stride[2]];
+    if (std::isnan(x0) || std::isnan(y0) || std::isnan(x1) || std::isnan(y1) || !(x1 > x0) || !(y1 > y0)) continue;
+    int64_t xa, xb, ya, yb;
+    pixel_range(x0, x1, W, &xa, &xb);
+    pixel_range(y0, y1, H, &ya, &yb);
+    if (xa >= xb || ya >= yb) continue;
+    ranges.insert(ranges.end(), {xa, xb, ya, yb});
+    scratch.xs.insert(scratch.xs.end(), {xa, xb});
+    scratch.ys.insert(scratch.ys.end(), {ya, yb});
+  }
+  if (ranges.empty()) return 0.0;
+  for (auto* edges : {&scratch.xs, &scratch.ys}) {
+    std::sort(edges->begin(), edges->end());
+    edges->erase(std::unique(edges->begin(), edges->end()), edges->end());
+  }
+
+  const int64_t valid = static_cast<int64_t>(ranges.size() / 4);
+  scratch.cell_row.resize(static_cast<size_t>(w));
+  double* x_weights = scratch.cell_row.data();
+  double area = 0.0;
+  for (size_t gy = 0; gy + 1 < scratch.ys.size(); ++gy) {
+    const int64_t ya = scratch.ys[gy], yb = scratch.ys[gy + 1];
+    std::fill(x_weights, x_weights + w, 0.0);
+    int64_t covered_width = 0;
+    for (size_t gx = 0; gx + 1 < scratch.xs.size();) {
+      auto covered = [&](size_t cell) {
+        const int64_t xa = scratch.xs[cell], xb = scratch.xs[cell + 1];
+        for (int64_t k = 0; k < valid; ++k) {
+          const int64_t* r = ranges.data() + 4 * k;
+          if (r[0] <= xa && xb <= r[1] && r[2] <= ya && yb <= r[3]) return true;
+        }
+        return false;
+      };
+      if (!covered(gx)) {
+        ++gx;
+        continue;
+      }
+      size_t run_end = gx + 1;  // merge a run of covered cells into one rectangle
+      while (run_end + 1 < scratch.xs.size() && covered(run_end)) ++run_end;
+      const int64_t xa = scratch.xs[gx], xb = scratch.xs[run_end];
+      const double* p_hi = plan.col_prefix.data() + xb * w;
+      const double* p_lo = plan.col_prefix.data() + xa * w;
+      for (int64_t j = 0; j < w; ++j) x_weights[j] += p_hi[j] - p_lo[j];
+      covered_width += xb - xa;
+      gx = run_end;
+    }
+    if (covered_width == 0) continue;
+    area += static_cast<double>(covered_width) * static_cast<double>(yb - ya);
+    const double* q_hi = plan.row_prefix.data() + yb * h;
+    const double* q_lo = plan.row_prefix.data() + ya * h;
+    for (int64_t i = 0; i < h; ++i) {
+      const double y_weight = q_hi[i] - q_lo[i];
+      if (y_weight == 0.0) continue;
+      double* out = projection + i * w;
+      for (int64_t j = 0; j < w; ++j) out[j] += y_weight * x_weights[j];
+    }
+  }
+  return area;
+}
+
+}  // namespace egal::cpu

@@ -1,0 +1,242 @@
+// CPU backend: one pass per sample, OpenMP across samples.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "egal/scalar.h"
+#include "egal/score.h"
+#include "roi_projection_cpu.h"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace egal {
+namespace {
+
+constexpr float kNormEps = 1e-7f;
+constexpr double kDiceEps = 1e-6;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+struct SampleScratch {
+  std::vector<float> cam;              // [h * w]
+  std::vector<double> projection;      // [h * w]
+  cpu::ProjectionScratch roi;
+};
+
+// A [h, w] plane of a strided 4-d or 3-d view.
+template <class T>
+struct Plane {
+  const T* data;
+  int64_t h, w, stride_i, stride_j;
+  bool contiguous() const { return stride_j == 1 && stride_i == w; }
+};
+
+template <class T>
+float plane_mean(const Plane<T>& plane) {
+  float acc = 0.0f;
+  if (plane.contiguous()) {
+    const int64_t n = plane.h * plane.w;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t q = 0; q < n; ++q) acc += to_float(plane.data[q]);
+  } else {
+    for (int64_t i = 0; i < plane.h; ++i)
+      for (int64_t j = 0; j < plane.w; ++j) acc += to_float(plane.data[i * plane.stride_i + j * plane.stride_j]);
+  }
+  return acc / static_cast<float>(plane.h * plane.w);
+}
+
+template <class T>
+void plane_axpy(float weight, const Plane<T>& plane, float* cam) {
+  if (plane.contiguous()) {
+    const int64_t n = plane.h * plane.w;
+#pragma omp simd
+    for (int64_t q = 0; q < n; ++q) cam[q] += weight * to_float(plane.data[q]);
+  } else {
+    for (int64_t i = 0; i < plane.h; ++i)
+      for (int64_t j = 0; j < plane.w; ++j)
+        cam[i * plane.w + j] += weight * to_float(plane.data[i * plane.stride_i + j * plane.stride_j]);
+  }
+}
+
+float load_any(const TensorView& view, int64_t offset) {
+  switch (view.dtype) {
+    case DType::Float32: return static_cast<const float*>(view.data)[offset];
+    case DType::Float16: return to_float(static_cast<const half_bits*>(view.data)[offset]);
+    case DType::BFloat16: return to_float(static_cast<const bfloat16_bits*>(view.data)[offset]);
+    default: return kNaN;
+  }
+}
+
+struct Entropy {
+  int64_t pred = -1;
+  double entropy = NAN;
+  bool finite = false;
+};
+
+// Stable softmax entropy in float64: log p = z - logsumexp(z), 0 log 0 = 0.
+Entropy entropy_of(const TensorView& logits, int64_t b) {
+  const int64_t C = logits.shape[1];
+  const int64_t row = b * logits.stride[0];
+  double z_max = -INFINITY;
+  int64_t arg = 0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double z = load_any(logits, row + c * logits.stride[1]);
+    if (!std::isfinite(z)) return {};
+    if (z > z_max) z_max = z, arg = c;
+  }
+  double total = 0.0, weighted = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double shifted = load_any(logits, row + c * logits.stride[1]) - z_max;
+    const double e = std::exp(shifted);
+    total += e;
+    weighted += e * shifted;
+  }
+  // H = -sum p (s - log total) = log total - sum(e s) / total, with s = z - z_max.
+  return {arg, std::log(total) - weighted / total, true};
+}
+
+template <class T>
+void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b, SampleScratch& s,
+               const ScoreOutputs& out) {
+  const TensorView& A = in.activations;
+  const int64_t K = A.shape[1], h = A.shape[2], w = A.shape[3], hw = h * w;
+  const T* a_base = static_cast<const T*>(A.data) + b * A.stride[0];
+
+  // Steps 2-3: channel weights and the raw map, in one pass over the channels.
+  float* cam = s.cam.data();
+  std::fill(cam, cam + hw, 0.0f);
+  bool finite = true;
+  for (int64_t k = 0; k < K; ++k) {
+    float weight;
+    if (in.gradients.present) {
+      const TensorView& G = in.gradients;
+      const T* g_plane = static_cast<const T*>(G.data) + b * G.stride[0] + k * G.stride[1];
+      weight = plane_mean(Plane<T>{g_plane, h, w, G.stride[2], G.stride[3]});
+    } else {
+      weight = load_any(in.weights, b * in.weights.stride[0] + k * in.weights.stride[1]);
+    }
+    if (!std::isfinite(weight)) finite = false;
+    plane_axpy(weight, Plane<T>{a_base + k * A.stride[1], h, w, A.stride[2], A.stride[3]}, cam);
+  }
+
+  // Step 4: ReLU, then min-max normalisation at low resolution.
+  float lo = INFINITY, hi = -INFINITY;
+  for (int64_t q = 0; q < hw; ++q) {
+    if (!std::isfinite(cam[q])) finite = false;
+    const float c = std::max(cam[q], 0.0f);
+    cam[q] = c;
+    lo = std::min(lo, c);
+    hi = std::max(hi, c);
+  }
+  const float denominator = hi - lo + kNormEps;
+  for (int64_t q = 0; q < hw; ++q) cam[q] = (cam[q] - lo) / denominator;
+
+  // Steps 5-6: Dice sums against the ROI projected onto the h x w grid.
+  double* projection = s.projection.data();
+  double roi_area = 0.0;
+  bool bad_mask = false;
+  if (in.roi_kind == RoiKind::Masks) {
+    roi_area = cpu::project_mask(in.masks, b, plan, s.roi, projection, &bad_mask);
+  } else if (in.roi_kind == RoiKind::Boxes) {
+    roi_area = cpu::project_boxes(in.boxes, b, plan, s.roi, projection);
+  } else {
+    const TensorView& P = in.roi_weights;
+    const float* p_base = static_cast<const float*>(P.data) + b * P.stride[0];
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) projection[i * w + j] = p_base[i * P.stride[1] + j * P.stride[2]];
+    roi_area = static_cast<const float*>(in.roi_area.data)[b * in.roi_area.stride[0]];
+  }
+  double intersection = 0.0, upsampled_sum = 0.0;
+  const double* cy = plan.rows.column_sum.data();
+  const double* cx = plan.cols.column_sum.data();
+  for (int64_t i = 0; i < h; ++i) {
+    double row_dot_cx = 0.0;
+    for (int64_t j = 0; j < w; ++j) {
+      const double c = cam[i * w + j];
+      intersection += c * projection[i * w + j];
+      row_dot_cx += c * cx[j];
+    }
+    upsampled_sum += cy[i] * row_dot_cx;
+  }
+  const bool empty_roi = roi_area == 0.0;
+  double dice = empty_roi ? NAN : 1.0 - (2.0 * intersection + kDiceEps) / (upsampled_sum + roi_area + kDiceEps);
+
+  // Steps 1 and 7.
+  const Entropy e = entropy_of(in.logits, b);
+  const double entropy_norm = e.entropy / std::log(static_cast<double>(in.logits.shape[1]));
+  if (!finite) dice = NAN;
+  double score = empty_roi && finite ? entropy_norm : in.alpha * entropy_norm + (1.0 - in.alpha) * dice;
+  if (!finite || !e.finite) score = NAN;
+
+  out.pred[b] = e.pred;
+  out.entropy[b] = static_cast<float>(e.entropy);
+  out.entropy_norm[b] = static_cast<float>(entropy_norm);
+  out.misalignment[b] = static_cast<float>(dice);
+  out.score[b] = static_cast<float>(score);
+  out.status[b] = (finite && e.finite ? kStatusOk : kStatusNonFinite) | (bad_mask ? kStatusBadMask : kStatusOk);
+  if (out.cam) {
+    float* dst = out.cam + b * hw;
+    for (int64_t q = 0; q < hw; ++q) dst[q] = finite ? cam[q] : kNaN;
+  }
+}
+
+template <class T>
+void score_all(const ScoreInputs& in, const ScoreOutputs& out) {
+  const TensorView& A = in.activations;
+  const int64_t B = A.shape[0], h = A.shape[2], w = A.shape[3];
+  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind == RoiKind::Boxes);
+#pragma omp parallel
+  {
+    SampleScratch scratch;
+    scratch.cam.resize(static_cast<size_t>(h * w));
+    scratch.projection.resize(static_cast<size_t>(h * w));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < B; ++b) score_one<T>(in, plan, b, scratch, out);
+  }
+}
+
+}  // namespace
+
+void score_cpu(const ScoreInputs& in, const ScoreOutputs& out) {
+  switch (in.activations.dtype) {
+    case DType::Float32: return score_all<float>(in, out);
+    case DType::Float16: return score_all<half_bits>(in, out);
+    case DType::BFloat16: return score_all<bfloat16_bits>(in, out);
+    default: throw std::invalid_argument("activations must be float32, float16 or bfloat16");
+  }
+}
+
+void project_roi_cpu(const ScoreInputs& in, int64_t h, int64_t w, const ProjectionOutputs& out) {
+  const bool boxes = in.roi_kind == RoiKind::Boxes;
+  const TensorView& roi = boxes ? in.boxes : in.masks;
+  const int64_t B = roi.shape[0];
+  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, boxes);
+#pragma omp parallel
+  {
+    cpu::ProjectionScratch scratch;
+    std::vector<double> projection(static_cast<size_t>(h * w));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < B; ++b) {
+      bool bad_mask = false;
+      const double area = boxes ? cpu::project_boxes(roi, b, plan, scratch, projection.data())
+                                : cpu::project_mask(roi, b, plan, scratch, projection.data(), &bad_mask);
+      std::transform(projection.begin(), projection.end(), out.weights + b * h * w,
+                     [](double v) { return static_cast<float>(v); });
+      out.area[b] = static_cast<float>(area);
+      out.status[b] = bad_mask ? kStatusBadMask : kStatusOk;
+    }
+  }
+}
+
+int cpu_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace egal

@@ -1,0 +1,153 @@
+"""The public scoring API: validate, pick a backend, run the fused kernel."""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._checks import MASK_DTYPES, check_roi_size, check_score_inputs
+from ._dlpack import capsule
+from ._result import ScoreResult
+from .roi import ProjectedROI
+
+BACKENDS = ("auto", "cpu", "cuda", "reference")
+_STATUS_BAD_MASK = 2
+
+
+def backends() -> dict:
+    """What this installation can run: {"cpu": {...}, "cuda": {...}, "reference": {...}}.
+
+    cuda["compiled"] says whether the CUDA backend was built in; cuda["available"]
+    whether a GPU can run it now (cuda["reason"] says why not).
+    """
+    info = _core.backends()
+    # The reference backend is written in PyTorch; look for it without importing it.
+    has_torch = importlib.util.find_spec("torch") is not None
+    info["reference"] = {"available": has_torch, "reason": None if has_torch else "PyTorch is not installed"}
+    return info
+
+
+def _bad_mask_error(status: np.ndarray, mask_dtype: Optional[str]) -> ValueError:
+    first = int(np.flatnonzero(status & _STATUS_BAD_MASK)[0])
+    hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
+    return ValueError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
+
+
+def score_batch(
+    activations,
+    logits,
+    masks=None,
+    *,
+    gradients=None,
+    weights=None,
+    boxes=None,
+    roi_size: Optional[Tuple[int, int]] = None,
+    roi: Optional[ProjectedROI] = None,
+    alpha: float = 0.5,
+    return_cam: bool = False,
+    backend: str = "auto",
+) -> ScoreResult:
+    """Score one batch with the EG-AL acquisition function of SCORING.md.
+
+    activations: [B, K, h, w] target-layer feature maps (float32 / float16 / bfloat16)
+    logits:      [B, C] class scores, C >= 2 (float32 / float16)
+    masks:       [B, H, W] expert ROI, bool, uint8 (0/1) or float32 in [0, 1]
+    gradients:   [B, K, h, w] d(logit of the predicted class)/d activations, or
+    weights:     [B, K] Grad-CAM channel weights given directly
+    boxes:       [B, N, 4] float32 (x0, y0, x1, y1) in pixels of roi_size=(H, W),
+                 NaN rows are padding; scored without building a mask
+    roi:         a ProjectedROI from `project_roi`, cached across rounds
+    alpha:       weight of the normalised entropy; 1 - alpha weighs misalignment
+
+    Give exactly one of gradients / weights and one of masks / boxes / roi. Inputs
+    are any DLPack producers (numpy, torch CPU or CUDA, onnxruntime OrtValue) and are
+    read in place; CUDA inputs run on the CUDA backend. A sample with NaN or Inf in
+    its inputs gets a NaN score (never selected); the others are unaffected.
+    An empty ROI gives misalignment NaN and score = entropy_norm.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if roi is not None and not isinstance(roi, ProjectedROI):
+        raise TypeError(f"roi must be an egal.ProjectedROI (from egal.project_roi), got {type(roi).__name__}")
+    if backend == "reference":
+        from . import reference
+
+        return reference.score_batch(
+            activations, logits, masks, gradients=gradients, weights=weights, boxes=boxes, roi_size=roi_size,
+            roi=roi, alpha=alpha, return_cam=return_cam,
+        )
+
+    a_cap, a_spec = capsule(activations, "activations")
+    z_cap, z_spec = capsule(logits, "logits")
+    g_cap, g_spec = capsule(gradients, "gradients")
+    w_cap, w_spec = capsule(weights, "weights")
+    m_cap, m_spec = capsule(masks, "masks")
+    b_cap, b_spec = capsule(boxes, "boxes")
+    rw_cap, rw_spec = capsule(roi.weights if roi is not None else None, "roi.weights")
+    ra_cap, ra_spec = capsule(roi.area if roi is not None else None, "roi.area")
+    plan = check_score_inputs(
+        a_spec, z_spec, gradients=g_spec, weights=w_spec, masks=m_spec, boxes=b_spec, roi_weights=rw_spec,
+        roi_area=ra_spec, roi_size=roi.roi_size if roi is not None else roi_size, alpha=alpha,
+    )
+    device = plan.device[0]
+    if backend in ("cpu", "cuda") and backend != device:
+        raise ValueError(
+            f"backend={backend!r} but the inputs are on {device}; egal never copies inputs between devices: "
+            f"move them to {backend} first or use backend='auto'"
+        )
+    if device == "cuda":
+        cuda = _core.backends()["cuda"]
+        if not cuda["available"]:
+            raise RuntimeError(f"the inputs are on a CUDA device but egal cannot run CUDA here: {cuda['reason']}")
+
+    out = _core.score(
+        a_cap, g_cap, w_cap, z_cap, plan.roi_kind, m_cap, b_cap, rw_cap, ra_cap,
+        plan.roi_size[0], plan.roi_size[1], plan.alpha, bool(return_cam),
+    )
+    status = out.pop("status")
+    if (status & _STATUS_BAD_MASK).any():
+        raise _bad_mask_error(status, m_spec.dtype if m_spec else None)
+    return ScoreResult(**out)
+
+
+def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: Tuple[int, int]) -> ProjectedROI:
+    """Project masks or boxes onto the (h, w) Grad-CAM grid, once per pool.
+
+    masks: [B, H, W] bool / uint8 (0/1) / float32 in [0, 1], in host memory
+    boxes: [B, N, 4] float32 (x0, y0, x1, y1), NaN-padded, with roi_size=(H, W)
+    Returns a ProjectedROI of numpy arrays; pass it (or a slice, roi[i:j]) as
+    `score_batch(..., roi=...)`. Move it to the GPU yourself for CUDA batches.
+    """
+    h, w = check_roi_size(cam_size)
+    if (masks is None) == (boxes is None):
+        raise ValueError("give exactly one of masks / boxes (the expert ROI)")
+    name = "masks" if masks is not None else "boxes"
+    cap, spec = capsule(masks if masks is not None else boxes, name)
+    if name == "masks":
+        if len(spec.shape) != 3:
+            raise ValueError(f"masks must have rank 3 [B, H, W], got shape {spec.shape}")
+        if spec.dtype not in MASK_DTYPES:
+            raise TypeError(f"masks must have dtype {' / '.join(MASK_DTYPES)}, got {spec.dtype}")
+        if spec.shape[1] < 1 or spec.shape[2] < 1:
+            raise ValueError(f"masks must have H, W >= 1, got shape {spec.shape}")
+        if roi_size is not None and check_roi_size(roi_size) != tuple(spec.shape[1:]):
+            raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = {tuple(spec.shape[1:])}")
+        H, W = spec.shape[1:]
+    else:
+        if len(spec.shape) != 3 or spec.shape[2] != 4:
+            raise ValueError(f"boxes must have shape (B, N, 4), got {spec.shape}")
+        if spec.dtype != "float32":
+            raise TypeError(f"boxes must have dtype float32, got {spec.dtype}")
+        if roi_size is None:
+            raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
+        H, W = check_roi_size(roi_size)
+    if spec.device[0] != "cpu":
+        raise ValueError(f"project_roi runs on the CPU; {name} is on {spec.device[0]}: pass host arrays")
+    weights, area, status = _core.project(
+        cap if name == "masks" else None, cap if name == "boxes" else None, H, W, h, w
+    )
+    if (status & _STATUS_BAD_MASK).any():
+        raise _bad_mask_error(status, spec.dtype)
+    return ProjectedROI(weights, area, (H, W))

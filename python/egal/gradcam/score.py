@@ -1,0 +1,34 @@
+"""Grad-CAM scoring of a batch of images in one call: extraction, then the fused scorer."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..models.classifier import EGALClassifier
+from .extract import extract_gradcam_inputs
+
+
+def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_size=None, roi=None,
+                 alpha: float = 0.5, target_layer: Optional[str] = None, method: str = "auto",
+                 return_cam: bool = False):
+    """EG-AL scores (egal.ScoreResult) of images [B, in_channels, H, W] in [0, 1].
+
+    The ROI is given as for egal.score_batch (masks [B, H, W], or boxes with
+    roi_size, or a ProjectedROI). Activations, logits and weights/gradients stay
+    on the model's device and go to egal.score_batch without a host copy.
+    """
+    inputs = extract_gradcam_inputs(model, images, target_layer=target_layer, method=method)
+    return scoring_engine()(**inputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
+                            alpha=alpha, return_cam=return_cam)
+
+
+def scoring_engine():
+    """egal.score_batch, looked up at call time (the compiled engine, with its backend choice)."""
+    import egal
+
+    engine = getattr(egal, "score_batch", None)
+    if engine is None:
+        raise RuntimeError(
+            "egal.score_batch is not available in this installation (the compiled scoring engine is missing); "
+            "reinstall egal with its extension, or use egal.reference.score_batch directly"
+        )
+    return engine

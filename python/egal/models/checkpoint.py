@@ -1,0 +1,82 @@
+"""One file per model: the state dict plus the config that rebuilds it.
+
+The file is a plain dict of strings, numbers, lists and tensors, written with
+torch.save and read with torch.load(weights_only=True): loading never unpickles
+arbitrary objects, and a file that does not have exactly the expected layout is
+refused with a message that says what is wrong.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .classifier import EGALClassifier, model_from_config
+from .config import ModelConfig, ModelConfigError
+
+FORMAT = "egal.model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file is not a valid egal model file."""
+
+
+def save_model(model: EGALClassifier, path) -> None:
+    if not isinstance(model, EGALClassifier):
+        raise TypeError(f"save_model() saves an egal EGALClassifier, got {type(model).__name__}")
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state}, os.fspath(path))
+
+
+def load_model(path, map_location="cpu") -> EGALClassifier:
+    """Rebuild a saved model (in eval mode) on `map_location`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ModelFileError(
+            f"{path!r} is not an egal model file that can be loaded safely (torch.load with weights_only=True "
+            f"refused it: {type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    config, state = _unpack(payload, path)
+    model = model_from_config(config)
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
+
+
+def _unpack(payload, path):
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path!r} is not an egal model file (no format tag {FORMAT!r}); save models with egal.models.save_model")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{path!r} has model file format version {version!r}; this egal reads version {FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(payload.get("config"))
+    except (ModelConfigError, TypeError) as exc:
+        raise ModelFileError(f"{path!r} holds an invalid model config: {exc}") from exc
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelFileError(f"{path!r} has no state dict of named tensors")
+    return config, state
+
+
+def _check_state(model, state, path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        cfg = model.config
+        raise ModelFileError(
+            f"{path!r}: the state dict does not match its config ({cfg.architecture}, {cfg.head} head, "
+            f"{cfg.num_classes} classes): missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}"
+        )
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""

@@ -1,0 +1,112 @@
+"""Classification heads on the globally average-pooled feature vector f [B, K].
+
+Each head also gives, in closed form, the gradient of its predicted-class logit
+with respect to f. Because f is the spatial mean of the target-layer map A
+[B, K, h, w], d logit / d A_kij = (d logit / d f_k) / (h w) at every (i, j), so
+that gradient divided by h*w *is* the Grad-CAM channel weight of the predicted
+class: no backward pass is needed (see egal.gradcam).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LinearHead(nn.Module):
+    """logits = W f + b."""
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def forward(self, pooled):  # [B, K] -> [B, C]
+        return self.fc(pooled)
+
+    def logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
+        """d logit_pred / d f: the predicted class's weight row."""
+        return self.fc.weight[pred]
+
+    def require_prototypes(self) -> None:
+        """A linear head is always ready."""
+
+    unchecked_logits = forward
+    unchecked_logit_gradient = logit_gradient
+
+
+class PrototypicalHead(nn.Module):
+    """logits_c = -||E f + e0 - p_c||^2, with prototypes p_c the class means of labelled embeddings.
+
+    The embedding is a single linear layer so that the closed form above holds.
+    Prototypes live in a buffer (saved with the model); they are NaN until
+    `set_prototypes` has been called, and a forward pass refuses NaN prototypes.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, embedding_dim: int):
+        super().__init__()
+        self.embedding = nn.Linear(num_features, embedding_dim)
+        self.register_buffer("prototypes", torch.full((num_classes, embedding_dim), float("nan")))
+
+    @property
+    def has_prototypes(self) -> bool:
+        return bool(torch.isfinite(self.prototypes).all())
+
+    def embed(self, pooled):  # [B, K] -> [B, D]
+        return self.embedding(pooled)
+
+    def forward(self, pooled):  # [B, K] -> [B, C]
+        self.require_prototypes()
+        return self.unchecked_logits(pooled)
+
+    def logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
+        """d logit_pred / d f = -2 E^T (e - p_pred)."""
+        self.require_prototypes()
+        return self.unchecked_logit_gradient(pooled, pred)
+
+    # The unchecked forms carry no data-dependent Python branch, so graph capture
+    # (ONNX export) can trace them; callers check the prototypes once beforehand.
+    def unchecked_logits(self, pooled):  # [B, K] -> [B, C]
+        return -self._squared_distances(self.embed(pooled))
+
+    def unchecked_logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
+        diff = self.embed(pooled) - self.prototypes[pred]  # [B, D]
+        return -2.0 * diff @ self.embedding.weight  # [B, D] @ [D, K]
+
+    def _squared_distances(self, embeddings):  # [B, D] -> [B, C]
+        # Explicit differences (not |e|^2 - 2 e.p + |p|^2) so that logits, their
+        # autograd gradient and the closed form agree to float rounding.
+        diff = embeddings[:, None, :] - self.prototypes[None, :, :]  # [B, C, D]
+        return (diff * diff).sum(dim=-1)
+
+    @torch.no_grad()
+    def set_prototypes(self, embeddings, labels) -> None:
+        """Prototypes = per-class mean of labelled embeddings [N, D] with labels [N] in [0, C)."""
+        embeddings = torch.as_tensor(embeddings, dtype=self.prototypes.dtype, device=self.prototypes.device)
+        labels = torch.as_tensor(labels, device=self.prototypes.device).long()
+        C, D = self.prototypes.shape
+        if embeddings.ndim != 2 or embeddings.shape[1] != D:
+            raise ValueError(f"embeddings must be [N, {D}], got {tuple(embeddings.shape)}")
+        if labels.shape != (embeddings.shape[0],):
+            raise ValueError(f"labels must be [N] = [{embeddings.shape[0]}], got {tuple(labels.shape)}")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= C):
+            raise ValueError(f"labels must lie in [0, {C}), got values in [{int(labels.min())}, {int(labels.max())}]")
+        counts = torch.bincount(labels, minlength=C)
+        if bool((counts == 0).any()):
+            empty = (counts == 0).nonzero().flatten().tolist()
+            raise ValueError(f"every class needs at least one labelled sample to form its prototype; none for class(es) {empty}")
+        sums = torch.zeros_like(self.prototypes).index_add_(0, labels, embeddings)
+        self.prototypes.copy_(sums / counts[:, None].to(sums.dtype))
+
+    def require_prototypes(self) -> None:
+        if not self.has_prototypes:
+            raise RuntimeError(
+                "the prototypical head has no prototypes yet: call model.fit_prototypes(images, labels) "
+                "on labelled data first (they are saved with the model)"
+            )
+
+
+def build_head(kind: str, num_features: int, num_classes: int, embedding_dim=None) -> nn.Module:
+    if kind == "linear":
+        return LinearHead(num_features, num_classes)
+    if kind == "prototypical":
+        return PrototypicalHead(num_features, num_classes, embedding_dim)
+    raise ValueError(f"unknown head {kind!r}")

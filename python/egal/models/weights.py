@@ -1,0 +1,101 @@
+"""Initial backbone weights: torchvision's ImageNet weights, a local file, or random.
+
+`weights` is one of
+  None          random initialisation, as asked (no warning);
+  "imagenet"    torchvision's ImageNet-1k weights, from torch's hub cache or a
+                download; when they cannot be obtained (an offline node), a
+                warning says so and the backbone stays randomly initialised;
+  a path        a local state dict of the torchvision architecture (for instance
+                torchvision's own .pth file, copied onto an offline node).
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+
+import torch
+from torch import nn
+
+# The classification layer of each torchvision model is replaced by egal's head.
+_CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": ()}
+# torchvision's DenseNet files predate its module names ("norm.1" for "norm1").
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+class RandomInitWarning(UserWarning):
+    """Pretrained weights were asked for but the backbone is randomly initialised."""
+
+
+def load_backbone_weights(module: nn.Module, architecture: str, weights) -> str:
+    """Fill `module` (a torchvision model, or tiny_cnn's features) and say where the weights came from."""
+    if weights is None:
+        return "random"
+    if isinstance(weights, (str, os.PathLike)) and str(weights).lower() == "imagenet":
+        return _load_imagenet(module, architecture)
+    if isinstance(weights, (str, os.PathLike)):
+        _load_file(module, architecture, os.fspath(weights))
+        return f"file:{os.path.basename(os.fspath(weights))}"
+    raise TypeError(f"weights must be None, 'imagenet' or a path to a state dict file, got {type(weights).__name__}")
+
+
+def _load_imagenet(module: nn.Module, architecture: str) -> str:
+    import torchvision
+
+    enum = {
+        "densenet121": getattr(torchvision.models, "DenseNet121_Weights", None),
+        "resnet18": getattr(torchvision.models, "ResNet18_Weights", None),
+    }.get(architecture)
+    if enum is None:
+        raise ValueError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
+    try:
+        state = enum.IMAGENET1K_V1.get_state_dict(progress=False)
+    except Exception as exc:  # no network, no cache, a proxy error: all mean the same here
+        warnings.warn(
+            f"could not obtain torchvision's ImageNet weights for {architecture} ({type(exc).__name__}: {exc}); "
+            "the backbone is RANDOMLY INITIALISED. On an offline node, copy the .pth file into "
+            f"{torch.hub.get_dir()}/checkpoints or pass weights=<path>.",
+            RandomInitWarning,
+            stacklevel=4,
+        )
+        return "random (imagenet unavailable)"
+    _load_state(module, architecture, state, source="torchvision ImageNet weights")
+    return "imagenet"
+
+
+def _load_file(module: nn.Module, architecture: str, path: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file {path!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not a state dict that torch.load(weights_only=True) can read: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
+    _load_state(module, architecture, state, source=path)
+
+
+def _load_state(module: nn.Module, architecture: str, state: dict, source: str) -> None:
+    if architecture == "densenet121":
+        state = {_OLD_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
+    drop = _CLASSIFIER_PREFIXES[architecture]
+    state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else dict(state)
+    own = {k: v for k, v in module.state_dict().items() if not (drop and k.startswith(drop))}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{source} does not fit a {architecture} backbone: "
+            f"missing {_few(missing)}, unexpected {_few(unexpected)}, wrong shape {_few(wrong_shape)}"
+        )
+    module.load_state_dict(state, strict=False)
+
+
+def _few(keys, n=4) -> str:
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - n} more" if len(keys) > n else ""
+    return "[" + ", ".join(keys[:n]) + "]" + more
