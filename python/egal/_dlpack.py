@@ -102,11 +102,11 @@ def capsule(x, name: str):
     if x is None:
         return None, None
     producer = as_dlpack_producer(x, name)
-    device_type, _ = producer.__dlpack_device__()
     try:
+        device_type, _ = producer.__dlpack_device__()
         # CUDA: ask for the legacy default stream, which the CUDA backend runs on.
         cap = producer.__dlpack__(stream=1) if int(device_type) == _DL_CUDA else producer.__dlpack__()
-    except (BufferError, TypeError, RuntimeError) as exc:
+    except Exception as exc:
         raise TypeError(f"{name} could not be exported through DLPack: {exc}") from exc
     shape, dtype, device, device_id = _core.describe(cap)
     return cap, ArraySpec(tuple(shape), dtype, (device, int(device_id)))

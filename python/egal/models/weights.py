@@ -20,7 +20,7 @@ from torch import nn
 # The classification layer of each torchvision model is replaced by egal's head.
 _CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": ()}
 # torchvision's DenseNet files predate its module names ("norm.1" for "norm1").
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 class RandomInitWarning(UserWarning):
@@ -49,7 +49,8 @@ def _load_imagenet(module: nn.Module, architecture: str) -> str:
     if enum is None:
         raise ValueError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
     try:
-        state = enum.IMAGENET1K_V1.get_state_dict(progress=False)
+        # torch.hub reads its cache ($TORCH_HOME/hub/checkpoints) before trying the network.
+        state = torch.hub.load_state_dict_from_url(enum.IMAGENET1K_V1.url, progress=False, check_hash=True)
     except Exception as exc:  # no network, no cache, a proxy error: all mean the same here
         warnings.warn(
             f"could not obtain torchvision's ImageNet weights for {architecture} ({type(exc).__name__}: {exc}); "
@@ -83,7 +84,9 @@ def _load_state(module: nn.Module, architecture: str, state: dict, source: str) 
     drop = _CLASSIFIER_PREFIXES[architecture]
     state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else dict(state)
     own = {k: v for k, v in module.state_dict().items() if not (drop and k.startswith(drop))}
-    missing = sorted(set(own) - set(state))
+    # Files saved before BatchNorm counted batches lack num_batches_tracked; it is
+    # unused in eval mode and with a momentum, so its absence is harmless.
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:

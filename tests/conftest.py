@@ -1,0 +1,17 @@
+import numpy as np
+import pytest
+
+import egal
+
+# Backends compared with the float64 implementation of SCORING.md. The CUDA
+# backend has its own module (test_engine_cuda.py) that skips without a GPU.
+CPU_BACKENDS = ["cpu", "reference"]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def cuda_available() -> bool:
+    return bool(egal.backends()["cuda"]["available"])

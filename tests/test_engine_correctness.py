@@ -1,0 +1,244 @@
+"""Every CPU-side backend against the float64 implementation of SCORING.md."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import egal
+import scoring_f64
+from cases import TOLERANCE, assert_matches, make_boxes, make_case
+from conftest import CPU_BACKENDS
+
+# (B, K, h, w, C, H, W)
+SHAPES = [
+    pytest.param((1, 1, 7, 7, 2, 224, 224), id="B1-K1-7x7-to-224"),
+    pytest.param((4, 1024, 7, 7, 3, 224, 224), id="K1024-densenet"),
+    pytest.param((3, 32, 5, 9, 100, 37, 61), id="h!=w-C100-nonmultiple"),
+    pytest.param((2, 16, 14, 10, 2, 9, 6), id="downsampling"),
+    pytest.param((2, 8, 1, 1, 2, 10, 10), id="1x1-map"),
+    pytest.param((5, 64, 28, 28, 4, 28, 28), id="same-size"),
+    pytest.param((2, 4, 3, 4, 5, 1, 1), id="1x1-roi"),
+]
+MASK_KINDS = ["hard", "bool", "soft", "sparse", "empty"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("source", ["gradients", "weights"])
+def test_matches_float64_over_shapes(backend, shape, source, rng):
+    B, K, h, w, C, H, W = shape
+    case = make_case(rng, B, K, h, w, C, H, W)
+    kwargs = {source: case[source]}
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], alpha=0.3, backend=backend, **kwargs)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], alpha=0.3, **kwargs)
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("mask_kind", MASK_KINDS)
+def test_mask_kinds(backend, mask_kind, rng):
+    case = make_case(rng, 6, 32, 7, 7, 3, 50, 40, mask_kind)
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                              backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_roi_policy(backend, rng):
+    case = make_case(rng, 4, 8, 7, 7, 3, 20, 20, "empty")
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                              alpha=0.2, backend=backend)
+    empty = case["masks"].sum(axis=(1, 2)) == 0
+    assert empty.any() and (~empty).any()
+    assert np.isnan(result.misalignment[empty]).all()
+    np.testing.assert_array_equal(result.score[empty], result.entropy_norm[empty])
+    assert np.isfinite(result.score[~empty]).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_inputs(backend, dtype, rng):
+    case = make_case(rng, 4, 256, 7, 7, 3, 64, 64)
+    tdtype = getattr(torch, dtype)
+    A = torch.from_numpy(case["activations"]).to(tdtype)
+    G = torch.from_numpy(case["gradients"]).to(tdtype)
+    Wt = torch.from_numpy(case["weights"]).to(tdtype)
+    Z = torch.from_numpy(case["logits"]).half()
+    for kwargs, f64_kwargs in [({"gradients": G}, {"gradients": G.double().numpy()}),
+                               ({"weights": Wt}, {"weights": Wt.double().numpy()})]:
+        result = egal.score_batch(A, Z, case["masks"], backend=backend, **kwargs)
+        expected = scoring_f64.score(A.double().numpy(), Z.double().numpy(), case["masks"], **f64_kwargs)
+        assert_matches(result, expected, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", [(3, 16, 7, 7, 224, 224), (2, 8, 5, 9, 37, 61), (2, 4, 6, 6, 3, 4)])
+def test_boxes_equal_rasterised_masks(backend, shape, rng):
+    B, K, h, w, H, W = shape
+    case = make_case(rng, B, K, h, w, 3, H, W)
+    boxes = make_boxes(rng, B, 5, H, W)
+    boxes[0] = np.nan  # one sample with no valid box: an empty ROI
+    masks = scoring_f64.rasterise(boxes, H, W)
+    result = egal.score_batch(case["activations"], case["logits"], boxes=boxes, roi_size=(H, W),
+                              gradients=case["gradients"], backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], masks, gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+    via_masks = egal.score_batch(case["activations"], case["logits"], masks.astype(np.uint8),
+                                 gradients=case["gradients"], backend=backend)
+    np.testing.assert_allclose(result.score, via_masks.score, atol=1e-6, equal_nan=True)
+
+
+def test_overlapping_boxes_count_once(rng):
+    case = make_case(rng, 1, 8, 7, 7, 3, 32, 32)
+    one = np.array([[[4, 4, 20, 20], [np.nan] * 4]], dtype=np.float32)
+    twice = np.array([[[4, 4, 20, 20], [4, 4, 20, 20]]], dtype=np.float32)
+    nested = np.array([[[4, 4, 20, 20], [8, 8, 12, 12]]], dtype=np.float32)
+    scores = [egal.score_batch(case["activations"], case["logits"], boxes=b, roi_size=(32, 32),
+                               gradients=case["gradients"]).misalignment[0] for b in (one, twice, nested)]
+    assert scores[0] == pytest.approx(scores[1], abs=1e-7) == pytest.approx(scores[2], abs=1e-7)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_strided_inputs(backend, rng):
+    case = make_case(rng, 6, 64, 9, 8, 4, 60, 70)
+    A = torch.from_numpy(case["activations"]).to(memory_format=torch.channels_last)  # channel stride 1
+    G = torch.from_numpy(np.ascontiguousarray(case["gradients"][:, :, :, ::-1]))[:, :, :, ::1].flip(3)
+    big_masks = np.zeros((6, 120, 140), dtype=np.uint8)
+    big_masks[:, ::2, 1::2] = case["masks"]
+    masks = big_masks[:, ::2, 1::2]  # a strided view
+    logits = np.asfortranarray(case["logits"])
+    weights = np.ascontiguousarray(np.repeat(case["weights"], 2, axis=1))[:, ::2]
+    assert not masks.flags.c_contiguous and not A.is_contiguous() and not weights.flags.c_contiguous
+    for kwargs in ({"gradients": G}, {"weights": weights}):
+        result = egal.score_batch(A, logits, masks, backend=backend, **kwargs)
+        f64_kwargs = {k: np.asarray(v) for k, v in kwargs.items()}
+        expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], **f64_kwargs)
+        assert_matches(result, expected, TOLERANCE["float32"])
+
+
+def test_numpy_and_torch_inputs_agree_exactly(rng):
+    case = make_case(rng, 5, 32, 7, 7, 3, 40, 40)
+    from_numpy = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                                  return_cam=True)
+    t = {k: torch.from_numpy(v) for k, v in case.items()}
+    from_torch = egal.score_batch(t["activations"], t["logits"], t["masks"], gradients=t["gradients"],
+                                  return_cam=True)
+    for name, value in from_numpy.to_dict().items():
+        np.testing.assert_array_equal(value, from_torch.to_dict()[name], err_msg=name)
+
+
+def test_readonly_numpy_inputs(rng):
+    case = make_case(rng, 3, 8, 7, 7, 3, 20, 20)
+    expected = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    for value in case.values():
+        value.flags.writeable = False
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    np.testing.assert_array_equal(result.score, expected.score)
+
+
+def test_autograd_tensors_are_accepted(rng):
+    case = make_case(rng, 2, 8, 7, 7, 3, 20, 20)
+    A = torch.from_numpy(case["activations"]).requires_grad_()
+    result = egal.score_batch(A, case["logits"], case["masks"], gradients=case["gradients"])
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_cam_output(backend, rng):
+    case = make_case(rng, 3, 16, 5, 6, 3, 30, 30)
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                              return_cam=True, backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert result.cam.shape == (3, 5, 6)
+    np.testing.assert_allclose(result.cam, expected["cam"], atol=1e-5)
+    assert egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                            backend=backend).cam is None
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_projected_roi_equals_masks_and_boxes(backend, rng):
+    case = make_case(rng, 6, 32, 7, 7, 3, 224, 224, "empty")
+    boxes = make_boxes(rng, 6, 4, 224, 224)
+    for roi_kwargs in ({"masks": case["masks"]}, {"boxes": boxes, "roi_size": (224, 224)}):
+        direct = egal.score_batch(case["activations"], case["logits"], gradients=case["gradients"],
+                                  backend=backend, **roi_kwargs)
+        roi = egal.project_roi(**roi_kwargs, cam_size=(7, 7))
+        cached = egal.score_batch(case["activations"], case["logits"], roi=roi, gradients=case["gradients"],
+                                  backend=backend)
+        np.testing.assert_allclose(cached.score, direct.score, atol=1e-5, equal_nan=True)
+        half = egal.score_batch(case["activations"][:3], case["logits"][:3], roi=roi[:3],
+                                gradients=case["gradients"][:3], backend=backend)
+        np.testing.assert_allclose(half.score, direct.score[:3], atol=1e-5, equal_nan=True)
+
+
+def test_projection_matches_dense_operator(rng):
+    masks = rng.random((3, 37, 50)).astype(np.float32)
+    roi = egal.project_roi(masks, cam_size=(6, 9))
+    Ry = np.stack([scoring_f64.upsample(np.eye(6)[i][None, :, None], 37, 1)[0, :, 0] for i in range(6)], axis=1)
+    Rx = np.stack([scoring_f64.upsample(np.eye(9)[j][None, None, :], 1, 50)[0, 0, :] for j in range(9)], axis=1)
+    expected = np.einsum("yi,byx,xj->bij", Ry, masks.astype(np.float64), Rx)
+    np.testing.assert_allclose(roi.weights, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(roi.area, masks.sum(axis=(1, 2)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_finite_inputs_poison_only_their_sample(backend, rng):
+    case = make_case(rng, 6, 16, 7, 7, 3, 30, 30)
+    clean = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                             backend=backend)
+    A, G, Z = case["activations"].copy(), case["gradients"].copy(), case["logits"].copy()
+    A[1, 3, 2, 2] = np.nan
+    G[2, 0, 0, 0] = np.inf
+    Z[3, 1] = -np.inf
+    A[4, 5] = np.inf
+    dirty = egal.score_batch(A, Z, case["masks"], gradients=G, backend=backend)
+    bad = [1, 2, 3, 4]
+    good = [0, 5]
+    assert np.isnan(dirty.score[bad]).all()
+    for name in ("score", "misalignment", "entropy", "entropy_norm", "pred"):
+        np.testing.assert_array_equal(getattr(dirty, name)[good], getattr(clean, name)[good])
+    assert egal.select_top_k(dirty.score, np.arange(6), 6).tolist() == sorted(
+        good, key=lambda i: -clean.score[i])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_prediction_ties_take_lowest_index(backend, rng):
+    case = make_case(rng, 2, 4, 3, 3, 3, 9, 9)
+    logits = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]], dtype=np.float32)
+    result = egal.score_batch(case["activations"], logits, case["masks"], weights=case["weights"], backend=backend)
+    assert result.pred.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_alpha_extremes(alpha, rng):
+    case = make_case(rng, 4, 8, 7, 7, 3, 20, 20)
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                              alpha=alpha)
+    expected = result.entropy_norm if alpha == 1.0 else result.misalignment
+    np.testing.assert_allclose(result.score, expected, atol=1e-7)
+
+
+def test_empty_batch(rng):
+    result = egal.score_batch(np.zeros((0, 4, 7, 7), np.float32), np.zeros((0, 3), np.float32),
+                              np.zeros((0, 20, 20), np.uint8), weights=np.zeros((0, 4), np.float32))
+    assert len(result) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    B=st.integers(1, 4), K=st.integers(1, 40), h=st.integers(1, 12), w=st.integers(1, 12), C=st.integers(2, 12),
+    H=st.integers(1, 80), W=st.integers(1, 80), alpha=st.floats(0, 1), use_weights=st.booleans(),
+    mask_kind=st.sampled_from(["hard", "soft", "empty"]), seed=st.integers(0, 2**32 - 1),
+)
+def test_property_any_shape_matches_float64(B, K, h, w, C, H, W, alpha, use_weights, mask_kind, seed):
+    rng = np.random.default_rng(seed)
+    case = make_case(rng, B, K, h, w, C, H, W, mask_kind)
+    source = "weights" if use_weights else "gradients"
+    result = egal.score_batch(case["activations"], case["logits"], case["masks"], alpha=alpha,
+                              **{source: case[source]})
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], alpha=alpha,
+                                 **{source: case[source]})
+    assert_matches(result, expected, TOLERANCE["float32"])
