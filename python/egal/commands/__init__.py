@@ -1,0 +1,1 @@
+"""Subcommands of the `egal` command line; each module exposes register(subparsers)."""

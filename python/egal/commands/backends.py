@@ -1,0 +1,31 @@
+"""`egal backends`: what this installation can run."""
+import json
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "backends",
+        help="show which scoring backends were built and which can run here",
+        description="Show which scoring backends were built (CPU always; CUDA when nvcc was found at build time) "
+        "and which can run on this machine, with the reason when one cannot.",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import egal
+
+    info = egal.backends()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    cpu, cuda, ref = info["cpu"], info["cuda"], info["reference"]
+    print(f"cpu        built, runs here ({cpu['threads']} OpenMP threads)")
+    if cuda["available"]:
+        print(f"cuda       built, runs here ({cuda['devices']} device(s))")
+    else:
+        state = "built" if cuda["compiled"] else "not built"
+        print(f"cuda       {state}, cannot run here: {cuda['reason']}")
+    print(f"reference  {'available (PyTorch)' if ref['available'] else 'unavailable: ' + ref['reason']}")
+    return 0

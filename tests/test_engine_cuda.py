@@ -1,0 +1,101 @@
+"""The CUDA backend against the CPU backend and the float64 definition.
+
+Skipped, with the reason, where no GPU can run it; bench/gpu_check.sh runs these
+on a GPU machine.
+"""
+import numpy as np
+import pytest
+
+import egal
+import scoring_f64
+from cases import TOLERANCE, assert_matches, make_boxes, make_case
+
+torch = pytest.importorskip("torch")
+_cuda = egal.backends()["cuda"]
+pytestmark = pytest.mark.skipif(
+    not (_cuda["available"] and torch.cuda.is_available()),
+    reason=f"no usable CUDA GPU (egal CUDA backend compiled={_cuda['compiled']}: {_cuda['reason']})",
+)
+
+SHAPES = [
+    (1, 1, 1, 1, 2, 1, 1),
+    (1, 1, 7, 7, 2, 224, 224),
+    (7, 1024, 7, 7, 3, 224, 224),
+    (3, 32, 5, 9, 100, 37, 61),
+    (2, 16, 14, 10, 2, 9, 6),
+    (3, 8, 56, 56, 4, 224, 224),
+    (2, 32, 224, 224, 2, 224, 224),
+]
+
+
+def cuda(x):
+    return torch.from_numpy(np.ascontiguousarray(x)).cuda()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("mask_kind", ["hard", "bool", "soft", "empty"])
+@pytest.mark.parametrize("source", ["gradients", "weights"])
+def test_cuda_matches_cpu_and_float64(shape, mask_kind, source):
+    rng = np.random.default_rng(sum(shape))
+    B, K, h, w, C, H, W = shape
+    case = make_case(rng, B, K, h, w, C, H, W, mask_kind)
+    on_gpu = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), cuda(case["masks"]),
+                              **{source: cuda(case[source])}, return_cam=True)
+    on_cpu = egal.score_batch(case["activations"], case["logits"], case["masks"], **{source: case[source]},
+                              return_cam=True)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], **{source: case[source]})
+    assert_matches(on_gpu, expected, TOLERANCE["float32"])
+    np.testing.assert_allclose(on_gpu.score, on_cpu.score, atol=2e-5, equal_nan=True)
+    np.testing.assert_allclose(on_gpu.cam, on_cpu.cam, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cuda_half_precision(dtype):
+    rng = np.random.default_rng(3)
+    case = make_case(rng, 16, 1024, 7, 7, 3, 224, 224)
+    tdtype = getattr(torch, dtype)
+    A = torch.from_numpy(case["activations"]).to(tdtype)
+    G = torch.from_numpy(case["gradients"]).to(tdtype)
+    result = egal.score_batch(A.cuda(), cuda(case["logits"]).half(), cuda(case["masks"]), gradients=G.cuda())
+    expected = scoring_f64.score(A.double().numpy(), torch.from_numpy(case["logits"]).half().double().numpy(),
+                                 case["masks"], gradients=G.double().numpy())
+    assert_matches(result, expected, TOLERANCE[dtype])
+
+
+def test_cuda_boxes_and_projected_roi():
+    rng = np.random.default_rng(4)
+    case = make_case(rng, 8, 64, 7, 7, 3, 224, 224)
+    boxes = make_boxes(rng, 8, 5, 224, 224)
+    masks = scoring_f64.rasterise(boxes, 224, 224)
+    expected = scoring_f64.score(case["activations"], case["logits"], masks, gradients=case["gradients"])
+    via_boxes = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), boxes=cuda(boxes),
+                                 roi_size=(224, 224), gradients=cuda(case["gradients"]))
+    assert_matches(via_boxes, expected, TOLERANCE["float32"])
+    roi = egal.project_roi(boxes=boxes, roi_size=(224, 224), cam_size=(7, 7))
+    roi_gpu = egal.ProjectedROI(cuda(roi.weights), cuda(roi.area), roi.roi_size)
+    via_roi = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), roi=roi_gpu,
+                               gradients=cuda(case["gradients"]))
+    assert_matches(via_roi, expected, TOLERANCE["float32"])
+
+
+def test_cuda_strided_and_non_finite():
+    rng = np.random.default_rng(5)
+    case = make_case(rng, 6, 64, 9, 8, 4, 60, 70)
+    A = cuda(case["activations"]).to(memory_format=torch.channels_last)
+    masks = cuda(np.pad(case["masks"], ((0, 0), (0, 60), (0, 70))))[:, :60, :70]
+    G = cuda(case["gradients"])
+    G[2, 0, 0, 0] = float("nan")
+    result = egal.score_batch(A, cuda(case["logits"]), masks, gradients=G)
+    clean = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert np.isnan(result.score[2])
+    keep = [0, 1, 3, 4, 5]
+    np.testing.assert_allclose(result.score[keep], clean.score[keep], atol=2e-5)
+
+
+def test_cuda_inputs_are_not_copied_to_host():
+    rng = np.random.default_rng(6)
+    case = make_case(rng, 4, 16, 7, 7, 3, 32, 32)
+    A = cuda(case["activations"])
+    before = A.data_ptr()
+    egal.score_batch(A, cuda(case["logits"]), cuda(case["masks"]), gradients=cuda(case["gradients"]))
+    assert A.data_ptr() == before and A.is_cuda
