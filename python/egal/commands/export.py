@@ -1,0 +1,48 @@
+"""`egal export --model model.pt --out model.onnx`: a saved model as an ONNX Grad-CAM graph.
+
+register(subparsers) adds the subcommand; its handler takes the parsed
+arguments and returns the process exit status (0, or 2 for a model that cannot
+be exported, with the reason on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a saved model to ONNX (logits, activations, closed-form cam_weights)",
+        description="Export a model saved with egal.models.save_model to an ONNX graph whose outputs are logits, "
+                    "activations and the closed-form Grad-CAM weights cam_weights, with a dynamic batch axis. "
+                    "Needs PyTorch, onnx and onnxscript (pip install 'egal[export]').",
+    )
+    parser.add_argument("--model", required=True, help="model file written by egal.models.save_model (.pt)")
+    parser.add_argument("--out", required=True, help="where to write the ONNX graph (.onnx)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: egal.onnx.OPSET)")
+    parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: egal.onnx.IR_VERSION)")
+    parser.set_defaults(func=run_export)
+    return parser
+
+
+def run_export(args) -> int:
+    try:
+        from ..onnx import export as exporter
+        from ..onnx import graph
+    except ImportError as exc:
+        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal[export]'", file=sys.stderr)
+        return 2
+    from ..models import ModelConfigError, ModelFileError
+
+    try:
+        path = exporter.export_onnx(
+            args.model, args.out,
+            opset=args.opset if args.opset is not None else graph.OPSET,
+            ir_version=args.ir_version if args.ir_version is not None else graph.IR_VERSION,
+        )
+    except (exporter.ExportError, ModelFileError, ModelConfigError, FileNotFoundError) as exc:
+        print(f"egal export: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} (outputs: {', '.join(graph.OUTPUTS)}; batch axis dynamic)")
+    return 0

@@ -1,0 +1,98 @@
+"""Export a classifier to ONNX with the closed-form Grad-CAM weights computed in the graph.
+
+The graph maps images [batch, in_channels, H, W] in [0, 1] to logits,
+activations and cam_weights (see egal.onnx.graph), with a dynamic batch axis.
+Only models whose Grad-CAM weights have a closed form can be exported: the
+graph has no backward pass.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import onnx
+import torch
+
+from ..models import EGALClassifier, load_model
+from . import graph
+
+
+class ExportError(ValueError):
+    """The model cannot be exported as an egal Grad-CAM graph."""
+
+
+def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION, example_batch: int = 2) -> str:
+    """Write `model` (an EGALClassifier, or the path of a saved model file) to `out`; returns the path.
+
+    The written file passes onnx.checker (full check) and loads in onnxruntime.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    if not isinstance(model, EGALClassifier):
+        raise TypeError(f"export_onnx() exports an egal EGALClassifier or a saved model file, got {type(model).__name__}")
+    _check_exportable(model)
+    if example_batch < 2:
+        raise ValueError("example_batch must be >= 2: the exporter specialises a batch of 1 to a constant")
+
+    wrapper = GradCAMGraph(copy.deepcopy(model).cpu()).eval()  # the caller's model stays where it is
+    H, W = model.config.input_size
+    example = torch.rand(example_batch, model.config.in_channels, H, W)
+    program = torch.onnx.export(
+        wrapper, (example,), None, dynamo=True, opset_version=opset, verbose=False,
+        input_names=[graph.INPUT], output_names=list(graph.OUTPUTS),
+        dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+    )
+    proto = program.model_proto
+    proto.ir_version = ir_version
+    proto.producer_name = "egal"
+    _set_metadata(proto, {graph.FORMAT_KEY: graph.FORMAT, graph.CONFIG_KEY: json.dumps(model.config.to_dict())})
+    onnx.checker.check_model(proto, full_check=True)
+    out = os.fspath(out)
+    onnx.save_model(proto, out, save_as_external_data=False)
+    return out
+
+
+def _check_exportable(model) -> None:
+    config = model.config
+    pooled = model.pooled_layer_names()
+    if config.target_layer not in pooled:
+        raise ExportError(
+            f"this model's Grad-CAM target layer {config.target_layer!r} is not the map that its head pools, so its "
+            f"Grad-CAM weights have no closed form and need a backward pass, which an ONNX inference graph does not have. "
+            f"Export a model whose target layer is one of {list(pooled)} (the default), or score it with egal.gradcam "
+            "(autograd path) under PyTorch."
+        )
+    head = model.head
+    if not all(hasattr(head, m) for m in ("unchecked_logits", "unchecked_logit_gradient", "require_prototypes")):
+        raise ExportError(
+            f"the head {type(head).__name__} has no closed-form Grad-CAM weights (no logit_gradient); only the linear "
+            "and prototypical heads of egal.models can be exported"
+        )
+    try:
+        head.require_prototypes()
+    except RuntimeError as exc:
+        raise ExportError(f"cannot export: {exc}") from exc
+
+
+def _set_metadata(proto, entries: dict) -> None:
+    for key, value in entries.items():
+        prop = next((p for p in proto.metadata_props if p.key == key), None) or proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+class GradCAMGraph(torch.nn.Module):
+    """The forward pass plus egal.gradcam's closed form, traceable (no Python branch on data)."""
+
+    def __init__(self, model: EGALClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):  # [batch, in_channels, H, W]
+        activations = self.model.feature_map(images)  # [batch, K, h, w]
+        pooled = self.model.pool(activations)  # [batch, K]
+        logits = self.model.head.unchecked_logits(pooled)  # [batch, C]
+        pred = logits.argmax(dim=1)
+        cells = activations.shape[2] * activations.shape[3]
+        cam_weights = self.model.head.unchecked_logit_gradient(pooled, pred) / cells  # [batch, K]
+        return logits, activations, cam_weights

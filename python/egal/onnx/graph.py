@@ -1,0 +1,20 @@
+"""What an exported egal graph looks like: names and metadata shared by exporter and runner.
+
+Kept free of torch and onnx imports: the runner reads it on inference-only nodes.
+"""
+INPUT = "images"  # [batch, in_channels, H, W] float32 in [0, 1]; normalised inside the graph
+LOGITS = "logits"  # [batch, C]
+ACTIVATIONS = "activations"  # [batch, K, h, w] the pooled target-layer map
+CAM_WEIGHTS = "cam_weights"  # [batch, K] closed-form Grad-CAM weights of the predicted class
+OUTPUTS = (LOGITS, ACTIVATIONS, CAM_WEIGHTS)
+
+# metadata_props keys
+CONFIG_KEY = "egal.model_config"  # JSON of egal.models.ModelConfig.to_dict()
+FORMAT_KEY = "egal.graph_format"
+FORMAT = "egal.gradcam/1"
+
+OPSET = 18
+# onnx >= 1.23 stamps IR version 14 by default, which onnxruntime 1.31 refuses
+# ("Unsupported model IR version"); IR 10 carries everything opset 18 needs and
+# loads in onnxruntime >= 1.17.
+IR_VERSION = 10

@@ -1,0 +1,154 @@
+"""Run an exported egal graph with onnxruntime and score its outputs, without PyTorch.
+
+On a node with onnxruntime-gpu and a GPU, the session uses the CUDA execution
+provider with IOBinding: images go in once, and logits, activations and
+cam_weights stay in GPU memory as OrtValues, which egal.score_batch reads in
+place through DLPack (the fused CUDA scorer). Elsewhere the CPU provider runs
+and the outputs are numpy arrays, scored by the CPU scorer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import graph
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+@dataclass(frozen=True)
+class GraphOutputs:
+    """One batch through the graph: numpy arrays (CPU) or CUDA OrtValues (GPU)."""
+
+    logits: Any  # [B, C]
+    activations: Any  # [B, K, h, w]
+    cam_weights: Any  # [B, K]
+
+    def scorer_kwargs(self) -> dict:
+        return {"activations": self.activations, "logits": self.logits, "weights": self.cam_weights}
+
+
+class OnnxGradCAM:
+    """An exported egal model, ready to score batches of images.
+
+        scorer = OnnxGradCAM("model.onnx")            # CUDA + IOBinding when available
+        result = scorer.score(images, masks)          # egal.ScoreResult
+    """
+
+    def __init__(self, path, *, providers: Optional[Sequence[str]] = None, device_id: int = 0, session_options=None):
+        import onnxruntime as ort
+
+        self._ort = ort
+        if providers is None:
+            providers = [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
+        provider_list = [(p, {"device_id": device_id}) if p == CUDA_PROVIDER else p for p in providers]
+        self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        self.device_id = device_id
+        self.config = _read_config(self.session, path)
+        self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
+
+    @property
+    def classes(self):
+        return tuple(self.config["classes"])
+
+    @property
+    def input_size(self):
+        return tuple(self.config["input_size"])
+
+    def run(self, images) -> GraphOutputs:
+        """images: [B, in_channels, H, W] float32 in [0, 1]: numpy, an OrtValue, or (CUDA) any
+        __cuda_array_interface__ array already on the GPU."""
+        if self.on_cuda:
+            return self._run_bound(images)
+        images = self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32))
+        logits, activations, cam_weights = self.session.run(list(graph.OUTPUTS), {graph.INPUT: images})
+        return GraphOutputs(logits, activations, cam_weights)
+
+    def score(self, images, masks=None, *, boxes=None, roi_size=None, roi=None, alpha: float = 0.5,
+              return_cam: bool = False, backend: str = "auto"):
+        """EG-AL scores (egal.ScoreResult) of a batch, ROI given as for egal.score_batch.
+
+        On the CUDA path, host (numpy) ROIs are copied to the GPU first; pass a
+        ProjectedROI already on the GPU to avoid that per batch.
+        """
+        import egal
+
+        outputs = self.run(images)
+        if self.on_cuda:
+            masks, boxes, roi = self._to_device(masks), self._to_device(boxes), self._roi_to_device(roi)
+        return egal.score_batch(**outputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
+                                alpha=alpha, return_cam=return_cam, backend=backend)
+
+    # -- CUDA + IOBinding -------------------------------------------------------------------
+    def _run_bound(self, images) -> GraphOutputs:
+        ort = self._ort
+        binding = self.session.io_binding()
+        if isinstance(images, ort.OrtValue):
+            self._check_shape(tuple(images.shape()))
+            binding.bind_ortvalue_input(graph.INPUT, images)
+        elif hasattr(images, "__cuda_array_interface__"):
+            iface = images.__cuda_array_interface__
+            if np.dtype(iface["typestr"]) != np.float32 or iface.get("strides") is not None:
+                raise TypeError("GPU images must be contiguous float32")
+            self._check_shape(tuple(iface["shape"]))
+            binding.bind_input(graph.INPUT, "cuda", self.device_id, np.float32, list(iface["shape"]), iface["data"][0])
+        else:
+            # One host-to-device copy of the images, made by onnxruntime.
+            binding.bind_cpu_input(graph.INPUT, self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32)))
+        for name in graph.OUTPUTS:
+            binding.bind_output(name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        # OrtValue.__dlpack__ ignores the consumer's stream: make the results
+        # visible before the scorer's kernels read them.
+        binding.synchronize_outputs()
+        logits, activations, cam_weights = binding.get_outputs()
+        return GraphOutputs(logits, activations, cam_weights)
+
+    def _to_device(self, array):
+        if array is None or not isinstance(array, np.ndarray):
+            return array  # already a device array (or absent)
+        return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self.device_id)
+
+    def _roi_to_device(self, roi):
+        if roi is None or not isinstance(roi.weights, np.ndarray):
+            return roi
+        import egal
+
+        return egal.ProjectedROI(self._to_device(roi.weights), self._to_device(np.asarray(roi.area)), roi.roi_size)
+
+    # -- checks -----------------------------------------------------------------------------
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        self._check_shape(images.shape)
+        return images
+
+    def _check_shape(self, shape) -> None:
+        expected = (self.config["in_channels"], *self.config["input_size"])
+        if len(shape) != 4 or tuple(shape[1:]) != expected:
+            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] for this model, got {tuple(shape)}")
+
+
+def _as_numpy(images) -> np.ndarray:
+    if isinstance(images, np.ndarray):
+        return images
+    if hasattr(images, "__dlpack__") and getattr(images, "__dlpack_device__", lambda: (1, 0))()[0] == 1:
+        return np.from_dlpack(images)  # a CPU array from any framework, without a copy
+    return np.asarray(images)
+
+
+def _read_config(session, path) -> dict:
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get(graph.FORMAT_KEY) != graph.FORMAT or graph.CONFIG_KEY not in meta:
+        raise ValueError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata {sorted(meta)}")
+    names_in = [i.name for i in session.get_inputs()]
+    names_out = [o.name for o in session.get_outputs()]
+    if names_in != [graph.INPUT] or sorted(names_out) != sorted(graph.OUTPUTS):
+        raise ValueError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected [{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
+    config = json.loads(meta[graph.CONFIG_KEY])
+    missing = [k for k in ("classes", "input_size", "in_channels") if k not in config]
+    if missing:
+        raise ValueError(f"{path!s}: the embedded model config lacks {missing}")
+    return config

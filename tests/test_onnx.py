@@ -1,0 +1,247 @@
+"""egal.onnx and `egal export`: the graph, its parity with PyTorch, and scoring without PyTorch.
+
+Tolerance stated by this file: ONNX scores equal the PyTorch path's within
+SCORE_ATOL (float32 graphs; onnxruntime fuses and reorders the convolutions).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import egal  # noqa: E402
+from egal.commands import export as export_command  # noqa: E402
+from egal.gradcam import extract_gradcam_inputs, score_images  # noqa: E402
+from egal.models import build_model, save_model  # noqa: E402
+from egal.onnx import ExportError, OnnxGradCAM, export_onnx  # noqa: E402
+from egal.onnx import graph as onnx_graph  # noqa: E402
+from egal_engine_fixture import score_engine  # noqa: E402,F401  (pytest fixture)
+
+SCORE_ATOL = 1e-5
+CLASSES = ["normal", "effusion", "nodule"]
+# (architecture, head, in_channels, input size): DenseNet-121 is the paper's model.
+CASES = [
+    ("tiny_cnn", "linear", 1, (32, 40)),
+    ("tiny_cnn", "prototypical", 3, (32, 32)),
+    ("resnet18", "prototypical", 3, (64, 64)),
+    ("densenet121", "prototypical", 3, (64, 64)),
+]
+
+
+def make_model(architecture, head, in_channels, size, seed=0):
+    torch.manual_seed(seed)
+    model = build_model(architecture, head, CLASSES, in_channels=in_channels, input_size=size)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 2.0)
+    if head == "prototypical":
+        model.fit_prototypes(torch.rand(6, in_channels, *size), torch.tensor([0, 1, 2, 0, 1, 2]))
+    return model.eval()
+
+
+def images_and_masks(model, batch, seed=3):
+    rng = np.random.default_rng(seed)
+    H, W = model.config.input_size
+    images = rng.random((batch, model.config.in_channels, H, W), dtype=np.float32)
+    masks = np.zeros((batch, H, W), dtype=np.uint8)
+    for b in range(batch):
+        y, x = rng.integers(0, H // 2), rng.integers(0, W // 2)
+        masks[b, y:y + H // 2, x:x + W // 2] = 1
+    return images, masks
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def exported(request, tmp_path_factory):
+    model = make_model(*request.param)
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(model, path)
+    return model, path
+
+
+def test_graph_passes_the_checker_with_a_dynamic_batch_and_the_stated_ir_version(exported):
+    model, path = exported
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.ir_version == onnx_graph.IR_VERSION
+    assert [o.name for o in proto.graph.output] == list(onnx_graph.OUTPUTS)
+    batch_dims = [v.type.tensor_type.shape.dim[0] for v in [*proto.graph.input, *proto.graph.output]]
+    assert all(d.dim_param and not d.dim_value for d in batch_dims), "the batch axis must be symbolic"
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta[onnx_graph.CONFIG_KEY]) == model.config.to_dict()
+
+
+def test_onnx_outputs_and_scores_equal_the_pytorch_path(exported, score_engine):
+    model, path = exported
+    runner = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
+    images, masks = images_and_masks(model, batch=5)  # not the batch size the graph was traced with
+    outputs = runner.run(images)
+    expected = extract_gradcam_inputs(model, torch.from_numpy(images))
+    np.testing.assert_allclose(outputs.logits, expected.logits.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outputs.activations, expected.activations.numpy(), rtol=1e-4, atol=1e-5)
+    scale = float(np.abs(expected.weights.numpy()).max())
+    np.testing.assert_allclose(outputs.cam_weights, expected.weights.numpy(), rtol=1e-3, atol=1e-5 * scale)
+
+    by_onnx = runner.score(images, masks, alpha=0.4)
+    by_torch = score_images(model, torch.from_numpy(images), masks, alpha=0.4, method="autograd")
+    np.testing.assert_array_equal(by_onnx.pred, by_torch.pred)
+    np.testing.assert_allclose(by_onnx.score, by_torch.score, rtol=0, atol=SCORE_ATOL)
+    np.testing.assert_allclose(by_onnx.misalignment, by_torch.misalignment, rtol=0, atol=SCORE_ATOL)
+
+
+def test_ortvalue_outputs_are_scored_in_place(exported, score_engine):
+    # The CUDA path hands OrtValues to the scorer; here the same on CPU.
+    model, path = exported
+    runner = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
+    images, masks = images_and_masks(model, batch=3)
+    outputs = runner.run(ort.OrtValue.ortvalue_from_numpy(images))
+    as_ortvalues = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in outputs.scorer_kwargs().items()}
+    from_ortvalues = egal.score_batch(**as_ortvalues, masks=masks)
+    from_numpy = egal.score_batch(**outputs.scorer_kwargs(), masks=masks)
+    np.testing.assert_array_equal(from_ortvalues.score, from_numpy.score)
+
+
+def test_batches_of_one_and_many_run_through_one_graph(tmp_path):
+    model = make_model("tiny_cnn", "linear", 3, (32, 32))
+    path = export_onnx(model, tmp_path / "m.onnx")
+    runner = OnnxGradCAM(path)
+    for batch in (1, 7):
+        images, _ = images_and_masks(model, batch)
+        assert runner.run(images).activations.shape == (batch, 64, 4, 4)
+
+
+def test_runner_refuses_images_of_the_wrong_shape(tmp_path):
+    model = make_model("tiny_cnn", "linear", 1, (32, 32))
+    runner = OnnxGradCAM(export_onnx(model, tmp_path / "m.onnx"))
+    with pytest.raises(ValueError, match=r"images must be \[B, 1, 32, 32\] for this model, got \(2, 3, 32, 32\)"):
+        runner.run(np.zeros((2, 3, 32, 32), np.float32))
+
+
+def test_runner_refuses_a_graph_that_egal_did_not_export(tmp_path):
+    node = onnx.helper.make_node("Identity", ["images"], ["logits"])
+    g = onnx.helper.make_graph([node], "plain", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 2])],
+                               [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 2])])
+    proto = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    proto.ir_version = onnx_graph.IR_VERSION
+    path = tmp_path / "plain.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ValueError, match="not an egal Grad-CAM graph"):
+        OnnxGradCAM(path)
+
+
+def test_a_target_layer_without_closed_form_is_refused(tmp_path):
+    model = build_model("resnet18", "linear", CLASSES, target_layer="features.layer3")
+    with pytest.raises(ExportError, match=r"'features.layer3' is not the map that its head pools.*no closed form"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_head_without_closed_form_is_refused(tmp_path):
+    model = build_model("tiny_cnn", "linear", CLASSES)
+    model.head = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    with pytest.raises(ExportError, match="has no closed-form Grad-CAM weights"):
+        export_onnx(model, tmp_path / "m.onnx")
+
+
+def test_prototypes_must_be_fitted_before_export(tmp_path):
+    with pytest.raises(ExportError, match="no prototypes yet"):
+        export_onnx(build_model("tiny_cnn", "prototypical", CLASSES), tmp_path / "m.onnx")
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="egal")
+    export_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_exports_a_saved_model(tmp_path, capsys):
+    model = make_model("tiny_cnn", "prototypical", 3, (32, 32))
+    save_model(model, tmp_path / "model.pt")
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "model.onnx")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    runner = OnnxGradCAM(tmp_path / "model.onnx")
+    assert runner.classes == tuple(CLASSES)
+
+
+def test_cli_reports_a_model_it_cannot_export(tmp_path, capsys):
+    save_model(build_model("tiny_cnn", "linear", CLASSES, target_layer="features.conv3"), tmp_path / "model.pt")
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "model.onnx")]) == 2
+    assert "no closed form" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    assert _cli(["export", "--model", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "model.onnx")]) == 2
+    assert "weights_only=True" in capsys.readouterr().err
+
+
+TORCH_FREE_SCRIPT = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch.") or name in ("torchvision", "onnxscript"):
+                raise ImportError(f"{name} is blocked: this process stands for an inference-only node")
+
+    sys.meta_path.insert(0, NoTorch())
+    import numpy as np
+    import egal
+    from egal.onnx import OnnxGradCAM
+
+    data = np.load(sys.argv[2])
+    result = OnnxGradCAM(sys.argv[1]).score(data["images"], data["masks"], alpha=0.4)
+    assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+    print(json.dumps({"score": result.score.tolist(), "pred": result.pred.tolist()}))
+""")
+
+
+def test_onnx_scoring_runs_where_importing_torch_fails(tmp_path, score_engine):
+    if egal.score_batch.__module__ == "egal.reference":
+        pytest.skip("needs the compiled egal.score_batch; this build has only the PyTorch reference")
+    model = make_model("tiny_cnn", "prototypical", 3, (32, 32))
+    path = export_onnx(model, tmp_path / "m.onnx")
+    images, masks = images_and_masks(model, batch=4)
+    np.savez(tmp_path / "batch.npz", images=images, masks=masks)
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(egal.__file__))
+    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE_SCRIPT, str(path), str(tmp_path / "batch.npz")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    expected = score_images(model, torch.from_numpy(images), masks, alpha=0.4)
+    np.testing.assert_array_equal(got["pred"], expected.pred)
+    np.testing.assert_allclose(got["score"], expected.score, rtol=0, atol=SCORE_ATOL)
+
+
+def test_the_blocker_really_blocks_torch(tmp_path):
+    # Guards the test above: the same blocker makes `import torch` fail.
+    script = TORCH_FREE_SCRIPT.split("import numpy as np")[0] + "import torch\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "torch is blocked" in done.stderr
+
+
+@pytest.mark.cuda
+def test_cuda_provider_keeps_outputs_on_the_gpu_and_matches_cpu(tmp_path):
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA execution provider here (install onnxruntime-gpu on a GPU node)")
+    if not egal.backends()["cuda"]["available"]:
+        pytest.skip(f"egal's CUDA scorer is not available: {egal.backends()['cuda'].get('reason')}")
+    model = make_model("resnet18", "prototypical", 3, (64, 64))
+    path = export_onnx(model, tmp_path / "m.onnx")
+    gpu, cpu = OnnxGradCAM(path), OnnxGradCAM(path, providers=["CPUExecutionProvider"])
+    assert gpu.on_cuda
+    images, masks = images_and_masks(model, batch=6)
+    outputs = gpu.run(images)
+    assert all(v.device_name().lower() == "cuda" for v in outputs.scorer_kwargs().values())
+    on_gpu, on_cpu = gpu.score(images, masks), cpu.score(images, masks)
+    np.testing.assert_array_equal(on_gpu.pred, on_cpu.pred)
+    np.testing.assert_allclose(on_gpu.score, on_cpu.score, rtol=0, atol=1e-4)
