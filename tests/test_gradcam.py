@@ -225,3 +225,21 @@ def test_weights_agree_with_pytorch_grad_cam():
     ours = extract_gradcam_inputs(model, images)
     np.testing.assert_allclose(ours.channel_weights().numpy(), theirs, rtol=1e-4, atol=1e-8)
     assert maps.shape == (3, 32, 32)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["closed_form", "autograd"])
+def test_cuda_model_scores_on_the_gpu_like_on_the_cpu(method, score_engine):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    model = random_model("resnet18", "prototypical")
+    images = images_for(model, batch=4)
+    masks = masks_for(images)
+    on_cpu = score_images(model, images, masks, method=method)
+    gpu_model = copy.deepcopy(model).cuda()
+    inputs = extract_gradcam_inputs(gpu_model, images.cuda(), method=method)
+    assert all(t.is_cuda for t in inputs.scorer_kwargs().values())
+    on_gpu = score_images(gpu_model, images.cuda(), masks.cuda(), method=method)
+    np.testing.assert_array_equal(on_gpu.pred, on_cpu.pred)
+    # cuDNN convolutions may differ from the CPU ones in the last bits.
+    np.testing.assert_allclose(on_gpu.score, on_cpu.score, rtol=0, atol=1e-4)
