@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import egal  # noqa: E402
 from egal.gradcam import closed_form_applies, extract_gradcam_inputs, score_images  # noqa: E402
 from egal.models import build_model  # noqa: E402
-from egal_engine_fixture import score_engine  # noqa: E402,F401  (pytest fixture)
 
 CLASSES = ["normal", "effusion", "nodule"]
 # Per architecture: an input size giving a map larger than 1 x 1 at small cost.
@@ -75,7 +75,7 @@ def per_sample_gradcam_weights(model, images, layer):
 
 @pytest.mark.parametrize("architecture", ["tiny_cnn", "resnet18", "densenet121"])
 @pytest.mark.parametrize("head", ["linear", "prototypical"])
-def test_closed_form_weights_and_scores_equal_autograd_at_the_default_layer(architecture, head, score_engine):
+def test_closed_form_weights_and_scores_equal_autograd_at_the_default_layer(architecture, head):
     model = random_model(architecture, head, seed=hash((architecture, head)) % 1000)
     images = images_for(model)
     assert closed_form_applies(model)
@@ -90,8 +90,8 @@ def test_closed_form_weights_and_scores_equal_autograd_at_the_default_layer(arch
     torch.testing.assert_close(closed.weights, autograd.channel_weights(), rtol=1e-5, atol=1e-6 * scale)
 
     masks = masks_for(images)
-    by_closed = score_engine(**closed.scorer_kwargs(), masks=masks)
-    by_autograd = score_engine(**autograd.scorer_kwargs(), masks=masks)
+    by_closed = egal.score_batch(**closed.scorer_kwargs(), masks=masks)
+    by_autograd = egal.score_batch(**autograd.scorer_kwargs(), masks=masks)
     np.testing.assert_allclose(by_closed.score, by_autograd.score, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(by_closed.pred, by_autograd.pred)
 
@@ -197,7 +197,7 @@ def test_integer_images_are_refused():
         extract_gradcam_inputs(model, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
-def test_score_images_equals_the_reference_scorer_on_the_same_inputs(score_engine):
+def test_score_images_equals_the_reference_scorer_on_the_same_inputs():
     import egal.reference
 
     model = random_model("resnet18", "prototypical")
@@ -229,7 +229,7 @@ def test_weights_agree_with_pytorch_grad_cam():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("method", ["closed_form", "autograd"])
-def test_cuda_model_scores_on_the_gpu_like_on_the_cpu(method, score_engine):
+def test_cuda_model_scores_on_the_gpu_like_on_the_cpu(method):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     model = random_model("resnet18", "prototypical")

@@ -24,7 +24,6 @@ from egal.gradcam import extract_gradcam_inputs, score_images  # noqa: E402
 from egal.models import build_model, save_model  # noqa: E402
 from egal.onnx import ExportError, OnnxGradCAM, export_onnx  # noqa: E402
 from egal.onnx import graph as onnx_graph  # noqa: E402
-from egal_engine_fixture import score_engine  # noqa: E402,F401  (pytest fixture)
 
 SCORE_ATOL = 1e-5
 CLASSES = ["normal", "effusion", "nodule"]
@@ -81,7 +80,7 @@ def test_graph_passes_the_checker_with_a_dynamic_batch_and_the_stated_ir_version
     assert json.loads(meta[onnx_graph.CONFIG_KEY]) == model.config.to_dict()
 
 
-def test_onnx_outputs_and_scores_equal_the_pytorch_path(exported, score_engine):
+def test_onnx_outputs_and_scores_equal_the_pytorch_path(exported):
     model, path = exported
     runner = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
     images, masks = images_and_masks(model, batch=5)  # not the batch size the graph was traced with
@@ -99,7 +98,7 @@ def test_onnx_outputs_and_scores_equal_the_pytorch_path(exported, score_engine):
     np.testing.assert_allclose(by_onnx.misalignment, by_torch.misalignment, rtol=0, atol=SCORE_ATOL)
 
 
-def test_ortvalue_outputs_are_scored_in_place(exported, score_engine):
+def test_ortvalue_outputs_are_scored_in_place(exported):
     # The CUDA path hands OrtValues to the scorer; here the same on CPU.
     model, path = exported
     runner = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
@@ -203,9 +202,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_onnx_scoring_runs_where_importing_torch_fails(tmp_path, score_engine):
-    if egal.score_batch.__module__ == "egal.reference":
-        pytest.skip("needs the compiled egal.score_batch; this build has only the PyTorch reference")
+def test_onnx_scoring_runs_where_importing_torch_fails(tmp_path):
     model = make_model("tiny_cnn", "prototypical", 3, (32, 32))
     path = export_onnx(model, tmp_path / "m.onnx")
     images, masks = images_and_masks(model, batch=4)
