@@ -59,9 +59,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="keep pytest-benchmark's JSON here")
     parser.add_argument("-k", dest="k_expr", help="pytest -k expression to run a subset")
+    parser.add_argument("--from-json", help="only tabulate an existing pytest-benchmark JSON (e.g. the GPU run's)")
     args = parser.parse_args()
-    json_path = args.json or tempfile.mktemp(suffix=".json")
-    run(json_path, args.k_expr)
+    if args.from_json:
+        json_path = args.from_json
+    else:
+        json_path = args.json or tempfile.mktemp(suffix=".json")
+        run(json_path, args.k_expr)
     data = json.loads(Path(json_path).read_text())
     machine = data["machine_info"]
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "

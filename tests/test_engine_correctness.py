@@ -242,3 +242,17 @@ def test_property_any_shape_matches_float64(B, K, h, w, C, H, W, alpha, use_weig
     expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], alpha=alpha,
                                  **{source: case[source]})
     assert_matches(result, expected, TOLERANCE["float32"])
+
+
+def test_onnxruntime_ortvalues_are_read_in_place(rng):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    case = make_case(rng, 4, 16, 7, 7, 3, 32, 32)
+    expected = egal.score_batch(case["activations"], case["logits"], case["masks"], weights=case["weights"])
+    values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in case.items()}
+    result = egal.score_batch(values["activations"], values["logits"], values["masks"], weights=values["weights"])
+    for name, value in expected.to_dict().items():
+        np.testing.assert_array_equal(getattr(result, name), value, err_msg=name)
+    # the same through the PyTorch reference, which borrows the OrtValue's memory too
+    ref = egal.score_batch(values["activations"], values["logits"], values["masks"], weights=values["weights"],
+                           backend="reference")
+    np.testing.assert_allclose(ref.score, expected.score, atol=1e-6)

@@ -45,7 +45,7 @@ class BorrowedArray:
 
 
 def _from_ortvalue(value, name: str) -> BorrowedArray:
-    element = value.element_type() if callable(getattr(value, "element_type", None)) else value.data_type()
+    element = value.data_type()  # e.g. "tensor(float)"; element_type() is an ONNX enum number
     if element not in _ORT_DTYPES:
         raise TypeError(f"{name} is an OrtValue of unsupported type {element}")
     device_name = value.device_name().lower()

@@ -1,0 +1,33 @@
+"""Boundary-shape batches for compute-sanitizer (memcheck, racecheck) on the CUDA kernel.
+
+    compute-sanitizer --tool memcheck python bench/cuda_sanitizer_cases.py
+"""
+import numpy as np
+import torch
+
+import egal
+
+# (B, K, h, w, C, H, W): B = 1, h = w = 1, K = 1, H and W not multiples of the block size
+SHAPES = [(1, 1, 1, 1, 2, 1, 1), (1, 1, 7, 7, 2, 224, 224), (3, 1024, 7, 7, 3, 225, 223),
+          (2, 5, 1, 1, 4, 17, 300), (2, 32, 57, 33, 2, 259, 97), (1, 3, 300, 2, 2, 5, 601)]
+
+
+def main():
+    rng = np.random.default_rng(0)
+    for B, K, h, w, C, H, W in SHAPES:
+        dev = lambda x: torch.from_numpy(np.ascontiguousarray(x)).cuda()  # noqa: E731
+        A = dev(rng.random((B, K, h, w), dtype=np.float32))
+        G = dev(rng.standard_normal((B, K, h, w), dtype=np.float32))
+        Z = dev(rng.standard_normal((B, C), dtype=np.float32))
+        M = dev((rng.random((B, H, W)) < 0.3).astype(np.uint8))
+        boxes = np.array([[[1, 1, W / 2, H / 2], [0, 0, W + 5, 3], [np.nan] * 4]] * B, dtype=np.float32)
+        for kwargs in ({"masks": M}, {"boxes": dev(boxes), "roi_size": (H, W)}):
+            egal.score_batch(A, Z, gradients=G, return_cam=True, **kwargs)
+            egal.score_batch(A.half(), Z, weights=G.mean(dim=(2, 3)), **kwargs)
+        roi = egal.project_roi(M.cpu().numpy(), cam_size=(h, w))
+        egal.score_batch(A, Z, roi=egal.ProjectedROI(dev(roi.weights), dev(roi.area), roi.roi_size), gradients=G)
+    print("sanitizer cases ran")
+
+
+if __name__ == "__main__":
+    main()
