@@ -77,9 +77,9 @@ def test_gradcam_scoring(benchmark, setup, impl):
         layer = dict(model.named_modules())[model.config.target_layer]
         with pytorch_grad_cam.GradCAM(model=model, target_layers=[layer]) as cam:
             scores = benchmark.pedantic(grad_cam_then_numpy_dice, args=(cam, images, masks_f32),
-                                        rounds=5, iterations=1, warmup_rounds=1)
+                                        rounds=7, iterations=1, warmup_rounds=2)
     else:
         method = "closed_form" if impl == "egal-closed-form" else "autograd"
         scores = benchmark.pedantic(lambda: score_images(model, images, masks, alpha=ALPHA, method=method).score,
-                                    rounds=5, iterations=1, warmup_rounds=1)
+                                    rounds=7, iterations=1, warmup_rounds=2)
     benchmark.extra_info["max_abs_score_diff_vs_egal_autograd"] = float(np.abs(np.asarray(scores) - reference).max())

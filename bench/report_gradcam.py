@@ -62,7 +62,7 @@ def main():
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "
           f"{machine.get('cpu', {}).get('count', '?')} cores, torch threads {sorted(threads)}; "
           f"Python {machine['python_version']}; date {datetime.date.today().isoformat()}; "
-          "img/s from the fastest of 5 rounds (the CPU is shared: the minimum is the least disturbed), "
+          "img/s from the fastest of 7 rounds (after 2 warm-up rounds) (the CPU is shared: the minimum is the least disturbed), "
           "median in brackets; ratios are speed-ups from the fastest rounds")
     print()
     print(table(data))
