@@ -110,6 +110,17 @@ def test_ortvalue_outputs_are_scored_in_place(exported):
     np.testing.assert_array_equal(from_ortvalues.score, from_numpy.score)
 
 
+def test_the_io_binding_path_gives_the_same_scores(exported):
+    # The CUDA path's IOBinding code, run here with outputs bound on the CPU.
+    model, path = exported
+    bound = OnnxGradCAM(path, providers=["CPUExecutionProvider"], io_binding=True)
+    plain = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
+    images, masks = images_and_masks(model, batch=3)
+    outputs = bound.run(images)
+    assert all(isinstance(v, ort.OrtValue) for v in outputs.scorer_kwargs().values())
+    np.testing.assert_array_equal(bound.score(images, masks).score, plain.score(images, masks).score)
+
+
 def test_batches_of_one_and_many_run_through_one_graph(tmp_path):
     model = make_model("tiny_cnn", "linear", 3, (32, 32))
     path = export_onnx(model, tmp_path / "m.onnx")

@@ -39,7 +39,11 @@ class OnnxGradCAM:
         result = scorer.score(images, masks)          # egal.ScoreResult
     """
 
-    def __init__(self, path, *, providers: Optional[Sequence[str]] = None, device_id: int = 0, session_options=None):
+    def __init__(self, path, *, providers: Optional[Sequence[str]] = None, device_id: int = 0, session_options=None,
+                 io_binding: Optional[bool] = None):
+        """providers: onnxruntime execution providers (default: CUDA when available, else CPU).
+        io_binding: run through IOBinding with outputs left on the session's device as
+        OrtValues (default: on CUDA only; on CPU it exercises the same code path)."""
         import onnxruntime as ort
 
         self._ort = ort
@@ -50,6 +54,8 @@ class OnnxGradCAM:
         self.device_id = device_id
         self.config = _read_config(self.session, path)
         self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
+        self.io_binding = self.on_cuda if io_binding is None else bool(io_binding)
+        self._device = "cuda" if self.on_cuda else "cpu"
 
     @property
     def classes(self):
@@ -62,7 +68,7 @@ class OnnxGradCAM:
     def run(self, images) -> GraphOutputs:
         """images: [B, in_channels, H, W] float32 in [0, 1]: numpy, an OrtValue, or (CUDA) any
         __cuda_array_interface__ array already on the GPU."""
-        if self.on_cuda:
+        if self.io_binding:
             return self._run_bound(images)
         images = self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32))
         logits, activations, cam_weights = self.session.run(list(graph.OUTPUTS), {graph.INPUT: images})
@@ -83,24 +89,24 @@ class OnnxGradCAM:
         return egal.score_batch(**outputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
                                 alpha=alpha, return_cam=return_cam, backend=backend)
 
-    # -- CUDA + IOBinding -------------------------------------------------------------------
+    # -- IOBinding (CUDA; CPU when asked) ----------------------------------------------------
     def _run_bound(self, images) -> GraphOutputs:
         ort = self._ort
         binding = self.session.io_binding()
         if isinstance(images, ort.OrtValue):
             self._check_shape(tuple(images.shape()))
             binding.bind_ortvalue_input(graph.INPUT, images)
-        elif hasattr(images, "__cuda_array_interface__"):
+        elif self.on_cuda and hasattr(images, "__cuda_array_interface__"):
             iface = images.__cuda_array_interface__
             if np.dtype(iface["typestr"]) != np.float32 or iface.get("strides") is not None:
                 raise TypeError("GPU images must be contiguous float32")
             self._check_shape(tuple(iface["shape"]))
             binding.bind_input(graph.INPUT, "cuda", self.device_id, np.float32, list(iface["shape"]), iface["data"][0])
         else:
-            # One host-to-device copy of the images, made by onnxruntime.
+            # On CUDA, one host-to-device copy of the images, made by onnxruntime.
             binding.bind_cpu_input(graph.INPUT, self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32)))
         for name in graph.OUTPUTS:
-            binding.bind_output(name, "cuda", self.device_id)
+            binding.bind_output(name, self._device, self.device_id)
         self.session.run_with_iobinding(binding)
         # OrtValue.__dlpack__ ignores the consumer's stream: make the results
         # visible before the scorer's kernels read them.
