@@ -88,10 +88,11 @@ class EGALClassifier(nn.Module):
         self.eval()
         try:
             embeddings, all_labels = [], []
+            reference = next(self.parameters())
             for batch_images, batch_labels in _batches(images, labels, batch_size):
-                device = self.input_mean.device
-                embeddings.append(self.embed(torch.as_tensor(batch_images).to(device)))
-                all_labels.append(torch.as_tensor(batch_labels).to(device))
+                batch_images = torch.as_tensor(batch_images).to(device=reference.device, dtype=reference.dtype)
+                embeddings.append(self.embed(batch_images))
+                all_labels.append(torch.as_tensor(batch_labels).to(reference.device))
             if not embeddings:
                 raise ValueError("fit_prototypes() got no labelled images")
             self.head.set_prototypes(torch.cat(embeddings), torch.cat(all_labels))
