@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from .commands import backends, demo
+from .commands import backends, demo, export
 
-COMMANDS = (demo, backends)
+COMMANDS = (demo, export, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:
