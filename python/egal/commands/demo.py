@@ -59,6 +59,9 @@ def run(args) -> int:
     print(f"Scored {args.samples} samples (K=1024, 7x7 maps, 224x224 masks) with the fused CPU scorer "
           f"in {fused_s * 1e3:.1f} ms.")
     if egal.backends()["reference"]["available"]:
+        # warm up PyTorch (import, thread pool) so the timing below is the scoring alone
+        egal.score_batch(batch["activations"][:2], batch["logits"][:2], batch["masks"][:2],
+                         weights=batch["weights"][:2], backend="reference")
         start = time.perf_counter()
         ref = egal.score_batch(batch["activations"], batch["logits"], batch["masks"], weights=batch["weights"],
                                alpha=args.alpha, backend="reference")
