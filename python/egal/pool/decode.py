@@ -1,0 +1,143 @@
+"""Decoding a RawBatch into model-ready arrays, one bad row never stopping the rest.
+
+`decode_batch` is a top-level function of picklable arguments so that it can run
+in worker processes. A row that cannot be decoded (corrupt bytes, an undecodable
+DICOM, a box outside the image, a mask that does not fit the image) gets a short
+reason in `errors` ("image: ...", "mask: ...", "boxes: ...") and zeros in
+`images` and `masks`; the other rows are decoded exactly as without it.
+
+How values are obtained: egal.pool.images (PNG, JPEG), egal.pool.dicom (DICOM),
+egal.pool.rois (masks and boxes).
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .batches import RawBatch
+from .images import read_image, resize_bilinear, to_channels
+from .paths import PathRefused, resolve_inside
+from .rois import mask_from_boxes, mask_from_png
+from .rowerror import RowError
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    input_size: Tuple[int, int]  # (H, W) of the model input
+    in_channels: int = 1  # 1 (grey) or 3 (RGB)
+    mask_size: Optional[Tuple[int, int]] = None  # (Hm, Wm) of the ROI grid; None: input_size
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", _size("input_size", self.input_size))
+        if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
+        if self.mask_size is not None:
+            object.__setattr__(self, "mask_size", _size("mask_size", self.mask_size))
+
+    @property
+    def mask_hw(self) -> Tuple[int, int]:
+        return self.mask_size if self.mask_size is not None else self.input_size
+
+
+def _size(name: str, value) -> Tuple[int, int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ValueError(f"{name} must be (H, W), got {value!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value):
+        raise ValueError(f"{name} must be two positive integers (H, W), got {value!r}")
+    return (int(value[0]), int(value[1]))
+
+
+@dataclass
+class DecodedBatch:
+    index: int
+    start_row: int
+    ids: List[str]
+    images: np.ndarray  # [B, in_channels, H, W] float32 in [0, 1]; zeros on error rows
+    masks: np.ndarray  # [B, Hm, Wm] uint8 0/1; zeros on error rows and rows without ROI
+    has_roi: np.ndarray  # [B] bool: the mask has at least one ROI pixel
+    errors: List[Optional[str]]  # None, or why the row could not be decoded
+    extra: Dict[str, List] = field(default_factory=dict)
+    rows: List[int] = field(default_factory=list)  # global row numbers
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """[B] bool: rows decoded without error."""
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+
+def decode_batch(raw: RawBatch, settings: DecodeSettings) -> DecodedBatch:
+    """Decodes every row of `raw`; never raises for a bad row (see the module docstring)."""
+    n = len(raw)
+    height, width = settings.input_size
+    images = np.zeros((n, settings.in_channels, height, width), dtype=np.float32)  # [B, C, H, W]
+    masks = np.zeros((n, *settings.mask_hw), dtype=np.uint8)  # [B, Hm, Wm]
+    errors: List[Optional[str]] = [None] * n
+    for i in range(n):
+        try:
+            image, mask = _decode_row(raw, i, settings)
+        except RowError as exc:
+            errors[i] = str(exc)
+            continue
+        images[i] = image
+        if mask is not None:
+            masks[i] = mask
+    has_roi = masks.reshape(n, -1).any(axis=1)  # [B]
+    return DecodedBatch(
+        index=raw.index,
+        start_row=raw.start_row,
+        ids=list(raw.ids),
+        images=images,
+        masks=masks,
+        has_roi=has_roi,
+        errors=errors,
+        extra=dict(raw.extra),
+        rows=list(raw.rows),
+    )
+
+
+def _decode_row(raw: RawBatch, i: int, settings: DecodeSettings):
+    """(image [C, H, W], mask [Hm, Wm] or None); RowError "<part>: <reason>" otherwise."""
+    try:
+        data = _load(raw.images[i], raw.image_is_path, raw.base_dirs[i])
+        native = read_image(data, settings.in_channels)  # [c, h, w]
+        image = to_channels(resize_bilinear(native, settings.input_size), settings.in_channels)
+    except RowError as exc:
+        raise RowError(f"image: {exc}") from exc
+    except Exception as exc:  # an unforeseen decoder failure is still only this row's problem
+        raise RowError(f"image: {type(exc).__name__}: {exc}") from exc
+    roi = raw.rois[i]
+    if raw.roi_kind is None or roi is None:
+        return image, None
+    image_hw = native.shape[1:]
+    try:
+        if raw.roi_kind == "boxes":
+            mask = mask_from_boxes(roi, image_hw, settings.mask_hw)
+        else:
+            data = _load(roi, raw.roi_kind == "mask_path", raw.base_dirs[i])
+            mask = mask_from_png(data, image_hw, settings.mask_hw)
+    except RowError as exc:
+        raise RowError(f"{raw.roi_kind}: {exc}") from exc
+    except Exception as exc:
+        raise RowError(f"{raw.roi_kind}: {type(exc).__name__}: {exc}") from exc
+    return image, mask
+
+
+def _load(value, is_path: bool, base_dir: str):
+    """The bytes of a value, reading the file when it is a path (which must stay inside base_dir)."""
+    if not is_path or value is None:
+        return value
+    try:
+        target = resolve_inside(base_dir, value)
+    except PathRefused as exc:
+        raise RowError(str(exc)) from exc
+    try:
+        with open(target, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise RowError(f"cannot read {value!r}: {exc}") from exc

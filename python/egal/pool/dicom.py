@@ -1,0 +1,98 @@
+"""Decoding one DICOM image to floats in [0, 1].
+
+Rules, in order:
+  1. one frame only (multi-frame files are a row error);
+  2. the stored values are decoded by pydicom; a compressed transfer syntax that
+     pydicom cannot decode without a plugin (JPEG 2000, JPEG-LS, ... without
+     pylibjpeg / GDCM) is a row error naming the transfer syntax;
+  3. greyscale (MONOCHROME1 / MONOCHROME2): the Modality LUT (Rescale Slope /
+     Intercept, or a Modality LUT Sequence) is applied, then the VOI LUT or window
+     (Window Center / Width) when the file has one; MONOCHROME1 (bright = low values)
+     is inverted; then the values are min-max scaled to [0, 1] (a constant image
+     becomes all zeros);
+  4. colour (RGB, or YBR converted to RGB by pydicom): each sample divided by
+     2**BitsStored - 1.
+Other photometric interpretations (PALETTE COLOR, ...) are a row error.
+"""
+from __future__ import annotations
+
+from io import BytesIO
+
+import numpy as np
+
+from .rowerror import RowError
+
+DICOM_MAGIC_OFFSET = 128
+DICOM_MAGIC = b"DICM"
+
+
+def has_dicom_magic(data: bytes) -> bool:
+    return data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC
+
+
+def may_be_bare_dicom(data: bytes) -> bool:
+    """A DICOM data set written without the 128-byte preamble starts with a group 0002 or 0008 tag."""
+    return data[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def read_dicom(data: bytes) -> np.ndarray:
+    """[h, w] (grey) or [h, w, 3] (colour) float32 in [0, 1]; RowError with the reason otherwise."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(BytesIO(data), force=not has_dicom_magic(data))
+    except Exception as exc:  # pydicom raises many kinds for broken files
+        raise RowError(f"unreadable DICOM: {exc}") from exc
+    if "PixelData" not in ds:
+        raise RowError("DICOM file has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None:
+        _assume_syntax_from_encoding(ds)
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:
+        if syntax is not None and syntax.is_compressed:
+            raise RowError(
+                f"DICOM transfer syntax {syntax.name} ({syntax}) cannot be decoded here "
+                f"(it needs a pydicom pixel-data plugin such as pylibjpeg or GDCM): {exc}"
+            ) from exc
+        raise RowError(f"DICOM pixel data cannot be decoded: {exc}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        if stored.ndim != 2:
+            raise RowError(f"DICOM {photometric} pixel data has shape {stored.shape}, expected rows x columns")
+        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        if photometric == "MONOCHROME1":
+            values = -values
+        return _min_max(values)
+    if stored.ndim == 3 and stored.shape[-1] == 3 and (photometric == "RGB" or photometric.startswith("YBR")):
+        bits = int(ds.get("BitsStored", 8))
+        return np.clip(stored.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
+    raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)")
+
+
+def _assume_syntax_from_encoding(ds) -> None:
+    """A data set without file meta (no preamble) is uncompressed; its encoding says which syntax."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = ds.original_encoding
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise RowError("DICOM pixel values are not finite")
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)

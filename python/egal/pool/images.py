@@ -1,0 +1,95 @@
+"""Decoding one image (PNG, JPEG or DICOM bytes) to a float32 [C, H, W] array in [0, 1].
+
+Rules:
+  * DICOM is recognised by the "DICM" magic at byte 128 (or, failing that and
+    Pillow not recognising the bytes, by a leading group 0002/0008 tag); see
+    egal.pool.dicom for how its values are mapped to [0, 1].
+  * PNG and JPEG are read by Pillow (no other format is accepted). 8-bit values are
+    divided by 255; 16-bit greyscale PNG (Pillow mode I;16 or I) by 65535.
+    Palette and alpha images are converted to RGB / grey first (alpha dropped).
+  * Channels: RGB becomes grey by Pillow's luminance (ITU-R 601-2:
+    L = 0.299 R + 0.587 G + 0.114 B) when in_channels is 1; grey becomes RGB by
+    replication when in_channels is 3.
+  * Size: resized to input_size with Pillow's bilinear filter on float ('F' mode)
+    images, so 16-bit and DICOM values keep their precision (Pillow's bilinear
+    widens its support when shrinking, i.e. it anti-aliases).
+"""
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Tuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
+from .rowerror import RowError
+
+IMAGE_FORMATS = ("PNG", "JPEG")
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_image(data: bytes, in_channels: int) -> np.ndarray:
+    """[c, h, w] float32 in [0, 1] at the image's own size, c = 1 for grey images or when
+    in_channels is 1, else 3 (grey is replicated only after resizing, by `to_channels`).
+    RowError with the reason when the bytes cannot be decoded."""
+    if data is None:
+        raise RowError("missing (null)")
+    if len(data) == 0:
+        raise RowError("empty (0 bytes)")
+    data = bytes(data)
+    if has_dicom_magic(data):
+        return _planes(read_dicom(data), in_channels)
+    try:
+        image = Image.open(BytesIO(data), formats=IMAGE_FORMATS)
+        image.load()
+    except UnidentifiedImageError as exc:
+        if may_be_bare_dicom(data):
+            return _planes(read_dicom(data), in_channels)
+        raise RowError("cannot identify image file (not PNG, JPEG or DICOM)") from exc
+    except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
+        raise RowError(f"corrupt image data: {exc}") from exc
+    return _pillow_to_float(image, in_channels)
+
+
+def _pillow_to_float(image: Image.Image, in_channels: int) -> np.ndarray:
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = np.asarray(image).astype(np.float32) / 65535.0  # [h, w]
+        return _planes(np.clip(grey, 0.0, 1.0), in_channels)
+    if mode in ("1", "L", "LA"):
+        image = image.convert("L")
+    elif mode != "RGB":
+        image = image.convert("RGB")  # P, PA, RGBA, CMYK, YCbCr, ...
+    if image.mode == "RGB" and in_channels == 1:
+        image = image.convert("L")  # Pillow's luminance, rounded to 8 bits
+    scaled = np.asarray(image).astype(np.float32) / 255.0  # [h, w] or [h, w, 3]
+    return _planes(scaled, in_channels)
+
+
+def _planes(pixels: np.ndarray, in_channels: int) -> np.ndarray:
+    """[h, w] -> [1, h, w]; [h, w, 3] -> [3, h, w], or [1, h, w] by luminance when in_channels is 1."""
+    if pixels.ndim == 2:
+        return pixels[None].astype(np.float32, copy=False)
+    if in_channels == 3:
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32)
+    return np.tensordot(LUMA, pixels.astype(np.float32), axes=([0], [2]))[None]  # colour DICOM -> grey
+
+
+def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
+    """[1 or 3, H, W] -> [in_channels, H, W]: grey replicated to RGB when asked for."""
+    if image.shape[0] == in_channels:
+        return image
+    return np.repeat(image, in_channels, axis=0)
+
+
+def resize_bilinear(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """[C, h, w] -> [C, H, W] float32 with Pillow's bilinear filter in 'F' mode."""
+    height, width = size
+    if image.shape[1:] == (height, width):
+        return image
+    out = np.empty((image.shape[0], height, width), dtype=np.float32)
+    for c in range(image.shape[0]):
+        plane = Image.fromarray(np.ascontiguousarray(image[c], dtype=np.float32))  # mode F
+        out[c] = np.asarray(plane.resize((width, height), Image.BILINEAR))
+    return np.clip(out, 0.0, 1.0, out=out)

@@ -1,0 +1,110 @@
+"""Turning one row's expert ROI (PNG mask or pixel boxes) into a 0/1 mask on the mask grid.
+
+Masks: a PNG of any size (not JPEG: lossy edges would invent ROI pixels); nonzero
+pixels (in any colour channel; alpha ignored) are the ROI. It is resized to the
+mask grid by nearest neighbour, source index floor((i + 0.5) * in / out) (Pillow's
+NEAREST rule). A mask whose width/height ratio differs from the image's by more
+than 2 % cannot belong to that image and is a row error.
+
+Boxes: each [x0, y0, x1, y1] in the image's own pixel coordinates must satisfy
+0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height (else a row error naming the box).
+They are scaled by (Wm / width, Hm / height) and rasterised with SCORING.md's rule:
+pixel (y, x) is ROI when its centre (x + 0.5, y + 0.5) lies in the half-open
+[x0, x1) x [y0, y1) of any box.
+
+Null ROI values, empty box lists and all-zero masks all mean "no ROI": an all-zero
+mask (SCORING.md's empty-ROI rule applies downstream).
+"""
+from __future__ import annotations
+
+import math
+from io import BytesIO
+from typing import Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .rowerror import RowError
+
+ASPECT_TOLERANCE = 0.02
+
+
+def read_mask_png(data: bytes) -> np.ndarray:
+    """[h, w] bool, nonzero pixels of a PNG; RowError otherwise."""
+    if len(data) == 0:
+        raise RowError("empty (0 bytes)")
+    try:
+        image = Image.open(BytesIO(bytes(data)), formats=("PNG",))
+        image.load()
+    except Exception as exc:
+        raise RowError(f"not a readable PNG: {exc}") from exc
+    if image.mode in ("LA", "PA", "RGBA", "P"):
+        image = image.convert("L" if image.mode == "LA" else "RGB")
+    pixels = np.asarray(image)
+    nonzero = pixels != 0
+    return nonzero.any(axis=-1) if nonzero.ndim == 3 else nonzero
+
+
+def check_aspect(mask_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> None:
+    mask_ratio = mask_hw[1] / mask_hw[0]
+    image_ratio = image_hw[1] / image_hw[0]
+    if abs(mask_ratio / image_ratio - 1.0) > ASPECT_TOLERANCE:
+        raise RowError(
+            f"aspect ratio {mask_ratio:.2f} ({mask_hw[1]}x{mask_hw[0]}) does not match "
+            f"the image's {image_ratio:.2f} ({image_hw[1]}x{image_hw[0]})"
+        )
+
+
+def resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """[h, w] -> [H, W] uint8 0/1, nearest neighbour."""
+    height, width = size
+    rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]].astype(np.uint8)
+
+
+def mask_from_png(data: bytes, image_hw: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+    """[H, W] uint8 0/1 from PNG bytes, checked against the image's aspect ratio."""
+    mask = read_mask_png(data)
+    check_aspect(mask.shape, image_hw)
+    return resize_nearest(mask, size)
+
+
+def mask_from_boxes(boxes: Sequence, image_hw: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+    """[H, W] uint8 0/1 from boxes in image pixel coordinates."""
+    image_h, image_w = image_hw
+    height, width = size
+    mask = np.zeros(size, dtype=np.uint8)
+    centres_x = np.arange(width) + 0.5
+    centres_y = np.arange(height) + 0.5
+    sx, sy = width / image_w, height / image_h
+    for k, box in enumerate(boxes):
+        x0, y0, x1, y1 = _check_box(k, box, image_w, image_h)
+        inside_x = (centres_x >= x0 * sx) & (centres_x < x1 * sx)  # [W]
+        inside_y = (centres_y >= y0 * sy) & (centres_y < y1 * sy)  # [H]
+        mask |= (inside_y[:, None] & inside_x[None, :]).astype(np.uint8)
+    return mask
+
+
+def _check_box(k: int, box, image_w: int, image_h: int) -> Tuple[float, float, float, float]:
+    if box is None:
+        raise RowError(f"box {k} is null")
+    if len(box) != 4:
+        raise RowError(f"box {k} has {len(box)} numbers, expected 4 [x0, y0, x1, y1]")
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in box):
+        raise RowError(f"box {k} {_show(box)} holds a null or NaN")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x0 < x1 and y0 < y1):
+        raise RowError(f"box {k} {_show(box)} is empty or inverted (needs x0 < x1 and y0 < y1)")
+    if not (0 <= x0 and x1 <= image_w and 0 <= y0 and y1 <= image_h):
+        raise RowError(f"box {k} {_show(box)} lies outside the {image_w}x{image_h} image")
+    return x0, y0, x1, y1
+
+
+def _show(box) -> str:
+    def one(v):
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    return "[" + ", ".join(one(v) for v in box) + "]"

@@ -1,0 +1,121 @@
+"""`open_pool`: find, check and describe a pool before any image is decoded."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence, Tuple
+
+import pyarrow as pa
+
+from .errors import PoolError
+from .files import find_parquet_files, open_parquet
+from .schema import column_types, merge_column_types, resolve_columns
+from .validate import validate_rows
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A validated pool: its files, the roles of its columns, and how to stream it.
+
+    files:          absolute paths of the Parquet files, in read order
+    num_rows:       rows of all files together
+    image_column:   "image" (bytes) or "image_path" (relative path)
+    roi_column:     "mask", "mask_path", "boxes", or None when the pool has no ROI
+                    column at all (every row then has no ROI; callers may warn)
+    has_label:      whether a `label` column exists
+    columns:        every column name (for asking for extra columns)
+    file_rows:      rows per file
+    row_group_rows: rows per row group, per file (to skip to a batch without reading)
+    file_stats:     (size in bytes, mtime_ns) per file, taken when the pool was opened
+    """
+
+    path: str
+    files: Tuple[str, ...]
+    num_rows: int
+    image_column: str
+    roi_column: Optional[str]
+    has_label: bool
+    columns: Tuple[str, ...]
+    file_rows: Tuple[int, ...]
+    row_group_rows: Tuple[Tuple[int, ...], ...]
+    file_stats: Tuple[Tuple[int, int], ...]
+
+    @property
+    def has_roi_column(self) -> bool:
+        return self.roi_column is not None
+
+    @property
+    def roi_kind(self) -> Optional[str]:
+        return self.roi_column
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-self.num_rows // batch_size)
+
+    def fingerprint(self) -> dict:
+        """JSON-able identity of the pool's content, for checking that a resumed run reads the same pool.
+
+        Cheap: file paths, sizes and modification times as they were at open_pool,
+        not a hash of the bytes. Files referenced through image_path / mask_path
+        are not included (stat-ing every image would cost as much as validating).
+        """
+        return {
+            "path": self.path,
+            "num_rows": self.num_rows,
+            "image_column": self.image_column,
+            "roi_column": self.roi_column,
+            "files": [
+                {"path": f, "size": size, "mtime_ns": mtime, "rows": rows}
+                for f, (size, mtime), rows in zip(self.files, self.file_stats, self.file_rows)
+            ],
+        }
+
+    def iter_batches(self, batch_size: int, *, start_batch: int = 0, columns: Sequence[str] = ()) -> Iterator:
+        """RawBatch objects; batch i holds global rows [i*batch_size, (i+1)*batch_size).
+
+        `columns` are extra columns to carry along in RawBatch.extra (for example
+        "label" or "cv_fold"). See egal.pool.batches for the details.
+        """
+        from .batches import iter_raw_batches
+
+        return iter_raw_batches(self, batch_size, start_batch=start_batch, columns=columns)
+
+
+def open_pool(path) -> PoolSpec:
+    """Validates a pool (a Parquet file or a directory of them) and describes it.
+
+    Raises PoolError naming the file, column or first offending rows when the pool
+    cannot be used: see the pool format in egal.pool for the rules.
+    """
+    files = find_parquet_files(path)
+    parquet = [open_parquet(f) for f in files]
+    types = column_types(parquet[0].schema_arrow)
+    for f, pf in zip(files[1:], parquet[1:]):
+        merged, difference = merge_column_types(types, column_types(pf.schema_arrow))
+        if merged is None:
+            raise PoolError(f"{str(f)!r} has a different schema from {str(files[0])!r}: {difference}")
+        types = merged
+    where = str(files[0]) if len(files) == 1 else f"pool {str(os.path.abspath(path))!r}"
+    roles = resolve_columns(pa.schema(list(types.items())), where)
+    file_names = [str(f) for f in files]
+    num_rows = validate_rows(file_names, parquet, roles)
+    if num_rows == 0:
+        raise PoolError(f"pool {str(path)!r} has no rows")
+    stats = []
+    for f in files:
+        st = os.stat(f)
+        stats.append((st.st_size, st.st_mtime_ns))
+    return PoolSpec(
+        path=str(os.path.abspath(path)),
+        files=tuple(file_names),
+        num_rows=num_rows,
+        image_column=roles.image_column,
+        roi_column=roles.roi_column,
+        has_label=roles.has_label,
+        columns=tuple(parquet[0].schema_arrow.names),
+        file_rows=tuple(pf.metadata.num_rows for pf in parquet),
+        row_group_rows=tuple(
+            tuple(pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)) for pf in parquet
+        ),
+        file_stats=tuple(stats),
+    )
+
