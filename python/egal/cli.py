@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from .commands import backends, demo, export
+from .commands import backends, demo, export, score
 
-COMMANDS = (demo, export, backends)
+COMMANDS = (score, demo, export, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,11 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"egal {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"egal {args.command}: interrupted" + (
+            "; what was scored is kept: rerun with --resume to finish" if args.command == "score" else ""),
+            file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0

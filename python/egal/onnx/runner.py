@@ -85,7 +85,7 @@ class OnnxGradCAM:
 
         outputs = self.run(images)
         if self.on_cuda:
-            masks, boxes, roi = self._to_device(masks), self._to_device(boxes), self._roi_to_device(roi)
+            masks, boxes, roi = self.to_device(masks), self.to_device(boxes), self._roi_to_device(roi)
         return egal.score_batch(**outputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
                                 alpha=alpha, return_cam=return_cam, backend=backend)
 
@@ -114,7 +114,7 @@ class OnnxGradCAM:
         logits, activations, cam_weights = binding.get_outputs()
         return GraphOutputs(logits, activations, cam_weights)
 
-    def _to_device(self, array):
+    def to_device(self, array):
         if array is None or not isinstance(array, np.ndarray):
             return array  # already a device array (or absent)
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", self.device_id)
@@ -124,7 +124,7 @@ class OnnxGradCAM:
             return roi
         import egal
 
-        return egal.ProjectedROI(self._to_device(roi.weights), self._to_device(np.asarray(roi.area)), roi.roi_size)
+        return egal.ProjectedROI(self.to_device(roi.weights), self.to_device(np.asarray(roi.area)), roi.roi_size)
 
     # -- checks -----------------------------------------------------------------------------
     def _check_images(self, images: np.ndarray) -> np.ndarray:

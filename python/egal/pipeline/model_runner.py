@@ -1,0 +1,109 @@
+"""A trained model, PyTorch (.pt) or exported ONNX (.onnx), behind one interface.
+
+Both produce what the fused scorer needs for a batch of images: activations
+[B, K, h, w], logits [B, C] and Grad-CAM channel weights [B, K] (or gradients),
+for the predicted class. The ONNX path never imports PyTorch, so it runs on
+inference-only nodes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Tuple
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class ModelRunner:
+    path: str
+    kind: str  # "torch" or "onnx"
+    device: str  # "cpu" or "cuda"
+    classes: Tuple[str, ...]
+    input_size: Tuple[int, int]  # (H, W) images are resized to; also the ROI mask grid
+    in_channels: int
+    gradcam_inputs: Callable  # images [B, C, H, W] float32 numpy -> dict of score_batch arguments
+    to_device: Callable  # host numpy array -> an array on the model's device (for masks)
+
+    def describe(self) -> str:
+        h, w = self.input_size
+        return (f"{os.path.basename(self.path)} ({self.kind}, {self.device}; {len(self.classes)} classes "
+                f"{', '.join(self.classes)}; input {self.in_channels}x{h}x{w})")
+
+
+def file_digest(path) -> str:
+    """sha256 of a file, so a resumed run can check it uses the same model."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_runner(path, device: str = "cpu") -> ModelRunner:
+    path = os.fspath(path)
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist")
+    if path.endswith(".onnx"):
+        return _onnx_runner(path, device)
+    if path.endswith((".pt", ".pth")):
+        return _torch_runner(path, device)
+    raise ValueError(f"model file {path!r}: expected a .pt (egal.models.save_model) or .onnx (egal export) file")
+
+
+def _torch_runner(path: str, device: str) -> ModelRunner:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; install egal[torch], "
+                         "or export it with `egal export` and score the .onnx file") from exc
+    from ..gradcam import extract_gradcam_inputs
+    from ..models import load_model
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: PyTorch sees no CUDA GPU on this machine")
+    model = load_model(path, map_location=device)
+    torch_device = torch.device(device)
+
+    def gradcam_inputs(images: np.ndarray) -> dict:
+        inputs = extract_gradcam_inputs(model, torch.from_numpy(images).to(torch_device))
+        return inputs.scorer_kwargs()
+
+    def to_device(array: np.ndarray):
+        return array if device == "cpu" else torch.from_numpy(array).to(torch_device)
+
+    config = model.config
+    return ModelRunner(path, "torch", device, tuple(config.classes), tuple(config.input_size), config.in_channels,
+                       gradcam_inputs, to_device)
+
+
+def _onnx_runner(path: str, device: str) -> ModelRunner:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ValueError(f"{path!r} is an ONNX model and onnxruntime is not installed here; install egal[onnx] "
+                         "(GPU nodes) or egal[onnx-cpu]") from exc
+    from ..onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
+
+    if device == "cuda":
+        if CUDA_PROVIDER not in ort.get_available_providers():
+            raise ValueError("--device cuda: onnxruntime has no CUDAExecutionProvider here (install egal[onnx], "
+                             "i.e. onnxruntime-gpu, on a machine with a GPU)")
+        scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
+    else:
+        scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])
+
+    def gradcam_inputs(images: np.ndarray) -> dict:
+        return scorer.run(images).scorer_kwargs()
+
+    def to_device(array: np.ndarray):
+        return scorer.to_device(array) if scorer.on_cuda else array
+
+    config = scorer.config
+    return ModelRunner(path, "onnx", device, scorer.classes, scorer.input_size, int(config.get("in_channels", 3)),
+                       gradcam_inputs, to_device)

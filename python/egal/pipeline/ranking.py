@@ -1,0 +1,39 @@
+"""Ranks and the selection (SCORING.md, Selection) over a whole scored pool."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..selection import select_top_k
+
+SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
+
+
+def rank_table(table: pa.Table) -> pa.Table:
+    """Rows in pool order with a `rank` column: 1 is the image most worth annotating.
+
+    Ranked by score descending, ties by id ascending; rows in error (and NaN
+    scores) get no rank, exactly as select_top_k never selects them.
+    """
+    table = table.sort_by("row")
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    usable = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool) & ~np.isnan(scores)
+    rank = np.zeros(len(ids), dtype=np.int64)
+    if usable.any():
+        order = select_top_k(np.where(usable, scores, np.nan), ids.astype(str), int(usable.sum()))
+        position = {name: i + 1 for i, name in enumerate(order)}
+        rank = np.array([position.get(name, 0) for name in ids.astype(str)], dtype=np.int64)
+    rank_column = pa.array(rank, mask=rank == 0, type=pa.int64())
+    columns = [c for c in table.column_names if c != "row"]
+    out = table.select(columns)
+    return out.add_column(out.column_names.index("score") + 1, "rank", rank_column)
+
+
+def selection_table(ranked: pa.Table, k: int) -> pa.Table:
+    """The k top-ranked rows (fewer when fewer rows could be scored), best first."""
+    ranks = ranked.column("rank").to_numpy(zero_copy_only=False)
+    ranks = np.where(np.isnan(ranks.astype(np.float64)), np.inf, ranks)
+    chosen = np.argsort(ranks, kind="stable")[:k]
+    chosen = chosen[np.isfinite(ranks[chosen])]
+    return ranked.take(pa.array(chosen, type=pa.int64())).select(list(SELECTION_COLUMNS))

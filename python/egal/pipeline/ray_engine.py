@@ -1,0 +1,90 @@
+"""Scoring a pool on a Ray cluster with Ray Data.
+
+    read_parquet(pool files) -> map_batches(PoolScorer actors: decode, model, fused scorer)
+    -> write_parquet(parts folder) -> the same merge and ranking as the local engine
+
+Each actor loads the model once and scores batches exactly as the local engine
+does (batch_scoring.score_decoded_batch), so scores and selection agree with
+`--engine local`. With `--device cuda` every actor asks Ray for one GPU.
+Point it at a cluster with --ray-address (or RAY_ADDRESS); the pool and the
+model must then be readable at the same paths on every node (shared storage).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .batch_scoring import OUTPUT_SCHEMA
+
+RAY_OUTPUT = "ray-output"
+
+
+class PoolScorer:
+    """A Ray Data actor: the model is loaded once per actor, then batches stream through."""
+
+    def __init__(self, model_path: str, device: str, alpha: float, image_column: str, roi_column):
+        from ..pool import DecodeSettings
+        from .model_runner import load_runner
+
+        self.runner = load_runner(model_path, device)
+        self.settings = DecodeSettings(input_size=self.runner.input_size, in_channels=self.runner.in_channels)
+        self.alpha = alpha
+        self.image_column = image_column
+        self.roi_column = roi_column
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from ..pool import RawBatch, decode_batch
+        from .batch_scoring import score_decoded_batch
+
+        roi = batch.column(self.roi_column).to_pylist() if self.roi_column else [None] * batch.num_rows
+        raw = RawBatch(
+            index=0, start_row=0, ids=batch.column("id").to_pylist(),
+            images=batch.column(self.image_column).to_pylist(), image_is_path=self.image_column == "image_path",
+            rois=roi, roi_kind=self.roi_column,
+            base_dirs=[os.path.dirname(p) for p in batch.column("path").to_pylist()], extra={},
+        )
+        return score_decoded_batch(decode_batch(raw, self.settings), self.runner, alpha=self.alpha)
+
+
+def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int, device: str, address,
+                      actors: int, progress) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False,
+                 include_dashboard=False)
+    columns = ["id", spec.image_column] + ([spec.roi_column] if spec.roi_column else [])
+    dataset = ray.data.read_parquet([os.path.abspath(f) for f in spec.files], columns=columns, include_paths=True)
+    scored = dataset.map_batches(
+        PoolScorer,
+        fn_constructor_kwargs=dict(model_path=os.path.abspath(model_path), device=device, alpha=alpha,
+                                   image_column=spec.image_column, roi_column=spec.roi_column),
+        batch_size=batch_size, batch_format="pyarrow", concurrency=max(1, actors),
+        num_gpus=1 if device == "cuda" else 0,
+    )
+    if store.completed_batches():
+        return  # a resumed run whose Ray output was already collected
+    output = os.path.join(store.parts_dir, RAY_OUTPUT)
+    shutil.rmtree(output, ignore_errors=True)  # what a killed run left half-written
+    scored.write_parquet(output)
+    table = _in_pool_order(pq.read_table(output), spec)
+    store.write_shard(0, table.cast(OUTPUT_SCHEMA))  # the whole pool as one shard; then the usual merge
+    progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
+
+
+def _in_pool_order(table: pa.Table, spec) -> pa.Table:
+    """Ray returns rows in any order: give each its position in the pool (ids are unique)."""
+    position = {name: i for i, name in enumerate(_pool_ids(spec))}
+    rows = np.array([position[name] for name in table.column("id").to_pylist()], dtype=np.int64)
+    table = table.set_column(table.column_names.index("row"), "row", pa.array(rows))
+    return table.sort_by("row")
+
+
+def _pool_ids(spec):
+    for path in spec.files:
+        for batch in pq.ParquetFile(path).iter_batches(columns=["id"], batch_size=65536):
+            yield from batch.column(0).to_pylist()

@@ -1,0 +1,74 @@
+"""`egal score` as a job: check everything, score the missing batches, merge and rank."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+from .. import __version__
+from ..pool import open_pool
+from .local_engine import num_batches, score_pool_locally
+from .model_runner import file_digest, load_runner
+from .progress import Progress
+from .shard_store import ShardStore
+
+
+@dataclass
+class ScoringJob:
+    args: object
+    spec: object
+    runner: object
+    store: ShardStore
+    progress: Optional[Progress] = None
+    resumed: bool = False
+
+    @classmethod
+    def prepare(cls, args) -> Optional["ScoringJob"]:
+        """Validate the pool, the model and the output before any scoring; None when already finished."""
+        spec = open_pool(args.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
+        runner = load_runner(args.model, args.device)
+        log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+        log(f"pool: {args.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
+            f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
+        if spec.roi_column is None:
+            log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
+                "alone (SCORING.md, empty ROI)")
+        log(f"model: {runner.describe()}")
+        manifest = {
+            "egal_version": __version__,
+            "pool": spec.fingerprint(),
+            "model_sha256": file_digest(args.model),
+            "device": args.device,
+            "alpha": args.alpha,
+            "batch_size": args.batch_size,
+            "engine": args.engine,
+        }
+        store = ShardStore(args.out, manifest, resume=args.resume, overwrite=args.overwrite)
+        job = cls(args, spec, runner, store)
+        if store.already_complete:
+            log(f"{args.out} is already complete; nothing to resume")
+        done_rows = min(len(store.completed_batches()) * args.batch_size, spec.num_rows)
+        job.resumed = done_rows > 0
+        if job.resumed:
+            log(f"resuming: {len(store.completed_batches())} of {num_batches(spec, args.batch_size)} batches "
+                "already scored")
+        job.progress = Progress(spec.num_rows, initial=done_rows, enabled=not args.quiet)
+        return job
+
+    def run(self):
+        args = self.args
+        try:
+            if self.store.already_complete:
+                pass
+            elif args.engine == "ray":
+                from .ray_engine import score_pool_on_ray
+
+                score_pool_on_ray(self.spec, args.model, self.store, alpha=args.alpha, batch_size=args.batch_size,
+                                  device=args.device, address=args.ray_address, actors=max(1, args.workers),
+                                  progress=self.progress)
+            else:
+                score_pool_locally(self.spec, self.runner, self.store, alpha=args.alpha, batch_size=args.batch_size,
+                                   workers=args.workers, progress=self.progress)
+        finally:
+            self.progress.close()
+        return self.store.finalize(self.spec.num_rows, select_k=args.select, select_path=args.select_out)
