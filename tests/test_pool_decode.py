@@ -1,0 +1,384 @@
+"""egal.pool.decode_batch: every encoding to the expected values, ROIs, and row errors."""
+from __future__ import annotations
+
+import pickle
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from egal.pool import DecodeSettings, RawBatch, decode_batch, open_pool
+from egal.pool.encode import encode_dicom, encode_jpeg, encode_png
+from pool_files import gradient, png_grey, write_pool
+
+FIGSHARE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "figshare_brain_tumor.parquet"
+
+
+def raw(images, rois=None, roi_kind=None, image_is_path=False, base_dir="/nonexistent") -> RawBatch:
+    n = len(images)
+    return RawBatch(
+        index=0,
+        start_row=0,
+        ids=[f"r{i}" for i in range(n)],
+        images=list(images),
+        image_is_path=image_is_path,
+        rois=list(rois) if rois is not None else [None] * n,
+        roi_kind=roi_kind,
+        base_dirs=[base_dir] * n,
+    )
+
+
+def decode_one(data: bytes, size=(12, 16), channels=1, **kwargs):
+    decoded = decode_batch(raw([data]), DecodeSettings(size, channels, **kwargs))
+    assert decoded.errors == [None], decoded.errors
+    return decoded.images[0]
+
+
+# ---------------------------------------------------------------- image values
+
+
+def test_png_8bit_grey_is_divided_by_255():
+    pixels = gradient(12, 16)
+    image = decode_one(encode_png(pixels))
+    assert image.shape == (1, 12, 16) and image.dtype == np.float32
+    np.testing.assert_array_equal(image[0], pixels.astype(np.float32) / 255)
+
+
+def test_grey_is_replicated_to_three_channels():
+    pixels = gradient(12, 16)
+    image = decode_one(encode_png(pixels), channels=3)
+    for c in range(3):
+        np.testing.assert_array_equal(image[c], pixels.astype(np.float32) / 255)
+
+
+def test_png_rgb_keeps_channels_or_becomes_luminance():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    three = decode_one(encode_png(rgb), channels=3)
+    np.testing.assert_array_equal(three, rgb.transpose(2, 0, 1).astype(np.float32) / 255)
+    one = decode_one(encode_png(rgb), channels=1)
+    luma = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])) / 255  # ITU-R 601-2
+    np.testing.assert_allclose(one[0], luma, atol=0.51 / 255)  # Pillow rounds to 8 bits
+
+
+def test_png_with_alpha_or_palette_drops_alpha():
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[..., 0] = gradient(12, 16)
+    rgba = np.dstack([rgb, np.full((12, 16), 7, np.uint8)])
+    out = BytesIO()
+    Image.fromarray(rgba).save(out, format="PNG")
+    image = decode_one(out.getvalue(), channels=3)
+    np.testing.assert_array_equal(image[0], rgb[..., 0] / np.float32(255))
+    np.testing.assert_array_equal(image[1:], 0)
+
+
+def test_jpeg_decodes_close_to_the_encoded_ramp():
+    pixels = gradient(32, 32)
+    image = decode_one(encode_jpeg(pixels, quality=95), size=(32, 32))
+    np.testing.assert_allclose(image[0], pixels / 255.0, atol=4 / 255)
+
+
+def test_png_16bit_is_divided_by_65535_keeping_precision():
+    pixels = gradient(12, 16, high=65535, dtype=np.uint16)
+    assert np.any(pixels % 257)  # values an 8-bit path could not represent
+    image = decode_one(encode_png(pixels))
+    np.testing.assert_allclose(image[0], pixels / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_16bit_precision_survives_resizing():
+    pixels = np.full((20, 30), 1000, np.uint16)
+    image = decode_one(encode_png(pixels), size=(7, 11))
+    np.testing.assert_allclose(image, 1000 / 65535, rtol=1e-6)
+
+
+def test_resize_is_bilinear_on_floats():
+    # Pillow's bilinear filter is a symmetric triangle: on a linear ramp, every output
+    # pixel away from the borders is the ramp's value at the output pixel's centre.
+    ramp = np.tile(np.arange(64, dtype=np.uint16) * 1000, (8, 1))  # [8, 64]
+    image = decode_one(encode_png(ramp), size=(8, 32))[0]
+    centres = (np.arange(32) + 0.5) * 2 - 0.5  # output centres in input pixel indices
+    np.testing.assert_allclose(image[:, 2:-2], np.tile(centres * 1000 / 65535, (8, 1))[:, 2:-2], atol=1e-6)
+    upscaled = decode_one(encode_png(ramp), size=(8, 128))[0]
+    centres = (np.arange(128) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(upscaled[:, 2:-2], np.tile(centres * 1000 / 65535, (8, 1))[:, 2:-2], atol=1e-6)
+
+
+def dicom_windowed(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """The LINEAR VOI function of DICOM PS3.3 C.11.2.1.2.1, to [0, 1]."""
+    low, high = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    y = ((values - (center - 0.5)) / (width - 1) + 0.5)
+    return np.where(values <= low, 0.0, np.where(values > high, 1.0, y))
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    return (values - values.min()) / (values.max() - values.min())
+
+
+def test_dicom_monochrome2_is_min_max_scaled():
+    stored = gradient(12, 16, high=3900, dtype=np.uint16) + 100  # within 12 bits
+    image = decode_one(encode_dicom(stored, bits_stored=12))
+    np.testing.assert_allclose(image[0], min_max(stored.astype(np.float64)), atol=1e-6)
+
+
+def test_dicom_applies_rescale_before_the_window():
+    stored = gradient(12, 16, high=2000, dtype=np.uint16)
+    hounsfield = stored * 2.0 - 1000  # slope 2, intercept -1000: -1000 .. 3000
+    data = encode_dicom(stored, rescale=(2, -1000), window=(400, 1200))
+    expected = min_max(dicom_windowed(hounsfield, 400, 1200))
+    np.testing.assert_allclose(decode_one(data)[0], expected, atol=1e-6)
+    # Without the rescale the same window would cut elsewhere: the test can tell.
+    assert not np.allclose(min_max(dicom_windowed(stored.astype(float), 400, 1200)), expected, atol=1e-3)
+
+
+def test_dicom_signed_values_with_rescale():
+    stored = (gradient(12, 16, high=3000, dtype=np.int32) - 1500).astype(np.int16)
+    image = decode_one(encode_dicom(stored, rescale=(0.5, 20)))
+    np.testing.assert_allclose(image[0], min_max(stored * 0.5 + 20.0), atol=1e-6)
+
+
+def test_dicom_monochrome1_is_inverted():
+    stored = gradient(12, 16, high=1000, dtype=np.uint16)
+    image = decode_one(encode_dicom(stored, photometric="MONOCHROME1"))
+    np.testing.assert_allclose(image[0], 1 - min_max(stored.astype(np.float64)), atol=1e-6)
+
+
+def test_dicom_without_preamble_is_still_recognised():
+    stored = gradient(12, 16, high=255, dtype=np.uint8)
+    image = decode_one(encode_dicom(stored, preamble=False))
+    np.testing.assert_allclose(image[0], min_max(stored.astype(np.float64)), atol=1e-6)
+
+
+def test_constant_dicom_decodes_to_zeros():
+    image = decode_one(encode_dicom(np.full((12, 16), 77, np.uint16)))
+    assert not image.any()
+
+
+def _dicom_dataset(stored: np.ndarray):
+    import pydicom
+
+    return pydicom.dcmread(BytesIO(encode_dicom(stored)))
+
+
+def test_multiframe_dicom_is_a_row_error():
+    ds = _dicom_dataset(np.zeros((12, 16), np.uint16))
+    ds.NumberOfFrames = 2
+    ds.PixelData = np.zeros((2, 12, 16), np.uint16).tobytes()
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    decoded = decode_batch(raw([out.getvalue()]), DecodeSettings((12, 16)))
+    assert decoded.errors == ["image: multi-frame DICOM (2 frames) is not supported"]
+
+
+def test_compressed_dicom_without_a_decoder_names_the_transfer_syntax():
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = _dicom_dataset(np.zeros((12, 16), np.uint16))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51not really a codestream"])
+    ds["PixelData"].VR = "OB"
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    decoded = decode_batch(raw([out.getvalue()]), DecodeSettings((12, 16)))
+    assert decoded.errors[0].startswith("image: DICOM transfer syntax JPEG 2000 Image Compression (Lossless Only)")
+    assert JPEG2000Lossless in decoded.errors[0]
+
+
+# ---------------------------------------------------------------- masks and boxes
+
+
+def mask_png(mask: np.ndarray, value: int = 255) -> bytes:
+    return encode_png((mask > 0).astype(np.uint8) * value)
+
+
+def test_mask_of_another_size_is_resized_nearest():
+    rng = np.random.default_rng(1)
+    small = rng.random((6, 8)) > 0.5  # same 4:3 aspect as the 12 x 16 image
+    decoded = decode_batch(raw([png_grey(12, 16)], [mask_png(small)], "mask"), DecodeSettings((12, 16), mask_size=(9, 12)))
+    assert decoded.errors == [None]
+    rows = np.floor((np.arange(9) + 0.5) * 6 / 9).astype(int)
+    cols = np.floor((np.arange(12) + 0.5) * 8 / 12).astype(int)
+    expected = small[rows][:, cols].astype(np.uint8)
+    np.testing.assert_array_equal(decoded.masks[0], expected)
+    assert decoded.masks.dtype == np.uint8 and decoded.has_roi[0]
+
+
+def test_mask_nonzero_is_roi_whatever_the_value_or_channels():
+    mask = np.zeros((12, 16), bool)
+    mask[3:7, 5:11] = True
+    rgb = np.zeros((12, 16, 3), np.uint8)
+    rgb[mask, 2] = 9
+    for data in (mask_png(mask, 1), mask_png(mask, 255), encode_png(rgb)):
+        decoded = decode_batch(raw([png_grey(12, 16)], [data], "mask"), DecodeSettings((12, 16)))
+        np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
+
+
+def test_mask_with_another_aspect_ratio_is_a_row_error():
+    images = [png_grey(16, 16), png_grey(16, 16)]
+    masks = [mask_png(np.ones((8, 16), bool)), mask_png(np.ones((8, 8), bool))]
+    decoded = decode_batch(raw(images, masks, "mask"), DecodeSettings((16, 16)))
+    assert decoded.errors[0] == "mask: aspect ratio 2.00 (16x8) does not match the image's 1.00 (16x16)"
+    assert decoded.errors[1] is None and decoded.masks[1].all()
+    assert not decoded.masks[0].any() and not decoded.images[0].any() and not decoded.has_roi[0]
+
+
+def test_boxes_rasterise_like_a_directly_built_mask():
+    # Image 40 wide, 20 high; mask grid (10, 20): scale 0.5 on both axes.
+    boxes = [[4, 2, 10, 8], [8, 6, 30, 12], [36, 0, 40, 20]]
+    decoded = decode_batch(raw([png_grey(20, 40)], [boxes], "boxes"), DecodeSettings((20, 40), mask_size=(10, 20)))
+    expected = np.zeros((10, 20), np.uint8)
+    expected[1:4, 2:5] = 1
+    expected[3:6, 4:15] = 1
+    expected[0:10, 18:20] = 1
+    np.testing.assert_array_equal(decoded.masks[0], expected)
+
+
+def test_boxes_follow_the_pixel_centre_rule_off_the_grid():
+    boxes = [[1.2, 0.4, 5.6, 3.5]]  # on a 10 x 10 image, mask grid = image grid
+    decoded = decode_batch(raw([png_grey(10, 10)], [boxes], "boxes"), DecodeSettings((10, 10)))
+    expected = np.zeros((10, 10), np.uint8)
+    for y in range(10):
+        for x in range(10):
+            expected[y, x] = 1.2 <= x + 0.5 < 5.6 and 0.4 <= y + 0.5 < 3.5
+    np.testing.assert_array_equal(decoded.masks[0], expected)
+
+
+@pytest.mark.parametrize(
+    "box, reason",
+    [
+        ([10, 5, 300, 40], "boxes: box 1 [10, 5, 300, 40] lies outside the 256x128 image"),
+        ([-1, 5, 30, 40], "boxes: box 1 [-1, 5, 30, 40] lies outside the 256x128 image"),
+        ([10, 5, 30, 129], "boxes: box 1 [10, 5, 30, 129] lies outside the 256x128 image"),
+        ([30, 5, 10, 40], "boxes: box 1 [30, 5, 10, 40] is empty or inverted (needs x0 < x1 and y0 < y1)"),
+        ([10, 5, 10, 40], "boxes: box 1 [10, 5, 10, 40] is empty or inverted (needs x0 < x1 and y0 < y1)"),
+        ([10, float("nan"), 30, 40], "boxes: box 1 [10, nan, 30, 40] holds a null or NaN"),
+        ([10, None, 30, 40], "boxes: box 1 [10, None, 30, 40] holds a null or NaN"),
+        ([10, 5, 30], "boxes: box 1 has 3 numbers, expected 4 [x0, y0, x1, y1]"),
+        (None, "boxes: box 1 is null"),
+    ],
+)
+def test_bad_boxes_are_row_errors_that_spare_other_rows(box, reason):
+    images = [png_grey(128, 256), png_grey(128, 256), png_grey(128, 256)]
+    rois = [[[0, 0, 128, 64]], [[0, 0, 8, 8], box], [[128, 64, 256, 128]]]
+    settings = DecodeSettings((32, 64))
+    decoded = decode_batch(raw(images, rois, "boxes"), settings)
+    assert decoded.errors == [None, reason, None]
+    alone = decode_batch(raw([images[0], images[2]], [rois[0], rois[2]], "boxes"), settings)
+    np.testing.assert_array_equal(decoded.images[[0, 2]], alone.images)
+    np.testing.assert_array_equal(decoded.masks[[0, 2]], alone.masks)
+    assert not decoded.images[1].any() and not decoded.masks[1].any()
+    assert list(decoded.has_roi) == [True, False, True]
+
+
+def test_null_empty_and_all_zero_rois_mean_no_roi():
+    settings = DecodeSettings((16, 16))
+    images = [png_grey(16, 16)] * 3
+    boxes = decode_batch(raw(images, [None, [], [[0, 0, 4, 4]]], "boxes"), settings)
+    assert list(boxes.has_roi) == [False, False, True] and boxes.errors == [None] * 3
+    masks = decode_batch(raw(images, [None, mask_png(np.zeros((16, 16))), mask_png(np.ones((16, 16)))], "mask"), settings)
+    assert list(masks.has_roi) == [False, False, True] and masks.errors == [None] * 3
+    assert not masks.masks[:2].any()
+    none = decode_batch(raw(images), settings)
+    assert not none.has_roi.any() and none.masks.shape == (3, 16, 16)
+
+
+# ---------------------------------------------------------------- row errors
+
+
+def test_bad_image_bytes_are_row_errors_that_spare_other_rows():
+    good = png_grey(12, 16)
+    bmp = BytesIO()
+    Image.fromarray(gradient(12, 16)).save(bmp, format="BMP")
+    bad = {
+        b"definitely not an image": "image: cannot identify image file (not PNG, JPEG or DICOM)",
+        bmp.getvalue(): "image: cannot identify image file (not PNG, JPEG or DICOM)",
+        good[: len(good) // 2]: "image: corrupt image data",
+        b"": "image: empty (0 bytes)",
+        None: "image: missing (null)",
+        b"\0" * 128 + b"DICMgarbage": "image: DICOM file has no pixel data",
+    }
+    settings = DecodeSettings((12, 16))
+    reference = decode_batch(raw([good]), settings).images[0]
+    for data, reason in bad.items():
+        decoded = decode_batch(raw([good, data, good]), settings)
+        assert decoded.errors[0] is None and decoded.errors[2] is None
+        assert decoded.errors[1].startswith(reason), (reason, decoded.errors[1])
+        assert not decoded.images[1].any()
+        np.testing.assert_array_equal(decoded.images[0], reference)
+        np.testing.assert_array_equal(decoded.images[2], reference)
+    assert list(decoded.ok) == [True, False, True]
+
+
+def test_paths_are_checked_again_at_decode_time(tmp_path):
+    pool = tmp_path / "pool"
+    (pool / "images").mkdir(parents=True)
+    (pool / "images" / "a.png").write_bytes(png_grey(value=50))
+    (pool / "images" / "b.png").write_bytes(png_grey(value=60))
+    spec = open_pool(write_pool(pool / "p.parquet", {"id": ["a", "b"], "image_path": ["images/a.png", "images/b.png"]}))
+    # After validation, b.png is swapped for a symlink leaving the folder.
+    (tmp_path / "outside.png").write_bytes(png_grey(value=70))
+    (pool / "images" / "b.png").unlink()
+    (pool / "images" / "b.png").symlink_to(tmp_path / "outside.png")
+    decoded = decode_batch(next(spec.iter_batches(2)), DecodeSettings((4, 4)))
+    assert decoded.errors[0] is None and decoded.images[0, 0, 0, 0] == np.float32(50 / 255)
+    assert decoded.errors[1].startswith("image: 'images/b.png' resolves to") and "outside" in decoded.errors[1]
+
+
+def test_mask_paths_are_read_relative_to_the_parquet_folder(tmp_path):
+    pool = tmp_path / "pool"
+    (pool / "m").mkdir(parents=True)
+    mask = np.zeros((16, 16), bool)
+    mask[2:5, 3:9] = True
+    (pool / "m" / "a.png").write_bytes(mask_png(mask))
+    spec = open_pool(write_pool(pool / "p.parquet", {"id": ["a", "b"], "image": [png_grey()] * 2, "mask_path": ["m/a.png", None]}))
+    decoded = decode_batch(next(spec.iter_batches(2)), DecodeSettings((16, 16)))
+    np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
+    assert list(decoded.has_roi) == [True, False]
+
+
+def test_decode_batch_and_its_arguments_pickle():
+    batch = raw([png_grey()])
+    settings = DecodeSettings((16, 16), 3, (8, 8))
+    assert pickle.loads(pickle.dumps(decode_batch)) is decode_batch
+    decoded = pickle.loads(pickle.dumps(decode_batch(pickle.loads(pickle.dumps(batch)), pickle.loads(pickle.dumps(settings)))))
+    assert decoded.images.shape == (1, 3, 16, 16) and decoded.masks.shape == (1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_size=(0, 4)), "input_size"),
+        (dict(input_size=224), "input_size"),
+        (dict(input_size=(4, 4), in_channels=2), "in_channels"),
+        (dict(input_size=(4, 4), mask_size=(4,)), "mask_size"),
+    ],
+)
+def test_decode_settings_refuse_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DecodeSettings(**kwargs)
+
+
+def test_mask_size_defaults_to_input_size():
+    assert DecodeSettings((10, 20)).mask_hw == (10, 20)
+    assert DecodeSettings([10, 20], mask_size=[5, 6]).mask_hw == (5, 6)
+
+
+# ---------------------------------------------------------------- a real pool
+
+
+@pytest.mark.skipif(not FIGSHARE.exists(), reason=f"the real data set is not here ({FIGSHARE.resolve()}); see shared/data/DATASETS.md")
+def test_figshare_brain_tumor_pool_opens_and_decodes():
+    spec = open_pool(FIGSHARE)
+    assert spec.num_rows == 3064 and spec.roi_column == "mask" and spec.has_label
+    batch = next(spec.iter_batches(8, start_batch=100, columns=["label", "cv_fold"]))
+    assert batch.start_row == 800
+    decoded = decode_batch(batch, DecodeSettings((224, 224), 3, mask_size=(56, 56)))
+    assert decoded.errors == [None] * 8
+    assert decoded.has_roi.all()
+    assert 0.0 <= decoded.images.min() and decoded.images.max() <= 1.0 and decoded.images.std() > 0.05
+    assert set(decoded.extra["label"]) <= {"meningioma", "glioma", "pituitary"}
+    assert all(1 <= f <= 5 for f in decoded.extra["cv_fold"])
+    area = decoded.masks.reshape(8, -1).mean(axis=1)
+    assert (area > 0).all() and (area < 0.2).all()  # tumours cover a few per cent of a slice
