@@ -2,9 +2,9 @@
 import argparse
 import sys
 
-from .commands import backends, demo, export, score
+from .commands import backends, demo, export, score, simulate, train
 
-COMMANDS = (score, demo, export, backends)
+COMMANDS = (score, train, simulate, demo, export, backends)
 
 
 def build_parser() -> argparse.ArgumentParser:

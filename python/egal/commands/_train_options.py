@@ -1,0 +1,48 @@
+"""Command-line options for how a model is trained, shared by `egal train` and `egal simulate`.
+
+Every option defaults to None so that only options given on the command line
+override a config file (which in turn overrides the built-in defaults).
+"""
+from __future__ import annotations
+
+
+def add_train_options(parser) -> None:
+    group = parser.add_argument_group("training (override the config file)")
+    group.add_argument("--architecture", choices=("tiny_cnn", "resnet18", "densenet121"), help="backbone (default: tiny_cnn)")
+    group.add_argument("--head", choices=("prototypical", "linear"), help="classification head (default: prototypical)")
+    group.add_argument("--weights", help="initial backbone weights: 'imagenet' or a torchvision .pth file (default: random)")
+    group.add_argument("--input-size", type=_size, metavar="H[xW]", help="training resolution (default: 128)")
+    group.add_argument("--in-channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) input channels (default: 1)")
+    group.add_argument("--embedding-dim", type=int, help="prototypical embedding size (default: 128)")
+    group.add_argument("--epochs", type=int, help="training epochs (default: 20)")
+    group.add_argument("--batch-size", type=int, help="rows per step, linear head (default: 32)")
+    group.add_argument("--lr", type=float, help="Adam learning rate, cosine-annealed (default: 1e-3)")
+    group.add_argument("--beta", type=float, help="weight of the Grad-CAM/ROI soft Dice loss; 0 = plain training (default: 0.5)")
+    group.add_argument("--n-way", type=int, help="classes per episode, prototypical head (default: 3)")
+    group.add_argument("--k-shot", type=int, help="support rows per class per episode (default: 5, as the paper)")
+    group.add_argument("--n-query", type=int, help="query rows per class per episode (default: 10)")
+    group.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                       help="turn off the paired image/ROI augmentation")
+    group.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+
+
+TRAIN_KEYS = ("architecture", "head", "weights", "input_size", "in_channels", "embedding_dim", "epochs", "batch_size",
+              "lr", "beta", "n_way", "k_shot", "n_query", "augment", "device")
+
+
+def train_overrides(args) -> dict:
+    return {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None}
+
+
+def _size(text: str):
+    import argparse
+
+    try:
+        parts = [int(p) for p in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H or HxW, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected H or HxW with positive sizes, got {text!r}")
+    return tuple(parts)

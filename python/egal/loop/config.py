@@ -1,0 +1,138 @@
+"""An experiment, fully described: data and split, training, and the active-learning loop.
+
+Read from TOML (or YAML) with sections [data], [train] (with an optional
+[train.augment_settings]) and [loop]; see configs/*.toml. Together with a seed
+it determines a run completely.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Optional, Tuple
+
+from ..train.config import TrainConfig
+from .strategies import parse_strategies
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str = ""
+    label_column: str = "label"
+    group_column: Optional[str] = None  # patient id / patient-wise fold; None: split by rows
+    test_groups: Tuple[str, ...] = ()  # groups that form the test set; empty: draw test_fraction of groups
+    test_fraction: float = 0.2
+    split_seed: int = 0  # the test set is fixed across seeds
+    cache_dir: Optional[str] = None  # decoded arrays are kept here (.npz) between runs
+
+    def __post_init__(self):
+        object.__setattr__(self, "test_groups", tuple(str(g) for g in (self.test_groups or ())))
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    strategies: Tuple[str, ...] = ("random", "entropy", "egal")
+    alpha: float = 0.5  # the alpha of plain "egal"
+    alpha_grid: Tuple[float, ...] = ()
+    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
+    init: int = 150  # class-balanced seed set
+    rounds: int = 7
+    budget: int = 60  # rows annotated per round
+    score_batch_size: int = 256
+    threads: Optional[int] = None  # torch CPU threads; None: torch's default
+
+    def __post_init__(self):
+        strategies = self.strategies.split(",") if isinstance(self.strategies, str) else self.strategies
+        object.__setattr__(self, "strategies", tuple(s.strip() for s in strategies if s.strip()))
+        object.__setattr__(self, "alpha_grid", tuple(float(a) for a in self.alpha_grid))
+        seeds = self.seeds
+        seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+        object.__setattr__(self, "seeds", seeds)
+        parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
+        for name in ("init", "budget"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.rounds, int) or self.rounds < 0:
+            raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
+        if not seeds:
+            raise ValueError("at least one seed is needed")
+
+    def strategy_objects(self):
+        return parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def to_dict(self) -> dict:
+        d = {"data": asdict(self.data), "train": self.train.to_dict(), "loop": asdict(self.loop)}
+        d["data"]["test_groups"] = list(self.data.test_groups)
+        for key in ("strategies", "alpha_grid", "seeds"):
+            d["loop"][key] = list(d["loop"][key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentConfig":
+        unknown = sorted(set(d) - {"data", "train", "loop"})
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop")
+        return cls(_build(DataConfig, d.get("data", {}), "data"), TrainConfig.from_dict(dict(d.get("train", {}))),
+                   _build(LoopConfig, d.get("loop", {}), "loop"))
+
+    def identity(self) -> dict:
+        """What must match for results in one output folder to be comparable: everything but
+        which strategies and seeds are run, and the thread count (which changes no result)."""
+        d = self.to_dict()
+        for key in ("strategies", "alpha", "alpha_grid", "seeds", "threads", "score_batch_size"):
+            d["loop"].pop(key)
+        d["data"].pop("cache_dir")
+        d["train"].pop("device")
+        return d
+
+    def with_overrides(self, data=None, train=None, loop=None) -> "ExperimentConfig":
+        return ExperimentConfig(replace(self.data, **(data or {})), replace(self.train, **(train or {})),
+                                replace(self.loop, **(loop or {})))
+
+
+def load_config(path) -> ExperimentConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) experiment config; relative data paths are
+    taken relative to the config file's folder."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    if path.endswith(".toml"):
+        import tomllib
+
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    elif path.endswith((".yaml", ".yml")):
+        import yaml
+
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    elif path.endswith(".json"):
+        with open(path) as f:
+            raw = json.load(f)
+    else:
+        raise ValueError(f"config {path!r}: use a .toml, .yaml/.yml or .json file")
+    data = raw.get("data", {})
+    for key in ("path", "cache_dir"):
+        if data.get(key) and not os.path.isabs(data[key]):
+            data[key] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), data[key]))
+    try:
+        return ExperimentConfig.from_dict(raw)
+    except TypeError as exc:
+        raise ValueError(f"config {path!r}: {exc}") from exc
+
+
+def _build(cls, values: dict, section: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown} in [{section}]; known: {sorted(known)}")
+    return cls(**values)

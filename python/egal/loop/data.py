@@ -1,0 +1,90 @@
+"""The labelled dataset an experiment simulates on: decoded images, ROIs, labels and groups.
+
+Reads a pool parquet (id, image PNG, mask PNG, a label column, optionally a
+group column such as a patient id or a patient-wise fold) and decodes every
+labelled row at the training resolution with egal.pool's decoder (images
+bilinear, masks nearest). Rows that fail to decode are left out.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    ids: np.ndarray  # [N] str
+    images: np.ndarray  # [N, C, H, W] float32 in [0, 1]
+    masks: np.ndarray  # [N, H, W] uint8 0/1 (all zero: no ROI)
+    labels: np.ndarray  # [N] int64 index into classes
+    classes: Tuple[str, ...]
+    groups: Optional[np.ndarray] = None  # [N] patient / group / fold, for patient-level splits
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows) -> "Dataset":
+        rows = np.asarray(rows)
+        return Dataset(self.ids[rows], self.images[rows], self.masks[rows], self.labels[rows], self.classes,
+                       None if self.groups is None else self.groups[rows])
+
+
+def load_dataset(path, input_size: Tuple[int, int], in_channels: int = 1, *, label_column: str = "label",
+                 group_column: Optional[str] = None, cache_dir: Optional[str] = None) -> Dataset:
+    """Decode every labelled row of the pool at `path` at `input_size` (H, W).
+
+    Rows without a label are dropped: a simulation needs the ground truth of
+    every row (it hides the labels itself). cache_dir: keep the decoded arrays
+    there as .npz, keyed by file, size and columns, so reruns skip decoding.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pool file {path!r} does not exist")
+    cache = _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column)
+    if cache and os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as z:
+            groups = z["groups"] if "groups" in z.files else None
+            return Dataset(z["ids"], z["images"], z["masks"], z["labels"], tuple(z["classes"].tolist()), groups)
+    dataset = _decode(path, tuple(input_size), in_channels, label_column, group_column)
+    if cache:
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = cache + ".tmp.npz"
+        extra = {} if dataset.groups is None else {"groups": dataset.groups}
+        np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
+                 classes=np.array(dataset.classes), **extra)
+        os.replace(tmp, cache)
+    return dataset
+
+
+def _decode(path, input_size, in_channels, label_column, group_column) -> Dataset:
+    from ..pool import DecodeSettings, load_pool_arrays
+
+    columns = [label_column] + ([group_column] if group_column else [])
+    arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels), columns=columns)
+    for column in columns:
+        if all(v is None for v in arrays[column]):
+            raise ValueError(f"pool {path!r} has no values in column {column!r}")
+    labels_raw = arrays[label_column]
+    # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
+    keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"]))
+                     if v is not None and v == v and str(v) != "" and err is None], dtype=np.int64)
+    if keep.size == 0:
+        raise ValueError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
+    classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
+    if len(classes) < 2:
+        raise ValueError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
+    index = {c: k for k, c in enumerate(classes)}
+    labels = np.array([index[str(labels_raw[i])] for i in keep], dtype=np.int64)
+    groups = np.array([str(arrays[group_column][i]) for i in keep]) if group_column else None
+    return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups)
+
+
+def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column):
+    if not cache_dir:
+        return None
+    stat = os.stat(path)
+    key = f"{os.path.basename(path)}-{stat.st_size}-{int(stat.st_mtime)}-{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}"
+    return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")

@@ -1,0 +1,39 @@
+"""Run a trained model over many images in batches: the fused scorer's outputs plus class probabilities."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..gradcam import extract_gradcam_inputs, scoring_engine
+
+
+@dataclass(frozen=True)
+class PoolScores:
+    score: np.ndarray  # [N] S = alpha * H_norm + (1 - alpha) * D
+    entropy_norm: np.ndarray  # [N]
+    misalignment: np.ndarray  # [N] soft Dice distance D (NaN: empty ROI)
+    pred: np.ndarray  # [N] int64
+    probs: np.ndarray  # [N, C] softmax of the logits
+
+
+def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256) -> PoolScores:
+    """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
+
+    images: [N, C, H, W] float in [0, 1]; masks: [N, H', W'] 0/1.
+    """
+    engine = scoring_engine()
+    parts = {k: [] for k in ("score", "entropy_norm", "misalignment", "pred", "probs")}
+    for start in range(0, len(images), batch_size):
+        batch = torch.as_tensor(images[start:start + batch_size])  # [B, C, H, W]
+        inputs = extract_gradcam_inputs(model, batch)
+        result = engine(**inputs.scorer_kwargs(), masks=np.ascontiguousarray(masks[start:start + batch_size]), alpha=alpha)
+        for name in ("score", "entropy_norm", "misalignment", "pred"):
+            parts[name].append(getattr(result, name))
+        parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())
+    if not parts["score"]:
+        C = model.config.num_classes
+        return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                          np.zeros(0, np.int64), np.zeros((0, C), np.float32))
+    return PoolScores(**{k: np.concatenate(v) for k, v in parts.items()})

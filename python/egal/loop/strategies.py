@@ -1,0 +1,80 @@
+"""Selection strategies. A strategy sees the model, the unlabelled rows' images, ROIs and ids,
+and nothing else: it has no way to read the hidden labels."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, List, Optional
+
+import numpy as np
+
+from ..selection import select_top_k
+from .scoring import score_in_batches
+
+KINDS = ("random", "entropy", "misalignment", "egal")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    kind: str  # one of KINDS
+    alpha: Optional[float] = None  # weight of the entropy term (None for random)
+
+    @property
+    def name(self) -> str:
+        if self.kind == "egal":
+            return f"egal_a{self.alpha:g}"
+        return self.kind
+
+    def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256) -> np.ndarray:
+        """Positions (into the given unlabelled arrays) of the k rows to annotate next."""
+        ids = np.asarray(ids)
+        k = min(k, len(ids))
+        if self.kind == "random":
+            return np.sort(rng.choice(len(ids), size=k, replace=False))
+        scores = score_in_batches(model, images, masks, alpha=self.alpha, batch_size=batch_size)
+        chosen = select_top_k(scores.score, ids, k)  # best first, ties by id
+        position = {v: i for i, v in enumerate(ids.tolist())}
+        return np.array([position[v] for v in chosen.tolist()], dtype=np.int64)
+
+
+def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> List[Strategy]:
+    """'random', 'entropy' (alpha 1), 'misalignment' (alpha 0), 'egal' (the given alpha), 'egal:0.3'
+    (an explicit alpha), and 'egal' at every alpha of alpha_grid. Duplicates are dropped."""
+    _check_alpha(alpha, "alpha")
+    out: List[Strategy] = []
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            continue
+        m = re.fullmatch(r"egal[:@=]([0-9.eE+-]+)", name)
+        if name == "random":
+            s = Strategy("random")
+        elif name == "entropy":
+            s = Strategy("entropy", 1.0)
+        elif name == "misalignment":
+            s = Strategy("misalignment", 0.0)
+        elif name == "egal":
+            s = Strategy("egal", float(alpha))
+        elif m:
+            try:
+                value = float(m.group(1))
+            except ValueError:
+                raise ValueError(f"strategy {name!r}: {m.group(1)!r} is not a number") from None
+            s = Strategy("egal", _check_alpha(value, f"strategy {name!r}: alpha"))
+        else:
+            raise ValueError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA")
+        if s not in out:
+            out.append(s)
+    for a in alpha_grid:
+        s = Strategy("egal", _check_alpha(float(a), "alpha grid value"))
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise ValueError("no strategies given")
+    return out
+
+
+def _check_alpha(value, what) -> float:
+    if not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{what} must lie in [0, 1], got {value!r}")
+    return float(value)

@@ -1,0 +1,13 @@
+"""Explanation-guided training: cross-entropy + beta * soft Dice(Grad-CAM of the true class, ROI).
+
+    from egal.train import TrainConfig, train_model
+    model, history = train_model(images, masks, labels, classes, TrainConfig(beta=0.5, seed=0))
+"""
+from .augment import AugmentSettings, augment_pair
+from .config import TrainConfig
+from .episodes import Episode, episodes_per_epoch, sample_episode
+from .losses import gradcam_dice_loss, gradcam_of_class, soft_dice_distance
+from .trainer import TrainHistory, new_model, train_model
+
+__all__ = ["AugmentSettings", "Episode", "TrainConfig", "TrainHistory", "augment_pair", "episodes_per_epoch",
+           "gradcam_dice_loss", "gradcam_of_class", "new_model", "sample_episode", "soft_dice_distance", "train_model"]

@@ -1,0 +1,77 @@
+"""Training settings: the part of an experiment that says how one model is trained."""
+from __future__ import annotations
+
+import numbers
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Tuple
+
+from ..models.config import ARCHITECTURES, HEADS
+from .augment import AugmentSettings
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    architecture: str = "tiny_cnn"
+    head: str = "prototypical"
+    weights: Optional[str] = None  # None, "imagenet" or a path to a torchvision state dict
+    input_size: Tuple[int, int] = (128, 128)
+    in_channels: int = 1
+    embedding_dim: Optional[int] = 128  # prototypical head only
+    epochs: int = 20
+    batch_size: int = 32  # linear head: rows per step
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    beta: float = 0.5  # weight of the Grad-CAM soft Dice term; 0 is plain training
+    n_way: int = 3  # prototypical episodes (the paper: 5-shot)
+    k_shot: int = 5
+    n_query: int = 10
+    augment: bool = True
+    augment_settings: AugmentSettings = field(default_factory=AugmentSettings)
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", tuple(self.input_size))
+        if isinstance(self.augment_settings, dict):
+            object.__setattr__(self, "augment_settings", AugmentSettings(**self.augment_settings))
+        if self.head == "linear":
+            object.__setattr__(self, "embedding_dim", None)
+        self._validate()
+
+    def _validate(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if len(self.input_size) != 2 or not all(_positive_int(v) for v in self.input_size):
+            raise ValueError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
+        for name in ("epochs", "batch_size", "n_way", "k_shot", "n_query"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.n_way < 2:
+            raise ValueError(f"n_way must be at least 2, got {self.n_way}")
+        for name in ("lr", "weight_decay", "beta"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or not value == value or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _positive_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0

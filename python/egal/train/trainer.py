@@ -1,0 +1,177 @@
+"""Train an egal classifier on labelled images with ROIs: cross-entropy + beta * Grad-CAM soft Dice.
+
+Prototypical head: N-way K-shot episodes (prototypes from the episode's support
+rows, loss on its query rows), then the model's stored prototypes are fitted to
+all labelled rows. Linear head: plain shuffled mini-batches. In both, the Dice
+term compares the differentiable Grad-CAM of the *true* class with the ROI and
+skips rows whose ROI is empty.
+
+Deterministic given config.seed: weights are initialised after
+torch.manual_seed(seed), batches/episodes come from numpy's Generator(seed),
+augmentation from a torch.Generator seeded from it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..gradcam.extract import closed_form_applies
+from ..models import EGALClassifier, build_model
+from .augment import augment_pair
+from .config import TrainConfig
+from .episodes import episodes_per_epoch, sample_episode
+from .losses import gradcam_dice_loss
+
+
+@dataclass
+class TrainHistory:
+    epoch_loss: list = field(default_factory=list)  # mean total loss per epoch
+    epoch_ce: list = field(default_factory=list)
+    epoch_dice: list = field(default_factory=list)  # mean Dice distance (NaN when no row had an ROI)
+    seconds: float = 0.0
+
+
+def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
+    torch.manual_seed(config.seed)
+    model = build_model(config.architecture, config.head, classes, weights=config.weights,
+                        input_size=config.input_size, in_channels=config.in_channels,
+                        embedding_dim=config.embedding_dim)
+    if not closed_form_applies(model):  # the trainer takes Grad-CAM of the pooled map
+        raise ValueError(f"training needs the target layer to be the pooled map, got {model.config.target_layer!r}")
+    return model.to(config.device)
+
+
+def train_model(images, masks, labels, classes: Sequence[str], config: TrainConfig, *,
+                progress: Optional[Callable[[int, dict], None]] = None) -> tuple:
+    """Train a fresh model; returns (model in eval mode, TrainHistory).
+
+    images: [N, C, H, W] float in [0, 1]; masks: [N, H, W] 0/1 (an all-zero mask
+    is "no ROI"); labels: [N] int class indices into `classes`.
+    progress(epoch, {"loss", "ce", "dice"}) is called after every epoch.
+    """
+    images, masks, labels = _check_data(images, masks, labels, classes, config)
+    model = new_model(config, classes)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * _steps_per_epoch(len(labels), config)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
+    history, start = TrainHistory(), time.perf_counter()
+    model.train()
+    for epoch in range(config.epochs):
+        totals = []
+        for batch in _epoch_batches(labels, config, rng):
+            parts = _step(model, images, masks, labels, batch, config, generator)
+            optimiser.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            optimiser.step()
+            scheduler.step()
+            totals.append({k: float(v.detach()) for k, v in parts.items()})
+        summary = {k: _nanmean([t[k] for t in totals]) for k in ("loss", "ce", "dice")}
+        history.epoch_loss.append(summary["loss"])
+        history.epoch_ce.append(summary["ce"])
+        history.epoch_dice.append(summary["dice"])
+        if progress is not None:
+            progress(epoch, summary)
+    if config.head == "prototypical":
+        model.fit_prototypes(images, labels)
+    history.seconds = time.perf_counter() - start
+    return model.eval(), history
+
+
+def _step(model, images, masks, labels, batch, config, generator) -> dict:
+    if config.head == "prototypical":
+        support, support_y, query, query_y = batch
+        rows = np.concatenate([support, query])
+    else:
+        rows, query_y = batch, labels[batch]
+    x = images[rows].to(config.device)  # [B, C, H, W]
+    m = masks[rows].to(config.device)  # [B, H, W]
+    if config.augment:
+        x, m = augment_pair(x, m, generator, config.augment_settings)
+    else:
+        m = m.float()
+    if config.head == "prototypical":
+        n_support = len(support)
+        activations = model.feature_map(x)  # [B, K, h, w]
+        support_maps, query_maps = activations[:n_support], activations[n_support:]
+        support_emb = model.head.embed(model.pool(support_maps))  # [S, D]
+        sy = torch.as_tensor(support_y, device=x.device)
+        n_classes = int(sy.max()) + 1
+        prototypes = torch.zeros(n_classes, support_emb.shape[1], device=x.device, dtype=support_emb.dtype)
+        prototypes = prototypes.index_add(0, sy, support_emb) / torch.bincount(sy, minlength=n_classes)[:, None]
+        query_emb = model.head.embed(model.pool(query_maps))  # [Q, D]
+        logits = -((query_emb[:, None, :] - prototypes[None]) ** 2).sum(-1)  # [Q, n]
+        maps, roi = query_maps, m[n_support:]
+    else:
+        maps = model.feature_map(x)  # [B, K, h, w]
+        logits = model.head(model.pool(maps))  # [B, C]
+        roi = m
+    targets = torch.as_tensor(query_y, device=x.device).long()
+    ce = F.cross_entropy(logits, targets)
+    loss = ce
+    dice = torch.tensor(float("nan"))
+    if config.beta > 0:
+        dice_loss, contributing = gradcam_dice_loss(maps, logits, targets, roi)
+        if contributing:
+            loss = ce + config.beta * dice_loss
+            dice = dice_loss.detach()
+    return {"loss": loss, "ce": ce.detach(), "dice": dice}
+
+
+def _epoch_batches(labels, config, rng):
+    n = len(labels)
+    if config.head == "prototypical":
+        for _ in range(episodes_per_epoch(n, config.n_way, config.k_shot, config.n_query)):
+            e = sample_episode(labels, config.n_way, config.k_shot, config.n_query, rng)
+            yield e.support, e.support_labels, e.query, e.query_labels
+        return
+    order = rng.permutation(n)
+    # Drop a last batch of one: BatchNorm cannot train on a single row.
+    for start in range(0, n, config.batch_size):
+        batch = order[start:start + config.batch_size]
+        if len(batch) > 1:
+            yield batch
+
+
+def _steps_per_epoch(n, config) -> int:
+    if config.head == "prototypical":
+        return episodes_per_epoch(n, config.n_way, config.k_shot, config.n_query)
+    return max(1, sum(1 for s in range(0, n, config.batch_size) if min(config.batch_size, n - s) > 1))
+
+
+def _check_data(images, masks, labels, classes, config):
+    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.shape[1] != config.in_channels:
+        raise ValueError(f"images must be [N, {config.in_channels}, H, W], got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
+    if masks.ndim != 3 or masks.shape[0] != images.shape[0]:
+        raise ValueError(f"masks must be [N, H, W] with N = {images.shape[0]}, got {tuple(masks.shape)}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be [N] = [{images.shape[0]}], got {labels.shape}")
+    if len(labels) == 0:
+        raise ValueError("there are no labelled rows to train on")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(f"labels must be integer class indices in [0, {len(classes)})")
+    if config.head == "prototypical":
+        counts = np.bincount(labels, minlength=len(classes))
+        if (counts >= 2).sum() < 2:
+            raise ValueError(f"prototypical training needs >= 2 classes with >= 2 labelled rows each; class counts {counts.tolist()}")
+        if (counts == 0).any():
+            missing = [classes[i] for i in np.flatnonzero(counts == 0)]
+            raise ValueError(f"every class needs a labelled row for its prototype; none for {missing}")
+    return images.float(), masks, labels.astype(np.int64)
+
+
+def _nanmean(values) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
