@@ -19,6 +19,11 @@ in order of relative path), one row per image:
   label       optional, any type, null = unlabeled (scoring never reads it)
   other columns are ignored unless asked for by name (e.g. `cv_fold`).
 
+Streaming reads hold about two batches of rows plus one Parquet page per column;
+a file whose image column was written as one huge page (pyarrow's defaults with
+large images) or dictionary-encoded is held a page or a dictionary at a time.
+`egal.pool.writer.write_pool_file` writes pools with small plain pages.
+
 The pieces
 ----------
   open_pool(path) -> PoolSpec           validates (cheaply) and describes a pool
@@ -32,6 +37,7 @@ from .decode import DecodedBatch, DecodeSettings, decode_batch
 from .errors import PoolError
 from .load import load_pool_arrays
 from .spec import PoolSpec, open_pool
+from .synthetic import make_synthetic_pool
 
 __all__ = [
     "PoolError",
@@ -42,4 +48,5 @@ __all__ = [
     "DecodedBatch",
     "decode_batch",
     "load_pool_arrays",
+    "make_synthetic_pool",
 ]
