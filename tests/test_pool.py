@@ -143,6 +143,19 @@ def test_refuses_paths_that_leave_the_folder_or_name_no_file(tmp_path):
     assert "column 'mask_path'" in refusal(path)
 
 
+def test_symlinks_and_dictionary_encoded_strings_inside_the_folder_are_fine(tmp_path):
+    pool = tmp_path / "pool"
+    (pool / "store").mkdir(parents=True)
+    (pool / "store" / "real.png").write_bytes(png_grey(value=30))
+    (pool / "link.png").symlink_to(pool / "store" / "real.png")
+    ids = pa.array(["a", "b"]).dictionary_encode()
+    paths = pa.array(["link.png", "store/real.png"]).dictionary_encode()
+    spec = open_pool(write_pool(pool / "p.parquet", {"id": ids, "image_path": paths}))
+    decoded = decode_batch(next(spec.iter_batches(2)), DecodeSettings((4, 4)))
+    assert decoded.ids == ["a", "b"] and decoded.errors == [None, None]
+    assert np.allclose(decoded.images[:, 0, 0, 0], 30 / 255)
+
+
 def test_paths_are_relative_to_each_files_own_folder(tmp_path):
     for sub in ("a", "b"):
         (tmp_path / "p" / sub / "img").mkdir(parents=True)

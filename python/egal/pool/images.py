@@ -5,7 +5,8 @@ Rules:
     Pillow not recognising the bytes, by a leading group 0002/0008 tag); see
     egal.pool.dicom for how its values are mapped to [0, 1].
   * PNG and JPEG are read by Pillow (no other format is accepted). 8-bit values are
-    divided by 255; 16-bit greyscale PNG (Pillow mode I;16 or I) by 65535.
+    divided by 255; 16-bit greyscale PNG (Pillow mode I;16 or I) by 65535
+    (16-bit RGB PNG is read by Pillow at 8 bits per channel).
     Palette and alpha images are converted to RGB / grey first (alpha dropped).
   * Channels: RGB becomes grey by Pillow's luminance (ITU-R 601-2:
     L = 0.299 R + 0.587 G + 0.114 B) when in_channels is 1; grey becomes RGB by

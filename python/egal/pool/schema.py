@@ -35,11 +35,18 @@ class PoolColumns:
         return tuple(c for c in (self.image_column, self.roi_column) if c in PATH_COLUMNS)
 
 
+def _values(t: pa.DataType) -> pa.DataType:
+    """A dictionary-encoded column (e.g. written from a pandas categorical) is judged by its values."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
 def _is_string(t: pa.DataType) -> bool:
+    t = _values(t)
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
 def _is_binary(t: pa.DataType) -> bool:
+    t = _values(t)
     return (
         pa.types.is_binary(t)
         or pa.types.is_large_binary(t)
