@@ -8,11 +8,11 @@ from .data import Dataset, load_dataset
 from .metrics import evaluate, macro_ovr_auc
 from .report import load_runs, summarise, write_report
 from .scoring import PoolScores, score_in_batches
-from .simulation import HiddenLabels, run_simulation, run_strategy
+from .simulation import HiddenLabels, draw_seed_set, run_simulation, run_strategy
 from .splits import balanced_seed_set, split_test
 from .strategies import KINDS, Strategy, parse_strategies
 
 __all__ = ["KINDS", "DataConfig", "Dataset", "ExperimentConfig", "HiddenLabels", "LoopConfig", "PoolScores",
-           "Strategy", "balanced_seed_set", "evaluate", "load_config", "load_dataset", "load_runs",
+           "Strategy", "balanced_seed_set", "draw_seed_set", "evaluate", "load_config", "load_dataset", "load_runs",
            "macro_ovr_auc", "parse_strategies", "run_simulation", "run_strategy", "score_in_batches",
            "split_test", "summarise", "write_report"]

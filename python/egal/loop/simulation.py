@@ -45,14 +45,24 @@ class HiddenLabels:
         return self._labels[rows]
 
 
+def draw_seed_set(dataset: Dataset, pool: np.ndarray, seed: int, config: ExperimentConfig) -> np.ndarray:
+    """Positions in `pool` of the class-balanced seed set of `seed`.
+
+    Part of the experimental design, like the test set: drawn with the labels (a
+    team commissions a balanced first batch), once per seed, and handed to every
+    strategy. After this, labels reach the loop only through HiddenLabels.
+    """
+    return balanced_seed_set(dataset.labels[pool], min(config.loop.init, len(pool)), np.random.default_rng([seed, 0]))
+
+
 def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy: Strategy, seed: int,
-                 config: ExperimentConfig, progress: Optional[Progress] = None) -> dict:
-    """One (strategy, seed) run over all rounds; returns its record (JSON-ready)."""
+                 config: ExperimentConfig, *, seed_set: np.ndarray, progress: Optional[Progress] = None) -> dict:
+    """One (strategy, seed) run over all rounds, starting from `seed_set` (positions in pool,
+    see draw_seed_set); returns its record (JSON-ready)."""
     loop = config.loop
     progress = progress or Progress(0, enabled=False)
     pool_labels = HiddenLabels(dataset.labels[pool])
-    # The seed set is drawn with the labels (a balanced first annotation batch), identically for every strategy.
-    labelled = balanced_seed_set(dataset.labels[pool], min(loop.init, len(pool)), np.random.default_rng([seed, 0]))
+    labelled = np.sort(np.asarray(seed_set, dtype=np.int64))
     pool_labels.reveal(labelled)
     selection_rng = np.random.default_rng([seed, 1])
     test_images, test_masks, test_labels = dataset.images[test], dataset.masks[test], dataset.labels[test]
@@ -122,7 +132,8 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
     ran = []
     try:
         for strategy, seed, path in todo:
-            record = run_strategy(dataset, pool, test, strategy, seed, config, reporter)
+            seed_set = draw_seed_set(dataset, pool, seed, config)
+            record = run_strategy(dataset, pool, test, strategy, seed, config, seed_set=seed_set, progress=reporter)
             record["test_rows"] = int(len(test))
             record["pool_rows"] = int(len(pool))
             _write_json_atomic(path, record)

@@ -1,0 +1,165 @@
+"""egal.loop: splits, seed set, strategies (which never see hidden labels), the simulation, the report."""
+import json
+import os
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import egal
+from egal.loop import (ExperimentConfig, HiddenLabels, Strategy, balanced_seed_set, draw_seed_set, load_config, parse_strategies,
+                       run_simulation, run_strategy, score_in_batches, split_test, summarise)
+from egal.loop.config import DataConfig, LoopConfig
+from egal.train import TrainConfig, train_model
+from lesion_data import CLASSES, lesion_arrays, lesion_dataset
+
+torch.set_num_threads(1)
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "figshare_brain_tumor.parquet")
+
+
+def tiny_experiment(strategies=("random", "entropy", "egal"), seeds=(0,), rounds=2):
+    return ExperimentConfig(
+        DataConfig(path="unused", group_column="patient"),
+        TrainConfig(architecture="tiny_cnn", head="prototypical", input_size=(32, 32), in_channels=1, embedding_dim=8,
+                    epochs=1, k_shot=2, n_query=3, augment=False),
+        LoopConfig(strategies=strategies, seeds=seeds, init=12, rounds=rounds, budget=6, score_batch_size=64),
+    )
+
+
+def test_group_split_keeps_every_patient_on_one_side():
+    labels = np.arange(100) % 3
+    groups = np.array([f"p{i // 4}" for i in range(100)])
+    pool, test = split_test(labels, groups, test_fraction=0.3, seed=1)
+    assert not set(groups[pool]) & set(groups[test])
+    assert len(pool) + len(test) == 100 and 0.3 <= len(test) / 100 < 0.4
+    pool, test = split_test(labels, groups, test_groups=["p0", "p3"])
+    assert sorted(set(groups[test])) == ["p0", "p3"] and len(test) == 8
+    with pytest.raises(ValueError, match="do not occur"):
+        split_test(labels, groups, test_groups=["nobody"])
+    pool, test = split_test(labels, None, test_fraction=0.2, seed=0)  # no groups: stratified rows
+    assert np.bincount(labels[test]).tolist() == [7, 7, 7]  # round(0.2 * 34), round(0.2 * 33) twice
+
+
+def test_seed_set_is_class_balanced():
+    labels = np.repeat([0, 1, 2], [50, 30, 4])
+    rows = balanced_seed_set(labels, 30, np.random.default_rng(0))
+    assert len(set(rows)) == 30
+    assert np.bincount(labels[rows]).tolist() == [13, 13, 4]  # class 2 runs out; the others share the rest
+    labels = np.repeat([0, 1, 2], [50, 30, 10])
+    rows = balanced_seed_set(labels, 15, np.random.default_rng(0))
+    assert np.bincount(labels[rows]).tolist() == [5, 5, 5]
+
+
+def test_strategy_names_and_alphas():
+    names = [s.name for s in parse_strategies(["random", "entropy", "misalignment", "egal", "egal:0.3"], alpha=0.7,
+                                              alpha_grid=[0.3, 0.9])]
+    assert names == ["random", "entropy", "misalignment", "egal_a0.7", "egal_a0.3", "egal_a0.9"]
+    assert parse_strategies(["entropy"])[0].alpha == 1.0 and parse_strategies(["misalignment"])[0].alpha == 0.0
+    with pytest.raises(ValueError, match="unknown strategy 'bald'"):
+        parse_strategies(["bald"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        parse_strategies(["egal:1.5"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        parse_strategies(["egal"], alpha=-0.1)
+
+
+def test_scored_strategies_select_the_fused_scorers_top_k():
+    images, masks, labels = lesion_arrays(60, 32, seed=0)
+    config = tiny_experiment().train
+    model, _ = train_model(images[:30], masks[:30], labels[:30], CLASSES, config)
+    ids = np.array([f"u{i:03d}" for i in range(30)])
+    for strategy in (Strategy("entropy", 1.0), Strategy("misalignment", 0.0), Strategy("egal", 0.4)):
+        chosen = strategy.select(model, images[30:], masks[30:], ids, 7, np.random.default_rng(0))
+        scores = egal.gradcam.score_images(model, torch.from_numpy(images[30:]), masks[30:], alpha=strategy.alpha)
+        assert ids[chosen].tolist() == egal.select_top_k(scores.score, ids, 7).tolist()
+    pooled = score_in_batches(model, images[30:], masks[30:], alpha=0.4, batch_size=8)  # batching changes nothing
+    np.testing.assert_allclose(pooled.score, egal.gradcam.score_images(model, images[30:], masks[30:], alpha=0.4).score, atol=1e-6)
+
+
+def test_hidden_labels_are_only_told_once_revealed():
+    oracle = HiddenLabels(np.array([2, 0, 1, 1]))
+    assert oracle.reveal([1, 3]).tolist() == [0, 1]
+    assert oracle.labels([3, 1]).tolist() == [1, 0]
+    with pytest.raises(RuntimeError, match="not been annotated"):
+        oracle.labels([0])
+
+
+@pytest.mark.parametrize("strategy", [Strategy("random"), Strategy("entropy", 1.0), Strategy("egal", 0.5)])
+def test_permuting_hidden_labels_changes_no_selection(strategy):
+    dataset = lesion_dataset(72, 32, seed=1, groups=12)
+    config = tiny_experiment()
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=["patient_0", "patient_1"])
+    seed_set = draw_seed_set(dataset, pool, 0, config)  # experimental design, fixed before any strategy runs
+    first = run_strategy(dataset, pool, test, strategy, 0, config, seed_set=seed_set)
+    ever_labelled = set(first["seed_set"]) | {i for r in first["rounds"] for i in r["selected"]}
+    hidden = np.array([i for i in pool if dataset.ids[i] not in ever_labelled])
+    assert len(hidden) > 10
+    shuffled = replace(dataset, labels=dataset.labels.copy())
+    permuted = np.random.default_rng(5).permutation(hidden)
+    shuffled.labels[hidden] = dataset.labels[permuted]
+    assert (shuffled.labels[hidden] != dataset.labels[hidden]).any()
+    second = run_strategy(shuffled, pool, test, strategy, 0, config, seed_set=seed_set)
+    assert [r["selected"] for r in second["rounds"]] == [r["selected"] for r in first["rounds"]]
+    assert second["seed_set"] == first["seed_set"]
+
+
+def test_strategies_share_the_seed_set_and_round_zero_model():
+    dataset = lesion_dataset(60, 32, seed=2, groups=10)
+    config = tiny_experiment(rounds=1)
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=["patient_0"])
+    seed_set = draw_seed_set(dataset, pool, 3, config)
+    runs = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set) for s in (Strategy("random"), Strategy("entropy", 1.0))]
+    assert runs[0]["seed_set"] == runs[1]["seed_set"]
+    assert runs[0]["rounds"][0]["accuracy"] == runs[1]["rounds"][0]["accuracy"]
+    assert runs[0]["rounds"][0]["selected"] != runs[1]["rounds"][0]["selected"]
+    assert [r["labels"] for r in runs[0]["rounds"]] == [12, 18]
+
+
+def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    config = replace(tiny_experiment(strategies=("random", "egal"), seeds=(0, 1), rounds=1),
+                     data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0", "patient_1")))
+    result = run_simulation(config, tmp_path, dataset=dataset, progress=False)
+    assert len(result["ran"]) == 4 and not result["skipped"]
+    for name in ("rounds.csv", "rounds.json", "summary.csv", "summary.md", "learning_curves.png", "config.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert len(rounds) == 4 * 2 and all(0 <= r["accuracy"] <= 1 for r in rounds)
+    before = (tmp_path / "runs" / "egal_a0.5__seed1.json").read_text()
+    os.remove(tmp_path / "runs" / "random__seed0.json")  # as if killed before that run finished
+    result = run_simulation(config, tmp_path, dataset=dataset, progress=False)
+    assert result["ran"] == [("random", 0)] and len(result["skipped"]) == 3
+    assert (tmp_path / "runs" / "egal_a0.5__seed1.json").read_text() == before
+    assert not list((tmp_path / "runs").glob("*.tmp*"))
+    other = config.with_overrides(loop={"budget": 5})
+    with pytest.raises(ValueError, match="different experiment configuration"):
+        run_simulation(other, tmp_path, dataset=dataset, progress=False)
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    runs = [{"strategy": "random", "seed": s, "rounds": [{"round": 0, "labels": 10, "accuracy": a, "auc": 0.5, "dice": 0.1}]}
+            for s, a in enumerate([0.5, 0.7])]
+    (row,) = summarise(runs)
+    assert row["seeds"] == 2 and row["accuracy_mean"] == pytest.approx(0.6)
+    assert row["accuracy_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+
+
+def test_experiment_configs_in_the_repository_load():
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    for name in sorted(os.listdir(root)):
+        config = load_config(os.path.join(root, name))
+        assert config.data.path.endswith(".parquet") and config.loop.seeds
+    with pytest.raises(ValueError, match="unknown setting"):
+        ExperimentConfig.from_dict({"loop": {"rouns": 3}})
+
+
+@pytest.mark.skipif(not os.path.isfile(SHARED_DATA), reason="the real dataset ../shared/data/figshare_brain_tumor.parquet is not present")
+def test_figshare_loads_with_a_patient_wise_test_fold():
+    from egal.loop import load_dataset
+
+    dataset = load_dataset(SHARED_DATA, (64, 64), 1, group_column="cv_fold")  # at 32 px one tiny tumour vanishes
+    assert len(dataset) == 3064 and dataset.classes == ("glioma", "meningioma", "pituitary")
+    assert (dataset.masks.reshape(len(dataset), -1).max(1) == 1).all()
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=["5"])
+    assert len(test) == 664 and len(pool) == 2400
