@@ -1,0 +1,87 @@
+"""`egal train` and `egal simulate` on small generated pools: outputs, resume, errors, help."""
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from egal.cli import main
+from egal.models import load_model
+from egal.pool import make_synthetic_pool
+
+torch.set_num_threads(1)
+FAST_TRAIN = ["--architecture", "tiny_cnn", "--input-size", "32", "--epochs", "1", "--embedding-dim", "8",
+              "--k-shot", "2", "--n-query", "3", "--no-augment"]
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return str(make_synthetic_pool(tmp_path_factory.mktemp("pool"), 90, seed=0, image_size=32))
+
+
+def test_train_writes_a_model_that_loads(pool, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert main(["train", "--pool", pool, "--out", str(out), "--quiet", "--beta", "1.0", *FAST_TRAIN]) == 0
+    model = load_model(out)
+    assert model.config.architecture == "tiny_cnn" and model.config.input_size == (32, 32)
+    assert model.config.extra["training"]["beta"] == 1.0
+    assert model.head.has_prototypes
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_simulate_writes_tables_curves_and_resumes(pool, tmp_path, capsys):
+    args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--strategies", "random,egal:0.3", "--seeds", "2",
+            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "random seed 1 round 1/1" in err  # plain log lines when stderr is not a terminal
+    for name in ("rounds.csv", "summary.csv", "summary.md", "learning_curves.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert sorted({(r["strategy"], r["seed"]) for r in rounds}) == [("egal_a0.3", 0), ("egal_a0.3", 1), ("random", 0), ("random", 1)]
+    assert {r["labels"] for r in rounds} == {12, 17}
+    assert "egal_a0.3" in (tmp_path / "summary.md").read_text()
+    assert main(args) == 0
+    assert "ran 0 run(s), skipped 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--strategies", "random,bald"], "unknown strategy 'bald'"),
+    (["--alpha", "1.5"], "alpha must lie in [0, 1]"),
+    (["--alpha-grid", "0.2,-0.5"], "must lie in [0, 1]"),
+    (["--test-groups", "nowhere", "--group-column", "split"], "do not occur"),
+])
+def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
+    assert main(["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", *FAST_TRAIN, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_pools_are_refused(tmp_path, capsys):
+    assert main(["simulate", "--pool", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    not_parquet = tmp_path / "junk.parquet"
+    not_parquet.write_bytes(b"not a parquet file")
+    assert main(["train", "--pool", str(not_parquet), "--out", str(tmp_path / "m.pt"), *FAST_TRAIN]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_a_pool_without_labels_is_refused(tmp_path, capsys):
+    unlabelled = tmp_path / "unlabelled"
+    path = make_synthetic_pool(unlabelled, 20, seed=1, image_size=32)
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.nulls(len(table), pa.string()))
+    pq.write_table(table, path)
+    assert main(["train", "--pool", str(path), "--out", str(tmp_path / "m.pt"), "--quiet", *FAST_TRAIN]) == 2
+    assert "label" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, words", [("train", ["Grad-CAM", "--beta", "--k-shot"]),
+                                            ("simulate", ["resumable", "--strategies", "--alpha-grid", "misalignment"])])
+def test_help_explains(command, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for word in words:
+        assert word in text
