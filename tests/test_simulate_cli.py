@@ -85,3 +85,11 @@ def test_help_explains(command, words, capsys):
     text = capsys.readouterr().out
     for word in words:
         assert word in text
+
+
+def test_weights_none_overrides_a_configs_imagenet():
+    from egal.cli import build_parser
+    from egal.commands._train_options import train_overrides
+
+    args = build_parser().parse_args(["simulate", "--out", "x", "--weights", "none", "--input-size", "64x48"])
+    assert train_overrides(args) == {"weights": None, "input_size": (64, 48)}

@@ -10,7 +10,8 @@ def add_train_options(parser) -> None:
     group = parser.add_argument_group("training (override the config file)")
     group.add_argument("--architecture", choices=("tiny_cnn", "resnet18", "densenet121"), help="backbone (default: tiny_cnn)")
     group.add_argument("--head", choices=("prototypical", "linear"), help="classification head (default: prototypical)")
-    group.add_argument("--weights", help="initial backbone weights: 'imagenet' or a torchvision .pth file (default: random)")
+    group.add_argument("--weights", help="initial backbone weights: 'imagenet', a torchvision .pth file, or 'none' "
+                       "for random initialisation (default: none)")
     group.add_argument("--input-size", type=_size, metavar="H[xW]", help="training resolution (default: 128)")
     group.add_argument("--in-channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) input channels (default: 1)")
     group.add_argument("--embedding-dim", type=int, help="prototypical embedding size (default: 128)")
@@ -31,7 +32,10 @@ TRAIN_KEYS = ("architecture", "head", "weights", "input_size", "in_channels", "e
 
 
 def train_overrides(args) -> dict:
-    return {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None}
+    overrides = {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None}
+    if str(overrides.get("weights", "")).lower() in ("none", "random"):
+        overrides["weights"] = None  # overrides a config file's "imagenet"
+    return overrides
 
 
 def _size(text: str):

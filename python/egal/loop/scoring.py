@@ -28,7 +28,9 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
     for start in range(0, len(images), batch_size):
         batch = torch.as_tensor(images[start:start + batch_size])  # [B, C, H, W]
         inputs = extract_gradcam_inputs(model, batch)
-        result = engine(**inputs.scorer_kwargs(), masks=np.ascontiguousarray(masks[start:start + batch_size]), alpha=alpha)
+        # The scorer never moves data between devices: the ROIs go to where the activations are.
+        roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size])).to(inputs.activations.device)  # [B, H, W]
+        result = engine(**inputs.scorer_kwargs(), masks=roi, alpha=alpha)
         for name in ("score", "entropy_norm", "misalignment", "pred"):
             parts[name].append(getattr(result, name))
         parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())
