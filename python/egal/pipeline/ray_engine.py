@@ -55,8 +55,17 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=False,
-                 include_dashboard=False)
+        address = address or os.environ.get("RAY_ADDRESS")
+        try:
+            ray.init(address=address, log_to_driver=False, include_dashboard=False if address is None else None)
+        except ConnectionError as exc:
+            raise ValueError(
+                f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a token-authenticated "
+                "cluster set RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from exc
+    if device == "cpu":
+        # Each actor holds a CPU for its lifetime; reading and writing Parquet need one
+        # too, or the job waits forever for a free CPU.
+        actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 2)) - 1))
     columns = ["id", spec.image_column] + ([spec.roi_column] if spec.roi_column else [])
     dataset = ray.data.read_parquet([os.path.abspath(f) for f in spec.files], columns=columns, include_paths=True)
     scored = dataset.map_batches(
