@@ -1,89 +1,166 @@
-"""`egal demo`: the scorer on a built-in synthetic batch, no model or download needed.
+"""`egal demo --out DIR`: egal end to end on a built-in synthetic pool, without data or downloads.
 
-It builds Grad-CAM inputs whose attention either covers the lesion or sits
-elsewhere, with confident or uncertain predictions, and shows that EG-AL picks
-the confidently-right-for-the-wrong-reason cases that entropy alone misses.
+1. writes DIR/pool.parquet, a synthetic lesion pool in egal's pool format (egal.pool.make_synthetic_pool):
+   grey "scans" whose lesion shape gives the class, expert ROIs (masks or boxes, some left
+   out), a labelled seed share, and a corner marker that correlates with one class, a
+   shortcut a classifier can be right with for the wrong reason;
+2. trains a tiny CNN with a prototypical head on the labelled rows (about a minute on a CPU),
+   DIR/model.pt, and exports DIR/model.onnx where the exporter is installed;
+3. runs `egal score` on the pool and shows what EG-AL selects next to entropy alone.
 """
+from __future__ import annotations
+
+import os
+import sys
 import time
 
 import numpy as np
 
-KINDS = ("confident-aligned", "confident-misaligned", "uncertain-aligned", "uncertain-misaligned")
+DEFAULT_OUT = "egal-demo"
 
 
 def register(subparsers):
     parser = subparsers.add_parser(
         "demo",
-        help="score a built-in synthetic batch and show what EG-AL selects",
-        description="Score a synthetic batch of Grad-CAM inputs (DenseNet-121-like: K=1024 channels on a 7x7 map, "
-        "224x224 lesion masks) with the fused scorer, compare it with the PyTorch reference when available, "
-        "and show the top-k selection next to an entropy-only selection. Needs no model and no download.",
+        help="run egal end to end on a built-in synthetic pool (no data or download needed)",
+        description="Generate a synthetic lesion pool (DIR/pool.parquet), train a tiny model on its labelled seed rows "
+        "(DIR/model.pt, about a minute on a CPU; DIR/model.onnx when the ONNX exporter is installed), then run "
+        "`egal score` on the pool (DIR/scores.parquet, DIR/scores.selection.csv) and compare EG-AL's selection with "
+        "entropy alone. The pool hides a shortcut: a corner marker that often comes with one class. A model can "
+        "be right by looking at it, and EG-AL should pick such images because their Grad-CAM misses the lesion.",
+        epilog="example: egal demo --out egal-demo && egal score --pool egal-demo/pool.parquet "
+        "--model egal-demo/model.onnx --alpha 0.2 --select 20 --out egal-demo/alpha02.parquet",
     )
-    parser.add_argument("--samples", type=int, default=256, help="batch size (default: 256)")
-    parser.add_argument("--select", type=int, default=32, metavar="K", help="how many to select (default: 32)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="entropy weight in [0, 1] (default: 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    parser.add_argument("--images", type=int, default=600, help="pool size (default: 600)")
+    parser.add_argument("--labelled", type=float, default=0.3,
+                        help="share of the pool's rows that come labelled, the seed set (default: 0.3)")
+    parser.add_argument("--roi", choices=("mask", "boxes"), default="mask", help="how the pool gives ROIs (default: mask)")
+    parser.add_argument("--epochs", type=int, default=60, help="training epochs (default: 60, about a minute)")
+    parser.add_argument("--beta", type=float, default=0.0,
+                        help="weight of the Grad-CAM/ROI Dice loss in training (default: 0, plain training: "
+                        "the seed model of a first active-learning round)")
+    parser.add_argument("--select", type=int, default=30, metavar="K", help="how many to select (default: 30)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="entropy weight of the score (default: 0.5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the pool and the training (default: 0)")
+    parser.add_argument("--scorer-only", action="store_true",
+                        help="instead: score one synthetic DenseNet-121-sized batch of Grad-CAM inputs with the fused "
+                        "scorer and the PyTorch reference (no training)")
+    parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: 256)")
     parser.set_defaults(func=run)
 
 
-def synthetic_batch(n, seed, K=1024, h=7, w=7, H=224, W=224, classes=3):
-    """Inputs with a known kind per sample: attention on or off the lesion, sharp or flat logits."""
-    rng = np.random.default_rng(seed)
-    kinds = rng.integers(0, len(KINDS), n)
-    masks = np.zeros((n, H, W), dtype=np.uint8)
-    activations = np.abs(rng.standard_normal((n, K, h, w), dtype=np.float32)) * 0.1
-    weights = np.full((n, K), 1.0 / K, dtype=np.float32)
-    logits = np.zeros((n, classes), dtype=np.float32)
-    cell = H // h
-    for b, kind in enumerate(kinds):
-        ly, lx = rng.integers(1, h - 2, 2)  # lesion position on the 7x7 grid
-        masks[b, ly * cell : (ly + 2) * cell, lx * cell : (lx + 2) * cell] = 1
-        aligned = kind in (0, 2)
-        ay, ax = (ly, lx) if aligned else ((ly + 4) % (h - 1), (lx + 4) % (w - 1))
-        activations[b, :, ay : ay + 2, ax : ax + 2] += 1.0  # where the model "looks"
-        logits[b] = rng.standard_normal(classes) * 0.2
-        logits[b, rng.integers(classes)] += 6.0 if kind in (0, 1) else 0.3
-    return dict(activations=activations, weights=weights, logits=logits, masks=masks), kinds
-
-
 def run(args) -> int:
+    if args.scorer_only:
+        from . import demo_scorer
+
+        return demo_scorer.run(args)
+    _check(args)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ValueError("egal demo trains a model and needs PyTorch: pip install 'egal[torch]' "
+                         "(or run `egal demo --scorer-only`)") from None
+    os.makedirs(args.out, exist_ok=True)
+    pool = _make_pool(args)
+    model_path, onnx_path = _train(args, pool)
+    return _score(args, pool, model_path, onnx_path)
+
+
+def _check(args) -> None:
+    if args.images < 30:
+        raise ValueError(f"--images must be at least 30, got {args.images}")
+    if not 0.0 < args.labelled <= 1.0:
+        raise ValueError(f"--labelled must lie in (0, 1], got {args.labelled}")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.select < 1:
+        raise ValueError(f"--select must be >= 1, got {args.select}")
+
+
+def _step(text: str) -> None:
+    print(text, flush=True)
+
+
+def _make_pool(args) -> str:
+    from ..pool import make_synthetic_pool
+
+    start = time.perf_counter()
+    pool = str(make_synthetic_pool(args.out, n=args.images, seed=args.seed, image_size=128, roi=args.roi,
+                                   label_fraction=args.labelled))
+    _step(f"[1/3] wrote {pool}: {args.images} grey 128x128 PNG scans, ROI as {args.roi}s (some lesions left without "
+          f"ROI, 'normal' scans have none), {args.labelled:.0%} of the pool split labelled "
+          f"({time.perf_counter() - start:.1f} s)")
+    return pool
+
+
+def _train(args, pool: str):
+    import torch
+
+    from ..models import save_model
+    from ..pool import DecodeSettings, load_pool_arrays
+    from ..train import TrainConfig, train_model
+
+    config = TrainConfig(architecture="tiny_cnn", head="prototypical", input_size=(128, 128), in_channels=1,
+                         epochs=args.epochs, beta=args.beta, seed=args.seed)
+    arrays = load_pool_arrays(pool, DecodeSettings(input_size=config.input_size, in_channels=1),
+                              columns=("label", "split"))
+    classes = tuple(sorted({label for label in arrays["label"] if label}))  # as egal train names them
+    seed_rows = np.flatnonzero([(l is not None) and s == "pool" and e is None
+                                for l, s, e in zip(arrays["label"], arrays["split"], arrays["errors"])])
+    labels = np.array([classes.index(arrays["label"][i]) for i in seed_rows])
+    start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model, _ = train_model(arrays["images"][seed_rows], arrays["masks"][seed_rows], labels, classes, config)
+    model_path = os.path.join(args.out, "model.pt")
+    save_model(model, model_path)
+    _step(f"[2/3] trained tiny_cnn + prototypical head on the {len(seed_rows)} labelled pool rows "
+          f"(cross-entropy{f' + {args.beta} x Grad-CAM Dice' if args.beta else ''}, {args.epochs} epochs, "
+          f"{time.perf_counter() - start:.0f} s) -> {model_path}")
+    onnx_path = os.path.join(args.out, "model.onnx")
+    try:
+        from ..onnx import export_onnx
+
+        export_onnx(model, onnx_path)
+        _step(f"      exported {onnx_path} (scores on onnxruntime, without PyTorch: egal score --model {onnx_path})")
+    except ImportError as exc:
+        onnx_path = None
+        _step(f"      no ONNX export ({exc}); pip install 'egal[export]' for model.onnx")
+    return model_path, onnx_path
+
+
+def _score(args, pool: str, model_path: str, onnx_path) -> int:
+    import pyarrow.parquet as pq
+
     import egal
 
-    if args.samples < 1:
-        raise ValueError("--samples must be >= 1")
-    batch, kinds = synthetic_batch(args.samples, args.seed)
-    start = time.perf_counter()
-    result = egal.score_batch(batch["activations"], batch["logits"], batch["masks"], weights=batch["weights"],
-                              alpha=args.alpha)
-    fused_s = time.perf_counter() - start
-    print(f"Scored {args.samples} samples (K=1024, 7x7 maps, 224x224 masks) with the fused CPU scorer "
-          f"in {fused_s * 1e3:.1f} ms.")
-    if egal.backends()["reference"]["available"]:
-        # warm up PyTorch (import, thread pool) so the timing below is the scoring alone
-        egal.score_batch(batch["activations"][:2], batch["logits"][:2], batch["masks"][:2],
-                         weights=batch["weights"][:2], backend="reference")
-        start = time.perf_counter()
-        ref = egal.score_batch(batch["activations"], batch["logits"], batch["masks"], weights=batch["weights"],
-                               alpha=args.alpha, backend="reference")
-        ref_s = time.perf_counter() - start
-        gap = float(np.nanmax(np.abs(ref.score - result.score)))
-        print(f"PyTorch reference: {ref_s * 1e3:.1f} ms; largest score difference {gap:.2e}.")
-    ids = np.array([f"sample_{i:04d}" for i in range(args.samples)])
-    chosen = egal.select_top_k(result.score, ids, args.select)
-    by_entropy = egal.select_top_k(result.entropy_norm, ids, args.select)
-    index = {name: i for i, name in enumerate(ids)}
-    print(f"\nEG-AL (alpha={args.alpha}) selects {len(chosen)}; the first ten:")
-    print(f"  {'id':<12} {'kind':<22} {'entropy_norm':>12} {'misalignment':>12} {'score':>7}")
-    for name in chosen[:10]:
-        i = index[name]
-        print(f"  {name:<12} {KINDS[kinds[i]]:<22} {result.entropy_norm[i]:>12.3f} "
-              f"{result.misalignment[i]:>12.3f} {result.score[i]:>7.3f}")
-    for label, picked in (("EG-AL", chosen), ("entropy only", by_entropy)):
-        counts = {k: sum(KINDS[kinds[index[n]]] == k for n in picked) for k in KINDS}
-        print(f"{label:>13}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    confident_wrong_reason = sum(KINDS[kinds[index[n]]] == "confident-misaligned" for n in chosen)
-    print(f"\nAmong the {args.select} selected, confident-but-misaligned samples (right for the wrong reason, "
-          f"invisible to entropy): EG-AL {confident_wrong_reason}, entropy only "
-          f"{sum(KINDS[kinds[index[n]]] == 'confident-misaligned' for n in by_entropy)}. "
-          "Lower --alpha to weigh attention more.")
+    from ..cli import main
+
+    out = os.path.join(args.out, "scores.parquet")
+    command = ["score", "--pool", pool, "--model", model_path, "--out", out, "--select", str(args.select),
+               "--alpha", str(args.alpha), "--overwrite"]
+    _step(f"[3/3] egal {' '.join(command)}")
+    status = main(command)
+    if status != 0:
+        return status
+    scores = pq.read_table(out).to_pydict()
+    pool_table = pq.read_table(pool, columns=["id", "shortcut"]).to_pydict()
+    marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"]))[i] for i in scores["id"]], dtype=bool)
+    ids = np.array(scores["id"])
+    column = lambda name: np.array([np.nan if v is None else v for v in scores[name]])  # noqa: E731
+    entropy, misalignment = column("entropy_norm"), column("misalignment")
+    print(f"\nThe {marked.sum()} scans with the corner marker (the shortcut) against the {(~marked).sum()} without:")
+    print(f"  mean entropy_norm  {np.nanmean(entropy[marked]):.3f} vs {np.nanmean(entropy[~marked]):.3f}   "
+          "(low: predicted confidently)")
+    print(f"  mean misalignment  {np.nanmean(misalignment[marked]):.3f} vs {np.nanmean(misalignment[~marked]):.3f}   "
+          "(high: Grad-CAM away from the lesion)")
+    picked = {name: int(marked[np.isin(ids, egal.select_top_k(values, ids, args.select))].sum())
+              for name, values in (("EG-AL", column("score")), ("entropy alone", entropy),
+                                   ("misalignment alone", np.where(np.isnan(misalignment), np.nan, misalignment)))}
+    print(f"Marker scans among the {args.select} selected: " + ", ".join(f"{v} by {k}" for k, v in picked.items())
+          + f" (alpha={args.alpha}; lower --alpha weighs attention more).")
+    print(f"Files: {pool}, {model_path}{', ' + onnx_path if onnx_path else ''}, {out}, "
+          f"{out[:-len('.parquet')]}.selection.csv")
     return 0

@@ -1,0 +1,38 @@
+"""`egal demo`: the README's main command, end to end on a small pool (the default takes about a minute)."""
+import csv
+
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("torch")
+
+from egal.cli import main  # noqa: E402
+
+
+def test_demo_generates_trains_and_scores(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "60", "--epochs", "2", "--select", "5", "--roi", "boxes"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("pool.parquet", "model.pt", "scores.parquet", "scores.selection.csv"):
+        assert (out / name).is_file(), name
+    pool = pq.read_table(out / "pool.parquet")
+    assert {"id", "image", "boxes", "label"} <= set(pool.column_names)
+    scores = pq.read_table(out / "scores.parquet")
+    assert scores.column("id").to_pylist() == pool.column("id").to_pylist()
+    with open(out / "scores.selection.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+    assert "[3/3] egal score --pool" in printed and "Marker scans among the 5 selected" in printed
+    # the model it wrote scores again from the command line (and through ONNX where exported)
+    model = out / ("model.onnx" if (out / "model.onnx").exists() else "model.pt")
+    assert main(["score", "--pool", str(out / "pool.parquet"), "--model", str(model), "--out",
+                 str(tmp_path / "again.parquet"), "--quiet"]) == 0
+
+
+def test_demo_scorer_only(capsys):
+    assert main(["demo", "--scorer-only", "--samples", "64", "--select", "8"]) == 0
+    assert "fused CPU scorer" in capsys.readouterr().out
+
+
+def test_demo_refuses_bad_options(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--labelled", "0"]) == 2
+    assert "--labelled" in capsys.readouterr().err
