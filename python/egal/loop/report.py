@@ -22,10 +22,8 @@ def load_runs(out_dir) -> list:
 
 
 def summarise(runs) -> list:
-    """One row per (strategy, round): labels, n seeds, mean and std (ddof=0... see below) of each metric.
-
-    std is the sample standard deviation over seeds (ddof=1; 0 with one seed).
-    """
+    """One row per (strategy, round): labels, number of seeds, and per metric the mean and
+    the sample standard deviation over seeds (ddof=1; 0 with a single seed)."""
     cells = defaultdict(list)
     for run in runs:
         for entry in run["rounds"]:
