@@ -61,3 +61,27 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
     assert pq.read_table(out).num_rows == 160
     assert out.read_bytes() == reference.read_bytes()
     assert (tmp_path / "killed.selection.csv").read_text() == (tmp_path / "reference.selection.csv").read_text()
+
+
+def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    torch.manual_seed(1)
+    model = tmp_path / "model.pt"
+    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes"))
+    reference = tmp_path / "reference.parquet"
+    subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
+
+    out = tmp_path / "out.parquet"
+    proc = subprocess.Popen(egal_score(pool, model, out), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while shards(out) == 0 and time.time() < deadline:  # decoding is under way
+        time.sleep(0.01)
+    workers = [c for c in psutil.Process(proc.pid).children(recursive=True) if "spawn" in " ".join(c.cmdline())]
+    assert workers, "expected a decoder worker process"
+    for worker in workers:
+        worker.kill()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "decoder worker process died" in err and "--resume" in err
+    subprocess.run(egal_score(pool, model, out, "--resume"), check=True, timeout=300)
+    assert out.read_bytes() == reference.read_bytes()

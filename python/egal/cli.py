@@ -35,6 +35,11 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"egal {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if not getattr(exc, "user_facing", False):
+            raise
+        print(f"egal {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"egal {args.command}: interrupted" + (
             "; what was scored is kept: rerun with --resume to finish" if args.command == "score" else ""),

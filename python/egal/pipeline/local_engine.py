@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ..pool import DecodeSettings, decode_batch
 from .batch_scoring import score_decoded_batch
@@ -29,6 +30,10 @@ def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, wo
         progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
 
 
+class DecoderDied(RuntimeError):
+    user_facing = True  # the CLI prints the message, without a traceback
+
+
 def num_batches(spec, batch_size: int) -> int:
     return -(-spec.num_rows // batch_size)
 
@@ -41,11 +46,16 @@ def _decoded_in_order(raw_batches, settings, workers: int):
     # spawn: the parent holds PyTorch's and OpenMP's threads, which fork would copy mid-flight.
     context = multiprocessing.get_context("spawn")
     window = 2 * workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-        in_flight = collections.deque()
-        for raw in raw_batches:
-            in_flight.append(executor.submit(decode_batch, raw, settings))
-            if len(in_flight) >= window:
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
+            in_flight = collections.deque()
+            for raw in raw_batches:
+                in_flight.append(executor.submit(decode_batch, raw, settings))
+                if len(in_flight) >= window:
+                    yield in_flight.popleft().result()
+            while in_flight:
                 yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+    except BrokenProcessPool as exc:
+        raise DecoderDied(
+            "a decoder worker process died (killed, or out of memory); every batch scored so far is kept: "
+            "rerun with --resume (with --workers 0 to decode in the main process)") from exc
