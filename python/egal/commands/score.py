@@ -42,8 +42,9 @@ def register(subparsers):
                         help=f"images per model call and per output shard (default: {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default: cpu)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="decoder processes running beside the model; 0 decodes in the main process "
-                        "(default: CPU count - 1, at most 4)")
+                        help="local engine: decoder processes running beside the model, 0 decodes in the main "
+                        "process (default: CPU count - 1, at most 4); ray engine: scoring actors, each loading the "
+                        "model once")
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted run with the same arguments: only batches without output are scored")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
