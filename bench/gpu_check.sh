@@ -23,3 +23,26 @@ done
 
 python3 -m pytest bench/bench_cuda.py --benchmark-only -q --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tail -3
 python3 bench/report_engine.py --from-json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.md"
+
+# egal score --device cuda end to end (issue 4's GPU path): the synthetic demo pool, a
+# tiny model (.pt and .onnx), scores compared with a CPU run of the same model.
+python3 - <<'PY' 2>&1 | tail -12 | tee "$OUT/score_cuda.txt"
+import os, subprocess, sys, numpy as np, pyarrow.parquet as pq, torch
+from egal.models import build_model, save_model
+from egal.pool import make_synthetic_pool
+work = os.environ.get("OUT", "/tmp/egal-gpu") + "/score"
+pool = str(make_synthetic_pool(work, n=512, image_size=128))
+torch.manual_seed(0)
+save_model(build_model("tiny_cnn", "linear", ("benign", "malignant", "normal"), input_size=(128, 128), in_channels=1), f"{work}/m.pt")
+subprocess.run([sys.executable, "-m", "egal.cli", "export", "--model", f"{work}/m.pt", "--out", f"{work}/m.onnx"], check=True)
+runs = {}
+for name, model, device in (("pt-cpu", "m.pt", "cpu"), ("pt-cuda", "m.pt", "cuda"), ("onnx-cuda", "m.onnx", "cuda")):
+    r = subprocess.run([sys.executable, "-m", "egal.cli", "score", "--pool", pool, "--model", f"{work}/{model}", "--device", device,
+                        "--out", f"{work}/{name}.parquet", "--overwrite", "--quiet"], capture_output=True, text=True)
+    print(name, r.returncode, r.stdout.strip().splitlines()[:1], r.stderr[-500:])
+    runs[name] = pq.read_table(f"{work}/{name}.parquet") if r.returncode == 0 else None
+for name in ("pt-cuda", "onnx-cuda"):
+    if runs[name] is not None:
+        a, b = runs["pt-cpu"].column("score").to_numpy(), runs[name].column("score").to_numpy()
+        print(name, "max |score - cpu|", float(np.nanmax(np.abs(a - b))), "ranks equal", runs["pt-cpu"].column("rank").to_pylist() == runs[name].column("rank").to_pylist())
+PY
