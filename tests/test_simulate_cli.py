@@ -30,6 +30,14 @@ def test_train_writes_a_model_that_loads(pool, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_train_uses_only_the_labelled_rows(tmp_path, capsys):
+    path = make_synthetic_pool(tmp_path / "half", 40, seed=2, image_size=32, label_fraction=0.5)
+    labelled = sum(v is not None for v in pq.read_table(path, columns=["label"]).column("label").to_pylist())
+    assert 0 < labelled < 40
+    assert main(["train", "--pool", str(path), "--out", str(tmp_path / "m.pt"), *FAST_TRAIN]) == 0
+    assert f"{labelled} labelled rows" in capsys.readouterr().err
+
+
 def test_simulate_writes_tables_curves_and_resumes(pool, tmp_path, capsys):
     args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--strategies", "random,egal:0.3", "--seeds", "2",
             "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN]
