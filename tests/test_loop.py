@@ -154,6 +154,18 @@ def test_experiment_configs_in_the_repository_load():
         ExperimentConfig.from_dict({"loop": {"rouns": 3}})
 
 
+def test_yaml_config_with_a_relative_path(tmp_path):
+    (tmp_path / "exp.yaml").write_text(
+        "data:\n  path: data/pool.parquet\n  group_column: patient\n"
+        "train:\n  beta: 0.0\n  input_size: [64, 48]\n  augment_settings: {hflip: false}\n"
+        "loop:\n  strategies: random,egal\n  alpha_grid: [0.2]\n  seeds: 2\n")
+    config = load_config(tmp_path / "exp.yaml")
+    assert config.data.path == str(tmp_path / "data" / "pool.parquet")
+    assert config.train.beta == 0.0 and config.train.input_size == (64, 48) and not config.train.augment_settings.hflip
+    assert [s.name for s in config.loop.strategy_objects()] == ["random", "egal_a0.5", "egal_a0.2"]
+    assert config.loop.seeds == (0, 1)
+
+
 @pytest.mark.skipif(not os.path.isfile(SHARED_DATA), reason="the real dataset ../shared/data/figshare_brain_tumor.parquet is not present")
 def test_figshare_loads_with_a_patient_wise_test_fold():
     from egal.loop import load_dataset
