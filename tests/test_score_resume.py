@@ -30,7 +30,7 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
     torch.manual_seed(1)
     model = tmp_path / "model.pt"
     save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
-    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes", empty_every=7))
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(240, folder=tmp_path, roi="boxes", empty_every=7))
     reference = tmp_path / "reference.parquet"
     subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
 
@@ -41,11 +41,10 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
         proc = subprocess.Popen(egal_score(pool, model, out, "--resume"))
         if attempt == 0:
             time.sleep(rng.uniform(0.2, 1.5))  # anywhere: start-up, opening the pool, the first batches
-        else:  # once this run has written a shard of its own, a little later
-            start_shards, deadline = shards(out), time.time() + 120
-            while shards(out) <= start_shards and proc.poll() is None and time.time() < deadline:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.3))
+        else:  # after this run has written a random number of shards of its own: mid-run, whatever the speed
+            target, deadline = shards(out) + rng.randint(1, 6), time.time() + 120
+            while shards(out) < target and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.001)
         if proc.poll() is None:
             done = shards(out)
             os.kill(proc.pid, signal.SIGKILL)
@@ -58,7 +57,7 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
 
     assert not os.path.isdir(f"{out}.parts")
     # No row lost, none duplicated, the same numbers: the very same bytes as the uninterrupted run.
-    assert pq.read_table(out).num_rows == 160
+    assert pq.read_table(out).num_rows == 240
     assert out.read_bytes() == reference.read_bytes()
     assert (tmp_path / "killed.selection.csv").read_text() == (tmp_path / "reference.selection.csv").read_text()
 

@@ -66,6 +66,7 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         # Each actor holds a CPU for its lifetime; reading and writing Parquet need one
         # too, or the job waits forever for a free CPU.
         actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 2)) - 1))
+    _import_fsspec_http_once()
     columns = ["id", spec.image_column] + ([spec.roi_column] if spec.roi_column else [])
     dataset = ray.data.read_parquet([os.path.abspath(f) for f in spec.files], columns=columns, include_paths=True)
     scored = dataset.map_batches(
@@ -91,6 +92,15 @@ def _in_pool_order(table: pa.Table, spec) -> pa.Table:
     rows = np.array([position[name] for name in table.column("id").to_pylist()], dtype=np.int64)
     table = table.set_column(table.column_names.index("row"), "row", pa.array(rows))
     return table.sort_by("row")
+
+
+def _import_fsspec_http_once() -> None:
+    """Ray Data lists files from several threads, each importing fsspec's HTTP filesystem;
+    importing it once here first keeps those threads from racing on a half-imported module."""
+    try:
+        import fsspec.implementations.http  # noqa: F401
+    except ImportError:
+        pass  # without aiohttp: pip install "egal[ray]" brings it
 
 
 def _pool_ids(spec):
