@@ -1,4 +1,4 @@
-"""`egal demo`: the README's main command, end to end on a small pool (the default takes about a minute)."""
+"""`egal demo`: the README's main command, end to end on a small pool (the default takes about 20 s)."""
 import csv
 
 import pyarrow.parquet as pq
