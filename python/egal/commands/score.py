@@ -65,8 +65,6 @@ def run(args) -> int:
     from ..pipeline.scoring_job import ScoringJob
 
     job = ScoringJob.prepare(args)
-    if job is None:
-        return 0
     ranked = job.run()
     _print_summary(job, ranked, args)
     return 0

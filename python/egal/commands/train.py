@@ -36,7 +36,7 @@ def run(args) -> int:
 
     from ..loop.config import ExperimentConfig, load_config
     from ..loop.data import load_dataset
-    from ..loop.progress import Progress
+    from ..progress import Progress
     from ..models import save_model
     from ..train import train_model
 

@@ -19,7 +19,7 @@ from ..train import train_model
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .metrics import evaluate
-from .progress import Progress
+from ..progress import Progress
 from .splits import balanced_seed_set, split_test
 from .strategies import Strategy
 

@@ -30,7 +30,7 @@ def score_decoded_batch(decoded, runner, *, alpha: float) -> pa.Table:
     n = len(decoded.ids)
     errors = list(decoded.errors)
     ok = np.array([e is None for e in errors], dtype=bool)
-    columns = {name: np.full(n, np.nan) for name in FLOAT_FIELDS}
+    columns = {name: np.full(n, np.nan) for name in FLOAT_FIELDS}  # error rows keep NaN: no numbers
     pred = [None] * n
     if ok.any():
         images = np.ascontiguousarray(decoded.images[ok])  # [b, C, H, W]
@@ -48,8 +48,6 @@ def score_decoded_batch(decoded, runner, *, alpha: float) -> pa.Table:
             for name in FLOAT_FIELDS:
                 columns[name][row] = float(getattr(result, name)[j])
     status = ["ok" if e is None else "error" for e in errors]
-    for name in FLOAT_FIELDS:  # error rows carry no numbers at all
-        columns[name][np.array([e is not None for e in errors], dtype=bool)] = np.nan
     data = {
         "row": np.asarray(decoded.rows, dtype=np.int64),
         "id": list(decoded.ids),

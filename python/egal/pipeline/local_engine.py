@@ -20,7 +20,7 @@ def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, wo
     """Score every batch of `spec` that has no shard in `store` yet."""
     settings = DecodeSettings(input_size=runner.input_size, in_channels=runner.in_channels)
     done = store.completed_batches()
-    first = min(set(range(num_batches(spec, batch_size))) - done, default=None)
+    first = min(set(range(spec.num_batches(batch_size))) - done, default=None)
     if first is None:
         return
     pending = (raw for raw in spec.iter_batches(batch_size, start_batch=first) if raw.index not in done)
@@ -32,10 +32,6 @@ def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, wo
 
 class DecoderDied(RuntimeError):
     user_facing = True  # the CLI prints the message, without a traceback
-
-
-def num_batches(spec, batch_size: int) -> int:
-    return -(-spec.num_rows // batch_size)
 
 
 def _decoded_in_order(raw_batches, settings, workers: int):

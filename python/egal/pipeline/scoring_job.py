@@ -7,9 +7,9 @@ from typing import Optional
 
 from .. import __version__
 from ..pool import open_pool
-from .local_engine import num_batches, score_pool_locally
+from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
-from .progress import Progress
+from .progress import RowProgress
 from .shard_store import ShardStore
 
 
@@ -19,21 +19,23 @@ class ScoringJob:
     spec: object
     runner: object
     store: ShardStore
-    progress: Optional[Progress] = None
+    progress: Optional[RowProgress] = None
     resumed: bool = False
 
     @classmethod
-    def prepare(cls, args) -> Optional["ScoringJob"]:
-        """Validate the pool, the model and the output before any scoring; None when already finished."""
+    def prepare(cls, args) -> "ScoringJob":
+        """Validate the pool, the model and the output before any scoring."""
         spec = open_pool(args.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
-        runner = load_runner(args.model, args.device)
+        # With Ray the actors load the model where it runs; here it is only checked, on the CPU
+        # (the driver need not have a GPU).
+        runner = load_runner(args.model, "cpu" if args.engine == "ray" else args.device)
         log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
         log(f"pool: {args.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
             f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
         if spec.roi_column is None:
             log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
                 "alone (SCORING.md, empty ROI)")
-        log(f"model: {runner.describe()}")
+        log(f"model: {runner.describe()}" + (f"; scored on {args.device} by Ray actors" if args.engine == "ray" else ""))
         manifest = {
             "egal_version": __version__,
             "pool": spec.fingerprint(),
@@ -50,9 +52,9 @@ class ScoringJob:
         done_rows = min(len(store.completed_batches()) * args.batch_size, spec.num_rows)
         job.resumed = done_rows > 0
         if job.resumed:
-            log(f"resuming: {len(store.completed_batches())} of {num_batches(spec, args.batch_size)} batches "
+            log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(args.batch_size)} batches "
                 "already scored")
-        job.progress = Progress(spec.num_rows, initial=done_rows, enabled=not args.quiet)
+        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=not args.quiet)
         return job
 
     def run(self):

@@ -1,4 +1,7 @@
-"""Progress display: a tqdm bar on a terminal, plain timestamped log lines otherwise."""
+"""Progress of long work: a tqdm bar on a terminal, timestamped log lines otherwise (logs, CI).
+
+Imports nothing heavy, so the scoring job on an inference-only node can use it.
+"""
 from __future__ import annotations
 
 import sys
@@ -6,7 +9,8 @@ import time
 
 
 class Progress:
-    def __init__(self, total: int, *, enabled: bool = True, stream=None, desc: str = "rounds"):
+    def __init__(self, total: int, *, enabled: bool = True, stream=None, desc: str = "rounds", unit: str = "it",
+                 initial: int = 0):
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.bar = None
@@ -14,8 +18,9 @@ class Progress:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True)
-            except ImportError:  # tqdm is optional; log lines do the job
+                self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream,
+                                dynamic_ncols=True)
+            except ImportError:  # tqdm is optional here; log lines do the job
                 self.bar = None
 
     def log(self, message: str) -> None:
