@@ -41,7 +41,8 @@ def summarise(runs) -> list:
 
 def write_report(out_dir) -> dict:
     """rounds.csv / rounds.json (every run, every round), summary.csv and summary.md
-    (mean +- std over seeds per strategy and round), learning_curves.png."""
+    (mean +- std over seeds per strategy and round; paired differences vs random with
+    95 % intervals, also in paired.csv), learning_curves.png."""
     out_dir = os.fspath(out_dir)
     runs = load_runs(out_dir)
     paths = {}
@@ -62,8 +63,24 @@ def write_report(out_dir) -> dict:
         f.write("\n\nFinal round:\n\n")
         f.write(markdown_table([r for r in summary if r["round"] == max(s["round"] for s in summary if s["strategy"] == r["strategy"])]))
         f.write("\n")
+    paths.update(write_paired(out_dir, runs, paths["summary_md"]))
     paths["curves_png"] = plot_learning_curves(summary, os.path.join(out_dir, "learning_curves.png"))
     return paths
+
+
+def write_paired(out_dir, runs, summary_md, baseline: str = "random") -> dict:
+    """paired.csv (every strategy vs `baseline`: accuracy, AUC and Dice, final and AULC, with
+    t and bootstrap 95 % intervals; egal.loop.stats) and the same as a section appended to
+    summary_md. Nothing (and {}) when the runs have no `baseline` strategy or nothing to compare."""
+    from .stats import PAIRED_FIELDS, paired_csv_rows, paired_markdown, paired_report
+
+    rows = paired_report(runs, baseline)
+    if not rows:
+        return {}
+    path = _write_csv(os.path.join(os.fspath(out_dir), "paired.csv"), paired_csv_rows(rows), PAIRED_FIELDS)
+    with open(summary_md, "a") as f:
+        f.write("\n" + paired_markdown(rows, baseline) + "\n")
+    return {"paired_csv": path}
 
 
 def markdown_table(summary) -> str:
