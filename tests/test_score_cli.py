@@ -1,6 +1,9 @@
 """`egal score` end to end: real Parquet pools on disk, a real model file, the CLI entry point."""
 import csv
+import json
 import os
+import re
+import shlex
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -10,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import egal  # noqa: E402
 import egal.reference  # noqa: E402
-from egal.cli import main  # noqa: E402
+from egal.cli import build_parser, main  # noqa: E402
 from egal.gradcam import extract_gradcam_inputs  # noqa: E402
 from egal.models import build_model, load_model, save_model  # noqa: E402
 from egal.pool import DecodeSettings, load_pool_arrays  # noqa: E402
@@ -106,14 +109,16 @@ def test_bad_rows_get_an_error_status_and_are_never_selected(tmp_path, model_pat
     assert len(chosen) == 16 and not {rows[i]["id"] for i in bad} & set(chosen)
 
 
-def test_non_finite_model_output_is_a_row_error(tmp_path, model_path):
+def test_non_finite_model_output_is_a_row_error(tmp_path, model_path, capsys):
     model = load_model(model_path)
     with torch.no_grad():
         model.head.fc.bias[1] = float("nan")
     broken = tmp_path / "broken.pt"
     save_model(model, broken)
     pool = write_pool(tmp_path / "pool.parquet", make_rows(9, folder=tmp_path))
-    assert score("--pool", pool, "--model", broken, "--out", tmp_path / "s.parquet", "--select", 3) == 0
+    # No row could be scored: the output is written (it says why), and the exit status says it failed.
+    assert score("--pool", pool, "--model", broken, "--out", tmp_path / "s.parquet", "--select", 3) == 1
+    assert "none of the 9 rows could be scored" in capsys.readouterr().err
     table = pq.read_table(tmp_path / "s.parquet")
     assert set(table.column("status").to_pylist()) == {"error"}
     assert all("not finite" in e for e in table.column("error").to_pylist())
@@ -206,7 +211,28 @@ def test_missing_model_says_how_to_get_one(tmp_path, capsys):
     pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
     assert main(["score", "--pool", pool]) == 2
     err = capsys.readouterr().err
-    assert "egal demo --out" in err and "egal train" in err
+    assert "egal demo --out" in err and "egal train" in err and "egal export" in err
+    # Every command the hint suggests is one the parser accepts as written.
+    suggested = re.findall(r"`egal ([^`]+)`", err)
+    assert len(suggested) == 3
+    for command in suggested:
+        build_parser().parse_args(shlex.split(command))
+
+
+def test_a_corrupt_onnx_model_is_a_message_not_a_traceback(tmp_path, model_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
+    good = tmp_path / "model.onnx"
+    assert main(["export", "--model", model_path, "--out", str(good)]) == 0
+    capsys.readouterr()
+    for name, data in (("truncated.onnx", good.read_bytes()[: good.stat().st_size // 2]), ("junk.onnx", b"not a model"),
+                       ("empty.onnx", b"")):
+        (tmp_path / name).write_bytes(data)
+        assert score("--pool", pool, "--model", tmp_path / name, "--out", tmp_path / "s.parquet") == 2, name
+        err = capsys.readouterr().err
+        assert f"model file '{tmp_path / name}' cannot be loaded by onnxruntime" in err and "egal export" in err, err
+        assert "Traceback" not in err and not (tmp_path / "s.parquet").exists()
 
 
 def test_existing_output_and_unfinished_runs_are_protected(tmp_path, model_path, capsys):
@@ -216,9 +242,95 @@ def test_existing_output_and_unfinished_runs_are_protected(tmp_path, model_path,
     before = out.read_bytes()
     assert score("--pool", pool, "--model", model_path, "--out", out) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == before
-    (tmp_path / "s.parquet.parts").mkdir()
+    unfinished = _unfinished_run(tmp_path, pool, model_path, out)
+    assert score("--pool", pool, "--model", model_path, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err and unfinished.is_dir()
+
+
+def _unfinished_run(tmp_path, pool, model_path, out, *extra):
+    """The parts folder a run killed after its first batches leaves (scored elsewhere, then moved in place)."""
+    other = tmp_path / "elsewhere.parquet"
+    from egal.pipeline import shard_store
+
+    keep = shard_store.shutil.rmtree
+    shard_store.shutil.rmtree = lambda path: None  # the merge leaves its parts folder: a run killed after merging
+    try:
+        assert score("--pool", pool, "--model", model_path, "--out", other, "--batch-size", 4, *extra) == 0
+    finally:
+        shard_store.shutil.rmtree = keep
+    parts = tmp_path / f"{out.name}.parts"
+    os.rename(f"{other}.parts", parts)
+    os.remove(parts / "part-000002.parquet")  # one batch missing: unfinished
+    return parts
+
+
+def test_overwrite_deletes_an_unfinished_run_and_says_so(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    parts = _unfinished_run(tmp_path, pool, model_path, out)
+    capsys.readouterr()
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--overwrite", "--alpha", 0.2) == 0
+    err = capsys.readouterr().err
+    assert "deleted the unfinished run" in err and "2 scored batch(es)" in err
+    assert not parts.exists() and pq.read_table(out).num_rows == 12
+
+
+def test_overwrite_leaves_a_parts_folder_holding_foreign_files(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    parts = _unfinished_run(tmp_path, pool, model_path, out)
+    (parts / "notes.txt").write_text("mine")
     assert score("--pool", pool, "--model", model_path, "--out", out, "--overwrite") == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "notes.txt" in capsys.readouterr().err and (parts / "notes.txt").read_text() == "mine"
+    assert (parts / "part-000000.parquet").exists()
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        score("--pool", pool, "--model", model_path, "--resume", "--overwrite")
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["alpha", "combine", "batch size", "model"])
+def test_resume_of_a_finished_run_refuses_other_arguments(tmp_path, model_path, capsys, change):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--alpha", 0.5) == 0
+    before = out.read_bytes()
+    # The very same arguments: nothing to do, and it says so.
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--alpha", 0.5, "--resume") == 0
+    assert "by an earlier run with these arguments" in capsys.readouterr().out and out.read_bytes() == before
+    other_model = tmp_path / "other.pt"
+    model = load_model(model_path)
+    with torch.no_grad():
+        model.head.fc.bias.add_(0.5)
+    save_model(model, other_model)
+    changed = {"alpha": ["--model", model_path, "--alpha", 0.3], "combine": ["--model", model_path, "--combine", "rank"],
+               "batch size": ["--model", model_path, "--batch-size", 5], "model": ["--model", other_model]}[change]
+    assert score("--pool", pool, "--out", out, "--resume", *changed) == 2
+    err = capsys.readouterr().err
+    assert "finished run that differs" in err and change.split()[0] in err and "--overwrite" in err
+    assert out.read_bytes() == before
+
+
+def test_resume_refuses_a_finished_output_that_does_not_record_its_arguments(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(6, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out) == 0
+    pq.write_table(pq.read_table(out).replace_schema_metadata({}), out)  # as written by an older egal
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--resume") == 2
+    assert "does not record the arguments" in capsys.readouterr().err
+
+
+def test_the_output_records_the_run_that_wrote_it(tmp_path, model_path):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(6, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--alpha", 0.25, "--combine", "rank") == 0
+    run = json.loads(pq.read_schema(out).metadata[b"egal.run"])
+    assert run["alpha"] == 0.25 and run["combine"] == "rank" and run["batch_size"] == 32
+    assert run["pool"]["num_rows"] == 6 and len(run["model_sha256"]) == 64
 
 
 def test_resume_refuses_a_changed_run(tmp_path, model_path, capsys):

@@ -5,12 +5,14 @@ import os
 import sys
 
 DEFAULT_BATCH_SIZE = 32
+COMBINE_METHODS = ("raw", "rank")  # egal.combine.METHODS, without importing numpy for --help
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
     synthetic lesion pool, trains a tiny model on it and writes egal-demo/model.pt and egal-demo/model.onnx.
   - To train on your own labelled rows: `egal train --pool pool.parquet --out model.pt`.
-  - To score on a node without PyTorch: `egal export model.pt model.onnx` elsewhere, then --model model.onnx."""
+  - To score on a node without PyTorch: `egal export --model model.pt --out model.onnx` elsewhere, then
+    --model model.onnx."""
 
 
 def register(subparsers):
@@ -19,7 +21,8 @@ def register(subparsers):
         help="score a pool of unlabeled images and rank what to annotate next",
         description="Score every image of a Parquet pool with a trained model: softmax entropy, Grad-CAM, "
         "and the soft Dice distance between the Grad-CAM and the expert ROI, fused into one score "
-        "(S = alpha * entropy_norm + (1 - alpha) * misalignment; SCORING.md). Writes one output row per "
+        "(S = alpha * entropy_norm + (1 - alpha) * misalignment; SCORING.md; --combine rank mixes the two terms' "
+        "ranks instead). Writes one output row per "
         "input row (id, pred, entropy, entropy_norm, misalignment, score, rank, status, error); rank 1 is "
         "the image most worth annotating. Rows that cannot be decoded get status 'error' with the reason and "
         "are never selected. Output is written in crash-safe shards: a killed run continues with --resume.",
@@ -33,6 +36,14 @@ def register(subparsers):
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="weight of entropy against misalignment in [0, 1]: 1 is entropy only, 0 attention only "
                         "(default: 0.5)")
+    parser.add_argument("--combine", choices=COMBINE_METHODS, default="raw",
+                        help="how the two terms are mixed into the score. raw (default): alpha * entropy_norm + "
+                        "(1 - alpha) * misalignment, SCORING.md's formula. rank: the same mix of each term's "
+                        "normalised rank over the scored pool, (rank - 1) / (n - 1) in [0, 1] with ties sharing "
+                        "their average rank, so that the term with the wider spread does not decide alone (in egal "
+                        "demo misalignment spans about 0.89-0.97 and entropy_norm about 0.1-0.5, so at alpha 0.5 raw "
+                        "is ordered by entropy almost alone). Rows without ROI get the entropy term alone either way. "
+                        "The entropy_norm and misalignment columns are written unchanged; only score and rank differ")
     parser.add_argument("--select", type=int, metavar="K",
                         help="also write the K ids to annotate next as CSV and print them")
     parser.add_argument("--out", default="scores.parquet", help="output Parquet file (default: scores.parquet)")
@@ -45,15 +56,24 @@ def register(subparsers):
                         help="local engine: decoder processes running beside the model, 0 decodes in the main "
                         "process (default: CPU count - 1, at most 4; 0 below 4 CPUs); ray engine: scoring actors, each loading the "
                         "model once")
-    parser.add_argument("--resume", action="store_true",
-                        help="finish an interrupted run with the same arguments: only batches without output are scored")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="finish an interrupted run with the same arguments: only batches without output are "
+                       "scored. Refused, with what differs, when the unfinished (or finished) run at --out had other "
+                       "arguments (pool, model, alpha, combine, batch size, device, engine); without a run at --out, "
+                       "starts one")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace --out if it exists (once the new output is complete), and delete an unfinished "
+                       "run's shards at --out first")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this machine; ray: Ray Data on a Ray cluster (default: local)")
     parser.add_argument("--ray-address", default=None,
                         help="Ray cluster to join with --engine ray (e.g. ray://head:10001 or auto); "
                         "default: RAY_ADDRESS, else a local Ray instance")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--verbose", action="store_true",
+                        help="--engine ray: show Ray's own log output here instead of keeping it in NAME.ray.log "
+                        "next to --out")
     parser.set_defaults(func=run)
 
 
@@ -67,6 +87,11 @@ def run(args) -> int:
     job = ScoringJob.prepare(args)
     ranked = job.run()
     _print_summary(job, ranked, args)
+    statuses = ranked.column("status").to_pylist()
+    if statuses.count("ok") == 0:
+        print(f"egal score: error: none of the {len(statuses)} rows could be scored (all {len(statuses)} are in "
+              f"error; the reasons are in the error column of {args.out})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -93,8 +118,12 @@ def _print_summary(job, ranked, args) -> None:
     statuses = ranked.column("status").to_pylist()
     errors = len(statuses) - statuses.count("ok")
     elapsed, rate = job.progress.elapsed(), job.progress.rate()
-    print(f"Scored {len(statuses) - errors} of {len(statuses)} rows ({errors} in error) in {elapsed:.1f} s, "
-          f"{rate:.1f} rows/s{' this session' if job.resumed else ''}; wrote {args.out}")
+    if job.store.already_complete:
+        print(f"{args.out}: {len(statuses) - errors} of {len(statuses)} rows scored ({errors} in error), "
+              "by an earlier run with these arguments")
+    else:
+        print(f"Scored {len(statuses) - errors} of {len(statuses)} rows ({errors} in error) in {elapsed:.1f} s, "
+              f"{rate:.1f} rows/s{' this session' if job.resumed else ''}; wrote {args.out}")
     if errors:
         ids, reasons = ranked.column("id").to_pylist(), ranked.column("error").to_pylist()
         shown = [(i, r) for i, r in zip(ids, reasons) if r][:5]
@@ -104,7 +133,11 @@ def _print_summary(job, ranked, args) -> None:
         from ..pipeline import selection_table
 
         chosen = selection_table(ranked, args.select)
-        print(f"\nThe {chosen.num_rows} images to annotate next (alpha={args.alpha}), written to {args.select_out}:")
+        how = f"alpha={args.alpha}" + (f", --combine {args.combine}" if args.combine != "raw" else "")
+        if chosen.num_rows == 0:
+            print(f"\nNo image to annotate next: no row could be scored ({args.select_out} lists none)")
+            return
+        print(f"\nThe {chosen.num_rows} images to annotate next ({how}), written to {args.select_out}:")
         _print_table(chosen, limit=25)
 
 

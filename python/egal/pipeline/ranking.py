@@ -1,21 +1,31 @@
 """Ranks and the selection (SCORING.md, Selection) over a whole scored pool."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import pyarrow as pa
 
+from ..combine import combine_scores
 from ..selection import select_top_k
 
 SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
 
 
-def rank_table(table: pa.Table) -> pa.Table:
+def rank_table(table: pa.Table, *, alpha: Optional[float] = None, combine: str = "raw") -> pa.Table:
     """Rows in pool order with a `rank` column: 1 is the image most worth annotating.
 
     Ranked by score descending, ties by id ascending; rows in error (and NaN
     scores) get no rank, exactly as select_top_k never selects them.
+
+    combine "raw" keeps the `score` the fused scorer wrote for each row (SCORING.md's
+    formula). Any other method of egal.combine.combine_scores needs the whole pool, so
+    the `score` column is computed here, from the entropy_norm and misalignment columns
+    of the rows with status "ok", with `alpha`; those two columns stay as they are.
     """
     table = table.sort_by("row")
+    if combine != "raw":
+        table = _recombined(table, alpha, combine)
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     usable = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool) & ~np.isnan(scores)
@@ -28,6 +38,16 @@ def rank_table(table: pa.Table) -> pa.Table:
     columns = [c for c in table.column_names if c != "row"]
     out = table.select(columns)
     return out.add_column(out.column_names.index("score") + 1, "rank", rank_column)
+
+
+def _recombined(table: pa.Table, alpha, combine: str) -> pa.Table:
+    if alpha is None:
+        raise ValueError(f"combine={combine!r} needs alpha")
+    column = lambda name: table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)  # noqa: E731
+    ok = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool)
+    score = combine_scores(column("entropy_norm"), column("misalignment"), alpha, combine, valid=ok)
+    index = table.column_names.index("score")
+    return table.set_column(index, table.schema.field(index), pa.array(score, type=pa.float64()))
 
 
 def selection_table(ranked: pa.Table, k: int) -> pa.Table:

@@ -42,13 +42,15 @@ class ScoringJob:
             "model_sha256": file_digest(args.model),
             "device": args.device,
             "alpha": args.alpha,
+            "combine": args.combine,
             "batch_size": args.batch_size,
             "engine": args.engine,
         }
-        store = ShardStore(args.out, manifest, resume=args.resume, overwrite=args.overwrite)
+        store = ShardStore(args.out, manifest, resume=args.resume, overwrite=args.overwrite,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
         job = cls(args, spec, runner, store)
         if store.already_complete:
-            log(f"{args.out} is already complete; nothing to resume")
+            log(f"{args.out} is already complete, from a run with these same arguments; nothing to resume")
         done_rows = min(len(store.completed_batches()) * args.batch_size, spec.num_rows)
         job.resumed = done_rows > 0
         if job.resumed:

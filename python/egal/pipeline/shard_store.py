@@ -1,7 +1,7 @@
 """Crash-safe output: one Parquet shard per scored batch, then an atomic merge.
 
     scores.parquet.parts/
-        run.json              what this run is (pool, model, alpha, batch size): checked on --resume
+        run.json              what this run is (pool, model, alpha, batch size, ...): checked on --resume
         part-000000.parquet   batch 0, written to a temporary name, fsynced, renamed
         part-000001.parquet   ...
 
@@ -10,7 +10,12 @@ killed at any moment (SIGKILL included) loses at most the batches in flight,
 and `--resume` scores exactly the batches without a shard. The final output is
 written to a temporary file and renamed over `scores.parquet` only once every
 batch has a shard; the parts folder is removed after that rename. Killed during
-the merge, a resumed run simply merges again.
+the merge, a resumed run simply merges again. The output keeps the run's
+manifest in its Parquet metadata (key "egal.run"), so that `--resume` of a
+finished run is accepted only with the arguments that produced it.
+
+--overwrite replaces an existing output (atomically, once the new one is
+complete) and deletes an unfinished run's parts folder first, saying so.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from .ranking import rank_table, selection_table
 
 MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
+RAY_OUTPUT = "ray-output"  # what older versions of the Ray engine left in the parts folder
+RUN_METADATA_KEY = b"egal.run"  # the output's Parquet metadata: the run's manifest, JSON
 
 
 class OutputError(ValueError):
@@ -37,7 +44,8 @@ class OutputError(ValueError):
 
 
 class ShardStore:
-    def __init__(self, out_path, manifest: dict, *, resume: bool = False, overwrite: bool = False):
+    def __init__(self, out_path, manifest: dict, *, resume: bool = False, overwrite: bool = False, log=None):
+        """log: called with a line of text for what the store does on its own (clearing an unfinished run)."""
         self.out_path = os.path.abspath(os.fspath(out_path))
         self.parts_dir = self.out_path + ".parts"
         self.manifest = manifest
@@ -50,15 +58,21 @@ class ShardStore:
             if has_parts:
                 self._check_manifest()
             elif os.path.exists(self.out_path):
-                self.already_complete = True  # finished earlier; nothing to do
+                self._check_finished_run(out_path)
+                self.already_complete = True  # finished earlier with these very arguments; nothing to score
                 return
         else:
-            if has_parts:
+            if has_parts and not overwrite:
                 raise OutputError(
-                    f"an unfinished run left {self.parts_dir!r}: pass --resume to finish it (only the missing batches "
-                    f"are scored), or delete that folder to start over")
+                    f"an unfinished run left {self.parts_dir!r}: pass --resume to finish it (only the missing "
+                    f"batches are scored), or --overwrite to delete it and start over")
             if os.path.exists(self.out_path) and not overwrite:
                 raise OutputError(f"--out {out_path!r} already exists: pass --overwrite to replace it, or choose another path")
+            if has_parts:
+                batches = self._remove_unfinished_run()
+                if log is not None:
+                    log(f"--overwrite: deleted the unfinished run in {self.parts_dir} ({batches} scored batch(es)); "
+                        "starting over")
         os.makedirs(self.parts_dir, exist_ok=True)
         if not os.path.exists(self._path(MANIFEST)):
             _atomic_write_bytes(self._path(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
@@ -94,7 +108,10 @@ class ShardStore:
             if merged.num_rows != num_rows or not np.array_equal(rows, np.arange(num_rows)):
                 raise RuntimeError(f"the shards in {self.parts_dir!r} do not hold each of the pool's {num_rows} rows "
                                    f"exactly once ({merged.num_rows} rows); delete that folder and score again")
-            ranked = rank_table(merged)
+            ranked = rank_table(merged, alpha=self.manifest.get("alpha"), combine=self.manifest.get("combine", "raw"))
+            # The output records the arguments that produced it: a later --resume checks them.
+            metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
+            ranked = ranked.replace_schema_metadata(metadata)
             tmp = f"{self.out_path}.tmp-{os.getpid()}"
             pq.write_table(ranked, tmp)
             _fsync(tmp)
@@ -116,17 +133,69 @@ class ShardStore:
                 previous = json.load(f)
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot resume: {self._path(MANIFEST)!r} is unreadable ({exc}); delete "
-                              f"{self.parts_dir!r} to start over") from exc
-        changed = sorted(k for k in set(previous) | set(self.manifest) if previous.get(k) != self.manifest.get(k))
+                              f"{self.parts_dir!r} (or pass --overwrite instead of --resume) to start over") from exc
+        changed = describe_differences(previous, self.manifest)
         if changed:
             raise OutputError(
-                f"cannot resume: this run differs from the unfinished one in {self.parts_dir!r} in "
-                f"{', '.join(changed)}; rerun with the same pool, model and options, or delete that folder to start over")
+                f"cannot resume: this run differs from the unfinished one in {self.parts_dir!r} in {changed}; rerun "
+                f"with the same pool, model and options, or pass --overwrite instead of --resume to start over")
+
+    def _check_finished_run(self, out_path) -> None:
+        """--resume of a run that already finished: only with the arguments that produced it."""
+        try:
+            metadata = pq.read_schema(self.out_path).metadata or {}
+        except (OSError, pa.ArrowException) as exc:
+            raise OutputError(f"cannot resume: --out {out_path!r} exists but is not a readable Parquet file ({exc}); "
+                              "pass --overwrite instead of --resume to score again") from exc
+        try:
+            previous = json.loads(metadata[RUN_METADATA_KEY])
+        except (KeyError, ValueError):
+            raise OutputError(
+                f"cannot resume: --out {out_path!r} exists but does not record the arguments of the run that wrote "
+                "it (not written by this version of egal score), so it cannot be checked against this one; pass "
+                "--overwrite instead of --resume to score again, or choose another --out") from None
+        changed = describe_differences(previous, self.manifest)
+        if changed:
+            raise OutputError(
+                f"cannot resume: --out {out_path!r} is a finished run that differs from this one in {changed}; pass "
+                "--overwrite instead of --resume to score again with these arguments, or choose another --out")
+
+    def _remove_unfinished_run(self) -> int:
+        """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
+        names = os.listdir(self.parts_dir)
+        foreign = [n for n in names if not (n == MANIFEST or PART.match(n) or ".tmp-" in n or n == RAY_OUTPUT)]
+        if foreign:
+            raise OutputError(
+                f"{self.parts_dir!r} holds files that egal score did not write ({', '.join(sorted(foreign)[:5])}); "
+                "it was left as it is: move them away, or delete the folder yourself")
+        batches = sum(1 for n in names if PART.match(n))
+        shutil.rmtree(self.parts_dir)
+        return batches
 
     def _remove_temporaries(self) -> None:
         for name in os.listdir(self.parts_dir):
             if ".tmp-" in name:
                 os.remove(self._path(name))
+
+
+def describe_differences(previous: dict, current: dict) -> str:
+    """The keys in which two run manifests differ, with both values where they are short; '' when equal."""
+    parts = []
+    for key in sorted(set(previous) | set(current)):
+        before, now = previous.get(key), current.get(key)
+        if before == now:
+            continue
+        if key == "pool":
+            parts.append("pool (other files, or the files changed since)")
+        elif key == "model_sha256":
+            parts.append("model (another file, or the file changed since)")
+        else:
+            parts.append(f"{key} ({_show(before)} there, {_show(now)} here)")
+    return ", ".join(parts)
+
+
+def _show(value) -> str:
+    return "not recorded" if value is None else json.dumps(value)
 
 
 def write_selection_csv(selection: pa.Table, path: str) -> None:
