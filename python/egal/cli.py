@@ -1,10 +1,40 @@
-"""The `egal` command line."""
+"""The `egal` command line.
+
+Exit status: 0 done; 1 the work failed (the message says why and what is kept); 2 a user
+error (bad option, bad input, a missing optional dependency: the message says what to
+change or install); 130 interrupted by Ctrl-C, 143 by SIGTERM (both stop cleanly:
+`egal score` keeps every finished batch for --resume).
+"""
 import argparse
+import signal
 import sys
+import threading
 
 from .commands import backends, demo, export, score, simulate, train
 
 COMMANDS = (score, train, simulate, demo, export, backends)
+
+# The distribution name on PyPI (the import name and the command stay `egal`).
+DISTRIBUTION = "egal-al"
+
+# Optional dependencies and the extra that installs each (pyproject.toml).
+EXTRA_OF_MODULE = {
+    "torch": "torch", "torchvision": "torch",
+    "sklearn": "experiments", "matplotlib": "experiments", "yaml": "experiments",
+    "onnx": "export", "onnxscript": "export",
+    "onnxruntime": "onnx-cpu",
+    "ray": "ray",
+}
+# Commands that cannot start without PyTorch.
+NEEDS_TORCH = {"train": "trains a model", "simulate": "trains a model in every round"}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C."""
+
+
+def install_hint(extra: str) -> str:
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explainability-guided active learning for medical imaging: rank unlabeled images by "
         "uncertainty (softmax entropy) and by how far the model's Grad-CAM attention is from the expert "
         "region of interest (soft Dice distance), then pick the ones to annotate next.",
-        epilog="Run 'egal COMMAND --help' for the options of one command.",
+        epilog=f"Run 'egal COMMAND --help' for the options of one command. Installed from PyPI as {DISTRIBUTION}.",
     )
     from . import __version__
 
@@ -30,24 +60,70 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _on_sigterm_stop()
     try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
+    name = f"egal {args.command}"
+    try:
+        if args.command in NEEDS_TORCH:
+            _require_torch(args.command)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"egal {args.command}: error: {exc}", file=sys.stderr)
+    except ModuleNotFoundError as exc:
+        extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"{name}: error: this needs the Python package {exc.name!r}, which is not installed here: "
+              f"{install_hint(extra)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
         if not getattr(exc, "user_facing", False):
             raise
-        print(f"egal {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"egal {args.command}: interrupted" + (
+    except KeyboardInterrupt as exc:
+        how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{name}: {how}" + (
             "; what was scored is kept: rerun with --resume to finish" if args.command == "score" else ""),
             file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+
+
+def _require_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise ValueError(f"egal {command} {NEEDS_TORCH[command]} and needs PyTorch, which is not installed here: "
+                         f"{install_hint('torch')} (on a machine without a GPU, install PyTorch's CPU wheels first, "
+                         "see the README)") from None
+
+
+def _on_sigterm_stop():
+    """SIGTERM raises Terminated in the main thread, so a scheduler's stop ends the run like Ctrl-C:
+    workers shut down, finished work kept, the same message. Returns the handler it replaced (None
+    where handlers cannot be set: not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from ..pool import DecodeSettings, decode_batch
+from ..pool.workers import watch_parent
 from .batch_scoring import score_decoded_batch
 
 
@@ -24,10 +26,14 @@ def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, wo
     if first is None:
         return
     pending = (raw for raw in spec.iter_batches(batch_size, start_batch=first) if raw.index not in done)
-    for decoded in _decoded_in_order(pending, settings, workers):
-        table = score_decoded_batch(decoded, runner, alpha=alpha)
-        store.write_shard(decoded.index, table)
-        progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
+    decoded_batches = _decoded_in_order(pending, settings, workers)
+    try:
+        for decoded in decoded_batches:
+            table = score_decoded_batch(decoded, runner, alpha=alpha)
+            store.write_shard(decoded.index, table)
+            progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
+    finally:
+        decoded_batches.close()  # stops the decoder workers now, also when scoring stopped on an error or a signal
 
 
 class DecoderDied(RuntimeError):
@@ -40,18 +46,22 @@ def _decoded_in_order(raw_batches, settings, workers: int):
             yield decode_batch(raw, settings)
         return
     # spawn: the parent holds PyTorch's and OpenMP's threads, which fork would copy mid-flight.
-    context = multiprocessing.get_context("spawn")
+    # watch_parent: the workers die with this process, even when it is killed (egal.pool.workers).
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=watch_parent, initargs=(os.getpid(),))
     window = 2 * workers
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-            in_flight = collections.deque()
-            for raw in raw_batches:
-                in_flight.append(executor.submit(decode_batch, raw, settings))
-                if len(in_flight) >= window:
-                    yield in_flight.popleft().result()
-            while in_flight:
+        in_flight = collections.deque()
+        for raw in raw_batches:
+            in_flight.append(executor.submit(decode_batch, raw, settings))
+            if len(in_flight) >= window:
                 yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
     except BrokenProcessPool as exc:
         raise DecoderDied(
             "a decoder worker process died (killed, or out of memory); every batch scored so far is kept: "
             "rerun with --resume (with --workers 0 to decode in the main process)") from exc
+    finally:
+        # Batches not yet started are dropped, not decoded: an interrupted run stops at once.
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import numbers
+import os
+import warnings
 from collections import deque
 from typing import Dict, Sequence
 
@@ -16,9 +18,10 @@ import numpy as np
 import pyarrow.compute as pc
 
 from .decode import DecodeSettings, decode_batch
-from .errors import PoolError
+from .errors import MAX_LISTED_ROWS, PoolError
 from .files import open_parquet
 from .spec import PoolSpec, open_pool
+from .workers import watch_parent
 
 LOAD_BATCH_ROWS = 64
 
@@ -38,6 +41,8 @@ def load_pool_arrays(
     "errors": [N] object (None or the reason), and each requested column: [N] object
     array (None for nulls)}. A "label" column that the pool lacks reads as all None.
     labeled_only keeps the rows whose label is not null (the pool must have a label column).
+    Rows that cannot be decoded are kept (zeros, with the reason in "errors") and also
+    warned about, once per call, with an UndecodedRows warning that lists them.
     """
     spec = path_or_spec if isinstance(path_or_spec, PoolSpec) else open_pool(path_or_spec)
     if not isinstance(settings, DecodeSettings):
@@ -87,7 +92,24 @@ def load_pool_arrays(
         raise PoolError(f"pool {spec.path!r} changed while it was read ({filled} rows read, {total} expected)")
     out["ids"] = out["ids"].astype(str)
     out.update(extra)
+    failed = [i for i, error in enumerate(out["errors"]) if error is not None]
+    if failed:
+        warnings.warn(UndecodedRows(spec.path, [(int(out["rows"][i]), str(out["ids"][i]), out["errors"][i],
+                                                 {c: out[c][i] for c in columns}) for i in failed]), stacklevel=2)
     return out
+
+
+class UndecodedRows(UserWarning):
+    """Warned by load_pool_arrays when rows cannot be decoded; their arrays are zeros and their
+    `errors` entry says why. `failures` lists (row, id, reason, {requested column: value})."""
+
+    def __init__(self, path: str, failures):
+        self.path = path
+        self.failures = list(failures)
+        shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason, _ in self.failures[:MAX_LISTED_ROWS])
+        more = len(self.failures) - MAX_LISTED_ROWS
+        super().__init__(f"{len(self.failures)} row(s) of pool {path!r} cannot be decoded: {shown}"
+                         + (f"; and {more} more" if more > 0 else ""))
 
 
 def _count_labeled(spec: PoolSpec) -> int:
@@ -105,7 +127,9 @@ def _decode_all(raw_batches, settings: DecodeSettings, workers: int):
             yield decode_batch(raw, settings)
         return
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers) as pool:
+    # watch_parent: a worker never outlives this process (killed or not), see egal.pool.workers.
+    parent = os.getpid() if method == "spawn" else None
+    with multiprocessing.get_context(method).Pool(workers, initializer=watch_parent, initargs=(parent,)) as pool:
         in_flight: deque = deque()
         for raw in raw_batches:
             in_flight.append(pool.apply_async(decode_batch, (raw, settings)))
