@@ -7,6 +7,7 @@ be exported, with the reason on stderr).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -16,10 +17,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="export a saved model to ONNX (logits, activations, closed-form cam_weights)",
         description="Export a model saved with egal.models.save_model to an ONNX graph whose outputs are logits, "
                     "activations and the closed-form Grad-CAM weights cam_weights, with a dynamic batch axis. "
-                    "Needs PyTorch, onnx and onnxscript (pip install 'egal[export]').",
+                    "Needs PyTorch, onnx and onnxscript (pip install 'egal-al[export]').",
     )
     parser.add_argument("--model", required=True, help="model file written by egal.models.save_model (.pt)")
     parser.add_argument("--out", required=True, help="where to write the ONNX graph (.onnx)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: egal.onnx.OPSET)")
     parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: egal.onnx.IR_VERSION)")
     parser.set_defaults(func=run_export)
@@ -27,11 +29,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
+    if os.path.exists(args.out) and not args.overwrite:
+        print(f"egal export: error: --out {args.out!r} already exists: pass --overwrite to replace it, or choose "
+              "another path", file=sys.stderr)
+        return 2
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        print(f"egal export: error: the folder of --out ({folder}) does not exist", file=sys.stderr)
+        return 2
     try:
         from ..onnx import export as exporter
         from ..onnx import graph
     except ImportError as exc:
-        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal[export]'", file=sys.stderr)
+        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal-al[export]'", file=sys.stderr)
         return 2
     from ..models import ModelConfigError, ModelFileError
 

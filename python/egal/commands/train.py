@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from ._train_options import add_train_options, train_overrides
+
+MAX_LISTED = 10  # dropped rows named in the warning; the rest are counted
 
 
 def register(subparsers):
@@ -22,6 +25,7 @@ def register(subparsers):
     )
     parser.add_argument("--pool", required=True, help="pool parquet with id, image, mask and a label column")
     parser.add_argument("--out", required=True, help="where to write the model file (egal.models.load_model reads it)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
     parser.add_argument("--label-column", help="column holding the class label (default: label)")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation (default: 0)")
@@ -32,12 +36,18 @@ def register(subparsers):
 
 
 def run(args) -> int:
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"the folder of --out ({out_dir}) does not exist")
+    if os.path.exists(args.out) and not args.overwrite:  # checked before training, not after
+        raise FileExistsError(f"--out {args.out!r} already exists: pass --overwrite to replace it, or choose another path")
     import torch
 
     from ..loop.config import ExperimentConfig, load_config
     from ..loop.data import load_dataset
-    from ..progress import Progress
     from ..models import save_model
+    from ..pool import UndecodedRows
+    from ..progress import Progress
     from ..train import train_model
 
     config = load_config(args.config) if args.config else ExperimentConfig()
@@ -45,11 +55,12 @@ def run(args) -> int:
     config = config.with_overrides(data=data, train={**train_overrides(args), "seed": args.seed})
     if args.threads:
         torch.set_num_threads(args.threads)
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"the folder of --out ({out_dir}) does not exist")
     train = config.train
-    dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=config.data.label_column)
+    label_column = config.data.label_column
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndecodedRows)
+        dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column)
+    _report_dropped_rows(caught, label_column)
     progress = Progress(train.epochs, enabled=not args.quiet, desc="epochs")
     progress.log(f"{len(dataset)} labelled rows, classes {list(dataset.classes)}; {train.architecture} + {train.head} head "
                  f"at {train.input_size[0]}x{train.input_size[1]}, beta {train.beta}, {train.epochs} epochs")
@@ -64,7 +75,38 @@ def run(args) -> int:
     finally:
         progress.close()
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
-    save_model(model, args.out)
+    # Written whole under a temporary name, then renamed: --out never holds half a model.
+    tmp = f"{os.path.abspath(args.out)}.tmp-{os.getpid()}"
+    try:
+        save_model(model, tmp)
+        os.replace(tmp, args.out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0
+
+
+def _report_dropped_rows(caught, label_column: str) -> None:
+    """Say which labelled rows were left out of training because they cannot be decoded (to stderr,
+    --quiet or not: it changes what the model learns from); other warnings are shown as usual."""
+    from ..pool import UndecodedRows
+
+    for entry in caught:
+        if not issubclass(entry.category, UndecodedRows):
+            warnings.showwarning(entry.message, entry.category, entry.filename, entry.lineno)
+            continue
+        dropped = [(row, ident, reason) for row, ident, reason, extra in entry.message.failures
+                   if _is_label(extra.get(label_column))]
+        if not dropped:
+            continue
+        shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason in dropped[:MAX_LISTED])
+        more = f"; and {len(dropped) - MAX_LISTED} more" if len(dropped) > MAX_LISTED else ""
+        print(f"egal train: warning: left out {len(dropped)} labelled row(s) that cannot be decoded: {shown}{more}",
+              file=sys.stderr, flush=True)
+
+
+def _is_label(value) -> bool:
+    """What egal.loop.data counts as a label: not null, not NaN, not empty."""
+    return value is not None and value == value and str(value) != ""

@@ -49,7 +49,14 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
     _set_metadata(proto, {graph.FORMAT_KEY: graph.FORMAT, graph.CONFIG_KEY: json.dumps(model.config.to_dict())})
     onnx.checker.check_model(proto, full_check=True)
     out = os.fspath(out)
-    onnx.save_model(proto, out, save_as_external_data=False)
+    # Written whole under a temporary name, then renamed: `out` never holds a truncated graph.
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return out
 
 

@@ -50,7 +50,7 @@ class OnnxGradCAM:
         if providers is None:
             providers = [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
         provider_list = [(p, {"device_id": device_id}) if p == CUDA_PROVIDER else p for p in providers]
-        self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        self.session = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
         self.config = _read_config(self.session, path)
         self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
@@ -135,6 +135,27 @@ class OnnxGradCAM:
         expected = (self.config["in_channels"], *self.config["input_size"])
         if len(shape) != 4 or tuple(shape[1:]) != expected:
             raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] for this model, got {tuple(shape)}")
+
+
+class OnnxModelError(ValueError):
+    """A file that onnxruntime cannot load as a model (corrupt, truncated, not ONNX)."""
+
+
+def _open_session(ort, path, session_options, providers):
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    # What onnxruntime raises for a file that is not a loadable model; other failures (an
+    # execution provider that cannot start, say) keep their own exception.
+    unloadable = tuple(getattr(state, name) for name in ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel",
+                                                         "Fail", "NotImplemented") if hasattr(state, name))
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
+    except unloadable as exc:
+        reason = str(exc).split(" failed:", 1)[-1].strip() or type(exc).__name__
+        raise OnnxModelError(
+            f"model file {str(path)!r} cannot be loaded by onnxruntime ({reason}): a truncated or partly copied file, or "
+            "not an ONNX graph; copy it again, or export it again with `egal export --model model.pt --out "
+            "model.onnx`") from None
 
 
 def _as_numpy(images) -> np.ndarray:

@@ -30,12 +30,13 @@ The pieces
   PoolSpec.iter_batches(batch_size, start_batch=, columns=) -> RawBatch, ...
   decode_batch(RawBatch, DecodeSettings) -> DecodedBatch   (runs in worker processes)
   load_pool_arrays(path_or_spec, settings, columns=, workers=, labeled_only=) -> dict
+                                        (warns UndecodedRows, listing rows that fail to decode)
   make_synthetic_pool(out_dir, ...) -> path   the built-in demonstration data set
 """
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
 from .errors import PoolError
-from .load import load_pool_arrays
+from .load import UndecodedRows, load_pool_arrays
 from .spec import PoolSpec, open_pool
 from .synthetic import make_synthetic_pool
 
@@ -48,5 +49,6 @@ __all__ = [
     "DecodedBatch",
     "decode_batch",
     "load_pool_arrays",
+    "UndecodedRows",
     "make_synthetic_pool",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
+from .rois import _without_stream_repr
 from .rowerror import RowError
 
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -49,7 +50,7 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
             return _planes(read_dicom(data), in_channels)
         raise RowError("cannot identify image file (not PNG, JPEG or DICOM)") from exc
     except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
-        raise RowError(f"corrupt image data: {exc}") from exc
+        raise RowError(f"corrupt image data: {_without_stream_repr(exc)}") from exc
     return _pillow_to_float(image, in_channels)
 
 

@@ -18,11 +18,12 @@ mask (SCORING.md's empty-ROI rule applies downstream).
 from __future__ import annotations
 
 import math
+import re
 from io import BytesIO
 from typing import Sequence, Tuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .rowerror import RowError
 
@@ -33,16 +34,50 @@ def read_mask_png(data: bytes) -> np.ndarray:
     """[h, w] bool, nonzero pixels of a PNG; RowError otherwise."""
     if len(data) == 0:
         raise RowError("empty (0 bytes)")
+    data = bytes(data)
     try:
-        image = Image.open(BytesIO(bytes(data)), formats=("PNG",))
+        image = Image.open(BytesIO(data), formats=("PNG",))
         image.load()
-    except Exception as exc:
-        raise RowError(f"not a readable PNG: {exc}") from exc
+    except UnidentifiedImageError:
+        if data.startswith(PNG_MAGIC):
+            raise RowError(f"corrupt or truncated PNG ({len(data)} bytes)") from None
+        raise RowError(f"not a PNG image ({describe_bytes(data)}); masks must be PNG: nonzero pixels are the ROI, "
+                       "and a lossy format such as JPEG would invent ROI pixels at its edges") from None
+    except Exception as exc:  # a truncated or corrupt PNG
+        raise RowError(f"corrupt PNG: {_without_stream_repr(exc)}") from exc
     if image.mode in ("LA", "PA", "RGBA", "P"):
         image = image.convert("L" if image.mode == "LA" else "RGB")
     pixels = np.asarray(image)
     nonzero = pixels != 0
     return nonzero.any(axis=-1) if nonzero.ndim == 3 else nonzero
+
+
+SIGNATURES = (  # leading bytes -> what a file starting with them is
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"), (b"GIF89a", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"PK\x03\x04", "a ZIP archive (an .npz?)"),
+    (b"\x1f\x8b", "gzip-compressed data"),
+    (b"%PDF", "a PDF document"),
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def describe_bytes(data: bytes) -> str:
+    """What some bytes look like, for a message: their format when recognisable, else their first bytes."""
+    for magic, what in SIGNATURES:
+        if data.startswith(magic):
+            return f"the bytes are {what}"
+    if len(data) > 132 and data[128:132] == b"DICM":
+        return "the bytes are a DICOM file"
+    return f"{len(data)} bytes in no known image format, starting {data[:8].hex(' ')}"
+
+
+def _without_stream_repr(exc: Exception) -> str:
+    """Pillow's message, without the '<_io.BytesIO object at 0x...>' it names its input by."""
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
 def check_aspect(mask_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> None:
