@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("ray", reason="the Ray engine needs ray[data] (pip install 'egal[ray]')")
+pytest.importorskip("ray", reason="the Ray engine needs ray[data] (pip install 'egal-al[ray]')")
 torch = pytest.importorskip("torch")
 
 from egal.models import build_model, save_model  # noqa: E402

@@ -48,6 +48,7 @@ def register(subparsers):
                         help="instead: score one synthetic DenseNet-121-sized batch of Grad-CAM inputs with the fused "
                         "scorer and the PyTorch reference (no training)")
     parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: 256)")
+    parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and results")
     parser.set_defaults(func=run)
 
 
@@ -60,7 +61,7 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ValueError("egal demo trains a model and needs PyTorch: pip install 'egal[torch]' "
+        raise ValueError("egal demo trains a model and needs PyTorch: pip install 'egal-al[torch]' "
                          "(or run `egal demo --scorer-only`)") from None
     os.makedirs(args.out, exist_ok=True)
     pool = _make_pool(args)
@@ -102,6 +103,7 @@ def _train(args, pool: str):
 
     from ..models import save_model
     from ..pool import DecodeSettings, load_pool_arrays
+    from ..progress import Progress
     from ..train import TrainConfig, train_model
 
     config = TrainConfig(architecture="tiny_cnn", head="prototypical", input_size=(128, 128), in_channels=1,
@@ -114,7 +116,22 @@ def _train(args, pool: str):
     labels = np.array([classes.index(arrays["label"][i]) for i in seed_rows])
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    model, _ = train_model(arrays["images"][seed_rows], arrays["masks"][seed_rows], labels, classes, config)
+    # Progress as `egal train` shows it: a bar on a terminal, else a line every tenth of the epochs.
+    progress = Progress(args.epochs, enabled=not args.quiet, desc="training epochs", unit="epoch")
+    progress.log(f"[2/3] training tiny_cnn + prototypical head on the {len(seed_rows)} labelled pool rows, "
+                 f"{args.epochs} epochs")
+    every = max(1, args.epochs // 10)
+
+    def on_epoch(epoch, summary):
+        progress.advance(1, f"loss {summary['loss']:.3f}")
+        if progress.bar is None and ((epoch + 1) % every == 0 or epoch + 1 == args.epochs):
+            progress.log(f"epoch {epoch + 1}/{args.epochs}: loss {summary['loss']:.4f}")
+
+    try:
+        model, _ = train_model(arrays["images"][seed_rows], arrays["masks"][seed_rows], labels, classes, config,
+                               progress=on_epoch)
+    finally:
+        progress.close()
     model_path = os.path.join(args.out, "model.pt")
     save_model(model, model_path)
     _step(f"[2/3] trained tiny_cnn + prototypical head on the {len(seed_rows)} labelled pool rows "
@@ -128,7 +145,7 @@ def _train(args, pool: str):
         _step(f"      exported {onnx_path} (scores on onnxruntime, without PyTorch: egal score --model {onnx_path})")
     except ImportError as exc:
         onnx_path = None
-        _step(f"      no ONNX export ({exc}); pip install 'egal[export]' for model.onnx")
+        _step(f"      no ONNX export ({exc}); pip install 'egal-al[export]' for model.onnx")
     return model_path, onnx_path
 
 
@@ -141,7 +158,7 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
 
     out = os.path.join(args.out, "scores.parquet")
     command = ["score", "--pool", pool, "--model", model_path, "--out", out, "--select", str(args.select),
-               "--alpha", str(args.alpha), "--overwrite"]
+               "--alpha", str(args.alpha), "--overwrite"] + (["--quiet"] if args.quiet else [])
     _step(f"[3/3] egal {' '.join(command)}")
     status = main(command)
     if status != 0:

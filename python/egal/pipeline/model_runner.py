@@ -60,7 +60,7 @@ def _torch_runner(path: str, device: str) -> ModelRunner:
     try:
         import torch
     except ImportError as exc:
-        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; install egal[torch], "
+        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install 'egal-al[torch]', "
                          "or export it with `egal export` and score the .onnx file") from exc
     from ..gradcam import extract_gradcam_inputs
     from ..models import load_model
@@ -86,13 +86,13 @@ def _onnx_runner(path: str, device: str) -> ModelRunner:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ValueError(f"{path!r} is an ONNX model and onnxruntime is not installed here; install egal[onnx] "
-                         "(GPU nodes) or egal[onnx-cpu]") from exc
+        raise ValueError(f"{path!r} is an ONNX model and onnxruntime is not installed here; pip install "
+                         "'egal-al[onnx]' (GPU nodes) or 'egal-al[onnx-cpu]'") from exc
     from ..onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
 
     if device == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
-            raise ValueError("--device cuda: onnxruntime has no CUDAExecutionProvider here (install egal[onnx], "
+            raise ValueError("--device cuda: onnxruntime has no CUDAExecutionProvider here (pip install 'egal-al[onnx]', "
                              "i.e. onnxruntime-gpu, on a machine with a GPU)")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
     else:

@@ -100,7 +100,7 @@ def _import_fsspec_http_once() -> None:
     try:
         import fsspec.implementations.http  # noqa: F401
     except ImportError:
-        pass  # without aiohttp: pip install "egal[ray]" brings it
+        pass  # without aiohttp: pip install "egal-al[ray]" brings it
 
 
 def _pool_ids(spec):
