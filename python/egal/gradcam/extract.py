@@ -88,7 +88,13 @@ def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: Optio
 
 @torch.no_grad()
 def _closed_form(model: EGALClassifier, images) -> GradCAMInputs:
-    activations = model.feature_map(images)  # [B, K, h, w], the pooled map itself
+    return inputs_from_pooled_map(model, model.feature_map(images))
+
+
+@torch.no_grad()
+def inputs_from_pooled_map(model: EGALClassifier, activations) -> GradCAMInputs:
+    """Closed-form Grad-CAM inputs from the map the classifier pools [B, K, h, w], however it was computed
+    (the whole backbone, or a trainable tail over cached features)."""
     pooled = model.pool(activations)  # [B, K]
     logits = model.head(pooled)  # [B, C]
     pred = logits.argmax(dim=1)

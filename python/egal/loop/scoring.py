@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
 from ..gradcam import extract_gradcam_inputs, scoring_engine
+from ..gradcam.extract import inputs_from_pooled_map
+from ..models.split import split_features
+from ..train.feature_cache import FeatureCache
 
 
 @dataclass(frozen=True)
@@ -18,16 +22,29 @@ class PoolScores:
     probs: np.ndarray  # [N, C] softmax of the logits
 
 
-def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256) -> PoolScores:
+def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256,
+                     features: Optional[FeatureCache] = None) -> PoolScores:
     """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H', W'] 0/1.
+    features: the frozen prefix's cached outputs for these rows (images may then
+    be None): only the trainable tail runs, and the results equal the full model's.
     """
     engine = scoring_engine()
+    tail = None
+    if features is not None:
+        features.check_fits(model)
+        model.eval()
+        _, tail = split_features(model, features.trainable_from)
     parts = {k: [] for k in ("score", "entropy_norm", "misalignment", "pred", "probs")}
-    for start in range(0, len(images), batch_size):
-        batch = torch.as_tensor(images[start:start + batch_size])  # [B, C, H, W]
-        inputs = extract_gradcam_inputs(model, batch)
+    device = next(model.parameters()).device
+    for start in range(0, len(masks), batch_size):
+        if tail is not None:
+            with torch.no_grad():
+                maps = tail(features.identity()[start:start + batch_size].to(device, torch.float32))  # [B, K, h, w]
+            inputs = inputs_from_pooled_map(model, maps)
+        else:
+            inputs = extract_gradcam_inputs(model, torch.as_tensor(images[start:start + batch_size]))  # [B, C, H, W]
         # The scorer never moves data between devices: the ROIs go to where the activations are.
         roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size])).to(inputs.activations.device)  # [B, H, W]
         result = engine(**inputs.scorer_kwargs(), masks=roi, alpha=alpha)

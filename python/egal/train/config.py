@@ -14,6 +14,9 @@ class TrainConfig:
     architecture: str = "tiny_cnn"
     head: str = "prototypical"
     weights: Optional[str] = None  # None, "imagenet" or a path to a torchvision state dict
+    # First trainable module of the backbone (e.g. "features.blocks.11"); everything before it is
+    # frozen and its output cached (egal.models.split, egal.train.feature_cache). None: train it all.
+    trainable_from: Optional[str] = None
     input_size: Tuple[int, int] = (128, 128)
     in_channels: int = 1
     embedding_dim: Optional[int] = 128  # prototypical head only
@@ -50,6 +53,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "n_way", "k_shot", "n_query"):
             if not _positive_int(getattr(self, name)):
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.trainable_from is not None and (not isinstance(self.trainable_from, str)
+                                                or not self.trainable_from.startswith("features.")):
+            raise ValueError(f"trainable_from must name a backbone module like 'features.blocks.11', got {self.trainable_from!r}")
         if self.n_way < 2:
             raise ValueError(f"n_way must be at least 2, got {self.n_way}")
         for name in ("lr", "weight_decay", "beta"):

@@ -6,6 +6,13 @@ all labelled rows. Linear head: plain shuffled mini-batches. In both, the Dice
 term compares the differentiable Grad-CAM of the *true* class with the ROI and
 skips rows whose ROI is empty.
 
+With config.trainable_from the backbone is frozen before that module: the
+frozen prefix runs once per image and view (egal.train.feature_cache, or a
+cache the caller built for a whole experiment) and every step runs only the
+trainable tail, which still ends in the Grad-CAM target layer, so the Dice
+term trains the layers that make the map. Augmentation is then the choice of
+a cached view per row (the image or its mirror, with its mirrored ROI).
+
 Deterministic given config.seed: weights are initialised after
 torch.manual_seed(seed), batches/episodes come from numpy's Generator(seed),
 augmentation from a torch.Generator seeded from it.
@@ -23,9 +30,11 @@ import torch.nn.functional as F
 
 from ..gradcam.extract import closed_form_applies
 from ..models import EGALClassifier, build_model
+from ..models.split import freeze_prefix, split_features
 from .augment import augment_pair
 from .config import TrainConfig
 from .episodes import episodes_per_epoch, sample_episode
+from .feature_cache import VIEWS, FeatureCache, build_feature_cache
 from .losses import gradcam_dice_loss
 
 
@@ -44,30 +53,57 @@ def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
                         embedding_dim=config.embedding_dim)
     if not closed_form_applies(model):  # the trainer takes Grad-CAM of the pooled map
         raise ValueError(f"training needs the target layer to be the pooled map, got {model.config.target_layer!r}")
+    if config.trainable_from is not None:
+        split_features(model, config.trainable_from)  # a clear error for a name that is not a cut point
+        model.config.extra["trainable_from"] = config.trainable_from
     return model.to(config.device)
 
 
+def cached_views(config: TrainConfig) -> tuple:
+    """The views a feature cache needs for this training: the mirror only when augmentation flips."""
+    flips = config.augment and config.augment_settings.hflip
+    return VIEWS if flips else VIEWS[:1]
+
+
 def train_model(images, masks, labels, classes: Sequence[str], config: TrainConfig, *,
+                features: Optional[FeatureCache] = None,
                 progress: Optional[Callable[[int, dict], None]] = None) -> tuple:
     """Train a fresh model; returns (model in eval mode, TrainHistory).
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H, W] 0/1 (an all-zero mask
     is "no ROI"); labels: [N] int class indices into `classes`.
+    features: with config.trainable_from, the frozen prefix's outputs for these
+    N rows (build_feature_cache; images may then be None); built here when not given.
     progress(epoch, {"loss", "ce", "dice"}) is called after every epoch.
     """
-    images, masks, labels = _check_data(images, masks, labels, classes, config)
     model = new_model(config, classes)
+    tail = None
+    if config.trainable_from is not None:
+        prefix, tail = split_features(model, config.trainable_from)
+        freeze_prefix(prefix)
+        if features is None:
+            if images is None:
+                raise ValueError("train_model() needs images or a feature cache")
+            features = build_feature_cache(model, images, config.trainable_from, views=cached_views(config))
+        features.check_fits(model)
+        if features.views[:len(cached_views(config))] != cached_views(config):
+            raise ValueError(f"the feature cache holds views {features.views}; this training needs {cached_views(config)}")
+        images = features
+    elif features is not None:
+        raise ValueError("a feature cache was given but config.trainable_from is None (nothing is frozen)")
+    images, masks, labels = _check_data(images, masks, labels, classes, config)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * _steps_per_epoch(len(labels), config)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps)
     history, start = TrainHistory(), time.perf_counter()
-    model.train()
+    _train_mode(model, config)
     for epoch in range(config.epochs):
         totals = []
         for batch in _epoch_batches(labels, config, rng):
-            parts = _step(model, images, masks, labels, batch, config, generator)
+            parts = _step(model, tail, images, masks, labels, batch, config, generator)
             optimiser.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimiser.step()
@@ -80,26 +116,40 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
         if progress is not None:
             progress(epoch, summary)
     if config.head == "prototypical":
-        model.fit_prototypes(images, labels)
+        if tail is None:
+            model.fit_prototypes(images, labels)
+        else:
+            _fit_prototypes_from_features(model, tail, images, labels, config)
     history.seconds = time.perf_counter() - start
     return model.eval(), history
 
 
-def _step(model, images, masks, labels, batch, config, generator) -> dict:
+def _train_mode(model, config) -> None:
+    model.train()
+    if config.trainable_from is not None:
+        freeze_prefix(split_features(model, config.trainable_from)[0])
+
+
+def _step(model, tail, images, masks, labels, batch, config, generator) -> dict:
     if config.head == "prototypical":
         support, support_y, query, query_y = batch
         rows = np.concatenate([support, query])
     else:
         rows, query_y = batch, labels[batch]
-    x = images[rows].to(config.device)  # [B, C, H, W]
     m = masks[rows].to(config.device)  # [B, H, W]
-    if config.augment:
-        x, m = augment_pair(x, m, generator, config.augment_settings)
+    if tail is not None:
+        x, m = _cached_view_batch(images, m, rows, config, generator)  # [B, K', h', w'], [B, H, W]
+        feature_map = tail
     else:
-        m = m.float()
+        x = images[rows].to(config.device)  # [B, C, H, W]
+        if config.augment:
+            x, m = augment_pair(x, m, generator, config.augment_settings)
+        else:
+            m = m.float()
+        feature_map = model.feature_map
     if config.head == "prototypical":
         n_support = len(support)
-        activations = model.feature_map(x)  # [B, K, h, w]
+        activations = feature_map(x)  # [B, K, h, w]
         support_maps, query_maps = activations[:n_support], activations[n_support:]
         support_emb = model.head.embed(model.pool(support_maps))  # [S, D]
         sy = torch.as_tensor(support_y, device=x.device)
@@ -110,7 +160,7 @@ def _step(model, images, masks, labels, batch, config, generator) -> dict:
         logits = -((query_emb[:, None, :] - prototypes[None]) ** 2).sum(-1)  # [Q, n]
         maps, roi = query_maps, m[n_support:]
     else:
-        maps = model.feature_map(x)  # [B, K, h, w]
+        maps = feature_map(x)  # [B, K, h, w]
         logits = model.head(model.pool(maps))  # [B, C]
         roi = m
     targets = torch.as_tensor(query_y, device=x.device).long()
@@ -123,6 +173,28 @@ def _step(model, images, masks, labels, batch, config, generator) -> dict:
             loss = ce + config.beta * dice_loss
             dice = dice_loss.detach()
     return {"loss": loss, "ce": ce.detach(), "dice": dice}
+
+
+def _cached_view_batch(cache: FeatureCache, masks, rows, config, generator):
+    """Each row's features from a randomly chosen cached view (the image itself without augmentation),
+    and its ROI mirrored where the view is the mirror."""
+    n_views = len(cached_views(config))
+    view = torch.randint(0, n_views, (len(rows),), generator=generator) if n_views > 1 else torch.zeros(len(rows), dtype=torch.long)
+    x = cache.features[view, torch.as_tensor(rows)].to(config.device, torch.float32)  # [B, K', h', w']
+    m = masks.float()
+    mirrored = (view == 1).to(m.device)[:, None, None]
+    return x, torch.where(mirrored, m.flip(-1), m)
+
+
+@torch.no_grad()
+def _fit_prototypes_from_features(model, tail, cache: FeatureCache, labels, config, batch_size: int = 256) -> None:
+    """model.fit_prototypes, from the cached identity view instead of the images."""
+    model.eval()
+    embeddings = []
+    for start in range(0, len(cache), batch_size):
+        x = cache.identity()[start:start + batch_size].to(config.device, torch.float32)
+        embeddings.append(model.head.embed(model.pool(tail(x))))
+    model.head.set_prototypes(torch.cat(embeddings), torch.as_tensor(labels))
 
 
 def _epoch_batches(labels, config, rng):
@@ -147,17 +219,22 @@ def _steps_per_epoch(n, config) -> int:
 
 
 def _check_data(images, masks, labels, classes, config):
-    images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     labels = np.asarray(labels)
-    if images.ndim != 4 or images.shape[1] != config.in_channels:
-        raise ValueError(f"images must be [N, {config.in_channels}, H, W], got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
-    if masks.ndim != 3 or masks.shape[0] != images.shape[0]:
-        raise ValueError(f"masks must be [N, H, W] with N = {images.shape[0]}, got {tuple(masks.shape)}")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must be [N] = [{images.shape[0]}], got {labels.shape}")
+    if isinstance(images, FeatureCache):
+        n = len(images)
+    else:
+        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        if images.ndim != 4 or images.shape[1] != config.in_channels:
+            raise ValueError(f"images must be [N, {config.in_channels}, H, W], got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
+        n = images.shape[0]
+        images = images.float()
+    if masks.ndim != 3 or masks.shape[0] != n:
+        raise ValueError(f"masks must be [N, H, W] with N = {n}, got {tuple(masks.shape)}")
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be [N] = [{n}], got {labels.shape}")
     if len(labels) == 0:
         raise ValueError("there are no labelled rows to train on")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(classes):
@@ -169,7 +246,7 @@ def _check_data(images, masks, labels, classes, config):
         if (counts == 0).any():
             missing = [classes[i] for i in np.flatnonzero(counts == 0)]
             raise ValueError(f"every class needs a labelled row for its prototype; none for {missing}")
-    return images.float(), masks, labels.astype(np.int64)
+    return images, masks, labels.astype(np.int64)
 
 
 def _nanmean(values) -> float:
