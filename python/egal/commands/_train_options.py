@@ -13,6 +13,10 @@ def add_train_options(parser) -> None:
     group.add_argument("--head", choices=("prototypical", "linear"), help="classification head (default: prototypical)")
     group.add_argument("--weights", help="initial backbone weights: 'imagenet', a torchvision .pth file, or 'none' "
                        "for random initialisation (default: none)")
+    group.add_argument("--trainable-from", metavar="MODULE",
+                       help="freeze the backbone before this module and train it and everything after it, e.g. "
+                       "features.blocks.13 for EfficientNet-Lite0's last two stages; the frozen part runs once per "
+                       "image (and its mirror) and is cached (default: train the whole backbone)")
     group.add_argument("--input-size", type=_size, metavar="H[xW]", help="training resolution (default: 128)")
     group.add_argument("--in-channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) input channels (default: 1)")
     group.add_argument("--embedding-dim", type=int, help="prototypical embedding size (default: 128)")
@@ -28,7 +32,7 @@ def add_train_options(parser) -> None:
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
-TRAIN_KEYS = ("architecture", "head", "weights", "input_size", "in_channels", "embedding_dim", "epochs", "batch_size",
+TRAIN_KEYS = ("architecture", "head", "weights", "trainable_from", "input_size", "in_channels", "embedding_dim", "epochs", "batch_size",
               "lr", "beta", "n_way", "k_shot", "n_query", "augment", "device")
 
 

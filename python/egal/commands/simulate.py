@@ -19,7 +19,8 @@ def register(subparsers):
         "OUT/rounds.csv/.json, OUT/summary.csv/.md (mean +- std over seeds) and OUT/learning_curves.png. "
         "Settings come from the built-in defaults, then --config, then the options given.",
         epilog="strategies: random; entropy (alpha=1); misalignment (alpha=0); egal (alpha from --alpha); "
-        "egal:0.3 (explicit alpha); --alpha-grid 0.25,0.5,0.75 adds egal at each alpha.\n"
+        "egal:0.3 (explicit alpha); egal-rank, egal-rank:0.3 (both terms rank-normalised over the pool before "
+        "mixing); --alpha-grid 0.25,0.5,0.75 adds egal at each alpha.\n"
         "example: egal simulate --pool data.parquet --strategies random,entropy,egal --seeds 5 --rounds 7 "
         "--budget 60 --init 150 --out results/",
     )
@@ -41,6 +42,14 @@ def register(subparsers):
     data.add_argument("--test-groups", type=_strings, help="comma-separated groups forming the test set (e.g. 5)")
     data.add_argument("--test-fraction", type=float, help="fraction held out when no --test-groups (default: 0.2)")
     data.add_argument("--cache-dir", help="keep decoded arrays here between runs")
+    shortcut = parser.add_argument_group(
+        "shortcut benchmark (override the config file's [shortcut])",
+        "Burn a spurious marker, outside the ROI, into --shortcut-share of one class's pool images; the test set "
+        "stays clean and a second test copy carries the marker on the other classes. Adds marker-test accuracy and "
+        "the share of marked images each strategy selects to the report.")
+    shortcut.add_argument("--shortcut-class", help="class whose pool images get the marker (turns the benchmark on)")
+    shortcut.add_argument("--shortcut-share", type=float, help="fraction of that class's pool images marked (default: 0.5)")
+    shortcut.add_argument("--shortcut-marker", choices=("square", "text"), help="a bright square or a letter stamp (default: square)")
     add_train_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
@@ -57,7 +66,10 @@ def run(args) -> int:
         data["path"] = args.pool
     loop = {k: getattr(args, k) for k in ("strategies", "alpha", "alpha_grid", "seeds", "rounds", "budget", "init", "threads")
             if getattr(args, k) is not None}
-    config = config.with_overrides(data=data, train=train_overrides(args), loop=loop)
+    shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker") if getattr(args, f"shortcut_{k}") is not None}
+    if args.shortcut_class is not None:
+        shortcut["target_class"] = args.shortcut_class
+    config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     if not config.data.path:
         raise ValueError("no pool given: pass --pool or a --config with [data] path")
     result = run_simulation(config, args.out, progress=not args.quiet)

@@ -1,7 +1,8 @@
 """An experiment, fully described: data and split, training, and the active-learning loop.
 
 Read from TOML (or YAML) with sections [data], [train] (with an optional
-[train.augment_settings]) and [loop]; see configs/*.toml. Together with a seed
+[train.augment_settings]), [loop] and, for the shortcut benchmark, [shortcut];
+see configs/*.toml. Together with a seed
 it determines a run completely.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional, Tuple
 
 from ..train.config import TrainConfig
+from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
 
 
@@ -68,9 +70,11 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    shortcut: ShortcutConfig = field(default_factory=ShortcutConfig)
 
     def to_dict(self) -> dict:
-        d = {"data": asdict(self.data), "train": self.train.to_dict(), "loop": asdict(self.loop)}
+        d = {"data": asdict(self.data), "train": self.train.to_dict(), "loop": asdict(self.loop),
+             "shortcut": asdict(self.shortcut)}
         d["data"]["test_groups"] = list(self.data.test_groups)
         for key in ("strategies", "alpha_grid", "seeds"):
             d["loop"][key] = list(d["loop"][key])
@@ -78,25 +82,27 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ExperimentConfig":
-        unknown = sorted(set(d) - {"data", "train", "loop"})
+        unknown = sorted(set(d) - {"data", "train", "loop", "shortcut"})
         if unknown:
-            raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop")
+            raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
         return cls(_build(DataConfig, d.get("data", {}), "data"), TrainConfig.from_dict(dict(d.get("train", {}))),
-                   _build(LoopConfig, d.get("loop", {}), "loop"))
+                   _build(LoopConfig, d.get("loop", {}), "loop"), _build(ShortcutConfig, d.get("shortcut", {}), "shortcut"))
 
     def identity(self) -> dict:
         """What must match for results in one output folder to be comparable: everything but
         which strategies and seeds are run, and the thread count (which changes no result)."""
         d = self.to_dict()
+        if not self.shortcut.enabled:
+            d.pop("shortcut")  # folders written before the benchmark existed stay resumable
         for key in ("strategies", "alpha", "alpha_grid", "seeds", "threads", "score_batch_size"):
             d["loop"].pop(key)
         d["data"].pop("cache_dir")
         d["train"].pop("device")
         return d
 
-    def with_overrides(self, data=None, train=None, loop=None) -> "ExperimentConfig":
+    def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> "ExperimentConfig":
         return ExperimentConfig(replace(self.data, **(data or {})), replace(self.train, **(train or {})),
-                                replace(self.loop, **(loop or {})))
+                                replace(self.loop, **(loop or {})), replace(self.shortcut, **(shortcut or {})))
 
 
 def load_config(path) -> ExperimentConfig:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 
+from ..progress import Progress
 from ..train import train_model
+from ..train.feature_cache import FeatureCache, build_feature_cache
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
-from .metrics import evaluate
-from ..progress import Progress
+from .metrics import evaluate, roi_cam_dice
+from .shortcut import ShortcutData, build_shortcut
 from .splits import balanced_seed_set, split_test
 from .strategies import Strategy
 
@@ -56,26 +58,54 @@ def draw_seed_set(dataset: Dataset, pool: np.ndarray, seed: int, config: Experim
 
 
 def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy: Strategy, seed: int,
-                 config: ExperimentConfig, *, seed_set: np.ndarray, progress: Optional[Progress] = None) -> dict:
+                 config: ExperimentConfig, *, seed_set: np.ndarray, progress: Optional[Progress] = None,
+                 features: Optional[FeatureCache] = None, shortcut: Optional[ShortcutData] = None,
+                 marker_features: Optional[FeatureCache] = None, first_rounds: Optional[dict] = None) -> dict:
     """One (strategy, seed) run over all rounds, starting from `seed_set` (positions in pool,
-    see draw_seed_set); returns its record (JSON-ready)."""
+    see draw_seed_set); returns its record (JSON-ready).
+
+    features: the frozen prefix's cached outputs for every dataset row (config.train.trainable_from).
+    shortcut / marker_features: the shortcut benchmark's marked data and the marker test copy's features.
+    first_rounds: a dict shared by the strategies of one seed: their round 0 is the same training on the
+    same seed set, so it runs once and the model and its metrics are reused.
+    """
     loop = config.loop
     progress = progress or Progress(0, enabled=False)
     pool_labels = HiddenLabels(dataset.labels[pool])
     labelled = np.sort(np.asarray(seed_set, dtype=np.int64))
     pool_labels.reveal(labelled)
     selection_rng = np.random.default_rng([seed, 1])
-    test_images, test_masks, test_labels = dataset.images[test], dataset.masks[test], dataset.labels[test]
-    record = {"strategy": strategy.name, "kind": strategy.kind, "alpha": strategy.alpha, "seed": seed,
-              "seed_set": dataset.ids[pool[labelled]].tolist(), "rounds": []}
+    test_set = _TestSet(dataset.images[test], dataset.masks[test], dataset.labels[test],
+                        None if features is None else features.subset(test))
+    marker_set = None
+    if shortcut is not None:
+        marker_set = _TestSet(shortcut.marker_test_images, dataset.masks[test], dataset.labels[test], marker_features)
+    record = {"strategy": strategy.name, "kind": strategy.kind, "alpha": strategy.alpha, "combine": strategy.combine,
+              "seed": seed, "seed_set": dataset.ids[pool[labelled]].tolist(), "rounds": []}
     for r in range(loop.rounds + 1):
         rows = pool[labelled]
-        train_config = replace(config.train, seed=seed * 1000 + r)
-        model, history = train_model(dataset.images[rows], dataset.masks[rows], pool_labels.labels(labelled),
-                                     dataset.classes, train_config)
-        metrics = evaluate(model, test_images, test_masks, test_labels, batch_size=loop.score_batch_size)
+        shared = first_rounds is not None and r == 0 and seed in first_rounds
+        if shared:
+            model, history, metrics = first_rounds[seed]
+        else:
+            train_config = replace(config.train, seed=seed * 1000 + r)
+            model, history = train_model(None if features is not None else dataset.images[rows], dataset.masks[rows],
+                                         pool_labels.labels(labelled), dataset.classes, train_config,
+                                         features=None if features is None else features.subset(rows))
+            metrics = test_set.evaluate(model, loop.score_batch_size)
+            if marker_set is not None:
+                marked = marker_set.evaluate(model, loop.score_batch_size)
+                metrics["marker_accuracy"] = marked["accuracy"]
+                metrics["marker_as_target"] = float(np.mean(marked["pred"][shortcut.marker_test_marked] == shortcut.target))
+            metrics.pop("pred", None)
+            if first_rounds is not None and r == 0:
+                first_rounds[seed] = (model, history, metrics)
         entry = {"round": r, "labels": int(len(labelled)), **metrics, "train_seconds": round(history.seconds, 2),
                  "final_train_loss": history.epoch_loss[-1] if history.epoch_loss else None, "selected": []}
+        if shared:
+            entry["shared_with_other_strategies"] = True
+        if shortcut is not None:
+            entry["marked_labelled"] = int(shortcut.marked[rows].sum())
         if r < loop.rounds:
             unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
             if len(unlabelled) == 0:
@@ -83,19 +113,41 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                 break
             start = time.perf_counter()
             rows_u = pool[unlabelled]
-            chosen = strategy.select(model, dataset.images[rows_u], dataset.masks[rows_u], dataset.ids[rows_u],
-                                     loop.budget, selection_rng, batch_size=loop.score_batch_size)
+            chosen = strategy.select(model, None if features is not None else dataset.images[rows_u],
+                                     dataset.masks[rows_u], dataset.ids[rows_u], loop.budget, selection_rng,
+                                     batch_size=loop.score_batch_size,
+                                     features=None if features is None else features.subset(rows_u))
             picked = unlabelled[chosen]
             pool_labels.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))
             entry["selected"] = dataset.ids[pool[picked]].tolist()
             entry["select_seconds"] = round(time.perf_counter() - start, 2)
+            if shortcut is not None:
+                entry["selected_marked_share"] = float(shortcut.marked[pool[picked]].mean())
+                entry["unlabelled_marked_share"] = float(shortcut.marked[rows_u].mean())
         record["rounds"].append(entry)
         progress.advance(1, f"{strategy.name} s{seed} r{r}")
+        extra = ""
+        if shortcut is not None:
+            extra = f" marker-test acc {metrics['marker_accuracy']:.3f}"
+            if "selected_marked_share" in entry:
+                extra += f", marked in selection {entry['selected_marked_share']:.2f}"
         progress.log(f"{strategy.name} seed {seed} round {r}/{loop.rounds}: {entry['labels']} labels, "
-                     f"acc {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} dice {metrics['dice']:.3f} "
-                     f"(train {history.seconds:.1f} s)")
+                     f"acc {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} dice {metrics['dice']:.3f}{extra} "
+                     f"(train {history.seconds:.1f} s{', shared' if shared else ''})")
     return record
+
+
+@dataclass
+class _TestSet:
+    images: Optional[np.ndarray]  # [T, C, H, W], or None when features are given
+    masks: np.ndarray  # [T, H, W]
+    labels: np.ndarray  # [T]
+    features: Optional[FeatureCache] = None
+
+    def evaluate(self, model, batch_size: int) -> dict:
+        return evaluate(model, None if self.features is not None else self.images, self.masks, self.labels,
+                        batch_size=batch_size, features=self.features, with_predictions=True)
 
 
 def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Dataset] = None,
@@ -129,19 +181,70 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
     reporter = Progress(len(todo) * (config.loop.rounds + 1), enabled=progress)
     reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
                  f"{len(todo)} run(s) to do, {len(skipped)} already done")
-    ran = []
+    shortcut = marker_features = features = None
+    if todo and config.shortcut.enabled:
+        shortcut = build_shortcut(dataset.images, dataset.masks, dataset.labels, dataset.classes, pool, test,
+                                  config.shortcut)
+        dataset = Dataset(dataset.ids, shortcut.images, dataset.masks, dataset.labels, dataset.classes, dataset.groups)
+        reporter.log(f"shortcut benchmark: a {config.shortcut.marker} marker in {int(shortcut.marked.sum())} pool "
+                     f"image(s) of {config.shortcut.target_class!r} ({shortcut.unplaced} had no room outside the ROI); "
+                     f"marker test copy: {int(shortcut.marker_test_marked.sum())} of {len(test)} test image(s) marked")
+    if todo and config.train.trainable_from is not None:
+        features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
+    ran, first_rounds = [], {}
+    ceiling = roi_cam_dice(dataset.masks[test], _cam_size(config)) if todo else None
     try:
         for strategy, seed, path in todo:
             seed_set = draw_seed_set(dataset, pool, seed, config)
-            record = run_strategy(dataset, pool, test, strategy, seed, config, seed_set=seed_set, progress=reporter)
+            record = run_strategy(dataset, pool, test, strategy, seed, config, seed_set=seed_set, progress=reporter,
+                                  features=features, shortcut=shortcut, marker_features=marker_features,
+                                  first_rounds=first_rounds)
             record["test_rows"] = int(len(test))
             record["pool_rows"] = int(len(pool))
+            record["roi_cam_dice"] = ceiling
             _write_json_atomic(path, record)
             ran.append((strategy.name, seed))
+            first_rounds = {k: v for k, v in first_rounds.items() if k == seed}  # a finished seed's model can go
     finally:
         reporter.close()
     report = write_report(out_dir)
     return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
+
+
+def _feature_caches(config: ExperimentConfig, dataset: Dataset, shortcut: Optional[ShortcutData], reporter: Progress):
+    """The frozen prefix's outputs for every dataset row (and the marker test copy), computed once for all runs."""
+    from ..train.trainer import cached_views, new_model
+
+    model = new_model(config.train, dataset.classes)  # the prefix has its pretrained weights whatever the seed
+    started = time.perf_counter()
+
+    def tick(done, total):
+        if done == total or done % 512 < 32:
+            reporter.log(f"frozen prefix ({config.train.trainable_from}): {done}/{total} image views")
+
+    features = build_feature_cache(model, dataset.images, config.train.trainable_from, views=cached_views(config.train),
+                                   cache_dir=config.data.cache_dir, progress=tick)
+    marker = None
+    if shortcut is not None:
+        marker = build_feature_cache(model, shortcut.marker_test_images, config.train.trainable_from,
+                                     views=("identity",), cache_dir=config.data.cache_dir, progress=tick)
+    size = features.nbytes + (marker.nbytes if marker is not None else 0)
+    reporter.log(f"feature cache ready: {len(features)} rows x {len(features.views)} view(s), "
+                 f"{size / 2**20:.0f} MiB float16 in memory, {time.perf_counter() - started:.0f} s")
+    return features, marker
+
+
+def _cam_size(config: ExperimentConfig):
+    from ..models import build_model
+
+    model = build_model(config.train.architecture, config.train.head, ("a", "b"), weights=None,
+                        input_size=config.train.input_size, in_channels=config.train.in_channels,
+                        embedding_dim=config.train.embedding_dim)
+    import torch
+
+    with torch.no_grad():
+        shape = model.eval().feature_map(torch.zeros(1, config.train.in_channels, *config.train.input_size)).shape
+    return tuple(shape[2:])
 
 
 def run_path(out_dir, strategy_name: str, seed: int) -> str:

@@ -18,51 +18,62 @@ KINDS = ("random", "entropy", "misalignment", "egal")
 class Strategy:
     kind: str  # one of KINDS
     alpha: Optional[float] = None  # weight of the entropy term (None for random)
+    combine: str = "raw"  # "raw": SCORING.md's formula; "rank": each term rank-normalised over the pool first
 
     @property
     def name(self) -> str:
         if self.kind == "egal":
-            return f"egal_a{self.alpha:g}"
+            return f"egal_a{self.alpha:g}" if self.combine == "raw" else f"egal_{self.combine}_a{self.alpha:g}"
         return self.kind
 
-    def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256) -> np.ndarray:
-        """Positions (into the given unlabelled arrays) of the k rows to annotate next."""
+    def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256,
+               features=None) -> np.ndarray:
+        """Positions (into the given unlabelled arrays) of the k rows to annotate next.
+
+        features: the frozen prefix's cached outputs for these rows (egal.train.feature_cache), if any."""
         ids = np.asarray(ids)
         k = min(k, len(ids))
         if self.kind == "random":
             return np.sort(rng.choice(len(ids), size=k, replace=False))
-        scores = score_in_batches(model, images, masks, alpha=self.alpha, batch_size=batch_size)
-        chosen = select_top_k(scores.score, ids, k)  # best first, ties by id
+        scores = score_in_batches(model, images, masks, alpha=self.alpha, batch_size=batch_size, features=features)
+        score = scores.score
+        if self.combine != "raw":
+            from ..combine import combine_scores
+
+            score = combine_scores(scores.entropy_norm, scores.misalignment, self.alpha, self.combine)
+        chosen = select_top_k(score, ids, k)  # best first, ties by id
         position = {v: i for i, v in enumerate(ids.tolist())}
         return np.array([position[v] for v in chosen.tolist()], dtype=np.int64)
 
 
 def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> List[Strategy]:
     """'random', 'entropy' (alpha 1), 'misalignment' (alpha 0), 'egal' (the given alpha), 'egal:0.3'
-    (an explicit alpha), and 'egal' at every alpha of alpha_grid. Duplicates are dropped."""
+    (an explicit alpha), 'egal-rank' / 'egal-rank:0.3' (both terms rank-normalised over the scored
+    pool before mixing, egal.combine), and 'egal' at every alpha of alpha_grid. Duplicates are dropped."""
     _check_alpha(alpha, "alpha")
     out: List[Strategy] = []
     for raw in names:
         name = raw.strip()
         if not name:
             continue
-        m = re.fullmatch(r"egal[:@=]([0-9.eE+-]+)", name)
+        m = re.fullmatch(r"egal(-rank)?[:@=]([0-9.eE+-]+)", name)
         if name == "random":
             s = Strategy("random")
         elif name == "entropy":
             s = Strategy("entropy", 1.0)
         elif name == "misalignment":
             s = Strategy("misalignment", 0.0)
-        elif name == "egal":
-            s = Strategy("egal", float(alpha))
+        elif name in ("egal", "egal-rank"):
+            s = Strategy("egal", float(alpha), "rank" if name == "egal-rank" else "raw")
         elif m:
             try:
-                value = float(m.group(1))
+                value = float(m.group(2))
             except ValueError:
-                raise ValueError(f"strategy {name!r}: {m.group(1)!r} is not a number") from None
-            s = Strategy("egal", _check_alpha(value, f"strategy {name!r}: alpha"))
+                raise ValueError(f"strategy {name!r}: {m.group(2)!r} is not a number") from None
+            s = Strategy("egal", _check_alpha(value, f"strategy {name!r}: alpha"), "rank" if m.group(1) else "raw")
         else:
-            raise ValueError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA")
+            raise ValueError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA, "
+                             "egal-rank, egal-rank:ALPHA")
         if s not in out:
             out.append(s)
     for a in alpha_grid:
