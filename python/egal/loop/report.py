@@ -10,7 +10,9 @@ from collections import defaultdict
 import numpy as np
 
 METRICS = ("accuracy", "auc", "dice")
-ROUND_FIELDS = ("strategy", "seed", "round", "labels", "accuracy", "auc", "dice", "train_seconds")
+# The shortcut benchmark's per-round figures (egal.loop.shortcut), present only when it ran.
+SHORTCUT_METRICS = ("marker_accuracy", "marker_as_target", "selected_marked_share", "unlabelled_marked_share")
+ROUND_FIELDS = ("strategy", "seed", "round", "labels", "accuracy", "auc", "dice", "train_seconds") + SHORTCUT_METRICS
 
 
 def load_runs(out_dir) -> list:
@@ -31,8 +33,10 @@ def summarise(runs) -> list:
     rows = []
     for (strategy, rnd, labels), entries in sorted(cells.items(), key=lambda kv: (_strategy_order(kv[0][0]), kv[0][1])):
         row = {"strategy": strategy, "round": rnd, "labels": labels, "seeds": len(entries)}
-        for metric in METRICS:
-            values = np.array([e[metric] for e in entries], dtype=np.float64)
+        for metric in METRICS + SHORTCUT_METRICS:
+            if metric in SHORTCUT_METRICS and not any(metric in e for e in entries):
+                continue
+            values = np.array([e.get(metric, np.nan) for e in entries], dtype=np.float64)
             row[f"{metric}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0
         rows.append(row)
@@ -48,14 +52,17 @@ def write_report(out_dir) -> dict:
     paths = {}
     if not runs:
         return paths
-    flat = [{"strategy": r["strategy"], "seed": r["seed"], **{k: e.get(k) for k in ROUND_FIELDS[2:]}}
+    shortcut = any("marker_accuracy" in e for r in runs for e in r["rounds"])
+    round_fields = ROUND_FIELDS if shortcut else ROUND_FIELDS[:-len(SHORTCUT_METRICS)]
+    flat = [{"strategy": r["strategy"], "seed": r["seed"], **{k: e.get(k) for k in round_fields[2:]}}
             for r in runs for e in r["rounds"]]
-    paths["rounds_csv"] = _write_csv(os.path.join(out_dir, "rounds.csv"), flat, ROUND_FIELDS)
+    paths["rounds_csv"] = _write_csv(os.path.join(out_dir, "rounds.csv"), flat, round_fields)
     paths["rounds_json"] = os.path.join(out_dir, "rounds.json")
     with open(paths["rounds_json"], "w") as f:
         json.dump(flat, f, indent=1)
     summary = summarise(runs)
-    fields = ["strategy", "round", "labels", "seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    fields = ["strategy", "round", "labels", "seeds"] + [f"{m}_{s}" for m in METRICS + (SHORTCUT_METRICS if shortcut else ())
+                                                          for s in ("mean", "std")]
     paths["summary_csv"] = _write_csv(os.path.join(out_dir, "summary.csv"), summary, fields)
     paths["summary_md"] = os.path.join(out_dir, "summary.md")
     with open(paths["summary_md"], "w") as f:
@@ -63,6 +70,10 @@ def write_report(out_dir) -> dict:
         f.write("\n\nFinal round:\n\n")
         f.write(markdown_table([r for r in summary if r["round"] == max(s["round"] for s in summary if s["strategy"] == r["strategy"])]))
         f.write("\n")
+        if shortcut:
+            f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n")
+    if shortcut:
+        paths["shortcut_png"] = plot_shortcut(summary, os.path.join(out_dir, "shortcut.png"))
     paths.update(write_paired(out_dir, runs, paths["summary_md"]))
     paths["curves_png"] = plot_learning_curves(summary, os.path.join(out_dir, "learning_curves.png"))
     return paths
@@ -89,6 +100,48 @@ def markdown_table(summary) -> str:
         cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" for m in METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def shortcut_table(summary) -> str:
+    """Per strategy and round: clean and marker test accuracy, how often the marker test rows were called
+    the marker's class, and the share of marked images in the round's selection against their share in
+    the unlabelled pool (what random selection would pick on average)."""
+    lines = ["| strategy | round | labels | clean test acc | marker test acc | marker rows called the marker class | "
+             "marked share of selection | marked share of unlabelled pool |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in summary:
+        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" if f"{m}_mean" in r and r[f"{m}_mean"] == r[f"{m}_mean"]
+                 else "" for m in ("accuracy",) + SHORTCUT_METRICS]
+        lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_shortcut(summary, path) -> str:
+    """Marker test accuracy against labels, and the marked share of each round's selection."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    panels = (("accuracy", "clean test accuracy (%)"), ("marker_accuracy", "marker test accuracy (%)"),
+              ("selected_marked_share", "marked images in the selection (%)"))
+    for ax, (metric, label) in zip(axes, panels):
+        for strategy in sorted({r["strategy"] for r in summary}, key=_strategy_order):
+            rows = sorted((r for r in summary if r["strategy"] == strategy and np.isfinite(r.get(f"{metric}_mean", np.nan))),
+                          key=lambda r: r["labels"])
+            x = np.array([r["labels"] for r in rows])
+            mean = 100 * np.array([r[f"{metric}_mean"] for r in rows])
+            std = 100 * np.array([r[f"{metric}_std"] for r in rows])
+            line, = ax.plot(x, mean, marker="o", markersize=3, label=strategy)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("labels used" if metric != "selected_marked_share" else "labels before the selection")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_learning_curves(summary, path, title: str = "") -> str:
