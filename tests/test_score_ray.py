@@ -1,5 +1,6 @@
 """`egal score --engine ray` on a real Ray instance started on this machine: the local engine's results."""
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -55,7 +56,8 @@ def test_ray_engine_matches_the_local_engine(tmp_path, ray_cluster):
 
     def run(engine, out, *extra):
         cmd = [sys.executable, "-m", "egal.cli", "score", "--pool", str(tmp_path / "pool"), "--model", str(model),
-               "--out", str(out), "--select", "12", "--batch-size", "8", "--engine", engine, *extra]
+               "--out", str(out), "--select", "12", "--batch-size", "8", "--engine", engine, "--combine", "rank",
+               *extra]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
     local = run("local", tmp_path / "local.parquet")
@@ -71,3 +73,8 @@ def test_ray_engine_matches_the_local_engine(tmp_path, ray_cluster):
         assert ((abs(x - y) <= 1e-6) | ((x != x) & (y != y))).all(), name
     assert b.column("status").to_pylist().count("error") == 1
     assert (tmp_path / "local.selection.csv").read_text() == (tmp_path / "ray.selection.csv").read_text()
+    # The terminal shows egal's lines only; Ray's own output is kept in a file next to the output.
+    egal_lines = re.compile(r"^(pool: |model: |Ray's own output goes to |\[\d\d:\d\d:\d\d\] scored )")
+    assert all(egal_lines.match(line) for line in remote.stderr.splitlines()), remote.stderr[-4000:]
+    assert "scored 60/60 rows" in remote.stderr
+    assert (tmp_path / "ray.ray.log").stat().st_size > 0

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,47 @@ def shards(out) -> int:
     return sum(n.endswith(".parquet") for n in os.listdir(parts)) if os.path.isdir(parts) else 0
 
 
-def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.fixture
+def tagged():
+    """Runs egal in processes whose environment carries a tag, so that every process they start
+    (decoder workers, multiprocessing's resource tracker) can be found; at the end, none may be left."""
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "EGAL_TEST_PROCESS_TAG": tag}
+    yield env, lambda: processes_tagged(tag)
+    left = wait_until_gone(tag)
+    for process in left:  # the assertion below fails; do not leave them running either
+        process.kill()
+    assert not left, "processes left behind: " + "; ".join(describe(p) for p in left)
+
+
+def processes_tagged(tag):
+    psutil = pytest.importorskip("psutil")
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("EGAL_TEST_PROCESS_TAG") == tag and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def wait_until_gone(tag, timeout=15.0):
+    deadline = time.time() + timeout
+    while (left := processes_tagged(tag)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def describe(process) -> str:
+    try:
+        return f"{process.pid} {' '.join(process.cmdline())[:120]}"
+    except Exception:
+        return str(process.pid)
+
+
+def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_path, tagged):
+    env, running = tagged
     torch.manual_seed(1)
     model = tmp_path / "model.pt"
     save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
@@ -38,7 +79,7 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
     rng = random.Random(20261126)
     kills_mid_run = 0
     for attempt in range(5):
-        proc = subprocess.Popen(egal_score(pool, model, out, "--resume"))
+        proc = subprocess.Popen(egal_score(pool, model, out, "--resume"), env=env)
         if attempt == 0:
             time.sleep(rng.uniform(0.2, 1.5))  # anywhere: start-up, opening the pool, the first batches
         else:  # after this run has written a random number of shards of its own: mid-run, whatever the speed
@@ -47,9 +88,13 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
                 time.sleep(0.001)
         if proc.poll() is None:
             done = shards(out)
+            if done:  # guards the check below: it sees the run's processes, its decoder worker among them
+                assert len(running()) >= 2
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills_mid_run += 0 < done and not out.exists()
+            # The decoder worker and multiprocessing's resource tracker die with the killed run.
+            assert not wait_until_gone(env["EGAL_TEST_PROCESS_TAG"]), [describe(p) for p in running()]
         if out.exists() and not os.path.isdir(f"{out}.parts"):
             break
     assert kills_mid_run >= 2, "the kills should land while shards are being written"
@@ -62,8 +107,9 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
     assert (tmp_path / "killed.selection.csv").read_text() == (tmp_path / "reference.selection.csv").read_text()
 
 
-def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_path):
+def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, tagged):
     psutil = pytest.importorskip("psutil")
+    env, _ = tagged
     torch.manual_seed(1)
     model = tmp_path / "model.pt"
     save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
@@ -72,7 +118,7 @@ def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_
     subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
 
     out = tmp_path / "out.parquet"
-    proc = subprocess.Popen(egal_score(pool, model, out), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(egal_score(pool, model, out), stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while shards(out) == 0 and time.time() < deadline:  # decoding is under way
         time.sleep(0.01)
@@ -83,4 +129,31 @@ def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "decoder worker process died" in err and "--resume" in err
     subprocess.run(egal_score(pool, model, out, "--resume"), check=True, timeout=300)
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_sigterm_stops_the_run_like_ctrl_c_and_resume_finishes_it(tmp_path, tagged):
+    env, running = tagged
+    torch.manual_seed(1)
+    model = tmp_path / "model.pt"
+    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes"))
+    reference = tmp_path / "reference.parquet"
+    subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
+
+    out = tmp_path / "out.parquet"
+    proc = subprocess.Popen(egal_score(pool, model, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.time() + 120
+    while shards(out) < 2 and time.time() < deadline:  # mid-run, decoder worker busy
+        time.sleep(0.01)
+    assert proc.poll() is None and len(running()) >= 2
+    proc.terminate()  # SIGTERM, as a scheduler or `kill` sends it
+    # communicate() returns only once every holder of the pipes is gone: no worker keeps them open.
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM; what was scored is kept: rerun with --resume to finish" in err
+    assert "leaked" not in err and "Traceback" not in err, err
+    assert 2 <= shards(out) < 40 and not out.exists()
+    subprocess.run(egal_score(pool, model, out, "--resume"), check=True, timeout=300, env=env)
     assert out.read_bytes() == reference.read_bytes()

@@ -1,26 +1,30 @@
 """Scoring a pool on a Ray cluster with Ray Data.
 
     read_parquet(pool files) -> map_batches(PoolScorer actors: decode, model, fused scorer)
-    -> write_parquet(parts folder) -> the same merge and ranking as the local engine
+    -> the scored rows stream back to the driver (progress) -> one shard in the parts folder
+    -> the same merge and ranking as the local engine
 
 Each actor loads the model once and scores batches exactly as the local engine
 does (batch_scoring.score_decoded_batch), so scores and selection agree with
 `--engine local`. With `--device cuda` every actor asks Ray for one GPU.
 Point it at a cluster with --ray-address (or RAY_ADDRESS); the pool and the
 model must then be readable at the same paths on every node (shared storage).
+Ray's own output (its logging, its core worker's, Ray Data's progress bars) goes to
+a log file next to the output, unless --verbose: the terminal shows egal's lines.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import shutil
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .batch_scoring import OUTPUT_SCHEMA
-
-RAY_OUTPUT = "ray-output"
 
 
 class PoolScorer:
@@ -51,21 +55,42 @@ class PoolScorer:
 
 
 def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int, device: str, address,
-                      actors: int, progress) -> None:
+                      actors: int, progress, log_path=None) -> None:
+    """log_path: a file that takes everything Ray prints (its logging, its C++ core worker's, Ray
+    Data's progress bars) for the whole Ray part, so that only egal's own lines reach the terminal;
+    None shows Ray's output as it comes (--verbose)."""
+    if store.completed_batches():
+        return  # a resumed run whose Ray output was already collected
     import ray
 
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
+    with ray_output_to(log_path):
+        started_here = False
+        if not ray.is_initialized():
+            address = address or os.environ.get("RAY_ADDRESS")
+            try:
+                ray.init(address=address, log_to_driver=log_path is None, logging_level=logging.WARNING,
+                         include_dashboard=False if address is None else None)
+            except ConnectionError as exc:
+                raise ValueError(
+                    f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a "
+                    "token-authenticated cluster set RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+                ) from exc
+            started_here = True
         try:
-            ray.init(address=address, log_to_driver=False, include_dashboard=False if address is None else None)
-        except ConnectionError as exc:
-            raise ValueError(
-                f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a token-authenticated "
-                "cluster set RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH") from exc
+            _score(ray, spec, model_path, store, alpha=alpha, batch_size=batch_size, device=device, actors=actors,
+                   progress=progress, quiet=log_path is not None)
+        finally:
+            if started_here:
+                ray.shutdown()  # here, while its farewell lines still go to the log
+
+
+def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, progress, quiet) -> None:
     if device == "cpu":
-        # Each actor holds a CPU for its lifetime; reading and writing Parquet need one
-        # too, or the job waits forever for a free CPU.
+        # Each actor holds a CPU for its lifetime; reading Parquet needs one too, or the job
+        # waits forever for a free CPU.
         actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 2)) - 1))
+    if quiet:
+        ray.data.DataContext.get_current().enable_progress_bars = False  # egal's own progress shows instead
     _import_fsspec_http_once()
     columns = ["id", spec.image_column] + ([spec.roi_column] if spec.roi_column else [])
     dataset = ray.data.read_parquet([os.path.abspath(f) for f in spec.files], columns=columns, include_paths=True)
@@ -76,14 +101,41 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         batch_size=batch_size, batch_format="pyarrow", concurrency=max(1, actors),
         num_gpus=1 if device == "cuda" else 0,
     )
-    if store.completed_batches():
-        return  # a resumed run whose Ray output was already collected
-    output = os.path.join(store.parts_dir, RAY_OUTPUT)
-    shutil.rmtree(output, ignore_errors=True)  # what a killed run left half-written
-    scored.write_parquet(output)
-    table = _in_pool_order(pq.read_table(output), spec)
+    # The scored rows (a few numbers and strings each) stream back to this process as they are
+    # done, which is what the progress display counts.
+    pieces = []
+    for piece in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        pieces.append(piece)
+        progress.update(piece.num_rows, errors=piece.num_rows - piece.column("status").to_pylist().count("ok"))
+    table = _in_pool_order(pa.concat_tables(pieces) if pieces else OUTPUT_SCHEMA.empty_table(), spec)
     store.write_shard(0, table.cast(OUTPUT_SCHEMA))  # the whole pool as one shard; then the usual merge
-    progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
+
+
+@contextlib.contextmanager
+def ray_output_to(log_path):
+    """Send this process's file descriptors 1 and 2 to `log_path` (appended to) while Ray runs;
+    None: leave them alone. Python's sys.stdout / sys.stderr write to those descriptors too, so
+    egal writes its own lines to a duplicate of the original stderr (see ScoringJob)."""
+    if log_path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "ab") as log:
+        log.write(f"\n==== egal score, Ray engine, {time.strftime('%Y-%m-%d %H:%M:%S')} (pid {os.getpid()})\n".encode())
+        log.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def _in_pool_order(table: pa.Table, spec) -> pa.Table:

@@ -1,6 +1,7 @@
 """`egal score` as a job: check everything, score the missing batches, merge and rank."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -21,6 +22,8 @@ class ScoringJob:
     store: ShardStore
     progress: Optional[RowProgress] = None
     resumed: bool = False
+    ray_log: Optional[str] = None  # where Ray's own output goes (--engine ray without --verbose)
+    console: Optional[object] = None  # egal's stderr while Ray's output is redirected
 
     @classmethod
     def prepare(cls, args) -> "ScoringJob":
@@ -56,7 +59,21 @@ class ScoringJob:
         if job.resumed:
             log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(args.batch_size)} batches "
                 "already scored")
-        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=not args.quiet)
+        job.ray_log = None
+        console = None
+        if args.engine == "ray" and not getattr(args, "verbose", False) and not store.already_complete:
+            # Ray's output goes to a file (descriptors 1 and 2, see ray_engine); egal's progress keeps
+            # a duplicate of the terminal's stderr.
+            try:
+                console = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+            except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured)
+                console = None
+            if console is not None:
+                stem = args.out[:-len(".parquet")] if args.out.endswith(".parquet") else args.out
+                job.ray_log = os.path.abspath(stem + ".ray.log")
+                log(f"Ray's own output goes to {job.ray_log} (--verbose shows it here)")
+        job.console = console
+        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=not args.quiet, stream=console)
         return job
 
     def run(self):
@@ -67,12 +84,19 @@ class ScoringJob:
             elif args.engine == "ray":
                 from .ray_engine import score_pool_on_ray
 
-                score_pool_on_ray(self.spec, args.model, self.store, alpha=args.alpha, batch_size=args.batch_size,
-                                  device=args.device, address=args.ray_address, actors=max(1, args.workers),
-                                  progress=self.progress)
+                try:
+                    score_pool_on_ray(self.spec, args.model, self.store, alpha=args.alpha, batch_size=args.batch_size,
+                                      device=args.device, address=args.ray_address, actors=max(1, args.workers),
+                                      progress=self.progress, log_path=self.ray_log)
+                except BaseException:
+                    if self.ray_log:
+                        print(f"egal score: Ray's own output is in {self.ray_log}", file=sys.stderr, flush=True)
+                    raise
             else:
                 score_pool_locally(self.spec, self.runner, self.store, alpha=args.alpha, batch_size=args.batch_size,
                                    workers=args.workers, progress=self.progress)
         finally:
             self.progress.close()
+            if self.console is not None:
+                self.console.close()
         return self.store.finalize(self.spec.num_rows, select_k=args.select, select_path=args.select_out)
