@@ -1,0 +1,114 @@
+"""`egal score --combine raw|rank` end to end: rank mixes the terms' ranks over the pool; raw changes nothing."""
+import csv
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from egal.cli import main  # noqa: E402
+from egal.commands.score import COMBINE_METHODS  # noqa: E402
+from egal.combine import METHODS  # noqa: E402
+from egal.models import build_model, save_model  # noqa: E402
+from egal.pipeline import load_runner, score_decoded_batch  # noqa: E402
+from egal.pool import DecodeSettings, decode_batch, open_pool  # noqa: E402
+
+from pools import CLASSES, make_rows, write_pool  # noqa: E402
+from test_combine import naive_normalised_rank  # noqa: E402
+
+ALPHA = 0.3
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("combine")
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1)
+    with torch.no_grad():  # BatchNorm statistics away from the identity, so predictions vary
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    model_path = folder / "model.pt"
+    save_model(model, model_path)
+    rows = make_rows(41, folder=folder, roi="boxes", empty_every=5)
+    rows[9]["image"] = b"not an image"  # a row in error: never ranked, shifts no rank
+    pool = write_pool(folder / "pool.parquet", rows)
+    return folder, str(pool), str(model_path)
+
+
+def score(setup, out, *extra):
+    folder, pool, model = setup
+    return main(["score", "--quiet", "--pool", pool, "--model", model, "--out", str(folder / out), "--alpha", str(ALPHA),
+                 "--batch-size", str(BATCH), "--workers", "0", "--select", "10", *extra])
+
+
+def column(table, name):
+    return np.array([np.nan if v is None else v for v in table.column(name).to_pylist()], dtype=np.float64)
+
+
+def test_default_and_raw_keep_the_scores_of_the_fused_scorer(setup):
+    folder, pool, model = setup
+    assert score(setup, "default.parquet") == 0
+    assert score(setup, "raw.parquet", "--combine", "raw") == 0
+    assert (folder / "default.parquet").read_bytes() == (folder / "raw.parquet").read_bytes()
+    # The score column is what the fused scorer wrote per batch: the merge does not recompute it.
+    spec, runner = open_pool(pool), load_runner(model)
+    settings = DecodeSettings(input_size=runner.input_size, in_channels=runner.in_channels)
+    batches = pa.concat_tables(score_decoded_batch(decode_batch(raw, settings), runner, alpha=ALPHA)
+                               for raw in spec.iter_batches(BATCH))
+    written = pq.read_table(folder / "default.parquet")
+    assert np.array_equal(column(written, "score"), column(batches, "score"), equal_nan=True)
+
+
+def test_rank_mixes_the_normalised_ranks_of_the_two_terms(setup):
+    folder, _, _ = setup
+    assert score(setup, "default.parquet", "--overwrite") == 0
+    assert score(setup, "rank.parquet", "--combine", "rank") == 0
+    raw, ranked = pq.read_table(folder / "default.parquet"), pq.read_table(folder / "rank.parquet")
+    # The per-sample outputs of SCORING.md are untouched; only score and rank change.
+    for name in ("id", "pred", "status", "error"):
+        assert ranked.column(name).to_pylist() == raw.column(name).to_pylist(), name
+    for name in ("entropy", "entropy_norm", "misalignment"):
+        assert np.array_equal(column(ranked, name), column(raw, name), equal_nan=True), name
+
+    h, d = column(raw, "entropy_norm"), column(raw, "misalignment")
+    ok = np.array([s == "ok" for s in raw.column("status").to_pylist()])
+    assert (~ok).sum() == 1 and np.isnan(d[ok]).sum() >= 8  # a row in error, rows without ROI
+    a = float(np.float32(ALPHA))
+    r_h, r_d = naive_normalised_rank(h, ok), naive_normalised_rank(d, ok & ~np.isnan(d))
+    expected = np.where(~ok, np.nan, np.where(np.isnan(d), r_h, a * r_h + (1 - a) * r_d))
+    got = column(ranked, "score")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.array_equal(np.isnan(got), ~ok)
+
+    # rank: score descending, ties by id; the row in error has none.
+    ids = ranked.column("id").to_pylist()
+    order = sorted((i for i in range(len(ids)) if ok[i]), key=lambda i: (-got[i], ids[i]))
+    ranks = ranked.column("rank").to_pylist()
+    assert [ranks[i] for i in order] == list(range(1, ok.sum() + 1)) and ranks[9] is None
+    with open(folder / "rank.selection.csv") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [ids[i] for i in order[:10]]
+    # The two methods order the pool differently here (entropy_norm and misalignment spread differently).
+    assert ranked.column("rank").to_pylist() != raw.column("rank").to_pylist()
+
+
+def test_resume_keeps_the_combine_method_of_the_run(setup, capsys):
+    folder, _, _ = setup
+    assert score(setup, "mixed.parquet", "--combine", "rank") == 0
+    capsys.readouterr()
+    assert score(setup, "mixed.parquet", "--resume") == 2
+    assert 'combine ("rank" there, "raw" here)' in capsys.readouterr().err
+
+
+def test_help_explains_the_option_and_the_methods_agree():
+    assert COMBINE_METHODS == METHODS
+    from egal.cli import build_parser
+
+    parser = build_parser()
+    score_parser = parser._subparsers._group_actions[0].choices["score"]
+    text = " ".join(score_parser.format_help().split())
+    assert "--combine {raw,rank}" in text and "normalised rank" in text and "0.89-0.97" in text
