@@ -184,6 +184,29 @@ def test_cli_exports_a_saved_model(tmp_path, capsys):
     assert runner.classes == tuple(CLASSES)
 
 
+def test_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
+    save_model(make_model("tiny_cnn", "prototypical", 3, (32, 32)), tmp_path / "model.pt")
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier graph")
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier graph"
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 0
+    assert OnnxGradCAM(out).classes == tuple(CLASSES)
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.pt"]  # no temporary left
+
+
+def test_a_corrupt_graph_is_refused_with_the_reason(tmp_path):
+    model = make_model("tiny_cnn", "prototypical", 3, (32, 32))
+    good = export_onnx(model, tmp_path / "m.onnx")
+    data = open(good, "rb").read()
+    for name, content in (("truncated.onnx", data[: len(data) // 3]), ("junk.onnx", b"junk" * 10)):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="cannot be loaded by onnxruntime") as error:
+            OnnxGradCAM(tmp_path / name)
+        assert name in str(error.value) and "egal export" in str(error.value)
+
+
 def test_cli_reports_a_model_it_cannot_export(tmp_path, capsys):
     save_model(build_model("tiny_cnn", "linear", CLASSES, target_layer="features.conv3"), tmp_path / "model.pt")
     assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "model.onnx")]) == 2

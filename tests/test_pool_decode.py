@@ -311,6 +311,27 @@ def test_bad_image_bytes_are_row_errors_that_spare_other_rows():
     assert list(decoded.ok) == [True, False, True]
 
 
+def test_bad_mask_bytes_say_what_is_wrong():
+    good = png_grey(12, 16)
+    mask = mask_png(np.ones((12, 16), bool))
+    bad = {
+        encode_jpeg(gradient(12, 16)): "mask: not a PNG image (the bytes are a JPEG image); masks must be PNG",
+        b"definitely not a mask": "mask: not a PNG image (21 bytes in no known image format, starting 64 65 66",
+        mask[:40]: "mask: corrupt or truncated PNG (40 bytes)",
+        b"": "mask: empty (0 bytes)",
+        np.zeros((4, 4), np.uint8).tobytes(): "mask: not a PNG image (16 bytes in no known image format",
+    }
+    for data, reason in bad.items():
+        decoded = decode_batch(raw([good, good], [data, mask], "mask"), DecodeSettings((12, 16)))
+        assert decoded.errors[0].startswith(reason), (reason, decoded.errors[0])
+        assert "object at 0x" not in decoded.errors[0] and decoded.errors[1] is None
+    # A corrupt PNG inside (not just cut short): Pillow's reason, without its '<_io.BytesIO object at 0x...>'.
+    broken = bytearray(mask)
+    broken[40:60] = b"\xff" * 20
+    error = decode_batch(raw([good], [bytes(broken)], "mask"), DecodeSettings((12, 16))).errors[0]
+    assert error.startswith("mask: corrupt") and "object at 0x" not in error, error
+
+
 def test_paths_are_checked_again_at_decode_time(tmp_path):
     pool = tmp_path / "pool"
     (pool / "images").mkdir(parents=True)

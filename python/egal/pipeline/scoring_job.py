@@ -32,6 +32,8 @@ class ScoringJob:
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).
         runner = load_runner(args.model, "cpu" if args.engine == "ray" else args.device)
+        if args.engine == "ray":
+            import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
         log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
         log(f"pool: {args.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
             f"{spec.image_column!r}, ROI from {spec.roi_column!r})")

@@ -1,0 +1,90 @@
+"""`egal train` and `egal simulate` from the command line: what they say about dropped rows, existing
+outputs and a missing PyTorch."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pools import make_rows, write_pool
+
+FAST = ["--architecture", "tiny_cnn", "--head", "linear", "--input-size", "32", "--epochs", "1", "--batch-size", "8",
+        "--quiet"]
+
+
+def test_train_names_the_labelled_rows_it_leaves_out(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")
+    rows[3]["image"] = b"not an image"  # labelled (odd rows carry a label)
+    rows[7]["image"] = rows[7]["image"][:50]  # labelled, truncated
+    rows[4]["image"] = b"junk"  # unlabelled: never trained on anyway
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "left out 2 labelled row(s) that cannot be decoded" in err, err
+    assert "row 3 (id 'scan_0003'): image:" in err and "row 7 (id 'scan_0007'): image:" in err
+    assert "scan_0004" not in err
+    assert (tmp_path / "m.pt").is_file()
+
+
+def test_train_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+    from egal.models import load_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"an earlier model")
+    assert main(["train", "--pool", str(pool), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier model"
+    assert main(["train", "--pool", str(pool), "--out", str(out), "--overwrite", *FAST]) == 0
+    load_model(out)
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+
+
+BLOCK_TORCH = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class NoTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch.") or name == "torchvision":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, NoTorch())
+    from egal.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.parametrize("command", [["train", "--out", "m.pt"], ["simulate", "--out", "results"]])
+def test_without_pytorch_train_and_simulate_say_what_to_install(tmp_path, command):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path))
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, command[0], "--pool", str(pool), *command[1:]],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "needs PyTorch" in done.stderr and "pip install 'egal-al[torch]'" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_missing_optional_package_names_its_extra(tmp_path):
+    # A command that needs an optional package that is not installed says which extra brings it,
+    # before it writes anything.
+    torch = pytest.importorskip("torch")
+    from egal.models import build_model, save_model
+
+    script = BLOCK_TORCH.replace('name == "torch" or name.startswith("torch.") or name == "torchvision"',
+                                 'name == "ray" or name.startswith("ray.")')
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(3, folder=tmp_path))
+    torch.manual_seed(0)
+    save_model(build_model("tiny_cnn", "linear", ("a", "b", "c"), input_size=(32, 32), in_channels=1), tmp_path / "m.pt")
+    done = subprocess.run([sys.executable, "-c", script, "score", "--pool", str(pool), "--model", str(tmp_path / "m.pt"),
+                           "--engine", "ray", "--out", str(tmp_path / "s.parquet")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "'ray'" in done.stderr and "pip install 'egal-al[ray]'" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "s.parquet.parts").exists()
