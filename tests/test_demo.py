@@ -12,7 +12,10 @@ from egal.cli import main  # noqa: E402
 def test_demo_generates_trains_and_scores(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--images", "60", "--epochs", "2", "--select", "5", "--roi", "boxes"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # Training shows its progress, as egal train does (log lines off a terminal).
+    assert "epoch 1/2: loss" in captured.err and "epoch 2/2: loss" in captured.err
     for name in ("pool.parquet", "model.pt", "scores.parquet", "scores.selection.csv"):
         assert (out / name).is_file(), name
     pool = pq.read_table(out / "pool.parquet")
@@ -22,6 +25,7 @@ def test_demo_generates_trains_and_scores(tmp_path, capsys):
     with open(out / "scores.selection.csv") as f:
         assert len(list(csv.DictReader(f))) == 5
     assert "[3/3] egal score --pool" in printed and "Marker scans among the 5 selected" in printed
+    assert "by EG-AL --combine rank" in printed
     # the model it wrote scores again from the command line (and through ONNX where exported)
     model = out / ("model.onnx" if (out / "model.onnx").exists() else "model.pt")
     assert main(["score", "--pool", str(out / "pool.parquet"), "--model", str(model), "--out",

@@ -174,11 +174,14 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
           "(low: predicted confidently)")
     print(f"  mean misalignment  {np.nanmean(misalignment[marked]):.3f} vs {np.nanmean(misalignment[~marked]):.3f}   "
           "(high: Grad-CAM away from the lesion)")
+    ok = np.array([status == "ok" for status in scores["status"]])
+    ranked = egal.combine_scores(entropy, misalignment, args.alpha, "rank", valid=ok)
     picked = {name: int(marked[np.isin(ids, egal.select_top_k(values, ids, args.select))].sum())
-              for name, values in (("EG-AL", column("score")), ("entropy alone", entropy),
-                                   ("misalignment alone", np.where(np.isnan(misalignment), np.nan, misalignment)))}
+              for name, values in (("EG-AL", column("score")), ("EG-AL --combine rank", ranked),
+                                   ("entropy alone", entropy), ("misalignment alone", misalignment))}
     print(f"Marker scans among the {args.select} selected: " + ", ".join(f"{v} by {k}" for k, v in picked.items())
-          + f" (alpha={args.alpha}; lower --alpha weighs attention more).")
+          + f" (alpha={args.alpha}; misalignment varies less than entropy, so the raw mix leans on entropy: "
+          "--combine rank mixes their ranks, a lower --alpha weighs attention more).")
     print(f"Files: {pool}, {model_path}{', ' + onnx_path if onnx_path else ''}, {out}, "
           f"{out[:-len('.parquet')]}.selection.csv")
     return 0
