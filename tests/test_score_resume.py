@@ -132,7 +132,8 @@ def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_
     assert out.read_bytes() == reference.read_bytes()
 
 
-def test_sigterm_stops_the_run_like_ctrl_c_and_resume_finishes_it(tmp_path, tagged):
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_sigterm_stops_the_run_like_ctrl_c_and_resume_finishes_it(tmp_path, tagged, stop):
     env, running = tagged
     torch.manual_seed(1)
     model = tmp_path / "model.pt"
@@ -142,17 +143,22 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_resume_finishes_it(tmp_path, tagg
     subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
 
     out = tmp_path / "out.parquet"
+    # A session of its own, as a terminal's foreground job: Ctrl-C reaches every process of the group.
     proc = subprocess.Popen(egal_score(pool, model, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, start_new_session=True)
     deadline = time.time() + 120
     while shards(out) < 2 and time.time() < deadline:  # mid-run, decoder worker busy
         time.sleep(0.01)
     assert proc.poll() is None and len(running()) >= 2
-    proc.terminate()  # SIGTERM, as a scheduler or `kill` sends it
+    if stop == "SIGTERM":
+        proc.terminate()  # as a scheduler or `kill` sends it, to the main process alone
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
     # communicate() returns only once every holder of the pipes is gone: no worker keeps them open.
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "stopped by SIGTERM; what was scored is kept: rerun with --resume to finish" in err
+    assert proc.returncode == (143 if stop == "SIGTERM" else 130), err
+    said = "stopped by SIGTERM" if stop == "SIGTERM" else "interrupted"
+    assert f"egal score: {said}; what was scored is kept: rerun with --resume to finish" in err, err
     assert "leaked" not in err and "Traceback" not in err, err
     assert 2 <= shards(out) < 40 and not out.exists()
     subprocess.run(egal_score(pool, model, out, "--resume"), check=True, timeout=300, env=env)
