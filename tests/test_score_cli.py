@@ -286,6 +286,26 @@ def test_overwrite_leaves_a_parts_folder_holding_foreign_files(tmp_path, model_p
     assert (parts / "part-000000.parquet").exists()
 
 
+def test_a_run_in_progress_on_the_same_output_is_never_joined_nor_deleted(tmp_path, model_path, capsys):
+    import fcntl
+
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    parts = _unfinished_run(tmp_path, pool, model_path, out, "--alpha", 0.5)
+    fd = os.open(parts, os.O_RDONLY)  # what a run still scoring into it holds
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        capsys.readouterr()
+        for flag in ("--resume", "--overwrite"):
+            assert score("--pool", pool, "--model", model_path, "--out", out, "--batch-size", 4, flag) == 2
+            assert "another egal score is writing to --out" in capsys.readouterr().err
+            assert (parts / "part-000000.parquet").exists() and not out.exists()
+    finally:
+        os.close(fd)
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--batch-size", 4, "--resume") == 0
+    assert pq.read_table(out).num_rows == 12 and not parts.exists()
+
+
 def test_resume_and_overwrite_exclude_each_other(tmp_path, model_path, capsys):
     pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
     with pytest.raises(SystemExit) as exit_:

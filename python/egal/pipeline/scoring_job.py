@@ -97,8 +97,9 @@ class ScoringJob:
             else:
                 score_pool_locally(self.spec, self.runner, self.store, alpha=args.alpha, batch_size=args.batch_size,
                                    workers=args.workers, progress=self.progress)
+            return self.store.finalize(self.spec.num_rows, select_k=args.select, select_path=args.select_out)
         finally:
             self.progress.close()
             if self.console is not None:
                 self.console.close()
-        return self.store.finalize(self.spec.num_rows, select_k=args.select, select_path=args.select_out)
+            self.store.release()

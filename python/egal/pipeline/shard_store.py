@@ -15,11 +15,14 @@ manifest in its Parquet metadata (key "egal.run"), so that `--resume` of a
 finished run is accepted only with the arguments that produced it.
 
 --overwrite replaces an existing output (atomically, once the new one is
-complete) and deletes an unfinished run's parts folder first, saying so.
+complete) and deletes an unfinished run's parts folder first, saying so. A run
+holds a lock on its parts folder while it lives, so that a second run on the
+same output (an overlapping scheduled job) is refused instead of racing it.
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import re
@@ -53,7 +56,10 @@ class ShardStore:
         folder = os.path.dirname(self.out_path)
         if not os.path.isdir(folder):
             raise OutputError(f"--out {out_path!r}: folder {folder!r} does not exist")
+        self._lock_fd = None
         has_parts = os.path.isdir(self.parts_dir)
+        if has_parts:
+            self._lock(out_path)  # before reading or deleting anything in it
         if resume:
             if has_parts:
                 self._check_manifest()
@@ -70,10 +76,13 @@ class ShardStore:
                 raise OutputError(f"--out {out_path!r} already exists: pass --overwrite to replace it, or choose another path")
             if has_parts:
                 batches = self._remove_unfinished_run()
+                self.release()  # that lock was on the folder just deleted: the new one is locked below
                 if log is not None:
                     log(f"--overwrite: deleted the unfinished run in {self.parts_dir} ({batches} scored batch(es)); "
                         "starting over")
         os.makedirs(self.parts_dir, exist_ok=True)
+        if self._lock_fd is None:
+            self._lock(out_path)
         if not os.path.exists(self._path(MANIFEST)):
             _atomic_write_bytes(self._path(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
         self._remove_temporaries()
@@ -124,6 +133,33 @@ class ShardStore:
         return ranked
 
     # -- helpers ----------------------------------------------------------------------------
+    def _lock(self, out_path) -> None:
+        """Hold an exclusive lock on the parts folder for as long as this process lives (the kernel
+        drops it when the process ends, killed or not): two runs never write, merge or delete the
+        same shards at once, as overlapping scheduled jobs would."""
+        try:
+            fd = os.open(self.parts_dir, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # merged and removed by the run that held it just now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(f"another egal score is writing to --out {out_path!r} now (it holds {self.parts_dir!r}); "
+                              "wait for it to end, or choose another --out") from None
+        except OSError:
+            pass  # a file system without locks: go on unlocked
+        self._lock_fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (the end of the run; the process ending drops it too)."""
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self):
+        self.release()
+
     def _path(self, name: str) -> str:
         return os.path.join(self.parts_dir, name)
 
