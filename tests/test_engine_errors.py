@@ -1,13 +1,17 @@
-"""Bad input raises a clear ValueError/TypeError; never a crash. The calls run in
-a child process: a segfault there fails these tests rather than killing pytest."""
+"""Bad input raises a clear ValueError/TypeError; never a crash. The calls that reach
+the compiled core run in a child process: a segfault there fails these tests rather
+than killing pytest. Calls refused in Python before the core (a None where an array
+is required) run in this process."""
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import bad_input_cases
+import egal
 
 ALL = {**bad_input_cases.CASES, **bad_input_cases.TORCH_CASES}
 
@@ -29,3 +33,57 @@ def test_bad_input_is_rejected_clearly(outcomes, name):
     assert got_type in {t.__name__ for t in expected}, f"{name}: raised {got_type}: {message}"
     for word in words:
         assert word in message, f"{name}: message {message!r} does not mention {word!r}"
+
+
+# A None where an array is required is refused in Python, before anything reaches
+# the compiled core, with a TypeError naming the argument (it was an AttributeError).
+def _small_call():
+    rng = np.random.default_rng(0)
+    return dict(activations=rng.random((2, 4, 7, 7), dtype=np.float32), logits=rng.random((2, 3), dtype=np.float32),
+                masks=(rng.random((2, 20, 20)) < 0.5).astype(np.uint8), gradients=rng.random((2, 4, 7, 7), dtype=np.float32))
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu", "reference"])
+@pytest.mark.parametrize("name", ["activations", "logits"])
+def test_required_array_given_as_none(backend, name):
+    if backend == "reference":
+        pytest.importorskip("torch")
+    kwargs = _small_call()
+    kwargs[name] = None
+    with pytest.raises(TypeError, match=rf"^{name} must be an array .*got None$"):
+        egal.score_batch(**kwargs, backend=backend)
+
+
+@pytest.mark.parametrize("name", ["activations", "logits"])
+def test_reference_scorer_called_directly_with_none(name):
+    pytest.importorskip("torch")
+    from egal import reference
+
+    kwargs = _small_call()
+    kwargs[name] = None
+    with pytest.raises(TypeError, match=rf"^{name} must be an array"):
+        reference.score_batch(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize(
+    "nones, words",
+    [
+        (dict(gradients=None, weights=None), ["gradients / weights", "got none"]),
+        (dict(masks=None, boxes=None, roi=None), ["masks / boxes / roi", "got none"]),
+    ],
+    ids=["channel-weights", "roi"],
+)
+def test_optional_arrays_all_none_name_the_choice(backend, nones, words):
+    if backend == "reference":
+        pytest.importorskip("torch")
+    kwargs = {**_small_call(), **nones}
+    with pytest.raises(ValueError) as info:
+        egal.score_batch(**kwargs, backend=backend)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_project_roi_given_none():
+    with pytest.raises(ValueError, match="give exactly one of masks / boxes"):
+        egal.project_roi(None, cam_size=(7, 7))

@@ -29,6 +29,18 @@ def backends() -> dict:
     return info
 
 
+def require_array(value, name: str) -> None:
+    """A TypeError naming `name` when a required array argument is None.
+
+    None elsewhere means "not given" (gradients / weights, masks / boxes / roi), and the
+    exactly-one checks name those; activations and logits are always required.
+    """
+    if value is None:
+        raise TypeError(
+            f"{name} must be an array (numpy, torch, an onnxruntime OrtValue, or any DLPack producer), got None"
+        )
+
+
 def _bad_mask_error(status: np.ndarray, mask_dtype: Optional[str]) -> ValueError:
     first = int(np.flatnonzero(status & _STATUS_BAD_MASK)[0])
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
@@ -69,6 +81,8 @@ def score_batch(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    require_array(activations, "activations")
+    require_array(logits, "logits")
     if roi is not None and not isinstance(roi, ProjectedROI):
         raise TypeError(f"roi must be an egal.ProjectedROI (from egal.project_roi), got {type(roi).__name__}")
     if backend == "reference":

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._checks import ArraySpec, check_score_inputs
 from ._result import ScoreResult
+from .api import require_array
 from .roi import ProjectedROI
 
 DICE_EPS = 1e-6
@@ -101,6 +102,8 @@ def score_batch(
     backend: str = "reference",
 ) -> ScoreResult:
     """Score one batch exactly as SCORING.md defines it (see `egal.score_batch`)."""
+    require_array(activations, "activations")
+    require_array(logits, "logits")
     torch = _torch()
     F = torch.nn.functional
     A = as_tensor(activations, "activations")
