@@ -2,7 +2,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "egal/score.h"
+#include "backends.h"
 
 namespace egal {
 

@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "egal/score.h"
+#include "backends.h"
 
 namespace egal {
 

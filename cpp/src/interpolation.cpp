@@ -1,4 +1,4 @@
-#include "egal/interpolation.h"
+#include "interpolation.h"
 
 #include <algorithm>
 #include <cmath>

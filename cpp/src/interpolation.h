@@ -1,4 +1,5 @@
-// Bilinear upsampling (align_corners=False) along one axis, as SCORING.md step 5.
+// Bilinear upsampling (align_corners=False) along one axis, as docs/scoring.md
+// step 5: host-side tables that both backends read. Internal to the backends.
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -4,7 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "egal/scalar.h"
+#include "scalar.h"
+#include "score_math.h"
 
 namespace egal::cpu {
 
@@ -29,7 +30,7 @@ struct RowAccumulator {
 
   inline void add(int64_t x, float m) {
     if (m == 0.0f) return;
-    if (!(m >= 0.0f && m <= 1.0f)) bad = true;  // NaN fails both comparisons
+    if (!math::mask_value_ok(m)) bad = true;
     r[lo[x]] += (1.0f - t[x]) * m;
     r[hi[x]] += t[x] * m;
     area += m;
@@ -84,14 +85,6 @@ double project_mask_typed(const TensorView& masks, int64_t b, const ProjectionPl
   return area;
 }
 
-// Pixel columns whose centre x + 0.5 lies in [x0, x1), clipped to [0, size).
-inline void pixel_range(float lo_edge, float hi_edge, int64_t size, int64_t* first, int64_t* last) {
-  const double lo = std::clamp(static_cast<double>(lo_edge) - 0.5, -1.0, static_cast<double>(size));
-  const double hi = std::clamp(static_cast<double>(hi_edge) - 0.5, -1.0, static_cast<double>(size));
-  *first = std::clamp(static_cast<int64_t>(std::ceil(lo)), int64_t{0}, size);
-  *last = std::clamp(static_cast<int64_t>(std::ceil(hi)), int64_t{0}, size);
-}
-
 }  // namespace
 
 double project_mask(const TensorView& masks, int64_t b, const ProjectionPlan& plan, ProjectionScratch& scratch,
@@ -126,15 +119,12 @@ double project_boxes(const TensorView& boxes, int64_t b, const ProjectionPlan& p
   scratch.ys.clear();
   for (int64_t n = 0; n < N; ++n) {
     const float* box = base + n * boxes.stride[1];
-    const float x0 = box[0], y0 = box[boxes.stride[2]], x1 = box[2 * boxes.stride[2]], y1 = box[3 * boxes.stride[2]];
-    if (std::isnan(x0) || std::isnan(y0) || std::isnan(x1) || std::isnan(y1) || !(x1 > x0) || !(y1 > y0)) continue;
-    int64_t xa, xb, ya, yb;
-    pixel_range(x0, x1, W, &xa, &xb);
-    pixel_range(y0, y1, H, &ya, &yb);
-    if (xa >= xb || ya >= yb) continue;
-    ranges.insert(ranges.end(), {xa, xb, ya, yb});
-    scratch.xs.insert(scratch.xs.end(), {xa, xb});
-    scratch.ys.insert(scratch.ys.end(), {ya, yb});
+    math::PixelBox r;
+    if (!math::box_pixels(box[0], box[boxes.stride[2]], box[2 * boxes.stride[2]], box[3 * boxes.stride[2]], H, W, &r))
+      continue;
+    ranges.insert(ranges.end(), {r.x_first, r.x_last, r.y_first, r.y_last});
+    scratch.xs.insert(scratch.xs.end(), {r.x_first, r.x_last});
+    scratch.ys.insert(scratch.ys.end(), {r.y_first, r.y_last});
   }
   if (ranges.empty()) return 0.0;
   for (auto* edges : {&scratch.xs, &scratch.ys}) {

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "egal/interpolation.h"
+#include "interpolation.h"
 #include "egal/score.h"
 
 namespace egal::cpu {

@@ -1,7 +1,11 @@
 // Loads of every input dtype as float32, usable from C++ and CUDA device code.
+// Internal to the backends (not part of the C++ API in include/egal/).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#include "egal/tensor_view.h"
 
 #if defined(__CUDACC__)
 #define EGAL_HD __host__ __device__ __forceinline__
@@ -52,6 +56,19 @@ EGAL_HD float to_float(half_bits x) {
   uint32_t bits = float_to_bits(bits_to_float(magnitude << 13) * 5.192296858534828e+33f);
   if (magnitude >= 0x7c00u) bits = 0x7f800000u | (magnitude << 13);
   return bits_to_float(bits | sign);
+}
+
+// One element of an array whose dtype is known only at run time, as float32
+// (channel weights, logits and masks: a few loads per sample, or per pixel on the GPU).
+EGAL_HD float load_as_float(const void* base, DType dtype, int64_t offset) {
+  switch (dtype) {
+    case DType::Float32: return static_cast<const float*>(base)[offset];
+    case DType::Float16: return to_float(static_cast<const half_bits*>(base)[offset]);
+    case DType::BFloat16: return to_float(static_cast<const bfloat16_bits*>(base)[offset]);
+    case DType::UInt8:
+    case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[offset]);
+  }
+  return NAN;
 }
 
 }  // namespace egal

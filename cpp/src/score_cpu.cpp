@@ -5,9 +5,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "egal/scalar.h"
-#include "egal/score.h"
+#include "backends.h"
 #include "roi_projection_cpu.h"
+#include "scalar.h"
+#include "score_math.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -20,8 +21,6 @@
 namespace egal {
 namespace {
 
-constexpr float kNormEps = 1e-7f;
-constexpr double kDiceEps = 1e-6;
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct SampleScratch {
@@ -94,43 +93,6 @@ void add_scaled(float weight, const float* values, int64_t n, float* cam) {
   for (int64_t q = 0; q < n; ++q) cam[q] += weight * values[q];
 }
 
-float load_any(const TensorView& view, int64_t offset) {
-  switch (view.dtype) {
-    case DType::Float32: return static_cast<const float*>(view.data)[offset];
-    case DType::Float16: return to_float(static_cast<const half_bits*>(view.data)[offset]);
-    case DType::BFloat16: return to_float(static_cast<const bfloat16_bits*>(view.data)[offset]);
-    default: return kNaN;
-  }
-}
-
-struct Entropy {
-  int64_t pred = -1;
-  double entropy = NAN;
-  bool finite = false;
-};
-
-// Stable softmax entropy in float64: log p = z - logsumexp(z), 0 log 0 = 0.
-Entropy entropy_of(const TensorView& logits, int64_t b) {
-  const int64_t C = logits.shape[1];
-  const int64_t row = b * logits.stride[0];
-  double z_max = -INFINITY;
-  int64_t arg = 0;
-  for (int64_t c = 0; c < C; ++c) {
-    const double z = load_any(logits, row + c * logits.stride[1]);
-    if (!std::isfinite(z)) return {};
-    if (z > z_max) z_max = z, arg = c;
-  }
-  double total = 0.0, weighted = 0.0;
-  for (int64_t c = 0; c < C; ++c) {
-    const double shifted = load_any(logits, row + c * logits.stride[1]) - z_max;
-    const double e = std::exp(shifted);
-    total += e;
-    weighted += e * shifted;
-  }
-  // H = -sum p (s - log total) = log total - sum(e s) / total, with s = z - z_max.
-  return {arg, std::log(total) - weighted / total, true};
-}
-
 template <class T>
 void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b, SampleScratch& s,
                const ScoreOutputs& out) {
@@ -149,7 +111,8 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
       const T* g_plane = static_cast<const T*>(G.data) + b * G.stride[0] + k * G.stride[1];
       weight = mean_of(plane_as_floats(Plane<T>{g_plane, h, w, G.stride[2], G.stride[3]}, s.plane.data()), hw);
     } else {
-      weight = load_any(in.weights, b * in.weights.stride[0] + k * in.weights.stride[1]);
+      const TensorView& W = in.weights;
+      weight = load_as_float(W.data, W.dtype, b * W.stride[0] + k * W.stride[1]);
     }
     if (!std::isfinite(weight)) finite = false;
     add_scaled(weight, plane_as_floats(Plane<T>{a_base + k * A.stride[1], h, w, A.stride[2], A.stride[3]}, s.plane.data()),
@@ -160,13 +123,13 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
   float lo = INFINITY, hi = -INFINITY;
   for (int64_t q = 0; q < hw; ++q) {
     if (!std::isfinite(cam[q])) finite = false;
-    const float c = std::max(cam[q], 0.0f);
+    const float c = math::relu(cam[q]);
     cam[q] = c;
     lo = std::min(lo, c);
     hi = std::max(hi, c);
   }
-  const float denominator = hi - lo + kNormEps;
-  for (int64_t q = 0; q < hw; ++q) cam[q] = (cam[q] - lo) / denominator;
+  const float denominator = math::normalisation_denominator(lo, hi);
+  for (int64_t q = 0; q < hw; ++q) cam[q] = math::normalise(cam[q], lo, denominator);
 
   // Steps 5-6: Dice sums against the ROI projected onto the h x w grid.
   double* projection = s.projection.data();
@@ -195,22 +158,13 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
     }
     upsampled_sum += cy[i] * row_dot_cx;
   }
-  const bool empty_roi = roi_area == 0.0;
-  double dice = empty_roi ? NAN : 1.0 - (2.0 * intersection + kDiceEps) / (upsampled_sum + roi_area + kDiceEps);
 
   // Steps 1 and 7.
-  const Entropy e = entropy_of(in.logits, b);
-  const double entropy_norm = e.entropy / std::log(static_cast<double>(in.logits.shape[1]));
-  if (!finite) dice = NAN;
-  double score = empty_roi && finite ? entropy_norm : in.alpha * entropy_norm + (1.0 - in.alpha) * dice;
-  if (!finite || !e.finite) score = NAN;
-
-  out.pred[b] = e.pred;
-  out.entropy[b] = static_cast<float>(e.entropy);
-  out.entropy_norm[b] = static_cast<float>(entropy_norm);
-  out.misalignment[b] = static_cast<float>(dice);
-  out.score[b] = static_cast<float>(score);
-  out.status[b] = (finite && e.finite ? kStatusOk : kStatusNonFinite) | (bad_mask ? kStatusBadMask : kStatusOk);
+  const math::Entropy e = math::softmax_entropy(in.logits.data, in.logits.dtype, b * in.logits.stride[0],
+                                                in.logits.stride[1], in.logits.shape[1]);
+  math::store_sample(out, b,
+                     math::finish_sample(e, in.logits.shape[1], in.alpha, finite, bad_mask, intersection,
+                                         upsampled_sum, roi_area));
   if (out.cam) {
     float* dst = out.cam + b * hw;
     for (int64_t q = 0; q < hw; ++q) dst[q] = finite ? cam[q] : kNaN;

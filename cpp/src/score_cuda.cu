@@ -1,23 +1,25 @@
 // CUDA backend: one thread block per sample, inputs read in place from device
-// memory (strides honoured), outputs copied back as B numbers per field.
+// memory (strides honoured), outputs copied back as B numbers per field. The
+// kernel runs the steps of docs/scoring.md as one device function each; the
+// formulas themselves are score_math.h's, shared with the CPU backend.
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "egal/interpolation.h"
-#include "egal/scalar.h"
-#include "egal/score.h"
+#include "backends.h"
+#include "interpolation.h"
+#include "scalar.h"
+#include "score_math.h"
 
 namespace egal {
 namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr float kNormEps = 1e-7f;
-constexpr double kDiceEps = 1e-6;
 
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
@@ -60,26 +62,19 @@ struct KernelArgs {
   float alpha;
   DeviceTables tables;
   float* cam_workspace;  // [B, h * w]
-  // outputs, [B] each (cam: [B, h * w] or null)
-  int64_t* pred;
-  float* entropy;
-  float* entropy_norm;
-  float* misalignment;
-  float* score;
-  float* cam;
-  int32_t* status;
+  ScoreOutputs out;  // device buffers, [B] each (cam: [B, h * w] or null)
 };
 
-__device__ __forceinline__ float load(const void* base, DType dtype, int64_t offset) {
-  switch (dtype) {
-    case DType::Float32: return static_cast<const float*>(base)[offset];
-    case DType::Float16: return to_float(static_cast<const half_bits*>(base)[offset]);
-    case DType::BFloat16: return to_float(static_cast<const bfloat16_bits*>(base)[offset]);
-    case DType::UInt8:
-    case DType::Bool: return static_cast<float>(static_cast<const uint8_t*>(base)[offset]);
-  }
-  return NAN;
-}
+// The shared memory of one block (one sample).
+struct BlockShared {
+  float* channel_weights;  // [K]
+  float* partial;          // [kThreads]
+  int32_t* boxes;          // [N, 4] pixel ranges of the valid boxes
+  double* reduce;          // [kWarps]
+  float* reduce_f;         // [kWarps]
+  int* flags;              // status bits found so far (non-finite maps, bad mask)
+  int* valid_boxes;
+};
 
 template <class V>
 __device__ __forceinline__ V warp_sum(V v) {
@@ -112,24 +107,12 @@ __device__ float block_min(float v, float* scratch) {
 
 __device__ float block_max(float v, float* scratch) { return -block_min(-v, scratch); }
 
+// Step 2: channel weights into shared memory, a warp per channel when they are
+// gradient means; a non-finite weight flags the sample.
 template <class T>
-__global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
-  extern __shared__ float shared[];
-  float* channel_weights = shared;            // [K]
-  float* partial = shared + args.K;           // [kThreads]
-  int32_t* boxes = reinterpret_cast<int32_t*>(partial + kThreads);  // [N, 4] pixel ranges
-  __shared__ double reduce_scratch[kWarps];
-  __shared__ float reduce_scratch_f[kWarps];
-  __shared__ int flags;
-  __shared__ int valid_boxes;
-
-  const int64_t b = blockIdx.x;
+__device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int64_t b, const BlockShared& s) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t K = args.K, h = args.h, w = args.w, hw = h * w;
-  if (tid == 0) flags = 0;
-  __syncthreads();
-
-  // Step 2: channel weights, a warp per channel.
+  const int64_t K = args.K, w = args.w, hw = args.h * args.w;
   if (args.gradients) {
     const T* g = static_cast<const T*>(args.gradients) + b * args.g_stride[0];
     for (int64_t k = warp; k < K; k += kWarps) {
@@ -137,164 +120,222 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
       for (int64_t p = lane; p < hw; p += 32)
         acc += to_float(g[k * args.g_stride[1] + (p / w) * args.g_stride[2] + (p % w) * args.g_stride[3]]);
       acc = warp_sum(acc);
-      if (lane == 0) channel_weights[k] = acc / static_cast<float>(hw);
+      if (lane == 0) s.channel_weights[k] = acc / static_cast<float>(hw);
     }
   } else {
     for (int64_t k = tid; k < K; k += kThreads)
-      channel_weights[k] = load(args.weights, args.weights_dtype, b * args.w_stride[0] + k * args.w_stride[1]);
+      s.channel_weights[k] =
+          load_as_float(args.weights, args.weights_dtype, b * args.w_stride[0] + k * args.w_stride[1]);
   }
   __syncthreads();
   for (int64_t k = tid; k < K; k += kThreads)
-    if (!isfinite(channel_weights[k])) atomicOr(&flags, kStatusNonFinite);
+    if (!isfinite(s.channel_weights[k])) atomicOr(s.flags, kStatusNonFinite);
+}
 
-  // Step 3: raw map; channel groups share the block when the map is small.
+// Step 3: the raw map max(0, sum_k w_k A_k) into `cam`; channel groups share the
+// block when the map is small. Returns this thread's minimum and maximum of it.
+template <class T>
+__device__ __forceinline__ void raw_map_step(const KernelArgs& args, int64_t b, const BlockShared& s, float* cam,
+                                             float* local_lo, float* local_hi) {
+  const int tid = threadIdx.x;
+  const int64_t K = args.K, w = args.w, hw = args.h * args.w;
   const T* a = static_cast<const T*>(args.activations) + b * args.a_stride[0];
-  float* cam = args.cam_workspace + b * hw;
   const int lanes = hw < kThreads ? static_cast<int>(hw) : kThreads;
   const int groups = kThreads / lanes;
-  float local_lo = INFINITY, local_hi = -INFINITY;
+  float lo = INFINITY, hi = -INFINITY;
   for (int64_t p0 = 0; p0 < hw; p0 += lanes) {
     const int64_t p = p0 + tid % lanes;
     const int group = tid / lanes;
     float acc = 0.0f;
     if (group < groups && p < hw) {
       const int64_t offset = (p / w) * args.a_stride[2] + (p % w) * args.a_stride[3];
-      for (int64_t k = group; k < K; k += groups) acc += channel_weights[k] * to_float(a[k * args.a_stride[1] + offset]);
+      for (int64_t k = group; k < K; k += groups)
+        acc += s.channel_weights[k] * to_float(a[k * args.a_stride[1] + offset]);
     }
-    partial[tid] = acc;
+    s.partial[tid] = acc;
     __syncthreads();
     if (tid < lanes && p < hw) {
       float v = 0.0f;
-      for (int g = 0; g < groups; ++g) v += partial[g * lanes + tid];
-      if (!isfinite(v)) atomicOr(&flags, kStatusNonFinite);
-      v = fmaxf(v, 0.0f);
+      for (int g = 0; g < groups; ++g) v += s.partial[g * lanes + tid];
+      if (!isfinite(v)) atomicOr(s.flags, kStatusNonFinite);
+      v = math::relu(v);
       cam[p] = v;
-      local_lo = fminf(local_lo, v);
-      local_hi = fmaxf(local_hi, v);
+      lo = fminf(lo, v);
+      hi = fmaxf(hi, v);
     }
     __syncthreads();
   }
-  // Step 4: min-max normalisation, applied on the fly when the map is read.
-  const float lo = block_min(local_lo, reduce_scratch_f);
-  const float hi = block_max(local_hi, reduce_scratch_f);
-  const float denominator = hi - lo + kNormEps;
-  __syncthreads();  // cam[] written by other threads is read below
-  auto normalised = [&](int64_t p) { return (cam[p] - lo) / denominator; };
+  *local_lo = lo;
+  *local_hi = hi;
+}
 
-  // Steps 5-6: SU from the operator's column sums; I and SM from the ROI.
-  double upsampled_sum = 0.0, intersection = 0.0, roi_area = 0.0;
-  for (int64_t p = tid; p < hw; p += kThreads)
-    upsampled_sum += static_cast<double>(normalised(p)) * args.tables.row_sum[p / w] * args.tables.col_sum[p % w];
+// The normalised low-resolution map, evaluated where it is read (step 4).
+struct NormalisedMap {
+  const float* cam;  // [h * w], after the ReLU
+  float lo, denominator;
 
-  auto upsampled = [&](int64_t y, int64_t x) {
-    const float ty = args.tables.row_t[y], tx = args.tables.col_t[x];
-    const int64_t r0 = args.tables.row_lo[y] * w, r1 = args.tables.row_hi[y] * w;
-    const int64_t c0 = args.tables.col_lo[x], c1 = args.tables.col_hi[x];
-    return (1.0f - ty) * ((1.0f - tx) * normalised(r0 + c0) + tx * normalised(r0 + c1)) +
-           ty * ((1.0f - tx) * normalised(r1 + c0) + tx * normalised(r1 + c1));
-  };
+  __device__ __forceinline__ float operator()(int64_t p) const { return math::normalise(cam[p], lo, denominator); }
+};
 
-  if (args.roi_kind == RoiKind::Masks) {
-    float inter = 0.0f, area = 0.0f;
-    bool bad = false;
-    const int64_t base = b * args.m_stride[0];
-    for (int64_t y = warp; y < args.H; y += kWarps) {
-      float row_inter = 0.0f, row_area = 0.0f;
-      for (int64_t x = lane; x < args.W; x += 32) {
-        const float m = load(args.masks, args.masks_dtype, base + y * args.m_stride[1] + x * args.m_stride[2]);
-        if (m == 0.0f) continue;
-        if (!(m >= 0.0f && m <= 1.0f)) bad = true;
-        row_inter += upsampled(y, x) * m;
-        row_area += m;
-      }
-      inter += row_inter;
-      area += row_area;
+// Step 4: the map's minimum and maximum over the block.
+__device__ __forceinline__ NormalisedMap normalise_step(const float* cam, float local_lo, float local_hi,
+                                                        const BlockShared& s) {
+  const float lo = block_min(local_lo, s.reduce_f);
+  const float hi = block_max(local_hi, s.reduce_f);
+  __syncthreads();  // cam[] written by other threads is read after this
+  return {cam, lo, math::normalisation_denominator(lo, hi)};
+}
+
+// Step 5: U(y, x), from the interpolation tables.
+__device__ __forceinline__ float upsampled(const KernelArgs& args, const NormalisedMap& map, int64_t y, int64_t x) {
+  const int64_t r0 = args.tables.row_lo[y] * args.w, r1 = args.tables.row_hi[y] * args.w;
+  const int64_t c0 = args.tables.col_lo[x], c1 = args.tables.col_hi[x];
+  return math::bilinear(map(r0 + c0), map(r0 + c1), map(r1 + c0), map(r1 + c1), args.tables.row_t[y],
+                        args.tables.col_t[x]);
+}
+
+// The Dice sums I, SU and SM; this thread's share until block-summed.
+struct DiceSums {
+  double intersection = 0.0, upsampled_sum = 0.0, roi_area = 0.0;
+};
+
+// SU = sum of U from the operator's column sums, without upsampling.
+__device__ __forceinline__ double upsampled_sum_part(const KernelArgs& args, const NormalisedMap& map) {
+  const int64_t w = args.w, hw = args.h * args.w;
+  double sum = 0.0;
+  for (int64_t p = threadIdx.x; p < hw; p += kThreads)
+    sum += static_cast<double>(map(p)) * args.tables.row_sum[p / w] * args.tables.col_sum[p % w];
+  return sum;
+}
+
+// Step 6 with masks: I and SM over the mask's nonzero pixels, a warp per row.
+__device__ __forceinline__ void mask_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+                                               const BlockShared& s, DiceSums* sums) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  float inter = 0.0f, area = 0.0f;
+  bool bad = false;
+  const int64_t base = b * args.m_stride[0];
+  for (int64_t y = warp; y < args.H; y += kWarps) {
+    float row_inter = 0.0f, row_area = 0.0f;
+    for (int64_t x = lane; x < args.W; x += 32) {
+      const float m = load_as_float(args.masks, args.masks_dtype, base + y * args.m_stride[1] + x * args.m_stride[2]);
+      if (m == 0.0f) continue;
+      if (!math::mask_value_ok(m)) bad = true;
+      row_inter += upsampled(args, map, y, x) * m;
+      row_area += m;
     }
-    if (bad) atomicOr(&flags, kStatusBadMask);
-    intersection = inter;
-    roi_area = area;
-  } else if (args.roi_kind == RoiKind::Boxes) {
-    if (tid == 0) {
-      int count = 0;
-      for (int64_t n = 0; n < args.N; ++n) {
-        const float* box = args.boxes + b * args.b_stride[0] + n * args.b_stride[1];
-        const float x0 = box[0], y0 = box[args.b_stride[2]], x1 = box[2 * args.b_stride[2]], y1 = box[3 * args.b_stride[2]];
-        if (isnan(x0) || isnan(y0) || isnan(x1) || isnan(y1) || !(x1 > x0) || !(y1 > y0)) continue;
-        // pixel x is inside when x + 0.5 lies in [x0, x1)
-        const double xa = fmin(fmax(ceil(static_cast<double>(x0) - 0.5), 0.0), static_cast<double>(args.W));
-        const double xb = fmin(fmax(ceil(static_cast<double>(x1) - 0.5), 0.0), static_cast<double>(args.W));
-        const double ya = fmin(fmax(ceil(static_cast<double>(y0) - 0.5), 0.0), static_cast<double>(args.H));
-        const double yb = fmin(fmax(ceil(static_cast<double>(y1) - 0.5), 0.0), static_cast<double>(args.H));
-        if (xa >= xb || ya >= yb) continue;
-        int32_t* r = boxes + 4 * count++;
-        r[0] = static_cast<int32_t>(xa), r[1] = static_cast<int32_t>(xb);
-        r[2] = static_cast<int32_t>(ya), r[3] = static_cast<int32_t>(yb);
-      }
-      valid_boxes = count;
-    }
-    __syncthreads();
-    float inter = 0.0f, area = 0.0f;
-    for (int64_t y = warp; y < args.H; y += kWarps) {
-      for (int64_t x = lane; x < args.W; x += 32) {
-        bool covered = false;
-        for (int n = 0; n < valid_boxes && !covered; ++n) {
-          const int32_t* r = boxes + 4 * n;
-          covered = r[0] <= x && x < r[1] && r[2] <= y && y < r[3];
-        }
-        if (!covered) continue;
-        inter += upsampled(y, x);
-        area += 1.0f;
-      }
-    }
-    intersection = inter;
-    roi_area = area;
-  } else {
-    const float* r = args.roi_weights + b * args.r_stride[0];
-    for (int64_t p = tid; p < hw; p += kThreads)
-      intersection += static_cast<double>(normalised(p)) * r[(p / w) * args.r_stride[1] + (p % w) * args.r_stride[2]];
+    inter += row_inter;
+    area += row_area;
   }
-  upsampled_sum = block_sum(upsampled_sum, reduce_scratch);
-  intersection = block_sum(intersection, reduce_scratch);
-  roi_area = args.roi_kind == RoiKind::Projected ? static_cast<double>(args.roi_area[b * args.area_stride])
-                                                 : block_sum(roi_area, reduce_scratch);
+  if (bad) atomicOr(s.flags, kStatusBadMask);
+  sums->intersection = inter;
+  sums->roi_area = area;
+}
 
-  if (args.cam)
-    for (int64_t p = tid; p < hw; p += kThreads)
-      args.cam[b * hw + p] = (flags & kStatusNonFinite) ? NAN : normalised(p);
-
-  if (tid != 0) return;
-  // Steps 1 and 7, one thread: C is small next to the maps.
-  bool logits_finite = true;
-  double z_max = -INFINITY;
-  int64_t arg = 0;
-  for (int64_t c = 0; c < args.C; ++c) {
-    const double z = load(args.logits, args.logits_dtype, b * args.z_stride[0] + c * args.z_stride[1]);
-    if (!isfinite(z)) logits_finite = false;
-    if (z > z_max) z_max = z, arg = c;
-  }
-  double entropy = NAN;
-  if (logits_finite) {
-    double total = 0.0, weighted = 0.0;
-    for (int64_t c = 0; c < args.C; ++c) {
-      const double s = load(args.logits, args.logits_dtype, b * args.z_stride[0] + c * args.z_stride[1]) - z_max;
-      const double e = exp(s);
-      total += e;
-      weighted += e * s;
+// Step 6 with boxes: one thread turns the boxes into pixel ranges, then I and SM
+// over the pixels inside their union.
+__device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+                                              const BlockShared& s, DiceSums* sums) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (threadIdx.x == 0) {
+    int count = 0;
+    for (int64_t n = 0; n < args.N; ++n) {
+      const float* box = args.boxes + b * args.b_stride[0] + n * args.b_stride[1];
+      math::PixelBox pixels;
+      if (!math::box_pixels(box[0], box[args.b_stride[2]], box[2 * args.b_stride[2]], box[3 * args.b_stride[2]],
+                            args.H, args.W, &pixels))
+        continue;
+      int32_t* r = s.boxes + 4 * count++;
+      r[0] = static_cast<int32_t>(pixels.x_first), r[1] = static_cast<int32_t>(pixels.x_last);
+      r[2] = static_cast<int32_t>(pixels.y_first), r[3] = static_cast<int32_t>(pixels.y_last);
     }
-    entropy = log(total) - weighted / total;
+    *s.valid_boxes = count;
   }
-  const bool finite = !(flags & kStatusNonFinite);
-  const double entropy_norm = entropy / log(static_cast<double>(args.C));
-  const bool empty_roi = roi_area == 0.0;
-  double dice = empty_roi || !finite ? NAN : 1.0 - (2.0 * intersection + kDiceEps) / (upsampled_sum + roi_area + kDiceEps);
-  double score = empty_roi && finite ? entropy_norm : args.alpha * entropy_norm + (1.0 - args.alpha) * dice;
-  if (!finite || !logits_finite) score = NAN;
-  args.pred[b] = logits_finite ? arg : -1;
-  args.entropy[b] = static_cast<float>(entropy);
-  args.entropy_norm[b] = static_cast<float>(entropy_norm);
-  args.misalignment[b] = static_cast<float>(dice);
-  args.score[b] = static_cast<float>(score);
-  args.status[b] = flags | (logits_finite ? 0 : kStatusNonFinite);
+  __syncthreads();
+  float inter = 0.0f, area = 0.0f;
+  for (int64_t y = warp; y < args.H; y += kWarps) {
+    for (int64_t x = lane; x < args.W; x += 32) {
+      bool covered = false;
+      for (int n = 0; n < *s.valid_boxes && !covered; ++n) {
+        const int32_t* r = s.boxes + 4 * n;
+        covered = r[0] <= x && x < r[1] && r[2] <= y && y < r[3];
+      }
+      if (!covered) continue;
+      inter += upsampled(args, map, y, x);
+      area += 1.0f;
+    }
+  }
+  sums->intersection = inter;
+  sums->roi_area = area;
+}
+
+// Step 6 with a projected ROI: I = <normalised map, R_y^T M R_x> on the h x w grid.
+__device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+                                                    DiceSums* sums) {
+  const int64_t w = args.w, hw = args.h * args.w;
+  const float* r = args.roi_weights + b * args.r_stride[0];
+  for (int64_t p = threadIdx.x; p < hw; p += kThreads)
+    sums->intersection += static_cast<double>(map(p)) * r[(p / w) * args.r_stride[1] + (p % w) * args.r_stride[2]];
+}
+
+// Steps 5-6: the Dice sums of the sample, the same in every thread.
+__device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+                                                   const BlockShared& s) {
+  DiceSums sums;
+  sums.upsampled_sum = upsampled_sum_part(args, map);
+  if (args.roi_kind == RoiKind::Masks)
+    mask_sums_part(args, b, map, s, &sums);
+  else if (args.roi_kind == RoiKind::Boxes)
+    box_sums_part(args, b, map, s, &sums);
+  else
+    projected_sums_part(args, b, map, &sums);
+  sums.upsampled_sum = block_sum(sums.upsampled_sum, s.reduce);
+  sums.intersection = block_sum(sums.intersection, s.reduce);
+  sums.roi_area = args.roi_kind == RoiKind::Projected ? static_cast<double>(args.roi_area[b * args.area_stride])
+                                                      : block_sum(sums.roi_area, s.reduce);
+  return sums;
+}
+
+// The normalised map for visualisation, NaN where the sample's maps are not finite.
+__device__ __forceinline__ void write_cam_step(const KernelArgs& args, int64_t b, const NormalisedMap& map, int flags) {
+  if (!args.out.cam) return;
+  const int64_t hw = args.h * args.w;
+  for (int64_t p = threadIdx.x; p < hw; p += kThreads)
+    args.out.cam[b * hw + p] = (flags & kStatusNonFinite) ? NAN : map(p);
+}
+
+// Steps 1 and 7, on one thread: C is small next to the maps.
+__device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, const DiceSums& sums, int flags) {
+  const math::Entropy e =
+      math::softmax_entropy(args.logits, args.logits_dtype, b * args.z_stride[0], args.z_stride[1], args.C);
+  math::store_sample(args.out, b,
+                     math::finish_sample(e, args.C, args.alpha, !(flags & kStatusNonFinite), flags & kStatusBadMask,
+                                         sums.intersection, sums.upsampled_sum, sums.roi_area));
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
+  extern __shared__ float shared[];
+  __shared__ double reduce_scratch[kWarps];
+  __shared__ float reduce_scratch_f[kWarps];
+  __shared__ int flags;
+  __shared__ int valid_boxes;
+  // Dynamic shared memory: channel weights [K], partial sums [kThreads], box ranges [N, 4].
+  const BlockShared s{shared, shared + args.K, reinterpret_cast<int32_t*>(shared + args.K + kThreads),
+                      reduce_scratch, reduce_scratch_f, &flags, &valid_boxes};
+
+  const int64_t b = blockIdx.x;
+  if (threadIdx.x == 0) flags = 0;
+  __syncthreads();
+
+  channel_weights_step<T>(args, b, s);
+  float* cam = args.cam_workspace + b * args.h * args.w;
+  float local_lo, local_hi;
+  raw_map_step<T>(args, b, s, cam, &local_lo, &local_hi);
+  const NormalisedMap map = normalise_step(cam, local_lo, local_hi, s);
+  const DiceSums sums = dice_sums_step(args, b, map, s);
+  write_cam_step(args, b, map, flags);
+  if (threadIdx.x == 0) finish_step(args, b, sums, flags);
 }
 
 template <class V>
@@ -361,13 +402,13 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
                  reinterpret_cast<float*>(device + o_row_sum),  reinterpret_cast<float*>(device + o_col_sum)};
   args.cam_workspace = reinterpret_cast<float*>(device + tables_bytes);
   unsigned char* outputs = device + tables_bytes + cam_bytes;
-  args.pred = reinterpret_cast<int64_t*>(outputs);
-  args.entropy = reinterpret_cast<float*>(outputs + B * sizeof(int64_t));
-  args.entropy_norm = args.entropy + B;
-  args.misalignment = args.entropy + 2 * B;
-  args.score = args.entropy + 3 * B;
-  args.status = reinterpret_cast<int32_t*>(args.entropy + 4 * B);
-  args.cam = out.cam ? reinterpret_cast<float*>(outputs + out_bytes) : nullptr;
+  args.out.pred = reinterpret_cast<int64_t*>(outputs);
+  args.out.entropy = reinterpret_cast<float*>(outputs + B * sizeof(int64_t));
+  args.out.entropy_norm = args.out.entropy + B;
+  args.out.misalignment = args.out.entropy + 2 * B;
+  args.out.score = args.out.entropy + 3 * B;
+  args.out.status = reinterpret_cast<int32_t*>(args.out.entropy + 4 * B);
+  args.out.cam = out.cam ? reinterpret_cast<float*>(outputs + out_bytes) : nullptr;
 
   args.activations = A.data;
   copy_strides(A, args.a_stride, 4);
@@ -426,7 +467,7 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
 
   std::vector<unsigned char> host(out_bytes);
   check(cudaMemcpyAsync(host.data(), outputs, out_bytes, cudaMemcpyDeviceToHost, stream), "copying scores");
-  if (out.cam) check(cudaMemcpyAsync(out.cam, args.cam, cam_out_bytes, cudaMemcpyDeviceToHost, stream), "copying maps");
+  if (out.cam) check(cudaMemcpyAsync(out.cam, args.out.cam, cam_out_bytes, cudaMemcpyDeviceToHost, stream), "copying maps");
   check(cudaStreamSynchronize(stream), "score_kernel");
   const unsigned char* p = host.data();
   std::memcpy(out.pred, p, B * sizeof(int64_t));

@@ -1,4 +1,4 @@
-// The fused EG-AL scorer: C++ API, free of Python. See SCORING.md.
+// The fused EG-AL scorer: C++ API, free of Python. The score is defined in docs/scoring.md.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -53,10 +53,6 @@ struct ProjectionOutputs {
 // caller (shapes agree, dtypes supported, one device); device errors throw.
 void score(const ScoreInputs& in, const ScoreOutputs& out);
 void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out);
-
-void score_cpu(const ScoreInputs& in, const ScoreOutputs& out);
-void project_roi_cpu(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out);
-void score_cuda(const ScoreInputs& in, const ScoreOutputs& out);
 
 bool cuda_compiled();
 // Number of usable CUDA devices; 0 with a reason when none.
