@@ -1,4 +1,4 @@
-"""An independent float64 implementation of SCORING.md, written from the page.
+"""An independent float64 implementation of docs/scoring.md, written from the page.
 
 It materialises everything (the upsampled map, rasterised boxes) with plain
 numpy and shares no code with egal, so every backend is compared against it.
@@ -18,7 +18,7 @@ def _axis(out_size, in_size):
 
 
 def upsample(cam, H, W):
-    """[B, h, w] -> [B, H, W], bilinear, align_corners=False, per SCORING.md step 5."""
+    """[B, h, w] -> [B, H, W], bilinear, align_corners=False, per docs/scoring.md step 5."""
     h, w = cam.shape[1:]
     y0, y1, t = _axis(H, h)
     x0, x1, u = _axis(W, w)
@@ -46,8 +46,13 @@ def rasterise(boxes, H, W):
     return masks
 
 
-def score(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
-    """Returns a dict of float64 arrays: pred, entropy, entropy_norm, misalignment, score, cam."""
+def steps(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
+    """Every intermediate of docs/scoring.md, as float64 arrays keyed by the page's names.
+
+    channel_weights w [B, K] (step 2), raw = sum_k w_k A_k and relu = max(0, raw) [B, h, w]
+    (step 3), lo / hi / cam (step 4), U [B, H, W] (step 5), I / SU / SM / misalignment
+    (step 6), p / log_p / entropy / entropy_norm / pred (step 1), score (step 7).
+    """
     A = np.asarray(activations, dtype=np.float64)
     Z = np.asarray(logits, dtype=np.float64)
     M = np.asarray(masks, dtype=np.float64)
@@ -55,10 +60,11 @@ def score(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
         w = np.asarray(gradients, dtype=np.float64).mean(axis=(2, 3))
     else:
         w = np.asarray(weights, dtype=np.float64)
-    cam = np.maximum(0.0, np.einsum("bk,bkij->bij", w, A))
-    lo = cam.min(axis=(1, 2), keepdims=True)
-    hi = cam.max(axis=(1, 2), keepdims=True)
-    cam = (cam - lo) / (hi - lo + NORM_EPS)
+    raw = np.einsum("bk,bkij->bij", w, A)
+    relu = np.maximum(0.0, raw)
+    lo = relu.min(axis=(1, 2), keepdims=True)
+    hi = relu.max(axis=(1, 2), keepdims=True)
+    cam = (relu - lo) / (hi - lo + NORM_EPS)
     U = upsample(cam, M.shape[1], M.shape[2])
     inter = (U * M).sum(axis=(1, 2))
     su = U.sum(axis=(1, 2))
@@ -71,4 +77,12 @@ def score(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
     entropy = -np.where(p > 0, p * log_p, 0.0).sum(axis=1)
     entropy_norm = entropy / np.log(Z.shape[1])
     s = np.where(sm == 0, entropy_norm, alpha * entropy_norm + (1 - alpha) * dice)
-    return dict(pred=Z.argmax(axis=1), entropy=entropy, entropy_norm=entropy_norm, misalignment=dice, score=s, cam=cam)
+    return dict(channel_weights=w, raw=raw, relu=relu, lo=lo[:, 0, 0], hi=hi[:, 0, 0], cam=cam, U=U, I=inter, SU=su,
+                SM=sm, misalignment=dice, p=p, log_p=log_p, entropy=entropy, entropy_norm=entropy_norm,
+                pred=Z.argmax(axis=1), score=s)
+
+
+def score(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
+    """Returns a dict of float64 arrays: pred, entropy, entropy_norm, misalignment, score, cam."""
+    out = steps(activations, logits, masks, gradients=gradients, weights=weights, alpha=alpha)
+    return {name: out[name] for name in ("pred", "entropy", "entropy_norm", "misalignment", "score", "cam")}
