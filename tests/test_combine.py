@@ -1,4 +1,4 @@
-"""egal.combine.combine_scores: SCORING.md's mix ("raw") and the mix of normalised ranks ("rank")."""
+"""egal.combine.combine_scores: docs/scoring.md's mix ("raw") and the mix of normalised ranks ("rank")."""
 import numpy as np
 import pytest
 

@@ -1,4 +1,4 @@
-"""Every CPU-side backend against the float64 implementation of SCORING.md."""
+"""Every CPU-side backend against the float64 implementation of docs/scoring.md."""
 import numpy as np
 import pytest
 import torch

@@ -69,7 +69,7 @@ def test_rank_mixes_the_normalised_ranks_of_the_two_terms(setup):
     assert score(setup, "default.parquet", "--overwrite") == 0
     assert score(setup, "rank.parquet", "--combine", "rank") == 0
     raw, ranked = pq.read_table(folder / "default.parquet"), pq.read_table(folder / "rank.parquet")
-    # The per-sample outputs of SCORING.md are untouched; only score and rank change.
+    # The per-sample outputs of docs/scoring.md are untouched; only score and rank change.
     for name in ("id", "pred", "status", "error"):
         assert ranked.column(name).to_pylist() == raw.column(name).to_pylist(), name
     for name in ("entropy", "entropy_norm", "misalignment"):

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ScoreResult:
-    """Per-sample outputs of SCORING.md for one batch, as host numpy arrays.
+    """Per-sample outputs of docs/scoring.md for one batch, as host numpy arrays.
 
     Outputs are B numbers per field, so they always come back to the host;
     the inputs are never copied (a CUDA batch stays on the GPU).

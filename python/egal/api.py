@@ -61,7 +61,7 @@ def score_batch(
     return_cam: bool = False,
     backend: str = "auto",
 ) -> ScoreResult:
-    """Score one batch with the EG-AL acquisition function of SCORING.md.
+    """Score one batch with the EG-AL acquisition function of docs/scoring.md.
 
     activations: [B, K, h, w] target-layer feature maps (float32 / float16 / bfloat16)
     logits:      [B, C] class scores, C >= 2 (float32 / float16)

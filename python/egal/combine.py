@@ -2,11 +2,11 @@
 
     combine_scores(entropy_norm, misalignment, alpha, method="raw" | "rank") -> score
 
-Both methods read the per-sample outputs of SCORING.md (H_norm, the normalised
+Both methods read the per-sample outputs of docs/scoring.md (H_norm, the normalised
 entropy, and D, the soft Dice misalignment) and never change them; they only
-decide how the two are mixed (SCORING.md, "Extensions").
+decide how the two are mixed (docs/scoring.md, "Extensions").
 
-"raw": SCORING.md's formula, what the fused scorer returns as `score`:
+"raw": docs/scoring.md's formula, what the fused scorer returns as `score`:
 
     S = alpha * H_norm + (1 - alpha) * D        (S = H_norm where D is NaN: no ROI)
 

@@ -1,4 +1,4 @@
-"""The pure-Python scorer: SCORING.md in vectorised PyTorch.
+"""The pure-Python scorer: docs/scoring.md in vectorised PyTorch.
 
 This is the benchmark baseline and a fallback backend, written the way one
 would glue Grad-CAM and a Dice loss together by hand: materialise the upsampled
@@ -56,7 +56,7 @@ def spec_of(t) -> Optional[ArraySpec]:
 
 
 def rasterise_boxes(boxes, roi_size):
-    """[B, N, 4] boxes (x0, y0, x1, y1), NaN-padded, as [B, H, W] float32 masks (SCORING.md)."""
+    """[B, N, 4] boxes (x0, y0, x1, y1), NaN-padded, as [B, H, W] float32 masks (docs/scoring.md)."""
     torch = _torch()
     H, W = roi_size
     ys = torch.arange(H, device=boxes.device, dtype=torch.float32) + 0.5
@@ -101,7 +101,7 @@ def score_batch(
     return_cam: bool = False,
     backend: str = "reference",
 ) -> ScoreResult:
-    """Score one batch exactly as SCORING.md defines it (see `egal.score_batch`)."""
+    """Score one batch exactly as docs/scoring.md defines it (see `egal.score_batch`)."""
     require_array(activations, "activations")
     require_array(logits, "logits")
     torch = _torch()

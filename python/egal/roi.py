@@ -1,7 +1,7 @@
 """Expert ROIs projected onto the Grad-CAM grid.
 
 Bilinear upsampling is linear in the low-resolution map, so the Dice sums of
-SCORING.md reduce to inner products on the h x w grid:
+docs/scoring.md reduce to inner products on the h x w grid:
 
     sum_yx U * M = <cam, R_y^T M R_x>        sum_yx U = <cam, outer(c_y, c_x)>
 
@@ -47,7 +47,7 @@ def interpolation_operator(out_size: int, in_size: int) -> np.ndarray:
     """Dense [out_size, in_size] bilinear operator (align_corners=False), float64.
 
     Row y holds the weights with which output pixel y reads the low-resolution
-    map; this is step 5 of SCORING.md along one axis.
+    map; this is step 5 of docs/scoring.md along one axis.
     """
     R = np.zeros((out_size, in_size), dtype=np.float64)
     scale = in_size / out_size

@@ -1,4 +1,4 @@
-"""Choosing what to annotate next (SCORING.md, Selection)."""
+"""Choosing what to annotate next (docs/scoring.md, Selection)."""
 from __future__ import annotations
 
 import numpy as np

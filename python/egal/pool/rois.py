@@ -8,12 +8,12 @@ than 2 % cannot belong to that image and is a row error.
 
 Boxes: each [x0, y0, x1, y1] in the image's own pixel coordinates must satisfy
 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height (else a row error naming the box).
-They are scaled by (Wm / width, Hm / height) and rasterised with SCORING.md's rule:
+They are scaled by (Wm / width, Hm / height) and rasterised with docs/scoring.md's rule:
 pixel (y, x) is ROI when its centre (x + 0.5, y + 0.5) lies in the half-open
 [x0, x1) x [y0, y1) of any box.
 
 Null ROI values, empty box lists and all-zero masks all mean "no ROI": an all-zero
-mask (SCORING.md's empty-ROI rule applies downstream).
+mask (docs/scoring.md's empty-ROI rule applies downstream).
 """
 from __future__ import annotations
 
