@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from egal.pool import DecodeSettings, PoolError, PoolSpec, RawBatch, decode_batch, load_pool_arrays, open_pool
+from egal.pool import (DecodeSettings, PoolError, PoolSpec, RawBatch, UndecodedRows, decode_batch, load_pool_arrays,
+                       open_pool)
 from pool_files import png_grey, simple_pool, write_pool
 
 # ---------------------------------------------------------------- open_pool
@@ -315,8 +316,12 @@ def mixed_pool(tmp_path):
 
 def test_load_pool_arrays_in_process_and_with_workers_agree(mixed_pool):
     settings = DecodeSettings((8, 8), 3, mask_size=(4, 4))
-    serial = load_pool_arrays(mixed_pool, settings, columns=("label", "fold"))
-    parallel = load_pool_arrays(open_pool(mixed_pool), settings, columns=("label", "fold"), workers=2)
+    # The row that cannot be decoded is kept (zeros, with its reason) and also warned about.
+    with pytest.warns(UndecodedRows, match=r"1 row\(s\) of pool .* row 7 \(id 's007'\): image: cannot identify") as caught:
+        serial = load_pool_arrays(mixed_pool, settings, columns=("label", "fold"))
+    assert [(row, ident, extra["label"]) for row, ident, _, extra in caught[0].message.failures] == [(7, "s007", "c1")]
+    with pytest.warns(UndecodedRows):
+        parallel = load_pool_arrays(open_pool(mixed_pool), settings, columns=("label", "fold"), workers=2)
     assert serial["images"].shape == (150, 3, 8, 8) and serial["images"].dtype == np.float32
     assert serial["masks"].shape == (150, 4, 4) and serial["masks"].dtype == np.uint8
     assert list(serial["ids"]) == [f"s{i:03d}" for i in range(150)]
@@ -330,7 +335,8 @@ def test_load_pool_arrays_in_process_and_with_workers_agree(mixed_pool):
 
 
 def test_load_pool_arrays_labeled_only(mixed_pool):
-    out = load_pool_arrays(mixed_pool, DecodeSettings((8, 8)), labeled_only=True)
+    with pytest.warns(UndecodedRows, match="row 7"):  # labelled, and undecodable
+        out = load_pool_arrays(mixed_pool, DecodeSettings((8, 8)), labeled_only=True)
     keep = [i for i in range(150) if i % 4]
     assert list(out["rows"]) == keep
     assert list(out["ids"]) == [f"s{i:03d}" for i in keep]
