@@ -40,7 +40,9 @@ class Strategy:
         if self.combine != "raw":
             from ..combine import combine_scores
 
-            score = combine_scores(scores.entropy_norm, scores.misalignment, self.alpha, self.combine)
+            # valid: a row whose Grad-CAM inputs were not finite must not pass for a row without ROI
+            score = combine_scores(scores.entropy_norm, scores.misalignment, self.alpha, self.combine,
+                                   valid=np.isfinite(scores.score))
         chosen = select_top_k(score, ids, k)  # best first, ties by id
         position = {v: i for i, v in enumerate(ids.tolist())}
         return np.array([position[v] for v in chosen.tolist()], dtype=np.int64)
