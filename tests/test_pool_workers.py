@@ -1,4 +1,5 @@
-"""Decoder worker processes never outlive the process that started them (egal.pool.workers)."""
+"""Decoding in worker processes (egal.pool.workers.decode_in_order), the one way egal decodes in parallel:
+its workers never outlive the process that started them, and a dead worker is an error, never a hang."""
 import os
 import signal
 import subprocess
@@ -13,16 +14,13 @@ from pools import make_rows, write_pool
 
 psutil = pytest.importorskip("psutil")
 
-# Decodes a pool with worker processes (egal.pool.load's pool, through a forkserver or spawned), then
-# blocks while the workers wait for more: the state in which a killed parent can leave them behind
-# (spawned workers hold both ends of their task pipe, so they never see it close).
+# Decodes a pool with worker processes, then blocks while the workers wait for more: the state in
+# which a killed parent can leave them behind (spawned workers hold both ends of their task pipe,
+# so they never see it close).
 SCRIPT = textwrap.dedent("""
-    import multiprocessing, sys, time
+    import sys, time
     from egal.pool import DecodeSettings, open_pool
-    from egal.pool.load import _decode_all
-
-    if sys.argv[2] == "spawn":  # as on a platform without forkserver
-        multiprocessing.get_all_start_methods = lambda: ["spawn"]
+    from egal.pool.workers import decode_in_order
 
     spec = open_pool(sys.argv[1])
 
@@ -32,8 +30,26 @@ SCRIPT = textwrap.dedent("""
         while True:
             time.sleep(1)
 
-    for decoded in _decode_all(batches_then_wait(), DecodeSettings((32, 32)), workers=2):
+    for decoded in decode_in_order(batches_then_wait(), DecodeSettings((32, 32)), workers=2):
         pass
+""")
+
+# load_pool_arrays with two workers and settings whose unpickling, in the worker, ends that worker:
+# a worker dying mid-task. A multiprocessing.Pool would wait for the lost task forever.
+DEAD_WORKER = textwrap.dedent("""
+    import os, sys
+    from egal.pool import DecodeSettings, DecoderDied, load_pool_arrays
+
+    class DiesInTheWorker(DecodeSettings):
+        def __reduce__(self):
+            return (os._exit, (3,))
+
+    try:
+        load_pool_arrays(sys.argv[1], DiesInTheWorker((32, 32)), workers=2)
+    except DecoderDied as exc:
+        print("DecoderDied:", exc, flush=True)
+        sys.exit(0)
+    sys.exit("loaded without noticing the dead worker")
 """)
 
 
@@ -48,26 +64,66 @@ def tagged(tag):
     return found
 
 
-@pytest.mark.parametrize("method", ["forkserver", "spawn"])
-def test_load_pool_workers_die_with_a_killed_parent(tmp_path, method):
-    # A guard: multiprocessing.Pool's workers (load_pool_arrays) already end with their parent;
-    # egal score's ProcessPoolExecutor workers did not (tests/test_score_resume.py).
+def wait_until_gone(tag, timeout=15.0):
+    deadline = time.time() + timeout
+    while (left := tagged(tag)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def test_decoder_workers_die_with_a_killed_parent(tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path, size=32))
     tag = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(pool), method], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(pool)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "EGAL_TEST_PROCESS_TAG": tag})
     try:
         assert proc.stdout.readline().strip() == "decoded", proc.stderr.read() if proc.poll() is not None else ""
         workers = [p for p in tagged(tag) if p.pid != proc.pid]
-        assert len(workers) >= 3, "expected the decoder workers and the resource tracker (and the forkserver)"
+        assert len(workers) >= 3, "expected the two decoder workers and the resource tracker"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        deadline = time.time() + 15
-        while (left := tagged(tag)) and time.time() < deadline:
-            time.sleep(0.2)
+        left = wait_until_gone(tag)
         assert not left, [" ".join(p.cmdline())[:100] for p in left]
     finally:
         for process in tagged(tag):
             process.kill()
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_load_pool_arrays_turns_a_dead_worker_into_an_error(tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, size=32))
+    tag = uuid.uuid4().hex
+    try:
+        done = subprocess.run([sys.executable, "-c", DEAD_WORKER, str(pool)], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "EGAL_TEST_PROCESS_TAG": tag})
+    except subprocess.TimeoutExpired:
+        for process in tagged(tag):
+            process.kill()
+        pytest.fail("load_pool_arrays hung after a decoder worker died")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a decoder worker process died" in done.stdout and str(pool) in done.stdout and "workers=0" in done.stdout
+    assert not wait_until_gone(tag), "the other worker outlived the failed load"
+
+
+def test_a_worker_killed_between_batches_stops_the_decoding(tmp_path):
+    from egal.pool import DecodeSettings, DecoderDied, open_pool
+    from egal.pool.workers import decode_in_order
+
+    spec = open_pool(write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, size=32)))
+    decoded = decode_in_order(spec.iter_batches(2), DecodeSettings((32, 32)), workers=1)
+    try:
+        assert len(next(decoded)) == 2
+        (worker,) = decoder_workers()
+        worker.kill()
+        worker.wait(timeout=30)
+        with pytest.raises(DecoderDied, match="a decoder worker process died"):
+            list(decoded)
+    finally:
+        decoded.close()
+    assert not decoder_workers()  # the executor is shut down: its worker is gone
+
+
+def decoder_workers():
+    """This process's spawned workers (not multiprocessing's resource tracker)."""
+    return [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())]

@@ -31,17 +31,21 @@ The pieces
   decode_batch(RawBatch, DecodeSettings) -> DecodedBatch   (runs in worker processes)
   load_pool_arrays(path_or_spec, settings, columns=, workers=, labeled_only=) -> dict
                                         (warns UndecodedRows, listing rows that fail to decode)
+  workers.decode_in_order(raw_batches, settings, workers) -> DecodedBatch, ...
+                                        decoding in worker processes (both callers above)
+  errors                                every exception of the package
   make_synthetic_pool(out_dir, ...) -> path   the built-in demonstration data set
 """
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
-from .errors import PoolError
-from .load import UndecodedRows, load_pool_arrays
+from .errors import DecoderDied, PoolError, UndecodedRows
+from .load import load_pool_arrays
 from .spec import PoolSpec, open_pool
 from .synthetic import make_synthetic_pool
 
 __all__ = [
     "PoolError",
+    "DecoderDied",
     "PoolSpec",
     "open_pool",
     "RawBatch",

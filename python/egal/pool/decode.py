@@ -19,9 +19,9 @@ import numpy as np
 
 from .batches import RawBatch
 from .images import read_image, resize_bilinear, to_channels
-from .paths import PathRefused, resolve_inside
+from .errors import PathRefused, RowError
+from .paths import resolve_inside
 from .rois import mask_from_boxes, mask_from_png
-from .rowerror import RowError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from io import BytesIO
 
 import numpy as np
 
-from .rowerror import RowError
+from .errors import RowError
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"

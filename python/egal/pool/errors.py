@@ -1,4 +1,11 @@
-"""The one exception a pool refuses with, and how offending rows are listed in it."""
+"""Every exception (and the one warning) of egal.pool, and how offending rows are listed in them.
+
+  PoolError       the pool cannot be used at all (schema, ids, files): nothing is scored
+  RowError        one row cannot be decoded: its reason is stored, the other rows go on
+  PathRefused     an image_path / mask_path value leaves its folder or names no file
+  UndecodedRows   (a warning) load_pool_arrays kept rows it could not decode
+  DecoderDied     a decoder worker process died (killed, out of memory)
+"""
 from __future__ import annotations
 
 # A refusal lists this many offending rows, then a count of the rest: enough to
@@ -8,6 +15,35 @@ MAX_LISTED_ROWS = 5
 
 class PoolError(ValueError):
     """A pool (Parquet file or directory) cannot be used; the message says why and where."""
+
+
+class RowError(ValueError):
+    """The reason one row cannot be decoded (never a reason to stop the whole pool).
+
+    Its message is the short reason stored in DecodedBatch.errors, e.g. "image: ...", "boxes: ..."."""
+
+
+class PathRefused(ValueError):
+    """A relative path that leaves its base folder or names no file."""
+
+
+class DecoderDied(RuntimeError):
+    """A decoder worker process died (killed, or out of memory) while batches were decoded."""
+
+    user_facing = True  # the CLI prints the message, without a traceback
+
+
+class UndecodedRows(UserWarning):
+    """Warned by load_pool_arrays when rows cannot be decoded; their arrays are zeros and their
+    `errors` entry says why. `failures` lists (row, id, reason, {requested column: value})."""
+
+    def __init__(self, path: str, failures):
+        self.path = path
+        self.failures = list(failures)
+        shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason, _ in self.failures[:MAX_LISTED_ROWS])
+        more = len(self.failures) - MAX_LISTED_ROWS
+        super().__init__(f"{len(self.failures)} row(s) of pool {path!r} cannot be decoded: {shown}"
+                         + (f"; and {more} more" if more > 0 else ""))
 
 
 class RowCollector:

@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from .rois import _without_stream_repr
-from .rowerror import RowError
+from .errors import RowError
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

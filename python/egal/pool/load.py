@@ -1,27 +1,24 @@
 """Decoding a whole (small or medium) pool into memory, for training and simulations.
 
-Batches are decoded in this process (workers=0) or in a pool of worker processes
-(forkserver where the platform has it, else spawn: forking a process that may hold
-PyTorch or OpenMP threads is unsafe). At most 2 * workers batches are in flight, so
-the raw bytes of the pool are never all in memory at once; the decoded arrays are.
+Batches are decoded in this process (workers=0) or in worker processes, as
+`egal score` decodes them (egal.pool.workers.decode_in_order). At most 2 * workers
+batches are in flight, so the raw bytes of the pool are never all in memory at
+once; the decoded arrays are.
 """
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import numbers
-import os
 import warnings
-from collections import deque
 from typing import Dict, Sequence
 
 import numpy as np
-import pyarrow.compute as pc
 
-from .decode import DecodeSettings, decode_batch
-from .errors import MAX_LISTED_ROWS, PoolError
+from .decode import DecodeSettings
+from .errors import DecoderDied, PoolError, UndecodedRows
 from .files import open_parquet
 from .spec import PoolSpec, open_pool
-from .workers import watch_parent
+from .workers import decode_in_order
 
 LOAD_BATCH_ROWS = 64
 
@@ -77,17 +74,22 @@ def load_pool_arrays(
             yield raw
 
     filled = 0
-    for decoded in _decode_all(raw_batches(), settings, workers):
-        stop = filled + len(decoded)
-        out["ids"][filled:stop] = decoded.ids
-        out["rows"][filled:stop] = decoded.rows
-        out["images"][filled:stop] = decoded.images
-        out["masks"][filled:stop] = decoded.masks
-        out["has_roi"][filled:stop] = decoded.has_roi
-        out["errors"][filled:stop] = decoded.errors
-        for c in columns:
-            extra[c][filled:stop] = decoded.extra[c]
-        filled = stop
+    try:
+        with contextlib.closing(decode_in_order(raw_batches(), settings, workers)) as decoded_batches:
+            for decoded in decoded_batches:  # closing: the workers stop here, also on an error or Ctrl-C
+                stop = filled + len(decoded)
+                out["ids"][filled:stop] = decoded.ids
+                out["rows"][filled:stop] = decoded.rows
+                out["images"][filled:stop] = decoded.images
+                out["masks"][filled:stop] = decoded.masks
+                out["has_roi"][filled:stop] = decoded.has_roi
+                out["errors"][filled:stop] = decoded.errors
+                for c in columns:
+                    extra[c][filled:stop] = decoded.extra[c]
+                filled = stop
+    except DecoderDied as exc:
+        raise DecoderDied(f"{exc} while loading pool {spec.path!r}: load it again, or with workers=0 to decode in "
+                          "this process") from exc.__cause__
     if filled != total:
         raise PoolError(f"pool {spec.path!r} changed while it was read ({filled} rows read, {total} expected)")
     out["ids"] = out["ids"].astype(str)
@@ -99,41 +101,9 @@ def load_pool_arrays(
     return out
 
 
-class UndecodedRows(UserWarning):
-    """Warned by load_pool_arrays when rows cannot be decoded; their arrays are zeros and their
-    `errors` entry says why. `failures` lists (row, id, reason, {requested column: value})."""
-
-    def __init__(self, path: str, failures):
-        self.path = path
-        self.failures = list(failures)
-        shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason, _ in self.failures[:MAX_LISTED_ROWS])
-        more = len(self.failures) - MAX_LISTED_ROWS
-        super().__init__(f"{len(self.failures)} row(s) of pool {path!r} cannot be decoded: {shown}"
-                         + (f"; and {more} more" if more > 0 else ""))
-
-
 def _count_labeled(spec: PoolSpec) -> int:
     count = 0
     for path in spec.files:
         for batch in open_parquet(path).iter_batches(columns=["label"]):
             count += batch.num_rows - batch.column("label").null_count
     return count
-
-
-def _decode_all(raw_batches, settings: DecodeSettings, workers: int):
-    """Decoded batches in order; with workers, a bounded window of batches in flight."""
-    if workers == 0:
-        for raw in raw_batches:
-            yield decode_batch(raw, settings)
-        return
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    # watch_parent: a worker never outlives this process (killed or not), see egal.pool.workers.
-    parent = os.getpid() if method == "spawn" else None
-    with multiprocessing.get_context(method).Pool(workers, initializer=watch_parent, initargs=(parent,)) as pool:
-        in_flight: deque = deque()
-        for raw in raw_batches:
-            in_flight.append(pool.apply_async(decode_batch, (raw, settings)))
-            if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().get()
-        while in_flight:
-            yield in_flight.popleft().get()

@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import PurePosixPath, PureWindowsPath
 
-
-class PathRefused(ValueError):
-    """A relative path that leaves its base folder or names no file."""
+from .errors import PathRefused
 
 
 def resolve_inside(base_dir: str, relative: str) -> str:

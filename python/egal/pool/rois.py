@@ -25,7 +25,7 @@ from typing import Sequence, Tuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .rowerror import RowError
+from .errors import RowError
 
 ASPECT_TOLERANCE = 0.02
 

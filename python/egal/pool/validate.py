@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import PoolError, RowCollector
-from .paths import PathRefused, resolve_inside
+from .errors import PathRefused, PoolError, RowCollector
+from .paths import resolve_inside
 from .schema import PoolColumns
 
 VALIDATION_BATCH_ROWS = 65536
