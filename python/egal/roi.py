@@ -31,10 +31,6 @@ class ProjectedROI:
     area: Any
     roi_size: Tuple[int, int]
 
-    @property
-    def cam_size(self) -> Tuple[int, int]:
-        return tuple(self.weights.shape[1:3])
-
     def __len__(self) -> int:
         return int(self.weights.shape[0])
 

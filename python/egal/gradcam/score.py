@@ -22,13 +22,8 @@ def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_s
 
 
 def scoring_engine():
-    """egal.score_batch, looked up at call time (the compiled engine, with its backend choice)."""
+    """egal.score_batch, the fused scorer with its backend choice (importing egal needs the compiled
+    extension, so it is always there), looked up at call time."""
     import egal
 
-    engine = getattr(egal, "score_batch", None)
-    if engine is None:
-        raise RuntimeError(
-            "egal.score_batch is not available in this installation (the compiled scoring engine is missing); "
-            "reinstall egal with its extension, or use egal.reference.score_batch directly"
-        )
-    return engine
+    return egal.score_batch

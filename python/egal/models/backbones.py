@@ -28,7 +28,7 @@ def build_backbone(architecture: str, in_channels: int, weights) -> Backbone:
     if architecture == "efficientnet_lite0":  # adapts its own stem to 1 channel (static 'same' padding)
         from .efficientnet_lite import efficientnet_lite0
 
-        return efficientnet_lite0(in_channels, weights)
+        return Backbone(*efficientnet_lite0(in_channels, weights))
     if architecture == "densenet121":
         backbone = _densenet121(weights)
     elif architecture == "resnet18":

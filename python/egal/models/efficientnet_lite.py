@@ -33,8 +33,7 @@ class _Block(nn.Module):
 
 
 def efficientnet_lite0(in_channels: int, weights):
-    """Backbone (features, 1280, "features.head.relu", weights source) for build_backbone."""
-    from .backbones import Backbone
+    """(features, 1280, "features.head.relu", weights source): the fields of build_backbone's Backbone."""
     from .weights import WeightsUnavailableError, _load_file, _load_state
 
     try:
@@ -77,4 +76,4 @@ def efficientnet_lite0(in_channels: int, weights):
         ("blocks", blocks),
         ("head", nn.Sequential(OrderedDict([("conv", net._conv_head), ("norm", net._bn1), ("relu", nn.ReLU6())]))),
     ]))
-    return Backbone(features, net._bn1.num_features, "features.head.relu", source)
+    return features, net._bn1.num_features, "features.head.relu", source

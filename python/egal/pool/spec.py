@@ -44,10 +44,6 @@ class PoolSpec:
     def has_roi_column(self) -> bool:
         return self.roi_column is not None
 
-    @property
-    def roi_kind(self) -> Optional[str]:
-        return self.roi_column
-
     def num_batches(self, batch_size: int) -> int:
         return -(-self.num_rows // batch_size)
 
