@@ -1,7 +1,7 @@
 """`egal score` on this machine: rows per second by backbone and decoder workers, and peak memory by pool size.
 
 Each measurement runs `egal score` as its own process (as a user would), on a synthetic pool
-written once per size (egal.pool.make_synthetic_pool, 224 x 224 grey PNG, masks), with a
+written once per size (egal.demo_data.make_synthetic_pool, 224 x 224 grey PNG, masks), with a
 randomly initialised model of the named architecture (timing does not depend on the weights).
 Peak memory is sampled every 20 ms over the whole process tree (the scoring process and its
 decoder workers) with psutil.
@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small pools, tiny_cnn only")
     parser.add_argument("--workdir", default=None, help="where pools and models go (default: a temporary folder)")
     args = parser.parse_args()
-    from egal.pool import make_synthetic_pool
+    from egal.demo_data import make_synthetic_pool
 
     work = args.workdir or tempfile.mkdtemp(prefix="egal-bench-score-")
     sizes = (200, 1000) if args.quick else (1000, 10000)

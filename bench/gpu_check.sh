@@ -29,7 +29,7 @@ python3 bench/report_engine.py --from-json "$OUT/bench_cuda.json" | tee "$OUT/be
 python3 - <<'PY' 2>&1 | tail -12 | tee "$OUT/score_cuda.txt"
 import os, subprocess, sys, numpy as np, pyarrow.parquet as pq, torch
 from egal.models import build_model, save_model
-from egal.pool import make_synthetic_pool
+from egal.demo_data import make_synthetic_pool
 work = os.environ.get("OUT", "/tmp/egal-gpu") + "/score"
 pool = str(make_synthetic_pool(work, n=512, image_size=128))
 torch.manual_seed(0)

@@ -3,7 +3,7 @@
     python scripts/soak_score.py --kills 24            # about 5 minutes on 2 cores
     python scripts/soak_score.py --kills 100 --rows 20000 --out soak/ --keep
 
-Writes a synthetic pool (egal.pool.make_synthetic_pool, --rows rows of --image-size
+Writes a synthetic pool (egal.demo_data.make_synthetic_pool, --rows rows of --image-size
 pixels) and a random tiny model, scores the pool once uninterrupted (the reference),
 then again while killing it --kills times. Each kill lands after the run under test
 has written a random number (1 to --max-shards) of new shards, and is, in turn:
@@ -153,7 +153,7 @@ def make_inputs(args, work: str):
     import torch
 
     from egal.models import build_model, save_model
-    from egal.pool import make_synthetic_pool
+    from egal.demo_data import make_synthetic_pool
 
     pool = str(make_synthetic_pool(work, n=args.rows, seed=args.seed, image_size=args.image_size, roi="boxes"))
     torch.manual_seed(args.seed)

@@ -8,7 +8,7 @@ import torch
 
 from egal.cli import main
 from egal.models import load_model
-from egal.pool import make_synthetic_pool
+from egal.demo_data import make_synthetic_pool
 
 torch.set_num_threads(1)
 FAST_TRAIN = ["--architecture", "tiny_cnn", "--input-size", "32", "--epochs", "1", "--embedding-dim", "8",

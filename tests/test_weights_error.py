@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 pytest.importorskip("torchvision")
 
 from egal.cli import main  # noqa: E402
-from egal.pool import make_synthetic_pool  # noqa: E402
+from egal.demo_data import make_synthetic_pool  # noqa: E402
 
 FAST_TRAIN = ["--architecture", "resnet18", "--weights", "imagenet", "--input-size", "32", "--epochs", "1",
               "--embedding-dim", "8", "--k-shot", "2", "--n-query", "3", "--no-augment"]

@@ -1,6 +1,6 @@
 """`egal demo --out DIR`: egal end to end on a built-in synthetic pool, without data or downloads.
 
-1. writes DIR/pool.parquet, a synthetic lesion pool in egal's pool format (egal.pool.make_synthetic_pool):
+1. writes DIR/pool.parquet, a synthetic lesion pool in egal's pool format (egal.demo_data.make_synthetic_pool):
    grey "scans" whose lesion shape gives the class, expert ROIs (masks or boxes, some left
    out), a labelled seed share, and a corner marker that correlates with one class, a
    shortcut a classifier can be right with for the wrong reason;
@@ -87,7 +87,7 @@ def _step(text: str) -> None:
 
 
 def _make_pool(args) -> str:
-    from ..pool import make_synthetic_pool
+    from ..demo_data import make_synthetic_pool
 
     start = time.perf_counter()
     pool = str(make_synthetic_pool(args.out, n=args.images, seed=args.seed, image_size=128, roi=args.roi,

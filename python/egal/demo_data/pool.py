@@ -1,7 +1,7 @@
 """make_synthetic_pool: the built-in demonstration data set, a lesion classification
 task with a "right for the wrong reason" trap.
 
-Each row is a greyscale "scan" (egal.pool.synthetic_scenes): textured tissue and,
+Each row is a greyscale "scan" (egal.demo_data.scenes): textured tissue and,
 depending on the class, a round lesion (class 0, e.g. "benign"), a spiculated one
 (class 1, "malignant") or none (class 2, "normal", when three classes are asked
 for). The expert ROI is always the lesion; a lesion-free image has no ROI.
@@ -26,9 +26,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .encode import encode_dicom, encode_jpeg, encode_png
-from .synthetic_scenes import render_scene
-from .writer import write_pool_file
+from ..pool.encode import encode_dicom, encode_jpeg, encode_png
+from ..pool.writer import write_pool_file
+from .scenes import render_scene
 
 IMAGE_FORMATS = ("png", "jpeg", "png16", "dicom")
 STORAGES = ("inline", "path")

@@ -1,4 +1,4 @@
-"""egal.pool.make_synthetic_pool: every format and storage round-trips; the task and its shortcut are there."""
+"""egal.demo_data.make_synthetic_pool: every format and storage round-trips; the task and its shortcut are there."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from egal.pool import DecodeSettings, load_pool_arrays, open_pool
-from egal.pool.synthetic import make_synthetic_pool
+from egal.demo_data import make_synthetic_pool
 
 SIZE = 48
 SETTINGS = DecodeSettings((SIZE, SIZE))
