@@ -1,14 +1,23 @@
-"""Argument checking shared by every backend.
+"""Argument checks, in one place for the whole package.
 
-Each backend first describes its inputs as `ArraySpec`s (shape, dtype, device),
-then calls `check_score_inputs`, so a bad call gets the same message whichever
-backend would have run it. Messages name the argument and what was expected.
+Scalars (alpha and other fractions, counts, sizes, choices): `check_alpha`,
+`check_fraction`, `check_int`, `check_hw`, `check_choice`, `check_bool`, `check_k`,
+and the predicate `is_positive_int`. Each takes the argument's name and raises a
+ValueError or TypeError whose message starts with that name; the exception also
+keeps it in `.argument` (and the rest in `.problem`), so that `renamed` can give
+the same error naming a command-line option instead: the library names its
+arguments, the CLI its flags.
+
+Arrays: each backend first describes its inputs as `ArraySpec`s (shape, dtype,
+device), then calls `check_score_inputs`, so a bad call gets the same message
+whichever backend would have run it; `check_masks` / `check_boxes` are its ROI
+checks. Messages name the argument and what was expected.
 """
 from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 FLOAT_MAPS = ("float32", "float16", "bfloat16")
 LOGIT_DTYPES = ("float32", "float16")
@@ -51,13 +60,75 @@ def _require_dtype(name: str, spec: ArraySpec, allowed) -> None:
         raise TypeError(f"{name} must have dtype {' / '.join(allowed)}, got {spec.dtype}")
 
 
-def check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-        raise TypeError(f"alpha must be a real number in [0, 1], got {type(alpha).__name__}")
-    alpha = float(alpha)
-    if not (0.0 <= alpha <= 1.0):  # also rejects NaN
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    return alpha
+def bad_argument(kind, argument: str, problem: str) -> Exception:
+    """kind(f"{argument} {problem}") (a ValueError or TypeError) that also keeps `argument` and `problem`
+    apart, so that a command line can name its own option instead (see `renamed`)."""
+    exc = kind(f"{argument} {problem}")
+    exc.argument, exc.problem = argument, problem
+    return exc
+
+
+def renamed(exc: Exception, name_of) -> Optional[Exception]:
+    """The same error naming the argument name_of(argument) (e.g. a command-line flag); None when `exc`
+    does not come from these checks or name_of gives None."""
+    argument = getattr(exc, "argument", None)
+    name = name_of(argument) if argument is not None else None
+    if name is None:
+        return None
+    return bad_argument(type(exc), name, exc.problem)
+
+
+def is_int(value) -> bool:
+    """An integer, and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_positive_int(value) -> bool:
+    return is_int(value) and value > 0
+
+
+def check_int(value, name: str, *, minimum: int = 1) -> int:
+    """An integer >= minimum (not a bool); a ValueError otherwise, for a non-integer too."""
+    if not is_int(value) or value < minimum:
+        want = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise bad_argument(ValueError, name, f"must be {want}, got {value!r}")
+    return int(value)
+
+
+def check_fraction(value, name: str) -> float:
+    """A real number in [0, 1] (not a bool, not NaN)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise bad_argument(TypeError, name, f"must be a real number in [0, 1], got {type(value).__name__}")
+    value = float(value)
+    if not (0.0 <= value <= 1.0):  # also rejects NaN
+        raise bad_argument(ValueError, name, f"must lie in [0, 1], got {value}")
+    return value
+
+
+def check_alpha(alpha, name: str = "alpha") -> float:
+    """The entropy weight of docs/scoring.md's score: a real number in [0, 1]."""
+    return check_fraction(alpha, name)
+
+
+def check_hw(value, name: str) -> Tuple[int, int]:
+    """(H, W): two positive integers (a tuple, list or other sequence of two)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise bad_argument(ValueError, name, f"must be (H, W), got {value!r}")
+    if not all(is_positive_int(v) for v in value):
+        raise bad_argument(ValueError, name, f"must be two positive integers (H, W), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def check_choice(value, name: str, choices: Sequence):
+    if value not in choices:
+        raise bad_argument(ValueError, name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_argument(TypeError, name, f"must be True or False, got {value!r}")
+    return value
 
 
 def check_roi_size(roi_size) -> Tuple[int, int]:
@@ -70,6 +141,32 @@ def check_roi_size(roi_size) -> Tuple[int, int]:
     if not ok or H < 1 or W < 1:
         raise ValueError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}")
     return H, W
+
+
+def check_masks(masks: ArraySpec, roi_size, *, batch: Optional[int] = None) -> Tuple[int, int]:
+    """Masks [B, H, W] of a mask dtype (and B = batch when given); returns (H, W), checked against roi_size if given."""
+    _require_rank("masks", masks, 3, "[B, H, W]")
+    _require_dtype("masks", masks, MASK_DTYPES)
+    if batch is not None and masks.shape[0] != batch:
+        raise ValueError(f"masks has batch size {masks.shape[0]} but activations has {batch}")
+    H, W = masks.shape[1:]
+    if H < 1 or W < 1:
+        raise ValueError(f"masks must have H, W >= 1, got shape {_fmt_shape(masks.shape)}")
+    if roi_size is not None and check_roi_size(roi_size) != (H, W):
+        raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = ({H}, {W})")
+    return H, W
+
+
+def check_boxes(boxes: ArraySpec, roi_size, *, batch: Optional[int] = None) -> Tuple[int, int]:
+    """Boxes [B, N, 4] float32 (and B = batch when given) with the roi_size (H, W) they are measured on; returns it."""
+    _require_rank("boxes", boxes, 3, "[B, N, 4]")
+    _require_dtype("boxes", boxes, ("float32",))
+    if (batch is not None and boxes.shape[0] != batch) or boxes.shape[2] != 4:
+        with_b = f" with B = {batch}" if batch is not None else ""
+        raise ValueError(f"boxes must have shape (B, N, 4){with_b}, got {_fmt_shape(boxes.shape)}")
+    if roi_size is None:
+        raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
+    return check_roi_size(roi_size)
 
 
 def exactly_one(names_values, what: str) -> str:
@@ -132,23 +229,9 @@ def check_score_inputs(
         raise ValueError(f"logits must have C >= 2 classes, got C = {C}")
 
     if roi_kind == "masks":
-        _require_rank("masks", masks, 3, "[B, H, W]")
-        _require_dtype("masks", masks, MASK_DTYPES)
-        if masks.shape[0] != B:
-            raise ValueError(f"masks has batch size {masks.shape[0]} but activations has {B}")
-        H, W = masks.shape[1:]
-        if H < 1 or W < 1:
-            raise ValueError(f"masks must have H, W >= 1, got shape {_fmt_shape(masks.shape)}")
-        if roi_size is not None and check_roi_size(roi_size) != (H, W):
-            raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = ({H}, {W})")
+        H, W = check_masks(masks, roi_size, batch=B)
     elif roi_kind == "boxes":
-        _require_rank("boxes", boxes, 3, "[B, N, 4]")
-        _require_dtype("boxes", boxes, ("float32",))
-        if boxes.shape[0] != B or boxes.shape[2] != 4:
-            raise ValueError(f"boxes must have shape (B, N, 4) with B = {B}, got {_fmt_shape(boxes.shape)}")
-        if roi_size is None:
-            raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
-        H, W = check_roi_size(roi_size)
+        H, W = check_boxes(boxes, roi_size, batch=B)
     else:
         _require_rank("roi.weights", roi_weights, 3, "[B, h, w]")
         _require_dtype("roi.weights", roi_weights, ("float32",))
@@ -181,8 +264,7 @@ def check_score_inputs(
 
 
 def check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be a non-negative int, got {type(k).__name__}")
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    return int(k)
+    """select_top_k's k: a non-negative int (a float or a bool is a type error)."""
+    if not is_int(k):
+        raise bad_argument(TypeError, "k", f"must be a non-negative int, got {type(k).__name__}")
+    return check_int(k, "k", minimum=0)

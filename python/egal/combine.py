@@ -39,9 +39,9 @@ row of the pool is scored.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from ._checks import check_alpha, check_choice
 
 METHODS = ("raw", "rank")
 
@@ -53,10 +53,8 @@ def combine_scores(entropy_norm, misalignment, alpha, method: str = "raw", *, va
     np.isfinite(result.score) with a ScoreResult: a sample whose Grad-CAM inputs were not
     finite has a NaN misalignment too, and would otherwise pass for a row without ROI.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
+    check_choice(method, "method", METHODS)
+    alpha = check_alpha(alpha)
     h = _vector("entropy_norm", entropy_norm)
     d = _vector("misalignment", misalignment)
     if h.shape != d.shape:

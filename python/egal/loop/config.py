@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Optional, Tuple
 
+from .._checks import check_int
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
@@ -54,10 +55,8 @@ class LoopConfig:
         object.__setattr__(self, "seeds", seeds)
         parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
         for name in ("init", "budget"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
+            check_int(getattr(self, name), name)
+        check_int(self.rounds, "rounds", minimum=0)
         if not seeds:
             raise ValueError("at least one seed is needed")
 

@@ -8,6 +8,7 @@ from typing import Iterable, List, Optional
 
 import numpy as np
 
+from .._checks import check_alpha
 from ..selection import select_top_k
 from .scoring import score_in_batches
 
@@ -88,6 +89,4 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
 
 
 def _check_alpha(value, what) -> float:
-    if not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
-        raise ValueError(f"{what} must lie in [0, 1], got {value!r}")
-    return float(value)
+    return check_alpha(value, what)

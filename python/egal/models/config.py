@@ -10,6 +10,8 @@ import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Tuple
 
+from .._checks import is_positive_int as _positive_int
+
 ARCHITECTURES = ("densenet121", "resnet18", "tiny_cnn", "efficientnet_lite0")
 HEADS = ("linear", "prototypical")
 
@@ -102,10 +104,6 @@ class ModelConfig:
 
 class ModelConfigError(ValueError):
     """A model configuration (given, or read from a file) is not valid."""
-
-
-def _positive_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
 
 
 def _real(x) -> bool:

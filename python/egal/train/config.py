@@ -5,6 +5,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Optional, Tuple
 
+from .._checks import is_positive_int as _positive_int
 from ..models.config import ARCHITECTURES, HEADS
 from .augment import AugmentSettings
 
@@ -77,7 +78,3 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
-
-
-def _positive_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
