@@ -19,13 +19,13 @@ Everything is deterministic given the seed.
 from __future__ import annotations
 
 import json
-import numbers
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from .._checks import check_choice, check_fraction, check_int
 from ..pool.encode import encode_dicom, encode_jpeg, encode_png
 from ..pool.writer import write_pool_file
 from .scenes import render_scene
@@ -179,29 +179,17 @@ def _clear_old_parts(folder: Path) -> None:
 
 
 def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_fraction, classes, label_fraction, files, shortcut_fraction):
-    def integer(name, value, low):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-    def fraction(name, value):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-
-    def choice(name, value, options):
-        if value not in options:
-            raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-    integer("n", n, 1)
-    integer("seed", seed, 0)
-    integer("image_size", image_size, 32)
-    integer("files", files, 1)
+    check_int(n, "n")
+    check_int(seed, "seed", minimum=0)
+    check_int(image_size, "image_size", minimum=32)
+    check_int(files, "files")
     if files > n:
         raise ValueError(f"files ({files}) cannot exceed n ({n})")
-    choice("image_format", image_format, IMAGE_FORMATS)
-    choice("storage", storage, STORAGES)
-    choice("roi", roi, ROI_KINDS)
-    fraction("empty_roi_fraction", empty_roi_fraction)
-    fraction("label_fraction", label_fraction)
-    fraction("shortcut_fraction", shortcut_fraction)
+    check_choice(image_format, "image_format", IMAGE_FORMATS)
+    check_choice(storage, "storage", STORAGES)
+    check_choice(roi, "roi", ROI_KINDS)
+    for name, value in (("empty_roi_fraction", empty_roi_fraction), ("label_fraction", label_fraction),
+                        ("shortcut_fraction", shortcut_fraction)):
+        check_fraction(value, name)
     if isinstance(classes, str) or len(classes) not in (2, 3) or len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
         raise ValueError(f"classes must be 2 or 3 distinct names (round lesion, spiculated lesion[, no lesion]), got {classes!r}")

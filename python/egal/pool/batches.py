@@ -15,13 +15,13 @@ to a decoding worker process.
 """
 from __future__ import annotations
 
-import numbers
 import os
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 
+from .._checks import check_int
 from .errors import PoolError
 from .files import open_parquet
 
@@ -90,10 +90,8 @@ class _Pending:
 
 def iter_raw_batches(spec, batch_size: int, *, start_batch: int = 0, columns: Sequence[str] = ()) -> Iterator[RawBatch]:
     """See the module docstring; `spec` is a PoolSpec."""
-    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not isinstance(start_batch, numbers.Integral) or isinstance(start_batch, bool) or start_batch < 0:
-        raise ValueError(f"start_batch must be a non-negative integer, got {start_batch!r}")
+    check_int(batch_size, "batch_size")
+    check_int(start_batch, "start_batch", minimum=0)
     if isinstance(columns, str):
         raise ValueError(f"columns must be a sequence of column names, got the string {columns!r}")
     extra = list(dict.fromkeys(columns))

@@ -11,12 +11,12 @@ egal.pool.rois (masks and boxes).
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .._checks import check_hw
 from .batches import RawBatch
 from .images import read_image, resize_bilinear, to_channels
 from .errors import PathRefused, RowError
@@ -31,23 +31,15 @@ class DecodeSettings:
     mask_size: Optional[Tuple[int, int]] = None  # (Hm, Wm) of the ROI grid; None: input_size
 
     def __post_init__(self):
-        object.__setattr__(self, "input_size", _size("input_size", self.input_size))
+        object.__setattr__(self, "input_size", check_hw(self.input_size, "input_size"))
         if self.in_channels not in (1, 3) or isinstance(self.in_channels, bool):
             raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
         if self.mask_size is not None:
-            object.__setattr__(self, "mask_size", _size("mask_size", self.mask_size))
+            object.__setattr__(self, "mask_size", check_hw(self.mask_size, "mask_size"))
 
     @property
     def mask_hw(self) -> Tuple[int, int]:
         return self.mask_size if self.mask_size is not None else self.input_size
-
-
-def _size(name: str, value) -> Tuple[int, int]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise ValueError(f"{name} must be (H, W), got {value!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in value):
-        raise ValueError(f"{name} must be two positive integers (H, W), got {value!r}")
-    return (int(value[0]), int(value[1]))
 
 
 @dataclass

@@ -8,12 +8,12 @@ once; the decoded arrays are.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import warnings
 from typing import Dict, Sequence
 
 import numpy as np
 
+from .._checks import check_int
 from .decode import DecodeSettings
 from .errors import DecoderDied, PoolError, UndecodedRows
 from .files import open_parquet
@@ -44,8 +44,7 @@ def load_pool_arrays(
     spec = path_or_spec if isinstance(path_or_spec, PoolSpec) else open_pool(path_or_spec)
     if not isinstance(settings, DecodeSettings):
         raise TypeError(f"settings must be a DecodeSettings, got {type(settings).__name__}")
-    if not isinstance(workers, numbers.Integral) or isinstance(workers, bool) or workers < 0:
-        raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
+    check_int(workers, "workers", minimum=0)
     if isinstance(columns, str):
         raise ValueError(f"columns must be a sequence of column names, got the string {columns!r}")
     columns = list(dict.fromkeys(columns))
