@@ -256,3 +256,66 @@ def test_onnxruntime_ortvalues_are_read_in_place(rng):
     ref = egal.score_batch(values["activations"], values["logits"], values["masks"], weights=values["weights"],
                            backend="reference")
     np.testing.assert_allclose(ref.score, expected.score, atol=1e-6)
+
+
+# The edge cases as docs/scoring.md's table states them.
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_finite_maps_keep_the_entropy_and_non_finite_logits_keep_the_misalignment(backend, rng):
+    case = make_case(rng, 3, 8, 5, 5, 3, 20, 20)
+    clean = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],
+                             return_cam=True, backend=backend)
+    A, Z = case["activations"].copy(), case["logits"].copy()
+    A[0, 2, 1, 1] = np.nan  # sample 0: bad maps
+    Z[1, 2] = np.inf  # sample 1: bad logits
+    dirty = egal.score_batch(A, Z, case["masks"], gradients=case["gradients"], return_cam=True, backend=backend)
+    assert np.isnan(dirty.misalignment[0]) and np.isnan(dirty.score[0]) and np.isnan(dirty.cam[0]).all()
+    assert dirty.pred[0] == clean.pred[0]
+    np.testing.assert_array_equal(dirty.entropy[0], clean.entropy[0])
+    np.testing.assert_array_equal(dirty.entropy_norm[0], clean.entropy_norm[0])
+    assert dirty.pred[1] == -1
+    assert np.isnan([dirty.entropy[1], dirty.entropy_norm[1], dirty.score[1]]).all()
+    np.testing.assert_array_equal(dirty.misalignment[1], clean.misalignment[1])
+    np.testing.assert_array_equal(dirty.cam[1], clean.cam[1])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_empty_roi_with_bad_input_scores_nan(backend, rng):
+    case = make_case(rng, 2, 8, 5, 5, 3, 20, 20)
+    A, Z = case["activations"].copy(), case["logits"].copy()
+    A[0, 0, 0, 0] = np.inf
+    Z[1, 0] = np.nan
+    result = egal.score_batch(A, Z, np.zeros((2, 20, 20), np.uint8), gradients=case["gradients"], backend=backend)
+    assert np.isnan(result.misalignment).all() and np.isnan(result.score).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_flat_map_is_zero_and_fully_misaligned(backend, rng):
+    case = make_case(rng, 3, 4, 5, 5, 3, 20, 20)
+    masks = np.zeros((3, 20, 20), np.uint8)
+    masks[:, 5:9, 5:9] = 1  # SM = 16
+    constant = np.full((3, 4, 5, 5), 2.0, np.float32)
+    weights = np.array([[1, 0, 0, 0], [0, 0, 0, 0], [-1, 0, 0, 0]], np.float32)  # constant > 0, zero, all < 0
+    result = egal.score_batch(constant, case["logits"], masks, weights=weights, return_cam=True, backend=backend)
+    np.testing.assert_array_equal(result.cam, np.zeros((3, 5, 5), np.float32))
+    np.testing.assert_allclose(result.misalignment, 1 - 1e-6 / (16 + 1e-6), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_equal_logits_give_entropy_norm_one_and_class_zero(backend, rng):
+    case = make_case(rng, 2, 4, 5, 5, 4, 20, 20)
+    result = egal.score_batch(case["activations"], np.full((2, 4), 0.7, np.float32), case["masks"],
+                              weights=case["weights"], backend=backend)
+    assert result.pred.tolist() == [0, 0]
+    np.testing.assert_allclose(result.entropy_norm, 1.0, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_boxes_that_hold_no_pixel_centre_are_an_empty_roi(backend, rng):
+    case = make_case(rng, 3, 4, 5, 5, 3, 8, 8)
+    boxes = np.array([[[0.6, 0.6, 1.4, 1.4]],  # between the centres 0.5 and 1.5
+                      [[8.5, 0, 12, 8]],  # right of the grid
+                      [[np.nan, np.nan, np.nan, np.nan]]], np.float32)
+    result = egal.score_batch(case["activations"], case["logits"], boxes=boxes, roi_size=(8, 8),
+                              weights=case["weights"], backend=backend)
+    assert np.isnan(result.misalignment).all()
+    np.testing.assert_array_equal(result.score, result.entropy_norm)
