@@ -77,3 +77,22 @@ def _write(folder, relative: str, data: bytes) -> str:
     with open(target, "wb") as f:
         f.write(data)
     return relative
+
+
+def save_tiny_model(path, *, input_size=(64, 64), seed: int = 0, varied: bool = True) -> str:
+    """A tiny_cnn with a linear head over CLASSES, grey input, saved to `path`. varied: BatchNorm statistics
+    away from the identity, so that predictions vary between images."""
+    import torch
+
+    from egal.models import build_model, save_model
+
+    torch.manual_seed(seed)
+    model = build_model("tiny_cnn", "linear", CLASSES, input_size=input_size, in_channels=1)
+    if varied:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.uniform_(-0.2, 0.2)
+                    module.running_var.uniform_(0.5, 2.0)
+    save_model(model, path)
+    return str(path)

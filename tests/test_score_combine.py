@@ -1,4 +1,5 @@
-"""`egal score --combine raw|rank` end to end: rank mixes the terms' ranks over the pool; raw changes nothing."""
+"""egal.score_pool(combine="raw" | "rank") (`egal score --combine`) end to end: rank mixes the terms' ranks
+over the pool; raw changes nothing."""
 import csv
 
 import numpy as np
@@ -8,14 +9,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from egal.cli import main  # noqa: E402
-from egal.commands.score import COMBINE_METHODS  # noqa: E402
+from egal import score_pool  # noqa: E402
 from egal.combine import METHODS  # noqa: E402
-from egal.models import build_model, save_model  # noqa: E402
 from egal.pipeline import load_runner, score_decoded_batch  # noqa: E402
+from egal.pipeline.shard_store import OutputError  # noqa: E402
 from egal.pool import DecodeSettings, decode_batch, open_pool  # noqa: E402
 
-from pools import CLASSES, make_rows, write_pool  # noqa: E402
+from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
 from test_combine import naive_normalised_rank  # noqa: E402
 
 ALPHA = 0.3
@@ -25,25 +25,17 @@ BATCH = 8
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("combine")
-    torch.manual_seed(0)
-    model = build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1)
-    with torch.no_grad():  # BatchNorm statistics away from the identity, so predictions vary
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    model_path = folder / "model.pt"
-    save_model(model, model_path)
+    model_path = save_tiny_model(folder / "model.pt")
     rows = make_rows(41, folder=folder, roi="boxes", empty_every=5)
     rows[9]["image"] = b"not an image"  # a row in error: never ranked, shifts no rank
     pool = write_pool(folder / "pool.parquet", rows)
     return folder, str(pool), str(model_path)
 
 
-def score(setup, out, *extra):
+def score(setup, out, **options):
     folder, pool, model = setup
-    return main(["score", "--quiet", "--pool", pool, "--model", model, "--out", str(folder / out), "--alpha", str(ALPHA),
-                 "--batch-size", str(BATCH), "--workers", "0", "--select", "10", *extra])
+    return score_pool(pool, model, out=str(folder / out), alpha=ALPHA, batch_size=BATCH, workers=0, select=10,
+                      progress=False, **options)
 
 
 def column(table, name):
@@ -52,8 +44,8 @@ def column(table, name):
 
 def test_default_and_raw_keep_the_scores_of_the_fused_scorer(setup):
     folder, pool, model = setup
-    assert score(setup, "default.parquet") == 0
-    assert score(setup, "raw.parquet", "--combine", "raw") == 0
+    score(setup, "default.parquet")
+    score(setup, "raw.parquet", combine="raw")
     assert (folder / "default.parquet").read_bytes() == (folder / "raw.parquet").read_bytes()
     # The score column is what the fused scorer wrote per batch: the merge does not recompute it.
     spec, runner = open_pool(pool), load_runner(model)
@@ -66,8 +58,8 @@ def test_default_and_raw_keep_the_scores_of_the_fused_scorer(setup):
 
 def test_rank_mixes_the_normalised_ranks_of_the_two_terms(setup):
     folder, _, _ = setup
-    assert score(setup, "default.parquet", "--overwrite") == 0
-    assert score(setup, "rank.parquet", "--combine", "rank") == 0
+    score(setup, "default.parquet", overwrite=True)
+    score(setup, "rank.parquet", combine="rank")
     raw, ranked = pq.read_table(folder / "default.parquet"), pq.read_table(folder / "rank.parquet")
     # The per-sample outputs of docs/scoring.md are untouched; only score and rank change.
     for name in ("id", "pred", "status", "error"):
@@ -96,19 +88,17 @@ def test_rank_mixes_the_normalised_ranks_of_the_two_terms(setup):
     assert ranked.column("rank").to_pylist() != raw.column("rank").to_pylist()
 
 
-def test_resume_keeps_the_combine_method_of_the_run(setup, capsys):
-    folder, _, _ = setup
-    assert score(setup, "mixed.parquet", "--combine", "rank") == 0
-    capsys.readouterr()
-    assert score(setup, "mixed.parquet", "--resume") == 2
-    assert 'combine ("rank" there, "raw" here)' in capsys.readouterr().err
+def test_resume_keeps_the_combine_method_of_the_run(setup):
+    score(setup, "mixed.parquet", combine="rank")
+    with pytest.raises(OutputError, match='combine \\("rank" there, "raw" here\\)'):
+        score(setup, "mixed.parquet", resume=True)
+    assert score(setup, "mixed.parquet", resume=True, combine="rank").already_complete
 
 
-def test_help_explains_the_option_and_the_methods_agree():
-    assert COMBINE_METHODS == METHODS
+def test_help_explains_the_option_and_offers_every_method():
     from egal.cli import build_parser
 
     parser = build_parser()
     score_parser = parser._subparsers._group_actions[0].choices["score"]
     text = " ".join(score_parser.format_help().split())
-    assert "--combine {raw,rank}" in text and "normalised rank" in text and "0.89-0.97" in text
+    assert "--combine {" + ",".join(METHODS) + "}" in text and "normalised rank" in text and "0.89-0.97" in text

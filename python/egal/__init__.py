@@ -2,6 +2,7 @@
 
 The data path: pool -> batches -> model -> activations / channel weights / logits
 and ROIs -> `score_batch` (the fused kernel) -> scores -> `select_top_k`.
+`score_pool` runs all of it over a Parquet pool (what `egal score` calls).
 """
 from ._result import ScoreResult
 from .api import backends, project_roi, score_batch
@@ -11,4 +12,19 @@ from .selection import select_top_k
 
 __version__ = "0.1.0"
 __all__ = ["ScoreResult", "ProjectedROI", "backends", "combine_scores", "project_roi", "score_batch", "select_top_k",
-           "__version__"]
+           "score_pool", "run_scoring", "ScoreOptions", "PoolScores", "__version__"]
+
+# Scoring a whole pool (egal.pipeline), imported on first use: it loads pyarrow.
+_POOL_SCORING = ("score_pool", "run_scoring", "ScoreOptions", "PoolScores")
+
+
+def __getattr__(name):
+    if name in _POOL_SCORING:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_POOL_SCORING))

@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
+
+from .._checks import check_alpha, check_int
+from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
 
 DEFAULT_OUT = "egal-demo"
 
@@ -30,24 +34,25 @@ def register(subparsers):
         epilog="example: egal demo --out egal-demo && egal score --pool egal-demo/pool.parquet "
         "--model egal-demo/model.onnx --alpha 0.2 --select 20 --out egal-demo/alpha02.parquet",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
-    parser.add_argument("--images", type=int, default=600, help="pool size (default: 600)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--images", type=int, default=600, help="pool size (default: %(default)s)")
     parser.add_argument("--labelled", type=float, default=0.3,
-                        help="share of the pool's rows that come labelled, the seed set (default: 0.3)")
-    parser.add_argument("--roi", choices=("mask", "boxes"), default="mask", help="how the pool gives ROIs (default: mask)")
+                        help="share of the pool's rows that come labelled, the seed set (default: %(default)s)")
+    parser.add_argument("--roi", choices=("mask", "boxes"), default="mask", help="how the pool gives ROIs (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=60,
-                        help="training epochs (default: 60, a first-round seed model that still leans on the "
+                        help="training epochs (default: %(default)s, a first-round seed model that still leans on the "
                         "shortcut; about 200 learn the lesions)")
     parser.add_argument("--beta", type=float, default=0.0,
-                        help="weight of the Grad-CAM/ROI Dice loss in training (default: 0, plain training: "
+                        help="weight of the Grad-CAM/ROI Dice loss in training (default: %(default)s, plain training: "
                         "the seed model of a first active-learning round)")
-    parser.add_argument("--select", type=int, default=30, metavar="K", help="how many to select (default: 30)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="entropy weight of the score (default: 0.5)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for the pool and the training (default: 0)")
+    parser.add_argument("--select", type=int, default=30, metavar="K", help="how many to select (default: %(default)s)")
+    parser.add_argument("--alpha", type=float, default=SCORE_DEFAULTS["alpha"],
+                        help="entropy weight of the score, as egal score's (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the pool and the training (default: %(default)s)")
     parser.add_argument("--scorer-only", action="store_true",
                         help="instead: score one synthetic DenseNet-121-sized batch of Grad-CAM inputs with the fused "
                         "scorer and the PyTorch reference (no training)")
-    parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: 256)")
+    parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and results")
     parser.set_defaults(func=run)
 
@@ -70,16 +75,12 @@ def run(args) -> int:
 
 
 def _check(args) -> None:
-    if args.images < 30:
-        raise ValueError(f"--images must be at least 30, got {args.images}")
+    check_int(args.images, "--images", minimum=30)
     if not 0.0 < args.labelled <= 1.0:
         raise ValueError(f"--labelled must lie in (0, 1], got {args.labelled}")
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    if args.select < 1:
-        raise ValueError(f"--select must be >= 1, got {args.select}")
+    check_int(args.epochs, "--epochs")
+    check_alpha(args.alpha, "--alpha")
+    check_int(args.select, "--select")
 
 
 def _step(text: str) -> None:
@@ -154,16 +155,20 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
 
     import egal
 
-    from ..cli import main
+    from .score import print_summary
 
     out = os.path.join(args.out, "scores.parquet")
     command = ["score", "--pool", pool, "--model", model_path, "--out", out, "--select", str(args.select),
                "--alpha", str(args.alpha), "--overwrite"] + (["--quiet"] if args.quiet else [])
-    _step(f"[3/3] egal {' '.join(command)}")
-    status = main(command)
-    if status != 0:
-        return status
-    scores = pq.read_table(out).to_pydict()
+    _step(f"[3/3] egal {' '.join(command)}")  # what the call below does, as a command to rerun
+    result = egal.score_pool(pool, model_path, out=out, select=args.select, alpha=args.alpha, overwrite=True,
+                             progress=not args.quiet)
+    print_summary(result)
+    if result.rows_scored == 0:
+        print(f"egal demo: error: none of the {result.rows} rows could be scored (the reasons are in the error "
+              f"column of {out})", file=sys.stderr)
+        return 1
+    scores = result.table.to_pydict()
     pool_table = pq.read_table(pool, columns=["id", "shortcut"]).to_pydict()
     marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"]))[i] for i in scores["id"]], dtype=bool)
     ids = np.array(scores["id"])

@@ -35,8 +35,9 @@ def run(args) -> int:
     """args: samples, select, alpha, seed."""
     import egal
 
-    if args.samples < 1:
-        raise ValueError("--samples must be >= 1")
+    from .._checks import check_int
+
+    check_int(args.samples, "--samples")
     batch, kinds = synthetic_batch(args.samples, args.seed)
     start = time.perf_counter()
     result = egal.score_batch(batch["activations"], batch["logits"], batch["masks"], weights=batch["weights"],

@@ -1,15 +1,40 @@
-"""Pool scoring, the job behind `egal score`.
+"""Pool scoring: `egal.score_pool` (the library call) and `egal score` (the command on top of it).
 
     pool (Parquet) -> RawBatch (egal.pool) -> decode in worker processes -> DecodedBatch
     -> model runner (PyTorch or ONNX) -> activations / channel weights / logits
     -> egal.score_batch with the ROI masks -> one output row per input row
     -> crash-safe shards -> ranked scores.parquet and the selection CSV
 
-The local engine (local_engine.py) runs this on one machine; the Ray engine
-(ray_engine.py) runs the same per-batch step (batch_scoring.py) on a Ray cluster.
-"""
-from .batch_scoring import OUTPUT_SCHEMA, score_decoded_batch
-from .model_runner import ModelRunner, load_runner
-from .ranking import rank_table, selection_table
+  options.py        ScoreOptions: what a run is asked to do, checked; the defaults of the API and the CLI
+  scoring_job.py    score_pool / run_scoring -> PoolScores; ScoringJob: check, score, merge
+  local_engine.py   this machine: decoder processes beside the model
+  ray_engine.py     a Ray cluster (Ray Data), the same per-batch step
+  batch_scoring.py  one decoded batch through the model and the fused scorer
+  model_runner.py   .pt / .onnx models behind one interface
+  shard_store.py    crash-safe shards, resume, the atomic merge
+  ranking.py        ranks and the selection over the whole pool
 
-__all__ = ["OUTPUT_SCHEMA", "ModelRunner", "load_runner", "rank_table", "score_decoded_batch", "selection_table"]
+Names are imported on first use, so that `import egal` and `egal --help` do not load pyarrow.
+"""
+import importlib
+
+_EXPORTS = {
+    "OUTPUT_SCHEMA": "batch_scoring", "score_decoded_batch": "batch_scoring",
+    "ModelRunner": "model_runner", "load_runner": "model_runner",
+    "rank_table": "ranking", "selection_table": "ranking",
+    "ScoreOptions": "options",
+    "PoolScores": "scoring_job", "score_pool": "scoring_job", "run_scoring": "scoring_job",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

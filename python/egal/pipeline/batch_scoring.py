@@ -15,7 +15,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("pred", pa.string()),  # predicted class name
     ("entropy", pa.float64()),
     ("entropy_norm", pa.float64()),
-    ("misalignment", pa.float64()),  # NaN where the row has no ROI (SCORING.md, empty ROI)
+    ("misalignment", pa.float64()),  # NaN where the row has no ROI (docs/scoring.md, empty ROI)
     ("score", pa.float64()),
     ("status", pa.string()),  # "ok" or "error"
     ("error", pa.string()),  # the reason, for status "error"

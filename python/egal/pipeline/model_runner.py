@@ -14,7 +14,7 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-DEVICES = ("cpu", "cuda")
+from .options import DEVICES
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _torch_runner(path: str, device: str) -> ModelRunner:
     from ..models import load_model
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: PyTorch sees no CUDA GPU on this machine")
+        raise ValueError("device='cuda' (--device cuda): PyTorch sees no CUDA GPU on this machine")
     model = load_model(path, map_location=device)
     torch_device = torch.device(device)
 
@@ -92,8 +92,8 @@ def _onnx_runner(path: str, device: str) -> ModelRunner:
 
     if device == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
-            raise ValueError("--device cuda: onnxruntime has no CUDAExecutionProvider here (pip install 'egal-al[onnx]', "
-                             "i.e. onnxruntime-gpu, on a machine with a GPU)")
+            raise ValueError("device='cuda' (--device cuda): onnxruntime has no CUDAExecutionProvider here (pip "
+                             "install 'egal-al[onnx]', i.e. onnxruntime-gpu, on a machine with a GPU)")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
     else:
         scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])

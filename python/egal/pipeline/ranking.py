@@ -1,4 +1,4 @@
-"""Ranks and the selection (SCORING.md, Selection) over a whole scored pool."""
+"""Ranks and the selection (docs/scoring.md, Selection) over a whole scored pool."""
 from __future__ import annotations
 
 from typing import Optional
@@ -18,7 +18,7 @@ def rank_table(table: pa.Table, *, alpha: Optional[float] = None, combine: str =
     Ranked by score descending, ties by id ascending; rows in error (and NaN
     scores) get no rank, exactly as select_top_k never selects them.
 
-    combine "raw" keeps the `score` the fused scorer wrote for each row (SCORING.md's
+    combine "raw" keeps the `score` the fused scorer wrote for each row (docs/scoring.md's
     formula). Any other method of egal.combine.combine_scores needs the whole pool, so
     the `score` column is computed here, from the entropy_norm and misalignment columns
     of the rows with status "ok", with `alpha`; those two columns stay as they are.

@@ -1,4 +1,5 @@
-"""`egal score` as a job: check everything, score the missing batches, merge and rank."""
+"""Scoring a pool as a library call: `score_pool` checks everything, scores the missing batches,
+merges and ranks, and returns what it did (`PoolScores`). `egal score` is this call plus printing."""
 from __future__ import annotations
 
 import os
@@ -6,64 +7,164 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
+import pyarrow as pa
+
 from .. import __version__
 from ..pool import open_pool
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
+from .options import ScoreOptions
 from .progress import RowProgress
+from .ranking import selection_table
 from .shard_store import ShardStore
+
+
+@dataclass(frozen=True)
+class PoolScores:
+    """What `score_pool` did.
+
+    out:             the ranked output written (Parquet, one row per pool row, in pool order)
+    selection_path:  the selection CSV written, None without `select`
+    rows:            pool rows
+    rows_scored:     rows with status "ok"
+    rows_in_error:   rows with status "error" (the reason is in the table's `error` column)
+    seconds:         time this call spent scoring (0 for an already complete output)
+    rows_per_second: rows scored by this call per second (a resumed run skips the finished batches)
+    resumed:         batches from an earlier, interrupted run were kept
+    already_complete: `out` was a finished run with these options (resume=True); nothing was scored
+    table:           the ranked output as a pyarrow Table (columns id, pred, entropy, entropy_norm,
+                     misalignment, score, rank, status, error)
+    selection:       the `select` top-ranked rows (rank, id, score, entropy_norm, misalignment, pred),
+                     fewer when fewer rows could be scored; None without `select`
+    options:         the ScoreOptions of the run
+    ray_log:         where Ray's own output went (engine "ray" without verbose), else None
+    """
+
+    out: str
+    selection_path: Optional[str]
+    rows: int
+    rows_scored: int
+    rows_in_error: int
+    seconds: float
+    rows_per_second: float
+    resumed: bool
+    already_complete: bool
+    table: pa.Table
+    selection: Optional[pa.Table]
+    options: ScoreOptions
+    ray_log: Optional[str] = None
+
+    def errors(self, limit: Optional[int] = None) -> list:
+        """(id, reason) of the rows in error, in pool order (the first `limit` of them)."""
+        ids, reasons = self.table.column("id").to_pylist(), self.table.column("error").to_pylist()
+        found = [(i, r) for i, r in zip(ids, reasons) if r]
+        return found if limit is None else found[:limit]
+
+
+def score_pool(
+    pool,
+    model,
+    *,
+    out: str = ScoreOptions.out,
+    alpha: float = ScoreOptions.alpha,
+    combine: str = ScoreOptions.combine,
+    batch_size: int = ScoreOptions.batch_size,
+    device: str = ScoreOptions.device,
+    workers: Optional[int] = ScoreOptions.workers,
+    engine: str = ScoreOptions.engine,
+    ray_address: Optional[str] = ScoreOptions.ray_address,
+    resume: bool = ScoreOptions.resume,
+    overwrite: bool = ScoreOptions.overwrite,
+    select: Optional[int] = ScoreOptions.select,
+    select_out: Optional[str] = ScoreOptions.select_out,
+    progress: bool = ScoreOptions.progress,
+    verbose: bool = ScoreOptions.verbose,
+) -> PoolScores:
+    """Score every image of a pool with a trained model and rank what to annotate next.
+
+    Writes `out` (one row per pool row: id, pred, entropy, entropy_norm, misalignment, score,
+    rank, status, error) crash-safely, and with `select` the top rows to `select_out`; returns
+    a PoolScores. The arguments are ScoreOptions' fields (see it for each). A bad argument,
+    pool or model raises ValueError / TypeError / FileNotFoundError before anything is written;
+    an existing `out` is refused without overwrite=True or resume=True (egal.pipeline.shard_store).
+    A dead decoder worker raises egal.pool.DecoderDied; every finished batch is kept for
+    resume=True, also after KeyboardInterrupt.
+    """
+    return run_scoring(ScoreOptions(
+        pool=pool, model=model, out=out, alpha=alpha, combine=combine, batch_size=batch_size, device=device,
+        workers=workers, engine=engine, ray_address=ray_address, resume=resume, overwrite=overwrite, select=select,
+        select_out=select_out, progress=progress, verbose=verbose))
+
+
+def run_scoring(options: ScoreOptions) -> PoolScores:
+    """score_pool with its arguments given as a ScoreOptions."""
+    if not isinstance(options, ScoreOptions):
+        raise TypeError(f"options must be an egal.ScoreOptions, got {type(options).__name__}")
+    job = ScoringJob.prepare(options)
+    ranked = job.run()
+    statuses = ranked.column("status").to_pylist()
+    scored = statuses.count("ok")
+    return PoolScores(
+        out=options.out, selection_path=options.selection_path, rows=len(statuses), rows_scored=scored,
+        rows_in_error=len(statuses) - scored,
+        seconds=0.0 if job.store.already_complete else job.progress.elapsed(),
+        rows_per_second=0.0 if job.store.already_complete else job.progress.rate(),
+        resumed=job.resumed, already_complete=job.store.already_complete, table=ranked,
+        selection=selection_table(ranked, options.select) if options.select is not None else None,
+        options=options, ray_log=job.ray_log,
+    )
 
 
 @dataclass
 class ScoringJob:
-    args: object
+    options: ScoreOptions
     spec: object
     runner: object
     store: ShardStore
     progress: Optional[RowProgress] = None
     resumed: bool = False
-    ray_log: Optional[str] = None  # where Ray's own output goes (--engine ray without --verbose)
+    ray_log: Optional[str] = None  # where Ray's own output goes (engine "ray" without verbose)
     console: Optional[object] = None  # egal's stderr while Ray's output is redirected
 
     @classmethod
-    def prepare(cls, args) -> "ScoringJob":
+    def prepare(cls, options: ScoreOptions) -> "ScoringJob":
         """Validate the pool, the model and the output before any scoring."""
-        spec = open_pool(args.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
+        o = options
+        spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).
-        runner = load_runner(args.model, "cpu" if args.engine == "ray" else args.device)
-        if args.engine == "ray":
+        runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device)
+        if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
-        log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-        log(f"pool: {args.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
+        log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
+        log(f"pool: {o.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
             f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
         if spec.roi_column is None:
             log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
-                "alone (SCORING.md, empty ROI)")
-        log(f"model: {runner.describe()}" + (f"; scored on {args.device} by Ray actors" if args.engine == "ray" else ""))
+                "alone (docs/scoring.md, empty ROI)")
+        log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
         manifest = {
             "egal_version": __version__,
             "pool": spec.fingerprint(),
-            "model_sha256": file_digest(args.model),
-            "device": args.device,
-            "alpha": args.alpha,
-            "combine": args.combine,
-            "batch_size": args.batch_size,
-            "engine": args.engine,
+            "model_sha256": file_digest(o.model),
+            "device": o.device,
+            "alpha": o.alpha,
+            "combine": o.combine,
+            "batch_size": o.batch_size,
+            "engine": o.engine,
         }
-        store = ShardStore(args.out, manifest, resume=args.resume, overwrite=args.overwrite,
+        store = ShardStore(o.out, manifest, resume=o.resume, overwrite=o.overwrite,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
-        job = cls(args, spec, runner, store)
+        job = cls(o, spec, runner, store)
         if store.already_complete:
-            log(f"{args.out} is already complete, from a run with these same arguments; nothing to resume")
-        done_rows = min(len(store.completed_batches()) * args.batch_size, spec.num_rows)
+            log(f"{o.out} is already complete, from a run with these same arguments; nothing to resume")
+        done_rows = min(len(store.completed_batches()) * o.batch_size, spec.num_rows)
         job.resumed = done_rows > 0
         if job.resumed:
-            log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(args.batch_size)} batches "
+            log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(o.batch_size)} batches "
                 "already scored")
-        job.ray_log = None
         console = None
-        if args.engine == "ray" and not getattr(args, "verbose", False) and not store.already_complete:
+        if o.engine == "ray" and not o.verbose and not store.already_complete:
             # Ray's output goes to a file (descriptors 1 and 2, see ray_engine); egal's progress keeps
             # a duplicate of the terminal's stderr.
             try:
@@ -71,33 +172,34 @@ class ScoringJob:
             except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured)
                 console = None
             if console is not None:
-                stem = args.out[:-len(".parquet")] if args.out.endswith(".parquet") else args.out
+                stem = o.out[:-len(".parquet")] if o.out.endswith(".parquet") else o.out
                 job.ray_log = os.path.abspath(stem + ".ray.log")
-                log(f"Ray's own output goes to {job.ray_log} (--verbose shows it here)")
+                log(f"Ray's own output goes to {job.ray_log} (verbose=True, --verbose, shows it here)")
         job.console = console
-        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=not args.quiet, stream=console)
+        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console)
         return job
 
-    def run(self):
-        args = self.args
+    def run(self) -> pa.Table:
+        """Score what is missing, merge and rank; returns the ranked table."""
+        o = self.options
         try:
             if self.store.already_complete:
                 pass
-            elif args.engine == "ray":
+            elif o.engine == "ray":
                 from .ray_engine import score_pool_on_ray
 
                 try:
-                    score_pool_on_ray(self.spec, args.model, self.store, alpha=args.alpha, batch_size=args.batch_size,
-                                      device=args.device, address=args.ray_address, actors=max(1, args.workers),
+                    score_pool_on_ray(self.spec, o.model, self.store, alpha=o.alpha, batch_size=o.batch_size,
+                                      device=o.device, address=o.ray_address, actors=max(1, o.worker_count),
                                       progress=self.progress, log_path=self.ray_log)
                 except BaseException:
                     if self.ray_log:
                         print(f"egal score: Ray's own output is in {self.ray_log}", file=sys.stderr, flush=True)
                     raise
             else:
-                score_pool_locally(self.spec, self.runner, self.store, alpha=args.alpha, batch_size=args.batch_size,
-                                   workers=args.workers, progress=self.progress)
-            return self.store.finalize(self.spec.num_rows, select_k=args.select, select_path=args.select_out)
+                score_pool_locally(self.spec, self.runner, self.store, alpha=o.alpha, batch_size=o.batch_size,
+                                   workers=o.worker_count, progress=self.progress)
+            return self.store.finalize(self.spec.num_rows, select_k=o.select, select_path=o.selection_path)
         finally:
             self.progress.close()
             if self.console is not None:

@@ -11,10 +11,13 @@ and `--resume` scores exactly the batches without a shard. The final output is
 written to a temporary file and renamed over `scores.parquet` only once every
 batch has a shard; the parts folder is removed after that rename. Killed during
 the merge, a resumed run simply merges again. The output keeps the run's
-manifest in its Parquet metadata (key "egal.run"), so that `--resume` of a
-finished run is accepted only with the arguments that produced it.
+manifest in its Parquet metadata (key "egal.run"), so that resuming a finished
+run is accepted only with the arguments that produced it.
 
---overwrite replaces an existing output (atomically, once the new one is
+Messages name the library's arguments and the command's options together
+("resume=True (--resume)"): the same store serves egal.score_pool and egal score.
+
+overwrite replaces an existing output (atomically, once the new one is
 complete) and deletes an unfinished run's parts folder first, saying so. A run
 holds a lock on its parts folder while it lives, so that a second run on the
 same output (an overlapping scheduled job) is refused instead of racing it.
@@ -40,6 +43,8 @@ MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
 RAY_OUTPUT = "ray-output"  # what older versions of the Ray engine left in the parts folder
 RUN_METADATA_KEY = b"egal.run"  # the output's Parquet metadata: the run's manifest, JSON
+RESUME = "resume=True (--resume)"
+OVERWRITE = "overwrite=True (--overwrite)"
 
 
 class OutputError(ValueError):
@@ -55,7 +60,7 @@ class ShardStore:
         self.already_complete = False
         folder = os.path.dirname(self.out_path)
         if not os.path.isdir(folder):
-            raise OutputError(f"--out {out_path!r}: folder {folder!r} does not exist")
+            raise OutputError(f"out {out_path!r} (--out): folder {folder!r} does not exist")
         self._lock_fd = None
         has_parts = os.path.isdir(self.parts_dir)
         if has_parts:
@@ -70,15 +75,16 @@ class ShardStore:
         else:
             if has_parts and not overwrite:
                 raise OutputError(
-                    f"an unfinished run left {self.parts_dir!r}: pass --resume to finish it (only the missing "
-                    f"batches are scored), or --overwrite to delete it and start over")
+                    f"an unfinished run left {self.parts_dir!r}: pass {RESUME} to finish it (only the missing "
+                    f"batches are scored), or {OVERWRITE} to delete it and start over")
             if os.path.exists(self.out_path) and not overwrite:
-                raise OutputError(f"--out {out_path!r} already exists: pass --overwrite to replace it, or choose another path")
+                raise OutputError(f"out {out_path!r} (--out) already exists: pass {OVERWRITE} to replace it, or choose "
+                                  "another path")
             if has_parts:
                 batches = self._remove_unfinished_run()
                 self.release()  # that lock was on the folder just deleted: the new one is locked below
                 if log is not None:
-                    log(f"--overwrite: deleted the unfinished run in {self.parts_dir} ({batches} scored batch(es)); "
+                    log(f"{OVERWRITE}: deleted the unfinished run in {self.parts_dir} ({batches} scored batch(es)); "
                         "starting over")
         os.makedirs(self.parts_dir, exist_ok=True)
         if self._lock_fd is None:
@@ -145,8 +151,8 @@ class ShardStore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputError(f"another egal score is writing to --out {out_path!r} now (it holds {self.parts_dir!r}); "
-                              "wait for it to end, or choose another --out") from None
+            raise OutputError(f"another egal score is writing to out {out_path!r} (--out) now (it holds "
+                              f"{self.parts_dir!r}); wait for it to end, or choose another out") from None
         except OSError:
             pass  # a file system without locks: go on unlocked
         self._lock_fd = fd
@@ -169,32 +175,32 @@ class ShardStore:
                 previous = json.load(f)
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot resume: {self._path(MANIFEST)!r} is unreadable ({exc}); delete "
-                              f"{self.parts_dir!r} (or pass --overwrite instead of --resume) to start over") from exc
+                              f"{self.parts_dir!r} (or pass {OVERWRITE} instead of {RESUME}) to start over") from exc
         changed = describe_differences(previous, self.manifest)
         if changed:
             raise OutputError(
                 f"cannot resume: this run differs from the unfinished one in {self.parts_dir!r} in {changed}; rerun "
-                f"with the same pool, model and options, or pass --overwrite instead of --resume to start over")
+                f"with the same pool, model and options, or pass {OVERWRITE} instead of {RESUME} to start over")
 
     def _check_finished_run(self, out_path) -> None:
-        """--resume of a run that already finished: only with the arguments that produced it."""
+        """Resuming a run that already finished: only with the arguments that produced it."""
         try:
             metadata = pq.read_schema(self.out_path).metadata or {}
         except (OSError, pa.ArrowException) as exc:
-            raise OutputError(f"cannot resume: --out {out_path!r} exists but is not a readable Parquet file ({exc}); "
-                              "pass --overwrite instead of --resume to score again") from exc
+            raise OutputError(f"cannot resume: out {out_path!r} (--out) exists but is not a readable Parquet file "
+                              f"({exc}); pass {OVERWRITE} instead of {RESUME} to score again") from exc
         try:
             previous = json.loads(metadata[RUN_METADATA_KEY])
         except (KeyError, ValueError):
             raise OutputError(
-                f"cannot resume: --out {out_path!r} exists but does not record the arguments of the run that wrote "
-                "it (not written by this version of egal score), so it cannot be checked against this one; pass "
-                "--overwrite instead of --resume to score again, or choose another --out") from None
+                f"cannot resume: out {out_path!r} (--out) exists but does not record the arguments of the run that "
+                "wrote it (not written by this version of egal score), so it cannot be checked against this one; "
+                f"pass {OVERWRITE} instead of {RESUME} to score again, or choose another out") from None
         changed = describe_differences(previous, self.manifest)
         if changed:
             raise OutputError(
-                f"cannot resume: --out {out_path!r} is a finished run that differs from this one in {changed}; pass "
-                "--overwrite instead of --resume to score again with these arguments, or choose another --out")
+                f"cannot resume: out {out_path!r} (--out) is a finished run that differs from this one in {changed}; "
+                f"pass {OVERWRITE} instead of {RESUME} to score again with these arguments, or choose another out")
 
     def _remove_unfinished_run(self) -> int:
         """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
@@ -248,7 +254,7 @@ def write_selection_csv(selection: pa.Table, path: str) -> None:
 
 def _csv_cell(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
-        return ""  # no ROI: misalignment is undefined (SCORING.md, empty ROI)
+        return ""  # no ROI: misalignment is undefined (docs/scoring.md, empty ROI)
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 

@@ -11,7 +11,8 @@ instead wait forever for the lost task.
 The workers never outlive the process that started them. A worker blocked on its
 task queue would otherwise wait forever once its parent is gone (killed with
 SIGKILL, say): the queue's pipe stays open in the worker itself, so it never sees
-end-of-file, and it keeps the caller's stdout and stderr open. `watch_parent` is the initializer of every decoder worker:
+end-of-file, and it keeps the caller's stdout and stderr open. `watch_parent` is
+the initializer of every decoder worker:
 
   * on Linux, the kernel sends the worker SIGKILL the moment its parent dies
     (prctl PR_SET_PDEATHSIG), checked against a parent that died before the call;

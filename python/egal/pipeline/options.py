@@ -1,0 +1,117 @@
+"""What a pool-scoring run is asked to do: `ScoreOptions`, checked when made.
+
+The field defaults here are the defaults of `egal.score_pool` and of `egal score`
+(its options and their help texts read them from here). This module imports
+nothing heavy, so that `egal --help` stays fast.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Optional
+
+from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
+from ..combine import METHODS as COMBINE_METHODS
+
+DEVICES = ("cpu", "cuda")
+ENGINES = ("local", "ray")
+
+
+def default_workers() -> int:
+    """Decoder processes when none are asked for: CPU count - 1, at most 4, and none below 4 CPUs.
+
+    Measured (bench/README.md): on 2 cores the model already uses both, and a decoder
+    process only adds transfer costs; with more cores it decodes while the model runs.
+    """
+    cpus = os.cpu_count() or 1
+    return min(4, cpus - 1) if cpus >= 4 else 0
+
+
+def selection_path_for(out: str) -> str:
+    """Where the selection CSV goes by default: NAME.selection.csv next to NAME.parquet."""
+    stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
+    return stem + ".selection.csv"
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """One `egal.score_pool` run. Checked when made: a bad value raises ValueError or TypeError
+    naming the field.
+
+    pool:        a Parquet file or a folder of them, in egal's pool format (egal.pool)
+    model:       a .pt file (egal.models.save_model, egal train) or an .onnx graph (egal export)
+    out:         the ranked output, one row per pool row; batches go to OUT.parts/ first (crash safety)
+    alpha:       weight of entropy_norm against misalignment, in [0, 1] (1: entropy only)
+    combine:     "raw" (docs/scoring.md's formula) or "rank" (the same mix of each term's normalised
+                 rank over the pool, egal.combine)
+    batch_size:  images per model call and per shard
+    device:      "cpu" or "cuda", where the model runs
+    workers:     engine "local": decoder processes beside the model (0: decode in this process);
+                 engine "ray": scoring actors (at least 1). None: default_workers()
+    engine:      "local" (this machine) or "ray" (Ray Data on a Ray cluster)
+    ray_address: the Ray cluster to join (None: RAY_ADDRESS, else a local Ray instance)
+    resume:      finish an interrupted (or finished) run at `out` with the same options
+    overwrite:   replace `out`, and delete an unfinished run's shards there first
+    select:      also write the `select` ids to annotate next to `select_out`
+    select_out:  where the selection goes (None: NAME.selection.csv next to `out`)
+    progress:    show progress and what the run does on stderr (False: quiet)
+    verbose:     engine "ray": show Ray's own output instead of keeping it in NAME.ray.log
+    """
+
+    pool: str
+    model: str
+    out: str = "scores.parquet"
+    alpha: float = 0.5
+    combine: str = "raw"
+    batch_size: int = 32
+    device: str = "cpu"
+    workers: Optional[int] = None
+    engine: str = "local"
+    ray_address: Optional[str] = None
+    resume: bool = False
+    overwrite: bool = False
+    select: Optional[int] = None
+    select_out: Optional[str] = None
+    progress: bool = True
+    verbose: bool = False
+
+    def __post_init__(self):
+        for name in ("pool", "model", "out"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+                what = "a model file (.pt or .onnx)" if name == "model" else "a path"
+                raise bad_argument(TypeError, name, f"must be {what}, got {value!r}")
+            object.__setattr__(self, name, os.fspath(value))
+        object.__setattr__(self, "alpha", check_alpha(self.alpha))
+        check_choice(self.combine, "combine", COMBINE_METHODS)
+        check_int(self.batch_size, "batch_size")
+        check_choice(self.device, "device", DEVICES)
+        check_choice(self.engine, "engine", ENGINES)
+        if self.workers is not None:
+            check_int(self.workers, "workers", minimum=0)
+        for name in ("resume", "overwrite", "progress", "verbose"):
+            check_bool(getattr(self, name), name)
+        if self.resume and self.overwrite:
+            raise bad_argument(ValueError, "resume", "and overwrite exclude each other: resume=True finishes the run "
+                               "at out, overwrite=True replaces it")
+        if self.select is not None:
+            check_int(self.select, "select")
+        if self.select_out is not None:
+            object.__setattr__(self, "select_out", os.fspath(self.select_out))
+        if self.ray_address is not None and not isinstance(self.ray_address, str):
+            raise bad_argument(TypeError, "ray_address", f"must be a string, got {self.ray_address!r}")
+
+    @property
+    def worker_count(self) -> int:
+        """workers, with None resolved to default_workers()."""
+        return default_workers() if self.workers is None else self.workers
+
+    @property
+    def selection_path(self) -> Optional[str]:
+        """Where the selection CSV is written; None without `select`."""
+        if self.select is None:
+            return None
+        return self.select_out if self.select_out is not None else selection_path_for(self.out)
+
+
+DEFAULTS = {f.name: f.default for f in fields(ScoreOptions) if f.name not in ("pool", "model")}
