@@ -28,7 +28,7 @@ def register(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
     parser.add_argument("--label-column", help="column holding the class label (default: label)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_train_options(parser)
