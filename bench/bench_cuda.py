@@ -1,7 +1,7 @@
 """GPU: the fused CUDA kernel against the PyTorch reference running on the same GPU.
 
     python -m pytest bench/bench_cuda.py --benchmark-only --benchmark-json=cuda.json
-    python bench/report_engine.py --from-json cuda.json   # same table as the CPU run
+    python bench/report_scorer.py --from-json cuda.json   # same table as the CPU run
 
 Skips without a GPU. A device-to-device copy in the same run gives the bandwidth floor.
 """

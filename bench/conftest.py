@@ -1,5 +1,5 @@
 import sys
 from pathlib import Path
 
-# bench/ shares the engine tests' input generators.
+# bench/ shares the scorer tests' input generators.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -13,7 +13,7 @@ EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
   python3 -m pip install --no-build-isolation --no-deps . 2>&1 | tail -5 | tee "$OUT/build.txt"
 python3 -c "import egal; print(egal.backends())" | tee -a "$OUT/build.txt"
 
-python3 -m pytest -q tests/test_engine_cuda.py tests/test_engine_correctness.py tests/test_engine_errors.py \
+python3 -m pytest -q tests/test_scorer_cuda.py tests/test_scorer_correctness.py tests/test_scorer_errors.py \
   2>&1 | tail -15 | tee "$OUT/tests.txt"
 
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
@@ -22,7 +22,7 @@ for tool in memcheck racecheck; do
 done
 
 python3 -m pytest bench/bench_cuda.py --benchmark-only -q --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tail -3
-python3 bench/report_engine.py --from-json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.md"
+python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.md"
 
 # egal score --device cuda end to end (issue 4's GPU path): the synthetic demo pool, a
 # tiny model (.pt and .onnx), scores compared with a CPU run of the same model.

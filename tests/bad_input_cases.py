@@ -1,4 +1,4 @@
-"""Bad calls of the engine, run in a child process by test_engine_errors.py so
+"""Bad calls of the scorer, run in a child process by test_scorer_errors.py so
 that a crash (segfault, abort) fails the tests instead of passing silently.
 
 Each case: name -> (callable, expected exception type, words its message must hold).

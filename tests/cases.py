@@ -1,4 +1,4 @@
-"""Random inputs for the engine tests."""
+"""Random inputs for the scorer tests."""
 import numpy as np
 
 # Scores lie in [0, 1]; these bound |backend - float64| per input dtype. The

@@ -4,7 +4,7 @@ import pytest
 import egal
 
 # Backends compared with the float64 implementation of docs/scoring.md. The CUDA
-# backend has its own module (test_engine_cuda.py) that skips without a GPU.
+# backend has its own module (test_scorer_cuda.py) that skips without a GPU.
 CPU_BACKENDS = ["cpu", "reference"]
 
 

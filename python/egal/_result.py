@@ -1,7 +1,7 @@
 """The value every scorer returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -24,6 +24,3 @@ class ScoreResult:
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}

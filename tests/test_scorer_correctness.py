@@ -125,8 +125,8 @@ def test_numpy_and_torch_inputs_agree_exactly(rng):
     t = {k: torch.from_numpy(v) for k, v in case.items()}
     from_torch = egal.score_batch(t["activations"], t["logits"], t["masks"], gradients=t["gradients"],
                                   return_cam=True)
-    for name, value in from_numpy.to_dict().items():
-        np.testing.assert_array_equal(value, from_torch.to_dict()[name], err_msg=name)
+    for name, value in vars(from_numpy).items():
+        np.testing.assert_array_equal(value, getattr(from_torch, name), err_msg=name)
 
 
 def test_readonly_numpy_inputs(rng):
@@ -250,7 +250,7 @@ def test_onnxruntime_ortvalues_are_read_in_place(rng):
     expected = egal.score_batch(case["activations"], case["logits"], case["masks"], weights=case["weights"])
     values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in case.items()}
     result = egal.score_batch(values["activations"], values["logits"], values["masks"], weights=values["weights"])
-    for name, value in expected.to_dict().items():
+    for name, value in vars(expected).items():
         np.testing.assert_array_equal(getattr(result, name), value, err_msg=name)
     # the same through the PyTorch reference, which borrows the OrtValue's memory too
     ref = egal.score_batch(values["activations"], values["logits"], values["masks"], weights=values["weights"],

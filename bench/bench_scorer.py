@@ -1,8 +1,8 @@
 """The fused scorer (C++ CPU backend) against the pure-Python PyTorch reference.
 
-Run: python bench/report_engine.py  (runs this file under pytest-benchmark and
+Run: python bench/report_scorer.py  (runs this file under pytest-benchmark and
 writes the table with ratios and the memory-bandwidth floor), or directly:
-    python -m pytest bench/bench_engine.py --benchmark-only
+    python -m pytest bench/bench_scorer.py --benchmark-only
 
 Every case runs both implementations on the same inputs in one run. A third
 benchmark times a large numpy copy in the same run: its bandwidth turns each

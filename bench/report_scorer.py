@@ -1,7 +1,7 @@
-"""Run bench_engine.py under pytest-benchmark and print a markdown table:
+"""Run bench_scorer.py under pytest-benchmark and print a markdown table:
 samples/s of both implementations, their ratio, and the bandwidth floor.
 
-    python bench/report_engine.py [--json out.json] [-k EXPR]
+    python bench/report_scorer.py [--json out.json] [-k EXPR]
 """
 import argparse
 import datetime
@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run(json_path, k_expr):
-    cmd = [sys.executable, "-m", "pytest", str(HERE / "bench_engine.py"), "--benchmark-only", "-q", "-p",
+    cmd = [sys.executable, "-m", "pytest", str(HERE / "bench_scorer.py"), "--benchmark-only", "-q", "-p",
            "no:cacheprovider", f"--benchmark-json={json_path}"]
     if k_expr:
         cmd += ["-k", k_expr]
