@@ -101,3 +101,46 @@ def test_weights_none_overrides_a_configs_imagenet():
 
     args = build_parser().parse_args(["simulate", "--out", "x", "--weights", "none", "--input-size", "64x48"])
     assert train_overrides(args) == {"weights": None, "input_size": (64, 48)}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A 'pretrained' tiny_cnn backbone file: what a frozen prefix needs (the same weights for every seed)."""
+    from egal.models import build_model
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "tiny_cnn.pth"
+    torch.save(build_model("tiny_cnn", "linear", ("a", "b"), input_size=(32, 32)).features.state_dict(), path)
+    return str(path)
+
+
+def test_simulate_with_a_frozen_prefix_the_shortcut_benchmark_and_egal_rank(pool, tiny_weights, tmp_path, capsys):
+    args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--strategies", "random,egal-rank", "--seeds", "2",
+            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test",
+            "--trainable-from", "features.conv3", "--weights", tiny_weights, "--shortcut-class", "malignant",
+            "--shortcut-share", "0.5", "--cache-dir", str(tmp_path / "cache"), *FAST_TRAIN]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "feature cache ready" in err and "shortcut benchmark" in err
+    assert list((tmp_path / "cache").glob("features-*-identity.npz"))
+    config = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert config["train"]["trainable_from"] == "features.conv3"
+    assert config["shortcut"]["target_class"] == "malignant"
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert {r["strategy"] for r in rounds} == {"random", "egal_rank_a0.5"}
+    assert all(r["marker_accuracy"] is not None for r in rounds)
+    assert "Shortcut benchmark" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "shortcut.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--trainable-from", "features.conv9", "--weights", "WEIGHTS"], "has no child 'conv9'"),
+    (["--trainable-from", "features.conv3"], "its weights are random"),
+    (["--shortcut-class", "huge"], "not a class of the data"),
+])
+def test_simulate_refuses_a_bad_cut_or_shortcut_class(pool, tiny_weights, tmp_path, capsys, extra, message):
+    extra = [tiny_weights if e == "WEIGHTS" else e for e in extra]
+    args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", "--seeds", "1", "--rounds", "1",
+            "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN, *extra]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err

@@ -190,6 +190,11 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
                      f"image(s) of {config.shortcut.target_class!r} ({shortcut.unplaced} had no room outside the ROI); "
                      f"marker test copy: {int(shortcut.marker_test_marked.sum())} of {len(test)} test image(s) marked")
     if todo and config.train.trainable_from is not None:
+        if config.train.weights is None:
+            raise ValueError(
+                f"trainable_from = {config.train.trainable_from!r} freezes the backbone, but its weights are random "
+                "(weights = none): every seed and round would freeze a different random prefix, so no feature cache "
+                "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it all")
         features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
     ran, first_rounds = [], {}
     ceiling = roi_cam_dice(dataset.masks[test], _cam_size(config)) if todo else None
