@@ -20,7 +20,7 @@ DISTRIBUTION = "egal-al"
 # Optional dependencies and the extra that installs each (pyproject.toml).
 EXTRA_OF_MODULE = {
     "torch": "torch", "torchvision": "torch",
-    "sklearn": "experiments", "matplotlib": "experiments", "yaml": "experiments",
+    "sklearn": "experiments", "scipy": "experiments", "matplotlib": "experiments", "yaml": "experiments",
     "onnx": "export", "onnxscript": "export",
     "onnxruntime": "onnx-cpu",
     "ray": "ray",
