@@ -32,7 +32,7 @@ def evaluate(model, images, masks, labels, *, batch_size: int = 256, features=No
 def roi_cam_dice(masks, cam_size) -> float:
     """The Dice a Grad-CAM of `cam_size` (h, w) can reach: mean over rows with an ROI of the soft Dice
     between each ROI [N, H, W] and the ROI itself area-averaged onto the h x w grid, then normalised and
-    upsampled exactly as SCORING.md treats a CAM (the fused scorer does those steps). A reference
+    upsampled exactly as docs/scoring.md treats a CAM (the fused scorer does those steps). A reference
     point for the Grad-CAM Dice figures, not a strict upper bound."""
     import egal
     import torch

@@ -19,7 +19,7 @@ KINDS = ("random", "entropy", "misalignment", "egal")
 class Strategy:
     kind: str  # one of KINDS
     alpha: Optional[float] = None  # weight of the entropy term (None for random)
-    combine: str = "raw"  # "raw": SCORING.md's formula; "rank": each term rank-normalised over the pool first
+    combine: str = "raw"  # "raw": docs/scoring.md's formula; "rank": each term rank-normalised over the pool first
 
     @property
     def name(self) -> str:

@@ -1,6 +1,6 @@
 """Differentiable Grad-CAM and the soft Dice loss between it and the expert ROI.
 
-The map is built exactly as SCORING.md defines it (channel weights = spatial mean
+The map is built exactly as docs/scoring.md defines it (channel weights = spatial mean
 of d logit / d A, ReLU, min-max normalisation at low resolution with 1e-7,
 bilinear upsampling with align_corners=False, soft Dice with eps 1e-6), but every
 step stays in the autograd graph: the channel weights come from
@@ -36,7 +36,7 @@ def gradcam_of_class(activations, logits, classes):
 def soft_dice_distance(cam, masks):
     """Per-sample 1 - soft Dice [B] between a low-resolution map [B, h, w] and ROIs [B, H, W].
 
-    Samples with an empty ROI get NaN (SCORING.md's policy), so that callers
+    Samples with an empty ROI get NaN (docs/scoring.md's policy), so that callers
     must decide explicitly what to do with them.
     """
     masks = masks.to(cam.dtype)
