@@ -127,3 +127,49 @@ def test_a_worker_killed_between_batches_stops_the_decoding(tmp_path):
 def decoder_workers():
     """This process's spawned workers (not multiprocessing's resource tracker)."""
     return [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())]
+
+
+def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback():
+    from egal.pool import DecodeSettings, RawBatch
+    from egal.pool.workers import decode_in_order
+
+    # Row numbers that are not a list: decode_batch fails outside its per-row error handling (a TypeError).
+    broken = RawBatch(index=0, start_row=0, ids=["a"], images=[b"x"], image_is_path=False, rois=[None],
+                      roi_kind=None, base_dirs=["/nonexistent"], rows=7)
+    decoded = decode_in_order(iter([broken]), DecodeSettings((8, 8)), workers=1)
+    try:
+        with pytest.raises(TypeError, match="not iterable") as caught:
+            next(decoded)
+    finally:
+        decoded.close()
+    assert "in the decoder worker process" in str(caught.value.__cause__)
+    assert "decode_batch" in str(caught.value.__cause__)  # the worker's traceback
+    assert not decoder_workers()
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/wchan"), reason="needs Linux's /proc/PID/wchan")
+def test_a_worker_killed_in_the_middle_of_sending_a_batch_is_an_error_not_a_hang(tmp_path):
+    # The case that hangs a ProcessPoolExecutor: a worker dies after sending part of a result. Here the
+    # consumer pauses, so the worker blocks halfway through sending its next 3 MB batch; then it is killed.
+    from egal.pool import DecodeSettings, DecoderDied, open_pool
+    from egal.pool.workers import decode_in_order
+
+    spec = open_pool(write_pool(tmp_path / "pool.parquet", make_rows(8, folder=tmp_path, size=32)))
+    decoded = decode_in_order(spec.iter_batches(4), DecodeSettings((256, 256), 3), workers=1)
+    try:
+        next(decoded)
+        (worker,) = decoder_workers()
+        deadline = time.time() + 60
+        while "pipe_write" not in open(f"/proc/{worker.pid}/wchan").read() and time.time() < deadline:
+            time.sleep(0.02)
+        assert "pipe_write" in open(f"/proc/{worker.pid}/wchan").read(), "the worker should be sending"
+        worker.kill()
+        while worker.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:  # dead, not reaped by us
+            time.sleep(0.02)
+        started = time.time()
+        with pytest.raises(DecoderDied, match=r"a decoder worker process died \(killed, or out of memory; exit code -9\)"):
+            next(decoded)
+        assert time.time() - started < 10
+    finally:
+        decoded.close()
+    assert not decoder_workers()
