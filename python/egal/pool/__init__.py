@@ -32,7 +32,8 @@ The pieces
   load_pool_arrays(path_or_spec, settings, columns=, workers=, labeled_only=) -> dict
                                         (warns UndecodedRows, listing rows that fail to decode)
   workers.decode_in_order(raw_batches, settings, workers) -> DecodedBatch, ...
-                                        decoding in worker processes (both callers above)
+                                        decode_batch in worker processes, in order (what
+                                        load_pool_arrays and egal score use)
   errors                                every exception of the package
   writer.write_pool_file, encode        writing pools and the encodings they hold
 
