@@ -19,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from egal.loop import load_config, load_dataset, split_test
+from egal.loop import load_config, split_test
+from egal.loop.data import load_experiment_dataset
 from egal.loop.metrics import evaluate, roi_cam_dice
 from egal.loop.simulation import _cam_size
 from egal.train import build_feature_cache, train_model
@@ -36,9 +37,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    data = load_dataset(config.data.path, config.train.input_size, config.train.in_channels,
-                        label_column=config.data.label_column, group_column=config.data.group_column,
-                        cache_dir=config.data.cache_dir)
+    data = load_experiment_dataset(config)
     pool, test = split_test(data.labels, data.groups, test_groups=config.data.test_groups,
                             test_fraction=config.data.test_fraction, seed=config.data.split_seed)
     cache = None

@@ -19,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from egal.loop import load_config, load_dataset
+from egal.loop import load_config
+from egal.loop.data import load_experiment_dataset
 from egal.loop.metrics import evaluate
 from egal.loop.splits import balanced_seed_set
 from egal.train import build_feature_cache, train_model
@@ -37,9 +38,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    data = load_dataset(config.data.path, config.train.input_size, config.train.in_channels,
-                        label_column=config.data.label_column, group_column=config.data.group_column,
-                        cache_dir=config.data.cache_dir)
+    data = load_experiment_dataset(config)
     train_rows = np.flatnonzero(np.isin(data.groups, ["1", "2", "3"]))
     val_rows = np.flatnonzero(data.groups == "4")
     os.makedirs(args.out, exist_ok=True)

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from pools import make_rows, write_pool
+from process_tags import processes_tagged, wait_until_gone
 
 psutil = pytest.importorskip("psutil")
 
@@ -53,24 +54,6 @@ DEAD_WORKER = textwrap.dedent("""
 """)
 
 
-def tagged(tag):
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("EGAL_TEST_PROCESS_TAG") == tag and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def wait_until_gone(tag, timeout=15.0):
-    deadline = time.time() + timeout
-    while (left := tagged(tag)) and time.time() < deadline:
-        time.sleep(0.2)
-    return left
-
-
 def test_decoder_workers_die_with_a_killed_parent(tmp_path):
     pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path, size=32))
     tag = uuid.uuid4().hex
@@ -78,14 +61,14 @@ def test_decoder_workers_die_with_a_killed_parent(tmp_path):
                             text=True, env={**os.environ, "EGAL_TEST_PROCESS_TAG": tag})
     try:
         assert proc.stdout.readline().strip() == "decoded", proc.stderr.read() if proc.poll() is not None else ""
-        workers = [p for p in tagged(tag) if p.pid != proc.pid]
+        workers = [p for p in processes_tagged(tag) if p.pid != proc.pid]
         assert len(workers) >= 3, "expected the two decoder workers and the resource tracker"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         left = wait_until_gone(tag)
         assert not left, [" ".join(p.cmdline())[:100] for p in left]
     finally:
-        for process in tagged(tag):
+        for process in processes_tagged(tag):
             process.kill()
         proc.kill()
         proc.communicate(timeout=30)
@@ -98,7 +81,7 @@ def test_load_pool_arrays_turns_a_dead_worker_into_an_error(tmp_path):
         done = subprocess.run([sys.executable, "-c", DEAD_WORKER, str(pool)], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "EGAL_TEST_PROCESS_TAG": tag})
     except subprocess.TimeoutExpired:
-        for process in tagged(tag):
+        for process in processes_tagged(tag):
             process.kill()
         pytest.fail("load_pool_arrays hung after a decoder worker died")
     assert done.returncode == 0, done.stdout + done.stderr

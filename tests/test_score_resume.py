@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from egal.models import build_model, save_model  # noqa: E402
 
+from process_tags import describe, processes_tagged, wait_until_gone
 from pools import CLASSES, make_rows, write_pool  # noqa: E402
 
 
@@ -38,32 +39,6 @@ def tagged():
     for process in left:  # the assertion below fails; do not leave them running either
         process.kill()
     assert not left, "processes left behind: " + "; ".join(describe(p) for p in left)
-
-
-def processes_tagged(tag):
-    psutil = pytest.importorskip("psutil")
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("EGAL_TEST_PROCESS_TAG") == tag and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.Error, OSError):
-            continue
-    return found
-
-
-def wait_until_gone(tag, timeout=15.0):
-    deadline = time.time() + timeout
-    while (left := processes_tagged(tag)) and time.time() < deadline:
-        time.sleep(0.2)
-    return left
-
-
-def describe(process) -> str:
-    try:
-        return f"{process.pid} {' '.join(process.cmdline())[:120]}"
-    except Exception:
-        return str(process.pid)
 
 
 def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_path, tagged):

@@ -59,6 +59,14 @@ def load_dataset(path, input_size: Tuple[int, int], in_channels: int = 1, *, lab
     return dataset
 
 
+def load_experiment_dataset(config) -> Dataset:
+    """load_dataset with an ExperimentConfig's data and training settings (path, resolution, channels,
+    label and group columns, cache folder)."""
+    return load_dataset(config.data.path, config.train.input_size, config.train.in_channels,
+                        label_column=config.data.label_column, group_column=config.data.group_column,
+                        cache_dir=config.data.cache_dir)
+
+
 def _decode(path, input_size, in_channels, label_column, group_column) -> Dataset:
     from ..pool import DecodeSettings, load_pool_arrays
 

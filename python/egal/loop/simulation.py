@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..train import train_model
 from ..train.feature_cache import FeatureCache, build_feature_cache
 from .config import ExperimentConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, load_experiment_dataset
 from .metrics import evaluate, roi_cam_dice
 from .shortcut import ShortcutData, build_shortcut
 from .splits import balanced_seed_set, split_test
@@ -167,9 +167,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
 
         torch.set_num_threads(config.loop.threads)
     if dataset is None:
-        dataset = load_dataset(config.data.path, config.train.input_size, config.train.in_channels,
-                               label_column=config.data.label_column, group_column=config.data.group_column,
-                               cache_dir=config.data.cache_dir)
+        dataset = load_experiment_dataset(config)
     pool, test = split_test(dataset.labels, dataset.groups, test_groups=config.data.test_groups,
                             test_fraction=config.data.test_fraction, seed=config.data.split_seed)
     strategies = config.loop.strategy_objects()
