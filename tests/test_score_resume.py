@@ -18,6 +18,17 @@ from process_tags import describe, processes_tagged, wait_until_gone
 from pools import CLASSES, make_rows, write_pool  # noqa: E402
 
 
+def model_pool_and_reference(tmp_path):
+    """A small model, a 160-row pool with boxes, and the output of an uninterrupted run on them."""
+    torch.manual_seed(1)
+    model = tmp_path / "model.pt"
+    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes"))
+    reference = tmp_path / "reference.parquet"
+    subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
+    return model, pool, reference
+
+
 def egal_score(pool, model, out, *extra):
     return [sys.executable, "-m", "egal.cli", "score", "--pool", str(pool), "--model", str(model), "--out", str(out),
             "--batch-size", "4", "--workers", "1", "--select", "10", "--quiet", *extra]
@@ -85,12 +96,7 @@ def test_sigkill_at_random_points_then_resume_matches_an_uninterrupted_run(tmp_p
 def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, tagged):
     psutil = pytest.importorskip("psutil")
     env, _ = tagged
-    torch.manual_seed(1)
-    model = tmp_path / "model.pt"
-    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
-    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes"))
-    reference = tmp_path / "reference.parquet"
-    subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
+    model, pool, reference = model_pool_and_reference(tmp_path)
 
     out = tmp_path / "out.parquet"
     proc = subprocess.Popen(egal_score(pool, model, out), stderr=subprocess.PIPE, text=True, env=env)
@@ -110,12 +116,7 @@ def test_a_dead_decoder_worker_stops_the_run_cleanly_and_resume_finishes_it(tmp_
 @pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
 def test_sigterm_stops_the_run_like_ctrl_c_and_resume_finishes_it(tmp_path, tagged, stop):
     env, running = tagged
-    torch.manual_seed(1)
-    model = tmp_path / "model.pt"
-    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
-    pool = write_pool(tmp_path / "pool.parquet", make_rows(160, folder=tmp_path, roi="boxes"))
-    reference = tmp_path / "reference.parquet"
-    subprocess.run(egal_score(pool, model, reference), check=True, timeout=300)
+    model, pool, reference = model_pool_and_reference(tmp_path)
 
     out = tmp_path / "out.parquet"
     # A session of its own, as a terminal's foreground job: Ctrl-C reaches every process of the group.
