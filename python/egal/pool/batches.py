@@ -16,8 +16,8 @@ to a decoding worker process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterator, List, Optional, Sequence
 
 import pyarrow as pa
 
@@ -34,14 +34,14 @@ OPTIONAL_COLUMNS = ("label",)
 class RawBatch:
     index: int  # batch number (the batch_size it was cut with decides its rows)
     start_row: int  # global row number of the first row
-    ids: List[str]
-    images: List  # bytes, or relative path strings when image_is_path; None where null
+    ids: list[str]
+    images: list  # bytes, or relative path strings when image_is_path; None where null
     image_is_path: bool
-    rois: List  # PNG bytes ("mask"), relative path ("mask_path"), list of boxes ("boxes"), or None
-    roi_kind: Optional[str]  # "mask", "mask_path", "boxes" or None (no ROI column)
-    base_dirs: List[str]  # folder of each row's Parquet file (paths are relative to it)
-    extra: Dict[str, List] = field(default_factory=dict)  # requested extra columns
-    rows: List[int] = field(default_factory=list)  # global row numbers (contiguous unless selected)
+    rois: list  # PNG bytes ("mask"), relative path ("mask_path"), list of boxes ("boxes"), or None
+    roi_kind: str | None  # "mask", "mask_path", "boxes" or None (no ROI column)
+    base_dirs: list[str]  # folder of each row's Parquet file (paths are relative to it)
+    extra: dict[str, list] = field(default_factory=dict)  # requested extra columns
+    rows: list[int] = field(default_factory=list)  # global row numbers (contiguous unless selected)
 
     def __post_init__(self):
         if not self.rows:
@@ -50,7 +50,7 @@ class RawBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def select(self, positions: Sequence[int]) -> "RawBatch":
+    def select(self, positions: Sequence[int]) -> RawBatch:
         """The rows at `positions` (within this batch), as a batch of their own."""
         pick = lambda values: [values[p] for p in positions]  # noqa: E731
         return replace(
@@ -69,7 +69,7 @@ class _Pending:
 
     def __init__(self, columns: Sequence[str]):
         self.columns = {c: [] for c in columns}
-        self.base_dirs: List[str] = []
+        self.base_dirs: list[str] = []
 
     def __len__(self) -> int:
         return len(self.base_dirs)

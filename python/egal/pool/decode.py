@@ -12,23 +12,22 @@ egal.pool.rois (masks and boxes).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .._checks import check_hw
 from .batches import RawBatch
-from .images import read_image, resize_bilinear, to_channels
 from .errors import PathRefused, RowError
+from .images import read_image, resize_bilinear, to_channels
 from .paths import resolve_inside
 from .rois import mask_from_boxes, mask_from_png
 
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    input_size: Tuple[int, int]  # (H, W) of the model input
+    input_size: tuple[int, int]  # (H, W) of the model input
     in_channels: int = 1  # 1 (grey) or 3 (RGB)
-    mask_size: Optional[Tuple[int, int]] = None  # (Hm, Wm) of the ROI grid; None: input_size
+    mask_size: tuple[int, int] | None = None  # (Hm, Wm) of the ROI grid; None: input_size
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", check_hw(self.input_size, "input_size"))
@@ -38,7 +37,7 @@ class DecodeSettings:
             object.__setattr__(self, "mask_size", check_hw(self.mask_size, "mask_size"))
 
     @property
-    def mask_hw(self) -> Tuple[int, int]:
+    def mask_hw(self) -> tuple[int, int]:
         return self.mask_size if self.mask_size is not None else self.input_size
 
 
@@ -46,13 +45,13 @@ class DecodeSettings:
 class DecodedBatch:
     index: int
     start_row: int
-    ids: List[str]
+    ids: list[str]
     images: np.ndarray  # [B, in_channels, H, W] float32 in [0, 1]; zeros on error rows
     masks: np.ndarray  # [B, Hm, Wm] uint8 0/1; zeros on error rows and rows without ROI
     has_roi: np.ndarray  # [B] bool: the mask has at least one ROI pixel
-    errors: List[Optional[str]]  # None, or why the row could not be decoded
-    extra: Dict[str, List] = field(default_factory=dict)
-    rows: List[int] = field(default_factory=list)  # global row numbers
+    errors: list[str | None]  # None, or why the row could not be decoded
+    extra: dict[str, list] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)  # global row numbers
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,7 +68,7 @@ def decode_batch(raw: RawBatch, settings: DecodeSettings) -> DecodedBatch:
     height, width = settings.input_size
     images = np.zeros((n, settings.in_channels, height, width), dtype=np.float32)  # [B, C, H, W]
     masks = np.zeros((n, *settings.mask_hw), dtype=np.uint8)  # [B, Hm, Wm]
-    errors: List[Optional[str]] = [None] * n
+    errors: list[str | None] = [None] * n
     for i in range(n):
         try:
             image, mask = _decode_row(raw, i, settings)

@@ -7,7 +7,6 @@ Little Endian), uncompressed.
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -45,9 +44,9 @@ def encode_dicom(
     stored: np.ndarray,
     *,
     photometric: str = "MONOCHROME2",
-    bits_stored: Optional[int] = None,
-    rescale: Optional[Tuple[float, float]] = None,
-    window: Optional[Tuple[float, float]] = None,
+    bits_stored: int | None = None,
+    rescale: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = None,
     instance: int = 1,
     preamble: bool = True,
 ) -> bytes:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +14,7 @@ from .errors import PoolError
 READ_BUFFER_BYTES = 4 << 20
 
 
-def find_parquet_files(path) -> List[Path]:
+def find_parquet_files(path) -> list[Path]:
     """The pool's files, absolute, in read order.
 
     A file is the pool itself; a directory holds every `*.parquet` below it,

@@ -18,14 +18,13 @@ Rules:
 from __future__ import annotations
 
 from io import BytesIO
-from typing import Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
-from .rois import _without_stream_repr
 from .errors import RowError
+from .rois import _without_stream_repr
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -85,7 +84,7 @@ def to_channels(image: np.ndarray, in_channels: int) -> np.ndarray:
     return np.repeat(image, in_channels, axis=0)
 
 
-def resize_bilinear(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """[C, h, w] -> [C, H, W] float32 with Pillow's bilinear filter in 'F' mode."""
     height, width = size
     if image.shape[1:] == (height, width):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ def load_pool_arrays(
     columns: Sequence[str] = ("label",),
     workers: int = 0,
     labeled_only: bool = False,
-) -> Dict[str, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """All rows (or the labelled ones) decoded, in read order.
 
     Returns {"ids": [N] str, "rows": [N] int64 global row numbers,

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from io import BytesIO
-from typing import Sequence, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -80,7 +80,7 @@ def _without_stream_repr(exc: Exception) -> str:
     return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
-def check_aspect(mask_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> None:
+def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
     mask_ratio = mask_hw[1] / mask_hw[0]
     image_ratio = image_hw[1] / image_hw[0]
     if abs(mask_ratio / image_ratio - 1.0) > ASPECT_TOLERANCE:
@@ -90,7 +90,7 @@ def check_aspect(mask_hw: Tuple[int, int], image_hw: Tuple[int, int]) -> None:
         )
 
 
-def resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """[h, w] -> [H, W] uint8 0/1, nearest neighbour."""
     height, width = size
     rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
@@ -98,14 +98,14 @@ def resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]].astype(np.uint8)
 
 
-def mask_from_png(data: bytes, image_hw: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+def mask_from_png(data: bytes, image_hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """[H, W] uint8 0/1 from PNG bytes, checked against the image's aspect ratio."""
     mask = read_mask_png(data)
     check_aspect(mask.shape, image_hw)
     return resize_nearest(mask, size)
 
 
-def mask_from_boxes(boxes: Sequence, image_hw: Tuple[int, int], size: Tuple[int, int]) -> np.ndarray:
+def mask_from_boxes(boxes: Sequence, image_hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """[H, W] uint8 0/1 from boxes in image pixel coordinates."""
     image_h, image_w = image_hw
     height, width = size
@@ -121,7 +121,7 @@ def mask_from_boxes(boxes: Sequence, image_hw: Tuple[int, int], size: Tuple[int,
     return mask
 
 
-def _check_box(k: int, box, image_w: int, image_h: int) -> Tuple[float, float, float, float]:
+def _check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, float, float]:
     if box is None:
         raise RowError(f"box {k} is null")
     if len(box) != 4:

@@ -12,7 +12,6 @@ Every other column is ignored unless asked for by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pyarrow as pa
 
@@ -26,7 +25,7 @@ PATH_COLUMNS = ("image_path", "mask_path")
 @dataclass(frozen=True)
 class PoolColumns:
     image_column: str  # "image" or "image_path"
-    roi_column: Optional[str]  # "mask", "mask_path", "boxes" or None
+    roi_column: str | None  # "mask", "mask_path", "boxes" or None
     has_label: bool
 
     @property

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -30,15 +30,15 @@ class PoolSpec:
     """
 
     path: str
-    files: Tuple[str, ...]
+    files: tuple[str, ...]
     num_rows: int
     image_column: str
-    roi_column: Optional[str]
+    roi_column: str | None
     has_label: bool
-    columns: Tuple[str, ...]
-    file_rows: Tuple[int, ...]
-    row_group_rows: Tuple[Tuple[int, ...], ...]
-    file_stats: Tuple[Tuple[int, int], ...]
+    columns: tuple[str, ...]
+    file_rows: tuple[int, ...]
+    row_group_rows: tuple[tuple[int, ...], ...]
+    file_stats: tuple[tuple[int, int], ...]
 
     @property
     def has_roi_column(self) -> bool:

@@ -8,7 +8,7 @@ not a reason to refuse the whole pool.
 from __future__ import annotations
 
 import os
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +23,7 @@ VALIDATION_BATCH_ROWS = 65536
 
 def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], columns: PoolColumns) -> int:
     """Checks ids (non-null, unique across files) and path columns; returns the row count."""
-    ids: List[pa.Array] = []
+    ids: list[pa.Array] = []
     null_ids = RowCollector()
     bad_paths = {c: RowCollector() for c in columns.path_columns}
     row0 = 0
@@ -66,7 +66,7 @@ def _check_paths(values, id_values, base_dir: str, row0: int, collector: RowColl
             collector.add(row0 + i, id_values[i], str(exc))
 
 
-def _check_unique(ids: List[pa.Array]) -> None:
+def _check_unique(ids: list[pa.Array]) -> None:
     if not ids:
         return
     all_ids = pa.chunked_array(ids, type=pa.string())

@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Iterable, Iterator, List
+from collections.abc import Iterable, Iterator
 
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
@@ -90,9 +90,9 @@ class _Decoders:
 
     def __init__(self, workers: int, settings: DecodeSettings):
         context = multiprocessing.get_context("spawn")
-        self.tasks: List = []  # the writing end of each worker's task pipe
-        self.results: List = []  # the reading end of each worker's result pipe
-        self.processes: List = []
+        self.tasks: list = []  # the writing end of each worker's task pipe
+        self.results: list = []  # the reading end of each worker's result pipe
+        self.processes: list = []
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()  # (worker, RawBatch), or None to stop
         self.sender = threading.Thread(target=self._send_tasks, name="egal-decoder-tasks", daemon=True)
         try:
