@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Tuple
 
 import numpy as np
 
@@ -22,8 +22,8 @@ class ModelRunner:
     path: str
     kind: str  # "torch" or "onnx"
     device: str  # "cpu" or "cuda"
-    classes: Tuple[str, ...]
-    input_size: Tuple[int, int]  # (H, W) images are resized to; also the ROI mask grid
+    classes: tuple[str, ...]
+    input_size: tuple[int, int]  # (H, W) images are resized to; also the ROI mask grid
     in_channels: int
     gradcam_inputs: Callable  # images [B, C, H, W] float32 numpy -> dict of score_batch arguments
     to_device: Callable  # host numpy array -> an array on the model's device (for masks)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Optional
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
 from ..combine import METHODS as COMBINE_METHODS
@@ -65,13 +64,13 @@ class ScoreOptions:
     combine: str = "raw"
     batch_size: int = 32
     device: str = "cpu"
-    workers: Optional[int] = None
+    workers: int | None = None
     engine: str = "local"
-    ray_address: Optional[str] = None
+    ray_address: str | None = None
     resume: bool = False
     overwrite: bool = False
-    select: Optional[int] = None
-    select_out: Optional[str] = None
+    select: int | None = None
+    select_out: str | None = None
     progress: bool = True
     verbose: bool = False
 
@@ -107,7 +106,7 @@ class ScoreOptions:
         return default_workers() if self.workers is None else self.workers
 
     @property
-    def selection_path(self) -> Optional[str]:
+    def selection_path(self) -> str | None:
         """Where the selection CSV is written; None without `select`."""
         if self.select is None:
             return None

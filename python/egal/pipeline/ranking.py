@@ -1,8 +1,6 @@
 """Ranks and the selection (docs/scoring.md, Selection) over a whole scored pool."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pyarrow as pa
 
@@ -12,7 +10,7 @@ from ..selection import select_top_k
 SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
 
 
-def rank_table(table: pa.Table, *, alpha: Optional[float] = None, combine: str = "raw") -> pa.Table:
+def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "raw") -> pa.Table:
     """Rows in pool order with a `rank` column: 1 is the image most worth annotating.
 
     Ranked by score descending, ties by id ascending; rows in error (and NaN

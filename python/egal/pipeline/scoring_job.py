@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional
 
 import pyarrow as pa
 
@@ -41,7 +40,7 @@ class PoolScores:
     """
 
     out: str
-    selection_path: Optional[str]
+    selection_path: str | None
     rows: int
     rows_scored: int
     rows_in_error: int
@@ -50,11 +49,11 @@ class PoolScores:
     resumed: bool
     already_complete: bool
     table: pa.Table
-    selection: Optional[pa.Table]
+    selection: pa.Table | None
     options: ScoreOptions
-    ray_log: Optional[str] = None
+    ray_log: str | None = None
 
-    def errors(self, limit: Optional[int] = None) -> list:
+    def errors(self, limit: int | None = None) -> list:
         """(id, reason) of the rows in error, in pool order (the first `limit` of them)."""
         ids, reasons = self.table.column("id").to_pylist(), self.table.column("error").to_pylist()
         found = [(i, r) for i, r in zip(ids, reasons) if r]
@@ -70,13 +69,13 @@ def score_pool(
     combine: str = ScoreOptions.combine,
     batch_size: int = ScoreOptions.batch_size,
     device: str = ScoreOptions.device,
-    workers: Optional[int] = ScoreOptions.workers,
+    workers: int | None = ScoreOptions.workers,
     engine: str = ScoreOptions.engine,
-    ray_address: Optional[str] = ScoreOptions.ray_address,
+    ray_address: str | None = ScoreOptions.ray_address,
     resume: bool = ScoreOptions.resume,
     overwrite: bool = ScoreOptions.overwrite,
-    select: Optional[int] = ScoreOptions.select,
-    select_out: Optional[str] = ScoreOptions.select_out,
+    select: int | None = ScoreOptions.select,
+    select_out: str | None = ScoreOptions.select_out,
     progress: bool = ScoreOptions.progress,
     verbose: bool = ScoreOptions.verbose,
 ) -> PoolScores:
@@ -121,13 +120,13 @@ class ScoringJob:
     spec: object
     runner: object
     store: ShardStore
-    progress: Optional[RowProgress] = None
+    progress: RowProgress | None = None
     resumed: bool = False
-    ray_log: Optional[str] = None  # where Ray's own output goes (engine "ray" without verbose)
-    console: Optional[object] = None  # egal's stderr while Ray's output is redirected
+    ray_log: str | None = None  # where Ray's own output goes (engine "ray" without verbose)
+    console: object | None = None  # egal's stderr while Ray's output is redirected
 
     @classmethod
-    def prepare(cls, options: ScoreOptions) -> "ScoringJob":
+    def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -108,8 +107,8 @@ class ShardStore:
         _fsync(self.parts_dir)
 
     # -- the merge --------------------------------------------------------------------------
-    def finalize(self, num_rows: int, *, select_k: Optional[int] = None,
-                 select_path: Optional[str] = None) -> pa.Table:
+    def finalize(self, num_rows: int, *, select_k: int | None = None,
+                 select_path: str | None = None) -> pa.Table:
         """Merge every shard into the ranked output (and the selection CSV); returns the ranked table.
 
         Refuses unless the shards hold every pool row exactly once."""
