@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Optional, Tuple
 
 from .._checks import check_int
 from ..train.config import TrainConfig
@@ -22,11 +21,11 @@ from .strategies import parse_strategies
 class DataConfig:
     path: str = ""
     label_column: str = "label"
-    group_column: Optional[str] = None  # patient id / patient-wise fold; None: split by rows
-    test_groups: Tuple[str, ...] = ()  # groups that form the test set; empty: draw test_fraction of groups
+    group_column: str | None = None  # patient id / patient-wise fold; None: split by rows
+    test_groups: tuple[str, ...] = ()  # groups that form the test set; empty: draw test_fraction of groups
     test_fraction: float = 0.2
     split_seed: int = 0  # the test set is fixed across seeds
-    cache_dir: Optional[str] = None  # decoded arrays are kept here (.npz) between runs
+    cache_dir: str | None = None  # decoded arrays are kept here (.npz) between runs
 
     def __post_init__(self):
         object.__setattr__(self, "test_groups", tuple(str(g) for g in (self.test_groups or ())))
@@ -36,15 +35,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    strategies: Tuple[str, ...] = ("random", "entropy", "egal")
+    strategies: tuple[str, ...] = ("random", "entropy", "egal")
     alpha: float = 0.5  # the alpha of plain "egal"
-    alpha_grid: Tuple[float, ...] = ()
-    seeds: Tuple[int, ...] = (0, 1, 2, 3, 4)
+    alpha_grid: tuple[float, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     init: int = 150  # class-balanced seed set
     rounds: int = 7
     budget: int = 60  # rows annotated per round
     score_batch_size: int = 256
-    threads: Optional[int] = None  # torch CPU threads; None: torch's default
+    threads: int | None = None  # torch CPU threads; None: torch's default
 
     def __post_init__(self):
         strategies = self.strategies.split(",") if isinstance(self.strategies, str) else self.strategies
@@ -80,7 +79,7 @@ class ExperimentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ExperimentConfig":
+    def from_dict(cls, d: dict) -> ExperimentConfig:
         unknown = sorted(set(d) - {"data", "train", "loop", "shortcut"})
         if unknown:
             raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
@@ -99,7 +98,7 @@ class ExperimentConfig:
         d["train"].pop("device")
         return d
 
-    def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> "ExperimentConfig":
+    def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> ExperimentConfig:
         return ExperimentConfig(replace(self.data, **(data or {})), replace(self.train, **(train or {})),
                                 replace(self.loop, **(loop or {})), replace(self.shortcut, **(shortcut or {})))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -20,20 +19,20 @@ class Dataset:
     images: np.ndarray  # [N, C, H, W] float32 in [0, 1]
     masks: np.ndarray  # [N, H, W] uint8 0/1 (all zero: no ROI)
     labels: np.ndarray  # [N] int64 index into classes
-    classes: Tuple[str, ...]
-    groups: Optional[np.ndarray] = None  # [N] patient / group / fold, for patient-level splits
+    classes: tuple[str, ...]
+    groups: np.ndarray | None = None  # [N] patient / group / fold, for patient-level splits
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, rows) -> "Dataset":
+    def subset(self, rows) -> Dataset:
         rows = np.asarray(rows)
         return Dataset(self.ids[rows], self.images[rows], self.masks[rows], self.labels[rows], self.classes,
                        None if self.groups is None else self.groups[rows])
 
 
-def load_dataset(path, input_size: Tuple[int, int], in_channels: int = 1, *, label_column: str = "label",
-                 group_column: Optional[str] = None, cache_dir: Optional[str] = None) -> Dataset:
+def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, label_column: str = "label",
+                 group_column: str | None = None, cache_dir: str | None = None) -> Dataset:
     """Decode every labelled row of the pool at `path` at `input_size` (H, W).
 
     Rows without a label are dropped: a simulation needs the ground truth of

@@ -34,8 +34,9 @@ def roi_cam_dice(masks, cam_size) -> float:
     between each ROI [N, H, W] and the ROI itself area-averaged onto the h x w grid, then normalised and
     upsampled exactly as docs/scoring.md treats a CAM (the fused scorer does those steps). A reference
     point for the Grad-CAM Dice figures, not a strict upper bound."""
-    import egal
     import torch
+
+    import egal
 
     m = torch.as_tensor(np.asarray(masks)).float()  # [N, H, W]
     keep = m.flatten(1).sum(1) > 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ class PoolScores:
 
 
 def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256,
-                     features: Optional[FeatureCache] = None) -> PoolScores:
+                     features: FeatureCache | None = None) -> PoolScores:
     """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H', W'] 0/1.

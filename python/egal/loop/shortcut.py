@@ -15,7 +15,6 @@ stays an honest statement of where the finding is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -70,7 +69,7 @@ def marker_patch(kind: str, side: int) -> np.ndarray:
     return np.asarray(canvas, np.float32) / 255.0
 
 
-def find_position(mask: np.ndarray, side: int, margin: int, rng: np.random.Generator) -> Optional[Tuple[int, int]]:
+def find_position(mask: np.ndarray, side: int, margin: int, rng: np.random.Generator) -> tuple[int, int] | None:
     """Top-left (y, x) of a side x side square whose surroundings (margin) miss the ROI and the border:
     the four corners first in random order, then any position on a coarse grid; None if none fits."""
     H, W = mask.shape
@@ -88,7 +87,7 @@ def find_position(mask: np.ndarray, side: int, margin: int, rng: np.random.Gener
 
 
 def burn_marker(image: np.ndarray, mask: np.ndarray, patch: np.ndarray, margin: int,
-                rng: np.random.Generator) -> Optional[np.ndarray]:
+                rng: np.random.Generator) -> np.ndarray | None:
     """A copy of image [C, H, W] with the patch burnt in outside the ROI, or None where it does not fit."""
     side = patch.shape[0]
     spot = find_position(mask, side, margin, rng)

@@ -1,12 +1,12 @@
 """Test/pool splits that keep each patient (group) on one side, and the class-balanced seed set."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 
-def split_test(labels, groups=None, *, test_groups: Optional[Sequence[str]] = None, test_fraction: float = 0.2,
+def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None, test_fraction: float = 0.2,
                seed: int = 0):
     """(pool_rows, test_rows), sorted row indices.
 
