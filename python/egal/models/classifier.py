@@ -6,7 +6,7 @@ in [0, 1] and the exported ONNX graph carries the same preprocessing.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -48,10 +48,10 @@ class EGALClassifier(nn.Module):
 
     # -- structure ------------------------------------------------------------------------
     @property
-    def classes(self) -> Tuple[str, ...]:
+    def classes(self) -> tuple[str, ...]:
         return self.config.classes
 
-    def pooled_layer_names(self) -> Tuple[str, ...]:
+    def pooled_layer_names(self) -> tuple[str, ...]:
         """Names of the modules whose output is exactly the map that gets pooled.
 
         `features` is a plain nn.Sequential, whose output is its last child's
@@ -106,12 +106,12 @@ def build_model(
     classes: Sequence[str] = ("normal", "abnormal"),
     *,
     weights=None,
-    target_layer: Optional[str] = None,
-    input_size: Tuple[int, int] = (224, 224),
+    target_layer: str | None = None,
+    input_size: tuple[int, int] = (224, 224),
     in_channels: int = 3,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    embedding_dim: Optional[int] = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    embedding_dim: int | None = None,
 ) -> EGALClassifier:
     """Build a classifier. The defaults are the paper's model (DenseNet-121, 512-d prototypical head).
 

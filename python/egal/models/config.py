@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Tuple
 
 from .._checks import is_positive_int as _positive_int
 
@@ -28,13 +27,13 @@ GREY_STD = (sum(IMAGENET_STD) / 3,)
 class ModelConfig:
     architecture: str  # one of ARCHITECTURES
     head: str  # one of HEADS
-    classes: Tuple[str, ...]  # class names, index = logit position
+    classes: tuple[str, ...]  # class names, index = logit position
     target_layer: str  # module name of the Grad-CAM target layer
-    input_size: Tuple[int, int]  # (H, W) the model is trained and exported at
+    input_size: tuple[int, int]  # (H, W) the model is trained and exported at
     in_channels: int = 3  # 1 (grey) or 3 (RGB)
-    mean: Tuple[float, ...] = IMAGENET_MEAN  # per input channel, applied inside the model
-    std: Tuple[float, ...] = IMAGENET_STD
-    embedding_dim: Optional[int] = None  # prototypical head only (the paper uses 512)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # per input channel, applied inside the model
+    std: tuple[float, ...] = IMAGENET_STD
+    embedding_dim: int | None = None  # prototypical head only (the paper uses 512)
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. where the weights came from)
 
     @property
@@ -89,7 +88,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d) -> "ModelConfig":
+    def from_dict(cls, d) -> ModelConfig:
         if not isinstance(d, dict):
             raise ModelConfigError(f"a model config must be a dict, got {type(d).__name__}")
         known = set(cls.__dataclass_fields__)

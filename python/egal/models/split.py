@@ -13,8 +13,6 @@ are plain nn.Sequentials over the model's own modules (shared, not copied).
 """
 from __future__ import annotations
 
-from typing import List, Tuple
-
 from torch import nn
 
 
@@ -30,7 +28,7 @@ class FrozenPrefix(nn.Module):
         return self.layers(self._model[0].normalise(images))
 
 
-def split_features(model, trainable_from: str) -> Tuple[FrozenPrefix, nn.Sequential]:
+def split_features(model, trainable_from: str) -> tuple[FrozenPrefix, nn.Sequential]:
     """(prefix, tail) of model.features, cut before the module named `trainable_from`."""
     if not isinstance(trainable_from, str) or not trainable_from.startswith("features."):
         raise ValueError(f"trainable_from must name a module inside the backbone, like 'features.blocks.11', "
@@ -42,9 +40,9 @@ def split_features(model, trainable_from: str) -> Tuple[FrozenPrefix, nn.Sequent
     return FrozenPrefix(model, nn.Sequential(*prefix)), nn.Sequential(*tail)
 
 
-def cut_points(model) -> List[str]:
+def cut_points(model) -> list[str]:
     """Every name split_features accepts for this model, in forward order (for messages and --help)."""
-    names: List[str] = []
+    names: list[str] = []
 
     def walk(seq, name):
         for child_name, child in seq.named_children():
@@ -64,7 +62,7 @@ def freeze_prefix(prefix: FrozenPrefix) -> None:
     prefix.layers.eval()
 
 
-def _cut(seq: nn.Sequential, path: List[str], name: str):
+def _cut(seq: nn.Sequential, path: list[str], name: str):
     """Modules before / from path inside seq, recursing through nested Sequentials."""
     children = list(seq.named_children())
     names = [n for n, _ in children]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional, Tuple
 
 from .._checks import is_positive_int as _positive_int
 from ..models.config import ARCHITECTURES, HEADS
@@ -14,13 +13,13 @@ from .augment import AugmentSettings
 class TrainConfig:
     architecture: str = "tiny_cnn"
     head: str = "prototypical"
-    weights: Optional[str] = None  # None, "imagenet" or a path to a torchvision state dict
+    weights: str | None = None  # None, "imagenet" or a path to a torchvision state dict
     # First trainable module of the backbone (e.g. "features.blocks.11"); everything before it is
     # frozen and its output cached (egal.models.split, egal.train.feature_cache). None: train it all.
-    trainable_from: Optional[str] = None
-    input_size: Tuple[int, int] = (128, 128)
+    trainable_from: str | None = None
+    input_size: tuple[int, int] = (128, 128)
     in_channels: int = 1
-    embedding_dim: Optional[int] = 128  # prototypical head only
+    embedding_dim: int | None = 128  # prototypical head only
     epochs: int = 20
     batch_size: int = 32  # linear head: rows per step
     lr: float = 1e-3
@@ -72,7 +71,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

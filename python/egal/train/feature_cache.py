@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ log = logging.getLogger("egal.train")
 @dataclass
 class FeatureCache:
     features: torch.Tensor  # [V, N, K, h, w] the frozen prefix's output for each view of each image
-    views: Tuple[str, ...]  # names of the V views; views[0] is "identity"
+    views: tuple[str, ...]  # names of the V views; views[0] is "identity"
     trainable_from: str  # the cut that produced them (egal.models.split)
     fingerprint: str  # prefix weights + input settings: a cache only fits a model with the same prefix
 
@@ -46,7 +46,7 @@ class FeatureCache:
     def nbytes(self) -> int:
         return self.features.numel() * self.features.element_size()
 
-    def subset(self, rows) -> "FeatureCache":
+    def subset(self, rows) -> FeatureCache:
         rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         return FeatureCache(self.features[:, rows], self.views, self.trainable_from, self.fingerprint)
 
@@ -75,8 +75,8 @@ def prefix_fingerprint(model, trainable_from: str) -> str:
 
 
 def build_feature_cache(model, images, trainable_from: str, *, views: Sequence[str] = VIEWS, batch_size: int = 32,
-                        dtype: torch.dtype = torch.float16, cache_dir: Optional[str] = None,
-                        progress: Optional[Callable[[int, int], None]] = None) -> FeatureCache:
+                        dtype: torch.dtype = torch.float16, cache_dir: str | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> FeatureCache:
     """Run the frozen prefix of `model` over every view of `images` [N, C, H, W] (float in [0, 1]).
 
     progress(done, total) is called after every batch of newly computed images.

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -66,8 +66,8 @@ def cached_views(config: TrainConfig) -> tuple:
 
 
 def train_model(images, masks, labels, classes: Sequence[str], config: TrainConfig, *,
-                features: Optional[FeatureCache] = None,
-                progress: Optional[Callable[[int, dict], None]] = None) -> tuple:
+                features: FeatureCache | None = None,
+                progress: Callable[[int, dict], None] | None = None) -> tuple:
     """Train a fresh model; returns (model in eval mode, TrainHistory).
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H, W] 0/1 (an all-zero mask
