@@ -16,8 +16,8 @@ checks. Messages name the argument and what was expected.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
 FLOAT_MAPS = ("float32", "float16", "bfloat16")
 LOGIT_DTYPES = ("float32", "float16")
@@ -26,9 +26,9 @@ MASK_DTYPES = ("bool", "uint8", "float32")
 
 @dataclass(frozen=True)
 class ArraySpec:
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     dtype: str  # numpy-style name: "float32", "bfloat16", "uint8", "bool", ...
-    device: Tuple[str, int]  # ("cpu", 0) or ("cuda", ordinal)
+    device: tuple[str, int]  # ("cpu", 0) or ("cuda", ordinal)
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ class ScorePlan:
 
     batch: int
     channels: int  # K
-    cam_size: Tuple[int, int]  # (h, w)
+    cam_size: tuple[int, int]  # (h, w)
     classes: int  # C
     roi_kind: str  # "masks" | "boxes" | "projected"
-    roi_size: Tuple[int, int]  # (H, W)
+    roi_size: tuple[int, int]  # (H, W)
     weights_given: bool
-    device: Tuple[str, int]
+    device: tuple[str, int]
     alpha: float
 
 
@@ -68,7 +68,7 @@ def bad_argument(kind, argument: str, problem: str) -> Exception:
     return exc
 
 
-def renamed(exc: Exception, name_of) -> Optional[Exception]:
+def renamed(exc: Exception, name_of) -> Exception | None:
     """The same error naming the argument name_of(argument) (e.g. a command-line flag); None when `exc`
     does not come from these checks or name_of gives None."""
     argument = getattr(exc, "argument", None)
@@ -110,7 +110,7 @@ def check_alpha(alpha, name: str = "alpha") -> float:
     return check_fraction(alpha, name)
 
 
-def check_hw(value, name: str) -> Tuple[int, int]:
+def check_hw(value, name: str) -> tuple[int, int]:
     """(H, W): two positive integers (a tuple, list or other sequence of two)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise bad_argument(ValueError, name, f"must be (H, W), got {value!r}")
@@ -131,7 +131,7 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_roi_size(roi_size) -> Tuple[int, int]:
+def check_roi_size(roi_size) -> tuple[int, int]:
     try:
         H, W = roi_size
         H, W = int(H), int(W)
@@ -143,7 +143,7 @@ def check_roi_size(roi_size) -> Tuple[int, int]:
     return H, W
 
 
-def check_masks(masks: ArraySpec, roi_size, *, batch: Optional[int] = None) -> Tuple[int, int]:
+def check_masks(masks: ArraySpec, roi_size, *, batch: int | None = None) -> tuple[int, int]:
     """Masks [B, H, W] of a mask dtype (and B = batch when given); returns (H, W), checked against roi_size if given."""
     _require_rank("masks", masks, 3, "[B, H, W]")
     _require_dtype("masks", masks, MASK_DTYPES)
@@ -157,7 +157,7 @@ def check_masks(masks: ArraySpec, roi_size, *, batch: Optional[int] = None) -> T
     return H, W
 
 
-def check_boxes(boxes: ArraySpec, roi_size, *, batch: Optional[int] = None) -> Tuple[int, int]:
+def check_boxes(boxes: ArraySpec, roi_size, *, batch: int | None = None) -> tuple[int, int]:
     """Boxes [B, N, 4] float32 (and B = batch when given) with the roi_size (H, W) they are measured on; returns it."""
     _require_rank("boxes", boxes, 3, "[B, N, 4]")
     _require_dtype("boxes", boxes, ("float32",))
@@ -182,12 +182,12 @@ def check_score_inputs(
     activations: ArraySpec,
     logits: ArraySpec,
     *,
-    gradients: Optional[ArraySpec],
-    weights: Optional[ArraySpec],
-    masks: Optional[ArraySpec],
-    boxes: Optional[ArraySpec],
-    roi_weights: Optional[ArraySpec],
-    roi_area: Optional[ArraySpec],
+    gradients: ArraySpec | None,
+    weights: ArraySpec | None,
+    masks: ArraySpec | None,
+    boxes: ArraySpec | None,
+    roi_weights: ArraySpec | None,
+    roi_area: ArraySpec | None,
     roi_size,
     alpha,
 ) -> ScorePlan:

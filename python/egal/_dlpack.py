@@ -6,8 +6,6 @@ imports a deep-learning framework.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from . import _core
@@ -29,7 +27,7 @@ _ORT_DTYPES = {  # onnxruntime element type -> (DLPack type code, bits)
 class BorrowedArray:
     """A DLPack view of memory another object owns; keeps that owner alive."""
 
-    def __init__(self, owner, data_ptr: int, shape, dtype: Tuple[int, int], device: Tuple[int, int], strides=None):
+    def __init__(self, owner, data_ptr: int, shape, dtype: tuple[int, int], device: tuple[int, int], strides=None):
         self._owner = owner
         self._data_ptr = int(data_ptr)
         self.shape = tuple(int(s) for s in shape)

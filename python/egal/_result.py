@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -20,7 +19,7 @@ class ScoreResult:
     entropy_norm: np.ndarray  # [B] float32, H_b / log(C)
     misalignment: np.ndarray  # [B] float32, soft Dice distance D_b; NaN for an empty ROI
     score: np.ndarray  # [B] float32, S_b; NaN for a sample with non-finite inputs
-    cam: Optional[np.ndarray] = None  # [B, h, w] float32 normalised map, if asked
+    cam: np.ndarray | None = None  # [B, h, w] float32 normalised map, if asked
 
     def __len__(self) -> int:
         return int(self.score.shape[0])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -41,7 +40,7 @@ def require_array(value, name: str) -> None:
         )
 
 
-def _bad_mask_error(status: np.ndarray, mask_dtype: Optional[str]) -> ValueError:
+def _bad_mask_error(status: np.ndarray, mask_dtype: str | None) -> ValueError:
     first = int(np.flatnonzero(status & _STATUS_BAD_MASK)[0])
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
     return ValueError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
@@ -55,8 +54,8 @@ def score_batch(
     gradients=None,
     weights=None,
     boxes=None,
-    roi_size: Optional[Tuple[int, int]] = None,
-    roi: Optional[ProjectedROI] = None,
+    roi_size: tuple[int, int] | None = None,
+    roi: ProjectedROI | None = None,
     alpha: float = 0.5,
     return_cam: bool = False,
     backend: str = "auto",
@@ -126,7 +125,7 @@ def score_batch(
     return ScoreResult(**out)
 
 
-def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: Tuple[int, int]) -> ProjectedROI:
+def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: tuple[int, int]) -> ProjectedROI:
     """Project masks or boxes onto the (h, w) Grad-CAM grid, once per pool.
 
     masks: [B, H, W] bool / uint8 (0/1) / float32 in [0, 1], in host memory

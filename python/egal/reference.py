@@ -8,7 +8,6 @@ device of its inputs (CPU or CUDA) in float32.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def as_tensor(x, name: str):
         raise TypeError(f"{name} must be an array (numpy, torch, or any DLPack producer), got {type(x).__name__}") from exc
 
 
-def spec_of(t) -> Optional[ArraySpec]:
+def spec_of(t) -> ArraySpec | None:
     if t is None:
         return None
     dtype = str(t.dtype).replace("torch.", "")
@@ -96,7 +95,7 @@ def score_batch(
     weights=None,
     boxes=None,
     roi_size=None,
-    roi: Optional[ProjectedROI] = None,
+    roi: ProjectedROI | None = None,
     alpha: float = 0.5,
     return_cam: bool = False,
     backend: str = "reference",

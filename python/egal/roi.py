@@ -13,7 +13,7 @@ every round; scoring then reads only the activations (and gradients).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +29,12 @@ class ProjectedROI:
 
     weights: Any
     area: Any
-    roi_size: Tuple[int, int]
+    roi_size: tuple[int, int]
 
     def __len__(self) -> int:
         return int(self.weights.shape[0])
 
-    def __getitem__(self, index) -> "ProjectedROI":
+    def __getitem__(self, index) -> ProjectedROI:
         """Rows of a pool-wide projection, e.g. roi[batch_start:batch_stop]."""
         return ProjectedROI(self.weights[index], self.area[index], self.roi_size)
 

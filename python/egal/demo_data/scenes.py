@@ -13,8 +13,6 @@ being right for the wrong reason, with its Grad-CAM on the corner, outside the R
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 from PIL import Image
 
@@ -27,7 +25,7 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
 
 
-def render_scene(rng: np.random.Generator, size: int, lesion: Optional[str], marker: bool) -> Tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, size: int, lesion: str | None, marker: bool) -> tuple[np.ndarray, np.ndarray]:
     """(image [size, size] float32 in [0, 1], lesion mask [size, size] bool)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
     image = _body(rng, size, x, y)

@@ -14,7 +14,6 @@ Two paths, both batched, both on the model's device:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -31,8 +30,8 @@ class GradCAMInputs:
     activations: torch.Tensor  # [B, K, h, w] target-layer map
     logits: torch.Tensor  # [B, C]
     pred: torch.Tensor  # [B] int64, argmax of the logits
-    weights: Optional[torch.Tensor] = None  # [B, K] closed-form Grad-CAM weights, or
-    gradients: Optional[torch.Tensor] = None  # [B, K, h, w] d logit_pred / d activations
+    weights: torch.Tensor | None = None  # [B, K] closed-form Grad-CAM weights, or
+    gradients: torch.Tensor | None = None  # [B, K, h, w] d logit_pred / d activations
     method: str = "closed_form"  # which path produced them
 
     def channel_weights(self) -> torch.Tensor:  # [B, K]
@@ -47,12 +46,12 @@ class GradCAMInputs:
         return kwargs
 
 
-def closed_form_applies(model: EGALClassifier, target_layer: Optional[str] = None) -> bool:
+def closed_form_applies(model: EGALClassifier, target_layer: str | None = None) -> bool:
     """True when the target layer's output is exactly what the classifier pools."""
     return (target_layer or model.config.target_layer) in model.pooled_layer_names()
 
 
-def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: Optional[str] = None,
+def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: str | None = None,
                            method: str = "auto") -> GradCAMInputs:
     """Grad-CAM inputs for the predicted class of every image in the batch.
 

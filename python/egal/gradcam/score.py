@@ -1,14 +1,12 @@
 """Grad-CAM scoring of a batch of images in one call: extraction, then the fused scorer."""
 from __future__ import annotations
 
-from typing import Optional
-
 from ..models.classifier import EGALClassifier
 from .extract import extract_gradcam_inputs
 
 
 def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_size=None, roi=None,
-                 alpha: float = 0.5, target_layer: Optional[str] = None, method: str = "auto",
+                 alpha: float = 0.5, target_layer: str | None = None, method: str = "auto",
                  return_cam: bool = False):
     """EG-AL scores (egal.ScoreResult) of images [B, in_channels, H, W] in [0, 1].
 

@@ -9,8 +9,9 @@ and the outputs are numpy arrays, scored by the CPU scorer.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +40,8 @@ class OnnxGradCAM:
         result = scorer.score(images, masks)          # egal.ScoreResult
     """
 
-    def __init__(self, path, *, providers: Optional[Sequence[str]] = None, device_id: int = 0, session_options=None,
-                 io_binding: Optional[bool] = None):
+    def __init__(self, path, *, providers: Sequence[str] | None = None, device_id: int = 0, session_options=None,
+                 io_binding: bool | None = None):
         """providers: onnxruntime execution providers (default: CUDA when available, else CPU).
         io_binding: run through IOBinding with outputs left on the session's device as
         OrtValues (default: on CUDA only; on CPU it exercises the same code path)."""
