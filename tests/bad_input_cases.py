@@ -21,7 +21,7 @@ BX = np.array([[[1, 1, 5, 5]], [[2, 2, 9, 9]]], dtype=np.float32)
 
 def _on_fake_gpu(array):
     """A DLPack view that claims to live on cuda:0; only its metadata is ever read."""
-    from egal._dlpack import BorrowedArray, _NUMPY_DTYPES
+    from egal._dlpack import _NUMPY_DTYPES, BorrowedArray
 
     return BorrowedArray(array, 0, array.shape, _NUMPY_DTYPES[array.dtype.str[1:]], (2, 0))
 

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from egal.pool import DecodeSettings, load_pool_arrays, open_pool
 from egal.demo_data import make_synthetic_pool
+from egal.pool import DecodeSettings, load_pool_arrays, open_pool
 
 SIZE = 48
 SETTINGS = DecodeSettings((SIZE, SIZE))
@@ -40,8 +40,9 @@ def test_every_format_decodes_to_the_same_scenes(formats):
 
 
 def test_dicom_files_are_proper_part10_files(tmp_path):
-    import pydicom
     from io import BytesIO
+
+    import pydicom
 
     path = make_synthetic_pool(tmp_path, 2, image_size=SIZE, image_format="dicom")
     data = pq.read_table(path, columns=["image"]).column("image")[0].as_py()

@@ -8,8 +8,20 @@ import pytest
 import torch
 
 import egal
-from egal.loop import (ExperimentConfig, HiddenLabels, Strategy, balanced_seed_set, draw_seed_set, load_config, parse_strategies,
-                       run_simulation, run_strategy, score_in_batches, split_test, summarise)
+from egal.loop import (
+    ExperimentConfig,
+    HiddenLabels,
+    Strategy,
+    balanced_seed_set,
+    draw_seed_set,
+    load_config,
+    parse_strategies,
+    run_simulation,
+    run_strategy,
+    score_in_batches,
+    split_test,
+    summarise,
+)
 from egal.loop.config import DataConfig, LoopConfig
 from egal.train import TrainConfig, train_model
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset

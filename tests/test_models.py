@@ -8,7 +8,13 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from egal.models import (  # noqa: E402
-    ModelConfig, ModelConfigError, ModelFileError, WeightsUnavailableError, build_model, load_model, save_model,
+    ModelConfig,
+    ModelConfigError,
+    ModelFileError,
+    WeightsUnavailableError,
+    build_model,
+    load_model,
+    save_model,
 )
 
 CLASSES = ["normal", "effusion", "nodule"]

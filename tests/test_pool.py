@@ -10,8 +10,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from egal.pool import (DecodeSettings, PoolError, PoolSpec, RawBatch, UndecodedRows, decode_batch, load_pool_arrays,
-                       open_pool)
+from egal.pool import (
+    DecodeSettings,
+    PoolError,
+    PoolSpec,
+    RawBatch,
+    UndecodedRows,
+    decode_batch,
+    load_pool_arrays,
+    open_pool,
+)
 from pool_files import png_grey, simple_pool, write_pool
 
 # ---------------------------------------------------------------- open_pool

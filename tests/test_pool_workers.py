@@ -90,7 +90,7 @@ def test_load_pool_arrays_turns_a_dead_worker_into_an_error(tmp_path):
 
 
 def test_a_worker_killed_between_batches_stops_the_decoding(tmp_path):
-    from egal.pool import DecodeSettings, DecoderDied, open_pool
+    from egal.pool import DecoderDied, DecodeSettings, open_pool
     from egal.pool.workers import decode_in_order
 
     spec = open_pool(write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, size=32)))
@@ -134,7 +134,7 @@ def test_an_exception_in_a_worker_is_raised_here_with_the_workers_traceback():
 def test_a_worker_killed_in_the_middle_of_sending_a_batch_is_an_error_not_a_hang(tmp_path):
     # The case that hangs a ProcessPoolExecutor: a worker dies after sending part of a result. Here the
     # consumer pauses, so the worker blocks halfway through sending its next 3 MB batch; then it is killed.
-    from egal.pool import DecodeSettings, DecoderDied, open_pool
+    from egal.pool import DecoderDied, DecodeSettings, open_pool
     from egal.pool.workers import decode_in_order
 
     spec = open_pool(write_pool(tmp_path / "pool.parquet", make_rows(8, folder=tmp_path, size=32)))

@@ -17,7 +17,6 @@ import egal  # noqa: E402
 from egal.cli import build_parser, main  # noqa: E402
 from egal.models import load_model, save_model  # noqa: E402
 from egal.pipeline.options import ScoreOptions  # noqa: E402
-
 from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
 
 INPUT = (64, 64)

@@ -14,7 +14,6 @@ from egal.combine import METHODS  # noqa: E402
 from egal.pipeline import load_runner, score_decoded_batch  # noqa: E402
 from egal.pipeline.shard_store import OutputError  # noqa: E402
 from egal.pool import DecodeSettings, decode_batch, open_pool  # noqa: E402
-
 from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
 from test_combine import naive_normalised_rank  # noqa: E402
 

@@ -20,7 +20,6 @@ from egal.gradcam import extract_gradcam_inputs  # noqa: E402
 from egal.models import load_model, save_model  # noqa: E402
 from egal.pipeline.shard_store import OutputError  # noqa: E402
 from egal.pool import DecodeSettings, PoolError, load_pool_arrays  # noqa: E402
-
 from pools import CLASSES, make_rows, save_tiny_model, write_pool  # noqa: E402
 
 INPUT = (64, 64)

@@ -14,7 +14,6 @@ pytest.importorskip("ray", reason="the Ray engine needs ray[data] (pip install '
 torch = pytest.importorskip("torch")
 
 from egal.models import build_model, save_model  # noqa: E402
-
 from pools import CLASSES, make_rows, write_pool  # noqa: E402
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from egal.cli import main
-from egal.models import load_model
 from egal.demo_data import make_synthetic_pool
+from egal.models import load_model
 
 torch.set_num_threads(1)
 FAST_TRAIN = ["--architecture", "tiny_cnn", "--input-size", "32", "--epochs", "1", "--embedding-dim", "8",

@@ -5,8 +5,16 @@ import torch
 
 import egal
 from egal.models import build_model, load_model, save_model
-from egal.train import (AugmentSettings, TrainConfig, augment_pair, gradcam_dice_loss, gradcam_of_class,
-                        sample_episode, soft_dice_distance, train_model)
+from egal.train import (
+    AugmentSettings,
+    TrainConfig,
+    augment_pair,
+    gradcam_dice_loss,
+    gradcam_of_class,
+    sample_episode,
+    soft_dice_distance,
+    train_model,
+)
 from lesion_data import CLASSES, lesion_arrays
 
 torch.set_num_threads(1)
