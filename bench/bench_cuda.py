@@ -5,7 +5,6 @@
 
 Skips without a GPU. A device-to-device copy in the same run gives the bandwidth floor.
 """
-import numpy as np
 import pytest
 
 import egal

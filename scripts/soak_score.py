@@ -152,8 +152,8 @@ def soak(args, work: str) -> dict:
 def make_inputs(args, work: str):
     import torch
 
-    from egal.models import build_model, save_model
     from egal.demo_data import make_synthetic_pool
+    from egal.models import build_model, save_model
 
     pool = str(make_synthetic_pool(work, n=args.rows, seed=args.seed, image_size=args.image_size, roi="boxes"))
     torch.manual_seed(args.seed)
