@@ -37,7 +37,7 @@ def table(data):
         "max score diff of pytorch-grad-cam |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (arch, head, batch, size, threads), impls in sorted(groups.items()):
+    for (arch, head, batch, size, _threads), impls in sorted(groups.items()):
         if not all(k in impls for k in ORDER):
             continue
         (tc, mc, _), (ta, ma, _), (tg, mg, dg) = (impls[k] for k in ORDER)

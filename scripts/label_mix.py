@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("--label-column", default="label")
     args = parser.parse_args()
     table = pq.read_table(args.pool, columns=["id", args.label_column]).to_pydict()
-    label_of = dict(zip(table["id"], table[args.label_column]))
+    label_of = dict(zip(table["id"], table[args.label_column], strict=True))
     classes = sorted({v for v in label_of.values() if v is not None})
     shares, sizes = defaultdict(list), defaultdict(set)
     for run in load_runs(args.out):

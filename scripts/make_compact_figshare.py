@@ -27,7 +27,7 @@ def main() -> int:
     args = parser.parse_args()
     table = pq.read_table(args.source, columns=["id", "image", "mask", "label", "cv_fold"])
     images, masks = [], []
-    for image_png, mask_png in zip(table.column("image").to_pylist(), table.column("mask").to_pylist()):
+    for image_png, mask_png in zip(table.column("image").to_pylist(), table.column("mask").to_pylist(), strict=True):
         image = Image.open(io.BytesIO(image_png)).convert("L").resize((args.size, args.size), Image.BILINEAR)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=args.quality)

@@ -10,10 +10,10 @@ NAN = np.nan
 
 def naive_normalised_rank(values, use):
     """(average rank - 1) / (n - 1) by counting, over values[use]; 0.5 when n == 1; NaN elsewhere."""
-    pool = [v for v, u in zip(values, use) if u]
+    pool = [v for v, u in zip(values, use, strict=True) if u]
     n = len(pool)
     out = []
-    for v, u in zip(values, use):
+    for v, u in zip(values, use, strict=True):
         if not u:
             out.append(NAN)
             continue

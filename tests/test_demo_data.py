@@ -75,7 +75,7 @@ def test_storages_and_file_splits_give_the_same_pool(tmp_path, reference, kwargs
 def test_boxes_are_the_bounding_boxes_of_the_masks(tmp_path, reference):
     out = load(make_synthetic_pool(tmp_path, 40, seed=5, image_size=SIZE, roi="boxes"))
     np.testing.assert_array_equal(out["has_roi"], reference["has_roi"])
-    for box_mask, mask in zip(out["masks"], reference["masks"]):
+    for box_mask, mask in zip(out["masks"], reference["masks"], strict=True):
         if not mask.any():
             continue
         ys, xs = np.nonzero(mask)
@@ -121,7 +121,7 @@ def test_roi_is_the_lesion_and_normal_images_have_none(tmp_path):
     out = load(make_synthetic_pool(tmp_path, 90, seed=2, image_size=64, empty_roi_fraction=0.0), DecodeSettings((64, 64)))
     normal = out["label"] == "normal"
     assert not out["has_roi"][normal].any() and out["has_roi"][~normal].all()
-    for image, mask in zip(out["images"][~normal, 0], out["masks"][~normal]):
+    for image, mask in zip(out["images"][~normal, 0], out["masks"][~normal], strict=True):
         inside = image[mask == 1].mean()
         ring = _dilate(mask, 4) & (mask == 0)
         assert inside > image[ring].mean() + 0.04  # the lesion is brighter than the tissue around it

@@ -63,7 +63,7 @@ def per_sample_gradcam_weights(model, images, layer):
     weights = []
     for image in images:
         store = {}
-        handle = module.register_forward_hook(lambda m, i, o: store.update(out=o))
+        handle = module.register_forward_hook(lambda m, i, o, store=store: store.update(out=o))
         try:
             logits = model(image[None])
             grad = torch.autograd.grad(logits[0, logits[0].argmax()], store["out"])[0]

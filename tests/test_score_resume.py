@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from egal.models import build_model, save_model  # noqa: E402
 from pools import CLASSES, make_rows, write_pool  # noqa: E402
-from process_tags import describe, processes_tagged, wait_until_gone
+from process_tags import describe, processes_tagged, wait_until_gone  # noqa: E402
 
 
 def model_pool_and_reference(tmp_path):

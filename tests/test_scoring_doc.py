@@ -140,7 +140,7 @@ def test_written_value_matches_the_float64_oracle(name):
     written, tokens = DOC_VALUES[name]
     expected = np.asarray(EXPECTED[name], dtype=np.float64)
     assert written.shape == expected.shape, f"{name}: written with shape {written.shape}, is {expected.shape}"
-    for token, value in zip(tokens, expected.ravel()):
+    for token, value in zip(tokens, expected.ravel(), strict=True):
         if token == "nan":
             assert np.isnan(value), f"{name}: written nan, is {value!r}"
             continue

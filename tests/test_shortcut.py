@@ -9,8 +9,10 @@ from egal.loop.shortcut import ShortcutConfig, build_shortcut, find_position, ma
 from egal.train import TrainConfig
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset
 
+HALF_BRIGHT = ShortcutConfig(target_class="bright", share=0.5)
 
-def shortcut(config=ShortcutConfig(target_class="bright", share=0.5), n=60, size=64):
+
+def shortcut(config=HALF_BRIGHT, n=60, size=64):
     images, masks, labels = lesion_arrays(n, size, seed=2)
     pool, test = np.arange(0, 45), np.arange(45, n)
     return images, masks, labels, pool, test, build_shortcut(images, masks, labels, CLASSES, pool, test, config)

@@ -24,7 +24,7 @@ ACCURACY = {
 
 def _run(strategy, seed, accuracy, labels=LABELS, auc=None, dice=None):
     rounds = []
-    for r, (n, acc) in enumerate(zip(labels, accuracy)):
+    for r, (n, acc) in enumerate(zip(labels, accuracy, strict=True)):
         rounds.append({"round": r, "labels": n, "accuracy": acc,
                        "auc": auc[r] if auc else acc + 0.1, "dice": dice[r] if dice else 0.2, "train_seconds": 1.0})
     return {"strategy": strategy, "seed": seed, "rounds": rounds}
@@ -181,7 +181,7 @@ def test_write_report_writes_paired_csv_and_a_summary_section(tmp_path):
     assert "Final round:" in summary  # the existing tables are still there, the section comes after them
     section = summary.split("## Paired differences vs random (mean over seeds, 95 % CI)", 1)[1]
     half = 100 * T_975_2DF * std / math.sqrt(3)
-    line = next(l for l in section.splitlines() if l.startswith("| egal | accuracy | final |"))
+    line = next(row for row in section.splitlines() if row.startswith("| egal | accuracy | final |"))
     assert line.startswith(f"| egal | accuracy | final | 3 | +5.7 | 4.0 | [{100 * mean - half:+.1f}, {100 * mean + half:+.1f}] |")
     assert "| entropy | accuracy | aulc | 3 | +2.0 | 0.0 | [+2.0, +2.0] | [+2.0, +2.0] |" in section
     # Rewriting the report does not append the section twice.

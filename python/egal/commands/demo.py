@@ -112,8 +112,8 @@ def _train(args, pool: str):
     arrays = load_pool_arrays(pool, DecodeSettings(input_size=config.input_size, in_channels=1),
                               columns=("label", "split"))
     classes = tuple(sorted({label for label in arrays["label"] if label}))  # as egal train names them
-    seed_rows = np.flatnonzero([(l is not None) and s == "pool" and e is None
-                                for l, s, e in zip(arrays["label"], arrays["split"], arrays["errors"])])
+    seed_rows = np.flatnonzero([(label is not None) and s == "pool" and e is None
+                                for label, s, e in zip(arrays["label"], arrays["split"], arrays["errors"], strict=True)])
     labels = np.array([classes.index(arrays["label"][i]) for i in seed_rows])
     start = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -170,7 +170,7 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
         return 1
     scores = result.table.to_pydict()
     pool_table = pq.read_table(pool, columns=["id", "shortcut"]).to_pydict()
-    marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"]))[i] for i in scores["id"]], dtype=bool)
+    marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"], strict=True))[i] for i in scores["id"]], dtype=bool)
     ids = np.array(scores["id"])
     column = lambda name: np.array([np.nan if v is None else v for v in scores[name]])  # noqa: E731
     entropy, misalignment = column("entropy_norm"), column("misalignment")

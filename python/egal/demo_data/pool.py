@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -102,12 +103,13 @@ def make_synthetic_pool(
         rows["shortcut"].append(marker)
 
     bounds = np.linspace(0, n, files + 1).round().astype(int)
+    # zip(..., strict=False): with two classes, only the first two lesion kinds are used.
     metadata = {"egal_synthetic": json.dumps(dict(
         n=n, seed=seed, image_size=image_size, image_format=image_format, storage=storage, roi=roi,
         empty_roi_fraction=empty_roi_fraction, classes=list(classes), label_fraction=label_fraction,
-        shortcut_fraction=shortcut_fraction, lesions=dict(zip(classes, LESION_OF_CLASS)),
+        shortcut_fraction=shortcut_fraction, lesions=dict(zip(classes, LESION_OF_CLASS, strict=False)),
     ))}
-    for part, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for part, (start, stop) in enumerate(pairwise(bounds)):
         path = target if files == 1 else folder / f"part-{part:05d}.parquet"
         table = _table(rows, range(start, stop), folder, image_format, storage, roi)
         write_pool_file(table.replace_schema_metadata(metadata), path, row_group_rows=ROW_GROUP_ROWS)
@@ -134,7 +136,7 @@ def _table(rows: dict, span: range, folder: Path, image_format: str, storage: st
     else:
         (folder / "images").mkdir(exist_ok=True)
         names = []
-        for i, ident in zip(span, ids):
+        for i, ident in zip(span, ids, strict=True):
             names.append(f"images/{ident}{suffix}")
             (folder / names[-1]).write_bytes(rows["image"][i])
         columns["image_path"] = pa.array(names, pa.string())
@@ -144,7 +146,7 @@ def _table(rows: dict, span: range, folder: Path, image_format: str, storage: st
     elif roi == "mask_path":
         (folder / "masks").mkdir(exist_ok=True)
         names = []
-        for ident, m in zip(ids, masks):
+        for ident, m in zip(ids, masks, strict=True):
             if m is None:
                 names.append(None)
                 continue

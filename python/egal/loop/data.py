@@ -76,7 +76,7 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
             raise ValueError(f"pool {path!r} has no values in column {column!r}")
     labels_raw = arrays[label_column]
     # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
-    keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"]))
+    keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
                      if v is not None and v == v and str(v) != "" and err is None], dtype=np.int64)
     if keep.size == 0:
         raise ValueError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")

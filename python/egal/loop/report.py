@@ -126,7 +126,7 @@ def plot_shortcut(summary, path) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     panels = (("accuracy", "clean test accuracy (%)"), ("marker_accuracy", "marker test accuracy (%)"),
               ("selected_marked_share", "marked images in the selection (%)"))
-    for ax, (metric, label) in zip(axes, panels):
+    for ax, (metric, label) in zip(axes, panels, strict=True):
         for strategy in sorted({r["strategy"] for r in summary}, key=_strategy_order):
             rows = sorted((r for r in summary if r["strategy"] == strategy and np.isfinite(r.get(f"{metric}_mean", np.nan))),
                           key=lambda r: r["labels"])
@@ -154,7 +154,7 @@ def plot_learning_curves(summary, path, title: str = "") -> str:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4), constrained_layout=True)
     names = {"accuracy": "accuracy (%)", "auc": "macro one-vs-rest AUC (%)", "dice": "Grad-CAM / ROI soft Dice (%)"}
     strategies = sorted({r["strategy"] for r in summary}, key=_strategy_order)
-    for ax, metric in zip(axes, METRICS):
+    for ax, metric in zip(axes, METRICS, strict=True):
         for strategy in strategies:
             rows = sorted((r for r in summary if r["strategy"] == strategy), key=lambda r: r["labels"])
             x = np.array([r["labels"] for r in rows])

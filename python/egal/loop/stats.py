@@ -87,7 +87,7 @@ def paired_differences(runs, baseline: str = "random", metric: str = "accuracy",
         if skipped:
             why = "no common label count" if at == "final" else "fewer than 2 common label counts"
             notes.append(f"seed(s) {_join(skipped)} left out: {metric} not finite in both runs or {why}")
-        differences = [a - b for a, b in zip(a_values, b_values)]
+        differences = [a - b for a, b in zip(a_values, b_values, strict=True)]
         row = {"strategy": strategy, "baseline": baseline, "metric": metric, "kind": at,
                **interval_stats(differences, resamples=resamples, bootstrap_seed=bootstrap_seed),
                "seeds": seeds, "labels": labels, "strategy_values": a_values, "baseline_values": b_values,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -69,7 +70,7 @@ def _tiny_cnn(weights) -> Backbone:
     """Three conv-BN-ReLU stages, stride 8 in all: for tests, demos and CPU runs."""
     layers = OrderedDict()
     channels = (3, 16, 32, 64)
-    for i, (cin, cout) in enumerate(zip(channels[:-1], channels[1:]), start=1):
+    for i, (cin, cout) in enumerate(pairwise(channels), start=1):
         layers[f"conv{i}"] = nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1, bias=False)
         layers[f"norm{i}"] = nn.BatchNorm2d(cout)
         layers[f"relu{i}"] = nn.ReLU(inplace=True)

@@ -56,7 +56,7 @@ class PoolScores:
     def errors(self, limit: int | None = None) -> list:
         """(id, reason) of the rows in error, in pool order (the first `limit` of them)."""
         ids, reasons = self.table.column("id").to_pylist(), self.table.column("error").to_pylist()
-        found = [(i, r) for i, r in zip(ids, reasons) if r]
+        found = [(i, r) for i, r in zip(ids, reasons, strict=True) if r]
         return found if limit is None else found[:limit]
 
 

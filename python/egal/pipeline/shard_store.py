@@ -244,7 +244,7 @@ def write_selection_csv(selection: pa.Table, path: str) -> None:
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(selection.column_names)
-        for row in zip(*(selection.column(c).to_pylist() for c in selection.column_names)):
+        for row in zip(*(selection.column(c).to_pylist() for c in selection.column_names), strict=True):
             writer.writerow([_csv_cell(v) for v in row])
         f.flush()
         os.fsync(f.fileno())

@@ -61,7 +61,7 @@ class PoolSpec:
             "roi_column": self.roi_column,
             "files": [
                 {"path": f, "size": size, "mtime_ns": mtime, "rows": rows}
-                for f, (size, mtime), rows in zip(self.files, self.file_stats, self.file_rows)
+                for f, (size, mtime), rows in zip(self.files, self.file_stats, self.file_rows, strict=True)
             ],
         }
 
@@ -85,7 +85,7 @@ def open_pool(path) -> PoolSpec:
     files = find_parquet_files(path)
     parquet = [open_parquet(f) for f in files]
     types = column_types(parquet[0].schema_arrow)
-    for f, pf in zip(files[1:], parquet[1:]):
+    for f, pf in zip(files[1:], parquet[1:], strict=True):
         merged, difference = merge_column_types(types, column_types(pf.schema_arrow))
         if merged is None:
             raise PoolError(f"{str(f)!r} has a different schema from {str(files[0])!r}: {difference}")

@@ -27,7 +27,7 @@ def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], colum
     null_ids = RowCollector()
     bad_paths = {c: RowCollector() for c in columns.path_columns}
     row0 = 0
-    for path, pf in zip(files, parquet):
+    for path, pf in zip(files, parquet, strict=True):
         base_dir = os.path.dirname(path)
         read = ["id", *columns.path_columns]
         try:

@@ -143,7 +143,7 @@ def _load(cache_dir, fingerprint, view) -> dict:
     if not os.path.isfile(path):
         return {}
     with np.load(path, allow_pickle=False) as z:
-        return dict(zip(z["hashes"].tolist(), z["features"]))
+        return dict(zip(z["hashes"].tolist(), z["features"], strict=True))
 
 
 def _save(cache_dir, fingerprint, view, stored: dict) -> None:
