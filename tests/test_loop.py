@@ -128,6 +128,31 @@ def test_strategies_share_the_seed_set_and_round_zero_model():
     assert [r["labels"] for r in runs[0]["rounds"]] == [12, 18]
 
 
+def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypatch):
+    import egal.loop.simulation as simulation
+    import egal.loop.strategies as strategies
+
+    dataset = lesion_dataset(60, 32, seed=2, groups=10)
+    config = tiny_experiment(rounds=1)
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=["patient_0"])
+    seed_set = draw_seed_set(dataset, pool, 3, config)
+    chosen = [Strategy("entropy", 1.0), Strategy("egal", 0.5), Strategy("egal", 0.5, "rank")]
+    alone = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set) for s in chosen]
+    trainings, scorings = [], []
+    real_train, real_score = simulation.train_model, strategies.score_in_batches
+    monkeypatch.setattr(simulation, "train_model", lambda *a, **k: trainings.append(k["features"]) or real_train(*a, **k))
+    monkeypatch.setattr(strategies, "score_in_batches",
+                        lambda *a, **k: scorings.append(k["alpha"]) or real_score(*a, **k))
+    first_rounds = {}
+    shared = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set, first_rounds=first_rounds) for s in chosen]
+    assert len(trainings) == 1 + len(chosen)  # round 0 once, round 1 per strategy
+    assert scorings == [1.0, 0.5]  # round 0: entropy, then egal; egal-rank reuses egal's scores
+    for a, b in zip(alone, shared):
+        assert [r["selected"] for r in a["rounds"]] == [r["selected"] for r in b["rounds"]]
+        assert [r["accuracy"] for r in a["rounds"]] == [r["accuracy"] for r in b["rounds"]]
+    assert [r.get("shared_with_other_strategies", False) for r in shared[1]["rounds"]] == [True, False]
+
+
 def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
     dataset = lesion_dataset(60, 32, seed=3, groups=10)
     config = replace(tiny_experiment(strategies=("random", "egal"), seeds=(0, 1), rounds=1),

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ..progress import Progress
+from ..report.cam_grid import CamGridRecorder
 from ..train import train_model
 from ..train.feature_cache import FeatureCache, build_feature_cache
 from .config import ExperimentConfig
@@ -60,14 +61,16 @@ def draw_seed_set(dataset: Dataset, pool: np.ndarray, seed: int, config: Experim
 def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy: Strategy, seed: int,
                  config: ExperimentConfig, *, seed_set: np.ndarray, progress: Optional[Progress] = None,
                  features: Optional[FeatureCache] = None, shortcut: Optional[ShortcutData] = None,
-                 marker_features: Optional[FeatureCache] = None, first_rounds: Optional[dict] = None) -> dict:
+                 marker_features: Optional[FeatureCache] = None, first_rounds: Optional[dict] = None,
+                 cam_record=None) -> dict:
     """One (strategy, seed) run over all rounds, starting from `seed_set` (positions in pool,
     see draw_seed_set); returns its record (JSON-ready).
 
     features: the frozen prefix's cached outputs for every dataset row (config.train.trainable_from).
     shortcut / marker_features: the shortcut benchmark's marked data and the marker test copy's features.
+    cam_record: an egal.report.cam_grid.RunCams that keeps the Grad-CAM of fixed test images after every round.
     first_rounds: a dict shared by the strategies of one seed: their round 0 is the same training on the
-    same seed set, so it runs once and the model and its metrics are reused.
+    same seed set, so it runs once and the model, its metrics and its pool scores (per alpha) are reused.
     """
     loop = config.loop
     progress = progress or Progress(0, enabled=False)
@@ -86,7 +89,7 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
         rows = pool[labelled]
         shared = first_rounds is not None and r == 0 and seed in first_rounds
         if shared:
-            model, history, metrics = first_rounds[seed]
+            model, history, metrics, round0_scores = first_rounds[seed]
         else:
             train_config = replace(config.train, seed=seed * 1000 + r)
             model, history = train_model(None if features is not None else dataset.images[rows], dataset.masks[rows],
@@ -98,8 +101,11 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                 metrics["marker_accuracy"] = marked["accuracy"]
                 metrics["marker_as_target"] = float(np.mean(marked["pred"][shortcut.marker_test_marked] == shortcut.target))
             metrics.pop("pred", None)
+            round0_scores = {}
             if first_rounds is not None and r == 0:
-                first_rounds[seed] = (model, history, metrics)
+                first_rounds[seed] = (model, history, metrics, round0_scores)
+        if cam_record is not None:  # egal.report.cam_grid.RunCams: the experiment page's Grad-CAM grid
+            cam_record.record(r, len(labelled), model)
         entry = {"round": r, "labels": int(len(labelled)), **metrics, "train_seconds": round(history.seconds, 2),
                  "final_train_loss": history.epoch_loss[-1] if history.epoch_loss else None, "selected": []}
         if shared:
@@ -116,7 +122,8 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
             chosen = strategy.select(model, None if features is not None else dataset.images[rows_u],
                                      dataset.masks[rows_u], dataset.ids[rows_u], loop.budget, selection_rng,
                                      batch_size=loop.score_batch_size,
-                                     features=None if features is None else features.subset(rows_u))
+                                     features=None if features is None else features.subset(rows_u),
+                                     scored=round0_scores if r == 0 else None)
             picked = unlabelled[chosen]
             pool_labels.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))
@@ -195,13 +202,17 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
                 "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it all")
         features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
     ran, first_rounds = [], {}
+    cam_grid = CamGridRecorder(out_dir, dataset, test, features=features) if todo else None
     ceiling = roi_cam_dice(dataset.masks[test], _cam_size(config)) if todo else None
     try:
         for strategy, seed, path in todo:
             seed_set = draw_seed_set(dataset, pool, seed, config)
+            cams = cam_grid.run(strategy.name, seed) if seed == config.loop.seeds[0] else None
             record = run_strategy(dataset, pool, test, strategy, seed, config, seed_set=seed_set, progress=reporter,
                                   features=features, shortcut=shortcut, marker_features=marker_features,
-                                  first_rounds=first_rounds)
+                                  first_rounds=first_rounds, cam_record=cams)
+            if cams is not None:
+                cams.save()
             record["test_rows"] = int(len(test))
             record["pool_rows"] = int(len(pool))
             record["roi_cam_dice"] = ceiling

@@ -28,15 +28,21 @@ class Strategy:
         return self.kind
 
     def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256,
-               features=None) -> np.ndarray:
+               features=None, scored: Optional[dict] = None) -> np.ndarray:
         """Positions (into the given unlabelled arrays) of the k rows to annotate next.
 
-        features: the frozen prefix's cached outputs for these rows (egal.train.feature_cache), if any."""
+        features: the frozen prefix's cached outputs for these rows (egal.train.feature_cache), if any.
+        scored: pool scores already computed for this model and these rows, keyed by alpha (filled in
+        here): strategies that share a model and an alpha (egal and egal-rank in round 0) score once."""
         ids = np.asarray(ids)
         k = min(k, len(ids))
         if self.kind == "random":
             return np.sort(rng.choice(len(ids), size=k, replace=False))
-        scores = score_in_batches(model, images, masks, alpha=self.alpha, batch_size=batch_size, features=features)
+        scores = None if scored is None else scored.get(self.alpha)
+        if scores is None:
+            scores = score_in_batches(model, images, masks, alpha=self.alpha, batch_size=batch_size, features=features)
+            if scored is not None:
+                scored[self.alpha] = scores
         score = scores.score
         if self.combine != "raw":
             from ..combine import combine_scores
