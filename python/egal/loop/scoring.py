@@ -19,15 +19,17 @@ class PoolScores:
     misalignment: np.ndarray  # [N] soft Dice distance D (NaN: empty ROI)
     pred: np.ndarray  # [N] int64
     probs: np.ndarray  # [N, C] softmax of the logits
+    cam: np.ndarray | None = None  # [N, h, w] normalised Grad-CAM of the predicted class, if asked
 
 
 def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256,
-                     features: FeatureCache | None = None) -> PoolScores:
+                     features: FeatureCache | None = None, return_cam: bool = False) -> PoolScores:
     """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H', W'] 0/1.
     features: the frozen prefix's cached outputs for these rows (images may then
     be None): only the trainable tail runs, and the results equal the full model's.
+    return_cam: also keep each row's normalised Grad-CAM map (egal.score_batch's return_cam).
     """
     engine = scoring_engine()
     tail = None
@@ -35,7 +37,8 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
         features.check_fits(model)
         model.eval()
         _, tail = split_features(model, features.trainable_from)
-    parts = {k: [] for k in ("score", "entropy_norm", "misalignment", "pred", "probs")}
+    outputs = ("score", "entropy_norm", "misalignment", "pred") + (("cam",) if return_cam else ())
+    parts = {k: [] for k in outputs + ("probs",)}
     device = next(model.parameters()).device
     for start in range(0, len(masks), batch_size):
         if tail is not None:
@@ -46,8 +49,8 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
             inputs = extract_gradcam_inputs(model, torch.as_tensor(images[start:start + batch_size]))  # [B, C, H, W]
         # The scorer never moves data between devices: the ROIs go to where the activations are.
         roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size])).to(inputs.activations.device)  # [B, H, W]
-        result = engine(**inputs.scorer_kwargs(), masks=roi, alpha=alpha)
-        for name in ("score", "entropy_norm", "misalignment", "pred"):
+        result = engine(**inputs.scorer_kwargs(), masks=roi, alpha=alpha, return_cam=return_cam)
+        for name in outputs:
             parts[name].append(getattr(result, name))
         parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())
     if not parts["score"]:
