@@ -18,12 +18,14 @@ def add_train_options(parser) -> None:
                        "features.blocks.13 for EfficientNet-Lite0's last two stages; the frozen part runs once per "
                        "image (and its mirror) and is cached (default: train the whole backbone)")
     group.add_argument("--input-size", type=_size, metavar="H[xW]", help="training resolution (default: 128)")
-    group.add_argument("--in-channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB) input channels (default: 1)")
+    group.add_argument("--in-channels", type=int, choices=(1, 3),
+                       help="1 (grey) or 3 (RGB) input channels (default: 1)")
     group.add_argument("--embedding-dim", type=int, help="prototypical embedding size (default: 128)")
     group.add_argument("--epochs", type=int, help="training epochs (default: 20)")
     group.add_argument("--batch-size", type=int, help="rows per step, linear head (default: 32)")
     group.add_argument("--lr", type=float, help="Adam learning rate, cosine-annealed (default: 1e-3)")
-    group.add_argument("--beta", type=float, help="weight of the Grad-CAM/ROI soft Dice loss; 0 = plain training (default: 0.5)")
+    group.add_argument("--beta", type=float, help="weight of the Grad-CAM/ROI soft Dice loss; 0 = plain training "
+                       "(default: 0.5)")
     group.add_argument("--n-way", type=int, help="classes per episode, prototypical head (default: 3)")
     group.add_argument("--k-shot", type=int, help="support rows per class per episode (default: 5, as the paper)")
     group.add_argument("--n-query", type=int, help="query rows per class per episode (default: 10)")
@@ -32,7 +34,8 @@ def add_train_options(parser) -> None:
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
 
 
-TRAIN_KEYS = ("architecture", "head", "weights", "trainable_from", "input_size", "in_channels", "embedding_dim", "epochs", "batch_size",
+TRAIN_KEYS = ("architecture", "head", "weights", "trainable_from", "input_size", "in_channels", "embedding_dim",
+              "epochs", "batch_size",
               "lr", "beta", "n_way", "k_shot", "n_query", "augment", "device")
 
 

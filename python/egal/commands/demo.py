@@ -38,7 +38,8 @@ def register(subparsers):
     parser.add_argument("--images", type=int, default=600, help="pool size (default: %(default)s)")
     parser.add_argument("--labelled", type=float, default=0.3,
                         help="share of the pool's rows that come labelled, the seed set (default: %(default)s)")
-    parser.add_argument("--roi", choices=("mask", "boxes"), default="mask", help="how the pool gives ROIs (default: %(default)s)")
+    parser.add_argument("--roi", choices=("mask", "boxes"), default="mask", help="how the pool gives ROIs (default: "
+                        "%(default)s)")
     parser.add_argument("--epochs", type=int, default=60,
                         help="training epochs (default: %(default)s, a first-round seed model that still leans on the "
                         "shortcut; about 200 learn the lesions)")
@@ -48,12 +49,14 @@ def register(subparsers):
     parser.add_argument("--select", type=int, default=30, metavar="K", help="how many to select (default: %(default)s)")
     parser.add_argument("--alpha", type=float, default=SCORE_DEFAULTS["alpha"],
                         help="entropy weight of the score, as egal score's (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for the pool and the training (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for the pool and the training (default: "
+                        "%(default)s)")
     parser.add_argument("--scorer-only", action="store_true",
                         help="instead: score one synthetic DenseNet-121-sized batch of Grad-CAM inputs with the fused "
                         "scorer and the PyTorch reference (no training)")
     parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and results")
+    parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and "
+                        "results")
     parser.set_defaults(func=run)
 
 
@@ -113,7 +116,8 @@ def _train(args, pool: str):
                               columns=("label", "split"))
     classes = tuple(sorted({label for label in arrays["label"] if label}))  # as egal train names them
     seed_rows = np.flatnonzero([(label is not None) and s == "pool" and e is None
-                                for label, s, e in zip(arrays["label"], arrays["split"], arrays["errors"], strict=True)])
+                                for label, s, e in zip(arrays["label"], arrays["split"], arrays["errors"],
+                                                       strict=True)])
     labels = np.array([classes.index(arrays["label"][i]) for i in seed_rows])
     start = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -170,7 +174,8 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
         return 1
     scores = result.table.to_pydict()
     pool_table = pq.read_table(pool, columns=["id", "shortcut"]).to_pydict()
-    marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"], strict=True))[i] for i in scores["id"]], dtype=bool)
+    marked = np.array([dict(zip(pool_table["id"], pool_table["shortcut"], strict=True))[i] for i in scores["id"]],
+                      dtype=bool)
     ids = np.array(scores["id"])
     column = lambda name: np.array([np.nan if v is None else v for v in scores[name]])  # noqa: E731
     entropy, misalignment = column("entropy_norm"), column("misalignment")

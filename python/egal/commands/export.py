@@ -23,7 +23,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="where to write the ONNX graph (.onnx)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: egal.onnx.OPSET)")
-    parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: egal.onnx.IR_VERSION)")
+    parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: "
+                        "egal.onnx.IR_VERSION)")
     parser.set_defaults(func=run_export)
     return parser
 
@@ -41,7 +42,8 @@ def run_export(args) -> int:
         from ..onnx import export as exporter
         from ..onnx import graph
     except ImportError as exc:
-        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal-al[export]'", file=sys.stderr)
+        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal-al[export]'",
+              file=sys.stderr)
         return 2
     from ..models import ModelConfigError, ModelFileError
 

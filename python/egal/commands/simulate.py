@@ -24,7 +24,8 @@ def register(subparsers):
         "example: egal simulate --pool data.parquet --strategies random,entropy,egal --seeds 5 --rounds 7 "
         "--budget 60 --init 150 --out results/",
     )
-    parser.add_argument("--pool", help="labelled pool parquet (id, image, mask, label column); or [data] path in --config")
+    parser.add_argument("--pool", help="labelled pool parquet (id, image, mask, label column); or [data] path in "
+                        "--config")
     parser.add_argument("--out", required=True, help="output folder (created; reruns resume in it)")
     parser.add_argument("--config", help="TOML/YAML experiment config with [data], [train], [loop] sections")
     loop = parser.add_argument_group("active learning (override the config file)")
@@ -48,8 +49,10 @@ def register(subparsers):
         "stays clean and a second test copy carries the marker on the other classes. Adds marker-test accuracy and "
         "the share of marked images each strategy selects to the report.")
     shortcut.add_argument("--shortcut-class", help="class whose pool images get the marker (turns the benchmark on)")
-    shortcut.add_argument("--shortcut-share", type=float, help="fraction of that class's pool images marked (default: 0.5)")
-    shortcut.add_argument("--shortcut-marker", choices=("square", "text"), help="a bright square or a letter stamp (default: square)")
+    shortcut.add_argument("--shortcut-share", type=float, help="fraction of that class's pool images marked (default: "
+                          "0.5)")
+    shortcut.add_argument("--shortcut-marker", choices=("square", "text"), help="a bright square or a letter stamp "
+                          "(default: square)")
     add_train_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
@@ -64,9 +67,11 @@ def run(args) -> int:
             if getattr(args, k) is not None}
     if args.pool:
         data["path"] = args.pool
-    loop = {k: getattr(args, k) for k in ("strategies", "alpha", "alpha_grid", "seeds", "rounds", "budget", "init", "threads")
+    loop = {k: getattr(args, k) for k in ("strategies", "alpha", "alpha_grid", "seeds", "rounds", "budget", "init",
+                                          "threads")
             if getattr(args, k) is not None}
-    shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker") if getattr(args, f"shortcut_{k}") is not None}
+    shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker") if getattr(args,
+                                                                                          f"shortcut_{k}") is not None}
     if args.shortcut_class is not None:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)

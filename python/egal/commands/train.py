@@ -28,7 +28,8 @@ def register(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
     parser.add_argument("--label-column", help="column holding the class label (default: label)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation "
+                        "(default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_train_options(parser)
@@ -40,7 +41,8 @@ def run(args) -> int:
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"the folder of --out ({out_dir}) does not exist")
     if os.path.exists(args.out) and not args.overwrite:  # checked before training, not after
-        raise FileExistsError(f"--out {args.out!r} already exists: pass --overwrite to replace it, or choose another path")
+        raise FileExistsError(f"--out {args.out!r} already exists: pass --overwrite to replace it, or choose another "
+                              "path")
     import torch
 
     from ..loop.config import ExperimentConfig, load_config
@@ -62,8 +64,9 @@ def run(args) -> int:
         dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column)
     _report_dropped_rows(caught, label_column)
     progress = Progress(train.epochs, enabled=not args.quiet, desc="epochs")
-    progress.log(f"{len(dataset)} labelled rows, classes {list(dataset.classes)}; {train.architecture} + {train.head} head "
-                 f"at {train.input_size[0]}x{train.input_size[1]}, beta {train.beta}, {train.epochs} epochs")
+    progress.log(f"{len(dataset)} labelled rows, classes {list(dataset.classes)}; {train.architecture} + "
+                 f"{train.head} head at {train.input_size[0]}x{train.input_size[1]}, beta {train.beta}, "
+                 f"{train.epochs} epochs")
 
     def on_epoch(epoch, summary):
         progress.advance(1, f"loss {summary['loss']:.3f}")
@@ -71,7 +74,8 @@ def run(args) -> int:
                      f"dice {summary['dice']:.4f})")
 
     try:
-        model, history = train_model(dataset.images, dataset.masks, dataset.labels, dataset.classes, train, progress=on_epoch)
+        model, history = train_model(dataset.images, dataset.masks, dataset.labels, dataset.classes, train,
+                                     progress=on_epoch)
     finally:
         progress.close()
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
