@@ -66,7 +66,8 @@ def make_synthetic_pool(
     out (null), as when an annotator skipped them. label_fraction: share of "pool"
     split rows that keep their label (test rows are always labelled).
     """
-    _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_fraction, classes, label_fraction, files, shortcut_fraction)
+    _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_fraction, classes, label_fraction,
+                     files, shortcut_fraction)
     out_dir = Path(out_dir)
     target = out_dir / "pool.parquet" if files == 1 else out_dir / "pool"
     folder = out_dir if files == 1 else target
@@ -154,7 +155,8 @@ def _table(rows: dict, span: range, folder: Path, image_format: str, storage: st
             (folder / names[-1]).write_bytes(_mask_png(m))
         columns["mask_path"] = pa.array(names, pa.string())
     elif roi == "boxes":
-        columns["boxes"] = pa.array([None if m is None else [_bounding_box(m)] for m in masks], pa.list_(pa.list_(pa.float32())))
+        columns["boxes"] = pa.array([None if m is None else [_bounding_box(m)] for m in masks],
+                                    pa.list_(pa.list_(pa.float32())))
     columns["label"] = pa.array([rows["label"][i] for i in span], pa.string())
     columns["split"] = pa.array([rows["split"][i] for i in span], pa.string())
     columns["shortcut"] = pa.array([rows["shortcut"][i] for i in span], pa.bool_())
@@ -175,12 +177,14 @@ def _clear_old_parts(folder: Path) -> None:
     """A rerun with fewer files must not leave stale parts behind; other Parquet files are not ours to delete."""
     foreign = [p for p in folder.rglob("*.parquet") if not (p.parent == folder and p.name.startswith("part-"))]
     if foreign:
-        raise ValueError(f"{str(folder)!r} holds Parquet files make_synthetic_pool did not write: {[str(p) for p in foreign[:3]]}")
+        raise ValueError(f"{str(folder)!r} holds Parquet files make_synthetic_pool did not write: "
+                         f"{[str(p) for p in foreign[:3]]}")
     for old in folder.glob("part-*.parquet"):
         old.unlink()
 
 
-def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_fraction, classes, label_fraction, files, shortcut_fraction):
+def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_fraction, classes, label_fraction,
+                     files, shortcut_fraction):
     check_int(n, "n")
     check_int(seed, "seed", minimum=0)
     check_int(image_size, "image_size", minimum=32)
@@ -193,5 +197,7 @@ def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_
     for name, value in (("empty_roi_fraction", empty_roi_fraction), ("label_fraction", label_fraction),
                         ("shortcut_fraction", shortcut_fraction)):
         check_fraction(value, name)
-    if isinstance(classes, str) or len(classes) not in (2, 3) or len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
-        raise ValueError(f"classes must be 2 or 3 distinct names (round lesion, spiculated lesion[, no lesion]), got {classes!r}")
+    if (isinstance(classes, str) or len(classes) not in (2, 3) or len(set(classes)) != len(classes)
+            or not all(isinstance(c, str) and c for c in classes)):
+        raise ValueError("classes must be 2 or 3 distinct names (round lesion, spiculated lesion[, no lesion]), got "
+                         f"{classes!r}")

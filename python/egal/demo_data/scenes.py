@@ -25,7 +25,8 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
 
 
-def render_scene(rng: np.random.Generator, size: int, lesion: str | None, marker: bool) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, size: int, lesion: str | None,
+                 marker: bool) -> tuple[np.ndarray, np.ndarray]:
     """(image [size, size] float32 in [0, 1], lesion mask [size, size] bool)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5  # pixel centres
     image = _body(rng, size, x, y)
