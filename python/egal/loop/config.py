@@ -84,7 +84,8 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
         return cls(_build(DataConfig, d.get("data", {}), "data"), TrainConfig.from_dict(dict(d.get("train", {}))),
-                   _build(LoopConfig, d.get("loop", {}), "loop"), _build(ShortcutConfig, d.get("shortcut", {}), "shortcut"))
+                   _build(LoopConfig, d.get("loop", {}), "loop"),
+                   _build(ShortcutConfig, d.get("shortcut", {}), "shortcut"))
 
     def identity(self) -> dict:
         """What must match for results in one output folder to be comparable: everything but

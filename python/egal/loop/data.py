@@ -93,5 +93,6 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
     if not cache_dir:
         return None
     stat = os.stat(path)
-    key = f"{os.path.basename(path)}-{stat.st_size}-{int(stat.st_mtime)}-{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}"
+    key = (f"{os.path.basename(path)}-{stat.st_size}-{int(stat.st_mtime)}-"
+           f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}")
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")

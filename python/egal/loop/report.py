@@ -61,14 +61,17 @@ def write_report(out_dir) -> dict:
     with open(paths["rounds_json"], "w") as f:
         json.dump(flat, f, indent=1)
     summary = summarise(runs)
-    fields = ["strategy", "round", "labels", "seeds"] + [f"{m}_{s}" for m in METRICS + (SHORTCUT_METRICS if shortcut else ())
-                                                          for s in ("mean", "std")]
+    fields = ["strategy", "round", "labels", "seeds"] + [
+        f"{m}_{s}" for m in METRICS + (SHORTCUT_METRICS if shortcut else ()) for s in ("mean", "std")]
     paths["summary_csv"] = _write_csv(os.path.join(out_dir, "summary.csv"), summary, fields)
     paths["summary_md"] = os.path.join(out_dir, "summary.md")
     with open(paths["summary_md"], "w") as f:
         f.write(markdown_table(summary))
         f.write("\n\nFinal round:\n\n")
-        f.write(markdown_table([r for r in summary if r["round"] == max(s["round"] for s in summary if s["strategy"] == r["strategy"])]))
+        last_round = {}
+        for r in summary:
+            last_round[r["strategy"]] = max(last_round.get(r["strategy"], r["round"]), r["round"])
+        f.write(markdown_table([r for r in summary if r["round"] == last_round[r["strategy"]]]))
         f.write("\n")
         if shortcut:
             f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n")
@@ -95,7 +98,8 @@ def write_paired(out_dir, runs, summary_md, baseline: str = "random") -> dict:
 
 
 def markdown_table(summary) -> str:
-    lines = ["| strategy | round | labels | seeds | accuracy | macro AUC | Grad-CAM Dice |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| strategy | round | labels | seeds | accuracy | macro AUC | Grad-CAM Dice |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
         cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" for m in METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | {r['seeds']} | " + " | ".join(cells) + " |")
@@ -110,8 +114,9 @@ def shortcut_table(summary) -> str:
              "marked share of selection | marked share of unlabelled pool |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
-        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" if f"{m}_mean" in r and r[f"{m}_mean"] == r[f"{m}_mean"]
-                 else "" for m in ("accuracy",) + SHORTCUT_METRICS]
+        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}"
+                 if f"{m}_mean" in r and r[f"{m}_mean"] == r[f"{m}_mean"] else ""
+                 for m in ("accuracy",) + SHORTCUT_METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -128,7 +133,8 @@ def plot_shortcut(summary, path) -> str:
               ("selected_marked_share", "marked images in the selection (%)"))
     for ax, (metric, label) in zip(axes, panels, strict=True):
         for strategy in sorted({r["strategy"] for r in summary}, key=_strategy_order):
-            rows = sorted((r for r in summary if r["strategy"] == strategy and np.isfinite(r.get(f"{metric}_mean", np.nan))),
+            rows = sorted((r for r in summary
+                           if r["strategy"] == strategy and np.isfinite(r.get(f"{metric}_mean", np.nan))),
                           key=lambda r: r["labels"])
             x = np.array([r["labels"] for r in rows])
             mean = 100 * np.array([r[f"{metric}_mean"] for r in rows])

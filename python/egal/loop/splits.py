@@ -23,7 +23,8 @@ def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None,
             wanted = {str(g) for g in test_groups}
             unknown = sorted(wanted - set(groups.tolist()))
             if unknown:
-                raise ValueError(f"test group(s) {unknown} do not occur in the group column (it has {sorted(set(groups.tolist()))[:10]})")
+                raise ValueError(f"test group(s) {unknown} do not occur in the group column (it has "
+                                 f"{sorted(set(groups.tolist()))[:10]})")
             test = np.isin(groups, list(wanted))
         else:
             test = np.zeros(n, dtype=bool)

@@ -152,8 +152,10 @@ def paired_csv_rows(rows) -> list:
     def label(value):
         return "-".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
 
-    return [{**row, "seeds": ";".join(str(s) for s in row["seeds"]), "labels": ";".join(label(v) for v in row["labels"]),
-             **{k: ";".join(repr(float(v)) for v in row[k]) for k in ("strategy_values", "baseline_values", "differences")}}
+    return [{**row, "seeds": ";".join(str(s) for s in row["seeds"]),
+             "labels": ";".join(label(v) for v in row["labels"]),
+             **{k: ";".join(repr(float(v)) for v in row[k])
+                for k in ("strategy_values", "baseline_values", "differences")}}
             for row in rows]
 
 
@@ -172,7 +174,8 @@ def paired_markdown(rows, baseline: str = "random") -> str:
     ]
     for r in rows:
         lines.append(f"| {r['strategy']} | {r['metric']} | {r['kind']} | {r['n']} | {_pp(r['mean'], sign=True)} | "
-                     f"{_pp(r['std'])} | {_interval(r['t_low'], r['t_high'])} | {_interval(r['boot_low'], r['boot_high'])} | "
+                     f"{_pp(r['std'])} | {_interval(r['t_low'], r['t_high'])} | "
+                     f"{_interval(r['boot_low'], r['boot_high'])} | "
                      f"{r['note'] or ''} |")
     return "\n".join(lines)
 
