@@ -26,7 +26,8 @@ def save_model(model: EGALClassifier, path) -> None:
     if not isinstance(model, EGALClassifier):
         raise TypeError(f"save_model() saves an egal EGALClassifier, got {type(model).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state}, os.fspath(path))
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+                "state_dict": state}, os.fspath(path))
 
 
 def load_model(path, map_location="cpu") -> EGALClassifier:
@@ -50,16 +51,19 @@ def load_model(path, map_location="cpu") -> EGALClassifier:
 
 def _unpack(payload, path):
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path!r} is not an egal model file (no format tag {FORMAT!r}); save models with egal.models.save_model")
+        raise ModelFileError(f"{path!r} is not an egal model file (no format tag {FORMAT!r}); save models with "
+                             "egal.models.save_model")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelFileError(f"{path!r} has model file format version {version!r}; this egal reads version {FORMAT_VERSION}")
+        raise ModelFileError(f"{path!r} has model file format version {version!r}; this egal reads version "
+                             f"{FORMAT_VERSION}")
     try:
         config = ModelConfig.from_dict(payload.get("config"))
     except (ModelConfigError, TypeError) as exc:
         raise ModelFileError(f"{path!r} holds an invalid model config: {exc}") from exc
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise ModelFileError(f"{path!r} has no state dict of named tensors")
     return config, state
 
@@ -68,7 +72,8 @@ def _check_state(model, state, path) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    wrong = sorted(f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                   for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         cfg = model.config
         raise ModelFileError(

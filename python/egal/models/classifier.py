@@ -135,13 +135,15 @@ def build_model(
         architecture, head, probe.classes, target_layer or backbone.default_target_layer, probe.input_size,
         in_channels, probe.mean, probe.std, embedding_dim, extra={"initial_weights": backbone.weights_source},
     )
-    return EGALClassifier(config, backbone.features, build_head(head, backbone.num_features, config.num_classes, embedding_dim))
+    return EGALClassifier(config, backbone.features, build_head(head, backbone.num_features, config.num_classes,
+                                                                embedding_dim))
 
 
 def model_from_config(config: ModelConfig) -> EGALClassifier:
     """An untrained model with the structure `config` describes (for loading a state dict into)."""
     backbone = build_backbone(config.architecture, config.in_channels, None)
-    return EGALClassifier(config, backbone.features, build_head(config.head, backbone.num_features, config.num_classes, config.embedding_dim))
+    return EGALClassifier(config, backbone.features, build_head(config.head, backbone.num_features, config.num_classes,
+                                                                config.embedding_dim))
 
 
 def check_target_layer(model: nn.Module, name: str) -> nn.Module:

@@ -92,7 +92,8 @@ class PrototypicalHead(nn.Module):
         counts = torch.bincount(labels, minlength=C)
         if bool((counts == 0).any()):
             empty = (counts == 0).nonzero().flatten().tolist()
-            raise ValueError(f"every class needs at least one labelled sample to form its prototype; none for class(es) {empty}")
+            raise ValueError("every class needs at least one labelled sample to form its prototype; none for class(es) "
+                             f"{empty}")
         sums = torch.zeros_like(self.prototypes).index_add_(0, labels, embeddings)
         self.prototypes.copy_(sums / counts[:, None].to(sums.dtype))
 

@@ -36,7 +36,8 @@ def split_features(model, trainable_from: str) -> tuple[FrozenPrefix, nn.Sequent
     path = trainable_from.split(".")[1:]
     prefix, tail = _cut(model.features, path, "features")
     if not prefix:
-        raise ValueError(f"trainable_from {trainable_from!r} is the first module of the backbone: nothing would be frozen")
+        raise ValueError(f"trainable_from {trainable_from!r} is the first module of the backbone: nothing would be "
+                         "frozen")
     return FrozenPrefix(model, nn.Sequential(*prefix)), nn.Sequential(*tail)
 
 

@@ -19,9 +19,11 @@ import torch
 from torch import nn
 
 # The classification layer of each torchvision model is replaced by egal's head.
-_CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": (), "efficientnet_lite0": ("_fc.",)}
+_CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": (),
+                        "efficientnet_lite0": ("_fc.",)}
 # torchvision's DenseNet files predate its module names ("norm.1" for "norm1").
-_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                               r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 class WeightsUnavailableError(ValueError):
@@ -72,8 +74,9 @@ def _imagenet_unavailable_message(architecture: str, url: str, exc: BaseExceptio
         f"weights='imagenet' asked for torchvision's ImageNet weights for {architecture}, and they cannot be "
         f"obtained: neither torch's hub cache nor a download worked ({type(exc).__name__}: {exc}). "
         f"Either copy {file_name} (from {url}) into {cache}{os.sep} (torch's hub cache, $TORCH_HOME/hub/checkpoints), "
-        f"or pass the file itself: weights='/path/to/{file_name}' (egal train / simulate: --weights /path/to/{file_name}); "
-        "or, to train from random initialisation on purpose, weights=None (--weights none)."
+        f"or pass the file itself: weights='/path/to/{file_name}' (egal train / simulate: "
+        f"--weights /path/to/{file_name}); or, to train from random initialisation on purpose, weights=None "
+        "(--weights none)."
     )
 
 
