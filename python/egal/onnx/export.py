@@ -22,7 +22,8 @@ class ExportError(ValueError):
     """The model cannot be exported as an egal Grad-CAM graph."""
 
 
-def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION, example_batch: int = 2) -> str:
+def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION,
+                example_batch: int = 2) -> str:
     """Write `model` (an EGALClassifier, or the path of a saved model file) to `out`; returns the path.
 
     The written file passes onnx.checker (full check) and loads in onnxruntime.
@@ -30,7 +31,8 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     if not isinstance(model, EGALClassifier):
-        raise TypeError(f"export_onnx() exports an egal EGALClassifier or a saved model file, got {type(model).__name__}")
+        raise TypeError("export_onnx() exports an egal EGALClassifier or a saved model file, got "
+                        f"{type(model).__name__}")
     _check_exportable(model)
     if example_batch < 2:
         raise ValueError("example_batch must be >= 2: the exporter specialises a batch of 1 to a constant")
@@ -66,9 +68,9 @@ def _check_exportable(model) -> None:
     if config.target_layer not in pooled:
         raise ExportError(
             f"this model's Grad-CAM target layer {config.target_layer!r} is not the map that its head pools, so its "
-            f"Grad-CAM weights have no closed form and need a backward pass, which an ONNX inference graph does not have. "
-            f"Export a model whose target layer is one of {list(pooled)} (the default), or score it with egal.gradcam "
-            "(autograd path) under PyTorch."
+            "Grad-CAM weights have no closed form and need a backward pass, which an ONNX inference graph does not "
+            f"have. Export a model whose target layer is one of {list(pooled)} (the default), or score it with "
+            "egal.gradcam (autograd path) under PyTorch."
         )
     head = model.head
     if not all(hasattr(head, m) for m in ("unchecked_logits", "unchecked_logit_gradient", "require_prototypes")):

@@ -49,7 +49,8 @@ class OnnxGradCAM:
 
         self._ort = ort
         if providers is None:
-            providers = [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in ort.get_available_providers() else [CPU_PROVIDER]
+            cuda = CUDA_PROVIDER in ort.get_available_providers()
+            providers = [CUDA_PROVIDER, CPU_PROVIDER] if cuda else [CPU_PROVIDER]
         provider_list = [(p, {"device_id": device_id}) if p == CUDA_PROVIDER else p for p in providers]
         self.session = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
@@ -105,7 +106,8 @@ class OnnxGradCAM:
             binding.bind_input(graph.INPUT, "cuda", self.device_id, np.float32, list(iface["shape"]), iface["data"][0])
         else:
             # On CUDA, one host-to-device copy of the images, made by onnxruntime.
-            binding.bind_cpu_input(graph.INPUT, self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32)))
+            host = np.ascontiguousarray(_as_numpy(images), dtype=np.float32)
+            binding.bind_cpu_input(graph.INPUT, self._check_images(host))
         for name in graph.OUTPUTS:
             binding.bind_output(name, self._device, self.device_id)
         self.session.run_with_iobinding(binding)
@@ -135,7 +137,8 @@ class OnnxGradCAM:
     def _check_shape(self, shape) -> None:
         expected = (self.config["in_channels"], *self.config["input_size"])
         if len(shape) != 4 or tuple(shape[1:]) != expected:
-            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] for this model, got {tuple(shape)}")
+            raise ValueError(f"images must be [B, {expected[0]}, {expected[1]}, {expected[2]}] for this model, got "
+                             f"{tuple(shape)}")
 
 
 class OnnxModelError(ValueError):
@@ -147,15 +150,17 @@ def _open_session(ort, path, session_options, providers):
 
     # What onnxruntime raises for a file that is not a loadable model; other failures (an
     # execution provider that cannot start, say) keep their own exception.
-    unloadable = tuple(getattr(state, name) for name in ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel",
-                                                         "Fail", "NotImplemented") if hasattr(state, name))
+    unloadable = tuple(getattr(state, name)
+                       for name in ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel", "Fail",
+                                    "NotImplemented")
+                       if hasattr(state, name))
     try:
         return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
     except unloadable as exc:
         reason = str(exc).split(" failed:", 1)[-1].strip() or type(exc).__name__
         raise OnnxModelError(
-            f"model file {str(path)!r} cannot be loaded by onnxruntime ({reason}): a truncated or partly copied file, or "
-            "not an ONNX graph; copy it again, or export it again with `egal export --model model.pt --out "
+            f"model file {str(path)!r} cannot be loaded by onnxruntime ({reason}): a truncated or partly copied file, "
+            "or not an ONNX graph; copy it again, or export it again with `egal export --model model.pt --out "
             "model.onnx`") from None
 
 
@@ -170,11 +175,13 @@ def _as_numpy(images) -> np.ndarray:
 def _read_config(session, path) -> dict:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get(graph.FORMAT_KEY) != graph.FORMAT or graph.CONFIG_KEY not in meta:
-        raise ValueError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata {sorted(meta)}")
+        raise ValueError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata "
+                         f"{sorted(meta)}")
     names_in = [i.name for i in session.get_inputs()]
     names_out = [o.name for o in session.get_outputs()]
     if names_in != [graph.INPUT] or sorted(names_out) != sorted(graph.OUTPUTS):
-        raise ValueError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected [{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
+        raise ValueError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected [{graph.INPUT!r}] and "
+                         f"{list(graph.OUTPUTS)}")
     config = json.loads(meta[graph.CONFIG_KEY])
     missing = [k for k in ("classes", "input_size", "in_channels") if k not in config]
     if missing:
