@@ -60,8 +60,8 @@ def _torch_runner(path: str, device: str) -> ModelRunner:
     try:
         import torch
     except ImportError as exc:
-        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install 'egal-al[torch]', "
-                         "or export it with `egal export` and score the .onnx file") from exc
+        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install "
+                         "'egal-al[torch]', or export it with `egal export` and score the .onnx file") from exc
     from ..gradcam import extract_gradcam_inputs
     from ..models import load_model
 
