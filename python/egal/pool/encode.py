@@ -24,7 +24,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
     elif pixels.dtype == np.uint8 and (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
         image = Image.fromarray(pixels)
     else:
-        raise ValueError(f"PNG pixels must be [h, w] uint8/uint16 or [h, w, 3] uint8, got {pixels.dtype} {pixels.shape}")
+        raise ValueError(f"PNG pixels must be [h, w] uint8/uint16 or [h, w, 3] uint8, "
+                         f"got {pixels.dtype} {pixels.shape}")
     out = BytesIO()
     # Level 1: pools are written once and read many times, but speed matters more than size here.
     image.save(out, format="PNG", compress_level=1)
@@ -61,7 +62,8 @@ def encode_dicom(
     from pydicom.uid import ExplicitVRLittleEndian
 
     if stored.ndim != 2 or stored.dtype not in (np.uint8, np.uint16, np.int16):
-        raise ValueError(f"DICOM stored values must be [h, w] uint8, uint16 or int16, got {stored.dtype} {stored.shape}")
+        raise ValueError(f"DICOM stored values must be [h, w] uint8, uint16 or int16, "
+                         f"got {stored.dtype} {stored.shape}")
     uid = f"{_UID_ROOT}{instance}"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = _SECONDARY_CAPTURE

@@ -40,7 +40,8 @@ class UndecodedRows(UserWarning):
     def __init__(self, path: str, failures):
         self.path = path
         self.failures = list(failures)
-        shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason, _ in self.failures[:MAX_LISTED_ROWS])
+        shown = "; ".join(f"row {row} (id {ident!r}): {reason}"
+                          for row, ident, reason, _ in self.failures[:MAX_LISTED_ROWS])
         more = len(self.failures) - MAX_LISTED_ROWS
         super().__init__(f"{len(self.failures)} row(s) of pool {path!r} cannot be decoded: {shown}"
                          + (f"; and {more} more" if more > 0 else ""))

@@ -17,7 +17,8 @@ def resolve_inside(base_dir: str, relative: str) -> str:
     """The real path of `relative` under `base_dir`; PathRefused with the reason otherwise."""
     if not relative:
         raise PathRefused("empty path")
-    if PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).is_absolute() or PureWindowsPath(relative).drive:
+    windows = PureWindowsPath(relative)
+    if PurePosixPath(relative).is_absolute() or windows.is_absolute() or windows.drive:
         raise PathRefused(f"{relative!r} is absolute; paths must be relative to the Parquet file's folder")
     if ".." in PurePosixPath(relative.replace("\\", "/")).parts:
         raise PathRefused(f"{relative!r} contains '..'; paths must stay inside the Parquet file's folder")

@@ -136,7 +136,8 @@ def merge_column_types(expected: dict, actual: dict) -> tuple:
             merged[name] = have
         else:
             changed.append(f"{name!r} is {have} instead of {want}")
-    parts = ([f"lacks column(s) {missing}"] if missing else []) + ([f"has extra column(s) {extra}"] if extra else []) + changed
+    parts = (([f"lacks column(s) {missing}"] if missing else []) + ([f"has extra column(s) {extra}"] if extra else [])
+             + changed)
     return (None, "; ".join(parts)) if parts else (merged, "")
 
 

@@ -99,7 +99,8 @@ class _Decoders:
             for _ in range(workers):
                 task_reader, task_writer = context.Pipe(duplex=False)
                 result_reader, result_writer = context.Pipe(duplex=False)
-                process = context.Process(target=_decoder_main, args=(task_reader, result_writer, settings, os.getpid()),
+                process = context.Process(target=_decoder_main,
+                                          args=(task_reader, result_writer, settings, os.getpid()),
                                           name="egal-decoder", daemon=True)
                 self.tasks.append(task_writer)
                 self.results.append(result_reader)
