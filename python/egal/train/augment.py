@@ -41,8 +41,10 @@ def augment_pair(images, masks, generator: torch.Generator, settings: AugmentSet
         theta = _random_affine(B, generator, settings).to(images.device, images.dtype)  # [B, 2, 3]
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # [B, H, W, 2]
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        mask_grid = grid if masks.shape[1:] == images.shape[2:] else F.affine_grid(theta, [B, 1, *masks.shape[1:]], align_corners=False)
-        masks = F.grid_sample(masks[:, None], mask_grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+        same_size = masks.shape[1:] == images.shape[2:]
+        mask_grid = grid if same_size else F.affine_grid(theta, [B, 1, *masks.shape[1:]], align_corners=False)
+        masks = F.grid_sample(masks[:, None], mask_grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)[:, 0]
     if settings.brightness > 0 or settings.contrast > 0:
         u = torch.rand(B, 2, generator=generator).to(images.device, images.dtype) * 2 - 1  # [B, 2] in [-1, 1]
         gain = (1 + settings.contrast * u[:, 0]).view(B, 1, 1, 1)

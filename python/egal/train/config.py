@@ -55,7 +55,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.trainable_from is not None and (not isinstance(self.trainable_from, str)
                                                 or not self.trainable_from.startswith("features.")):
-            raise ValueError(f"trainable_from must name a backbone module like 'features.blocks.11', got {self.trainable_from!r}")
+            raise ValueError("trainable_from must name a backbone module like 'features.blocks.11', got "
+                             f"{self.trainable_from!r}")
         if self.n_way < 2:
             raise ValueError(f"n_way must be at least 2, got {self.n_way}")
         for name in ("lr", "weight_decay", "beta"):

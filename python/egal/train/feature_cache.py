@@ -67,7 +67,8 @@ def prefix_fingerprint(model, trainable_from: str) -> str:
     prefix, _ = split_features(model, trainable_from)
     h = hashlib.blake2b(digest_size=16)
     c = model.config
-    h.update(repr((c.architecture, tuple(c.input_size), c.in_channels, tuple(c.mean), tuple(c.std), trainable_from)).encode())
+    h.update(repr((c.architecture, tuple(c.input_size), c.in_channels, tuple(c.mean), tuple(c.std),
+                   trainable_from)).encode())
     for name, tensor in prefix.layers.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())

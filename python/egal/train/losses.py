@@ -40,7 +40,8 @@ def soft_dice_distance(cam, masks):
     must decide explicitly what to do with them.
     """
     masks = masks.to(cam.dtype)
-    upsampled = F.interpolate(cam[:, None], size=masks.shape[1:], mode="bilinear", align_corners=False)[:, 0]  # [B, H, W]
+    upsampled = F.interpolate(cam[:, None], size=masks.shape[1:], mode="bilinear",
+                              align_corners=False)[:, 0]  # [B, H, W]
     intersection = (upsampled * masks).sum(dim=(1, 2))
     total = upsampled.sum(dim=(1, 2)) + masks.sum(dim=(1, 2))
     distance = 1 - (2 * intersection + DICE_EPS) / (total + DICE_EPS)

@@ -87,7 +87,8 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
             features = build_feature_cache(model, images, config.trainable_from, views=cached_views(config))
         features.check_fits(model)
         if features.views[:len(cached_views(config))] != cached_views(config):
-            raise ValueError(f"the feature cache holds views {features.views}; this training needs {cached_views(config)}")
+            raise ValueError(f"the feature cache holds views {features.views}; this training needs "
+                             f"{cached_views(config)}")
         images = features
     elif features is not None:
         raise ValueError("a feature cache was given but config.trainable_from is None (nothing is frozen)")
@@ -179,7 +180,10 @@ def _cached_view_batch(cache: FeatureCache, masks, rows, config, generator):
     """Each row's features from a randomly chosen cached view (the image itself without augmentation),
     and its ROI mirrored where the view is the mirror."""
     n_views = len(cached_views(config))
-    view = torch.randint(0, n_views, (len(rows),), generator=generator) if n_views > 1 else torch.zeros(len(rows), dtype=torch.long)
+    if n_views > 1:
+        view = torch.randint(0, n_views, (len(rows),), generator=generator)
+    else:
+        view = torch.zeros(len(rows), dtype=torch.long)
     x = cache.features[view, torch.as_tensor(rows)].to(config.device, torch.float32)  # [B, K', h', w']
     m = masks.float()
     mirrored = (view == 1).to(m.device)[:, None, None]
@@ -242,7 +246,8 @@ def _check_data(images, masks, labels, classes, config):
     if config.head == "prototypical":
         counts = np.bincount(labels, minlength=len(classes))
         if (counts >= 2).sum() < 2:
-            raise ValueError(f"prototypical training needs >= 2 classes with >= 2 labelled rows each; class counts {counts.tolist()}")
+            raise ValueError("prototypical training needs >= 2 classes with >= 2 labelled rows each; class counts "
+                             f"{counts.tolist()}")
         if (counts == 0).any():
             missing = [classes[i] for i in np.flatnonzero(counts == 0)]
             raise ValueError(f"every class needs a labelled row for its prototype; none for {missing}")
