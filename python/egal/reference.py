@@ -44,7 +44,8 @@ def as_tensor(x, name: str):
     try:
         return torch.as_tensor(np.asarray(x))
     except Exception as exc:
-        raise TypeError(f"{name} must be an array (numpy, torch, or any DLPack producer), got {type(x).__name__}") from exc
+        raise TypeError(f"{name} must be an array (numpy, torch, or any DLPack producer), "
+                        f"got {type(x).__name__}") from exc
 
 
 def spec_of(t) -> ArraySpec | None:
@@ -162,7 +163,8 @@ def score_batch(
     entropy = -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)
     entropy = torch.where(torch.isfinite(Zf).all(dim=1), entropy, torch.full_like(entropy, math.nan))
     entropy_norm = entropy / math.log(plan.classes)
-    pred = torch.where(torch.isfinite(Zf).all(dim=1), Zf.argmax(dim=1), torch.full_like(Zf[:, 0], -1, dtype=torch.int64))
+    pred = torch.where(torch.isfinite(Zf).all(dim=1), Zf.argmax(dim=1),
+                       torch.full_like(Zf[:, 0], -1, dtype=torch.int64))
 
     score = plan.alpha * entropy_norm + (1 - plan.alpha) * dice
     score = torch.where(empty & finite, entropy_norm, score)

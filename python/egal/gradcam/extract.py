@@ -62,7 +62,8 @@ def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: str |
     "closed_form" (error where it does not apply) or "autograd".
     """
     if not isinstance(model, EGALClassifier):
-        raise TypeError(f"model must be an egal EGALClassifier (egal.models.build_model / load_model), got {type(model).__name__}")
+        raise TypeError("model must be an egal EGALClassifier (egal.models.build_model / load_model), got "
+                        f"{type(model).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     target_layer = target_layer or model.config.target_layer
