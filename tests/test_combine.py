@@ -38,7 +38,8 @@ def test_rank_is_scale_free():
     rng = np.random.default_rng(3)
     h, d = rng.random(50), rng.random(50)
     # Squeezing a term into a narrow band (as misalignment is in egal demo) changes nothing.
-    assert np.array_equal(combine_scores(h, d, 0.5, "rank"), combine_scores(0.1 + 0.4 * h, 0.89 + 0.08 * d, 0.5, "rank"))
+    assert np.array_equal(combine_scores(h, d, 0.5, "rank"),
+                          combine_scores(0.1 + 0.4 * h, 0.89 + 0.08 * d, 0.5, "rank"))
     # ... while with "raw" the wide term decides nearly alone.
     raw = combine_scores(0.1 + 0.4 * h, 0.89 + 0.08 * d, 0.5, "raw")
     assert np.corrcoef(raw, h)[0, 1] > 0.95
@@ -59,8 +60,8 @@ def test_rows_without_roi_get_the_entropy_term_alone():
     r_h = np.array([0, 1, 2 / 3, 1 / 3])  # h over all four rows
     r_d = {0: 1.0, 2: 0.0}  # d over the two rows with ROI
     np.testing.assert_allclose(got, [0.3 * r_h[0] + 0.7 * r_d[0], r_h[1], 0.3 * r_h[2] + 0.7 * r_d[2], r_h[3]])
-    np.testing.assert_allclose(combine_scores(h, d, 0.3, "raw"), [0.3 * 0.1 + 0.7 * 0.8, 0.9, 0.3 * 0.5 + 0.7 * 0.2, 0.3],
-                               rtol=1e-7)
+    np.testing.assert_allclose(combine_scores(h, d, 0.3, "raw"),
+                               [0.3 * 0.1 + 0.7 * 0.8, 0.9, 0.3 * 0.5 + 0.7 * 0.2, 0.3], rtol=1e-7)
 
 
 def test_rows_in_error_are_nan_and_shift_no_rank():

@@ -23,7 +23,8 @@ def load(path, settings=SETTINGS):
 def formats(tmp_path_factory):
     """The same 30 scenes in every image format."""
     root = tmp_path_factory.mktemp("formats")
-    return {fmt: load(make_synthetic_pool(root / fmt, 30, seed=3, image_size=SIZE, image_format=fmt)) for fmt in ("png", "jpeg", "png16", "dicom")}
+    return {fmt: load(make_synthetic_pool(root / fmt, 30, seed=3, image_size=SIZE, image_format=fmt))
+            for fmt in ("png", "jpeg", "png16", "dicom")}
 
 
 def test_every_format_decodes_to_the_same_scenes(formats):
@@ -105,7 +106,8 @@ def big(tmp_path_factory):
 
 
 def test_classes_and_splits_are_balanced(big):
-    assert {c: int((big["label"] == c).sum()) for c in ("benign", "malignant", "normal")} == {"benign": 200, "malignant": 200, "normal": 200}
+    counts = {c: int((big["label"] == c).sum()) for c in ("benign", "malignant", "normal")}
+    assert counts == {"benign": 200, "malignant": 200, "normal": 200}
     assert (big["split"] == "test").mean() == pytest.approx(0.2, abs=0.001)
 
 
@@ -118,7 +120,8 @@ def test_label_fraction_unlabels_pool_rows_only(tmp_path):
 
 
 def test_roi_is_the_lesion_and_normal_images_have_none(tmp_path):
-    out = load(make_synthetic_pool(tmp_path, 90, seed=2, image_size=64, empty_roi_fraction=0.0), DecodeSettings((64, 64)))
+    out = load(make_synthetic_pool(tmp_path, 90, seed=2, image_size=64, empty_roi_fraction=0.0),
+               DecodeSettings((64, 64)))
     normal = out["label"] == "normal"
     assert not out["has_roi"][normal].any() and out["has_roi"][~normal].all()
     for image, mask in zip(out["images"][~normal, 0], out["masks"][~normal], strict=True):

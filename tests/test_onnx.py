@@ -104,7 +104,8 @@ def test_ortvalue_outputs_are_scored_in_place(exported):
     runner = OnnxGradCAM(path, providers=["CPUExecutionProvider"])
     images, masks = images_and_masks(model, batch=3)
     outputs = runner.run(ort.OrtValue.ortvalue_from_numpy(images))
-    as_ortvalues = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in outputs.scorer_kwargs().items()}
+    as_ortvalues = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
+                    for k, v in outputs.scorer_kwargs().items()}
     from_ortvalues = egal.score_batch(**as_ortvalues, masks=masks)
     from_numpy = egal.score_batch(**outputs.scorer_kwargs(), masks=masks)
     np.testing.assert_array_equal(from_ortvalues.score, from_numpy.score)
@@ -139,7 +140,8 @@ def test_runner_refuses_images_of_the_wrong_shape(tmp_path):
 
 def test_runner_refuses_a_graph_that_egal_did_not_export(tmp_path):
     node = onnx.helper.make_node("Identity", ["images"], ["logits"])
-    g = onnx.helper.make_graph([node], "plain", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 2])],
+    g = onnx.helper.make_graph([node], "plain", [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT,
+                                                                                    [1, 2])],
                                [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 2])])
     proto = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 18)])
     proto.ir_version = onnx_graph.IR_VERSION

@@ -26,7 +26,8 @@ from pool_files import png_grey, simple_pool, write_pool
 
 
 def test_open_single_file_describes_the_pool(tmp_path):
-    path = simple_pool(tmp_path / "p.parquet", n=4, label=["a", None, "b", None], boxes=[[[0, 0, 4, 4]], [], None, [[1, 1, 2, 2]]])
+    path = simple_pool(tmp_path / "p.parquet", n=4, label=["a", None, "b", None],
+                       boxes=[[[0, 0, 4, 4]], [], None, [[1, 1, 2, 2]]])
     spec = open_pool(path)
     assert isinstance(spec, PoolSpec)
     assert spec.files == (str(path.resolve()),)
@@ -99,7 +100,8 @@ def test_refuses_files_with_different_schemas_naming_the_file_and_column(tmp_pat
         ({"id": ["a"], "image_path": [b"x.png"]}, "column 'image_path' must be a string"),
         ({"id": ["a"], "image": [b"x"], "mask_path": [3]}, "column 'mask_path' must be a string"),
         ({"id": ["a"], "image": [b"x"], "mask": ["m.png"]}, "column 'mask' must be binary"),
-        ({"id": ["a"], "image": [b"x"], "boxes": [[1, 2, 3, 4]]}, "column 'boxes' must be a list of [x0, y0, x1, y1] number lists, its Arrow type is list<element: int64>"),
+        ({"id": ["a"], "image": [b"x"], "boxes": [[1, 2, 3, 4]]}, "column 'boxes' must be a list of [x0, y0, x1, y1] "
+         "number lists, its Arrow type is list<element: int64>"),
         ({"id": ["a"], "image": [b"x"], "boxes": [[["1", "2", "3", "4"]]]}, "column 'boxes'"),
     ],
 )
@@ -112,7 +114,8 @@ def test_refuses_boxes_of_fixed_size_other_than_four(tmp_path):
     path = write_pool(tmp_path / "p.parquet", {"id": ["a"], "image": [b"x"], "boxes": boxes})
     assert "column 'boxes'" in refusal(path)
     ok = pa.array([[[0, 0, 1, 1]]], type=pa.list_(pa.list_(pa.float32(), 4)))
-    assert open_pool(write_pool(tmp_path / "q.parquet", {"id": ["a"], "image": [b"x"], "boxes": ok})).roi_column == "boxes"
+    assert open_pool(write_pool(tmp_path / "q.parquet", {"id": ["a"], "image": [b"x"],
+                                                         "boxes": ok})).roi_column == "boxes"
 
 
 def test_refuses_null_ids_listing_the_rows(tmp_path):
@@ -169,7 +172,8 @@ def test_paths_are_relative_to_each_files_own_folder(tmp_path):
     for sub in ("a", "b"):
         (tmp_path / "p" / sub / "img").mkdir(parents=True)
         (tmp_path / "p" / sub / "img" / "x.png").write_bytes(png_grey(value=100 if sub == "a" else 200))
-        write_pool(tmp_path / "p" / sub / "part.parquet", {"id": [sub], "image_path": ["img/x.png"], "mask_path": [None]})
+        write_pool(tmp_path / "p" / sub / "part.parquet", {"id": [sub], "image_path": ["img/x.png"],
+                                                           "mask_path": [None]})
     spec = open_pool(tmp_path / "p")
     decoded = decode_batch(next(spec.iter_batches(2)), DecodeSettings((4, 4)))
     assert decoded.errors == [None, None]
@@ -178,7 +182,8 @@ def test_paths_are_relative_to_each_files_own_folder(tmp_path):
 
 def test_all_null_roi_columns_typed_null_are_allowed_and_mix_with_typed_files(tmp_path):
     write_pool(tmp_path / "p" / "1.parquet", {"id": ["a"], "image": [png_grey()], "boxes": [None], "label": [None]})
-    write_pool(tmp_path / "p" / "2.parquet", {"id": ["b"], "image": [png_grey()], "boxes": [[[0, 0, 8, 8]]], "label": ["x"]})
+    write_pool(tmp_path / "p" / "2.parquet", {"id": ["b"], "image": [png_grey()], "boxes": [[[0, 0, 8, 8]]],
+                                              "label": ["x"]})
     spec = open_pool(tmp_path / "p")
     assert spec.roi_column == "boxes"
     decoded = decode_batch(next(spec.iter_batches(2, columns=["label"])), DecodeSettings((16, 16)))
@@ -201,7 +206,8 @@ def three_files(tmp_path):
         rows = range(start, start + n)
         write_pool(
             tmp_path / "p" / name,
-            {"id": [f"id{r:02d}" for r in rows], "image": [png_grey(value=r) for r in rows], "fold": [r % 5 for r in rows]},
+            {"id": [f"id{r:02d}" for r in rows], "image": [png_grey(value=r) for r in rows],
+             "fold": [r % 5 for r in rows]},
             row_group_size=3,
         )
         start += n
@@ -300,7 +306,8 @@ def test_memory_stays_bounded_by_the_batch_not_the_pool(tmp_path):
         "n = sum(len(b) for b in spec.iter_batches(8))\n"
         "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.parquet")], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.parquet")], capture_output=True, text=True,
+                         check=True)
     rows, grown_kib = map(int, out.stdout.split())
     assert rows == 400
     assert grown_kib < 16 * 1024, f"reading grew the process by {grown_kib} KiB for a 26 MB row group"
@@ -318,14 +325,16 @@ def mixed_pool(tmp_path):
     labels = [None if i % 4 == 0 else f"c{i % 2}" for i in range(n)]
     return write_pool(
         tmp_path / "p.parquet",
-        {"id": [f"s{i:03d}" for i in range(n)], "image": images, "boxes": boxes, "label": labels, "fold": [i % 5 for i in range(n)]},
+        {"id": [f"s{i:03d}" for i in range(n)], "image": images, "boxes": boxes, "label": labels,
+         "fold": [i % 5 for i in range(n)]},
     )
 
 
 def test_load_pool_arrays_in_process_and_with_workers_agree(mixed_pool):
     settings = DecodeSettings((8, 8), 3, mask_size=(4, 4))
     # The row that cannot be decoded is kept (zeros, with its reason) and also warned about.
-    with pytest.warns(UndecodedRows, match=r"1 row\(s\) of pool .* row 7 \(id 's007'\): image: cannot identify") as caught:
+    with pytest.warns(UndecodedRows,
+                      match=r"1 row\(s\) of pool .* row 7 \(id 's007'\): image: cannot identify") as caught:
         serial = load_pool_arrays(mixed_pool, settings, columns=("label", "fold"))
     assert [(row, ident, extra["label"]) for row, ident, _, extra in caught[0].message.failures] == [(7, "s007", "c1")]
     with pytest.warns(UndecodedRows):

@@ -196,7 +196,8 @@ def mask_png(mask: np.ndarray, value: int = 255) -> bytes:
 def test_mask_of_another_size_is_resized_nearest():
     rng = np.random.default_rng(1)
     small = rng.random((6, 8)) > 0.5  # same 4:3 aspect as the 12 x 16 image
-    decoded = decode_batch(raw([png_grey(12, 16)], [mask_png(small)], "mask"), DecodeSettings((12, 16), mask_size=(9, 12)))
+    decoded = decode_batch(raw([png_grey(12, 16)], [mask_png(small)], "mask"),
+                           DecodeSettings((12, 16), mask_size=(9, 12)))
     assert decoded.errors == [None]
     rows = np.floor((np.arange(9) + 0.5) * 6 / 9).astype(int)
     cols = np.floor((np.arange(12) + 0.5) * 8 / 12).astype(int)
@@ -277,7 +278,8 @@ def test_null_empty_and_all_zero_rois_mean_no_roi():
     images = [png_grey(16, 16)] * 3
     boxes = decode_batch(raw(images, [None, [], [[0, 0, 4, 4]]], "boxes"), settings)
     assert list(boxes.has_roi) == [False, False, True] and boxes.errors == [None] * 3
-    masks = decode_batch(raw(images, [None, mask_png(np.zeros((16, 16))), mask_png(np.ones((16, 16)))], "mask"), settings)
+    masks = decode_batch(raw(images, [None, mask_png(np.zeros((16, 16))), mask_png(np.ones((16, 16)))], "mask"),
+                         settings)
     assert list(masks.has_roi) == [False, False, True] and masks.errors == [None] * 3
     assert not masks.masks[:2].any()
     none = decode_batch(raw(images), settings)
@@ -353,7 +355,8 @@ def test_mask_paths_are_read_relative_to_the_parquet_folder(tmp_path):
     mask = np.zeros((16, 16), bool)
     mask[2:5, 3:9] = True
     (pool / "m" / "a.png").write_bytes(mask_png(mask))
-    spec = open_pool(write_pool(pool / "p.parquet", {"id": ["a", "b"], "image": [png_grey()] * 2, "mask_path": ["m/a.png", None]}))
+    spec = open_pool(write_pool(pool / "p.parquet", {"id": ["a", "b"], "image": [png_grey()] * 2,
+                                                     "mask_path": ["m/a.png", None]}))
     decoded = decode_batch(next(spec.iter_batches(2)), DecodeSettings((16, 16)))
     np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
     assert list(decoded.has_roi) == [True, False]
@@ -363,7 +366,8 @@ def test_decode_batch_and_its_arguments_pickle():
     batch = raw([png_grey()])
     settings = DecodeSettings((16, 16), 3, (8, 8))
     assert pickle.loads(pickle.dumps(decode_batch)) is decode_batch
-    decoded = pickle.loads(pickle.dumps(decode_batch(pickle.loads(pickle.dumps(batch)), pickle.loads(pickle.dumps(settings)))))
+    decoded = pickle.loads(pickle.dumps(decode_batch(pickle.loads(pickle.dumps(batch)),
+                                                     pickle.loads(pickle.dumps(settings)))))
     assert decoded.images.shape == (1, 3, 16, 16) and decoded.masks.shape == (1, 8, 8)
 
 
@@ -389,7 +393,8 @@ def test_mask_size_defaults_to_input_size():
 # ---------------------------------------------------------------- a real pool
 
 
-@pytest.mark.skipif(not FIGSHARE.exists(), reason=f"the real data set is not here ({FIGSHARE.resolve()}); see shared/data/DATASETS.md")
+@pytest.mark.skipif(not FIGSHARE.exists(), reason=f"the real data set is not here ({FIGSHARE.resolve()}); see "
+                    "shared/data/DATASETS.md")
 def test_figshare_brain_tumor_pool_opens_and_decodes():
     spec = open_pool(FIGSHARE)
     assert spec.num_rows == 3064 and spec.roi_column == "mask" and spec.has_label

@@ -150,7 +150,8 @@ def test_a_worker_killed_in_the_middle_of_sending_a_batch_is_an_error_not_a_hang
         while worker.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:  # dead, not reaped by us
             time.sleep(0.02)
         started = time.time()
-        with pytest.raises(DecoderDied, match=r"a decoder worker process died \(killed, or out of memory; exit code -9\)"):
+        with pytest.raises(DecoderDied, match=r"a decoder worker process died \(killed, or out of memory; exit code "
+                           r"-9\)"):
             next(decoded)
         assert time.time() - started < 10
     finally:

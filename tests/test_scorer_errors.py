@@ -40,7 +40,8 @@ def test_bad_input_is_rejected_clearly(outcomes, name):
 def _small_call():
     rng = np.random.default_rng(0)
     return dict(activations=rng.random((2, 4, 7, 7), dtype=np.float32), logits=rng.random((2, 3), dtype=np.float32),
-                masks=(rng.random((2, 20, 20)) < 0.5).astype(np.uint8), gradients=rng.random((2, 4, 7, 7), dtype=np.float32))
+                masks=(rng.random((2, 20, 20)) < 0.5).astype(np.uint8),
+                gradients=rng.random((2, 4, 7, 7), dtype=np.float32))
 
 
 @pytest.mark.parametrize("backend", ["auto", "cpu", "reference"])

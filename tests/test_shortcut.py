@@ -35,7 +35,8 @@ def test_markers_land_outside_the_roi_in_the_chosen_share_of_the_target_class(ma
     for row in changed:
         diff = (images[row] != data.images[row]).any(axis=0)  # [H, W] pixels the marker touched
         ys, xs = np.nonzero(diff)
-        box = masks[row, max(0, ys.min() - margin):ys.max() + 1 + margin, max(0, xs.min() - margin):xs.max() + 1 + margin]
+        box = masks[row, max(0, ys.min() - margin):ys.max() + 1 + margin,
+                    max(0, xs.min() - margin):xs.max() + 1 + margin]
         assert not box.any(), f"row {row}: marker within {margin} px of the ROI"
         assert data.images[row].max() == pytest.approx(1.0)
 
@@ -77,7 +78,8 @@ def test_bad_settings_are_refused():
         ShortcutConfig(target_class="x", share=0)
     images, masks, labels = lesion_arrays(12, 32)
     with pytest.raises(ValueError, match="not a class"):
-        build_shortcut(images, masks, labels, CLASSES, np.arange(6), np.arange(6, 12), ShortcutConfig(target_class="huge"))
+        build_shortcut(images, masks, labels, CLASSES, np.arange(6), np.arange(6, 12),
+                       ShortcutConfig(target_class="huge"))
 
 
 def test_simulation_reports_marker_accuracy_and_the_marked_share_selected(tmp_path):

@@ -40,14 +40,16 @@ def test_train_uses_only_the_labelled_rows(tmp_path, capsys):
 
 def test_simulate_writes_tables_curves_and_resumes(pool, tmp_path, capsys):
     args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--strategies", "random,egal:0.3", "--seeds", "2",
-            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN]
+            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test",
+            *FAST_TRAIN]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "random seed 1 round 1/1" in err  # plain log lines when stderr is not a terminal
     for name in ("rounds.csv", "summary.csv", "summary.md", "learning_curves.png"):
         assert (tmp_path / name).stat().st_size > 0
     rounds = json.loads((tmp_path / "rounds.json").read_text())
-    assert sorted({(r["strategy"], r["seed"]) for r in rounds}) == [("egal_a0.3", 0), ("egal_a0.3", 1), ("random", 0), ("random", 1)]
+    assert sorted({(r["strategy"], r["seed"]) for r in rounds}) == [("egal_a0.3", 0), ("egal_a0.3", 1), ("random", 0),
+                                                                    ("random", 1)]
     assert {r["labels"] for r in rounds} == {12, 17}
     assert "egal_a0.3" in (tmp_path / "summary.md").read_text()
     assert main(args) == 0
@@ -85,7 +87,8 @@ def test_a_pool_without_labels_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, words", [("train", ["Grad-CAM", "--beta", "--k-shot"]),
-                                            ("simulate", ["resumable", "--strategies", "--alpha-grid", "misalignment"])])
+                                            ("simulate", ["resumable", "--strategies", "--alpha-grid",
+                                                          "misalignment"])])
 def test_help_explains(command, words, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

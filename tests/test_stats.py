@@ -97,7 +97,8 @@ def test_aulc_is_the_trapezoid_over_labels_divided_by_the_label_range():
     assert math.isnan(aulc([10], [0.5])) and math.isnan(aulc([10, 10], [0.5, 0.6]))
     row = _row(paired_differences(_runs(), "random", "accuracy", "aulc"), "egal")
     # difference curves: seed 0 (0, .10, .10), seed 1 (0, .05, .05), seed 2 (0, .05, .02)
-    expected = [(10 * 0.10 / 2 + 30 * 0.20 / 2) / 40, (10 * 0.05 / 2 + 30 * 0.10 / 2) / 40, (10 * 0.05 / 2 + 30 * 0.07 / 2) / 40]
+    expected = [(10 * 0.10 / 2 + 30 * 0.20 / 2) / 40, (10 * 0.05 / 2 + 30 * 0.10 / 2) / 40,
+                (10 * 0.05 / 2 + 30 * 0.07 / 2) / 40]
     assert expected == pytest.approx([0.0875, 0.04375, 0.0325])
     assert row["differences"] == pytest.approx(expected, abs=1e-12)
     assert row["strategy_values"][0] == pytest.approx(28.5 / 40, abs=1e-12)
@@ -120,7 +121,8 @@ def test_pairing_is_by_seed_and_on_the_label_counts_both_runs_have():
     assert curve["labels"] == [(10, 20), (10, 50)]
     assert curve["differences"][0] == pytest.approx((0.0 + 0.2) / 2, abs=1e-12)  # over 10..20 only
     # The order of the runs does not matter.
-    assert paired_differences(runs[::-1], "random", "accuracy", "final") == paired_differences(runs, "random", "accuracy", "final")
+    assert paired_differences(runs[::-1], "random", "accuracy", "final") == paired_differences(runs, "random",
+                                                                                               "accuracy", "final")
 
 
 def test_one_paired_seed_gives_no_interval_and_says_so():
@@ -168,7 +170,8 @@ def test_write_report_writes_paired_csv_and_a_summary_section(tmp_path):
     assert sorted((r["strategy"], r["metric"], r["kind"]) for r in rows) == sorted(
         (s, m, k) for s in ("entropy", "egal") for m in ("accuracy", "auc", "dice") for k in ("final", "aulc"))
     egal = next(r for r in rows if (r["strategy"], r["metric"], r["kind"]) == ("egal", "accuracy", "final"))
-    assert egal["baseline"] == "random" and egal["n"] == "3" and egal["seeds"] == "0;1;2" and egal["labels"] == "50;50;50"
+    assert egal["baseline"] == "random" and egal["n"] == "3"
+    assert egal["seeds"] == "0;1;2" and egal["labels"] == "50;50;50"
     assert float(egal["mean"]) == pytest.approx(0.17 / 3, abs=1e-12)
     assert [float(v) for v in egal["differences"].split(";")] == pytest.approx([0.10, 0.05, 0.02], abs=1e-12)
     mean, std = 0.17 / 3, math.sqrt(0.0294 / 18)
@@ -182,7 +185,8 @@ def test_write_report_writes_paired_csv_and_a_summary_section(tmp_path):
     section = summary.split("## Paired differences vs random (mean over seeds, 95 % CI)", 1)[1]
     half = 100 * T_975_2DF * std / math.sqrt(3)
     line = next(row for row in section.splitlines() if row.startswith("| egal | accuracy | final |"))
-    assert line.startswith(f"| egal | accuracy | final | 3 | +5.7 | 4.0 | [{100 * mean - half:+.1f}, {100 * mean + half:+.1f}] |")
+    assert line.startswith(f"| egal | accuracy | final | 3 | +5.7 | 4.0 | [{100 * mean - half:+.1f}, "
+                           f"{100 * mean + half:+.1f}] |")
     assert "| entropy | accuracy | aulc | 3 | +2.0 | 0.0 | [+2.0, +2.0] | [+2.0, +2.0] |" in section
     # Rewriting the report does not append the section twice.
     write_report(tmp_path)

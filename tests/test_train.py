@@ -50,7 +50,8 @@ def test_differentiable_gradcam_and_dice_match_the_fused_scorer(head):
     cam = gradcam_of_class(activations, logits, pred)  # [B, h, w]
     distance = soft_dice_distance(cam, torch.from_numpy(masks))
     fused = egal.score_batch(activations.detach(), logits.detach(), masks,
-                             gradients=None, weights=model.head.logit_gradient(model.pool(activations), pred).detach() / 16,
+                             gradients=None,
+                             weights=model.head.logit_gradient(model.pool(activations), pred).detach() / 16,
                              return_cam=True)
     np.testing.assert_allclose(cam.detach().numpy(), fused.cam, atol=2e-5)
     np.testing.assert_allclose(distance.detach().numpy(), fused.misalignment, atol=2e-5)
@@ -126,7 +127,8 @@ def test_training_learns_the_lesion_classes_and_saves_a_loadable_model(head, tmp
 def test_augmentation_moves_image_and_roi_together_and_is_reproducible():
     _, masks, _ = lesion_arrays(6, 32, seed=7)
     images = torch.from_numpy(masks[:, None].astype(np.float32))  # the image *is* its ROI
-    settings = AugmentSettings(hflip=True, vflip=True, rotate_degrees=30, scale=0.2, shift=0.1, brightness=0, contrast=0)
+    settings = AugmentSettings(hflip=True, vflip=True, rotate_degrees=30, scale=0.2, shift=0.1, brightness=0,
+                               contrast=0)
     out_images, out_masks = augment_pair(images, torch.from_numpy(masks), torch.Generator().manual_seed(3), settings)
     torch.testing.assert_close(out_images[:, 0], out_masks)
     assert not torch.equal(out_masks, torch.from_numpy(masks).float())  # something did move

@@ -81,8 +81,10 @@ def test_a_missing_optional_package_names_its_extra(tmp_path):
                                  'name == "ray" or name.startswith("ray.")')
     pool = write_pool(tmp_path / "pool.parquet", make_rows(3, folder=tmp_path))
     torch.manual_seed(0)
-    save_model(build_model("tiny_cnn", "linear", ("a", "b", "c"), input_size=(32, 32), in_channels=1), tmp_path / "m.pt")
-    done = subprocess.run([sys.executable, "-c", script, "score", "--pool", str(pool), "--model", str(tmp_path / "m.pt"),
+    save_model(build_model("tiny_cnn", "linear", ("a", "b", "c"), input_size=(32, 32), in_channels=1),
+               tmp_path / "m.pt")
+    done = subprocess.run([sys.executable, "-c", script, "score", "--pool", str(pool), "--model",
+                           str(tmp_path / "m.pt"),
                            "--engine", "ray", "--out", str(tmp_path / "s.parquet")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr

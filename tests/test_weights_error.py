@@ -54,7 +54,8 @@ def test_train_exits_2_with_the_hint_and_writes_no_model(pool, tmp_path, offline
 def test_simulate_exits_2_with_the_hint_and_records_no_run(pool, tmp_path, offline_hub, capsys):
     out = tmp_path / "results"
     args = ["simulate", "--pool", pool, "--out", str(out), "--quiet", "--strategies", "random", "--seeds", "1",
-            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN]
+            "--rounds", "1", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test",
+            *FAST_TRAIN]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("egal simulate: error: ")
