@@ -54,7 +54,8 @@ def run_score(pool: str, model: str, out: str, workers: int, batch_size: int) ->
         raise RuntimeError(f"egal score failed: {stderr}")
     elapsed = time.perf_counter() - start
     rate = float(stdout.split(" rows/s")[0].rsplit(", ", 1)[1])  # the job's own rows/s (scoring, no start-up)
-    return {"wall_s": elapsed, "rows_per_s": rate, "peak_main_mib": peak_main / 2**20, "peak_tree_mib": peak_tree / 2**20}
+    return {"wall_s": elapsed, "rows_per_s": rate, "peak_main_mib": peak_main / 2**20,
+            "peak_tree_mib": peak_tree / 2**20}
 
 
 def main() -> int:
@@ -102,7 +103,8 @@ def main() -> int:
         memory[n] = r
         print(f"| {n} | {r['rows_per_s']:.1f} | {r['peak_main_mib']:.0f} | {r['peak_tree_mib']:.0f} |", flush=True)
     big, little = memory[sizes[1]], memory[sizes[0]]
-    print(f"\nPeak RSS, {sizes[1]} rows vs {sizes[0]}: main process {big['peak_main_mib'] / little['peak_main_mib']:.3f}x, "
+    print(f"\nPeak RSS, {sizes[1]} rows vs {sizes[0]}: main process "
+          f"{big['peak_main_mib'] / little['peak_main_mib']:.3f}x, "
           f"process tree {big['peak_tree_mib'] / little['peak_tree_mib']:.3f}x (tiny_cnn, 1 decoder worker)")
     return 0
 

@@ -28,7 +28,8 @@ def table(data):
     groups = {}
     for b in data["benchmarks"]:
         info = b["extra_info"]
-        groups.setdefault((info["architecture"], info["head"], info["batch"], info["size"], info["threads"]), {})[info["impl"]] = (
+        key = (info["architecture"], info["head"], info["batch"], info["size"], info["threads"])
+        groups.setdefault(key, {})[info["impl"]] = (
             b["stats"]["min"], b["stats"]["median"], info["max_abs_score_diff_vs_egal_autograd"])
     lines = [
         "| model | batch | input | closed form img/s (median) | autograd img/s (median) | "
@@ -62,8 +63,8 @@ def main():
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', platform.processor())}, "
           f"{machine.get('cpu', {}).get('count', '?')} cores, torch threads {sorted(threads)}; "
           f"Python {machine['python_version']}; date {datetime.date.today().isoformat()}; "
-          "img/s from the fastest of 7 rounds (after 2 warm-up rounds) (the CPU is shared: the minimum is the least disturbed), "
-          "median in brackets; ratios are speed-ups from the fastest rounds")
+          "img/s from the fastest of 7 rounds (after 2 warm-up rounds) (the CPU is shared: the minimum is the least "
+          "disturbed), median in brackets; ratios are speed-ups from the fastest rounds")
     print()
     print(table(data))
 

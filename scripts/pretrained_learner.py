@@ -50,8 +50,8 @@ def main():
         for seed in (int(s) for s in args.seeds.split(",")):
             train_config = replace(config.train, beta=beta, seed=seed)
             start = time.perf_counter()
-            model, _ = train_model(None if cache else data.images[pool], data.masks[pool], data.labels[pool], data.classes,
-                                   train_config, features=cache.subset(pool) if cache else None)
+            model, _ = train_model(None if cache else data.images[pool], data.masks[pool], data.labels[pool],
+                                   data.classes, train_config, features=cache.subset(pool) if cache else None)
             seconds = time.perf_counter() - start
             metrics = evaluate(model, None if cache else data.images[test], data.masks[test], data.labels[test],
                                features=cache.subset(test) if cache else None)
@@ -63,9 +63,11 @@ def main():
                 json.dump(results, f, indent=1)
     for beta in sorted({r["beta"] for r in results["runs"]}, reverse=True):
         rows = [r for r in results["runs"] if r["beta"] == beta]
-        summary = {m: (100 * np.mean([r[m] for r in rows]), 100 * np.std([r[m] for r in rows], ddof=1) if len(rows) > 1 else 0.0)
+        summary = {m: (100 * np.mean([r[m] for r in rows]),
+                       100 * np.std([r[m] for r in rows], ddof=1) if len(rows) > 1 else 0.0)
                    for m in ("accuracy", "auc", "dice")}
-        print(f"beta {beta:g}, {len(rows)} seed(s): " + ", ".join(f"{m} {v[0]:.1f} +- {v[1]:.1f}" for m, v in summary.items()))
+        print(f"beta {beta:g}, {len(rows)} seed(s): "
+              + ", ".join(f"{m} {v[0]:.1f} +- {v[1]:.1f}" for m, v in summary.items()))
     print(f"ROI at the CAM's resolution: Dice {100 * results['roi_cam_dice']:.1f}")
 
 

@@ -47,18 +47,25 @@ def main():
         train_config = replace(config.train, trainable_from=cut)
         model = new_model(train_config, data.classes)
         start = time.perf_counter()
-        cache = build_feature_cache(model, data.images, cut, views=cached_views(train_config), cache_dir=config.data.cache_dir)
+        cache = build_feature_cache(model, data.images, cut, views=cached_views(train_config),
+                                    cache_dir=config.data.cache_dir)
         cache_seconds = time.perf_counter() - start
         for epochs in (int(e) for e in args.epochs.split(",")):
             for size in args.sizes.split(","):
                 rng = np.random.default_rng([0, 0])
-                rows = train_rows if size == "all" else train_rows[balanced_seed_set(data.labels[train_rows], int(size), rng)]
+                if size == "all":
+                    rows = train_rows
+                else:
+                    rows = train_rows[balanced_seed_set(data.labels[train_rows], int(size), rng)]
                 tc = replace(train_config, epochs=epochs, seed=0)
                 start = time.perf_counter()
-                model, _ = train_model(None, data.masks[rows], data.labels[rows], data.classes, tc, features=cache.subset(rows))
+                model, _ = train_model(None, data.masks[rows], data.labels[rows], data.classes, tc,
+                                       features=cache.subset(rows))
                 seconds = time.perf_counter() - start
-                metrics = evaluate(model, None, data.masks[val_rows], data.labels[val_rows], features=cache.subset(val_rows))
-                row = {"trainable_from": cut, "epochs": epochs, "labels": len(rows), "val_accuracy": metrics["accuracy"],
+                metrics = evaluate(model, None, data.masks[val_rows], data.labels[val_rows],
+                                   features=cache.subset(val_rows))
+                row = {"trainable_from": cut, "epochs": epochs, "labels": len(rows),
+                       "val_accuracy": metrics["accuracy"],
                        "val_auc": metrics["auc"], "val_dice": metrics["dice"], "train_seconds": round(seconds, 1),
                        "cache_seconds": round(cache_seconds, 1), "threads": args.threads}
                 print(json.dumps(row), flush=True)
