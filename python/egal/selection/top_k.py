@@ -1,9 +1,15 @@
-"""Choosing what to annotate next (docs/scoring.md, Selection)."""
+"""Plain top-k selection (docs/scoring.md, Selection): the order every other method starts from.
+
+The order is score descending, ties by id ascending; NaN scores are never selected.
+`select_top_k` is the paper's rule as egal has always applied it; `ranked_positions`
+gives the same order as positions, and only its first `limit` rows, without sorting
+the whole pool (what the diversity methods need from a million rows).
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from ._checks import check_k
+from .._checks import check_k
 
 
 def select_top_k(scores, ids, k: int) -> np.ndarray:
@@ -25,3 +31,24 @@ def select_top_k(scores, ids, k: int) -> np.ndarray:
     valid = np.flatnonzero(~np.isnan(scores))
     order = np.lexsort((ids[valid], -scores[valid]))  # last key is the primary key
     return ids[valid[order[:k]]]
+
+
+def ranked_positions(scores: np.ndarray, ids: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Positions of the rows with a valid (non-NaN) score in select_top_k's order, the first `limit` of them
+    (all without a limit). scores: float64 [N]; ids: [N], unique (checked by the caller).
+
+    O(N) to find the rows that can be among the first `limit` (a partition on the score), then a sort of
+    those alone: O(N + limit log limit)."""
+    valid = np.flatnonzero(~np.isnan(scores))
+    if limit is not None and limit < valid.size:
+        if limit <= 0:
+            return np.zeros(0, dtype=np.int64)
+        negated = -scores[valid]
+        cut = np.partition(negated, limit - 1)[limit - 1]  # minus the limit-th largest score
+        above = valid[negated < cut]
+        tied = valid[negated == cut]
+        # Rows tied at the cut compete by id, as in the full order.
+        tied = tied[np.argsort(ids[tied], kind="stable")[:limit - above.size]]
+        valid = np.concatenate([above, tied])
+    order = np.lexsort((ids[valid], -scores[valid]))
+    return valid[order].astype(np.int64)

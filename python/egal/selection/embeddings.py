@@ -1,0 +1,54 @@
+"""The embeddings that the diversity methods measure distances in, and their checks.
+
+A selection reads only its candidates' embeddings (`take`), never the whole pool's, so
+that a million rows of 512-d vectors need not fit in memory: an `ArrayEmbeddings` wraps
+an array already in memory, `egal.selection.embedding_file.EmbeddingFile` reads the rows
+asked for from an `egal score --embeddings` file.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import bad_argument
+from .errors import SelectionError
+
+
+class ArrayEmbeddings:
+    """Embeddings in memory: an [N, D] array (numpy, or anything np.asarray takes), row i for row i of the scores."""
+
+    def __init__(self, array, rows: int):
+        array = np.asarray(array)
+        if array.ndim != 2 or array.shape[0] != rows or array.shape[1] < 1:
+            raise bad_argument(SelectionError, "embeddings",
+                               f"must be [N, D] with N = {rows} (one row per score) and D >= 1, got shape "
+                               f"{array.shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise bad_argument(SelectionError, "embeddings", f"must hold floating-point numbers, got {array.dtype}")
+        self._array = array
+        self.dim = array.shape[1]
+
+    def take(self, positions: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(self._array[positions], dtype=np.float32)
+
+
+def embedding_source(embeddings, rows: int):
+    """An object with .take(positions, ids) -> float32 [len(positions), D]: `embeddings` itself when it has
+    one (an EmbeddingFile), else an ArrayEmbeddings over it."""
+    if hasattr(embeddings, "take") and not isinstance(embeddings, np.ndarray):
+        return embeddings
+    return ArrayEmbeddings(embeddings, rows)
+
+
+def checked_embeddings(source, positions: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The embeddings of `positions` (float32 [len, D]); an error naming the ids of rows whose embedding is not
+    finite (NaN or Inf): they cannot be placed in the space, and leaving them out silently would change the
+    batch without saying so."""
+    x = source.take(positions, ids[positions])
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        named = ", ".join(repr(str(i)) for i in ids[positions][bad][:5]) + (", ..." if bad.sum() > 5 else "")
+        raise bad_argument(SelectionError, "embeddings",
+                           f"hold NaN or Inf for {int(bad.sum())} candidate row(s) ({named}) "
+                           "whose score is valid: a diversity method cannot place them; fix or rescore those rows, "
+                           "or select without diversity")
+    return x
