@@ -46,6 +46,13 @@ class EGALClassifier(nn.Module):
     def forward(self, images):  # [B, in_channels, H, W] in [0, 1] -> logits [B, C]
         return self.head(self.pool(self.feature_map(images)))
 
+    def selection_embedding(self, feature_map):  # [B, K, h, w] the map that gets pooled -> [B, D]
+        """Where batch selection measures how alike two images are (egal.selection): the prototypical
+        embedding (the space in which this model's head measures its distances), or the pooled feature
+        for a linear head. Written once here for the PyTorch runner, the ONNX graph and the loop."""
+        pooled = self.pool(feature_map)
+        return self.head.embed(pooled) if isinstance(self.head, PrototypicalHead) else pooled
+
     # -- structure ------------------------------------------------------------------------
     @property
     def classes(self) -> tuple[str, ...]:
