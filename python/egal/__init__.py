@@ -5,12 +5,12 @@ and ROIs -> `score_batch` (the fused kernel) -> scores -> `select_top_k`.
 `score_pool` runs all of it over a Parquet pool (what `egal score` calls).
 """
 from ._result import ScoreResult
+from ._version import __version__
 from .api import backends, project_roi, score_batch
 from .combine import combine_scores
 from .roi import ProjectedROI
 from .selection import select_top_k
 
-__version__ = "0.1.0"
 __all__ = ["ScoreResult", "ProjectedROI", "backends", "combine_scores", "project_roi", "score_batch", "select_top_k",
            "score_pool", "run_scoring", "ScoreOptions", "PoolScores", "__version__"]
 

@@ -1,0 +1,91 @@
+"""Type stubs of egal's compiled scorer, `egal._core` (cpp/bindings/module.cpp).
+
+Private: call `egal.score_batch`, `egal.project_roi` and `egal.backends`, which check shapes,
+dtypes and devices first; the core assumes checked inputs. Every array argument is a DLPack
+capsule (`egal._dlpack.capsule` makes them), or None where the argument is optional; the core
+reads it in place and never writes it. Outputs are new host numpy arrays.
+
+Shapes: B samples, K channels, h x w the Grad-CAM grid, C classes, H x W the ROI grid, N boxes.
+"""
+
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+from numpy.typing import NDArray
+
+# A PyCapsule named "dltensor" holding an unconsumed DLManagedTensor (types.CapsuleType from Python 3.13 on).
+_Capsule = Any
+
+class _ScoreOutputs(TypedDict):
+    pred: NDArray[np.int64]  # [B] argmax of the logits (ties: lowest index)
+    entropy: NDArray[np.float32]  # [B] softmax entropy in nats
+    entropy_norm: NDArray[np.float32]  # [B] entropy / log(C)
+    misalignment: NDArray[np.float32]  # [B] soft Dice distance; NaN for an empty ROI
+    score: NDArray[np.float32]  # [B] the acquisition score; NaN for a sample with non-finite inputs
+    cam: NDArray[np.float32] | None  # [B, h, w] normalised Grad-CAM map, when return_cam
+    status: NDArray[np.int32]  # [B] bits: 1 non-finite activations / weights / logits, 2 a mask value outside [0, 1]
+
+class _CpuBackend(TypedDict):
+    compiled: bool  # always True
+    available: bool  # always True
+    threads: int  # OpenMP threads the CPU backend uses
+
+class _CudaBackend(TypedDict):
+    compiled: bool  # the CUDA backend was built in
+    devices: int  # usable CUDA devices now
+    available: bool  # devices > 0
+    reason: str | None  # why not available; None when available
+
+class _Backends(TypedDict):
+    cpu: _CpuBackend
+    cuda: _CudaBackend
+
+def describe(capsule: _Capsule) -> tuple[tuple[int, ...], str, str, int]:
+    """(shape, dtype name, device name, device id) of a DLPack capsule, without consuming it.
+
+    dtype names: float32, float16, bfloat16, uint8, bool, or e.g. "int64" for unsupported ones;
+    device names: cpu, cuda, cuda_host, cuda_managed, rocm, mps, or "deviceN".
+    """
+
+def score(
+    activations: _Capsule,  # [B, K, h, w] float32 / float16 / bfloat16
+    gradients: _Capsule | None,  # [B, K, h, w] same dtype as activations; or None when weights are given
+    weights: _Capsule | None,  # [B, K] Grad-CAM channel weights; or None when gradients are given
+    logits: _Capsule,  # [B, C] float32 / float16
+    roi_kind: Literal["masks", "boxes", "projected"],  # which of masks / boxes / roi_weights is given
+    masks: _Capsule | None,  # [B, H, W] bool / uint8 (0/1) / float32 in [0, 1]
+    boxes: _Capsule | None,  # [B, N, 4] float32 (x0, y0, x1, y1) in pixels of H x W, NaN rows are padding
+    roi_weights: _Capsule | None,  # [B, h, w] float32, a ProjectedROI's weights
+    roi_area: _Capsule | None,  # [B] float32, a ProjectedROI's area
+    roi_height: int,  # H
+    roi_width: int,  # W
+    alpha: float,  # weight of entropy_norm; 1 - alpha weighs misalignment
+    return_cam: bool,
+) -> _ScoreOutputs:
+    """The fused score of docs/scoring.md for one batch, on the device of the inputs (the GIL released)."""
+
+def project(
+    masks: _Capsule | None,  # [B, H, W] host bool / uint8 (0/1) / float32 in [0, 1]; or None when boxes are given
+    boxes: _Capsule | None,  # [B, N, 4] host float32, NaN-padded; or None when masks are given
+    roi_height: int,  # H
+    roi_width: int,  # W
+    cam_height: int,  # h
+    cam_width: int,  # w
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int32]]:
+    """The ROI area-averaged onto the h x w Grad-CAM grid: (weights [B, h, w], area [B], status [B]);
+    status bit 2 marks a mask value outside [0, 1]."""
+
+def borrow(
+    owner: object,  # kept alive until the consumer releases the capsule
+    data: int,  # address of the first element
+    shape: list[int],
+    strides: list[int] | None,  # in elements; None for C-contiguous
+    code: int,  # DLPack type code (0 int, 1 uint, 2 float, 4 bfloat, 6 bool)
+    bits: int,
+    device_type: int,  # DLPack device type (1 CPU, 2 CUDA)
+    device_id: int,
+) -> _Capsule:
+    """A DLPack capsule over memory `owner` holds (an onnxruntime OrtValue, a read-only numpy array), no copy."""
+
+def backends() -> _Backends:
+    """What the compiled core can run here: {"cpu": {...}, "cuda": {...}}."""

@@ -1,0 +1,60 @@
+"""The conventions users and tools rely on: one version, typed package markers, a stub that matches
+the compiled module, the license in the metadata."""
+import ast
+import importlib.metadata
+import re
+from pathlib import Path
+
+import pytest
+
+import egal
+from egal import _core
+from egal.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(egal.__file__).resolve().parent
+
+
+def test_the_version_is_written_once_and_agrees_everywhere(capsys):
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    # No static version in [project]: scikit-build-core reads it from egal/_version.py at build time.
+    assert re.search(r'^dynamic = \["version"\]$', pyproject, re.MULTILINE)
+    assert not re.search(r"^version\s*=", pyproject, re.MULTILINE)
+    assert re.search(r'^input = "python/egal/_version.py"$', pyproject, re.MULTILINE)
+    assert egal.__version__ == importlib.metadata.version("egal-al")
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"egal {egal.__version__}"
+
+
+def test_the_license_is_in_the_metadata():
+    metadata = importlib.metadata.metadata("egal-al")
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_the_package_is_marked_typed_and_ships_a_stub_of_the_compiled_module():
+    assert (PACKAGE / "py.typed").is_file()
+    assert (PACKAGE / "_core.pyi").is_file()
+
+
+def _stub_functions() -> dict:
+    tree = ast.parse((PACKAGE / "_core.pyi").read_text())
+    return {node.name: [a.arg for a in node.args.args] for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _compiled_functions() -> dict:
+    functions = {}
+    for name in dir(_core):
+        if name.startswith("_"):
+            continue
+        # pybind11 writes the signature as the docstring's first line: name(arg: type, ...) -> type
+        signature = getattr(_core, name).__doc__.splitlines()[0]
+        arguments = signature[signature.index("(") + 1:signature.rindex(") ->")]
+        functions[name] = re.findall(r"(?:^|, )(\w+):", arguments)
+    return functions
+
+
+def test_the_stub_names_every_function_and_argument_of_the_compiled_module():
+    assert _stub_functions() == _compiled_functions()
