@@ -123,7 +123,8 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                                      dataset.masks[rows_u], dataset.ids[rows_u], loop.budget, selection_rng,
                                      batch_size=loop.score_batch_size,
                                      features=None if features is None else features.subset(rows_u),
-                                     scored=round0_scores if r == 0 else None)
+                                     scored=round0_scores if r == 0 else None,
+                                     groups=None if dataset.groups is None else dataset.groups[rows_u])
             picked = unlabelled[chosen]
             pool_labels.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))

@@ -3,13 +3,13 @@ and nothing else: it has no way to read the hidden labels."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, List, Optional
 
 import numpy as np
 
 from .._checks import check_alpha
-from ..selection import select_top_k
+from ..selection import DIVERSITY_METHODS, select_batch, select_top_k
 from .scoring import score_in_batches
 
 KINDS = ("random", "entropy", "misalignment", "egal")
@@ -20,18 +20,27 @@ class Strategy:
     kind: str  # one of KINDS
     alpha: Optional[float] = None  # weight of the entropy term (None for random)
     combine: str = "raw"  # "raw": docs/scoring.md's formula; "rank": each term rank-normalised over the pool first
+    diversity: str = "none"  # egal.selection: "kcenter" / "cluster" choose a diverse batch among the top rows
+    per_group: int | None = None  # at most this many rows per group (the dataset's group column) a round
 
     @property
     def name(self) -> str:
         if self.kind == "egal":
-            return f"egal_a{self.alpha:g}" if self.combine == "raw" else f"egal_{self.combine}_a{self.alpha:g}"
-        return self.kind
+            name = f"egal_a{self.alpha:g}" if self.combine == "raw" else f"egal_{self.combine}_a{self.alpha:g}"
+        else:
+            name = self.kind
+        if self.diversity != "none":
+            name += f"+{self.diversity}"
+        if self.per_group is not None:
+            name += "+group" if self.per_group == 1 else f"+group{self.per_group}"
+        return name
 
     def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256,
-               features=None, scored: Optional[dict] = None) -> np.ndarray:
+               features=None, scored: Optional[dict] = None, groups=None) -> np.ndarray:
         """Positions (into the given unlabelled arrays) of the k rows to annotate next.
 
         features: the frozen prefix's cached outputs for these rows (egal.train.feature_cache), if any.
+        groups: the rows' groups (patients), needed by a strategy with a group cap.
         scored: pool scores already computed for this model and these rows, keyed by alpha (filled in
         here): strategies that share a model and an alpha (egal and egal-rank in round 0) score once."""
         ids = np.asarray(ids)
@@ -50,19 +59,39 @@ class Strategy:
             # valid: a row whose Grad-CAM inputs were not finite must not pass for a row without ROI
             score = combine_scores(scores.entropy_norm, scores.misalignment, self.alpha, self.combine,
                                    valid=np.isfinite(scores.score))
-        chosen = select_top_k(score, ids, k)  # best first, ties by id
+        if self.diversity == "none" and self.per_group is None:
+            chosen = select_top_k(score, ids, k)  # best first, ties by id
+        else:
+            chosen = self._select_batch(model, images, ids, score, k, batch_size, features, groups)
         position = {v: i for i, v in enumerate(ids.tolist())}
         return np.array([position[v] for v in chosen.tolist()], dtype=np.int64)
+
+    def _select_batch(self, model, images, ids, score, k, batch_size, features, groups) -> np.ndarray:
+        """egal.selection.select_batch with this strategy's diversity and group cap."""
+        if self.per_group is not None and groups is None:
+            raise ValueError(f"strategy {self.name!r} caps the rows per group, but the data has no groups: set "
+                             "[data] group_column (--group-column) to a patient id column")
+        embeddings = None
+        if self.diversity != "none":
+            from .embeddings import embed_in_batches
+
+            embeddings = embed_in_batches(model, images, batch_size=batch_size, features=features)
+        return select_batch(score, ids, k, diversity=self.diversity, embeddings=embeddings,
+                            groups=groups if self.per_group is not None else None, per_group=self.per_group).ids
 
 
 def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> List[Strategy]:
     """'random', 'entropy' (alpha 1), 'misalignment' (alpha 0), 'egal' (the given alpha), 'egal:0.3'
     (an explicit alpha), 'egal-rank' / 'egal-rank:0.3' (both terms rank-normalised over the scored
-    pool before mixing, egal.combine), and 'egal' at every alpha of alpha_grid. Duplicates are dropped."""
+    pool before mixing, egal.combine), and 'egal' at every alpha of alpha_grid. Duplicates are dropped.
+    Any of them but random may end in selection modifiers (egal.selection.select_batch): '+kcenter' or
+    '+cluster' (a diverse batch among the top 10 x budget rows, in the model's embedding space), '+group'
+    or '+groupN' (at most 1, or N, rows per group of the data's group column in a round's batch):
+    'egal+kcenter', 'egal-rank:0.3+cluster', 'egal+group2'."""
     _check_alpha(alpha, "alpha")
     out: List[Strategy] = []
     for raw in names:
-        name = raw.strip()
+        name, modifiers = _split_modifiers(raw.strip())
         if not name:
             continue
         m = re.fullmatch(r"egal(-rank)?[:@=]([0-9.eE+-]+)", name)
@@ -83,6 +112,8 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
         else:
             raise ValueError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA, "
                              "egal-rank, egal-rank:ALPHA")
+        if modifiers:
+            s = _with_modifiers(s, modifiers, raw.strip())
         if s not in out:
             out.append(s)
     for a in alpha_grid:
@@ -96,3 +127,25 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
 
 def _check_alpha(value, what) -> float:
     return check_alpha(value, what)
+
+
+def _split_modifiers(name: str):
+    """('egal-rank:0.3', [('cluster', ''), ('group', '2')]) for 'egal-rank:0.3+cluster+group2'."""
+    m = re.fullmatch(r"(.*?)((?:\+[a-z]+\d*)*)", name)
+    return m.group(1), re.findall(r"\+([a-z]+)(\d*)", m.group(2))
+
+
+def _with_modifiers(strategy: Strategy, modifiers, name: str) -> Strategy:
+    if strategy.kind == "random":
+        raise ValueError(f"strategy {name!r}: random selection takes no modifiers (they act on a score)")
+    diversity, per_group = "none", None
+    for word, number in modifiers:
+        if word in DIVERSITY_METHODS[1:] and not number and diversity == "none":
+            diversity = word
+        elif word == "group" and per_group is None and (not number or int(number) >= 1):
+            per_group = int(number) if number else 1
+        else:
+            raise ValueError(f"strategy {name!r}: unknown or repeated modifier '+{word}{number}'; use at most one of "
+                             f"{', '.join('+' + d for d in DIVERSITY_METHODS[1:])} and at most one +group or +groupN "
+                             "(N >= 1)")
+    return replace(strategy, diversity=diversity, per_group=per_group)
