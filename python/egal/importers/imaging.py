@@ -1,0 +1,125 @@
+"""Image facts and conversions the importers share: sizes and bit depths from headers, DICOM to PNG.
+
+DICOM is converted with the pool decoder's own rules (egal.pool.dicom.read_dicom: Modality LUT,
+VOI LUT or window, MONOCHROME1 inverted, min-max to [0, 1]), then stored as a 16-bit grey PNG,
+so a converted pool scores as the DICOM would have, to within 1/65535, and a downscaled one
+as the DICOM would after the same bilinear resize.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+
+from ..pool.dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
+from ..pool.encode import encode_png
+from ..pool.errors import RowError
+from ..pool.images import resize_bilinear
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str  # "PNG", "JPEG" or "DICOM"
+    width: int
+    height: int
+    bits: int  # bits per sample: 1, 8 or 16 (DICOM: BitsStored)
+    channels: int  # 1 (grey) or 3 (colour)
+
+
+def read_header(data: bytes) -> ImageHeader:
+    """The size and depth of PNG, JPEG or DICOM bytes without decoding the pixels; RowError otherwise."""
+    data = bytes(data)
+    if has_dicom_magic(data) or may_be_bare_dicom(data):
+        return _dicom_header(data)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(BytesIO(data), formats=("PNG", "JPEG")) as image:
+            mode, (width, height), fmt = image.mode, image.size, image.format
+    except UnidentifiedImageError:
+        raise RowError("not a PNG, JPEG or DICOM image") from None
+    except Exception as exc:  # truncated headers raise OSError, SyntaxError...
+        raise RowError(f"unreadable image header: {exc}") from exc
+    bits = 16 if mode.startswith("I;16") or mode == "I" else 1 if mode == "1" else 8
+    channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") else 3
+    return ImageHeader(fmt, width, height, bits, channels)
+
+
+def _dicom_header(data: bytes) -> ImageHeader:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=not has_dicom_magic(data))
+        rows, columns = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:  # pydicom raises many kinds for broken files
+        raise RowError(f"unreadable DICOM header: {exc}") from exc
+    return ImageHeader("DICOM", columns, rows, int(ds.get("BitsStored", 8) or 8), int(ds.get("SamplesPerPixel", 1)))
+
+
+def dicom_header_of_file(path) -> ImageHeader:
+    """The header of a DICOM file, reading only the header (VinDr-CXR and SIIM images are 5-30 MB)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        return ImageHeader("DICOM", int(ds.Columns), int(ds.Rows), int(ds.get("BitsStored", 8) or 8),
+                           int(ds.get("SamplesPerPixel", 1)))
+    except Exception as exc:
+        raise RowError(f"unreadable DICOM header: {exc}") from exc
+
+
+def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, so that the longer side is at most max_side (None/0: as is)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def dicom_to_png(data: bytes, max_side: int | None = None) -> tuple[bytes, tuple[int, int], tuple[int, int]]:
+    """(PNG bytes, (width, height) of the DICOM, (width, height) of the PNG); RowError when it cannot be read.
+
+    Grey DICOM becomes a 16-bit grey PNG, colour an 8-bit RGB one; max_side shrinks the longer side
+    with the pool decoder's bilinear filter.
+    """
+    pixels = read_dicom(bytes(data))  # [h, w] or [h, w, 3] float32 in [0, 1]
+    height, width = pixels.shape[:2]
+    new_w, new_h = fit_size(width, height, max_side)
+    planes = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    planes = resize_bilinear(np.ascontiguousarray(planes), (new_h, new_w))
+    if planes.shape[0] == 1:
+        encoded = encode_png(np.round(planes[0] * 65535.0).astype(np.uint16))
+    else:
+        encoded = encode_png(np.round(planes.transpose(1, 2, 0) * 255.0).astype(np.uint8))
+    return encoded, (width, height), (new_w, new_h)
+
+
+def scale_boxes(boxes: Sequence[Sequence[float]], source: tuple[int, int],
+                target: tuple[int, int]) -> list[list[float]]:
+    """Boxes in the pixel coordinates of a (width, height) image, in those of the same image resized to `target`."""
+    if tuple(source) == tuple(target):
+        return [list(map(float, b)) for b in boxes]
+    sx, sy = target[0] / source[0], target[1] / source[1]
+    # min(): rounding must not push a box that ended on the border past the resized image
+    return [[b[0] * sx, b[1] * sy, min(b[2] * sx, float(target[0])), min(b[3] * sy, float(target[1]))] for b in boxes]
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """[h, w] bool/0-1 -> 8-bit PNG, 0 and 255 (nonzero is the ROI, as the pool format reads masks)."""
+    return encode_png(np.where(np.asarray(mask) != 0, 255, 0).astype(np.uint8))
+
+
+def suffix_of(data: bytes) -> str:
+    """The file suffix for image bytes: .png, .jpg or .dcm (what an exported file is named)."""
+    data = bytes(data[:132])
+    if data.startswith(b"\x89PNG"):
+        return ".png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if has_dicom_magic(data) or may_be_bare_dicom(data):
+        return ".dcm"
+    raise RowError("not a PNG, JPEG or DICOM image")

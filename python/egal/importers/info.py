@@ -1,0 +1,165 @@
+"""`egal pool info`: what a pool holds, read the way `egal score` would read it.
+
+Rows, columns, classes and their counts, the labelled share, ROI coverage (rows with a mask,
+with boxes, without ROI: a null value, no box or an all-zero mask), image formats, sizes and bit
+depths (from the headers, without decoding pixels), groups (rows per group), and rows with
+problems found without decoding images: an image whose header cannot be read, a mask that is
+not a PNG or not of its image's shape, a box outside its image. Streams the pool a batch at a time.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..pool import open_pool
+from ..pool.errors import PathRefused, RowError
+from ..pool.paths import resolve_inside
+from ..pool.rois import _check_box, check_aspect, read_mask_png
+from ..progress import Progress
+from .imaging import read_header
+from .ledger import SkipLedger
+
+BATCH = 64
+SIZES_SHOWN = 5
+
+
+@dataclass
+class PoolInfo:
+    path: str
+    files: int
+    rows: int
+    columns: list[str]
+    image_column: str
+    roi_column: str | None
+    labels: dict[str | None, int]
+    roi: dict[str, int]  # "mask" / "boxes" / "none" -> rows
+    boxes: int  # boxes in all rows
+    formats: dict[str, int]  # "PNG 8-bit grey" -> rows
+    sizes: dict[str, int]  # "256x256" -> rows
+    group_column: str | None
+    groups: dict[str, float] = field(default_factory=dict)  # count, min / median / max rows per group
+    problems: SkipLedger = field(default_factory=SkipLedger, repr=False)
+
+    @property
+    def labelled_share(self) -> float:
+        return 1.0 - self.labels.get(None, 0) / self.rows if self.rows else 0.0
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "files": self.files, "rows": self.rows, "columns": self.columns,
+                "image_column": self.image_column, "roi_column": self.roi_column,
+                "labels": {("" if k is None else k): v for k, v in self.labels.items()},
+                "unlabeled": self.labels.get(None, 0), "labelled_share": round(self.labelled_share, 6),
+                "roi": self.roi, "boxes": self.boxes, "formats": self.formats, "sizes": self.sizes,
+                "group_column": self.group_column, "groups": self.groups,
+                "problems": dict(self.problems.skipped), "problem_examples": self.problems.examples}
+
+    def summary(self) -> str:
+        def share(n):
+            return f"{n} ({100.0 * n / self.rows:.1f} %)"
+
+        labelled = {k: v for k, v in self.labels.items() if k is not None}
+        lines = [f"{self.path}: {self.rows} rows in {self.files} file(s); columns {', '.join(self.columns)}",
+                 f"Labels: {share(self.rows - self.labels.get(None, 0))} labelled, {len(labelled)} classes"
+                 + (": " + ", ".join(f"{k} {v}" for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
+                    if labelled else "")]
+        roi = ", ".join(f"{share(v)} {k}" for k, v in self.roi.items() if v)
+        lines.append(f"ROI ({self.roi_column or 'no ROI column'}): {roi}"
+                     + (f"; {self.boxes} boxes" if self.roi_column == "boxes" else ""))
+        lines.append("Images: " + ", ".join(f"{k} {v}" for k, v in self.formats.items()))
+        sizes = sorted(self.sizes.items(), key=lambda kv: -kv[1])
+        lines.append("Sizes: " + ", ".join(f"{k} {v}" for k, v in sizes[:SIZES_SHOWN])
+                     + (f", and {len(sizes) - SIZES_SHOWN} other sizes" if len(sizes) > SIZES_SHOWN else ""))
+        if self.group_column:
+            g = self.groups
+            lines.append(f"Groups ({self.group_column}): {g['count']:.0f}, rows per group min {g['min']:.0f}, "
+                         f"median {g['median']:g}, max {g['max']:.0f}")
+        else:
+            lines.append("Groups: no group column (patient-level splits need one)")
+        if self.problems.skipped:
+            lines += ["Rows with problems (egal score gives them status 'error'):"] + self.problems.lines()[1:]
+        else:
+            lines.append("No row with problems found in the headers, masks and boxes.")
+        return "\n".join(lines)
+
+
+def pool_info(pool, *, group_column: str | None = "group", progress: bool = False) -> PoolInfo:
+    """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
+    (a missing "group" column is no error)."""
+    spec = open_pool(pool)
+    group = group_column if group_column in spec.columns else None
+    if group_column not in (None, "group") and group is None:
+        from .errors import SourceError
+
+        raise SourceError(f"the pool has no column {group_column!r} (columns: {list(spec.columns)})")
+    labels, roi, formats, sizes, per_group = Counter(), Counter(), Counter(), Counter(), Counter()
+    problems, boxes_total = SkipLedger(), 0
+    bar = Progress(spec.num_rows, enabled=progress, desc="reading", unit="rows")
+    for batch in spec.iter_batches(BATCH, columns=["label"] + ([group] if group else [])):
+        for i, ident in enumerate(batch.ids):
+            labels[_key(batch.extra["label"][i])] += 1
+            if group:
+                per_group[str(batch.extra[group][i])] += 1
+            header = _header(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, problems)
+            if header is not None:
+                depth = f"{header.bits}-bit {'grey' if header.channels == 1 else 'colour'}"
+                formats[f"{header.format} {depth}"] += 1
+                sizes[f"{header.width}x{header.height}"] += 1
+            kind, count = _roi(batch, i, header, ident, problems)
+            roi[kind] += 1
+            boxes_total += count
+        bar.advance(len(batch))
+    bar.close()
+    counts = np.array(list(per_group.values()) or [0])
+    groups = ({"count": len(per_group), "min": int(counts.min()), "median": float(np.median(counts)),
+               "max": int(counts.max())} if group else {})
+    return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
+                    spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
+                    dict(formats), dict(sizes), group, groups, problems)
+
+
+def _key(label):
+    return None if label is None else str(label)
+
+
+def _bytes(value, is_path: bool, base_dir: str) -> bytes:
+    if not is_path:
+        return bytes(value)
+    return Path(resolve_inside(base_dir, value)).read_bytes()
+
+
+def _header(value, is_path, base_dir, ident, problems: SkipLedger):
+    if value is None:
+        problems.skip("image is null", ident)
+        return None
+    try:
+        return read_header(_bytes(value, is_path, base_dir))
+    except (RowError, PathRefused, OSError) as exc:
+        problems.skip("image header unreadable", f"{ident}: {exc}")
+        return None
+
+
+def _roi(batch, i, header, ident, problems: SkipLedger):
+    """("mask" | "boxes" | "none", number of boxes)."""
+    value = batch.rois[i]
+    if value is None:
+        return "none", 0
+    if batch.roi_kind == "boxes":
+        boxes = list(value)
+        if header is not None:
+            try:
+                for k, box in enumerate(boxes):
+                    _check_box(k, box, header.width, header.height)
+            except RowError as exc:
+                problems.skip("box outside its image or malformed", f"{ident}: {exc}")
+        return ("boxes" if boxes else "none"), len(boxes)
+    try:
+        mask = read_mask_png(_bytes(value, batch.roi_kind == "mask_path", batch.base_dirs[i]))
+        if header is not None:
+            check_aspect(mask.shape, (header.height, header.width))
+    except (RowError, PathRefused, OSError) as exc:
+        problems.skip("mask unreadable or not of its image's shape", f"{ident}: {exc}")
+        return "none", 0
+    return ("mask" if mask.any() else "none"), 0

@@ -1,0 +1,208 @@
+"""`egal pool add-labels`: the labels that came back from the annotators, into a new pool.
+
+The labels table maps ids to labels (columns `id` and `label` by default; from Label Studio's CSV
+export use id_column="egal_id"). It is checked whole before anything is written, and refused,
+naming the first offenders, when it
+  * names ids that are not in the pool,
+  * gives one id two different labels,
+  * gives a labelled row another label (relabel=True allows it, and the change is reported),
+  * brings a class the pool has never seen (allow_new_classes=True allows it: a typo such as
+    "gliomma" would otherwise become a class of its own).
+Empty label cells are ignored (an image the annotator skipped). The pool is then streamed to
+`out` (every column kept, `label` replaced, one row group at a time) under a temporary name and
+renamed. A pool whose images are paths must be written into the same folder (its paths are
+relative to it).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._checks import check_bool
+from ..pool import open_pool
+from ..pool.errors import MAX_LISTED_ROWS
+from ..pool.files import open_parquet
+from ..pool.writer import ROWS_PER_PAGE
+from .errors import SourceError
+from .tables import header_of, read_table
+from .writer import check_destination
+
+READ_ROWS = 256
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """pool: the pool; labels: the CSV of labels; out: the new pool. See egal.importers.labels."""
+
+    pool: str
+    labels: str
+    out: str
+    id_column: str = "id"
+    label_column: str = "label"
+    relabel: bool = False
+    allow_new_classes: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self):
+        for name in ("relabel", "allow_new_classes", "overwrite"):
+            check_bool(getattr(self, name), name)
+
+
+@dataclass
+class LabelResult:
+    out: Path
+    rows: int
+    newly_labelled: int
+    unchanged: int
+    relabelled: list[tuple[str, object, object]] = field(default_factory=list)  # (id, before, after)
+    ignored_empty: int = 0
+    new_classes: list[str] = field(default_factory=list)
+    classes: dict[str | None, int] = field(default_factory=dict)  # rows per label after, None = unlabeled
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{'unlabeled' if k is None else k} {v}" for k, v in
+                           sorted(self.classes.items(), key=lambda kv: (kv[0] is None, str(kv[0]))))
+        lines = [f"Wrote {self.out}: {self.rows} rows ({counts})",
+                 f"  {self.newly_labelled} newly labelled, {self.unchanged} already had that label, "
+                 f"{len(self.relabelled)} relabelled, {self.ignored_empty} empty label cells ignored"]
+        if self.new_classes:
+            lines.append(f"  new classes: {', '.join(self.new_classes)}")
+        for ident, before, after in self.relabelled[:MAX_LISTED_ROWS]:
+            lines.append(f"  relabelled {ident}: {before} -> {after}")
+        if len(self.relabelled) > MAX_LISTED_ROWS:
+            lines.append(f"  ... and {len(self.relabelled) - MAX_LISTED_ROWS} more relabelled")
+        return "\n".join(lines)
+
+
+def add_labels(pool, labels, out, **options) -> LabelResult:
+    """Writes `pool` with the labels of the CSV `labels` to `out` (see egal.importers.labels); keyword
+    arguments are LabelOptions' fields (id_column, label_column, relabel, allow_new_classes, overwrite)."""
+    return run_add_labels(LabelOptions(str(pool), str(labels), str(out), **options))
+
+
+def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
+    """({id: label}, empty cells ignored); SourceError for a missing column or an id given two labels."""
+    header = header_of(o.labels) if Path(o.labels).is_file() else []
+    if header and o.id_column not in header and "egal_id" in header:
+        raise SourceError(f"labels {o.labels!r} has no {o.id_column!r} column but has 'egal_id' (a Label Studio "
+                          "export): pass id_column='egal_id' (--id-column egal_id)")
+    rows = read_table(o.labels, (o.id_column, o.label_column), "the labels table (labels)")
+    given: dict[str, str] = {}
+    conflicts, empty = [], 0
+    for line, row in enumerate(rows, start=2):
+        ident, label = row[o.id_column], row[o.label_column]
+        if not label:
+            empty += 1
+            continue
+        if ident in given and given[ident] != label:
+            conflicts.append(f"{ident!r} ({given[ident]!r} and {label!r}, line {line})")
+        given.setdefault(ident, label)
+    if conflicts:
+        raise SourceError(f"labels {o.labels!r} gives {len(conflicts)} id(s) two different labels: "
+                          + "; ".join(conflicts[:MAX_LISTED_ROWS]))
+    return given, empty
+
+
+def run_add_labels(o: LabelOptions) -> LabelResult:
+    spec = open_pool(o.pool)
+    out = check_destination(o.out, o.overwrite)
+    _check_paths_stay_valid(spec, out)
+    given, empty = read_labels(o)
+    label_type = _label_type(spec)
+    converted = {ident: _convert(label, label_type, ident) for ident, label in given.items()}
+    before = _current_labels(spec, set(converted))
+    unknown = [i for i in converted if i not in before]
+    if unknown:
+        raise SourceError(f"labels {o.labels!r} names {len(unknown)} id(s) that are not in the pool: "
+                          + ", ".join(map(repr, unknown[:MAX_LISTED_ROWS])))
+    changed = [(i, before[i], v) for i, v in converted.items() if before[i] is not None and before[i] != v]
+    if changed and not o.relabel:
+        shown = "; ".join(f"{i!r}: {b!r} -> {a!r}" for i, b, a in changed[:MAX_LISTED_ROWS])
+        raise SourceError(f"labels {o.labels!r} would change the label of {len(changed)} labelled row(s) ({shown}): "
+                          "pass relabel=True (--relabel) if the annotators corrected them")
+    seen = _classes(spec)
+    new = sorted({str(v) for v in converted.values() if v not in seen})
+    if new and not o.allow_new_classes:
+        raise SourceError(f"labels {o.labels!r} brings class(es) the pool has never seen: {new} (the pool's classes: "
+                          f"{sorted(map(str, seen))}); pass allow_new_classes=True (--allow-new-classes) if they are "
+                          "meant")
+    classes = _write(spec, out, converted, label_type)
+    return LabelResult(out, spec.num_rows, sum(before[i] is None for i in converted),
+                       sum(before[i] == v for i, v in converted.items()), changed, empty, new, classes)
+
+
+def _check_paths_stay_valid(spec, out: Path) -> None:
+    if spec.image_column != "image_path" and spec.roi_column != "mask_path":
+        return
+    folders = {os.path.realpath(os.path.dirname(f)) for f in spec.files}
+    if folders != {os.path.realpath(out.parent)}:
+        raise SourceError(f"the pool keeps its images as paths relative to {sorted(folders)}; write --out into that "
+                          "folder so that they still resolve")
+
+
+def _label_type(spec) -> pa.DataType:
+    schema = open_parquet(Path(spec.files[0])).schema_arrow
+    if "label" not in schema.names:
+        return pa.string()
+    t = schema.field("label").type
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.string() if pa.types.is_null(t) else t
+
+
+def _convert(label: str, label_type: pa.DataType, ident: str):
+    if pa.types.is_string(label_type) or pa.types.is_large_string(label_type):
+        return label
+    try:
+        return pa.scalar(label).cast(label_type).as_py()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise SourceError(f"label {label!r} of id {ident!r} is not a {label_type} like the pool's label "
+                          "column") from None
+
+
+def _current_labels(spec, wanted: set) -> dict:
+    """{id: its label now} for the ids in `wanted` that the pool holds."""
+    found = {}
+    for batch in spec.iter_batches(READ_ROWS * 16, columns=["label"]):
+        for ident, label in zip(batch.ids, batch.extra["label"], strict=True):
+            if ident in wanted:
+                found[ident] = label
+    return found
+
+
+def _classes(spec) -> set:
+    seen = set()
+    for batch in spec.iter_batches(READ_ROWS * 16, columns=["label"]):
+        seen.update(v for v in batch.extra["label"] if v is not None)
+    return seen
+
+
+def _write(spec, out: Path, converted: dict, label_type: pa.DataType) -> dict[str | None, int]:
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    counts: Counter = Counter()
+    first = open_parquet(Path(spec.files[0])).schema_arrow
+    fields = [f for f in first if f.name != "label"] + [pa.field("label", label_type)]
+    schema = pa.schema(fields, metadata=first.metadata)
+    strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
+    writer = pq.ParquetWriter(str(tmp), schema, use_dictionary=strings, write_batch_size=ROWS_PER_PAGE)
+    try:
+        for path in spec.files:
+            for batch in open_parquet(Path(path)).iter_batches(batch_size=READ_ROWS):
+                ids = batch.column("id").to_pylist()
+                old = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * len(ids)
+                labels = [converted.get(i, v) for i, v in zip(ids, old, strict=True)]
+                counts.update(None if v is None else str(v) for v in labels)
+                columns = {f.name: batch.column(f.name).cast(f.type) for f in fields if f.name != "label"}
+                columns["label"] = pa.array(labels, type=label_type)
+                writer.write_table(pa.table(columns, schema=schema))
+        writer.close()
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return dict(counts)

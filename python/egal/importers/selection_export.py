@@ -1,0 +1,256 @@
+"""`egal pool export-selection`: the images `egal score --select K` chose, as files for the annotators.
+
+  to="folders"        OUT/<label or unlabeled>/<id>.<png|jpg|dcm> and <id>_mask.png: the folders
+                      layout that `from_folders` imports back (images and masks byte for byte;
+                      a boxes ROI is written as the mask of its boxes, at the image's size)
+  to="label-studio"   OUT/images/<id>.png|jpg, OUT/tasks.json (tasks with the ROI as a prediction)
+                      and OUT/label_config.xml (egal.importers.label_studio)
+  to="cvat"           OUT/images/<id>.png|jpg and OUT/annotations.xml, CVAT for images 1.1
+                      (egal.importers.cvat)
+
+For the labelling tools, images that a browser cannot show (16-bit PNG, DICOM) are written as
+8-bit PNG decoded with the pool's own rules (egal.pool.images.read_image). Every target also gets
+OUT/selection.csv (rank, id, file, label and the selection's scores). The selection is a CSV
+with an `id` column (NAME.selection.csv from egal score); without one, every row is exported.
+The folder is written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._checks import check_bool, check_choice
+from ..pool import open_pool
+from ..pool.encode import encode_png
+from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
+from ..pool.images import read_image
+from ..pool.paths import resolve_inside
+from ..pool.rois import mask_from_boxes, read_mask_png, resize_nearest
+from ..progress import Progress
+from . import cvat, label_studio
+from .errors import SourceError
+from .imaging import read_header, suffix_of
+from .tables import read_table
+
+TARGETS = ("folders", "label-studio", "cvat")
+SCAN_BATCH = 64
+LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """pool: the pool; out: the folder to write; to: folders | label-studio | cvat; selection: a CSV with
+    an id column (None: every row); roi_label: the ROI's name in the tool; url_prefix: Label Studio's
+    image URL prefix (local files storage); unlabeled_folder: the folders target's folder for null labels."""
+
+    pool: str
+    out: str
+    to: str = "folders"
+    selection: str | None = None
+    roi_label: str = "ROI"
+    url_prefix: str = LABEL_STUDIO_URL_PREFIX
+    unlabeled_folder: str = "unlabeled"
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        check_choice(self.to, "to", TARGETS)
+        check_bool(self.overwrite, "overwrite")
+        check_bool(self.progress, "progress")
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    to: str
+    images: int
+    files: list[str] = field(default_factory=list)  # the tool's import files written (tasks.json, ...)
+
+    def summary(self) -> str:
+        extra = f" and {', '.join(self.files)}" if self.files else ""
+        return f"Wrote {self.images} images to {self.out} ({self.to}){extra}"
+
+
+def export_selection(pool, out, **options) -> ExportResult:
+    """Writes the selected rows of `pool` for annotation (see egal.importers.selection_export); keyword
+    arguments are ExportOptions' fields (to, selection, roi_label, url_prefix, overwrite, progress)."""
+    return run_export(ExportOptions(str(pool), str(out), **options))
+
+
+def read_selection(path) -> dict[str, dict]:
+    """{id: its selection row}, in the selection's order; SourceError on a repeated id."""
+    rows = read_table(path, ("id",), "the selection (selection)")
+    chosen: dict[str, dict] = {}
+    for row in rows:
+        if row["id"] in chosen:
+            raise SourceError(f"the selection {str(path)!r} lists id {row['id']!r} twice")
+        chosen[row["id"]] = row
+    return chosen
+
+
+def _target_folder(out, overwrite: bool) -> Path:
+    out = Path(out).expanduser()
+    if not out.parent.is_dir():
+        raise SourceError(f"--out {str(out)!r}: its folder {str(out.parent)!r} does not exist")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise SourceError(f"--out {str(out)!r} exists and is not an empty folder: pass overwrite=True (--overwrite) "
+                          "to replace it")
+    return out
+
+
+def run_export(o: ExportOptions) -> ExportResult:
+    out = _target_folder(o.out, o.overwrite)
+    spec = open_pool(o.pool)
+    chosen = read_selection(o.selection) if o.selection else None
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        writer = _Writer(o, tmp, spec.roi_column)
+        progress = Progress(spec.num_rows, enabled=o.progress, desc="exporting", unit="rows")
+        try:
+            for batch in spec.iter_batches(SCAN_BATCH, columns=["label"]):
+                for i, ident in enumerate(batch.ids):
+                    label = batch.extra["label"][i]
+                    writer.classes.add(None if label is None else str(label))
+                    if chosen is None or ident in chosen:
+                        writer.add(ident, label, batch, i, (chosen or {}).get(ident, {}))
+                progress.advance(len(batch))
+        finally:
+            progress.close()
+        missing = [i for i in (chosen or {}) if i not in writer.written]
+        if missing:
+            shown = ", ".join(map(repr, missing[:MAX_LISTED_ROWS]))
+            more = f" and {len(missing) - MAX_LISTED_ROWS} more" if len(missing) > MAX_LISTED_ROWS else ""
+            raise SourceError(f"{len(missing)} id(s) of the selection are not in the pool {o.pool!r}: {shown}{more} "
+                              "(a selection from another pool?)")
+        files = writer.finish(chosen)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(out, o.to, len(writer.written), files)
+
+
+class _Writer:
+    """Writes each exported row's files as it streams by; keeps only the small facts the import file needs."""
+
+    def __init__(self, o: ExportOptions, folder: Path, roi_kind: str | None):
+        self.o, self.folder, self.roi_kind = o, folder, ("mask" if roi_kind in ("mask", "mask_path") else roi_kind)
+        self.written: dict[str, dict] = {}
+        self.shapes: dict[str, tuple] = {}  # id -> (width, height, boxes, full-size mask) for the tools' files
+        self.classes: set = set()
+
+    def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
+        _check_file_name(ident)
+        data = _read(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, "image")
+        roi = batch.rois[i]
+        mask_bytes = None
+        if roi is not None and batch.roi_kind in ("mask", "mask_path"):
+            mask_bytes = _read(roi, batch.roi_kind == "mask_path", batch.base_dirs[i], ident, "mask")
+        boxes = [list(map(float, b)) for b in roi] if batch.roi_kind == "boxes" and roi else []
+        try:
+            header = read_header(data)
+            if self.o.to == "folders":
+                name = self._folders(ident, label, data, header, mask_bytes, boxes)
+            else:
+                name = self._tool(ident, label, data, header, mask_bytes, boxes, selected)
+        except RowError as exc:
+            raise SourceError(f"row {ident!r} of the pool cannot be exported: {exc}") from None
+        self.written[ident] = {"file": name, "label": label, **selected}
+
+    def _folders(self, ident, label, data, header, mask_bytes, boxes) -> str:
+        folder = self.o.unlabeled_folder if label is None else str(label)
+        _check_file_name(folder, "label")
+        (self.folder / folder).mkdir(exist_ok=True)
+        name = f"{folder}/{ident}{suffix_of(data)}"
+        (self.folder / name).write_bytes(data)
+        if mask_bytes is not None:
+            (self.folder / folder / f"{ident}_mask.png").write_bytes(mask_bytes)
+        elif boxes:
+            size = (header.height, header.width)
+            mask = mask_from_boxes(boxes, size, size) * 255
+            (self.folder / folder / f"{ident}_mask.png").write_bytes(encode_png(mask))
+        return name
+
+    def _tool(self, ident, label, data, header, mask_bytes, boxes, selected) -> str:
+        (self.folder / "images").mkdir(exist_ok=True)
+        viewable = header.format in ("PNG", "JPEG") and header.bits == 8
+        name = f"{ident}{suffix_of(data) if viewable else '.png'}"
+        (self.folder / "images" / name).write_bytes(data if viewable else _as_8bit_png(data))
+        mask = None
+        if mask_bytes is not None:
+            mask = resize_nearest(read_mask_png(mask_bytes), (header.height, header.width)).astype(bool)
+        self.shapes[ident] = (header.width, header.height, boxes, mask)
+        return f"images/{name}"
+
+    def finish(self, chosen) -> list[str]:
+        shapes = self.shapes
+        order = list(chosen) if chosen is not None else list(self.written)
+        classes = sorted(c for c in self.classes if c is not None)
+        with open(self.folder / "selection.csv", "w", newline="") as f:
+            extra = [c for c in (next(iter(chosen.values())) if chosen else {}) if c not in ("id", "file", "label")]
+            writer = csv.writer(f)
+            writer.writerow(["id", "file", "label", *extra])
+            for ident in order:
+                row = self.written[ident]
+                writer.writerow([ident, row["file"], "" if row["label"] is None else row["label"],
+                                 *(row.get(c, "") for c in extra)])
+        if self.o.to == "label-studio":
+            tasks = [self._ls_task(ident, shapes[ident]) for ident in order]
+            (self.folder / "tasks.json").write_text(json.dumps(tasks))
+            (self.folder / "label_config.xml").write_text(label_studio.label_config(classes, self.roi_kind,
+                                                                                    self.o.roi_label))
+            return ["tasks.json", "label_config.xml"]
+        if self.o.to == "cvat":
+            lines = cvat.header(len(order), self.o.roi_label, classes)
+            for index, ident in enumerate(order):
+                width, height, boxes, mask = shapes[ident]
+                label = self.written[ident]["label"]
+                lines += cvat.image(index, Path(self.written[ident]["file"]).name, width, height, boxes=boxes,
+                                    mask=mask, roi_label=self.o.roi_label, tag=None if label is None else str(label))
+            (self.folder / "annotations.xml").write_text("\n".join(lines + cvat.footer()))
+            return ["annotations.xml"]
+        return []
+
+    def _ls_task(self, ident: str, shape) -> dict:
+        width, height, boxes, mask = shape
+        row = self.written[ident]
+        results = [label_studio.rectangle(b, width, height, self.o.roi_label, k) for k, b in enumerate(boxes)]
+        if mask is not None and mask.any():
+            results.append(label_studio.brush(mask, self.o.roi_label))
+        data = {"egal_id": ident, **{f"egal_{k}": v for k, v in row.items() if k not in ("file", "label")}}
+        if row["label"] is not None:
+            data["egal_label"] = row["label"]
+        return label_studio.task(self.o.url_prefix + row["file"], data, results)
+
+
+def _read(value, is_path: bool, base_dir: str, ident: str, what: str) -> bytes:
+    if value is None:
+        raise SourceError(f"row {ident!r} has no {what}")
+    if not is_path:
+        return bytes(value)
+    try:
+        return Path(resolve_inside(base_dir, value)).read_bytes()
+    except (PathRefused, OSError) as exc:
+        raise SourceError(f"row {ident!r}: its {what} file cannot be read: {exc}") from None
+
+
+def _as_8bit_png(data: bytes) -> bytes:
+    planes = read_image(data, 3)  # [1 or 3, h, w] in [0, 1], the pool's decoding rules
+    pixels = np.round(planes * 255.0).astype(np.uint8)
+    return encode_png(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+
+
+def _check_file_name(name: str, what: str = "id") -> None:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+        raise SourceError(f"{what} {name!r} cannot be used as a file name (it is empty, starts with '.' or holds a "
+                          "slash); export needs ids and labels that are plain names")

@@ -1,0 +1,197 @@
+"""Writing a pool row by row, in bounded memory, without ever leaving a half-written file.
+
+Rows are buffered and written as one Parquet row group every `flush_rows` rows or `flush_bytes`
+bytes of image and mask data, whichever comes first, so an import holds one row group at a time
+whatever the size of the dataset. Pages are small and image columns plain, as egal's pool reader
+needs (egal.pool.writer explains why).
+
+Everything goes to hidden temporary names in the destination folder first: the Parquet file
+(`.NAME.PID.tmp`) and, when images or masks are written as files, their folder
+(`.STEM_files.PID.tmp/`). `commit()` closes the file, moves the files folder into place, checks the
+result with egal.pool.open_pool (the same checks `egal score` runs), and only then renames the
+Parquet file to its destination. An exception, Ctrl-C or SIGTERM before that removes the temporary
+names (a SIGKILL leaves them hidden beside the destination, never at it).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
+from .errors import SourceError
+
+# A row group is flushed at this many bytes of binary data even before ROW_GROUP_ROWS rows: a
+# VinDr-CXR DICOM is 5-30 MB, and 256 of them would be several GB in memory.
+FLUSH_BYTES = 64 << 20
+
+BOXES_TYPE = pa.list_(pa.list_(pa.float64()))
+IMAGE_FIELDS = {"bytes": pa.field("image", pa.binary()), "paths": pa.field("image_path", pa.string())}
+ROI_FIELDS = {
+    "mask": pa.field("mask", pa.binary()),
+    "mask_path": pa.field("mask_path", pa.string()),
+    "boxes": pa.field("boxes", BOXES_TYPE),
+}
+
+
+def pool_schema(images_as: str, roi: str | None, extra: list[pa.Field] = ()) -> pa.Schema:
+    """id, image or image_path, the ROI column (mask, mask_path, boxes or none), label, group, then `extra`.
+
+    images_as: "bytes" or "paths"; roi: "mask" (written as mask_path when images_as is "paths"),
+    "boxes" or None.
+    """
+    fields = [pa.field("id", pa.string(), nullable=False), IMAGE_FIELDS[images_as]]
+    if roi == "mask":
+        fields.append(ROI_FIELDS["mask_path" if images_as == "paths" else "mask"])
+    elif roi == "boxes":
+        fields.append(ROI_FIELDS["boxes"])
+    elif roi is not None:
+        raise ValueError(f"roi must be 'mask', 'boxes' or None, got {roi!r}")
+    fields += [pa.field("label", pa.string()), pa.field("group", pa.string()), *extra]
+    return pa.schema(fields)
+
+
+def check_destination(out, overwrite: bool, what: str = "--out") -> Path:
+    """The destination as a Path; SourceError when its folder is missing or it exists without overwrite."""
+    out = Path(out).expanduser()
+    if not out.parent.is_dir():
+        raise SourceError(f"{what} {str(out)!r}: its folder {str(out.parent)!r} does not exist")
+    if out.is_dir():
+        raise SourceError(f"{what} {str(out)!r} is a folder; give the path of the Parquet file to write")
+    if out.exists() and not overwrite:
+        raise SourceError(f"{what} {str(out)!r} already exists: pass overwrite=True (--overwrite) to replace it")
+    return out
+
+
+class StreamingPoolWriter:
+    """with StreamingPoolWriter(out, schema) as w: w.add(row) ...; the pool appears at `out` on a clean exit.
+
+    files_folder: images or masks are written as files (write_file), into STEM_files/ beside `out`.
+    """
+
+    def __init__(self, out, schema: pa.Schema, *, overwrite: bool = False, files_folder: bool = False,
+                 flush_rows: int = ROW_GROUP_ROWS, flush_bytes: int = FLUSH_BYTES):
+        self.out = check_destination(out, overwrite)
+        self.schema = schema
+        self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
+        self.folder = self.out.parent
+        tag = f"{os.getpid()}.tmp"
+        self.tmp = self.folder / f".{self.out.name}.{tag}"
+        stem = self.out.name[: -len(".parquet")] if self.out.name.endswith(".parquet") else self.out.name
+        self.files_name = f"{stem}_files"
+        self.files_dir = self.folder / self.files_name
+        self.files_tmp = self.folder / f".{self.files_name}.{tag}" if files_folder else None
+        if files_folder and self.files_dir.exists() and not overwrite:
+            raise SourceError(f"{str(self.files_dir)!r} already exists (the image files of an earlier import): "
+                              "pass overwrite=True (--overwrite) to replace it with the pool")
+        self.rows = 0
+        self._buffer: list[dict] = []
+        self._buffered_bytes = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._done = False
+        self._files_moved = False
+        self._replaced_files: Path | None = None
+
+    def __enter__(self) -> StreamingPoolWriter:
+        strings = [f.name for f in self.schema if pa.types.is_string(f.type) and f.name != "id"]
+        self._writer = pq.ParquetWriter(str(self.tmp), self.schema, use_dictionary=strings,
+                                        write_batch_size=ROWS_PER_PAGE)
+        if self.files_tmp is not None:
+            self.files_tmp.mkdir()
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def add(self, row: dict) -> None:
+        self._buffer.append(row)
+        self._buffered_bytes += sum(len(v) for v in row.values() if isinstance(v, (bytes, bytearray)))
+        if len(self._buffer) >= self.flush_rows or self._buffered_bytes >= self.flush_bytes:
+            self._flush()
+
+    def write_file(self, relative: str, data: bytes) -> str:
+        """Writes `data` under the files folder; returns the path to store in the pool (relative to `out`'s folder)."""
+        if self.files_tmp is None:
+            raise RuntimeError("this writer was made without files_folder=True")
+        target = self.files_tmp / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return f"{self.files_name}/{relative}"
+
+    def reference(self, path) -> str:
+        """An existing file as a pool path: relative to `out`'s folder, which must contain it (the pool
+        format refuses paths that leave their Parquet file's folder)."""
+        real = Path(os.path.realpath(path))
+        base = Path(os.path.realpath(self.folder))
+        try:
+            return real.relative_to(base).as_posix()
+        except ValueError:
+            raise SourceError(
+                f"images_as='paths' keeps the images where they are, and a pool's paths must stay inside the "
+                f"folder of its Parquet file, but {str(path)!r} is not inside {str(base)!r}: write --out into the "
+                "dataset folder (e.g. DIR/pool.parquet), or use images_as='bytes'") from None
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self.schema))
+        self.rows += len(self._buffer)
+        self._buffer, self._buffered_bytes = [], 0
+
+    def commit(self) -> Path:
+        if self._done:
+            return self.out
+        try:
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            if self.rows == 0:
+                raise SourceError("no row could be imported, so no pool was written")
+            if self.files_tmp is not None:
+                self._move_files_folder()
+            from ..pool import open_pool
+
+            open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths
+            os.replace(self.tmp, self.out)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        if self._replaced_files is not None:
+            shutil.rmtree(self._replaced_files, ignore_errors=True)
+        return self.out
+
+    def _move_files_folder(self) -> None:
+        # The previous import's folder is kept aside until the new pool is in place, so a failure
+        # here leaves the previous pool and its files as they were.
+        if self.files_dir.exists():
+            self._replaced_files = self.folder / f".{self.files_name}.{os.getpid()}.old"
+            os.replace(self.files_dir, self._replaced_files)
+        os.replace(self.files_tmp, self.files_dir)
+        self.files_tmp = None
+        self._files_moved = True
+
+    def abort(self) -> None:
+        """Removes every temporary name; the destination keeps what it had."""
+        if self._done:
+            return
+        self._done = True
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # already failing: removing the file is what matters
+                pass
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+        if self.files_tmp is not None:
+            shutil.rmtree(self.files_tmp, ignore_errors=True)
+        if self._files_moved:
+            shutil.rmtree(self.files_dir, ignore_errors=True)
+            if self._replaced_files is not None:
+                os.replace(self._replaced_files, self.files_dir)
