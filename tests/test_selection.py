@@ -39,3 +39,237 @@ def test_order_independent_of_input_order():
 def test_k_must_be_int():
     with pytest.raises(TypeError, match="k must be"):
         egal.select_top_k([0.1], ["a"], 1.5)
+
+
+# -- select_batch: the rules composed (egal.selection.batch) ----------------------------------------------
+
+from egal.selection import CANDIDATE_FACTOR, SelectionError, ranked_positions, select_batch  # noqa: E402
+from egal.selection.cluster import cluster_order  # noqa: E402
+from egal.selection.kcenter import kcenter_order  # noqa: E402
+
+
+def _old_select_top_k(scores, ids, k):
+    """egal.select_top_k as it was before selection became a package (commit aeb2269), kept verbatim here
+    so that 'diversity none equals today's selection' is checked against the old code itself."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ids = np.asarray(ids)
+    valid = np.flatnonzero(~np.isnan(scores))
+    order = np.lexsort((ids[valid], -scores[valid]))
+    return ids[valid[order[:k]]]
+
+
+def tied_pool(n=500, seed=0):
+    """Scores rounded to 2 decimals (many ties), some NaN, ids in shuffled order."""
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(n), 2)
+    scores[rng.choice(n, n // 10, replace=False)] = np.nan
+    ids = np.array([f"scan_{i:05d}" for i in rng.permutation(n)])
+    return scores, ids
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 60, 449, 450, 451, 1000])
+def test_diversity_none_equals_the_old_top_k_on_a_pool_with_ties(k):
+    scores, ids = tied_pool()
+    expected = _old_select_top_k(scores, ids, k)
+    assert egal.select_top_k(scores, ids, k).tolist() == expected.tolist()
+    chosen = select_batch(scores, ids, k)
+    assert chosen.ids.tolist() == expected.tolist()
+    assert chosen.positions.tolist() == [int(np.flatnonzero(ids == i)[0]) for i in expected]
+    assert chosen.selectable == 450 and chosen.shortfall == max(0, k - 450) and chosen.candidates == 0
+
+
+def test_ranked_positions_is_the_full_order_cut_at_the_limit():
+    scores, ids = tied_pool(300, seed=4)
+    full = ranked_positions(scores, ids)
+    assert ids[full].tolist() == _old_select_top_k(scores, ids, 300).tolist()
+    for limit in (1, 2, 17, 100, 269, 270, 271, 500):
+        assert ranked_positions(scores, ids, limit).tolist() == full[:limit].tolist()
+
+
+def test_integer_ids_break_ties_numerically():
+    chosen = select_batch([0.5, 0.5, 0.5], [30, 4, 100], 2)
+    assert chosen.ids.tolist() == [4, 30]
+
+
+# -- group caps ---------------------------------------------------------------------------------------------
+
+def grouped_pool(n=400, groups=23, seed=1):
+    rng = np.random.default_rng(seed)
+    scores = np.round(rng.random(n), 2)
+    scores[rng.choice(n, 20, replace=False)] = np.nan
+    ids = np.array([f"s{i:04d}" for i in range(n)])
+    patient = np.array([f"patient_{g:02d}" for g in rng.integers(0, groups, n)], dtype=object)
+    return scores, ids, patient
+
+
+@pytest.mark.parametrize("per_group", [1, 2, 5])
+@pytest.mark.parametrize("k", [10, 60, 400])
+def test_group_caps_hold_and_take_each_groups_best_first(per_group, k):
+    scores, ids, patient = grouped_pool()
+    chosen = select_batch(scores, ids, k, groups=patient, per_group=per_group)
+    taken = set(chosen.ids.tolist())
+    counts = {}
+    for g in patient[chosen.positions]:
+        counts[g] = counts.get(g, 0) + 1
+    assert max(counts.values()) <= per_group
+    order = _old_select_top_k(scores, ids, len(ids)).tolist()  # the ranked order of the valid rows
+    # Walking the ranked order: a row is skipped only when its group is full or the batch is.
+    seen = {}
+    for i in order:
+        g = patient[int(i[1:])]
+        if i in taken:
+            seen[g] = seen.get(g, 0) + 1
+        elif seen.get(g, 0) < per_group:
+            assert len(taken) == k and order.index(i) > max(order.index(t) for t in taken), i
+    assert chosen.ids.tolist() == [i for i in order if i in taken]  # listed best first
+    valid_counts = {}
+    for g in patient[~np.isnan(scores)]:
+        valid_counts[g] = valid_counts.get(g, 0) + 1
+    assert chosen.selectable == sum(min(c, per_group) for c in valid_counts.values())
+
+
+def test_k_beyond_what_a_cap_allows_gives_fewer_rows_and_says_how_many():
+    scores = [0.9, 0.8, 0.7, 0.6, np.nan]
+    chosen = select_batch(scores, list("abcde"), 4, groups=["p", "p", "q", "q", "r"], per_group=1)
+    assert chosen.ids.tolist() == ["a", "c"]
+    assert (chosen.selectable, chosen.shortfall) == (2, 2)  # 'e' has no valid score: group r has nothing
+
+
+def test_a_null_group_of_a_selectable_row_is_an_error_naming_the_rows():
+    with pytest.raises(SelectionError, match=r"groups is null for 2 row\(s\).*positions 1, 3"):
+        select_batch([0.9, 0.8, 0.7, 0.6], list("abcd"), 2, groups=["p", None, "q", float("nan")], per_group=1)
+    # a row that can never be selected (NaN score) may lack a group
+    chosen = select_batch([0.9, np.nan], ["a", "b"], 2, groups=["p", None], per_group=1)
+    assert chosen.ids.tolist() == ["a"]
+
+
+@pytest.mark.parametrize("per_group", [0, -1, 1.5, True])
+def test_per_group_below_one_is_refused(per_group):
+    with pytest.raises(SelectionError, match="per_group must be a positive integer"):
+        select_batch([0.1], ["a"], 1, groups=["p"], per_group=per_group)
+
+
+def test_groups_and_per_group_come_together():
+    with pytest.raises(SelectionError, match="per_group is needed with groups"):
+        select_batch([0.1], ["a"], 1, groups=["p"])
+    with pytest.raises(SelectionError, match="groups is needed with per_group"):
+        select_batch([0.1], ["a"], 1, per_group=2)
+
+
+# -- diversity ----------------------------------------------------------------------------------------------
+
+def clustered_embeddings(per_cluster=12, clusters=5, dim=16, seed=2):
+    """`clusters` tight blobs far apart; every row of blob 0 scores above every other row, so the plain
+    top k is all near-copies from one blob."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)) * 20
+    labels = np.repeat(np.arange(clusters), per_cluster)
+    x = centres[labels] + rng.normal(size=(labels.size, dim)) * 0.05
+    scores = 0.5 - 0.05 * labels + rng.random(labels.size) * 0.01  # blob 0 highest, then blob 1, ...
+    ids = np.array([f"img{i:03d}" for i in range(labels.size)])
+    return scores, ids, x.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("method", ["kcenter", "cluster"])
+def test_diversity_picks_one_row_from_each_blob_where_top_k_picks_one_blob(method):
+    scores, ids, x, labels = clustered_embeddings()
+    plain = select_batch(scores, ids, 5)
+    assert set(labels[plain.positions]) == {0}
+    chosen = select_batch(scores, ids, 5, diversity=method, embeddings=x, candidate_factor=12)
+    assert sorted(labels[chosen.positions]) == [0, 1, 2, 3, 4]
+    for blob in range(5):  # the best-scored row of each blob
+        members = np.flatnonzero(labels == blob)
+        assert members[np.argmax(scores[members])] in chosen.positions
+    assert chosen.candidates == 60 and chosen.ids.tolist() == [i for i in plain_order(scores, ids) if i in chosen.ids]
+
+
+def plain_order(scores, ids):
+    return _old_select_top_k(scores, ids, len(ids)).tolist()
+
+
+def test_kcenter_spreads_points_on_a_line_and_leans_towards_scores():
+    x = np.array([[0.0], [0.1], [10.0], [5.0], [9.9]], dtype=np.float32)  # candidates best first
+    assert kcenter_order(x, 3).tolist() == [0, 2, 3]  # the best, the farthest, then the middle
+    # a near-copy of the best row waits: the second pick is the distinct row, though it ranks lower
+    assert kcenter_order(np.array([[0.0], [0.0], [1.0], [1.0]], dtype=np.float32), 2).tolist() == [0, 2]
+    # weight 1 - i/M: a point twice as far but ranked at the bottom half loses to a nearer better-ranked one
+    x = np.array([[0.0], [1.0], [0.5], [0.5], [0.5], [2.1]], dtype=np.float32)
+    assert kcenter_order(x, 2).tolist() == [0, 1]  # 1.0 * 5/6 > 2.1 * 1/6
+
+
+def test_cluster_order_fills_with_second_bests_when_clusters_run_out():
+    x = np.array([[0.0], [0.0], [0.0], [5.0], [5.0]], dtype=np.float32)  # two distinct points
+    assert sorted(cluster_order(x, 4).tolist()) == [0, 1, 3, 4]  # each cluster's best, then second best
+
+
+def test_candidates_are_the_top_m_times_k_rows():
+    scores, ids, x, labels = clustered_embeddings(per_cluster=40)
+    chosen = select_batch(scores, ids, 2, diversity="kcenter", embeddings=x)  # candidates: top 20, all of blob 0
+    assert chosen.candidates == CANDIDATE_FACTOR * 2 and set(labels[chosen.positions]) == {0}
+    wider = select_batch(scores, ids, 2, diversity="kcenter", embeddings=x, candidate_factor=30)
+    assert sorted(labels[wider.positions]) == [0, 1]
+
+
+@pytest.mark.parametrize("method", ["kcenter", "cluster"])
+def test_diverse_selection_is_deterministic_and_ignores_input_order(method):
+    rng = np.random.default_rng(5)
+    scores, ids = np.round(rng.random(300), 2), np.array([f"r{i:03d}" for i in range(300)])
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    first = select_batch(scores, ids, 20, diversity=method, embeddings=x)
+    assert select_batch(scores, ids, 20, diversity=method, embeddings=x).ids.tolist() == first.ids.tolist()
+    perm = rng.permutation(300)
+    again = select_batch(scores[perm], ids[perm], 20, diversity=method, embeddings=x[perm])
+    assert again.ids.tolist() == first.ids.tolist()
+
+
+def test_caps_and_diversity_together_keep_the_cap():
+    scores, ids, x, labels = clustered_embeddings(per_cluster=10)
+    patients = np.array([f"p{i // 2}" for i in range(len(ids))], dtype=object)  # two slices per patient
+    chosen = select_batch(scores, ids, 8, diversity="kcenter", embeddings=x, groups=patients, per_group=1)
+    assert len(set(patients[chosen.positions])) == 8 and len(chosen.ids) == 8
+
+
+# -- bad input ----------------------------------------------------------------------------------------------
+
+def test_diversity_without_embeddings_is_refused():
+    with pytest.raises(SelectionError, match="embeddings are needed by diversity='kcenter'"):
+        select_batch([0.1, 0.2], ["a", "b"], 1, diversity="kcenter")
+
+
+def test_embeddings_with_nan_are_refused_naming_the_rows():
+    x = np.zeros((4, 3), dtype=np.float32)
+    x[2, 1] = np.nan
+    with pytest.raises(SelectionError, match=r"NaN or Inf for 1 candidate row\(s\) \('c'\)"):
+        select_batch([0.4, 0.3, 0.2, 0.1], list("abcd"), 2, diversity="cluster", embeddings=x)
+    # a NaN embedding outside the candidates is never read
+    x[2, 1], x[3, 0] = 0.0, np.inf
+    chosen = select_batch([0.4, 0.3, 0.2, 0.1], list("abcd"), 1, diversity="cluster", embeddings=x, candidate_factor=2)
+    assert chosen.ids.tolist() == ["a"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((3, 2)), r"embeddings must be \[N, D\] with N = 4"),
+    (np.zeros(4), r"embeddings must be \[N, D\]"),
+    (np.array([["a"]] * 4), "floating-point"),
+])
+def test_embeddings_of_the_wrong_shape_or_type_are_refused(bad, message):
+    with pytest.raises(SelectionError, match=message):
+        select_batch([0.4, 0.3, 0.2, 0.1], list("abcd"), 2, diversity="kcenter", embeddings=bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(diversity="badge"), "diversity must be one of none, kcenter, cluster"),
+    (dict(k=-1), "k must be a non-negative integer"),
+    (dict(candidate_factor=0), "candidate_factor must be a positive integer"),
+])
+def test_bad_options_are_user_errors_naming_the_argument(kwargs, message):
+    arguments = dict(k=1) | kwargs
+    k = arguments.pop("k")
+    with pytest.raises(SelectionError, match=message) as raised:
+        select_batch([0.1], ["a"], k, **arguments)
+    assert isinstance(raised.value, egal.errors.EgalError)
+
+
+def test_duplicate_ids_are_refused():
+    with pytest.raises(SelectionError, match="ids must be unique"):
+        select_batch([0.1, 0.2], ["a", "a"], 1)

@@ -1,0 +1,148 @@
+"""The embeddings file that `egal score --embeddings` writes next to its output, and reading it back.
+
+    scores.parquet              one row per pool row (id, pred, ..., score, rank, status, error)
+    scores.embeddings.parquet   one row per pool row, in the same order:
+                                  id         string
+                                  embedding  fixed_size_list<float32>[D]; null for rows in error
+
+A sidecar, not a column of the scores: the ranked output stays small (a million 512-d
+rows are 2 GB of embeddings against about 50 MB of scores) and byte for byte what it
+was without --embeddings, and a selection reads only its candidates' rows from it, one
+row group at a time, so memory stays bounded by the candidates whatever the pool size.
+The file records, in its Parquet metadata, the run that wrote it (key "egal.run", the
+same record as the scores file's) and what the vectors are (key "egal.embedding"); a
+selection refuses an embeddings file of another run.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .._checks import bad_argument
+from .errors import SelectionError
+
+EMBEDDING_COLUMN = "embedding"
+RUN_KEY = b"egal.run"  # the scoring run's manifest, JSON (as in the scores file)
+EMBEDDING_KEY = b"egal.embedding"  # what the vectors are, JSON: {"kind": ..., "dim": D}
+ROW_GROUP_ROWS = 16384  # rows per row group: what a selection reads at a time (32 MiB at D = 512)
+
+
+def embeddings_path_for(out: str) -> str:
+    """NAME.embeddings.parquet next to NAME.parquet."""
+    stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
+    return stem + ".embeddings.parquet"
+
+
+def embedding_array(vectors: np.ndarray, valid: np.ndarray):
+    """A fixed_size_list<float32>[D] Arrow array of [N, D] vectors, null where `valid` is False."""
+    import pyarrow as pa
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    flat = pa.array(vectors.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~np.asarray(valid, dtype=bool)))
+
+
+def write_embedding_file(path: str, tables, *, run: dict, kind: str) -> int:
+    """Write the (id, embedding) columns of `tables` (an iterable of Arrow tables, in pool order) to `path`,
+    atomically (a temporary name, then a rename); returns the rows written."""
+    import pyarrow.parquet as pq
+
+    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    writer, rows = None, 0
+    try:
+        for table in tables:
+            table = table.select(["id", EMBEDDING_COLUMN])
+            if writer is None:
+                dim = table.schema.field(EMBEDDING_COLUMN).type.list_size
+                description = json.dumps({"kind": kind, "dim": dim})
+                metadata = {RUN_KEY: json.dumps(run, sort_keys=True), EMBEDDING_KEY: description}
+                writer = pq.ParquetWriter(tmp, table.schema.with_metadata(metadata))
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            rows += table.num_rows
+        if writer is None:
+            raise ValueError("no scored rows to write embeddings for")
+        writer.close()
+        writer = None
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return rows
+
+
+class EmbeddingFile:
+    """An embeddings file, read a row group at a time: `take(positions, ids)` returns the vectors of those
+    rows (float32 [len, D]; NaN for a row without one), checking that the file holds those ids there."""
+
+    def __init__(self, path, *, run: dict | None = None):
+        """run: the scores file's run record; an embeddings file written by another run is refused."""
+        import pyarrow.parquet as pq
+
+        self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} does not exist: score with "
+                               "embeddings=True (--embeddings) to write it")
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
+            raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} is not a readable Parquet file "
+                               f"({exc})") from None
+        schema = self._file.schema_arrow
+        metadata = schema.metadata or {}
+        if EMBEDDING_COLUMN not in schema.names or "id" not in schema.names or EMBEDDING_KEY not in metadata:
+            raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} is not an egal embeddings file "
+                               "(written by egal score --embeddings): it lacks the id / embedding columns or their "
+                               "description")
+        info = json.loads(metadata[EMBEDDING_KEY])
+        self.dim, self.kind = int(info["dim"]), info.get("kind", "")
+        self.run = json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else None
+        if run is not None and self.run != run:
+            raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} was written by another scoring run "
+                               "than the scores (other pool, model or options); score again with embeddings=True "
+                               "(--embeddings), or pass the embeddings file of that run")
+        counts = [self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)]
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.rows = int(self._starts[-1])
+
+    def take(self, positions: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((positions.size, self.dim), dtype=np.float32)
+        if positions.size and (positions.min() < 0 or positions.max() >= self.rows):
+            raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} has {self.rows} rows, fewer than "
+                               "the scores")
+        group_of = np.searchsorted(self._starts, positions, side="right") - 1
+        for group in np.unique(group_of):
+            wanted = np.flatnonzero(group_of == group)
+            local = positions[wanted] - self._starts[group]
+            table = self._file.read_row_group(int(group), columns=["id", EMBEDDING_COLUMN])
+            found = np.asarray(table.column("id").take(local).to_pylist(), dtype=object)
+            expected = np.asarray(ids, dtype=object)[wanted]
+            if not np.array_equal(found.astype(str), expected.astype(str)):
+                raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} does not hold the scores' rows "
+                                   "in their order (another pool or run); score again with embeddings=True "
+                                   "(--embeddings)")
+            out[wanted] = vectors_of(table.column(EMBEDDING_COLUMN).take(local), self.dim)
+        return out
+
+
+def vectors_of(column, dim: int) -> np.ndarray:
+    """[len, D] float32 from a fixed_size_list<float32>[D] Arrow array or chunked array; NaN for null rows."""
+    import pyarrow as pa
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = array.values.slice(array.offset * dim, len(array) * dim)
+    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(array), dim)
+    if array.null_count:
+        vectors = vectors.copy()
+        vectors[array.is_null().to_numpy(zero_copy_only=False)] = np.nan
+    return vectors

@@ -1,0 +1,150 @@
+"""Selecting from the files `egal score` wrote, without scoring again: `select_from_scores` (what
+`egal select` calls) and `select_from_table` (what `egal score --select` calls on the table it ranked).
+
+    scores.parquet              the ranked output: the score and status of every row
+    scores.embeddings.parquet   the embedding of every row (egal score --embeddings), for diversity
+    pool.parquet                the pool, for its group column (a patient id) when there is a cap
+
+The selection CSV has the columns of `egal score --select` (rank, id, score, entropy_norm,
+misalignment, pred; rank is the row's rank in the whole pool, so a diverse batch shows which
+top-ranked rows it passed over), and the group column last when there is a cap.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._checks import bad_argument
+from .batch import CANDIDATE_FACTOR, Selection, select_batch
+from .embedding_file import EmbeddingFile, embeddings_path_for
+from .errors import SelectionError
+
+
+@dataclass(frozen=True)
+class TableSelection:
+    """table: the selected rows (the selection CSV's columns), best score first; selection: the Selection
+    (positions into the scores table, how many could be selected, candidates); out: the CSV written, or None."""
+
+    table: object  # pyarrow.Table
+    selection: Selection
+    out: str | None = None
+
+
+def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=None, groups=None,
+                      group_column: str | None = None, per_group: int | None = None,
+                      candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0) -> TableSelection:
+    """The batch from a ranked scores table (egal score's output, as a pyarrow Table): rows with status "ok"
+    and a score compete, ties by id; the other arguments are select_batch's. groups: one per row of
+    `ranked`; group_column names the CSV column they go to."""
+    import pyarrow as pa
+
+    from ..pipeline.ranking import SELECTION_COLUMNS
+
+    ok = np.array([s == "ok" for s in ranked.column("status").to_pylist()], dtype=bool)
+    scores = ranked.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
+    scores = np.where(ok, scores, np.nan)
+    ids = np.asarray(ranked.column("id").to_pylist(), dtype=object).astype(str)
+    if groups is not None:
+        _check_groups(groups, ids, ok, group_column)
+    chosen = select_batch(scores, ids, k, diversity=diversity, embeddings=embeddings, groups=groups,
+                          per_group=per_group, candidate_factor=candidate_factor, seed=seed)
+    table = ranked.take(pa.array(chosen.positions, type=pa.int64())).select(list(SELECTION_COLUMNS))
+    if per_group is not None:
+        values = np.asarray(groups, dtype=object)[chosen.positions]
+        table = table.append_column(group_column or "group", pa.array([str(v) for v in values], type=pa.string()))
+    return TableSelection(table, chosen)
+
+
+def _check_groups(groups, ids, ok, group_column) -> None:
+    """Every row that can be selected needs a group: the first ones without are named by id."""
+    groups = np.asarray(groups, dtype=object)
+    if groups.shape != ids.shape:
+        raise bad_argument(SelectionError, "groups", f"has {groups.shape[0]} entries, the scores {ids.shape[0]}")
+    null = [i for i, (g, usable) in enumerate(zip(groups.tolist(), ok.tolist(), strict=True))
+            if usable and (g is None or (isinstance(g, float) and g != g))]
+    if null:
+        named = ", ".join(repr(str(ids[i])) for i in null[:5]) + (", ..." if len(null) > 5 else "")
+        raise bad_argument(SelectionError, "group_column", f"{group_column!r} (--group-column) is null for "
+                           f"{len(null)} scored row(s) ({named}): every row that can be selected needs a group; give "
+                           "a row that belongs to no group a value of its own (its id, say)")
+
+
+def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str = "none", embeddings=None,
+                       pool=None, group_column: str | None = None, per_group: int | None = None,
+                       candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0, overwrite: bool = False
+                       ) -> TableSelection:
+    """Select k rows again from an `egal score` output, without rescoring.
+
+    scores:       the scores Parquet file egal score wrote (--out)
+    out:          where the selection CSV goes (None: write none); an existing file needs overwrite=True
+    diversity:    "none", "kcenter" or "cluster" (egal.selection.select_batch)
+    embeddings:   the embeddings file (default: NAME.embeddings.parquet next to `scores`); only read by a
+                  diversity method, and only its candidates' rows
+    pool, group_column, per_group: at most per_group rows per value of the pool's group_column (the pool
+                  is read for that column alone, matched to the scores by id)
+    """
+    import pyarrow.parquet as pq
+
+    from ..pipeline.shard_store import RUN_METADATA_KEY, write_selection_csv
+
+    scores = os.fspath(scores)
+    if not os.path.isfile(scores):
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} does not exist: pass the output of egal score "
+                           "(its --out)")
+    if out is not None and os.path.exists(out) and not overwrite:
+        raise bad_argument(SelectionError, "out", f"{out!r} already exists: pass overwrite=True (--overwrite) to "
+                           "replace it, or choose another path")
+    try:
+        ranked = pq.read_table(scores, columns=["id", "pred", "entropy_norm", "misalignment", "score", "rank",
+                                                "status"])
+        metadata = pq.read_schema(scores).metadata or {}
+    except Exception as exc:  # not Parquet, or not egal score's columns
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output ({exc})") from None
+    run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
+    source = None
+    if diversity != "none":
+        source = EmbeddingFile(embeddings if embeddings is not None else embeddings_path_for(scores), run=run)
+    groups = None
+    if group_column is not None or per_group is not None:
+        if group_column is None:
+            raise bad_argument(SelectionError, "group_column", "is needed with per_group: the pool column that "
+                               "names each row's group (a patient id)")
+        if pool is None:
+            raise bad_argument(SelectionError, "pool", f"is needed with group_column={group_column!r}: the group "
+                               "column is read from the scored pool")
+        groups = read_groups(pool, group_column, ranked.column("id").to_pylist())
+    chosen = select_from_table(ranked, k, diversity=diversity, embeddings=source, groups=groups,
+                               group_column=group_column, per_group=per_group, candidate_factor=candidate_factor,
+                               seed=seed)
+    if out is not None:
+        write_selection_csv(chosen.table, out)
+    return TableSelection(chosen.table, chosen.selection, out)
+
+
+def read_groups(pool, column: str, ids) -> np.ndarray:
+    """The pool's `column` for each of `ids` (object array, None for null), read from the pool's files for that
+    column alone. pool: a path (checked with egal.pool.open_pool) or an already opened PoolSpec."""
+    import pyarrow.parquet as pq
+
+    from ..pool import open_pool
+
+    spec = open_pool(pool) if isinstance(pool, (str, os.PathLike)) else pool
+    if column not in spec.columns:
+        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is not a column of the pool "
+                           f"{spec.path!r}; it has {', '.join(repr(c) for c in spec.columns)}")
+    pool_ids, values = [], []
+    for path in spec.files:
+        for batch in pq.ParquetFile(path).iter_batches(columns=["id", column], batch_size=65536):
+            pool_ids.extend(batch.column(0).to_pylist())
+            values.extend(batch.column(1).to_pylist())
+    if pool_ids == list(ids):
+        return np.asarray(values, dtype=object)
+    where = dict(zip(pool_ids, values, strict=True))
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise bad_argument(SelectionError, "pool", f"{spec.path!r} does not hold {len(missing)} of the scored ids "
+                           f"({', '.join(map(repr, missing[:3]))}): pass the pool that was scored")
+    return np.asarray([where[i] for i in ids], dtype=object)
