@@ -110,9 +110,9 @@ def run(names):
         fn, _, _ = {**CASES, **TORCH_CASES}[name]
         try:
             fn()
-            results[name] = [None, ""]
+            results[name] = [[], ""]  # nothing raised
         except Exception as exc:  # the parent checks type and message
-            results[name] = [type(exc).__name__, str(exc)]
+            results[name] = [[c.__name__ for c in type(exc).__mro__], str(exc)]
     return results
 
 

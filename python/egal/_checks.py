@@ -2,8 +2,8 @@
 
 Scalars (alpha and other fractions, counts, sizes, choices): `check_alpha`,
 `check_fraction`, `check_int`, `check_hw`, `check_choice`, `check_bool`, `check_k`,
-and the predicate `is_positive_int`. Each takes the argument's name and raises a
-ValueError or TypeError whose message starts with that name; the exception also
+and the predicate `is_positive_int`. Each takes the argument's name and raises an
+EgalError (EgalTypeError for a wrong type) whose message starts with that name; the exception also
 keeps it in `.argument` (and the rest in `.problem`), so that `renamed` can give
 the same error naming a command-line option instead: the library names its
 arguments, the CLI its flags.
@@ -18,6 +18,8 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .errors import EgalError, EgalTypeError
 
 FLOAT_MAPS = ("float32", "float16", "bfloat16")
 LOGIT_DTYPES = ("float32", "float16")
@@ -52,16 +54,16 @@ def _fmt_shape(shape) -> str:
 
 def _require_rank(name: str, spec: ArraySpec, rank: int, layout: str) -> None:
     if len(spec.shape) != rank:
-        raise ValueError(f"{name} must have rank {rank} {layout}, got shape {_fmt_shape(spec.shape)}")
+        raise EgalError(f"{name} must have rank {rank} {layout}, got shape {_fmt_shape(spec.shape)}")
 
 
 def _require_dtype(name: str, spec: ArraySpec, allowed) -> None:
     if spec.dtype not in allowed:
-        raise TypeError(f"{name} must have dtype {' / '.join(allowed)}, got {spec.dtype}")
+        raise EgalTypeError(f"{name} must have dtype {' / '.join(allowed)}, got {spec.dtype}")
 
 
 def bad_argument(kind, argument: str, problem: str) -> Exception:
-    """kind(f"{argument} {problem}") (a ValueError or TypeError) that also keeps `argument` and `problem`
+    """kind(f"{argument} {problem}") (EgalError or EgalTypeError) that also keeps `argument` and `problem`
     apart, so that a command line can name its own option instead (see `renamed`)."""
     exc = kind(f"{argument} {problem}")
     exc.argument, exc.problem = argument, problem
@@ -88,20 +90,20 @@ def is_positive_int(value) -> bool:
 
 
 def check_int(value, name: str, *, minimum: int = 1) -> int:
-    """An integer >= minimum (not a bool); a ValueError otherwise, for a non-integer too."""
+    """An integer >= minimum (not a bool); an EgalError otherwise, for a non-integer too."""
     if not is_int(value) or value < minimum:
         want = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise bad_argument(ValueError, name, f"must be {want}, got {value!r}")
+        raise bad_argument(EgalError, name, f"must be {want}, got {value!r}")
     return int(value)
 
 
 def check_fraction(value, name: str) -> float:
     """A real number in [0, 1] (not a bool, not NaN)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise bad_argument(TypeError, name, f"must be a real number in [0, 1], got {type(value).__name__}")
+        raise bad_argument(EgalTypeError, name, f"must be a real number in [0, 1], got {type(value).__name__}")
     value = float(value)
     if not (0.0 <= value <= 1.0):  # also rejects NaN
-        raise bad_argument(ValueError, name, f"must lie in [0, 1], got {value}")
+        raise bad_argument(EgalError, name, f"must lie in [0, 1], got {value}")
     return value
 
 
@@ -113,21 +115,21 @@ def check_alpha(alpha, name: str = "alpha") -> float:
 def check_hw(value, name: str) -> tuple[int, int]:
     """(H, W): two positive integers (a tuple, list or other sequence of two)."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise bad_argument(ValueError, name, f"must be (H, W), got {value!r}")
+        raise bad_argument(EgalError, name, f"must be (H, W), got {value!r}")
     if not all(is_positive_int(v) for v in value):
-        raise bad_argument(ValueError, name, f"must be two positive integers (H, W), got {value!r}")
+        raise bad_argument(EgalError, name, f"must be two positive integers (H, W), got {value!r}")
     return int(value[0]), int(value[1])
 
 
 def check_choice(value, name: str, choices: Sequence):
     if value not in choices:
-        raise bad_argument(ValueError, name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise bad_argument(EgalError, name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value
 
 
 def check_bool(value, name: str) -> bool:
     if not isinstance(value, bool):
-        raise bad_argument(TypeError, name, f"must be True or False, got {value!r}")
+        raise bad_argument(EgalTypeError, name, f"must be True or False, got {value!r}")
     return value
 
 
@@ -137,9 +139,9 @@ def check_roi_size(roi_size) -> tuple[int, int]:
         H, W = int(H), int(W)
         ok = H == roi_size[0] and W == roi_size[1]
     except (TypeError, ValueError):
-        raise TypeError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}") from None
+        raise EgalTypeError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}") from None
     if not ok or H < 1 or W < 1:
-        raise ValueError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}")
+        raise EgalError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}")
     return H, W
 
 
@@ -148,12 +150,12 @@ def check_masks(masks: ArraySpec, roi_size, *, batch: int | None = None) -> tupl
     _require_rank("masks", masks, 3, "[B, H, W]")
     _require_dtype("masks", masks, MASK_DTYPES)
     if batch is not None and masks.shape[0] != batch:
-        raise ValueError(f"masks has batch size {masks.shape[0]} but activations has {batch}")
+        raise EgalError(f"masks has batch size {masks.shape[0]} but activations has {batch}")
     H, W = masks.shape[1:]
     if H < 1 or W < 1:
-        raise ValueError(f"masks must have H, W >= 1, got shape {_fmt_shape(masks.shape)}")
+        raise EgalError(f"masks must have H, W >= 1, got shape {_fmt_shape(masks.shape)}")
     if roi_size is not None and check_roi_size(roi_size) != (H, W):
-        raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = ({H}, {W})")
+        raise EgalError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = ({H}, {W})")
     return H, W
 
 
@@ -163,9 +165,9 @@ def check_boxes(boxes: ArraySpec, roi_size, *, batch: int | None = None) -> tupl
     _require_dtype("boxes", boxes, ("float32",))
     if (batch is not None and boxes.shape[0] != batch) or boxes.shape[2] != 4:
         with_b = f" with B = {batch}" if batch is not None else ""
-        raise ValueError(f"boxes must have shape (B, N, 4){with_b}, got {_fmt_shape(boxes.shape)}")
+        raise EgalError(f"boxes must have shape (B, N, 4){with_b}, got {_fmt_shape(boxes.shape)}")
     if roi_size is None:
-        raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
+        raise EgalError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
     return check_roi_size(roi_size)
 
 
@@ -174,7 +176,7 @@ def exactly_one(names_values, what: str) -> str:
     names = " / ".join(n for n, _ in names_values)
     if len(given) != 1:
         state = "none" if not given else "both " + " and ".join(given) if len(given) == 2 else ", ".join(given)
-        raise ValueError(f"give exactly one of {names} ({what}); got {state}")
+        raise EgalError(f"give exactly one of {names} ({what}); got {state}")
     return given[0]
 
 
@@ -191,7 +193,7 @@ def check_score_inputs(
     roi_size,
     alpha,
 ) -> ScorePlan:
-    """Validate one score_batch call; raise ValueError/TypeError naming the argument."""
+    """Validate one score_batch call; raise EgalError / EgalTypeError naming the argument."""
     alpha = check_alpha(alpha)
     exactly_one([("gradients", gradients), ("weights", weights)], "the Grad-CAM channel weights source")
     roi_kind = exactly_one([("masks", masks), ("boxes", boxes), ("roi", roi_weights)], "the expert ROI")
@@ -200,33 +202,33 @@ def check_score_inputs(
     _require_dtype("activations", activations, FLOAT_MAPS)
     B, K, h, w = activations.shape
     if K < 1 or h < 1 or w < 1:
-        raise ValueError(f"activations must have K, h, w >= 1, got shape {_fmt_shape(activations.shape)}")
+        raise EgalError(f"activations must have K, h, w >= 1, got shape {_fmt_shape(activations.shape)}")
 
     if gradients is not None:
         _require_rank("gradients", gradients, 4, "[B, K, h, w]")
         _require_dtype("gradients", gradients, FLOAT_MAPS)
         if tuple(gradients.shape) != tuple(activations.shape):
-            raise ValueError(
+            raise EgalError(
                 f"gradients must have the shape of activations {_fmt_shape(activations.shape)}, "
                 f"got {_fmt_shape(gradients.shape)}"
             )
         if gradients.dtype != activations.dtype:
-            raise TypeError(
+            raise EgalTypeError(
                 f"gradients must have the dtype of activations ({activations.dtype}), got {gradients.dtype}"
             )
     else:
         _require_rank("weights", weights, 2, "[B, K]")
         _require_dtype("weights", weights, FLOAT_MAPS)
         if tuple(weights.shape) != (B, K):
-            raise ValueError(f"weights must have shape (B, K) = ({B}, {K}), got {_fmt_shape(weights.shape)}")
+            raise EgalError(f"weights must have shape (B, K) = ({B}, {K}), got {_fmt_shape(weights.shape)}")
 
     _require_rank("logits", logits, 2, "[B, C]")
     _require_dtype("logits", logits, LOGIT_DTYPES)
     if logits.shape[0] != B:
-        raise ValueError(f"logits has batch size {logits.shape[0]} but activations has {B}")
+        raise EgalError(f"logits has batch size {logits.shape[0]} but activations has {B}")
     C = logits.shape[1]
     if C < 2:
-        raise ValueError(f"logits must have C >= 2 classes, got C = {C}")
+        raise EgalError(f"logits must have C >= 2 classes, got C = {C}")
 
     if roi_kind == "masks":
         H, W = check_masks(masks, roi_size, batch=B)
@@ -236,14 +238,14 @@ def check_score_inputs(
         _require_rank("roi.weights", roi_weights, 3, "[B, h, w]")
         _require_dtype("roi.weights", roi_weights, ("float32",))
         if tuple(roi_weights.shape) != (B, h, w):
-            raise ValueError(
+            raise EgalError(
                 f"roi was projected to shape {_fmt_shape(roi_weights.shape)} but the batch needs "
                 f"(B, h, w) = ({B}, {h}, {w}); project it with cam_size=({h}, {w})"
             )
         _require_rank("roi.area", roi_area, 1, "[B]")
         _require_dtype("roi.area", roi_area, ("float32",))
         if roi_area.shape[0] != B:
-            raise ValueError(f"roi.area must have shape ({B},), got {_fmt_shape(roi_area.shape)}")
+            raise EgalError(f"roi.area must have shape ({B},), got {_fmt_shape(roi_area.shape)}")
         H, W = check_roi_size(roi_size)
 
     named = [("activations", activations), ("logits", logits), ("gradients", gradients), ("weights", weights),
@@ -253,9 +255,9 @@ def check_score_inputs(
         if spec is None:
             continue
         if spec.device[0] not in ("cpu", "cuda"):
-            raise ValueError(f"{name} is on an unsupported device {spec.device[0]}; egal scores on cpu or cuda")
+            raise EgalError(f"{name} is on an unsupported device {spec.device[0]}; egal scores on cpu or cuda")
         if spec.device != device:
-            raise ValueError(
+            raise EgalError(
                 f"{name} is on {spec.device[0]}:{spec.device[1]} but activations is on {device[0]}:{device[1]}; "
                 "put every input of one batch on the same device"
             )
@@ -266,5 +268,5 @@ def check_score_inputs(
 def check_k(k) -> int:
     """select_top_k's k: a non-negative int (a float or a bool is a type error)."""
     if not is_int(k):
-        raise bad_argument(TypeError, "k", f"must be a non-negative int, got {type(k).__name__}")
+        raise bad_argument(EgalTypeError, "k", f"must be a non-negative int, got {type(k).__name__}")
     return check_int(k, "k", minimum=0)

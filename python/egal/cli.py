@@ -1,9 +1,19 @@
 """The `egal` command line.
 
-Exit status: 0 done; 1 the work failed (the message says why and what is kept); 2 a user
-error (bad option, bad input, a missing optional dependency: the message says what to
-change or install); 130 interrupted by Ctrl-C, 143 by SIGTERM (both stop cleanly:
-`egal score` keeps every finished batch for --resume).
+Exit status:
+  0    done.
+  1    the work failed (egal.errors.RunFailed: a worker killed, out of memory; the message says why
+       and what is kept), or a defect in egal: any other exception, shown with its traceback.
+  2    a user error, printed as one line without a traceback: an egal.errors.EgalError (bad option,
+       bad input, a bad config or model file), a bad command line (argparse's own message), a
+       missing optional dependency (the message names the extra to install), or an OSError about a
+       path (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+       PermissionError): every path a command opens is one the user named (--pool, --model, --out,
+       --config) or one inside it.
+  130  interrupted by Ctrl-C; 143 stopped by SIGTERM (both stop cleanly: `egal score` keeps every
+       finished batch for --resume).
+A plain ValueError or TypeError is not a user error here: library code raises EgalError for
+those, so one that escapes is a defect and keeps its traceback.
 """
 import argparse
 import signal
@@ -11,6 +21,7 @@ import sys
 import threading
 
 from .commands import backends, demo, export, score, simulate, train
+from .errors import EgalError, RunFailed
 
 COMMANDS = (score, train, simulate, demo, export, backends)
 
@@ -25,6 +36,8 @@ EXTRA_OF_MODULE = {
     "onnxruntime": "onnx-cpu",
     "ray": "ray",
 }
+# OSErrors about a path: the user's to fix (see the module docstring).
+PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 # Commands that cannot start without PyTorch.
 NEEDS_TORCH = {"train": "trains a model", "simulate": "trains a model in every round"}
 
@@ -74,6 +87,9 @@ def _run(args) -> int:
         if args.command in NEEDS_TORCH:
             _require_torch(args.command)
         return int(args.func(args) or 0)
+    except (EgalError, *PATH_ERRORS) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
         if extra is None:
@@ -81,12 +97,7 @@ def _run(args) -> int:
         print(f"{name}: error: this needs the Python package {exc.name!r}, which is not installed here: "
               f"{install_hint(extra)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        if not getattr(exc, "user_facing", False):
-            raise
+    except RunFailed as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
@@ -104,7 +115,7 @@ def _require_torch(command: str) -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ValueError(f"egal {command} {NEEDS_TORCH[command]} and needs PyTorch, which is not installed here: "
+        raise EgalError(f"egal {command} {NEEDS_TORCH[command]} and needs PyTorch, which is not installed here: "
                          f"{install_hint('torch')} (on a machine without a GPU, install PyTorch's CPU wheels first, "
                          "see the README)") from None
 

@@ -14,6 +14,7 @@ import numpy as np
 from ._checks import ArraySpec, check_score_inputs
 from ._result import ScoreResult
 from .api import require_array
+from .errors import EgalError
 from .roi import ProjectedROI
 
 DICE_EPS = 1e-6
@@ -145,7 +146,7 @@ def score_batch(
                 bad = ~((M >= 0) & (M <= 1))
                 if bool(bad.any()):
                     first = int(bad.flatten(1).any(dim=1).nonzero()[0])
-                    raise ValueError(f"masks must hold values in [0, 1]; sample {first} does not")
+                    raise EgalError(f"masks must hold values in [0, 1]; sample {first} does not")
             M = M.to(torch.float32)
         else:
             M = rasterise_boxes(Bx, plan.roi_size)

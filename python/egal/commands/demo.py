@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from .._checks import check_alpha, check_int
+from ..errors import EgalError
 from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
 
 DEFAULT_OUT = "egal-demo"
@@ -69,8 +70,8 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise ValueError("egal demo trains a model and needs PyTorch: pip install 'egal-al[torch]' "
-                         "(or run `egal demo --scorer-only`)") from None
+        raise EgalError("egal demo trains a model and needs PyTorch: pip install 'egal-al[torch]' "
+                        "(or run `egal demo --scorer-only`)") from None
     os.makedirs(args.out, exist_ok=True)
     pool = _make_pool(args)
     model_path, onnx_path = _train(args, pool)
@@ -80,7 +81,7 @@ def run(args) -> int:
 def _check(args) -> None:
     check_int(args.images, "--images", minimum=30)
     if not 0.0 < args.labelled <= 1.0:
-        raise ValueError(f"--labelled must lie in (0, 1], got {args.labelled}")
+        raise EgalError(f"--labelled must lie in (0, 1], got {args.labelled}")
     check_int(args.epochs, "--epochs")
     check_alpha(args.alpha, "--alpha")
     check_int(args.select, "--select")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import EgalError
 from ._train_options import add_train_options, train_overrides
 
 
@@ -76,7 +77,7 @@ def run(args) -> int:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     if not config.data.path:
-        raise ValueError("no pool given: pass --pool or a --config with [data] path")
+        raise EgalError("no pool given: pass --pool or a --config with [data] path")
     result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "
@@ -104,7 +105,8 @@ def _seeds(text):
             return n
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive count or a comma-separated list of seeds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive count or a comma-separated list of seeds, "
+                                         f"got {text!r}") from None
 
 
 def _strings(text):

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._checks import check_choice, check_fraction, check_int
+from ..errors import EgalError
 from ..pool.encode import encode_dicom, encode_jpeg, encode_png
 from ..pool.writer import write_pool_file
 from .scenes import render_scene
@@ -177,8 +178,8 @@ def _clear_old_parts(folder: Path) -> None:
     """A rerun with fewer files must not leave stale parts behind; other Parquet files are not ours to delete."""
     foreign = [p for p in folder.rglob("*.parquet") if not (p.parent == folder and p.name.startswith("part-"))]
     if foreign:
-        raise ValueError(f"{str(folder)!r} holds Parquet files make_synthetic_pool did not write: "
-                         f"{[str(p) for p in foreign[:3]]}")
+        raise EgalError(f"{str(folder)!r} holds Parquet files make_synthetic_pool did not write: "
+                        f"{[str(p) for p in foreign[:3]]}")
     for old in folder.glob("part-*.parquet"):
         old.unlink()
 
@@ -190,7 +191,7 @@ def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_
     check_int(image_size, "image_size", minimum=32)
     check_int(files, "files")
     if files > n:
-        raise ValueError(f"files ({files}) cannot exceed n ({n})")
+        raise EgalError(f"files ({files}) cannot exceed n ({n})")
     check_choice(image_format, "image_format", IMAGE_FORMATS)
     check_choice(storage, "storage", STORAGES)
     check_choice(roi, "roi", ROI_KINDS)
@@ -199,5 +200,5 @@ def _check_arguments(n, seed, image_size, image_format, storage, roi, empty_roi_
         check_fraction(value, name)
     if (isinstance(classes, str) or len(classes) not in (2, 3) or len(set(classes)) != len(classes)
             or not all(isinstance(c, str) and c for c in classes)):
-        raise ValueError("classes must be 2 or 3 distinct names (round lesion, spiculated lesion[, no lesion]), got "
-                         f"{classes!r}")
+        raise EgalError("classes must be 2 or 3 distinct names (round lesion, spiculated lesion[, no lesion]), got "
+                        f"{classes!r}")

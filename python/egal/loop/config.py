@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .._checks import check_int
+from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
@@ -30,7 +31,7 @@ class DataConfig:
     def __post_init__(self):
         object.__setattr__(self, "test_groups", tuple(str(g) for g in (self.test_groups or ())))
         if not 0 < self.test_fraction < 1:
-            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
+            raise EgalError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class LoopConfig:
             check_int(getattr(self, name), name)
         check_int(self.rounds, "rounds", minimum=0)
         if not seeds:
-            raise ValueError("at least one seed is needed")
+            raise EgalError("at least one seed is needed")
 
     def strategy_objects(self):
         return parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)
@@ -82,7 +83,7 @@ class ExperimentConfig:
     def from_dict(cls, d: dict) -> ExperimentConfig:
         unknown = sorted(set(d) - {"data", "train", "loop", "shortcut"})
         if unknown:
-            raise ValueError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
+            raise EgalError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
         return cls(_build(DataConfig, d.get("data", {}), "data"), TrainConfig.from_dict(dict(d.get("train", {}))),
                    _build(LoopConfig, d.get("loop", {}), "loop"),
                    _build(ShortcutConfig, d.get("shortcut", {}), "shortcut"))
@@ -124,7 +125,7 @@ def load_config(path) -> ExperimentConfig:
         with open(path) as f:
             raw = json.load(f)
     else:
-        raise ValueError(f"config {path!r}: use a .toml, .yaml/.yml or .json file")
+        raise EgalError(f"config {path!r}: use a .toml, .yaml/.yml or .json file")
     data = raw.get("data", {})
     for key in ("path", "cache_dir"):
         if data.get(key) and not os.path.isabs(data[key]):
@@ -132,12 +133,12 @@ def load_config(path) -> ExperimentConfig:
     try:
         return ExperimentConfig.from_dict(raw)
     except TypeError as exc:
-        raise ValueError(f"config {path!r}: {exc}") from exc
+        raise EgalError(f"config {path!r}: {exc}") from exc
 
 
 def _build(cls, values: dict, section: str):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"unknown setting(s) {unknown} in [{section}]; known: {sorted(known)}")
+        raise EgalError(f"unknown setting(s) {unknown} in [{section}]; known: {sorted(known)}")
     return cls(**values)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EgalError
+
 
 @dataclass
 class Dataset:
@@ -73,16 +75,16 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
     arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels), columns=columns)
     for column in columns:
         if all(v is None for v in arrays[column]):
-            raise ValueError(f"pool {path!r} has no values in column {column!r}")
+            raise EgalError(f"pool {path!r} has no values in column {column!r}")
     labels_raw = arrays[label_column]
     # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
     keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
                      if v is not None and v == v and str(v) != "" and err is None], dtype=np.int64)
     if keep.size == 0:
-        raise ValueError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
+        raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
     if len(classes) < 2:
-        raise ValueError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
+        raise EgalError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
     index = {c: k for k, c in enumerate(classes)}
     labels = np.array([index[str(labels_raw[i])] for i in keep], dtype=np.int64)
     groups = np.array([str(arrays[group_column][i]) for i in keep]) if group_column else None

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EgalError
+
 MARKERS = ("square", "text")
 
 
@@ -32,13 +34,13 @@ class ShortcutConfig:
 
     def __post_init__(self):
         if self.marker not in MARKERS:
-            raise ValueError(f"shortcut marker must be one of {MARKERS}, got {self.marker!r}")
+            raise EgalError(f"shortcut marker must be one of {MARKERS}, got {self.marker!r}")
         if not 0 < self.share <= 1:
-            raise ValueError(f"shortcut share must lie in (0, 1], got {self.share!r}")
+            raise EgalError(f"shortcut share must lie in (0, 1], got {self.share!r}")
         if not 0 < self.size < 0.5:
-            raise ValueError(f"shortcut size must lie in (0, 0.5), got {self.size!r}")
+            raise EgalError(f"shortcut size must lie in (0, 0.5), got {self.size!r}")
         if not 0 <= self.margin < 0.5:
-            raise ValueError(f"shortcut margin must lie in [0, 0.5), got {self.margin!r}")
+            raise EgalError(f"shortcut margin must lie in [0, 0.5), got {self.margin!r}")
 
     @property
     def enabled(self) -> bool:
@@ -103,7 +105,7 @@ def build_shortcut(images, masks, labels, classes, pool, test, config: ShortcutC
     """Mark `share` of the target class's pool rows; the test rows stay clean, and a marker test copy of
     them carries the marker on every row of the other classes. Deterministic given config.seed."""
     if config.target_class not in classes:
-        raise ValueError(f"shortcut target_class {config.target_class!r} is not a class of the data {list(classes)}")
+        raise EgalError(f"shortcut target_class {config.target_class!r} is not a class of the data {list(classes)}")
     target = list(classes).index(config.target_class)
     H, W = images.shape[2:]
     side = max(2, int(round(config.size * min(H, W))))

@@ -11,10 +11,10 @@ import json
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import numpy as np
 
+from ..errors import EgalError
 from ..progress import Progress
 from ..report.cam_grid import CamGridRecorder
 from ..train import train_model
@@ -59,9 +59,9 @@ def draw_seed_set(dataset: Dataset, pool: np.ndarray, seed: int, config: Experim
 
 
 def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy: Strategy, seed: int,
-                 config: ExperimentConfig, *, seed_set: np.ndarray, progress: Optional[Progress] = None,
-                 features: Optional[FeatureCache] = None, shortcut: Optional[ShortcutData] = None,
-                 marker_features: Optional[FeatureCache] = None, first_rounds: Optional[dict] = None,
+                 config: ExperimentConfig, *, seed_set: np.ndarray, progress: Progress | None = None,
+                 features: FeatureCache | None = None, shortcut: ShortcutData | None = None,
+                 marker_features: FeatureCache | None = None, first_rounds: dict | None = None,
                  cam_record=None) -> dict:
     """One (strategy, seed) run over all rounds, starting from `seed_set` (positions in pool,
     see draw_seed_set); returns its record (JSON-ready).
@@ -99,7 +99,8 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
             if marker_set is not None:
                 marked = marker_set.evaluate(model, loop.score_batch_size)
                 metrics["marker_accuracy"] = marked["accuracy"]
-                metrics["marker_as_target"] = float(np.mean(marked["pred"][shortcut.marker_test_marked] == shortcut.target))
+                marked_pred = marked["pred"][shortcut.marker_test_marked]
+                metrics["marker_as_target"] = float(np.mean(marked_pred == shortcut.target))
             metrics.pop("pred", None)
             round0_scores = {}
             if first_rounds is not None and r == 0:
@@ -148,17 +149,17 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
 
 @dataclass
 class _TestSet:
-    images: Optional[np.ndarray]  # [T, C, H, W], or None when features are given
+    images: np.ndarray | None  # [T, C, H, W], or None when features are given
     masks: np.ndarray  # [T, H, W]
     labels: np.ndarray  # [T]
-    features: Optional[FeatureCache] = None
+    features: FeatureCache | None = None
 
     def evaluate(self, model, batch_size: int) -> dict:
         return evaluate(model, None if self.features is not None else self.images, self.masks, self.labels,
                         batch_size=batch_size, features=self.features, with_predictions=True)
 
 
-def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Dataset] = None,
+def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None = None,
                    progress: bool = True) -> dict:
     """Run every (strategy, seed) not already in out_dir/runs, then write the report.
 
@@ -197,10 +198,11 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
                      f"marker test copy: {int(shortcut.marker_test_marked.sum())} of {len(test)} test image(s) marked")
     if todo and config.train.trainable_from is not None:
         if config.train.weights is None:
-            raise ValueError(
+            raise EgalError(
                 f"trainable_from = {config.train.trainable_from!r} freezes the backbone, but its weights are random "
                 "(weights = none): every seed and round would freeze a different random prefix, so no feature cache "
-                "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it all")
+                "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it "
+                "all")
         features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
     ran, first_rounds = [], {}
     cam_grid = CamGridRecorder(out_dir, dataset, test, features=features) if todo else None
@@ -226,7 +228,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Optional[Datas
     return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
 
 
-def _feature_caches(config: ExperimentConfig, dataset: Dataset, shortcut: Optional[ShortcutData], reporter: Progress):
+def _feature_caches(config: ExperimentConfig, dataset: Dataset, shortcut: ShortcutData | None, reporter: Progress):
     """The frozen prefix's outputs for every dataset row (and the marker test copy), computed once for all runs."""
     from ..train.trainer import cached_views, new_model
 
@@ -272,7 +274,7 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
         with open(path) as f:
             stored = json.load(f)
         if stored.get("identity") != json.loads(json.dumps(config.identity())):
-            raise ValueError(
+            raise EgalError(
                 f"{out_dir!r} holds results of a different experiment configuration (see {path}); "
                 "use another --out folder, or the same settings to resume"
             )

@@ -5,6 +5,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import EgalError
+
 
 def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None, test_fraction: float = 0.2,
                seed: int = 0):
@@ -23,8 +25,8 @@ def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None,
             wanted = {str(g) for g in test_groups}
             unknown = sorted(wanted - set(groups.tolist()))
             if unknown:
-                raise ValueError(f"test group(s) {unknown} do not occur in the group column (it has "
-                                 f"{sorted(set(groups.tolist()))[:10]})")
+                raise EgalError(f"test group(s) {unknown} do not occur in the group column (it has "
+                                f"{sorted(set(groups.tolist()))[:10]})")
             test = np.isin(groups, list(wanted))
         else:
             test = np.zeros(n, dtype=bool)
@@ -34,7 +36,7 @@ def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None,
                 test |= groups == g
     else:
         if test_groups:
-            raise ValueError("test groups were given but the data has no group column")
+            raise EgalError("test groups were given but the data has no group column")
         rng = np.random.default_rng(seed)
         test = np.zeros(n, dtype=bool)
         for c in np.unique(labels):
@@ -42,7 +44,7 @@ def split_test(labels, groups=None, *, test_groups: Sequence[str] | None = None,
             test[rows[: int(round(test_fraction * rows.size))]] = True
     pool, test_rows = np.flatnonzero(~test), np.flatnonzero(test)
     if pool.size == 0 or test_rows.size == 0:
-        raise ValueError(f"the split leaves {pool.size} pool and {test_rows.size} test rows; both must be non-empty")
+        raise EgalError(f"the split leaves {pool.size} pool and {test_rows.size} test rows; both must be non-empty")
     if groups is not None and set(groups[pool].tolist()) & set(groups[test_rows].tolist()):
         raise AssertionError("a group is on both sides of the split")  # cannot happen; guards the invariant
     return pool, test_rows
@@ -58,7 +60,7 @@ def balanced_seed_set(labels, size: int, rng: np.random.Generator) -> np.ndarray
     labels = np.asarray(labels)
     classes = np.unique(labels)
     if size > len(labels):
-        raise ValueError(f"the seed set ({size}) is larger than the pool ({len(labels)})")
+        raise EgalError(f"the seed set ({size}) is larger than the pool ({len(labels)})")
     rows_by_class = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in classes}
     chosen = []
     # Round-robin over the classes in a random order; a class that runs out drops out.

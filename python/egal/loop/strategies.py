@@ -3,12 +3,13 @@ and nothing else: it has no way to read the hidden labels."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable, List, Optional
 
 import numpy as np
 
 from .._checks import check_alpha
+from ..errors import EgalError
 from ..selection import DIVERSITY_METHODS, select_batch, select_top_k
 from .scoring import score_in_batches
 
@@ -18,7 +19,7 @@ KINDS = ("random", "entropy", "misalignment", "egal")
 @dataclass(frozen=True)
 class Strategy:
     kind: str  # one of KINDS
-    alpha: Optional[float] = None  # weight of the entropy term (None for random)
+    alpha: float | None = None  # weight of the entropy term (None for random)
     combine: str = "raw"  # "raw": docs/scoring.md's formula; "rank": each term rank-normalised over the pool first
     diversity: str = "none"  # egal.selection: "kcenter" / "cluster" choose a diverse batch among the top rows
     per_group: int | None = None  # at most this many rows per group (the dataset's group column) a round
@@ -36,7 +37,7 @@ class Strategy:
         return name
 
     def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256,
-               features=None, scored: Optional[dict] = None, groups=None) -> np.ndarray:
+               features=None, scored: dict | None = None, groups=None) -> np.ndarray:
         """Positions (into the given unlabelled arrays) of the k rows to annotate next.
 
         features: the frozen prefix's cached outputs for these rows (egal.train.feature_cache), if any.
@@ -69,8 +70,8 @@ class Strategy:
     def _select_batch(self, model, images, ids, score, k, batch_size, features, groups) -> np.ndarray:
         """egal.selection.select_batch with this strategy's diversity and group cap."""
         if self.per_group is not None and groups is None:
-            raise ValueError(f"strategy {self.name!r} caps the rows per group, but the data has no groups: set "
-                             "[data] group_column (--group-column) to a patient id column")
+            raise EgalError(f"strategy {self.name!r} caps the rows per group, but the data has no groups: set "
+                            "[data] group_column (--group-column) to a patient id column")
         embeddings = None
         if self.diversity != "none":
             from .embeddings import embed_in_batches
@@ -80,7 +81,7 @@ class Strategy:
                             groups=groups if self.per_group is not None else None, per_group=self.per_group).ids
 
 
-def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> List[Strategy]:
+def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> list[Strategy]:
     """'random', 'entropy' (alpha 1), 'misalignment' (alpha 0), 'egal' (the given alpha), 'egal:0.3'
     (an explicit alpha), 'egal-rank' / 'egal-rank:0.3' (both terms rank-normalised over the scored
     pool before mixing, egal.combine), and 'egal' at every alpha of alpha_grid. Duplicates are dropped.
@@ -89,7 +90,7 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
     or '+groupN' (at most 1, or N, rows per group of the data's group column in a round's batch):
     'egal+kcenter', 'egal-rank:0.3+cluster', 'egal+group2'."""
     _check_alpha(alpha, "alpha")
-    out: List[Strategy] = []
+    out: list[Strategy] = []
     for raw in names:
         name, modifiers = _split_modifiers(raw.strip())
         if not name:
@@ -107,11 +108,11 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
             try:
                 value = float(m.group(2))
             except ValueError:
-                raise ValueError(f"strategy {name!r}: {m.group(2)!r} is not a number") from None
+                raise EgalError(f"strategy {name!r}: {m.group(2)!r} is not a number") from None
             s = Strategy("egal", _check_alpha(value, f"strategy {name!r}: alpha"), "rank" if m.group(1) else "raw")
         else:
-            raise ValueError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA, "
-                             "egal-rank, egal-rank:ALPHA")
+            raise EgalError(f"unknown strategy {name!r}; choose from random, entropy, misalignment, egal, egal:ALPHA, "
+                            "egal-rank, egal-rank:ALPHA")
         if modifiers:
             s = _with_modifiers(s, modifiers, raw.strip())
         if s not in out:
@@ -121,7 +122,7 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
         if s not in out:
             out.append(s)
     if not out:
-        raise ValueError("no strategies given")
+        raise EgalError("no strategies given")
     return out
 
 
@@ -137,7 +138,7 @@ def _split_modifiers(name: str):
 
 def _with_modifiers(strategy: Strategy, modifiers, name: str) -> Strategy:
     if strategy.kind == "random":
-        raise ValueError(f"strategy {name!r}: random selection takes no modifiers (they act on a score)")
+        raise EgalError(f"strategy {name!r}: random selection takes no modifiers (they act on a score)")
     diversity, per_group = "none", None
     for word, number in modifiers:
         if word in DIVERSITY_METHODS[1:] and not number and diversity == "none":
@@ -145,7 +146,7 @@ def _with_modifiers(strategy: Strategy, modifiers, name: str) -> Strategy:
         elif word == "group" and per_group is None and (not number or int(number) >= 1):
             per_group = int(number) if number else 1
         else:
-            raise ValueError(f"strategy {name!r}: unknown or repeated modifier '+{word}{number}'; use at most one of "
-                             f"{', '.join('+' + d for d in DIVERSITY_METHODS[1:])} and at most one +group or +groupN "
-                             "(N >= 1)")
+            raise EgalError(f"strategy {name!r}: unknown or repeated modifier '+{word}{number}'; use at most one of "
+                            f"{', '.join('+' + d for d in DIVERSITY_METHODS[1:])} and at most one +group or +groupN "
+                            "(N >= 1)")
     return replace(strategy, diversity=diversity, per_group=per_group)

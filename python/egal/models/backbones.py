@@ -14,6 +14,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from ..errors import EgalError
 from .weights import load_backbone_weights
 
 
@@ -37,7 +38,7 @@ def build_backbone(architecture: str, in_channels: int, weights) -> Backbone:
     elif architecture == "tiny_cnn":
         backbone = _tiny_cnn(weights)
     else:  # ModelConfig has already rejected this; kept for direct callers
-        raise ValueError(f"unknown architecture {architecture!r}")
+        raise EgalError(f"unknown architecture {architecture!r}")
     if in_channels == 1:
         _make_grey(backbone.features)
     return backbone

@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from ..errors import EgalError
 from .classifier import EGALClassifier, model_from_config
 from .config import ModelConfig, ModelConfigError
 
@@ -18,7 +19,7 @@ FORMAT = "egal.model"
 FORMAT_VERSION = 1
 
 
-class ModelFileError(ValueError):
+class ModelFileError(EgalError):
     """A file is not a valid egal model file."""
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..errors import EgalError
 from .backbones import build_backbone
 from .config import GREY_MEAN, GREY_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig
 from .heads import PrototypicalHead, build_head
@@ -160,7 +161,7 @@ def check_target_layer(model: nn.Module, name: str) -> nn.Module:
         return modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"target layer {name!r} is not a module of this model{hint}")
+    raise EgalError(f"target layer {name!r} is not a module of this model{hint}")
 
 
 def _batches(images, labels, batch_size) -> Iterable:

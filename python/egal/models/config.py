@@ -10,6 +10,7 @@ import numbers
 from dataclasses import asdict, dataclass, field
 
 from .._checks import is_positive_int as _positive_int
+from ..errors import EgalError
 
 ARCHITECTURES = ("densenet121", "resnet18", "tiny_cnn", "efficientnet_lite0")
 HEADS = ("linear", "prototypical")
@@ -101,7 +102,7 @@ class ModelConfig:
         return cls(**d)
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(EgalError):
     """A model configuration (given, or read from a file) is not valid."""
 
 

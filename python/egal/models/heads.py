@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import EgalError
+
 
 class LinearHead(nn.Module):
     """logits = W f + b."""
@@ -92,8 +94,8 @@ class PrototypicalHead(nn.Module):
         counts = torch.bincount(labels, minlength=C)
         if bool((counts == 0).any()):
             empty = (counts == 0).nonzero().flatten().tolist()
-            raise ValueError("every class needs at least one labelled sample to form its prototype; none for class(es) "
-                             f"{empty}")
+            raise EgalError("every class needs at least one labelled sample to form its prototype; none for class(es) "
+                            f"{empty}")
         sums = torch.zeros_like(self.prototypes).index_add_(0, labels, embeddings)
         self.prototypes.copy_(sums / counts[:, None].to(sums.dtype))
 
@@ -110,4 +112,4 @@ def build_head(kind: str, num_features: int, num_classes: int, embedding_dim=Non
         return LinearHead(num_features, num_classes)
     if kind == "prototypical":
         return PrototypicalHead(num_features, num_classes, embedding_dim)
-    raise ValueError(f"unknown head {kind!r}")
+    raise EgalError(f"unknown head {kind!r}")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import EgalError
+
 
 class FrozenPrefix(nn.Module):
     """Input normalisation plus the backbone's modules before the cut."""
@@ -31,13 +33,13 @@ class FrozenPrefix(nn.Module):
 def split_features(model, trainable_from: str) -> tuple[FrozenPrefix, nn.Sequential]:
     """(prefix, tail) of model.features, cut before the module named `trainable_from`."""
     if not isinstance(trainable_from, str) or not trainable_from.startswith("features."):
-        raise ValueError(f"trainable_from must name a module inside the backbone, like 'features.blocks.11', "
-                         f"got {trainable_from!r}")
+        raise EgalError(f"trainable_from must name a module inside the backbone, like 'features.blocks.11', "
+                        f"got {trainable_from!r}")
     path = trainable_from.split(".")[1:]
     prefix, tail = _cut(model.features, path, "features")
     if not prefix:
-        raise ValueError(f"trainable_from {trainable_from!r} is the first module of the backbone: nothing would be "
-                         "frozen")
+        raise EgalError(f"trainable_from {trainable_from!r} is the first module of the backbone: nothing would be "
+                        "frozen")
     return FrozenPrefix(model, nn.Sequential(*prefix)), nn.Sequential(*tail)
 
 
@@ -69,7 +71,7 @@ def _cut(seq: nn.Sequential, path: list[str], name: str):
     names = [n for n, _ in children]
     if type(seq) is not nn.Sequential or path[0] not in names:
         options = ", ".join(f"{name}.{n}" for n in names) if type(seq) is nn.Sequential else "none (not a Sequential)"
-        raise ValueError(f"{name} has no child {path[0]!r} to cut at; its children are {options}")
+        raise EgalError(f"{name} has no child {path[0]!r} to cut at; its children are {options}")
     i = names.index(path[0])
     before = [m for _, m in children[:i]]
     after = [m for _, m in children[i + 1:]]

@@ -18,6 +18,8 @@ import urllib.parse
 import torch
 from torch import nn
 
+from ..errors import EgalError, EgalTypeError
+
 # The classification layer of each torchvision model is replaced by egal's head.
 _CLASSIFIER_PREFIXES = {"densenet121": ("classifier.",), "resnet18": ("fc.",), "tiny_cnn": (),
                         "efficientnet_lite0": ("_fc.",)}
@@ -26,12 +28,11 @@ _OLD_DENSENET_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
                                r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
-class WeightsUnavailableError(ValueError):
+class WeightsUnavailableError(EgalError):
     """Pretrained weights were asked for and cannot be obtained.
 
-    The message names the architecture, the reason and the ways out. A
-    ValueError, so that `egal train` / `egal simulate` report it as a user
-    error (exit status 2, no traceback).
+    The message names the architecture, the reason and the ways out; a user
+    error, so `egal train` / `egal simulate` print it and exit with status 2.
     """
 
 
@@ -44,7 +45,8 @@ def load_backbone_weights(module: nn.Module, architecture: str, weights) -> str:
     if isinstance(weights, (str, os.PathLike)):
         _load_file(module, architecture, os.fspath(weights))
         return f"file:{os.path.basename(os.fspath(weights))}"
-    raise TypeError(f"weights must be None, 'imagenet' or a path to a state dict file, got {type(weights).__name__}")
+    raise EgalTypeError(f"weights must be None, 'imagenet' or a path to a state dict file, "
+                        f"got {type(weights).__name__}")
 
 
 def _load_imagenet(module: nn.Module, architecture: str) -> str:
@@ -55,7 +57,7 @@ def _load_imagenet(module: nn.Module, architecture: str) -> str:
         "resnet18": getattr(torchvision.models, "ResNet18_Weights", None),
     }.get(architecture)
     if enum is None:
-        raise ValueError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
+        raise EgalError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
     url = enum.IMAGENET1K_V1.url
     try:
         # torch.hub reads its cache ($TORCH_HOME/hub/checkpoints) before trying the network.
@@ -86,11 +88,11 @@ def _load_file(module: nn.Module, architecture: str, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path!r} is not a state dict that torch.load(weights_only=True) can read: {exc}") from exc
+        raise EgalError(f"{path!r} is not a state dict that torch.load(weights_only=True) can read: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
+        raise EgalError(f"{path!r} does not hold a state dict (a mapping of names to tensors)")
     _load_state(module, architecture, state, source=path)
 
 
@@ -106,7 +108,7 @@ def _load_state(module: nn.Module, architecture: str, state: dict, source: str) 
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong_shape:
-        raise ValueError(
+        raise EgalError(
             f"{source} does not fit a {architecture} backbone: "
             f"missing {_few(missing)}, unexpected {_few(unexpected)}, wrong shape {_few(wrong_shape)}"
         )

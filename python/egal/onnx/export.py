@@ -1,7 +1,7 @@
 """Export a classifier to ONNX with the closed-form Grad-CAM weights computed in the graph.
 
 The graph maps images [batch, in_channels, H, W] in [0, 1] to logits,
-activations and cam_weights (see egal.onnx.graph), with a dynamic batch axis.
+activations, cam_weights and the selection embedding (see egal.onnx.graph), with a dynamic batch axis.
 Only models whose Grad-CAM weights have a closed form can be exported: the
 graph has no backward pass.
 """
@@ -14,11 +14,12 @@ import os
 import onnx
 import torch
 
+from ..errors import EgalError
 from ..models import EGALClassifier, load_model
 from . import graph
 
 
-class ExportError(ValueError):
+class ExportError(EgalError):
     """The model cannot be exported as an egal Grad-CAM graph."""
 
 
@@ -104,4 +105,5 @@ class GradCAMGraph(torch.nn.Module):
         pred = logits.argmax(dim=1)
         cells = activations.shape[2] * activations.shape[3]
         cam_weights = self.model.head.unchecked_logit_gradient(pooled, pred) / cells  # [batch, K]
-        return logits, activations, cam_weights
+        embedding = self.model.selection_embedding(activations)  # [batch, D]
+        return logits, activations, cam_weights, embedding

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import EgalError
 from . import graph
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -141,8 +142,9 @@ class OnnxGradCAM:
                              f"{tuple(shape)}")
 
 
-class OnnxModelError(ValueError):
-    """A file that onnxruntime cannot load as a model (corrupt, truncated, not ONNX)."""
+class OnnxModelError(EgalError):
+    """A model file that cannot be scored: onnxruntime cannot load it (corrupt, truncated, not ONNX), or it is
+    not an egal Grad-CAM graph."""
 
 
 def _open_session(ort, path, session_options, providers):
@@ -175,15 +177,15 @@ def _as_numpy(images) -> np.ndarray:
 def _read_config(session, path) -> dict:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get(graph.FORMAT_KEY) != graph.FORMAT or graph.CONFIG_KEY not in meta:
-        raise ValueError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata "
-                         f"{sorted(meta)}")
+        raise OnnxModelError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata "
+                             f"{sorted(meta)}")
     names_in = [i.name for i in session.get_inputs()]
     names_out = [o.name for o in session.get_outputs()]
     if names_in != [graph.INPUT] or sorted(names_out) != sorted(graph.OUTPUTS):
-        raise ValueError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected [{graph.INPUT!r}] and "
-                         f"{list(graph.OUTPUTS)}")
+        raise OnnxModelError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected "
+                             f"[{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
     config = json.loads(meta[graph.CONFIG_KEY])
     missing = [k for k in ("classes", "input_size", "in_channels") if k not in config]
     if missing:
-        raise ValueError(f"{path!s}: the embedded model config lacks {missing}")
+        raise OnnxModelError(f"{path!s}: the embedded model config lacks {missing}")
     return config

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EgalError
 from .options import DEVICES
 
 
@@ -46,27 +47,27 @@ def file_digest(path) -> str:
 def load_runner(path, device: str = "cpu") -> ModelRunner:
     path = os.fspath(path)
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise EgalError(f"device must be one of {DEVICES}, got {device!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     if path.endswith(".onnx"):
         return _onnx_runner(path, device)
     if path.endswith((".pt", ".pth")):
         return _torch_runner(path, device)
-    raise ValueError(f"model file {path!r}: expected a .pt (egal.models.save_model) or .onnx (egal export) file")
+    raise EgalError(f"model file {path!r}: expected a .pt (egal.models.save_model) or .onnx (egal export) file")
 
 
 def _torch_runner(path: str, device: str) -> ModelRunner:
     try:
         import torch
     except ImportError as exc:
-        raise ValueError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install "
-                         "'egal-al[torch]', or export it with `egal export` and score the .onnx file") from exc
+        raise EgalError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install "
+                        "'egal-al[torch]', or export it with `egal export` and score the .onnx file") from exc
     from ..gradcam import extract_gradcam_inputs
     from ..models import load_model
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' (--device cuda): PyTorch sees no CUDA GPU on this machine")
+        raise EgalError("device='cuda' (--device cuda): PyTorch sees no CUDA GPU on this machine")
     model = load_model(path, map_location=device)
     torch_device = torch.device(device)
 
@@ -86,14 +87,14 @@ def _onnx_runner(path: str, device: str) -> ModelRunner:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ValueError(f"{path!r} is an ONNX model and onnxruntime is not installed here; pip install "
-                         "'egal-al[onnx]' (GPU nodes) or 'egal-al[onnx-cpu]'") from exc
+        raise EgalError(f"{path!r} is an ONNX model and onnxruntime is not installed here; pip install "
+                        "'egal-al[onnx]' (GPU nodes) or 'egal-al[onnx-cpu]'") from exc
     from ..onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
 
     if device == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
-            raise ValueError("device='cuda' (--device cuda): onnxruntime has no CUDAExecutionProvider here (pip "
-                             "install 'egal-al[onnx]', i.e. onnxruntime-gpu, on a machine with a GPU)")
+            raise EgalError("device='cuda' (--device cuda): onnxruntime has no CUDAExecutionProvider here (pip "
+                            "install 'egal-al[onnx]', i.e. onnxruntime-gpu, on a machine with a GPU)")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
     else:
         scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 
 
@@ -71,7 +72,7 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
                 ray.init(address=address, log_to_driver=log_path is None, logging_level=logging.WARNING,
                          include_dashboard=False if address is None else None)
             except ConnectionError as exc:
-                raise ValueError(
+                raise EgalError(
                     f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a "
                     "token-authenticated cluster set RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
                 ) from exc

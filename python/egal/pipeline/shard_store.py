@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 from .ranking import rank_table, selection_table
 
@@ -46,7 +47,7 @@ RESUME = "resume=True (--resume)"
 OVERWRITE = "overwrite=True (--overwrite)"
 
 
-class OutputError(ValueError):
+class OutputError(EgalError):
     """The output location cannot be used as asked (exists, or belongs to another run)."""
 
 

@@ -8,29 +8,29 @@
 """
 from __future__ import annotations
 
+from ..errors import EgalError, RunFailed
+
 # A refusal lists this many offending rows, then a count of the rest: enough to
 # see the pattern, short enough to read in a terminal.
 MAX_LISTED_ROWS = 5
 
 
-class PoolError(ValueError):
+class PoolError(EgalError):
     """A pool (Parquet file or directory) cannot be used; the message says why and where."""
 
 
-class RowError(ValueError):
+class RowError(EgalError):
     """The reason one row cannot be decoded (never a reason to stop the whole pool).
 
     Its message is the short reason stored in DecodedBatch.errors, e.g. "image: ...", "boxes: ..."."""
 
 
-class PathRefused(ValueError):
+class PathRefused(EgalError):
     """A relative path that leaves its base folder or names no file."""
 
 
-class DecoderDied(RuntimeError):
+class DecoderDied(RunFailed):
     """A decoder worker process died (killed, or out of memory) while batches were decoded."""
-
-    user_facing = True  # the CLI prints the message, without a traceback
 
 
 class UndecodedRows(UserWarning):

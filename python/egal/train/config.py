@@ -5,6 +5,7 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 from .._checks import is_positive_int as _positive_int
+from ..errors import EgalError
 from ..models.config import ARCHITECTURES, HEADS
 from .augment import AugmentSettings
 
@@ -43,28 +44,28 @@ class TrainConfig:
 
     def _validate(self):
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+            raise EgalError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+            raise EgalError(f"head must be one of {HEADS}, got {self.head!r}")
         if len(self.input_size) != 2 or not all(_positive_int(v) for v in self.input_size):
-            raise ValueError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
+            raise EgalError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
         if self.in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
+            raise EgalError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
         for name in ("epochs", "batch_size", "n_way", "k_shot", "n_query"):
             if not _positive_int(getattr(self, name)):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise EgalError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.trainable_from is not None and (not isinstance(self.trainable_from, str)
                                                 or not self.trainable_from.startswith("features.")):
-            raise ValueError("trainable_from must name a backbone module like 'features.blocks.11', got "
-                             f"{self.trainable_from!r}")
+            raise EgalError("trainable_from must name a backbone module like 'features.blocks.11', got "
+                            f"{self.trainable_from!r}")
         if self.n_way < 2:
-            raise ValueError(f"n_way must be at least 2, got {self.n_way}")
+            raise EgalError(f"n_way must be at least 2, got {self.n_way}")
         for name in ("lr", "weight_decay", "beta"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or not value == value or value < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+                raise EgalError(f"{name} must be a non-negative number, got {value!r}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise EgalError(f"lr must be positive, got {self.lr}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,5 +77,5 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+            raise EgalError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         return cls(**d)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import EgalError
+
 
 @dataclass(frozen=True)
 class Episode:
@@ -26,7 +28,7 @@ def sample_episode(labels, n_way: int, k_shot: int, n_query: int, rng: np.random
     labels = np.asarray(labels)
     usable = np.array(sorted(c for c in np.unique(labels) if (labels == c).sum() >= 2))
     if usable.size < 2:
-        raise ValueError("an episode needs at least 2 classes with at least 2 labelled rows each")
+        raise EgalError("an episode needs at least 2 classes with at least 2 labelled rows each")
     n = min(n_way, usable.size)
     classes = np.sort(rng.choice(usable, size=n, replace=False))
     support, support_labels, query, query_labels = [], [], [], []

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import EgalError
 from ..gradcam.extract import closed_form_applies
 from ..models import EGALClassifier, build_model
 from ..models.split import freeze_prefix, split_features
@@ -52,7 +53,7 @@ def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
                         input_size=config.input_size, in_channels=config.in_channels,
                         embedding_dim=config.embedding_dim)
     if not closed_form_applies(model):  # the trainer takes Grad-CAM of the pooled map
-        raise ValueError(f"training needs the target layer to be the pooled map, got {model.config.target_layer!r}")
+        raise EgalError(f"training needs the target layer to be the pooled map, got {model.config.target_layer!r}")
     if config.trainable_from is not None:
         split_features(model, config.trainable_from)  # a clear error for a name that is not a cut point
         model.config.extra["trainable_from"] = config.trainable_from
@@ -240,17 +241,17 @@ def _check_data(images, masks, labels, classes, config):
     if labels.shape != (n,):
         raise ValueError(f"labels must be [N] = [{n}], got {labels.shape}")
     if len(labels) == 0:
-        raise ValueError("there are no labelled rows to train on")
+        raise EgalError("there are no labelled rows to train on")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= len(classes):
         raise ValueError(f"labels must be integer class indices in [0, {len(classes)})")
     if config.head == "prototypical":
         counts = np.bincount(labels, minlength=len(classes))
         if (counts >= 2).sum() < 2:
-            raise ValueError("prototypical training needs >= 2 classes with >= 2 labelled rows each; class counts "
-                             f"{counts.tolist()}")
+            raise EgalError("prototypical training needs >= 2 classes with >= 2 labelled rows each; class counts "
+                            f"{counts.tolist()}")
         if (counts == 0).any():
             missing = [classes[i] for i in np.flatnonzero(counts == 0)]
-            raise ValueError(f"every class needs a labelled row for its prototype; none for {missing}")
+            raise EgalError(f"every class needs a labelled row for its prototype; none for {missing}")
     return images, masks, labels.astype(np.int64)
 
 
