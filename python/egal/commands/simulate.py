@@ -17,7 +17,8 @@ def register(subparsers):
         "Every strategy trains identically; only selection differs, and no strategy sees an unlabelled row's label. "
         "After every round the model is evaluated on the test set (accuracy, macro one-vs-rest AUC, mean Grad-CAM/ROI "
         "Dice). Writes OUT/runs/<strategy>__seed<k>.json per finished run (a rerun skips them: resumable), "
-        "OUT/rounds.csv/.json, OUT/summary.csv/.md (mean +- std over seeds) and OUT/learning_curves.png. "
+        "OUT/rounds.csv/.json, OUT/summary.csv/.md (mean +- std over seeds), OUT/learning_curves.png and "
+        "OUT/report.html (the experiment page; egal report --experiment OUT rebuilds it). "
         "Settings come from the built-in defaults, then --config, then the options given.",
         epilog="strategies: random; entropy (alpha=1); misalignment (alpha=0); egal (alpha from --alpha); "
         "egal:0.3 (explicit alpha); egal-rank, egal-rank:0.3 (both terms rank-normalised over the pool before "
@@ -81,7 +82,8 @@ def run(args) -> int:
     result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "
-          f"summary: {report.get('summary_md')}, curves: {report.get('curves_png')}", file=sys.stdout)
+          f"summary: {report.get('summary_md')}, curves: {report.get('curves_png')}, "
+          f"page: {report.get('report_html')}", file=sys.stdout)
     return 0
 
 

@@ -166,6 +166,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     Returns {"ran": [...], "skipped": [...], "report": {...paths}}. Finished runs
     are written atomically, so a killed simulation resumes where it stopped.
     """
+    from ..report.experiment_page import experiment_report
     from .report import write_report
 
     out_dir = os.fspath(out_dir)
@@ -225,6 +226,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     finally:
         reporter.close()
     report = write_report(out_dir)
+    report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
     return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
 
 

@@ -1,0 +1,108 @@
+"""`egal report`: the pages people look at, the selection page of a scored pool or the experiment page of
+an `egal simulate` folder. The pages are egal.report's; this builds their arguments and prints the result."""
+from __future__ import annotations
+
+from .._checks import renamed
+from ..errors import EgalError
+
+# egal.report.selection_report's keyword arguments, each from the option of the same name.
+API_ARGUMENTS = ("out", "select", "examples", "entropy_threshold", "misalignment_threshold", "batch_size", "device",
+                 "overwrite")
+SELECTION_INPUTS = ("scores", "pool", "model")
+
+
+def register(subparsers):
+    from ..report.selection_page import DEFAULTS, DEVICES, PAGE_FILE
+
+    parser = subparsers.add_parser(
+        "report",
+        help="write the HTML page of a scored pool's selection, or of an active-learning experiment",
+        description="Selection page (--scores, --pool, --model): the images egal score selected, in rank order, "
+        "each with its expert ROI outlined and the Grad-CAM of the predicted class over it; a plot of the whole "
+        "pool, normalised entropy against misalignment, split into the four quadrants (the confident-but-looking-"
+        "elsewhere one is what uncertainty-only selection misses) with counts and example images from each; the "
+        "score distribution, the rows in error and a summary. Grad-CAM is computed for the rows shown only, so a "
+        f"pool of 100,000 rows is fine. Writes OUT/{PAGE_FILE}. Experiment page (--experiment DIR): rebuilds "
+        f"DIR/{PAGE_FILE} of an egal simulate folder from its files (learning curves, the final table with paired "
+        "differences to random, the shortcut benchmark, Grad-CAM of fixed test images) without rerunning anything. "
+        "Both pages are single files that open from disk with no network.",
+        epilog="examples: egal report --scores egal-demo/scores.parquet --pool egal-demo/pool.parquet "
+        "--model egal-demo/model.onnx --out egal-demo/report  |  egal report --experiment results/figshare_cpu  |  "
+        "egal score ... --report DIR writes the selection page right after scoring",
+    )
+    parser.add_argument("--experiment", metavar="DIR", help="an egal simulate --out folder: rebuild DIR/report.html")
+    selection = parser.add_argument_group("selection page")
+    selection.add_argument("--scores", help="egal score's output (Parquet)")
+    selection.add_argument("--pool", help="the pool that was scored (images and ROIs of the rows shown)")
+    selection.add_argument("--model", help="the model that scored it, .pt or .onnx (draws its Grad-CAM)")
+    selection.add_argument("--out", default=DEFAULTS["out"], metavar="DIR",
+                           help=f"folder for {PAGE_FILE} (default: %(default)s)")
+    selection.add_argument("--select", type=int, metavar="K", default=DEFAULTS["select"],
+                           help="how many top-ranked rows are the selection (default: as many as the selection CSV "
+                           "beside the scores lists, NAME.selection.csv, else 30)")
+    selection.add_argument("--examples", type=int, default=DEFAULTS["examples"],
+                           help="example images per quadrant (default: %(default)s)")
+    selection.add_argument("--entropy-threshold", type=float, metavar="T", default=DEFAULTS["entropy_threshold"],
+                           help="normalised entropy above which a row counts as uncertain (default: the middle of "
+                           "its range over the plotted rows)")
+    selection.add_argument("--misalignment-threshold", type=float, metavar="T",
+                           default=DEFAULTS["misalignment_threshold"],
+                           help="misalignment above which a row counts as looking elsewhere (default: the middle of "
+                           "its range over the plotted rows)")
+    selection.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                           help="images per model call for the Grad-CAM of the rows shown (default: %(default)s)")
+    selection.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
+                           help="where the model runs (default: %(default)s)")
+    selection.add_argument("--overwrite", action="store_true", default=DEFAULTS["overwrite"],
+                           help=f"replace an existing OUT/{PAGE_FILE}")
+    parser.add_argument("--quiet", action="store_true", default=not DEFAULTS["progress"],
+                        help="print nothing but errors")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    given = [name for name in SELECTION_INPUTS if getattr(args, name)]
+    if args.experiment:
+        if given:
+            raise EgalError("--experiment rebuilds an experiment folder's page; --scores, --pool and --model are for "
+                            "the selection page: give one or the other")
+        return run_experiment(args)
+    if len(given) < len(SELECTION_INPUTS):
+        missing = ", ".join(f"--{name}" for name in SELECTION_INPUTS if name not in given)
+        raise EgalError(f"the selection page needs --scores, --pool and --model ({missing} missing); or pass "
+                        "--experiment DIR for an experiment folder's page")
+    return run_selection(args)
+
+
+def run_selection(args) -> int:
+    from ..report.selection_page import SelectionReportOptions, run_selection_report
+
+    try:
+        options = SelectionReportOptions(scores=args.scores, pool=args.pool, model=args.model,
+                                         progress=not args.quiet,
+                                         **{name: getattr(args, name) for name in API_ARGUMENTS})
+    except (ValueError, TypeError) as exc:
+        raise (renamed(exc, option_of) or exc) from None
+    report = run_selection_report(options)
+    if not args.quiet:
+        print(f"Wrote {report.path}: {report.selected} selected and {report.examples} example image(s), Grad-CAM "
+              f"for {report.gradcam_rows} row(s), {report.seconds:.1f} s")
+    return 0
+
+
+def run_experiment(args) -> int:
+    from ..report.experiment_page import experiment_report
+
+    report = experiment_report(args.experiment)
+    if not args.quiet:
+        grid = "with" if report.cam_grid else "without (not recorded in this folder)"
+        print(f"Wrote {report.path}: {report.runs} run(s) of {len(report.strategies)} strategies over "
+              f"{len(report.seeds)} seed(s), {grid} the Grad-CAM grid")
+    return 0
+
+
+def option_of(argument: str):
+    """The command-line option behind one of selection_report's arguments (None for any other name)."""
+    if argument in API_ARGUMENTS or argument in SELECTION_INPUTS:
+        return "--" + argument.replace("_", "-")
+    return None

@@ -1,0 +1,170 @@
+"""What the selection page shows, computed from a scored pool (egal score's output) alone: the
+selection, the quadrants of uncertainty against misalignment, examples per quadrant, the rows in error."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import EgalError
+
+SCORE_COLUMNS = ("id", "pred", "entropy_norm", "misalignment", "score", "rank", "status", "error")
+DEFAULT_SELECT = 30  # when neither the caller nor a selection CSV beside the scores says how many
+
+
+@dataclass(frozen=True)
+class Quadrant:
+    key: str
+    uncertain: bool  # normalised entropy above its threshold
+    misaligned: bool  # misalignment above its threshold
+    name: str  # short, drawn in the plot
+    meaning: str  # what it tells a reviewer
+
+
+# The paper's three failure patterns, and the quadrant where the model is confident and looks at the finding.
+QUADRANTS = (
+    Quadrant("uncertain_misaligned", True, True, "uncertain, looking elsewhere",
+             "High uncertainty and high misalignment: the model is unsure and its attention is away from the expert "
+             "ROI. Both terms of the score agree: these are annotated first."),
+    Quadrant("uncertain_aligned", True, False, "uncertain, looking at the ROI",
+             "High uncertainty, low misalignment: the model looks at the right place but cannot decide the class "
+             "(a hard or ambiguous finding). Uncertainty-only selection finds these too."),
+    Quadrant("confident_misaligned", False, True, "confident, looking elsewhere",
+             "Low uncertainty, high misalignment: the model is sure of itself while attending outside the ROI, "
+             "right (or wrong) for the wrong reason, a shortcut. Uncertainty-only selection misses these; the "
+             "misalignment term is what finds them."),
+    Quadrant("confident_aligned", False, False, "confident, looking at the ROI",
+             "Low uncertainty, low misalignment: confident and attending to the finding; little to learn here."),
+)
+
+
+@dataclass(frozen=True)
+class ScoredPool:
+    """egal score's output (one row per pool row, in pool order) and the run it records."""
+
+    path: str
+    ids: np.ndarray  # [N] str
+    pred: list  # [N] class name or None (rows in error)
+    entropy_norm: np.ndarray  # [N] float64, NaN for rows in error
+    misalignment: np.ndarray  # [N] float64, NaN without ROI or in error
+    score: np.ndarray  # [N] float64
+    rank: np.ndarray  # [N] float64, 1 = most worth annotating; NaN for rows in error
+    ok: np.ndarray  # [N] bool: status "ok"
+    errors: list  # [N] reason or None
+    run: dict | None  # the "egal.run" metadata (pool, model digest, alpha, combine, ...); None from older egal
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_scores(path) -> ScoredPool:
+    """Reads egal score's output; an EgalError names what is missing when the file is not one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..pipeline.shard_store import RUN_METADATA_KEY
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise EgalError(f"scores file {path!r} does not exist (write one with egal score --out)")
+    try:
+        table = pq.read_table(path, columns=list(SCORE_COLUMNS))
+    except (pa.ArrowException, OSError) as exc:
+        raise EgalError(f"scores file {path!r} is not egal score's output: {exc}") from None
+    run = None
+    metadata = pq.read_schema(path).metadata or {}
+    if RUN_METADATA_KEY in metadata:
+        run = json.loads(metadata[RUN_METADATA_KEY])
+
+    def floats(name):
+        return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+    status = table.column("status").to_pylist()
+    return ScoredPool(path, np.asarray(table.column("id").to_pylist(), dtype=str), table.column("pred").to_pylist(),
+                      floats("entropy_norm"), floats("misalignment"), floats("score"), floats("rank"),
+                      np.array([s == "ok" for s in status], dtype=bool), table.column("error").to_pylist(), run)
+
+
+def selection_size(scores_path, select: int | None) -> tuple[int, str]:
+    """(K, where K came from): `select` when given, else the rows of the selection CSV egal score wrote beside
+    the scores (NAME.selection.csv), else DEFAULT_SELECT."""
+    from ..pipeline.options import selection_path_for
+
+    if select is not None:
+        return select, "asked for"
+    csv_path = selection_path_for(os.fspath(scores_path))
+    if os.path.isfile(csv_path):
+        with open(csv_path) as f:
+            rows = max(0, sum(1 for line in f if line.strip()) - 1)
+        return rows, f"as in {os.path.basename(csv_path)}"
+    return DEFAULT_SELECT, "the default"
+
+
+def selected_rows(scores: ScoredPool, k: int) -> np.ndarray:
+    """Positions of the k best-ranked rows, rank 1 first (fewer when fewer rows have a rank)."""
+    ranked = np.flatnonzero(np.isfinite(scores.rank))
+    return ranked[np.argsort(scores.rank[ranked], kind="stable")][:k]
+
+
+@dataclass(frozen=True)
+class QuadrantSplit:
+    entropy_threshold: float
+    misalignment_threshold: float
+    chosen_by: str  # how each threshold was set (given, or the middle of the plotted range)
+    of_row: np.ndarray  # [N] index into QUADRANTS, -1 for rows outside the plot (no ROI, or in error)
+
+    def counts(self, rows=None) -> list:
+        of_row = self.of_row if rows is None else self.of_row[rows]
+        return [int(np.sum(of_row == q)) for q in range(len(QUADRANTS))]
+
+
+def split_quadrants(scores: ScoredPool, entropy_threshold: float | None = None,
+                    misalignment_threshold: float | None = None) -> QuadrantSplit:
+    """Each scored row with an ROI in a quadrant: above (high) or not above (low) each threshold. A threshold
+    not given is the middle of that term's range over those rows, so that the quadrants are the four
+    quarters of the plot (a median would put every tied value on one side: a model with many flat Grad-CAMs
+    has half its pool at misalignment 1)."""
+    plotted = scores.ok & np.isfinite(scores.misalignment) & np.isfinite(scores.entropy_norm)
+
+    def middle(values):
+        return float((values[plotted].min() + values[plotted].max()) / 2) if plotted.any() else 0.5
+
+    how = [f"{name}: {'given' if given is not None else 'the middle of its range'}"
+           for name, given in (("normalised entropy", entropy_threshold), ("misalignment", misalignment_threshold))]
+    if entropy_threshold is None:
+        entropy_threshold = middle(scores.entropy_norm)
+    if misalignment_threshold is None:
+        misalignment_threshold = middle(scores.misalignment)
+    of_row = np.full(len(scores), -1, dtype=np.int64)
+    uncertain = scores.entropy_norm > entropy_threshold
+    misaligned = scores.misalignment > misalignment_threshold
+    for q, quadrant in enumerate(QUADRANTS):
+        of_row[plotted & (uncertain == quadrant.uncertain) & (misaligned == quadrant.misaligned)] = q
+    return QuadrantSplit(float(entropy_threshold), float(misalignment_threshold), "; ".join(how), of_row)
+
+
+def quadrant_examples(scores: ScoredPool, split: QuadrantSplit, per_quadrant: int) -> list:
+    """For each quadrant, the positions of the `per_quadrant` rows deepest inside it: the largest of the smaller of
+    the two distances past the thresholds (each term scaled by its spread over the plotted rows); ties by id."""
+    plotted = split.of_row >= 0
+    if not plotted.any() or per_quadrant == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in QUADRANTS]
+    spread_h = max(np.ptp(scores.entropy_norm[plotted]), 1e-12)
+    spread_d = max(np.ptp(scores.misalignment[plotted]), 1e-12)
+    past_h = (scores.entropy_norm - split.entropy_threshold) / spread_h
+    past_d = (scores.misalignment - split.misalignment_threshold) / spread_d
+    out = []
+    for q, quadrant in enumerate(QUADRANTS):
+        rows = np.flatnonzero(split.of_row == q)
+        depth = np.minimum(past_h[rows] * (1 if quadrant.uncertain else -1),
+                           past_d[rows] * (1 if quadrant.misaligned else -1))
+        order = np.lexsort((scores.ids[rows], -depth))  # deepest first, then by id
+        out.append(rows[order[:per_quadrant]])
+    return out
+
+
+def rows_in_error(scores: ScoredPool) -> list:
+    """(position, id, reason) of every row in error, in pool order."""
+    return [(int(i), str(scores.ids[i]), scores.errors[i] or "") for i in np.flatnonzero(~scores.ok)]
