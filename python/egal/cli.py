@@ -20,10 +20,10 @@ import signal
 import sys
 import threading
 
-from .commands import backends, demo, export, score, simulate, train
+from .commands import backends, demo, export, report, score, simulate, train
 from .errors import EgalError, RunFailed
 
-COMMANDS = (score, train, simulate, demo, export, backends)
+COMMANDS = (score, report, train, simulate, demo, export, backends)
 
 # The distribution name on PyPI (the import name and the command stay `egal`).
 DISTRIBUTION = "egal-al"
