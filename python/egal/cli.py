@@ -20,10 +20,10 @@ import signal
 import sys
 import threading
 
-from .commands import backends, demo, export, report, score, simulate, train
+from .commands import backends, demo, export, pool, report, score, simulate, train
 from .errors import EgalError, RunFailed
 
-COMMANDS = (score, report, train, simulate, demo, export, backends)
+COMMANDS = (score, report, train, simulate, demo, export, backends, pool)
 
 # The distribution name on PyPI (the import name and the command stay `egal`).
 DISTRIBUTION = "egal-al"
@@ -35,6 +35,7 @@ EXTRA_OF_MODULE = {
     "onnx": "export", "onnxscript": "export",
     "onnxruntime": "onnx-cpu",
     "ray": "ray",
+    "nibabel": "import",
 }
 # OSErrors about a path: the user's to fix (see the module docstring).
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
