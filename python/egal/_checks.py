@@ -133,15 +133,17 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
-def check_roi_size(roi_size) -> tuple[int, int]:
+def check_roi_size(size, name: str = "roi_size") -> tuple[int, int]:
+    """A grid size (H, W) of the scoring API: a pair of positive ints (numpy ints too); `name` is the
+    argument's (roi_size, cam_size)."""
     try:
-        H, W = roi_size
+        H, W = size
         H, W = int(H), int(W)
-        ok = H == roi_size[0] and W == roi_size[1]
+        ok = H == size[0] and W == size[1]
     except (TypeError, ValueError):
-        raise EgalTypeError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}") from None
+        raise EgalTypeError(f"{name} must be a pair of positive ints (H, W), got {size!r}") from None
     if not ok or H < 1 or W < 1:
-        raise EgalError(f"roi_size must be a pair of positive ints (H, W), got {roi_size!r}")
+        raise EgalError(f"{name} must be a pair of positive ints (H, W), got {size!r}")
     return H, W
 
 

@@ -6,9 +6,10 @@ import importlib.util
 import numpy as np
 
 from . import _core
-from ._checks import MASK_DTYPES, check_roi_size, check_score_inputs
+from ._checks import check_boxes, check_choice, check_masks, check_roi_size, check_score_inputs, exactly_one
 from ._dlpack import capsule
 from ._result import ScoreResult
+from .errors import EgalError
 from .roi import ProjectedROI
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
@@ -40,10 +41,10 @@ def require_array(value, name: str) -> None:
         )
 
 
-def _bad_mask_error(status: np.ndarray, mask_dtype: str | None) -> ValueError:
+def _bad_mask_error(status: np.ndarray, mask_dtype: str | None) -> EgalError:
     first = int(np.flatnonzero(status & _STATUS_BAD_MASK)[0])
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
-    return ValueError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
+    return EgalError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
 
 
 def score_batch(
@@ -78,8 +79,7 @@ def score_batch(
     its inputs gets a NaN score (never selected); the others are unaffected.
     An empty ROI gives misalignment NaN and score = entropy_norm.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_choice(backend, "backend", BACKENDS)
     require_array(activations, "activations")
     require_array(logits, "logits")
     if roi is not None and not isinstance(roi, ProjectedROI):
@@ -106,7 +106,7 @@ def score_batch(
     )
     device = plan.device[0]
     if backend in ("cpu", "cuda") and backend != device:
-        raise ValueError(
+        raise EgalError(
             f"backend={backend!r} but the inputs are on {device}; egal never copies inputs between devices: "
             f"move them to {backend} first or use backend='auto'"
         )
@@ -133,31 +133,12 @@ def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: tuple[int, i
     Returns a ProjectedROI of numpy arrays; pass it (or a slice, roi[i:j]) as
     `score_batch(..., roi=...)`. Move it to the GPU yourself for CUDA batches.
     """
-    h, w = check_roi_size(cam_size)
-    if (masks is None) == (boxes is None):
-        raise ValueError("give exactly one of masks / boxes (the expert ROI)")
-    name = "masks" if masks is not None else "boxes"
-    cap, spec = capsule(masks if masks is not None else boxes, name)
-    if name == "masks":
-        if len(spec.shape) != 3:
-            raise ValueError(f"masks must have rank 3 [B, H, W], got shape {spec.shape}")
-        if spec.dtype not in MASK_DTYPES:
-            raise TypeError(f"masks must have dtype {' / '.join(MASK_DTYPES)}, got {spec.dtype}")
-        if spec.shape[1] < 1 or spec.shape[2] < 1:
-            raise ValueError(f"masks must have H, W >= 1, got shape {spec.shape}")
-        if roi_size is not None and check_roi_size(roi_size) != tuple(spec.shape[1:]):
-            raise ValueError(f"roi_size {tuple(roi_size)} disagrees with the masks' (H, W) = {tuple(spec.shape[1:])}")
-        H, W = spec.shape[1:]
-    else:
-        if len(spec.shape) != 3 or spec.shape[2] != 4:
-            raise ValueError(f"boxes must have shape (B, N, 4), got {spec.shape}")
-        if spec.dtype != "float32":
-            raise TypeError(f"boxes must have dtype float32, got {spec.dtype}")
-        if roi_size is None:
-            raise ValueError("boxes need roi_size=(H, W), the pixel grid the boxes are measured on")
-        H, W = check_roi_size(roi_size)
+    h, w = check_roi_size(cam_size, "cam_size")
+    name = exactly_one([("masks", masks), ("boxes", boxes)], "the expert ROI")
+    cap, spec = capsule(masks if name == "masks" else boxes, name)
+    H, W = check_masks(spec, roi_size) if name == "masks" else check_boxes(spec, roi_size)
     if spec.device[0] != "cpu":
-        raise ValueError(f"project_roi runs on the CPU; {name} is on {spec.device[0]}: pass host arrays")
+        raise EgalError(f"project_roi runs on the CPU; {name} is on {spec.device[0]}: pass host arrays")
     weights, area, status = _core.project(
         cap if name == "masks" else None, cap if name == "boxes" else None, H, W, h, w
     )
