@@ -1,0 +1,104 @@
+"""`egal pool ...`: what the command line adds over egal.importers (help, defaults from the options
+dataclasses, flags in messages, exit statuses, the install hint); the work itself is tested through the
+library in test_pool_import_*.py."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import MISSING, fields
+
+import pyarrow.parquet as pq
+import pytest
+
+from egal.cli import build_parser, main
+from egal.importers.brats import BratsOptions
+from egal.importers.csv_table import CsvOptions
+from egal.importers.folders import FoldersOptions
+from egal.importers.siim_covid import SiimOptions
+from egal.importers.vindr_cxr import VindrOptions
+from pool_import_sources import folder_image, write_csv
+
+SUBCOMMANDS = ("from-brats", "from-vindr-cxr", "from-siim-covid", "from-folders", "from-csv", "export-selection",
+               "add-labels", "info")
+
+
+def pool(*args):
+    return main(["pool", *map(str, args)])
+
+
+@pytest.fixture
+def layout(tmp_path):
+    folder_image(tmp_path / "src" / "glioma" / "a.png", 10, mask_box=(1, 1, 5, 5))
+    folder_image(tmp_path / "src" / "unlabeled" / "b.png", 20, mask_box=(2, 2, 6, 6))
+    folder_image(tmp_path / "src" / "stray.png", 30)
+    return tmp_path / "src"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_explains_itself_with_an_example(name, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        pool(name, "--help")
+    assert exit_.value.code == 0
+    assert "Example:\n  egal pool " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, options, required", [
+    ("from-brats", BratsOptions, ["DIR"]), ("from-vindr-cxr", VindrOptions, ["DIR"]),
+    ("from-siim-covid", SiimOptions, ["DIR"]), ("from-folders", FoldersOptions, ["DIR"]),
+    ("from-csv", CsvOptions, ["t.csv"])])
+def test_the_defaults_are_the_librarys(name, options, required):
+    args = build_parser().parse_args(["pool", name, *required, "--out", "p.parquet"])
+    for field in fields(options):
+        if field.default is MISSING or field.name == "progress":
+            continue
+        assert getattr(args, field.name) == field.default, field.name
+    assert args.quiet is False
+
+
+def test_from_folders_prints_the_summary_and_writes_what_the_api_writes(layout, tmp_path, capsys):
+    from egal.importers import from_folders
+
+    assert pool("from-folders", layout, "--out", tmp_path / "cli.parquet", "--quiet") == 0
+    printed = capsys.readouterr().out
+    assert "2 rows" in printed and "1  image not in a class folder (e.g. stray.png)" in printed
+    from_folders(layout, tmp_path / "api.parquet", progress=False)
+    assert pq.read_table(tmp_path / "cli.parquet").equals(pq.read_table(tmp_path / "api.parquet"))
+
+
+def test_user_errors_exit_2_naming_the_flag(layout, tmp_path, capsys):
+    out = tmp_path / "p.parquet"
+    assert pool("from-folders", layout, "--out", out, "--quiet") == 0
+    assert pool("from-folders", layout, "--out", out, "--quiet") == 2
+    assert "already exists: pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert pool("from-brats", layout, "--out", tmp_path / "b.parquet", "--min-roi-area", "0") == 2
+    assert "egal pool: error: --min-roi-area must be a positive integer, got 0" in capsys.readouterr().err
+    assert pool("from-vindr-cxr", layout, "--out", tmp_path / "v.parquet", "--task", "finding") == 2
+    assert "--finding must name a finding" in capsys.readouterr().err
+    assert pool("from-folders", tmp_path / "missing", "--out", tmp_path / "m.parquet") == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_missing_nibabel_names_the_extra(tmp_path, monkeypatch, capsys):
+    (tmp_path / "brats").mkdir()  # nibabel is imported before the folder is looked at
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel now raises ModuleNotFoundError
+    assert pool("from-brats", tmp_path / "brats", "--out", tmp_path / "b.parquet") == 2
+    assert "pip install 'egal-al[import]'" in capsys.readouterr().err
+
+
+def test_round_trip_commands(layout, tmp_path, capsys):
+    assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "sel.csv", ["rank", "id", "score"], [[1, "b", "0.9"]])
+    assert pool("export-selection", "--pool", tmp_path / "p.parquet", "--selection", tmp_path / "sel.csv", "--to",
+                "label-studio", "--out", tmp_path / "ls", "--quiet") == 0
+    assert json.loads((tmp_path / "ls" / "tasks.json").read_text())[0]["data"]["egal_id"] == "b"
+    write_csv(tmp_path / "labels.csv", ["egal_id", "label"], [["b", "glioma"]])
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet") == 2
+    assert "--id-column egal_id" in capsys.readouterr().err
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet",
+                "--id-column", "egal_id") == 0
+    assert "1 newly labelled" in capsys.readouterr().out
+    assert pool("info", tmp_path / "r2.parquet", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["labels"] == {"glioma": 2} and info["roi"]["mask"] == 2
+    assert pool("info", tmp_path / "r2.parquet") == 0
+    assert "100.0 %) labelled" in capsys.readouterr().out

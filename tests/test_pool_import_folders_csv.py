@@ -1,0 +1,199 @@
+"""egal.importers: the folders layout, CSV tables, the streaming writer and the skip ledger."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from egal.importers import SourceError, from_csv, from_folders
+from egal.importers.writer import StreamingPoolWriter, pool_schema
+from egal.pool import DecodeSettings, load_pool_arrays, open_pool
+from egal.pool.encode import encode_png
+from pool_import_sources import folder_image, write_csv
+
+
+def rows_by_id(path):
+    return {r["id"]: r for r in pq.read_table(path).to_pylist()}
+
+
+@pytest.fixture
+def layout(tmp_path):
+    src = tmp_path / "src"
+    folder_image(src / "glioma" / "a.png", 10, mask_box=(2, 3, 10, 12))
+    folder_image(src / "glioma" / "nested" / "b.png", 20, mask_box=(0, 0, 5, 5))
+    folder_image(src / "meningioma" / "c.png", 30)  # no mask: kept without ROI
+    folder_image(src / "unlabeled" / "d.png", 40, mask_box=(4, 4, 8, 8))
+    folder_image(src / "loose.png", 50)  # not in a class folder
+    (src / "meningioma" / "broken.png").write_bytes(b"not a png")
+    folder_image(src / "meningioma" / "e.png", 60)
+    (src / "meningioma" / "e_mask.png").write_bytes(encode_png(np.zeros((10, 40), np.uint8)))  # wrong aspect
+    (src / "glioma" / "orphan_mask.png").write_bytes(encode_png(np.zeros((4, 4), np.uint8)))
+    return src
+
+
+def test_folders_rows_labels_masks_and_skips(layout, tmp_path):
+    result = from_folders(layout, tmp_path / "pool.parquet", progress=False)
+    rows = rows_by_id(result.out)
+    assert set(rows) == {"a", "b", "c", "d"}
+    assert {k: rows[k]["label"] for k in rows} == {"a": "glioma", "b": "glioma", "c": "meningioma", "d": None}
+    assert rows["a"]["image"] == (layout / "glioma" / "a.png").read_bytes()
+    assert rows["a"]["mask"] == (layout / "glioma" / "a_mask.png").read_bytes()
+    assert rows["c"]["mask"] is None and rows["b"]["source_path"] == "glioma/nested/b.png"
+    assert result.rows == 4 and result.rows_with_roi == 3
+    assert result.labels == {"glioma": 2, "meningioma": 1, None: 1}
+    skipped = result.skipped.skipped
+    assert skipped["image not in a class folder"] == 1
+    assert skipped["unreadable image"] == 1
+    assert skipped["mask unreadable or not of its image's shape"] == 1
+    assert skipped["mask without its image"] == 1
+    assert result.skipped.noted["image without mask (kept, no ROI)"] == 1
+    assert "loose.png" in result.skipped.examples["image not in a class folder"][0]
+    assert "Skipped:" in result.summary()
+
+
+def test_folders_mask_lands_on_its_pixels(layout, tmp_path):
+    out = from_folders(layout, tmp_path / "pool.parquet", progress=False).out
+    arrays = load_pool_arrays(out, DecodeSettings(input_size=(48, 64)))
+    a = list(arrays["ids"]).index("a")
+    expected = np.zeros((48, 64), np.uint8)
+    expected[6:24, 4:20] = 1  # (2, 3, 10, 12) at twice the size
+    assert np.array_equal(arrays["masks"][a], expected)
+
+
+def test_folders_paths_mode_references_files_in_place(layout):
+    result = from_folders(layout, layout / "pool.parquet", images_as="paths", progress=False)
+    rows = rows_by_id(result.out)
+    assert rows["b"]["image_path"] == "glioma/nested/b.png" and rows["b"]["mask_path"] == "glioma/nested/b_mask.png"
+    assert open_pool(result.out).image_column == "image_path"
+
+
+def test_folders_paths_mode_needs_the_pool_inside_the_folder(layout, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.raises(SourceError, match="write --out into the dataset folder"):
+        from_folders(layout, elsewhere / "pool.parquet", images_as="paths", progress=False)
+    assert os.listdir(elsewhere) == []  # neither the pool nor its temporary file
+
+
+def test_folders_parallel_masks_folder_and_ids_by_path(tmp_path):
+    folder_image(tmp_path / "img" / "x" / "same.png", 10)
+    folder_image(tmp_path / "img" / "y" / "same.png", 20)
+    (tmp_path / "masks" / "x").mkdir(parents=True)
+    (tmp_path / "masks" / "x" / "same.png").write_bytes(encode_png(np.full((24, 32), 255, np.uint8)))
+    by_name = from_folders(tmp_path / "img", tmp_path / "a.parquet", masks=str(tmp_path / "masks"), progress=False)
+    assert by_name.rows == 1 and by_name.skipped.skipped["id used twice (the first row kept)"] == 1
+    by_path = from_folders(tmp_path / "img", tmp_path / "b.parquet", masks=str(tmp_path / "masks"), ids="path",
+                           progress=False)
+    rows = rows_by_id(by_path.out)
+    assert set(rows) == {"x/same", "y/same"} and rows["x/same"]["mask"] is not None and rows["y/same"]["mask"] is None
+
+
+def test_folders_refuses_an_existing_out_and_an_empty_source(layout, tmp_path):
+    out = tmp_path / "pool.parquet"
+    out.write_bytes(b"keep me")
+    with pytest.raises(SourceError, match="overwrite=True"):
+        from_folders(layout, out, progress=False)
+    assert out.read_bytes() == b"keep me"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="holds no image"):
+        from_folders(tmp_path / "empty", tmp_path / "x.parquet", progress=False)
+    from_folders(layout, out, overwrite=True, progress=False)
+    assert open_pool(out).num_rows == 4
+
+
+def test_an_option_error_names_the_option(layout, tmp_path):
+    with pytest.raises(ValueError, match="^ids must be one of name, path"):
+        from_folders(layout, tmp_path / "p.parquet", ids="stem")
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def images(tmp_path):
+    for name, value in (("p1", 10), ("p2", 20), ("p3", 30)):
+        (tmp_path / "img").mkdir(exist_ok=True)
+        (tmp_path / "img" / f"{name}.png").write_bytes(encode_png(np.full((40, 50), value, np.uint8)))
+    return tmp_path
+
+
+def test_csv_one_box_per_row_grouped_by_id(images):
+    table = write_csv(images / "boxes.csv", ["image_id", "path", "finding", "patient", "x_min", "y_min", "x_max",
+                                             "y_max"], [
+        ["p1", "img/p1.png", "nodule", "pt1", "5", "6", "15", "16"],
+        ["p1", "img/p1.png", "nodule", "pt1", "20", "10", "30", "20"],
+        ["p2", "img/p2.png", "normal", "pt1", "", "", "", ""],
+        ["p3", "img/p3.png", "nodule", "pt2", "40", "30", "60", "45"],  # outside the 50 x 40 image
+        ["p4", "img/missing.png", "nodule", "pt3", "1", "1", "2", "2"],
+    ])
+    result = from_csv(table, images / "pool.parquet", id="image_id", image="path", label="finding", group="patient",
+                      box_columns="x_min,y_min,x_max,y_max", progress=False)
+    rows = rows_by_id(result.out)
+    assert rows["p1"]["boxes"] == [[5, 6, 15, 16], [20, 10, 30, 20]] and rows["p1"]["group"] == "pt1"
+    assert rows["p2"]["boxes"] == [] and rows["p2"]["label"] == "normal"
+    assert set(rows) == {"p1", "p2"}
+    assert result.skipped.skipped == {"box unreadable or outside its image": 1, "image file missing or unreadable": 1}
+    clipped = from_csv(table, images / "clipped.parquet", id="image_id", image="path", label="finding",
+                       box_columns="x_min,y_min,x_max,y_max", out_of_image="clip", progress=False)
+    assert rows_by_id(clipped.out)["p3"]["boxes"] == [[40, 30, 50, 40]]
+    assert clipped.skipped.noted["box clipped to its image"] == 1
+
+
+def test_csv_boxes_column_json_and_dicts_and_masks(images):
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 10:30] = True
+    (images / "img" / "p1_mask.png").write_bytes(encode_png(mask.astype(np.uint8) * 255))
+    table = write_csv(images / "t.csv", ["file", "roi", "mask"], [
+        ["img/p1.png", json.dumps([[1, 2, 11, 12]]), "img/p1_mask.png"],
+        ["img/p2.png", "[{'x': 5, 'y': 6, 'width': 10, 'height': 4}]", ""],
+        ["img/p3.png", "", ""],
+    ])
+    boxes = rows_by_id(from_csv(table, images / "b.parquet", image="file", boxes="roi", progress=False).out)
+    assert boxes["img/p1"]["boxes"] == [[1, 2, 11, 12]] and boxes["img/p2"]["boxes"] == [[5, 6, 15, 10]]
+    assert boxes["img/p3"]["boxes"] == [] and boxes["img/p1"]["label"] is None
+    masks = from_csv(table, images / "m.parquet", image="file", mask="mask", progress=False)
+    assert masks.rows_with_roi == 1
+    assert rows_by_id(masks.out)["img/p1"]["mask"] == (images / "img" / "p1_mask.png").read_bytes()
+
+
+def test_csv_refusals(images):
+    table = write_csv(images / "t.csv", ["file"], [["img/p1.png"]])
+    with pytest.raises(SourceError, match=r"lacks column\(s\) \['label'\]"):
+        from_csv(table, images / "x.parquet", image="file", label="label", progress=False)
+    with pytest.raises(ValueError, match="boxes cannot be combined with mask"):
+        from_csv(table, images / "x.parquet", image="file", mask="m", boxes="b")
+    repeated = write_csv(images / "r.csv", ["file", "label"], [["img/p1.png", "a"], ["img/p1.png", "b"]])
+    with pytest.raises(SourceError, match="no row of table .* could be imported"):
+        from_csv(repeated, images / "x.parquet", image="file", label="label", progress=False)
+    assert not (images / "x.parquet").exists()
+
+
+# --- the writer -------------------------------------------------------------------------------
+
+def test_the_writer_flushes_row_groups_and_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "pool.parquet"
+    schema = pool_schema("bytes", None)
+    image = encode_png(np.zeros((4, 4), np.uint8))
+    with StreamingPoolWriter(out, schema, flush_rows=10) as writer:
+        for i in range(25):
+            writer.add({"id": f"r{i}", "image": image, "label": None, "group": None})
+    assert pq.ParquetFile(out).metadata.num_row_groups == 3 and open_pool(out).num_rows == 25
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        with StreamingPoolWriter(out, schema, overwrite=True, flush_rows=10) as writer:
+            for i in range(15):
+                writer.add({"id": f"s{i}", "image": image, "label": None, "group": None})
+            raise KeyboardInterrupt
+    assert out.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["pool.parquet"]
+
+
+def test_the_writer_flushes_by_bytes(tmp_path):
+    schema = pool_schema("bytes", None)
+    big = b"\x89PNG" + bytes(1000)
+    with StreamingPoolWriter(tmp_path / "p.parquet", schema, flush_rows=1000, flush_bytes=2500) as writer:
+        for i in range(7):
+            writer.add({"id": f"r{i}", "image": big, "label": None, "group": None})
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 3

@@ -1,0 +1,259 @@
+"""The annotator round trip: export_selection (folders, Label Studio, CVAT), add_labels, pool_info, and the
+folders layout written from the real figshare brain-tumour pool imported back unchanged."""
+from __future__ import annotations
+
+import csv
+import json
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from egal.importers import SourceError, add_labels, export_selection, from_folders, pool_info
+from egal.pool.encode import encode_dicom, encode_png
+from egal.pool.rois import mask_from_boxes, read_mask_png
+from pool_import_sources import write_csv
+
+FIGSHARE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "figshare_brain_tumor.parquet"
+ROUND_TRIP_ROWS = 300
+
+
+def blob_mask(h, w, box):
+    mask = np.zeros((h, w), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    return mask
+
+
+@pytest.fixture
+def mask_pool(tmp_path):
+    rows = []
+    for i in range(6):
+        rows.append({"id": f"s{i}", "image": encode_png(np.full((30, 40), 20 * i, np.uint8)),
+                     "mask": encode_png(blob_mask(15, 20, (2 + i, 3, 9 + i, 11))) if i != 4 else None,
+                     "label": ["glioma", "meningioma", None][i % 3], "group": f"pt{i // 2}"})
+    rows[5]["image"] = encode_png((np.arange(30 * 40).reshape(30, 40) * 50).astype(np.uint16))  # 16-bit
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.fixture
+def box_pool(tmp_path):
+    rows = [{"id": "d0", "image": encode_dicom((np.arange(50 * 60).reshape(50, 60) % 4000).astype(np.uint16),
+                                               bits_stored=12, photometric="MONOCHROME1"),
+             "boxes": [[6.0, 5.0, 30.0, 25.5], [40.0, 10.0, 60.0, 50.0]], "label": None},
+            {"id": "d1", "image": encode_png(np.zeros((50, 60), np.uint8)), "boxes": [], "label": "normal"}]
+    path = tmp_path / "boxes.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def selection(tmp_path, ids):
+    return write_csv(tmp_path / "scores.selection.csv", ["rank", "id", "score", "entropy_norm", "misalignment", "pred"],
+                     [[k + 1, i, f"{0.9 - k / 10:.6f}", "0.5", "0.7", "glioma"] for k, i in enumerate(ids)])
+
+
+def test_folders_export_imports_back(mask_pool, tmp_path):
+    result = export_selection(mask_pool, tmp_path / "out", progress=False)
+    assert result.images == 6
+    assert (tmp_path / "out" / "unlabeled" / "s2.png").is_file() and not (tmp_path / "out" / "s4_mask.png").exists()
+    back = from_folders(tmp_path / "out", tmp_path / "back.parquet", progress=False).out
+    original = {r["id"]: r for r in pq.read_table(mask_pool).to_pylist()}
+    for row in pq.read_table(back).to_pylist():
+        before = original[row["id"]]
+        assert (row["image"], row["mask"], row["label"]) == (before["image"], before["mask"], before["label"])
+
+
+def test_a_selection_exports_its_rows_in_rank_order(mask_pool, tmp_path):
+    chosen = selection(tmp_path, ["s3", "s0"])
+    export_selection(mask_pool, tmp_path / "out", selection=str(chosen), progress=False)
+    with open(tmp_path / "out" / "selection.csv") as f:
+        listed = list(csv.DictReader(f))
+    assert [r["id"] for r in listed] == ["s3", "s0"] and listed[0]["file"] == "glioma/s3.png"
+    assert listed[1]["rank"] == "2" and listed[0]["score"] == "0.900000"
+    bad = write_csv(tmp_path / "bad.csv", ["id"], [["s0"], ["nope"]])
+    with pytest.raises(SourceError, match=r"1 id\(s\) of the selection are not in the pool"):
+        export_selection(mask_pool, tmp_path / "out2", selection=str(bad), progress=False)
+    assert not (tmp_path / "out2").exists()
+    with pytest.raises(SourceError, match="overwrite=True"):
+        export_selection(mask_pool, tmp_path / "out", progress=False)
+
+
+def rle_pack_decode(rle):
+    """thi.ng rle-pack's decode (Label Studio's brush format), written from its published source."""
+    bits = "".join(format(b, "08b") for b in rle)
+    pos = 0
+
+    def read(n):
+        nonlocal pos
+        value = int(bits[pos:pos + n], 2)
+        pos += n
+        return value
+
+    num, word = read(32), read(5) + 1
+    sizes = [read(4) + 1 for _ in range(4)]
+    out, i = np.zeros(num, np.uint8), 0
+    while i < num:
+        repeat = read(1)
+        j = i + 1 + read(sizes[read(2)])
+        if repeat:
+            out[i:j] = read(word)
+        else:
+            for k in range(i, j):
+                out[k] = read(word)
+        i = j
+    return out
+
+
+def test_label_studio_tasks_hold_the_roi_as_predictions(mask_pool, box_pool, tmp_path):
+    export_selection(mask_pool, tmp_path / "ls", to="label-studio", selection=str(selection(tmp_path, ["s1", "s5"])),
+                     progress=False)
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert [t["data"]["egal_id"] for t in tasks] == ["s1", "s5"]
+    assert tasks[0]["data"]["image"] == "/data/local-files/?d=images/s1.png" and tasks[0]["data"]["egal_rank"] == "1"
+    result = tasks[0]["predictions"][0]["result"][0]
+    assert result["type"] == "brushlabels" and (result["original_width"], result["original_height"]) == (40, 30)
+    rgba = rle_pack_decode(result["value"]["rle"]).reshape(30, 40, 4)
+    pool = {r["id"]: r for r in pq.read_table(mask_pool).to_pylist()}
+    expected = np.repeat(np.repeat(read_mask_png(pool["s1"]["mask"]), 2, axis=0), 2, axis=1)  # 20 x 15 -> 40 x 30
+    assert np.array_equal(rgba[..., 3] > 0, expected) and np.array_equal(rgba[..., 0], rgba[..., 3])
+    assert (tmp_path / "ls" / "images" / "s5.png").read_bytes()[:4] == b"\x89PNG"  # 16-bit -> 8-bit PNG
+    config = ElementTree.fromstring((tmp_path / "ls" / "label_config.xml").read_text())
+    assert [c.get("value") for c in config.iter("Choice")] == ["glioma", "meningioma"]
+    assert config.find("BrushLabels").get("name") == result["from_name"]
+
+    export_selection(box_pool, tmp_path / "lsb", to="label-studio", progress=False)
+    task = json.loads((tmp_path / "lsb" / "tasks.json").read_text())[0]
+    box = task["predictions"][0]["result"][0]
+    assert box["type"] == "rectanglelabels" and box["value"]["rectanglelabels"] == ["ROI"]
+    assert box["value"]["x"] == pytest.approx(100 * 6 / 60) and box["value"]["height"] == pytest.approx(100 * 20.5 / 50)
+    assert "predictions" not in json.loads((tmp_path / "lsb" / "tasks.json").read_text())[1]  # empty ROI
+
+
+def cvat_mask(element, height, width):
+    """A CVAT 1.1 <mask>: run lengths over its box, row-major, background first."""
+    left, top, w, h = (int(element.get(k)) for k in ("left", "top", "width", "height"))
+    runs = [int(v) for v in element.get("rle").split(",")]
+    flat = np.concatenate([np.full(n, k % 2, np.uint8) for k, n in enumerate(runs)])
+    mask = np.zeros((height, width), np.uint8)
+    mask[top:top + h, left:left + w] = flat.reshape(h, w)
+    return mask
+
+
+def test_cvat_xml_holds_boxes_masks_and_tags(mask_pool, box_pool, tmp_path):
+    export_selection(mask_pool, tmp_path / "cv", to="cvat", progress=False)
+    root = ElementTree.parse(tmp_path / "cv" / "annotations.xml").getroot()
+    assert root.findtext("version") == "1.1" and root.findtext("meta/task/size") == "6"
+    assert [label.findtext("name") for label in root.iter("label")] == ["ROI", "glioma", "meningioma"]
+    images = {i.get("name"): i for i in root.iter("image")}
+    s1 = images["s1.png"]
+    assert (s1.get("width"), s1.get("height")) == ("40", "30") and s1.find("tag").get("label") == "meningioma"
+    pool = {r["id"]: r for r in pq.read_table(mask_pool).to_pylist()}
+    expected = np.repeat(np.repeat(read_mask_png(pool["s1"]["mask"]), 2, axis=0), 2, axis=1)
+    assert np.array_equal(cvat_mask(s1.find("mask"), 30, 40), expected)
+    assert images["s4.png"].find("mask") is None
+
+    export_selection(box_pool, tmp_path / "cvb", to="cvat", progress=False)
+    image = ElementTree.parse(tmp_path / "cvb" / "annotations.xml").getroot().find("image")
+    boxes = [[float(b.get(k)) for k in ("xtl", "ytl", "xbr", "ybr")] for b in image.iter("box")]
+    assert boxes == [[6.0, 5.0, 30.0, 25.5], [40.0, 10.0, 60.0, 50.0]] and image.find("tag") is None
+
+
+def test_a_boxes_pool_exports_to_folders_as_masks_of_its_boxes(box_pool, tmp_path):
+    export_selection(box_pool, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "unlabeled" / "d0.dcm").is_file()
+    mask = read_mask_png((tmp_path / "out" / "unlabeled" / "d0_mask.png").read_bytes())
+    assert np.array_equal(mask, mask_from_boxes([[6, 5, 30, 25.5], [40, 10, 60, 50]], (50, 60), (50, 60)) == 1)
+
+
+# --- add_labels -------------------------------------------------------------------------------
+
+def test_add_labels_reports_what_changed(mask_pool, tmp_path):
+    labels = write_csv(tmp_path / "labels.csv", ["id", "label"], [["s2", "glioma"], ["s5", "meningioma"],
+                                                                  ["s0", "glioma"], ["s3", ""]])
+    result = add_labels(mask_pool, labels, tmp_path / "round2.parquet")
+    assert (result.newly_labelled, result.unchanged, result.ignored_empty) == (2, 1, 1) and not result.relabelled
+    after = {r["id"]: r for r in pq.read_table(result.out).to_pylist()}
+    before = {r["id"]: r for r in pq.read_table(mask_pool).to_pylist()}
+    assert after["s2"]["label"] == "glioma" and after["s5"]["label"] == "meningioma"
+    assert all(after[i]["image"] == before[i]["image"] and after[i]["group"] == before[i]["group"] for i in before)
+    assert result.classes == {"glioma": 3, "meningioma": 3}
+
+
+def test_add_labels_refusals(mask_pool, tmp_path):
+    out = tmp_path / "r.parquet"
+
+    def labels(*rows, header=("id", "label")):
+        return write_csv(tmp_path / "l.csv", list(header), rows)
+
+    with pytest.raises(SourceError, match=r"names 1 id\(s\) that are not in the pool: 'zz'"):
+        add_labels(mask_pool, labels(["s2", "glioma"], ["zz", "glioma"]), out)
+    with pytest.raises(SourceError, match="two different labels"):
+        add_labels(mask_pool, labels(["s2", "glioma"], ["s2", "meningioma"]), out)
+    with pytest.raises(SourceError, match=r"would change the label of 1 labelled row.*relabel=True"):
+        add_labels(mask_pool, labels(["s0", "meningioma"]), out)
+    with pytest.raises(SourceError, match=r"never seen: \['gliomma'\]"):
+        add_labels(mask_pool, labels(["s2", "gliomma"]), out)
+    with pytest.raises(SourceError, match="id_column='egal_id'"):
+        add_labels(mask_pool, labels(["s2", "glioma"], header=("egal_id", "label")), out)
+    assert not out.exists()
+    changed = add_labels(mask_pool, labels(["s0", "meningioma"], ["s2", "pituitary"]), out, relabel=True,
+                         allow_new_classes=True)
+    assert changed.relabelled == [("s0", "glioma", "meningioma")] and changed.new_classes == ["pituitary"]
+
+
+def test_add_labels_keeps_integer_labels_integer(tmp_path):
+    path = tmp_path / "int.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "image": [encode_png(np.zeros((4, 4), np.uint8))] * 2,
+                             "label": pa.array([0, None], pa.int32())}), path)
+    out = add_labels(path, write_csv(tmp_path / "l.csv", ["id", "label"], [["b", "0"]]), tmp_path / "o.parquet").out
+    table = pq.read_table(out)
+    assert table.schema.field("label").type == pa.int32() and table.column("label").to_pylist() == [0, 0]
+
+
+# --- pool_info --------------------------------------------------------------------------------
+
+def test_pool_info_counts_and_problems(mask_pool, box_pool, tmp_path):
+    info = pool_info(mask_pool)
+    assert info.rows == 6 and info.labels == {"glioma": 2, "meningioma": 2, None: 2}
+    assert info.labelled_share == pytest.approx(4 / 6)
+    assert info.roi == {"mask": 5, "boxes": 0, "none": 1}
+    assert info.formats == {"PNG 8-bit grey": 5, "PNG 16-bit grey": 1} and info.sizes == {"40x30": 6}
+    assert info.groups == {"count": 3, "min": 2, "median": 2.0, "max": 2}
+    assert not info.problems.skipped and "66.7 %" in info.summary()
+    boxes = pool_info(box_pool)
+    assert boxes.roi == {"mask": 0, "boxes": 1, "none": 1} and boxes.boxes == 2
+    assert boxes.formats == {"DICOM 12-bit grey": 1, "PNG 8-bit grey": 1} and boxes.group_column is None
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"id": "x", "image": encode_png(np.zeros((10, 10), np.uint8)), "boxes": [[0.0, 0.0, 12.0, 5.0]]},
+        {"id": "y", "image": b"garbage", "boxes": []}]), bad)
+    problems = pool_info(bad).problems.skipped
+    assert problems == {"box outside its image or malformed": 1, "image header unreadable": 1}
+    assert json.loads(json.dumps(pool_info(bad).to_dict()))["problems"] == problems
+
+
+# --- the real pool -----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not FIGSHARE.is_file(), reason=f"the figshare brain-tumour pool is not at {FIGSHARE} "
+                    "(../shared/data, see DATASETS.md)")
+def test_figshare_pool_written_as_folders_imports_back_identical(tmp_path):
+    table = pq.read_table(FIGSHARE, columns=["id", "image", "mask", "label", "cv_fold"])
+    subset = table.take(np.linspace(0, table.num_rows - 1, ROUND_TRIP_ROWS).astype(int))  # every class, every fold
+    assert set(subset.column("label").to_pylist()) == {"glioma", "meningioma", "pituitary"}
+    pool = tmp_path / "figshare_subset.parquet"
+    pq.write_table(subset, pool)
+    export_selection(pool, tmp_path / "folders", progress=False)
+    back = from_folders(tmp_path / "folders", tmp_path / "back.parquet", progress=False)
+    assert back.rows == ROUND_TRIP_ROWS and not back.skipped.skipped
+    original = {r["id"]: r for r in subset.to_pylist()}
+    imported = {r["id"]: r for r in pq.read_table(back.out).to_pylist()}
+    assert imported.keys() == original.keys()
+    for ident, row in imported.items():
+        assert row["image"] == original[ident]["image"], ident
+        assert row["mask"] == original[ident]["mask"], ident
+        assert row["label"] == original[ident]["label"], ident
