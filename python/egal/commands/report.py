@@ -6,8 +6,8 @@ from .._checks import renamed
 from ..errors import EgalError
 
 # egal.report.selection_report's keyword arguments, each from the option of the same name.
-API_ARGUMENTS = ("out", "select", "examples", "entropy_threshold", "misalignment_threshold", "batch_size", "device",
-                 "overwrite")
+API_ARGUMENTS = ("out", "select", "selection", "examples", "entropy_threshold", "misalignment_threshold",
+                 "batch_size", "device", "overwrite")
 SELECTION_INPUTS = ("scores", "pool", "model")
 
 
@@ -17,7 +17,7 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "report",
         help="write the HTML page of a scored pool's selection, or of an active-learning experiment",
-        description="Selection page (--scores, --pool, --model): the images egal score selected, in rank order, "
+        description="Selection page (--scores, --pool, --model): the images egal score selected, in its order, "
         "each with its expert ROI outlined and the Grad-CAM of the predicted class over it; a plot of the whole "
         "pool, normalised entropy against misalignment, split into the four quadrants (the confident-but-looking-"
         "elsewhere one is what uncertainty-only selection misses) with counts and example images from each; the "
@@ -37,9 +37,12 @@ def register(subparsers):
     selection.add_argument("--model", help="the model that scored it, .pt or .onnx (draws its Grad-CAM)")
     selection.add_argument("--out", default=DEFAULTS["out"], metavar="DIR",
                            help=f"folder for {PAGE_FILE} (default: %(default)s)")
-    selection.add_argument("--select", type=int, metavar="K", default=DEFAULTS["select"],
-                           help="how many top-ranked rows are the selection (default: as many as the selection CSV "
-                           "beside the scores lists, NAME.selection.csv, else 30)")
+    chosen = selection.add_mutually_exclusive_group()
+    chosen.add_argument("--selection", metavar="CSV", default=DEFAULTS["selection"],
+                        help="the selection egal score --select wrote, in its order (default: NAME.selection.csv "
+                        "beside --scores; without it, the 30 best-ranked rows)")
+    chosen.add_argument("--select", type=int, metavar="K", default=DEFAULTS["select"],
+                        help="show the K best-ranked rows as the selection instead")
     selection.add_argument("--examples", type=int, default=DEFAULTS["examples"],
                            help="example images per quadrant (default: %(default)s)")
     selection.add_argument("--entropy-threshold", type=float, metavar="T", default=DEFAULTS["entropy_threshold"],
@@ -99,6 +102,28 @@ def run_experiment(args) -> int:
         print(f"Wrote {report.path}: {report.runs} run(s) of {len(report.strategies)} strategies over "
               f"{len(report.seeds)} seed(s), {grid} the Grad-CAM grid")
     return 0
+
+
+def check_report_out(out_dir, *, overwrite: bool) -> None:
+    """egal score --report: refuse an existing page before scoring rather than after."""
+    from ..report.selection_page import check_page_out
+
+    check_page_out(out_dir, overwrite)
+
+
+def report_after_scoring(result, out_dir, *, quiet: bool) -> None:
+    """egal score --report DIR: the selection page of the run just finished (egal.pipeline.PoolScores), with
+    the selection it wrote (the 30 best-ranked rows without --select)."""
+    from ..report.selection_data import DEFAULT_SELECT
+    from ..report.selection_page import selection_report
+
+    o = result.options
+    fresh = not (result.resumed or result.already_complete)  # only then is result.seconds the whole scoring time
+    report = selection_report(o.out, o.pool, o.model, out=out_dir, overwrite=o.overwrite, device=o.device,
+                              batch_size=o.batch_size, progress=not quiet, scoring_seconds=result.seconds if fresh
+                              else None, **({"selection": result.selection_path} if result.selection_path
+                                            else {"select": DEFAULT_SELECT}))
+    print(f"Selection page: {report.path}")
 
 
 def option_of(argument: str):

@@ -81,7 +81,7 @@ def _summary(out_dir, config, runs, strategies, seeds) -> str:
                                          f"weights {train.get('weights')}", f"input {train.get('input_size')}")
                         if v is not None)
     if train.get("trainable_from"):
-        learner += f", trained from {train['trainable_from']} on (frozen before)"
+        learner += f"; frozen before {train['trainable_from']}, trained from there on"
     ceiling = first.get("roi_cam_dice")
     items = [
         ("data", data.get("path", "not recorded")),
@@ -139,8 +139,8 @@ def _final_table(summary, runs) -> str:
               "(pp, 95 % CI)")
     note = ("<p class='note'>Mean ± sample standard deviation over seeds. Differences are paired per seed (the same "
             "seed set and test split), strategy minus random, in percentage points, with the 95 % Student t interval "
-            "over seeds; the area under the curve is divided by the label range (the mean over the curve). "
-            "paired.csv has every metric, with bootstrap intervals.</p>")
+            "over seeds (in bold where it excludes 0); the area under the curve is divided by the label range (the "
+            "mean over the curve). paired.csv has every metric, with bootstrap intervals.</p>")
     if not paired:
         note += f"<p class='muted'>No paired differences: the folder has no {BASELINE!r} runs to compare with.</p>"
     return table(header, rows, numeric=(False, True, True, True, True, True, True, True)) + note

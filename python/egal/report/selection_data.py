@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import EgalError
 
 SCORE_COLUMNS = ("id", "pred", "entropy_norm", "misalignment", "score", "rank", "status", "error")
-DEFAULT_SELECT = 30  # when neither the caller nor a selection CSV beside the scores says how many
+DEFAULT_SELECT = 30  # when neither the caller nor a selection CSV beside the scores says which rows
 
 
 @dataclass(frozen=True)
@@ -87,22 +87,45 @@ def read_scores(path) -> ScoredPool:
                       np.array([s == "ok" for s in status], dtype=bool), table.column("error").to_pylist(), run)
 
 
-def selection_size(scores_path, select: int | None) -> tuple[int, str]:
-    """(K, where K came from): `select` when given, else the rows of the selection CSV egal score wrote beside
-    the scores (NAME.selection.csv), else DEFAULT_SELECT."""
+@dataclass(frozen=True)
+class Selection:
+    positions: np.ndarray  # rows of the scores, in the selection's order
+    source: str  # where it came from, for the page
+
+
+def read_selection(scores: ScoredPool, select: int | None = None, selection_csv: str | None = None) -> Selection:
+    """The selection to show. select=K: the K best-ranked rows. Otherwise the ids of the selection CSV that egal score
+    --select wrote (selection_csv, by default NAME.selection.csv beside the scores), in its order: it may be a
+    diverse or per-patient batch rather than the top K. Without either, the DEFAULT_SELECT best-ranked rows."""
+    import csv
+
     from ..pipeline.options import selection_path_for
 
+    if select is not None and selection_csv is not None:
+        raise EgalError("give select (the K best-ranked rows) or selection_csv (a selection file), not both")
     if select is not None:
-        return select, "asked for"
-    csv_path = selection_path_for(os.fspath(scores_path))
-    if os.path.isfile(csv_path):
-        with open(csv_path) as f:
-            rows = max(0, sum(1 for line in f if line.strip()) - 1)
-        return rows, f"as in {os.path.basename(csv_path)}"
-    return DEFAULT_SELECT, "the default"
+        return Selection(top_ranked(scores, select), f"the {select} best-ranked rows")
+    given = selection_csv is not None
+    path = selection_csv if given else selection_path_for(scores.path)
+    if not os.path.isfile(path):
+        if given:
+            raise EgalError(f"selection file {path!r} does not exist")
+        return Selection(top_ranked(scores, DEFAULT_SELECT), f"the {DEFAULT_SELECT} best-ranked rows (no selection "
+                                                             f"file {os.path.basename(path)} beside the scores)")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "id" not in (reader.fieldnames or ()):
+            raise EgalError(f"selection file {path!r} has no id column (columns: {reader.fieldnames})")
+        ids = [row["id"] for row in reader]
+    position = {v: i for i, v in enumerate(scores.ids.tolist())}
+    unknown = [v for v in ids if v not in position]
+    if unknown:
+        raise EgalError(f"selection file {path!r} names {len(unknown)} id(s) that are not in {scores.path!r}, "
+                        f"first {unknown[0]!r}: it belongs to another scoring run")
+    return Selection(np.array([position[v] for v in ids], dtype=np.int64), f"the {len(ids)} rows of {path}")
 
 
-def selected_rows(scores: ScoredPool, k: int) -> np.ndarray:
+def top_ranked(scores: ScoredPool, k: int) -> np.ndarray:
     """Positions of the k best-ranked rows, rank 1 first (fewer when fewer rows have a rank)."""
     ranked = np.flatnonzero(np.isfinite(scores.rank))
     return ranked[np.argsort(scores.rank[ranked], kind="stable")][:k]

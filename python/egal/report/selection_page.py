@@ -24,15 +24,21 @@ from .selection_data import (
     QUADRANTS,
     quadrant_examples,
     read_scores,
+    read_selection,
     rows_in_error,
-    selected_rows,
-    selection_size,
     split_quadrants,
 )
 
 PAGE_FILE = "report.html"
 DEVICES = ("cpu", "cuda")
 ERRORS_SHOWN = 200  # rows in error listed on the page (all are counted)
+# How far the model's numbers for a row shown may lie from the scores' (a .pt and its ONNX export agree to 1e-5).
+REPRODUCE_ATOL = 1e-3
+# Whether the model file is the one whose sha256 the scores record (None: they record none).
+MODEL_PROVENANCE = {None: "; the scores do not record which model wrote them",
+                    True: "; the file that wrote the scores",
+                    False: "; not the file that wrote the scores, but it reproduces their numbers for the rows shown "
+                           "(the same model in another format)"}
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,12 @@ class SelectionReportOptions:
 
     scores:      egal score's output (Parquet, one row per pool row)
     pool:        the pool it scored (images and ROIs are read from it for the rows shown)
-    model:       the model that scored it, .pt or .onnx (its Grad-CAM is drawn; a different model is refused
-                 when the scores record the model's digest)
+    model:       the model that scored it, .pt or .onnx (its Grad-CAM is drawn; a model that does not reproduce
+                 the scores of the rows shown is refused)
     out:         folder for report.html (created)
-    select:      how many top-ranked rows make the selection; None: as many as the selection CSV beside
-                 the scores lists (NAME.selection.csv), else 30
+    select:      show the `select` best-ranked rows as the selection (instead of a selection file)
+    selection:   the selection file egal score --select wrote (default: NAME.selection.csv beside the scores;
+                 it may be a diverse or per-patient batch); without one and without `select`, the 30 best
     examples:    example cards per quadrant
     entropy_threshold, misalignment_threshold: where "high" starts in the quadrant plot; None: the middle
                  of the term's range over the pool's plotted rows
@@ -60,6 +67,7 @@ class SelectionReportOptions:
     model: str
     out: str = "report"
     select: int | None = None
+    selection: str | None = None
     examples: int = 3
     entropy_threshold: float | None = None
     misalignment_threshold: float | None = None
@@ -76,6 +84,11 @@ class SelectionReportOptions:
             object.__setattr__(self, name, os.fspath(value))
         if self.select is not None:
             check_int(self.select, "select", minimum=0)
+        if self.selection is not None:
+            object.__setattr__(self, "selection", os.fspath(self.selection))
+            if self.select is not None:
+                raise bad_argument(EgalError, "select", "and selection exclude each other: select=K shows the K "
+                                   "best-ranked rows, selection a selection file")
         check_int(self.examples, "examples", minimum=0)
         for name in ("entropy_threshold", "misalignment_threshold"):
             if getattr(self, name) is not None:
@@ -114,32 +127,36 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
     started = time.perf_counter()
     o = options
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if o.progress else (lambda text: None)
-    path = os.path.join(o.out, PAGE_FILE)
-    if os.path.exists(path) and not o.overwrite:
-        raise EgalError(f"{path!r} already exists: pass overwrite=True (--overwrite) to replace it, or another out")
+    path = check_page_out(o.out, o.overwrite)
     scores = read_scores(o.scores)
     spec = open_pool(o.pool)
     if spec.num_rows != len(scores):
         raise EgalError(f"pool {o.pool!r} has {spec.num_rows} rows but scores {o.scores!r} has {len(scores)}: "
                         "not the pool that was scored")
     recorded = (scores.run or {}).get("model_sha256")
-    if recorded is not None and recorded != file_digest(o.model):
-        raise EgalError(f"model {o.model!r} is not the model that wrote {o.scores!r} (sha256 {recorded[:12]}... "
-                        "recorded there): its Grad-CAM would not explain these scores")
+    same_file = None if recorded is None else recorded == file_digest(o.model)
     runner = load_runner(o.model, o.device)
-    k, k_source = selection_size(o.scores, o.select)
-    chosen = selected_rows(scores, k)
+    picked = read_selection(scores, o.select, o.selection)
+    chosen = picked.positions
     split = split_quadrants(scores, o.entropy_threshold, o.misalignment_threshold)
     examples = quadrant_examples(scores, split, o.examples)
     shown = list(dict.fromkeys([*chosen.tolist(), *np.concatenate(examples).tolist()]))
     log(f"report: {len(scores)} scored rows, {len(chosen)} selected; Grad-CAM for the {len(shown)} rows shown")
     pictures = _pictures(spec, scores, runner, shown, o.batch_size)
-    body = _body(o, scores, spec, runner, k, k_source, chosen, split, examples, pictures, scoring_seconds)
+    body = _body(o, scores, spec, runner, same_file, picked, split, examples, pictures, scoring_seconds)
     os.makedirs(o.out, exist_ok=True)
     write_page(path, page(f"egal selection: {len(chosen)} images to annotate next", body))
     seconds = time.perf_counter() - started
     log(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB, {seconds:.1f} s)")
     return SelectionReport(path, len(chosen), int(sum(len(e) for e in examples)), len(shown), seconds)
+
+
+def check_page_out(out, overwrite: bool) -> str:
+    """OUT/report.html, refused (EgalError) when it exists and overwrite is False: a page is never replaced unasked."""
+    path = os.path.join(os.fspath(out), PAGE_FILE)
+    if os.path.exists(path) and not overwrite:
+        raise EgalError(f"{path!r} already exists: pass overwrite=True (--overwrite) to replace it, or another out")
+    return path
 
 
 def _pictures(spec, scores, runner, shown, batch_size) -> dict:
@@ -166,11 +183,33 @@ def _pictures(spec, scores, runner, shown, batch_size) -> dict:
             masks = runner.to_device(np.ascontiguousarray(decoded.masks[ok]))
             result = egal.score_batch(**runner.gradcam_inputs(images), masks=masks, return_cam=True)
             for j, i in enumerate(np.flatnonzero(ok)):
+                _check_reproduces(scores, positions[i], runner.classes, result, j)
                 cams[i] = np.asarray(result.cam[j])
         for i, position in enumerate(positions):
             grey = decoded.images[i].mean(axis=0)
             out[position] = (grey if ok[i] else None, decoded.masks[i], cams[i], decoded.errors[i])
     return out
+
+
+def _check_reproduces(scores, position, classes, result, j) -> None:
+    """The model must give the row the numbers the scores hold, or its Grad-CAM would explain other scores."""
+    ours = {"pred": classes[int(result.pred[j])] if result.pred[j] >= 0 else None,
+            "entropy_norm": float(result.entropy_norm[j]), "misalignment": float(result.misalignment[j])}
+    theirs = {"pred": scores.pred[position], "entropy_norm": float(scores.entropy_norm[position]),
+              "misalignment": float(scores.misalignment[position])}
+    if not scores.ok[position]:
+        return  # scored in error then, decoded now: nothing to compare
+    for name in ("entropy_norm", "misalignment"):
+        a, b = ours[name], theirs[name]
+        if not (np.isnan(a) and np.isnan(b)) and not abs(a - b) <= REPRODUCE_ATOL:
+            break
+    else:
+        if ours["pred"] == theirs["pred"]:
+            return
+        name = "pred"
+    raise EgalError(f"the model does not reproduce the scores of row {scores.ids[position]!r} ({name} {ours[name]!r} "
+                    f"now, {theirs[name]!r} in {scores.path!r}): it is not the model that scored this pool, so its "
+                    "Grad-CAM would not explain these scores")
 
 
 def _card_data(position, scores, split, chosen_set, pictures):
@@ -185,10 +224,11 @@ def _card_data(position, scores, split, chosen_set, pictures):
                     selected=position in chosen_set, problem=problem)
 
 
-def _body(o, scores, spec, runner, k, k_source, chosen, split, examples, pictures, scoring_seconds) -> str:
+def _body(o, scores, spec, runner, same_file, picked, split, examples, pictures, scoring_seconds) -> str:
     from .cards import cards, colour_key
     from .svg_plots import density_scatter, histogram
 
+    chosen = picked.positions
     chosen_set = set(chosen.tolist())
     run = scores.run or {}
     n_ok = int(scores.ok.sum())
@@ -197,13 +237,13 @@ def _body(o, scores, spec, runner, k, k_source, chosen, split, examples, picture
     summary = definition_list([
         ("scores", o.scores),
         ("pool", f"{o.pool} ({spec.num_rows:,} rows)"),
-        ("model", runner.describe()),
+        ("model", runner.describe() + MODEL_PROVENANCE[same_file]),
         ("alpha (entropy weight)", "not recorded" if alpha is None else f"{alpha:g}"),
         ("combination", run.get("combine", "not recorded")),
         ("rows scored", f"{n_ok:,} of {len(scores):,} ({len(scores) - n_ok:,} in error)"),
         ("scoring time", "not recorded in the scores file" if scoring_seconds is None
          else f"{scoring_seconds:.1f} s ({n_ok / max(scoring_seconds, 1e-9):.1f} rows/s)"),
-        ("selection", f"the {len(chosen)} top-ranked rows ({k_source}: {k})"),
+        ("selection", picked.source),
         ("scored by", f"egal {run['egal_version']} on {run.get('device', '?')}, engine {run.get('engine', '?')}"
          if "egal_version" in run else "an egal that did not record its run"),
     ])
@@ -213,7 +253,7 @@ def _body(o, scores, spec, runner, k, k_source, chosen, split, examples, picture
              "of interest (how far it looks from the finding); docs/scoring.md defines both.</p>",
              "<h2 id='summary'>Summary</h2>", summary]
     key = colour_key("Grad-CAM of the predicted class (normalised, 0–1, no unit)")
-    parts += ["<h2 id='selection'>The selection, in rank order</h2>", key,
+    parts += ["<h2 id='selection'>The selection</h2>", key,
               cards((_card_data(p, scores, split, chosen_set, pictures) for p in chosen.tolist()), badge=False)
               if len(chosen) else "<p class='muted'>No row could be ranked, so nothing is selected.</p>"]
     quadrant_rows = []
