@@ -58,6 +58,10 @@ def register(subparsers):
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
     parser.add_argument("--select-out", metavar="CSV", default=DEFAULTS["select_out"],
                         help="where --select writes its CSV (default: next to --out, NAME.selection.csv)")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write the selection page, DIR/report.html (egal report: the selection with its "
+                        "Grad-CAM and ROI, the pool's uncertainty against misalignment), once scoring is done; "
+                        "--overwrite replaces an existing page")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                         help="images per model call and per output shard (default: %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
@@ -99,12 +103,20 @@ def run(args) -> int:
                                **{name: getattr(args, name) for name in API_ARGUMENTS})
     except (ValueError, TypeError) as exc:
         raise (renamed(exc, option_of) or exc) from None  # named as the command line has it: --batch-size
+    if args.report:
+        from .report import check_report_out
+
+        check_report_out(args.report, overwrite=args.overwrite)  # before the scoring, not after
     result = run_scoring(options)
     print_summary(result)
     if result.rows_scored == 0:
         print(f"egal score: error: none of the {result.rows} rows could be scored (all {result.rows} are in "
               f"error; the reasons are in the error column of {result.out})", file=sys.stderr)
         return 1
+    if args.report:
+        from .report import report_after_scoring
+
+        report_after_scoring(result, args.report, quiet=args.quiet)
     return 0
 
 
