@@ -18,6 +18,8 @@ from .errors import SourceError
 from .ledger import SkipLedger
 from .writer import StreamingPoolWriter
 
+LOG_EVERY_S = 10.0
+
 
 @dataclass
 class ImportResult:
@@ -67,6 +69,7 @@ class ImportSession:
         self._ids: set = set()
         self._started = time.monotonic()
         self._progress = Progress(total, enabled=progress, desc=f"importing {source}", unit=unit)
+        self._total, self._unit, self._done, self._logged = total, unit, 0, self._started
         self.result: ImportResult | None = None
 
     def __enter__(self) -> ImportSession:
@@ -78,7 +81,7 @@ class ImportSession:
         if kind is not None:
             self.writer.abort()
             return
-        if self.writer.rows + len(self.writer._buffer) == 0:
+        if self.writer.rows_added == 0:
             self.writer.abort()
             reasons = "\n".join(self.ledger.lines()) or "(the source holds no image)"
             raise SourceError(f"no row of {self.source} could be imported, so no pool was written:\n{reasons}")
@@ -105,6 +108,13 @@ class ImportSession:
 
     def advance(self, n: int = 1) -> None:
         self._progress.advance(n)
+        self._done += n
+        now = time.monotonic()
+        # Without a terminal (a log file, a scheduler) the bar is off: a line every LOG_EVERY_S instead.
+        if self._progress.bar is None and now - self._logged >= LOG_EVERY_S:
+            self._logged = now
+            self._progress.log(f"{self._done} of {self._total} {self._unit} read, {self.writer.rows_added} rows, "
+                               f"{self.ledger.total_skipped} skipped")
 
     def log(self, message: str) -> None:
         self._progress.log(message)

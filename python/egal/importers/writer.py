@@ -109,6 +109,11 @@ class StreamingPoolWriter:
         else:
             self.abort()
 
+    @property
+    def rows_added(self) -> int:
+        """Rows written so far plus rows waiting in the buffer."""
+        return self.rows + len(self._buffer)
+
     def add(self, row: dict) -> None:
         self._buffer.append(row)
         self._buffered_bytes += sum(len(v) for v in row.values() if isinstance(v, (bytes, bytearray)))
