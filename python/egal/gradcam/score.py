@@ -15,11 +15,11 @@ def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_s
     on the model's device and go to egal.score_batch without a host copy.
     """
     inputs = extract_gradcam_inputs(model, images, target_layer=target_layer, method=method)
-    return scoring_engine()(**inputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
-                            alpha=alpha, return_cam=return_cam)
+    return fused_scorer()(**inputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
+                          alpha=alpha, return_cam=return_cam)
 
 
-def scoring_engine():
+def fused_scorer():
     """egal.score_batch, the fused scorer with its backend choice (importing egal needs the compiled
     extension, so it is always there), looked up at call time."""
     import egal

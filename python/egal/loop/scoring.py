@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..gradcam import extract_gradcam_inputs, scoring_engine
+from ..gradcam import extract_gradcam_inputs, fused_scorer
 from ..gradcam.extract import inputs_from_pooled_map
 from ..models.split import split_features
 from ..train.feature_cache import FeatureCache
@@ -31,7 +31,7 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
     be None): only the trainable tail runs, and the results equal the full model's.
     return_cam: also keep each row's normalised Grad-CAM map (egal.score_batch's return_cam).
     """
-    engine = scoring_engine()
+    scorer = fused_scorer()
     tail = None
     if features is not None:
         features.check_fits(model)
@@ -48,8 +48,9 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
         else:
             inputs = extract_gradcam_inputs(model, torch.as_tensor(images[start:start + batch_size]))  # [B, C, H, W]
         # The scorer never moves data between devices: the ROIs go to where the activations are.
-        roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size])).to(inputs.activations.device)  # [B, H, W]
-        result = engine(**inputs.scorer_kwargs(), masks=roi, alpha=alpha, return_cam=return_cam)
+        roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size]))  # [B, H, W]
+        roi = roi.to(inputs.activations.device)
+        result = scorer(**inputs.scorer_kwargs(), masks=roi, alpha=alpha, return_cam=return_cam)
         for name in outputs:
             parts[name].append(getattr(result, name))
         parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())
