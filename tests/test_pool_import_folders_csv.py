@@ -197,3 +197,23 @@ def test_the_writer_flushes_by_bytes(tmp_path):
         for i in range(7):
             writer.add({"id": f"r{i}", "image": big, "label": None, "group": None})
     assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 3
+
+
+def test_ctrl_c_during_an_import_leaves_no_file(layout, tmp_path, monkeypatch):
+    import egal.importers.folders as folders
+
+    calls = []
+
+    def interrupted(data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(data)
+
+    real = folders.read_header
+    monkeypatch.setattr(folders, "read_header", interrupted)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        from_folders(layout, out_dir / "pool.parquet", progress=False)
+    assert os.listdir(out_dir) == []

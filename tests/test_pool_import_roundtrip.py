@@ -257,3 +257,14 @@ def test_figshare_pool_written_as_folders_imports_back_identical(tmp_path):
         assert row["image"] == original[ident]["image"], ident
         assert row["mask"] == original[ident]["mask"], ident
         assert row["label"] == original[ident]["label"], ident
+
+
+def test_a_pool_of_paths_exports_the_files_it_references(tmp_path):
+    from pool_import_sources import folder_image
+
+    folder_image(tmp_path / "src" / "glioma" / "a.png", 10, mask_box=(1, 2, 6, 7))
+    pool = from_folders(tmp_path / "src", tmp_path / "src" / "pool.parquet", images_as="paths", progress=False).out
+    export_selection(pool, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "glioma" / "a.png").read_bytes() == (tmp_path / "src" / "glioma" / "a.png").read_bytes()
+    assert (tmp_path / "out" / "glioma" / "a_mask.png").read_bytes() == (
+        tmp_path / "src" / "glioma" / "a_mask.png").read_bytes()
