@@ -187,3 +187,17 @@ def test_siim_study_labels_joined_to_image_boxes(siim, tmp_path):
 def test_siim_refuses_another_layout(tmp_path):
     with pytest.raises(SourceError, match="train_study_level.csv is missing"):
         from_siim_covid(tmp_path, tmp_path / "p.parquet", progress=False)
+
+
+def test_a_table_without_readers_is_one_consensus_reading(tmp_path):
+    root = tmp_path / "vindr"
+    write_csv(root / "annotations" / "annotations_test.csv", ["image_id", "class_name", "x_min", "y_min", "x_max",
+                                                              "y_max"],
+              [["t1", "Cardiomegaly", *CARDIO_R1], ["t1", "Nodule/Mass", *NODULE_R1], ["t2", "No finding", "", "", "",
+                                                                                      ""]])
+    write_dicom(root / "test" / "t1.dicom", radiograph(H, W), 1)
+    write_dicom(root / "test" / "t2.dicom", radiograph(H, W, seed=1), 2)
+    result = from_vindr_cxr(root, tmp_path / "test.parquet", split="test", merge="agree", max_side=0, progress=False)
+    rows = rows_by_id(result.out)
+    assert sorted(map(tuple, rows["t1"]["boxes"])) == sorted([CARDIO_R1, NODULE_R1])
+    assert rows["t2"]["label"] == "normal"

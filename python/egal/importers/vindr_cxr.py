@@ -170,7 +170,9 @@ def present_findings(by_class: dict[str, dict[str, list]], o: VindrOptions) -> d
         readers = [r for r, boxes in by_reader.items() if boxes]
         if finding == NO_FINDING or not readers:
             continue
-        if len(readers) >= need or set(by_reader) == {"consensus"}:
+        if set(by_reader) == {"consensus"}:  # no rad_id: one consensus reading, nothing to agree on
+            present[finding] = merge_readers({"consensus": by_reader["consensus"]}, "union")
+        elif len(readers) >= need:
             present[finding] = merge_readers({r: by_reader[r] for r in readers}, o.merge,
                                              iou_threshold=o.agree_iou, min_readers=need)
     return present
