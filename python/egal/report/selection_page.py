@@ -282,7 +282,7 @@ def _body(o, scores, spec, runner, same_file, picked, split, examples, pictures,
         "not.</p>",
     ]
     for quadrant, rows in zip(QUADRANTS, examples, strict=True):
-        parts.append(f"<h3>{escape(quadrant.name)}</h3>")
+        parts.append(f"<h3 id='examples-{quadrant.key}'>{escape(quadrant.name)}</h3>")
         parts.append(cards(_card_data(p, scores, split, chosen_set, pictures) for p in rows.tolist())
                      if len(rows) else "<p class='muted'>No row in this quadrant.</p>")
     cutoff = float(scores.score[chosen[-1]]) if len(chosen) else float("nan")

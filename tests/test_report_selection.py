@@ -1,0 +1,361 @@
+"""egal report's selection page: what it shows is what the scores, the pool and the model say, it reads only the rows
+it shows, and it refuses what would make it lie (another model, another pool). The browser checks are in
+test_report_browser.py; the pages' pictures are decoded here with Pillow."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import egal
+from egal.cli import main
+from egal.errors import EgalError
+from egal.pool import open_pool
+from egal.report import selection_report
+from egal.report.cam_grid import choose_test_images
+from egal.report.imaging import cam_overlay, colorize, colormap_stops, draw_outline, grey_to_rgb
+from egal.report.pool_rows import read_pool_rows
+from egal.report.selection_data import QUADRANTS, read_scores, read_selection, split_quadrants
+from egal.report.selection_page import DEFAULTS, SelectionReportOptions
+from egal.report.svg_plots import nice_ticks
+from pools import make_rows, save_tiny_model, write_pool
+
+INPUT = (64, 64)
+SELECT = 10
+EXAMPLES = 2
+
+
+def scored_pool(folder, *, n=60, select=SELECT, storage="inline", roi="mask", bad_rows=(5, 17)):
+    """A pool (some rows without ROI, `bad_rows` undecodable), a tiny model as .pt and .onnx, and egal.score_pool's
+    output with a selection file. Returns a dict of paths."""
+    from egal.onnx import export_onnx
+
+    os.makedirs(folder, exist_ok=True)
+    rows = make_rows(n, folder=folder, size=80, storage=storage, roi=roi, empty_every=7)
+    for i in bad_rows:
+        if storage == "inline":
+            rows[i]["image"] = b"not an image"
+    pool = write_pool(os.path.join(folder, "pool.parquet"), rows)
+    model_pt = save_tiny_model(os.path.join(folder, "model.pt"), input_size=INPUT)
+    model_onnx = export_onnx(model_pt, os.path.join(folder, "model.onnx"))
+    scores = os.path.join(folder, "scores.parquet")
+    egal.score_pool(pool, model_onnx, out=scores, select=select, progress=False, workers=0)
+    return {"pool": pool, "pt": model_pt, "onnx": model_onnx, "scores": scores, "folder": str(folder)}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    paths = scored_pool(tmp_path_factory.mktemp("selection"))
+    paths["report"] = selection_report(paths["scores"], paths["pool"], paths["onnx"],
+                                       out=os.path.join(paths["folder"], "report"), examples=EXAMPLES, progress=False)
+    with open(paths["report"].path, encoding="utf-8") as f:
+        paths["html"] = f.read()
+    return paths
+
+
+def section(html: str, ident: str) -> str:
+    """The page from <h2 id=ident> up to the next <h2>."""
+    start = html.index(f"<h2 id='{ident}'>")
+    end = html.find("<h2 ", start + 1)
+    return html[start:end if end >= 0 else len(html)]
+
+
+def card_rows(html: str) -> list:
+    return [int(v) for v in re.findall(r"<div class='card' data-row='(\d+)'>", html)]
+
+
+def card_images(html: str, row: int) -> list:
+    """The decoded pictures of the card of pool row `row` (image with ROI, Grad-CAM overlay)."""
+    card = html[html.index(f"data-row='{row}'>"):]
+    card = card[:card.index("<table class='facts'>")]
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB"))
+            for uri in re.findall(r"src='data:image/png;base64,([^']+)'", card)]
+
+
+def selection_ids(path) -> list:
+    with open(path, newline="") as f:
+        return [row["id"] for row in csv.DictReader(f)]
+
+
+def test_the_selection_is_the_selection_file_in_its_order(demo):
+    scores = read_scores(demo["scores"])
+    chosen = card_rows(section(demo["html"], "selection"))
+    assert [scores.ids[r] for r in chosen] == selection_ids(demo["scores"].replace(".parquet", ".selection.csv"))
+    assert len(chosen) == SELECT == demo["report"].selected
+
+
+def test_each_card_shows_the_image_with_its_roi_and_the_models_gradcam(demo):
+    from egal.pipeline.model_runner import load_runner
+    from egal.pool import DecodeSettings, decode_batch
+
+    spec, scores = open_pool(demo["pool"]), read_scores(demo["scores"])
+    runner = load_runner(demo["onnx"])
+    shown = card_rows(demo["html"])
+    checked_roi = 0
+    for row in sorted(set(shown)):
+        decoded = decode_batch(read_pool_rows(spec, [row]), DecodeSettings(INPUT, 1))
+        expected = egal.score_batch(**runner.gradcam_inputs(decoded.images), masks=decoded.masks, return_cam=True)
+        assert runner.classes[expected.pred[0]] == scores.pred[row]
+        plain, overlay = card_images(demo["html"], row)
+        grey = decoded.images[0, 0]
+        want_plain, want_overlay = grey_to_rgb(grey), cam_overlay(grey, expected.cam[0])
+        if decoded.has_roi[0]:
+            want_plain, want_overlay = draw_outline(want_plain, decoded.masks[0]), draw_outline(want_overlay,
+                                                                                                decoded.masks[0])
+            checked_roi += 1
+        np.testing.assert_array_equal(plain, want_plain)
+        # One batch against another: the maps agree to float rounding, the colours to a level.
+        np.testing.assert_allclose(overlay, want_overlay, rtol=0, atol=1)
+    assert checked_roi > 0
+
+
+def test_the_quadrant_counts_are_the_scores(demo):
+    table = pq.read_table(demo["scores"]).to_pydict()
+    ok = np.array([s == "ok" for s in table["status"]])
+    h = np.array(table["entropy_norm"], dtype=float)
+    d = np.array(table["misalignment"], dtype=float)
+    plotted = ok & np.isfinite(d)
+    th, td = (h[plotted].min() + h[plotted].max()) / 2, (d[plotted].min() + d[plotted].max()) / 2
+    expected = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
+    for hv, dv in zip(h[plotted], d[plotted], strict=True):
+        expected[(bool(hv > th), bool(dv > td))] += 1
+    counts = re.findall(r"<tr><td>([^<]+)</td><td>[^<]+</td><td class='num'>(\d+)</td>",
+                        section(demo["html"], "quadrants"))
+    assert {name: int(n) for name, n in counts} == {q.name: expected[(q.uncertain, q.misaligned)] for q in QUADRANTS}
+    assert sum(expected.values()) == plotted.sum() and plotted.sum() < ok.sum()  # rows without ROI are not drawn
+
+
+def test_examples_are_the_rows_deepest_in_each_quadrant(demo):
+    scores = read_scores(demo["scores"])
+    split = split_quadrants(scores)
+    examples = section(demo["html"], "examples")
+    parts = re.split(r"<h3 id='examples-([a-z_]+)'>", examples)[1:]
+    assert parts[::2] == [q.key for q in QUADRANTS]
+    for q, part in enumerate(parts[1::2]):
+        rows = card_rows(part)
+        members = np.flatnonzero(split.of_row == q)
+        assert len(rows) == min(EXAMPLES, len(members))
+        assert set(rows) <= set(members.tolist())
+
+
+def test_rows_in_error_and_the_summary(demo):
+    errors = section(demo["html"], "errors")
+    scores = read_scores(demo["scores"])
+    bad = [str(scores.ids[i]) for i in np.flatnonzero(~scores.ok)]
+    assert len(bad) == 2 and all(b in errors for b in bad) and "image:" in errors
+    summary = section(demo["html"], "summary")
+    for text in ("alpha (entropy weight)</dt><dd>0.5", "combination</dt><dd>raw", "58 of 60 (2 in error)",
+                 "model.onnx (onnx, cpu", "the file that wrote the scores", "not recorded in the scores file"):
+        assert text in summary, text
+
+
+def test_the_pt_model_draws_the_same_page_as_its_onnx_export(demo, tmp_path):
+    report = selection_report(demo["scores"], demo["pool"], demo["pt"], out=tmp_path, examples=EXAMPLES,
+                              progress=False)
+    html = open(report.path, encoding="utf-8").read()
+    assert card_rows(html) == card_rows(demo["html"])
+    assert "reproduces their numbers for the rows shown" in html
+
+
+def test_a_model_that_did_not_score_the_pool_is_refused(demo, tmp_path):
+    other = save_tiny_model(tmp_path / "other.pt", input_size=INPUT, seed=7)
+    with pytest.raises(EgalError, match="does not reproduce the scores"):
+        selection_report(demo["scores"], demo["pool"], other, out=tmp_path / "page", progress=False)
+
+
+def test_another_pool_is_refused(demo, tmp_path):
+    rows = make_rows(60, folder=tmp_path, size=80, seed=3, id_prefix="other")
+    other = write_pool(tmp_path / "other.parquet", rows)
+    with pytest.raises(EgalError, match="the pool changed since it was scored"):
+        selection_report(demo["scores"], other, demo["onnx"], out=tmp_path / "page", progress=False)
+    shorter = write_pool(tmp_path / "short.parquet", make_rows(12, folder=tmp_path, size=80))
+    with pytest.raises(EgalError, match="has 12 rows but scores"):
+        selection_report(demo["scores"], shorter, demo["onnx"], out=tmp_path / "page", progress=False)
+
+
+def test_an_existing_page_is_replaced_only_when_asked(demo):
+    out = os.path.dirname(demo["report"].path)
+    with pytest.raises(EgalError, match="already exists.*overwrite=True"):
+        selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, progress=False)
+
+
+def test_select_k_shows_the_best_ranked_and_a_selection_file_can_be_named(demo, tmp_path):
+    scores = read_scores(demo["scores"])
+    top = read_selection(scores, select=4)
+    assert scores.rank[top.positions].tolist() == [1, 2, 3, 4]
+    path = tmp_path / "mine.csv"
+    path.write_text("rank,id\n1,scan_0030\n2,scan_0003\n")
+    assert [scores.ids[p] for p in read_selection(scores, selection_csv=str(path)).positions] == ["scan_0030",
+                                                                                                  "scan_0003"]
+    path.write_text("rank,id\n1,nobody\n")
+    with pytest.raises(EgalError, match="not in"):
+        read_selection(scores, selection_csv=str(path))
+    with pytest.raises(EgalError, match="not both"):
+        read_selection(scores, select=3, selection_csv=str(path))
+
+
+def test_read_pool_rows_reads_any_rows_in_the_order_asked(tmp_path):
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    for part in range(3):  # three files of 3 row groups each
+        rows = make_rows(30, folder=folder, size=32, seed=part, id_prefix=f"f{part}")
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"part{part}.parquet", row_group_size=10)
+    spec = open_pool(folder)
+    everything = [row for batch in spec.iter_batches(90) for row in batch.ids]
+    positions = [89, 0, 45, 10, 9, 30, 61]
+    raw = read_pool_rows(spec, positions)
+    assert raw.ids == [everything[p] for p in positions] and raw.rows == positions
+    assert all(isinstance(image, bytes) for image in raw.images)
+    with pytest.raises(EgalError, match="no row 90"):
+        read_pool_rows(spec, [90])
+
+
+def test_a_100000_row_pool_reads_and_explains_only_the_rows_shown(tmp_path, monkeypatch):
+    """100 distinct scans (as files) repeated 1,000 times: the scores of a repeat are the scores of its scan, so
+    the 100,000-row scores are what scoring the whole pool would give, at the cost of scoring 100 rows."""
+    from egal.pipeline.ranking import rank_table
+
+    base = scored_pool(tmp_path, n=100, storage="path", roi="mask_path", bad_rows=())
+    small = pq.read_table(base["scores"])
+    pool = pq.read_table(base["pool"])
+    repeats = 1000
+    ids = [f"{i}_{k:04d}" for k in range(repeats) for i in small.column("id").to_pylist()]
+    big_pool = pa.table({"id": ids, "image_path": pool.column("image_path").to_pylist() * repeats,
+                         "mask_path": pool.column("mask_path").to_pylist() * repeats})
+    pq.write_table(big_pool, tmp_path / "big.parquet", row_group_size=4096)
+    columns = {name: small.column(name).to_pylist() * repeats for name in small.column_names if name != "rank"}
+    columns.update(id=ids, row=list(range(len(ids))))
+    unranked = pa.table(columns)
+    ranked = rank_table(unranked, alpha=0.5)
+    ranked = ranked.replace_schema_metadata(small.schema.metadata)  # the run that scored it
+    pq.write_table(ranked, tmp_path / "big_scores.parquet")
+
+    decoded_rows = []
+    real_decode = egal.pool.decode_batch
+
+    def counting(raw, settings):
+        decoded_rows.extend(raw.ids)
+        return real_decode(raw, settings)
+
+    monkeypatch.setattr(egal.pool, "decode_batch", counting)
+    big = selection_report(str(tmp_path / "big_scores.parquet"), str(tmp_path / "big.parquet"), base["onnx"],
+                           out=tmp_path / "big_page", select=30, progress=False)
+    assert big.selected == 30 and len(decoded_rows) == big.gradcam_rows == len(set(decoded_rows)) <= 30 + 4 * 3
+    small_page = selection_report(base["scores"], base["pool"], base["onnx"], out=tmp_path / "small_page",
+                                  select=30, progress=False)
+    html = open(big.path, encoding="utf-8").read()
+    assert "100,000 rows" in html
+    # The whole pool is one binned image: the page does not grow with the pool.
+    assert os.path.getsize(big.path) < 1.5 * os.path.getsize(small_page.path)
+
+
+def test_the_cli_writes_the_page_and_names_its_flags(demo, tmp_path, capsys):
+    out = tmp_path / "page"
+    args = ["report", "--scores", demo["scores"], "--pool", demo["pool"], "--model", demo["onnx"], "--out", str(out)]
+    assert main(args + ["--quiet"]) == 0
+    assert (out / "report.html").stat().st_size > 10_000
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    for flag, value, message in (("--examples", "-1", "--examples must be a non-negative integer"),
+                                 ("--entropy-threshold", "2", "--entropy-threshold must lie in [0, 1]"),
+                                 ("--batch-size", "0", "--batch-size must be a positive integer")):
+        assert main(args + ["--overwrite", flag, value]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["report", "--scores", demo["scores"], "--pool", demo["pool"]]) == 2
+    assert "--model missing" in capsys.readouterr().err
+    assert main(["report", "--experiment", str(tmp_path), "--scores", demo["scores"]]) == 2
+    assert "one or the other" in capsys.readouterr().err
+
+
+def test_the_cli_defaults_are_the_options(demo):
+    from egal.cli import build_parser
+
+    args = build_parser().parse_args(["report", "--scores", "s", "--pool", "p", "--model", "m"])
+    for name, default in DEFAULTS.items():
+        if name != "progress":
+            assert getattr(args, name) == default, name
+    assert SelectionReportOptions(scores="s", pool="p", model="m").out == args.out
+
+
+def test_egal_score_report_writes_the_page_of_its_selection(tmp_path, capsys):
+    rows = make_rows(30, folder=tmp_path, size=80, empty_every=5)
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    model = save_tiny_model(tmp_path / "model.pt", input_size=INPUT)
+    args = ["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--select", "6",
+            "--workers", "0", "--quiet", "--report", str(tmp_path / "page")]
+    assert main(args) == 0
+    html = (tmp_path / "page" / "report.html").read_text()
+    scores = read_scores(tmp_path / "s.parquet")
+    assert [scores.ids[r] for r in card_rows(section(html, "selection"))] == selection_ids(tmp_path / "s.selection.csv")
+    scoring_time = section(html, "summary").split("scoring time</dt><dd>")[1][:40]
+    assert re.match(r"[0-9.]+ s \(", scoring_time), scoring_time
+    capsys.readouterr()
+    os.remove(tmp_path / "s.parquet")
+    assert main(args) == 2  # the page exists: refused before scoring anything
+    assert "report.html' already exists" in capsys.readouterr().err
+    assert not (tmp_path / "s.parquet").exists()
+
+
+TORCH_FREE = textwrap.dedent("""
+    import importlib.abc, sys
+
+    class Blocked(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "torchvision", "matplotlib"):
+                raise ImportError(f"{name} is blocked: this process stands for an inference-only node")
+
+    sys.meta_path.insert(0, Blocked())
+    from egal.cli import main
+    status = main(sys.argv[1:])
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "matplotlib"))
+    assert not loaded, loaded
+    sys.exit(status)
+""")
+
+
+def test_the_selection_page_needs_neither_torch_nor_matplotlib_with_an_onnx_model(demo, tmp_path):
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(egal.__file__))
+    env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-c", TORCH_FREE, "report", "--scores", demo["scores"], "--pool",
+                           demo["pool"], "--model", demo["onnx"], "--out", str(tmp_path), "--examples", str(EXAMPLES),
+                           "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert card_rows((tmp_path / "report.html").read_text()) == card_rows(demo["html"])
+
+
+def test_picture_helpers():
+    assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(0.89, 0.97, 4) == [0.9, 0.92, 0.94, 0.96]
+    stops = colormap_stops("viridis")
+    np.testing.assert_array_equal(colorize(np.array([0.0, 1.0, np.nan, 7.0]), "viridis"),
+                                  [stops[0], stops[-1], stops[0], stops[-1]])
+    mask = np.zeros((7, 7), np.uint8)
+    mask[2:5, 2:5] = 1
+    outlined = draw_outline(np.zeros((7, 7, 3), np.uint8), mask)
+    painted = outlined.any(axis=-1)
+    assert painted.sum() == 8 and not painted[3, 3] and painted[2, 2]  # the ring, not the inside
+
+
+def test_grid_images_are_two_per_class_with_an_roi():
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    masks = np.zeros((10, 4, 4), np.uint8)
+    masks[[0, 2, 3, 4, 6, 7, 8], 1, 1] = 1
+    test = np.arange(10)
+    chosen = choose_test_images(labels, masks, test)
+    assert chosen.tolist() == choose_test_images(labels, masks, test).tolist()  # drawn the same every time
+    assert [int(labels[c]) for c in chosen] == [0, 0, 1, 1, 2, 2] and all(masks[c].any() for c in chosen)
+    assert json.dumps(chosen.tolist())
