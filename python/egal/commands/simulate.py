@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import EgalError
+from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
 
@@ -25,25 +26,28 @@ def register(subparsers):
         "mixing); --alpha-grid 0.25,0.5,0.75 adds egal at each alpha.\n"
         "example: egal simulate --pool data.parquet --strategies random,entropy,egal --seeds 5 --rounds 7 "
         "--budget 60 --init 150 --out results/",
+        formatter_class=ConfigDefaultsFormatter,  # fills in the {loop.rounds}-style defaults of the help texts
     )
     parser.add_argument("--pool", help="labelled pool parquet (id, image, mask, label column); or [data] path in "
                         "--config")
     parser.add_argument("--out", required=True, help="output folder (created; reruns resume in it)")
     parser.add_argument("--config", help="TOML/YAML experiment config with [data], [train], [loop] sections")
     loop = parser.add_argument_group("active learning (override the config file)")
-    loop.add_argument("--strategies", help="comma-separated strategies (default: random,entropy,egal)")
-    loop.add_argument("--alpha", type=float, help="entropy weight of 'egal', in [0, 1] (default: 0.5)")
+    loop.add_argument("--strategies", help="comma-separated strategies (default: {loop.strategies:list})")
+    loop.add_argument("--alpha", type=float, help="entropy weight of 'egal', in [0, 1] (default: {loop.alpha})")
     loop.add_argument("--alpha-grid", type=_floats, help="comma-separated alphas, each run as an egal strategy")
-    loop.add_argument("--seeds", type=_seeds, help="number of seeds (5 = seeds 0..4) or a list like 0,3,7 (default: 5)")
-    loop.add_argument("--rounds", type=int, help="selection rounds after the seed set (default: 7)")
-    loop.add_argument("--budget", type=int, help="rows annotated per round (default: 60)")
-    loop.add_argument("--init", type=int, help="class-balanced seed set size (default: 150)")
+    loop.add_argument("--seeds", type=_seeds,
+                      help="number of seeds (5 = seeds 0..4) or a list like 0,3,7 (default: {loop.seeds:seeds})")
+    loop.add_argument("--rounds", type=int, help="selection rounds after the seed set (default: {loop.rounds})")
+    loop.add_argument("--budget", type=int, help="rows annotated per round (default: {loop.budget})")
+    loop.add_argument("--init", type=int, help="class-balanced seed set size (default: {loop.init})")
     loop.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     data = parser.add_argument_group("data and split (override the config file)")
-    data.add_argument("--label-column", help="class label column (default: label)")
+    data.add_argument("--label-column", help="class label column (default: {data.label_column})")
     data.add_argument("--group-column", help="patient / group column for a patient-level split (e.g. cv_fold)")
     data.add_argument("--test-groups", type=_strings, help="comma-separated groups forming the test set (e.g. 5)")
-    data.add_argument("--test-fraction", type=float, help="fraction held out when no --test-groups (default: 0.2)")
+    data.add_argument("--test-fraction", type=float,
+                      help="fraction held out when no --test-groups (default: {data.test_fraction})")
     data.add_argument("--cache-dir", help="keep decoded arrays here between runs")
     shortcut = parser.add_argument_group(
         "shortcut benchmark (override the config file's [shortcut])",
@@ -51,10 +55,10 @@ def register(subparsers):
         "stays clean and a second test copy carries the marker on the other classes. Adds marker-test accuracy and "
         "the share of marked images each strategy selects to the report.")
     shortcut.add_argument("--shortcut-class", help="class whose pool images get the marker (turns the benchmark on)")
-    shortcut.add_argument("--shortcut-share", type=float, help="fraction of that class's pool images marked (default: "
-                          "0.5)")
-    shortcut.add_argument("--shortcut-marker", choices=("square", "text"), help="a bright square or a letter stamp "
-                          "(default: square)")
+    shortcut.add_argument("--shortcut-share", type=float,
+                          help="fraction of that class's pool images marked (default: {shortcut.share})")
+    shortcut.add_argument("--shortcut-marker", choices=("square", "text"),
+                          help="a bright square or a letter stamp (default: {shortcut.marker})")
     add_train_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.set_defaults(func=run)
@@ -72,8 +76,8 @@ def run(args) -> int:
     loop = {k: getattr(args, k) for k in ("strategies", "alpha", "alpha_grid", "seeds", "rounds", "budget", "init",
                                           "threads")
             if getattr(args, k) is not None}
-    shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker") if getattr(args,
-                                                                                          f"shortcut_{k}") is not None}
+    shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker")
+                if getattr(args, f"shortcut_{k}") is not None}
     if args.shortcut_class is not None:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)

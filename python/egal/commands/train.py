@@ -5,6 +5,7 @@ import os
 import sys
 import warnings
 
+from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
 MAX_LISTED = 10  # dropped rows named in the warning; the rest are counted
@@ -22,12 +23,13 @@ def register(subparsers):
         "The run is deterministic given --seed. Settings come from the built-in defaults, then --config "
         "(its [train] section), then the options below.",
         epilog="example: egal train --pool pool.parquet --out model.pt --architecture tiny_cnn --epochs 30 --beta 0.5",
+        formatter_class=ConfigDefaultsFormatter,  # fills in the {train.epochs}-style defaults of the help texts
     )
     parser.add_argument("--pool", required=True, help="pool parquet with id, image, mask and a label column")
     parser.add_argument("--out", required=True, help="where to write the model file (egal.models.load_model reads it)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
-    parser.add_argument("--label-column", help="column holding the class label (default: label)")
+    parser.add_argument("--label-column", help="column holding the class label (default: {data.label_column})")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation "
                         "(default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
