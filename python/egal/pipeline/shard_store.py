@@ -121,8 +121,8 @@ class ShardStore:
             merged = pa.concat_tables(shards) if shards else OUTPUT_SCHEMA.empty_table()
             rows = np.sort(merged.column("row").to_numpy())
             if merged.num_rows != num_rows or not np.array_equal(rows, np.arange(num_rows)):
-                raise RuntimeError(f"the shards in {self.parts_dir!r} do not hold each of the pool's {num_rows} rows "
-                                   f"exactly once ({merged.num_rows} rows); delete that folder and score again")
+                raise OutputError(f"the shards in {self.parts_dir!r} do not hold each of the pool's {num_rows} rows "
+                                  f"exactly once ({merged.num_rows} rows); delete that folder and score again")
             ranked = rank_table(merged, alpha=self.manifest.get("alpha"), combine=self.manifest.get("combine", "raw"))
             # The output records the arguments that produced it: a later --resume checks them.
             metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
