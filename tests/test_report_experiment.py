@@ -29,14 +29,18 @@ STRATEGIES = ("random", "egal")
 ROUNDS = 2
 
 
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    out = tmp_path_factory.mktemp("experiment")
+def tiny_simulation(out) -> dict:
+    """Two strategies, two seeds, two rounds on a small synthetic lesion set, into `out` (a pathlib.Path)."""
     dataset = lesion_dataset(60, 32, seed=3, groups=10)
     config = replace(tiny_experiment(strategies=STRATEGIES, seeds=(0, 1), rounds=ROUNDS),
                      data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0", "patient_1")))
     result = run_simulation(config, out, dataset=dataset, progress=False)
     return {"out": out, "result": result, "dataset": dataset, "config": config}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    return tiny_simulation(tmp_path_factory.mktemp("experiment"))
 
 
 def test_simulate_records_the_grid_for_the_first_seed(experiment):

@@ -254,7 +254,8 @@ def _body(o, scores, spec, runner, same_file, picked, split, examples, pictures,
              "<h2 id='summary'>Summary</h2>", summary]
     key = colour_key("Grad-CAM of the predicted class (normalised, 0–1, no unit)")
     parts += ["<h2 id='selection'>The selection</h2>", key,
-              cards((_card_data(p, scores, split, chosen_set, pictures) for p in chosen.tolist()), badge=False)
+              "<div id='selected'>" + cards((_card_data(p, scores, split, chosen_set, pictures)
+                                             for p in chosen.tolist()), badge=False) + "</div>"
               if len(chosen) else "<p class='muted'>No row could be ranked, so nothing is selected.</p>"]
     quadrant_rows = []
     pool_counts, selection_counts = split.counts(), split.counts(chosen)
