@@ -86,7 +86,8 @@ def test_scored_strategies_select_the_fused_scorers_top_k():
         scores = egal.gradcam.score_images(model, torch.from_numpy(images[30:]), masks[30:], alpha=strategy.alpha)
         assert ids[chosen].tolist() == egal.select_top_k(scores.score, ids, 7).tolist()
     pooled = score_in_batches(model, images[30:], masks[30:], alpha=0.4, batch_size=8)  # batching changes nothing
-    np.testing.assert_allclose(pooled.score, egal.gradcam.score_images(model, images[30:], masks[30:], alpha=0.4).score, atol=1e-6)
+    one_call = egal.gradcam.score_images(model, images[30:], masks[30:], alpha=0.4)
+    np.testing.assert_allclose(pooled.score, one_call.score, atol=1e-6)
 
 
 def test_hidden_labels_are_only_told_once_revealed():
@@ -121,7 +122,8 @@ def test_strategies_share_the_seed_set_and_round_zero_model():
     config = tiny_experiment(rounds=1)
     pool, test = split_test(dataset.labels, dataset.groups, test_groups=["patient_0"])
     seed_set = draw_seed_set(dataset, pool, 3, config)
-    runs = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set) for s in (Strategy("random"), Strategy("entropy", 1.0))]
+    runs = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set)
+            for s in (Strategy("random"), Strategy("entropy", 1.0))]
     assert runs[0]["seed_set"] == runs[1]["seed_set"]
     assert runs[0]["rounds"][0]["accuracy"] == runs[1]["rounds"][0]["accuracy"]
     assert runs[0]["rounds"][0]["selected"] != runs[1]["rounds"][0]["selected"]
@@ -140,14 +142,16 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     alone = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set) for s in chosen]
     trainings, scorings = [], []
     real_train, real_score = simulation.train_model, strategies.score_in_batches
-    monkeypatch.setattr(simulation, "train_model", lambda *a, **k: trainings.append(k["features"]) or real_train(*a, **k))
+    monkeypatch.setattr(simulation, "train_model",
+                        lambda *a, **k: trainings.append(k["features"]) or real_train(*a, **k))
     monkeypatch.setattr(strategies, "score_in_batches",
                         lambda *a, **k: scorings.append(k["alpha"]) or real_score(*a, **k))
     first_rounds = {}
-    shared = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set, first_rounds=first_rounds) for s in chosen]
+    shared = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set, first_rounds=first_rounds)
+              for s in chosen]
     assert len(trainings) == 1 + len(chosen)  # round 0 once, round 1 per strategy
     assert scorings == [1.0, 0.5]  # round 0: entropy, then egal; egal-rank reuses egal's scores
-    for a, b in zip(alone, shared):
+    for a, b in zip(alone, shared, strict=True):
         assert [r["selected"] for r in a["rounds"]] == [r["selected"] for r in b["rounds"]]
         assert [r["accuracy"] for r in a["rounds"]] == [r["accuracy"] for r in b["rounds"]]
     assert [r.get("shared_with_other_strategies", False) for r in shared[1]["rounds"]] == [True, False]
@@ -175,7 +179,8 @@ def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
-    runs = [{"strategy": "random", "seed": s, "rounds": [{"round": 0, "labels": 10, "accuracy": a, "auc": 0.5, "dice": 0.1}]}
+    runs = [{"strategy": "random", "seed": s,
+             "rounds": [{"round": 0, "labels": 10, "accuracy": a, "auc": 0.5, "dice": 0.1}]}
             for s, a in enumerate([0.5, 0.7])]
     (row,) = summarise(runs)
     assert row["seeds"] == 2 and row["accuracy_mean"] == pytest.approx(0.6)
@@ -203,7 +208,8 @@ def test_yaml_config_with_a_relative_path(tmp_path):
     assert config.loop.seeds == (0, 1)
 
 
-@pytest.mark.skipif(not os.path.isfile(SHARED_DATA), reason="the real dataset ../shared/data/figshare_brain_tumor.parquet is not present")
+@pytest.mark.skipif(not os.path.isfile(SHARED_DATA),
+                    reason="the real dataset ../shared/data/figshare_brain_tumor.parquet is not present")
 def test_figshare_loads_with_a_patient_wise_test_fold():
     from egal.loop import load_dataset
 
