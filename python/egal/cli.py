@@ -20,10 +20,10 @@ import signal
 import sys
 import threading
 
-from .commands import backends, demo, export, pool, report, score, simulate, train
+from .commands import backends, demo, export, pool, report, score, select, simulate, train
 from .errors import EgalError, RunFailed
 
-COMMANDS = (score, report, train, simulate, demo, export, backends, pool)
+COMMANDS = (score, select, report, train, simulate, demo, export, backends, pool)
 
 # The distribution name on PyPI (the import name and the command stay `egal`).
 DISTRIBUTION = "egal-al"

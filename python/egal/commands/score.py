@@ -9,6 +9,7 @@ import sys
 
 from .._checks import renamed
 from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
+from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -19,7 +20,7 @@ NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) 
 
 # egal.score_pool's arguments, each from the option of the same name (batch_size from --batch-size).
 API_ARGUMENTS = ("out", "alpha", "combine", "batch_size", "device", "workers", "engine", "ray_address", "resume",
-                 "overwrite", "select", "select_out", "verbose")
+                 "overwrite", "select", "select_out", "embeddings", "diversity", "group_column", "per_group", "verbose")
 
 
 def register(subparsers):
@@ -36,7 +37,10 @@ def register(subparsers):
         epilog="Pool format: a Parquet file (or folder of Parquet files) with columns id (string, unique); image "
         "(PNG/JPEG/DICOM bytes) or image_path (relative to the Parquet file's folder); optionally mask (PNG bytes), "
         "mask_path or boxes (list of [x0, y0, x1, y1] in image pixels); label (optional, never read). "
-        "Example: egal score --pool pool.parquet --model model.pt --select 60",
+        "Example: egal score --pool pool.parquet --model model.pt --select 60. "
+        "A patient-aware, diverse batch: egal score --pool pool.parquet --model model.pt --select 60 --embeddings "
+        "--diversity kcenter --group-column patient_id --per-group 2 (egal select redoes a selection later without "
+        "rescoring).",
     )
     parser.add_argument("--pool", required=True, help="Parquet file or folder of Parquet files (see the format below)")
     parser.add_argument("--model",
@@ -58,6 +62,23 @@ def register(subparsers):
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
     parser.add_argument("--select-out", metavar="CSV", default=DEFAULTS["select_out"],
                         help="where --select writes its CSV (default: next to --out, NAME.selection.csv)")
+    batch = parser.add_argument_group(
+        "the batch (egal.selection; README, 'Choosing the batch')",
+        "Without these, --select takes the K best scores (ties by id), as the paper does.")
+    batch.add_argument("--embeddings", action="store_true", default=DEFAULTS["embeddings"],
+                       help="also write each row's embedding (the prototypical embedding; the pooled feature for a "
+                       "linear head) to NAME.embeddings.parquet next to --out, 4 bytes x D per row (128-d: 0.5 KB, "
+                       "512-d: 2 KB), so that --diversity can use it now or egal select later")
+    batch.add_argument("--diversity", choices=DIVERSITY_METHODS, default=DEFAULTS["diversity"],
+                       help="none: the top K. kcenter: spread the batch over the embedding space (greedy k-center "
+                       f"over the top {CANDIDATE_FACTOR} x K rows, leaning towards higher scores). cluster: k-means "
+                       f"of the top {CANDIDATE_FACTOR} x K rows into K clusters, the best row of each. Both need "
+                       "--embeddings (default: %(default)s)")
+    batch.add_argument("--group-column", metavar="COLUMN", default=DEFAULTS["group_column"],
+                       help="a pool column naming each row's group (patient or study id), for --per-group")
+    batch.add_argument("--per-group", type=int, metavar="N", default=DEFAULTS["per_group"],
+                       help="at most N selected rows per --group-column value, each group's best first (the "
+                       "batch can then hold fewer than K rows; the summary says so)")
     parser.add_argument("--report", metavar="DIR",
                         help="also write the selection page, DIR/report.html (egal report: the selection with its "
                         "Grad-CAM and ROI, the pool's uncertainty against misalignment), once scoring is done; "
@@ -148,8 +169,35 @@ def print_summary(result) -> None:
         if chosen.num_rows == 0:
             print(f"\nNo image to annotate next: no row could be scored ({result.selection_path} lists none)")
             return
+        if result.batch is not None:
+            how += describe_batch(result.batch, options.group_column)
         print(f"\nThe {chosen.num_rows} images to annotate next ({how}), written to {result.selection_path}:")
         _print_table(chosen, limit=25)
+        if result.batch is not None and result.batch.shortfall:
+            print(shortfall_note(result.batch, options.group_column))
+
+
+def describe_batch(batch, group_column) -> str:
+    """', at most 2 per patient_id, kcenter among the top 600' for a Selection."""
+    text = ""
+    if batch.per_group is not None:
+        text += f", at most {batch.per_group} per {group_column}"
+    if batch.diversity != "none":
+        text += f", {batch.diversity} among the top {batch.candidates}"
+    return text
+
+
+def shortfall_note(batch, group_column) -> str:
+    why = "rows with a valid score"
+    if batch.per_group is not None:
+        why += f", at most {batch.per_group} per {group_column}"
+    return (f"Note: {len(batch.positions)} of the {batch.k} asked for: only {batch.selectable} rows can be selected "
+            f"({why})")
+
+
+def print_selection(table, limit: int = 25) -> None:
+    """The selection as a table on stdout (egal score --select and egal select)."""
+    _print_table(table, limit)
 
 
 def _print_table(table, limit: int) -> None:

@@ -6,7 +6,10 @@ INPUT = "images"  # [batch, in_channels, H, W] float32 in [0, 1]; normalised ins
 LOGITS = "logits"  # [batch, C]
 ACTIVATIONS = "activations"  # [batch, K, h, w] the pooled target-layer map
 CAM_WEIGHTS = "cam_weights"  # [batch, K] closed-form Grad-CAM weights of the predicted class
-OUTPUTS = (LOGITS, ACTIVATIONS, CAM_WEIGHTS)
+EMBEDDING = "embedding"  # [batch, D] EGALClassifier.selection_embedding: where batch selection measures distances
+# What scoring reads; graphs exported before the embedding (2026-12) have only these.
+SCORING_OUTPUTS = (LOGITS, ACTIVATIONS, CAM_WEIGHTS)
+OUTPUTS = SCORING_OUTPUTS + (EMBEDDING,)  # what egal export writes
 
 # metadata_props keys
 CONFIG_KEY = "egal.model_config"  # JSON of egal.models.ModelConfig.to_dict()

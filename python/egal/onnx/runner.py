@@ -29,6 +29,7 @@ class GraphOutputs:
     logits: Any  # [B, C]
     activations: Any  # [B, K, h, w]
     cam_weights: Any  # [B, K]
+    embedding: Any = None  # [B, D] the selection embedding, when asked for (run(..., embedding=True))
 
     def scorer_kwargs(self) -> dict:
         return {"activations": self.activations, "logits": self.logits, "weights": self.cam_weights}
@@ -56,6 +57,9 @@ class OnnxGradCAM:
         self.session = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
         self.config = _read_config(self.session, path)
+        self.path = str(path)
+        # Graphs exported before the selection embedding existed score as before, but cannot give it.
+        self.has_embedding = graph.EMBEDDING in [o.name for o in self.session.get_outputs()]
         self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
         self.io_binding = self.on_cuda if io_binding is None else bool(io_binding)
         self._device = "cuda" if self.on_cuda else "cpu"
@@ -68,14 +72,19 @@ class OnnxGradCAM:
     def input_size(self):
         return tuple(self.config["input_size"])
 
-    def run(self, images) -> GraphOutputs:
+    def run(self, images, *, embedding: bool = False) -> GraphOutputs:
         """images: [B, in_channels, H, W] float32 in [0, 1]: numpy, an OrtValue, or (CUDA) any
-        __cuda_array_interface__ array already on the GPU."""
+        __cuda_array_interface__ array already on the GPU. embedding: also return the selection embedding
+        (a graph exported without it raises EgalError saying to export it again)."""
+        names = list(graph.SCORING_OUTPUTS)
+        if embedding:
+            if not self.has_embedding:
+                raise EgalError(missing_embedding_message(self.path))
+            names.append(graph.EMBEDDING)
         if self.io_binding:
-            return self._run_bound(images)
+            return self._run_bound(images, names)
         images = self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32))
-        logits, activations, cam_weights = self.session.run(list(graph.OUTPUTS), {graph.INPUT: images})
-        return GraphOutputs(logits, activations, cam_weights)
+        return GraphOutputs(*self.session.run(names, {graph.INPUT: images}))
 
     def score(self, images, masks=None, *, boxes=None, roi_size=None, roi=None, alpha: float = 0.5,
               return_cam: bool = False, backend: str = "auto"):
@@ -93,7 +102,7 @@ class OnnxGradCAM:
                                 alpha=alpha, return_cam=return_cam, backend=backend)
 
     # -- IOBinding (CUDA; CPU when asked) ----------------------------------------------------
-    def _run_bound(self, images) -> GraphOutputs:
+    def _run_bound(self, images, names) -> GraphOutputs:
         ort = self._ort
         binding = self.session.io_binding()
         if isinstance(images, ort.OrtValue):
@@ -109,14 +118,13 @@ class OnnxGradCAM:
             # On CUDA, one host-to-device copy of the images, made by onnxruntime.
             host = np.ascontiguousarray(_as_numpy(images), dtype=np.float32)
             binding.bind_cpu_input(graph.INPUT, self._check_images(host))
-        for name in graph.OUTPUTS:
+        for name in names:
             binding.bind_output(name, self._device, self.device_id)
         self.session.run_with_iobinding(binding)
         # OrtValue.__dlpack__ ignores the consumer's stream: make the results
         # visible before the scorer's kernels read them.
         binding.synchronize_outputs()
-        logits, activations, cam_weights = binding.get_outputs()
-        return GraphOutputs(logits, activations, cam_weights)
+        return GraphOutputs(*binding.get_outputs())
 
     def to_device(self, array):
         if array is None or not isinstance(array, np.ndarray):
@@ -174,6 +182,12 @@ def _as_numpy(images) -> np.ndarray:
     return np.asarray(images)
 
 
+def missing_embedding_message(path) -> str:
+    return (f"model file {str(path)!r} was exported without the selection embedding (by an egal export before "
+            "2026-12): it scores as before, but cannot give the embeddings that embeddings=True (--embeddings) "
+            "writes; export it again (`egal export --model model.pt --out model.onnx`) or score the .pt model")
+
+
 def _read_config(session, path) -> dict:
     meta = session.get_modelmeta().custom_metadata_map
     if meta.get(graph.FORMAT_KEY) != graph.FORMAT or graph.CONFIG_KEY not in meta:
@@ -181,7 +195,7 @@ def _read_config(session, path) -> dict:
                              f"{sorted(meta)}")
     names_in = [i.name for i in session.get_inputs()]
     names_out = [o.name for o in session.get_outputs()]
-    if names_in != [graph.INPUT] or sorted(names_out) != sorted(graph.OUTPUTS):
+    if names_in != [graph.INPUT] or sorted(names_out) not in (sorted(graph.OUTPUTS), sorted(graph.SCORING_OUTPUTS)):
         raise OnnxModelError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected "
                              f"[{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
     config = json.loads(meta[graph.CONFIG_KEY])

@@ -13,8 +13,10 @@ from ..pool.workers import decode_in_order
 from .batch_scoring import score_decoded_batch
 
 
-def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, workers: int, progress) -> None:
-    """Score every batch of `spec` that has no shard in `store` yet."""
+def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, workers: int, progress,
+                       embeddings: bool = False) -> None:
+    """Score every batch of `spec` that has no shard in `store` yet (with embeddings, keep each row's
+    selection embedding in the shards too)."""
     settings = DecodeSettings(input_size=runner.input_size, in_channels=runner.in_channels)
     done = store.completed_batches()
     first = min(set(range(spec.num_batches(batch_size))) - done, default=None)
@@ -24,7 +26,7 @@ def score_pool_locally(spec, runner, store, *, alpha: float, batch_size: int, wo
     decoded_batches = decode_in_order(pending, settings, workers)
     try:
         for decoded in decoded_batches:
-            table = score_decoded_batch(decoded, runner, alpha=alpha)
+            table = score_decoded_batch(decoded, runner, alpha=alpha, embeddings=embeddings)
             store.write_shard(decoded.index, table)
             progress.update(table.num_rows, errors=table.num_rows - table.column("status").to_pylist().count("ok"))
     except DecoderDied as exc:

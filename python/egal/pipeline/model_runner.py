@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import bad_argument
 from ..errors import EgalError
 from .options import DEVICES
 
@@ -28,6 +29,11 @@ class ModelRunner:
     in_channels: int
     gradcam_inputs: Callable  # images [B, C, H, W] float32 numpy -> dict of score_batch arguments
     to_device: Callable  # host numpy array -> an array on the model's device (for masks)
+    # With embeddings=True: images -> (score_batch arguments, selection embeddings [B, D] float32 numpy)
+    # from the same forward pass (EGALClassifier.selection_embedding); embedding_kind says what they are.
+    with_embedding: Callable | None = None
+    embedding_dim: int | None = None
+    embedding_kind: str = ""
 
     def describe(self) -> str:
         h, w = self.input_size
@@ -44,20 +50,22 @@ def file_digest(path) -> str:
     return digest.hexdigest()
 
 
-def load_runner(path, device: str = "cpu") -> ModelRunner:
+def load_runner(path, device: str = "cpu", *, embeddings: bool = False) -> ModelRunner:
+    """The model at `path` (.pt or .onnx) on `device`; embeddings=True also readies the selection embedding
+    (an ONNX graph exported without it is refused, saying to export it again)."""
     path = os.fspath(path)
     if device not in DEVICES:
         raise EgalError(f"device must be one of {DEVICES}, got {device!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     if path.endswith(".onnx"):
-        return _onnx_runner(path, device)
+        return _onnx_runner(path, device, embeddings)
     if path.endswith((".pt", ".pth")):
-        return _torch_runner(path, device)
+        return _torch_runner(path, device, embeddings)
     raise EgalError(f"model file {path!r}: expected a .pt (egal.models.save_model) or .onnx (egal export) file")
 
 
-def _torch_runner(path: str, device: str) -> ModelRunner:
+def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunner:
     try:
         import torch
     except ImportError as exc:
@@ -78,12 +86,30 @@ def _torch_runner(path: str, device: str) -> ModelRunner:
     def to_device(array: np.ndarray):
         return array if device == "cpu" else torch.from_numpy(array).to(torch_device)
 
+    def with_embedding(images: np.ndarray):
+        batch = torch.from_numpy(images).to(torch_device)
+        inputs = extract_gradcam_inputs(model, batch)
+        with torch.no_grad():
+            # The closed form's activations are the pooled map; the autograd path's target layer may not be.
+            maps = inputs.activations if inputs.method == "closed_form" else model.eval().feature_map(batch)
+            vectors = model.selection_embedding(maps)
+        return inputs.scorer_kwargs(), vectors.float().cpu().numpy()
+
     config = model.config
-    return ModelRunner(path, "torch", device, tuple(config.classes), tuple(config.input_size), config.in_channels,
-                       gradcam_inputs, to_device)
+    runner = ModelRunner(path, "torch", device, tuple(config.classes), tuple(config.input_size), config.in_channels,
+                         gradcam_inputs, to_device)
+    if embeddings:
+        from ..models.heads import PrototypicalHead
+
+        prototypical = isinstance(model.head, PrototypicalHead)
+        runner.embedding_dim = config.embedding_dim if prototypical else model.head.fc.in_features
+        runner.embedding_kind = f"{'prototypical embedding' if prototypical else 'pooled feature'} " \
+                                f"({runner.embedding_dim}-d)"
+        runner.with_embedding = with_embedding
+    return runner
 
 
-def _onnx_runner(path: str, device: str) -> ModelRunner:
+def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunner:
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -105,6 +131,24 @@ def _onnx_runner(path: str, device: str) -> ModelRunner:
     def to_device(array: np.ndarray):
         return scorer.to_device(array) if scorer.on_cuda else array
 
+    def with_embedding(images: np.ndarray):
+        outputs = scorer.run(images, embedding=True)
+        vectors = outputs.embedding
+        return outputs.scorer_kwargs(), vectors if isinstance(vectors, np.ndarray) else vectors.numpy()
+
     config = scorer.config
-    return ModelRunner(path, "onnx", device, scorer.classes, scorer.input_size, int(config.get("in_channels", 3)),
-                       gradcam_inputs, to_device)
+    runner = ModelRunner(path, "onnx", device, scorer.classes, scorer.input_size, int(config.get("in_channels", 3)),
+                         gradcam_inputs, to_device)
+    if embeddings:
+        from ..onnx.graph import EMBEDDING
+        from ..onnx.runner import missing_embedding_message
+
+        if not scorer.has_embedding:
+            raise bad_argument(EgalError, "embeddings", missing_embedding_message(path))
+        shape = next(o.shape for o in scorer.session.get_outputs() if o.name == EMBEDDING)
+        runner.embedding_dim = int(shape[1])
+        prototypical = config.get("head") == "prototypical"
+        runner.embedding_kind = f"{'prototypical embedding' if prototypical else 'pooled feature'} " \
+                                f"({runner.embedding_dim}-d)"
+        runner.with_embedding = with_embedding
+    return runner

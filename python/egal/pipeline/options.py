@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
 from ..combine import METHODS as COMBINE_METHODS
+from ..errors import EgalError
+from ..selection import DIVERSITY_METHODS
 
 DEVICES = ("cpu", "cuda")
 ENGINES = ("local", "ray")
@@ -53,6 +55,12 @@ class ScoreOptions:
     overwrite:   replace `out`, and delete an unfinished run's shards there first
     select:      also write the `select` ids to annotate next to `select_out`
     select_out:  where the selection goes (None: NAME.selection.csv next to `out`)
+    embeddings:  also write each row's selection embedding to NAME.embeddings.parquet next to `out`
+                 (egal.selection.embedding_file), so that a diverse selection can be made, now or later
+    diversity:   "none" (the top `select`), "kcenter" or "cluster": a diverse batch among the top
+                 10 x select rows in the embedding space (egal.selection; needs embeddings=True)
+    group_column, per_group: at most per_group selected rows per value of the pool's group_column
+                 (a patient id), each group's best first
     progress:    show progress and what the run does on stderr (False: quiet)
     verbose:     engine "ray": show Ray's own output instead of keeping it in NAME.ray.log
     """
@@ -71,6 +79,10 @@ class ScoreOptions:
     overwrite: bool = False
     select: int | None = None
     select_out: str | None = None
+    embeddings: bool = False
+    diversity: str = "none"
+    group_column: str | None = None
+    per_group: int | None = None
     progress: bool = True
     verbose: bool = False
 
@@ -99,6 +111,26 @@ class ScoreOptions:
             object.__setattr__(self, "select_out", os.fspath(self.select_out))
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise bad_argument(TypeError, "ray_address", f"must be a string, got {self.ray_address!r}")
+        self._check_selection()
+
+    def _check_selection(self) -> None:
+        """The selection options fit together (egal.selection checks the data itself when it selects)."""
+        check_bool(self.embeddings, "embeddings")
+        check_choice(self.diversity, "diversity", DIVERSITY_METHODS)
+        if self.per_group is not None:
+            check_int(self.per_group, "per_group")
+        if self.group_column is not None and (not isinstance(self.group_column, str) or not self.group_column):
+            raise bad_argument(EgalError, "group_column", f"must be a column name, got {self.group_column!r}")
+        if (self.group_column is None) != (self.per_group is None):
+            given, missing = ("group_column", "per_group") if self.per_group is None else ("per_group", "group_column")
+            raise bad_argument(EgalError, missing, f"is needed with {given}: a cap needs the pool column that names "
+                               "each row's group (a patient id) and the most rows to take from one group")
+        if self.select is None and (self.diversity != "none" or self.group_column is not None):
+            asked = "diversity" if self.diversity != "none" else "group_column"
+            raise bad_argument(EgalError, asked, "only acts on a selection: add select=K (--select K)")
+        if self.diversity != "none" and not self.embeddings:
+            raise bad_argument(EgalError, "diversity", f"{self.diversity!r} measures distances between rows in the "
+                               "model's embedding space and needs embeddings=True (--embeddings), which writes them")
 
     @property
     def worker_count(self) -> int:
@@ -111,6 +143,20 @@ class ScoreOptions:
         if self.select is None:
             return None
         return self.select_out if self.select_out is not None else selection_path_for(self.out)
+
+    @property
+    def embeddings_path(self) -> str | None:
+        """Where the embeddings go (NAME.embeddings.parquet next to `out`); None without `embeddings`."""
+        if not self.embeddings:
+            return None
+        from ..selection.embedding_file import embeddings_path_for
+
+        return embeddings_path_for(self.out)
+
+    @property
+    def plain_selection(self) -> bool:
+        """The paper's top-k, with no cap and no diversity (the selection egal score always made)."""
+        return self.diversity == "none" and self.group_column is None
 
 
 DEFAULTS = {f.name: f.default for f in fields(ScoreOptions) if f.name not in ("pool", "model")}

@@ -25,17 +25,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import EgalError
-from .batch_scoring import OUTPUT_SCHEMA
+from .batch_scoring import output_schema
 
 
 class PoolScorer:
     """A Ray Data actor: the model is loaded once per actor, then batches stream through."""
 
-    def __init__(self, model_path: str, device: str, alpha: float, image_column: str, roi_column):
+    def __init__(self, model_path: str, device: str, alpha: float, image_column: str, roi_column,
+                 embeddings: bool = False):
         from ..pool import DecodeSettings
         from .model_runner import load_runner
 
-        self.runner = load_runner(model_path, device)
+        self.runner = load_runner(model_path, device, embeddings=embeddings)
+        self.embeddings = embeddings
         self.settings = DecodeSettings(input_size=self.runner.input_size, in_channels=self.runner.in_channels)
         self.alpha = alpha
         self.image_column = image_column
@@ -52,14 +54,16 @@ class PoolScorer:
             rois=roi, roi_kind=self.roi_column,
             base_dirs=[os.path.dirname(p) for p in batch.column("path").to_pylist()], extra={},
         )
-        return score_decoded_batch(decode_batch(raw, self.settings), self.runner, alpha=self.alpha)
+        return score_decoded_batch(decode_batch(raw, self.settings), self.runner, alpha=self.alpha,
+                                   embeddings=self.embeddings)
 
 
 def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int, device: str, address,
-                      actors: int, progress, log_path=None) -> None:
+                      actors: int, progress, log_path=None, embedding_dim: int | None = None) -> None:
     """log_path: a file that takes everything Ray prints (its logging, its C++ core worker's, Ray
     Data's progress bars) for the whole Ray part, so that only egal's own lines reach the terminal;
-    None shows Ray's output as it comes (--verbose)."""
+    None shows Ray's output as it comes (--verbose). embedding_dim: also keep each row's selection
+    embedding, of that size (egal score --embeddings)."""
     if store.completed_batches():
         return  # a resumed run whose Ray output was already collected
     import ray
@@ -79,13 +83,14 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
             started_here = True
         try:
             _score(ray, spec, model_path, store, alpha=alpha, batch_size=batch_size, device=device, actors=actors,
-                   progress=progress, quiet=log_path is not None)
+                   progress=progress, quiet=log_path is not None, embedding_dim=embedding_dim)
         finally:
             if started_here:
                 ray.shutdown()  # here, while its farewell lines still go to the log
 
 
-def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, progress, quiet) -> None:
+def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, progress, quiet,
+           embedding_dim=None) -> None:
     if device == "cpu":
         # Each actor holds a CPU for its lifetime; reading Parquet needs one too, or the job
         # waits forever for a free CPU.
@@ -98,7 +103,8 @@ def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, p
     scored = dataset.map_batches(
         PoolScorer,
         fn_constructor_kwargs=dict(model_path=os.path.abspath(model_path), device=device, alpha=alpha,
-                                   image_column=spec.image_column, roi_column=spec.roi_column),
+                                   image_column=spec.image_column, roi_column=spec.roi_column,
+                                   embeddings=embedding_dim is not None),
         batch_size=batch_size, batch_format="pyarrow", concurrency=max(1, actors),
         num_gpus=1 if device == "cuda" else 0,
     )
@@ -108,8 +114,9 @@ def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, p
     for piece in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
         pieces.append(piece)
         progress.update(piece.num_rows, errors=piece.num_rows - piece.column("status").to_pylist().count("ok"))
-    table = _in_pool_order(pa.concat_tables(pieces) if pieces else OUTPUT_SCHEMA.empty_table(), spec)
-    store.write_shard(0, table.cast(OUTPUT_SCHEMA))  # the whole pool as one shard; then the usual merge
+    schema = output_schema(embedding_dim)
+    table = _in_pool_order(pa.concat_tables(pieces) if pieces else schema.empty_table(), spec)
+    store.write_shard(0, table.cast(schema))  # the whole pool as one shard; then the usual merge
 
 
 @contextlib.contextmanager

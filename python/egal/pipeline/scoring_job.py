@@ -34,9 +34,13 @@ class PoolScores:
     table:           the ranked output as a pyarrow Table (columns id, pred, entropy, entropy_norm,
                      misalignment, score, rank, status, error)
     selection:       the `select` top-ranked rows (rank, id, score, entropy_norm, misalignment, pred),
-                     fewer when fewer rows could be scored; None without `select`
+                     fewer when fewer rows could be scored; None without `select`. With a group cap or
+                     diversity: the batch egal.selection chose (and the group column last, with a cap)
     options:         the ScoreOptions of the run
     ray_log:         where Ray's own output went (engine "ray" without verbose), else None
+    embeddings_path: the embeddings file written (embeddings=True), else None
+    batch:           with a group cap or diversity, the egal.selection.Selection behind `selection` (how
+                     many rows could be selected, the candidates); None for the plain top k
     """
 
     out: str
@@ -52,6 +56,8 @@ class PoolScores:
     selection: pa.Table | None
     options: ScoreOptions
     ray_log: str | None = None
+    embeddings_path: str | None = None
+    batch: object | None = None
 
     def errors(self, limit: int | None = None) -> list:
         """(id, reason) of the rows in error, in pool order (the first `limit` of them)."""
@@ -76,6 +82,10 @@ def score_pool(
     overwrite: bool = ScoreOptions.overwrite,
     select: int | None = ScoreOptions.select,
     select_out: str | None = ScoreOptions.select_out,
+    embeddings: bool = ScoreOptions.embeddings,
+    diversity: str = ScoreOptions.diversity,
+    group_column: str | None = ScoreOptions.group_column,
+    per_group: int | None = ScoreOptions.per_group,
     progress: bool = ScoreOptions.progress,
     verbose: bool = ScoreOptions.verbose,
 ) -> PoolScores:
@@ -92,7 +102,8 @@ def score_pool(
     return run_scoring(ScoreOptions(
         pool=pool, model=model, out=out, alpha=alpha, combine=combine, batch_size=batch_size, device=device,
         workers=workers, engine=engine, ray_address=ray_address, resume=resume, overwrite=overwrite, select=select,
-        select_out=select_out, progress=progress, verbose=verbose))
+        select_out=select_out, embeddings=embeddings, diversity=diversity, group_column=group_column,
+        per_group=per_group, progress=progress, verbose=verbose))
 
 
 def run_scoring(options: ScoreOptions) -> PoolScores:
@@ -109,8 +120,8 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
         seconds=0.0 if job.store.already_complete else job.progress.elapsed(),
         rows_per_second=0.0 if job.store.already_complete else job.progress.rate(),
         resumed=job.resumed, already_complete=job.store.already_complete, table=ranked,
-        selection=selection_table(ranked, options.select) if options.select is not None else None,
-        options=options, ray_log=job.ray_log,
+        selection=job.selection_table(ranked), options=options, ray_log=job.ray_log,
+        embeddings_path=options.embeddings_path, batch=None if job.selection is None else job.selection.selection,
     )
 
 
@@ -124,6 +135,7 @@ class ScoringJob:
     resumed: bool = False
     ray_log: str | None = None  # where Ray's own output goes (engine "ray" without verbose)
     console: object | None = None  # egal's stderr while Ray's output is redirected
+    selection: object | None = None  # egal.selection.from_scores.TableSelection, with a group cap or diversity
 
     @classmethod
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
@@ -132,7 +144,13 @@ class ScoringJob:
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).
-        runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device)
+        runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
+        if o.group_column is not None and o.group_column not in spec.columns:
+            from .._checks import bad_argument
+            from ..selection import SelectionError
+
+            raise bad_argument(SelectionError, "group_column", f"{o.group_column!r} (--group-column) is not a "
+                               f"column of the pool; it has {', '.join(repr(c) for c in spec.columns)}")
         if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
@@ -152,6 +170,8 @@ class ScoringJob:
             "batch_size": o.batch_size,
             "engine": o.engine,
         }
+        if o.embeddings:  # only then, so that runs without embeddings record (and resume) as before
+            manifest["embeddings"] = runner.embedding_kind
         store = ShardStore(o.out, manifest, resume=o.resume, overwrite=o.overwrite,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
         job = cls(o, spec, runner, store)
@@ -190,17 +210,45 @@ class ScoringJob:
                 try:
                     score_pool_on_ray(self.spec, o.model, self.store, alpha=o.alpha, batch_size=o.batch_size,
                                       device=o.device, address=o.ray_address, actors=max(1, o.worker_count),
-                                      progress=self.progress, log_path=self.ray_log)
+                                      progress=self.progress, log_path=self.ray_log,
+                                      embedding_dim=self.runner.embedding_dim)
                 except BaseException:
                     if self.ray_log:
                         print(f"egal score: Ray's own output is in {self.ray_log}", file=sys.stderr, flush=True)
                     raise
             else:
                 score_pool_locally(self.spec, self.runner, self.store, alpha=o.alpha, batch_size=o.batch_size,
-                                   workers=o.worker_count, progress=self.progress)
-            return self.store.finalize(self.spec.num_rows, select_k=o.select, select_path=o.selection_path)
+                                   workers=o.worker_count, progress=self.progress, embeddings=o.embeddings)
+            ranked = self.store.finalize(self.spec.num_rows, select_k=o.select if o.plain_selection else None,
+                                         select_path=o.selection_path, embeddings_path=o.embeddings_path,
+                                         embedding_kind=self.runner.embedding_kind)
+            if o.select is not None and not o.plain_selection:
+                self.selection = self._select(ranked)
+            return ranked
         finally:
             self.progress.close()
             if self.console is not None:
                 self.console.close()
             self.store.release()
+
+    def _select(self, ranked: pa.Table):
+        """The batch with a group cap or diversity (egal.selection), written to the selection CSV."""
+        from ..selection.embedding_file import EmbeddingFile
+        from ..selection.from_scores import read_groups, select_from_table
+        from .shard_store import write_selection_csv
+
+        o = self.options
+        source = EmbeddingFile(o.embeddings_path, run=self.store.manifest) if o.diversity != "none" else None
+        groups = None
+        if o.group_column is not None:
+            groups = read_groups(self.spec, o.group_column, ranked.column("id").to_pylist())
+        chosen = select_from_table(ranked, o.select, diversity=o.diversity, embeddings=source, groups=groups,
+                                   group_column=o.group_column, per_group=o.per_group)
+        write_selection_csv(chosen.table, o.selection_path)
+        return chosen
+
+    def selection_table(self, ranked: pa.Table) -> pa.Table | None:
+        """The selection of this run (None without select)."""
+        if self.options.select is None:
+            return None
+        return self.selection.table if self.selection is not None else selection_table(ranked, self.options.select)

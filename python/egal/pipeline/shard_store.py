@@ -109,10 +109,14 @@ class ShardStore:
 
     # -- the merge --------------------------------------------------------------------------
     def finalize(self, num_rows: int, *, select_k: int | None = None,
-                 select_path: str | None = None) -> pa.Table:
+                 select_path: str | None = None, embeddings_path: str | None = None,
+                 embedding_kind: str = "") -> pa.Table:
         """Merge every shard into the ranked output (and the selection CSV); returns the ranked table.
 
-        Refuses unless the shards hold every pool row exactly once."""
+        embeddings_path: also gather the shards' selection embeddings, in pool order, into that file
+        (egal.selection.embedding_file), written before the scores so that a run killed in between
+        still has its shards and merges both again. Refuses unless the shards hold every pool row
+        exactly once."""
         if self.already_complete:
             ranked = pq.read_table(self.out_path)
         else:
@@ -123,6 +127,8 @@ class ShardStore:
             if merged.num_rows != num_rows or not np.array_equal(rows, np.arange(num_rows)):
                 raise OutputError(f"the shards in {self.parts_dir!r} do not hold each of the pool's {num_rows} rows "
                                   f"exactly once ({merged.num_rows} rows); delete that folder and score again")
+            if embeddings_path is not None:
+                self._write_embeddings(embeddings_path, embedding_kind)
             ranked = rank_table(merged, alpha=self.manifest.get("alpha"), combine=self.manifest.get("combine", "raw"))
             # The output records the arguments that produced it: a later --resume checks them.
             metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
@@ -137,6 +143,16 @@ class ShardStore:
         if os.path.isdir(self.parts_dir):
             shutil.rmtree(self.parts_dir)
         return ranked
+
+    def _write_embeddings(self, path: str, kind: str) -> None:
+        from ..selection.embedding_file import EMBEDDING_COLUMN, write_embedding_file
+
+        def shards():
+            for i in sorted(self.completed_batches()):
+                table = pq.read_table(self._path(f"part-{i:06d}.parquet"), columns=["row", "id", EMBEDDING_COLUMN])
+                yield table.sort_by("row")
+
+        write_embedding_file(path, shards(), run=self.manifest, kind=kind)
 
     # -- helpers ----------------------------------------------------------------------------
     def _lock(self, out_path) -> None:

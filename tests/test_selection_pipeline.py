@@ -1,0 +1,272 @@
+"""Patient-aware, diverse batches through egal score, egal select and egal simulate (egal.selection):
+the embeddings sidecar (.pt and .onnx models), 'none' byte for byte as before, selecting again without
+rescoring, and the bad inputs as messages with exit status 2."""
+import csv
+import os
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import egal  # noqa: E402
+from egal.cli import main  # noqa: E402
+from egal.gradcam import extract_gradcam_inputs  # noqa: E402
+from egal.models import load_model  # noqa: E402
+from egal.pool import DecodeSettings, load_pool_arrays  # noqa: E402
+from egal.selection import SelectionError  # noqa: E402
+from egal.selection.embedding_file import EmbeddingFile, vectors_of  # noqa: E402
+from egal.selection.from_scores import select_from_scores  # noqa: E402
+from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
+
+INPUT = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt", input_size=INPUT)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """36 rows of 9 patients (4 slices each), one undecodable, some without ROI."""
+    folder = tmp_path_factory.mktemp("pool")
+    rows = make_rows(36, folder=folder, empty_every=5)
+    for i, row in enumerate(rows):
+        row["patient_id"] = f"patient_{i % 9}"
+    rows[7]["image"] = b"not an image"
+    return write_pool(folder / "pool.parquet", rows)
+
+
+def score(*args):
+    return main(["score", "--quiet", "--workers", "0", *map(str, args)])
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def pooled_features(model_path, pool):
+    """Each decodable row's pooled feature (the linear head's selection embedding), computed here directly."""
+    model = load_model(model_path).eval()
+    arrays = load_pool_arrays(pool, DecodeSettings(input_size=INPUT, in_channels=1))
+    ok = np.array([e is None for e in arrays["errors"]])
+    inputs = extract_gradcam_inputs(model, torch.from_numpy(arrays["images"][ok]))
+    return arrays["ids"][ok], model.pool(inputs.activations).numpy()
+
+
+# -- the embeddings sidecar ---------------------------------------------------------------------------------
+
+def test_embeddings_are_written_per_row_in_pool_order_with_null_for_rows_in_error(tmp_path, model_path, pool):
+    out = tmp_path / "scores.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--embeddings", "--batch-size", 8) == 0
+    table = pq.read_table(tmp_path / "scores.embeddings.parquet")
+    assert table.column("id").to_pylist() == pq.read_table(out).column("id").to_pylist()
+    kind = table.schema.field("embedding").type
+    assert (kind.list_size, kind.value_type) == (64, pa.float32())
+    vectors = vectors_of(table.column("embedding"), 64)
+    assert np.isnan(vectors[7]).all() and table.column("embedding").null_count == 1
+    ids, expected = pooled_features(model_path, pool)
+    rows = [table.column("id").to_pylist().index(i) for i in ids]
+    np.testing.assert_allclose(vectors[rows], expected, rtol=1e-5, atol=1e-6)
+    assert EmbeddingFile(tmp_path / "scores.embeddings.parquet").kind == "pooled feature (64-d)"
+
+
+def test_without_the_new_options_nothing_changes_byte_for_byte(tmp_path, model_path, pool):
+    """--diversity none (the default) with --embeddings writes the same scores and selection as a run without
+    them, and egal select without options rewrites that selection CSV byte for byte."""
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "plain.parquet", "--select", 10) == 0
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "emb.parquet", "--select", 10,
+                 "--embeddings", "--diversity", "none") == 0
+    plain, emb = pq.read_table(tmp_path / "plain.parquet"), pq.read_table(tmp_path / "emb.parquet")
+    assert plain.column_names == emb.column_names  # the same rows and numbers; only the run record differs
+    for name in plain.column_names:
+        a, b = plain.column(name).to_pylist(), emb.column(name).to_pylist()
+        assert a == b or np.array_equal(np.array(a, dtype=float), np.array(b, dtype=float), equal_nan=True), name
+    assert (tmp_path / "plain.selection.csv").read_bytes() == (tmp_path / "emb.selection.csv").read_bytes()
+    assert main(["select", "--quiet", "--scores", str(tmp_path / "plain.parquet"), "--select", "10", "--out",
+                 str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "plain.selection.csv").read_bytes()
+
+
+# -- diverse and capped batches through egal score and egal select ---------------------------------------
+
+@pytest.mark.parametrize("method", ["kcenter", "cluster"])
+def test_score_and_select_make_the_same_diverse_capped_batch(tmp_path, model_path, pool, method, capsys):
+    out = tmp_path / "scores.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--select", 6, "--embeddings",
+                 "--diversity", method, "--group-column", "patient_id", "--per-group", 1) == 0
+    chosen = read_csv(tmp_path / "scores.selection.csv")
+    assert len(chosen) == 6 and len({r["patient_id"] for r in chosen}) == 6
+    assert list(chosen[0]) == ["rank", "id", "score", "entropy_norm", "misalignment", "pred", "patient_id"]
+    ranks = [int(r["rank"]) for r in chosen]
+    assert ranks == sorted(ranks) and ranks[0] == 1  # best first; the best row is always taken
+    assert main(["select", "--scores", str(out), "--select", "6", "--diversity", method, "--pool", pool,
+                 "--group-column", "patient_id", "--per-group", "1", "--out", str(tmp_path / "again.csv")]) == 0
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "scores.selection.csv").read_bytes()
+    assert f"{method} among the top" in capsys.readouterr().out
+
+
+def test_a_finished_run_selects_again_with_resume_without_rescoring(tmp_path, model_path, pool):
+    out = tmp_path / "scores.parquet"
+    first = egal.score_pool(pool, model_path, out=str(out), select=5, embeddings=True, workers=0, progress=False)
+    assert first.batch is None and first.embeddings_path == str(tmp_path / "scores.embeddings.parquet")
+    again = egal.score_pool(pool, model_path, out=str(out), select=5, embeddings=True, diversity="cluster",
+                            resume=True, workers=0, progress=False)
+    assert again.already_complete and again.seconds == 0.0
+    assert again.batch.diversity == "cluster" and again.batch.candidates == 35  # every scored row (10 x 5 > 35)
+    expected = select_from_scores(out, 5, diversity="cluster")
+    for column in ("rank", "id", "pred"):
+        assert again.selection.column(column).to_pylist() == expected.table.column(column).to_pylist()
+
+
+def test_a_cap_that_leaves_fewer_rows_says_so(tmp_path, model_path, pool, capsys):
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--select", 20,
+                 "--group-column", "patient_id", "--per-group", 1) == 0
+    printed = capsys.readouterr().out
+    assert "Note: 9 of the 20 asked for: only 9 rows can be selected" in printed
+    assert len(read_csv(tmp_path / "s.selection.csv")) == 9
+
+
+# -- ONNX ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory, model_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from egal.onnx import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    current = export_onnx(model_path, folder / "model.onnx")
+    proto = onnx.load(current)  # a graph as egal export wrote it before the embedding output existed
+    kept = [o for o in proto.graph.output if o.name != "embedding"]
+    del proto.graph.output[:]
+    proto.graph.output.extend(kept)
+    old = str(folder / "old.onnx")
+    onnx.save(proto, old)
+    return current, old
+
+
+def test_onnx_embeddings_equal_the_pytorch_ones(tmp_path, model_path, pool, onnx_models):
+    current, _ = onnx_models
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "pt.parquet", "--embeddings") == 0
+    assert score("--pool", pool, "--model", current, "--out", tmp_path / "onnx.parquet", "--embeddings") == 0
+    pt = pq.read_table(tmp_path / "pt.embeddings.parquet").column("embedding")
+    ox = pq.read_table(tmp_path / "onnx.embeddings.parquet").column("embedding")
+    np.testing.assert_allclose(vectors_of(ox, 64), vectors_of(pt, 64), rtol=1e-4, atol=1e-5)
+
+
+def test_an_old_onnx_graph_scores_as_before_but_cannot_give_embeddings(tmp_path, pool, onnx_models, capsys):
+    _, old = onnx_models
+    assert score("--pool", pool, "--model", old, "--out", tmp_path / "old.parquet", "--select", 3) == 0
+    assert score("--pool", pool, "--model", old, "--out", tmp_path / "e.parquet", "--embeddings") == 2
+    err = capsys.readouterr().err
+    assert "was exported without the selection embedding" in err and "egal export --model model.pt" in err
+    assert "Traceback" not in err and not os.path.exists(tmp_path / "e.parquet")
+
+
+# -- bad input: messages, exit status 2, nothing written ------------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--select", "5", "--diversity", "kcenter"], "--diversity 'kcenter' measures distances .* needs embeddings=True "
+     r"\(--embeddings\)"),
+    (["--diversity", "cluster", "--embeddings"], "--diversity only acts on a selection: add select=K"),
+    (["--select", "5", "--group-column", "patient_id"], "--per-group is needed with group_column"),
+    (["--select", "5", "--per-group", "2"], "--group-column is needed with per_group"),
+    (["--select", "5", "--group-column", "patient_id", "--per-group", "0"], "--per-group must be a positive integer"),
+    (["--select", "5", "--group-column", "patient", "--per-group", "1"], r"'patient' \(--group-column\) is not a "
+     "column of the pool; it has 'id', 'label', 'image', 'mask', 'patient_id'"),
+])
+def test_bad_selection_options_are_refused_before_scoring(tmp_path, model_path, pool, capsys, extra, message):
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", *extra) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err), err
+    assert not os.path.exists(tmp_path / "s.parquet") and not os.path.exists(tmp_path / "s.parquet.parts")
+
+
+def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
+    rows = make_rows(8, folder=tmp_path)
+    for i, row in enumerate(rows):
+        row["patient_id"] = None if i in (2, 5) else f"p{i}"
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--select", 3,
+                 "--group-column", "patient_id", "--per-group", 1) == 2
+    err = capsys.readouterr().err
+    assert "'patient_id' (--group-column) is null for 2 scored row(s) ('scan_0002', 'scan_0005')" in err
+    # the scores are kept: the selection can be redone once the pool is fixed
+    assert pq.read_table(tmp_path / "s.parquet").num_rows == 8
+
+
+def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path, pool, capsys):
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "a.parquet") == 0
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter"]) == 2
+    assert "a.embeddings.parquet' does not exist: score with embeddings=True (--embeddings)" in capsys.readouterr().err
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "b.parquet", "--embeddings",
+                 "--alpha", 0.3) == 0
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter",
+                 "--embeddings", str(tmp_path / "b.embeddings.parquet")]) == 2
+    assert "was written by another scoring run than the scores" in capsys.readouterr().err
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "-1"]) == 2
+    assert "--select must be a non-negative integer" in capsys.readouterr().err
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2", "--group-column",
+                 "patient_id", "--per-group", "1"]) == 2
+    assert "--pool is needed with group_column='patient_id'" in capsys.readouterr().err
+
+
+def test_embeddings_with_nan_in_the_sidecar_are_refused_naming_the_rows(tmp_path, model_path, pool):
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--embeddings") == 0
+    path = tmp_path / "s.embeddings.parquet"
+    table = pq.read_table(path)
+    vectors = vectors_of(table.column("embedding"), 64)
+    best = pq.read_table(out).column("rank").to_pylist().index(1)
+    vectors[best, 3] = np.nan
+    from egal.selection.embedding_file import embedding_array
+
+    broken = table.set_column(1, "embedding", embedding_array(vectors, table.column("embedding").is_valid()))
+    pq.write_table(broken.replace_schema_metadata(table.schema.metadata), path)
+    best_id = table.column("id")[best].as_py()
+    with pytest.raises(SelectionError, match=rf"NaN or Inf for 1 candidate row\(s\) \('{best_id}'\)"):
+        select_from_scores(out, 4, diversity="kcenter")
+
+
+# -- egal simulate: the group cap on constructed data ---------------------------------------------------
+
+def test_egal_group_caps_each_rounds_batch_per_patient():
+    from egal.loop import parse_strategies, run_strategy, split_test
+    from egal.loop.simulation import draw_seed_set
+    from lesion_data import lesion_dataset
+    from test_loop import tiny_experiment
+
+    dataset = lesion_dataset(90, 32, seed=4, groups=30)  # 30 patients, 3 images each
+    config = tiny_experiment(rounds=2)
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=["patient_0", "patient_1"])
+    seed_set = draw_seed_set(dataset, pool, 0, config)
+    groups = dict(zip(dataset.ids.tolist(), dataset.groups.tolist(), strict=True))
+    for strategy in parse_strategies(["egal+group", "egal+kcenter+group"]):
+        record = run_strategy(dataset, pool, test, strategy, 0, config, seed_set=seed_set)
+        for entry in record["rounds"][:-1]:
+            patients = [groups[i] for i in entry["selected"]]
+            assert len(entry["selected"]) == config.loop.budget and len(set(patients)) == len(patients)
+    with pytest.raises(egal.errors.EgalError, match="caps the rows per group, but the data has no groups"):
+        no_groups = type(dataset)(dataset.ids, dataset.images, dataset.masks, dataset.labels, dataset.classes, None)
+        run_strategy(no_groups, pool, test, parse_strategies(["egal+group"])[0], 0, config, seed_set=seed_set)
+
+
+def test_strategy_names_and_refused_modifiers():
+    from egal.loop import parse_strategies
+
+    asked = ["egal+kcenter", "egal-rank:0.3+cluster", "egal+group2", "entropy+group"]
+    names = [s.name for s in parse_strategies(asked)]
+    assert names == ["egal_a0.5+kcenter", "egal_rank_a0.3+cluster", "egal_a0.5+group2", "entropy+group"]
+    refused = [("random+kcenter", "random selection takes no modifiers"),
+               ("egal+kcenter+cluster", "unknown or repeated modifier"), ("egal+group0", "unknown or repeated")]
+    for bad, message in refused:
+        with pytest.raises(egal.errors.EgalError, match=message):
+            parse_strategies([bad])
