@@ -222,26 +222,29 @@ def test_read_pool_rows_reads_any_rows_in_the_order_asked(tmp_path):
         read_pool_rows(spec, [90])
 
 
-def test_a_100000_row_pool_reads_and_explains_only_the_rows_shown(tmp_path, monkeypatch):
-    """100 distinct scans (as files) repeated 1,000 times: the scores of a repeat are the scores of its scan, so
-    the 100,000-row scores are what scoring the whole pool would give, at the cost of scoring 100 rows."""
+def repeated_pool(base: dict, folder, repeats: int) -> tuple:
+    """(scores, pool) paths of base's pool (from scored_pool(storage="path")) repeated `repeats` times under new
+    ids: a repeat's scores are its scan's scores, so the scores are what scoring the whole pool would give, at
+    the cost of scoring the base rows once (the pool references the same image and mask files)."""
     from egal.pipeline.ranking import rank_table
 
-    base = scored_pool(tmp_path, n=100, storage="path", roi="mask_path", bad_rows=())
-    small = pq.read_table(base["scores"])
-    pool = pq.read_table(base["pool"])
-    repeats = 1000
-    ids = [f"{i}_{k:04d}" for k in range(repeats) for i in small.column("id").to_pylist()]
+    small, pool = pq.read_table(base["scores"]), pq.read_table(base["pool"])
+    ids = [f"{i}_{k:05d}" for k in range(repeats) for i in small.column("id").to_pylist()]
     big_pool = pa.table({"id": ids, "image_path": pool.column("image_path").to_pylist() * repeats,
                          "mask_path": pool.column("mask_path").to_pylist() * repeats})
-    pq.write_table(big_pool, tmp_path / "big.parquet", row_group_size=4096)
+    pool_path = os.path.join(folder, f"pool_x{repeats}.parquet")
+    pq.write_table(big_pool, pool_path, row_group_size=4096)
     columns = {name: small.column(name).to_pylist() * repeats for name in small.column_names if name != "rank"}
     columns.update(id=ids, row=list(range(len(ids))))
-    unranked = pa.table(columns)
-    ranked = rank_table(unranked, alpha=0.5)
-    ranked = ranked.replace_schema_metadata(small.schema.metadata)  # the run that scored it
-    pq.write_table(ranked, tmp_path / "big_scores.parquet")
+    ranked = rank_table(pa.table(columns), alpha=0.5).replace_schema_metadata(small.schema.metadata)
+    scores_path = os.path.join(folder, f"scores_x{repeats}.parquet")
+    pq.write_table(ranked, scores_path)
+    return scores_path, pool_path
 
+
+def test_a_100000_row_pool_reads_and_explains_only_the_rows_shown(tmp_path, monkeypatch):
+    base = scored_pool(tmp_path, n=100, storage="path", roi="mask_path", bad_rows=())
+    scores, pool = repeated_pool(base, tmp_path, 1000)
     decoded_rows = []
     real_decode = egal.pool.decode_batch
 
@@ -250,8 +253,7 @@ def test_a_100000_row_pool_reads_and_explains_only_the_rows_shown(tmp_path, monk
         return real_decode(raw, settings)
 
     monkeypatch.setattr(egal.pool, "decode_batch", counting)
-    big = selection_report(str(tmp_path / "big_scores.parquet"), str(tmp_path / "big.parquet"), base["onnx"],
-                           out=tmp_path / "big_page", select=30, progress=False)
+    big = selection_report(scores, pool, base["onnx"], out=tmp_path / "big_page", select=30, progress=False)
     assert big.selected == 30 and len(decoded_rows) == big.gradcam_rows == len(set(decoded_rows)) <= 30 + 4 * 3
     small_page = selection_report(base["scores"], base["pool"], base["onnx"], out=tmp_path / "small_page",
                                   select=30, progress=False)
