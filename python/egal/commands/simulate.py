@@ -23,7 +23,10 @@ def register(subparsers):
         "Settings come from the built-in defaults, then --config, then the options given.",
         epilog="strategies: random; entropy (alpha=1); misalignment (alpha=0); egal (alpha from --alpha); "
         "egal:0.3 (explicit alpha); egal-rank, egal-rank:0.3 (both terms rank-normalised over the pool before "
-        "mixing); --alpha-grid 0.25,0.5,0.75 adds egal at each alpha.\n"
+        "mixing); --alpha-grid 0.25,0.5,0.75 adds egal at each alpha. Any of them but random may end in selection "
+        "modifiers (egal.selection, README 'Choosing the batch'): +kcenter or +cluster (a diverse batch among the top "
+        "10 x budget rows in the model's embedding space), +group or +groupN (at most 1 or N rows per value of "
+        "--group-column in a round's batch; meaningful when that column is a patient id), e.g. egal+kcenter.\n"
         "example: egal simulate --pool data.parquet --strategies random,entropy,egal --seeds 5 --rounds 7 "
         "--budget 60 --init 150 --out results/",
         formatter_class=ConfigDefaultsFormatter,  # fills in the {loop.rounds}-style defaults of the help texts
