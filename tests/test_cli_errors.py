@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import egal
 from egal.errors import EgalError, EgalTypeError, RunFailed
 
 
@@ -72,3 +73,4 @@ def test_the_user_error_classes_keep_their_builtin_bases():
     assert issubclass(EgalError, ValueError)
     assert issubclass(EgalTypeError, EgalError) and issubclass(EgalTypeError, TypeError)
     assert issubclass(RunFailed, RuntimeError) and not issubclass(RunFailed, EgalError)
+    assert egal.EgalError is EgalError  # what a notebook catches

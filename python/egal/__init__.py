@@ -4,16 +4,18 @@ The data path: pool -> batches -> model -> activations / channel weights / logit
 and ROIs -> `score_batch` (the fused kernel) -> scores -> `select_top_k` (or `select_batch`:
 group caps and a diverse batch, egal.selection).
 `score_pool` runs all of it over a Parquet pool (what `egal score` calls).
+A user error (bad input, option or file) raises an `EgalError`, a ValueError (egal.errors).
 """
 from ._result import ScoreResult
 from ._version import __version__
 from .api import backends, project_roi, score_batch
 from .combine import combine_scores
+from .errors import EgalError
 from .roi import ProjectedROI
 from .selection import select_batch, select_top_k
 
-__all__ = ["ScoreResult", "ProjectedROI", "backends", "combine_scores", "project_roi", "score_batch", "select_top_k",
-           "select_batch", "score_pool", "run_scoring", "ScoreOptions", "PoolScores", "__version__"]
+__all__ = ["EgalError", "ScoreResult", "ProjectedROI", "backends", "combine_scores", "project_roi", "score_batch",
+           "select_top_k", "select_batch", "score_pool", "run_scoring", "ScoreOptions", "PoolScores", "__version__"]
 
 # Scoring a whole pool (egal.pipeline), imported on first use: it loads pyarrow.
 _POOL_SCORING = ("score_pool", "run_scoring", "ScoreOptions", "PoolScores")
