@@ -9,6 +9,7 @@ import sys
 
 from .._checks import renamed
 from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
+from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
@@ -19,8 +20,9 @@ NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) 
     --model model.onnx."""
 
 # egal.score_pool's arguments, each from the option of the same name (batch_size from --batch-size).
-API_ARGUMENTS = ("out", "alpha", "combine", "batch_size", "device", "workers", "engine", "ray_address", "resume",
-                 "overwrite", "select", "select_out", "embeddings", "diversity", "group_column", "per_group", "verbose")
+API_ARGUMENTS = ("out", "alpha", "combine", "batch_size", "device", "runtime", "workers", "engine", "ray_address",
+                 "resume", "overwrite", "select", "select_out", "embeddings", "diversity", "group_column", "per_group",
+                 "verbose")
 
 
 def register(subparsers):
@@ -87,6 +89,15 @@ def register(subparsers):
                         help="images per model call and per output shard (default: %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
                         help="where the model runs (default: %(default)s)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULTS["runtime"],
+                        help="what runs the model (default: %(default)s). auto: a .pt model is exported once to ONNX "
+                        "(kept beside it as MODEL.pt.KEY.onnx, KEY from the file's content), the graph's scores are "
+                        f"checked against PyTorch's on the first batch (within {PARITY_ATOL:g}), and onnxruntime "
+                        "scores the pool, faster than PyTorch on a CPU (bench/README.md); PyTorch scores instead, "
+                        "saying why, without onnxruntime or egal-al[export], for a model without closed-form Grad-CAM, "
+                        "or when the scores differ. With --device cuda, auto times both on the first batch and keeps "
+                        "the faster. torch: PyTorch always. onnxruntime: onnxruntime always (an error says what is "
+                        "missing). An .onnx model always runs with onnxruntime")
     parser.add_argument("--workers", type=int, default=DEFAULTS["workers"],
                         help="local engine: decoder processes running beside the model, 0 decodes in the main "
                         "process; ray engine: scoring actors, each loading the model once (default: CPU count - 1, "
@@ -157,7 +168,8 @@ def print_summary(result) -> None:
     else:
         session = " this session" if result.resumed else ""
         print(f"Scored {result.rows_scored} of {result.rows} rows ({result.rows_in_error} in error) in "
-              f"{result.seconds:.1f} s, {result.rows_per_second:.1f} rows/s{session}; wrote {result.out}")
+              f"{result.seconds:.1f} s, {result.rows_per_second:.1f} rows/s{session} with {result.runtime}; "
+              f"wrote {result.out}")
     if result.rows_in_error:
         shown = result.errors(limit=5)
         more = result.rows_in_error - len(shown)

@@ -71,16 +71,23 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
     except ImportError as exc:
         raise EgalError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install "
                         "'egal-al[torch]', or export it with `egal export` and score the .onnx file") from exc
-    from ..gradcam import extract_gradcam_inputs
+    from ..gradcam import closed_form_applies, extract_gradcam_inputs
     from ..models import load_model
 
     if device == "cuda" and not torch.cuda.is_available():
         raise EgalError("device='cuda' (--device cuda): PyTorch sees no CUDA GPU on this machine")
     model = load_model(path, map_location=device)
     torch_device = torch.device(device)
+    # Measured (bench/README.md, "egal score by runtime"): channels_last runs these convolutions faster on the
+    # CPU, and inference mode drops autograd's bookkeeping where Grad-CAM needs no backward pass (the closed form;
+    # the autograd path needs autograd after the target layer, which inference mode would forbid).
+    model = model.to(memory_format=torch.channels_last)
+    no_backward = closed_form_applies(model)
 
     def gradcam_inputs(images: np.ndarray) -> dict:
-        inputs = extract_gradcam_inputs(model, torch.from_numpy(images).to(torch_device))
+        batch = torch.from_numpy(images).to(torch_device).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(no_backward):
+            inputs = extract_gradcam_inputs(model, batch)
         return inputs.scorer_kwargs()
 
     def to_device(array: np.ndarray):

@@ -13,6 +13,7 @@ from .._checks import bad_argument, check_alpha, check_bool, check_choice, check
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..selection import DIVERSITY_METHODS
+from .runtime import RUNTIMES
 
 DEVICES = ("cpu", "cuda")
 ENGINES = ("local", "ray")
@@ -47,6 +48,9 @@ class ScoreOptions:
                  rank over the pool, egal.combine)
     batch_size:  images per model call and per shard
     device:      "cpu" or "cuda", where the model runs
+    runtime:     "auto", "torch" or "onnxruntime": what runs the model (egal.pipeline.runtime). auto scores a
+                 .pt model with onnxruntime through a cached ONNX export checked against PyTorch on the
+                 first batch, and with PyTorch where that cannot be done
     workers:     engine "local": decoder processes beside the model (0: decode in this process);
                  engine "ray": scoring actors (at least 1). None: default_workers()
     engine:      "local" (this machine) or "ray" (Ray Data on a Ray cluster)
@@ -72,6 +76,7 @@ class ScoreOptions:
     combine: str = "raw"
     batch_size: int = 32
     device: str = "cpu"
+    runtime: str = "auto"
     workers: int | None = None
     engine: str = "local"
     ray_address: str | None = None
@@ -97,6 +102,7 @@ class ScoreOptions:
         check_choice(self.combine, "combine", COMBINE_METHODS)
         check_int(self.batch_size, "batch_size")
         check_choice(self.device, "device", DEVICES)
+        check_choice(self.runtime, "runtime", RUNTIMES)
         check_choice(self.engine, "engine", ENGINES)
         if self.workers is not None:
             check_int(self.workers, "workers", minimum=0)

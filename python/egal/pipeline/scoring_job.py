@@ -15,6 +15,7 @@ from .model_runner import file_digest, load_runner
 from .options import ScoreOptions
 from .progress import RowProgress
 from .ranking import selection_table
+from .runtime import RuntimeChoice, choose_runtime
 from .shard_store import ShardStore
 
 
@@ -38,6 +39,8 @@ class PoolScores:
                      diversity: the batch egal.selection chose (and the group column last, with a cap)
     options:         the ScoreOptions of the run
     ray_log:         where Ray's own output went (engine "ray" without verbose), else None
+    runtime:         what ran the model: "torch" or "onnxruntime" (chosen by runtime="auto"; egal.pipeline.runtime)
+    runtime_note:    why that runtime, and what choosing it cost (an export, the first-batch check)
     embeddings_path: the embeddings file written (embeddings=True), else None
     batch:           with a group cap or diversity, the egal.selection.Selection behind `selection` (how
                      many rows could be selected, the candidates); None for the plain top k
@@ -56,6 +59,8 @@ class PoolScores:
     selection: pa.Table | None
     options: ScoreOptions
     ray_log: str | None = None
+    runtime: str | None = None
+    runtime_note: str = ""
     embeddings_path: str | None = None
     batch: object | None = None
 
@@ -75,6 +80,7 @@ def score_pool(
     combine: str = ScoreOptions.combine,
     batch_size: int = ScoreOptions.batch_size,
     device: str = ScoreOptions.device,
+    runtime: str = ScoreOptions.runtime,
     workers: int | None = ScoreOptions.workers,
     engine: str = ScoreOptions.engine,
     ray_address: str | None = ScoreOptions.ray_address,
@@ -101,6 +107,7 @@ def score_pool(
     """
     return run_scoring(ScoreOptions(
         pool=pool, model=model, out=out, alpha=alpha, combine=combine, batch_size=batch_size, device=device,
+        runtime=runtime,
         workers=workers, engine=engine, ray_address=ray_address, resume=resume, overwrite=overwrite, select=select,
         select_out=select_out, embeddings=embeddings, diversity=diversity, group_column=group_column,
         per_group=per_group, progress=progress, verbose=verbose))
@@ -116,7 +123,7 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
     scored = statuses.count("ok")
     return PoolScores(
         out=options.out, selection_path=options.selection_path, rows=len(statuses), rows_scored=scored,
-        rows_in_error=len(statuses) - scored,
+        rows_in_error=len(statuses) - scored, runtime=job.choice.runtime, runtime_note=job.choice.note,
         seconds=0.0 if job.store.already_complete else job.progress.elapsed(),
         rows_per_second=0.0 if job.store.already_complete else job.progress.rate(),
         resumed=job.resumed, already_complete=job.store.already_complete, table=ranked,
@@ -135,6 +142,7 @@ class ScoringJob:
     resumed: bool = False
     ray_log: str | None = None  # where Ray's own output goes (engine "ray" without verbose)
     console: object | None = None  # egal's stderr while Ray's output is redirected
+    choice: RuntimeChoice | None = None  # the runtime that runs the model, and why
     selection: object | None = None  # egal.selection.from_scores.TableSelection, with a group cap or diversity
 
     @classmethod
@@ -160,10 +168,18 @@ class ScoringJob:
             log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
                 "alone (docs/scoring.md, empty ROI)")
         log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
+        model_sha256 = file_digest(o.model)
+        choice = choose_runtime(
+            runner, requested=o.runtime, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size, alpha=o.alpha,
+            load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
+            on_cuda=o.device == "cuda" and o.engine == "local", gpus_elsewhere=o.device == "cuda" and o.engine == "ray")
+        choice.announce(log, o.progress)
+        runner = choice.runner
         manifest = {
             "egal_version": __version__,
             "pool": spec.fingerprint(),
-            "model_sha256": file_digest(o.model),
+            "model_sha256": model_sha256,
+            "runtime": choice.runtime,
             "device": o.device,
             "alpha": o.alpha,
             "combine": o.combine,
@@ -174,7 +190,7 @@ class ScoringJob:
             manifest["embeddings"] = runner.embedding_kind
         store = ShardStore(o.out, manifest, resume=o.resume, overwrite=o.overwrite,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
-        job = cls(o, spec, runner, store)
+        job = cls(o, spec, runner, store, choice=choice)
         if store.already_complete:
             log(f"{o.out} is already complete, from a run with these same arguments; nothing to resume")
         done_rows = min(len(store.completed_batches()) * o.batch_size, spec.num_rows)
@@ -208,7 +224,7 @@ class ScoringJob:
                 from .ray_engine import score_pool_on_ray
 
                 try:
-                    score_pool_on_ray(self.spec, o.model, self.store, alpha=o.alpha, batch_size=o.batch_size,
+                    score_pool_on_ray(self.spec, self.runner.path, self.store, alpha=o.alpha, batch_size=o.batch_size,
                                       device=o.device, address=o.ray_address, actors=max(1, o.worker_count),
                                       progress=self.progress, log_path=self.ray_log,
                                       embedding_dim=self.runner.embedding_dim)

@@ -1,0 +1,264 @@
+"""Which runtime runs the model of an `egal score` run: PyTorch or onnxruntime (`runtime=`, `--runtime`).
+
+    auto         (the default) a `.pt` model is exported once to ONNX (egal.onnx.cache: kept beside the
+                 model, keyed by its content), the graph's scores are checked against PyTorch's on the
+                 pool's first batch, and onnxruntime scores the pool: on the CPU it runs these models
+                 faster than PyTorch (bench/README.md). PyTorch scores instead, with a one-line notice,
+                 when onnxruntime or the exporter (egal-al[export]) is not installed, when the model
+                 has no closed-form Grad-CAM (an ONNX graph has no backward pass), when no folder can
+                 hold the graph, or when the graph's scores differ from PyTorch's by more than
+                 PARITY_ATOL (a warning gives the difference). On a CUDA device both runtimes score
+                 the first batch once more and the faster one scores the pool (not yet run on a GPU);
+                 with Ray actors on GPUs (engine "ray", device "cuda"), which cannot be timed from the
+                 driver, auto keeps PyTorch.
+                 An `.onnx` model runs with onnxruntime.
+    torch        PyTorch, always (a `.pt` model only).
+    onnxruntime  onnxruntime, always: a `.pt` model is exported (cached) and checked as for auto, and
+                 an error names what is missing where auto would fall back.
+
+This module imports nothing heavy: egal.pipeline.options reads RUNTIMES from it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .._checks import check_choice
+from ..errors import EgalError
+
+RUNTIMES = ("auto", "torch", "onnxruntime")
+
+# How far onnxruntime's score, entropy_norm and misalignment may be from PyTorch's on the first batch
+# (absolute; all three lie in [0, 1]). Both run the same float32 arithmetic in another order (onnxruntime
+# fuses convolutions with their BatchNorm and activation): measured differences are 1e-7 to 1e-5
+# (tests/test_score_runtime.py, bench/README.md). A graph beyond this is wrong, not reordered.
+PARITY_ATOL = 1e-4
+
+
+class RuntimeMismatchWarning(UserWarning):
+    """The exported graph's scores differ from PyTorch's: the pool is scored with PyTorch instead."""
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What scores a run, and why.
+
+    runner:     the egal.pipeline.model_runner.ModelRunner that scores the pool
+    runtime:    "torch" or "onnxruntime"
+    requested:  the runtime asked for ("auto", "torch" or "onnxruntime")
+    note:       one line: why this runtime, and what choosing it cost (export, check)
+    difference: the largest |onnxruntime - PyTorch| over score, entropy_norm and misalignment on the
+                first batch, when both ran; else None
+    warning:    why auto fell back to PyTorch when the graph's scores differ from PyTorch's; else None
+    """
+
+    runner: object
+    runtime: str
+    requested: str
+    note: str
+    difference: float | None = None
+    warning: str | None = None
+
+    def announce(self, log: Callable, progress: bool) -> None:
+        """The choice on the run's log; a mismatch also as a RuntimeMismatchWarning when the run is quiet."""
+        if progress:
+            log(f"runtime: {self.note}")
+            if self.warning:
+                log(f"warning: {self.warning}")
+        elif self.warning:
+            warnings.warn(self.warning, RuntimeMismatchWarning, stacklevel=3)
+
+
+def choose_runtime(runner, *, requested: str, model_sha256: str, spec, batch_size: int, alpha: float,
+                   load: Callable, on_cuda: bool = False, gpus_elsewhere: bool = False,
+                   log: Callable = print) -> RuntimeChoice:
+    """The runtime that scores a run, given the model file loaded as it is (`runner`).
+
+    spec, batch_size: the pool (egal.pool.PoolSpec) and the run's batch size: the two runtimes are compared
+                      on its first batch
+    load:             (path) -> ModelRunner of an ONNX graph, loaded like `runner` (device, embeddings)
+    on_cuda:          the run is on a CUDA device here: pick the faster runtime there
+    gpus_elsewhere:   the model runs on GPUs of other machines (Ray actors), which cannot be timed from here:
+                      auto keeps PyTorch
+    log:              where progress lines go (the export can take a minute for a large model)
+    """
+    check_choice(requested, "runtime", RUNTIMES)
+    if runner.kind == "onnx":
+        if requested == "torch":
+            raise EgalError(f"runtime='torch' (--runtime torch) needs a PyTorch model (.pt); {runner.path!r} is an "
+                            "ONNX graph, which only onnxruntime runs: use runtime='auto' or 'onnxruntime'")
+        return RuntimeChoice(runner, "onnxruntime", requested, "onnxruntime (the model is an ONNX graph)")
+    if requested == "torch":
+        return RuntimeChoice(runner, "torch", requested, "PyTorch (runtime='torch')")
+    if requested == "auto" and gpus_elsewhere:
+        return RuntimeChoice(runner, "torch", requested, "PyTorch (auto: the Ray actors' GPUs cannot be timed from "
+                             "here; runtime='onnxruntime' exports the model for them)")
+    batch = _FirstBatch(spec, batch_size, runner.input_size, runner.in_channels)
+    return _OnnxFromTorch(runner, requested, model_sha256, batch, alpha, load, on_cuda, log).choose()
+
+
+def missing_for_export() -> str | None:
+    """The extra that a `.pt` model's onnxruntime path lacks here ('onnx-cpu' or 'export'), or None."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnx-cpu"
+    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript")):
+        return "export"
+    return None
+
+
+class _Unusable(Exception):
+    """The onnxruntime path cannot be taken; the message says why."""
+
+
+@dataclass
+class _OnnxFromTorch:
+    """auto / onnxruntime with a `.pt` model: the cached graph, checked against PyTorch."""
+
+    torch_runner: object
+    requested: str
+    model_sha256: str
+    first_batch: Callable
+    alpha: float
+    load: Callable
+    on_cuda: bool
+    log: Callable
+
+    def choose(self) -> RuntimeChoice:
+        missing = missing_for_export()
+        if missing is not None:
+            what = "onnxruntime is not installed" if missing == "onnx-cpu" else "the ONNX exporter is not installed"
+            return self._torch_or_raise(f"{what} (pip install 'egal-al[{missing}]')")
+        try:
+            onnx_runner, how, difference = self._checked_graph()
+        except _Unusable as exc:
+            return self._torch_or_raise(str(exc))
+        if difference > PARITY_ATOL:
+            message = (f"onnxruntime's scores differ from PyTorch's by up to {difference:.2e} on the first batch "
+                       f"(tolerance {PARITY_ATOL:g})")
+            if self.requested == "onnxruntime":
+                raise EgalError(f"runtime='onnxruntime' (--runtime onnxruntime): {message}; score with "
+                                "runtime='torch' (--runtime torch)")
+            return RuntimeChoice(self.torch_runner, "torch", self.requested, f"PyTorch (auto: {message})", difference,
+                                 warning=f"{message}: the pool is scored with PyTorch")
+        how = f"{how}; first batch within {difference:.1e} of PyTorch (tolerance {PARITY_ATOL:g})"
+        if self.on_cuda and self.requested == "auto":
+            return self._faster_on_cuda(onnx_runner, how, difference)
+        return RuntimeChoice(onnx_runner, "onnxruntime", self.requested, f"onnxruntime ({how})", difference)
+
+    def _checked_graph(self):
+        """(ONNX runner, how it was obtained, difference to PyTorch on the first batch).
+
+        A cached graph is used when it loads and agrees with PyTorch; one that does not (a damaged file) is
+        exported again, never trusted."""
+        from ..onnx.cache import find_cached
+
+        path = find_cached(self.torch_runner.path, self.model_sha256)
+        if path is not None:
+            try:
+                onnx_runner = self.load(path)
+                difference = self._difference(onnx_runner)
+            except (ValueError, OSError, _Unusable) as exc:  # OnnxModelError, not egal's graph, fails to run
+                self.log(f"runtime: the cached graph {path} cannot be used ({exc}); exporting it again")
+            else:
+                if difference <= PARITY_ATOL:
+                    return onnx_runner, f"cached graph {path}", difference
+                self.log(f"runtime: the cached graph {path} scores {difference:.1e} away from PyTorch; exporting it "
+                         "again")
+        else:
+            self.log(f"runtime: exporting {self.torch_runner.path} to ONNX for onnxruntime (once per model file)")
+        onnx_runner, how = self._export()
+        return onnx_runner, how, self._difference(onnx_runner)
+
+    def _export(self):
+        from ..onnx.cache import GraphCacheError, export_to_cache
+
+        try:
+            cached = export_to_cache(self.torch_runner.path, self.model_sha256)
+            return self.load(cached.path), f"graph exported in {cached.seconds:.1f} s to {cached.path}"
+        except GraphCacheError as exc:
+            raise _Unusable(str(exc)) from exc
+        except Exception as exc:  # ExportError (no closed form), an operator the exporter cannot write
+            raise _Unusable(f"the model cannot be exported to ONNX ({type(exc).__name__}: {exc})") from exc
+
+    def _difference(self, onnx_runner) -> float:
+        """Largest |onnxruntime - PyTorch| over the first batch's score, entropy_norm and misalignment."""
+        import numpy as np
+
+        batch = self.first_batch()
+        try:
+            onnx_table = _score(batch, onnx_runner, self.alpha)
+        except Exception as exc:
+            raise _Unusable(f"onnxruntime failed on the first batch ({type(exc).__name__}: {exc})") from exc
+        tables = (_score(batch, self.torch_runner, self.alpha), onnx_table)
+        if tables[0].column("status").to_pylist() != tables[1].column("status").to_pylist():
+            return float("inf")  # a row scored by one runtime and in error with the other
+        worst = 0.0
+        for name in ("score", "entropy_norm", "misalignment"):
+            a, b = (t.column(name).to_numpy(zero_copy_only=False) for t in tables)
+            if not np.array_equal(np.isnan(a), np.isnan(b)):
+                return float("inf")
+            both = ~np.isnan(a)
+            if both.any():
+                worst = max(worst, float(np.max(np.abs(a[both] - b[both]))))
+        return worst
+
+    def _faster_on_cuda(self, onnx_runner, how: str, difference: float) -> RuntimeChoice:
+        """Score the first batch once more with each (both are warm now) and keep the faster. Not yet run: no
+        GPU was available where this was written."""
+        batch = self.first_batch()
+        seconds = {}
+        for name, runner in (("torch", self.torch_runner), ("onnxruntime", onnx_runner)):
+            start = time.perf_counter()
+            _score(batch, runner, self.alpha)  # returns host numbers: the GPU work is finished
+            seconds[name] = time.perf_counter() - start
+        timing = (f"first batch on the GPU in {seconds['torch']:.3f} s with PyTorch, {seconds['onnxruntime']:.3f} s "
+                  "with onnxruntime")
+        if seconds["torch"] < seconds["onnxruntime"]:
+            return RuntimeChoice(self.torch_runner, "torch", self.requested, f"PyTorch (auto: {timing})", difference)
+        return RuntimeChoice(onnx_runner, "onnxruntime", self.requested, f"onnxruntime ({how}; {timing})", difference)
+
+    def _torch_or_raise(self, reason: str) -> RuntimeChoice:
+        if self.requested == "onnxruntime":
+            raise EgalError(f"runtime='onnxruntime' (--runtime onnxruntime) with a PyTorch model: {reason}")
+        return RuntimeChoice(self.torch_runner, "torch", self.requested, f"PyTorch (auto: {reason})")
+
+
+class _FirstBatch:
+    """The pool's first batch, decoded once when first asked for. A first batch without a single decodable row
+    gives no comparison, so a synthetic batch (seeded noise, a centred square ROI) stands in for it."""
+
+    def __init__(self, spec, batch_size: int, input_size, in_channels: int):
+        self._args = (spec, batch_size, tuple(input_size), in_channels)
+        self._batch = None
+
+    def __call__(self):
+        if self._batch is None:
+            self._batch = self._decode()
+        return self._batch
+
+    def _decode(self):
+        import numpy as np
+
+        from ..pool import DecodedBatch, DecodeSettings, decode_batch
+
+        spec, batch_size, (height, width), in_channels = self._args
+        raw = next(iter(spec.iter_batches(batch_size)), None)
+        if raw is not None:
+            decoded = decode_batch(raw, DecodeSettings(input_size=(height, width), in_channels=in_channels))
+            if decoded.ok.any():
+                return decoded
+        n = min(batch_size, 8)
+        images = np.random.default_rng(0).random((n, in_channels, height, width), dtype=np.float32)
+        masks = np.zeros((n, height, width), dtype=np.uint8)
+        masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = 1
+        return DecodedBatch(index=0, start_row=0, ids=[f"synthetic_{i}" for i in range(n)], images=images,
+                            masks=masks, has_roi=np.ones(n, dtype=bool), errors=[None] * n, rows=list(range(n)))
+
+
+def _score(batch, runner, alpha: float):
+    from .batch_scoring import score_decoded_batch
+
+    return score_decoded_batch(batch, runner, alpha=alpha)
