@@ -217,6 +217,7 @@ py::dict backends() {
   cpu["compiled"] = true;
   cpu["available"] = true;
   cpu["threads"] = egal::cpu_threads();
+  cpu["isa"] = egal::cpu_isa();
   py::dict result;
   result["cpu"] = cpu;
   result["cuda"] = cuda;
@@ -236,4 +237,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("borrow", &borrow, py::arg("owner"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("code"), py::arg("bits"),
         py::arg("device_type"), py::arg("device_id"));
   m.def("backends", &backends);
+  // For tests and benchmarks: the CPU kernels' instruction set ("baseline", "avx2",
+  // "avx512"), and a narrower one than the CPU's best on request.
+  m.def("cpu_isa", [] { return std::string(egal::cpu_isa()); });
+  m.def("best_cpu_isa", [] { return std::string(egal::best_cpu_isa()); });
+  m.def("set_cpu_isa", &egal::set_cpu_isa, py::arg("name"));  // std::invalid_argument -> ValueError
 }

@@ -51,8 +51,9 @@ void check_consistent(const ScoreInputs& in) {
       require(in.masks.present && in.masks.rank == 3 && in.masks.shape[0] == B &&
                   in.masks.shape[1] == in.roi_height && in.masks.shape[2] == in.roi_width,
               "masks must be [B, H, W]");
-      require(in.masks.dtype == DType::UInt8 || in.masks.dtype == DType::Bool || in.masks.dtype == DType::Float32,
-              "masks must be bool, uint8 or float32");
+      require(in.masks.dtype == DType::UInt8 || in.masks.dtype == DType::Bool || in.masks.dtype == DType::Float32 ||
+                  in.masks.dtype == DType::Float16,
+              "masks must be bool, uint8, float16 or float32");
       on_device.push_back(&in.masks);
       break;
     case RoiKind::Boxes:

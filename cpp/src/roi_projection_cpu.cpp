@@ -1,104 +1,18 @@
 #include "roi_projection_cpu.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 
-#include "scalar.h"
 #include "score_math.h"
 
 namespace egal::cpu {
 
-ProjectionPlan::ProjectionPlan(int64_t H, int64_t W, int64_t h, int64_t w, bool for_boxes)
-    : rows(H, h), cols(W, w) {
-  if (for_boxes) {
+ProjectionPlan::ProjectionPlan(int64_t H, int64_t W, int64_t h, int64_t w, RoiKind kind) : rows(H, h), cols(W, w) {
+  if (kind == RoiKind::Masks) {
+    row_bands = RowBands(rows);
+    col_blocks = ColumnBlocks(cols);
+  } else if (kind == RoiKind::Boxes) {
     row_prefix = rows.prefix_sums();
     col_prefix = cols.prefix_sums();
-  }
-}
-
-namespace {
-
-// One mask row: r[j] = sum_x M[y, x] R_x[x, j]. Returns the row's sum of M.
-struct RowAccumulator {
-  const int32_t* lo;
-  const int32_t* hi;
-  const float* t;
-  float* r;
-  float area = 0.0f;
-  bool bad = false;
-
-  inline void add(int64_t x, float m) {
-    if (m == 0.0f) return;
-    if (!math::mask_value_ok(m)) bad = true;
-    r[lo[x]] += (1.0f - t[x]) * m;
-    r[hi[x]] += t[x] * m;
-    area += m;
-  }
-};
-
-template <class T>
-void accumulate_row(const T* row, int64_t W, int64_t stride_x, RowAccumulator& acc) {
-  for (int64_t x = 0; x < W; ++x) acc.add(x, to_float(row[x * stride_x]));
-}
-
-// Expert masks are mostly background: skip eight zero bytes at a time.
-void accumulate_row(const uint8_t* row, int64_t W, int64_t stride_x, RowAccumulator& acc) {
-  if (stride_x != 1) {
-    for (int64_t x = 0; x < W; ++x) acc.add(x, static_cast<float>(row[x * stride_x]));
-    return;
-  }
-  int64_t x = 0;
-  for (; x + 8 <= W; x += 8) {
-    uint64_t chunk;
-    std::memcpy(&chunk, row + x, sizeof chunk);
-    if (chunk == 0) continue;
-    for (int64_t k = 0; k < 8; ++k) acc.add(x + k, static_cast<float>(row[x + k]));
-  }
-  for (; x < W; ++x) acc.add(x, static_cast<float>(row[x]));
-}
-
-template <class T>
-double project_mask_typed(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
-                          ProjectionScratch& scratch, double* projection, bool* bad_mask) {
-  const int64_t H = plan.rows.out_size, W = plan.cols.out_size;
-  const int64_t w = plan.cols.in_size;
-  const T* base = static_cast<const T*>(masks.data) + b * masks.stride[0];
-  scratch.row.assign(static_cast<size_t>(w), 0.0f);
-  float* r = scratch.row.data();
-  double area = 0.0;
-  for (int64_t y = 0; y < H; ++y) {
-    RowAccumulator acc{plan.cols.lo.data(), plan.cols.hi.data(), plan.cols.t.data(), r};
-    accumulate_row(base + y * masks.stride[1], W, masks.stride[2], acc);
-    if (acc.bad) *bad_mask = true;
-    if (acc.area == 0.0f) continue;
-    area += acc.area;
-    const double ty = plan.rows.t[y];
-    double* top = projection + static_cast<int64_t>(plan.rows.lo[y]) * w;
-    double* bottom = projection + static_cast<int64_t>(plan.rows.hi[y]) * w;
-    for (int64_t j = 0; j < w; ++j) {
-      top[j] += (1.0 - ty) * r[j];
-      bottom[j] += ty * r[j];
-      r[j] = 0.0f;
-    }
-  }
-  return area;
-}
-
-}  // namespace
-
-double project_mask(const TensorView& masks, int64_t b, const ProjectionPlan& plan, ProjectionScratch& scratch,
-                    double* projection, bool* bad_mask) {
-  std::fill(projection, projection + plan.rows.in_size * plan.cols.in_size, 0.0);
-  switch (masks.dtype) {
-    case DType::UInt8:
-    case DType::Bool:
-      return project_mask_typed<uint8_t>(masks, b, plan, scratch, projection, bad_mask);
-    case DType::Float32:
-      return project_mask_typed<float>(masks, b, plan, scratch, projection, bad_mask);
-    default:
-      *bad_mask = true;
-      return 0.0;
   }
 }
 

@@ -6,17 +6,13 @@
 #include <vector>
 
 #include "backends.h"
+#include "raw_map_cpu.h"
 #include "roi_projection_cpu.h"
-#include "scalar.h"
 #include "score_math.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#endif
-#include <type_traits>
 
 namespace egal {
 namespace {
@@ -30,94 +26,14 @@ struct SampleScratch {
   cpu::ProjectionScratch roi;
 };
 
-// A [h, w] plane of a strided 4-d view.
-template <class T>
-struct Plane {
-  const T* data;
-  int64_t h, w, stride_i, stride_j;
-  bool contiguous() const { return stride_j == 1 && stride_i == w; }
-};
-
-#if defined(__x86_64__) || defined(_M_X64)
-// F16C converts eight halves per instruction, exactly (subnormals, Inf, NaN);
-// picked at run time so that the build still runs on CPUs without it.
-__attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const half_bits* src, int64_t n, float* dst) {
-  int64_t q = 0;
-  for (; q + 8 <= n; q += 8)
-    _mm256_storeu_ps(dst + q, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
-  for (; q < n; ++q) dst[q] = to_float(src[q]);
-}
-
-bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-  return has;
-}
-#endif
-
-// The plane as contiguous float32: in place for contiguous float32 input,
-// otherwise converted (or gathered) into `buffer`, which holds h * w floats.
-template <class T>
-const float* plane_as_floats(const Plane<T>& plane, float* buffer) {
-  const int64_t n = plane.h * plane.w;
-  if (plane.contiguous()) {
-    if constexpr (std::is_same_v<T, float>) {
-      return plane.data;
-    } else {
-#if defined(__x86_64__) || defined(_M_X64)
-      if constexpr (std::is_same_v<T, half_bits>) {
-        if (cpu_has_f16c()) {
-          halves_to_floats_f16c(plane.data, n, buffer);
-          return buffer;
-        }
-      }
-#endif
-      for (int64_t q = 0; q < n; ++q) buffer[q] = to_float(plane.data[q]);
-      return buffer;
-    }
-  }
-  for (int64_t i = 0; i < plane.h; ++i)
-    for (int64_t j = 0; j < plane.w; ++j)
-      buffer[i * plane.w + j] = to_float(plane.data[i * plane.stride_i + j * plane.stride_j]);
-  return buffer;
-}
-
-float mean_of(const float* values, int64_t n) {
-  float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t q = 0; q < n; ++q) acc += values[q];
-  return acc / static_cast<float>(n);
-}
-
-void add_scaled(float weight, const float* values, int64_t n, float* cam) {
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) cam[q] += weight * values[q];
-}
-
-template <class T>
 void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b, SampleScratch& s,
                const ScoreOutputs& out) {
   const TensorView& A = in.activations;
-  const int64_t K = A.shape[1], h = A.shape[2], w = A.shape[3], hw = h * w;
-  const T* a_base = static_cast<const T*>(A.data) + b * A.stride[0];
+  const int64_t h = A.shape[2], w = A.shape[3], hw = h * w;
 
   // Steps 2-3: channel weights and the raw map, in one pass over the channels.
   float* cam = s.cam.data();
-  std::fill(cam, cam + hw, 0.0f);
-  bool finite = true;
-  for (int64_t k = 0; k < K; ++k) {
-    float weight;
-    if (in.gradients.present) {
-      const TensorView& G = in.gradients;
-      const T* g_plane = static_cast<const T*>(G.data) + b * G.stride[0] + k * G.stride[1];
-      weight = mean_of(plane_as_floats(Plane<T>{g_plane, h, w, G.stride[2], G.stride[3]}, s.plane.data()), hw);
-    } else {
-      const TensorView& W = in.weights;
-      weight = load_as_float(W.data, W.dtype, b * W.stride[0] + k * W.stride[1]);
-    }
-    if (!std::isfinite(weight)) finite = false;
-    add_scaled(weight, plane_as_floats(Plane<T>{a_base + k * A.stride[1], h, w, A.stride[2], A.stride[3]}, s.plane.data()),
-               hw, cam);
-  }
+  bool finite = cpu::raw_map(in, b, cam, s.plane.data());
 
   // Step 4: ReLU, then min-max normalisation at low resolution.
   float lo = INFINITY, hi = -INFINITY;
@@ -171,11 +87,10 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
   }
 }
 
-template <class T>
 void score_all(const ScoreInputs& in, const ScoreOutputs& out) {
   const TensorView& A = in.activations;
   const int64_t B = A.shape[0], h = A.shape[2], w = A.shape[3];
-  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind == RoiKind::Boxes);
+  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind);
 #pragma omp parallel
   {
     SampleScratch scratch;
@@ -183,26 +98,24 @@ void score_all(const ScoreInputs& in, const ScoreOutputs& out) {
     scratch.plane.resize(static_cast<size_t>(h * w));
     scratch.projection.resize(static_cast<size_t>(h * w));
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t b = 0; b < B; ++b) score_one<T>(in, plan, b, scratch, out);
+    for (int64_t b = 0; b < B; ++b) score_one(in, plan, b, scratch, out);
   }
 }
 
 }  // namespace
 
 void score_cpu(const ScoreInputs& in, const ScoreOutputs& out) {
-  switch (in.activations.dtype) {
-    case DType::Float32: return score_all<float>(in, out);
-    case DType::Float16: return score_all<half_bits>(in, out);
-    case DType::BFloat16: return score_all<bfloat16_bits>(in, out);
-    default: throw std::invalid_argument("activations must be float32, float16 or bfloat16");
-  }
+  const DType dtype = in.activations.dtype;
+  if (dtype != DType::Float32 && dtype != DType::Float16 && dtype != DType::BFloat16)
+    throw std::invalid_argument("activations must be float32, float16 or bfloat16");
+  score_all(in, out);
 }
 
 void project_roi_cpu(const ScoreInputs& in, int64_t h, int64_t w, const ProjectionOutputs& out) {
   const bool boxes = in.roi_kind == RoiKind::Boxes;
   const TensorView& roi = boxes ? in.boxes : in.masks;
   const int64_t B = roi.shape[0];
-  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, boxes);
+  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind);
 #pragma omp parallel
   {
     cpu::ProjectionScratch scratch;

@@ -1,7 +1,8 @@
 // The per-sample arithmetic of docs/scoring.md, written once: host/device
-// functions that the CPU backend (score_cpu.cpp, roi_projection_cpu.cpp) and the
-// CUDA backend (score_cuda.cu) both call. What differs between the backends is
-// only how they traverse and reduce the maps; every formula and constant is here.
+// functions that the CPU backend (score_cpu.cpp, mask_projection_cpu.cpp,
+// roi_projection_cpu.cpp) and the CUDA backend (score_cuda.cu) both call. What
+// differs between the backends is only how they traverse and reduce the maps;
+// every formula and constant is here.
 // Internal to the backends (not part of the C++ API in include/egal/).
 #pragma once
 #include <cmath>
@@ -34,8 +35,13 @@ EGAL_HD float bilinear(float c00, float c01, float c10, float c11, float ty, flo
 
 // ---- The ROI -----------------------------------------------------------------
 
-// Masks hold values in [0, 1]; anything else (NaN included) is a bad mask.
-EGAL_HD bool mask_value_ok(float m) { return m >= 0.0f && m <= 1.0f; }
+// Masks hold values in [0, 1]; anything else (NaN included) is a bad mask. A
+// bitwise and, not &&: no branch, so that a vectorised loop can apply it to every value.
+EGAL_HD bool mask_value_ok(float m) { return static_cast<int>(m >= 0.0f) & static_cast<int>(m <= 1.0f); }
+
+// The same rule for integer masks, applied to the bitwise OR of a run of values:
+// every value is 0 or 1 exactly when no bit above the lowest is set in the OR.
+EGAL_HD bool mask_bits_ok(uint32_t or_of_values) { return (or_of_values & ~1u) == 0; }
 
 // A box's pixels: columns [x_first, x_last) and rows [y_first, y_last) of the grid.
 struct PixelBox {

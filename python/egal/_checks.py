@@ -23,7 +23,7 @@ from .errors import EgalError, EgalTypeError
 
 FLOAT_MAPS = ("float32", "float16", "bfloat16")
 LOGIT_DTYPES = ("float32", "float16")
-MASK_DTYPES = ("bool", "uint8", "float32")
+MASK_DTYPES = ("bool", "uint8", "float16", "float32")
 
 
 @dataclass(frozen=True)

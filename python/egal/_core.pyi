@@ -29,6 +29,7 @@ class _CpuBackend(TypedDict):
     compiled: bool  # always True
     available: bool  # always True
     threads: int  # OpenMP threads the CPU backend uses
+    isa: Literal["baseline", "avx2", "avx512"]  # vector instruction set of the CPU kernels (cpu_isa())
 
 class _CudaBackend(TypedDict):
     compiled: bool  # the CUDA backend was built in
@@ -53,7 +54,7 @@ def score(
     weights: _Capsule | None,  # [B, K] Grad-CAM channel weights; or None when gradients are given
     logits: _Capsule,  # [B, C] float32 / float16
     roi_kind: Literal["masks", "boxes", "projected"],  # which of masks / boxes / roi_weights is given
-    masks: _Capsule | None,  # [B, H, W] bool / uint8 (0/1) / float32 in [0, 1]
+    masks: _Capsule | None,  # [B, H, W] bool / uint8 (0/1) / float16 / float32 in [0, 1]
     boxes: _Capsule | None,  # [B, N, 4] float32 (x0, y0, x1, y1) in pixels of H x W, NaN rows are padding
     roi_weights: _Capsule | None,  # [B, h, w] float32, a ProjectedROI's weights
     roi_area: _Capsule | None,  # [B] float32, a ProjectedROI's area
@@ -65,7 +66,7 @@ def score(
     """The fused score of docs/scoring.md for one batch, on the device of the inputs (the GIL released)."""
 
 def project(
-    masks: _Capsule | None,  # [B, H, W] host bool / uint8 (0/1) / float32 in [0, 1]; or None when boxes are given
+    masks: _Capsule | None,  # [B, H, W] host bool / uint8 (0/1) / float16 / float32 in [0, 1]; None with boxes
     boxes: _Capsule | None,  # [B, N, 4] host float32, NaN-padded; or None when masks are given
     roi_height: int,  # H
     roi_width: int,  # W
@@ -89,3 +90,13 @@ def borrow(
 
 def backends() -> _Backends:
     """What the compiled core can run here: {"cpu": {...}, "cuda": {...}}."""
+
+def cpu_isa() -> Literal["baseline", "avx2", "avx512"]:
+    """The vector instruction set the CPU kernels use now (the best the CPU has, unless set_cpu_isa chose another)."""
+
+def best_cpu_isa() -> Literal["baseline", "avx2", "avx512"]:
+    """The widest vector instruction set of this CPU that the kernels were compiled for."""
+
+def set_cpu_isa(name: Literal["baseline", "avx2", "avx512"]) -> None:
+    """For tests and benchmarks: run the CPU kernels with `name` from the next call on, in every thread.
+    ValueError for an unknown name or one this CPU lacks."""

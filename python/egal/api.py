@@ -65,7 +65,7 @@ def score_batch(
 
     activations: [B, K, h, w] target-layer feature maps (float32 / float16 / bfloat16)
     logits:      [B, C] class scores, C >= 2 (float32 / float16)
-    masks:       [B, H, W] expert ROI, bool, uint8 (0/1) or float32 in [0, 1]
+    masks:       [B, H, W] expert ROI, bool, uint8 (0/1), float16 or float32 in [0, 1]
     gradients:   [B, K, h, w] d(logit of the predicted class)/d activations, or
     weights:     [B, K] Grad-CAM channel weights given directly
     boxes:       [B, N, 4] float32 (x0, y0, x1, y1) in pixels of roi_size=(H, W),
@@ -128,7 +128,7 @@ def score_batch(
 def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: tuple[int, int]) -> ProjectedROI:
     """Project masks or boxes onto the (h, w) Grad-CAM grid, once per pool.
 
-    masks: [B, H, W] bool / uint8 (0/1) / float32 in [0, 1], in host memory
+    masks: [B, H, W] bool / uint8 (0/1) / float16 / float32 in [0, 1], in host memory
     boxes: [B, N, 4] float32 (x0, y0, x1, y1), NaN-padded, with roi_size=(H, W)
     Returns a ProjectedROI of numpy arrays; pass it (or a slice, roi[i:j]) as
     `score_batch(..., roi=...)`. Move it to the GPU yourself for CUDA batches.

@@ -142,7 +142,7 @@ def score_batch(
         sum_m = roi_a.float()
     else:
         if plan.roi_kind == "masks":
-            if M.dtype == torch.float32:
+            if M.is_floating_point():
                 bad = ~((M >= 0) & (M <= 1))
                 if bool(bad.any()):
                     first = int(bad.flatten(1).any(dim=1).nonzero()[0])

@@ -15,7 +15,7 @@ struct ScoreInputs {
   TensorView weights;      // [B, K] float32 / float16 / bfloat16; or absent
   TensorView logits;       // [B, C] float32 / float16
   RoiKind roi_kind = RoiKind::Masks;
-  TensorView masks;        // [B, H, W] bool / uint8 (0/1) / float32 in [0, 1]
+  TensorView masks;        // [B, H, W] bool / uint8 (0/1) / float16 / float32 in [0, 1]
   TensorView boxes;        // [B, N, 4] float32 (x0, y0, x1, y1), NaN rows are padding
   TensorView roi_weights;  // [B, h, w] float32, R_y^T M R_x
   TensorView roi_area;     // [B] float32, sum of M
@@ -58,5 +58,12 @@ bool cuda_compiled();
 // Number of usable CUDA devices; 0 with a reason when none.
 int cuda_device_count(std::string* why_not);
 int cpu_threads();
+// The vector instruction set of the CPU kernels: "baseline" (x86-64 SSE2, or the
+// build's target elsewhere), "avx2" or "avx512"; the best this CPU supports unless
+// set_cpu_isa chose a narrower one (tests and benchmarks; throws std::invalid_argument
+// for an unknown name or one the CPU lacks).
+const char* cpu_isa();
+const char* best_cpu_isa();
+void set_cpu_isa(const std::string& name);
 
 }  // namespace egal

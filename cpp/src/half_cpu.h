@@ -1,0 +1,48 @@
+// float16 -> float32 for whole runs of values on the CPU. Internal to the backends.
+#pragma once
+#include <cstdint>
+
+#include "cpu_isa.h"
+#include "scalar.h"
+
+#if EGAL_X86_DISPATCH
+#include <immintrin.h>
+#endif
+
+namespace egal::cpu {
+
+// Exact widening (subnormals, Inf and NaN included) without F16C: a baseline loop.
+inline void halves_to_floats_portable(const half_bits* src, int64_t n, float* dst) {
+  for (int64_t q = 0; q < n; ++q) dst[q] = to_float(src[q]);
+}
+
+#if EGAL_X86_DISPATCH
+// F16C widens eight halves per instruction, exactly. Inlined into the
+// EGAL_TARGET_AVX2 / EGAL_TARGET_AVX512 variants; baseline code calls it only
+// after checking the CPU has F16C (cpu_has_f16c).
+__attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const half_bits* src, int64_t n, float* dst) {
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8)
+    _mm256_storeu_ps(dst + q, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
+  for (; q < n; ++q) dst[q] = to_float(src[q]);
+}
+
+// F16C came with Ivy Bridge (2012) and Piledriver, before AVX2: some CPUs that run
+// the baseline variant have it.
+inline bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return has;
+}
+#endif
+
+// float16 -> float32 in the caller's variant: kF16c says the caller is compiled
+// with F16C (the AVX2 and AVX-512 variants).
+template <bool kF16c>
+EGAL_ALWAYS_INLINE void halves_to_floats(const half_bits* src, int64_t n, float* dst) {
+#if EGAL_X86_DISPATCH
+  if (kF16c || cpu_has_f16c()) return halves_to_floats_f16c(src, n, dst);
+#endif
+  halves_to_floats_portable(src, n, dst);
+}
+
+}  // namespace egal::cpu

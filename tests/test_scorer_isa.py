@@ -1,0 +1,186 @@
+"""The CPU kernels in every vector instruction set this CPU can run, against the float64
+implementation of docs/scoring.md.
+
+The mask pass (cpp/src/mask_projection_cpu.cpp) and the raw map (cpp/src/raw_map_cpu.cpp)
+are compiled three times, for baseline x86-64, AVX2 and AVX-512, and the widest the CPU has
+runs (cpp/src/cpu_isa.h). Each variant is checked here, not only the widest: on the edges of
+the mask pass (strips, the overlapping last strip, masks narrower than a strip, long bands of
+rows), every mask dtype and layout, its [0, 1] check wherever the bad value sits, and the raw
+map for every activation dtype.
+"""
+import numpy as np
+import pytest
+
+import egal
+import scoring_f64
+from cases import TOLERANCE, assert_matches
+
+_core = egal._core
+ORDER = ("baseline", "avx2", "avx512")
+ISAS = ORDER[: ORDER.index(_core.best_cpu_isa()) + 1]
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    previous = _core.cpu_isa()
+    _core.set_cpu_isa(request.param)
+    yield request.param
+    _core.set_cpu_isa(previous)
+
+
+def _operator(out_size, in_size):
+    """Dense [out_size, in_size] step-5 operator, from the float64 implementation's index tables."""
+    lo, hi, t = scoring_f64._axis(out_size, in_size)
+    R = np.zeros((out_size, in_size))
+    np.add.at(R, (np.arange(out_size), lo), 1 - t)
+    np.add.at(R, (np.arange(out_size), hi), t)
+    return R
+
+
+def _masks(rng, kind, B, H, W):
+    """Masks of every stored form the scorer reads: (masks as passed, their values as float64)."""
+    hard = rng.random((B, H, W)) < 0.3
+    soft = rng.random((B, H, W), dtype=np.float32)
+    if kind == "uint8":
+        m = hard.astype(np.uint8)
+    elif kind == "bool":
+        m = hard
+    elif kind == "float32":
+        m = soft
+    elif kind == "float16":
+        m = soft.astype(np.float16)
+    elif kind == "uint8-strided":  # every other column of a wider array
+        wide = np.zeros((B, H, 2 * W), dtype=np.uint8)
+        wide[:, :, ::2] = hard
+        m = wide[:, :, ::2]
+    elif kind == "float32-rows-padded":  # contiguous rows, with a gap between rows
+        wide = np.zeros((B, H, W + 3), dtype=np.float32)
+        wide[:, :, :W] = soft
+        m = wide[:, :, :W]
+    else:
+        raise ValueError(kind)
+    return m, np.asarray(m, dtype=np.float64)
+
+
+KINDS = ["uint8", "bool", "float32", "float16", "uint8-strided", "float32-rows-padded"]
+# (H, W, h, w): strips of 32 / 64 / 128 columns with and without a remainder, masks narrower
+# than a strip (strips of 8, then of 1), one-pixel maps and masks, maps larger than the mask,
+# and bands longer than the 64 rows a band may hold.
+GEOMETRIES = [
+    pytest.param((224, 224, 7, 7), id="224-to-7"),
+    pytest.param((224, 224, 56, 56), id="224-to-56"),
+    pytest.param((37, 61, 5, 9), id="37x61-to-5x9"),
+    pytest.param((20, 129, 3, 4), id="W129"),
+    pytest.param((9, 13, 2, 3), id="W13"),
+    pytest.param((6, 5, 2, 2), id="W5"),
+    pytest.param((1, 1, 3, 4), id="1x1-mask"),
+    pytest.param((17, 19, 1, 1), id="1x1-map"),
+    pytest.param((9, 6, 14, 10), id="map-larger"),
+    pytest.param((600, 40, 3, 2), id="long-bands"),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_projection_matches_the_dense_operator(isa, kind, geometry, rng):
+    H, W, h, w = geometry
+    masks, values = _masks(rng, kind, 3, H, W)
+    roi = egal.project_roi(masks, cam_size=(h, w))
+    expected = _operator(H, h).T @ values @ _operator(W, w)
+    np.testing.assert_allclose(roi.weights, expected, rtol=2e-6, atol=2e-6 * max(1.0, H * W / (h * w)))
+    if kind in ("uint8", "bool", "uint8-strided"):
+        np.testing.assert_array_equal(roi.area, values.sum(axis=(1, 2)))  # integer masks: the area is exact
+    else:
+        np.testing.assert_allclose(roi.area, values.sum(axis=(1, 2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_scores_match_float64(isa, kind, geometry, rng):
+    H, W, h, w = geometry
+    B, K = 3, 6
+    masks, values = _masks(rng, kind, B, H, W)
+    masks[..., :1, :] = 0  # a mask row of zeros, and a sample with no ROI at all
+    values[..., :1, :] = 0
+    masks[1] = 0
+    values[1] = 0
+    A = np.abs(rng.standard_normal((B, K, h, w))).astype(np.float32)
+    G = rng.standard_normal((B, K, h, w)).astype(np.float32)
+    Z = (3 * rng.standard_normal((B, 3))).astype(np.float32)
+    result = egal.score_batch(A, Z, masks, gradients=G, alpha=0.3)
+    expected = scoring_f64.score(A, Z, values, gradients=G, alpha=0.3)
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+# Where a bad value sits: first column (first strip), last column (the overlapping last strip),
+# the middle, the last row.
+POSITIONS = {"first": (0, 0), "last-column": (3, -1), "middle": (10, 100), "last-row": (-1, 57)}
+BAD_VALUES = {
+    "uint8": [2, 255],
+    "float32": [np.nan, -0.5, 1.5, np.inf, -np.inf],
+    "float16": [np.nan, -0.25, 1.5, np.inf],
+}
+
+
+@pytest.mark.parametrize("position", sorted(POSITIONS))
+@pytest.mark.parametrize("dtype", sorted(BAD_VALUES))
+def test_a_value_outside_0_1_is_refused_wherever_it_is(isa, dtype, position, rng):
+    masks = (rng.random((3, 40, 150)) < 0.3).astype(dtype)
+    A = np.abs(rng.standard_normal((3, 4, 7, 7))).astype(np.float32)
+    G = rng.standard_normal((3, 4, 7, 7)).astype(np.float32)
+    Z = rng.standard_normal((3, 3)).astype(np.float32)
+    y, x = POSITIONS[position]
+    for bad in BAD_VALUES[dtype]:
+        broken = masks.copy()
+        broken[2, y, x] = bad
+        with pytest.raises(ValueError, match=r"masks must hold values in \[0, 1\].*sample 2 does not"):
+            egal.score_batch(A, Z, broken, gradients=G)
+        with pytest.raises(ValueError, match="sample 2"):
+            egal.project_roi(broken, cam_size=(7, 7))
+
+
+def test_negative_zero_and_one_are_valid_mask_values(isa, rng):
+    masks = np.zeros((2, 30, 70), dtype=np.float32)
+    masks[0, :, :35] = -0.0
+    masks[0, 5:9, 40:50] = 1.0
+    masks[1, 2, 3] = np.float32(1e-38)  # tiny but positive: not empty
+    roi = egal.project_roi(masks, cam_size=(7, 7))
+    assert roi.area[0] == 40.0 and roi.area[1] > 0
+
+
+ACTIVATION_DTYPES = ["float32", "float16", "bfloat16"]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("source", ["gradients", "weights"])
+@pytest.mark.parametrize("dtype", ACTIVATION_DTYPES)
+def test_raw_map_matches_float64(isa, dtype, source, layout, rng):
+    torch = pytest.importorskip("torch")
+    B, K, h, w = 3, 37, 7, 9
+    A = torch.from_numpy(np.abs(rng.standard_normal((B, K, h, w))).astype(np.float32)).to(getattr(torch, dtype))
+    G = torch.from_numpy(rng.standard_normal((B, K, h, w)).astype(np.float32)).to(A.dtype)
+    Wt = torch.from_numpy(rng.standard_normal((B, K)).astype(np.float32)).to(A.dtype)
+    if layout == "strided":  # every other channel and column of larger arrays
+        A = torch.repeat_interleave(torch.repeat_interleave(A, 2, dim=1), 2, dim=3)[:, ::2, :, ::2]
+        G = torch.repeat_interleave(torch.repeat_interleave(G, 2, dim=1), 2, dim=3)[:, ::2, :, ::2]
+        assert not A.is_contiguous()
+    Z = torch.from_numpy((3 * rng.standard_normal((B, 3))).astype(np.float32))
+    masks = (rng.random((B, 50, 60)) < 0.3).astype(np.uint8)
+    given = {"gradients": G} if source == "gradients" else {"weights": Wt}
+    result = egal.score_batch(A, Z, masks, **given)
+    as64 = {k: v.double().numpy() for k, v in given.items()}
+    expected = scoring_f64.score(A.double().numpy(), Z.double().numpy(), masks, **as64)
+    assert_matches(result, expected, TOLERANCE[dtype])
+
+
+def test_the_backends_report_the_instruction_set(isa):
+    assert egal.backends()["cpu"]["isa"] == isa == _core.cpu_isa()
+
+
+def test_an_unknown_or_unsupported_instruction_set_is_refused():
+    with pytest.raises(ValueError, match="unknown instruction set 'sse9'"):
+        _core.set_cpu_isa("sse9")
+    if _core.best_cpu_isa() != "avx512":
+        with pytest.raises(ValueError, match="does not support avx512"):
+            _core.set_cpu_isa("avx512")
+    assert _core.cpu_isa() == _core.best_cpu_isa()
