@@ -102,7 +102,7 @@ py::dict score(py::object activations, py::object gradients, py::object weights,
   in.gradients = view_of(gradients, "gradients", 4);
   in.weights = view_of(weights, "weights", 2);
   in.logits = view_of(logits, "logits", 2);
-  in.roi_kind = roi_kind == "masks" ? egal::RoiKind::Masks
+  in.roi_kind = roi_kind == "masks"   ? egal::RoiKind::Masks
                 : roi_kind == "boxes" ? egal::RoiKind::Boxes
                                       : egal::RoiKind::Projected;
   in.masks = view_of(masks, "masks", 3);
@@ -119,7 +119,7 @@ py::dict score(py::object activations, py::object gradients, py::object weights,
   auto misalignment = empty<float>({B}), score = empty<float>({B});
   auto status = empty<int32_t>({B});
   py::object cam = py::none();
-  egal::ScoreOutputs out{pred.mutable_data(),        entropy.mutable_data(), entropy_norm.mutable_data(),
+  egal::ScoreOutputs out{pred.mutable_data(),         entropy.mutable_data(), entropy_norm.mutable_data(),
                          misalignment.mutable_data(), score.mutable_data(),   nullptr,
                          status.mutable_data()};
   if (return_cam) {
@@ -171,8 +171,8 @@ struct BorrowedTensor {
   PyObject* owner = nullptr;
 };
 
-py::capsule borrow(py::object owner, uintptr_t data, std::vector<int64_t> shape, std::optional<std::vector<int64_t>> strides,
-                   int code, int bits, int device_type, int device_id) {
+py::capsule borrow(py::object owner, uintptr_t data, std::vector<int64_t> shape,
+                   std::optional<std::vector<int64_t>> strides, int code, int bits, int device_type, int device_id) {
   if (strides && strides->size() != shape.size()) throw py::value_error("borrow: strides must match shape");
   auto* borrowed = new BorrowedTensor;
   borrowed->shape = std::move(shape);
@@ -234,8 +234,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("roi_height"), py::arg("roi_width"), py::arg("alpha"), py::arg("return_cam"));
   m.def("project", &project, py::arg("masks"), py::arg("boxes"), py::arg("roi_height"), py::arg("roi_width"),
         py::arg("cam_height"), py::arg("cam_width"));
-  m.def("borrow", &borrow, py::arg("owner"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("code"), py::arg("bits"),
-        py::arg("device_type"), py::arg("device_id"));
+  m.def("borrow", &borrow, py::arg("owner"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("code"),
+        py::arg("bits"), py::arg("device_type"), py::arg("device_id"));
   m.def("backends", &backends);
   // For tests and benchmarks: the CPU kernels' instruction set ("baseline", "avx2",
   // "avx512"), and a narrower one than the CPU's best on request.

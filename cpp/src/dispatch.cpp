@@ -48,8 +48,8 @@ void check_consistent(const ScoreInputs& in) {
   std::vector<const TensorView*> on_device = {&in.activations, &in.gradients, &in.weights, &in.logits};
   switch (in.roi_kind) {
     case RoiKind::Masks:
-      require(in.masks.present && in.masks.rank == 3 && in.masks.shape[0] == B &&
-                  in.masks.shape[1] == in.roi_height && in.masks.shape[2] == in.roi_width,
+      require(in.masks.present && in.masks.rank == 3 && in.masks.shape[0] == B && in.masks.shape[1] == in.roi_height &&
+                  in.masks.shape[2] == in.roi_width,
               "masks must be [B, H, W]");
       require(in.masks.dtype == DType::UInt8 || in.masks.dtype == DType::Bool || in.masks.dtype == DType::Float32 ||
                   in.masks.dtype == DType::Float16,
@@ -84,7 +84,8 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
   check_consistent(in);
   if (in.activations.device == Device::CUDA) {
     std::string why;
-    if (cuda_device_count(&why) == 0) throw std::runtime_error("inputs are on a CUDA device but CUDA is unusable: " + why);
+    if (cuda_device_count(&why) == 0)
+      throw std::runtime_error("inputs are on a CUDA device but CUDA is unusable: " + why);
     score_cuda(in, out);
   } else {
     score_cpu(in, out);

@@ -78,9 +78,9 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
   // Steps 1 and 7.
   const math::Entropy e = math::softmax_entropy(in.logits.data, in.logits.dtype, b * in.logits.stride[0],
                                                 in.logits.stride[1], in.logits.shape[1]);
-  math::store_sample(out, b,
-                     math::finish_sample(e, in.logits.shape[1], in.alpha, finite, bad_mask, intersection,
-                                         upsampled_sum, roi_area));
+  math::store_sample(
+      out, b,
+      math::finish_sample(e, in.logits.shape[1], in.alpha, finite, bad_mask, intersection, upsampled_sum, roi_area));
   if (out.cam) {
     float* dst = out.cam + b * hw;
     for (int64_t q = 0; q < hw; ++q) dst[q] = finite ? cam[q] : kNaN;

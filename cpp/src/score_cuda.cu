@@ -22,7 +22,8 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
 void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
 }
 
 // Interpolation tables of one call, in one device allocation.
@@ -242,8 +243,8 @@ __device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b,
     for (int64_t n = 0; n < args.N; ++n) {
       const float* box = args.boxes + b * args.b_stride[0] + n * args.b_stride[1];
       math::PixelBox pixels;
-      if (!math::box_pixels(box[0], box[args.b_stride[2]], box[2 * args.b_stride[2]], box[3 * args.b_stride[2]],
-                            args.H, args.W, &pixels))
+      if (!math::box_pixels(box[0], box[args.b_stride[2]], box[2 * args.b_stride[2]], box[3 * args.b_stride[2]], args.H,
+                            args.W, &pixels))
         continue;
       int32_t* r = s.boxes + 4 * count++;
       r[0] = static_cast<int32_t>(pixels.x_first), r[1] = static_cast<int32_t>(pixels.x_last);
@@ -321,8 +322,9 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   __shared__ int flags;
   __shared__ int valid_boxes;
   // Dynamic shared memory: channel weights [K], partial sums [kThreads], box ranges [N, 4].
-  const BlockShared s{shared, shared + args.K, reinterpret_cast<int32_t*>(shared + args.K + kThreads),
-                      reduce_scratch, reduce_scratch_f, &flags, &valid_boxes};
+  const BlockShared s{shared,         shared + args.K,  reinterpret_cast<int32_t*>(shared + args.K + kThreads),
+                      reduce_scratch, reduce_scratch_f, &flags,
+                      &valid_boxes};
 
   const int64_t b = blockIdx.x;
   if (threadIdx.x == 0) flags = 0;
@@ -386,8 +388,9 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const size_t out_bytes = static_cast<size_t>(B) * (sizeof(int64_t) + 4 * sizeof(float) + sizeof(int32_t));
   const size_t cam_out_bytes = out.cam ? cam_bytes : 0;
   unsigned char* device = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&device), tables_bytes + cam_bytes + out_bytes + cam_out_bytes, stream),
-        "cudaMallocAsync");
+  check(
+      cudaMallocAsync(reinterpret_cast<void**>(&device), tables_bytes + cam_bytes + out_bytes + cam_out_bytes, stream),
+      "cudaMallocAsync");
   struct Free {
     unsigned char* p;
     cudaStream_t s;
@@ -467,7 +470,8 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
 
   std::vector<unsigned char> host(out_bytes);
   check(cudaMemcpyAsync(host.data(), outputs, out_bytes, cudaMemcpyDeviceToHost, stream), "copying scores");
-  if (out.cam) check(cudaMemcpyAsync(out.cam, args.out.cam, cam_out_bytes, cudaMemcpyDeviceToHost, stream), "copying maps");
+  if (out.cam)
+    check(cudaMemcpyAsync(out.cam, args.out.cam, cam_out_bytes, cudaMemcpyDeviceToHost, stream), "copying maps");
   check(cudaStreamSynchronize(stream), "score_kernel");
   const unsigned char* p = host.data();
   std::memcpy(out.pred, p, B * sizeof(int64_t));
