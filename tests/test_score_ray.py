@@ -73,7 +73,7 @@ def test_ray_engine_matches_the_local_engine(tmp_path, ray_cluster):
     assert b.column("status").to_pylist().count("error") == 1
     assert (tmp_path / "local.selection.csv").read_text() == (tmp_path / "ray.selection.csv").read_text()
     # The terminal shows egal's lines only; Ray's own output is kept in a file next to the output.
-    egal_lines = re.compile(r"^(pool: |model: |Ray's own output goes to |\[\d\d:\d\d:\d\d\] scored )")
+    egal_lines = re.compile(r"^(pool: |model: |runtime: |Ray's own output goes to |\[\d\d:\d\d:\d\d\] scored )")
     assert all(egal_lines.match(line) for line in remote.stderr.splitlines()), remote.stderr[-4000:]
     assert "scored 60/60 rows" in remote.stderr
     assert (tmp_path / "ray.ray.log").stat().st_size > 0
