@@ -1,5 +1,6 @@
 // float16 -> float32 for whole runs of values on the CPU. Internal to the backends.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "cpu_isa.h"
@@ -25,6 +26,35 @@ __attribute__((target("avx,f16c"))) inline void halves_to_floats_f16c(const half
   for (; q + 8 <= n; q += 8)
     _mm256_storeu_ps(dst + q, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + q))));
   for (; q < n; ++q) dst[q] = to_float(src[q]);
+}
+
+// The sum of n halves, and cam += weight * halves, widened eight at a time inside the
+// arithmetic (no widened copy): the same additions in the same order as sum_of and
+// add_scaled (raw_map_cpu.cpp) on widened floats, so float16 planes give the numbers
+// their float32 widening would. GCC 12 does not vectorise float16 -> float32
+// conversions itself, hence the intrinsics.
+EGAL_TARGET_AVX2 inline float sum_of_halves(const half_bits* x, int64_t n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t q = 0;
+  for (; q + 16 <= n; q += 16) {
+    acc0 = _mm256_add_ps(acc0, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + q))));
+    acc1 = _mm256_add_ps(acc1, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + q + 8))));
+  }
+  float tail = 0.0f;
+  for (; q < n; ++q) tail += _cvtsh_ss(x[q].bits);
+  alignas(32) float part[8];
+  _mm256_store_ps(part, _mm256_add_ps(acc0, acc1));
+  return (((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))) + tail;
+}
+
+EGAL_TARGET_AVX2 inline void add_scaled_halves(float weight, const half_bits* x, int64_t n, float* cam) {
+  const __m256 w = _mm256_set1_ps(weight);
+  int64_t q = 0;
+  for (; q + 8 <= n; q += 8) {
+    const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + q)));
+    _mm256_storeu_ps(cam + q, _mm256_fmadd_ps(w, v, _mm256_loadu_ps(cam + q)));
+  }
+  for (; q < n; ++q) cam[q] = std::fma(weight, _cvtsh_ss(x[q].bits), cam[q]);
 }
 
 // F16C came with Ivy Bridge (2012) and Piledriver, before AVX2: some CPUs that run

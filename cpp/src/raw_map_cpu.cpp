@@ -18,16 +18,17 @@
 namespace egal::cpu {
 namespace {
 
-// The sum of n floats: eight partial sums (one AVX2 register; the compiler keeps
-// a single running sum scalar, as it may not reassociate it), a scalar tail, then
-// the partial sums pairwise.
+// The sum of n floats: sixteen partial sums (two AVX2 registers, two independent
+// chains of adds; the compiler keeps a single running sum scalar, as it may not
+// reassociate it), a scalar tail, then the partial sums pairwise.
 EGAL_ALWAYS_INLINE float sum_of(const float* __restrict x, int64_t n) {
-  float part[8] = {};
+  float part[16] = {};
   int64_t q = 0;
-  for (; q + 8 <= n; q += 8)
-    for (int l = 0; l < 8; ++l) part[l] += x[q + l];
+  for (; q + 16 <= n; q += 16)
+    for (int l = 0; l < 16; ++l) part[l] += x[q + l];
   float tail = 0.0f;
   for (; q < n; ++q) tail += x[q];
+  for (int l = 0; l < 8; ++l) part[l] += part[l + 8];
   return (((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))) + tail;
 }
 
@@ -67,6 +68,21 @@ EGAL_ALWAYS_INLINE bool raw_map_with(const ScoreInputs& in, int64_t b, float* ca
   const T* g = G.present ? static_cast<const T*>(G.data) + b * G.stride[0] : nullptr;
   std::fill(cam, cam + hw, 0.0f);
   bool finite = true;
+#if EGAL_X86_DISPATCH
+  // Contiguous float16 planes with F16C: widened inside the arithmetic, no copy.
+  if constexpr (kF16c && std::is_same_v<T, half_bits>) {
+    const auto contiguous = [&](const TensorView& v) { return v.stride[3] == 1 && (v.stride[2] == w || h == 1); };
+    if (contiguous(A) && (!g || contiguous(G))) {
+      for (int64_t k = 0; k < K; ++k) {
+        const float weight = g ? sum_of_halves(g + k * G.stride[1], hw) / static_cast<float>(hw)
+                               : load_as_float(W.data, W.dtype, b * W.stride[0] + k * W.stride[1]);
+        finite = finite && std::isfinite(weight);
+        add_scaled_halves(weight, a + k * A.stride[1], hw, cam);
+      }
+      return finite;
+    }
+  }
+#endif
   for (int64_t k = 0; k < K; ++k) {
     float weight;
     if (g) {
