@@ -21,7 +21,7 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     cpu, cuda, ref = info["cpu"], info["cuda"], info["reference"]
-    print(f"cpu        built, runs here ({cpu['threads']} OpenMP threads)")
+    print(f"cpu        built, runs here ({cpu['threads']} OpenMP threads, {cpu['isa']} vector instructions)")
     if cuda["available"]:
         print(f"cuda       built, runs here ({cuda['devices']} device(s))")
     else:
