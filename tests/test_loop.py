@@ -218,3 +218,28 @@ def test_figshare_loads_with_a_patient_wise_test_fold():
     assert (dataset.masks.reshape(len(dataset), -1).max(1) == 1).all()
     pool, test = split_test(dataset.labels, dataset.groups, test_groups=["5"])
     assert len(test) == 664 and len(pool) == 2400
+
+
+def test_two_experiments_writing_the_decoded_cache_at_once_both_succeed(tmp_path, monkeypatch):
+    # Two `egal simulate` runs started together both find no cache, decode, and write it: the second
+    # writer must not rename away the first one's temporary file (it did when both used one name).
+    import egal.loop.data as data
+
+    pool = tmp_path / "pool.parquet"
+    pool.write_bytes(b"stands in for a pool; _decode is replaced")
+    monkeypatch.setattr(data, "_decode", lambda *args: lesion_dataset(12, 16, seed=1))
+    real_savez, calls = np.savez, []
+
+    def savez_then_another_process_writes(file, **arrays):
+        real_savez(file, **arrays)
+        calls.append(file)
+        if len(calls) == 1:  # between this writer's savez and its rename, another writer finishes
+            data.load_dataset(pool, (16, 16), 1, cache_dir=str(tmp_path / "cache"))
+
+    monkeypatch.setattr(data.np, "savez", savez_then_another_process_writes)
+    first = data.load_dataset(pool, (16, 16), 1, cache_dir=str(tmp_path / "cache"))
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert [p.name for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name] == []
+    monkeypatch.setattr(data.np, "savez", real_savez)
+    cached = data.load_dataset(pool, (16, 16), 1, cache_dir=str(tmp_path / "cache"))
+    np.testing.assert_array_equal(cached.images, first.images)

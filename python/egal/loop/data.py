@@ -8,6 +8,7 @@ bilinear, masks nearest). Rows that fail to decode are left out.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,8 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
     dataset = _decode(path, tuple(input_size), in_channels, label_column, group_column)
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = cache + ".tmp.npz"
+        # A name of its own: two experiments started together both decode and write this file.
+        tmp = f"{cache}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
         extra = {} if dataset.groups is None else {"groups": dataset.groups}
         np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
                  classes=np.array(dataset.classes), **extra)
