@@ -64,6 +64,10 @@ def register(subparsers):
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
     parser.add_argument("--select-out", metavar="CSV", default=DEFAULTS["select_out"],
                         help="where --select writes its CSV (default: next to --out, NAME.selection.csv)")
+    parser.add_argument("--report", metavar="DIR",
+                        help="also write the selection page, DIR/report.html (egal report: the selection with its "
+                        "Grad-CAM and ROI, the pool's uncertainty against misalignment), once scoring is done; "
+                        "--overwrite replaces an existing page")
     batch = parser.add_argument_group(
         "the batch (egal.selection; README, 'Choosing the batch')",
         "Without these, --select takes the K best scores (ties by id), as the paper does.")
@@ -81,10 +85,6 @@ def register(subparsers):
     batch.add_argument("--per-group", type=int, metavar="N", default=DEFAULTS["per_group"],
                        help="at most N selected rows per --group-column value, each group's best first (the "
                        "batch can then hold fewer than K rows; the summary says so)")
-    parser.add_argument("--report", metavar="DIR",
-                        help="also write the selection page, DIR/report.html (egal report: the selection with its "
-                        "Grad-CAM and ROI, the pool's uncertainty against misalignment), once scoring is done; "
-                        "--overwrite replaces an existing page")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                         help="images per model call and per output shard (default: %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
