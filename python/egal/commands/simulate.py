@@ -40,7 +40,8 @@ def register(subparsers):
     loop.add_argument("--alpha", type=float, help="entropy weight of 'egal', in [0, 1] (default: {loop.alpha})")
     loop.add_argument("--alpha-grid", type=_floats, help="comma-separated alphas, each run as an egal strategy")
     loop.add_argument("--seeds", type=_seeds,
-                      help="number of seeds (5 = seeds 0..4) or a list like 0,3,7 (default: {loop.seeds:seeds})")
+                      help="number of seeds (5 = seeds 0..4) or a list like 0,3,7; one seed as a list: 3, "
+                      "(default: {loop.seeds:seeds})")
     loop.add_argument("--rounds", type=int, help="selection rounds after the seed set (default: {loop.rounds})")
     loop.add_argument("--budget", type=int, help="rows annotated per round (default: {loop.budget})")
     loop.add_argument("--init", type=int, help="class-balanced seed set size (default: {loop.init})")

@@ -188,7 +188,8 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
             (skipped if os.path.isfile(path) else todo).append((strategy, seed, path))
     reporter = Progress(len(todo) * (config.loop.rounds + 1), enabled=progress)
     reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
-                 f"{len(todo)} run(s) to do, {len(skipped)} already done")
+                 f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
+                 f"{', '.join(s.name for s in strategies)}: {len(todo)} run(s) to do, {len(skipped)} already done")
     shortcut = marker_features = features = None
     if todo and config.shortcut.enabled:
         shortcut = build_shortcut(dataset.images, dataset.masks, dataset.labels, dataset.classes, pool, test,
