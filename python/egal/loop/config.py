@@ -112,7 +112,10 @@ def load_config(path) -> ExperimentConfig:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     if path.endswith(".toml"):
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+            import tomli as tomllib
 
         with open(path, "rb") as f:
             raw = tomllib.load(f)
