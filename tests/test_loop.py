@@ -1,4 +1,5 @@
 """egal.loop: splits, seed set, strategies (which never see hidden labels), the simulation, the report."""
+import csv
 import json
 import os
 from dataclasses import replace
@@ -243,3 +244,33 @@ def test_two_experiments_writing_the_decoded_cache_at_once_both_succeed(tmp_path
     monkeypatch.setattr(data.np, "savez", real_savez)
     cached = data.load_dataset(pool, (16, 16), 1, cache_dir=str(tmp_path / "cache"))
     np.testing.assert_array_equal(cached.images, first.images)
+
+
+def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_path):
+    # As two processes with disjoint --seeds and one --out would (threads here, to keep the test fast): each
+    # writes its own runs, and the report written last holds every run.
+    import threading
+
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    base = replace(tiny_experiment(strategies=("random", "egal"), seeds=(0,), rounds=1),
+                   data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0", "patient_1")))
+    errors = []
+
+    def run(seeds):
+        try:
+            run_simulation(base.with_overrides(loop={"seeds": seeds}), tmp_path, dataset=dataset, progress=False)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(seeds,)) for seeds in ((0,), (1,))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    rounds = json.loads((tmp_path / "rounds.json").read_text())
+    assert sorted({(r["strategy"], r["seed"]) for r in rounds}) == [
+        ("egal_a0.5", 0), ("egal_a0.5", 1), ("random", 0), ("random", 1)]
+    with open(tmp_path / "summary.csv") as f:
+        assert {row["seeds"] for row in csv.DictReader(f)} == {"2"}  # mean +- std over both processes' seeds
+    assert (tmp_path / "report.html").stat().st_size > 0

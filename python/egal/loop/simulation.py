@@ -7,6 +7,7 @@ only once its row has been selected; strategies get images, ROIs and ids.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -15,6 +16,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import EgalError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no report lock, so run seeds in parallel into separate folders there
+    fcntl = None
 from ..progress import Progress
 from ..report.cam_grid import CamGridRecorder
 from ..train import train_model
@@ -226,8 +232,9 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
             first_rounds = {k: v for k, v in first_rounds.items() if k == seed}  # a finished seed's model can go
     finally:
         reporter.close()
-    report = write_report(out_dir)
-    report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
+    with _report_lock(out_dir):  # another process running other seeds into this folder may be writing it too
+        report = write_report(out_dir)
+        report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
     return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
 
 
@@ -269,6 +276,21 @@ def _cam_size(config: ExperimentConfig):
 
 def run_path(out_dir, strategy_name: str, seed: int) -> str:
     return os.path.join(out_dir, RUNS_DIR, f"{strategy_name}__seed{seed}.json")
+
+
+@contextlib.contextmanager
+def _report_lock(out_dir: str):
+    """Held while the report is written. Seeds can run in parallel as processes with disjoint --seeds
+    and one --out: each writes its own run files, and the report of whichever ends last holds them all."""
+    if fcntl is None:
+        yield
+        return
+    with open(os.path.join(out_dir, ".report.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
