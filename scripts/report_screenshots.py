@@ -7,10 +7,11 @@
     python scripts/report_screenshots.py --selection egal-demo/report/report.html \
                 --experiment results/figshare_pretrained_cpu/report.html --out docs/report
 
-Writes selection.png (summary and the first cards), selection_quadrants.png (the pool's quadrant plot, its table
+Either page alone can be given. Writes selection.png (summary and the first cards), selection_quadrants.png
+(the pool's quadrant plot, its table
 and the confident-but-looking-elsewhere examples) and experiment_figshare.png (the whole experiment page). A PNG
-over 300 KB is reduced to 256 colours. The browser is EGAL_CHROMIUM, else the first chromium / google-chrome on
-PATH.
+over 300 KB is reduced to 256 colours, then to 60 % or 50 % of its size while that is not enough. The browser
+is EGAL_CHROMIUM, else the first chromium / google-chrome on PATH.
 """
 from __future__ import annotations
 
@@ -29,8 +30,13 @@ LIMIT = 300_000  # bytes per screenshot in the repository
 def save(png: bytes, path: str) -> None:
     image = Image.open(io.BytesIO(png)).convert("RGB")
     image.save(path, optimize=True)
-    if os.path.getsize(path) > LIMIT:
-        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    full = image
+    for scale in (1.0, 0.6, 0.5):  # smaller only when needed: a long page (the experiment's) stays over the limit
+        if os.path.getsize(path) <= LIMIT:
+            break
+        image = full.resize((round(full.width * scale), round(full.height * scale)), Image.Resampling.LANCZOS)
+        palette = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        palette.save(path, optimize=True)
     print(f"{path}: {image.width} x {image.height}, {os.path.getsize(path) / 1000:.0f} KB")
 
 
@@ -58,10 +64,12 @@ def selection_shots(page, out: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--selection", required=True, help="a selection page (egal report --out DIR: DIR/report.html)")
-    parser.add_argument("--experiment", required=True, help="an experiment page (OUT/report.html of egal simulate)")
+    parser.add_argument("--selection", help="a selection page (egal report --out DIR: DIR/report.html)")
+    parser.add_argument("--experiment", help="an experiment page (OUT/report.html of egal simulate)")
     parser.add_argument("--out", default="docs/report", help="folder for the PNGs (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not (args.selection or args.experiment):
+        parser.error("give --selection, --experiment or both: the pages to photograph")
     from playwright.sync_api import sync_playwright
 
     executable = os.environ.get("EGAL_CHROMIUM") or next(
@@ -74,10 +82,12 @@ def main(argv=None) -> int:
         sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
         browser = playwright.chromium.launch(executable_path=executable, args=sandbox)
         page = browser.new_page(viewport={"width": WIDTH, "height": 900})
-        page.goto("file://" + os.path.abspath(args.selection))
-        selection_shots(page, args.out)
-        page.goto("file://" + os.path.abspath(args.experiment))
-        save(page.screenshot(full_page=True), os.path.join(args.out, "experiment_figshare.png"))
+        if args.selection:
+            page.goto("file://" + os.path.abspath(args.selection))
+            selection_shots(page, args.out)
+        if args.experiment:
+            page.goto("file://" + os.path.abspath(args.experiment))
+            save(page.screenshot(full_page=True), os.path.join(args.out, "experiment_figshare.png"))
         browser.close()
     return 0
 
