@@ -17,6 +17,7 @@ Recording needs PyTorch (the model is a torch model); reading needs numpy alone.
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,6 +154,6 @@ def load_cam_grid(out_dir) -> CamGrid | None:
 
 def _save_atomic(path: str, **arrays) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
+    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"  # unique per writer, threads too
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
