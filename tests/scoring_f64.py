@@ -17,6 +17,15 @@ def _axis(out_size, in_size):
     return lo, hi, s - lo
 
 
+def upsample_operator(out_size, in_size):
+    """Step 5 along one axis as a dense [out_size, in_size] matrix: upsampling is R_y @ cam @ R_x.T."""
+    lo, hi, t = _axis(out_size, in_size)
+    R = np.zeros((out_size, in_size))
+    np.add.at(R, (np.arange(out_size), lo), 1 - t)
+    np.add.at(R, (np.arange(out_size), hi), t)
+    return R
+
+
 def upsample(cam, H, W):
     """[B, h, w] -> [B, H, W], bilinear, align_corners=False, per docs/scoring.md step 5."""
     h, w = cam.shape[1:]

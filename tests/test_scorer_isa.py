@@ -28,15 +28,6 @@ def isa(request):
     _core.set_cpu_isa(previous)
 
 
-def _operator(out_size, in_size):
-    """Dense [out_size, in_size] step-5 operator, from the float64 implementation's index tables."""
-    lo, hi, t = scoring_f64._axis(out_size, in_size)
-    R = np.zeros((out_size, in_size))
-    np.add.at(R, (np.arange(out_size), lo), 1 - t)
-    np.add.at(R, (np.arange(out_size), hi), t)
-    return R
-
-
 def _masks(rng, kind, B, H, W):
     """Masks of every stored form the scorer reads: (masks as passed, their values as float64)."""
     hard = rng.random((B, H, W)) < 0.3
@@ -86,7 +77,7 @@ def test_projection_matches_the_dense_operator(isa, kind, geometry, rng):
     H, W, h, w = geometry
     masks, values = _masks(rng, kind, 3, H, W)
     roi = egal.project_roi(masks, cam_size=(h, w))
-    expected = _operator(H, h).T @ values @ _operator(W, w)
+    expected = scoring_f64.upsample_operator(H, h).T @ values @ scoring_f64.upsample_operator(W, w)
     np.testing.assert_allclose(roi.weights, expected, rtol=2e-6, atol=2e-6 * max(1.0, H * W / (h * w)))
     if kind in ("uint8", "bool", "uint8-strided"):
         np.testing.assert_array_equal(roi.area, values.sum(axis=(1, 2)))  # integer masks: the area is exact

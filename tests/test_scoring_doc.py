@@ -64,15 +64,6 @@ def _inputs():
     return A, G, _doc("Z")[None], _doc("M")[None], _doc("boxes")[None], float(_doc("alpha"))
 
 
-def _operator(out_size, in_size):
-    """Step 5 along one axis as an [out, in] matrix, from the oracle's taps."""
-    lo, hi, t = scoring_f64._axis(out_size, in_size)
-    R = np.zeros((out_size, in_size))
-    np.add.at(R, (np.arange(out_size), lo), 1 - t)
-    np.add.at(R, (np.arange(out_size), hi), t)
-    return R
-
-
 def _expected():
     """Every written value but the inputs, recomputed from the inputs in float64."""
     A, G, Z, M, boxes, alpha = _inputs()
@@ -80,7 +71,7 @@ def _expected():
     h, w = A.shape[2:]
     steps = scoring_f64.steps(A, Z, M, gradients=G, alpha=alpha)
     lo, hi, t = scoring_f64._axis(H, h)
-    Ry, Rx = _operator(H, h), _operator(W, w)
+    Ry, Rx = scoring_f64.upsample_operator(H, h), scoring_f64.upsample_operator(W, w)
     z = Z[0]
     e = np.exp(z - z.max())
     no_roi = scoring_f64.steps(A, Z, np.zeros_like(M), gradients=G, alpha=alpha)
