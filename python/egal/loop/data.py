@@ -8,11 +8,11 @@ bilinear, masks nearest). Rows that fail to decode are left out.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
+from .._atomic import temporary_path
 from ..errors import EgalError
 
 
@@ -54,7 +54,7 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
         # A name of its own: two experiments started together both decode and write this file.
-        tmp = f"{cache}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        tmp = temporary_path(cache, ".npz")
         extra = {} if dataset.groups is None else {"groups": dataset.groups}
         np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
                  classes=np.array(dataset.classes), **extra)

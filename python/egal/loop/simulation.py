@@ -11,11 +11,11 @@ import contextlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .._atomic import temporary_path
 from ..errors import EgalError
 
 try:
@@ -308,7 +308,7 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per writer, threads too
+    tmp = temporary_path(path)
     with open(tmp, "w") as f:
         json.dump(payload, f, indent=1)
     os.replace(tmp, path)

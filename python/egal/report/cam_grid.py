@@ -17,10 +17,11 @@ Recording needs PyTorch (the model is a torch model); reading needs numpy alone.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
+
+from .._atomic import temporary_path
 
 FOLDER = "cam_grid"
 IMAGES_FILE = "images.npz"
@@ -154,6 +155,6 @@ def load_cam_grid(out_dir) -> CamGrid | None:
 
 def _save_atomic(path: str, **arrays) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"  # unique per writer, threads too
+    tmp = temporary_path(path, ".npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)

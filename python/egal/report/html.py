@@ -8,10 +8,10 @@ from __future__ import annotations
 import html
 import math
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 
 from .. import __version__
+from .._atomic import temporary_path
 
 # The browser may load nothing but what the file itself holds.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -119,7 +119,7 @@ def number(value, digits: int = 3) -> str:
 def write_page(path, text: str) -> str:
     """Writes atomically: a reader never sees half a page."""
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per writer, threads too
+    tmp = temporary_path(path)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)

@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .._atomic import temporary_path
 from ..models.split import freeze_prefix, split_features
 
 VIEWS = ("identity", "hflip")
@@ -151,7 +151,7 @@ def _load(cache_dir, fingerprint, view) -> dict:
 def _save(cache_dir, fingerprint, view, stored: dict) -> None:
     os.makedirs(cache_dir, exist_ok=True)
     path = _path(cache_dir, fingerprint, view)
-    tmp = f"{path}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"  # unique per writer, threads too
+    tmp = temporary_path(path, ".npz")
     keys = sorted(stored)
     np.savez(tmp, hashes=np.array(keys), features=np.stack([np.asarray(stored[k]) for k in keys]))
     os.replace(tmp, path)

@@ -1,0 +1,12 @@
+"""Where an atomic write puts its bytes before `os.replace` moves them into place."""
+from __future__ import annotations
+
+import os
+import uuid
+
+
+def temporary_path(path, suffix: str = "") -> str:
+    """A sibling of `path` that no other writer uses: the process id and a random part, so that two
+    writers of one file (processes, or threads of one process) never rename each other's bytes away.
+    suffix: for writers that insist on an extension (numpy's savez appends ".npz" otherwise)."""
+    return f"{os.fspath(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
