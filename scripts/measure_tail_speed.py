@@ -1,7 +1,8 @@
 """Training speed of EfficientNet-Lite0's trainable tail for each cut, on cached prefix features.
 
 One prototypical episode (45 rows: 3-way, 5-shot, 10 queries) at 224 x 224 grey: forward, CE +
-0.5 * Grad-CAM soft Dice (with its double backward), Adam step; then an inference forward of the
+0.5 * Grad-CAM soft Dice (the trainer's form: closed-form channel weights, ROI projected
+once), Adam step; then an inference forward of the
 tail. Prints images per second per cut: the cost side of choosing `trainable_from`.
 
     python scripts/measure_tail_speed.py --threads 2
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from egal.models import build_model
 from egal.models.split import split_features
-from egal.train.losses import gradcam_dice_loss
+from egal.train.losses import gradcam_dice_loss, project_masks
 
 
 def main():
@@ -35,14 +36,18 @@ def main():
             z = prefix.eval()(x)
         tail.train()
         optimiser = torch.optim.Adam(list(tail.parameters()) + list(model.head.parameters()), 1e-3)
-        times = []
+        times, roi = [], None
         for _ in range(4):
             start = time.perf_counter()
             maps = tail(z)  # [45, K, h, w]
             emb = model.head.embed(model.pool(maps))
             prototypes = emb[:15].reshape(3, 5, -1).mean(1)
-            logits = -((emb[:, None] - prototypes[None]) ** 2).sum(-1)
-            dice, _ = gradcam_dice_loss(maps, logits, y, masks)
+            logits = model.head.logits_against(emb, prototypes)
+            h, w = maps.shape[2:]
+            if roi is None:  # projected once, as the trainer does
+                roi = project_masks(masks, (h, w))
+            weights = model.head.logit_gradient_against(emb, prototypes, y) / (h * w)
+            dice, _ = gradcam_dice_loss(maps, weights, *roi, tuple(masks.shape[1:]))
             (F.cross_entropy(logits, y) + 0.5 * dice).backward()
             optimiser.step()
             optimiser.zero_grad()

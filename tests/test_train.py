@@ -10,7 +10,9 @@ from egal.train import (
     TrainConfig,
     augment_pair,
     gradcam_dice_loss,
+    gradcam_from_weights,
     gradcam_of_class,
+    project_masks,
     sample_episode,
     soft_dice_distance,
     train_model,
@@ -57,6 +59,13 @@ def test_differentiable_gradcam_and_dice_match_the_fused_scorer(head):
     np.testing.assert_allclose(distance.detach().numpy(), fused.misalignment, atol=2e-5)
 
 
+def closed_form_weights(model, maps, logits_or_emb, targets, prototypes=None):
+    h, w = maps.shape[2:]
+    if prototypes is None:
+        return model.head.logit_gradient(model.pool(maps), targets) / (h * w)
+    return model.head.logit_gradient_against(logits_or_emb, prototypes, targets) / (h * w)
+
+
 def test_dice_of_an_empty_roi_is_nan_and_skipped():
     cam = torch.rand(3, 4, 4)
     masks = torch.zeros(3, 16, 16)
@@ -64,11 +73,101 @@ def test_dice_of_an_empty_roi_is_nan_and_skipped():
     d = soft_dice_distance(cam, masks)
     assert torch.isnan(d[0]) and torch.isnan(d[2]) and torch.isfinite(d[1])
     activations = torch.rand(3, 5, 4, 4, requires_grad=True)
-    logits = activations.mean((2, 3)) @ torch.randn(5, 3)
-    loss, rows = gradcam_dice_loss(activations, logits, torch.tensor([0, 1, 2]), masks)
+    weights = torch.randn(3, 5)
+    loss, rows = gradcam_dice_loss(activations, weights, *project_masks(masks, (4, 4)), (16, 16))
     assert rows == 1 and torch.isfinite(loss)
-    loss, rows = gradcam_dice_loss(activations, logits, torch.tensor([0, 1, 2]), torch.zeros(3, 16, 16))
+    expected = soft_dice_distance(gradcam_from_weights(activations, weights), masks)[1]
+    np.testing.assert_allclose(float(loss.detach()), float(expected.detach()), rtol=1e-5)
+    empty = torch.zeros(3, 16, 16)
+    loss, rows = gradcam_dice_loss(activations, weights, *project_masks(empty, (4, 4)), (16, 16))
     assert rows == 0 and float(loss.detach()) == 0.0
+
+
+@pytest.mark.parametrize("cam_size,roi_size", [((4, 4), (16, 16)), ((7, 5), (33, 20)), ((8, 8), (6, 6))])
+def test_the_projected_dice_is_the_upsampled_dice(cam_size, roi_size):
+    """The trainer's Dice (ROI projected onto the grid once) equals docs/scoring.md's upsample-then-compare,
+    for binary and soft masks, up- and downsampling, with the same gradient with respect to the map."""
+    gen = torch.Generator().manual_seed(7)
+    for masks in ((torch.rand(5, *roi_size, generator=gen) > 0.7).float(), torch.rand(5, *roi_size, generator=gen)):
+        cam = torch.rand(5, *cam_size, generator=gen, requires_grad=True)
+        full = soft_dice_distance(cam, masks)
+        (grad_full,) = torch.autograd.grad(full.sum(), cam)
+        weights, area = project_masks(masks, cam_size)
+        projected = egal.reference.projected_dice_distance(cam, weights, area, roi_size)
+        (grad_projected,) = torch.autograd.grad(projected.sum(), cam)
+        torch.testing.assert_close(projected, full, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(grad_projected, grad_full, atol=2e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["linear", "prototypical"])
+@pytest.mark.parametrize("soft", [False, True])
+def test_the_trainers_step_is_the_definition(head, soft):
+    """One training step (closed-form Grad-CAM weights, projected ROIs) gives the loss and the parameter
+    gradients of the definition: autograd Grad-CAM weights with create_graph, the map upsampled to the
+    ROI, soft Dice averaged over the rows with an ROI (one row has none)."""
+    from egal.train.trainer import _step, _TrainingRois
+
+    config = small_config(head=head, augment=False, beta=0.5)
+    images, masks, labels = lesion_arrays(12, 32, seed=5)
+    if soft:
+        masks = masks * np.random.default_rng(0).uniform(0.2, 1.0, masks.shape).astype(np.float32)
+    masks[4] = 0
+    x, m = torch.from_numpy(images), torch.from_numpy(masks)
+    if head == "prototypical":
+        support, query = np.array([0, 1, 2, 3, 6, 7]), np.array([4, 5, 8, 9, 10, 11])
+        batch = (support, labels[support], query, labels[query])
+    else:
+        batch = np.arange(12)
+
+    def gradients(model, loss):
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn", head, CLASSES, input_size=(32, 32), in_channels=1,
+                        embedding_dim=16 if head == "prototypical" else None).train()
+    initial = state(model)
+    parts = _step(model, None, x, _TrainingRois(m, 1, "cpu"), labels, batch, config, torch.Generator())
+    step_grads = gradients(model, parts["loss"])
+
+    model.load_state_dict(initial)
+    model.zero_grad()
+    if head == "prototypical":
+        activations = model.feature_map(x[np.concatenate([support, query])])
+        support_emb = model.head.embed(model.pool(activations[:len(support)]))
+        sy = torch.from_numpy(labels[support])
+        prototypes = torch.stack([support_emb[sy == c].mean(0) for c in range(int(sy.max()) + 1)])
+        maps = activations[len(support):]
+        logits = -((model.head.embed(model.pool(maps))[:, None] - prototypes[None]) ** 2).sum(-1)
+        targets, roi = torch.from_numpy(labels[query]), m[query]
+    else:
+        maps = model.feature_map(x)
+        logits = model.head(model.pool(maps))
+        targets, roi = torch.from_numpy(labels), m
+    distance = soft_dice_distance(gradcam_of_class(maps, logits, targets), roi)
+    has_roi = ~torch.isnan(distance)
+    assert 0 < int(has_roi.sum()) < len(distance)
+    loss = torch.nn.functional.cross_entropy(logits, targets) + 0.5 * distance[has_roi].mean()
+    definition_grads = gradients(model, loss)
+
+    torch.testing.assert_close(parts["loss"].detach(), loss.detach(), atol=1e-6, rtol=1e-5)
+    assert step_grads.keys() == definition_grads.keys()
+    for name, grad in definition_grads.items():
+        torch.testing.assert_close(step_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_cached_views_use_the_mirrored_roi():
+    from egal.train.trainer import _TrainingRois
+
+    _, masks, _ = lesion_arrays(6, 32, seed=1)
+    m = torch.from_numpy(masks)
+    rois = _TrainingRois(m, 2, "cpu", chunk=4)  # chunks of 4 rows: the last one partial
+    rows, view = np.array([5, 0, 3, 3]), torch.tensor([1, 0, 0, 1])
+    weights, area = rois.of_views(rows, view, (4, 4))
+    for i, (r, v) in enumerate(zip(rows, view.tolist(), strict=True)):
+        expected = project_masks(m[r:r + 1].flip(-1) if v else m[r:r + 1], (4, 4))
+        torch.testing.assert_close(weights[i], expected[0][0])
+        torch.testing.assert_close(area[i], expected[1][0])
 
 
 def test_the_dice_term_reaches_the_backbone_weights():
@@ -76,12 +175,13 @@ def test_the_dice_term_reaches_the_backbone_weights():
     model = build_model("tiny_cnn", "linear", CLASSES, input_size=(32, 32), in_channels=1).train()
     images, masks, labels = lesion_arrays(8, 32, seed=2)
     activations = model.feature_map(torch.from_numpy(images))
-    logits = model.head(model.pool(activations))
-    loss, rows = gradcam_dice_loss(activations, logits, torch.from_numpy(labels), torch.from_numpy(masks))
+    weights = closed_form_weights(model, activations, None, torch.from_numpy(labels))
+    roi = project_masks(torch.from_numpy(masks), activations.shape[2:])
+    loss, rows = gradcam_dice_loss(activations, weights, *roi, (32, 32))
     loss.backward()
     grad = model.features.conv1.weight.grad
     assert rows == 8 and grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
-    # The head's weights get a gradient only through the Grad-CAM channel weights (create_graph).
+    # The head's weights get a gradient only through the Grad-CAM channel weights.
     assert model.head.fc.weight.grad.abs().sum() > 0
 
 

@@ -7,6 +7,7 @@ device of its inputs (CPU or CUDA) in float32.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -69,6 +70,37 @@ def rasterise_boxes(boxes, roi_size):
     return covered.to(torch.float32)
 
 
+def normalise_cam(raw):
+    """docs/scoring.md steps 3-4 on a raw map [B, h, w]: ReLU, then min-max to [0, 1] (differentiable)."""
+    cam = raw.clamp_min(0)
+    lo = cam.amin(dim=(1, 2), keepdim=True)
+    hi = cam.amax(dim=(1, 2), keepdim=True)
+    return (cam - lo) / (hi - lo + NORM_EPS)
+
+
+def projected_dice_distance(cam, roi_weights, roi_area, roi_size):
+    """1 - soft Dice [B] of each normalised map [B, h, w], upsampled to roi_size, with its ROI given
+    projected (roi_weights [B, h, w] = R_y^T M R_x, roi_area [B] = sum M; egal.roi). Exactly docs/scoring.md's
+    steps 5-6 without building the H x W map, and differentiable in `cam`. An empty ROI is the caller's
+    to handle (docs/scoring.md gives it no Dice)."""
+    torch = _torch()
+    cy, cx = (torch.tensor(upsampled_mass(n, m), device=cam.device, dtype=cam.dtype)
+              for n, m in zip(roi_size, cam.shape[1:], strict=True))
+    inter = (cam * roi_weights).sum(dim=(1, 2))
+    sum_u = torch.einsum("bij,i,j->b", cam, cy, cx)  # the upsampled map's sum
+    return 1 - (2 * inter + DICE_EPS) / (sum_u + roi_area + DICE_EPS)
+
+
+@functools.lru_cache(maxsize=64)
+def upsampled_mass(out_size: int, in_size: int) -> np.ndarray:
+    """R^T 1 [in_size]: how much of the upsampled map each low-resolution cell makes (read-only)."""
+    from .roi import interpolation_operator
+
+    mass = interpolation_operator(out_size, in_size).sum(0)
+    mass.flags.writeable = False
+    return mass
+
+
 def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size):
     """Reference projection R_y^T M R_x, for tests and for torch-side caching."""
     torch = _torch()
@@ -125,21 +157,11 @@ def score_batch(
     channel_weights = Wt.float() if Wt is not None else G.float().mean(dim=(2, 3))
     raw = torch.einsum("bk,bkhw->bhw", channel_weights, A)
     finite = torch.isfinite(raw).all(dim=(1, 2)) & torch.isfinite(channel_weights).all(dim=1)
-    cam = raw.clamp_min(0)
-    lo = cam.amin(dim=(1, 2), keepdim=True)
-    hi = cam.amax(dim=(1, 2), keepdim=True)
-    cam = (cam - lo) / (hi - lo + NORM_EPS)
+    cam = normalise_cam(raw)
 
     if plan.roi_kind == "projected":
-        H, W = plan.roi_size
-        h, w = plan.cam_size
-        from .roi import interpolation_operator
-
-        cy = torch.from_numpy(interpolation_operator(H, h).sum(0)).to(cam.device, torch.float32)
-        cx = torch.from_numpy(interpolation_operator(W, w).sum(0)).to(cam.device, torch.float32)
-        inter = (cam * roi_w).sum(dim=(1, 2))
-        sum_u = torch.einsum("bij,i,j->b", cam, cy, cx)
         sum_m = roi_a.float()
+        dice = projected_dice_distance(cam, roi_w, sum_m, plan.roi_size)
     else:
         if plan.roi_kind == "masks":
             if M.is_floating_point():
@@ -154,7 +176,7 @@ def score_batch(
         inter = (U * M).sum(dim=(1, 2))
         sum_u = U.sum(dim=(1, 2))
         sum_m = M.sum(dim=(1, 2))
-    dice = 1 - (2 * inter + DICE_EPS) / (sum_u + sum_m + DICE_EPS)
+        dice = 1 - (2 * inter + DICE_EPS) / (sum_u + sum_m + DICE_EPS)
     empty = sum_m == 0
     dice = torch.where(empty | ~finite, torch.full_like(dice, math.nan), dice)
 

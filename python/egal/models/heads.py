@@ -67,17 +67,23 @@ class PrototypicalHead(nn.Module):
     # The unchecked forms carry no data-dependent Python branch, so graph capture
     # (ONNX export) can trace them; callers check the prototypes once beforehand.
     def unchecked_logits(self, pooled):  # [B, K] -> [B, C]
-        return -self._squared_distances(self.embed(pooled))
+        return self.logits_against(self.embed(pooled), self.prototypes)
 
     def unchecked_logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
-        diff = self.embed(pooled) - self.prototypes[pred]  # [B, D]
-        return -2.0 * diff @ self.embedding.weight  # [B, D] @ [D, K]
+        return self.logit_gradient_against(self.embed(pooled), self.prototypes, pred)
 
-    def _squared_distances(self, embeddings):  # [B, D] -> [B, C]
+    # Against any prototypes: the stored ones, or a training episode's (its support rows' class means).
+    @staticmethod
+    def logits_against(embeddings, prototypes):  # [B, D], [C, D] -> [B, C]
         # Explicit differences (not |e|^2 - 2 e.p + |p|^2) so that logits, their
         # autograd gradient and the closed form agree to float rounding.
-        diff = embeddings[:, None, :] - self.prototypes[None, :, :]  # [B, C, D]
-        return (diff * diff).sum(dim=-1)
+        diff = embeddings[:, None, :] - prototypes[None, :, :]  # [B, C, D]
+        return -(diff * diff).sum(dim=-1)
+
+    def logit_gradient_against(self, embeddings, prototypes, classes):  # [B, D], [C, D], [B] -> [B, K]
+        """d logit_class / d f = -2 E^T (e - p_class); differentiable, so training can use it as Grad-CAM weights."""
+        diff = embeddings - prototypes[classes]  # [B, D]
+        return -2.0 * diff @ self.embedding.weight  # [B, D] @ [D, K]
 
     @torch.no_grad()
     def set_prototypes(self, embeddings, labels) -> None:

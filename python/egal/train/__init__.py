@@ -7,9 +7,9 @@ from .augment import AugmentSettings, augment_pair
 from .config import TrainConfig
 from .episodes import Episode, episodes_per_epoch, sample_episode
 from .feature_cache import FeatureCache, build_feature_cache
-from .losses import gradcam_dice_loss, gradcam_of_class, soft_dice_distance
+from .losses import gradcam_dice_loss, gradcam_from_weights, gradcam_of_class, project_masks, soft_dice_distance
 from .trainer import TrainHistory, new_model, train_model
 
 __all__ = ["AugmentSettings", "Episode", "FeatureCache", "build_feature_cache", "TrainConfig", "TrainHistory",
-           "augment_pair", "episodes_per_epoch", "gradcam_dice_loss", "gradcam_of_class", "new_model", "sample_episode",
-           "soft_dice_distance", "train_model"]
+           "augment_pair", "episodes_per_epoch", "gradcam_dice_loss", "gradcam_from_weights", "gradcam_of_class",
+           "new_model", "project_masks", "sample_episode", "soft_dice_distance", "train_model"]

@@ -36,7 +36,7 @@ from .augment import augment_pair
 from .config import TrainConfig
 from .episodes import episodes_per_epoch, sample_episode
 from .feature_cache import VIEWS, FeatureCache, build_feature_cache
-from .losses import gradcam_dice_loss
+from .losses import gradcam_dice_loss, project_masks
 
 
 @dataclass
@@ -94,6 +94,7 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
     elif features is not None:
         raise ValueError("a feature cache was given but config.trainable_from is None (nothing is frozen)")
     images, masks, labels = _check_data(images, masks, labels, classes, config)
+    rois = _TrainingRois(masks, len(cached_views(config)) if tail is not None else 1, config.device)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -105,7 +106,7 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
     for epoch in range(config.epochs):
         totals = []
         for batch in _epoch_batches(labels, config, rng):
-            parts = _step(model, tail, images, masks, labels, batch, config, generator)
+            parts = _step(model, tail, images, rois, labels, batch, config, generator)
             optimiser.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimiser.step()
@@ -132,67 +133,96 @@ def _train_mode(model, config) -> None:
         freeze_prefix(split_features(model, config.trainable_from)[0])
 
 
-def _step(model, tail, images, masks, labels, batch, config, generator) -> dict:
+def _step(model, tail, images, rois, labels, batch, config, generator) -> dict:
     if config.head == "prototypical":
         support, support_y, query, query_y = batch
         rows = np.concatenate([support, query])
     else:
         rows, query_y = batch, labels[batch]
-    m = masks[rows].to(config.device)  # [B, H, W]
     if tail is not None:
-        x, m = _cached_view_batch(images, m, rows, config, generator)  # [B, K', h', w'], [B, H, W]
-        feature_map = tail
+        x, view = _cached_view_batch(images, rows, config, generator)  # [B, K', h', w'], [B]
+        activations = tail(x)  # [B, K, h, w]
+        roi_weights, roi_area = rois.of_views(rows, view, activations.shape[2:])  # [B, h, w], [B]
     else:
         x = images[rows].to(config.device)  # [B, C, H, W]
+        m = rois.masks[rows].to(config.device)  # [B, H, W]
         if config.augment:
             x, m = augment_pair(x, m, generator, config.augment_settings)
-        else:
-            m = m.float()
-        feature_map = model.feature_map
+        activations = model.feature_map(x)  # [B, K, h, w]
+        roi_weights, roi_area = project_masks(m, activations.shape[2:])  # [B, h, w], [B]
+    targets = torch.as_tensor(query_y, device=x.device).long()
     if config.head == "prototypical":
+        # Prototypes from the episode's support rows, loss and Grad-CAM on its query rows.
         n_support = len(support)
-        activations = feature_map(x)  # [B, K, h, w]
-        support_maps, query_maps = activations[:n_support], activations[n_support:]
-        support_emb = model.head.embed(model.pool(support_maps))  # [S, D]
+        support_emb = model.head.embed(model.pool(activations[:n_support]))  # [S, D]
         sy = torch.as_tensor(support_y, device=x.device)
         n_classes = int(sy.max()) + 1
         prototypes = torch.zeros(n_classes, support_emb.shape[1], device=x.device, dtype=support_emb.dtype)
         prototypes = prototypes.index_add(0, sy, support_emb) / torch.bincount(sy, minlength=n_classes)[:, None]
-        query_emb = model.head.embed(model.pool(query_maps))  # [Q, D]
-        logits = -((query_emb[:, None, :] - prototypes[None]) ** 2).sum(-1)  # [Q, n]
-        maps, roi = query_maps, m[n_support:]
+        maps = activations[n_support:]  # [Q, K, h, w]
+        query_emb = model.head.embed(model.pool(maps))  # [Q, D]
+        logits = model.head.logits_against(query_emb, prototypes)  # [Q, n]
+        logit_gradient = model.head.logit_gradient_against(query_emb, prototypes, targets)  # [Q, K]
+        roi_weights, roi_area = roi_weights[n_support:], roi_area[n_support:]
     else:
-        maps = feature_map(x)  # [B, K, h, w]
-        logits = model.head(model.pool(maps))  # [B, C]
-        roi = m
-    targets = torch.as_tensor(query_y, device=x.device).long()
+        maps = activations
+        pooled = model.pool(maps)  # [B, K]
+        logits = model.head(pooled)  # [B, C]
+        logit_gradient = model.head.logit_gradient(pooled, targets)  # [B, K]
     ce = F.cross_entropy(logits, targets)
     loss = ce
     dice = torch.tensor(float("nan"))
     if config.beta > 0:
-        dice_loss, contributing = gradcam_dice_loss(maps, logits, targets, roi)
+        # Grad-CAM weights of the true class: d logit / d A is d logit / d pooled spread evenly over the grid.
+        channel_weights = logit_gradient / (maps.shape[2] * maps.shape[3])
+        dice_loss, contributing = gradcam_dice_loss(maps, channel_weights, roi_weights, roi_area, rois.roi_size)
         if contributing:
             loss = ce + config.beta * dice_loss
             dice = dice_loss.detach()
     return {"loss": loss, "ce": ce.detach(), "dice": dice}
 
 
-def _cached_view_batch(cache: FeatureCache, masks, rows, config, generator):
+def _cached_view_batch(cache: FeatureCache, rows, config, generator):
     """Each row's features from a randomly chosen cached view (the image itself without augmentation),
-    and its ROI mirrored where the view is the mirror."""
+    and which view it was (0: the image, 1: its mirror)."""
     n_views = len(cached_views(config))
     if n_views > 1:
         view = torch.randint(0, n_views, (len(rows),), generator=generator)
     else:
         view = torch.zeros(len(rows), dtype=torch.long)
     x = cache.features[view, torch.as_tensor(rows)].to(config.device, torch.float32)  # [B, K', h', w']
-    m = masks.float()
-    mirrored = (view == 1).to(m.device)[:, None, None]
-    return x, torch.where(mirrored, m.flip(-1), m)
+    return x, view
+
+
+class _TrainingRois:
+    """The training rows' ROIs: masks [N, H, W] as given, and their projections onto the CAM grid per cached
+    view (the image's ROI and its mirror), computed once on the first step: the masks never change."""
+
+    def __init__(self, masks, n_views: int, device, chunk: int = 256):
+        self.masks = masks
+        self.roi_size = tuple(masks.shape[1:])
+        self._n_views, self._device, self._chunk = n_views, device, chunk
+        self._weights = self._area = None  # [V, N, h, w], [N]
+
+    def of_views(self, rows, view, cam_size):  # -> [B, h, w], [B] on the training device
+        if self._weights is None or tuple(self._weights.shape[2:]) != tuple(cam_size):
+            self._project(tuple(cam_size))
+        rows = torch.as_tensor(rows)
+        return self._weights[view.to(self._device), rows.to(self._device)], self._area[rows.to(self._device)]
+
+    def _project(self, cam_size) -> None:
+        weights, areas = [], []
+        for start in range(0, len(self.masks), self._chunk):  # bounded float32 copies for large pools
+            m = self.masks[start:start + self._chunk].to(self._device)
+            views = [m, m.flip(-1)][:self._n_views]
+            projected = [project_masks(v, cam_size) for v in views]
+            weights.append(torch.stack([w for w, _ in projected]))
+            areas.append(projected[0][1])
+        self._weights, self._area = torch.cat(weights, dim=1), torch.cat(areas)
 
 
 @torch.no_grad()
-def _fit_prototypes_from_features(model, tail, cache: FeatureCache, labels, config, batch_size: int = 256) -> None:
+def _fit_prototypes_from_features(model, tail, cache: FeatureCache, labels, config, batch_size: int = 64) -> None:
     """model.fit_prototypes, from the cached identity view instead of the images."""
     model.eval()
     embeddings = []
