@@ -62,3 +62,32 @@ def test_gradcam_closed_form_matches_autograd_and_the_model_round_trips(tmp_path
     save_model(model, tmp_path / "e.pt")
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "e.pt")(x), model.eval()(x))
+
+
+def test_padding_inside_the_convolutions_changes_no_output():
+    """The stride-1 convolutions pad inside the convolution instead of through a ZeroPad2d first (faster on
+    oneDNN): the feature map and the gradients equal those of the model code's explicit padding."""
+    import copy
+
+    model = build_model("efficientnet_lite0", "linear", ["a", "b"], weights="imagenet", input_size=(96, 96),
+                        in_channels=1).train()
+    explicit = copy.deepcopy(model)
+    changed = 0
+    for module in explicit.modules():
+        if isinstance(getattr(module, "static_padding", None), torch.nn.Identity) and module.padding != (0, 0):
+            top, left = module.padding
+            module.static_padding, module.padding = torch.nn.ZeroPad2d((left, left, top, top)), (0, 0)
+            changed += 1
+    assert changed == 12  # the depthwise convolutions of the 12 stride-1 blocks
+    strided = [m for m in model.modules() if isinstance(getattr(m, "static_padding", None), torch.nn.ZeroPad2d)]
+    assert strided and all(tuple(m.stride) == (2, 2) for m in strided)
+    x = torch.rand(3, 1, 96, 96)
+    torch.manual_seed(1)  # the same drop-connect draws in training mode
+    out = model.feature_map(x)
+    torch.manual_seed(1)
+    ref = explicit.feature_map(x)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    out.square().mean().backward()
+    ref.square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), explicit.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-4, msg=name)
