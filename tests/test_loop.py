@@ -24,6 +24,7 @@ from egal.loop import (
     summarise,
 )
 from egal.loop.config import DataConfig, LoopConfig
+from egal.loop.simulation import FirstRounds
 from egal.train import TrainConfig, train_model
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset
 
@@ -131,7 +132,10 @@ def test_strategies_share_the_seed_set_and_round_zero_model():
     assert [r["labels"] for r in runs[0]["rounds"]] == [12, 18]
 
 
-def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypatch):
+@pytest.mark.parametrize("processes", ["one", "several"])
+def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypatch, tmp_path, processes):
+    """In one process round 0 is shared in memory; across worker processes (a FirstRounds each, one folder)
+    through the folder: trained once either way, and every run selects and scores as if it ran alone."""
     import egal.loop.simulation as simulation
     import egal.loop.strategies as strategies
 
@@ -147,11 +151,18 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
                         lambda *a, **k: trainings.append(k["features"]) or real_train(*a, **k))
     monkeypatch.setattr(strategies, "score_in_batches",
                         lambda *a, **k: scorings.append(k["alpha"]) or real_score(*a, **k))
-    first_rounds = {}
-    shared = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set, first_rounds=first_rounds)
-              for s in chosen]
+    first_rounds = FirstRounds()
+    shared = []
+    for s in chosen:
+        if processes == "several":
+            first_rounds = FirstRounds(str(tmp_path / "round0"))
+        shared.append(run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set, first_rounds=first_rounds))
     assert len(trainings) == 1 + len(chosen)  # round 0 once, round 1 per strategy
-    assert scorings == [1.0, 0.5]  # round 0: entropy, then egal; egal-rank reuses egal's scores
+    if processes == "one":
+        assert scorings == [1.0, 0.5]  # round 0: entropy, then egal; egal-rank reuses egal's scores
+    else:  # a process scores the round-0 model it loaded itself
+        assert scorings == [1.0, 0.5, 0.5]
+        assert sorted(p.name for p in (tmp_path / "round0").iterdir()) == ["seed3.json", "seed3.lock", "seed3.pt"]
     for a, b in zip(alone, shared, strict=True):
         assert [r["selected"] for r in a["rounds"]] == [r["selected"] for r in b["rounds"]]
         assert [r["accuracy"] for r in a["rounds"]] == [r["accuracy"] for r in b["rounds"]]

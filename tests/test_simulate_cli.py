@@ -147,3 +147,31 @@ def test_simulate_refuses_a_bad_cut_or_shortcut_class(pool, tiny_weights, tmp_pa
             "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", *FAST_TRAIN, *extra]
     assert main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_workers_give_the_runs_of_one_process(pool, tiny_weights, tmp_path, capsys):
+    """--workers 2 shares the (strategy, seed) runs out to two processes: each run is done once, round 0 of
+    each seed is trained once and left in OUT/round0/, and every run equals the one-process run."""
+    common = ["simulate", "--pool", pool, "--strategies", "random,entropy,egal", "--seeds", "2", "--rounds", "2",
+              "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test", "--threads", "1",
+              "--trainable-from", "features.conv3", "--weights", tiny_weights, "--cache-dir", str(tmp_path / "cache"),
+              *FAST_TRAIN]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "6 run(s) in 2 worker processes with 1 torch thread(s) each" in captured.err
+    assert "[worker 0]" in captured.err and "[worker 1]" in captured.err
+    assert "ran 6 run(s), skipped 0" in captured.out
+    assert sorted(p.name for p in (tmp_path / "two" / "round0").glob("*.pt")) == ["seed0.pt", "seed1.pt"]
+    assert not list((tmp_path / "two" / "runs").glob(".claims-*"))
+    shared = 0
+    for path in sorted((tmp_path / "one" / "runs").glob("*.json")):
+        one, two = json.loads(path.read_text()), json.loads((tmp_path / "two" / "runs" / path.name).read_text())
+        for a, b in zip(one["rounds"], two["rounds"], strict=True):
+            assert (a["selected"], a["accuracy"], a["auc"], a["dice"]) == (b["selected"], b["accuracy"], b["auc"],
+                                                                            b["dice"]), path.name
+        shared += bool(two["rounds"][0].get("shared_with_other_strategies"))
+    assert shared == 4  # per seed, one run trained round 0 and two loaded it
+    assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert "ran 0 run(s), skipped 6" in capsys.readouterr().out

@@ -19,7 +19,8 @@ def register(subparsers):
         "After every round the model is evaluated on the test set (accuracy, macro one-vs-rest AUC, mean Grad-CAM/ROI "
         "Dice). Writes OUT/runs/<strategy>__seed<k>.json per finished run (a rerun skips them: resumable), "
         "OUT/rounds.csv/.json, OUT/summary.csv/.md (mean +- std over seeds), OUT/learning_curves.png and "
-        "OUT/report.html (the experiment page; egal report --experiment OUT rebuilds it). "
+        "OUT/report.html (the experiment page; egal report --experiment OUT rebuilds it); with --workers, "
+        "OUT/round0/ keeps each seed's shared round-0 model. "
         "Settings come from the built-in defaults, then --config, then the options given.",
         epilog="strategies: random; entropy (alpha=1); misalignment (alpha=0); egal (alpha from --alpha); "
         "egal:0.3 (explicit alpha); egal-rank, egal-rank:0.3 (both terms rank-normalised over the pool before "
@@ -45,7 +46,11 @@ def register(subparsers):
     loop.add_argument("--rounds", type=int, help="selection rounds after the seed set (default: {loop.rounds})")
     loop.add_argument("--budget", type=int, help="rows annotated per round (default: {loop.budget})")
     loop.add_argument("--init", type=int, help="class-balanced seed set size (default: {loop.init})")
-    loop.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    loop.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice; with "
+                      "--workers, the cores shared out)")
+    loop.add_argument("--workers", type=int,
+                      help="processes sharing out the (strategy, seed) runs; on a CPU, N one-thread workers get "
+                      "more done than one N-thread process (default: {loop.workers})")
     data = parser.add_argument_group("data and split (override the config file)")
     data.add_argument("--label-column", help="class label column (default: {data.label_column})")
     data.add_argument("--group-column", help="patient / group column for a patient-level split (e.g. cv_fold)")
@@ -78,7 +83,7 @@ def run(args) -> int:
     if args.pool:
         data["path"] = args.pool
     loop = {k: getattr(args, k) for k in ("strategies", "alpha", "alpha_grid", "seeds", "rounds", "budget", "init",
-                                          "threads")
+                                          "threads", "workers")
             if getattr(args, k) is not None}
     shortcut = {k: getattr(args, f"shortcut_{k}") for k in ("share", "marker")
                 if getattr(args, f"shortcut_{k}") is not None}

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def draw_seed_set(dataset: Dataset, pool: np.ndarray, seed: int, config: Experim
 def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy: Strategy, seed: int,
                  config: ExperimentConfig, *, seed_set: np.ndarray, progress: Progress | None = None,
                  features: FeatureCache | None = None, shortcut: ShortcutData | None = None,
-                 marker_features: FeatureCache | None = None, first_rounds: dict | None = None,
+                 marker_features: FeatureCache | None = None, first_rounds: FirstRounds | None = None,
                  cam_record=None) -> dict:
     """One (strategy, seed) run over all rounds, starting from `seed_set` (positions in pool,
     see draw_seed_set); returns its record (JSON-ready).
@@ -76,7 +76,7 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
     features: the frozen prefix's cached outputs for every dataset row (config.train.trainable_from).
     shortcut / marker_features: the shortcut benchmark's marked data and the marker test copy's features.
     cam_record: an egal.report.cam_grid.RunCams that keeps the Grad-CAM of fixed test images after every round.
-    first_rounds: a dict shared by the strategies of one seed: their round 0 is the same training on the
+    first_rounds: a FirstRounds shared by the strategies of one seed: their round 0 is the same training on the
     same seed set, so it runs once and the model, its metrics and its pool scores (per alpha) are reused.
     """
     loop = config.loop
@@ -92,26 +92,31 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
         marker_set = _TestSet(shortcut.marker_test_images, dataset.masks[test], dataset.labels[test], marker_features)
     record = {"strategy": strategy.name, "kind": strategy.kind, "alpha": strategy.alpha, "combine": strategy.combine,
               "seed": seed, "seed_set": dataset.ids[pool[labelled]].tolist(), "rounds": []}
+    def train_and_test(rows, r):
+        train_config = replace(config.train, seed=seed * 1000 + r)
+        model, history = train_model(None if features is not None else dataset.images[rows], dataset.masks[rows],
+                                     pool_labels.labels(labelled), dataset.classes, train_config,
+                                     features=None if features is None else features.subset(rows))
+        metrics = test_set.evaluate(model, loop.score_batch_size)
+        if marker_set is not None:
+            marked = marker_set.evaluate(model, loop.score_batch_size)
+            metrics["marker_accuracy"] = marked["accuracy"]
+            marked_pred = marked["pred"][shortcut.marker_test_marked]
+            metrics["marker_as_target"] = float(np.mean(marked_pred == shortcut.target))
+        metrics.pop("pred", None)
+        return model, history, metrics
+
     for r in range(loop.rounds + 1):
         rows = pool[labelled]
-        shared = first_rounds is not None and r == 0 and seed in first_rounds
-        if shared:
-            model, history, metrics, round0_scores = first_rounds[seed]
+        shared, round0_scores = False, {}
+        if r == 0 and first_rounds is not None:
+            with first_rounds.hold(seed) as slot:
+                shared = slot.value is not None
+                if not shared:
+                    slot.value = (*train_and_test(rows, r), {})
+                model, history, metrics, round0_scores = slot.value
         else:
-            train_config = replace(config.train, seed=seed * 1000 + r)
-            model, history = train_model(None if features is not None else dataset.images[rows], dataset.masks[rows],
-                                         pool_labels.labels(labelled), dataset.classes, train_config,
-                                         features=None if features is None else features.subset(rows))
-            metrics = test_set.evaluate(model, loop.score_batch_size)
-            if marker_set is not None:
-                marked = marker_set.evaluate(model, loop.score_batch_size)
-                metrics["marker_accuracy"] = marked["accuracy"]
-                marked_pred = marked["pred"][shortcut.marker_test_marked]
-                metrics["marker_as_target"] = float(np.mean(marked_pred == shortcut.target))
-            metrics.pop("pred", None)
-            round0_scores = {}
-            if first_rounds is not None and r == 0:
-                first_rounds[seed] = (model, history, metrics, round0_scores)
+            model, history, metrics = train_and_test(rows, r)
         if cam_record is not None:  # egal.report.cam_grid.RunCams: the experiment page's Grad-CAM grid
             cam_record.record(r, len(labelled), model)
         entry = {"round": r, "labels": int(len(labelled)), **metrics, "train_seconds": round(history.seconds, 2),
@@ -172,6 +177,8 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
 
     Returns {"ran": [...], "skipped": [...], "report": {...paths}}. Finished runs
     are written atomically, so a killed simulation resumes where it stopped.
+    With config.loop.workers > 1 the runs are shared out to that many processes
+    (egal.loop.workers); they then read the pool from config.data.path, not `dataset`.
     """
     from ..report.experiment_page import experiment_report
     from .report import write_report
@@ -179,33 +186,84 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
     _check_or_write_config(config, out_dir)
-    if config.loop.threads:
-        import torch
-
-        torch.set_num_threads(config.loop.threads)
-    if dataset is None:
-        dataset = load_experiment_dataset(config)
-    pool, test = split_test(dataset.labels, dataset.groups, test_groups=config.data.test_groups,
-                            test_fraction=config.data.test_fraction, seed=config.data.split_seed)
     strategies = config.loop.strategy_objects()
     todo, skipped = [], []
     for seed in config.loop.seeds:
         for strategy in strategies:
             path = run_path(out_dir, strategy.name, seed)
             (skipped if os.path.isfile(path) else todo).append((strategy, seed, path))
+    workers = min(config.loop.workers, len(todo))
+    if workers > 1 and dataset is not None:
+        raise EgalError("workers > 1 start processes that read the pool from config.data.path; run with "
+                        "dataset=None (or workers = 1 to use the dataset given)")
+    if config.loop.threads and workers <= 1:
+        import torch
+
+        torch.set_num_threads(config.loop.threads)
     reporter = Progress(len(todo) * (config.loop.rounds + 1), enabled=progress)
-    reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
-                 f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
-                 f"{', '.join(s.name for s in strategies)}: {len(todo)} run(s) to do, {len(skipped)} already done")
+    ran = []
+    try:
+        if todo:
+            experiment = prepare_experiment(config, out_dir, dataset, reporter, todo=len(todo), skipped=len(skipped))
+        else:
+            reporter.log(f"all {len(skipped)} run(s) already done in {out_dir}")
+        if workers > 1:
+            from .workers import run_in_workers
+
+            del experiment  # the workers build their own from the disk caches this one filled
+            ran = run_in_workers(config, out_dir, [(s.name, seed) for s, seed, _ in todo], reporter, workers)
+        else:
+            first_rounds = FirstRounds()
+            for strategy, seed, path in todo:
+                run_unit(experiment, strategy, seed, path, first_rounds, reporter)
+                ran.append((strategy.name, seed))
+                first_rounds.keep_only(seed)  # a finished seed's model can go
+    finally:
+        reporter.close()
+    with _report_lock(out_dir):  # another process running other seeds into this folder may be writing it too
+        report = write_report(out_dir)
+        report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
+    return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
+
+
+@dataclass
+class Experiment:
+    """Everything the runs of one experiment share: the data, its split, the shortcut benchmark's marked
+    copy, the frozen prefix's features, the Grad-CAM grid's test images and the Dice reference point."""
+
+    config: ExperimentConfig
+    out_dir: str
+    dataset: Dataset
+    pool: np.ndarray  # dataset positions of the pool
+    test: np.ndarray  # dataset positions of the test set
+    shortcut: ShortcutData | None
+    features: FeatureCache | None
+    marker_features: FeatureCache | None
+    cam_grid: CamGridRecorder
+    roi_cam_dice: float
+
+
+def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset | None, reporter: Progress, *,
+                       todo: int = 0, skipped: int = 0, announce: bool = True) -> Experiment:
+    """The shared part of an experiment: loaded (from the decoded-array cache where there is one), split, marked
+    for the shortcut benchmark, and run through the frozen prefix (from the feature cache where there is one)."""
+    if dataset is None:
+        dataset = load_experiment_dataset(config)
+    pool, test = split_test(dataset.labels, dataset.groups, test_groups=config.data.test_groups,
+                            test_fraction=config.data.test_fraction, seed=config.data.split_seed)
+    if announce:
+            reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
+                     f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
+                     f"{', '.join(config.loop.strategies)}: {todo} run(s) to do, {skipped} already done")
     shortcut = marker_features = features = None
-    if todo and config.shortcut.enabled:
+    if config.shortcut.enabled:
         shortcut = build_shortcut(dataset.images, dataset.masks, dataset.labels, dataset.classes, pool, test,
                                   config.shortcut)
         dataset = Dataset(dataset.ids, shortcut.images, dataset.masks, dataset.labels, dataset.classes, dataset.groups)
         reporter.log(f"shortcut benchmark: a {config.shortcut.marker} marker in {int(shortcut.marked.sum())} pool "
                      f"image(s) of {config.shortcut.target_class!r} ({shortcut.unplaced} had no room outside the ROI); "
                      f"marker test copy: {int(shortcut.marker_test_marked.sum())} of {len(test)} test image(s) marked")
-    if todo and config.train.trainable_from is not None:
+    if config.train.trainable_from is not None:
         if config.train.weights is None:
             raise EgalError(
                 f"trainable_from = {config.train.trainable_from!r} freezes the backbone, but its weights are random "
@@ -213,30 +271,98 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
                 "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it "
                 "all")
         features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
-    ran, first_rounds = [], {}
-    cam_grid = CamGridRecorder(out_dir, dataset, test, features=features) if todo else None
-    ceiling = roi_cam_dice(dataset.masks[test], _cam_size(config)) if todo else None
-    try:
-        for strategy, seed, path in todo:
-            seed_set = draw_seed_set(dataset, pool, seed, config)
-            cams = cam_grid.run(strategy.name, seed) if seed == config.loop.seeds[0] else None
-            record = run_strategy(dataset, pool, test, strategy, seed, config, seed_set=seed_set, progress=reporter,
-                                  features=features, shortcut=shortcut, marker_features=marker_features,
-                                  first_rounds=first_rounds, cam_record=cams)
-            if cams is not None:
-                cams.save()
-            record["test_rows"] = int(len(test))
-            record["pool_rows"] = int(len(pool))
-            record["roi_cam_dice"] = ceiling
-            _write_json_atomic(path, record)
-            ran.append((strategy.name, seed))
-            first_rounds = {k: v for k, v in first_rounds.items() if k == seed}  # a finished seed's model can go
-    finally:
-        reporter.close()
-    with _report_lock(out_dir):  # another process running other seeds into this folder may be writing it too
-        report = write_report(out_dir)
-        report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
-    return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
+    return Experiment(config, out_dir, dataset, pool, test, shortcut, features, marker_features,
+                      CamGridRecorder(out_dir, dataset, test, features=features),
+                      roi_cam_dice(dataset.masks[test], _cam_size(config)))
+
+
+def run_unit(experiment: Experiment, strategy: Strategy, seed: int, path: str, first_rounds: FirstRounds,
+             reporter: Progress) -> None:
+    """One (strategy, seed) run of the experiment, written atomically to `path`."""
+    e, config = experiment, experiment.config
+    seed_set = draw_seed_set(e.dataset, e.pool, seed, config)
+    cams = e.cam_grid.run(strategy.name, seed) if seed == config.loop.seeds[0] else None
+    record = run_strategy(e.dataset, e.pool, e.test, strategy, seed, config, seed_set=seed_set, progress=reporter,
+                          features=e.features, shortcut=e.shortcut, marker_features=e.marker_features,
+                          first_rounds=first_rounds, cam_record=cams)
+    if cams is not None:
+        cams.save()
+    record["test_rows"] = int(len(e.test))
+    record["pool_rows"] = int(len(e.pool))
+    record["roi_cam_dice"] = e.roi_cam_dice
+    _write_json_atomic(path, record)
+
+
+class FirstRounds:
+    """Round 0 of each seed, shared by its strategies: (model, TrainHistory, test metrics, pool scores by alpha).
+
+    In memory by default. With `folder`, also kept there (the model file and a JSON record per seed, written
+    under a per-seed lock), so that worker processes train each seed's round 0 once between them: whoever
+    holds the lock first trains it, the others wait and load it.
+    """
+
+    def __init__(self, folder: str | None = None, device: str = "cpu"):
+        self.folder, self.device = folder, device
+        self._memory: dict = {}
+
+    @contextlib.contextmanager
+    def hold(self, seed: int):
+        """A slot whose .value is the seed's round 0 or None; set it to share a round 0 just trained."""
+        lock = contextlib.nullcontext() if self.folder is None else _file_lock(self._path(seed, ".lock"))
+        with lock:
+            value = self._memory.get(seed)
+            if value is None and self.folder is not None:
+                value = self._load(seed)
+            slot = _Slot(value)
+            yield slot
+            if slot.value is not None:
+                if value is None and self.folder is not None:
+                    self._save(seed, slot.value)
+                self._memory[seed] = slot.value
+
+    def keep_only(self, seed: int) -> None:
+        self._memory = {k: v for k, v in self._memory.items() if k == seed}
+
+    def _path(self, seed: int, suffix: str) -> str:
+        return os.path.join(self.folder, f"seed{int(seed)}{suffix}")
+
+    def _save(self, seed: int, value) -> None:
+        from ..models import save_model
+
+        model, history, metrics, _ = value
+        tmp = temporary_path(self._path(seed, ".pt"))
+        save_model(model, tmp)
+        os.replace(tmp, self._path(seed, ".pt"))
+        _write_json_atomic(self._path(seed, ".json"), {"history": asdict(history), "metrics": metrics})
+
+    def _load(self, seed: int):
+        from ..models import load_model
+        from ..train import TrainHistory
+
+        if not (os.path.isfile(self._path(seed, ".pt")) and os.path.isfile(self._path(seed, ".json"))):
+            return None
+        with open(self._path(seed, ".json")) as f:
+            record = json.load(f)
+        return (load_model(self._path(seed, ".pt"), map_location=self.device), TrainHistory(**record["history"]),
+                record["metrics"], {})
+
+
+@dataclass
+class _Slot:
+    value: object
+
+
+@contextlib.contextmanager
+def _file_lock(path: str):
+    if fcntl is None:
+        raise EgalError("worker processes need file locks (fcntl), which this platform lacks: use workers = 1")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _feature_caches(config: ExperimentConfig, dataset: Dataset, shortcut: ShortcutData | None, reporter: Progress):
@@ -286,12 +412,8 @@ def _report_lock(out_dir: str):
     if fcntl is None:
         yield
         return
-    with open(os.path.join(out_dir, ".report.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _file_lock(os.path.join(out_dir, ".report.lock")):
+        yield
 
 
 def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:

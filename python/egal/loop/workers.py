@@ -1,0 +1,142 @@
+"""The runs of one experiment shared out to worker processes (`egal simulate --workers N`).
+
+On a CPU, N one-thread processes get more done than one N-thread process: the
+trainable tail's small convolutions and BatchNorms scale poorly across threads
+(on 2 cores, two one-thread processes made 1.35-1.65x the progress of one
+two-thread process; docs/experiments.md). Each worker loads the data and the
+frozen prefix's features from the disk caches the parent filled, then takes
+(strategy, seed) runs one at a time from the shared list, claiming each with an
+exclusive file so that no run is done twice. Round 0 of a seed is the same for
+all its strategies: the first worker to need it trains it under a lock and
+leaves it in OUT/round0/, the others load it (egal.loop.simulation.FirstRounds).
+
+Runs are handed out strategy by strategy, seed by seed, random selection last
+(it scores no pool, so its runs are the shortest and fill the end). Each run
+writes its own OUT/runs/ file atomically, as in one process, so a killed
+experiment resumes with any number of workers, and the results do not depend
+on which worker ran what (every worker runs `threads` torch threads; the thread
+count, like in one process, only changes float rounding).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import shutil
+import tempfile
+import traceback
+
+from ..errors import EgalError
+from ..progress import Progress
+from .config import ExperimentConfig
+
+ROUND0_DIR = "round0"
+
+
+def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int) -> list:
+    """Run the (strategy name, seed) `units` in `workers` processes; returns the units that ran, in finishing order.
+
+    A worker's error stops the others (at once: finished runs are on disk) and is raised here with its
+    traceback; so is Ctrl-C.
+    """
+    from .simulation import RUNS_DIR
+
+    order = {s.name: i for i, s in enumerate(config.loop.strategy_objects())}
+    units = sorted(units, key=lambda u: (u[0] == "random", order[u[0]], u[1]))
+    threads = config.loop.threads or max(1, (os.cpu_count() or 1) // workers)
+    claims = tempfile.mkdtemp(prefix=".claims-", dir=os.path.join(out_dir, RUNS_DIR))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+    messages = context.Queue()
+    processes = [context.Process(target=_worker, name=f"egal-worker-{i}", daemon=True,
+                                 args=(config.to_dict(), out_dir, units, claims, i, threads, messages))
+                 for i in range(workers)]
+    reporter.log(f"{len(units)} run(s) in {workers} worker processes with {threads} torch thread(s) each")
+    ran, failures, finished = [], [], set()
+    try:
+        for process in processes:
+            process.start()
+        while len(finished) < workers:
+            try:
+                kind, worker, payload = messages.get(timeout=2.0)
+            except queue_module.Empty:
+                for i, process in enumerate(processes):
+                    if i not in finished and process.exitcode is not None:  # died without a word (killed, OOM)
+                        finished.add(i)
+                        failures.append((i, f"the process ended with exit code {process.exitcode}"))
+                continue
+            if kind == "log":
+                reporter.log(f"[worker {worker}] {payload}")
+            elif kind == "advance":
+                reporter.advance(1, payload)
+            elif kind == "ran":
+                ran.append(tuple(payload))
+            elif kind == "error":
+                failures.append((worker, payload))
+                _stop(processes)
+            elif kind == "done":
+                finished.add(worker)
+    except BaseException:
+        _stop(processes)
+        raise
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+        shutil.rmtree(claims, ignore_errors=True)
+    if failures:
+        worker, text = failures[0]
+        raise EgalError(f"worker {worker} failed ({len(ran)} run(s) finished and kept; rerun to resume):\n{text}")
+    return ran
+
+
+def _stop(processes) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+
+
+class _QueueProgress:
+    """Progress's interface, forwarded to the parent process."""
+
+    def __init__(self, messages, worker: int):
+        self.messages, self.worker = messages, worker
+
+    def log(self, message: str) -> None:
+        self.messages.put(("log", self.worker, message))
+
+    def advance(self, n: int = 1, status: str = "") -> None:
+        for _ in range(n):
+            self.messages.put(("advance", self.worker, status))
+
+    def close(self) -> None:
+        pass
+
+
+def _claim(claims: str, name: str, seed: int) -> bool:
+    try:
+        os.close(os.open(os.path.join(claims, f"{name}__seed{seed}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages) -> None:
+    try:
+        import torch
+
+        from .simulation import FirstRounds, prepare_experiment, run_path, run_unit
+
+        torch.set_num_threads(threads)
+        config = ExperimentConfig.from_dict(config_dict)
+        reporter = _QueueProgress(messages, index)
+        experiment = prepare_experiment(config, out_dir, None, reporter, announce=False)
+        first_rounds = FirstRounds(os.path.join(out_dir, ROUND0_DIR), device=config.train.device)
+        strategies = {s.name: s for s in config.loop.strategy_objects()}
+        for name, seed in units:
+            if os.path.isfile(run_path(out_dir, name, seed)) or not _claim(claims, name, seed):
+                continue
+            run_unit(experiment, strategies[name], seed, run_path(out_dir, name, seed), first_rounds, reporter)
+            messages.put(("ran", index, (name, seed)))
+    except BaseException:  # noqa: B036 - Ctrl-C included: the parent reports it and stops the others
+        messages.put(("error", index, traceback.format_exc()))
+    finally:
+        messages.put(("done", index, None))
