@@ -285,3 +285,21 @@ def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_p
     with open(tmp_path / "summary.csv") as f:
         assert {row["seeds"] for row in csv.DictReader(f)} == {"2"}  # mean +- std over both processes' seeds
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+def test_the_decoded_cache_follows_the_pool_content_not_its_timestamp(tmp_path, monkeypatch):
+    import egal.loop.data as data
+
+    pool = tmp_path / "pool.parquet"
+    pool.write_bytes(b"stands in for a pool; _decode is replaced")
+    decoded = []
+    monkeypatch.setattr(data, "_decode", lambda *args: decoded.append(1) or lesion_dataset(12, 16, seed=len(decoded)))
+    cache = str(tmp_path / "cache")
+    first = data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    os.utime(pool, (1_000_000_000, 1_000_000_000))  # a fresh copy of the same file: new timestamps
+    again = data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 1
+    np.testing.assert_array_equal(again.images, first.images)
+    pool.write_bytes(b"stands in for a pool; edited in place")  # new content: decoded again
+    edited = data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 2 and not np.array_equal(edited.images, first.images)

@@ -7,6 +7,7 @@ bilinear, masks nearest). Rows that fail to decode are left out.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
 
     Rows without a label are dropped: a simulation needs the ground truth of
     every row (it hides the labels itself). cache_dir: keep the decoded arrays
-    there as .npz, keyed by file, size and columns, so reruns skip decoding.
+    there as .npz, keyed by the file's content, the size and the columns, so reruns skip decoding.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -96,7 +97,17 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
 def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column):
     if not cache_dir:
         return None
-    stat = os.stat(path)
-    key = (f"{os.path.basename(path)}-{stat.st_size}-{int(stat.st_mtime)}-"
+    # Keyed by the file's content, not its modification time: a copy of the same pool (a fresh checkout, a
+    # synced data folder) reuses the decoded arrays, and an edited pool never does. Hashing reads the file
+    # once, a small cost next to decoding its images.
+    key = (f"{os.path.basename(path)}-{_content_digest(path)}-"
            f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}")
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
+
+
+def _content_digest(path, chunk: int = 1 << 23) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
