@@ -14,6 +14,7 @@ import os
 import onnx
 import torch
 
+from .._atomic import temporary_path
 from ..errors import EgalError
 from ..models import EGALClassifier, load_model
 from . import graph
@@ -53,7 +54,7 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
     onnx.checker.check_model(proto, full_check=True)
     out = os.fspath(out)
     # Written whole under a temporary name, then renamed: `out` never holds a truncated graph.
-    tmp = f"{out}.tmp-{os.getpid()}"
+    tmp = temporary_path(out)
     try:
         onnx.save_model(proto, tmp, save_as_external_data=False)
         os.replace(tmp, out)

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._atomic import temporary_path
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 from .ranking import rank_table, selection_table
@@ -101,7 +102,7 @@ class ShardStore:
 
     def write_shard(self, batch_index: int, table: pa.Table) -> None:
         final = self._path(f"part-{batch_index:06d}.parquet")
-        tmp = f"{final}.tmp-{os.getpid()}"
+        tmp = temporary_path(final)
         pq.write_table(table, tmp)
         _fsync(tmp)
         os.replace(tmp, final)
@@ -133,7 +134,7 @@ class ShardStore:
             # The output records the arguments that produced it: a later --resume checks them.
             metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
             ranked = ranked.replace_schema_metadata(metadata)
-            tmp = f"{self.out_path}.tmp-{os.getpid()}"
+            tmp = temporary_path(self.out_path)
             pq.write_table(ranked, tmp)
             _fsync(tmp)
             os.replace(tmp, self.out_path)
@@ -257,7 +258,7 @@ def _show(value) -> str:
 
 
 def write_selection_csv(selection: pa.Table, path: str) -> None:
-    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    tmp = temporary_path(os.path.abspath(path))
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(selection.column_names)
@@ -275,7 +276,7 @@ def _csv_cell(value) -> str:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = temporary_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
