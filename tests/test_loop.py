@@ -303,3 +303,10 @@ def test_the_decoded_cache_follows_the_pool_content_not_its_timestamp(tmp_path, 
     pool.write_bytes(b"stands in for a pool; edited in place")  # new content: decoded again
     edited = data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
     assert len(decoded) == 2 and not np.array_equal(edited.images, first.images)
+
+
+def test_the_gpu_training_settings_leave_older_result_folders_resumable():
+    plain = ExperimentConfig().identity()["train"]
+    assert "precision" not in plain and "channels_last" not in plain  # as folders written before them recorded
+    faster = ExperimentConfig().with_overrides(train={"precision": "bf16", "channels_last": True}).identity()["train"]
+    assert faster["precision"] == "bf16" and faster["channels_last"] is True

@@ -262,3 +262,46 @@ def test_bad_training_input_is_refused():
         small_config(beta=-1.0)
     with pytest.raises(ValueError, match="architecture"):
         small_config(architecture="vgg")
+
+
+@pytest.mark.parametrize("setting", [{"channels_last": True}, {"precision": "bf16"}])
+def test_channels_last_and_bfloat16_steps_match_float32(setting):
+    """The GPU settings change how a step computes, not what: the same loss and gradients as float32 NCHW,
+    exactly up to convolution rounding for channels_last, within bfloat16's precision for autocast."""
+    from egal.train.trainer import _step, _TrainingRois
+
+    images, masks, labels = lesion_arrays(12, 32, seed=6)
+    x, m = torch.from_numpy(images), torch.from_numpy(masks)
+    support, query = np.array([0, 1, 2, 3, 6, 7]), np.array([4, 5, 8, 9, 10, 11])
+    batch = (support, labels[support], query, labels[query])
+    results = {}
+    for name, extra in (("fp32", {}), ("other", setting)):
+        torch.manual_seed(0)
+        model = build_model("tiny_cnn", "prototypical", CLASSES, input_size=(32, 32), in_channels=1,
+                            embedding_dim=16).train()
+        config = small_config(augment=False, **extra)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        parts = _step(model, None, x, _TrainingRois(m, 1, "cpu"), labels, batch, config, torch.Generator())
+        parts["loss"].backward()
+        results[name] = (float(parts["loss"].detach()), float(parts["dice"]),
+                         {n: p.grad.clone() for n, p in model.named_parameters()})
+    exact = "channels_last" in setting
+    tol = 1e-5 if exact else 3e-2
+    np.testing.assert_allclose(results["other"][:2], results["fp32"][:2], rtol=tol, atol=tol)
+    for name, grad in results["fp32"][2].items():
+        other = results["other"][2][name]
+        assert other.dtype == torch.float32
+        if exact:
+            torch.testing.assert_close(other, grad, rtol=1e-4, atol=1e-6, msg=name)
+        elif grad.norm() > 1e-6:  # the same direction: bfloat16 keeps 8 bits of mantissa
+            assert float(torch.nn.functional.cosine_similarity(other.flatten(), grad.flatten(), dim=0)) > 0.95, name
+
+
+def test_bfloat16_training_trains_and_the_settings_are_checked():
+    images, masks, labels = lesion_arrays(30, 32, seed=3)
+    model, history = train_model(images, masks, labels, CLASSES, small_config(precision="bf16", channels_last=True))
+    assert np.isfinite(history.epoch_loss).all() and np.isfinite(history.epoch_dice).all()
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay float32
+    with pytest.raises(egal.errors.EgalError, match="precision must be one of"):
+        small_config(precision="fp16")

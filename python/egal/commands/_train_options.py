@@ -37,10 +37,16 @@ def add_train_options(parser) -> None:
     group.add_argument("--no-augment", dest="augment", action="store_const", const=False,
                        help="turn off the paired image/ROI augmentation")
     group.add_argument("--device", help="torch device, e.g. cpu or cuda (default: {train.device})")
+    group.add_argument("--precision", choices=("fp32", "bf16"),
+                       help="the backbone's training forward pass in float32 or bfloat16 autocast; the loss and the "
+                       "Grad-CAM Dice stay float32 (default: {train.precision})")
+    group.add_argument("--channels-last", dest="channels_last", action="store_const", const=True,
+                       help="train with NHWC activations (faster convolutions on GPUs)")
 
 
 TRAIN_KEYS = ("architecture", "head", "weights", "trainable_from", "input_size", "in_channels", "embedding_dim",
-              "epochs", "batch_size", "lr", "beta", "n_way", "k_shot", "n_query", "augment", "device")
+              "epochs", "batch_size", "lr", "beta", "n_way", "k_shot", "n_query", "augment", "device", "precision",
+              "channels_last")
 
 
 def train_overrides(args) -> dict:

@@ -101,6 +101,9 @@ class ExperimentConfig:
             d["loop"].pop(key)
         d["data"].pop("cache_dir")
         d["train"].pop("device")
+        for key, default in (("precision", "fp32"), ("channels_last", False)):
+            if d["train"][key] == default:  # folders written before these settings existed stay resumable
+                d["train"].pop(key)
         return d
 
     def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> ExperimentConfig:

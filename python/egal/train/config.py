@@ -9,6 +9,7 @@ from ..errors import EgalError
 from ..models.config import ARCHITECTURES, HEADS
 from .augment import AugmentSettings
 
+PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,6 +34,10 @@ class TrainConfig:
     augment_settings: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     device: str = "cpu"
+    # The training forward pass in bfloat16 autocast ("bf16"; the Grad-CAM Dice term and the loss stay in
+    # float32) or all float32 ("fp32"); channels_last: activations in NHWC, which GPUs' convolutions prefer.
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", tuple(self.input_size))
@@ -58,6 +63,10 @@ class TrainConfig:
                                                 or not self.trainable_from.startswith("features.")):
             raise EgalError("trainable_from must name a backbone module like 'features.blocks.11', got "
                             f"{self.trainable_from!r}")
+        if self.precision not in PRECISIONS:
+            raise EgalError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise EgalError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.n_way < 2:
             raise EgalError(f"n_way must be at least 2, got {self.n_way}")
         for name in ("lr", "weight_decay", "beta"):

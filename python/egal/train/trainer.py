@@ -95,6 +95,8 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
         raise ValueError("a feature cache was given but config.trainable_from is None (nothing is frozen)")
     images, masks, labels = _check_data(images, masks, labels, classes, config)
     rois = _TrainingRois(masks, len(cached_views(config)) if tail is not None else 1, config.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -141,15 +143,20 @@ def _step(model, tail, images, rois, labels, batch, config, generator) -> dict:
         rows, query_y = batch, labels[batch]
     if tail is not None:
         x, view = _cached_view_batch(images, rows, config, generator)  # [B, K', h', w'], [B]
-        activations = tail(x)  # [B, K, h, w]
+        with _autocast(config):
+            activations = tail(_memory_format(x, config))  # [B, K, h, w]
         roi_weights, roi_area = rois.of_views(rows, view, activations.shape[2:])  # [B, h, w], [B]
     else:
         x = images[rows].to(config.device)  # [B, C, H, W]
         m = rois.masks[rows].to(config.device)  # [B, H, W]
         if config.augment:
             x, m = augment_pair(x, m, generator, config.augment_settings)
-        activations = model.feature_map(x)  # [B, K, h, w]
+        with _autocast(config):
+            activations = model.feature_map(_memory_format(x, config))  # [B, K, h, w]
         roi_weights, roi_area = project_masks(m, activations.shape[2:])  # [B, h, w], [B]
+    # The head, the loss and the Grad-CAM Dice in float32 whatever the precision of the backbone: the map's
+    # min-max normalisation and the soft Dice's sums lose too much in bfloat16.
+    activations = activations.float()
     targets = torch.as_tensor(query_y, device=x.device).long()
     if config.head == "prototypical":
         # Prototypes from the episode's support rows, loss and Grad-CAM on its query rows.
@@ -180,6 +187,16 @@ def _step(model, tail, images, rois, labels, batch, config, generator) -> dict:
             loss = ce + config.beta * dice_loss
             dice = dice_loss.detach()
     return {"loss": loss, "ce": ce.detach(), "dice": dice}
+
+
+def _autocast(config):
+    """bfloat16 autocast for the backbone's forward pass with precision "bf16", else nothing."""
+    return torch.autocast(device_type=torch.device(config.device).type, dtype=torch.bfloat16,
+                          enabled=config.precision == "bf16")
+
+
+def _memory_format(x, config):  # [B, C, H, W]
+    return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
 
 
 def _cached_view_batch(cache: FeatureCache, rows, config, generator):
