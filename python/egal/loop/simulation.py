@@ -192,6 +192,11 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
         for strategy in strategies:
             path = run_path(out_dir, strategy.name, seed)
             (skipped if os.path.isfile(path) else todo).append((strategy, seed, path))
+    if todo and config.train.trainable_from is not None and config.train.weights is None:
+        raise EgalError(
+            f"trainable_from = {config.train.trainable_from!r} freezes the backbone, but its weights are random "
+            "(weights = none): every seed and round would freeze a different random prefix, so no feature cache "
+            "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it all")
     workers = min(config.loop.workers, len(todo))
     if workers > 1 and dataset is not None:
         raise EgalError("workers > 1 start processes that read the pool from config.data.path; run with "
@@ -203,16 +208,19 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     reporter = Progress(len(todo) * (config.loop.rounds + 1), enabled=progress)
     ran = []
     try:
-        if todo:
-            experiment = prepare_experiment(config, out_dir, dataset, reporter, todo=len(todo), skipped=len(skipped))
-        else:
+        if not todo:
             reporter.log(f"all {len(skipped)} run(s) already done in {out_dir}")
-        if workers > 1:
+        elif workers > 1:
             from .workers import run_in_workers
 
-            del experiment  # the workers build their own from the disk caches this one filled
+            if config.data.cache_dir:  # decoded and through the frozen prefix once, here; the workers read the caches
+                prepare_experiment(config, out_dir, None, reporter, todo=len(todo), skipped=len(skipped))
+            else:
+                reporter.log(f"{len(todo)} run(s) to do, {len(skipped)} already done; no cache_dir, so each worker "
+                             "decodes the pool (and runs any frozen prefix) itself")
             ran = run_in_workers(config, out_dir, [(s.name, seed) for s, seed, _ in todo], reporter, workers)
         else:
+            experiment = prepare_experiment(config, out_dir, dataset, reporter, todo=len(todo), skipped=len(skipped))
             first_rounds = FirstRounds()
             for strategy, seed, path in todo:
                 run_unit(experiment, strategy, seed, path, first_rounds, reporter)
@@ -232,7 +240,6 @@ class Experiment:
     copy, the frozen prefix's features, the Grad-CAM grid's test images and the Dice reference point."""
 
     config: ExperimentConfig
-    out_dir: str
     dataset: Dataset
     pool: np.ndarray  # dataset positions of the pool
     test: np.ndarray  # dataset positions of the test set
@@ -264,14 +271,8 @@ def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset 
                      f"image(s) of {config.shortcut.target_class!r} ({shortcut.unplaced} had no room outside the ROI); "
                      f"marker test copy: {int(shortcut.marker_test_marked.sum())} of {len(test)} test image(s) marked")
     if config.train.trainable_from is not None:
-        if config.train.weights is None:
-            raise EgalError(
-                f"trainable_from = {config.train.trainable_from!r} freezes the backbone, but its weights are random "
-                "(weights = none): every seed and round would freeze a different random prefix, so no feature cache "
-                "could be shared. Freeze a pretrained backbone (weights = 'imagenet' or a weights file), or train it "
-                "all")
         features, marker_features = _feature_caches(config, dataset, shortcut, reporter)
-    return Experiment(config, out_dir, dataset, pool, test, shortcut, features, marker_features,
+    return Experiment(config, dataset, pool, test, shortcut, features, marker_features,
                       CamGridRecorder(out_dir, dataset, test, features=features),
                       roi_cam_dice(dataset.masks[test], _cam_size(config)))
 

@@ -224,8 +224,8 @@ class _TrainingRois:
     def of_views(self, rows, view, cam_size):  # -> [B, h, w], [B] on the training device
         if self._weights is None or tuple(self._weights.shape[2:]) != tuple(cam_size):
             self._project(tuple(cam_size))
-        rows = torch.as_tensor(rows)
-        return self._weights[view.to(self._device), rows.to(self._device)], self._area[rows.to(self._device)]
+        rows = torch.as_tensor(rows, device=self._device)
+        return self._weights[view.to(self._device), rows], self._area[rows]
 
     def _project(self, cam_size) -> None:
         weights, areas = [], []
