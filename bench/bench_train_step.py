@@ -18,7 +18,9 @@ the true class, ROI) at 224 x 224, backward, Adam step.
                (differentiable, no second backward graph) and the ROIs projected onto the 7 x 7 grid once
                per training (egal.reference.projected_dice_distance)
 
-All three take the same gradient (tests/test_train.py::test_the_trainers_step_is_the_definition). Timer: CPU
+All three take the same gradient (tests/test_train.py::test_the_trainers_step_is_the_definition).
+Then scoring 2,400 cached rows through the tail and the fused scorer in batches of 32 to 256 rows (what
+`loop.score_batch_size` sets). Timer: CPU
 time of this process (all its threads), so that other work on a shared machine counts less; the
 ratio is the figure to read.
 """
@@ -46,6 +48,7 @@ import torch.nn.functional as F  # noqa: E402
 from egal.models import build_model  # noqa: E402
 from egal.models.split import freeze_prefix, split_features  # noqa: E402
 from egal.train import FeatureCache, TrainConfig  # noqa: E402
+from egal.train.feature_cache import prefix_fingerprint  # noqa: E402
 from egal.train.losses import gradcam_of_class, soft_dice_distance  # noqa: E402
 from egal.train.trainer import _step, _TrainingRois  # noqa: E402
 
@@ -54,6 +57,8 @@ ROWS = 45  # 3 classes x (5 support + 10 query)
 SIZE = 224
 ROUNDS = int(os.environ.get("EGAL_BENCH_ROUNDS", "10"))
 FORMS = ("before", "definition", "trainer")
+SCORE_BATCHES = (32, 64, 128, 256)
+POOL_ROWS = 2400
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +141,27 @@ def test_train_step(benchmark, setup, form):
     benchmark.pedantic(one_step, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("batch_size", SCORE_BATCHES)
+def test_score_pool_tail(benchmark, setup, batch_size):
+    """What each simulation round does after training: the trainable tail's forward pass over the pool's
+    cached features and the fused scorer (egal.loop.scoring.score_in_batches), by rows per batch."""
+    from egal.loop.scoring import score_in_batches
+
+    model, tail, _, _, _, _, _ = setup
+    gen = torch.Generator().manual_seed(3)
+    features = torch.randn(1, POOL_ROWS, 192, 7, 7, generator=gen).half()  # the speed does not depend on them
+    cache = FeatureCache(features, ("identity",), CUT, prefix_fingerprint(model, CUT))
+    masks = np.zeros((POOL_ROWS, SIZE, SIZE), np.uint8)
+    masks[:, 90:130, 80:120] = 1
+    model.eval()
+    model.head.set_prototypes(torch.randn(3, 128, generator=gen), torch.arange(3))
+    benchmark.group = f"scoring {POOL_ROWS} cached rows, {torch.get_num_threads()} thread(s)"
+    benchmark.extra_info.update(batch_size=batch_size)
+    benchmark.pedantic(lambda: score_in_batches(model, None, masks, alpha=0.5, batch_size=batch_size, features=cache),
+                       rounds=3, iterations=1)
+    model.train()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -150,12 +176,17 @@ def main() -> int:
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
     print(f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, {args.threads} thread(s), Python "
           f"{platform.python_version()}, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
-    stats = {b["extra_info"]["form"]: b["stats"] for b in data["benchmarks"]}
+    stats = {b["extra_info"]["form"]: b["stats"] for b in data["benchmarks"] if "form" in b["extra_info"]}
     print("| form | CPU ms per step, min | median | speed vs before (min) |\n| --- | ---: | ---: | ---: |")
     for form in FORMS:
         s = stats[form]
         print(f"| {form} | {s['min'] * 1e3:.0f} | {s['median'] * 1e3:.0f} | "
               f"{stats['before']['min'] / s['min']:.2f}x |")
+    scoring = {b["extra_info"]["batch_size"]: b["stats"] for b in data["benchmarks"] if "batch_size" in b["extra_info"]}
+    print(f"\n| rows per batch | CPU s to score {POOL_ROWS} cached rows, min | vs 256 |\n| ---: | ---: | ---: |")
+    for batch_size in SCORE_BATCHES:
+        best = scoring[batch_size]["min"]
+        print(f"| {batch_size} | {best:.2f} | {scoring[256]['min'] / best:.2f}x |")
     return 0
 
 
