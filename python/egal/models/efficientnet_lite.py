@@ -85,7 +85,7 @@ def efficientnet_lite0(in_channels: int, weights):
 def _pad_inside_the_convolutions(net: nn.Module) -> None:
     """Give each convolution with a symmetric static 'same' padding that padding itself, in place of the
     separate ZeroPad2d the model code runs first: the same zeros enter the same sums, but oneDNN's padded
-    depthwise convolution skips the padded copy and runs its backward 2-3x faster (bench/README.md). The
+    depthwise convolution skips the padded copy (one copy fewer per block; bench/README.md). The
     asymmetric paddings of the stride-2 convolutions stay as they are."""
     for module in net.modules():
         pad = getattr(module, "static_padding", None)
