@@ -5,8 +5,14 @@ import os
 import uuid
 
 
-def temporary_path(path, suffix: str = "") -> str:
+def temporary_path(path, suffix: str = "", *, hidden: bool = False) -> str:
     """A sibling of `path` that no other writer uses: the process id and a random part, so that two
     writers of one file (processes, or threads of one process) never rename each other's bytes away.
-    suffix: for writers that insist on an extension (numpy's savez appends ".npz" otherwise)."""
-    return f"{os.fspath(path)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+    suffix: for writers that insist on an extension (numpy's savez appends ".npz" otherwise).
+    hidden: a dot name (".NAME.tmp-..."), for writers whose folder a user browses while they run
+            (an importer's pool beside the user's own files)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    if hidden:
+        name = f".{name}"
+    return os.path.join(folder, f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")

@@ -5,6 +5,7 @@ import os
 import sys
 import warnings
 
+from .._atomic import temporary_path
 from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
@@ -82,7 +83,7 @@ def run(args) -> int:
         progress.close()
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
     # Written whole under a temporary name, then renamed: --out never holds half a model.
-    tmp = f"{os.path.abspath(args.out)}.tmp-{os.getpid()}"
+    tmp = temporary_path(os.path.abspath(args.out))
     try:
         save_model(model, tmp)
         os.replace(tmp, args.out)

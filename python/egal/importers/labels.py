@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._atomic import temporary_path
 from .._checks import check_bool
 from ..pool import open_pool
 from ..pool.errors import MAX_LISTED_ROWS
@@ -182,7 +183,7 @@ def _classes(spec) -> set:
 
 
 def _write(spec, out: Path, converted: dict, label_type: pa.DataType) -> dict[str | None, int]:
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    tmp = Path(temporary_path(out, hidden=True))
     counts: Counter = Counter()
     first = open_parquet(Path(spec.files[0])).schema_arrow
     fields = [f for f in first if f.name != "label"] + [pa.field("label", label_type)]

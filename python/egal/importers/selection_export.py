@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._atomic import temporary_path
 from .._checks import check_bool, check_choice
 from ..pool import open_pool
 from ..pool.encode import encode_png
@@ -108,7 +109,7 @@ def run_export(o: ExportOptions) -> ExportResult:
     out = _target_folder(o.out, o.overwrite)
     spec = open_pool(o.pool)
     chosen = read_selection(o.selection) if o.selection else None
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    tmp = Path(temporary_path(out, hidden=True))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -6,8 +6,8 @@ whatever the size of the dataset. Pages are small and image columns plain, as eg
 needs (egal.pool.writer explains why).
 
 Everything goes to hidden temporary names in the destination folder first: the Parquet file
-(`.NAME.PID.tmp`) and, when images or masks are written as files, their folder
-(`.STEM_files.PID.tmp/`). `commit()` closes the file, moves the files folder into place, checks the
+(`.NAME.tmp-PID-RANDOM`) and, when images or masks are written as files, their folder
+(`.STEM_files.tmp-PID-RANDOM/`; egal._atomic.temporary_path names both). `commit()` closes the file, moves the files folder into place, checks the
 result with egal.pool.open_pool (the same checks `egal score` runs), and only then renames the
 Parquet file to its destination. An exception, Ctrl-C or SIGTERM before that removes the temporary
 names (a SIGKILL leaves them hidden beside the destination, never at it).
@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._atomic import temporary_path
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
 
@@ -78,12 +79,11 @@ class StreamingPoolWriter:
         self.schema = schema
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.folder = self.out.parent
-        tag = f"{os.getpid()}.tmp"
-        self.tmp = self.folder / f".{self.out.name}.{tag}"
+        self.tmp = Path(temporary_path(self.out, hidden=True))
         stem = self.out.name[: -len(".parquet")] if self.out.name.endswith(".parquet") else self.out.name
         self.files_name = f"{stem}_files"
         self.files_dir = self.folder / self.files_name
-        self.files_tmp = self.folder / f".{self.files_name}.{tag}" if files_folder else None
+        self.files_tmp = Path(temporary_path(self.files_dir, hidden=True)) if files_folder else None
         if files_folder and self.files_dir.exists() and not overwrite:
             raise SourceError(f"{str(self.files_dir)!r} already exists (the image files of an earlier import): "
                               "pass overwrite=True (--overwrite) to replace it with the pool")
@@ -176,7 +176,7 @@ class StreamingPoolWriter:
         # The previous import's folder is kept aside until the new pool is in place, so a failure
         # here leaves the previous pool and its files as they were.
         if self.files_dir.exists():
-            self._replaced_files = self.folder / f".{self.files_name}.{os.getpid()}.old"
+            self._replaced_files = Path(temporary_path(self.files_dir, ".old", hidden=True))
             os.replace(self.files_dir, self._replaced_files)
         os.replace(self.files_tmp, self.files_dir)
         self.files_tmp = None

@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 
+from .._atomic import temporary_path
 from .._checks import bad_argument
 from .errors import SelectionError
 
@@ -50,7 +51,7 @@ def write_embedding_file(path: str, tables, *, run: dict, kind: str) -> int:
     atomically (a temporary name, then a rename); returns the rows written."""
     import pyarrow.parquet as pq
 
-    tmp = f"{os.path.abspath(path)}.tmp-{os.getpid()}"
+    tmp = temporary_path(os.path.abspath(path))
     writer, rows = None, 0
     try:
         for table in tables:
