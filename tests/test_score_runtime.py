@@ -286,12 +286,14 @@ def test_a_resume_with_another_runtime_is_refused(tmp_path, pool, exported):
         run(pool, model, tmp_path / "scores.parquet", runtime="torch", overwrite=False, resume=True)
 
 
-def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported):
+def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported, monkeypatch):
     """The CUDA rule's code path, run with CPU runners (no GPU here): both score the first batch again, timed,
     and the choice names both times."""
+    from egal.pipeline import model_runner
     from egal.pipeline.model_runner import load_runner
     from egal.pool import open_pool
 
+    monkeypatch.setattr(model_runner, "onnxruntime_lacks_cuda", lambda: False)  # as onnxruntime-gpu would say
     _, model, graph, _ = exported
     runner = load_runner(model)
     choice = runtime_module.choose_runtime(runner, requested="auto", model_sha256=file_digest(model),
@@ -299,6 +301,30 @@ def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported
                                            on_cuda=True, log=lambda *_: None)
     assert choice.runtime in ("torch", "onnxruntime")
     assert "with PyTorch" in choice.note and "with onnxruntime" in choice.note
+
+
+def test_on_a_cuda_device_without_onnxruntimes_cuda_provider_nothing_is_exported(tmp_path, pool, exported, exports,
+                                                                                  monkeypatch):
+    """The CPU-only onnxruntime wheel on a GPU node: auto scores with PyTorch at once and says why; a forced
+    onnxruntime is refused before any export."""
+    import onnxruntime
+
+    from egal.pipeline.model_runner import load_runner
+    from egal.pool import open_pool
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    model = copy_model(exported, tmp_path / "m", with_graph=False)
+    runner = load_runner(model)
+    choose = lambda requested: runtime_module.choose_runtime(  # noqa: E731
+        runner, requested=requested, model_sha256=file_digest(model), spec=open_pool(pool), batch_size=8, alpha=0.5,
+        load=load_runner, on_cuda=True, log=lambda *_: None)
+    choice = choose("auto")
+    assert choice.runtime == "torch" and choice.runner is runner
+    assert "no CUDAExecutionProvider" in choice.note and "egal-al[onnx]" in choice.note
+    with pytest.raises(EgalError, match=r"--runtime onnxruntime\) with a PyTorch model: on the GPU: onnxruntime has no "
+                                        "CUDAExecutionProvider"):
+        choose("onnxruntime")
+    assert exports == [] and cache.find_cached(model, file_digest(model)) is None
 
 
 # -- the command line ----------------------------------------------------------------------------------------

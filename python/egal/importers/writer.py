@@ -7,10 +7,11 @@ needs (egal.pool.writer explains why).
 
 Everything goes to hidden temporary names in the destination folder first: the Parquet file
 (`.NAME.tmp-PID-RANDOM`) and, when images or masks are written as files, their folder
-(`.STEM_files.tmp-PID-RANDOM/`; egal._atomic.temporary_path names both). `commit()` closes the file, moves the files folder into place, checks the
-result with egal.pool.open_pool (the same checks `egal score` runs), and only then renames the
-Parquet file to its destination. An exception, Ctrl-C or SIGTERM before that removes the temporary
-names (a SIGKILL leaves them hidden beside the destination, never at it).
+(`.STEM_files.tmp-PID-RANDOM/`; egal._atomic.temporary_path names both). `commit()` closes the
+file, moves the files folder into place, checks the result with egal.pool.open_pool (the same
+checks `egal score` runs), and only then renames the Parquet file to its destination. An exception,
+Ctrl-C or SIGTERM before that removes the temporary names (a SIGKILL leaves them hidden beside the
+destination, never at it).
 """
 from __future__ import annotations
 

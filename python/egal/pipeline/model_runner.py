@@ -116,6 +116,19 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
     return runner
 
 
+NO_CUDA_PROVIDER = ("onnxruntime has no CUDAExecutionProvider here (pip install 'egal-al[onnx]', i.e. onnxruntime-gpu, "
+                    "on a machine with a GPU)")
+
+
+def onnxruntime_lacks_cuda() -> bool:
+    """onnxruntime is installed but cannot run a graph on a GPU (the CPU-only wheel, or no CUDA libraries)."""
+    import onnxruntime as ort
+
+    from ..onnx.runner import CUDA_PROVIDER
+
+    return CUDA_PROVIDER not in ort.get_available_providers()
+
+
 def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunner:
     try:
         import onnxruntime as ort
@@ -126,8 +139,7 @@ def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunne
 
     if device == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
-            raise EgalError("device='cuda' (--device cuda): onnxruntime has no CUDAExecutionProvider here (pip "
-                            "install 'egal-al[onnx]', i.e. onnxruntime-gpu, on a machine with a GPU)")
+            raise EgalError(f"device='cuda' (--device cuda): {NO_CUDA_PROVIDER}")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
     else:
         scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])

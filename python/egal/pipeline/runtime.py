@@ -9,6 +9,8 @@
                  hold the graph, or when the graph's scores differ from PyTorch's by more than
                  PARITY_ATOL (a warning gives the difference). On a CUDA device both runtimes score
                  the first batch once more and the faster one scores the pool (not yet run on a GPU);
+                 there, an onnxruntime without its CUDA provider (the CPU-only wheel) means PyTorch, with
+                 nothing exported;
                  with Ray actors on GPUs (engine "ray", device "cuda"), which cannot be timed from the
                  driver, auto keeps PyTorch.
                  An `.onnx` model runs with onnxruntime.
@@ -131,6 +133,11 @@ class _OnnxFromTorch:
         if missing is not None:
             what = "onnxruntime is not installed" if missing == "onnx-cpu" else "the ONNX exporter is not installed"
             return self._torch_or_raise(f"{what} (pip install 'egal-al[{missing}]')")
+        if self.on_cuda:
+            from .model_runner import NO_CUDA_PROVIDER, onnxruntime_lacks_cuda
+
+            if onnxruntime_lacks_cuda():  # said before the export, which would be of no use
+                return self._torch_or_raise(f"on the GPU: {NO_CUDA_PROVIDER}")
         try:
             onnx_runner, how, difference = self._checked_graph()
         except _Unusable as exc:
