@@ -130,6 +130,9 @@ def test_strategies_share_the_seed_set_and_round_zero_model():
     assert runs[0]["rounds"][0]["accuracy"] == runs[1]["rounds"][0]["accuracy"]
     assert runs[0]["rounds"][0]["selected"] != runs[1]["rounds"][0]["selected"]
     assert [r["labels"] for r in runs[0]["rounds"]] == [12, 18]
+    for run in runs:  # the throughput of each round, for the GPU protocol's images/s and rows/s
+        assert all(r["train_images_per_second"] > 0 for r in run["rounds"])
+        assert run["rounds"][0]["select_rows_per_second"] > 0 and "select_rows_per_second" not in run["rounds"][1]
 
 
 @pytest.mark.parametrize("processes", ["one", "several"])

@@ -210,6 +210,20 @@ def test_training_is_deterministic_given_the_seed():
 
 
 @pytest.mark.parametrize("head", ["linear", "prototypical"])
+def test_the_history_counts_the_images_through_the_training_steps(head):
+    from egal.train.episodes import episodes_per_epoch
+
+    images, masks, labels = lesion_arrays(31, 32, seed=4)
+    config = small_config(head=head, epochs=3, batch_size=10)
+    _, history = train_model(images, masks, labels, CLASSES, config)
+    if head == "prototypical":  # 3 classes x (3 support + 4 query) per episode
+        expected = config.epochs * episodes_per_epoch(31, 3, config.k_shot, config.n_query) * 3 * 7
+    else:  # batches of 10, 10, 10; the last batch of one is dropped
+        expected = config.epochs * 30
+    assert history.images == expected
+
+
+@pytest.mark.parametrize("head", ["linear", "prototypical"])
 def test_training_learns_the_lesion_classes_and_saves_a_loadable_model(head, tmp_path):
     images, masks, labels = lesion_arrays(150, 32, seed=5)
     test_images, _, test_labels = lesion_arrays(90, 32, seed=6)

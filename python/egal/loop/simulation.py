@@ -120,6 +120,7 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
         if cam_record is not None:  # egal.report.cam_grid.RunCams: the experiment page's Grad-CAM grid
             cam_record.record(r, len(labelled), model)
         entry = {"round": r, "labels": int(len(labelled)), **metrics, "train_seconds": round(history.seconds, 2),
+                 "train_images_per_second": round(history.images / history.seconds, 1) if history.seconds else None,
                  "final_train_loss": history.epoch_loss[-1] if history.epoch_loss else None, "selected": []}
         if shared:
             entry["shared_with_other_strategies"] = True
@@ -130,6 +131,7 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
             if len(unlabelled) == 0:
                 record["rounds"].append(entry)
                 break
+            reused_scores = r == 0 and bool(round0_scores)  # another strategy's round-0 scores: none made here
             start = time.perf_counter()
             rows_u = pool[unlabelled]
             chosen = strategy.select(model, None if features is not None else dataset.images[rows_u],
@@ -142,7 +144,10 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
             pool_labels.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))
             entry["selected"] = dataset.ids[pool[picked]].tolist()
-            entry["select_seconds"] = round(time.perf_counter() - start, 2)
+            seconds = time.perf_counter() - start
+            entry["select_seconds"] = round(seconds, 2)
+            if not reused_scores and seconds > 0:
+                entry["select_rows_per_second"] = round(len(unlabelled) / seconds, 1)  # the pool rows it ranked
             if shortcut is not None:
                 entry["selected_marked_share"] = float(shortcut.marked[pool[picked]].mean())
                 entry["unlabelled_marked_share"] = float(shortcut.marked[rows_u].mean())
@@ -155,8 +160,18 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                 extra += f", marked in selection {entry['selected_marked_share']:.2f}"
         progress.log(f"{strategy.name} seed {seed} round {r}/{loop.rounds}: {entry['labels']} labels, "
                      f"acc {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} dice {metrics['dice']:.3f}{extra} "
-                     f"(train {history.seconds:.1f} s{', shared' if shared else ''})")
+                     f"(train {history.seconds:.1f} s{', shared' if shared else ''}{_speeds(entry)})")
     return record
+
+
+def _speeds(entry: dict) -> str:
+    """The round's throughput for the log: training images/s and, when it selected, pool rows ranked/s."""
+    text = ""
+    if entry.get("train_images_per_second"):
+        text += f", {entry['train_images_per_second']:,.0f} img/s"
+    if entry.get("select_rows_per_second"):
+        text += f"; select {entry['select_seconds']:.1f} s, {entry['select_rows_per_second']:,.0f} rows/s"
+    return text
 
 
 @dataclass

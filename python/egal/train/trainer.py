@@ -45,6 +45,7 @@ class TrainHistory:
     epoch_ce: list = field(default_factory=list)
     epoch_dice: list = field(default_factory=list)  # mean Dice distance (NaN when no row had an ROI)
     seconds: float = 0.0
+    images: int = 0  # images through the training steps (each episode's support and query), for images/s
 
 
 def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
@@ -94,6 +95,8 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
     elif features is not None:
         raise ValueError("a feature cache was given but config.trainable_from is None (nothing is frozen)")
     images, masks, labels = _check_data(images, masks, labels, classes, config)
+    if tail is None:  # copied once to where the model runs (a GPU): each episode then indexes it there
+        images, masks = images.to(config.device), masks.to(config.device)
     rois = _TrainingRois(masks, len(cached_views(config)) if tail is not None else 1, config.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -109,6 +112,7 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
         totals = []
         for batch in _epoch_batches(labels, config, rng):
             parts = _step(model, tail, images, rois, labels, batch, config, generator)
+            history.images += len(batch[0]) + len(batch[2]) if config.head == "prototypical" else len(batch)
             optimiser.zero_grad(set_to_none=True)
             parts["loss"].backward()
             optimiser.step()
