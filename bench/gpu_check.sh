@@ -1,48 +1,87 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine (issue 6): build with CUDA for sm_90, run the
-# tests with the CUDA backend, compute-sanitizer memcheck and racecheck, and the
-# GPU benchmark. Logs go to $OUT (or /tmp/egal-gpu).
+# Issue 17 as one prepared command for the GPU machine: build with the CUDA backend for sm_90, the CUDA tests
+# (CUDA against the CPU backend and the float64 definition), compute-sanitizer memcheck and racecheck on the
+# boundary shapes, the GPU benchmark (fused CUDA against the PyTorch reference on the GPU, with the copy
+# floor), and `egal score --device cuda` end to end (bench/gpu_score_check.py: parity of every runtime with
+# the CPU, DenseNet-121 rows/s against its forward pass alone).
+#
+# Rehearse here, on the CPU (every GPU part skips and says so; the build is skipped unless asked for):
+#   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-check bash bench/gpu_check.sh
+# On the device machine (nothing needs carrying; timeout_s 600):
+#   bash bench/gpu_check.sh
+#
+# Everything stays inside a deadline (EGAL_GPU_DEADLINE seconds, default 480): each step gets at most what is
+# left, so a slow step costs the ones after it, not the whole run. $OUT receives at most 8 files, written as
+# the run goes, so a run cut off still returns what it measured: log.txt (every step's whole output),
+# summary.md (one line per step: exit status and seconds), bench_cuda.json / bench_cuda.md (the benchmark)
+# and score_cuda.json (the end-to-end check).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/egal-gpu}
-mkdir -p "$OUT"
+WORK=/tmp/egal-gpu-work
+REHEARSAL=${EGAL_GPU_REHEARSAL:-0}
+DEADLINE=$(( $(date +%s) + ${EGAL_GPU_DEADLINE:-480} ))
+mkdir -p "$OUT" "$WORK"
+LOG="$OUT/log.txt"
+SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
-{ nvidia-smi; nvcc --version; python3 -c "import torch, numpy; print('torch', torch.__version__, 'numpy', numpy.__version__)"; } 2>&1 | tee "$OUT/versions.txt"
+: > "$LOG"
+echo "# bench/gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ "$REHEARSAL" = 1 ] && echo ', rehearsal on the CPU')" > "$SUMMARY"
 
-EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
-  python3 -m pip install --no-build-isolation --no-deps . 2>&1 | tail -5 | tee "$OUT/build.txt"
-python3 -c "import egal; print(egal.backends())" | tee -a "$OUT/build.txt"
+step() {  # step NAME LIMIT_SECONDS COMMAND...: runs COMMAND into the log, within LIMIT and the deadline
+  local name=$1 limit=$2 left start rc
+  shift 2
+  left=$(( DEADLINE - $(date +%s) ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -le 5 ]; then
+    echo "- $name: not run (the deadline was reached)" >> "$SUMMARY"
+    return 124
+  fi
+  echo "==== $name ($(date +%T), at most ${limit} s): $*" >> "$LOG"
+  start=$(date +%s)
+  timeout -k 10 "$limit" "$@" >> "$LOG" 2>&1
+  rc=$?
+  echo "- $name: exit $rc in $(( $(date +%s) - start )) s$([ "$rc" = 124 ] && echo ' (stopped at its limit)')" >> "$SUMMARY"
+  return $rc
+}
 
-python3 -m pytest -q tests/test_scorer_cuda.py tests/test_scorer_correctness.py tests/test_scorer_errors.py \
-  2>&1 | tail -15 | tee "$OUT/tests.txt"
+SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+{
+  echo "==== versions ($(date +%T))"
+  nvidia-smi || echo "nvidia-smi: not found"
+  nvcc --version || echo "nvcc: not found"
+  python3 -c "import sys, numpy, torch; print('python', sys.version.split()[0], 'numpy', numpy.__version__, 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+  python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())" || true
+  echo "compute-sanitizer: ${SANITIZER:-not found}; ncu: $(command -v ncu || echo not found)"
+  echo "$(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo)"
+} >> "$LOG" 2>&1
 
-sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
-for tool in memcheck racecheck; do
-  "$sanitizer" --tool "$tool" --error-exitcode 9 python3 bench/cuda_sanitizer_cases.py 2>&1 | tail -8 | tee "$OUT/sanitizer_$tool.txt"
-done
+if [ "$REHEARSAL" != 1 ] || [ "${EGAL_GPU_BUILD:-0}" = 1 ]; then
+  export EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+  step build 240 python3 -m pip install --no-build-isolation --no-deps --no-cache-dir . || { echo "the build failed: see log.txt" >> "$SUMMARY"; exit 2; }
+fi
+step backends 60 python3 -c "import egal; print(egal.__file__, egal.backends())"
 
-python3 -m pytest bench/bench_cuda.py --benchmark-only -q --benchmark-json="$OUT/bench_cuda.json" 2>&1 | tail -3
-python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" | tee "$OUT/bench_cuda.md"
+step cuda-tests 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_scorer_cuda.py tests/test_scorer_errors.py
 
-# egal score --device cuda end to end (issue 4's GPU path): the synthetic demo pool, a
-# tiny model (.pt and .onnx), scores compared with a CPU run of the same model.
-python3 - <<'PY' 2>&1 | tail -12 | tee "$OUT/score_cuda.txt"
-import os, subprocess, sys, numpy as np, pyarrow.parquet as pq, torch
-from egal.models import build_model, save_model
-from egal.demo_data import make_synthetic_pool
-work = os.environ.get("OUT", "/tmp/egal-gpu") + "/score"
-pool = str(make_synthetic_pool(work, n=512, image_size=128))
-torch.manual_seed(0)
-save_model(build_model("tiny_cnn", "linear", ("benign", "malignant", "normal"), input_size=(128, 128), in_channels=1), f"{work}/m.pt")
-subprocess.run([sys.executable, "-m", "egal.cli", "export", "--model", f"{work}/m.pt", "--out", f"{work}/m.onnx"], check=True)
-runs = {}
-for name, model, device in (("pt-cpu", "m.pt", "cpu"), ("pt-cuda", "m.pt", "cuda"), ("onnx-cuda", "m.onnx", "cuda")):
-    r = subprocess.run([sys.executable, "-m", "egal.cli", "score", "--pool", pool, "--model", f"{work}/{model}", "--device", device,
-                        "--out", f"{work}/{name}.parquet", "--overwrite", "--quiet"], capture_output=True, text=True)
-    print(name, r.returncode, r.stdout.strip().splitlines()[:1], r.stderr[-500:])
-    runs[name] = pq.read_table(f"{work}/{name}.parquet") if r.returncode == 0 else None
-for name in ("pt-cuda", "onnx-cuda"):
-    if runs[name] is not None:
-        a, b = runs["pt-cpu"].column("score").to_numpy(), runs[name].column("score").to_numpy()
-        print(name, "max |score - cpu|", float(np.nanmax(np.abs(a - b))), "ranks equal", runs["pt-cpu"].column("rank").to_pylist() == runs[name].column("rank").to_pylist())
-PY
+if [ -n "$SANITIZER" ]; then
+  for tool in memcheck racecheck; do
+    step "sanitizer-$tool" 90 "$SANITIZER" --tool "$tool" --error-exitcode 9 python3 bench/cuda_sanitizer_cases.py
+  done
+else
+  echo "- sanitizer: compute-sanitizer not found, not run" >> "$SUMMARY"
+fi
+
+step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benchmark-only -q -rs -p no:cacheprovider \
+  --benchmark-json="$OUT/bench_cuda.json"
+[ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
+
+if [ "$REHEARSAL" = 1 ]; then
+  SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16)
+else
+  SCORE_ARGS=(--device cuda)
+fi
+step score-end-to-end 150 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
+
+echo "- done at $(date +%T), $(( $(date +%s) - DEADLINE + ${EGAL_GPU_DEADLINE:-480} )) s in all" >> "$SUMMARY"
+cat "$SUMMARY"

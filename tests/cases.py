@@ -7,6 +7,18 @@ import numpy as np
 # half-precision bounds only add headroom for float32 rounding of larger sums.
 TOLERANCE = {"float32": 2e-5, "float16": 5e-5, "bfloat16": 5e-5}
 
+# (B, K, h, w, C, H, W): the shapes every backend is checked at against the float64 definition
+SHAPES = {
+    "B1-K1-7x7-to-224": (1, 1, 7, 7, 2, 224, 224),
+    "K1024-densenet": (4, 1024, 7, 7, 3, 224, 224),
+    "h!=w-C100-nonmultiple": (3, 32, 5, 9, 100, 37, 61),
+    "downsampling": (2, 16, 14, 10, 2, 9, 6),
+    "1x1-map": (2, 8, 1, 1, 2, 10, 10),
+    "same-size": (5, 64, 28, 28, 4, 28, 28),
+    "1x1-roi": (2, 4, 3, 4, 5, 1, 1),
+}
+MASK_KINDS = ["hard", "bool", "soft", "sparse", "empty"]
+
 
 def make_masks(rng, B, H, W, kind):
     if kind == "hard":

@@ -7,24 +7,12 @@ from hypothesis import strategies as st
 
 import egal
 import scoring_f64
-from cases import TOLERANCE, assert_matches, make_boxes, make_case
+from cases import MASK_KINDS, SHAPES, TOLERANCE, assert_matches, make_boxes, make_case
 from conftest import CPU_BACKENDS
-
-# (B, K, h, w, C, H, W)
-SHAPES = [
-    pytest.param((1, 1, 7, 7, 2, 224, 224), id="B1-K1-7x7-to-224"),
-    pytest.param((4, 1024, 7, 7, 3, 224, 224), id="K1024-densenet"),
-    pytest.param((3, 32, 5, 9, 100, 37, 61), id="h!=w-C100-nonmultiple"),
-    pytest.param((2, 16, 14, 10, 2, 9, 6), id="downsampling"),
-    pytest.param((2, 8, 1, 1, 2, 10, 10), id="1x1-map"),
-    pytest.param((5, 64, 28, 28, 4, 28, 28), id="same-size"),
-    pytest.param((2, 4, 3, 4, 5, 1, 1), id="1x1-roi"),
-]
-MASK_KINDS = ["hard", "bool", "soft", "sparse", "empty"]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("source", ["gradients", "weights"])
 def test_matches_float64_over_shapes(backend, shape, source, rng):
     B, K, h, w, C, H, W = shape

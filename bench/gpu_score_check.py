@@ -1,0 +1,170 @@
+"""`egal score --device cuda` end to end, in one process, as bench/gpu_check.sh runs it (issue 17).
+
+    python bench/gpu_score_check.py --work /tmp/egal-gpu-work --json score_cuda.json        # on the GPU machine
+    python bench/gpu_score_check.py --device cpu --rows 48 --densenet-rows 32 --work /tmp/w  # the rehearsal
+
+1. The same scores on the GPU: a tiny model (.pt, and its .onnx export) scores a synthetic pool on the CPU with
+   PyTorch, the baseline, then on --device with PyTorch (runtime "torch"), with auto (which runtime it picks
+   and why), with the .onnx graph (onnxruntime's CUDA provider; where onnxruntime has none, the error it
+   gives), and through onnxruntime's IOBinding path with the provider there is. Each: the largest |score -
+   baseline| (the tolerance is egal.pipeline.runtime.PARITY_ATOL) and how many rows changed rank. Then the
+   command itself once: `egal score --device DEVICE` on the .pt model.
+2. Speed of the paper's model: DenseNet-121 (random initialisation, prototypical head) at 224 x 224 grey, rows/s
+   of `egal score` end to end (decoding, model, fused scorer, shards, ranking) per batch size, of egal's
+   Grad-CAM inputs + fused scorer on batches already on the device, and of the forward pass alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import egal
+from egal.demo_data import make_synthetic_pool
+from egal.gradcam import score_images
+from egal.models import build_model, save_model
+from egal.onnx import export_onnx
+from egal.pipeline.runtime import PARITY_ATOL
+
+CLASSES = ("benign", "malignant", "normal")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="/tmp/egal-gpu-work", help="scratch folder (pools, models, outputs)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--rows", type=int, default=512, help="rows of the parity pool")
+    parser.add_argument("--densenet-rows", type=int, default=1024, help="rows of the DenseNet-121 pool")
+    parser.add_argument("--batch-sizes", default="32,128", help="egal score batch sizes for DenseNet-121")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {"device": args.device, "torch": torch.__version__, "backends": egal.backends()}
+    if args.device == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(0)
+    results["parity"] = parity(work, args.device, args.rows)
+    _dump(results, args.json)
+    results["densenet121"] = densenet_speed(work, args.device, args.densenet_rows,
+                                            [int(b) for b in args.batch_sizes.split(",")])
+    _dump(results, args.json)
+    print(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+# -- 1. the same scores on the device ------------------------------------------------------------------------
+
+def parity(work: Path, device: str, rows: int) -> dict:
+    pool = str(make_synthetic_pool(work / "parity", n=rows, image_size=128))
+    torch.manual_seed(0)
+    pt = str(work / "tiny.pt")
+    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(128, 128), in_channels=1), pt)
+    onnx = export_onnx(pt, str(work / "tiny.onnx"))
+    baseline = _score(pool, pt, work / "pt-cpu.parquet", device="cpu", runtime="torch")
+    out = {"pool_rows": rows, "tolerance": PARITY_ATOL, "baseline": "PyTorch on the CPU"}
+    for name, model, runtime in (("pt-torch", pt, "torch"), ("pt-auto", pt, "auto"), ("onnx", onnx, "auto")):
+        try:
+            run = _score(pool, model, work / f"{name}.parquet", device=device, runtime=runtime)
+        except Exception as exc:  # recorded: the .onnx run fails where onnxruntime has no CUDA provider
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        out[name] = {"runtime": run.runtime, "note": run.runtime_note, "rows_per_second": round(run.rows_per_second, 1),
+                     **_difference(baseline.table, run.table)}
+    out["iobinding"] = _iobinding(pool, onnx)
+    command = [sys.executable, "-m", "egal.cli", "score", "--pool", pool, "--model", pt, "--device", device,
+               "--runtime", "torch", "--out", str(work / "cli.parquet"), "--overwrite", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    out["cli"] = {"exit": done.returncode, "stdout": done.stdout.strip()[-300:], "stderr": done.stderr.strip()[-300:]}
+    if done.returncode == 0:
+        import pyarrow.parquet as pq
+
+        out["cli"].update(_difference(baseline.table, pq.read_table(work / "cli.parquet")))
+    return out
+
+
+def _score(pool, model, out, **options):
+    return egal.score_pool(pool, model, out=str(out), overwrite=True, progress=False, **options)
+
+
+def _difference(a, b) -> dict:
+    """Largest |score difference| and how many rows changed rank, between two runs over one pool (pool order)."""
+    assert a.column("id").to_pylist() == b.column("id").to_pylist()
+    x, y = (t.column("score").to_numpy(zero_copy_only=False).astype(float) for t in (a, b))
+    same_nan = bool(np.array_equal(np.isnan(x), np.isnan(y)))
+    both = ~np.isnan(x) & ~np.isnan(y)
+    worst = float(np.max(np.abs(x[both] - y[both]))) if both.any() else 0.0
+    moved = sum(p != q for p, q in zip(a.column("rank").to_pylist(), b.column("rank").to_pylist(), strict=True))
+    return {"max_score_difference": worst, "within_tolerance": same_nan and worst <= PARITY_ATOL,
+            "rows_that_changed_rank": moved}
+
+
+def _iobinding(pool: str, onnx: str) -> dict:
+    """onnxruntime's IOBinding path with the best provider there is, against its plain run on the CPU."""
+    import onnxruntime as ort
+
+    from egal.onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
+    from egal.pool import DecodeSettings, decode_batch, open_pool
+
+    provider = CUDA_PROVIDER if CUDA_PROVIDER in ort.get_available_providers() else CPU_PROVIDER
+    settings = DecodeSettings(input_size=(128, 128), in_channels=1)
+    batch = decode_batch(next(iter(open_pool(pool).iter_batches(32))), settings)
+    bound = OnnxGradCAM(onnx, providers=[provider], io_binding=True).score(batch.images, batch.masks)
+    plain = OnnxGradCAM(onnx, providers=[CPU_PROVIDER], io_binding=False).score(batch.images, batch.masks)
+    worst = float(np.nanmax(np.abs(np.asarray(bound.score) - np.asarray(plain.score))))
+    return {"provider": provider, "rows": len(batch.ids), "max_score_difference_to_cpu": worst,
+            "within_tolerance": worst <= PARITY_ATOL}
+
+
+# -- 2. the paper's model: rows per second ---------------------------------------------------------------------
+
+def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int]) -> dict:
+    pool = str(make_synthetic_pool(work / "densenet", n=rows, image_size=224))
+    torch.manual_seed(0)
+    model = build_model("densenet121", "prototypical", CLASSES, input_size=(224, 224), in_channels=1)
+    model.fit_prototypes(torch.rand(6, 1, 224, 224), torch.tensor([0, 1, 2, 0, 1, 2]))  # so that the head runs
+    pt = str(work / "densenet121.pt")
+    save_model(model.eval(), pt)
+    out = {"pool_rows": rows, "egal_score_rows_per_second": {}, "in_memory_rows_per_second": {},
+           "forward_only_rows_per_second": {}}
+    for b in batch_sizes:
+        run = _score(pool, pt, work / f"densenet-{b}.parquet", device=device, runtime="torch", batch_size=b)
+        out["egal_score_rows_per_second"][b] = round(run.rows_per_second, 1)
+    model = model.to(device).eval()
+    for b in batch_sizes:
+        images = torch.rand(b, 1, 224, 224, device=device)
+        masks = torch.zeros(b, 224, 224, dtype=torch.uint8, device=device)
+        masks[:, 60:140, 70:150] = 1
+        with torch.inference_mode():
+            out["forward_only_rows_per_second"][b] = _rate(lambda: model(images), b, device)  # noqa: B023
+        out["in_memory_rows_per_second"][b] = _rate(lambda: score_images(model, images, masks),  # noqa: B023
+                                                    b, device)
+    return out
+
+
+def _rate(step, batch: int, device: str, warmup: int = 3, seconds: float = 3.0) -> float:
+    """Rows per second of `step` (one batch), after warm-up, synchronised on a GPU."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    sync()
+    return round(n * batch / (time.perf_counter() - start), 1)
+
+
+def _dump(results: dict, path: str | None) -> None:
+    if path:  # after each part, so that a run cut off still returns what it measured
+        Path(path).write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
