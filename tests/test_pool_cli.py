@@ -102,3 +102,14 @@ def test_round_trip_commands(layout, tmp_path, capsys):
     assert info["labels"] == {"glioma": 2} and info["roi"]["mask"] == 2
     assert pool("info", tmp_path / "r2.parquet") == 0
     assert "100.0 %) labelled" in capsys.readouterr().out
+
+
+def test_export_selection_names_the_folder_of_unlabelled_rows_as_from_folders_reads_it(layout, tmp_path):
+    assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
+    assert pool("export-selection", "--pool", tmp_path / "p.parquet", "--to", "folders", "--out", tmp_path / "out",
+                "--unlabeled-folder", "to-label", "--quiet") == 0
+    assert (tmp_path / "out" / "to-label" / "b.png").is_file() and not (tmp_path / "out" / "unlabeled").exists()
+    assert pool("from-folders", tmp_path / "out", "--unlabeled-folder", "to-label", "--out", tmp_path / "back.parquet",
+                "--quiet") == 0
+    back = pq.read_table(tmp_path / "back.parquet").to_pydict()
+    assert back["label"][back["id"].index("b")] is None

@@ -30,9 +30,11 @@ with a finite H_norm and a D that is finite or NaN; the others (rows in error,
 or an infinite D, or rows left out by `valid`) get NaN, take no rank, and
 never shift another row's rank. Output is float64.
 
-Why "rank": in `egal demo` misalignment spans about 0.89-0.97 while normalised
-entropy spans about 0.1-0.5, so with "raw" at alpha = 0.5 the entropy term
-decides the order nearly alone; ranks give each term the weight alpha says.
+Why "rank": in `egal demo` normalised entropy spreads twice as widely as
+misalignment (standard deviation 0.22 against 0.11 over the scored rows), so with
+"raw" at alpha = 0.5 the entropy term sets most of the order (the score's rank
+correlation is 0.68 with entropy, 0.23 with misalignment); ranks give each term the
+weight alpha says.
 Ranks depend on the whole set scored together: a row's rank score changes when
 other rows are added, so `egal score --combine rank` computes it once every
 row of the pool is scored.

@@ -14,9 +14,10 @@ import sys
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
-        help="export a saved model to ONNX (logits, activations, closed-form cam_weights)",
+        help="export a saved model to ONNX (logits, activations, closed-form cam_weights, embedding)",
         description="Export a model saved with egal.models.save_model to an ONNX graph whose outputs are logits, "
-                    "activations and the closed-form Grad-CAM weights cam_weights, with a dynamic batch axis. "
+                    "activations, the closed-form Grad-CAM weights cam_weights and the selection embedding, with a "
+                    "dynamic batch axis. "
                     "Needs PyTorch, onnx and onnxscript (pip install 'egal-al[export]').",
     )
     parser.add_argument("--model", required=True, help="model file written by egal.models.save_model (.pt)")

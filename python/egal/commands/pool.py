@@ -212,6 +212,9 @@ def _export(commands) -> None:
                    help="name of the ROI in the tool (default: %(default)s)")
     p.add_argument("--url-prefix", default=default_of(ExportOptions, "url_prefix"),
                    help="label-studio: prefix of the image URLs (default: %(default)s, Local Storage)")
+    p.add_argument("--unlabeled-folder", default=default_of(ExportOptions, "unlabeled_folder"),
+                   help="folders: the folder of the rows without a label, as from-folders reads it back "
+                   "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run_export)
