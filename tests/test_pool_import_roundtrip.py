@@ -83,6 +83,25 @@ def test_a_selection_exports_its_rows_in_rank_order(mask_pool, tmp_path):
         export_selection(mask_pool, tmp_path / "out", progress=False)
 
 
+def test_overwrite_replaces_an_earlier_export_and_nothing_else(mask_pool, tmp_path, monkeypatch):
+    export_selection(mask_pool, tmp_path / "out", progress=False)
+    export_selection(mask_pool, tmp_path / "out", overwrite=True, progress=False)  # an earlier export: replaced
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "notes.txt").write_text("the user's")
+    with pytest.raises(SourceError, match="holds files that egal did not export"):
+        export_selection(mask_pool, own, overwrite=True, progress=False)
+    assert (own / "notes.txt").read_text() == "the user's"
+    monkeypatch.chdir(own)
+    for where in (".", "", str(tmp_path), str(mask_pool.parent)):  # the working folder, above it, the pool's
+        with pytest.raises(SourceError, match="empty|working folder"):
+            export_selection(mask_pool, where, overwrite=True, progress=False)
+    assert (own / "notes.txt").is_file() and mask_pool.is_file()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SourceError, match="is a file, not a folder"):
+        export_selection(mask_pool, tmp_path / "a-file", overwrite=True, progress=False)
+
+
 def rle_pack_decode(rle):
     """thi.ng rle-pack's decode (Label Studio's brush format), written from its published source."""
     bits = "".join(format(b, "08b") for b in rle)

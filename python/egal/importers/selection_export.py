@@ -95,18 +95,37 @@ def read_selection(path) -> dict[str, dict]:
     return chosen
 
 
-def _target_folder(out, overwrite: bool) -> Path:
+# Written into every export folder: --overwrite replaces a folder only when it holds this mark (an earlier
+# export), never a folder of the user's own files.
+EXPORT_MARK = ".egal-export.json"
+
+
+def _target_folder(out, overwrite: bool, pool) -> Path:
+    if not str(out).strip():
+        raise SourceError("--out is empty: name the new folder to write the export to")
     out = Path(out).expanduser()
+    where, here = out.resolve(), Path.cwd().resolve()
+    pool_path = Path(pool).expanduser().resolve()
+    if where == here or where in here.parents or where == pool_path or where in pool_path.parents:
+        raise SourceError(f"--out {str(out)!r} is the working folder, a folder above it, or one that holds the pool: "
+                          "export into a folder of its own")
     if not out.parent.is_dir():
         raise SourceError(f"--out {str(out)!r}: its folder {str(out.parent)!r} does not exist")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise SourceError(f"--out {str(out)!r} exists and is not an empty folder: pass overwrite=True (--overwrite) "
-                          "to replace it")
+    if out.exists():
+        if not out.is_dir():
+            raise SourceError(f"--out {str(out)!r} is a file, not a folder")
+        if any(out.iterdir()):
+            if not (out / EXPORT_MARK).is_file():
+                raise SourceError(f"--out {str(out)!r} holds files that egal did not export, which --overwrite never "
+                                  "deletes: choose a new or empty folder")
+            if not overwrite:
+                raise SourceError(f"--out {str(out)!r} holds an earlier export: pass overwrite=True (--overwrite) to "
+                                  "replace it")
     return out
 
 
 def run_export(o: ExportOptions) -> ExportResult:
-    out = _target_folder(o.out, o.overwrite)
+    out = _target_folder(o.out, o.overwrite, o.pool)
     spec = open_pool(o.pool)
     chosen = read_selection(o.selection) if o.selection else None
     tmp = Path(temporary_path(out, hidden=True))
@@ -132,6 +151,8 @@ def run_export(o: ExportOptions) -> ExportResult:
             raise SourceError(f"{len(missing)} id(s) of the selection are not in the pool {o.pool!r}: {shown}{more} "
                               "(a selection from another pool?)")
         files = writer.finish(chosen)
+        (tmp / EXPORT_MARK).write_text(json.dumps({"written_by": "egal pool export-selection", "to": o.to,
+                                                   "pool": str(o.pool), "rows": len(writer.written)}))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
