@@ -190,7 +190,9 @@ def test_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     save_model(make_model("tiny_cnn", "prototypical", 3, (32, 32)), tmp_path / "model.pt")
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an earlier graph")
-    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2
+    from egal.cli import main
+
+    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2  # the CLI's exit status
     err = capsys.readouterr().err
     assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier graph"
     assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 0

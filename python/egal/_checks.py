@@ -77,7 +77,9 @@ def renamed(exc: Exception, name_of) -> Exception | None:
     name = name_of(argument) if argument is not None else None
     if name is None:
         return None
-    return bad_argument(type(exc), name, exc.problem)
+    # Named for a command line, it is a user's error there (exit 2, no traceback) whatever the library raised.
+    kind = type(exc) if isinstance(exc, EgalError) else EgalTypeError if isinstance(exc, TypeError) else EgalError
+    return bad_argument(kind, name, exc.problem)
 
 
 def is_int(value) -> bool:

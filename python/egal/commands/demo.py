@@ -21,6 +21,8 @@ from ..errors import EgalError
 from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
 
 DEFAULT_OUT = "egal-demo"
+# What the demo writes into --out (the ONNX export also leaves its cached copy, model.pt.KEY.onnx).
+DEMO_FILES = ("pool.parquet", "model.pt", "model.onnx", "scores.parquet", "scores.selection.csv")
 
 
 def register(subparsers):
@@ -58,6 +60,8 @@ def register(subparsers):
     parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and "
                         "results")
+    parser.add_argument("--overwrite", action="store_true",
+                        help=f"replace the demo's files ({', '.join(DEMO_FILES)}) where --out already holds them")
     parser.set_defaults(func=run)
 
 
@@ -72,10 +76,27 @@ def run(args) -> int:
     except ImportError:
         raise EgalError("egal demo trains a model and needs PyTorch: pip install 'egal-al[torch]' "
                         "(or run `egal demo --scorer-only`)") from None
-    os.makedirs(args.out, exist_ok=True)
+    _prepare_out(args.out, args.overwrite)
     pool = _make_pool(args)
     model_path, onnx_path = _train(args, pool)
     return _score(args, pool, model_path, onnx_path)
+
+
+def _prepare_out(out: str, overwrite: bool) -> None:
+    """The demo's folder, made if missing (its parent must exist); files of the user's that the demo would
+    replace are refused unless --overwrite."""
+    if not out.strip():
+        raise EgalError("--out is empty: name the folder for the demo's files")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise EgalError(f"--out {out!r}: its folder {parent!r} does not exist")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise EgalError(f"--out {out!r} is a file: name a folder for the demo's files")
+    present = [name for name in DEMO_FILES if os.path.exists(os.path.join(out, name))]
+    if present and not overwrite:
+        raise EgalError(f"--out {out!r} already holds {', '.join(present)}: pass --overwrite to replace them, or "
+                        "choose another folder")
+    os.makedirs(out, exist_ok=True)
 
 
 def _check(args) -> None:

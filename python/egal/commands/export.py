@@ -7,8 +7,9 @@ be exported, with the reason on stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+
+from .._paths import check_new_file, check_not_an_input
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,14 +32,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
-    if os.path.exists(args.out) and not args.overwrite:
-        print(f"egal export: error: --out {args.out!r} already exists: pass --overwrite to replace it, or choose "
-              "another path", file=sys.stderr)
-        return 2
-    folder = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(folder):
-        print(f"egal export: error: the folder of --out ({folder}) does not exist", file=sys.stderr)
-        return 2
+    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
+    check_not_an_input(args.out, "--out", {"--model": args.model})
     try:
         from ..onnx import export as exporter
         from ..onnx import graph

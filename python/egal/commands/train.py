@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from .._atomic import temporary_path
+from .._paths import check_new_file, check_not_an_input
 from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
@@ -40,12 +41,9 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"the folder of --out ({out_dir}) does not exist")
-    if os.path.exists(args.out) and not args.overwrite:  # checked before training, not after
-        raise FileExistsError(f"--out {args.out!r} already exists: pass --overwrite to replace it, or choose another "
-                              "path")
+    # Checked before training, not after it.
+    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
+    check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
     import torch
 
     from ..loop.config import ExperimentConfig, load_config

@@ -76,6 +76,7 @@ def import_csv(o: CsvOptions) -> ImportResult:
     images = _group_rows(rows, o)
     extra = [pa.field("source_path", pa.string())]
     with ImportSession(f"table {table}", o.out, pool_schema(o.images_as, o.roi, extra), overwrite=o.overwrite,
+                       inputs={"the table (TABLE)": table},
                        progress=o.progress, total=len(images)) as session:
         for ident, entry in images.items():
             _import_one(session, o, table.parent, ident, entry)

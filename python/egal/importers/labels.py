@@ -111,7 +111,7 @@ def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
 
 def run_add_labels(o: LabelOptions) -> LabelResult:
     spec = open_pool(o.pool)
-    out = check_destination(o.out, o.overwrite)
+    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels})
     _check_paths_stay_valid(spec, out)
     given, empty = read_labels(o)
     label_type = _label_type(spec)

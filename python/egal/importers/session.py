@@ -60,10 +60,11 @@ class ImportSession:
     """with ImportSession(...) as s: s.add(row, has_roi) / s.ledger.skip(...); then s.result."""
 
     def __init__(self, source: str, out, schema: pa.Schema, *, overwrite: bool, files_folder: bool = False,
-                 progress: bool = True, total: int = 0, unit: str = "images"):
+                 progress: bool = True, total: int = 0, unit: str = "images", inputs: dict | None = None):
+        """inputs: {argument: path} of the files the import reads, which `out` must never be."""
         self.source = source
         self.ledger = SkipLedger()
-        self.writer = StreamingPoolWriter(out, schema, overwrite=overwrite, files_folder=files_folder)
+        self.writer = StreamingPoolWriter(out, schema, overwrite=overwrite, files_folder=files_folder, inputs=inputs)
         self.labels: Counter = Counter()
         self.rows_with_roi = 0
         self._ids: set = set()

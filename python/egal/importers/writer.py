@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import temporary_path
+from .._paths import check_new_file, check_not_an_input
+from ..errors import EgalError
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
 
@@ -56,16 +58,16 @@ def pool_schema(images_as: str, roi: str | None, extra: list[pa.Field] = ()) -> 
     return pa.schema(fields)
 
 
-def check_destination(out, overwrite: bool, what: str = "--out") -> Path:
-    """The destination as a Path; SourceError when its folder is missing or it exists without overwrite."""
-    out = Path(out).expanduser()
-    if not out.parent.is_dir():
-        raise SourceError(f"{what} {str(out)!r}: its folder {str(out.parent)!r} does not exist")
-    if out.is_dir():
-        raise SourceError(f"{what} {str(out)!r} is a folder; give the path of the Parquet file to write")
-    if out.exists() and not overwrite:
-        raise SourceError(f"{what} {str(out)!r} already exists: pass overwrite=True (--overwrite) to replace it")
-    return out
+def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | None = None) -> Path:
+    """The destination as a Path; SourceError when its folder is missing, it is a folder or one of `inputs`
+    ({argument: path}), or it exists without overwrite."""
+    path = os.path.expanduser(os.fspath(out))
+    try:
+        check_new_file(path, what, replace=overwrite)
+        check_not_an_input(path, what, inputs or {})
+    except EgalError as exc:
+        raise SourceError(str(exc)) from None
+    return Path(path)
 
 
 class StreamingPoolWriter:
@@ -75,8 +77,9 @@ class StreamingPoolWriter:
     """
 
     def __init__(self, out, schema: pa.Schema, *, overwrite: bool = False, files_folder: bool = False,
-                 flush_rows: int = ROW_GROUP_ROWS, flush_bytes: int = FLUSH_BYTES):
-        self.out = check_destination(out, overwrite)
+                 flush_rows: int = ROW_GROUP_ROWS, flush_bytes: int = FLUSH_BYTES, inputs: dict | None = None):
+        """inputs: {argument: path} of what the import reads, which `out` must not be (--overwrite or not)."""
+        self.out = check_destination(out, overwrite, inputs=inputs)
         self.schema = schema
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.folder = self.out.parent

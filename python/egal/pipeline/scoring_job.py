@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from .. import __version__
+from .._paths import check_new_file, check_not_an_input
 from ..pool import open_pool
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
@@ -113,6 +114,20 @@ def score_pool(
         per_group=per_group, progress=progress, verbose=verbose))
 
 
+def _check_output_paths(o: ScoreOptions) -> None:
+    """Every file the run will write can be written, and none is an input, before any scoring: the output
+    (whose existence the shard store judges, with resume and overwrite) and the selection and embeddings
+    files beside it, which replace an existing file only with overwrite=True or resume=True."""
+    inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
+    check_not_an_input(o.out, "out (--out)", inputs)
+    check_new_file(o.out, "out (--out)", replace=True)
+    sidecars = {"select_out (--select-out)": o.selection_path, "the embeddings file (--embeddings)": o.embeddings_path}
+    for name, path in sidecars.items():
+        if path is not None:
+            check_not_an_input(path, name, {**inputs, "out (--out)": o.out})
+            check_new_file(path, name, replace=o.overwrite or o.resume)
+
+
 def run_scoring(options: ScoreOptions) -> PoolScores:
     """score_pool with its arguments given as a ScoreOptions."""
     if not isinstance(options, ScoreOptions):
@@ -149,6 +164,7 @@ class ScoringJob:
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
+        _check_output_paths(o)
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import bad_argument
+from .._paths import check_new_file, check_not_an_input
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
 from .embedding_file import EmbeddingFile, embeddings_path_for
 from .errors import SelectionError
@@ -94,9 +95,10 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     if not os.path.isfile(scores):
         raise bad_argument(SelectionError, "scores", f"file {scores!r} does not exist: pass the output of egal score "
                            "(its --out)")
-    if out is not None and os.path.exists(out) and not overwrite:
-        raise bad_argument(SelectionError, "out", f"{out!r} already exists: pass overwrite=True (--overwrite) to "
-                           "replace it, or choose another path")
+    if out is not None:
+        check_new_file(out, "out (--out)", replace=overwrite)
+        check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
+                                                "pool (--pool)": pool})
     try:
         ranked = pq.read_table(scores, columns=["id", "pred", "entropy_norm", "misalignment", "score", "rank",
                                                 "status"])

@@ -1,0 +1,39 @@
+"""The checks every command makes on a path it will write, before any work: a failed or mistaken run must
+never destroy an input or a file the user did not ask to replace."""
+from __future__ import annotations
+
+import os
+
+from .errors import EgalError
+
+
+def same_path(a, b) -> bool:
+    """a and b name the same file (through links or relative parts)."""
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_an_input(path, name: str, inputs: dict) -> None:
+    """EgalError when `path` (the argument `name`) is one of `inputs` ({argument: path}): writing it would destroy
+    that input, with --overwrite or without."""
+    for input_name, input_path in inputs.items():
+        if input_path is not None and os.fspath(input_path) and same_path(path, input_path):
+            raise EgalError(f"{name} {os.fspath(path)!r} is the same file as {input_name}: writing it would destroy "
+                            "that input; choose another path")
+
+
+def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=True (--overwrite)") -> None:
+    """EgalError unless `path` (the argument `name`) can be written as a file: its folder exists, it is not a
+    folder, and it does not exist yet unless `replace` (then `hint` says how to allow it)."""
+    path = os.fspath(path)
+    if not path.strip():
+        raise EgalError(f"{name} is empty: name the file to write")
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise EgalError(f"{name} {path!r} is a folder: name the file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise EgalError(f"{name} {path!r}: its folder {folder!r} does not exist")
+    if os.path.exists(path) and not replace:
+        raise EgalError(f"{name} {path!r} already exists: pass {hint} to replace it, or choose another path")

@@ -1,0 +1,108 @@
+"""What a command writes never destroys an input or a file the user did not ask to replace (egal._paths): an
+output that is an input is refused with --overwrite too, a selection or embeddings file beside the scores is
+replaced only with --overwrite, a folder or an empty path is refused before any work, and `egal demo` asks
+before replacing files of the same names. Each refusal is exit 2 with one line, and the file is untouched."""
+import pytest
+
+from egal.cli import main
+from pool_import_sources import write_csv
+from pools import make_rows, save_tiny_model, write_pool
+
+pytest.importorskip("torch")
+
+FAST_TRAIN = ["--architecture", "tiny_cnn", "--head", "linear", "--input-size", "32", "--epochs", "1",
+              "--batch-size", "8"]
+
+
+@pytest.fixture()
+def scored(tmp_path):
+    """(pool, model) for egal score, in tmp_path."""
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, size=64, roi="boxes"))
+    model = save_tiny_model(tmp_path / "model.pt", input_size=(32, 32))
+    return pool, model
+
+
+def refused(capsys, argv, *needles):
+    """The command exits 2 with one error line that holds every needle (and no traceback)."""
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+def test_score_never_writes_over_its_inputs(scored, tmp_path, capsys):
+    pool, model = scored
+    before = open(pool, "rb").read()
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", pool, "--overwrite"], "same file as pool")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--select-out", pool, "--overwrite"], "select_out (--select-out)", "same file as pool")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--select-out", tmp_path / "s.parquet"], "same file as out")
+    assert open(pool, "rb").read() == before and not (tmp_path / "s.parquet").exists()
+
+
+def test_score_replaces_a_selection_file_only_with_overwrite(scored, tmp_path, capsys):
+    pool, model = scored
+    mine = tmp_path / "keep.csv"
+    mine.write_text("my own notes\n")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--select-out", mine, "--quiet"], "keep.csv' already exists", "--overwrite")
+    assert mine.read_text() == "my own notes\n" and not (tmp_path / "s.parquet.parts").exists()
+    (tmp_path / "s.selection.csv").write_text("the default name, the user's\n")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--quiet"], "s.selection.csv' already exists")
+    assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--select", "3",
+                 "--quiet", "--overwrite"]) == 0
+    assert (tmp_path / "s.selection.csv").read_text().startswith("rank,id")
+
+
+def test_score_refuses_a_folder_or_an_empty_path_before_scoring(scored, tmp_path, capsys):
+    pool, model = scored
+    (tmp_path / "folder").mkdir()
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "folder", "--overwrite"],
+            "is a folder")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", f"{tmp_path}/new/"], "is a folder")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", ""], "--out")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "2",
+                     "--select-out", tmp_path / "missing" / "a.csv"], "does not exist")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "model.pt", "pool.parquet"]
+
+
+def test_train_export_and_select_refuse_their_input_as_output(scored, tmp_path, capsys):
+    pool, model = scored
+    before = {p: open(p, "rb").read() for p in (pool, model)}
+    refused(capsys, ["train", "--pool", pool, "--out", pool, "--overwrite", *FAST_TRAIN], "same file as --pool")
+    refused(capsys, ["export", "--model", model, "--out", model, "--overwrite"], "same file as --model")
+    assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--quiet"]) == 0
+    scores = (tmp_path / "s.parquet").read_bytes()
+    refused(capsys, ["select", "--scores", tmp_path / "s.parquet", "--select", "2", "--out", tmp_path / "s.parquet",
+                     "--overwrite"], "same file as scores")
+    assert (tmp_path / "s.parquet").read_bytes() == scores
+    assert {p: open(p, "rb").read() for p in (pool, model)} == before
+
+
+def test_pool_commands_refuse_their_input_table_as_output(tmp_path, capsys):
+    from pool_import_sources import folder_image
+
+    folder_image(tmp_path / "img" / "a.png", 10)
+    table = write_csv(tmp_path / "t.csv", ["path", "label"], [["img/a.png", "x"]])
+    refused(capsys, ["pool", "from-csv", table, "--image", "path", "--label", "label", "--out", table, "--overwrite",
+                     "--quiet"], "same file as the table")
+    assert table.read_text().startswith("path,label")
+    assert main(["pool", "from-csv", str(table), "--image", "path", "--label", "label", "--out",
+                 str(tmp_path / "p.parquet"), "--quiet"]) == 0
+    labels = write_csv(tmp_path / "labels.csv", ["id", "label"], [["img/a", "y"]])
+    refused(capsys, ["pool", "add-labels", tmp_path / "p.parquet", labels, "--out", labels, "--overwrite"],
+            "same file as the labels table")
+    assert labels.read_text().startswith("id,label")
+
+
+def test_demo_asks_before_replacing_files_of_its_names(tmp_path, capsys):
+    (tmp_path / "pool.parquet").write_text("the user's own pool")
+    refused(capsys, ["demo", "--out", tmp_path, "--images", "30", "--epochs", "1"], "already holds pool.parquet",
+            "--overwrite")
+    assert (tmp_path / "pool.parquet").read_text() == "the user's own pool"
+    refused(capsys, ["demo", "--out", tmp_path / "missing" / "demo"], "does not exist")
+    assert not (tmp_path / "missing").exists()
