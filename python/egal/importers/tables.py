@@ -18,19 +18,38 @@ def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{what} {str(path)!r} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with _open_text(path) as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
             raise SourceError(f"{what} {str(path)!r} is empty") from None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _not_a_csv(path, what, exc) from None
         missing = [c for c in required if c not in header]
         if missing:
             raise SourceError(f"{what} {str(path)!r} lacks column(s) {missing} (its columns: {header})")
         # A short row (trailing empty cells left out) reads as empty cells; cells past the header are ignored.
         width = len(header)
-        return [dict(zip(header, [v.strip() for v in row[:width]] + [""] * (width - len(row)), strict=True))
-                for row in reader if any(v.strip() for v in row)]
+        try:
+            return [dict(zip(header, [v.strip() for v in row[:width]] + [""] * (width - len(row)), strict=True))
+                    for row in reader if any(v.strip() for v in row)]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _not_a_csv(path, what, exc) from None
+
+
+def _open_text(path):
+    return open(path, newline="", encoding="utf-8-sig")
+
+
+def _not_a_csv(path, what: str, exc: Exception) -> SourceError:
+    """A table that is not UTF-8 text (Latin-1, UTF-16 from a spreadsheet, a Parquet file given by mistake)."""
+    if isinstance(exc, UnicodeDecodeError):
+        reason = (f"it is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as "
+                  "CSV UTF-8")
+    else:
+        reason = f"it is not a readable CSV ({exc})"
+    return SourceError(f"{what} {str(path)!r} cannot be read: {reason}")
 
 
 def require_columns(header: Iterable[str], required: Sequence[str], path, what: str) -> None:
@@ -40,6 +59,9 @@ def require_columns(header: Iterable[str], required: Sequence[str], path, what: 
         raise SourceError(f"{what} {str(path)!r} lacks column(s) {missing} (its columns: {header})")
 
 
-def header_of(path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return [h.strip() for h in next(csv.reader(f), [])]
+def header_of(path, what: str = "table") -> list[str]:
+    with _open_text(path) as f:
+        try:
+            return [h.strip() for h in next(csv.reader(f), [])]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise _not_a_csv(path, what, exc) from None

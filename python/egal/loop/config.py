@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .._checks import check_int
+from .._checks import check_int, is_int
 from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
@@ -54,7 +54,13 @@ class LoopConfig:
         object.__setattr__(self, "strategies", tuple(s.strip() for s in strategies if s.strip()))
         object.__setattr__(self, "alpha_grid", tuple(float(a) for a in self.alpha_grid))
         seeds = self.seeds
-        seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+        if is_int(seeds):
+            seeds = tuple(range(seeds))
+        elif isinstance(seeds, (list, tuple)) and all(is_int(s) and s >= 0 for s in seeds):
+            seeds = tuple(int(s) for s in seeds)
+        else:
+            raise EgalError(f"seeds must be a count (5: seeds 0-4) or a list of non-negative integer seeds, got "
+                            f"{self.seeds!r}")
         object.__setattr__(self, "seeds", seeds)
         parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
         for name in ("init", "budget", "workers"):
@@ -117,24 +123,10 @@ def load_config(path) -> ExperimentConfig:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
-    if path.endswith(".toml"):
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
-            import tomli as tomllib
-
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    elif path.endswith((".yaml", ".yml")):
-        import yaml
-
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    elif path.endswith(".json"):
-        with open(path) as f:
-            raw = json.load(f)
-    else:
-        raise EgalError(f"config {path!r}: use a .toml, .yaml/.yml or .json file")
+    raw = _parse(path)
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise EgalError(f"config {path!r}: expected sections ([data], [train], [loop], [shortcut]) of settings, "
+                        f"got {type(raw).__name__ if not isinstance(raw, dict) else 'a setting outside a section'}")
     data = raw.get("data", {})
     for key in ("path", "cache_dir"):
         if data.get(key) and not os.path.isabs(data[key]):
@@ -143,6 +135,34 @@ def load_config(path) -> ExperimentConfig:
         return ExperimentConfig.from_dict(raw)
     except TypeError as exc:
         raise EgalError(f"config {path!r}: {exc}") from exc
+
+
+def _parse(path: str):
+    """The config file's contents; EgalError naming the file and the parser's reason (with its line) when it
+    is not valid TOML, YAML or JSON, or not text."""
+    try:
+        if path.endswith(".toml"):
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10: the same parser, from PyPI (a dependency there)
+                import tomli as tomllib
+
+            with open(path, "rb") as f:
+                return tomllib.load(f)
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            with open(path, encoding="utf-8") as f:
+                try:
+                    return yaml.safe_load(f) or {}
+                except yaml.YAMLError as exc:
+                    raise ValueError(str(exc).replace("\n", " ")) from None
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+    except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise EgalError(f"config {path!r} cannot be read: {exc}") from None
+    raise EgalError(f"config {path!r}: use a .toml, .yaml/.yml or .json file")
 
 
 def _build(cls, values: dict, section: str):

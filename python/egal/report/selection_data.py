@@ -97,7 +97,6 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     """The selection to show. select=K: the K best-ranked rows. Otherwise the ids of the selection CSV that egal score
     --select wrote (selection_csv, by default NAME.selection.csv beside the scores), in its order: it may be a
     diverse or per-patient batch rather than the top K. Without either, the DEFAULT_SELECT best-ranked rows."""
-    import csv
 
     from ..pipeline.options import selection_path_for
 
@@ -112,11 +111,9 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
             raise EgalError(f"selection file {path!r} does not exist")
         return Selection(top_ranked(scores, DEFAULT_SELECT), f"the {DEFAULT_SELECT} best-ranked rows (no selection "
                                                              f"file {os.path.basename(path)} beside the scores)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if "id" not in (reader.fieldnames or ()):
-            raise EgalError(f"selection file {path!r} has no id column (columns: {reader.fieldnames})")
-        ids = [row["id"] for row in reader]
+    from ..importers.tables import read_table
+
+    ids = [row["id"] for row in read_table(path, ("id",), "selection file")]
     position = {v: i for i, v in enumerate(scores.ids.tolist())}
     unknown = [v for v in ids if v not in position]
     if unknown:

@@ -1,0 +1,65 @@
+"""Files the user names that are not what they should be: a CSV that is not UTF-8 text, a config file that does
+not parse or is not a set of sections. Each is exit 2 with one line naming the file and the reason."""
+import pytest
+
+from egal.cli import main
+from egal.errors import EgalError
+from egal.importers import SourceError
+from egal.importers.tables import read_table
+from egal.loop.config import load_config
+from pools import make_rows, write_pool
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"id,label\nscan_1,b\xe9nin\n", "not UTF-8 text (byte 0xe9"),                          # Latin-1
+    ("id,label\nscan_1,benign\n".encode("utf-16"), "not UTF-8 text (byte 0xff at offset 0)"),  # a spreadsheet's UTF-16
+    (b"PAR1\x15\x04\x00\x00\x00\x00\xff\xfe", "not UTF-8 text"),                              # a Parquet file
+])
+def test_a_table_that_is_not_utf8_text_is_named(tmp_path, content, reason):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=r"labels table '.*labels.csv' cannot be read: it is ") as caught:
+        read_table(path, ("id",), "labels table")
+    assert reason in str(caught.value)
+
+
+def test_add_labels_with_a_latin1_csv_is_exit_2(tmp_path, capsys):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    (tmp_path / "labels.csv").write_bytes(b"id,label\nscan_0001,b\xe9nin\n")
+    assert main(["pool", "add-labels", pool, str(tmp_path / "labels.csv"), "--out", str(tmp_path / "o.parquet"),
+                 "--allow-new-classes"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "is not UTF-8 text" in err and "save it as CSV UTF-8" in err
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("bad.toml", "[train\nepochs = 1\n", "cannot be read: Expected ']'"),
+    ("bad.json", '{"train": {"epochs": 1,}}', "cannot be read: "),
+    ("bad.yaml", "train:\n\tepochs: 1\n", "cannot be read: "),
+    ("list.json", "[1, 2]", "expected sections"),
+    ("flat.toml", "epochs = 3\n", "a setting outside a section"),
+    ("latin1.yaml", b"train:\n  head: \xe9\n", "cannot be read: "),
+])
+def test_a_config_that_does_not_parse_names_the_file(tmp_path, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(EgalError, match=f"config '.*{name}'") as caught:
+        load_config(path)
+    assert reason in str(caught.value)
+
+
+def test_train_with_a_broken_config_is_exit_2(tmp_path, capsys):
+    pytest.importorskip("torch")
+    (tmp_path / "c.toml").write_text("[train\n")
+    assert main(["train", "--pool", "p.parquet", "--out", str(tmp_path / "m.pt"), "--config",
+                 str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "c.toml' cannot be read" in err
+
+
+@pytest.mark.parametrize("seeds", ["1.5", '"3"', "[0, -1]", "[1.5]"])
+def test_seeds_that_are_not_a_count_or_a_list_of_seeds_are_named(tmp_path, seeds):
+    (tmp_path / "c.toml").write_text(f"[loop]\nseeds = {seeds}\n")
+    with pytest.raises(EgalError, match="seeds must be a count"):
+        load_config(tmp_path / "c.toml")
