@@ -280,3 +280,17 @@ def test_cuda_provider_keeps_outputs_on_the_gpu_and_matches_cpu(tmp_path):
     on_gpu, on_cpu = gpu.score(images, masks), cpu.score(images, masks)
     np.testing.assert_array_equal(on_gpu.pred, on_cpu.pred)
     np.testing.assert_allclose(on_gpu.score, on_cpu.score, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--opset", "1", "opset (--opset) must be an integer from 18"), ("--opset", "99", "opset (--opset) must be"),
+    ("--ir-version", "1", "ir_version (--ir-version) must be an integer from 8"),
+    ("--ir-version", "999", "ir_version (--ir-version) must be")])
+def test_cli_refuses_versions_it_cannot_write(tmp_path, capsys, option, value, message):
+    from egal.cli import main
+
+    save_model(make_model("tiny_cnn", "prototypical", 3, (32, 32)), tmp_path / "model.pt")
+    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.onnx"), option,
+                 value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "m.onnx").exists()

@@ -319,3 +319,18 @@ def test_bfloat16_training_trains_and_the_settings_are_checked():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: weights stay float32
     with pytest.raises(egal.errors.EgalError, match="precision must be one of"):
         small_config(precision="fp16")
+
+
+@pytest.mark.parametrize("setting, message", [({"seed": -1}, "seed must be a non-negative integer"),
+                                              ({"seed": 1.5}, "seed must be"),
+                                              ({"device": "banana"}, "device must be cpu, cuda")])
+def test_bad_seed_and_device_are_named(setting, message):
+    with pytest.raises(egal.errors.EgalError, match=message):
+        small_config(**setting)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_training_on_cuda_without_a_gpu_says_so():
+    images, masks, labels = lesion_arrays(12, 32, seed=4)
+    with pytest.raises(egal.errors.EgalError, match="PyTorch sees no CUDA GPU"):
+        train_model(images, masks, labels, CLASSES, small_config(device="cuda"))

@@ -15,6 +15,7 @@ import onnx
 import torch
 
 from .._atomic import temporary_path
+from .._checks import is_int
 from ..errors import EgalError
 from ..models import EGALClassifier, load_model
 from . import graph
@@ -36,6 +37,7 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
         raise TypeError("export_onnx() exports an egal EGALClassifier or a saved model file, got "
                         f"{type(model).__name__}")
     _check_exportable(model)
+    _check_versions(opset, ir_version)
     if example_batch < 2:
         raise ValueError("example_batch must be >= 2: the exporter specialises a batch of 1 to a constant")
 
@@ -48,6 +50,10 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
         dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
     )
     proto = program.model_proto
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter falls back to its own opset when it cannot convert to the one asked for
+        raise ExportError(f"the exporter could not write opset {opset} (it wrote {written}); use opset "
+                          f"{graph.OPSET} (the default)")
     proto.ir_version = ir_version
     proto.producer_name = "egal"
     _set_metadata(proto, {graph.FORMAT_KEY: graph.FORMAT, graph.CONFIG_KEY: json.dumps(model.config.to_dict())})
@@ -62,6 +68,18 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
         if os.path.exists(tmp):
             os.remove(tmp)
     return out
+
+
+def _check_versions(opset, ir_version) -> None:
+    """The opset and IR version lie where the exporter and the installed onnx can write them: the exporter
+    writes opset 18 and up; the IR version must carry that opset (IR 8 and up) and be one onnx knows."""
+    newest_opset = onnx.defs.onnx_opset_version()
+    if not (is_int(opset) and 18 <= opset <= newest_opset):
+        raise ExportError(f"opset (--opset) must be an integer from 18 to {newest_opset} (the newest the installed "
+                          f"onnx knows), got {opset!r}")
+    if not (is_int(ir_version) and 8 <= ir_version <= onnx.IR_VERSION):
+        raise ExportError(f"ir_version (--ir-version) must be an integer from 8 to {onnx.IR_VERSION}, got "
+                          f"{ir_version!r} (the default, {graph.IR_VERSION}, loads in onnxruntime 1.31)")
 
 
 def _check_exportable(model) -> None:

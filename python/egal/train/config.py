@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import numbers
+import re
 from dataclasses import asdict, dataclass, field, fields
 
+from .._checks import is_int as _is_int
 from .._checks import is_positive_int as _positive_int
 from ..errors import EgalError
 from ..models.config import ARCHITECTURES, HEADS
@@ -75,6 +77,10 @@ class TrainConfig:
                 raise EgalError(f"{name} must be a non-negative number, got {value!r}")
         if self.lr <= 0:
             raise EgalError(f"lr must be positive, got {self.lr}")
+        if not (_is_int(self.seed) and self.seed >= 0):
+            raise EgalError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device)):
+            raise EgalError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -49,6 +49,8 @@ class TrainHistory:
 
 
 def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise EgalError(f"device {config.device!r} (--device): PyTorch sees no CUDA GPU on this machine")
     torch.manual_seed(config.seed)
     model = build_model(config.architecture, config.head, classes, weights=config.weights,
                         input_size=config.input_size, in_channels=config.in_channels,
