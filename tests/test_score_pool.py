@@ -292,6 +292,18 @@ def test_resume_finishes_an_unfinished_run_like_an_uninterrupted_one(tmp_path, m
     assert_same_table(result.selection, reference.selection)
 
 
+def test_resume_scores_an_unreadable_shard_again(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
+    quiet(pool, model_path, out=tmp_path / "reference.parquet", batch_size=4)
+    out = tmp_path / "s.parquet"
+    parts = _unfinished_run(tmp_path, pool, model_path, out)
+    (parts / "part-000001.parquet").write_bytes(b"PAR1 cut short by a disk fault")
+    result = score_pool(pool, model_path, out=out, batch_size=4, resume=True)
+    err = capsys.readouterr().err
+    assert "part-000001.parquet cannot be read" in err and "resuming: 1 of 3 batches already scored" in err
+    assert result.resumed and out.read_bytes() == (tmp_path / "reference.parquet").read_bytes()
+
+
 def test_overwrite_deletes_an_unfinished_run_and_says_so(tmp_path, model_path, capsys):
     pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path))
     out = tmp_path / "s.parquet"

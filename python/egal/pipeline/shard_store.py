@@ -69,6 +69,7 @@ class ShardStore:
         if resume:
             if has_parts:
                 self._check_manifest()
+                self._set_aside_unreadable_shards(log)
             elif os.path.exists(self.out_path):
                 self._check_finished_run(out_path)
                 self.already_complete = True  # finished earlier with these very arguments; nothing to score
@@ -186,6 +187,20 @@ class ShardStore:
     def _path(self, name: str) -> str:
         return os.path.join(self.parts_dir, name)
 
+    def _set_aside_unreadable_shards(self, log) -> None:
+        """A shard whose Parquet footer cannot be read (a disk or copy fault: egal writes them whole) is renamed
+        to NAME.unreadable (it goes with the parts folder when the run completes) and its batch is scored again."""
+        for name in sorted(os.listdir(self.parts_dir)):
+            if not PART.match(name):
+                continue
+            try:
+                pq.read_metadata(self._path(name))
+            except (OSError, pa.ArrowException) as exc:
+                os.replace(self._path(name), self._path(name + ".unreadable"))
+                if log is not None:
+                    log(f"resume: shard {self._path(name)} cannot be read ({exc}); set aside as {name}.unreadable, "
+                        "its batch is scored again")
+
     def _check_manifest(self) -> None:
         try:
             with open(self._path(MANIFEST)) as f:
@@ -222,7 +237,8 @@ class ShardStore:
     def _remove_unfinished_run(self) -> int:
         """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
         names = os.listdir(self.parts_dir)
-        foreign = [n for n in names if not (n == MANIFEST or PART.match(n) or ".tmp-" in n or n == RAY_OUTPUT)]
+        foreign = [n for n in names if not (n == MANIFEST or PART.match(n) or ".tmp-" in n or n == RAY_OUTPUT
+                                            or n.endswith(".unreadable"))]
         if foreign:
             raise OutputError(
                 f"{self.parts_dir!r} holds files that egal score did not write ({', '.join(sorted(foreign)[:5])}); "
