@@ -287,3 +287,18 @@ def test_a_pool_of_paths_exports_the_files_it_references(tmp_path):
     assert (tmp_path / "out" / "glioma" / "a.png").read_bytes() == (tmp_path / "src" / "glioma" / "a.png").read_bytes()
     assert (tmp_path / "out" / "glioma" / "a_mask.png").read_bytes() == (
         tmp_path / "src" / "glioma" / "a_mask.png").read_bytes()
+
+
+@pytest.mark.parametrize("to", ["label-studio", "cvat", "folders"])
+def test_a_malformed_box_or_an_overlong_id_is_named_not_a_traceback(tmp_path, to):
+    image = encode_png(np.zeros((50, 60), np.uint8))
+    for name, row, needle in (("threes", {"id": "d0", "image": image, "boxes": [[1.0, 2.0, 3.0]], "label": None},
+                               "box 0 has 3 numbers"),
+                              ("long", {"id": "x" * 300, "image": image, "boxes": [[1.0, 1.0, 5.0, 5.0]],
+                                        "label": None},
+                               "too long for a file name")):
+        pool = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist([row]), pool)
+        with pytest.raises(SourceError, match=needle):
+            export_selection(pool, tmp_path / f"out-{name}-{to}", to=to, progress=False)
+        assert not (tmp_path / f"out-{name}-{to}").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..pool.errors import RowError
-from ..pool.rois import _check_box  # the pool format's own rule for a valid box
+from ..pool.rois import check_box  # the pool format's own rule for a valid box
 
 MERGE_RULES = ("union", "agree")
 OUT_OF_IMAGE = ("skip", "clip")
@@ -76,7 +76,7 @@ def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int,
     kept, changed = [], 0
     for k, box in enumerate(boxes):
         try:
-            kept.append(list(_check_box(k, box, width, height)))
+            kept.append(list(check_box(k, box, width, height)))
             continue
         except RowError as exc:
             if out_of_image == "skip" or "outside" not in str(exc):

@@ -17,7 +17,7 @@ import numpy as np
 from ..pool import open_pool
 from ..pool.errors import PathRefused, RowError
 from ..pool.paths import resolve_inside
-from ..pool.rois import _check_box, check_aspect, read_mask_png
+from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..progress import Progress
 from .imaging import read_header
 from .ledger import SkipLedger
@@ -151,7 +151,7 @@ def _roi(batch, i, header, ident, problems: SkipLedger):
         if header is not None:
             try:
                 for k, box in enumerate(boxes):
-                    _check_box(k, box, header.width, header.height)
+                    check_box(k, box, header.width, header.height)
             except RowError as exc:
                 problems.skip("box outside its image or malformed", f"{ident}: {exc}")
         return ("boxes" if boxes else "none"), len(boxes)

@@ -32,7 +32,7 @@ from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
 from ..pool.images import read_image
 from ..pool.paths import resolve_inside
-from ..pool.rois import mask_from_boxes, read_mask_png, resize_nearest
+from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
 from . import cvat, label_studio
 from .errors import SourceError
@@ -41,6 +41,7 @@ from .tables import read_table
 
 TARGETS = ("folders", "label-studio", "cvat")
 SCAN_BATCH = 64
+MAX_NAME_BYTES = 200  # file names of ids and labels: below the 255 bytes of common file systems, room for a suffix
 LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
 
 
@@ -178,9 +179,10 @@ class _Writer:
         mask_bytes = None
         if roi is not None and batch.roi_kind in ("mask", "mask_path"):
             mask_bytes = _read(roi, batch.roi_kind == "mask_path", batch.base_dirs[i], ident, "mask")
-        boxes = [list(map(float, b)) for b in roi] if batch.roi_kind == "boxes" and roi else []
         try:
             header = read_header(data)
+            boxes = [list(check_box(k, b, header.width, header.height)) for k, b in enumerate(roi)] \
+                if batch.roi_kind == "boxes" and roi else []
             if self.o.to == "folders":
                 name = self._folders(ident, label, data, header, mask_bytes, boxes)
             else:
@@ -276,3 +278,6 @@ def _check_file_name(name: str, what: str = "id") -> None:
     if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
         raise SourceError(f"{what} {name!r} cannot be used as a file name (it is empty, starts with '.' or holds a "
                           "slash); export needs ids and labels that are plain names")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise SourceError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long, too long for a file name "
+                          f"(at most {MAX_NAME_BYTES}); export needs shorter ids and labels")

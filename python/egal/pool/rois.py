@@ -114,14 +114,16 @@ def mask_from_boxes(boxes: Sequence, image_hw: tuple[int, int], size: tuple[int,
     centres_y = np.arange(height) + 0.5
     sx, sy = width / image_w, height / image_h
     for k, box in enumerate(boxes):
-        x0, y0, x1, y1 = _check_box(k, box, image_w, image_h)
+        x0, y0, x1, y1 = check_box(k, box, image_w, image_h)
         inside_x = (centres_x >= x0 * sx) & (centres_x < x1 * sx)  # [W]
         inside_y = (centres_y >= y0 * sy) & (centres_y < y1 * sy)  # [H]
         mask |= (inside_y[:, None] & inside_x[None, :]).astype(np.uint8)
     return mask
 
 
-def _check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, float, float]:
+def check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, float, float]:
+    """Box k of an image as four floats; RowError saying what is wrong with it (the rule every reader of
+    boxes applies)."""
     if box is None:
         raise RowError(f"box {k} is null")
     if len(box) != 4:
