@@ -408,3 +408,25 @@ def test_figshare_brain_tumor_pool_opens_and_decodes():
     assert all(1 <= f <= 5 for f in decoded.extra["cv_fold"])
     area = decoded.masks.reshape(8, -1).mean(axis=1)
     assert (area > 0).all() and (area < 0.2).all()  # tumours cover a few per cent of a slice
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_lesion_smaller_than_a_cell_of_the_grid_never_vanishes(seed):
+    """A 5 x 5 lesion of a 1024 x 1024 mask, at 128 x 128: nearest neighbour alone hits or misses it depending on
+    where it lies; the mask keeps the cell it falls in. A larger mask resizes exactly as nearest neighbour."""
+    from egal.pool.rois import mask_from_boxes, resize_nearest
+
+    rng = np.random.default_rng(seed)
+    y, x = rng.integers(0, 1019, size=2)
+    mask = np.zeros((1024, 1024), np.uint8)
+    mask[y:y + 5, x:x + 5] = 1
+    small = resize_nearest(mask, (128, 128))
+    assert small.sum() >= 1 and small[(y + 2) // 8, (x + 2) // 8] == 1
+    box = [[float(x), float(y), float(x) + 5, float(y) + 5]]
+    assert mask_from_boxes(box, (1024, 1024), (128, 128)).sum() >= 1
+    thin = mask_from_boxes([[0.0, float(y), 1024.0, float(y) + 1]], (1024, 1024), (128, 128))
+    assert thin.sum() == 128  # a line across the image stays a line, one row high
+    big = np.zeros((1024, 1024), np.uint8)
+    big[100:400, 200:600] = 1
+    rows = np.minimum(((np.arange(128) + 0.5) * 8).astype(int), 1023)
+    np.testing.assert_array_equal(resize_nearest(big, (128, 128)), big[rows[:, None], rows[None, :]])

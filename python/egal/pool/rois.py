@@ -91,11 +91,17 @@ def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
 
 
 def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """[h, w] -> [H, W] uint8 0/1, nearest neighbour."""
+    """[h, w] -> [H, W] uint8 0/1, nearest neighbour; an ROI that nearest neighbour would lose entirely (smaller
+    than a cell of the new grid, between its sample points) keeps the cells it touches, so that a small lesion
+    never turns into "no ROI"."""
     height, width = size
     rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.int64), mask.shape[0] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.int64), mask.shape[1] - 1)
-    return mask[rows[:, None], cols[None, :]].astype(np.uint8)
+    resized = mask[rows[:, None], cols[None, :]].astype(np.uint8)
+    if not resized.any() and mask.any():
+        ys, xs = np.nonzero(mask)
+        resized[(ys * height) // mask.shape[0], (xs * width) // mask.shape[1]] = 1
+    return resized
 
 
 def mask_from_png(data: bytes, image_hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
@@ -117,6 +123,11 @@ def mask_from_boxes(boxes: Sequence, image_hw: tuple[int, int], size: tuple[int,
         x0, y0, x1, y1 = check_box(k, box, image_w, image_h)
         inside_x = (centres_x >= x0 * sx) & (centres_x < x1 * sx)  # [W]
         inside_y = (centres_y >= y0 * sy) & (centres_y < y1 * sy)  # [H]
+        # A box narrower than a cell, between two centres, keeps the column (row) of its centre: it never vanishes.
+        if not inside_x.any():
+            inside_x = np.arange(width) == min(int((x0 + x1) / 2 * sx), width - 1)
+        if not inside_y.any():
+            inside_y = np.arange(height) == min(int((y0 + y1) / 2 * sy), height - 1)
         mask |= (inside_y[:, None] & inside_x[None, :]).astype(np.uint8)
     return mask
 
