@@ -55,6 +55,22 @@ def test_required_array_given_as_none(backend, name):
         egal.score_batch(**kwargs, backend=backend)
 
 
+@pytest.mark.parametrize("masks", ["uint8-255", "float-2", "float-nan"])
+def test_every_backend_refuses_a_mask_outside_0_1_with_one_message(masks):
+    pytest.importorskip("torch")
+    kwargs = _small_call()
+    bad = kwargs["masks"].copy()
+    bad = {"uint8-255": bad * 255, "float-2": bad.astype(np.float32) * 2,
+           "float-nan": np.where(bad > 0, np.nan, 0).astype(np.float32)}[masks]
+    bad[0] = 0  # the bad values in sample 1 only
+    messages = set()
+    for backend in ("cpu", "reference"):
+        with pytest.raises(ValueError, match=r"masks must hold values in \[0, 1\].*; sample 1 does not") as caught:
+            egal.score_batch(**{**kwargs, "masks": bad}, backend=backend)
+        messages.add(str(caught.value))
+    assert len(messages) == 1
+
+
 @pytest.mark.parametrize("name", ["activations", "logits"])
 def test_reference_scorer_called_directly_with_none(name):
     pytest.importorskip("torch")

@@ -42,7 +42,11 @@ def require_array(value, name: str) -> None:
 
 
 def _bad_mask_error(status: np.ndarray, mask_dtype: str | None) -> EgalError:
-    first = int(np.flatnonzero(status & _STATUS_BAD_MASK)[0])
+    return bad_mask_error(int(np.flatnonzero(status & _STATUS_BAD_MASK)[0]), mask_dtype)
+
+
+def bad_mask_error(first: int, mask_dtype: str | None) -> EgalError:
+    """Masks with a value outside [0, 1], the first in sample `first`: every backend's message."""
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
     return EgalError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
 

@@ -14,8 +14,7 @@ import numpy as np
 
 from ._checks import ArraySpec, check_score_inputs
 from ._result import ScoreResult
-from .api import require_array
-from .errors import EgalError
+from .api import bad_mask_error, require_array
 from .roi import ProjectedROI
 
 DICE_EPS = 1e-6
@@ -164,11 +163,11 @@ def score_batch(
         dice = projected_dice_distance(cam, roi_w, sum_m, plan.roi_size)
     else:
         if plan.roi_kind == "masks":
-            if M.is_floating_point():
-                bad = ~((M >= 0) & (M <= 1))
+            if M.dtype != torch.bool:
+                bad = ~((M >= 0) & (M <= 1))  # NaN too
                 if bool(bad.any()):
                     first = int(bad.flatten(1).any(dim=1).nonzero()[0])
-                    raise EgalError(f"masks must hold values in [0, 1]; sample {first} does not")
+                    raise bad_mask_error(first, str(M.dtype).removeprefix("torch."))
             M = M.to(torch.float32)
         else:
             M = rasterise_boxes(Bx, plan.roi_size)
