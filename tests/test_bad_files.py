@@ -63,3 +63,13 @@ def test_seeds_that_are_not_a_count_or_a_list_of_seeds_are_named(tmp_path, seeds
     (tmp_path / "c.toml").write_text(f"[loop]\nseeds = {seeds}\n")
     with pytest.raises(EgalError, match="seeds must be a count"):
         load_config(tmp_path / "c.toml")
+
+
+def test_select_names_a_pool_given_as_scores_and_refuses_a_batch_of_none(tmp_path, capsys):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    assert main(["select", "--scores", pool, "--select", "2", "--out", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "is not an egal score output: it lacks the column(s) pred" in err and "__fragment_index" not in err
+    assert main(["select", "--scores", pool, "--select", "0", "--out", str(tmp_path / "a.csv")]) == 2
+    assert "--select must be a positive integer, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists()

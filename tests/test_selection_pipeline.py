@@ -213,7 +213,7 @@ def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path,
                  "--embeddings", str(tmp_path / "b.embeddings.parquet")]) == 2
     assert "was written by another scoring run than the scores" in capsys.readouterr().err
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "-1"]) == 2
-    assert "--select must be a non-negative integer" in capsys.readouterr().err
+    assert "--select must be a positive integer, got -1" in capsys.readouterr().err
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2", "--group-column",
                  "patient_id", "--per-group", "1"]) == 2
     assert "--pool is needed with group_column='patient_id'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from .._checks import renamed
+from ..errors import EgalError
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 
 
@@ -50,7 +51,6 @@ OPTION_OF = {"k": "--select", "scores": "--scores", "out": "--out", "diversity":
 
 def run(args) -> int:
     from ..pipeline.options import selection_path_for
-    from ..selection import SelectionError
     from ..selection.from_scores import select_from_scores
     from .score import describe_batch, print_selection, shortfall_note
 
@@ -59,7 +59,7 @@ def run(args) -> int:
         chosen = select_from_scores(args.scores, args.select, out=out, diversity=args.diversity,
                                     embeddings=args.embeddings, pool=args.pool, group_column=args.group_column,
                                     per_group=args.per_group, overwrite=args.overwrite)
-    except SelectionError as exc:
+    except EgalError as exc:  # SelectionError and the argument checks: named by their option
         raise (renamed(exc, OPTION_OF.get) or exc) from None
     if not args.quiet:
         how = describe_batch(chosen.selection, args.group_column).lstrip(", ") or "the top scores"

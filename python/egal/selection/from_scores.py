@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import bad_argument
+from .._checks import bad_argument, check_int
 from .._paths import check_new_file, check_not_an_input
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
 from .embedding_file import EmbeddingFile, embeddings_path_for
@@ -91,6 +91,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
 
     from ..pipeline.shard_store import RUN_METADATA_KEY, write_selection_csv
 
+    check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     scores = os.fspath(scores)
     if not os.path.isfile(scores):
         raise bad_argument(SelectionError, "scores", f"file {scores!r} does not exist: pass the output of egal score "
@@ -99,12 +100,18 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
         check_new_file(out, "out (--out)", replace=overwrite)
         check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
                                                 "pool (--pool)": pool})
+    columns = ["id", "pred", "entropy_norm", "misalignment", "score", "rank", "status"]
     try:
-        ranked = pq.read_table(scores, columns=["id", "pred", "entropy_norm", "misalignment", "score", "rank",
-                                                "status"])
-        metadata = pq.read_schema(scores).metadata or {}
-    except Exception as exc:  # not Parquet, or not egal score's columns
-        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output ({exc})") from None
+        schema = pq.read_schema(scores)
+    except Exception as exc:  # not Parquet
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output (not a Parquet "
+                           f"file: {exc})") from None
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output: it lacks the "
+                           f"column(s) {', '.join(missing)} (a pool, not its scores?)")
+    ranked = pq.read_table(scores, columns=columns)
+    metadata = schema.metadata or {}
     run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
     source = None
     if diversity != "none":
