@@ -269,3 +269,15 @@ def test_config_from_dict_rejects_unknown_fields():
     config["dropout"] = 0.5
     with pytest.raises(ModelConfigError, match=r"unknown model config field\(s\) \['dropout'\]"):
         ModelConfig.from_dict(config)
+
+
+def test_a_folder_or_a_pickled_object_is_named_without_advice_to_load_unsafely(tmp_path):
+    from egal.models.checkpoint import ModelFileError
+
+    (tmp_path / "dir.pt").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        load_model(tmp_path / "dir.pt")
+    torch.save({"format": object()}, tmp_path / "pickled.pt")  # an arbitrary object: refused by the safe load
+    with pytest.raises(ModelFileError) as caught:
+        load_model(tmp_path / "pickled.pt")
+    assert "weights_only=False" not in str(caught.value) and "Python objects" in str(caught.value)

@@ -171,7 +171,7 @@ def test_the_pt_model_draws_the_same_page_as_its_onnx_export(demo, tmp_path):
 
 def test_a_model_that_did_not_score_the_pool_is_refused(demo, tmp_path):
     other = save_tiny_model(tmp_path / "other.pt", input_size=INPUT, seed=7)
-    with pytest.raises(EgalError, match="does not reproduce the scores"):
+    with pytest.raises(EgalError, match="does not score as it did"):
         selection_report(demo["scores"], demo["pool"], other, out=tmp_path / "page", progress=False)
 
 

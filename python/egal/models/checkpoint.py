@@ -34,6 +34,8 @@ def save_model(model: EGALClassifier, path) -> None:
 def load_model(path, map_location="cpu") -> EGALClassifier:
     """Rebuild a saved model (in eval mode) on `map_location`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"model file {path!r} is a folder: name the model file (.pt) in it")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     try:
@@ -85,4 +87,6 @@ def _check_state(model, state, path) -> None:
 
 def _first_line(exc) -> str:
     text = str(exc).strip().splitlines()
+    if text and text[0].startswith("Weights only load failed"):  # PyTorch's advice to load unsafely: not given
+        return "it holds Python objects, which a safe load does not unpickle"
     return text[0] if text else ""

@@ -173,8 +173,9 @@ def _pictures(spec, scores, runner, shown, batch_size) -> dict:
         raw = read_pool_rows(spec, positions)
         for position, found in zip(positions, raw.ids, strict=True):
             if found != scores.ids[position]:
-                raise EgalError(f"pool row {position} is {found!r} but the scores have {scores.ids[position]!r} there: "
-                                "the pool changed since it was scored, or this is another pool")
+                raise EgalError(f"pool row {position} is {str(found)!r} but the scores have "
+                                f"{str(scores.ids[position])!r} there: the pool changed since it was scored, or this "
+                                "is another pool")
         decoded = decode_batch(raw, settings)
         ok = decoded.ok
         cams = np.full((len(positions),), None, dtype=object)
@@ -207,9 +208,10 @@ def _check_reproduces(scores, position, classes, result, j) -> None:
         if ours["pred"] == theirs["pred"]:
             return
         name = "pred"
-    raise EgalError(f"the model does not reproduce the scores of row {scores.ids[position]!r} ({name} {ours[name]!r} "
-                    f"now, {theirs[name]!r} in {scores.path!r}): it is not the model that scored this pool, so its "
-                    "Grad-CAM would not explain these scores")
+    now, then = (str(v) if isinstance(v, str) else v for v in (ours[name], theirs[name]))
+    raise EgalError(f"row {str(scores.ids[position])!r} does not score as it did ({name} {now!r} now, {then!r} in "
+                    f"{scores.path!r}): the model, or the pool's image or ROI for that row, is not the one that was "
+                    "scored, so its Grad-CAM would not explain these scores")
 
 
 def _card_data(position, scores, split, chosen_set, pictures):
