@@ -73,3 +73,39 @@ def test_select_names_a_pool_given_as_scores_and_refuses_a_batch_of_none(tmp_pat
     assert main(["select", "--scores", pool, "--select", "0", "--out", str(tmp_path / "a.csv")]) == 2
     assert "--select must be a positive integer, got 0" in capsys.readouterr().err
     assert not (tmp_path / "a.csv").exists()
+
+
+def test_options_that_would_make_a_run_meaningless_are_named(tmp_path, capsys):
+    pytest.importorskip("torch")
+    assert main(["demo", "--out", str(tmp_path / "d"), "--images", "30", "--select", "1000"]) == 2
+    assert "--select 1000 must be smaller than the pool" in capsys.readouterr().err
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    assert main(["pool", "from-folders", str(tmp_path / "src"), "--mask-suffix", "", "--out",
+                 str(tmp_path / "p.parquet")]) == 2
+    assert "mask_suffix (--mask-suffix) must name the suffix" in capsys.readouterr().err
+
+
+def test_simulate_refuses_a_seed_set_as_large_as_the_pool(tmp_path):
+    from dataclasses import replace
+
+    from egal.loop.simulation import prepare_experiment
+    from lesion_data import lesion_dataset
+
+    pytest.importorskip("torch")
+    from test_loop import tiny_experiment
+
+    config = tiny_experiment()
+    config = replace(config, loop=replace(config.loop, init=1000))
+    with pytest.raises(EgalError, match=r"init \(--init\) 1000 is not smaller than the pool's"):
+        prepare_experiment(config, str(tmp_path), lesion_dataset(40, 32, seed=1, groups=8), None)
+
+
+def test_a_table_row_with_an_empty_id_is_skipped_and_counted(tmp_path):
+    from egal.importers import from_csv
+    from pool_import_sources import folder_image, write_csv
+
+    folder_image(tmp_path / "img" / "a.png", 10)
+    folder_image(tmp_path / "img" / "b.png", 20)
+    table = write_csv(tmp_path / "t.csv", ["key", "path"], [["a", "img/a.png"], ["", "img/b.png"]])
+    result = from_csv(table, tmp_path / "p.parquet", id="key", image="path", progress=False)
+    assert result.rows == 1 and "empty id" in result.summary()

@@ -106,6 +106,9 @@ def _check(args) -> None:
     check_int(args.epochs, "--epochs")
     check_alpha(args.alpha, "--alpha")
     check_int(args.select, "--select")
+    if args.select >= args.images:
+        raise EgalError(f"--select {args.select} must be smaller than the pool (--images {args.images}): choosing "
+                        "every scan shows nothing")
 
 
 def _step(text: str) -> None:

@@ -113,6 +113,9 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
         session.ledger.skip("rows of one id disagree (or an id repeats without box columns)",
                             f"{ident}: {entry['conflict']}")
         return
+    if not ident:
+        session.ledger.skip("empty id", f"line {entry['line']}")
+        return
     if not row[o.image]:
         session.ledger.skip("no image path", where)
         return

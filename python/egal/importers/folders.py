@@ -49,6 +49,9 @@ class FoldersOptions:
     def __post_init__(self):
         check_common(self)
         check_choice(self.ids, "ids", ID_RULES)
+        if not isinstance(self.mask_suffix, str) or not self.mask_suffix.strip():
+            raise SourceError(f"mask_suffix (--mask-suffix) must name the suffix of mask files (like '_mask'), got "
+                              f"{self.mask_suffix!r}: with none, every image would be its own mask")
 
 
 def from_folders(source, out, **options) -> ImportResult:

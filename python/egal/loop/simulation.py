@@ -273,6 +273,9 @@ def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset 
         dataset = load_experiment_dataset(config)
     pool, test = split_test(dataset.labels, dataset.groups, test_groups=config.data.test_groups,
                             test_fraction=config.data.test_fraction, seed=config.data.split_seed)
+    if config.loop.init >= len(pool):
+        raise EgalError(f"init (--init) {config.loop.init} is not smaller than the pool's {len(pool)} rows: the seed "
+                        "set would label the whole pool, and every strategy would give the same run")
     if announce:
             reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
                      f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
