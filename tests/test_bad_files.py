@@ -109,3 +109,20 @@ def test_a_table_row_with_an_empty_id_is_skipped_and_counted(tmp_path):
     table = write_csv(tmp_path / "t.csv", ["key", "path"], [["a", "img/a.png"], ["", "img/b.png"]])
     result = from_csv(table, tmp_path / "p.parquet", id="key", image="path", progress=False)
     assert result.rows == 1 and "empty id" in result.summary()
+
+
+def test_the_scorer_and_the_pool_refuse_values_that_only_look_valid(tmp_path, capsys):
+    import numpy as np
+
+    import egal
+
+    rng = np.random.default_rng(0)
+    A, G = rng.random((2, 4, 7, 7), dtype=np.float32), rng.random((2, 4, 7, 7), dtype=np.float32)
+    Z, M = rng.random((2, 3), dtype=np.float32), (rng.random((2, 20, 20)) < 0.5).astype(np.uint8)
+    with pytest.raises(TypeError, match="return_cam"):
+        egal.score_batch(A, Z, M, gradients=G, return_cam="no")
+    boxes = np.array([[[0, 0, 5, 5]]] * 2, dtype=np.float32)
+    with pytest.raises(ValueError, match="has a side over 65536"):
+        egal.score_batch(A, Z, boxes=boxes, roi_size=(2**31, 2**31), gradients=G)
+    assert main(["pool", "info", ""]) == 2
+    assert "the pool must be the path of a Parquet file" in capsys.readouterr().err

@@ -135,9 +135,14 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
+# The largest side of a grid the scoring API takes: larger than any scan's, small enough that a mistaken size
+# fails here, not as an out-of-memory kill (the boxes path builds operators of H x h and W x w).
+MAX_GRID_SIDE = 65536
+
+
 def check_roi_size(size, name: str = "roi_size") -> tuple[int, int]:
-    """A grid size (H, W) of the scoring API: a pair of positive ints (numpy ints too); `name` is the
-    argument's (roi_size, cam_size)."""
+    """A grid size (H, W) of the scoring API: a pair of positive ints (numpy ints too), each at most
+    MAX_GRID_SIDE; `name` is the argument's (roi_size, cam_size)."""
     try:
         H, W = size
         H, W = int(H), int(W)
@@ -146,6 +151,8 @@ def check_roi_size(size, name: str = "roi_size") -> tuple[int, int]:
         raise EgalTypeError(f"{name} must be a pair of positive ints (H, W), got {size!r}") from None
     if not ok or H < 1 or W < 1:
         raise EgalError(f"{name} must be a pair of positive ints (H, W), got {size!r}")
+    if max(H, W) > MAX_GRID_SIDE:
+        raise EgalError(f"{name} {size!r} has a side over {MAX_GRID_SIDE}: is it a size in pixels (H, W)?")
     return H, W
 
 

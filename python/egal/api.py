@@ -6,7 +6,7 @@ import importlib.util
 import numpy as np
 
 from . import _core
-from ._checks import check_boxes, check_choice, check_masks, check_roi_size, check_score_inputs, exactly_one
+from ._checks import check_bool, check_boxes, check_choice, check_masks, check_roi_size, check_score_inputs, exactly_one
 from ._dlpack import capsule
 from ._result import ScoreResult
 from .errors import EgalError
@@ -84,6 +84,7 @@ def score_batch(
     An empty ROI gives misalignment NaN and score = entropy_norm.
     """
     check_choice(backend, "backend", BACKENDS)
+    check_bool(return_cam, "return_cam")
     require_array(activations, "activations")
     require_array(logits, "logits")
     if roi is not None and not isinstance(roi, ProjectedROI):

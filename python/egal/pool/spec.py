@@ -82,6 +82,8 @@ def open_pool(path) -> PoolSpec:
     Raises PoolError naming the file, column or first offending rows when the pool
     cannot be used: see the pool format in egal.pool for the rules.
     """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise PoolError(f"the pool must be the path of a Parquet file or a folder of them, got {path!r}")
     files = find_parquet_files(path)
     parquet = [open_parquet(f) for f in files]
     types = column_types(parquet[0].schema_arrow)
