@@ -126,3 +126,19 @@ def test_the_scorer_and_the_pool_refuse_values_that_only_look_valid(tmp_path, ca
         egal.score_batch(A, Z, boxes=boxes, roi_size=(2**31, 2**31), gradients=G)
     assert main(["pool", "info", ""]) == 2
     assert "the pool must be the path of a Parquet file" in capsys.readouterr().err
+
+
+def test_select_names_per_group_first_and_each_flag_once(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from pools import save_tiny_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(8, folder=tmp_path, size=64))
+    model = save_tiny_model(tmp_path / "m.pt", input_size=(32, 32))
+    assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--quiet"]) == 0
+    select = ["select", "--scores", str(tmp_path / "s.parquet"), "--select", "2", "--pool", pool, "--out",
+              str(tmp_path / "a.csv")]
+    assert main([*select, "--group-column", "nosuch", "--per-group", "0"]) == 2
+    assert "--per-group must be a positive integer, got 0" in capsys.readouterr().err
+    assert main([*select, "--group-column", "nosuch", "--per-group", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--group-column 'nosuch' is not a column" in err and err.count("--group-column") == 1

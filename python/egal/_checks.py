@@ -79,7 +79,7 @@ def renamed(exc: Exception, name_of) -> Exception | None:
         return None
     # Named for a command line, it is a user's error there (exit 2, no traceback) whatever the library raised.
     kind = type(exc) if isinstance(exc, EgalError) else EgalTypeError if isinstance(exc, TypeError) else EgalError
-    return bad_argument(kind, name, exc.problem)
+    return bad_argument(kind, name, exc.problem.replace(f" ({name})", ""))  # the flag named once
 
 
 def is_int(value) -> bool:

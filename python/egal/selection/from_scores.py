@@ -92,6 +92,8 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     from ..pipeline.shard_store import RUN_METADATA_KEY, write_selection_csv
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
+    if per_group is not None:
+        check_int(per_group, "per_group")  # before the pool is read for the groups
     scores = os.fspath(scores)
     if not os.path.isfile(scores):
         raise bad_argument(SelectionError, "scores", f"file {scores!r} does not exist: pass the output of egal score "
