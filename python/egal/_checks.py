@@ -16,6 +16,7 @@ checks. Messages name the argument and what was expected.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,7 +80,9 @@ def renamed(exc: Exception, name_of) -> Exception | None:
         return None
     # Named for a command line, it is a user's error there (exit 2, no traceback) whatever the library raised.
     kind = type(exc) if isinstance(exc, EgalError) else EgalTypeError if isinstance(exc, TypeError) else EgalError
-    return bad_argument(kind, name, exc.problem.replace(f" ({name})", ""))  # the flag named once
+    # "'value' (--flag) is ...", written for a caller that does not rename: the flag is named once.
+    problem = re.sub(rf"^('[^']*') \({re.escape(name)}\)", r"\1", exc.problem)
+    return bad_argument(kind, name, problem)
 
 
 def is_int(value) -> bool:
