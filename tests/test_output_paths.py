@@ -101,7 +101,7 @@ def test_pool_commands_refuse_their_input_table_as_output(tmp_path, capsys):
 
 def test_demo_asks_before_replacing_files_of_its_names(tmp_path, capsys):
     (tmp_path / "pool.parquet").write_text("the user's own pool")
-    refused(capsys, ["demo", "--out", tmp_path, "--images", "30", "--epochs", "1"], "already holds pool.parquet",
+    refused(capsys, ["demo", "--out", tmp_path, "--images", "40", "--epochs", "1"], "already holds pool.parquet",
             "--overwrite")
     assert (tmp_path / "pool.parquet").read_text() == "the user's own pool"
     refused(capsys, ["demo", "--out", tmp_path / "missing" / "demo"], "does not exist")
