@@ -142,3 +142,16 @@ def test_select_names_per_group_first_and_each_flag_once(tmp_path, capsys):
     assert main([*select, "--group-column", "nosuch", "--per-group", "1"]) == 2
     err = capsys.readouterr().err
     assert "--group-column 'nosuch' is not a column" in err and err.count("--group-column") == 1
+
+
+def test_training_refuses_labels_that_differ_only_in_case_or_spaces(tmp_path, capsys):
+    pytest.importorskip("torch")
+    rows = make_rows(9, folder=tmp_path, size=32)
+    for i, row in enumerate(rows):
+        row["label"] = ("benign", "Benign ", "malignant")[i % 3]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["train", "--pool", pool, "--out", str(tmp_path / "m.pt"), "--architecture", "tiny_cnn",
+                 "--input-size", "32", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "labels 'Benign ' and 'benign', which differ only in case or spaces" in err
+    assert not (tmp_path / "m.pt").exists()

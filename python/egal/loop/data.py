@@ -86,6 +86,7 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
     if keep.size == 0:
         raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
+    _check_distinct(classes, path)
     if len(classes) < 2:
         raise EgalError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
     index = {c: k for k, c in enumerate(classes)}
@@ -111,3 +112,15 @@ def _content_digest(path, chunk: int = 1 << 23) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _check_distinct(classes, path) -> None:
+    """Classes that differ only in case or surrounding spaces ("benign" and "Benign ") are one class written
+    twice: training them as two would be silently wrong, so the pool is refused with both spellings."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        key = name.strip().casefold()
+        if key in seen:
+            raise EgalError(f"pool {path!r} has labels {seen[key]!r} and {name!r}, which differ only in case or "
+                            "spaces: make them one label (egal pool add-labels --relabel) before training")
+        seen[key] = name
