@@ -155,3 +155,17 @@ def test_training_refuses_labels_that_differ_only_in_case_or_spaces(tmp_path, ca
     err = capsys.readouterr().err
     assert "labels 'Benign ' and 'benign', which differ only in case or spaces" in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_score_refuses_more_decoder_processes_than_the_machine_can_use(tmp_path, capsys):
+    import os
+
+    pytest.importorskip("torch")
+    from pools import save_tiny_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    model = save_tiny_model(tmp_path / "m.pt", input_size=(32, 32))
+    too_many = 2 * (os.cpu_count() or 1) + 1
+    assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--workers",
+                 str(too_many)]) == 2
+    assert f"workers (--workers) {too_many} is more decoder processes" in capsys.readouterr().err

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from .. import __version__
+from .._checks import bad_argument
 from .._paths import check_new_file, check_not_an_input
+from ..errors import EgalError
 from ..pool import open_pool
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
-from .options import ScoreOptions
+from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
@@ -164,13 +166,15 @@ class ScoringJob:
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
+        if o.engine == "local" and o.worker_count > max_local_workers():
+            raise bad_argument(EgalError, "workers", f"(--workers) {o.worker_count} is more decoder processes than "
+                               f"this machine's {os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
         _check_output_paths(o)
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).
         runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
         if o.group_column is not None and o.group_column not in spec.columns:
-            from .._checks import bad_argument
             from ..selection import SelectionError
 
             raise bad_argument(SelectionError, "group_column", f"{o.group_column!r} (--group-column) is not a "
