@@ -101,7 +101,8 @@ def register(subparsers):
     parser.add_argument("--workers", type=int, default=DEFAULTS["workers"],
                         help="local engine: decoder processes running beside the model, 0 decodes in the main "
                         "process; ray engine: scoring actors, each loading the model once (default: CPU count - 1, "
-                        f"at most 4, and 0 below 4 CPUs: {default_workers()} here)")
+                        f"at most 4, and 0 below 4 CPUs: {default_workers()} here; the local engine takes at most "
+                        "twice the CPUs)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", default=DEFAULTS["resume"],
                        help="finish an interrupted run with the same arguments: only batches without output are "
