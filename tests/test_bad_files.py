@@ -169,3 +169,17 @@ def test_score_refuses_more_decoder_processes_than_the_machine_can_use(tmp_path,
     assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--workers",
                  str(too_many)]) == 2
     assert f"workers (--workers) {too_many} is more decoder processes" in capsys.readouterr().err
+
+
+def test_a_ray_address_nothing_answers_on_is_named_at_once(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("ray")
+    from pools import save_tiny_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    model = save_tiny_model(tmp_path / "m.pt", input_size=(32, 32))
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--engine",
+                     "ray", "--ray-address", address, "--quiet"]) == 2
+        assert f"cannot reach the Ray cluster at '{address}'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "pool.parquet"]  # nothing written

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -56,6 +57,23 @@ class PoolScorer:
         )
         return score_decoded_batch(decode_batch(raw, self.settings), self.runner, alpha=self.alpha,
                                    embeddings=self.embeddings)
+
+
+def check_reachable(address, seconds: float = 10.0) -> None:
+    """A cluster address HOST:PORT (or ray://HOST:PORT) that nothing answers on is named at once: ray.init
+    would retry it for minutes, silently."""
+    if not address or address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return  # a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise EgalError(f"cannot reach the Ray cluster at {address!r} (--ray-address): nothing answers on "
+                        f"{host}:{port} ({exc.strerror or exc}); check the address and that the cluster is "
+                        "up") from None
 
 
 def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int, device: str, address,

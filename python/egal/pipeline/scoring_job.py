@@ -181,6 +181,10 @@ class ScoringJob:
                                f"column of the pool; it has {', '.join(repr(c) for c in spec.columns)}")
         if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
+
+            from .ray_engine import check_reachable
+
+            check_reachable(o.ray_address or os.environ.get("RAY_ADDRESS"))
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
         log(f"pool: {o.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
             f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
