@@ -183,3 +183,15 @@ def test_a_ray_address_nothing_answers_on_is_named_at_once(tmp_path, capsys):
                      "ray", "--ray-address", address, "--quiet"]) == 2
         assert f"cannot reach the Ray cluster at '{address}'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "pool.parquet"]  # nothing written
+
+
+def test_decoding_more_than_the_machines_memory_is_refused_with_the_sizes(tmp_path, monkeypatch):
+    import egal.pool.load as load
+    from egal.pool import DecodeSettings, PoolError, load_pool_arrays
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    monkeypatch.setattr(load.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 256}[name])  # 1 MiB
+    with pytest.raises(PoolError, match=r"the 4 rows .* at 512 x 512 needs 0.0 GiB in memory, more than this "
+                                        r"machine's 0.0 GiB"):
+        load_pool_arrays(pool, DecodeSettings(input_size=(512, 512), in_channels=1))
+    assert len(load_pool_arrays(pool, DecodeSettings(input_size=(8, 8), in_channels=1))["ids"]) == 4

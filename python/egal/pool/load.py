@@ -8,6 +8,7 @@ once; the decoded arrays are.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Sequence
 
@@ -21,6 +22,22 @@ from .spec import PoolSpec, open_pool
 from .workers import decode_in_order
 
 LOAD_BATCH_ROWS = 64
+
+
+def _check_fits_in_memory(rows: int, settings: DecodeSettings, path) -> None:
+    """Arrays larger than the machine's memory are refused with their size, before the system kills the process
+    half way through decoding."""
+    height, width = settings.input_size
+    mask_h, mask_w = settings.mask_hw
+    needed = rows * (settings.in_channels * height * width * 4 + mask_h * mask_w)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: nothing to compare with
+        return
+    if needed > memory:
+        raise PoolError(f"decoding the {rows} rows of pool {path!r} at {height} x {width} needs "
+                        f"{needed / 2**30:.1f} GiB in memory, more than this machine's {memory / 2**30:.1f} GiB: use a "
+                        "smaller input size, or fewer rows")
 
 
 def load_pool_arrays(
@@ -54,6 +71,7 @@ def load_pool_arrays(
     read = list(dict.fromkeys(columns + (["label"] if labeled_only else [])))
 
     height, width = settings.input_size
+    _check_fits_in_memory(total, settings, spec.path)
     out = {
         "ids": np.empty(total, dtype=object),
         "rows": np.empty(total, dtype=np.int64),
