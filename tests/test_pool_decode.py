@@ -430,3 +430,12 @@ def test_a_lesion_smaller_than_a_cell_of_the_grid_never_vanishes(seed):
     big[100:400, 200:600] = 1
     rows = np.minimum(((np.arange(128) + 0.5) * 8).astype(int), 1023)
     np.testing.assert_array_equal(resize_nearest(big, (128, 128)), big[rows[:, None], rows[None, :]])
+
+
+def test_a_dicom_whose_window_cannot_be_applied_is_a_row_error():
+    from egal.pool.dicom import read_dicom
+    from egal.pool.errors import RowError
+
+    data = encode_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8), window=(100.0, 0.0))  # width 0
+    with pytest.raises(RowError, match="rescale or window cannot be applied"):
+        read_dicom(data)

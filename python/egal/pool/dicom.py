@@ -65,8 +65,11 @@ def read_dicom(data: bytes) -> np.ndarray:
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if stored.ndim != 2:
             raise RowError(f"DICOM {photometric} pixel data has shape {stored.shape}, expected rows x columns")
-        values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        try:
+            values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        except Exception as exc:  # a window width of 0, a malformed LUT: pydicom raises several kinds
+            raise RowError(f"unreadable DICOM: its rescale or window cannot be applied ({exc})") from exc
         if photometric == "MONOCHROME1":
             values = -values
         return _min_max(values)
