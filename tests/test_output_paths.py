@@ -106,3 +106,21 @@ def test_demo_asks_before_replacing_files_of_its_names(tmp_path, capsys):
     assert (tmp_path / "pool.parquet").read_text() == "the user's own pool"
     refused(capsys, ["demo", "--out", tmp_path / "missing" / "demo"], "does not exist")
     assert not (tmp_path / "missing").exists()
+
+
+def test_overwrite_replaces_a_parquet_file_only(tmp_path, scored, capsys):
+    from pool_import_sources import folder_image
+
+    folder_image(tmp_path / "src" / "a" / "x.png", 10)
+    image = (tmp_path / "src" / "a" / "x.png").read_bytes()
+    refused(capsys, ["pool", "from-folders", tmp_path / "src", "--out", tmp_path / "src" / "a" / "x.png",
+                     "--overwrite", "--quiet"], "is not a Parquet file")
+    assert (tmp_path / "src" / "a" / "x.png").read_bytes() == image
+    pool, model = scored
+    (tmp_path / "notes.csv").write_text("the user's table\n")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "notes.csv", "--overwrite"],
+            "is not a Parquet file")
+    assert (tmp_path / "notes.csv").read_text() == "the user's table\n"
+    assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 0
+    assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--overwrite",
+                 "--quiet"]) == 0  # a pool is replaced

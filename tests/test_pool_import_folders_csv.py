@@ -93,10 +93,14 @@ def test_folders_parallel_masks_folder_and_ids_by_path(tmp_path):
 
 def test_folders_refuses_an_existing_out_and_an_empty_source(layout, tmp_path):
     out = tmp_path / "pool.parquet"
-    out.write_bytes(b"keep me")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["an earlier pool"]}), out)
+    before = out.read_bytes()
     with pytest.raises(SourceError, match="overwrite=True"):
         from_folders(layout, out, progress=False)
-    assert out.read_bytes() == b"keep me"
+    assert out.read_bytes() == before
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="holds no image"):
         from_folders(tmp_path / "empty", tmp_path / "x.parquet", progress=False)

@@ -24,6 +24,25 @@ def check_not_an_input(path, name: str, inputs: dict) -> None:
                             "that input; choose another path")
 
 
+def is_parquet_file(path) -> bool:
+    """The file ends with Parquet's magic bytes (a whole Parquet file, not a CSV, image or volume)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def check_replaceable_parquet(path, name: str) -> None:
+    """EgalError when `path` exists but is not a Parquet file: an output that is a Parquet file replaces only
+    a Parquet file, so that --overwrite cannot turn a table, an image or a volume into a pool."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and not is_parquet_file(path):
+        raise EgalError(f"{name} {path!r} exists and is not a Parquet file: it is never replaced, --overwrite or not "
+                        "(an input table, image or volume?); choose another path")
+
+
 def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=True (--overwrite)") -> None:
     """EgalError unless `path` (the argument `name`) can be written as a file: its folder exists, it is not a
     folder, and it does not exist yet unless `replace` (then `hint` says how to allow it)."""

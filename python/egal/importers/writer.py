@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import temporary_path
-from .._paths import check_new_file, check_not_an_input
+from .._paths import check_new_file, check_not_an_input, check_replaceable_parquet
 from ..errors import EgalError
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
@@ -65,6 +65,7 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
     try:
         check_new_file(path, what, replace=overwrite)
         check_not_an_input(path, what, inputs or {})
+        check_replaceable_parquet(path, what)
     except EgalError as exc:
         raise SourceError(str(exc)) from None
     return Path(path)

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .. import __version__
 from .._checks import bad_argument
-from .._paths import check_new_file, check_not_an_input
+from .._paths import check_new_file, check_not_an_input, check_replaceable_parquet
 from ..errors import EgalError
 from ..pool import open_pool
 from .local_engine import score_pool_locally
@@ -123,6 +123,7 @@ def _check_output_paths(o: ScoreOptions) -> None:
     inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
     check_not_an_input(o.out, "out (--out)", inputs)
     check_new_file(o.out, "out (--out)", replace=True)
+    check_replaceable_parquet(o.out, "out (--out)")
     sidecars = {"select_out (--select-out)": o.selection_path, "the embeddings file (--embeddings)": o.embeddings_path}
     for name, path in sidecars.items():
         if path is not None:
