@@ -175,3 +175,29 @@ def test_workers_give_the_runs_of_one_process(pool, tiny_weights, tmp_path, caps
     assert shared == 4  # per seed, one run trained round 0 and two loaded it
     assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
     assert "ran 0 run(s), skipped 6" in capsys.readouterr().out
+
+
+def test_simulate_never_writes_over_other_files_nor_mixes_pools_or_reads_a_damaged_run(pool, tmp_path, capsys):
+    import shutil
+
+    args = ["--strategies", "random", "--seeds", "1", "--rounds", "1", "--budget", "5", "--init", "12",
+            "--group-column", "split", "--test-groups", "test", *FAST_TRAIN]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "report.html").write_text("the user's page")
+    assert main(["simulate", "--pool", pool, "--out", str(tmp_path / "mine"), *args]) == 2
+    assert "holds files (report.html) but no egal simulate config.json" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "report.html").read_text() == "the user's page"
+    copy = tmp_path / "pool.parquet"
+    shutil.copy(pool, copy)
+    out = tmp_path / "exp"
+    assert main(["simulate", "--pool", str(copy), "--out", str(out), *args]) == 0
+    original = copy.read_bytes()
+    pq.write_table(pq.read_table(copy).slice(1), copy)  # the pool edited in place: another experiment
+    assert main(["simulate", "--pool", str(copy), "--out", str(out), *args]) == 2
+    assert "has changed since the runs" in capsys.readouterr().err
+    copy.write_bytes(original)  # the same content again: resumable
+    (out / "runs" / "random__seed0.json").write_text("{bad")
+    assert main(["simulate", "--pool", str(copy), "--out", str(out), *args]) == 2
+    assert "random__seed0.json' is damaged" in capsys.readouterr().err
+    assert main(["report", "--experiment", str(out)]) == 2
+    assert "random__seed0.json' is damaged" in capsys.readouterr().err

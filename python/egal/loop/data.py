@@ -101,12 +101,13 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
     # Keyed by the file's content, not its modification time: a copy of the same pool (a fresh checkout, a
     # synced data folder) reuses the decoded arrays, and an edited pool never does. Hashing reads the file
     # once, a small cost next to decoding its images.
-    key = (f"{os.path.basename(path)}-{_content_digest(path)}-"
+    key = (f"{os.path.basename(path)}-{content_digest(path)}-"
            f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}")
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
 
 
-def _content_digest(path, chunk: int = 1 << 23) -> str:
+def content_digest(path, chunk: int = 1 << 23) -> str:
+    """A digest of a file's bytes: what the decoded cache and an experiment folder key a pool by."""
     digest = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:
         while block := f.read(chunk):

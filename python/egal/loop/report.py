@@ -9,6 +9,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..errors import EgalError
+
 METRICS = ("accuracy", "auc", "dice")
 # The shortcut benchmark's per-round figures (egal.loop.shortcut), present only when it ran.
 SHORTCUT_METRICS = ("marker_accuracy", "marker_as_target", "selected_marked_share", "unlabelled_marked_share")
@@ -16,11 +18,20 @@ ROUND_FIELDS = ("strategy", "seed", "round", "labels", "accuracy", "auc", "dice"
 
 
 def load_runs(out_dir) -> list:
-    runs = []
-    for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), "runs", "*.json"))):
+    return [read_run(path) for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), "runs", "*.json")))]
+
+
+def read_run(path) -> dict:
+    """One (strategy, seed) run's record; EgalError naming the file when it is damaged (cut short, edited)."""
+    try:
         with open(path) as f:
-            runs.append(json.load(f))
-    return runs
+            run = json.load(f)
+        if not isinstance(run, dict) or not isinstance(run.get("rounds"), list) or "strategy" not in run:
+            raise ValueError("not a run record: no strategy or rounds")
+    except (OSError, ValueError) as exc:
+        raise EgalError(f"run file {os.fspath(path)!r} is damaged ({exc}): delete it, and egal simulate with the "
+                        "same --out runs that strategy and seed again") from None
+    return run
 
 
 def summarise(runs) -> list:

@@ -27,7 +27,7 @@ from ..report.cam_grid import CamGridRecorder
 from ..train import train_model
 from ..train.feature_cache import FeatureCache, build_feature_cache
 from .config import ExperimentConfig
-from .data import Dataset, load_experiment_dataset
+from .data import Dataset, content_digest, load_experiment_dataset
 from .metrics import evaluate, roi_cam_dice
 from .shortcut import ShortcutData, build_shortcut
 from .splits import balanced_seed_set, split_test
@@ -196,7 +196,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     (egal.loop.workers); they then read the pool from config.data.path, not `dataset`.
     """
     from ..report.experiment_page import experiment_report
-    from .report import write_report
+    from .report import read_run, write_report
 
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
@@ -206,6 +206,8 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     for seed in config.loop.seeds:
         for strategy in strategies:
             path = run_path(out_dir, strategy.name, seed)
+            if os.path.isfile(path):
+                read_run(path)  # a damaged record is named now, not when the report reads it
             (skipped if os.path.isfile(path) else todo).append((strategy, seed, path))
     if todo and config.train.trainable_from is not None and config.train.weights is None:
         raise EgalError(
@@ -436,16 +438,33 @@ def _report_lock(out_dir: str):
 
 
 def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
+    """The folder holds this experiment's results or none: the same configuration and the same pool content
+    (a pool edited in place would mix two experiments in one table), and no files of anything else."""
     path = os.path.join(out_dir, "config.json")
+    pool = config.data.path
+    digest = content_digest(pool) if pool and os.path.isfile(pool) else None
     if os.path.isfile(path):
-        with open(path) as f:
-            stored = json.load(f)
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise EgalError(f"{path!r} is damaged ({exc}): use another --out folder") from None
         if stored.get("identity") != json.loads(json.dumps(config.identity())):
             raise EgalError(
                 f"{out_dir!r} holds results of a different experiment configuration (see {path}); "
                 "use another --out folder, or the same settings to resume"
             )
-    _write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict()})
+        if digest and stored.get("pool_digest") not in (None, digest):
+            raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its content "
+                            "differs): use another --out folder, or the pool those runs were made with")
+        digest = digest or stored.get("pool_digest")
+    else:
+        runs = os.path.join(out_dir, RUNS_DIR)
+        foreign = [n for n in os.listdir(out_dir) if not (n == RUNS_DIR and not os.listdir(runs))]
+        if foreign:
+            raise EgalError(f"--out {out_dir!r} holds files ({', '.join(sorted(foreign)[:5])}) but no egal simulate "
+                            "config.json: choose a new or empty folder, which simulate never overwrites")
+    _write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict(), "pool_digest": digest})
 
 
 def _write_json_atomic(path: str, payload) -> None:
