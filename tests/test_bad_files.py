@@ -195,3 +195,30 @@ def test_decoding_more_than_the_machines_memory_is_refused_with_the_sizes(tmp_pa
                                         r"machine's 0.0 GiB"):
         load_pool_arrays(pool, DecodeSettings(input_size=(512, 512), in_channels=1))
     assert len(load_pool_arrays(pool, DecodeSettings(input_size=(8, 8), in_channels=1))["ids"]) == 4
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("{[1]: 2}", "cannot be read as a list of boxes"), ("[" * 5000, "cannot be read as a list of boxes"),
+    ("[[1, 2, 3]]", "does not hold 4 numbers"), ("[[1, 2, 'a', 4]]", "not a number")])
+def test_a_boxes_cell_that_cannot_be_read_is_a_row_error(cell, message):
+    from egal.importers.box_cells import parse_boxes
+    from egal.pool.errors import RowError
+
+    with pytest.raises(RowError, match=message):
+        parse_boxes(cell)
+
+
+def test_a_volume_with_a_nan_voxel_keeps_its_window():
+    import numpy as np
+
+    from egal.importers.brats import window_volume
+
+    volume = np.linspace(0, 1000, 4 * 4 * 3).reshape(4, 4, 3)
+    damaged = volume.copy()
+    damaged[1, 1, 1] = np.nan
+    scaled = window_volume(damaged, damaged != 0, (1, 99))
+    assert scaled.max() == 65535 and scaled[1, 1, 1] == 0
+    keep = np.ones(volume.shape, bool)
+    keep[1, 1, 1] = False
+    reference = window_volume(np.where(keep, volume, volume[keep].min()), keep & (volume != 0), (1, 99))
+    assert np.array_equal(scaled[keep], reference[keep])

@@ -24,11 +24,11 @@ def parse_boxes(cell) -> list[list[float]]:
     text = str(cell).strip()
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise RowError(f"boxes cell is not a list: {text[:60]!r}") from None
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # "{[1]: 2}", "[" * 5000
+            raise RowError(f"boxes cell cannot be read as a list of boxes: {text[:60]!r}") from None
     if not isinstance(value, (list, tuple)):
         raise RowError(f"boxes cell is not a list: {text[:60]!r}")
     return [_one(box) for box in value]
@@ -47,5 +47,7 @@ def _one(box) -> list[float]:
         if len(box) != 4:
             raise RowError(f"box {list(box)!r} does not hold 4 numbers [x0, y0, x1, y1]")
         return [float(v) for v in box]
+    except RowError:
+        raise
     except (TypeError, ValueError):
         raise RowError(f"box {box!r} holds something that is not a number") from None

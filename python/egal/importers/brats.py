@@ -191,11 +191,16 @@ def _import_case(session: ImportSession, o: BratsOptions, case: str, image_file:
 
 
 def window_volume(volume: np.ndarray, brain: np.ndarray, window) -> np.ndarray:
-    """uint16: the volume clipped to the `window` percentiles of its brain voxels, scaled to 0..65535."""
-    low, high = np.percentile(volume[brain], window)
+    """uint16: the volume clipped to the `window` percentiles of its brain voxels, scaled to 0..65535. Voxels
+    that are not finite (NaN, inf: a damaged volume) take no part in the window and become 0."""
+    finite = np.isfinite(volume)
+    values = volume[brain & finite]
+    if values.size == 0:
+        values = np.zeros(1)
+    low, high = np.percentile(values, window)
     if high <= low:
         high = low + 1.0
-    scaled = np.clip((volume - low) / (high - low), 0.0, 1.0)
+    scaled = np.clip((np.where(finite, volume, low) - low) / (high - low), 0.0, 1.0)
     return np.round(scaled * 65535.0).astype(np.uint16)
 
 
