@@ -222,3 +222,30 @@ def test_a_volume_with_a_nan_voxel_keeps_its_window():
     keep[1, 1, 1] = False
     reference = window_volume(np.where(keep, volume, volume[keep].min()), keep & (volume != 0), (1, 99))
     assert np.array_equal(scaled[keep], reference[keep])
+
+
+@pytest.mark.parametrize("window", [(0, 150), (float("nan"), 50), (60, 40), ("a", 5), (1, 2, 3)])
+def test_a_brats_window_outside_the_percentiles_is_named_as_percentiles(tmp_path, window):
+    from egal.importers.brats import BratsOptions
+
+    with pytest.raises(ValueError, match=r"window must be two percentiles low < high in \[0, 100\]"):
+        BratsOptions(str(tmp_path), str(tmp_path / "o.parquet"), window=window)
+
+
+def test_report_names_a_pool_given_as_scores_and_a_file_given_as_experiment(tmp_path, capsys):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path, size=32))
+    assert main(["report", "--scores", pool, "--pool", pool, "--model", "m.onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the column(s)" in err and "__fragment_index" not in err
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["report", "--experiment", str(tmp_path / "config.json")]) == 2
+    assert "is a file, not the folder egal simulate wrote" in capsys.readouterr().err
+
+
+def test_from_folders_refuses_the_images_folder_as_its_masks_folder(tmp_path, capsys):
+    from pool_import_sources import folder_image
+
+    folder_image(tmp_path / "imgs" / "a" / "x.png", 10)
+    assert main(["pool", "from-folders", str(tmp_path / "imgs"), "--masks", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "p.parquet")]) == 2
+    assert "is the images folder itself" in capsys.readouterr().err

@@ -201,3 +201,9 @@ def test_a_table_without_readers_is_one_consensus_reading(tmp_path):
     rows = rows_by_id(result.out)
     assert sorted(map(tuple, rows["t1"]["boxes"])) == sorted([CARDIO_R1, NODULE_R1])
     assert rows["t2"]["label"] == "normal"
+
+
+def test_a_finding_the_table_does_not_name_is_refused_with_the_names(vindr, tmp_path):
+    with pytest.raises(SourceError, match=r"finding \(--finding\) 'cardiomegaly' is not a class_name .*'Cardiomegaly'"):
+        from_vindr_cxr(vindr, tmp_path / "a.parquet", task="finding", finding="cardiomegaly", progress=False)
+    assert not (tmp_path / "a.parquet").exists()

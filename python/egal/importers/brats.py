@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .._checks import bad_argument, check_choice, check_fraction, check_int
+from .._checks import bad_argument, check_choice, check_int
 from ..errors import EgalError
 from ..pool.encode import encode_png
 from .errors import SourceError
@@ -79,8 +79,11 @@ class BratsOptions:
         share = self.no_tumour_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 10:
             raise bad_argument(EgalError, "no_tumour_share", f"must be a number in [0, 10], got {share!r}")
-        low, high = (check_fraction(v / 100.0, "window") * 100.0 for v in self.window)
-        if not low < high:
+        try:
+            low, high = (float(v) for v in self.window)
+        except (TypeError, ValueError):
+            low = high = float("nan")
+        if not (0 <= low < high <= 100):  # NaN fails too
             raise bad_argument(EgalError, "window",
                                f"must be two percentiles low < high in [0, 100], got {self.window!r}")
 

@@ -63,6 +63,9 @@ def from_folders(source, out, **options) -> ImportResult:
 def import_folders(o: FoldersOptions) -> ImportResult:
     root = existing_folder(o.source, "the folders layout")
     masks_root = existing_folder(o.masks, "the masks folder (masks)") if o.masks else None
+    if masks_root is not None and masks_root.resolve() == root.resolve():
+        raise SourceError(f"masks (--masks) {o.masks!r} is the images folder itself: every image would be its own "
+                          "mask; give the folder of the masks, or leave --masks out for masks beside their images")
     images, stray_masks = _list_images(root, masks_root, o.mask_suffix)
     if not images:
         raise SourceError(f"{str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)}) in a class folder")

@@ -145,6 +145,11 @@ def import_vindr_cxr(o: VindrOptions) -> ImportResult:
     table, image_dir = find_layout(root, o.split, o.annotations)
     annotations = read_annotations(table)
     class_map = read_class_map(o.class_map) if o.task == "map" else None
+    if o.task == "finding":
+        named = sorted({name for by_class in annotations.values() for name in by_class} - {NO_FINDING})
+        if o.finding not in named:
+            raise SourceError(f"finding (--finding) {o.finding!r} is not a class_name of {str(table)!r}; its findings "
+                              f"are {', '.join(repr(n) for n in named)}")
     files = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     stored = "paths" if o.images_as == "paths" else "bytes"
     extra = [pa.field("findings", pa.list_(pa.string())), pa.field("source_path", pa.string())]

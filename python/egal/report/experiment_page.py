@@ -42,7 +42,8 @@ def experiment_report(out_dir) -> ExperimentReport:
 
     out_dir = os.fspath(out_dir)
     if not os.path.isdir(out_dir):
-        raise EgalError(f"experiment folder {out_dir!r} does not exist")
+        what = "is a file, not the folder egal simulate wrote" if os.path.exists(out_dir) else "does not exist"
+        raise EgalError(f"experiment folder {out_dir!r} {what}")
     runs = load_runs(out_dir)
     if not runs:
         raise EgalError(f"{out_dir!r} holds no finished run (runs/*.json): is it an egal simulate --out folder?")

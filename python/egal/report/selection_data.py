@@ -70,9 +70,14 @@ def read_scores(path) -> ScoredPool:
     if not os.path.isfile(path):
         raise EgalError(f"scores file {path!r} does not exist (write one with egal score --out)")
     try:
-        table = pq.read_table(path, columns=list(SCORE_COLUMNS))
+        names = pq.read_schema(path).names
     except (pa.ArrowException, OSError) as exc:
-        raise EgalError(f"scores file {path!r} is not egal score's output: {exc}") from None
+        raise EgalError(f"scores file {path!r} is not egal score's output (not a Parquet file: {exc})") from None
+    missing = [c for c in SCORE_COLUMNS if c not in names]
+    if missing:
+        raise EgalError(f"scores file {path!r} is not egal score's output: it lacks the column(s) "
+                        f"{', '.join(missing)} (a pool, not its scores?)")
+    table = pq.read_table(path, columns=list(SCORE_COLUMNS))
     run = None
     metadata = pq.read_schema(path).metadata or {}
     if RUN_METADATA_KEY in metadata:
