@@ -249,3 +249,23 @@ def test_from_folders_refuses_the_images_folder_as_its_masks_folder(tmp_path, ca
     assert main(["pool", "from-folders", str(tmp_path / "imgs"), "--masks", str(tmp_path / "imgs"), "--out",
                  str(tmp_path / "p.parquet")]) == 2
     assert "is the images folder itself" in capsys.readouterr().err
+
+
+def test_importers_refuse_a_case_named_twice_or_given_two_labels(tmp_path):
+    from egal.importers.brats import find_cases, read_case_labels
+    from egal.importers.siim_covid import STUDY_CLASSES, read_study_labels
+    from pool_import_sources import write_csv
+
+    for sub in ("a", "b"):
+        (tmp_path / "dup" / sub / "D_001").mkdir(parents=True)
+        (tmp_path / "dup" / sub / "D_001" / "D_001_seg.nii.gz").write_bytes(b"")
+    with pytest.raises(SourceError, match="case 'D_001' appears twice"):
+        find_cases(tmp_path / "dup", "t1ce")
+    grades = write_csv(tmp_path / "nm.csv", ["Grade", "BraTS_2020_subject_ID"], [["HGG", "B_001"], ["LGG", "B_001"]])
+    with pytest.raises(SourceError, match="gives case 'B_001' two labels, 'HGG' and 'LGG'"):
+        read_case_labels(grades)
+    columns = list(STUDY_CLASSES)
+    studies = write_csv(tmp_path / "s.csv", ["id", *columns],
+                        [["s1_study", "1", "0", "0", "0"], ["s1_study", "0", "0", "0", "1"]])
+    with pytest.raises(SourceError, match="lists study 's1' twice with different labels"):
+        read_study_labels(studies)

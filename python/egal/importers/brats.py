@@ -128,6 +128,9 @@ def find_cases(root: Path, modality: str) -> tuple[dict[str, tuple[Path | None, 
     for seg in sorted(root.rglob("*.nii*")):
         match = SEG_FILE.match(seg.name)
         if match:
+            if match["case"] in cases:
+                raise SourceError(f"case {match['case']!r} appears twice, {str(cases[match['case']][1])!r} and "
+                                  f"{str(seg)!r}: case names must be unique (import the folders one at a time)")
             cases[match["case"]] = (_volume(seg.parent, match["case"], names), seg)
     pattern = re.compile(r"^(?P<case>.+?)[_-](" + "|".join(map(re.escape, names)) + r")\.nii(\.gz)?$")
     matches = (pattern.match(p.name) for p in root.rglob("*.nii*"))
@@ -153,7 +156,8 @@ def read_case_labels(path) -> dict[str, str]:
         id_columns = [c for c in header if c.endswith("subject_ID")]
         if not id_columns:
             raise SourceError(f"labels {str(path)!r} has a Grade column but no *_subject_ID column naming the cases")
-        return {row[c]: row["Grade"] for row in rows for c in id_columns if row.get(c) and row.get("Grade")}
+        pairs = [(row[c], row["Grade"]) for row in rows for c in id_columns if row.get(c) and row.get("Grade")]
+        return _one_label_each(pairs, path)
     if "case" in header and "label" in header:
         case_column, label_column = "case", "label"
     elif len(header) == 2:
@@ -161,7 +165,18 @@ def read_case_labels(path) -> dict[str, str]:
     else:
         raise SourceError(f"labels {str(path)!r} must be BraTS's name_mapping.csv (Grade, BraTS_2020_subject_ID, ...) "
                           f"or a CSV with columns case,label; its columns are {header}")
-    return {row[case_column]: row[label_column] for row in rows if row[case_column] and row[label_column]}
+    return _one_label_each([(row[case_column], row[label_column]) for row in rows
+                            if row[case_column] and row[label_column]], path)
+
+
+def _one_label_each(pairs, path) -> dict[str, str]:
+    """{case: label}; SourceError when a case is given two different labels (which one would be a guess)."""
+    labels: dict[str, str] = {}
+    for case, label in pairs:
+        if labels.setdefault(case, label) != label:
+            raise SourceError(f"labels {str(path)!r} gives case {case!r} two labels, {labels[case]!r} and {label!r}: "
+                              "keep one")
+    return labels
 
 
 def _import_case(session: ImportSession, o: BratsOptions, case: str, image_file: Path, seg_file: Path,

@@ -71,7 +71,11 @@ def read_study_labels(path: Path) -> dict[str, str | None]:
     for row in rows:
         hot = [name for column, name in STUDY_CLASSES.items() if row[column] in ("1", "1.0")]
         study = row["id"][: -len("_study")] if row["id"].endswith("_study") else row["id"]
-        labels[study] = hot[0] if len(hot) == 1 else None
+        label = hot[0] if len(hot) == 1 else None
+        if study in labels and labels[study] != label:
+            raise SourceError(f"the study table {str(path)!r} lists study {study!r} twice with different labels "
+                              f"({labels[study]!r} and {label!r}): keep one row")
+        labels[study] = label
     return labels
 
 
