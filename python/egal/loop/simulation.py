@@ -460,7 +460,10 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
         digest = digest or stored.get("pool_digest")
     else:
         runs = os.path.join(out_dir, RUNS_DIR)
-        foreign = [n for n in os.listdir(out_dir) if not (n == RUNS_DIR and not os.listdir(runs))]
+        # Another simulate starting into the same folder at this moment may be writing config.json: it, and its
+        # temporary name, are egal's own, not foreign files.
+        foreign = [n for n in os.listdir(out_dir)
+                   if not ((n == RUNS_DIR and not os.listdir(runs)) or n == "config.json" or ".tmp-" in n)]
         if foreign:
             raise EgalError(f"--out {out_dir!r} holds files ({', '.join(sorted(foreign)[:5])}) but no egal simulate "
                             "config.json: choose a new or empty folder, which simulate never overwrites")
