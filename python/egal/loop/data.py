@@ -7,6 +7,7 @@ bilinear, masks nearest). Rows that fail to decode are left out.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -106,8 +107,15 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
 
 
-def content_digest(path, chunk: int = 1 << 23) -> str:
-    """A digest of a file's bytes: what the decoded cache and an experiment folder key a pool by."""
+def content_digest(path) -> str:
+    """A digest of a file's bytes: what the decoded cache and an experiment folder key a pool by. Read once per
+    process while the file's size and modification time stay the same (both keys ask for it at start-up)."""
+    stat = os.stat(path)
+    return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 23) -> str:
     digest = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -131,14 +131,14 @@ def onnxruntime_lacks_cuda() -> bool:
 
 def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunner:
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (missing: said here, with the extra to install)
     except ImportError as exc:
         raise EgalError(f"{path!r} is an ONNX model and onnxruntime is not installed here; pip install "
                         "'egal-al[onnx]' (GPU nodes) or 'egal-al[onnx-cpu]'") from exc
     from ..onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
 
     if device == "cuda":
-        if CUDA_PROVIDER not in ort.get_available_providers():
+        if onnxruntime_lacks_cuda():
             raise EgalError(f"device='cuda' (--device cuda): {NO_CUDA_PROVIDER}")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
     else:

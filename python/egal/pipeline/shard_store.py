@@ -253,6 +253,20 @@ class ShardStore:
                 os.remove(self._path(name))
 
 
+def read_score_output(path: str, columns) -> tuple[pa.Table, dict]:
+    """(the `columns` of an egal score output, its schema metadata); EgalError saying what the file is instead
+    (not Parquet, or a Parquet file without those columns: a pool given for its scores)."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise EgalError(f"is not an egal score output (not a Parquet file: {exc})") from None
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise EgalError(f"is not an egal score output: it lacks the column(s) {', '.join(missing)} (a pool, not "
+                        "its scores?)")
+    return pq.read_table(path, columns=list(columns)), schema.metadata or {}
+
+
 def describe_differences(previous: dict, current: dict) -> str:
     """The keys in which two run manifests differ, with both values where they are short; '' when equal."""
     parts = []

@@ -61,25 +61,19 @@ class ScoredPool:
 
 def read_scores(path) -> ScoredPool:
     """Reads egal score's output; an EgalError names what is missing when the file is not one."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from ..pipeline.shard_store import RUN_METADATA_KEY
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EgalError(f"scores file {path!r} does not exist (write one with egal score --out)")
+    from ..pipeline.shard_store import read_score_output
+
     try:
-        names = pq.read_schema(path).names
-    except (pa.ArrowException, OSError) as exc:
-        raise EgalError(f"scores file {path!r} is not egal score's output (not a Parquet file: {exc})") from None
-    missing = [c for c in SCORE_COLUMNS if c not in names]
-    if missing:
-        raise EgalError(f"scores file {path!r} is not egal score's output: it lacks the column(s) "
-                        f"{', '.join(missing)} (a pool, not its scores?)")
-    table = pq.read_table(path, columns=list(SCORE_COLUMNS))
+        table, metadata = read_score_output(path, SCORE_COLUMNS)
+    except EgalError as exc:
+        raise EgalError(f"scores file {path!r} {exc}") from None
     run = None
-    metadata = pq.read_schema(path).metadata or {}
     if RUN_METADATA_KEY in metadata:
         run = json.loads(metadata[RUN_METADATA_KEY])
 

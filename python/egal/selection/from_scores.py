@@ -19,6 +19,7 @@ import numpy as np
 
 from .._checks import bad_argument, check_int
 from .._paths import check_new_file, check_not_an_input
+from ..errors import EgalError
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
 from .embedding_file import EmbeddingFile, embeddings_path_for
 from .errors import SelectionError
@@ -87,9 +88,8 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     pool, group_column, per_group: at most per_group rows per value of the pool's group_column (the pool
                   is read for that column alone, matched to the scores by id)
     """
-    import pyarrow.parquet as pq
 
-    from ..pipeline.shard_store import RUN_METADATA_KEY, write_selection_csv
+    from ..pipeline.shard_store import RUN_METADATA_KEY, read_score_output, write_selection_csv
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     if per_group is not None:
@@ -102,18 +102,11 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
         check_new_file(out, "out (--out)", replace=overwrite)
         check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
                                                 "pool (--pool)": pool})
-    columns = ["id", "pred", "entropy_norm", "misalignment", "score", "rank", "status"]
     try:
-        schema = pq.read_schema(scores)
-    except Exception as exc:  # not Parquet
-        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output (not a Parquet "
-                           f"file: {exc})") from None
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise bad_argument(SelectionError, "scores", f"file {scores!r} is not an egal score output: it lacks the "
-                           f"column(s) {', '.join(missing)} (a pool, not its scores?)")
-    ranked = pq.read_table(scores, columns=columns)
-    metadata = schema.metadata or {}
+        ranked, metadata = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
+                                                      "status"))
+    except EgalError as exc:
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} {exc}") from None
     run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
     source = None
     if diversity != "none":
