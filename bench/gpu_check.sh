@@ -15,6 +15,10 @@
 # the run goes, so a run cut off still returns what it measured: log.txt (every step's whole output),
 # summary.md (one line per step: exit status and seconds), bench_cuda.json / bench_cuda.md (the benchmark)
 # and score_cuda.json (the end-to-end check).
+#
+# EGAL_GPU_STEPS picks steps (default: all of "build tests sanitizer bench score"; build runs only where
+# egal's CUDA backend is not installed yet, or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
+# starting them again: scripts/gpu_session.sh runs the sanitizer beside the protocol run that way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/egal-gpu}
@@ -25,8 +29,10 @@ mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
 SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
-: > "$LOG"
-echo "# bench/gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ "$REHEARSAL" = 1 ] && echo ', rehearsal on the CPU')" > "$SUMMARY"
+STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench score} "
+wanted() { [[ "$STEPS" == *" $1 "* ]]; }
+[ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
+echo "# bench/gpu_check.sh ($STEPS), $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ "$REHEARSAL" = 1 ] && echo ', rehearsal on the CPU')" >> "$SUMMARY"
 
 step() {  # step NAME LIMIT_SECONDS COMMAND...: runs COMMAND into the log, within LIMIT and the deadline
   local name=$1 limit=$2 left start rc
@@ -56,15 +62,18 @@ SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
   echo "$(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo)"
 } >> "$LOG" 2>&1
 
-if [ "$REHEARSAL" != 1 ] || [ "${EGAL_GPU_BUILD:-0}" = 1 ]; then
+cuda_installed() { python3 -c "import sys, egal; sys.exit(not egal.backends()['cuda']['available'])" 2>/dev/null; }
+if wanted build && { [ "${EGAL_GPU_BUILD:-0}" = 1 ] || { [ "$REHEARSAL" != 1 ] && ! cuda_installed; }; }; then
   export EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   step build 240 python3 -m pip install --no-build-isolation --no-deps --no-cache-dir . || { echo "the build failed: see log.txt" >> "$SUMMARY"; exit 2; }
 fi
 step backends 60 python3 -c "import egal; print(egal.__file__, egal.backends())"
 
-step cuda-tests 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_scorer_cuda.py tests/test_scorer_errors.py
+wanted tests && step cuda-tests 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_scorer_cuda.py tests/test_scorer_errors.py
 
-if [ -n "$SANITIZER" ]; then
+if ! wanted sanitizer; then
+  :
+elif [ -n "$SANITIZER" ]; then
   for tool in memcheck racecheck; do
     step "sanitizer-$tool" 90 "$SANITIZER" --tool "$tool" --error-exitcode 9 python3 bench/cuda_sanitizer_cases.py
   done
@@ -72,16 +81,16 @@ else
   echo "- sanitizer: compute-sanitizer not found, not run" >> "$SUMMARY"
 fi
 
-step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benchmark-only -q -rs -p no:cacheprovider \
+wanted bench && step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benchmark-only -q -rs -p no:cacheprovider \
   --benchmark-json="$OUT/bench_cuda.json"
-[ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
+wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
 
 if [ "$REHEARSAL" = 1 ]; then
   SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16)
 else
   SCORE_ARGS=(--device cuda)
 fi
-step score-end-to-end 150 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
+wanted score && step score-end-to-end 150 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
 
 echo "- done at $(date +%T), $(( $(date +%s) - DEADLINE + ${EGAL_GPU_DEADLINE:-480} )) s in all" >> "$SUMMARY"
 cat "$SUMMARY"

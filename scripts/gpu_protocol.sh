@@ -11,13 +11,19 @@
 #   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-rehearsal bash scripts/gpu_protocol.sh
 # On the device machine (carry build/data and .whl; timeout_s below its 10-minute limit):
 #   bash scripts/gpu_protocol.sh
+# It builds egal with the CUDA backend unless an earlier command on the same machine (bench/gpu_check.sh)
+# installed it already (EGAL_GPU_BUILD=1 builds anyway, after a change). EGAL_GPU_DEADLINE (seconds, default 520) stops `egal simulate` with Ctrl-C's signal
+# when it is reached: the runs finished by then are on disk, and workers take the runs seed by seed, so
+# what comes back is whole seeds with their paired differences (summarise them with egal.loop.write_report).
 #
-# $OUT receives, and keeps up to date every minute while the run goes on, so that a run cut off still
-# returns what it finished: results.tar.gz (the simulate folder but its round-0 models), summary.md,
-# log.txt (versions, build, the simulate log) and learning_curves.png. Extra arguments go to
+# $OUT receives, and keeps up to date every 30 s while the run goes on, so that a run cut off still
+# returns what it finished: results.tar.gz (the simulate folder but its round-0 models: summary.md and
+# learning_curves.png are in it when simulate finished) and log.txt (versions, build, the simulate log:
+# every round's accuracy, AUC and Dice as it ends). Extra arguments go to
 # `egal simulate` (e.g. --seeds 2 --strategies random,egal).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SCRIPT_START=$(date +%s)
 OUT=${OUT:-/tmp/egal-gpu-protocol}
 RUN=/tmp/egal-gpu-protocol-run
 mkdir -p "$OUT"
@@ -28,7 +34,6 @@ export PYTHONUNBUFFERED=1
 pack() {  # what comes back: at most 8 files, so the folder travels as one archive
   [ -d "$RUN" ] || return 0
   tar -czf "$OUT/results.tar.gz.part" -C "$RUN" --exclude=round0 . 2>/dev/null && mv "$OUT/results.tar.gz.part" "$OUT/results.tar.gz"
-  for f in summary.md learning_curves.png; do [ -f "$RUN/$f" ] && cp "$RUN/$f" "$OUT/"; done
   return 0
 }
 
@@ -44,17 +49,22 @@ if [ "${EGAL_GPU_REHEARSAL:-0}" = "1" ]; then
 else
   SETTINGS=()
   { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } >> "$LOG" 2>&1
-  EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" \
-    python3 -m pip install -q --no-build-isolation --no-deps . >> "$LOG" 2>&1 || { echo "build failed" >> "$LOG"; exit 2; }
+  if [ "${EGAL_GPU_BUILD:-0}" = 1 ] || ! python3 -c "import sys, egal; sys.exit(not egal.backends()['cuda']['available'])" 2>/dev/null; then
+    EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+      python3 -m pip install -q --no-build-isolation --no-deps . >> "$LOG" 2>&1 || { echo "build failed" >> "$LOG"; exit 2; }
+  fi
   python3 -c "import egal; print('egal', egal.__version__, egal.backends())" >> "$LOG" 2>&1
 fi
 [ -f build/data/figshare_224.parquet ] || { echo "build/data/figshare_224.parquet is missing (see the header)" >> "$LOG"; exit 2; }
 
-( while sleep 60; do pack; done ) &
+( while sleep 30; do pack; done ) &
 PACKER=$!
 start=$(date +%s)
-python3 -m egal.cli simulate --config configs/figshare_gpu_lite0.toml --out "$RUN" ${SETTINGS[@]+"${SETTINGS[@]}"} "$@" >> "$LOG" 2>&1
+limit=$(( ${EGAL_GPU_DEADLINE:-520} - (start - SCRIPT_START) ))
+echo "egal simulate starts at $(date +%T) with at most $limit s" >> "$LOG"
+timeout -s INT -k 30 "$limit" python3 -m egal.cli simulate --config configs/figshare_gpu_lite0.toml --out "$RUN" ${SETTINGS[@]+"${SETTINGS[@]}"} "$@" >> "$LOG" 2>&1
 status=$?
+[ "$status" = 124 ] && echo "egal simulate was stopped at the deadline: the finished runs are in results.tar.gz" >> "$LOG"
 echo "egal simulate exit $status after $(( $(date +%s) - start )) s" >> "$LOG"
 kill "$PACKER" 2>/dev/null
 pack

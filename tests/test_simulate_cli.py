@@ -201,3 +201,12 @@ def test_simulate_never_writes_over_other_files_nor_mixes_pools_or_reads_a_damag
     assert "random__seed0.json' is damaged" in capsys.readouterr().err
     assert main(["report", "--experiment", str(out)]) == 2
     assert "random__seed0.json' is damaged" in capsys.readouterr().err
+
+
+def test_workers_take_whole_seeds_first_so_an_experiment_cut_short_keeps_its_paired_runs():
+    from egal.loop.workers import hand_out_order
+
+    units = [(name, seed) for name in ("random", "entropy", "egal") for seed in (0, 1, 2)]
+    order = hand_out_order(units, ["random", "entropy", "egal"])
+    assert order[:3] == [("entropy", 0), ("egal", 0), ("random", 0)]
+    assert [seed for _, seed in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]

@@ -10,8 +10,10 @@ exclusive file so that no run is done twice. Round 0 of a seed is the same for
 all its strategies: the first worker to need it trains it under a lock and
 leaves it in OUT/round0/, the others load it (egal.loop.simulation.FirstRounds).
 
-Runs are handed out strategy by strategy, seed by seed, random selection last
-(it scores no pool, so its runs are the shortest and fill the end). Each run
+Runs are handed out seed by seed, every strategy of a seed before the next seed,
+so that an experiment stopped early (a time limit, a lost machine) holds whole
+seeds and with them the strategies' paired differences; within a seed, random
+selection last (it scores no pool, so its runs are the shortest). Each run
 writes its own OUT/runs/ file atomically, as in one process, so a killed
 experiment resumes with any number of workers, and the results do not depend
 on which worker ran what (every worker runs `threads` torch threads; the thread
@@ -41,8 +43,7 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
     """
     from .simulation import RUNS_DIR
 
-    order = {s.name: i for i, s in enumerate(config.loop.strategy_objects())}
-    units = sorted(units, key=lambda u: (u[0] == "random", order[u[0]], u[1]))
+    units = hand_out_order(units, [s.name for s in config.loop.strategy_objects()])
     threads = config.loop.threads or max(1, (os.cpu_count() or 1) // workers)
     claims = tempfile.mkdtemp(prefix=".claims-", dir=os.path.join(out_dir, RUNS_DIR))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
@@ -86,6 +87,12 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
         worker, text = failures[0]
         raise EgalError(f"worker {worker} failed ({len(ran)} run(s) finished and kept; rerun to resume):\n{text}")
     return ran
+
+
+def hand_out_order(units: list, strategy_names: list) -> list:
+    """The (strategy name, seed) units in the order workers take them: seed by seed, random last in a seed."""
+    order = {name: i for i, name in enumerate(strategy_names)}
+    return sorted(units, key=lambda u: (u[1], u[0] == "random", order[u[0]]))
 
 
 def _stop(processes) -> None:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issues 17 and 18 in one call of the device machine (under its 10-minute limit), for a session whose 15
+# minutes of GPU time must hold both and a machine start:
+#   1. bench/gpu_check.sh on a quiet GPU: the sm_90 build, the CUDA tests, the benchmark and the end-to-end
+#      `egal score --device cuda` check (EGAL_GPU_CHECK_SECONDS, default 300);
+#   2. then, with the time left (EGAL_GPU_TOTAL, default 575 s, counted from the start), the protocol run
+#      (scripts/gpu_protocol.sh; extra arguments go to `egal simulate`), and beside it the compute-sanitizer
+#      runs, which check correctness and time nothing, so sharing the GPU costs them nothing that matters.
+#
+# On the device machine (carry build/data and .whl; timeout_s 595):
+#   bash scripts/gpu_session.sh --strategies random,entropy,egal
+# Rehearse here, on the CPU (GPU parts skip; the protocol at its tiny rehearsal size):
+#   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-session bash scripts/gpu_session.sh
+#
+# $OUT gets check/ (log.txt, summary.md, bench_cuda.json, bench_cuda.md, score_cuda.json) and protocol/
+# (log.txt, results.tar.gz): 7 files, under the 8 that come back.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+OUT=${OUT:-/tmp/egal-gpu-session}
+mkdir -p "$OUT/check" "$OUT/protocol"
+
+EGAL_GPU_DEADLINE=${EGAL_GPU_CHECK_SECONDS:-300} EGAL_GPU_STEPS="build tests bench score" OUT="$OUT/check" \
+  bash bench/gpu_check.sh > /dev/null
+left=$(( ${EGAL_GPU_TOTAL:-575} - ($(date +%s) - START) ))
+echo "check done after $(( $(date +%s) - START )) s; the protocol gets $left s"
+
+EGAL_GPU_DEADLINE=$left OUT="$OUT/protocol" bash scripts/gpu_protocol.sh "$@" &
+protocol=$!
+EGAL_GPU_DEADLINE=$(( left < 200 ? left : 200 )) EGAL_GPU_STEPS=sanitizer EGAL_GPU_APPEND=1 OUT="$OUT/check" \
+  bash bench/gpu_check.sh > /dev/null
+wait "$protocol"
+echo "protocol exit $? after $(( $(date +%s) - START )) s in all"
+cat "$OUT/check/summary.md"
+grep -E "round [0-9]+/|exit|stopped|Error|error" "$OUT/protocol/log.txt" | tail -n 40
