@@ -86,9 +86,9 @@ wanted bench && step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benc
 wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
 
 if [ "$REHEARSAL" = 1 ]; then
-  SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16)
+  SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16 --profile)
 else
-  SCORE_ARGS=(--device cuda)
+  SCORE_ARGS=(--device cuda --profile)
 fi
 wanted score && step score-end-to-end 150 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
 

@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=512, help="rows of the parity pool")
     parser.add_argument("--densenet-rows", type=int, default=1024, help="rows of the DenseNet-121 pool")
     parser.add_argument("--batch-sizes", default="32,128", help="egal score batch sizes for DenseNet-121")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where `egal score` spends its time (cProfile) for the last DenseNet batch size")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def main() -> int:
     results["parity"] = parity(work, args.device, args.rows)
     _dump(results, args.json)
     results["densenet121"] = densenet_speed(work, args.device, args.densenet_rows,
-                                            [int(b) for b in args.batch_sizes.split(",")])
+                                            [int(b) for b in args.batch_sizes.split(",")], args.profile)
     _dump(results, args.json)
     print(json.dumps(results, indent=1, default=str))
     return 0
@@ -68,7 +70,11 @@ def parity(work: Path, device: str, rows: int) -> dict:
     onnx = export_onnx(pt, str(work / "tiny.onnx"))
     baseline = _score(pool, pt, work / "pt-cpu.parquet", device="cpu", runtime="torch")
     out = {"pool_rows": rows, "tolerance": PARITY_ATOL, "baseline": "PyTorch on the CPU"}
-    for name, model, runtime in (("pt-torch", pt, "torch"), ("pt-auto", pt, "auto"), ("onnx", onnx, "auto")):
+    for name, model, runtime in (("pt-torch", pt, "torch"), ("pt-torch-no-tf32", pt, "torch"), ("pt-auto", pt, "auto"),
+                                 ("onnx", onnx, "auto")):
+        # PyTorch lets cuDNN convolve in TF32 on a GPU by default: the run without it says whether a difference
+        # to the CPU comes from the model's arithmetic or from egal's scorer.
+        torch.backends.cudnn.allow_tf32 = name != "pt-torch-no-tf32"
         try:
             run = _score(pool, model, work / f"{name}.parquet", device=device, runtime=runtime)
         except Exception as exc:  # recorded: the .onnx run fails where onnxruntime has no CUDA provider
@@ -123,7 +129,7 @@ def _iobinding(pool: str, onnx: str) -> dict:
 
 # -- 2. the paper's model: rows per second ---------------------------------------------------------------------
 
-def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int]) -> dict:
+def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], profile: bool = False) -> dict:
     pool = str(make_synthetic_pool(work / "densenet", n=rows, image_size=224))
     torch.manual_seed(0)
     model = build_model("densenet121", "prototypical", CLASSES, input_size=(224, 224), in_channels=1)
@@ -135,6 +141,14 @@ def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int]) -
     for b in batch_sizes:
         run = _score(pool, pt, work / f"densenet-{b}.parquet", device=device, runtime="torch", batch_size=b)
         out["egal_score_rows_per_second"][b] = round(run.rows_per_second, 1)
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(_score, pool, pt, work / "densenet-profile.parquet", device=device, runtime="torch",
+                         batch_size=batch_sizes[-1])
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
     model = model.to(device).eval()
     for b in batch_sizes:
         images = torch.rand(b, 1, 224, 224, device=device)

@@ -382,15 +382,17 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const size_t o_col_lo = append(blob, cols.lo), o_col_hi = append(blob, cols.hi), o_col_t = append(blob, cols.t);
   const size_t o_row_sum = append(blob, row_sum), o_col_sum = append(blob, col_sum);
 
-  // Device memory: tables, the map workspace and the outputs, in one block.
-  const size_t tables_bytes = (blob.size() + 255) / 256 * 256;
+  // Device memory: tables, the map workspace and the outputs, in one block. Each part starts on a 256-byte
+  // boundary: the int64 predictions after B * h * w floats would otherwise be misaligned when that count is odd.
+  const auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
+  const size_t tables_bytes = aligned(blob.size());
   const size_t cam_bytes = static_cast<size_t>(B * hw) * sizeof(float);
   const size_t out_bytes = static_cast<size_t>(B) * (sizeof(int64_t) + 4 * sizeof(float) + sizeof(int32_t));
   const size_t cam_out_bytes = out.cam ? cam_bytes : 0;
   unsigned char* device = nullptr;
-  check(
-      cudaMallocAsync(reinterpret_cast<void**>(&device), tables_bytes + cam_bytes + out_bytes + cam_out_bytes, stream),
-      "cudaMallocAsync");
+  check(cudaMallocAsync(reinterpret_cast<void**>(&device),
+                        tables_bytes + aligned(cam_bytes) + aligned(out_bytes) + cam_out_bytes, stream),
+        "cudaMallocAsync");
   struct Free {
     unsigned char* p;
     cudaStream_t s;
@@ -404,14 +406,14 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
                  reinterpret_cast<int32_t*>(device + o_col_hi), reinterpret_cast<float*>(device + o_col_t),
                  reinterpret_cast<float*>(device + o_row_sum),  reinterpret_cast<float*>(device + o_col_sum)};
   args.cam_workspace = reinterpret_cast<float*>(device + tables_bytes);
-  unsigned char* outputs = device + tables_bytes + cam_bytes;
+  unsigned char* outputs = device + tables_bytes + aligned(cam_bytes);
   args.out.pred = reinterpret_cast<int64_t*>(outputs);
   args.out.entropy = reinterpret_cast<float*>(outputs + B * sizeof(int64_t));
   args.out.entropy_norm = args.out.entropy + B;
   args.out.misalignment = args.out.entropy + 2 * B;
   args.out.score = args.out.entropy + 3 * B;
   args.out.status = reinterpret_cast<int32_t*>(args.out.entropy + 4 * B);
-  args.out.cam = out.cam ? reinterpret_cast<float*>(outputs + out_bytes) : nullptr;
+  args.out.cam = out.cam ? reinterpret_cast<float*>(outputs + aligned(out_bytes)) : nullptr;
 
   args.activations = A.data;
   copy_strides(A, args.a_stride, 4);
