@@ -245,3 +245,18 @@ def test_cuda_model_scores_on_the_gpu_like_on_the_cpu(method):
     np.testing.assert_array_equal(on_gpu.pred, on_cpu.pred)
     # cuDNN convolutions may differ from the CPU ones in the last bits.
     np.testing.assert_allclose(on_gpu.score, on_cpu.score, rtol=0, atol=1e-4)
+
+
+def test_grad_cam_inputs_on_a_gpu_are_computed_without_tf32_and_the_setting_is_restored():
+    from egal.gradcam.extract import full_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with full_float32(torch.device("cuda")):  # the switches need no GPU to be set
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        with full_float32(torch.device("cpu")):
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

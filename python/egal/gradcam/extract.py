@@ -10,9 +10,14 @@ Two paths, both batched, both on the model's device:
   from the sum over samples of each sample's predicted-class logit; in eval
   mode samples do not interact, so sample b's gradient is exactly
   d logit_b[pred_b] / d A_b.
+
+On a GPU both run in full float32: PyTorch lets cuDNN convolve float32 in TF32 (10 mantissa bits) by
+default, and on an H100 that moved a pool's scores by up to 3e-4 against the CPU and reordered 62 of 512
+rows; with TF32 off the difference was 1.8e-7 and no row moved (bench/README.md, "On a GPU").
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -79,11 +84,27 @@ def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: str |
     was_training = model.training
     model.eval()
     try:
-        if method != "autograd" and exact:
-            return _closed_form(model, images)
-        return _autograd(model, images, target_layer)
+        with full_float32(images.device):
+            if method != "autograd" and exact:
+                return _closed_form(model, images)
+            return _autograd(model, images, target_layer)
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def full_float32(device: torch.device):
+    """Float32 convolutions and matrix products without TF32 on a CUDA device, restored afterwards (the
+    switches are process-wide: a thread training meanwhile would run without TF32 too)."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..gradcam import extract_gradcam_inputs, fused_scorer
-from ..gradcam.extract import inputs_from_pooled_map
+from ..gradcam.extract import full_float32, inputs_from_pooled_map
 from ..models.split import split_features
 from ..train.feature_cache import FeatureCache
 
@@ -42,7 +42,7 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
     device = next(model.parameters()).device
     for start in range(0, len(masks), batch_size):
         if tail is not None:
-            with torch.no_grad():
+            with torch.no_grad(), full_float32(device):
                 maps = tail(features.identity()[start:start + batch_size].to(device, torch.float32))  # [B, K, h, w]
             inputs = inputs_from_pooled_map(model, maps)
         else:

@@ -72,6 +72,7 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
         raise EgalError(f"{path!r} is a PyTorch model and PyTorch is not installed here; pip install "
                         "'egal-al[torch]', or export it with `egal export` and score the .onnx file") from exc
     from ..gradcam import closed_form_applies, extract_gradcam_inputs
+    from ..gradcam.extract import full_float32
     from ..models import load_model
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -96,7 +97,7 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
     def with_embedding(images: np.ndarray):
         batch = torch.from_numpy(images).to(torch_device)
         inputs = extract_gradcam_inputs(model, batch)
-        with torch.no_grad():
+        with torch.no_grad(), full_float32(torch_device):
             # The closed form's activations are the pooled map; the autograd path's target layer may not be.
             maps = inputs.activations if inputs.method == "closed_form" else model.eval().feature_map(batch)
             vectors = model.selection_embedding(maps)
