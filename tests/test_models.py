@@ -193,7 +193,9 @@ def test_prototypical_head_refuses_to_run_without_prototypes():
         model(torch.rand(1, 3, 32, 32))
 
 
-def test_prototypes_are_class_means_and_logits_are_negative_squared_distances():
+def test_prototypes_are_class_means_and_logits_are_squared_distances_up_to_a_per_image_constant():
+    """logits = -|e - p_c|^2 + |e|^2: the prototypical network's probabilities exactly, without the -|e|^2
+    that is the same for every class and would pull every class's Grad-CAM weights towards -2 E^T e."""
     model = build_model("tiny_cnn", "prototypical", CLASSES, embedding_dim=8).eval()
     images, labels = torch.rand(7, 3, 32, 32), torch.tensor([0, 1, 2, 2, 1, 0, 0])
     model.fit_prototypes(images, labels, batch_size=3)
@@ -201,9 +203,22 @@ def test_prototypes_are_class_means_and_logits_are_negative_squared_distances():
     for c in range(3):
         torch.testing.assert_close(model.head.prototypes[c], embeddings[labels == c].mean(dim=0))
     with torch.no_grad():
-        logits = model(images[:2])
-    expected = -torch.cdist(embeddings[:2].double(), model.head.prototypes.double()) ** 2
-    torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-5)
+        logits = model(images)
+    e, p = embeddings.double(), model.head.prototypes.double()
+    negative_squared_distance = -torch.cdist(e, p) ** 2
+    torch.testing.assert_close(logits.double(), negative_squared_distance + (e ** 2).sum(1, keepdim=True),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.softmax(logits.double(), 1), torch.softmax(negative_squared_distance, 1),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_prototypical_closed_form_gradient_is_the_logits_autograd_gradient():
+    model = build_model("tiny_cnn", "prototypical", CLASSES, embedding_dim=8).eval()
+    model.fit_prototypes(torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]))
+    pooled = torch.randn(5, model.head.embedding.in_features, requires_grad=True)
+    pred = torch.tensor([0, 2, 1, 1, 0])
+    model.head(pooled).gather(1, pred[:, None]).sum().backward()
+    torch.testing.assert_close(model.head.logit_gradient(pooled, pred), pooled.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_a_class_without_labelled_samples_is_reported():

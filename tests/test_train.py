@@ -138,7 +138,8 @@ def test_the_trainers_step_is_the_definition(head, soft):
         sy = torch.from_numpy(labels[support])
         prototypes = torch.stack([support_emb[sy == c].mean(0) for c in range(int(sy.max()) + 1)])
         maps = activations[len(support):]
-        logits = -((model.head.embed(model.pool(maps))[:, None] - prototypes[None]) ** 2).sum(-1)
+        query_emb = model.head.embed(model.pool(maps))  # the head's logits: 2 e.p - |p|^2
+        logits = 2 * query_emb @ prototypes.T - (prototypes ** 2).sum(-1)
         targets, roi = torch.from_numpy(labels[query]), m[query]
     else:
         maps = model.feature_map(x)
@@ -272,6 +273,10 @@ def test_bad_training_input_is_refused():
         train_model(images, masks, labels + 5, CLASSES, small_config())
     with pytest.raises(ValueError, match="prototype"):
         train_model(images, masks, np.where(labels == 2, 0, labels), CLASSES, small_config())
+    poisoned = images.copy()
+    poisoned[7, 0, 3, 3] = np.nan
+    with pytest.raises(ValueError, match="1 training image\\(s\\) hold NaN or infinite values, first row 7"):
+        train_model(poisoned, masks, labels, CLASSES, small_config())
     with pytest.raises(ValueError, match="beta"):
         small_config(beta=-1.0)
     with pytest.raises(ValueError, match="architecture"):

@@ -36,9 +36,16 @@ class LinearHead(nn.Module):
 
 
 class PrototypicalHead(nn.Module):
-    """logits_c = -||E f + e0 - p_c||^2, with prototypes p_c the class means of labelled embeddings.
+    """Prototypes p_c (the class means of labelled embeddings e = E f + e0) and logits_c = 2 e.p_c - ||p_c||^2.
 
-    The embedding is a single linear layer so that the closed form above holds.
+    These are the prototypical network's -||e - p_c||^2 plus ||e||^2, a term the same for every class: the
+    same softmax, so the same probabilities, predictions, entropy and training loss (and the linear model
+    that Snell et al., 2017, show the squared-distance prototypical network to be). What the dropped term
+    changes is Grad-CAM: in -||e - p_c||^2 it adds -2 E^T e to every class's gradient, a pull that grows
+    with the image's own embedding and drives sum_k w_k A_k below zero, so that Grad-CAM's ReLU leaves an
+    all-zero map (measured on Figshare validation rows: scripts/cam_liveness.py, docs/experiments.md).
+
+    The embedding is a single linear layer so that the closed-form Grad-CAM weights hold.
     Prototypes live in a buffer (saved with the model); they are NaN until
     `set_prototypes` has been called, and a forward pass refuses NaN prototypes.
     """
@@ -60,7 +67,7 @@ class PrototypicalHead(nn.Module):
         return self.unchecked_logits(pooled)
 
     def logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
-        """d logit_pred / d f = -2 E^T (e - p_pred)."""
+        """d logit_pred / d f = 2 E^T p_pred."""
         self.require_prototypes()
         return self.unchecked_logit_gradient(pooled, pred)
 
@@ -75,15 +82,12 @@ class PrototypicalHead(nn.Module):
     # Against any prototypes: the stored ones, or a training episode's (its support rows' class means).
     @staticmethod
     def logits_against(embeddings, prototypes):  # [B, D], [C, D] -> [B, C]
-        # Explicit differences (not |e|^2 - 2 e.p + |p|^2) so that logits, their
-        # autograd gradient and the closed form agree to float rounding.
-        diff = embeddings[:, None, :] - prototypes[None, :, :]  # [B, C, D]
-        return -(diff * diff).sum(dim=-1)
+        # (2 e - p).p = 2 e.p - |p|^2: its autograd gradient is 2 p exactly, as in the closed form.
+        return ((2.0 * embeddings[:, None, :] - prototypes[None, :, :]) * prototypes[None, :, :]).sum(dim=-1)
 
     def logit_gradient_against(self, embeddings, prototypes, classes):  # [B, D], [C, D], [B] -> [B, K]
-        """d logit_class / d f = -2 E^T (e - p_class); differentiable, so training can use it as Grad-CAM weights."""
-        diff = embeddings - prototypes[classes]  # [B, D]
-        return -2.0 * diff @ self.embedding.weight  # [B, D] @ [D, K]
+        """d logit_class / d f = 2 E^T p_class; differentiable, so training can use it as Grad-CAM weights."""
+        return 2.0 * prototypes[classes] @ self.embedding.weight  # [B, D] @ [D, K]
 
     @torch.no_grad()
     def set_prototypes(self, embeddings, labels) -> None:
