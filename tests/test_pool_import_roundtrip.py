@@ -242,7 +242,7 @@ def test_pool_info_counts_and_problems(mask_pool, box_pool, tmp_path):
     assert info.labelled_share == pytest.approx(4 / 6)
     assert info.roi == {"mask": 5, "boxes": 0, "none": 1}
     assert info.formats == {"PNG 8-bit grey": 5, "PNG 16-bit grey": 1} and info.sizes == {"40x30": 6}
-    assert info.groups == {"count": 3, "min": 2, "median": 2.0, "max": 2}
+    assert info.groups == {"count": 3, "min": 2, "median": 2.0, "max": 2, "rows_without_group": 0}
     assert not info.problems.skipped and "66.7 %" in info.summary()
     boxes = pool_info(box_pool)
     assert boxes.roi == {"mask": 0, "boxes": 1, "none": 1} and boxes.boxes == 2
@@ -254,6 +254,19 @@ def test_pool_info_counts_and_problems(mask_pool, box_pool, tmp_path):
     problems = pool_info(bad).problems.skipped
     assert problems == {"box outside its image or malformed": 1, "image header unreadable": 1}
     assert json.loads(json.dumps(pool_info(bad).to_dict()))["problems"] == problems
+
+
+def test_pool_info_does_not_count_empty_group_cells_as_a_group(tmp_path):
+    png = encode_png(np.zeros((4, 4), np.uint8))
+    path = tmp_path / "groups.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "image": [png] * 3, "group": pa.array([None] * 3, pa.string())}),
+                   path)
+    info = pool_info(path)
+    assert info.groups["count"] == 0 and "none, the column is empty in every row" in info.summary()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "image": [png] * 3, "group": ["p1", None, "p1"]}), path)
+    info = pool_info(path)
+    assert info.groups == {"count": 1, "min": 2, "median": 2.0, "max": 2, "rows_without_group": 1}
+    assert "1 (33.3 %) rows without a group" in info.summary()
 
 
 # --- the real pool -----------------------------------------------------------------------------

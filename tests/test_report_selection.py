@@ -202,6 +202,9 @@ def test_select_k_shows_the_best_ranked_and_a_selection_file_can_be_named(demo, 
     path.write_text("rank,id\n1,nobody\n")
     with pytest.raises(EgalError, match="not in"):
         read_selection(scores, selection_csv=str(path))
+    path.write_text("rank,id\n1,scan_0030\n2,scan_0003\n3,scan_0030\n")
+    with pytest.raises(EgalError, match="1 id\\(s\\) more than once, first 'scan_0030'"):
+        read_selection(scores, selection_csv=str(path))
     with pytest.raises(EgalError, match="not both"):
         read_selection(scores, select=3, selection_csv=str(path))
 

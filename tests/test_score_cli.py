@@ -250,3 +250,11 @@ def test_bad_options_are_refused_naming_the_flag(tmp_path, model_path, capsys, f
     err = capsys.readouterr().err
     assert err.startswith(f"egal score: error: {flag} must "), err  # the flag, not the library's argument name
     assert not (tmp_path / "never.parquet").exists() and not (tmp_path / "never.parquet.parts").exists()
+
+
+def test_scores_go_to_a_parquet_name_not_a_csv_one(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "scores.csv") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("egal score: error: --out is where the scores go, as Parquet: give a .parquet name"), err
+    assert not list(tmp_path.glob("scores.csv*"))

@@ -61,6 +61,7 @@ def test_simulate_writes_tables_curves_and_resumes(pool, tmp_path, capsys):
     (["--alpha", "1.5"], "alpha must lie in [0, 1]"),
     (["--alpha-grid", "0.2,-0.5"], "must lie in [0, 1]"),
     (["--test-groups", "nowhere", "--group-column", "split"], "do not occur"),
+    (["--seeds", "1,3,1"], "seeds lists 1 more than once"),
 ])
 def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
     assert main(["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", *FAST_TRAIN, *extra]) == 2

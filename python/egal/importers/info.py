@@ -72,10 +72,15 @@ class PoolInfo:
         sizes = sorted(self.sizes.items(), key=lambda kv: -kv[1])
         lines.append("Sizes: " + ", ".join(f"{k} {v}" for k, v in sizes[:SIZES_SHOWN])
                      + (f", and {len(sizes) - SIZES_SHOWN} other sizes" if len(sizes) > SIZES_SHOWN else ""))
-        if self.group_column:
+        if self.group_column and not self.groups["count"]:
+            lines.append(f"Groups ({self.group_column}): none, the column is empty in every row "
+                         "(patient-level splits need it filled)")
+        elif self.group_column:
             g = self.groups
             lines.append(f"Groups ({self.group_column}): {g['count']:.0f}, rows per group min {g['min']:.0f}, "
-                         f"median {g['median']:g}, max {g['max']:.0f}")
+                         f"median {g['median']:g}, max {g['max']:.0f}"
+                         + (f"; {share(g['rows_without_group'])} rows without a group" if g["rows_without_group"]
+                            else ""))
         else:
             lines.append("Groups: no group column (patient-level splits need one)")
         if self.problems.skipped:
@@ -101,7 +106,8 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
         for i, ident in enumerate(batch.ids):
             labels[_key(batch.extra["label"][i])] += 1
             if group:
-                per_group[str(batch.extra[group][i])] += 1
+                value = batch.extra[group][i]
+                per_group[None if value is None else str(value)] += 1
             header = _header(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, problems)
             if header is not None:
                 depth = f"{header.bits}-bit {'grey' if header.channels == 1 else 'colour'}"
@@ -112,9 +118,10 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
             boxes_total += count
         bar.advance(len(batch))
     bar.close()
+    without = per_group.pop(None, 0)  # rows whose group cell is empty belong to no group
     counts = np.array(list(per_group.values()) or [0])
     groups = ({"count": len(per_group), "min": int(counts.min()), "median": float(np.median(counts)),
-               "max": int(counts.max())} if group else {})
+               "max": int(counts.max()), "rows_without_group": without} if group else {})
     return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
                     spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
                     dict(formats), dict(sizes), group, groups, problems)

@@ -61,6 +61,9 @@ class LoopConfig:
         else:
             raise EgalError(f"seeds must be a count (5: seeds 0-4) or a list of non-negative integer seeds, got "
                             f"{self.seeds!r}")
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:  # a seed's runs would be done twice and counted twice in the mean over seeds
+            raise EgalError(f"seeds lists {', '.join(map(str, repeated))} more than once: {list(seeds)}")
         object.__setattr__(self, "seeds", seeds)
         parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
         for name in ("init", "budget", "workers"):

@@ -2,6 +2,7 @@
 selection, the quadrants of uncertainty against misalignment, examples per quadrant, the rows in error."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 from dataclasses import dataclass
@@ -113,6 +114,10 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     from ..importers.tables import read_table
 
     ids = [row["id"] for row in read_table(path, ("id",), "selection file")]
+    repeated = sorted(v for v, n in collections.Counter(ids).items() if n > 1)
+    if repeated:
+        raise EgalError(f"selection file {path!r} names {len(repeated)} id(s) more than once, first "
+                        f"{repeated[0]!r}: a row is annotated once")
     position = {v: i for i, v in enumerate(scores.ids.tolist())}
     unknown = [v for v in ids if v not in position]
     if unknown:

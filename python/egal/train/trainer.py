@@ -289,6 +289,11 @@ def _check_data(images, masks, labels, classes, config):
             raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
         n = images.shape[0]
         images = images.float()
+        finite = torch.isfinite(images).flatten(1).all(dim=1)  # [N]
+        if not bool(finite.all()):  # one NaN pixel makes every later loss NaN, silently
+            bad = torch.nonzero(~finite).flatten()
+            raise EgalError(f"{len(bad)} training image(s) hold NaN or infinite values, first row {int(bad[0])}: "
+                            "decode or clean them before training")
     if masks.ndim != 3 or masks.shape[0] != n:
         raise ValueError(f"masks must be [N, H, W] with N = {n}, got {tuple(masks.shape)}")
     if labels.shape != (n,):
