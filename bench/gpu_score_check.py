@@ -31,6 +31,7 @@ from egal.gradcam import score_images
 from egal.gradcam.extract import full_float32
 from egal.models import build_model, save_model
 from egal.onnx import export_onnx
+from egal.pipeline.options import default_workers
 from egal.pipeline.runtime import PARITY_ATOL
 
 CLASSES = ("benign", "malignant", "normal")
@@ -142,6 +143,10 @@ def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], p
     for b in batch_sizes:
         run = _score(pool, pt, work / f"densenet-{b}.parquet", device=device, runtime="torch", batch_size=b)
         out["egal_score_rows_per_second"][b] = round(run.rows_per_second, 1)
+    # The pool's decoding alone, as `egal score` runs it (its default decoder processes, their start
+    # included): whether the decoders are what bounds the end-to-end figure.
+    out["decoders"] = default_workers()
+    out["decode_only_rows_per_second"] = _decode_rate(pool, batch_sizes[-1], default_workers())
     if profile:
         import cProfile
         import pstats
@@ -163,6 +168,20 @@ def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], p
         out["in_memory_rows_per_second"][b] = _rate(lambda: score_images(model, images, masks),  # noqa: B023
                                                     b, device)
     return out
+
+
+def _decode_rate(pool: str, batch: int, workers: int) -> float:
+    from egal.pool import DecodeSettings, open_pool
+    from egal.pool.workers import decode_in_order
+
+    start, rows = time.perf_counter(), 0
+    batches = decode_in_order(open_pool(pool).iter_batches(batch), DecodeSettings(input_size=(224, 224)), workers)
+    try:
+        for decoded in batches:
+            rows += len(decoded.ids)
+    finally:
+        batches.close()
+    return round(rows / (time.perf_counter() - start), 1)
 
 
 def _rate(step, batch: int, device: str, warmup: int = 3, seconds: float = 3.0) -> float:
