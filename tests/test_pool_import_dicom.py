@@ -3,6 +3,7 @@ datasets' real CSV columns: merging readers' boxes, the label tasks, DICOM conve
 rescale, VOI window) against the pool decoder, box geometry after resizing, and skips."""
 from __future__ import annotations
 
+import shutil
 from io import BytesIO
 
 import numpy as np
@@ -206,4 +207,11 @@ def test_a_table_without_readers_is_one_consensus_reading(tmp_path):
 def test_a_finding_the_table_does_not_name_is_refused_with_the_names(vindr, tmp_path):
     with pytest.raises(SourceError, match=r"finding \(--finding\) 'cardiomegaly' is not a class_name .*'Cardiomegaly'"):
         from_vindr_cxr(vindr, tmp_path / "a.parquet", task="finding", finding="cardiomegaly", progress=False)
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_two_files_for_one_vindr_image_are_refused_naming_both(vindr, tmp_path):
+    shutil.copy(vindr / "train" / "imgB.dicom", vindr / "train" / "imgB.dcm")
+    with pytest.raises(SourceError, match=r"two images for image_id 'imgB': imgB.dcm and imgB.dicom; keep one"):
+        from_vindr_cxr(vindr, tmp_path / "a.parquet", progress=False)
     assert not (tmp_path / "a.parquet").exists()

@@ -54,6 +54,17 @@ def test_folders_rows_labels_masks_and_skips(layout, tmp_path):
     assert "Skipped:" in result.summary()
 
 
+def test_folders_follows_a_linked_class_folder_once_and_never_loops(tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "pituitary"
+    folder_image(elsewhere / "p.png", 70, mask_box=(1, 1, 4, 4))
+    src = tmp_path / "src"
+    folder_image(src / "glioma" / "a.png", 10)
+    (src / "pituitary").symlink_to(elsewhere, target_is_directory=True)  # a class kept on another disk, say
+    (src / "glioma" / "again").symlink_to(src, target_is_directory=True)  # a loop back to the top
+    rows = rows_by_id(from_folders(src, tmp_path / "pool.parquet", progress=False).out)
+    assert {k: rows[k]["label"] for k in rows} == {"a": "glioma", "p": "pituitary"}
+
+
 def test_folders_mask_lands_on_its_pixels(layout, tmp_path):
     out = from_folders(layout, tmp_path / "pool.parquet", progress=False).out
     arrays = load_pool_arrays(out, DecodeSettings(input_size=(48, 64)))

@@ -6,7 +6,8 @@
       unlabeled/    d.png   d_mask.png      (rows without label)
 
 Images are PNG, JPEG or DICOM (.png .jpg .jpeg .dcm .dicom), in the class folder or below it;
-the class is the first folder under DIR. A mask is the PNG named like its image plus
+the class is the first folder under DIR. Folders that are symbolic links are followed (each real
+folder once, so a link back up cannot loop). A mask is the PNG named like its image plus
 `mask_suffix` ("_mask") in the same folder, or, with `masks`, the PNG at the same relative path
 (with or without the suffix) in a parallel folder. An image without mask has no ROI (scored by
 entropy alone) and is kept. The id is the file name without its extension (ids="path": the path
@@ -90,9 +91,15 @@ def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list
     """(image files, mask files without image), sorted by path under root; masks_root is not searched."""
     images, masks = [], []
     skip_dir = os.path.realpath(masks_root) if masks_root else None
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs
-                         if not d.startswith(".") and os.path.realpath(os.path.join(folder, d)) != skip_dir)
+    seen = {os.path.realpath(root)}  # linked folders are followed (a class folder may be a link), each once
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, d))
+            if not d.startswith(".") and real != skip_dir and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
             if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -150,7 +150,13 @@ def import_vindr_cxr(o: VindrOptions) -> ImportResult:
         if o.finding not in named:
             raise SourceError(f"finding (--finding) {o.finding!r} is not a class_name of {str(table)!r}; its findings "
                               f"are {', '.join(repr(n) for n in named)}")
-    files = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    files = {}
+    for p in sorted(image_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            if p.stem in files:  # which of a.dcm and a.dicom holds the annotated image cannot be told
+                raise SourceError(f"{str(image_dir)!r} holds two images for image_id {p.stem!r}: "
+                                  f"{files[p.stem].name} and {p.name}; keep one")
+            files[p.stem] = p
     stored = "paths" if o.images_as == "paths" else "bytes"
     extra = [pa.field("findings", pa.list_(pa.string())), pa.field("source_path", pa.string())]
     with ImportSession(f"VinDr-CXR {table}", o.out, pool_schema(stored, "boxes", extra), overwrite=o.overwrite,
