@@ -2,6 +2,7 @@
 import pickle
 import urllib.error
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,6 +17,7 @@ from egal.models import (  # noqa: E402
     load_model,
     save_model,
 )
+from egal.models.heads import PrototypicalHead  # noqa: E402
 
 CLASSES = ["normal", "effusion", "nodule"]
 
@@ -193,9 +195,7 @@ def test_prototypical_head_refuses_to_run_without_prototypes():
         model(torch.rand(1, 3, 32, 32))
 
 
-def test_prototypes_are_class_means_and_logits_are_squared_distances_up_to_a_per_image_constant():
-    """logits = -|e - p_c|^2 + |e|^2: the prototypical network's probabilities exactly, without the -|e|^2
-    that is the same for every class and would pull every class's Grad-CAM weights towards -2 E^T e."""
+def test_prototypes_are_class_means_and_logits_are_negative_squared_distances():
     model = build_model("tiny_cnn", "prototypical", CLASSES, embedding_dim=8).eval()
     images, labels = torch.rand(7, 3, 32, 32), torch.tensor([0, 1, 2, 2, 1, 0, 0])
     model.fit_prototypes(images, labels, batch_size=3)
@@ -204,15 +204,22 @@ def test_prototypes_are_class_means_and_logits_are_squared_distances_up_to_a_per
         torch.testing.assert_close(model.head.prototypes[c], embeddings[labels == c].mean(dim=0))
     with torch.no_grad():
         logits = model(images)
-    e, p = embeddings.double(), model.head.prototypes.double()
-    negative_squared_distance = -torch.cdist(e, p) ** 2
-    torch.testing.assert_close(logits.double(), negative_squared_distance + (e ** 2).sum(1, keepdim=True),
-                               rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(torch.softmax(logits.double(), 1), torch.softmax(negative_squared_distance, 1),
-                               rtol=1e-5, atol=1e-6)
+    expected = -torch.cdist(embeddings.double(), model.head.prototypes.double()) ** 2
+    torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_logits_keep_float32_precision_where_embeddings_share_a_large_common_part():
+    rng = np.random.default_rng(0)
+    common = 20.0 * rng.random(512)
+    e, p = common + 0.3 * rng.standard_normal((6, 512)), common + 0.3 * rng.standard_normal((3, 512))
+    logits = PrototypicalHead.logits_against(torch.tensor(e, dtype=torch.float32), torch.tensor(p, dtype=torch.float32))
+    exact = torch.softmax(-torch.cdist(torch.tensor(e), torch.tensor(p)) ** 2, 1)
+    assert float((torch.softmax(logits.double(), 1) - exact).abs().max()) < 1e-4
 
 
 def test_the_prototypical_closed_form_gradient_is_the_logits_autograd_gradient():
+    """2 E^T p: the class-independent -|e|^2 of -|e - p|^2 contributes no gradient, which would pull every
+    class's Grad-CAM weights towards -2 E^T e (and most maps to zero after the ReLU)."""
     model = build_model("tiny_cnn", "prototypical", CLASSES, embedding_dim=8).eval()
     model.fit_prototypes(torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2]))
     pooled = torch.randn(5, model.head.embedding.in_features, requires_grad=True)

@@ -151,6 +151,19 @@ def test_runner_refuses_a_graph_that_egal_did_not_export(tmp_path):
         OnnxGradCAM(path)
 
 
+@pytest.mark.parametrize("head", ["prototypical", "linear"])
+def test_a_graph_of_the_format_before_the_prototype_fix(tmp_path, head):
+    path = export_onnx(make_model("tiny_cnn", head, 1, (32, 32)), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    next(p for p in proto.metadata_props if p.key == onnx_graph.FORMAT_KEY).value = "egal.gradcam/1"
+    onnx.save(proto, str(path))
+    if head == "linear":  # a linear head's weights are the same in both formats
+        assert OnnxGradCAM(path).run(np.zeros((1, 1, 32, 32), np.float32)).logits.shape == (1, 3)
+    else:
+        with pytest.raises(ValueError, match="exported before 2026-11-27.*export it again"):
+            OnnxGradCAM(path)
+
+
 def test_a_target_layer_without_closed_form_is_refused(tmp_path):
     model = build_model("resnet18", "linear", CLASSES, target_layer="features.layer3")
     with pytest.raises(ExportError, match=r"'features.layer3' is not the map that its head pools.*no closed form"):

@@ -36,14 +36,17 @@ class LinearHead(nn.Module):
 
 
 class PrototypicalHead(nn.Module):
-    """Prototypes p_c (the class means of labelled embeddings e = E f + e0) and logits_c = 2 e.p_c - ||p_c||^2.
+    """Prototypes p_c (the class means of labelled embeddings e = E f + e0) and logits_c = -||e - p_c||^2,
+    whose gradient is that of 2 e.p_c - ||p_c||^2.
 
-    These are the prototypical network's -||e - p_c||^2 plus ||e||^2, a term the same for every class: the
-    same softmax, so the same probabilities, predictions, entropy and training loss (and the linear model
-    that Snell et al., 2017, show the squared-distance prototypical network to be). What the dropped term
-    changes is Grad-CAM: in -||e - p_c||^2 it adds -2 E^T e to every class's gradient, a pull that grows
-    with the image's own embedding and drives sum_k w_k A_k below zero, so that Grad-CAM's ReLU leaves an
-    all-zero map (measured on Figshare validation rows: scripts/cam_liveness.py, docs/experiments.md).
+    -||e - p_c||^2 = 2 e.p_c - ||p_c||^2 - ||e||^2, and the last term is the same for every class: the
+    logits carry it as a constant (its value, no gradient). Nothing the softmax sees changes, so the
+    probabilities, predictions, entropy and cross-entropy gradients are the prototypical network's (the
+    linear model that Snell et al., 2017, show it to be). Grad-CAM changes: with the term's gradient,
+    -2 E^T e, in every class's weights, a pull that grows with the image's own embedding, sum_k w_k A_k fell
+    below zero and Grad-CAM's ReLU left an all-zero map for most images (measured on Figshare validation
+    rows: scripts/cam_liveness.py, docs/experiments.md). The value is computed from e - p_c, which keeps
+    float32's precision where the expanded form would cancel.
 
     The embedding is a single linear layer so that the closed-form Grad-CAM weights hold.
     Prototypes live in a buffer (saved with the model); they are NaN until
@@ -67,7 +70,7 @@ class PrototypicalHead(nn.Module):
         return self.unchecked_logits(pooled)
 
     def logit_gradient(self, pooled, pred):  # [B, K], [B] -> [B, K]
-        """d logit_pred / d f = 2 E^T p_pred."""
+        """d logit_pred / d f = 2 E^T p_pred (||e||^2 is a constant of the logits)."""
         self.require_prototypes()
         return self.unchecked_logit_gradient(pooled, pred)
 
@@ -82,8 +85,10 @@ class PrototypicalHead(nn.Module):
     # Against any prototypes: the stored ones, or a training episode's (its support rows' class means).
     @staticmethod
     def logits_against(embeddings, prototypes):  # [B, D], [C, D] -> [B, C]
-        # (2 e - p).p = 2 e.p - |p|^2: its autograd gradient is 2 p exactly, as in the closed form.
-        return ((2.0 * embeddings[:, None, :] - prototypes[None, :, :]) * prototypes[None, :, :]).sum(dim=-1)
+        diff = embeddings[:, None, :] - prototypes[None, :, :]  # [B, C, D]
+        # |e|^2 - detached |e|^2 is 0 in value and adds 2 e to the gradient: 2 p in all, as in the closed form.
+        norm = (embeddings * embeddings).sum(dim=-1, keepdim=True)  # [B, 1]
+        return -(diff * diff).sum(dim=-1) + (norm - norm.detach())
 
     def logit_gradient_against(self, embeddings, prototypes, classes):  # [B, D], [C, D], [B] -> [B, K]
         """d logit_class / d f = 2 E^T p_class; differentiable, so training can use it as Grad-CAM weights."""

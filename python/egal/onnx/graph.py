@@ -14,7 +14,11 @@ OUTPUTS = SCORING_OUTPUTS + (EMBEDDING,)  # what egal export writes
 # metadata_props keys
 CONFIG_KEY = "egal.model_config"  # JSON of egal.models.ModelConfig.to_dict()
 FORMAT_KEY = "egal.graph_format"
-FORMAT = "egal.gradcam/1"
+FORMAT = "egal.gradcam/2"
+# Format 1 graphs (exported before 2026-11-27) of prototypical models carry the Grad-CAM weights of the
+# squared-distance logits' full gradient, which leaves most maps empty (egal.models.heads.PrototypicalHead);
+# those of linear models are the same in both formats.
+FORMAT_BEFORE_PROTOTYPE_FIX = "egal.gradcam/1"
 
 OPSET = 18
 # onnx >= 1.23 stamps IR version 14 by default, which onnxruntime 1.31 refuses

@@ -190,7 +190,8 @@ def missing_embedding_message(path) -> str:
 
 def _read_config(session, path) -> dict:
     meta = session.get_modelmeta().custom_metadata_map
-    if meta.get(graph.FORMAT_KEY) != graph.FORMAT or graph.CONFIG_KEY not in meta:
+    version = meta.get(graph.FORMAT_KEY)
+    if version not in (graph.FORMAT, graph.FORMAT_BEFORE_PROTOTYPE_FIX) or graph.CONFIG_KEY not in meta:
         raise OnnxModelError(f"{path!s} is not an egal Grad-CAM graph (export it with `egal export`); metadata "
                              f"{sorted(meta)}")
     names_in = [i.name for i in session.get_inputs()]
@@ -199,6 +200,10 @@ def _read_config(session, path) -> dict:
         raise OnnxModelError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected "
                              f"[{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
     config = json.loads(meta[graph.CONFIG_KEY])
+    if version == graph.FORMAT_BEFORE_PROTOTYPE_FIX and config.get("head") == "prototypical":
+        raise OnnxModelError(f"{path!s} was exported before 2026-11-27: its Grad-CAM weights are those of the "
+                             "prototypical head's old gradient, which leaves most maps all zero; export it again "
+                             "(`egal export --model model.pt --out model.onnx`) or score the .pt model")
     missing = [k for k in ("classes", "input_size", "in_channels") if k not in config]
     if missing:
         raise OnnxModelError(f"{path!s}: the embedded model config lacks {missing}")
