@@ -248,15 +248,22 @@ def test_cuda_model_scores_on_the_gpu_like_on_the_cpu(method):
 
 
 def test_grad_cam_inputs_on_a_gpu_are_computed_without_tf32_and_the_setting_is_restored():
-    from egal.gradcam.extract import full_float32
+    from egal.gradcam.extract import _precision_switches, full_float32
 
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    switches = _precision_switches()
+    before = [getattr(owner, name) for owner, name, _ in switches]
+    tf32 = "tf32" if isinstance(switches[0][2], str) else True
     try:
+        for owner, name, _ in switches:
+            setattr(owner, name, tf32)
         with full_float32(torch.device("cuda")):  # the switches need no GPU to be set
-            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
-        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+            assert [getattr(owner, name) for owner, name, _ in switches] == [exact for _, _, exact in switches]
+        assert [getattr(owner, name) for owner, name, _ in switches] == [tf32, tf32]
+        with pytest.raises(KeyError), full_float32(torch.device("cuda")):
+            raise KeyError("an error inside")
+        assert [getattr(owner, name) for owner, name, _ in switches] == [tf32, tf32]
         with full_float32(torch.device("cpu")):
-            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+            assert [getattr(owner, name) for owner, name, _ in switches] == [tf32, tf32]
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        for (owner, name, _), value in zip(switches, before, strict=True):
+            setattr(owner, name, value)

@@ -95,16 +95,30 @@ def extract_gradcam_inputs(model: EGALClassifier, images, *, target_layer: str |
 @contextlib.contextmanager
 def full_float32(device: torch.device):
     """Float32 convolutions and matrix products without TF32 on a CUDA device, restored afterwards (the
-    switches are process-wide: a thread training meanwhile would run without TF32 too)."""
+    switches are process-wide: a thread training meanwhile would run without TF32 too).
+
+    Through PyTorch's fp32_precision switches where it has them (2.9 and later): once anything in the
+    process has used those, reading the older allow_tf32 flags raises."""
     if device.type != "cuda":
         yield
         return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    switches = _precision_switches()
+    saved = [getattr(owner, name) for owner, name, _ in switches]
+    for owner, name, exact in switches:
+        setattr(owner, name, exact)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        for (owner, name, _), value in zip(switches, saved, strict=True):
+            setattr(owner, name, value)
+
+
+def _precision_switches() -> list:
+    """(object, attribute, its value for full float32) for cuDNN convolutions and CUDA matrix products."""
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        return [(cudnn_conv, "fp32_precision", "ieee"), (torch.backends.cuda.matmul, "fp32_precision", "ieee")]
+    return [(torch.backends.cudnn, "allow_tf32", False), (torch.backends.cuda.matmul, "allow_tf32", False)]
 
 
 @torch.no_grad()

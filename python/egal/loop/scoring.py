@@ -44,7 +44,7 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 25
         if tail is not None:
             with torch.no_grad(), full_float32(device):
                 maps = tail(features.identity()[start:start + batch_size].to(device, torch.float32))  # [B, K, h, w]
-            inputs = inputs_from_pooled_map(model, maps)
+                inputs = inputs_from_pooled_map(model, maps)
         else:
             inputs = extract_gradcam_inputs(model, torch.as_tensor(images[start:start + batch_size]))  # [B, C, H, W]
         # The scorer never moves data between devices: the ROIs go to where the activations are.
