@@ -119,7 +119,11 @@ def test_overwrite_replaces_a_parquet_file_only(tmp_path, scored, capsys):
     pool, model = scored
     (tmp_path / "notes.csv").write_text("the user's table\n")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "notes.csv", "--overwrite"],
+            "give a .parquet name")
+    (tmp_path / "notes").write_text("the user's table\n")  # no extension: only what the file holds tells
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "notes", "--overwrite"],
             "is not a Parquet file")
+    assert (tmp_path / "notes").read_text() == "the user's table\n"
     assert (tmp_path / "notes.csv").read_text() == "the user's table\n"
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 0
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--overwrite",

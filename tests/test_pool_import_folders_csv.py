@@ -61,8 +61,12 @@ def test_folders_follows_a_linked_class_folder_once_and_never_loops(tmp_path):
     folder_image(src / "glioma" / "a.png", 10)
     (src / "pituitary").symlink_to(elsewhere, target_is_directory=True)  # a class kept on another disk, say
     (src / "glioma" / "again").symlink_to(src, target_is_directory=True)  # a loop back to the top
+    folder_image(src / "meningioma" / "sub" / "m.png", 20)
+    (src / "glioma" / "shortcut").symlink_to(src / "meningioma" / "sub", target_is_directory=True)
     rows = rows_by_id(from_folders(src, tmp_path / "pool.parquet", progress=False).out)
-    assert {k: rows[k]["label"] for k in rows} == {"a": "glioma", "p": "pituitary"}
+    assert {k: rows[k]["label"] for k in rows} == {"a": "glioma", "m": "meningioma", "p": "pituitary"}
+    with pytest.raises(SourceError, match="leads through a symbolic link to .*use images_as='bytes'"):
+        from_folders(src, src / "paths.parquet", images_as="paths", progress=False)
 
 
 def test_folders_mask_lands_on_its_pixels(layout, tmp_path):

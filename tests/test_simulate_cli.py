@@ -87,6 +87,18 @@ def test_a_pool_without_labels_is_refused(tmp_path, capsys):
     assert "label" in capsys.readouterr().err
 
 
+def test_rows_without_a_group_are_refused_for_a_patient_wise_split(tmp_path, capsys):
+    path = make_synthetic_pool(tmp_path / "groups", 20, seed=1, image_size=32)
+    table = pq.read_table(path)
+    groups = [None if i == 7 else f"patient{i % 5}" for i in range(len(table))]
+    table = table.append_column("patient", pa.array(groups, pa.string()))
+    pq.write_table(table, path)
+    assert main(["simulate", "--pool", str(path), "--out", str(tmp_path / "o"), "--group-column", "patient",
+                 "--quiet"]) == 2
+    assert "1 labelled row(s) have no 'patient'" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("runs/*.json"))
+
+
 @pytest.mark.parametrize("command, words", [("train", ["Grad-CAM", "--beta", "--k-shot"]),
                                             ("simulate", ["resumable", "--strategies", "--alpha-grid",
                                                           "misalignment"])])
@@ -208,6 +220,6 @@ def test_workers_take_whole_seeds_first_so_an_experiment_cut_short_keeps_its_pai
     from egal.loop.workers import hand_out_order
 
     units = [(name, seed) for name in ("random", "entropy", "egal") for seed in (0, 1, 2)]
-    order = hand_out_order(units, ["random", "entropy", "egal"])
-    assert order[:3] == [("entropy", 0), ("egal", 0), ("random", 0)]
+    order = hand_out_order(units, ["entropy", "random", "egal"])
+    assert order[:3] == [("random", 0), ("entropy", 0), ("egal", 0)]  # the baseline first
     assert [seed for _, seed in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]

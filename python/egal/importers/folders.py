@@ -6,8 +6,9 @@
       unlabeled/    d.png   d_mask.png      (rows without label)
 
 Images are PNG, JPEG or DICOM (.png .jpg .jpeg .dcm .dicom), in the class folder or below it;
-the class is the first folder under DIR. Folders that are symbolic links are followed (each real
-folder once, so a link back up cannot loop). A mask is the PNG named like its image plus
+the class is the first folder under DIR. A folder that is a symbolic link to somewhere outside DIR
+is followed (a class kept on another disk); one that links within DIR is not, since its images are
+found, and labelled, where they are (and a link back up cannot loop). A mask is the PNG named like its image plus
 `mask_suffix` ("_mask") in the same folder, or, with `masks`, the PNG at the same relative path
 (with or without the suffix) in a parallel folder. An image without mask has no ROI (scored by
 entropy alone) and is kept. The id is the file name without its extension (ids="path": the path
@@ -91,14 +92,23 @@ def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list
     """(image files, mask files without image), sorted by path under root; masks_root is not searched."""
     images, masks = [], []
     skip_dir = os.path.realpath(masks_root) if masks_root else None
-    seen = {os.path.realpath(root)}  # linked folders are followed (a class folder may be a link), each once
+    real_root = os.path.realpath(root)
+    seen = {real_root}  # a linked folder outside DIR is followed (a class kept elsewhere), each real folder once
+
+    def inside(real, top):
+        return real == top or real.startswith(top + os.sep)
+
     for folder, dirs, files in os.walk(root, followlinks=True):
         kept = []
         for d in sorted(dirs):
-            real = os.path.realpath(os.path.join(folder, d))
-            if not d.startswith(".") and real != skip_dir and real not in seen:
-                seen.add(real)
-                kept.append(d)
+            path = os.path.join(folder, d)
+            real = os.path.realpath(path)
+            if d.startswith(".") or real in seen or (skip_dir and inside(real, skip_dir)):
+                continue
+            if os.path.islink(path) and inside(real, real_root):
+                continue  # a link to a folder of DIR itself: its images are found, and labelled, where they are
+            seen.add(real)
+            kept.append(d)
         dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name

@@ -92,7 +92,15 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
         raise EgalError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
     index = {c: k for k, c in enumerate(classes)}
     labels = np.array([index[str(labels_raw[i])] for i in keep], dtype=np.int64)
-    groups = np.array([str(arrays[group_column][i]) for i in keep]) if group_column else None
+    groups = None
+    if group_column:
+        raw_groups = [arrays[group_column][i] for i in keep]
+        empty = [i for i, g in zip(keep, raw_groups, strict=True) if g is None or g != g or str(g) == ""]
+        if empty:  # as one shared group they would be one patient; split apart, they might be anyone's
+            raise EgalError(f"pool {path!r}: {len(empty)} labelled row(s) have no {group_column!r} (first id "
+                            f"{str(arrays['ids'][empty[0]])!r}); a patient-wise split needs every row's group: fill "
+                            "them, or split without a group column")
+        groups = np.array([str(g) for g in raw_groups])
     return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups)
 
 

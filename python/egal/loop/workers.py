@@ -13,7 +13,7 @@ leaves it in OUT/round0/, the others load it (egal.loop.simulation.FirstRounds).
 Runs are handed out seed by seed, every strategy of a seed before the next seed,
 so that an experiment stopped early (a time limit, a lost machine) holds whole
 seeds and with them the strategies' paired differences; within a seed, random
-selection last (it scores no pool, so its runs are the shortest). Each run
+selection first, since it is the baseline of every paired difference. Each run
 writes its own OUT/runs/ file atomically, as in one process, so a killed
 experiment resumes with any number of workers, and the results do not depend
 on which worker ran what (every worker runs `threads` torch threads; the thread
@@ -90,9 +90,9 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
 
 
 def hand_out_order(units: list, strategy_names: list) -> list:
-    """The (strategy name, seed) units in the order workers take them: seed by seed, random last in a seed."""
+    """The (strategy name, seed) units in the order workers take them: seed by seed, random first in a seed."""
     order = {name: i for i, name in enumerate(strategy_names)}
-    return sorted(units, key=lambda u: (u[1], u[0] == "random", order[u[0]]))
+    return sorted(units, key=lambda u: (u[1], u[0] != "random", order[u[0]]))
 
 
 def _stop(processes) -> None:
