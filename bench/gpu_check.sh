@@ -30,6 +30,9 @@ LOG="$OUT/log.txt"
 SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
 STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench score} "
+for s in $STEPS; do
+  case "$s" in build|tests|sanitizer|bench|score) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench score, space-separated)" >&2; exit 2 ;; esac
+done
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 [ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
 echo "# bench/gpu_check.sh ($STEPS), $(date -u +%Y-%m-%dT%H:%M:%SZ)$([ "$REHEARSAL" = 1 ] && echo ', rehearsal on the CPU')" >> "$SUMMARY"
@@ -66,6 +69,8 @@ cuda_installed() { python3 -c "import sys, egal; sys.exit(not egal.backends()['c
 if wanted build && { [ "${EGAL_GPU_BUILD:-0}" = 1 ] || { [ "$REHEARSAL" != 1 ] && ! cuda_installed; }; }; then
   export EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   step build 240 python3 -m pip install --no-build-isolation --no-deps --no-cache-dir . || { echo "the build failed: see log.txt" >> "$SUMMARY"; exit 2; }
+elif wanted build && [ "$REHEARSAL" != 1 ]; then
+  echo "- build: skipped, egal's CUDA backend is installed already (EGAL_GPU_BUILD=1 builds this tree)" >> "$SUMMARY"
 fi
 step backends 60 python3 -c "import egal; print(egal.__file__, egal.backends())"
 

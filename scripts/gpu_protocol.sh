@@ -61,6 +61,11 @@ fi
 PACKER=$!
 start=$(date +%s)
 limit=$(( ${EGAL_GPU_DEADLINE:-520} - (start - SCRIPT_START) ))
+if [ "$limit" -lt 30 ]; then  # `timeout 0` would mean no limit at all
+  echo "egal simulate not started: $limit s left of EGAL_GPU_DEADLINE" >> "$LOG"
+  kill "$PACKER" 2>/dev/null
+  exit 124
+fi
 echo "egal simulate starts at $(date +%T) with at most $limit s" >> "$LOG"
 timeout -s INT -k 30 "$limit" python3 -m egal.cli simulate --config configs/figshare_gpu_lite0.toml --out "$RUN" ${SETTINGS[@]+"${SETTINGS[@]}"} "$@" >> "$LOG" 2>&1
 status=$?
