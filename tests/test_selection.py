@@ -273,3 +273,10 @@ def test_bad_options_are_user_errors_naming_the_argument(kwargs, message):
 def test_duplicate_ids_are_refused():
     with pytest.raises(SelectionError, match="ids must be unique"):
         select_batch([0.1, 0.2], ["a", "a"], 1)
+
+
+def test_an_infinite_score_is_refused_not_ranked_first():
+    with pytest.raises(SelectionError, match="1 are infinite, first for id 'b'"):
+        select_batch([0.1, np.inf, 0.3], ["a", "b", "c"], 1)
+    with pytest.raises(ValueError, match="1 are infinite, first for id 'b'"):
+        egal.select_top_k([0.1, -np.inf, 0.3], ["a", "b", "c"], 1)

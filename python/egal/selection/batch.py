@@ -34,7 +34,7 @@ from .embeddings import checked_embeddings, embedding_source
 from .errors import SelectionError
 from .group_cap import cap_per_group, group_codes, selectable_rows
 from .kcenter import kcenter_order
-from .top_k import ranked_positions
+from .top_k import infinite_scores, ranked_positions
 
 DIVERSITY_METHODS = ("none", "kcenter", "cluster")
 CANDIDATE_FACTOR = 10  # m: the diversity methods choose among the top m * k rows (see above)
@@ -88,6 +88,9 @@ def select_batch(scores, ids, k: int, *, diversity: str = "none", embeddings=Non
                            f"and {ids.shape}")
     if np.unique(ids).shape[0] != ids.shape[0]:
         raise bad_argument(SelectionError, "ids", "must be unique: a tie-break by id needs one id per row")
+    problem = infinite_scores(scores, ids)
+    if problem:
+        raise bad_argument(SelectionError, "scores", problem)
     if (groups is None) != (per_group is None):
         given, missing = ("groups", "per_group") if per_group is None else ("per_group", "groups")
         raise bad_argument(SelectionError, missing, f"is needed with {given}: a group cap needs both the group of "

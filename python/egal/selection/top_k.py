@@ -28,9 +28,21 @@ def select_top_k(scores, ids, k: int) -> np.ndarray:
         raise ValueError(f"scores has {scores.shape[0]} entries but ids has {ids.shape[0]}")
     if np.unique(ids).shape[0] != ids.shape[0]:
         raise ValueError("ids must be unique: a tie-break by id needs one id per sample")
+    problem = infinite_scores(scores, ids)
+    if problem:
+        raise ValueError(f"scores {problem}")
     valid = np.flatnonzero(~np.isnan(scores))
     order = np.lexsort((ids[valid], -scores[valid]))  # last key is the primary key
     return ids[valid[order[:k]]]
+
+
+def infinite_scores(scores: np.ndarray, ids: np.ndarray) -> str | None:
+    """What is wrong when some scores are infinite (an acquisition score lies in [0, 1], or is NaN for no
+    score: an infinity is a corrupted value, which would otherwise rank first), else None."""
+    infinite = np.flatnonzero(np.isinf(scores))
+    if not infinite.size:
+        return None
+    return f"must be finite or NaN (no score); {infinite.size} are infinite, first for id {str(ids[infinite[0]])!r}"
 
 
 def ranked_positions(scores: np.ndarray, ids: np.ndarray, limit: int | None = None) -> np.ndarray:
