@@ -36,11 +36,9 @@ from egal.train import train_model
 
 def grad_cam_weights(model, pooled, pred, form: str):  # [B, K], [B] -> [B, K] (before the 1 / (h w))
     head = model.head
-    e = head.embed(pooled)  # [B, D]
-    p = head.prototypes[pred]  # [B, D]
-    if form == "distance":  # d/df of -||e - p||^2
-        return -2.0 * (e - p) @ head.embedding.weight
-    return 2.0 * p @ head.embedding.weight  # d/df of 2 e.p - ||p||^2
+    if form == "distance":  # d/df of -||e - p||^2 with its -||e||^2 term, as before 2026-11-27
+        return -2.0 * (head.embed(pooled) - head.prototypes[pred]) @ head.embedding.weight
+    return head.logit_gradient(pooled, pred)  # egal's head: 2 E^T p
 
 
 @torch.no_grad()
