@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import traceback
 
+from .._processes import start_spawned
 from ..errors import EgalError
 from ..progress import Progress
 from .config import ExperimentConfig
@@ -55,7 +56,7 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
     ran, failures, finished = [], [], set()
     try:
         for process in processes:
-            process.start()
+            start_spawned(process)
         while len(finished) < workers:
             try:
                 kind, worker, payload = messages.get(timeout=2.0)

@@ -2,9 +2,11 @@
 
 `decode_in_order` is what both `egal score` (egal.pipeline.local_engine) and
 `load_pool_arrays` decode with: `workers` spawned processes (forking a process
-that may hold PyTorch's or OpenMP's threads is unsafe), batches handed out in
-turn, a bounded window of 2 * workers batches in flight (memory does not grow with
-the pool), results in order.
+that may hold PyTorch's or OpenMP's threads is unsafe) that do not run the
+caller's main script again, batches handed out in turn, a bounded window of
+2 * workers batches in flight (memory does not grow with the pool), results in
+order. Decoded arrays cross the pipes out of band, uncopied by pickle
+(egal._processes).
 
 A worker that dies (killed, out of memory) is noticed at once and raised as
 DecoderDied, whatever it was doing. That is why each worker has pipes of its own
@@ -43,6 +45,7 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 
+from .._processes import recv_message, send_message, start_spawned, widen_pipe
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
 from .errors import DecoderDied
@@ -105,8 +108,10 @@ class _Decoders:
                 self.tasks.append(task_writer)
                 self.results.append(result_reader)
                 self.processes.append(process)
+                widen_pipe(task_writer)
+                widen_pipe(result_reader)
                 try:
-                    process.start()
+                    start_spawned(process)
                 finally:
                     # The worker holds the only other ends: its death is end-of-file (results) and a broken
                     # pipe (tasks) here.
@@ -128,7 +133,7 @@ class _Decoders:
                 return
             worker, raw = item
             try:
-                pipes[worker].send(raw)
+                send_message(pipes[worker], raw)
             except (OSError, ValueError):  # the worker is gone (result() says so), or the pipe closed by close()
                 pass
 
@@ -138,7 +143,7 @@ class _Decoders:
         message = None
         if reader in ready:  # a result, or end-of-file (the worker is gone, maybe halfway through a message)
             try:
-                message = reader.recv()
+                message = recv_message(reader)
             except (EOFError, OSError):
                 message = None
         if message is None:
@@ -179,7 +184,7 @@ def _decoder_main(tasks, results, settings: DecodeSettings, parent_pid: int) -> 
     watch_parent(parent_pid)
     while True:
         try:
-            raw = tasks.recv()
+            raw = recv_message(tasks)
         except EOFError:
             return
         try:
@@ -187,11 +192,11 @@ def _decoder_main(tasks, results, settings: DecodeSettings, parent_pid: int) -> 
         except Exception as exc:  # decode_batch keeps bad rows to itself; anything else goes to the parent
             message = ("error", (exc, traceback.format_exc()))
         try:
-            results.send(message)
+            send_message(results, message)
         except (OSError, EOFError):
             return  # the parent is gone or stopped reading
-        except Exception as exc:  # e.g. an exception that cannot be pickled
-            results.send(("error", (RuntimeError(f"{type(exc).__name__}: {exc}"), traceback.format_exc())))
+        except Exception as exc:  # e.g. an exception that cannot be pickled (nothing was written)
+            send_message(results, ("error", (RuntimeError(f"{type(exc).__name__}: {exc}"), traceback.format_exc())))
 
 
 def watch_parent(parent_pid: int) -> None:
