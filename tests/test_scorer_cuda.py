@@ -87,6 +87,30 @@ def test_cuda_strided_and_non_finite():
     np.testing.assert_allclose(result.score[keep], clean.score[keep], atol=2e-5)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "padded_rows", "every_other_column"])
+def test_cuda_maps_whose_planes_are_not_row_after_row(layout):
+    # The kernel reads a plane stored row after row by its cell number, any other by its row and column:
+    # both kinds of activations and gradients, against the CPU backend on contiguous copies.
+    rng = np.random.default_rng(9)
+    case = make_case(rng, 5, 40, 7, 9, 3, 56, 72)
+
+    def laid_out(x):
+        if layout == "channels_last":
+            return cuda(x).to(memory_format=torch.channels_last)
+        if layout == "padded_rows":  # stride[2] = w + 3
+            return cuda(np.pad(x, ((0, 0), (0, 0), (0, 0), (0, 3))))[..., : x.shape[3]]
+        wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), x.dtype)  # stride[3] = 2
+        wide[..., ::2] = x
+        return cuda(wide)[..., ::2]
+
+    A, G = laid_out(case["activations"]), laid_out(case["gradients"])
+    assert not A.is_contiguous() and not G.is_contiguous()
+    result = egal.score_batch(A, cuda(case["logits"]), cuda(case["masks"]), gradients=G)
+    clean = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    np.testing.assert_allclose(result.score, clean.score, atol=2e-5)
+    np.testing.assert_allclose(result.misalignment, clean.misalignment, atol=2e-5)
+
+
 def test_cuda_inputs_are_not_copied_to_host():
     rng = np.random.default_rng(6)
     case = make_case(rng, 4, 16, 7, 7, 3, 32, 32)
