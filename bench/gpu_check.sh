@@ -65,7 +65,7 @@ SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
   echo "$(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo)"
 } >> "$LOG" 2>&1
 
-cuda_installed() { python3 -c "import sys, egal; sys.exit(not egal.backends()['cuda']['available'])" 2>/dev/null; }
+cuda_installed() { python3 -m egal.cli backends --require cuda > /dev/null 2>&1; }
 if wanted build && { [ "${EGAL_GPU_BUILD:-0}" = 1 ] || { [ "$REHEARSAL" != 1 ] && ! cuda_installed; }; }; then
   export EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
   step build 240 python3 -m pip install --no-build-isolation --no-deps --no-cache-dir . || { echo "the build failed: see log.txt" >> "$SUMMARY"; exit 2; }

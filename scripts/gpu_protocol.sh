@@ -49,7 +49,7 @@ if [ "${EGAL_GPU_REHEARSAL:-0}" = "1" ]; then
 else
   SETTINGS=()
   { nvidia-smi; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } >> "$LOG" 2>&1
-  if [ "${EGAL_GPU_BUILD:-0}" = 1 ] || ! python3 -c "import sys, egal; sys.exit(not egal.backends()['cuda']['available'])" 2>/dev/null; then
+  if [ "${EGAL_GPU_BUILD:-0}" = 1 ] || ! python3 -m egal.cli backends --require cuda > /dev/null 2>&1; then
     EGAL_CUDA=ON CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
       python3 -m pip install -q --no-build-isolation --no-deps . >> "$LOG" 2>&1 || { echo "build failed" >> "$LOG"; exit 2; }
   fi

@@ -27,7 +27,7 @@ echo "check done after $(( $(date +%s) - START )) s; the protocol gets $left s"
 
 EGAL_GPU_DEADLINE=$left OUT="$OUT/protocol" bash scripts/gpu_protocol.sh "$@" &
 protocol=$!
-if python3 -c "import sys, egal; sys.exit(not egal.backends()['cuda']['available'])" 2>/dev/null; then
+if python3 -m egal.cli backends --require cuda > /dev/null 2>&1; then
   EGAL_GPU_DEADLINE=$(( left < 200 ? left : 200 )) EGAL_GPU_STEPS=sanitizer EGAL_GPU_APPEND=1 OUT="$OUT/check" \
     bash bench/gpu_check.sh > /dev/null
 else  # the check's build failed: the protocol builds egal itself, and nothing should import it meanwhile

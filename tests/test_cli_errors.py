@@ -74,3 +74,19 @@ def test_the_user_error_classes_keep_their_builtin_bases():
     assert issubclass(EgalTypeError, EgalError) and issubclass(EgalTypeError, TypeError)
     assert issubclass(RunFailed, RuntimeError) and not issubclass(RunFailed, EgalError)
     assert egal.EgalError is EgalError  # what a notebook catches
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda", "reference"])
+def test_backends_require_exits_by_whether_the_backend_runs_here(backend):
+    info = egal.backends()[backend]
+    done = egal_cli("backends", "--require", backend)
+    if info["available"]:
+        assert done.returncode == 0 and done.stdout == f"{backend}: runs here\n"
+    else:
+        assert done.returncode == 1 and done.stdout == ""
+        assert done.stderr == f"{backend}: cannot run here: {info.get('reason') or 'not built'}\n"
+
+
+def test_backends_require_names_the_backends_it_knows():
+    done = egal_cli("backends", "--require", "gpu")
+    assert done.returncode == 2 and "invalid choice: 'gpu' (choose from 'cpu', 'cuda', 'reference')" in done.stderr

@@ -1,5 +1,6 @@
 """`egal backends`: what this installation can run."""
 import json
+import sys
 
 
 def register(subparsers):
@@ -10,6 +11,9 @@ def register(subparsers):
         "and which can run on this machine, with the reason when one cannot.",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--require", choices=("cpu", "cuda", "reference"), metavar="BACKEND",
+                        help="exit with status 1, saying why, unless BACKEND (cpu, cuda or reference) can run here: "
+                        "for scripts and health checks, e.g. `egal backends --require cuda`")
     parser.set_defaults(func=run)
 
 
@@ -17,6 +21,13 @@ def run(args) -> int:
     import egal
 
     info = egal.backends()
+    if args.require:
+        backend = info[args.require]
+        if backend["available"]:
+            print(f"{args.require}: runs here")
+            return 0
+        print(f"{args.require}: cannot run here: {backend.get('reason') or 'not built'}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
