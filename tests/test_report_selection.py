@@ -275,7 +275,8 @@ def test_the_cli_writes_the_page_and_names_its_flags(demo, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     for flag, value, message in (("--examples", "-1", "--examples must be a non-negative integer"),
                                  ("--entropy-threshold", "2", "--entropy-threshold must lie in [0, 1]"),
-                                 ("--batch-size", "0", "--batch-size must be a positive integer")):
+                                 ("--batch-size", "0", "--batch-size must be a positive integer"),
+                                 ("--select", "0", "--select must be a positive integer")):
         assert main(args + ["--overwrite", flag, value]) == 2
         assert message in capsys.readouterr().err
     assert main(["report", "--scores", demo["scores"], "--pool", demo["pool"]]) == 2

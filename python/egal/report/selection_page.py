@@ -83,7 +83,7 @@ class SelectionReportOptions:
                 raise bad_argument(EgalTypeError, name, f"must be a path, got {value!r}")
             object.__setattr__(self, name, os.fspath(value))
         if self.select is not None:
-            check_int(self.select, "select", minimum=0)
+            check_int(self.select, "select")  # as egal score --select: a page of no selection is a mistake
         if self.selection is not None:
             object.__setattr__(self, "selection", os.fspath(self.selection))
             if self.select is not None:
