@@ -111,6 +111,17 @@ def test_a_cache_from_another_prefix_is_refused():
         train_model(images, masks, labels, CLASSES, config(trainable_from=None), features=cache)
 
 
+def test_a_cache_with_non_finite_features_is_refused_naming_the_row():
+    images, masks, labels = lesion_arrays(24, 32, seed=4)
+    cache = build_feature_cache(new_model(config(), CLASSES), images, CUT)
+    poisoned = FeatureCache(cache.features.clone(), cache.views, cache.trainable_from, cache.fingerprint)
+    poisoned.features[1, 9, 0, 0, 0] = float("inf")  # the mirrored view of row 9: float16 overflow
+    poisoned.features[0, 13, 2, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"2 training row\(s\) have NaN or infinite cached features, first row 9: "
+                       r".*overflow the cache's float16 \(build it with dtype=torch.float32\)"):
+        train_model(None, masks, labels, CLASSES, config(), features=poisoned)
+
+
 def test_disk_cache_reuses_rows_it_has_seen(tmp_path):
     model = new_model(config(), CLASSES)
     images, _, _ = lesion_arrays(20, 32, seed=5)

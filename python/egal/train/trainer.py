@@ -276,11 +276,27 @@ def _steps_per_epoch(n, config) -> int:
     return max(1, sum(1 for s in range(0, n, config.batch_size) if min(config.batch_size, n - s) > 1))
 
 
+def _rows_not_finite(x: torch.Tensor) -> torch.Tensor:
+    """The rows of x [N, ...] that hold a NaN or an infinity, in order.
+
+    One such value makes every later loss NaN, silently. Checked in slices: a whole-array mask would cost a
+    byte per value of the training set.
+    """
+    finite = [torch.isfinite(x[i:i + 256]).flatten(1).all(dim=1) for i in range(0, x.shape[0], 256)]
+    return torch.nonzero(~torch.cat(finite or [torch.ones(0, dtype=torch.bool)])).flatten()
+
+
 def _check_data(images, masks, labels, classes, config):
     masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     labels = np.asarray(labels)
     if isinstance(images, FeatureCache):
         n = len(images)
+        bad = torch.unique(torch.cat([_rows_not_finite(view) for view in images.features]))
+        if len(bad):
+            dtype = str(images.features.dtype).replace("torch.", "")
+            raise EgalError(f"{len(bad)} training row(s) have NaN or infinite cached features, "
+                            f"first row {int(bad[0])}: their images hold such values, or the features overflow "
+                            f"the cache's {dtype} (build it with dtype=torch.float32)")
     else:
         images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
         if images.ndim != 4 or images.shape[1] != config.in_channels:
@@ -289,12 +305,8 @@ def _check_data(images, masks, labels, classes, config):
             raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
         n = images.shape[0]
         images = images.float()
-        # One NaN pixel makes every later loss NaN, silently. Checked in slices: a whole-array mask would cost
-        # a byte per pixel of the training set.
-        finite = torch.cat([torch.isfinite(images[i:i + 256]).flatten(1).all(dim=1) for i in range(0, n, 256)]
-                           or [torch.ones(0, dtype=torch.bool)])  # [N]
-        if not bool(finite.all()):
-            bad = torch.nonzero(~finite).flatten()
+        bad = _rows_not_finite(images)
+        if len(bad):
             raise EgalError(f"{len(bad)} training image(s) hold NaN or infinite values, first row {int(bad[0])}: "
                             "decode or clean them before training")
     if masks.ndim != 3 or masks.shape[0] != n:
