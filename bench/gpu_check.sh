@@ -16,7 +16,8 @@
 # summary.md (one line per step: exit status and seconds), bench_cuda.json / bench_cuda.md (the benchmark)
 # and score_cuda.json (the end-to-end check).
 #
-# EGAL_GPU_STEPS picks steps (default: all of "build tests sanitizer bench score"; build runs only where
+# EGAL_GPU_STEPS picks steps (default: "build tests sanitizer bench score"; "cpu" adds issue 11's CPU scorer
+# benchmark on this machine's CPU, into bench_cpu.json; build runs only where
 # egal's CUDA backend is not installed yet, or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
 # starting them again: scripts/gpu_session.sh runs the sanitizer beside the protocol run that way.
 set -uo pipefail
@@ -31,7 +32,7 @@ SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
 STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench score} "
 for s in $STEPS; do
-  case "$s" in build|tests|sanitizer|bench|score) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench score, space-separated)" >&2; exit 2 ;; esac
+  case "$s" in build|tests|sanitizer|bench|score|cpu) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench score cpu, space-separated)" >&2; exit 2 ;; esac
 done
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 [ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
@@ -89,6 +90,16 @@ fi
 wanted bench && step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benchmark-only -q -rs -p no:cacheprovider \
   --benchmark-json="$OUT/bench_cuda.json"
 wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
+
+# Issue 11 on this machine's CPU, another model than the development machine's: the fused CPU scorer against
+# the PyTorch reference in the issue's headline case, and the mask pass, on two cores as there (not in the
+# default steps; scripts/gpu_session.sh runs it beside the protocol, so other work shares the memory bus).
+if wanted cpu; then
+  { echo "==== lscpu ($(date +%T))"; lscpu; } >> "$LOG" 2>&1
+  PIN=(); command -v taskset > /dev/null && PIN=(taskset -c 0,1)
+  step cpu-scorer 150 "${PIN[@]}" env OMP_NUM_THREADS=2 python3 bench/report_scorer.py --json "$OUT/bench_cpu.json" \
+    -k "(densenet121-block4 and 256 and gradients) or mask_pass or bandwidth"
+fi
 
 if [ "$REHEARSAL" = 1 ]; then
   SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16 --profile)

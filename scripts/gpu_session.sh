@@ -5,15 +5,17 @@
 #      `egal score --device cuda` check (EGAL_GPU_CHECK_SECONDS, default 300);
 #   2. then, with the time left (EGAL_GPU_TOTAL, default 540 s, counted from the start), the protocol run
 #      (scripts/gpu_protocol.sh; extra arguments go to `egal simulate`), and beside it the compute-sanitizer
-#      runs, which check correctness and time nothing, so sharing the GPU costs them nothing that matters.
+#      runs, which check correctness and time nothing, so sharing the GPU costs them nothing that matters, then
+#      issue 11's CPU scorer benchmark on two of this machine's cores (its ratios are of two implementations in
+#      one run; the protocol beside it shares the memory bus, which the figures must say).
 #
 # On the device machine (carry build/data and .whl; timeout_s 595):
 #   bash scripts/gpu_session.sh --strategies random,entropy,egal
 # Rehearse here, on the CPU (GPU parts skip; the protocol at its tiny rehearsal size):
 #   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-session bash scripts/gpu_session.sh
 #
-# $OUT gets check/ (log.txt, summary.md, bench_cuda.json, bench_cuda.md, score_cuda.json) and protocol/
-# (log.txt, results.tar.gz): 7 files, under the 8 that come back.
+# $OUT gets check/ (log.txt, summary.md, bench_cuda.json, bench_cuda.md, score_cuda.json, bench_cpu.json) and
+# protocol/ (log.txt, results.tar.gz): 8 files, the most that come back.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
@@ -28,7 +30,7 @@ echo "check done after $(( $(date +%s) - START )) s; the protocol gets $left s"
 EGAL_GPU_DEADLINE=$left OUT="$OUT/protocol" bash scripts/gpu_protocol.sh "$@" &
 protocol=$!
 if python3 -m egal.cli backends --require cuda > /dev/null 2>&1; then
-  EGAL_GPU_DEADLINE=$(( left < 200 ? left : 200 )) EGAL_GPU_STEPS=sanitizer EGAL_GPU_APPEND=1 OUT="$OUT/check" \
+  EGAL_GPU_DEADLINE=$(( left < 360 ? left : 360 )) EGAL_GPU_STEPS="sanitizer cpu" EGAL_GPU_APPEND=1 OUT="$OUT/check" \
     bash bench/gpu_check.sh > /dev/null
 else  # the check's build failed: the protocol builds egal itself, and nothing should import it meanwhile
   echo "- sanitizer: not run (no CUDA build of egal after the check)" >> "$OUT/check/summary.md"
