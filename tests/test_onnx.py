@@ -295,6 +295,53 @@ def test_cuda_provider_keeps_outputs_on_the_gpu_and_matches_cpu(tmp_path):
     np.testing.assert_allclose(on_gpu.score, on_cpu.score, rtol=0, atol=1e-4)
 
 
+def test_a_cuda_session_that_falls_back_to_the_cpu_says_why(tmp_path):
+    # This onnxruntime has no CUDA provider: asked for it, the session runs on the CPU (onnxruntime only logs
+    # that), and the runner keeps the reason; `egal score --device cuda` refuses with it.
+    path = export_onnx(make_model("tiny_cnn", "linear", 1, (32, 32)), tmp_path / "m.onnx")
+    runner = OnnxGradCAM(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert not runner.on_cuda
+    assert runner.cuda_unavailable_reason.startswith("onnxruntime could not start its CUDA execution provider")
+    assert OnnxGradCAM(path, providers=["CPUExecutionProvider"]).cuda_unavailable_reason is None
+
+
+class _FakeOnnxruntime:
+    """preload_dlls as onnxruntime-gpu's: it prints what failed to load, and raises for a missing folder."""
+
+    def __init__(self, prints="", raises=None):
+        self.prints, self.raises, self.calls = prints, raises, 0
+
+    def preload_dlls(self):
+        self.calls += 1
+        print(self.prints)
+        if self.raises:
+            raise self.raises
+
+
+def test_cuda_libraries_are_loaded_from_the_pip_packages_and_failures_kept(monkeypatch, capsys):
+    from egal.onnx.runner import load_cuda_libraries
+
+    load = load_cuda_libraries.__wrapped__  # without the once-per-process cache
+    monkeypatch.delitem(sys.modules, "torch")  # an inference-only node
+    quiet = _FakeOnnxruntime()
+    assert load(quiet) is None and quiet.calls == 1
+    failing = _FakeOnnxruntime("Failed to load libcublasLt.so.13: cannot open shared object file\n"
+                               "Please follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA.")
+    assert load(failing) == ("Failed to load libcublasLt.so.13: cannot open shared object file Please follow "
+                             "https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA.")
+    assert load(_FakeOnnxruntime(raises=RuntimeError("no such folder"))) == "RuntimeError: no such folder"
+    assert capsys.readouterr().out == ""  # nothing on egal's stdout
+    assert load(object()) is None  # an onnxruntime older than preload_dlls
+
+
+def test_cuda_libraries_are_left_to_torch_once_it_is_imported():
+    from egal.onnx.runner import load_cuda_libraries
+
+    assert "torch" in sys.modules
+    fake = _FakeOnnxruntime("Failed to load everything")
+    assert load_cuda_libraries.__wrapped__(fake) is None and fake.calls == 0
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--opset", "1", "opset (--opset) must be an integer from 18"), ("--opset", "99", "opset (--opset) must be"),
     ("--ir-version", "1", "ir_version (--ir-version) must be an integer from 8"),

@@ -327,6 +327,18 @@ def test_on_a_cuda_device_without_onnxruntimes_cuda_provider_nothing_is_exported
     assert exports == [] and cache.find_cached(model, file_digest(model)) is None
 
 
+def test_an_onnx_graph_on_cuda_whose_provider_cannot_start_is_refused_not_run_on_the_cpu(exported, monkeypatch):
+    """onnxruntime-gpu on a node whose CUDA libraries are missing: the provider is listed, the session falls back
+    to the CPU. Asked for --device cuda, egal says so instead of scoring on the CPU."""
+    from egal.pipeline import model_runner
+
+    monkeypatch.setattr(model_runner, "onnxruntime_lacks_cuda", lambda: False)  # as onnxruntime-gpu would say
+    _, _, graph, _ = exported
+    with pytest.raises(EgalError, match=r"device='cuda' \(--device cuda\): onnxruntime could not start its CUDA "
+                                        r"execution provider .*pip install 'egal-al\[onnx\]' brings them"):
+        model_runner.load_runner(graph, device="cuda")
+
+
 # -- the command line ----------------------------------------------------------------------------------------
 
 def test_the_help_explains_the_choice(capsys):

@@ -8,7 +8,11 @@ and the outputs are numpy arrays, scored by the CPU scorer.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +58,7 @@ class OnnxGradCAM:
             cuda = CUDA_PROVIDER in ort.get_available_providers()
             providers = [CUDA_PROVIDER, CPU_PROVIDER] if cuda else [CPU_PROVIDER]
         provider_list = [(p, {"device_id": device_id}) if p == CUDA_PROVIDER else p for p in providers]
+        failed_to_load = load_cuda_libraries(ort) if CUDA_PROVIDER in providers else None
         self.session = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
         self.config = _read_config(self.session, path)
@@ -61,6 +66,13 @@ class OnnxGradCAM:
         # Graphs exported before the selection embedding existed score as before, but cannot give it.
         self.has_embedding = graph.EMBEDDING in [o.name for o in self.session.get_outputs()]
         self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
+        # Why a session asked to run on CUDA runs on the CPU (onnxruntime falls back with only a log line).
+        self.cuda_unavailable_reason = None
+        if CUDA_PROVIDER in providers and not self.on_cuda:
+            self.cuda_unavailable_reason = (
+                "onnxruntime could not start its CUDA execution provider (no GPU, or its CUDA and cuDNN libraries "
+                "are missing: pip install 'egal-al[onnx]' brings them)"
+                + (f"; loading them said: {failed_to_load}" if failed_to_load else ""))
         self.io_binding = self.on_cuda if io_binding is None else bool(io_binding)
         self._device = "cuda" if self.on_cuda else "cpu"
 
@@ -153,6 +165,26 @@ class OnnxGradCAM:
 class OnnxModelError(EgalError):
     """A model file that cannot be scored: onnxruntime cannot load it (corrupt, truncated, not ONNX), or it is
     not an egal Grad-CAM graph."""
+
+
+@functools.cache
+def load_cuda_libraries(ort) -> str | None:
+    """Load the CUDA and cuDNN libraries of the nvidia pip packages (onnxruntime-gpu[cuda,cudnn]) into this
+    process, once, so that onnxruntime's CUDA provider finds them without LD_LIBRARY_PATH. Returns what
+    onnxruntime printed about the ones that failed to load, or None.
+
+    Not done after `import torch`, which has loaded its own (the same major versions; a second copy could
+    clash), nor with an onnxruntime older than preload_dlls (1.21).
+    """
+    if "torch" in sys.modules or not hasattr(ort, "preload_dlls"):
+        return None
+    said = io.StringIO()  # preload_dlls prints its failures: they belong in egal's error, not on stdout
+    with contextlib.redirect_stdout(said):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # e.g. RuntimeError for a missing folder: the session start will tell
+            print(f"{type(exc).__name__}: {exc}")
+    return " ".join(said.getvalue().split()) or None
 
 
 def _open_session(ort, path, session_options, providers):

@@ -142,6 +142,8 @@ def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunne
         if onnxruntime_lacks_cuda():
             raise EgalError(f"device='cuda' (--device cuda): {NO_CUDA_PROVIDER}")
         scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
+        if not scorer.on_cuda:  # asked for the GPU: never a silent run on the CPU
+            raise EgalError(f"device='cuda' (--device cuda): {scorer.cuda_unavailable_reason}")
     else:
         scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])
 
