@@ -305,6 +305,13 @@ def test_a_cuda_session_that_falls_back_to_the_cpu_says_why(tmp_path):
     assert OnnxGradCAM(path, providers=["CPUExecutionProvider"]).cuda_unavailable_reason is None
 
 
+def test_the_cuda_provider_runs_in_full_float32():
+    from egal.onnx.runner import provider_settings
+
+    assert provider_settings(["CUDAExecutionProvider", "CPUExecutionProvider"], 1) == [
+        ("CUDAExecutionProvider", {"device_id": 1, "use_tf32": "0"}), "CPUExecutionProvider"]
+
+
 class _FakeOnnxruntime:
     """preload_dlls as onnxruntime-gpu's: it prints what failed to load, and raises for a missing folder."""
 

@@ -57,7 +57,7 @@ class OnnxGradCAM:
         if providers is None:
             cuda = CUDA_PROVIDER in ort.get_available_providers()
             providers = [CUDA_PROVIDER, CPU_PROVIDER] if cuda else [CPU_PROVIDER]
-        provider_list = [(p, {"device_id": device_id}) if p == CUDA_PROVIDER else p for p in providers]
+        provider_list = provider_settings(providers, device_id)
         failed_to_load = load_cuda_libraries(ort) if CUDA_PROVIDER in providers else None
         self.session = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
@@ -165,6 +165,16 @@ class OnnxGradCAM:
 class OnnxModelError(EgalError):
     """A model file that cannot be scored: onnxruntime cannot load it (corrupt, truncated, not ONNX), or it is
     not an egal Grad-CAM graph."""
+
+
+def provider_settings(providers: Sequence[str], device_id: int) -> list:
+    """onnxruntime's providers argument: the CUDA provider on `device_id` in full float32.
+
+    onnxruntime's CUDA provider convolves and multiplies float32 in TF32 by default (use_tf32), as cuDNN does
+    for PyTorch: that moved scores by 3e-4 and reordered rows on an H100 (bench/README.md). egal's scores are
+    float32 on every path (egal.gradcam.extract.full_float32 for PyTorch).
+    """
+    return [(p, {"device_id": device_id, "use_tf32": "0"}) if p == CUDA_PROVIDER else p for p in providers]
 
 
 @functools.cache
