@@ -106,7 +106,7 @@ if [ "$REHEARSAL" = 1 ]; then
 else
   SCORE_ARGS=(--device cuda --profile)
 fi
-wanted score && step score-end-to-end 150 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
+wanted score && step score-end-to-end 210 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
 
 echo "- done at $(date +%T), $(( $(date +%s) - DEADLINE + ${EGAL_GPU_DEADLINE:-480} )) s in all" >> "$SUMMARY"
 cat "$SUMMARY"
