@@ -157,3 +157,29 @@ def test_a_worker_killed_in_the_middle_of_sending_a_batch_is_an_error_not_a_hang
     finally:
         decoded.close()
     assert not decoder_workers()
+
+
+def test_a_batch_that_cannot_reach_a_worker_is_an_error_not_a_hang(tmp_path):
+    # The task thread cannot pickle the third batch: before, it died and decode_in_order waited forever.
+    from egal.pool import DecodeSettings, open_pool
+    from egal.pool.workers import decode_in_order
+
+    spec = open_pool(write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, size=32)))
+
+    def batches():
+        for raw in spec.iter_batches(2):
+            if raw.index == 2:
+                raw.extra["unpicklable"] = [lambda: 0] * len(raw)
+            yield raw
+
+    decoded = decode_in_order(batches(), DecodeSettings((32, 32)), workers=2)
+    started = time.time()
+    try:
+        assert [len(next(decoded)) for _ in range(2)] == [2, 2]
+        with pytest.raises(RuntimeError, match=r"a batch could not be handed to a decoder worker process "
+                                               r"\((AttributeError|PicklingError): .*"):
+            next(decoded)
+    finally:
+        decoded.close()
+    assert time.time() - started < 30
+    assert not decoder_workers()

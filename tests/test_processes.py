@@ -3,9 +3,11 @@ cross the pipe out of band, unchanged."""
 import multiprocessing
 import os
 import pickle
+import struct
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -27,7 +29,8 @@ def _echo(tasks, results):
 
 def _half_then_die(results):
     """Worker: announces a 1 MB buffer, writes a part of it, and ends."""
-    results.send((b"not a pickle that is ever read", [1 << 20]))
+    results.send_bytes(struct.pack("<Q", 1 << 20))
+    results.send_bytes(b"not a pickle that is ever read")
     os.write(results.fileno(), b"x" * 1000)
     os._exit(0)
 
@@ -127,12 +130,73 @@ def test_workers_do_not_run_the_callers_main_script(tmp_path):
     assert len(marks.read_text().split()) == 1, "a worker ran the main script again"
 
 
-def test_the_callers_main_module_is_back_after_the_start():
+class _Recorded:
+    """Stands for a Process: what multiprocessing would tell a child started now, from this thread and another."""
+
+    def start(self):
+        from multiprocessing import spawn
+
+        self.main_module = sys.modules["__main__"]
+        self.here = spawn.get_preparation_data("child")
+        other = {}
+        thread = threading.Thread(target=lambda: other.update(spawn.get_preparation_data("child")))
+        thread.start()
+        thread.join()
+        self.other_thread = other
+
+
+def test_only_this_threads_start_leaves_out_the_main_script():
+    from multiprocessing import spawn
+
     main = sys.modules["__main__"]
-    reader, writer = SPAWN.Pipe(duplex=False)
-    worker = SPAWN.Process(target=_echo, args=(reader, writer), daemon=True)
-    start_spawned(worker)
-    assert sys.modules["__main__"] is main
-    writer.close()
-    worker.terminate()
-    worker.join(30)
+    usual = spawn.get_preparation_data("child")
+    assert {"init_main_from_name", "init_main_from_path"} & usual.keys()  # pytest's main: spawn would run it
+    process = _Recorded()
+    start_spawned(process)
+    assert process.main_module is main and sys.modules["__main__"] is main  # never swapped
+    assert not {"init_main_from_name", "init_main_from_path"} & process.here.keys()
+    assert process.other_thread.keys() == usual.keys()  # another thread starting a process meanwhile: as usual
+    assert spawn.get_preparation_data("child").keys() == usual.keys()  # and after
+
+
+class _FromMain:
+    """Pickles as a reference to __main__ (where it cannot be found: then the start fails as spawn's would)."""
+    __module__ = "__main__"
+
+
+def test_a_caller_object_from_the_main_script_starts_the_child_as_spawn_does():
+    process = _Recorded()
+    start_spawned(process, caller_objects=(_FromMain(),))
+    assert {"init_main_from_name", "init_main_from_path"} & process.here.keys()
+
+
+# A guarded script whose DecodeSettings subclass lives in the script itself: its workers must run the script to
+# rebuild the settings, and do (each leaves a mark).
+SETTINGS_IN_MAIN = textwrap.dedent("""
+    import dataclasses, os, sys
+    from egal.pool import DecodeSettings, load_pool_arrays
+
+    with open(sys.argv[2], "a") as marks:
+        marks.write(f"{os.getpid()}\\n")
+
+    @dataclasses.dataclass(frozen=True)
+    class MySettings(DecodeSettings):
+        pass
+
+    if __name__ == "__main__":
+        arrays = load_pool_arrays(sys.argv[1], MySettings((16, 16)), workers=2)
+        print("rows", len(arrays["ids"]))
+""")
+
+
+def test_settings_defined_in_the_main_script_reach_the_workers(tmp_path):
+    from pools import make_rows, write_pool
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path, size=16))
+    script, marks = tmp_path / "settings.py", tmp_path / "marks.txt"
+    script.write_text(SETTINGS_IN_MAIN)
+    done = subprocess.run([sys.executable, str(script), str(pool), str(marks)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "rows 6" in done.stdout
+    assert len(marks.read_text().split()) >= 2  # the script, then each worker it started (6 rows: maybe one)

@@ -13,6 +13,11 @@ buys nothing and costs twice:
     dead decoder);
   * a main script that imports PyTorch makes every worker import it too: 2 s for
     two decoders on this project's 2-core machine before the first batch.
+So a worker starts from a fresh interpreter that imports egal, not the caller's
+script: what that script sets when it is imported (PIL's MAX_IMAGE_PIXELS, say)
+does not reach the workers, as what it sets under its main guard never did.
+Only where the caller hands over an object of a class defined in its main script
+(a DecodeSettings subclass, say) does the worker run that script, as spawn does.
 
 `send_message` / `recv_message` carry a picklable message whose large buffers
 (numpy arrays: a decoded batch is 32 MB at 128 x 224 x 224) go out of band
@@ -26,37 +31,74 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import sys
-import types
+import struct
+import threading
+from multiprocessing import spawn
 
-PIPE_BYTES = 1 << 20  # Linux's default most for an unprivileged process (/proc/sys/fs/pipe-max-size)
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Python >= 3.10 names it; the number is Linux's)
+PIPE_BYTES = 1 << 20  # 256 pages: 64 such pipes would fill Linux's usual per-user soft limit (16,384 pages)
+_LENGTH = struct.Struct("<Q")
 
 
-def start_spawned(process) -> None:
-    """process.start() for a process of the "spawn" context, without the caller's __main__ in the child.
+def start_spawned(process, *, caller_objects=()) -> None:
+    """process.start() for a process of the "spawn" context, without running the caller's __main__ in the child
+    when none of `caller_objects` (what the caller handed over: settings, say) needs it.
 
-    For the instant of the start, `__main__` is an empty module: multiprocessing then asks the child to run
-    neither a main script nor a main module.
+    An object of a class defined in the main script can only be rebuilt in a child that runs that script: then
+    the child starts as multiprocessing starts it. The change is local to this thread's start: other threads,
+    and other users of multiprocessing, see `__main__` and spawn as they always are.
     """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
+    if any(_references_main(obj) for obj in caller_objects):
+        process.start()
+        return
+    _filter_preparation_data()
+    _this_thread.without_main = True
     try:
         process.start()
     finally:
-        if main is None:
-            del sys.modules["__main__"]
-        else:
-            sys.modules["__main__"] = main
+        _this_thread.without_main = False
+
+
+_this_thread = threading.local()
+_filter_lock = threading.Lock()
+
+
+def _filter_preparation_data() -> None:
+    """Wrap multiprocessing.spawn.get_preparation_data (once per process) so that a start under
+    start_spawned leaves out what tells the child to run the main script or module."""
+    with _filter_lock:
+        if getattr(spawn.get_preparation_data, "_egal_without_main", False):
+            return
+        original = spawn.get_preparation_data
+
+        def get_preparation_data(name):
+            data = original(name)
+            if getattr(_this_thread, "without_main", False):
+                data.pop("init_main_from_name", None)
+                data.pop("init_main_from_path", None)
+            return data
+
+        get_preparation_data._egal_without_main = True
+        spawn.get_preparation_data = get_preparation_data
+
+
+def _references_main(obj) -> bool:
+    """Whether unpickling `obj` would import something from __main__ (conservative: a "__main__" string in the
+    pickle counts too, and so does an object that does not pickle, whose start then fails as spawn's would; it
+    only costs the child a run of the main script, as spawn does anyway)."""
+    try:
+        return b"__main__" in pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return True
 
 
 def widen_pipe(connection) -> None:
-    """Let the pipe under `connection` hold PIPE_BYTES (fewer, larger writes and reads); where the system does
-    not allow it, it stays as it is."""
+    """Let the pipe under `connection` hold PIPE_BYTES (fewer, larger writes and reads), on Linux; elsewhere, or
+    past the user's pipe quota, it stays as it is. For pipes that carry large arrays only (a decoder's results):
+    every widened pipe counts against a quota that the user's other programs share while it is open."""
     with contextlib.suppress(Exception):
         import fcntl
 
-        fcntl.fcntl(connection.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def send_message(connection, message) -> None:
@@ -68,7 +110,8 @@ def send_message(connection, message) -> None:
     buffers: list[pickle.PickleBuffer] = []
     header = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
     views = [buffer.raw() for buffer in buffers]  # contiguous byte views of the arrays' own memory
-    connection.send((header, [view.nbytes for view in views]))
+    connection.send_bytes(b"".join(_LENGTH.pack(view.nbytes) for view in views))
+    connection.send_bytes(header)
     descriptor = connection.fileno()
     for view in views:
         while view.nbytes:
@@ -80,7 +123,8 @@ def recv_message(connection):
 
     EOFError when the writer is gone, also halfway through a message.
     """
-    header, sizes = connection.recv()
+    sizes = [size for (size,) in _LENGTH.iter_unpack(connection.recv_bytes())]
+    header = connection.recv_bytes()
     descriptor = connection.fileno()
     buffers = []
     for size in sizes:

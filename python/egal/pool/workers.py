@@ -33,7 +33,9 @@ the rest:
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
+import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -108,10 +110,9 @@ class _Decoders:
                 self.tasks.append(task_writer)
                 self.results.append(result_reader)
                 self.processes.append(process)
-                widen_pipe(task_writer)
-                widen_pipe(result_reader)
+                widen_pipe(result_reader)  # decoded arrays; tasks are small (encoded bytes)
                 try:
-                    start_spawned(process)
+                    start_spawned(process, caller_objects=(settings,))
                 finally:
                     # The worker holds the only other ends: its death is end-of-file (results) and a broken
                     # pipe (tasks) here.
@@ -136,6 +137,10 @@ class _Decoders:
                 send_message(pipes[worker], raw)
             except (OSError, ValueError):  # the worker is gone (result() says so), or the pipe closed by close()
                 pass
+            except Exception as exc:  # a batch that cannot be pickled, or no memory to: the worker hands back
+                # an error in its place, so that result() raises it in turn, after the batches before it
+                with contextlib.suppress(OSError, ValueError):
+                    send_message(pipes[worker], _Unsendable(f"{type(exc).__name__}: {exc}"))
 
     def result(self, worker: int) -> DecodedBatch:
         reader, process = self.results[worker], self.processes[worker]
@@ -178,6 +183,12 @@ class _Decoders:
         self.tasks, self.results, self.processes = [], [], []
 
 
+@dataclasses.dataclass(frozen=True)
+class _Unsendable:
+    """Sent in place of a batch that could not be pickled to the worker: why."""
+    reason: str
+
+
 def _decoder_main(tasks, results, settings: DecodeSettings, parent_pid: int) -> None:
     """A decoder worker: decode the batches that come through `tasks` one by one, sending each result
     (or the error) through `results`; ends when `tasks` is closed."""
@@ -188,6 +199,8 @@ def _decoder_main(tasks, results, settings: DecodeSettings, parent_pid: int) -> 
         except EOFError:
             return
         try:
+            if isinstance(raw, _Unsendable):
+                raise RuntimeError(f"a batch could not be handed to a decoder worker process ({raw.reason})")
             message = ("ok", decode_batch(raw, settings))
         except Exception as exc:  # decode_batch keeps bad rows to itself; anything else goes to the parent
             message = ("error", (exc, traceback.format_exc()))
