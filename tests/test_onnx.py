@@ -312,6 +312,27 @@ def test_the_cuda_provider_runs_in_full_float32():
         ("CUDAExecutionProvider", {"device_id": 1, "use_tf32": "0"}), "CPUExecutionProvider"]
 
 
+def test_a_cuda_provider_that_fails_to_start_is_kept_as_the_reason_not_printed(tmp_path, capsys):
+    # onnxruntime-gpu whose CUDA provider raises at session start (a driver too old, say): onnxruntime itself
+    # would print the error to stdout and retry on the CPU.
+    from egal.onnx.runner import _open_session, provider_settings
+
+    path = export_onnx(make_model("tiny_cnn", "linear", 1, (32, 32)), tmp_path / "m.onnx")
+
+    class FailingCuda:
+        def InferenceSession(self, path, sess_options=None, providers=(), **kwargs):  # noqa: N802
+            if any(isinstance(p, tuple) and p[0] == "CUDAExecutionProvider" for p in providers):
+                assert kwargs.get("enable_fallback") == 0
+                raise RuntimeError("CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version")
+            return ort.InferenceSession(path, sess_options=sess_options, providers=providers)
+
+    session, why = _open_session(FailingCuda(), path, None,
+                                 provider_settings(["CUDAExecutionProvider", "CPUExecutionProvider"], 0))
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert why == "CUDA failure 35: CUDA driver version is insufficient for CUDA runtime version"
+    assert capsys.readouterr().out == ""
+
+
 class _FakeOnnxruntime:
     """preload_dlls as onnxruntime-gpu's: it prints what failed to load, and raises for a missing folder."""
 

@@ -72,7 +72,8 @@ def copy_model(exported, folder: Path, *, with_graph: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(model, folder / "model.pt")
     if with_graph:
-        shutil.copy(graph, folder / os.path.basename(graph))
+        for name in (graph, graph + cache.CHECKSUM_SUFFIX):
+            shutil.copy(name, folder / os.path.basename(name))
     return folder / "model.pt"
 
 
@@ -160,14 +161,14 @@ def test_a_truncated_cached_graph_is_exported_again(tmp_path, pool, exported, ex
     graph.write_bytes(graph.read_bytes()[:1000])
     result = run(pool, model, tmp_path / "scores.parquet", progress=True)
     assert exports == [str(graph)] and result.runtime == "onnxruntime"
-    assert f"the cached graph {graph} cannot be used" in capsys.readouterr().err
-    assert graph.stat().st_size > 1000
+    assert f"the cached graph {graph} does not match the checksum written with it" in capsys.readouterr().err
+    assert graph.stat().st_size > 1000 and cache.intact(str(graph))
     assert_scores_agree(result, exported[3])
 
 
 def test_a_cached_graph_that_loads_but_scores_otherwise_is_not_trusted(tmp_path, pool, exported, exports, capsys):
-    """Another model's graph under this model's name (what a damaged weight tensor looks like): the first-batch
-    check catches it, and the graph is exported again."""
+    """Another model's graph under this model's name (what a damaged weight tensor looks like): it loads, but
+    its bytes are not those the checksum was written for, and the graph is exported again."""
     (tmp_path / "other").mkdir()
     other = save_tiny_model(tmp_path / "other" / "model.pt", input_size=INPUT, seed=2)
     other_graph = egal.onnx.export.export_onnx(other, str(tmp_path / "other.onnx"))
@@ -176,9 +177,24 @@ def test_a_cached_graph_that_loads_but_scores_otherwise_is_not_trusted(tmp_path,
     shutil.copy(other_graph, graph)
     exports.clear()
     result = run(pool, model, tmp_path / "scores.parquet", progress=True)
-    assert "away from PyTorch; exporting it again" in capsys.readouterr().err
+    assert "does not match the checksum written with it" in capsys.readouterr().err
     assert exports == [str(graph)] and result.runtime == "onnxruntime"
     assert_scores_agree(result, exported[3])
+
+
+def test_a_damaged_graph_beside_a_read_only_model_gives_way_to_the_user_cache(tmp_path, pool, exported, exports,
+                                                                              read_only, monkeypatch):
+    model = copy_model(exported, tmp_path / "m")
+    beside = tmp_path / "m" / os.path.basename(exported[2])
+    beside.write_bytes(beside.read_bytes()[:1000])
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "user-cache"))
+    read_only(tmp_path / "m")
+    first = run(pool, model, tmp_path / "first.parquet")
+    graph = tmp_path / "user-cache" / os.path.basename(exported[2])
+    assert exports == [str(graph)] and first.runtime == "onnxruntime"
+    second = run(pool, model, tmp_path / "second.parquet")
+    assert exports == [str(graph)], "the intact copy in the user cache is used, the damaged one beside skipped"
+    assert second.runtime == "onnxruntime" and str(graph) in second.runtime_note
 
 
 @pytest.fixture()
@@ -235,7 +251,9 @@ def test_a_graph_scoring_beyond_the_tolerance_falls_back_to_pytorch_with_a_warni
     monkeypatch.setattr(runtime_module, "PARITY_ATOL", -1.0)  # no difference is small enough
     with pytest.warns(RuntimeMismatchWarning, match=r"differ from PyTorch's by up to \d\.\d\de[-+]\d\d .*tolerance -1"):
         result = run(pool, model, tmp_path / "scores.parquet")
-    assert result.runtime == "torch" and len(exports) == 1, "the cached graph is exported again once, then PyTorch"
+    assert result.runtime == "torch" and exports == [], "an intact graph is the export itself: not exported again"
+    with pytest.warns(RuntimeMismatchWarning):
+        assert run(pool, model, tmp_path / "again.parquet").runtime == "torch" and exports == []
     with pytest.raises(EgalError, match="runtime='onnxruntime'.*differ from PyTorch's"):
         run(pool, model, tmp_path / "forced.parquet", runtime="onnxruntime")
 
@@ -253,6 +271,22 @@ def test_without_onnxruntime_or_the_exporter_auto_uses_pytorch_and_says_so(tmp_p
                  "--runtime", "onnxruntime"])
     assert code == 2
     assert "--runtime onnxruntime) with a PyTorch model: " in capsys.readouterr().err
+
+
+def test_an_onnxruntime_that_is_installed_but_cannot_be_imported_is_said_before_any_export(tmp_path):
+    # A package whose import fails (a shared library missing, say): find_spec alone would call it installed,
+    # and the failure would surface halfway, as "the model cannot be exported".
+    fake = tmp_path / "site" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('libonnxruntime.so.1: cannot open shared object file')\n")
+    script = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+              "from egal.pipeline.runtime import missing_for_export\n"
+              "print(missing_for_export())\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "site")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("onnxruntime cannot be imported (ImportError: libonnxruntime.so.1: cannot open "
+                                   "shared object file)")
 
 
 def test_a_model_without_closed_form_grad_cam_stays_with_pytorch(tmp_path, pool):

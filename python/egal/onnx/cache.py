@@ -11,9 +11,11 @@ keys of the same model file are deleted from its folder when a new one is writte
 be written (read-only storage), the graph goes to the user cache folder instead (`EGAL_CACHE_DIR`,
 else `$XDG_CACHE_HOME/egal/onnx`, else `~/.cache/egal/onnx`). A graph is written whole under a
 temporary name and renamed (egal.onnx.export_onnx), so no reader ever sees part of one, and two runs
-exporting at once both end with a complete graph. A cached graph is checked before it is trusted:
-egal.pipeline.runtime exports it again when onnxruntime cannot load it or when its scores differ from
-PyTorch's.
+exporting at once both end with a complete graph. Beside each graph, `<graph>.sha256` holds the SHA-256
+of the file as written: a graph whose bytes no longer match it (damaged, truncated, copied in part) is
+never used, and egal.pipeline.runtime exports it again; one that matches is the export itself, so a
+difference from PyTorch's scores is a property of the model, reported as such, not a reason to export
+again on every run.
 
 Exporting needs PyTorch, onnx and onnxscript (`egal-al[export]`); finding a cached graph does not.
 """
@@ -26,10 +28,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from .._atomic import temporary_path
 from ..errors import EgalError
 from . import graph
 
 CACHE_DIR_ENV = "EGAL_CACHE_DIR"
+CHECKSUM_SUFFIX = ".sha256"
 
 
 class GraphCacheError(EgalError):
@@ -76,13 +80,37 @@ def graph_name(model_path, model_sha256: str) -> str:
 
 
 def find_cached(model_path, model_sha256: str) -> str | None:
-    """The cached graph of this model file's content, or None."""
+    """The cached graph of this model file's content that matches its checksum, or None."""
+    return next((path for path in _candidates(model_path, model_sha256) if intact(path)), None)
+
+
+def unverified_cached(model_path, model_sha256: str) -> list[str]:
+    """The cached graphs of this model file's content that do not match their checksum (or have none)."""
+    return [path for path in _candidates(model_path, model_sha256) if not intact(path)]
+
+
+def intact(graph_path: str) -> bool:
+    """Whether the graph file's bytes are those its export wrote (its .sha256 file says which)."""
+    try:
+        with open(graph_path + CHECKSUM_SUFFIX) as f:
+            expected = f.read().strip()
+        return expected == _sha256(graph_path)
+    except OSError:
+        return False
+
+
+def _candidates(model_path, model_sha256: str) -> list[str]:
     name = graph_name(model_path, model_sha256)
-    for folder in cache_folders(model_path):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return path
-    return None
+    paths = (os.path.join(folder, name) for folder in cache_folders(model_path))
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
@@ -103,6 +131,10 @@ def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
     path = os.path.join(folder, graph_name(model_path, model_sha256))
     start = time.perf_counter()
     export_onnx(model_path, path)
+    checksum = temporary_path(path + CHECKSUM_SUFFIX)
+    with open(checksum, "w") as f:
+        f.write(_sha256(path) + "\n")
+    os.replace(checksum, path + CHECKSUM_SUFFIX)
     seconds = time.perf_counter() - start
     if folder == folders[0]:  # the user cache folder holds graphs of same-named models from other folders
         _remove_stale(folder, os.path.basename(os.fspath(model_path)), keep=path)
@@ -121,10 +153,10 @@ def _writable(folder: str) -> bool:
 
 def _remove_stale(folder: str, model_name: str, *, keep: str) -> None:
     """Delete the graphs of earlier contents of the same model file (their keys can never match again)."""
-    pattern = re.compile(re.escape(model_name) + r"\.[0-9a-f]{16}\.onnx")
+    pattern = re.compile(re.escape(model_name) + r"\.[0-9a-f]{16}\.onnx(" + re.escape(CHECKSUM_SUFFIX) + ")?")
     for entry in os.listdir(folder):
         path = os.path.join(folder, entry)
-        if pattern.fullmatch(entry) and path != keep:
+        if pattern.fullmatch(entry) and path not in (keep, keep + CHECKSUM_SUFFIX):
             try:
                 os.remove(path)
             except OSError:

@@ -59,20 +59,21 @@ class OnnxGradCAM:
             providers = [CUDA_PROVIDER, CPU_PROVIDER] if cuda else [CPU_PROVIDER]
         provider_list = provider_settings(providers, device_id)
         failed_to_load = load_cuda_libraries(ort) if CUDA_PROVIDER in providers else None
-        self.session = _open_session(ort, path, session_options, provider_list)
+        self.session, cuda_error = _open_session(ort, path, session_options, provider_list)
         self.device_id = device_id
         self.config = _read_config(self.session, path)
         self.path = str(path)
         # Graphs exported before the selection embedding existed score as before, but cannot give it.
         self.has_embedding = graph.EMBEDDING in [o.name for o in self.session.get_outputs()]
         self.on_cuda = self.session.get_providers()[0] == CUDA_PROVIDER
-        # Why a session asked to run on CUDA runs on the CPU (onnxruntime falls back with only a log line).
+        # Why a session asked to run on CUDA runs on the CPU.
         self.cuda_unavailable_reason = None
         if CUDA_PROVIDER in providers and not self.on_cuda:
             self.cuda_unavailable_reason = (
+                f"onnxruntime could not start its CUDA execution provider ({cuda_error})" if cuda_error else
                 "onnxruntime could not start its CUDA execution provider (no GPU, or its CUDA and cuDNN libraries "
                 "are missing: pip install 'egal-al[onnx]' brings them)"
-                + (f"; loading them said: {failed_to_load}" if failed_to_load else ""))
+            ) + (f"; loading its libraries said: {failed_to_load}" if failed_to_load else "")
         self.io_binding = self.on_cuda if io_binding is None else bool(io_binding)
         self._device = "cuda" if self.on_cuda else "cpu"
 
@@ -186,7 +187,7 @@ def load_cuda_libraries(ort) -> str | None:
     Not done after `import torch`, which has loaded its own (the same major versions; a second copy could
     clash), nor with an onnxruntime older than preload_dlls (1.21).
     """
-    if "torch" in sys.modules or not hasattr(ort, "preload_dlls"):
+    if sys.modules.get("torch") is not None or not hasattr(ort, "preload_dlls"):
         return None
     said = io.StringIO()  # preload_dlls prints its failures: they belong in egal's error, not on stdout
     with contextlib.redirect_stdout(said):
@@ -198,6 +199,11 @@ def load_cuda_libraries(ort) -> str | None:
 
 
 def _open_session(ort, path, session_options, providers):
+    """(onnxruntime session, why the CUDA provider could not start or None).
+
+    A CUDA provider that fails to start would make onnxruntime print its error to stdout and retry on the CPU:
+    egal asks it not to fall back, keeps the error, and opens the CPU session itself.
+    """
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
     # What onnxruntime raises for a file that is not a loadable model; other failures (an
@@ -206,8 +212,19 @@ def _open_session(ort, path, session_options, providers):
                        for name in ("InvalidProtobuf", "InvalidArgument", "InvalidGraph", "NoModel", "Fail",
                                     "NotImplemented")
                        if hasattr(state, name))
+    names = [p[0] if isinstance(p, tuple) else p for p in providers]
     try:
-        return ort.InferenceSession(str(path), sess_options=session_options, providers=providers)
+        if CUDA_PROVIDER not in names:
+            return ort.InferenceSession(str(path), sess_options=session_options, providers=providers), None
+        try:
+            return ort.InferenceSession(str(path), sess_options=session_options, providers=providers,
+                                        enable_fallback=0), None
+        except unloadable:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            cuda_error = " ".join(str(exc).split()) or type(exc).__name__
+        others = [p for p, name in zip(providers, names, strict=True) if name != CUDA_PROVIDER] or [CPU_PROVIDER]
+        return ort.InferenceSession(str(path), sess_options=session_options, providers=others), cuda_error
     except unloadable as exc:
         reason = str(exc).split(" failed:", 1)[-1].strip() or type(exc).__name__
         raise OnnxModelError(

@@ -103,11 +103,19 @@ def choose_runtime(runner, *, requested: str, model_sha256: str, spec, batch_siz
 
 
 def missing_for_export() -> str | None:
-    """The extra that a `.pt` model's onnxruntime path lacks here ('onnx-cpu' or 'export'), or None."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return "onnx-cpu"
-    if any(importlib.util.find_spec(name) is None for name in ("onnx", "onnxscript")):
-        return "export"
+    """What keeps a `.pt` model's onnxruntime path from running here, naming the extra to install, or None."""
+    for extra, names in (("onnx-cpu", ("onnxruntime",)), ("export", ("onnx", "onnxscript"))):
+        what = "onnxruntime" if extra == "onnx-cpu" else "the ONNX exporter"
+        for name in names:
+            try:
+                if importlib.util.find_spec(name) is None:
+                    return f"{what} is not installed (pip install 'egal-al[{extra}]')"
+            except (ImportError, ValueError) as exc:
+                return f"{what} cannot be found ({type(exc).__name__}: {exc})"
+    try:
+        import onnxruntime  # noqa: F401  (found but broken, e.g. a missing shared library: said now, not mid-export)
+    except Exception as exc:
+        return f"onnxruntime cannot be imported ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -131,8 +139,7 @@ class _OnnxFromTorch:
     def choose(self) -> RuntimeChoice:
         missing = missing_for_export()
         if missing is not None:
-            what = "onnxruntime is not installed" if missing == "onnx-cpu" else "the ONNX exporter is not installed"
-            return self._torch_or_raise(f"{what} (pip install 'egal-al[{missing}]')")
+            return self._torch_or_raise(missing)
         if self.on_cuda:
             from .model_runner import NO_CUDA_PROVIDER, onnxruntime_lacks_cuda
 
@@ -158,37 +165,58 @@ class _OnnxFromTorch:
     def _checked_graph(self):
         """(ONNX runner, how it was obtained, difference to PyTorch on the first batch).
 
-        A cached graph is used when it loads and agrees with PyTorch; one that does not (a damaged file) is
-        exported again, never trusted."""
-        from ..onnx.cache import find_cached
+        A cached graph is used when it matches the checksum written with it; one that does not (a damaged
+        file) is exported again, never trusted. An intact graph that onnxruntime cannot run, or whose scores
+        differ from PyTorch's, is not exported again: a new export would be the same file."""
+        from ..onnx.cache import find_cached, unverified_cached
+        from ..onnx.runner import OnnxModelError
 
         path = find_cached(self.torch_runner.path, self.model_sha256)
         if path is not None:
             try:
-                onnx_runner = self.load(path)
-                difference = self._difference(onnx_runner)
-            except (ValueError, OSError, _Unusable) as exc:  # OnnxModelError, not egal's graph, fails to run
+                onnx_runner = self._load(path)
+            except OnnxModelError as exc:  # written by another egal, say: what this one exports is needed
                 self.log(f"runtime: the cached graph {path} cannot be used ({exc}); exporting it again")
             else:
-                if difference <= PARITY_ATOL:
-                    return onnx_runner, f"cached graph {path}", difference
-                self.log(f"runtime: the cached graph {path} scores {difference:.1e} away from PyTorch; exporting it "
-                         "again")
+                return onnx_runner, f"cached graph {path}", self._difference(onnx_runner)
         else:
-            self.log(f"runtime: exporting {self.torch_runner.path} to ONNX for onnxruntime (once per model file)")
+            damaged = unverified_cached(self.torch_runner.path, self.model_sha256)
+            if damaged:
+                self.log(f"runtime: the cached graph {damaged[0]} does not match the checksum written with it "
+                         "(damaged, or from an egal before checksums); exporting it again")
+            else:
+                self.log(f"runtime: exporting {self.torch_runner.path} to ONNX for onnxruntime (once per model "
+                         "file)")
         onnx_runner, how = self._export()
         return onnx_runner, how, self._difference(onnx_runner)
 
+    def _load(self, path):
+        """The ONNX runner of `path`; onnxruntime's failures other than an unloadable file make the path
+        unusable (a CUDA provider that cannot start, say)."""
+        from ..onnx.runner import OnnxModelError
+
+        try:
+            return self.load(path)
+        except OnnxModelError:
+            raise
+        except (EgalError, OSError, RuntimeError) as exc:
+            raise _Unusable(f"onnxruntime cannot run the graph {path} ({exc})") from exc
+
     def _export(self):
         from ..onnx.cache import GraphCacheError, export_to_cache
+        from ..onnx.runner import OnnxModelError
 
         try:
             cached = export_to_cache(self.torch_runner.path, self.model_sha256)
-            return self.load(cached.path), f"graph exported in {cached.seconds:.1f} s to {cached.path}"
         except GraphCacheError as exc:
             raise _Unusable(str(exc)) from exc
         except Exception as exc:  # ExportError (no closed form), an operator the exporter cannot write
             raise _Unusable(f"the model cannot be exported to ONNX ({type(exc).__name__}: {exc})") from exc
+        try:
+            onnx_runner = self._load(cached.path)
+        except OnnxModelError as exc:
+            raise _Unusable(f"onnxruntime cannot load the graph just exported to {cached.path} ({exc})") from exc
+        return onnx_runner, f"graph exported in {cached.seconds:.1f} s to {cached.path}"
 
     def _difference(self, onnx_runner) -> float:
         """Largest |onnxruntime - PyTorch| over the first batch's score, entropy_norm and misalignment."""
