@@ -320,6 +320,24 @@ def test_a_resume_with_another_runtime_is_refused(tmp_path, pool, exported):
         run(pool, model, tmp_path / "scores.parquet", runtime="torch", overwrite=False, resume=True)
 
 
+def test_resuming_with_auto_keeps_the_runtime_the_run_was_scored_with(tmp_path, pool, exported, exports, capsys):
+    """auto could choose otherwise on a second call (on a GPU it times both): resuming takes the recorded one,
+    before any export, for a finished run and for an unfinished one."""
+    model = copy_model(exported, tmp_path / "m", with_graph=False)
+    first = run(pool, model, tmp_path / "scores.parquet", runtime="torch")
+    resumed = run(pool, model, tmp_path / "scores.parquet", overwrite=False, resume=True, progress=True)
+    assert first.runtime == resumed.runtime == "torch" and exports == []
+    assert "runtime: resuming a run scored with torch: the same again" in capsys.readouterr().err
+    # An unfinished run (its parts folder holds only the record, as right after it started) resumes the same way.
+    manifest = pq.read_schema(tmp_path / "scores.parquet").metadata[b"egal.run"]
+    (tmp_path / "unfinished.parquet.parts").mkdir()
+    (tmp_path / "unfinished.parquet.parts" / "run.json").write_bytes(manifest)
+    unfinished = run(pool, model, tmp_path / "unfinished.parquet", overwrite=False, resume=True)
+    assert unfinished.runtime == "torch" and exports == []
+    # Nothing to resume: auto as always (onnxruntime on this CPU).
+    assert run(pool, model, tmp_path / "fresh.parquet", resume=True, overwrite=False).runtime == "onnxruntime"
+
+
 def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported, monkeypatch):
     """The CUDA rule's code path, run with CPU runners (no GPU here): both score the first batch again, timed,
     and the choice names both times."""

@@ -19,7 +19,7 @@ from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import ShardStore
+from .shard_store import ShardStore, recorded_run
 
 
 @dataclass(frozen=True)
@@ -194,10 +194,23 @@ class ScoringJob:
                 "alone (docs/scoring.md, empty ROI)")
         log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
         model_sha256 = file_digest(o.model)
-        choice = choose_runtime(
-            runner, requested=o.runtime, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size, alpha=o.alpha,
-            load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
-            on_cuda=o.device == "cuda" and o.engine == "local", gpus_elsewhere=o.device == "cuda" and o.engine == "ray")
+        requested = o.runtime
+        if o.resume and requested == "auto":
+            # auto may choose otherwise this time (on a GPU it times both): resume with what the run used
+            requested = (recorded_run(o.out) or {}).get("runtime", "auto")
+            if requested != "auto":
+                log(f"runtime: resuming a run scored with {requested}: the same again")
+        try:
+            choice = choose_runtime(
+                runner, requested=requested, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size,
+                alpha=o.alpha, load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
+                on_cuda=o.device == "cuda" and o.engine == "local",
+                gpus_elsewhere=o.device == "cuda" and o.engine == "ray")
+        except EgalError as exc:
+            if requested == o.runtime:
+                raise
+            raise EgalError(f"cannot resume {o.out!r} (--out) with {requested}, the runtime it was scored with: "
+                            f"{exc}; pass --overwrite instead of --resume to score again") from exc
         choice.announce(log, o.progress)
         runner = choice.runner
         manifest = {

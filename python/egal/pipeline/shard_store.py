@@ -253,6 +253,21 @@ class ShardStore:
                 os.remove(self._path(name))
 
 
+def recorded_run(out_path) -> dict | None:
+    """The arguments recorded by the run that wrote `out_path`, unfinished (its parts folder) or finished (the
+    output's metadata); None where there is no such run or its record cannot be read (the store then says so)."""
+    out_path = os.path.abspath(os.fspath(out_path))
+    try:
+        if os.path.isdir(out_path + ".parts"):
+            with open(os.path.join(out_path + ".parts", MANIFEST)) as f:
+                return json.load(f)
+        if os.path.exists(out_path):
+            return json.loads((pq.read_schema(out_path).metadata or {})[RUN_METADATA_KEY])
+    except (OSError, ValueError, KeyError, pa.ArrowException):
+        pass
+    return None
+
+
 def read_score_output(path: str, columns) -> tuple[pa.Table, dict]:
     """(the `columns` of an egal score output, its schema metadata); EgalError saying what the file is instead
     (not Parquet, or a Parquet file without those columns: a pool given for its scores)."""
