@@ -229,6 +229,23 @@ def test_a_read_only_model_folder_puts_the_graph_in_the_user_cache(tmp_path, poo
     assert exports == [str(graph)], "found in the user cache the second time"
 
 
+def test_for_ray_actors_elsewhere_a_graph_only_in_this_machines_cache_is_not_used(tmp_path, pool, exported,
+                                                                                   read_only, monkeypatch):
+    from egal.pipeline.model_runner import load_runner
+    from egal.pool import open_pool
+
+    model = copy_model(exported, tmp_path / "m", with_graph=False)
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "user-cache"))
+    read_only(tmp_path / "m")
+    choose = lambda requested: runtime_module.choose_runtime(  # noqa: E731
+        load_runner(model), requested=requested, model_sha256=file_digest(model), spec=open_pool(pool), batch_size=8,
+        alpha=0.5, load=load_runner, graph_beside_model=True, log=lambda *_: None)
+    choice = choose("auto")
+    assert choice.runtime == "torch" and "where Ray actors elsewhere cannot read it" in choice.note
+    with pytest.raises(EgalError, match=r"--runtime onnxruntime\) with a PyTorch model: the graph is in .*user-cache"):
+        choose("onnxruntime")
+
+
 def test_no_writable_cache_folder_falls_back_to_pytorch_or_is_refused(tmp_path, pool, exported, read_only,
                                                                       monkeypatch):
     model = copy_model(exported, tmp_path / "m", with_graph=False)

@@ -76,7 +76,7 @@ class RuntimeChoice:
 
 def choose_runtime(runner, *, requested: str, model_sha256: str, spec, batch_size: int, alpha: float,
                    load: Callable, on_cuda: bool = False, gpus_elsewhere: bool = False,
-                   log: Callable = print) -> RuntimeChoice:
+                   graph_beside_model: bool = False, log: Callable = print) -> RuntimeChoice:
     """The runtime that scores a run, given the model file loaded as it is (`runner`).
 
     spec, batch_size: the pool (egal.pool.PoolSpec) and the run's batch size: the two runtimes are compared
@@ -85,6 +85,8 @@ def choose_runtime(runner, *, requested: str, model_sha256: str, spec, batch_siz
     on_cuda:          the run is on a CUDA device here: pick the faster runtime there
     gpus_elsewhere:   the model runs on GPUs of other machines (Ray actors), which cannot be timed from here:
                       auto keeps PyTorch
+    graph_beside_model: the graph is read where the model is (Ray actors of a cluster elsewhere): one that
+                      only the user cache folder of this machine can hold is of no use to them
     log:              where progress lines go (the export can take a minute for a large model)
     """
     check_choice(requested, "runtime", RUNTIMES)
@@ -99,7 +101,8 @@ def choose_runtime(runner, *, requested: str, model_sha256: str, spec, batch_siz
         return RuntimeChoice(runner, "torch", requested, "PyTorch (auto: the Ray actors' GPUs cannot be timed from "
                              "here; runtime='onnxruntime' exports the model for them)")
     batch = _FirstBatch(spec, batch_size, runner.input_size, runner.in_channels)
-    return _OnnxFromTorch(runner, requested, model_sha256, batch, alpha, load, on_cuda, log).choose()
+    return _OnnxFromTorch(runner, requested, model_sha256, batch, alpha, load, on_cuda, log,
+                          graph_beside_model).choose()
 
 
 def missing_for_export() -> str | None:
@@ -135,6 +138,7 @@ class _OnnxFromTorch:
     load: Callable
     on_cuda: bool
     log: Callable
+    graph_beside_model: bool = False
 
     def choose(self) -> RuntimeChoice:
         missing = missing_for_export()
@@ -147,6 +151,7 @@ class _OnnxFromTorch:
                 return self._torch_or_raise(f"on the GPU: {NO_CUDA_PROVIDER}")
         try:
             onnx_runner, how, difference = self._checked_graph()
+            self._check_reachable(onnx_runner.path)
         except _Unusable as exc:
             return self._torch_or_raise(str(exc))
         if difference > PARITY_ATOL:
@@ -189,6 +194,15 @@ class _OnnxFromTorch:
                          "file)")
         onnx_runner, how = self._export()
         return onnx_runner, how, self._difference(onnx_runner)
+
+    def _check_reachable(self, graph_path: str) -> None:
+        import os
+
+        model_folder = os.path.dirname(os.path.abspath(self.torch_runner.path))
+        if self.graph_beside_model and os.path.dirname(os.path.abspath(graph_path)) != model_folder:
+            raise _Unusable(f"the graph is in {os.path.dirname(graph_path)!r}, on this machine only, where Ray "
+                            f"actors elsewhere cannot read it (the model's folder {model_folder!r} is read-only; "
+                            "`egal export` a graph beside the model, or score it with runtime='torch')")
 
     def _load(self, path):
         """The ONNX runner of `path`; onnxruntime's failures other than an unloadable file make the path
