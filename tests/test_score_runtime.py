@@ -263,7 +263,7 @@ def test_no_writable_cache_folder_falls_back_to_pytorch_or_is_refused(tmp_path, 
 # -- falling back, and refusing ------------------------------------------------------------------------------
 
 def test_a_graph_scoring_beyond_the_tolerance_falls_back_to_pytorch_with_a_warning(tmp_path, pool, exported,
-                                                                                   exports, monkeypatch):
+                                                                                   exports, monkeypatch, capsys):
     model = copy_model(exported, tmp_path / "m")
     monkeypatch.setattr(runtime_module, "PARITY_ATOL", -1.0)  # no difference is small enough
     with pytest.warns(RuntimeMismatchWarning, match=r"differ from PyTorch's by up to \d\.\d\de[-+]\d\d .*tolerance -1"):
@@ -271,6 +271,9 @@ def test_a_graph_scoring_beyond_the_tolerance_falls_back_to_pytorch_with_a_warni
     assert result.runtime == "torch" and exports == [], "an intact graph is the export itself: not exported again"
     with pytest.warns(RuntimeMismatchWarning):
         assert run(pool, model, tmp_path / "again.parquet").runtime == "torch" and exports == []
+    run(pool, model, tmp_path / "shown.parquet", progress=True)  # with progress, one line says it all
+    err = capsys.readouterr().err
+    assert err.count("differ from PyTorch's") == 1 and "warning: onnxruntime's scores differ" in err
     with pytest.raises(EgalError, match="runtime='onnxruntime'.*differ from PyTorch's"):
         run(pool, model, tmp_path / "forced.parquet", runtime="onnxruntime")
 

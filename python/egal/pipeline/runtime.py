@@ -66,10 +66,8 @@ class RuntimeChoice:
 
     def announce(self, log: Callable, progress: bool) -> None:
         """The choice on the run's log; a mismatch also as a RuntimeMismatchWarning when the run is quiet."""
-        if progress:
-            log(f"runtime: {self.note}")
-            if self.warning:
-                log(f"warning: {self.warning}")
+        if progress:  # a warning says what the note would, and which runtime scores
+            log(f"warning: {self.warning}" if self.warning else f"runtime: {self.note}")
         elif self.warning:
             warnings.warn(self.warning, RuntimeMismatchWarning, stacklevel=3)
 
