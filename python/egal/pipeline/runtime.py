@@ -7,7 +7,9 @@
                  when onnxruntime or the exporter (egal-al[export]) is not installed, when the model
                  has no closed-form Grad-CAM (an ONNX graph has no backward pass), when no folder can
                  hold the graph, or when the graph's scores differ from PyTorch's by more than
-                 PARITY_ATOL (a warning gives the difference). On a CUDA device both runtimes score
+                 PARITY_ATOL (a warning gives the difference; an intact graph, one that matches the
+                 checksum written with it, is not exported again for that). A resumed run keeps the
+                 runtime it was scored with (egal.pipeline.scoring_job). On a CUDA device both runtimes score
                  the first batch once more and the faster one scores the pool (not yet run on a GPU);
                  there, an onnxruntime without its CUDA provider (the CPU-only wheel) means PyTorch, with
                  nothing exported;
