@@ -134,6 +134,20 @@ def test_paths_mode_writes_pngs_beside_the_pool(brats, tmp_path):
     assert (tmp_path / row["mask_path"]).is_file()
 
 
+def test_overwrite_replaces_an_earlier_imports_files_folder_and_no_other(brats, tmp_path):
+    first = from_brats(brats, tmp_path / "pool.parquet", images_as="paths", progress=False)
+    again = from_brats(brats, tmp_path / "pool.parquet", images_as="paths", overwrite=True, progress=False)
+    assert again.rows == first.rows and (tmp_path / "pool_files" / ".egal-pool-files").is_file()
+    # The dataset itself named like the pool's files folder: `--out mri.parquet` on `mri_files/`.
+    source = brats.rename(tmp_path / "mri_files")
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
+    with pytest.raises(SourceError, match=r"mri_files' is where this pool's image files go, and it exists but was "
+                                          r"not written by an egal import .*even with --overwrite"):
+        from_brats(source, tmp_path / "mri.parquet", images_as="paths", overwrite=True, progress=False)
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before
+    assert not (tmp_path / "mri.parquet").exists()
+
+
 def test_refusals(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="holds no BraTS case"):

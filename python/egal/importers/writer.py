@@ -31,6 +31,8 @@ from .errors import SourceError
 # A row group is flushed at this many bytes of binary data even before ROW_GROUP_ROWS rows: a
 # VinDr-CXR DICOM is 5-30 MB, and 256 of them would be several GB in memory.
 FLUSH_BYTES = 64 << 20
+# In a pool's STEM_files/ folder: only a folder holding it is replaced by --overwrite.
+FILES_MARKER = ".egal-pool-files"
 
 BOXES_TYPE = pa.list_(pa.list_(pa.float64()))
 IMAGE_FIELDS = {"bytes": pa.field("image", pa.binary()), "paths": pa.field("image_path", pa.string())}
@@ -74,7 +76,8 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
 class StreamingPoolWriter:
     """with StreamingPoolWriter(out, schema) as w: w.add(row) ...; the pool appears at `out` on a clean exit.
 
-    files_folder: images or masks are written as files (write_file), into STEM_files/ beside `out`.
+    files_folder: images or masks are written as files (write_file), into STEM_files/ beside `out`, marked
+                  as egal's (FILES_MARKER): --overwrite replaces such a folder, never any other.
     """
 
     def __init__(self, out, schema: pa.Schema, *, overwrite: bool = False, files_folder: bool = False,
@@ -89,9 +92,14 @@ class StreamingPoolWriter:
         self.files_name = f"{stem}_files"
         self.files_dir = self.folder / self.files_name
         self.files_tmp = Path(temporary_path(self.files_dir, hidden=True)) if files_folder else None
-        if files_folder and self.files_dir.exists() and not overwrite:
-            raise SourceError(f"{str(self.files_dir)!r} already exists (the image files of an earlier import): "
-                              "pass overwrite=True (--overwrite) to replace it with the pool")
+        if files_folder and self.files_dir.exists():
+            if not overwrite:
+                raise SourceError(f"{str(self.files_dir)!r} already exists (the image files of an earlier import): "
+                                  "pass overwrite=True (--overwrite) to replace it with the pool")
+            if not (self.files_dir / FILES_MARKER).is_file():  # the source dataset itself, say: never deleted
+                raise SourceError(f"{str(self.files_dir)!r} is where this pool's image files go, and it exists but "
+                                  f"was not written by an egal import (it has no {FILES_MARKER}): egal does not "
+                                  "replace it, even with --overwrite; move it away, or choose another --out")
         self.rows = 0
         self._buffer: list[dict] = []
         self._buffered_bytes = 0
@@ -106,6 +114,8 @@ class StreamingPoolWriter:
                                         write_batch_size=ROWS_PER_PAGE)
         if self.files_tmp is not None:
             self.files_tmp.mkdir()
+            (self.files_tmp / FILES_MARKER).write_text(f"image files of the pool {self.out.name}, written by an egal "
+                                                      "import; --overwrite replaces this folder with the pool\n")
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
