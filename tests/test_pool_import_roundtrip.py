@@ -225,6 +225,27 @@ def test_add_labels_refusals(mask_pool, tmp_path):
     assert changed.relabelled == [("s0", "glioma", "meningioma")] and changed.new_classes == ["pituitary"]
 
 
+def test_add_labels_never_writes_over_or_into_its_pool(mask_pool, tmp_path):
+    labels = write_csv(tmp_path / "l.csv", ["id", "label"], [["s2", "glioma"]])
+    before = Path(mask_pool).read_bytes()
+    with pytest.raises(SourceError, match=r"is the same file as the pool: writing it would destroy that input"):
+        add_labels(mask_pool, labels, mask_pool, overwrite=True)
+    assert Path(mask_pool).read_bytes() == before
+    # A folder pool: a file written into the folder would join the pool, every id twice.
+    folder = tmp_path / "folder_pool"
+    folder.mkdir()
+    table = pq.read_table(mask_pool)
+    half = table.num_rows // 2
+    pq.write_table(table.slice(0, half), folder / "a.parquet")
+    pq.write_table(table.slice(half), folder / "b.parquet")
+    with pytest.raises(SourceError, match=r"is inside the folder pool .*each id twice"):
+        add_labels(folder, labels, folder / "round2.parquet")
+    with pytest.raises(SourceError, match=r"is the same file as the pool's file"):
+        add_labels(folder, labels, folder / "a.parquet", overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.parquet", "b.parquet"]
+    assert add_labels(folder, labels, tmp_path / "round2.parquet").newly_labelled == 1
+
+
 def test_add_labels_keeps_integer_labels_integer(tmp_path):
     path = tmp_path / "int.parquet"
     pq.write_table(pa.table({"id": ["a", "b"], "image": [encode_png(np.zeros((4, 4), np.uint8))] * 2,

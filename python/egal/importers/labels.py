@@ -111,7 +111,9 @@ def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
 
 def run_add_labels(o: LabelOptions) -> LabelResult:
     spec = open_pool(o.pool)
-    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels})
+    pool_files = {f"the pool's file {f!r}" if len(spec.files) > 1 else "the pool": f for f in spec.files}
+    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files})
+    _check_not_inside_a_folder_pool(o.pool, out)
     _check_paths_stay_valid(spec, out)
     given, empty = read_labels(o)
     label_type = _label_type(spec)
@@ -135,6 +137,18 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     classes = _write(spec, out, converted, label_type)
     return LabelResult(out, spec.num_rows, sum(before[i] is None for i in converted),
                        sum(before[i] == v for i, v in converted.items()), changed, empty, new, classes)
+
+
+def _check_not_inside_a_folder_pool(pool: str, out: Path) -> None:
+    """A Parquet file written into a folder pool becomes part of that pool: every id twice."""
+    if not os.path.isdir(pool):
+        return
+    folder = os.path.realpath(pool)
+    if os.path.realpath(out.parent) == folder or os.path.realpath(out.parent).startswith(folder + os.sep):
+        raise SourceError(f"--out {str(out)!r} is inside the folder pool {pool!r}, whose every Parquet file is part "
+                          "of the pool: the pool would then hold each id twice; write --out beside the folder "
+                          "(a folder pool whose images are paths cannot be labelled into one file yet: its paths "
+                          "resolve inside the folder)")
 
 
 def _check_paths_stay_valid(spec, out: Path) -> None:
