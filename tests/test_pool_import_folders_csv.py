@@ -177,6 +177,14 @@ def test_csv_boxes_column_json_and_dicts_and_masks(images):
     assert rows_by_id(masks.out)["img/p1"]["mask"] == (images / "img" / "p1_mask.png").read_bytes()
 
 
+def test_csv_rows_without_an_image_path_are_skipped_when_ids_come_from_paths(images):
+    table = write_csv(images / "blank.csv", ["image", "label"], [["img/p1.png", "a"], ["", "b"], [".", "c"],
+                                                                 ["", "d"]])
+    result = from_csv(table, images / "pool.parquet", image="image", label="label", progress=False)
+    assert set(rows_by_id(result.out)) == {"img/p1"}
+    assert result.skipped.skipped == {"no image path": 3}
+
+
 def test_csv_refusals(images):
     table = write_csv(images / "t.csv", ["file"], [["img/p1.png"]])
     with pytest.raises(SourceError, match=r"lacks column\(s\) \['label'\]"):

@@ -88,6 +88,9 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
     """{id: {"row": first row, "line": its line, "boxes": [cell values], "conflict": str}} in table order."""
     images: dict[str, dict] = {}
     for line, row in enumerate(rows, start=2):
+        if not o.id and not Path(row[o.image]).name:  # no file named ("", "."): no id to derive, skipped as such
+            images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}
+            continue
         ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
         if entry is None:
@@ -108,6 +111,9 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
 
 
 def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, entry: dict) -> None:
+    if entry.get("no_image"):
+        session.ledger.skip("no image path", f"line {entry['line']}")
+        return
     row, where = entry["row"], f"line {entry['line']} ({ident})"
     if entry["conflict"]:
         session.ledger.skip("rows of one id disagree (or an id repeats without box columns)",
