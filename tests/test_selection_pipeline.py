@@ -203,6 +203,28 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 8
 
 
+def test_group_columns_of_every_kind(tmp_path, model_path, capsys):
+    """The id column (each row a group of its own), an integer column, an over-large cap; a list or binary
+    column is refused naming its type."""
+    rows = make_rows(8, folder=tmp_path)
+    for i, row in enumerate(rows):
+        row["site"], row["findings"] = i % 3, [f"f{i}"]
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    scores = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", scores) == 0
+    select = lambda *extra: main(["select", "--scores", str(scores), "--select", "3", "--pool", str(pool),  # noqa: E731
+                                  "--out", str(tmp_path / "sel.csv"), "--overwrite", *extra])
+    assert select("--group-column", "id", "--per-group", "1") == 0
+    assert len(read_csv(tmp_path / "sel.csv")) == 3
+    assert select("--group-column", "site", "--per-group", "1") == 0
+    assert sorted(r["site"] for r in read_csv(tmp_path / "sel.csv")) == ["0", "1", "2"]
+    assert select("--group-column", "site", "--per-group", str(10**20)) == 0
+    for column, kind in (("findings", "list<"), ("image", "binary")):
+        assert select("--group-column", column, "--per-group", "1") == 2
+        err = capsys.readouterr().err
+        assert f"--group-column '{column}' holds {kind}" in err and "a group column holds strings or integers" in err
+
+
 def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path, pool, capsys):
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "a.parquet") == 0
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter"]) == 2

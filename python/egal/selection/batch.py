@@ -103,7 +103,7 @@ def select_batch(scores, ids, k: int, *, diversity: str = "none", embeddings=Non
 
     valid = np.flatnonzero(~np.isnan(scores))
     if per_group is not None:
-        per_group = _user_check(check_int, per_group, "per_group")
+        per_group = min(_user_check(check_int, per_group, "per_group"), max(1, scores.shape[0]))  # no more a group
         codes = group_codes(groups, valid)
         if codes.shape != scores.shape:
             raise bad_argument(SelectionError, "groups", f"has {codes.shape[0]} entries but scores has "

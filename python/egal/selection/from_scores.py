@@ -54,9 +54,12 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
     chosen = select_batch(scores, ids, k, diversity=diversity, embeddings=embeddings, groups=groups,
                           per_group=per_group, candidate_factor=candidate_factor, seed=seed)
     table = ranked.take(pa.array(chosen.positions, type=pa.int64())).select(list(SELECTION_COLUMNS))
-    if per_group is not None:
+    name = group_column or "group"
+    if per_group is not None and name != "id":  # grouped by id: each row its own group, already in the CSV
         values = np.asarray(groups, dtype=object)[chosen.positions]
-        table = table.append_column(group_column or "group", pa.array([str(v) for v in values], type=pa.string()))
+        if name in table.column_names:  # a pool column named like one of the selection's own
+            name = f"group_{name}"
+        table = table.append_column(name, pa.array([str(v) for v in values], type=pa.string()))
     return TableSelection(table, chosen)
 
 
@@ -131,6 +134,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
 def read_groups(pool, column: str, ids) -> np.ndarray:
     """The pool's `column` for each of `ids` (object array, None for null), read from the pool's files for that
     column alone. pool: a path (checked with egal.pool.open_pool) or an already opened PoolSpec."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..pool import open_pool
@@ -139,11 +143,18 @@ def read_groups(pool, column: str, ids) -> np.ndarray:
     if column not in spec.columns:
         raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is not a column of the pool "
                            f"{spec.path!r}; it has {', '.join(repr(c) for c in spec.columns)}")
+    kind = pq.read_schema(spec.files[0]).field(column).type
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) holds {kind} values: a group "
+                           "column holds strings or integers, such as a patient id")
     pool_ids, values = [], []
     for path in spec.files:
-        for batch in pq.ParquetFile(path).iter_batches(columns=["id", column], batch_size=65536):
+        for batch in pq.ParquetFile(path).iter_batches(columns=list(dict.fromkeys(["id", column])),
+                                                       batch_size=65536):
             pool_ids.extend(batch.column(0).to_pylist())
-            values.extend(batch.column(1).to_pylist())
+            values.extend(batch.column(batch.num_columns - 1).to_pylist())
     if pool_ids == list(ids):
         return np.asarray(values, dtype=object)
     where = dict(zip(pool_ids, values, strict=True))

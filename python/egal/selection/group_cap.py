@@ -24,8 +24,12 @@ def group_codes(groups, rows: np.ndarray) -> np.ndarray:
     for i, value in enumerate(groups.tolist()):
         if value is None or (isinstance(value, float) and value != value):
             codes[i] = -1
-        else:
+            continue
+        try:
             codes[i] = index.setdefault(value, len(index))
+        except TypeError:  # a list, a dict: no value to compare groups by
+            raise bad_argument(SelectionError, "groups", f"holds {type(value).__name__} values (position {i}): a "
+                               "group is a string or a number, such as a patient id") from None
     null = rows[codes[rows] < 0]
     if null.size:
         raise bad_argument(
