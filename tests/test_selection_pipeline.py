@@ -225,6 +225,34 @@ def test_group_columns_of_every_kind(tmp_path, model_path, capsys):
         assert f"--group-column '{column}' holds {kind}" in err and "a group column holds strings or integers" in err
 
 
+def test_egal_select_refuses_damaged_or_foreign_scores_files_and_keeps_the_embeddings(tmp_path, model_path, pool,
+                                                                                      capsys):
+    scores = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", scores, "--embeddings") == 0
+    embeddings = tmp_path / "s.embeddings.parquet"
+    before = embeddings.read_bytes()
+    select = lambda path, *extra: main(["select", "--scores", str(path), "--select", "3", *extra])  # noqa: E731
+    assert select(scores, "--out", str(embeddings), "--overwrite") == 2
+    assert "is the same file as the scores' embeddings" in capsys.readouterr().err
+    assert embeddings.read_bytes() == before
+    table = pq.read_table(scores)
+    as_text = table.set_column(table.schema.get_field_index("score"), "score",
+                               pa.array([str(v) for v in table.column("score").to_pylist()]))
+    pq.write_table(as_text, tmp_path / "text.parquet")
+    assert select(tmp_path / "text.parquet", "--out", str(tmp_path / "t.csv")) == 2
+    assert "column(s) of another type: score (string, not double)" in capsys.readouterr().err
+    assert not (tmp_path / "t.csv").exists()
+    no_id = table.set_column(0 if table.column_names[0] == "id" else table.schema.get_field_index("id"), "id",
+                             pa.array([None] + table.column("id").to_pylist()[1:], pa.string()))
+    pq.write_table(no_id, tmp_path / "no_id.parquet")
+    assert select(tmp_path / "no_id.parquet") == 2
+    assert "1 row(s) have no id" in capsys.readouterr().err
+    broken = table.replace_schema_metadata({**table.schema.metadata, b"egal.run": b"{not json"})
+    pq.write_table(broken, tmp_path / "broken.parquet")
+    assert select(tmp_path / "broken.parquet") == 2
+    assert "damaged record of its run" in capsys.readouterr().err
+
+
 def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path, pool, capsys):
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "a.parquet") == 0
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter"]) == 2

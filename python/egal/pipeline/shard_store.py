@@ -279,7 +279,32 @@ def read_score_output(path: str, columns) -> tuple[pa.Table, dict]:
     if missing:
         raise EgalError(f"is not an egal score output: it lacks the column(s) {', '.join(missing)} (a pool, not "
                         "its scores?)")
-    return pq.read_table(path, columns=list(columns)), schema.metadata or {}
+    wrong = [f"{c} ({schema.field(c).type}, not {OUTPUT_SCHEMA.field(c).type})" for c in columns
+             if c in OUTPUT_SCHEMA.names and not _same_kind(schema.field(c).type, OUTPUT_SCHEMA.field(c).type)]
+    if wrong:
+        raise EgalError(f"is not an egal score output: column(s) of another type: {', '.join(wrong)}")
+    try:
+        table = pq.read_table(path, columns=list(columns))
+    except (pa.ArrowException, OSError) as exc:
+        raise EgalError(f"cannot be read: it is damaged ({exc}); score the pool again") from None
+    if "id" in table.column_names and table.column("id").null_count:
+        raise EgalError(f"is not an egal score output: {table.column('id').null_count} row(s) have no id")
+    return table, schema.metadata or {}
+
+
+def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
+    """Types a scores file may hold for a column: the one written, or another of its family (a file rewritten
+    by another tool: float32 for float64, large strings, dictionary-encoded strings)."""
+    if pa.types.is_null(found):  # a column of nulls only, as other tools write one
+        return True
+    if pa.types.is_dictionary(found):
+        found = found.value_type
+    for family in (pa.types.is_floating, pa.types.is_integer):
+        if family(expected):
+            return family(found)
+    if pa.types.is_string(expected) or pa.types.is_large_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found)
+    return found == expected
 
 
 def describe_differences(previous: dict, current: dict) -> str:

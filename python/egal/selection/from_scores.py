@@ -104,13 +104,18 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     if out is not None:
         check_new_file(out, "out (--out)", replace=overwrite)
         check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
+                                                "the scores' embeddings": embeddings_path_for(scores),
                                                 "pool (--pool)": pool})
     try:
         ranked, metadata = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
                                                       "status"))
     except EgalError as exc:
         raise bad_argument(SelectionError, "scores", f"file {scores!r} {exc}") from None
-    run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
+    try:
+        run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
+    except ValueError:
+        raise bad_argument(SelectionError, "scores", f"file {scores!r} has a damaged record of its run (its "
+                           f"{RUN_METADATA_KEY.decode()} metadata is not JSON): score the pool again") from None
     source = None
     if diversity != "none":
         source = EmbeddingFile(embeddings if embeddings is not None else embeddings_path_for(scores), run=run)
