@@ -223,3 +223,40 @@ def test_workers_take_whole_seeds_first_so_an_experiment_cut_short_keeps_its_pai
     order = hand_out_order(units, ["entropy", "random", "egal"])
     assert order[:3] == [("random", 0), ("entropy", 0), ("egal", 0)]  # the baseline first
     assert [seed for _, seed in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_workers_die_with_a_killed_parent_and_write_nothing_after(pool, tmp_path):
+    """SIGKILL to `egal simulate --workers 2` mid-run: its workers must not go on writing runs into --out."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from process_tags import TAG_VARIABLE, processes_tagged, wait_until_gone
+
+    tag, out = uuid.uuid4().hex, tmp_path / "out"
+    args = ["simulate", "--pool", pool, "--out", str(out), "--strategies", "random,entropy", "--seeds", "6",
+            "--rounds", "3", "--budget", "5", "--init", "12", "--group-column", "split", "--test-groups", "test",
+            "--workers", "2", "--threads", "1", "--quiet", *FAST_TRAIN, "--epochs", "100"]  # a minute of work
+    proc = subprocess.Popen([sys.executable, "-m", "egal.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, TAG_VARIABLE: tag})
+    try:
+        deadline = time.time() + 120
+        while len(processes_tagged(tag)) < 3 and time.time() < deadline:  # the parent and its two workers
+            time.sleep(0.2)
+        assert len(processes_tagged(tag)) >= 3, "the workers did not start"
+        time.sleep(3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = wait_until_gone(tag, timeout=5.0)  # the kernel ends them at once (PR_SET_PDEATHSIG)
+        assert not left, "workers outlived their killed parent"
+        runs = lambda: sorted(p.name for p in (out / "runs").glob("*.json"))  # noqa: E731
+        written = runs()
+        time.sleep(2)
+        assert runs() == written, "runs written after the parent was killed"
+    finally:
+        for process in processes_tagged(tag):
+            process.kill()
+        proc.kill()

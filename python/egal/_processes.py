@@ -29,14 +29,20 @@ Connection.send/recv and 23 ms this way with a 1 MiB pipe (bench/README.md).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pickle
+import signal
 import struct
+import sys
 import threading
+import time
 from multiprocessing import spawn
 
 PIPE_BYTES = 1 << 20  # 256 pages: 64 such pipes would fill Linux's usual per-user soft limit (16,384 pages)
 _LENGTH = struct.Struct("<Q")
+WATCH_INTERVAL_S = 0.5
+_PR_SET_PDEATHSIG = 1
 
 
 def start_spawned(process, *, caller_objects=()) -> None:
@@ -137,3 +143,24 @@ def recv_message(connection):
             view = view[got:]
         buffers.append(buffer)
     return pickle.loads(header, buffers=buffers)
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when its parent, the process `parent_pid` that started it, is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the thread below still does the job
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+    threading.Thread(target=_watch, args=(parent_pid,), name="egal-parent-watch", daemon=True).start()
+
+
+def _watch(parent_pid: int) -> None:
+    while True:
+        time.sleep(WATCH_INTERVAL_S)
+        if os.getppid() != parent_pid:
+            os._exit(1)

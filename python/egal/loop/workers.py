@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import traceback
 
-from .._processes import start_spawned
+from .._processes import start_spawned, watch_parent
 from ..errors import EgalError
 from ..progress import Progress
 from .config import ExperimentConfig
@@ -50,7 +50,7 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     messages = context.Queue()
     processes = [context.Process(target=_worker, name=f"egal-worker-{i}", daemon=True,
-                                 args=(config.to_dict(), out_dir, units, claims, i, threads, messages))
+                                 args=(config.to_dict(), out_dir, units, claims, i, threads, messages, os.getpid()))
                  for i in range(workers)]
     reporter.log(f"{len(units)} run(s) in {workers} worker processes with {threads} torch thread(s) each")
     ran, failures, finished = [], [], set()
@@ -127,7 +127,10 @@ def _claim(claims: str, name: str, seed: int) -> bool:
         return False
 
 
-def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages) -> None:
+def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages,
+            parent_pid: int) -> None:
+    # A parent killed outright (SIGKILL) must not leave workers writing runs into a folder it no longer owns.
+    watch_parent(parent_pid)
     try:
         import torch
 
@@ -144,6 +147,8 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
                 continue
             run_unit(experiment, strategies[name], seed, run_path(out_dir, name, seed), first_rounds, reporter)
             messages.put(("ran", index, (name, seed)))
+    except EgalError as exc:  # a user error: its one line, as the command prints it without workers
+        messages.put(("error", index, str(exc)))
     except BaseException:  # noqa: B036 - Ctrl-C included: the parent reports it and stops the others
         messages.put(("error", index, traceback.format_exc()))
     finally:

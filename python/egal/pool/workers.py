@@ -20,12 +20,12 @@ dies in the middle of sending a result: seen with Python 3.11.)
 The workers never outlive the process that started them, even when it is killed
 (SIGKILL, say) while they decode or send: a worker left behind would keep the
 caller's stdout and stderr open. A worker waiting for a task sees end-of-file when
-its parent is gone, and `watch_parent`, the first thing every worker runs, covers
-the rest:
+its parent is gone, and `watch_parent` (egal._processes), the first thing every
+worker runs, covers the rest:
 
   * on Linux, the kernel sends the worker SIGKILL the moment its parent dies
     (prctl PR_SET_PDEATHSIG), checked against a parent that died before the call;
-  * everywhere, a daemon thread also checks every WATCH_INTERVAL_S seconds that the
+  * everywhere, a daemon thread also checks every half second that the
     parent is still the one it started with, and ends the worker when it is not;
   * SIGINT is ignored: Ctrl-C in a terminal reaches the whole process group, and it
     is the parent that stops the run (shutting its workers down in order).
@@ -34,27 +34,22 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
-import signal
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 
-from .._processes import recv_message, send_message, start_spawned, widen_pipe
+from .._processes import recv_message, send_message, start_spawned, watch_parent, widen_pipe
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
 from .errors import DecoderDied
 
-WATCH_INTERVAL_S = 0.5
 STOP_TIMEOUT_S = 5.0  # a worker asked to stop (SIGTERM) is killed after this long
-_PR_SET_PDEATHSIG = 1
 
 
 def decode_in_order(raw_batches: Iterable[RawBatch], settings: DecodeSettings, workers: int) -> Iterator[DecodedBatch]:
@@ -210,24 +205,3 @@ def _decoder_main(tasks, results, settings: DecodeSettings, parent_pid: int) -> 
             return  # the parent is gone or stopped reading
         except Exception as exc:  # e.g. an exception that cannot be pickled (nothing was written)
             send_message(results, ("error", (RuntimeError(f"{type(exc).__name__}: {exc}"), traceback.format_exc())))
-
-
-def watch_parent(parent_pid: int) -> None:
-    """Worker initializer: end this worker when its parent, the process `parent_pid` that started it, is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the thread below still does the job
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
-    threading.Thread(target=_watch, args=(parent_pid,), name="egal-parent-watch", daemon=True).start()
-
-
-def _watch(parent_pid: int) -> None:
-    while True:
-        time.sleep(WATCH_INTERVAL_S)
-        if os.getppid() != parent_pid:
-            os._exit(1)
