@@ -172,6 +172,44 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     assert [r.get("shared_with_other_strategies", False) for r in shared[1]["rounds"]] == [True, False]
 
 
+@pytest.mark.parametrize("section, values, message", [
+    ("loop", {"strategies": [1, 2]}, "strategies must be names"),
+    ("loop", {"alpha_grid": "0.3"}, "alpha_grid must be a list of numbers"),
+    ("loop", {"threads": -1}, "threads must be a positive integer, got -1"),
+    ("loop", {"threads": "2"}, "threads must be a positive integer, got '2'"),
+    ("loop", {"score_batch_size": 0}, "score_batch_size must be a positive integer"),
+    ("loop", {"seeds": [2**62]}, "list of integer seeds from 0 to 4294967295"),
+    ("loop", {"strategies": ["egal:0.3", "egal:0.3000001"]}, "would share a run file"),
+    ("data", {"split_seed": -1}, "split_seed must be a non-negative integer"),
+    ("data", {"path": 5}, "path must be a string, got 5"),
+    ("data", {"test_fraction": "0.2"}, r"test_fraction must lie in \(0, 1\), got '0.2'"),
+])
+def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
+    with pytest.raises(ValueError, match=message):
+        ExperimentConfig.from_dict({section: values})
+
+
+def test_one_test_group_given_as_a_string_is_that_group():
+    assert DataConfig(test_groups="test").test_groups == ("test",)
+
+
+def test_a_grouped_strategy_without_a_group_column_is_refused_before_anything_runs(tmp_path):
+    config = replace(tiny_experiment(strategies=("random", "egal+group")), data=DataConfig(path="unused"))
+    with pytest.raises(ValueError, match=r"strategy egal_a0.5\+group caps a round's rows per group, but the data "
+                                         r"has no group column"):
+        run_simulation(config, tmp_path / "out", dataset=lesion_dataset(60, 32, seed=3, groups=10), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_shared_round_zero_is_trained_again(tmp_path):
+    folder = tmp_path / "round0"
+    folder.mkdir()
+    (folder / "seed3.pt").write_bytes(b"cut short")
+    (folder / "seed3.json").write_text('{"history": ')
+    with FirstRounds(str(folder)).hold(3) as slot:
+        assert slot.value is None  # trained again by its holder, and then written over the damaged files
+
+
 def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
     dataset = lesion_dataset(60, 32, seed=3, groups=10)
     config = replace(tiny_experiment(strategies=("random", "egal"), seeds=(0, 1), rounds=1),
@@ -189,8 +227,14 @@ def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
     assert (tmp_path / "runs" / "egal_a0.5__seed1.json").read_text() == before
     assert not list((tmp_path / "runs").glob("*.tmp*"))
     other = config.with_overrides(loop={"budget": 5})
-    with pytest.raises(ValueError, match="different experiment configuration"):
+    with pytest.raises(ValueError, match=r"different experiment configuration \(loop.budget: 6 there, 5 here; see "):
         run_simulation(other, tmp_path, dataset=dataset, progress=False)
+    # A folder whose first start failed before any result takes the next configuration.
+    empty = tmp_path / "failed_start"
+    (empty / "runs").mkdir(parents=True)
+    (empty / "config.json").write_text(json.dumps({"identity": {"loop": {"budget": 1}}, "config": {},
+                                                   "pool_digest": None}))
+    assert len(run_simulation(config, empty, dataset=dataset, progress=False)["ran"]) == 4
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():

@@ -8,6 +8,7 @@ it determines a run completely.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -16,6 +17,15 @@ from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
+
+# A run's torch seed is seed * 1000 + round (egal.loop.simulation): it must fit in 64 bits.
+MAX_SEED = 2**32
+MAX_SEED_COUNT = 10_000
+
+
+def is_real(value) -> bool:
+    """A real number (not a bool, not NaN)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
 
 
 @dataclass(frozen=True)
@@ -29,9 +39,19 @@ class DataConfig:
     cache_dir: str | None = None  # decoded arrays are kept here (.npz) between runs
 
     def __post_init__(self):
-        object.__setattr__(self, "test_groups", tuple(str(g) for g in (self.test_groups or ())))
-        if not 0 < self.test_fraction < 1:
-            raise EgalError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
+        groups = self.test_groups
+        if isinstance(groups, (str, int)):  # one group, not its characters
+            groups = (groups,)
+        object.__setattr__(self, "test_groups", tuple(str(g) for g in (groups or ())))
+        for name in ("path", "label_column"):
+            if not isinstance(getattr(self, name), str):
+                raise EgalError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("group_column", "cache_dir"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise EgalError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not is_real(self.test_fraction) or not 0 < self.test_fraction < 1:
+            raise EgalError(f"test_fraction must lie in (0, 1), got {self.test_fraction!r}")
+        check_int(self.split_seed, "split_seed", minimum=0)
 
 
 @dataclass(frozen=True)
@@ -51,23 +71,31 @@ class LoopConfig:
 
     def __post_init__(self):
         strategies = self.strategies.split(",") if isinstance(self.strategies, str) else self.strategies
+        if not isinstance(strategies, (list, tuple)) or not all(isinstance(s, str) for s in strategies):
+            raise EgalError("strategies must be names (a list, or one comma-separated string), got "
+                            f"{self.strategies!r}")
         object.__setattr__(self, "strategies", tuple(s.strip() for s in strategies if s.strip()))
-        object.__setattr__(self, "alpha_grid", tuple(float(a) for a in self.alpha_grid))
+        grid = (self.alpha_grid,) if is_real(self.alpha_grid) else self.alpha_grid
+        if not isinstance(grid, (list, tuple)) or not all(is_real(a) for a in grid):
+            raise EgalError(f"alpha_grid must be a list of numbers in [0, 1], got {self.alpha_grid!r}")
+        object.__setattr__(self, "alpha_grid", tuple(float(a) for a in grid))
         seeds = self.seeds
-        if is_int(seeds):
+        if is_int(seeds) and 0 <= seeds <= MAX_SEED_COUNT:
             seeds = tuple(range(seeds))
-        elif isinstance(seeds, (list, tuple)) and all(is_int(s) and s >= 0 for s in seeds):
+        elif isinstance(seeds, (list, tuple)) and all(is_int(s) and 0 <= s < MAX_SEED for s in seeds):
             seeds = tuple(int(s) for s in seeds)
         else:
-            raise EgalError(f"seeds must be a count (5: seeds 0-4) or a list of non-negative integer seeds, got "
-                            f"{self.seeds!r}")
+            raise EgalError(f"seeds must be a count (5: seeds 0-4) or a list of integer seeds from 0 to "
+                            f"{MAX_SEED - 1}, got {self.seeds!r}")
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:  # a seed's runs would be done twice and counted twice in the mean over seeds
             raise EgalError(f"seeds lists {', '.join(map(str, repeated))} more than once: {list(seeds)}")
         object.__setattr__(self, "seeds", seeds)
         parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
-        for name in ("init", "budget", "workers"):
+        for name in ("init", "budget", "workers", "score_batch_size"):
             check_int(getattr(self, name), name)
+        if self.threads is not None:
+            check_int(self.threads, "threads")
         check_int(self.rounds, "rounds", minimum=0)
         if not seeds:
             raise EgalError("at least one seed is needed")

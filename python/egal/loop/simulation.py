@@ -199,9 +199,13 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     from .report import read_run, write_report
 
     out_dir = os.fspath(out_dir)
+    strategies = config.loop.strategy_objects()
+    grouped = [s.name for s in strategies if s.per_group is not None]
+    if grouped and config.data.group_column is None:  # said before anything runs or is written
+        raise EgalError(f"strategy {grouped[0]} caps a round's rows per group, but the data has no group column: "
+                        "give it (group_column, --group-column), or drop the +group modifier")
     os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
     _check_or_write_config(config, out_dir)
-    strategies = config.loop.strategy_objects()
     todo, skipped = [], []
     for seed in config.loop.seeds:
         for strategy in strategies:
@@ -362,10 +366,13 @@ class FirstRounds:
 
         if not (os.path.isfile(self._path(seed, ".pt")) and os.path.isfile(self._path(seed, ".json"))):
             return None
-        with open(self._path(seed, ".json")) as f:
-            record = json.load(f)
-        return (load_model(self._path(seed, ".pt"), map_location=self.device), TrainHistory(**record["history"]),
-                record["metrics"], {})
+        try:
+            with open(self._path(seed, ".json")) as f:
+                record = json.load(f)
+            return (load_model(self._path(seed, ".pt"), map_location=self.device),
+                    TrainHistory(**record["history"]), record["metrics"], {})
+        except (OSError, ValueError, KeyError, TypeError):  # damaged (a copy cut short): trained again, replaced
+            return None
 
 
 @dataclass
@@ -437,6 +444,27 @@ def _report_lock(out_dir: str):
         yield
 
 
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """What differs between two configuration identities, key by key ("loop.budget: 5 there, 6 here")."""
+    out = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key, "(absent)"), now.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} there, {b!r} here")
+    return out
+
+
+def _holds_results(out_dir: str) -> bool:
+    """Whether a run or a shared round 0 has been written into out_dir."""
+    for folder, suffix in ((RUNS_DIR, ".json"), ("round0", ".json")):
+        path = os.path.join(out_dir, folder)
+        if os.path.isdir(path) and any(n.endswith(suffix) and ".tmp-" not in n for n in os.listdir(path)):
+            return True
+    return False
+
+
 def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
     """The folder holds this experiment's results or none: the same configuration and the same pool content
     (a pool edited in place would mix two experiments in one table), and no files of anything else."""
@@ -449,15 +477,21 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
                 stored = json.load(f)
         except (OSError, ValueError) as exc:
             raise EgalError(f"{path!r} is damaged ({exc}): use another --out folder") from None
-        if stored.get("identity") != json.loads(json.dumps(config.identity())):
+        before, now = stored.get("identity") or {}, json.loads(json.dumps(config.identity()))
+        if digest and stored.get("pool_digest") == digest:  # the same pool content, wherever the file is now
+            for identity in (before, now):
+                identity.get("data", {}).pop("path", None)
+        changed = _differences(before, now)
+        if changed and _holds_results(out_dir):
             raise EgalError(
-                f"{out_dir!r} holds results of a different experiment configuration (see {path}); "
-                "use another --out folder, or the same settings to resume"
-            )
-        if digest and stored.get("pool_digest") not in (None, digest):
-            raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its content "
-                            "differs): use another --out folder, or the pool those runs were made with")
-        digest = digest or stored.get("pool_digest")
+                f"{out_dir!r} holds results of a different experiment configuration ({'; '.join(changed[:4])}"
+                f"{'; ...' if len(changed) > 4 else ''}; see {path}): use another --out folder, or the same settings "
+                "to resume")
+        if not changed:  # (else a folder whose first start failed before any result: it takes this configuration)
+            if digest and stored.get("pool_digest") not in (None, digest):
+                raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its "
+                                "content differs): use another --out folder, or the pool those runs were made with")
+            digest = digest or stored.get("pool_digest")
     else:
         runs = os.path.join(out_dir, RUNS_DIR)
         # Another simulate starting into the same folder at this moment may be writing config.json: it, and its
