@@ -201,6 +201,17 @@ def test_a_grouped_strategy_without_a_group_column_is_refused_before_anything_ru
     assert not (tmp_path / "out").exists()
 
 
+def test_a_pool_used_up_before_the_last_round_is_recorded_and_said(tmp_path, capsys):
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    config = replace(tiny_experiment(strategies=("random",), rounds=5),
+                     data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0",)))
+    config = config.with_overrides(loop={"budget": 25})
+    run_simulation(config, tmp_path, dataset=dataset, progress=True)
+    record = json.loads((tmp_path / "runs" / "random__seed0.json").read_text())
+    assert [r["labels"] for r in record["rounds"]] == [12, 37, 54] and record["pool_exhausted_after_round"] == 2
+    assert "every pool row is labelled after round 2; rounds 3-5 not run" in capsys.readouterr().err
+
+
 def test_a_damaged_shared_round_zero_is_trained_again(tmp_path):
     folder = tmp_path / "round0"
     folder.mkdir()

@@ -126,11 +126,13 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
             entry["shared_with_other_strategies"] = True
         if shortcut is not None:
             entry["marked_labelled"] = int(shortcut.marked[rows].sum())
+        exhausted = False
         if r < loop.rounds:
             unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
-            if len(unlabelled) == 0:
-                record["rounds"].append(entry)
-                break
+            exhausted = len(unlabelled) == 0
+        if exhausted:  # every pool row is labelled: the rounds asked for beyond this one cannot run
+            record["pool_exhausted_after_round"] = r
+        elif r < loop.rounds:
             reused_scores = r == 0 and bool(round0_scores)  # another strategy's round-0 scores: none made here
             start = time.perf_counter()
             rows_u = pool[unlabelled]
@@ -152,7 +154,7 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                 entry["selected_marked_share"] = float(shortcut.marked[pool[picked]].mean())
                 entry["unlabelled_marked_share"] = float(shortcut.marked[rows_u].mean())
         record["rounds"].append(entry)
-        progress.advance(1, f"{strategy.name} s{seed} r{r}")
+        progress.advance(1 + (loop.rounds - r if exhausted else 0), f"{strategy.name} s{seed} r{r}")
         extra = ""
         if shortcut is not None:
             extra = f" marker-test acc {metrics['marker_accuracy']:.3f}"
@@ -161,6 +163,10 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
         progress.log(f"{strategy.name} seed {seed} round {r}/{loop.rounds}: {entry['labels']} labels, "
                      f"acc {metrics['accuracy']:.3f} auc {metrics['auc']:.3f} dice {metrics['dice']:.3f}{extra} "
                      f"(train {history.seconds:.1f} s{', shared' if shared else ''}{_speeds(entry)})")
+        if exhausted:
+            progress.log(f"{strategy.name} seed {seed}: every pool row is labelled after round {r}; rounds "
+                         f"{r + 1}-{loop.rounds} not run (init + rounds x budget exceeds the pool's {len(pool)} rows)")
+            break
     return record
 
 
