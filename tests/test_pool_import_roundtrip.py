@@ -134,6 +134,10 @@ def test_label_studio_tasks_hold_the_roi_as_predictions(mask_pool, box_pool, tmp
     tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
     assert [t["data"]["egal_id"] for t in tasks] == ["s1", "s5"]
     assert tasks[0]["data"]["image"] == "/data/local-files/?d=images/s1.png" and tasks[0]["data"]["egal_rank"] == "1"
+    from egal.importers.selection_export import image_url
+
+    assert image_url("/data/local-files/?d=", "images/scan#1 a&b=c é.png") == \
+        "/data/local-files/?d=images/scan%231%20a%26b%3Dc%20%C3%A9.png"
     result = tasks[0]["predictions"][0]["result"][0]
     assert result["type"] == "brushlabels" and (result["original_width"], result["original_height"]) == (40, 30)
     rgba = rle_pack_decode(result["value"]["rle"]).reshape(30, 40, 4)

@@ -20,6 +20,7 @@ import csv
 import json
 import os
 import shutil
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,7 +255,13 @@ class _Writer:
         data = {"egal_id": ident, **{f"egal_{k}": v for k, v in row.items() if k not in ("file", "label")}}
         if row["label"] is not None:
             data["egal_label"] = row["label"]
-        return label_studio.task(self.o.url_prefix + row["file"], data, results)
+        return label_studio.task(image_url(self.o.url_prefix, row["file"]), data, results)
+
+
+def image_url(prefix: str, file: str) -> str:
+    """Label Studio's URL of an exported image: the file's path percent-encoded ('#', '&', spaces and non-ASCII
+    letters would otherwise end or split the query), its slashes kept."""
+    return prefix + urllib.parse.quote(file)
 
 
 def _read(value, is_path: bool, base_dir: str, ident: str, what: str) -> bytes:
