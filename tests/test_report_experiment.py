@@ -163,3 +163,27 @@ def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
         experiment_report(tmp_path)
     assert main(["report", "--experiment", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "config.json").write_text('{"config": '), r"config.json' is damaged"),
+    (lambda d: (d / "config.json").write_text('{"config": []}'), r"config.json' is damaged \(its config is list"),
+    (lambda d: (d / "cam_grid" / "images.npz").write_bytes(b"junk"), r"the Grad-CAM grid in .* is damaged"),
+    (lambda d: _edit_first_run(d, lambda run: run["rounds"][0].pop("round")), "a round without its number"),
+    (lambda d: _edit_first_run(d, lambda run: run["rounds"][0].update(accuracy="x")), "accuracy is 'x', not a number"),
+])
+def test_damaged_files_of_a_folder_are_named_not_tracebacks(experiment, tmp_path, capsys, damage, message):
+    folder = tmp_path / "damaged"
+    shutil.copytree(experiment["out"], folder)
+    damage(folder)
+    assert main(["report", "--experiment", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert re.search(message, err), err
+
+
+def _edit_first_run(folder, edit):
+    path = sorted((folder / "runs").glob("*.json"))[0]
+    run = json.loads(path.read_text())
+    edit(run)
+    path.write_text(json.dumps(run))

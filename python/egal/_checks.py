@@ -85,6 +85,11 @@ def renamed(exc: Exception, name_of) -> Exception | None:
     return bad_argument(kind, name, problem)
 
 
+def is_real(value) -> bool:
+    """A real number (not a bool, not NaN)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
+
+
 def is_int(value) -> bool:
     """An integer, and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

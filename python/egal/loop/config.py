@@ -8,11 +8,10 @@ it determines a run completely.
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .._checks import check_int, is_int
+from .._checks import check_int, is_int, is_real
 from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
@@ -21,11 +20,6 @@ from .strategies import parse_strategies
 # A run's torch seed is seed * 1000 + round (egal.loop.simulation): it must fit in 64 bits.
 MAX_SEED = 2**32
 MAX_SEED_COUNT = 10_000
-
-
-def is_real(value) -> bool:
-    """A real number (not a bool, not NaN)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
 
 
 @dataclass(frozen=True)

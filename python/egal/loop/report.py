@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .._checks import is_int, is_real
 from ..errors import EgalError
 
 METRICS = ("accuracy", "auc", "dice")
@@ -28,6 +29,12 @@ def read_run(path) -> dict:
             run = json.load(f)
         if not isinstance(run, dict) or not isinstance(run.get("rounds"), list) or "strategy" not in run:
             raise ValueError("not a run record: no strategy or rounds")
+        for entry in run["rounds"]:
+            if not isinstance(entry, dict) or not all(is_int(entry.get(k)) for k in ("round", "labels")):
+                raise ValueError("a round without its number or its count of labels")
+            bad = [m for m in METRICS if not (entry.get(m) is None or is_real(entry.get(m)))]
+            if bad:
+                raise ValueError(f"round {entry['round']}: {bad[0]} is {entry[bad[0]]!r}, not a number")
     except (OSError, ValueError) as exc:
         raise EgalError(f"run file {os.fspath(path)!r} is damaged ({exc}): delete it, and egal simulate with the "
                         "same --out runs that strategy and seed again") from None

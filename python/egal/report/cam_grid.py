@@ -17,11 +17,13 @@ Recording needs PyTorch (the model is a torch model); reading needs numpy alone.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._atomic import temporary_path
+from ..errors import EgalError
 
 FOLDER = "cam_grid"
 IMAGES_FILE = "images.npz"
@@ -132,8 +134,17 @@ class CamGrid:
 
 
 def load_cam_grid(out_dir) -> CamGrid | None:
-    """The recorded grid of an experiment folder, or None when the run did not record one (older egal)."""
+    """The recorded grid of an experiment folder, or None when the run did not record one (older egal); an
+    EgalError naming the file when one of its files is damaged."""
     folder = os.path.join(os.fspath(out_dir), FOLDER)
+    try:
+        return _load_cam_grid(folder)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # cut short, edited
+        raise EgalError(f"the Grad-CAM grid in {folder!r} is damaged ({type(exc).__name__}: {exc}): delete the "
+                        "folder to write the page without it") from None
+
+
+def _load_cam_grid(folder: str) -> CamGrid | None:
     images_path = os.path.join(folder, IMAGES_FILE)
     if not os.path.isfile(images_path):
         return None

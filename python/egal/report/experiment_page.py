@@ -71,8 +71,14 @@ def _read_config(out_dir) -> dict:
     path = os.path.join(out_dir, "config.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f).get("config", {})
+    try:
+        with open(path) as f:
+            config = json.load(f).get("config", {})
+        if not isinstance(config, dict):
+            raise ValueError(f"its config is {type(config).__name__}, not a table of settings")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise EgalError(f"{path!r} is damaged ({exc}): the folder's configuration cannot be shown") from None
+    return config
 
 
 def _summary(out_dir, config, runs, strategies, seeds) -> str:
