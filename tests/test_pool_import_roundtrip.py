@@ -100,6 +100,21 @@ def test_overwrite_replaces_an_earlier_export_and_nothing_else(mask_pool, tmp_pa
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(SourceError, match="is a file, not a folder"):
         export_selection(mask_pool, tmp_path / "a-file", overwrite=True, progress=False)
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    with pytest.raises(SourceError, match="is a symbolic link: name the folder itself"):
+        export_selection(mask_pool, tmp_path / "link", overwrite=True, progress=False)
+    assert (tmp_path / "out").is_dir()
+
+
+def test_ids_whose_files_would_collide_are_refused_not_overwritten(tmp_path):
+    image = encode_png(np.full((30, 40), 60, np.uint8))
+    rows = [{"id": "x", "image": image, "mask": encode_png(blob_mask(30, 40, (2, 3, 9, 11))), "label": "glioma"},
+            {"id": "x_mask", "image": image, "mask": None, "label": "glioma"}]
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), pool)
+    with pytest.raises(SourceError, match=r"ids 'x' and 'x_mask' would both write 'glioma/x_mask.png'"):
+        export_selection(pool, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def rle_pack_decode(rle):

@@ -106,6 +106,9 @@ def _target_folder(out, overwrite: bool, pool) -> Path:
     if not str(out).strip():
         raise SourceError("--out is empty: name the new folder to write the export to")
     out = Path(out).expanduser()
+    if out.is_symlink():  # replacing it would replace the link, not the export it leads to
+        raise SourceError(f"--out {str(out)!r} is a symbolic link: name the folder itself "
+                          f"({str(out.resolve())!r})")
     where, here = out.resolve(), Path.cwd().resolve()
     pool_path = Path(pool).expanduser().resolve()
     if where == here or where in here.parents or where == pool_path or where in pool_path.parents:
@@ -172,6 +175,17 @@ class _Writer:
         self.written: dict[str, dict] = {}
         self.shapes: dict[str, tuple] = {}  # id -> (width, height, boxes, full-size mask) for the tools' files
         self.classes: set = set()
+        self.files: dict[str, str] = {}  # file written (relative to the folder) -> the id it belongs to
+
+    def _claim(self, name: str, ident: str) -> Path:
+        """The path of `name`, which no other row's file may have taken: pool ids 'x' and 'x_mask' would both
+        write x_mask.png, and one would silently replace the other."""
+        key = name.casefold()  # the same file on a case-insensitive file system
+        if key in self.files:
+            raise SourceError(f"ids {self.files[key]!r} and {ident!r} would both write {name!r} in the export: "
+                              "rename one of them in the pool (an id ending in _mask collides with a mask)")
+        self.files[key] = ident
+        return self.folder / name
 
     def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
         _check_file_name(ident)
@@ -197,20 +211,20 @@ class _Writer:
         _check_file_name(folder, "label")
         (self.folder / folder).mkdir(exist_ok=True)
         name = f"{folder}/{ident}{suffix_of(data)}"
-        (self.folder / name).write_bytes(data)
+        self._claim(name, ident).write_bytes(data)
         if mask_bytes is not None:
-            (self.folder / folder / f"{ident}_mask.png").write_bytes(mask_bytes)
+            self._claim(f"{folder}/{ident}_mask.png", ident).write_bytes(mask_bytes)
         elif boxes:
             size = (header.height, header.width)
             mask = mask_from_boxes(boxes, size, size) * 255
-            (self.folder / folder / f"{ident}_mask.png").write_bytes(encode_png(mask))
+            self._claim(f"{folder}/{ident}_mask.png", ident).write_bytes(encode_png(mask))
         return name
 
     def _tool(self, ident, label, data, header, mask_bytes, boxes, selected) -> str:
         (self.folder / "images").mkdir(exist_ok=True)
         viewable = header.format in ("PNG", "JPEG") and header.bits == 8
         name = f"{ident}{suffix_of(data) if viewable else '.png'}"
-        (self.folder / "images" / name).write_bytes(data if viewable else _as_8bit_png(data))
+        self._claim(f"images/{name}", ident).write_bytes(data if viewable else _as_8bit_png(data))
         mask = None
         if mask_bytes is not None:
             mask = resize_nearest(read_mask_png(mask_bytes), (header.height, header.width)).astype(bool)
