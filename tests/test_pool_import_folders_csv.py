@@ -106,6 +106,14 @@ def test_folders_parallel_masks_folder_and_ids_by_path(tmp_path):
     assert set(rows) == {"x/same", "y/same"} and rows["x/same"]["mask"] is not None and rows["y/same"]["mask"] is None
 
 
+def test_folders_passes_over_a_fifo_named_like_an_image(tmp_path):
+    (tmp_path / "src" / "a").mkdir(parents=True)
+    (tmp_path / "src" / "a" / "x.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    os.mkfifo(tmp_path / "src" / "a" / "pipe.png")  # reading it would wait for a writer forever
+    result = from_folders(tmp_path / "src", tmp_path / "p.parquet", progress=False)
+    assert result.rows == 1
+
+
 def test_folders_refuses_an_existing_out_and_an_empty_source(layout, tmp_path):
     out = tmp_path / "pool.parquet"
     import pyarrow as pa

@@ -18,6 +18,7 @@ kept byte for byte (bytes) or referenced where they are (paths: `out` must be in
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,12 +113,21 @@ def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list
         dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or _special(path):
                 continue
             (masks if path.stem.endswith(suffix) and path.suffix.lower() in MASK_SUFFIXES else images).append(path)
     image_stems = {(p.parent, p.stem) for p in images}
     stray = [m for m in masks if (m.parent, m.stem[: -len(suffix)]) not in image_stems]
     return images, stray
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device named like an image: reading it could wait forever. (A dangling link is not:
+    it is reported as unreadable where it is read.)"""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _find_mask(image: Path, root: Path, masks_root: Path | None, suffix: str) -> Path | None:
