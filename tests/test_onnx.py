@@ -3,7 +3,6 @@
 Tolerance stated by this file: ONNX scores equal the PyTorch path's within
 SCORE_ATOL (float32 graphs; onnxruntime fuses and reorders the convolutions).
 """
-import argparse
 import json
 import os
 import subprocess
@@ -19,7 +18,6 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 import egal  # noqa: E402
-from egal.commands import export as export_command  # noqa: E402
 from egal.gradcam import extract_gradcam_inputs, score_images  # noqa: E402
 from egal.models import build_model, save_model  # noqa: E402
 from egal.onnx import ExportError, OnnxGradCAM, export_onnx  # noqa: E402
@@ -184,10 +182,9 @@ def test_prototypes_must_be_fitted_before_export(tmp_path):
 
 
 def _cli(argv):
-    parser = argparse.ArgumentParser(prog="egal")
-    export_command.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from egal.cli import main
+
+    return main(argv)
 
 
 def test_cli_exports_a_saved_model(tmp_path, capsys):
@@ -230,7 +227,18 @@ def test_cli_reports_a_model_it_cannot_export(tmp_path, capsys):
     assert "no closed form" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     assert _cli(["export", "--model", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "model.onnx")]) == 2
-    assert "weights_only=True" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("egal export: error: ") and "weights_only=True" in err
+
+
+def test_cli_writes_only_onnx_files(tmp_path, capsys):
+    model = make_model("tiny_cnn", "prototypical", 3, (32, 32))
+    save_model(model, tmp_path / "model.pt")
+    pool = tmp_path / "pool.parquet"
+    pool.write_bytes(b"PAR1 a pool PAR1")
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(pool), "--overwrite"]) == 2
+    assert "must end in .onnx" in capsys.readouterr().err
+    assert pool.read_bytes() == b"PAR1 a pool PAR1"
 
 
 TORCH_FREE_SCRIPT = textwrap.dedent("""

@@ -7,9 +7,10 @@ be exported, with the reason on stderr).
 from __future__ import annotations
 
 import argparse
-import sys
+import os
 
 from .._paths import check_new_file, check_not_an_input
+from ..errors import EgalError
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -32,15 +33,16 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
+    if not os.fspath(args.out).endswith(".onnx"):  # egal score tells a graph from a PyTorch model by it
+        raise EgalError(f"--out {args.out!r} must end in .onnx: egal score runs a .onnx file with onnxruntime and "
+                        "takes any other for a PyTorch model")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--model": args.model})
     try:
         from ..onnx import export as exporter
         from ..onnx import graph
     except ImportError as exc:
-        print(f"egal export: {exc}; install the exporter's dependencies with pip install 'egal-al[export]'",
-              file=sys.stderr)
-        return 2
+        raise EgalError(f"{exc}; install the exporter's dependencies with pip install 'egal-al[export]'") from None
     from ..models import ModelConfigError, ModelFileError
 
     try:
@@ -50,7 +52,6 @@ def run_export(args) -> int:
             ir_version=args.ir_version if args.ir_version is not None else graph.IR_VERSION,
         )
     except (exporter.ExportError, ModelFileError, ModelConfigError, FileNotFoundError) as exc:
-        print(f"egal export: {exc}", file=sys.stderr)
-        return 2
+        raise EgalError(str(exc)) from None
     print(f"wrote {path} (outputs: {', '.join(graph.OUTPUTS)}; batch axis dynamic)")
     return 0
