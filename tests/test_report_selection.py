@@ -279,6 +279,10 @@ def test_the_cli_writes_the_page_and_names_its_flags(demo, tmp_path, capsys):
                                  ("--select", "0", "--select must be a positive integer")):
         assert main(args + ["--overwrite", flag, value]) == 2
         assert message in capsys.readouterr().err
+    (tmp_path / "a-file.txt").write_text("the user's")
+    assert main(args[:-1] + [str(tmp_path / "a-file.txt")]) == 2
+    assert "is a file: the page goes into a folder" in capsys.readouterr().err
+    assert (tmp_path / "a-file.txt").read_text() == "the user's"
     assert main(["report", "--scores", demo["scores"], "--pool", demo["pool"]]) == 2
     assert "--model missing" in capsys.readouterr().err
     assert main(["report", "--experiment", str(tmp_path), "--scores", demo["scores"]]) == 2

@@ -154,6 +154,9 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
 def check_page_out(out, overwrite: bool) -> str:
     """OUT/report.html, refused (EgalError) when it exists and overwrite is False: a page is never replaced unasked."""
     path = os.path.join(os.fspath(out), PAGE_FILE)
+    if os.path.exists(out) and not os.path.isdir(out):  # said now, not after the Grad-CAM work
+        raise EgalError(f"out {os.fspath(out)!r} (--out) is a file: the page goes into a folder (OUT/{PAGE_FILE}); "
+                        "name a new or existing folder")
     if os.path.exists(path) and not overwrite:
         raise EgalError(f"{path!r} already exists: pass overwrite=True (--overwrite) to replace it, or another out")
     return path
