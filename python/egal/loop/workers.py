@@ -147,6 +147,7 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
                 continue
             run_unit(experiment, strategies[name], seed, run_path(out_dir, name, seed), first_rounds, reporter)
             messages.put(("ran", index, (name, seed)))
+            first_rounds.keep_only(seed)  # units come seed by seed: an earlier seed's round 0 is not needed again
     except EgalError as exc:  # a user error: its one line, as the command prints it without workers
         messages.put(("error", index, str(exc)))
     except BaseException:  # noqa: B036 - Ctrl-C included: the parent reports it and stops the others
