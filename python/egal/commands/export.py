@@ -33,11 +33,11 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
+    check_not_an_input(args.out, "--out", {"--model": args.model})
     if not os.fspath(args.out).endswith(".onnx"):  # egal score tells a graph from a PyTorch model by it
         raise EgalError(f"--out {args.out!r} must end in .onnx: egal score runs a .onnx file with onnxruntime and "
                         "takes any other for a PyTorch model")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
-    check_not_an_input(args.out, "--out", {"--model": args.model})
     try:
         from ..onnx import export as exporter
         from ..onnx import graph
