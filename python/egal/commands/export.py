@@ -1,8 +1,8 @@
 """`egal export --model model.pt --out model.onnx`: a saved model as an ONNX Grad-CAM graph.
 
 register(subparsers) adds the subcommand; its handler takes the parsed
-arguments and returns the process exit status (0, or 2 for a model that cannot
-be exported, with the reason on stderr).
+arguments and returns 0, or raises EgalError for a model that cannot be
+exported (the CLI prints its one line and exits 2).
 """
 from __future__ import annotations
 
