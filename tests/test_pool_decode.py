@@ -439,3 +439,60 @@ def test_a_dicom_whose_window_cannot_be_applied_is_a_row_error():
     data = encode_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8), window=(100.0, 0.0))  # width 0
     with pytest.raises(RowError, match="rescale or window cannot be applied"):
         read_dicom(data)
+
+
+def _zero_png(width: int, height: int, mode: str = "L") -> bytes:
+    """A PNG of width x height zero pixels written row by row (a few hundred KB however large)."""
+    import struct
+    import zlib
+
+    channels = {"L": 1, "RGB": 3}[mode]
+    raw = zlib.compress(b"".join(b"\x00" * (width * channels + 1) for _ in range(height)), 9)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, {"L": 0, "RGB": 2}[mode], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+def test_an_image_or_mask_larger_than_egal_decodes_is_refused_from_its_header():
+    import resource
+
+    from egal.pool.errors import RowError
+    from egal.pool.images import read_image
+    from egal.pool.limits import MAX_PIXELS
+    from egal.pool.rois import read_mask_png
+
+    big = _zero_png(7000, 6000)  # 42 million pixels, 120 KB
+    assert 7000 * 6000 > MAX_PIXELS and len(big) < 200_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RowError, match=r"image is 7000 x 6000 pixels \(42 million\), above the 40 million egal "
+                                       r"decodes .*refused unread"):
+        read_image(big, 1)
+    with pytest.raises(RowError, match=r"mask is 7000 x 6000 pixels"):
+        read_mask_png(big)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing decoded
+    assert read_image(_zero_png(600, 400, "RGB"), 3).shape == (3, 400, 600)  # below the limit: decoded
+
+
+def test_a_dicom_larger_than_egal_decodes_is_refused_before_its_pixels():
+    import pydicom
+
+    from egal.pool.errors import RowError
+    from egal.pool.images import read_image
+
+    ds = pydicom.dcmread(BytesIO(encode_dicom(np.zeros((4, 4), np.uint16), bits_stored=12)))
+    ds.Rows, ds.Columns = 8000, 8000  # what the header says; the pixels are never read
+    out = BytesIO()
+    ds.save_as(out)
+    with pytest.raises(RowError, match=r"DICOM image is 8000 x 8000 pixels \(64 million\)"):
+        read_image(out.getvalue(), 1)
+
+
+def test_a_path_with_a_nul_character_is_refused_not_a_crash(tmp_path):
+    from egal.pool.errors import PathRefused
+    from egal.pool.paths import resolve_inside
+
+    with pytest.raises(PathRefused, match="contains a NUL character"):
+        resolve_inside(str(tmp_path), "imgs/a.png\0x")

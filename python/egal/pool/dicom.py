@@ -21,6 +21,7 @@ from io import BytesIO
 import numpy as np
 
 from .errors import RowError
+from .limits import check_pixels
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
@@ -49,6 +50,11 @@ def read_dicom(data: bytes) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
+    try:  # checked before the pixels are decoded: a deflated 125 KB file can hold 8,000 x 8,000 of them
+        width, height = int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1), int(ds.Rows)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RowError(f"DICOM file has no usable Rows / Columns ({exc})") from exc
+    check_pixels(width, height, "DICOM image")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         _assume_syntax_from_encoding(ds)

@@ -17,6 +17,7 @@ Rules:
 """
 from __future__ import annotations
 
+import warnings
 from io import BytesIO
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from .errors import RowError
+from .limits import check_pixels
 from .rois import _without_stream_repr
 
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -42,15 +44,30 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
     if has_dicom_magic(data):
         return _planes(read_dicom(data), in_channels)
     try:
-        image = Image.open(BytesIO(data), formats=IMAGE_FORMATS)
+        image = open_pillow(data, IMAGE_FORMATS, "image")
         image.load()
     except UnidentifiedImageError as exc:
         if may_be_bare_dicom(data):
             return _planes(read_dicom(data), in_channels)
         raise RowError("cannot identify image file (not PNG, JPEG or DICOM)") from exc
+    except RowError:
+        raise
     except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
         raise RowError(f"corrupt image data: {_without_stream_repr(exc)}") from exc
     return _pillow_to_float(image, in_channels)
+
+
+def open_pillow(data: bytes, formats, what: str) -> Image.Image:
+    """Image.open of `data`, its pixels not read yet, refused (RowError) when its header gives more pixels than
+    egal decodes (egal.pool.limits); Pillow's own bomb warning is left to that check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(BytesIO(data), formats=formats)
+        except Image.DecompressionBombError as exc:  # over Pillow's hard limit: no size to show but its message
+            raise RowError(f"{what} is larger than egal decodes ({exc})") from None
+    check_pixels(*image.size, what)
+    return image
 
 
 def _pillow_to_float(image: Image.Image, in_channels: int) -> np.ndarray:

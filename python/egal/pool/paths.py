@@ -17,6 +17,8 @@ def resolve_inside(base_dir: str, relative: str) -> str:
     """The real path of `relative` under `base_dir`; PathRefused with the reason otherwise."""
     if not relative:
         raise PathRefused("empty path")
+    if "\0" in relative:  # no file system takes it; os.path raises ValueError on it
+        raise PathRefused(f"{relative!r} contains a NUL character")
     windows = PureWindowsPath(relative)
     if PurePosixPath(relative).is_absolute() or windows.is_absolute() or windows.drive:
         raise PathRefused(f"{relative!r} is absolute; paths must be relative to the Parquet file's folder")

@@ -20,10 +20,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from io import BytesIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .errors import RowError
 
@@ -35,9 +34,13 @@ def read_mask_png(data: bytes) -> np.ndarray:
     if len(data) == 0:
         raise RowError("empty (0 bytes)")
     data = bytes(data)
+    from .images import open_pillow  # images imports this module
+
     try:
-        image = Image.open(BytesIO(data), formats=("PNG",))
+        image = open_pillow(data, ("PNG",), "mask")
         image.load()
+    except RowError:
+        raise
     except UnidentifiedImageError:
         if data.startswith(PNG_MAGIC):
             raise RowError(f"corrupt or truncated PNG ({len(data)} bytes)") from None
