@@ -154,7 +154,7 @@ def check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, fl
 
 def _show(box) -> str:
     def one(v):
-        if isinstance(v, float) and v.is_integer():
+        if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:  # 1e300 stays 1e+300, not 301 digits
             return str(int(v))
         return str(v)
 
