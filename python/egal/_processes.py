@@ -11,8 +11,9 @@ buys nothing and costs twice:
   * a script that calls egal without an `if __name__ == "__main__":` guard would
     start workers from its workers (multiprocessing's RuntimeError, seen as a
     dead decoder);
-  * a main script that imports PyTorch makes every worker import it too: 2 s for
-    two decoders on this project's 2-core machine before the first batch.
+  * a main script that imports PyTorch makes every worker import it too: 64 rows
+    with two decoders took 2.27 s from such a script against 0.62 s without
+    (this project's 2-core machine, bench/README.md).
 So a worker starts from a fresh interpreter that imports egal, not the caller's
 script: what that script sets when it is imported (PIL's MAX_IMAGE_PIXELS, say)
 does not reach the workers, as what it sets under its main guard never did.
@@ -23,8 +24,8 @@ Only where the caller hands over an object of a class defined in its main script
 (numpy arrays: a decoded batch is 32 MB at 128 x 224 x 224) go out of band
 (pickle protocol 5): the pickle holds only their layout, and the bytes go straight
 from the array through the pipe into the receiver's buffer, with no pickled copy
-on either side. On one 2-core machine a 32 MB batch took 86 ms through
-Connection.send/recv and 23 ms this way with a 1 MiB pipe (bench/README.md).
+on either side. On this project's 2-core machine a 32 MB batch's round trip took
+132.5 ms through Connection.send/recv and 44.6 ms this way (bench/README.md).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ This module imports nothing heavy: egal.pipeline.options reads RUNTIMES from it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -196,8 +197,6 @@ class _OnnxFromTorch:
         return onnx_runner, how, self._difference(onnx_runner)
 
     def _check_reachable(self, graph_path: str) -> None:
-        import os
-
         model_folder = os.path.dirname(os.path.abspath(self.torch_runner.path))
         if self.graph_beside_model and os.path.dirname(os.path.abspath(graph_path)) != model_folder:
             raise _Unusable(f"the graph is in {os.path.dirname(graph_path)!r}, on this machine only, where Ray "

@@ -51,7 +51,7 @@ def read_dicom(data: bytes) -> np.ndarray:
     if frames > 1:
         raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
     try:  # checked before the pixels are decoded: a deflated 125 KB file can hold 8,000 x 8,000 of them
-        width, height = int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1), int(ds.Rows)
+        width, height = int(ds.Columns), int(ds.Rows)
     except (AttributeError, TypeError, ValueError) as exc:
         raise RowError(f"DICOM file has no usable Rows / Columns ({exc})") from exc
     check_pixels(width, height, "DICOM image")
