@@ -315,6 +315,100 @@ def test_two_experiments_writing_the_decoded_cache_at_once_both_succeed(tmp_path
     np.testing.assert_array_equal(cached.images, first.images)
 
 
+def test_another_configuration_is_refused_while_a_simulate_runs_in_the_folder(tmp_path, monkeypatch):
+    # Two simulates starting into one new folder at once with different configurations: the first writes its
+    # config.json and runs; the second finds a folder without results (as after a failed start) but in use.
+    import threading
+
+    import egal.loop.simulation as simulation
+
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    config = replace(tiny_experiment(strategies=("random",), rounds=1),
+                     data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0",)))
+    running, release = threading.Event(), threading.Event()
+    prepare = simulation.prepare_experiment
+
+    def held_prepare(*args, **kwargs):
+        running.set()
+        assert release.wait(60)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(simulation, "prepare_experiment", held_prepare)
+    errors = []
+    first = threading.Thread(target=lambda: _collect(errors, run_simulation, config, tmp_path, dataset=dataset,
+                                                     progress=False))
+    first.start()
+    try:
+        assert running.wait(60)
+        with pytest.raises(ValueError, match=r"another egal simulate is running in .* with a different experiment "
+                                             r"configuration \(loop.budget: 6 there, 5 here\)"):
+            run_simulation(config.with_overrides(loop={"budget": 5}), tmp_path, dataset=dataset, progress=False)
+    finally:
+        release.set()
+        first.join()
+    assert not errors, errors
+    assert json.loads((tmp_path / "config.json").read_text())["identity"]["loop"]["budget"] == 6
+    assert (tmp_path / "runs" / "random__seed0.json").is_file()
+
+
+def _collect(errors, function, *args, **kwargs):
+    try:
+        function(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - reported by the caller's assertion
+        errors.append(error)
+
+
+def test_a_pool_without_any_roi_writes_strict_json(tmp_path):
+    # The Dice of a test set without ROIs is NaN; Python would write it as a bare NaN, which JSON.parse, jq and
+    # most other readers refuse.
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    dataset = replace(dataset, masks=np.zeros_like(dataset.masks))
+    config = replace(tiny_experiment(strategies=("random", "egal"), seeds=(0, 1), rounds=1),
+                     data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0",)))
+    run_simulation(config, tmp_path, dataset=dataset, progress=False)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    for path in [tmp_path / "rounds.json", *sorted((tmp_path / "runs").glob("*.json"))]:
+        record = json.loads(path.read_text(), parse_constant=refuse)
+        entries = record if isinstance(record, list) else record["rounds"]
+        assert entries and all(e["dice"] is None for e in entries), path
+        assert all(0 <= e["accuracy"] <= 1 for e in entries), path
+    assert json.loads((tmp_path / "runs" / "random__seed0.json").read_text())["roi_cam_dice"] is None
+    with open(tmp_path / "summary.csv") as f:
+        assert {row["dice_mean"] for row in csv.DictReader(f)} == {"nan"}
+    assert "none: no test image has an ROI" in (tmp_path / "report.html").read_text()
+
+
+def test_a_run_file_written_with_a_bare_nan_is_still_read(tmp_path):
+    from egal.loop.report import read_run
+
+    path = tmp_path / "random__seed0.json"  # as egal wrote a Dice without ROIs before it wrote strict JSON
+    path.write_text('{"strategy": "random", "seed": 0, "rounds": [{"round": 0, "labels": 12, "accuracy": 0.5, '
+                    '"auc": 0.6, "dice": NaN}]}')
+    assert np.isnan(read_run(path)["rounds"][0]["dice"])
+    path.write_text(path.read_text().replace("NaN", '"NaN"'))
+    with pytest.raises(ValueError, match=r"is damaged \(round 0: dice is 'NaN', not a number\)"):
+        read_run(path)
+
+
+def test_claim_folders_of_a_killed_simulate_are_removed_and_a_running_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from egal.loop.workers import CLAIMS_PREFIX, _remove_stale_claims
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(ended.stdout), os.getpid()  # a process id that has just ended, and this one
+    for name in (f"{CLAIMS_PREFIX}{dead}-abc", f"{CLAIMS_PREFIX}{alive}-def", f"{CLAIMS_PREFIX}old"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "random__seed0.json").write_text("{}")
+    _remove_stale_claims(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{CLAIMS_PREFIX}{alive}-def", f"{CLAIMS_PREFIX}old", "random__seed0.json"])
+
+
 def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_path):
     # As two processes with disjoint --seeds and one --out would (threads here, to keep the test fast): each
     # writes its own runs, and the report written last holds every run.

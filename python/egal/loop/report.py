@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from .. import _json as strict_json
 from .._checks import is_int, is_real
 from ..errors import EgalError
 
@@ -32,13 +33,18 @@ def read_run(path) -> dict:
         for entry in run["rounds"]:
             if not isinstance(entry, dict) or not all(is_int(entry.get(k)) for k in ("round", "labels")):
                 raise ValueError("a round without its number or its count of labels")
-            bad = [m for m in METRICS if not (entry.get(m) is None or is_real(entry.get(m)))]
+            # null (NaN: a Dice without ROIs) or, in files written before strict JSON, a bare NaN
+            bad = [m for m in METRICS if not (entry.get(m) is None or is_real(entry.get(m)) or _is_nan(entry.get(m)))]
             if bad:
                 raise ValueError(f"round {entry['round']}: {bad[0]} is {entry[bad[0]]!r}, not a number")
     except (OSError, ValueError) as exc:
         raise EgalError(f"run file {os.fspath(path)!r} is damaged ({exc}): delete it, and egal simulate with the "
                         "same --out runs that strategy and seed again") from None
     return run
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and value != value
 
 
 def summarise(runs) -> list:
@@ -77,7 +83,7 @@ def write_report(out_dir) -> dict:
     paths["rounds_csv"] = _write_csv(os.path.join(out_dir, "rounds.csv"), flat, round_fields)
     paths["rounds_json"] = os.path.join(out_dir, "rounds.json")
     with open(paths["rounds_json"], "w") as f:
-        json.dump(flat, f, indent=1)
+        strict_json.dump(flat, f, indent=1)
     summary = summarise(runs)
     fields = ["strategy", "round", "labels", "seeds"] + [
         f"{m}_{s}" for m in METRICS + (SHORTCUT_METRICS if shortcut else ()) for s in ("mean", "std")]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .. import _json as strict_json
 from .._atomic import temporary_path
 from ..errors import EgalError
 
@@ -34,6 +35,10 @@ from .splits import balanced_seed_set, split_test
 from .strategies import Strategy
 
 RUNS_DIR = "runs"
+CONFIG_LOCK = ".config.lock"  # held while config.json is checked or written
+ACTIVE_LOCK = ".active.lock"  # held (shared) by every simulate running in the folder
+REPORT_LOCK = ".report.lock"  # held while the report is written
+LOCK_FILES = (CONFIG_LOCK, ACTIVE_LOCK, REPORT_LOCK)
 
 
 class HiddenLabels:
@@ -201,9 +206,6 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     With config.loop.workers > 1 the runs are shared out to that many processes
     (egal.loop.workers); they then read the pool from config.data.path, not `dataset`.
     """
-    from ..report.experiment_page import experiment_report
-    from .report import read_run, write_report
-
     out_dir = os.fspath(out_dir)
     strategies = config.loop.strategy_objects()
     grouped = [s.name for s in strategies if s.per_group is not None]
@@ -211,7 +213,15 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
         raise EgalError(f"strategy {grouped[0]} caps a round's rows per group, but the data has no group column: "
                         "give it (group_column, --group-column), or drop the +group modifier")
     os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
-    _check_or_write_config(config, out_dir)
+    with _experiment_folder(config, out_dir):
+        return _run_simulation(config, out_dir, strategies, dataset, progress)
+
+
+def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, dataset: Dataset | None,
+                    progress: bool) -> dict:
+    from ..report.experiment_page import experiment_report
+    from .report import read_run, write_report
+
     todo, skipped = [], []
     for seed in config.loop.seeds:
         for strategy in strategies:
@@ -446,7 +456,7 @@ def _report_lock(out_dir: str):
     if fcntl is None:
         yield
         return
-    with _file_lock(os.path.join(out_dir, ".report.lock")):
+    with _file_lock(os.path.join(out_dir, REPORT_LOCK)):
         yield
 
 
@@ -471,9 +481,42 @@ def _holds_results(out_dir: str) -> bool:
     return False
 
 
-def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
+@contextlib.contextmanager
+def _experiment_folder(config: ExperimentConfig, out_dir: str):
+    """Held while a simulate uses out_dir: its configuration checked (or written) under a lock, then a shared
+    lock on ACTIVE_LOCK for as long as it runs, so that another simulate can tell a running experiment from
+    one whose first start failed (the only kind whose folder takes a new configuration)."""
+    if fcntl is None:  # no locks: the check alone
+        _check_or_write_config(config, out_dir, folder_idle=lambda: True)
+        yield
+        return
+    # Two simulates started at one instant with different configurations would otherwise both find the folder
+    # free, both pass, and write their runs into one table.
+    with _file_lock(os.path.join(out_dir, CONFIG_LOCK)):
+        _check_or_write_config(config, out_dir, folder_idle=lambda: _no_other_simulate(out_dir))
+        active = open(os.path.join(out_dir, ACTIVE_LOCK), "a")
+        fcntl.flock(active, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        active.close()  # releases the lock
+
+
+def _no_other_simulate(out_dir: str) -> bool:
+    """Whether no other simulate holds out_dir's ACTIVE_LOCK (called under CONFIG_LOCK, before this one takes it)."""
+    with open(os.path.join(out_dir, ACTIVE_LOCK), "a") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(probe, fcntl.LOCK_UN)
+    return True
+
+
+def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) -> None:
     """The folder holds this experiment's results or none: the same configuration and the same pool content
-    (a pool edited in place would mix two experiments in one table), and no files of anything else."""
+    (a pool edited in place would mix two experiments in one table), and no files of anything else.
+    folder_idle(): whether no other simulate is using the folder now."""
     path = os.path.join(out_dir, "config.json")
     pool = config.data.path
     digest = content_digest(pool) if pool and os.path.isfile(pool) else None
@@ -488,11 +531,15 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
             for identity in (before, now):
                 identity.get("data", {}).pop("path", None)
         changed = _differences(before, now)
+        listed = f"{'; '.join(changed[:4])}{'; ...' if len(changed) > 4 else ''}"
         if changed and _holds_results(out_dir):
             raise EgalError(
-                f"{out_dir!r} holds results of a different experiment configuration ({'; '.join(changed[:4])}"
-                f"{'; ...' if len(changed) > 4 else ''}; see {path}): use another --out folder, or the same settings "
-                "to resume")
+                f"{out_dir!r} holds results of a different experiment configuration ({listed}; see {path}): use "
+                "another --out folder, or the same settings to resume")
+        if changed and not folder_idle():
+            raise EgalError(
+                f"another egal simulate is running in {out_dir!r} with a different experiment configuration "
+                f"({listed}): use another --out folder, or the same settings to run other seeds beside it")
         if not changed:  # (else a folder whose first start failed before any result: it takes this configuration)
             if digest and stored.get("pool_digest") not in (None, digest):
                 raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its "
@@ -500,10 +547,11 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
             digest = digest or stored.get("pool_digest")
     else:
         runs = os.path.join(out_dir, RUNS_DIR)
-        # Another simulate starting into the same folder at this moment may be writing config.json: it, and its
-        # temporary name, are egal's own, not foreign files.
+        # egal's own: the lock files, and config.json or its temporary name (another simulate may be writing it
+        # at this moment where there are no locks).
+        own = ("config.json",) + LOCK_FILES
         foreign = [n for n in os.listdir(out_dir)
-                   if not ((n == RUNS_DIR and not os.listdir(runs)) or n == "config.json" or ".tmp-" in n)]
+                   if not ((n == RUNS_DIR and not os.listdir(runs)) or n in own or ".tmp-" in n)]
         if foreign:
             raise EgalError(f"--out {out_dir!r} holds files ({', '.join(sorted(foreign)[:5])}) but no egal simulate "
                             "config.json: choose a new or empty folder, which simulate never overwrites")
@@ -513,5 +561,5 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str) -> None:
 def _write_json_atomic(path: str, payload) -> None:
     tmp = temporary_path(path)
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
+        strict_json.dump(payload, f, indent=1)
     os.replace(tmp, path)

@@ -34,6 +34,7 @@ from ..progress import Progress
 from .config import ExperimentConfig
 
 ROUND0_DIR = "round0"
+CLAIMS_PREFIX = ".claims-"  # then the parent's process id: OUT/runs/.claims-<pid>-<random>/
 
 
 def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int) -> list:
@@ -46,7 +47,8 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
 
     units = hand_out_order(units, [s.name for s in config.loop.strategy_objects()])
     threads = config.loop.threads or max(1, (os.cpu_count() or 1) // workers)
-    claims = tempfile.mkdtemp(prefix=".claims-", dir=os.path.join(out_dir, RUNS_DIR))
+    _remove_stale_claims(os.path.join(out_dir, RUNS_DIR))
+    claims = tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-", dir=os.path.join(out_dir, RUNS_DIR))
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     messages = context.Queue()
     processes = [context.Process(target=_worker, name=f"egal-worker-{i}", daemon=True,
@@ -117,6 +119,25 @@ class _QueueProgress:
 
     def close(self) -> None:
         pass
+
+
+def _remove_stale_claims(runs_dir: str) -> None:
+    """Claim folders left by a simulate that was killed (SIGKILL: no `finally`), named by its process id; those
+    of a simulate still running (other seeds into the same folder) stay."""
+    for name in os.listdir(runs_dir):
+        pid = name[len(CLAIMS_PREFIX):].split("-", 1)[0]
+        if name.startswith(CLAIMS_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(runs_dir, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _claim(claims: str, name: str, seed: int) -> bool:

@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from .._checks import is_real
 from ..errors import EgalError
 from .html import Markup, definition_list, escape, figure, img, number, page, table, write_page
 from .imaging import data_uri
@@ -89,7 +90,6 @@ def _summary(out_dir, config, runs, strategies, seeds) -> str:
                         if v is not None)
     if train.get("trainable_from"):
         learner += f"; frozen before {train['trainable_from']}, trained from there on"
-    ceiling = first.get("roi_cam_dice")
     items = [
         ("data", data.get("path", "not recorded")),
         ("test split", f"{first.get('test_rows', '?')} test rows ({data.get('group_column') or 'rows'}"
@@ -103,7 +103,7 @@ def _summary(out_dir, config, runs, strategies, seeds) -> str:
         ("training", f"{train.get('epochs', '?')} epochs, beta {train.get('beta', '?')} (Grad-CAM/ROI Dice loss "
          "weight)"),
         ("Grad-CAM/ROI Dice of the ROI itself at the CAM's resolution",
-         "not recorded" if ceiling is None else f"{100 * ceiling:.1f} % (a reference point for the Dice figures)"),
+         _ceiling_text(first)),
     ]
     return definition_list(items)
 
@@ -252,3 +252,13 @@ def _files(out_dir) -> str:
     items = "".join(f"<li><a href='{escape(n)}'>{escape(n)}</a></li>" for n in names)
     return f"<ul>{items}<li>runs/: one JSON record per (strategy, seed)</li></ul>"
 
+
+def _ceiling_text(run: dict) -> str:
+    if "roi_cam_dice" not in run:
+        return "not recorded"
+    ceiling = run["roi_cam_dice"]  # null (NaN in files written before strict JSON): no test image has an ROI
+    if ceiling is None or (is_real(ceiling) and not math.isfinite(ceiling)):
+        return "none: no test image has an ROI"
+    if not is_real(ceiling):
+        return "not recorded"
+    return f"{100 * ceiling:.1f} % (a reference point for the Dice figures)"
