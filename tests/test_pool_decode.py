@@ -216,6 +216,36 @@ def test_mask_nonzero_is_roi_whatever_the_value_or_channels():
         np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
 
 
+def test_a_mask_with_a_transparent_background_is_what_was_drawn_on_it():
+    # Annotation tools export overlays: the strokes opaque (black ones too), the rest transparent, sometimes
+    # white where transparent. Without alpha, black strokes were "no ROI" and a white background all ROI.
+    import io
+
+    from PIL import Image
+
+    mask = np.zeros((12, 16), bool)
+    mask[3:7, 5:11] = True
+    overlays = []
+    for stroke, background in (((0, 0, 0, 255), (0, 0, 0, 0)), ((0, 0, 0, 255), (255, 255, 255, 0)),
+                               ((200, 30, 30, 128), (255, 255, 255, 0))):
+        rgba = np.empty((12, 16, 4), np.uint8)
+        rgba[...] = background
+        rgba[mask] = stroke
+        overlays.append(Image.fromarray(rgba, "RGBA"))
+    grey_alpha = np.zeros((12, 16, 2), np.uint8)
+    grey_alpha[mask, 1] = 255  # black, opaque strokes on a transparent background
+    overlays.append(Image.fromarray(grey_alpha, "LA"))
+    opaque = np.zeros((12, 16, 4), np.uint8)
+    opaque[..., 3] = 255
+    opaque[mask, 1] = 255  # no transparent pixel: the colour decides, as without alpha
+    overlays.append(Image.fromarray(opaque, "RGBA"))
+    for image in overlays:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        decoded = decode_batch(raw([png_grey(12, 16)], [buffer.getvalue()], "mask"), DecodeSettings((12, 16)))
+        np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8), err_msg=image.mode)
+
+
 def test_mask_with_another_aspect_ratio_is_a_row_error():
     images = [png_grey(16, 16), png_grey(16, 16)]
     masks = [mask_png(np.ones((8, 16), bool)), mask_png(np.ones((8, 8), bool))]

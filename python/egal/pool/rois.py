@@ -1,7 +1,10 @@
 """Turning one row's expert ROI (PNG mask or pixel boxes) into a 0/1 mask on the mask grid.
 
 Masks: a PNG of any size (not JPEG: lossy edges would invent ROI pixels); nonzero
-pixels (in any colour channel; alpha ignored) are the ROI. It is resized to the
+pixels (in any colour channel) are the ROI, except in a mask with a transparent background
+(alpha 0 anywhere: an overlay drawn in an annotation tool), where every pixel drawn
+(alpha > 0) is the ROI whatever its colour, black strokes included, and no transparent
+pixel is, whatever colour it hides. It is resized to the
 mask grid by nearest neighbour, source index floor((i + 0.5) * in / out) (Pillow's
 NEAREST rule). A mask whose width/height ratio differs from the image's by more
 than 2 % cannot belong to that image and is a row error.
@@ -48,8 +51,12 @@ def read_mask_png(data: bytes) -> np.ndarray:
                        "and a lossy format such as JPEG would invent ROI pixels at its edges") from None
     except Exception as exc:  # a truncated or corrupt PNG
         raise RowError(f"corrupt PNG: {_without_stream_repr(exc)}") from exc
-    if image.mode in ("LA", "PA", "RGBA", "P"):
-        image = image.convert("L" if image.mode == "LA" else "RGB")
+    if image.mode in ("LA", "PA", "RGBA", "P"):  # (a palette image may name a transparent index)
+        pixels = np.asarray(image.convert("LA" if image.mode == "LA" else "RGBA"))
+        colour, alpha = pixels[..., :-1], pixels[..., -1]
+        if (alpha == 0).any():
+            return alpha > 0
+        return (colour != 0).any(axis=-1)
     pixels = np.asarray(image)
     nonzero = pixels != 0
     return nonzero.any(axis=-1) if nonzero.ndim == 3 else nonzero
