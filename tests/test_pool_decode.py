@@ -526,3 +526,45 @@ def test_a_path_with_a_nul_character_is_refused_not_a_crash(tmp_path):
 
     with pytest.raises(PathRefused, match="contains a NUL character"):
         resolve_inside(str(tmp_path), "imgs/a.png\0x")
+
+
+def _deflated_dicom(stored: np.ndarray) -> bytes:
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(BytesIO(encode_dicom(stored)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_a_deflated_dicom_decodes_and_one_that_inflates_to_gigabytes_is_refused_unread():
+    import resource
+    import zlib
+
+    from egal.pool.dicom import MAX_INFLATED_BYTES, _deflated_data_start
+    from egal.pool.errors import RowError
+    from egal.pool.images import read_image
+    from egal.pool.limits import MAX_PIXELS
+
+    stored = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    small = _deflated_dicom(stored)
+    np.testing.assert_allclose(read_image(small, 1)[0], stored / 63.0, atol=1e-6)
+    # The same file meta, then a deflate stream of 1 GB of zeros: about 1 MB on disk. pydicom would inflate it
+    # whole before anything else is read.
+    start = _deflated_data_start(small)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(2**24)
+    body = b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
+    bomb = small[:start] + body
+    assert 64 * len(zeros) > MAX_INFLATED_BYTES > MAX_PIXELS * 3 * 2  # the largest image egal takes fits
+    assert len(bomb) < 2_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RowError, match=r"deflated DICOM data set inflates to more than 256 MiB, above what an image "
+                                       r"of 40 million pixels needs .*decompression bomb"):
+        read_image(bomb, 1)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+    with pytest.raises(RowError, match=r"deflated data set is corrupt"):
+        read_image(small[:start] + b"\xff" * 64, 1)
+

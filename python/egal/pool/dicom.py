@@ -16,15 +16,23 @@ Other photometric interpretations (PALETTE COLOR, ...) are a row error.
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from io import BytesIO
 
 import numpy as np
 
 from .errors import RowError
-from .limits import check_pixels
+from .limits import MAX_PIXELS, check_pixels
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
+DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+# Explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2); the others take 2.
+LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+# What a data set within egal's pixel limit inflates to at most: three 16-bit samples a pixel (240 MB), and headers.
+MAX_INFLATED_BYTES = 256 * 2**20
+INFLATE_PIECE = 16 * 2**20
 
 
 def has_dicom_magic(data: bytes) -> bool:
@@ -41,6 +49,7 @@ def read_dicom(data: bytes) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    check_inflated_size(data)
     try:
         ds = pydicom.dcmread(BytesIO(data), force=not has_dicom_magic(data))
     except Exception as exc:  # pydicom raises many kinds for broken files
@@ -83,6 +92,53 @@ def read_dicom(data: bytes) -> np.ndarray:
         bits = int(ds.get("BitsStored", 8))
         return np.clip(stored.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
     raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)")
+
+
+def check_inflated_size(data: bytes) -> None:
+    """RowError when a deflated data set inflates beyond MAX_INFLATED_BYTES.
+
+    pydicom inflates a deflated data set whole before its Rows and Columns can be read (a 125 KB file can
+    hold gigabytes), so it is inflated here first in pieces that are counted and dropped."""
+    start = _deflated_data_start(data)
+    if start is None:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = memoryview(data)[start:], 0
+    try:
+        while not inflater.eof:
+            produced = len(inflater.decompress(pending, INFLATE_PIECE))
+            total += produced
+            if total > MAX_INFLATED_BYTES:
+                raise RowError(f"deflated DICOM data set inflates to more than {MAX_INFLATED_BYTES >> 20} MiB, "
+                               f"above what an image of {MAX_PIXELS / 1e6:.0f} million pixels needs "
+                               "(egal.pool.limits): refused, as a possible decompression bomb")
+            pending = inflater.unconsumed_tail
+            if not pending and not produced:
+                break  # cut short: pydicom says what is wrong with it
+    except zlib.error as exc:
+        raise RowError(f"unreadable DICOM: its deflated data set is corrupt ({exc})") from None
+
+
+def _deflated_data_start(data: bytes) -> int | None:
+    """Where a Part 10 file's deflated data set starts (after its file meta group), or None if it is not deflated."""
+    if not has_dicom_magic(data):
+        return None  # a data set without file meta has no transfer syntax that could say "deflated"
+    position, syntax = DICOM_MAGIC_OFFSET + 4, None
+    while position + 8 <= len(data):
+        group, element = struct.unpack_from("<HH", data, position)
+        if group != 0x0002:
+            break
+        vr = bytes(data[position + 4 : position + 6])
+        if vr in LONG_LENGTH_VRS:
+            if position + 12 > len(data):
+                break
+            (length,), value = struct.unpack_from("<I", data, position + 8), position + 12
+        else:
+            (length,), value = struct.unpack_from("<H", data, position + 6), position + 8
+        if element == 0x0010:
+            syntax = bytes(data[value : value + length]).rstrip(b"\0 ")
+        position = value + length
+    return position if syntax == DEFLATED_SYNTAX else None
 
 
 def _assume_syntax_from_encoding(ds) -> None:

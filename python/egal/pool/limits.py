@@ -7,7 +7,9 @@ input. Pillow's own guard only warns below 179 million pixels, and DICOM has non
 So every image and mask is checked against MAX_PIXELS from its header, before its
 pixels are decoded: 40 million pixels is above any radiograph, mammogram or slice
 egal is meant for (a 4,096 x 5,120 mammogram is 21 million) and bounds the cost of
-one image to about a gigabyte.
+one image to about a gigabyte. A deflated DICOM's data set is inflated in counted
+pieces first, since pydicom inflates it whole before its header can be read
+(egal.pool.dicom.check_inflated_size).
 """
 from __future__ import annotations
 
