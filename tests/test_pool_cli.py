@@ -104,6 +104,15 @@ def test_round_trip_commands(layout, tmp_path, capsys):
     assert "100.0 %) labelled" in capsys.readouterr().out
 
 
+def test_an_empty_selection_is_refused_before_any_export_is_written(layout, tmp_path, capsys):
+    assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "sel.csv", ["rank", "id", "score"], [])
+    assert pool("export-selection", "--pool", tmp_path / "p.parquet", "--selection", tmp_path / "sel.csv", "--to",
+                "folders", "--out", tmp_path / "out") == 2
+    assert "has a header but no rows: nothing to export" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_selection_names_the_folder_of_unlabelled_rows_as_from_folders_reads_it(layout, tmp_path):
     assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
     assert pool("export-selection", "--pool", tmp_path / "p.parquet", "--to", "folders", "--out", tmp_path / "out",

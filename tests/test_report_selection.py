@@ -207,6 +207,9 @@ def test_select_k_shows_the_best_ranked_and_a_selection_file_can_be_named(demo, 
         read_selection(scores, selection_csv=str(path))
     with pytest.raises(EgalError, match="not both"):
         read_selection(scores, select=3, selection_csv=str(path))
+    path.write_text("rank,id\n")
+    with pytest.raises(EgalError, match="has a header but no rows: no selection to show"):
+        read_selection(scores, selection_csv=str(path))
 
 
 def test_read_pool_rows_reads_any_rows_in_the_order_asked(tmp_path):

@@ -89,6 +89,8 @@ def export_selection(pool, out, **options) -> ExportResult:
 def read_selection(path) -> dict[str, dict]:
     """{id: its selection row}, in the selection's order; SourceError on a repeated id."""
     rows = read_table(path, ("id",), "the selection (selection)")
+    if not rows:
+        raise SourceError(f"the selection {str(path)!r} has a header but no rows: nothing to export")
     chosen: dict[str, dict] = {}
     for row in rows:
         if row["id"] in chosen:

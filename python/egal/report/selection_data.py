@@ -114,6 +114,8 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     from ..importers.tables import read_table
 
     ids = [row["id"] for row in read_table(path, ("id",), "selection file")]
+    if not ids:
+        raise EgalError(f"selection file {path!r} has a header but no rows: no selection to show")
     repeated = sorted(v for v, n in collections.Counter(ids).items() if n > 1)
     if repeated:
         raise EgalError(f"selection file {path!r} names {len(repeated)} id(s) more than once, first "
