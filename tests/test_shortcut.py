@@ -1,10 +1,13 @@
 """The shortcut benchmark: markers outside the ROI, the test set untouched, the marker test copy, determinism."""
+import csv
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from egal.loop import ExperimentConfig, run_simulation
 from egal.loop.config import DataConfig, LoopConfig
-from egal.loop.report import load_runs
+from egal.loop.report import load_runs, marked_selection_table
 from egal.loop.shortcut import ShortcutConfig, build_shortcut, find_position, marker_patch
 from egal.train import TrainConfig
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset
@@ -98,4 +101,23 @@ def test_simulation_reports_marker_accuracy_and_the_marked_share_selected(tmp_pa
                 assert 0 <= entry["selected_marked_share"] <= 1
                 assert 0 < entry["unlabelled_marked_share"] < 1
     summary = (tmp_path / "summary.md").read_text()
-    assert "marker" in summary
+    assert "marker" in summary and "| egal_a0.5 | 1 |" in summary  # the marked share of all selections, per seed
+    with open(tmp_path / "paired.csv") as f:
+        assert {r["kind"] for r in csv.DictReader(f) if r["metric"] == "marker_accuracy"} == {"final", "aulc"}
+
+
+def test_the_marked_share_of_all_selections_weighs_rounds_by_their_size_and_pairs_seeds():
+    def run(strategy, seed, shares, sizes=(10, 10)):
+        rounds = [{"round": r, "labels": 20 + 10 * r, "selected": ["x"] * n, "selected_marked_share": share,
+                   "unlabelled_marked_share": 0.2} for r, (share, n) in enumerate(zip(shares, sizes, strict=True))]
+        rounds.append({"round": len(shares), "labels": 20 + 10 * len(shares), "selected": []})  # the last round
+        return {"strategy": strategy, "seed": seed, "rounds": rounds}
+
+    runs = [run("random", 0, (0.2, 0.2)), run("random", 1, (0.1, 0.3)),
+            run("egal_a0.5", 0, (0.5, 0.0), sizes=(30, 10)), run("egal_a0.5", 1, (0.4, 0.4))]
+    table = marked_selection_table(runs)
+    # egal seed 0: (0.5 * 30 + 0) / 40 = 0.375, seed 1: 0.4; random 0.2 and 0.2: differences 0.175 and 0.2
+    assert "| random | 2 | 20.0 ± 0.0 | 20.0 |  |" in table
+    half_width = stats.t.ppf(0.975, 1) * np.std([0.175, 0.2], ddof=1) / np.sqrt(2)
+    assert (f"| egal_a0.5 | 2 | 38.8 ± 1.8 | 20.0 | +18.8 [{100 * (0.1875 - half_width):+.1f}, "
+            f"{100 * (0.1875 + half_width):+.1f}] (n = 2) |") in table

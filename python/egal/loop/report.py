@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 from collections import defaultdict
 
@@ -98,7 +99,8 @@ def write_report(out_dir) -> dict:
         f.write(markdown_table([r for r in summary if r["round"] == last_round[r["strategy"]]]))
         f.write("\n")
         if shortcut:
-            f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n")
+            f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n\n" + marked_selection_table(runs)
+                    + "\n")
     if shortcut:
         paths["shortcut_png"] = plot_shortcut(summary, os.path.join(out_dir, "shortcut.png"))
     paths.update(write_paired(out_dir, runs, paths["summary_md"]))
@@ -142,6 +144,45 @@ def shortcut_table(summary) -> str:
                  if f"{m}_mean" in r and r[f"{m}_mean"] == r[f"{m}_mean"] else ""
                  for m in ("accuracy",) + SHORTCUT_METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def marked_selection_table(runs, baseline: str = "random") -> str:
+    """Per strategy: the share of marked images among all the images it selected over the rounds (mean +- std
+    over seeds), the marked share of the unlabelled pool at round 0 (what random selection picks on average),
+    and the paired per-seed difference to `baseline` with its 95 % t interval."""
+    from .stats import interval_stats
+
+    def share(run):  # marked images among all selected, over the rounds that selected
+        entries = [e for e in run["rounds"] if e.get("selected") and e.get("selected_marked_share") is not None]
+        picked = sum(len(e["selected"]) for e in entries)
+        return sum(e["selected_marked_share"] * len(e["selected"]) for e in entries) / picked if picked else math.nan
+
+    by = defaultdict(dict)
+    pool_share = defaultdict(list)
+    for run in runs:
+        by[run["strategy"]][run["seed"]] = share(run)
+        first = run["rounds"][0] if run["rounds"] else {}
+        if first.get("unlabelled_marked_share") is not None:
+            pool_share[run["strategy"]].append(first["unlabelled_marked_share"])
+    lines = ["Marked images among all selected, over the rounds (mean ± std over seeds, %):", "",
+             f"| strategy | seeds | marked share of all selections | marked share of the pool at round 0 | "
+             f"minus {baseline}, paired (pp, 95 % t CI) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for strategy in sorted(by, key=_strategy_order):
+        values = np.array([v for v in by[strategy].values() if math.isfinite(v)])
+        cell = f"{100 * values.mean():.1f} ± {100 * (values.std(ddof=1) if len(values) > 1 else 0.0):.1f}" \
+            if len(values) else ""
+        pool = f"{100 * np.mean(pool_share[strategy]):.1f}" if pool_share[strategy] else ""
+        paired = ""
+        if strategy != baseline and baseline in by:
+            seeds = sorted(s for s in set(by[strategy]) & set(by[baseline])
+                           if math.isfinite(by[strategy][s]) and math.isfinite(by[baseline][s]))
+            stats = interval_stats([by[strategy][s] - by[baseline][s] for s in seeds])
+            if stats["n"] >= 2:
+                paired = (f"{100 * stats['mean']:+.1f} [{100 * stats['t_low']:+.1f}, {100 * stats['t_high']:+.1f}] "
+                          f"(n = {stats['n']})")
+        lines.append(f"| {strategy} | {len(values)} | {cell} | {pool} | {paired} |")
     return "\n".join(lines)
 
 

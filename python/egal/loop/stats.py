@@ -30,7 +30,7 @@ from collections import defaultdict
 import numpy as np
 
 KINDS = ("final", "aulc")
-PAIRED_METRICS = ("accuracy", "auc", "dice")
+PAIRED_METRICS = ("accuracy", "auc", "dice", "marker_accuracy")  # marker_accuracy: shortcut benchmark runs only
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 PAIRED_FIELDS = ("strategy", "baseline", "metric", "kind", "n", "mean", "std", "t_low", "t_high", "boot_low",
