@@ -183,6 +183,8 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     ("data", {"split_seed": -1}, "split_seed must be a non-negative integer"),
     ("data", {"path": 5}, "path must be a string, got 5"),
     ("data", {"test_fraction": "0.2"}, r"test_fraction must lie in \(0, 1\), got '0.2'"),
+    ("train", {"weight_decay": float("inf")}, "weight_decay must be a finite non-negative number, got inf"),
+    ("train", {"beta": True}, "beta must be a finite non-negative number, got True"),
 ])
 def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
     with pytest.raises(ValueError, match=message):
@@ -219,6 +221,22 @@ def test_a_damaged_shared_round_zero_is_trained_again(tmp_path):
     (folder / "seed3.json").write_text('{"history": ')
     with FirstRounds(str(folder)).hold(3) as slot:
         assert slot.value is None  # trained again by its holder, and then written over the damaged files
+
+
+def test_a_shared_round_zero_with_a_nan_metric_is_loaded_with_nan(tmp_path):
+    # Written as strict JSON (null), it must come back as the NaN the runs format and average.
+    from egal.models import build_model
+    from egal.train import TrainHistory
+
+    model = build_model("tiny_cnn", "linear", ("a", "b"), input_size=(32, 32))
+    history = TrainHistory(epoch_loss=[0.7], epoch_ce=[0.7], epoch_dice=[float("nan")], seconds=1.0, images=10)
+    with FirstRounds(str(tmp_path)).hold(0) as slot:
+        slot.value = (model, history, {"accuracy": 0.5, "auc": float("nan"), "dice": float("nan")}, {})
+    assert "NaN" not in (tmp_path / "seed0.json").read_text()
+    with FirstRounds(str(tmp_path)).hold(0) as slot:
+        _, loaded, metrics, _ = slot.value
+    assert metrics["accuracy"] == 0.5 and np.isnan(metrics["auc"]) and np.isnan(metrics["dice"])
+    assert np.isnan(loaded.epoch_dice[0]) and f"{metrics['dice']:.3f}" == "nan"
 
 
 def test_simulation_writes_results_resumes_and_refuses_another_config(tmp_path):
@@ -388,6 +406,12 @@ def test_a_run_file_written_with_a_bare_nan_is_still_read(tmp_path):
     path.write_text('{"strategy": "random", "seed": 0, "rounds": [{"round": 0, "labels": 12, "accuracy": 0.5, '
                     '"auc": 0.6, "dice": NaN}]}')
     assert np.isnan(read_run(path)["rounds"][0]["dice"])
+    from egal.report.experiment_page import _ceiling_text
+
+    assert _ceiling_text({"roi_cam_dice": float("nan")}) == _ceiling_text({"roi_cam_dice": None}) == (
+        "none: no test image has an ROI")
+    assert _ceiling_text({}) == _ceiling_text({"roi_cam_dice": "?"}) == "not recorded"
+    assert _ceiling_text({"roi_cam_dice": 0.357}).startswith("35.7 %")
     path.write_text(path.read_text().replace("NaN", '"NaN"'))
     with pytest.raises(ValueError, match=r"is damaged \(round 0: dice is 'NaN', not a number\)"):
         read_run(path)

@@ -216,34 +216,53 @@ def test_mask_nonzero_is_roi_whatever_the_value_or_channels():
         np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
 
 
-def test_a_mask_with_a_transparent_background_is_what_was_drawn_on_it():
-    # Annotation tools export overlays: the strokes opaque (black ones too), the rest transparent, sometimes
-    # white where transparent. Without alpha, black strokes were "no ROI" and a white background all ROI.
+def test_a_partly_transparent_mask_is_what_is_visible_on_it():
+    # Annotation tools export overlays: strokes on a transparent background, which is sometimes white. A
+    # transparent pixel is never ROI (before, a transparent white background was all ROI); transparency can be
+    # an alpha channel or a PNG colour key (tRNS); a stray transparent pixel (an editor's rotate) changes nothing.
     import io
 
     from PIL import Image
 
+    from egal.pool.errors import RowError
+    from egal.pool.rois import read_mask_png
+
     mask = np.zeros((12, 16), bool)
     mask[3:7, 5:11] = True
-    overlays = []
-    for stroke, background in (((0, 0, 0, 255), (0, 0, 0, 0)), ((0, 0, 0, 255), (255, 255, 255, 0)),
-                               ((200, 30, 30, 128), (255, 255, 255, 0))):
-        rgba = np.empty((12, 16, 4), np.uint8)
-        rgba[...] = background
-        rgba[mask] = stroke
-        overlays.append(Image.fromarray(rgba, "RGBA"))
-    grey_alpha = np.zeros((12, 16, 2), np.uint8)
-    grey_alpha[mask, 1] = 255  # black, opaque strokes on a transparent background
-    overlays.append(Image.fromarray(grey_alpha, "LA"))
-    opaque = np.zeros((12, 16, 4), np.uint8)
-    opaque[..., 3] = 255
-    opaque[mask, 1] = 255  # no transparent pixel: the colour decides, as without alpha
-    overlays.append(Image.fromarray(opaque, "RGBA"))
-    for image in overlays:
+
+    def rgba(stroke, background):
+        pixels = np.empty((12, 16, 4), np.uint8)
+        pixels[...] = background
+        pixels[mask] = stroke
+        return Image.fromarray(pixels, "RGBA")
+
+    def png(image, **options):
         buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        decoded = decode_batch(raw([png_grey(12, 16)], [buffer.getvalue()], "mask"), DecodeSettings((12, 16)))
-        np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8), err_msg=image.mode)
+        image.save(buffer, "PNG", **options)
+        return buffer.getvalue()
+
+    stray = np.zeros((12, 16, 4), np.uint8)
+    stray[..., 3] = 255
+    stray[mask, :3] = 255
+    stray[0, 0] = (0, 0, 0, 0)  # opaque black, a white ROI, one transparent corner
+    hidden = np.zeros((12, 16, 4), np.uint8)
+    hidden[mask, 0] = 200  # the ROI in colour, alpha 0 everywhere: the alpha channel says nothing
+    keyed_grey = np.where(mask, 128, 255).astype(np.uint8)  # white is transparent by its colour key
+    keyed_rgb = np.zeros((12, 16, 3), np.uint8)
+    keyed_rgb[~mask] = (255, 255, 255)
+    keyed_rgb[mask] = (0, 200, 0)
+    for name, data in [
+        ("red translucent strokes, transparent white", png(rgba((200, 30, 30, 128), (255, 255, 255, 0)))),
+        ("white strokes, transparent black", png(rgba((255, 255, 255, 255), (0, 0, 0, 0)))),
+        ("a stray transparent pixel", png(Image.fromarray(stray, "RGBA"))),
+        ("alpha 0 everywhere", png(Image.fromarray(hidden, "RGBA"))),
+        ("grey with a colour key", png(Image.fromarray(keyed_grey, "L"), transparency=255)),
+        ("RGB with a colour key", png(Image.fromarray(keyed_rgb, "RGB"), transparency=(255, 255, 255))),
+    ]:
+        np.testing.assert_array_equal(read_mask_png(data), mask, err_msg=name)
+    for background in ((0, 0, 0, 0), (255, 255, 255, 0)):  # every drawn pixel black: the ROI or an empty mask?
+        with pytest.raises(RowError, match="every pixel drawn on it is black"):
+            read_mask_png(png(rgba((0, 0, 0, 255), background)))
 
 
 def test_mask_with_another_aspect_ratio_is_a_row_error():
@@ -541,6 +560,7 @@ def _deflated_dicom(stored: np.ndarray) -> bytes:
 
 def test_a_deflated_dicom_decodes_and_one_that_inflates_to_gigabytes_is_refused_unread():
     import resource
+    import struct
     import zlib
 
     from egal.pool.dicom import MAX_INFLATED_BYTES, _deflated_data_start
@@ -553,7 +573,7 @@ def test_a_deflated_dicom_decodes_and_one_that_inflates_to_gigabytes_is_refused_
     np.testing.assert_allclose(read_image(small, 1)[0], stored / 63.0, atol=1e-6)
     # The same file meta, then a deflate stream of 1 GB of zeros: about 1 MB on disk. pydicom would inflate it
     # whole before anything else is read.
-    start = _deflated_data_start(small)
+    start = _deflated_data_start(small, force=False)
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     zeros = bytes(2**24)
     body = b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
@@ -567,4 +587,10 @@ def test_a_deflated_dicom_decodes_and_one_that_inflates_to_gigabytes_is_refused_
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
     with pytest.raises(RowError, match=r"deflated data set is corrupt"):
         read_image(small[:start] + b"\xff" * 64, 1)
+    # Found as pydicom finds it (its own header readers): without the preamble, after a command set.
+    with pytest.raises(RowError, match=r"inflates to more than 256 MiB"):
+        read_image(bomb[132:], 1)
+    command_set = struct.pack("<HHI", 0x0000, 0x0100, 2) + b"\x01\x00"  # (0000,0100), implicit VR
+    np.testing.assert_allclose(read_image(small[:start] + command_set + small[start:], 1)[0], stored / 63.0,
+                               atol=1e-6)
 

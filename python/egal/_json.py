@@ -26,3 +26,14 @@ def strict(value):
 def dump(value, f, **kwargs) -> None:
     """json.dump of `value` as strict JSON (non-finite floats as null)."""
     json.dump(strict(value), f, allow_nan=False, **kwargs)
+
+
+def nan_for_null(value):
+    """The inverse of strict() for records of numbers: every None (null) in lists and dicts is NaN again."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: nan_for_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [nan_for_null(v) for v in value]
+    return value

@@ -385,6 +385,7 @@ class FirstRounds:
         try:
             with open(self._path(seed, ".json")) as f:
                 record = json.load(f)
+            record = strict_json.nan_for_null(record)  # a NaN metric (a Dice without ROIs) was written as null
             return (load_model(self._path(seed, ".pt"), map_location=self.device),
                     TrainHistory(**record["history"]), record["metrics"], {})
         except (OSError, ValueError, KeyError, TypeError):  # damaged (a copy cut short): trained again, replaced

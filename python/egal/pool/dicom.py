@@ -16,7 +16,6 @@ Other photometric interpretations (PALETTE COLOR, ...) are a row error.
 """
 from __future__ import annotations
 
-import struct
 import zlib
 from io import BytesIO
 
@@ -27,9 +26,6 @@ from .limits import MAX_PIXELS, check_pixels
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
-DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
-# Explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2); the others take 2.
-LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 # What a data set within egal's pixel limit inflates to at most: three 16-bit samples a pixel (240 MB), and headers.
 MAX_INFLATED_BYTES = 256 * 2**20
 INFLATE_PIECE = 16 * 2**20
@@ -49,9 +45,10 @@ def read_dicom(data: bytes) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    check_inflated_size(data)
+    force = not has_dicom_magic(data)
+    check_inflated_size(data, force)
     try:
-        ds = pydicom.dcmread(BytesIO(data), force=not has_dicom_magic(data))
+        ds = pydicom.dcmread(BytesIO(data), force=force)
     except Exception as exc:  # pydicom raises many kinds for broken files
         raise RowError(f"unreadable DICOM: {exc}") from exc
     if "PixelData" not in ds:
@@ -94,12 +91,12 @@ def read_dicom(data: bytes) -> np.ndarray:
     raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)")
 
 
-def check_inflated_size(data: bytes) -> None:
+def check_inflated_size(data: bytes, force: bool) -> None:
     """RowError when a deflated data set inflates beyond MAX_INFLATED_BYTES.
 
     pydicom inflates a deflated data set whole before its Rows and Columns can be read (a 125 KB file can
     hold gigabytes), so it is inflated here first in pieces that are counted and dropped."""
-    start = _deflated_data_start(data)
+    start = _deflated_data_start(data, force)
     if start is None:
         return
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -119,26 +116,22 @@ def check_inflated_size(data: bytes) -> None:
         raise RowError(f"unreadable DICOM: its deflated data set is corrupt ({exc})") from None
 
 
-def _deflated_data_start(data: bytes) -> int | None:
-    """Where a Part 10 file's deflated data set starts (after its file meta group), or None if it is not deflated."""
-    if not has_dicom_magic(data):
-        return None  # a data set without file meta has no transfer syntax that could say "deflated"
-    position, syntax = DICOM_MAGIC_OFFSET + 4, None
-    while position + 8 <= len(data):
-        group, element = struct.unpack_from("<HH", data, position)
-        if group != 0x0002:
-            break
-        vr = bytes(data[position + 4 : position + 6])
-        if vr in LONG_LENGTH_VRS:
-            if position + 12 > len(data):
-                break
-            (length,), value = struct.unpack_from("<I", data, position + 8), position + 12
-        else:
-            (length,), value = struct.unpack_from("<H", data, position + 6), position + 8
-        if element == 0x0010:
-            syntax = bytes(data[value : value + length]).rstrip(b"\0 ")
-        position = value + length
-    return position if syntax == DEFLATED_SYNTAX else None
+def _deflated_data_start(data: bytes, force: bool) -> int | None:
+    """Where a deflated data set starts, found by the very steps pydicom's reader takes before it inflates (its
+    preamble, file meta and command set readers: any meta encoding, padded UIDs, no preamble); None when the
+    data set is not deflated, or when those steps fail (pydicom then fails the same way, before inflating)."""
+    from pydicom import filereader
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    stream = BytesIO(data)
+    try:
+        filereader.read_preamble(stream, force)
+        meta = filereader._read_file_meta_info(stream)  # (private: what read_partial calls, in its order)
+        filereader._read_command_set_elements(stream)
+        deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian  # (elements decode on access)
+    except Exception:  # a broken header: dcmread says what is wrong with it
+        return None
+    return stream.tell() if deflated else None
 
 
 def _assume_syntax_from_encoding(ds) -> None:

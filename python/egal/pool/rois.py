@@ -1,10 +1,10 @@
 """Turning one row's expert ROI (PNG mask or pixel boxes) into a 0/1 mask on the mask grid.
 
 Masks: a PNG of any size (not JPEG: lossy edges would invent ROI pixels); nonzero
-pixels (in any colour channel) are the ROI, except in a mask with a transparent background
-(alpha 0 anywhere: an overlay drawn in an annotation tool), where every pixel drawn
-(alpha > 0) is the ROI whatever its colour, black strokes included, and no transparent
-pixel is, whatever colour it hides. It is resized to the
+pixels (in any colour channel) are the ROI. In a mask that is partly transparent (an
+overlay exported by an annotation tool: an alpha channel, a palette or a colour key), a
+transparent pixel is never ROI, whatever colour it hides; one whose every drawn pixel is
+black is a row error (the drawing may be the ROI, or the mask empty). It is resized to the
 mask grid by nearest neighbour, source index floor((i + 0.5) * in / out) (Pillow's
 NEAREST rule). A mask whose width/height ratio differs from the image's by more
 than 2 % cannot belong to that image and is a row error.
@@ -51,15 +51,30 @@ def read_mask_png(data: bytes) -> np.ndarray:
                        "and a lossy format such as JPEG would invent ROI pixels at its edges") from None
     except Exception as exc:  # a truncated or corrupt PNG
         raise RowError(f"corrupt PNG: {_without_stream_repr(exc)}") from exc
-    if image.mode in ("LA", "PA", "RGBA", "P"):  # (a palette image may name a transparent index)
-        pixels = np.asarray(image.convert("LA" if image.mode == "LA" else "RGBA"))
-        colour, alpha = pixels[..., :-1], pixels[..., -1]
-        if (alpha == 0).any():
-            return alpha > 0
-        return (colour != 0).any(axis=-1)
-    pixels = np.asarray(image)
-    nonzero = pixels != 0
-    return nonzero.any(axis=-1) if nonzero.ndim == 3 else nonzero
+    colour, drawn = _colour_and_drawn(image)
+    if drawn is None or drawn.all() or not drawn.any():  # no transparency, or alpha says nothing
+        return colour
+    roi = colour & drawn  # a transparent pixel is never ROI, whatever colour it hides
+    if not roi.any():
+        raise RowError("mask has transparent pixels and every pixel drawn on it is black: it is unclear whether the "
+                       "drawing is the ROI or an empty mask; save it without transparency (nonzero = ROI)")
+    return roi
+
+
+def _colour_and_drawn(image) -> tuple[np.ndarray, np.ndarray | None]:
+    """[h, w] bool: nonzero in any colour channel; [h, w] bool: drawn (alpha > 0), None without transparency.
+    Transparency is an alpha channel, a palette's transparent entries, or a colour key (PNG tRNS)."""
+    pixels = np.asarray(image)  # 16-bit grey (I;16) keeps its values; 16-bit colour Pillow reads as 8-bit
+    colour = (pixels != 0).any(axis=-1) if pixels.ndim == 3 else pixels != 0
+    key = image.info.get("transparency")
+    if image.mode in ("LA", "PA", "RGBA", "P") or (key is not None and image.mode in ("1", "L", "RGB")):
+        with_alpha = np.asarray(image.convert("LA" if image.mode in ("1", "L", "LA") else "RGBA"))  # applies a key
+        if image.mode in ("LA", "PA", "RGBA", "P"):  # the colour channels, not the alpha; a palette's colours
+            colour = (with_alpha[..., :-1] != 0).any(axis=-1)
+        return colour, with_alpha[..., -1] > 0
+    if key is not None and pixels.ndim == 2:  # 16-bit grey with a colour key, compared at full depth
+        return colour, pixels != key
+    return colour, None
 
 
 SIGNATURES = (  # leading bytes -> what a file starting with them is

@@ -257,7 +257,7 @@ def _ceiling_text(run: dict) -> str:
     if "roi_cam_dice" not in run:
         return "not recorded"
     ceiling = run["roi_cam_dice"]  # null (NaN in files written before strict JSON): no test image has an ROI
-    if ceiling is None or (is_real(ceiling) and not math.isfinite(ceiling)):
+    if ceiling is None or (isinstance(ceiling, float) and math.isnan(ceiling)):
         return "none: no test image has an ROI"
     if not is_real(ceiling):
         return "not recorded"

@@ -1,6 +1,7 @@
 """Training settings: the part of an experiment that says how one model is trained."""
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -73,8 +74,8 @@ class TrainConfig:
             raise EgalError(f"n_way must be at least 2, got {self.n_way}")
         for name in ("lr", "weight_decay", "beta"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or not value == value or value < 0:
-                raise EgalError(f"{name} must be a non-negative number, got {value!r}")
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise EgalError(f"{name} must be a finite non-negative number, got {value!r}")
         if self.lr <= 0:
             raise EgalError(f"lr must be positive, got {self.lr}")
         if not (_is_int(self.seed) and self.seed >= 0):
