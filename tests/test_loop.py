@@ -433,6 +433,29 @@ def test_claim_folders_of_a_killed_simulate_are_removed_and_a_running_ones_kept(
         [f"{CLAIMS_PREFIX}{alive}-def", f"{CLAIMS_PREFIX}old", "random__seed0.json"])
 
 
+def test_a_folder_pool_loads_as_its_files_do_and_is_keyed_by_their_content(tmp_path):
+    # `egal score` reads a folder of Parquet files as one pool; train and simulate said it did not exist.
+    import shutil
+
+    from egal.demo_data import make_synthetic_pool
+    from egal.loop import load_dataset
+    from egal.loop.data import content_digest
+
+    folder = make_synthetic_pool(tmp_path / "multi", 24, image_size=32, files=2)
+    parts = sorted(folder.glob("*.parquet"))
+    assert folder.is_dir() and len(parts) == 2
+    cache = str(tmp_path / "cache")
+    whole = load_dataset(folder, (32, 32), 1, cache_dir=cache)
+    halves = [load_dataset(p, (32, 32), 1) for p in parts]
+    np.testing.assert_array_equal(whole.ids, np.concatenate([h.ids for h in halves]))
+    np.testing.assert_array_equal(whole.images, np.concatenate([h.images for h in halves]))
+    assert len(os.listdir(cache)) == 1
+    np.testing.assert_array_equal(load_dataset(folder, (32, 32), 1, cache_dir=cache).images, whole.images)
+    before = content_digest(folder)
+    shutil.copy(parts[0], parts[1])  # a file's content changes: another pool
+    assert content_digest(folder) != before
+
+
 def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_path):
     # As two processes with disjoint --seeds and one --out would (threads here, to keep the test fast): each
     # writes its own runs, and the report written last holds every run.

@@ -106,6 +106,18 @@ def test_strided_inputs(backend, rng):
         assert_matches(result, expected, TOLERANCE["float32"])
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_reversed_numpy_views(backend, rng):
+    # Negative strides: torch cannot view them (the reference backend copies them), the fused scorer reads them.
+    case = make_case(rng, 4, 16, 7, 7, 3, 32, 32)
+    activations = np.ascontiguousarray(case["activations"][::-1])[::-1]  # the same values, read backwards
+    masks = np.ascontiguousarray(case["masks"][:, ::-1])[:, ::-1]
+    assert activations.strides[0] < 0 and masks.strides[1] < 0
+    result = egal.score_batch(activations, case["logits"], masks, gradients=case["gradients"], backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
 def test_numpy_and_torch_inputs_agree_exactly(rng):
     case = make_case(rng, 5, 32, 7, 7, 3, 40, 40)
     from_numpy = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"],

@@ -339,3 +339,22 @@ def test_training_on_cuda_without_a_gpu_says_so():
     images, masks, labels = lesion_arrays(12, 32, seed=4)
     with pytest.raises(egal.errors.EgalError, match="PyTorch sees no CUDA GPU"):
         train_model(images, masks, labels, CLASSES, small_config(device="cuda"))
+
+
+def test_training_that_diverges_or_cannot_step_is_refused_and_a_diverged_model_is_not_loaded(tmp_path):
+    from egal.errors import EgalError
+    from egal.models.checkpoint import ModelFileError
+
+    images, masks, labels = lesion_arrays(36, 32, seed=2)
+    with pytest.raises(EgalError, match=r"training diverged: the loss of epoch \d is nan \(lr 1e\+30 too high\?\)"):
+        train_model(images, masks, labels, CLASSES, small_config(lr=1e30, epochs=3))
+    with pytest.raises(EgalError, match=r"batch_size must be at least 2 for the linear head"):
+        small_config(head="linear", batch_size=1)
+    with pytest.raises(EgalError, match=r"input size 4x4 \(--input-size\) is too small for densenet121"):
+        train_model(None, None, None, CLASSES, small_config(architecture="densenet121", input_size=(4, 4)))
+    model = build_model("tiny_cnn", "linear", CLASSES, input_size=(32, 32))
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")  # as a diverged training leaves them
+    save_model(model, tmp_path / "diverged.pt")
+    with pytest.raises(ModelFileError, match=r"has weights that are not finite .* the training that made it diverged"):
+        load_model(tmp_path / "diverged.pt")

@@ -90,3 +90,16 @@ def test_a_missing_optional_package_names_its_extra(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "'ray'" in done.stderr and "pip install 'egal-al[ray]'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "s.parquet.parts").exists()
+
+
+def test_train_checks_threads_and_a_writable_out_folder_before_the_work(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    from egal.cli import main
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--threads", "0"]) == 2
+    assert "--threads must be a positive integer, got 0" in capsys.readouterr().err
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2  # (a read-only mount)
+    assert f"its folder {str(tmp_path)!r} is not writable here" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def check_replaceable_parquet(path, name: str) -> None:
 
 def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=True (--overwrite)") -> None:
     """EgalError unless `path` (the argument `name`) can be written as a file: its folder exists, it is not a
-    folder, and it does not exist yet unless `replace` (then `hint` says how to allow it)."""
+    folder, it can be written in, and it does not exist yet unless `replace` (then `hint` says how to allow it)."""
     path = os.fspath(path)
     if not path.strip():
         raise EgalError(f"{name} is empty: name the file to write")
@@ -54,5 +54,7 @@ def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=Tru
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise EgalError(f"{name} {path!r}: its folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):  # (also a read-only file system, for root) said before the work, not after
+        raise EgalError(f"{name} {path!r}: its folder {folder!r} is not writable here")
     if os.path.exists(path) and not replace:
         raise EgalError(f"{name} {path!r} already exists: pass {hint} to replace it, or choose another path")

@@ -36,6 +36,8 @@ def as_tensor(x, name: str):
     torch = _torch()
     if x is None or isinstance(x, torch.Tensor):
         return x
+    if isinstance(x, np.ndarray) and any(step < 0 for step in x.strides):  # (a reversed view: torch has none)
+        x = np.ascontiguousarray(x)
     if hasattr(x, "__dlpack__"):
         return torch.from_dlpack(x)
     if hasattr(x, "data_ptr") and hasattr(x, "device_name"):  # onnxruntime OrtValue

@@ -7,6 +7,7 @@ import warnings
 
 from .._atomic import temporary_path
 from .._paths import check_new_file, check_not_an_input
+from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
@@ -42,6 +43,8 @@ def register(subparsers):
 
 def run(args) -> int:
     # Checked before training, not after it.
+    if args.threads is not None and args.threads < 1:
+        raise EgalError(f"--threads must be a positive integer, got {args.threads}")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
     import torch
@@ -56,7 +59,7 @@ def run(args) -> int:
     config = load_config(args.config) if args.config else ExperimentConfig()
     data = {"label_column": args.label_column} if args.label_column else {}
     config = config.with_overrides(data=data, train={**train_overrides(args), "seed": args.seed})
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     train = config.train
     label_column = config.data.label_column

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..models.classifier import EGALClassifier, check_target_layer
+from ..reference import as_tensor
 from .capture import capture_layer
 
 METHODS = ("auto", "closed_form", "autograd")
@@ -155,7 +156,7 @@ def _autograd(model: EGALClassifier, images, target_layer: str) -> GradCAMInputs
 
 def _as_model_input(model: EGALClassifier, images):  # -> [B, in_channels, H, W] on the model's device
     reference = next(model.parameters())
-    images = torch.as_tensor(images)
+    images = as_tensor(images, "images")
     if not images.is_floating_point():
         raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
     return images.to(device=reference.device, dtype=reference.dtype)

@@ -45,8 +45,8 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
     there as .npz, keyed by the file's content, the size and the columns, so reruns skip decoding.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"pool file {path!r} does not exist")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"pool {path!r} does not exist")
     cache = _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column)
     if cache and os.path.isfile(cache):
         with np.load(cache, allow_pickle=False) as z:
@@ -116,8 +116,17 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
 
 
 def content_digest(path) -> str:
-    """A digest of a file's bytes: what the decoded cache and an experiment folder key a pool by. Read once per
-    process while the file's size and modification time stay the same (both keys ask for it at start-up)."""
+    """A digest of a pool's bytes (a folder pool: its Parquet files' names and bytes): what the decoded cache and
+    an experiment folder key a pool by. Each file is read once per process while its size and modification time
+    stay the same (both keys ask for it at start-up)."""
+    if os.path.isdir(path):
+        from ..pool.files import find_parquet_files
+
+        root = os.path.realpath(path)
+        digest = hashlib.blake2b(digest_size=12)
+        for file in find_parquet_files(root):
+            digest.update(f"{os.path.relpath(file, root)}\0{content_digest(file)}\0".encode())
+        return digest.hexdigest()
     stat = os.stat(path)
     return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 

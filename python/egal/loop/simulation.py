@@ -520,7 +520,7 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
     folder_idle(): whether no other simulate is using the folder now."""
     path = os.path.join(out_dir, "config.json")
     pool = config.data.path
-    digest = content_digest(pool) if pool and os.path.isfile(pool) else None
+    digest = content_digest(pool) if pool and os.path.exists(pool) else None
     if os.path.isfile(path):
         try:
             with open(path) as f:

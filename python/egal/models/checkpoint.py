@@ -83,6 +83,11 @@ def _check_state(model, state, path) -> None:
             f"{path!r}: the state dict does not match its config ({cfg.architecture}, {cfg.head} head, "
             f"{cfg.num_classes} classes): missing {missing[:4]}, unexpected {unexpected[:4]}, wrong shape {wrong[:4]}"
         )
+    parameters = {name for name, _ in model.named_parameters()}  # (a buffer may be NaN by design: unfitted prototypes)
+    broken = sorted(k for k in parameters if state[k].is_floating_point() and not torch.isfinite(state[k]).all())
+    if broken:
+        raise ModelFileError(f"{path!r} has weights that are not finite (NaN or infinity) in {len(broken)} tensor(s), "
+                             f"first {broken[0]}: the training that made it diverged; train it again (a smaller lr)")
 
 
 def _first_line(exc) -> str:

@@ -72,6 +72,9 @@ class TrainConfig:
             raise EgalError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.n_way < 2:
             raise EgalError(f"n_way must be at least 2, got {self.n_way}")
+        if self.head == "linear" and self.batch_size < 2:  # every batch would be dropped: no step would run
+            raise EgalError(f"batch_size must be at least 2 for the linear head (BatchNorm cannot train on one row), "
+                            f"got {self.batch_size}")
         for name in ("lr", "weight_decay", "beta"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:

@@ -60,7 +60,24 @@ def new_model(config: TrainConfig, classes: Sequence[str]) -> EGALClassifier:
     if config.trainable_from is not None:
         split_features(model, config.trainable_from)  # a clear error for a name that is not a cut point
         model.config.extra["trainable_from"] = config.trainable_from
+    if min(config.input_size) < SMALL_INPUT:
+        _check_input_fits(model, config)
     return model.to(config.device)
+
+
+SMALL_INPUT = 64  # below this many pixels a side, a backbone may shrink the image to nothing: tried first
+
+
+def _check_input_fits(model, config: TrainConfig) -> None:
+    """EgalError, not a convolution's traceback after the pool is decoded, when the input is too small."""
+    with torch.no_grad():
+        try:
+            model.eval().feature_map(torch.zeros(1, config.in_channels, *config.input_size))
+        except RuntimeError as exc:
+            raise EgalError(f"input size {config.input_size[0]}x{config.input_size[1]} (--input-size) is too small "
+                            f"for {config.architecture}: {str(exc).splitlines()[0]}") from None
+        finally:
+            model.train()
 
 
 def cached_views(config: TrainConfig) -> tuple:
@@ -121,6 +138,11 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
             scheduler.step()
             totals.append({k: float(v.detach()) for k, v in parts.items()})
         summary = {k: _nanmean([t[k] for t in totals]) for k in ("loss", "ce", "dice")}
+        if not totals:
+            raise EgalError(f"epoch {epoch + 1} ran no training step ({len(labels)} rows): nothing was trained")
+        if not math.isfinite(summary["loss"]):  # said now: a model of NaN weights would be written and scored
+            raise EgalError(f"training diverged: the loss of epoch {epoch + 1} is {summary['loss']} (lr "
+                            f"{config.lr} too high?); no model is kept")
         history.epoch_loss.append(summary["loss"])
         history.epoch_ce.append(summary["ce"])
         history.epoch_dice.append(summary["dice"])
