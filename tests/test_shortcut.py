@@ -104,6 +104,7 @@ def test_simulation_reports_marker_accuracy_and_the_marked_share_selected(tmp_pa
     assert "marker" in summary and "| egal_a0.5 | 1 |" in summary  # the marked share of all selections, per seed
     with open(tmp_path / "paired.csv") as f:
         assert {r["kind"] for r in csv.DictReader(f) if r["metric"] == "marker_accuracy"} == {"final", "aulc"}
+    assert "marked share of all selections (%)" in (tmp_path / "report.html").read_text()
 
 
 def test_the_marked_share_of_all_selections_weighs_rounds_by_their_size_and_pairs_seeds():

@@ -147,10 +147,10 @@ def shortcut_table(summary) -> str:
     return "\n".join(lines)
 
 
-def marked_selection_table(runs, baseline: str = "random") -> str:
-    """Per strategy: the share of marked images among all the images it selected over the rounds (mean +- std
+def marked_selection(runs, baseline: str = "random") -> list:
+    """Per strategy: the share of marked images among all the images it selected over the rounds (mean and std
     over seeds), the marked share of the unlabelled pool at round 0 (what random selection picks on average),
-    and the paired per-seed difference to `baseline` with its 95 % t interval."""
+    and the paired per-seed difference to `baseline` (egal.loop.stats.interval_stats; None for the baseline)."""
     from .stats import interval_stats
 
     def share(run):  # marked images among all selected, over the rounds that selected
@@ -158,32 +158,52 @@ def marked_selection_table(runs, baseline: str = "random") -> str:
         picked = sum(len(e["selected"]) for e in entries)
         return sum(e["selected_marked_share"] * len(e["selected"]) for e in entries) / picked if picked else math.nan
 
-    by = defaultdict(dict)
-    pool_share = defaultdict(list)
+    by, pool_share = defaultdict(dict), defaultdict(list)
     for run in runs:
         by[run["strategy"]][run["seed"]] = share(run)
         first = run["rounds"][0] if run["rounds"] else {}
         if first.get("unlabelled_marked_share") is not None:
             pool_share[run["strategy"]].append(first["unlabelled_marked_share"])
+    rows = []
+    for strategy in sorted(by, key=_strategy_order):
+        values = np.array([v for v in by[strategy].values() if math.isfinite(v)])
+        paired = None
+        if strategy != baseline and baseline in by:
+            seeds = sorted(s for s in set(by[strategy]) & set(by[baseline])
+                           if math.isfinite(by[strategy][s]) and math.isfinite(by[baseline][s]))
+            paired = interval_stats([by[strategy][s] - by[baseline][s] for s in seeds])
+        rows.append({"strategy": strategy, "seeds": len(values),
+                     "mean": float(values.mean()) if len(values) else math.nan,
+                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                     "pool_share": float(np.mean(pool_share[strategy])) if pool_share[strategy] else math.nan,
+                     "paired": paired})
+    return rows
+
+
+def marked_selection_table(runs, baseline: str = "random") -> str:
+    """marked_selection as a markdown table, in percent."""
     lines = ["Marked images among all selected, over the rounds (mean ± std over seeds, %):", "",
              f"| strategy | seeds | marked share of all selections | marked share of the pool at round 0 | "
              f"minus {baseline}, paired (pp, 95 % t CI) |",
              "| --- | ---: | ---: | ---: | ---: |"]
-    for strategy in sorted(by, key=_strategy_order):
-        values = np.array([v for v in by[strategy].values() if math.isfinite(v)])
-        cell = f"{100 * values.mean():.1f} ± {100 * (values.std(ddof=1) if len(values) > 1 else 0.0):.1f}" \
-            if len(values) else ""
-        pool = f"{100 * np.mean(pool_share[strategy]):.1f}" if pool_share[strategy] else ""
-        paired = ""
-        if strategy != baseline and baseline in by:
-            seeds = sorted(s for s in set(by[strategy]) & set(by[baseline])
-                           if math.isfinite(by[strategy][s]) and math.isfinite(by[baseline][s]))
-            stats = interval_stats([by[strategy][s] - by[baseline][s] for s in seeds])
-            if stats["n"] >= 2:
-                paired = (f"{100 * stats['mean']:+.1f} [{100 * stats['t_low']:+.1f}, {100 * stats['t_high']:+.1f}] "
-                          f"(n = {stats['n']})")
-        lines.append(f"| {strategy} | {len(values)} | {cell} | {pool} | {paired} |")
+    for r in marked_selection(runs, baseline):
+        lines.append(f"| {r['strategy']} | {r['seeds']} | {_percent(r['mean'], r['std'])} | "
+                     f"{_percent(r['pool_share'])} | {paired_text(r['paired'])} |")
     return "\n".join(lines)
+
+
+def paired_text(paired) -> str:
+    """A paired difference in points with its 95 % t interval ("" without one: fewer than 2 seeds)."""
+    if not paired or paired["n"] < 2:
+        return ""
+    return (f"{100 * paired['mean']:+.1f} [{100 * paired['t_low']:+.1f}, {100 * paired['t_high']:+.1f}] "
+            f"(n = {paired['n']})")
+
+
+def _percent(value, std=None) -> str:
+    if not math.isfinite(value):
+        return ""
+    return f"{100 * value:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
 def plot_shortcut(summary, path) -> str:

@@ -60,7 +60,7 @@ def experiment_report(out_dir) -> ExperimentReport:
         "<h2 id='summary'>Summary</h2>", _summary(out_dir, config, runs, strategies, seeds),
         "<h2 id='curves'>Learning curves</h2>", _curves(summary, len(seeds)),
         "<h2 id='final'>After the last round</h2>", _final_table(summary, runs),
-        _shortcut(summary),
+        _shortcut(summary, runs),
         "<h2 id='gradcam'>Where the models look: Grad-CAM on fixed test images</h2>", _grid(grid, strategies),
         "<h2 id='files'>Files in this folder</h2>", _files(out_dir),
     ])
@@ -167,8 +167,8 @@ def _difference(row) -> Markup | str:
     return text
 
 
-def _shortcut(summary) -> str:
-    from ..loop.report import plot_shortcut
+def _shortcut(summary, runs) -> str:
+    from ..loop.report import marked_selection, paired_text, plot_shortcut
 
     if not any("marker_accuracy_mean" in r for r in summary):
         return ""
@@ -191,6 +191,15 @@ def _shortcut(summary) -> str:
         table(("strategy", "round", "labels", "clean test accuracy (%)", "marker test accuracy (%)",
                "marked share of the selection (%)", "marked share of the unlabelled pool (%)"), rows,
               numeric=(False, True, True, True, True, True, True)),
+        "<p>Over all rounds: the share of marked images among everything each strategy selected, and its paired "
+        "per-seed difference to random.</p>",
+        table(("strategy", "seeds", "marked share of all selections (%)", "marked share of the pool at round 0 (%)",
+               "minus random, paired (points, 95 % t interval)"),
+              [[r["strategy"], r["seeds"], "–" if not math.isfinite(r["mean"]) else
+                f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}",
+                "–" if not math.isfinite(r["pool_share"]) else f"{100 * r['pool_share']:.1f}",
+                paired_text(r["paired"]) or "–"] for r in marked_selection(runs)],
+              numeric=(False, True, True, True, True)),
     ])
 
 
