@@ -199,12 +199,14 @@ def test_integer_images_are_refused():
         extract_gradcam_inputs(model, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
-def test_numpy_images_read_backwards_score_as_their_copy():
+def test_numpy_images_read_backwards_or_big_endian_score_as_their_copy():
     model = random_model("tiny_cnn", "linear")
     images = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
     masks = np.ones((3, 32, 32), bool)
     np.testing.assert_array_equal(score_images(model, images[::-1], masks).score,
                                   score_images(model, np.ascontiguousarray(images[::-1]), masks).score)
+    np.testing.assert_array_equal(score_images(model, images.astype(">f4"), masks).score,  # big-endian data
+                                  score_images(model, images, masks).score)
 
 
 def test_score_images_equals_the_reference_scorer_on_the_same_inputs():

@@ -255,7 +255,6 @@ def test_a_partly_transparent_mask_is_what_is_visible_on_it():
         ("red translucent strokes, transparent white", png(rgba((200, 30, 30, 128), (255, 255, 255, 0)))),
         ("white strokes, transparent black", png(rgba((255, 255, 255, 255), (0, 0, 0, 0)))),
         ("a stray transparent pixel", png(Image.fromarray(stray, "RGBA"))),
-        ("alpha 0 everywhere", png(Image.fromarray(hidden, "RGBA"))),
         ("grey with a colour key", png(Image.fromarray(keyed_grey, "L"), transparency=255)),
         ("RGB with a colour key", png(Image.fromarray(keyed_rgb, "RGB"), transparency=(255, 255, 255))),
     ]:
@@ -263,6 +262,13 @@ def test_a_partly_transparent_mask_is_what_is_visible_on_it():
     for background in ((0, 0, 0, 0), (255, 255, 255, 0)):  # every drawn pixel black: the ROI or an empty mask?
         with pytest.raises(RowError, match="every pixel drawn on it is black"):
             read_mask_png(png(rgba((0, 0, 0, 255), background)))
+    # Nothing drawn over hidden colour: an empty overlay cleared to white, or an ROI with a zeroed alpha?
+    with pytest.raises(RowError, match="transparent everywhere but hides nonzero colour"):
+        read_mask_png(png(Image.fromarray(hidden, "RGBA")))
+    assert not read_mask_png(png(Image.fromarray(np.zeros((12, 16, 4), np.uint8), "RGBA"))).any()  # empty
+    # A 4-bit grey PNG with a colour key: Pillow scales its samples to 0-255 but not the key.
+    four_bit = Image.fromarray(np.where(mask, 8, 15).astype(np.uint8) * 17, "L")
+    np.testing.assert_array_equal(read_mask_png(png(four_bit, bits=4, transparency=15)), mask)
 
 
 def test_mask_with_another_aspect_ratio_is_a_row_error():

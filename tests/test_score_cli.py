@@ -80,8 +80,9 @@ def test_rows_in_error_are_listed_and_the_run_succeeds(tmp_path, model_path, cap
 
 def test_no_row_scored_is_exit_status_1(tmp_path, model_path, capsys):
     model = load_model(model_path)
-    with torch.no_grad():
-        model.head.fc.bias[1] = float("nan")
+    with torch.no_grad():  # finite weights whose logits overflow (a model with NaN weights is refused at load)
+        model.head.fc.weight[1] = 1e38
+        model.head.fc.bias[1] = 3e38
     broken = tmp_path / "broken.pt"
     save_model(model, broken)
     pool = write_pool(tmp_path / "pool.parquet", make_rows(9, folder=tmp_path))

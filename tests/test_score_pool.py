@@ -120,8 +120,9 @@ def test_bad_rows_get_an_error_status_and_are_never_selected(tmp_path, model_pat
 
 def test_non_finite_model_output_is_a_row_error(tmp_path, model_path):
     model = load_model(model_path)
-    with torch.no_grad():
-        model.head.fc.bias[1] = float("nan")
+    with torch.no_grad():  # finite weights whose logits overflow (a model with NaN weights is refused at load)
+        model.head.fc.weight[1] = 1e38
+        model.head.fc.bias[1] = 3e38
     broken = tmp_path / "broken.pt"
     save_model(model, broken)
     pool = write_pool(tmp_path / "pool.parquet", make_rows(9, folder=tmp_path))

@@ -38,6 +38,8 @@ def as_tensor(x, name: str):
         return x
     if isinstance(x, np.ndarray) and any(step < 0 for step in x.strides):  # (a reversed view: torch has none)
         x = np.ascontiguousarray(x)
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:  # big-endian data: DLPack has no byte order
+        x = x.astype(x.dtype.newbyteorder("="))
     if hasattr(x, "__dlpack__"):
         return torch.from_dlpack(x)
     if hasattr(x, "data_ptr") and hasattr(x, "device_name"):  # onnxruntime OrtValue

@@ -131,7 +131,7 @@ def content_digest(path) -> str:
     return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4096)  # a folder pool's files each, and a process reads several pools at most
 def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 23) -> str:
     digest = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:

@@ -4,7 +4,8 @@ Masks: a PNG of any size (not JPEG: lossy edges would invent ROI pixels); nonzer
 pixels (in any colour channel) are the ROI. In a mask that is partly transparent (an
 overlay exported by an annotation tool: an alpha channel, a palette or a colour key), a
 transparent pixel is never ROI, whatever colour it hides; one whose every drawn pixel is
-black is a row error (the drawing may be the ROI, or the mask empty). It is resized to the
+black, or that is transparent everywhere over nonzero colour, is a row error (the drawing
+may be the ROI, or the mask empty). It is resized to the
 mask grid by nearest neighbour, source index floor((i + 0.5) * in / out) (Pillow's
 NEAREST rule). A mask whose width/height ratio differs from the image's by more
 than 2 % cannot belong to that image and is a row error.
@@ -51,8 +52,14 @@ def read_mask_png(data: bytes) -> np.ndarray:
                        "and a lossy format such as JPEG would invent ROI pixels at its edges") from None
     except Exception as exc:  # a truncated or corrupt PNG
         raise RowError(f"corrupt PNG: {_without_stream_repr(exc)}") from exc
-    colour, drawn = _colour_and_drawn(image)
-    if drawn is None or drawn.all() or not drawn.any():  # no transparency, or alpha says nothing
+    colour, drawn = _colour_and_drawn(image, _png_bit_depth(data))
+    if drawn is None or drawn.all():  # no transparency
+        return colour
+    if not drawn.any():  # nothing drawn: an empty overlay, unless colour hides under it
+        if colour.any():
+            raise RowError("mask is transparent everywhere but hides nonzero colour: it is unclear whether it is an "
+                           "empty overlay or an ROI saved with a cleared alpha channel; save it without transparency "
+                           "(nonzero = ROI)")
         return colour
     roi = colour & drawn  # a transparent pixel is never ROI, whatever colour it hides
     if not roi.any():
@@ -61,12 +68,14 @@ def read_mask_png(data: bytes) -> np.ndarray:
     return roi
 
 
-def _colour_and_drawn(image) -> tuple[np.ndarray, np.ndarray | None]:
+def _colour_and_drawn(image, bit_depth: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """[h, w] bool: nonzero in any colour channel; [h, w] bool: drawn (alpha > 0), None without transparency.
     Transparency is an alpha channel, a palette's transparent entries, or a colour key (PNG tRNS)."""
     pixels = np.asarray(image)  # 16-bit grey (I;16) keeps its values; 16-bit colour Pillow reads as 8-bit
     colour = (pixels != 0).any(axis=-1) if pixels.ndim == 3 else pixels != 0
     key = image.info.get("transparency")
+    if key is not None and image.mode == "L" and bit_depth in (2, 4):  # Pillow scales such samples, not the key
+        return colour, pixels != key * (255 // (2**bit_depth - 1))
     if image.mode in ("LA", "PA", "RGBA", "P") or (key is not None and image.mode in ("1", "L", "RGB")):
         with_alpha = np.asarray(image.convert("LA" if image.mode in ("1", "L", "LA") else "RGBA"))  # applies a key
         if image.mode in ("LA", "PA", "RGBA", "P"):  # the colour channels, not the alpha; a palette's colours
@@ -75,6 +84,11 @@ def _colour_and_drawn(image) -> tuple[np.ndarray, np.ndarray | None]:
     if key is not None and pixels.ndim == 2:  # 16-bit grey with a colour key, compared at full depth
         return colour, pixels != key
     return colour, None
+
+
+def _png_bit_depth(data: bytes) -> int | None:
+    """The bit depth of a PNG's samples, from its header (IHDR, always the first chunk)."""
+    return data[24] if len(data) > 24 and data.startswith(PNG_MAGIC) and data[12:16] == b"IHDR" else None
 
 
 SIGNATURES = (  # leading bytes -> what a file starting with them is

@@ -140,8 +140,9 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
         summary = {k: _nanmean([t[k] for t in totals]) for k in ("loss", "ce", "dice")}
         if not totals:
             raise EgalError(f"epoch {epoch + 1} ran no training step ({len(labels)} rows): nothing was trained")
-        if not math.isfinite(summary["loss"]):  # said now: a model of NaN weights would be written and scored
-            raise EgalError(f"training diverged: the loss of epoch {epoch + 1} is {summary['loss']} (lr "
+        broken = next((t["loss"] for t in totals if not math.isfinite(t["loss"])), None)
+        if broken is not None:  # one such step leaves NaN weights: said now, not as a written model of NaNs
+            raise EgalError(f"training diverged: a step of epoch {epoch + 1} has the loss {broken} (lr "
                             f"{config.lr} too high?); no model is kept")
         history.epoch_loss.append(summary["loss"])
         history.epoch_ce.append(summary["ce"])
