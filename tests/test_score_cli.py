@@ -134,6 +134,17 @@ def test_path_escaping_the_pool_folder_is_refused(tmp_path, model_path, capsys):
     assert "../secret.png" in err and rows[3]["id"] in err
 
 
+def test_an_output_inside_a_folder_pool_is_refused(tmp_path, model_path, capsys):
+    # Every *.parquet below a folder pool is part of it: scores written there would break the next run.
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    write_pool(folder / "part-0.parquet", make_rows(4, folder=folder))
+    for extra in ((), ("--embeddings",)):
+        assert score("--pool", folder, "--model", model_path, "--out", folder / "scores.parquet", *extra) == 2
+        assert "is inside the folder pool" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["part-0.parquet"]
+
+
 def test_missing_model_says_how_to_get_one(tmp_path, capsys):
     pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
     assert main(["score", "--pool", pool]) == 2

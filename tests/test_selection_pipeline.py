@@ -198,9 +198,15 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--select", 3,
                  "--group-column", "patient_id", "--per-group", 1) == 2
     err = capsys.readouterr().err
-    assert "'patient_id' (--group-column) is null for 2 scored row(s) ('scan_0002', 'scan_0005')" in err
-    # the scores are kept: the selection can be redone once the pool is fixed
-    assert pq.read_table(tmp_path / "s.parquet").num_rows == 8
+    # Said before any scoring (a whole run on a large pool was spent first): nothing is written.
+    assert "'patient_id' (--group-column) is null for 2 row(s) of the pool (positions 2, 5)" in err
+    assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.parts").exists()
+    # egal select on scores made without the cap names the scored rows without a group.
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet") == 0
+    assert main(["select", "--scores", str(tmp_path / "s.parquet"), "--select", "3", "--pool", str(pool),
+                 "--group-column", "patient_id", "--per-group", "1"]) == 2
+    assert "--group-column 'patient_id' is null for 2 scored row(s) ('scan_0002', 'scan_0005')" in (
+        capsys.readouterr().err)
 
 
 def test_group_columns_of_every_kind(tmp_path, model_path, capsys):

@@ -24,6 +24,18 @@ def check_not_an_input(path, name: str, inputs: dict) -> None:
                             "that input; choose another path")
 
 
+def check_outside_folder_pool(path, name: str, pool) -> None:
+    """EgalError when `path` (the argument `name`) lies inside the folder `pool`: every *.parquet below a folder
+    pool is part of it, so a Parquet file written there (or its .parts folder) would change the pool."""
+    if pool is None or not os.path.isdir(pool):
+        return
+    folder = os.path.realpath(pool)
+    target = os.path.realpath(os.path.dirname(os.path.abspath(os.fspath(path))))
+    if os.path.commonpath([folder, target]) == folder:
+        raise EgalError(f"{name} {os.fspath(path)!r} is inside the folder pool {os.fspath(pool)!r}: every *.parquet "
+                        "below that folder is part of the pool, so this file would change it; write it elsewhere")
+
+
 def is_parquet_file(path) -> bool:
     """The file ends with Parquet's magic bytes (a whole Parquet file, not a CSV, image or volume)."""
     try:

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .. import __version__
 from .._checks import bad_argument
-from .._paths import check_new_file, check_not_an_input, check_replaceable_parquet
+from .._paths import check_new_file, check_not_an_input, check_outside_folder_pool, check_replaceable_parquet
 from ..errors import EgalError
 from ..pool import open_pool
 from .local_engine import score_pool_locally
@@ -122,6 +122,9 @@ def _check_output_paths(o: ScoreOptions) -> None:
     files beside it, which replace an existing file only with overwrite=True or resume=True."""
     inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
     check_not_an_input(o.out, "out (--out)", inputs)
+    for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
+        if path is not None:
+            check_outside_folder_pool(path, name, o.pool)
     check_new_file(o.out, "out (--out)", replace=True)
     check_replaceable_parquet(o.out, "out (--out)")
     sidecars = {"select_out (--select-out)": o.selection_path, "the embeddings file (--embeddings)": o.embeddings_path}
@@ -180,6 +183,10 @@ class ScoringJob:
 
             raise bad_argument(SelectionError, "group_column", f"{o.group_column!r} (--group-column) is not a "
                                f"column of the pool; it has {', '.join(repr(c) for c in spec.columns)}")
+        if o.group_column is not None and o.per_group is not None:
+            from ..selection.from_scores import check_pool_groups
+
+            check_pool_groups(spec, o.group_column)  # its type and a group for every row: before the scoring
         if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
 

@@ -136,9 +136,22 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     return TableSelection(chosen.table, chosen.selection, out)
 
 
+def check_pool_groups(pool, column: str) -> None:
+    """Before a scoring run with a cap per group: the column holds strings or integers and every row has a value
+    (a row without a group could be selected, and the cap could not count it)."""
+    values = read_groups(pool, column, None)
+    null = [i for i, value in enumerate(values.tolist()) if value is None]
+    if null:
+        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is null for {len(null)} "
+                           f"row(s) of the pool (positions {', '.join(map(str, null[:5]))}"
+                           f"{', ...' if len(null) > 5 else ''}): every row needs a group for a cap per group; give a "
+                           "row that belongs to no group a value of its own (its id, say)")
+
+
 def read_groups(pool, column: str, ids) -> np.ndarray:
-    """The pool's `column` for each of `ids` (object array, None for null), read from the pool's files for that
-    column alone. pool: a path (checked with egal.pool.open_pool) or an already opened PoolSpec."""
+    """The pool's `column` for each of `ids` (object array, None for null; ids None: every row, in pool order),
+    read from the pool's files for that column alone. pool: a path (checked with egal.pool.open_pool) or an
+    already opened PoolSpec."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -160,7 +173,7 @@ def read_groups(pool, column: str, ids) -> np.ndarray:
                                                        batch_size=65536):
             pool_ids.extend(batch.column(0).to_pylist())
             values.extend(batch.column(batch.num_columns - 1).to_pylist())
-    if pool_ids == list(ids):
+    if ids is None or pool_ids == list(ids):
         return np.asarray(values, dtype=object)
     where = dict(zip(pool_ids, values, strict=True))
     missing = [i for i in ids if i not in where]
