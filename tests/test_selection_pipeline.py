@@ -130,6 +130,10 @@ def test_a_cap_that_leaves_fewer_rows_says_so(tmp_path, model_path, pool, capsys
     printed = capsys.readouterr().out
     assert "Note: 9 of the 20 asked for: only 9 rows can be selected" in printed
     assert len(read_csv(tmp_path / "s.selection.csv")) == 9
+    # The plain top K of a pool too small says so too.
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "t.parquet", "--select", 1000) == 0
+    scored = pq.read_table(tmp_path / "t.parquet").column("status").to_pylist().count("ok")
+    assert f"Note: {scored} of the 1000 asked for: only {scored} rows can be selected" in capsys.readouterr().out
 
 
 # -- ONNX ---------------------------------------------------------------------------------------------------

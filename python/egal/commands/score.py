@@ -188,6 +188,9 @@ def print_summary(result) -> None:
         _print_table(chosen, limit=25)
         if result.batch is not None and result.batch.shortfall:
             print(shortfall_note(result.batch, options.group_column))
+        elif result.batch is None and chosen.num_rows < options.select:  # the plain top K of too few rows
+            print(f"Note: {chosen.num_rows} of the {options.select} asked for: only {chosen.num_rows} rows can be "
+                  "selected (rows with a valid score)")
 
 
 def describe_batch(batch, group_column) -> str:
