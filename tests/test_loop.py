@@ -504,6 +504,25 @@ def test_the_decoded_cache_follows_the_pool_content_not_its_timestamp(tmp_path, 
     assert len(decoded) == 2 and not np.array_equal(edited.images, first.images)
 
 
+def test_the_decoded_cache_is_not_reused_after_the_decoding_rules_change(tmp_path, monkeypatch):
+    # Decoded arrays from an egal that read the same bytes differently (16-bit colour PNG at 8 bits, say) are
+    # decoded again, not reused.
+    import egal.loop.data as data
+    import egal.pool.decode as decode
+
+    pool = tmp_path / "pool.parquet"
+    pool.write_bytes(b"stands in for a pool; _decode is replaced")
+    decoded = []
+    monkeypatch.setattr(data, "_decode", lambda *args: decoded.append(1) or lesion_dataset(12, 16, seed=len(decoded)))
+    cache = str(tmp_path / "cache")
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 1
+    monkeypatch.setattr(decode, "DECODE_RULES", decode.DECODE_RULES + 1)
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 2
+
+
 def test_the_gpu_training_settings_leave_older_result_folders_resumable():
     plain = ExperimentConfig().identity()["train"]
     assert "precision" not in plain and "channels_last" not in plain  # as folders written before them recorded

@@ -11,7 +11,7 @@ from PIL import Image
 
 from egal.pool import DecodeSettings, RawBatch, decode_batch, open_pool
 from egal.pool.encode import encode_dicom, encode_jpeg, encode_png
-from pool_files import gradient, png_grey, write_pool
+from pool_files import gradient, png_16bit, png_grey, write_pool
 
 FIGSHARE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "figshare_brain_tumor.parquet"
 
@@ -85,6 +85,28 @@ def test_png_16bit_is_divided_by_65535_keeping_precision():
     assert np.any(pixels % 257)  # values an 8-bit path could not represent
     image = decode_one(encode_png(pixels))
     np.testing.assert_allclose(image[0], pixels / 65535.0, rtol=0, atol=1e-7)
+
+
+def test_the_16bit_png_writer_of_these_tests_is_what_pillow_reads():
+    # png_16bit writes every PNG filter and Adam7 interlacing; on grey, which Pillow reads at full depth, the
+    # samples come back exactly, so the colour tests below rest on a correct file.
+    samples = np.random.default_rng(3).integers(0, 65536, (13, 17, 1)).astype(np.uint16)
+    for interlace in (False, True):
+        np.testing.assert_array_equal(np.asarray(Image.open(BytesIO(png_16bit(samples, interlace)))), samples[..., 0])
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_png_16bit_colour_and_alpha_keep_full_depth(channels, interlace):
+    # Pillow reads these at 8 bits per channel (the high byte); egal reads the low byte too.
+    samples = np.random.default_rng(channels).integers(0, 65536, (12, 16, channels)).astype(np.uint16)
+    colour = samples[..., :1] if channels == 2 else samples[..., :3]  # alpha dropped
+    image = decode_one(png_16bit(samples, interlace), channels=3)
+    expected = np.repeat(colour, 3, axis=-1) if channels == 2 else colour
+    np.testing.assert_allclose(image, expected.transpose(2, 0, 1) / 65535.0, rtol=0, atol=1e-7)
+    if channels >= 3:  # grey by ITU-R 601-2 luminance, at full depth
+        grey = decode_one(png_16bit(samples, interlace), channels=1)
+        np.testing.assert_allclose(grey[0], colour @ np.array([0.299, 0.587, 0.114]) / 65535.0, rtol=0, atol=1e-6)
 
 
 def test_16bit_precision_survives_resizing():
@@ -269,6 +291,32 @@ def test_a_partly_transparent_mask_is_what_is_visible_on_it():
     # A 4-bit grey PNG with a colour key: Pillow scales its samples to 0-255 but not the key.
     four_bit = Image.fromarray(np.where(mask, 8, 15).astype(np.uint8) * 17, "L")
     np.testing.assert_array_equal(read_mask_png(png(four_bit, bits=4, transparency=15)), mask)
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_a_16bit_colour_mask_is_read_at_full_depth(interlace):
+    # Label maps drawn in small values (1, 2, 3) in a 16-bit colour PNG: Pillow's 8-bit reading keeps the high
+    # byte, 0, and the ROI was lost; an alpha below 256 read as transparent.
+    from egal.pool.rois import read_mask_png
+
+    mask = np.zeros((12, 16), bool)
+    mask[3:7, 5:11] = True
+    rgb = np.zeros((12, 16, 3), np.uint16)
+    rgb[mask, 1] = 7
+    rgba = np.zeros((12, 16, 4), np.uint16)
+    rgba[..., 3] = 200  # faintly drawn everywhere: all drawn
+    rgba[mask, 0] = 2
+    rgba[0:2, :, 0] = 9  # colour under a transparent band is never ROI
+    rgba[0:2, :, 3] = 0
+    grey_alpha = np.zeros((12, 16, 2), np.uint16)
+    grey_alpha[..., 1] = 65535
+    grey_alpha[mask, 0] = 1
+    keyed = np.full((12, 16, 3), 1000, np.uint16)  # a 16-bit colour key: 1000 is transparent, 1001 drawn
+    keyed[mask] = (1000, 1000, 1001)
+    for name, data in [("RGB", png_16bit(rgb, interlace)), ("RGBA", png_16bit(rgba, interlace)),
+                       ("grey + alpha", png_16bit(grey_alpha, interlace)),
+                       ("RGB with a colour key", png_16bit(keyed, interlace, colour_key=(1000, 1000, 1000)))]:
+        np.testing.assert_array_equal(read_mask_png(data), mask, err_msg=name)
 
 
 def test_mask_with_another_aspect_ratio_is_a_row_error():

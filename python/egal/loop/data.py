@@ -109,9 +109,12 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
         return None
     # Keyed by the file's content, not its modification time: a copy of the same pool (a fresh checkout, a
     # synced data folder) reuses the decoded arrays, and an edited pool never does. Hashing reads the file
-    # once, a small cost next to decoding its images.
+    # once, a small cost next to decoding its images. And by the decoding rules' version: an egal that decodes
+    # the same bytes differently does not reuse an older one's arrays.
+    from ..pool.decode import DECODE_RULES
+
     key = (f"{os.path.basename(path)}-{content_digest(path)}-"
-           f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}")
+           f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}-d{DECODE_RULES}")
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
 
 

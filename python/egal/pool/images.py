@@ -5,8 +5,8 @@ Rules:
     Pillow not recognising the bytes, by a leading group 0002/0008 tag); see
     egal.pool.dicom for how its values are mapped to [0, 1].
   * PNG and JPEG are read by Pillow (no other format is accepted). 8-bit values are
-    divided by 255; 16-bit greyscale PNG (Pillow mode I;16 or I) by 65535
-    (16-bit RGB PNG is read by Pillow at 8 bits per channel).
+    divided by 255, 16-bit PNG values (grey, or colour read at full depth by
+    egal.pool.png16) by 65535.
     Palette and alpha images are converted to RGB / grey first (alpha dropped).
   * Channels: RGB becomes grey by Pillow's luminance (ITU-R 601-2:
     L = 0.299 R + 0.587 G + 0.114 B) when in_channels is 1; grey becomes RGB by
@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from .errors import RowError
 from .limits import check_pixels
+from .png16 import full_depth_colour
 from .rois import _without_stream_repr
 
 IMAGE_FORMATS = ("PNG", "JPEG")
@@ -54,6 +55,10 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
         raise
     except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
         raise RowError(f"corrupt image data: {_without_stream_repr(exc)}") from exc
+    samples = full_depth_colour(data, image, lambda: open_pillow(data, IMAGE_FORMATS, "image"))
+    if samples is not None:  # [h, w, C] 16-bit grey + alpha, RGB or RGBA: Pillow would keep 8 bits
+        colour = samples[..., 0] if samples.shape[-1] == 2 else samples[..., :3]  # alpha dropped
+        return _planes(colour.astype(np.float32) / 65535.0, in_channels)
     return _pillow_to_float(image, in_channels)
 
 

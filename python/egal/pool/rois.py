@@ -29,6 +29,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from .errors import RowError
+from .png16 import PNG_MAGIC, full_depth_colour, png_header
 
 ASPECT_TOLERANCE = 0.02
 
@@ -52,7 +53,9 @@ def read_mask_png(data: bytes) -> np.ndarray:
                        "and a lossy format such as JPEG would invent ROI pixels at its edges") from None
     except Exception as exc:  # a truncated or corrupt PNG
         raise RowError(f"corrupt PNG: {_without_stream_repr(exc)}") from exc
-    colour, drawn = _colour_and_drawn(image, _png_bit_depth(data))
+    samples = full_depth_colour(data, image, lambda: open_pillow(data, ("PNG",), "mask"))
+    colour, drawn = _colour_and_drawn(image, png_header(data)) if samples is None else _full_depth_colour_and_drawn(
+        samples, image.info.get("transparency"))
     if drawn is None or drawn.all():  # no transparency
         return colour
     if not drawn.any():  # nothing drawn: an empty overlay, unless colour hides under it
@@ -68,10 +71,11 @@ def read_mask_png(data: bytes) -> np.ndarray:
     return roi
 
 
-def _colour_and_drawn(image, bit_depth: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _colour_and_drawn(image, header: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
     """[h, w] bool: nonzero in any colour channel; [h, w] bool: drawn (alpha > 0), None without transparency.
     Transparency is an alpha channel, a palette's transparent entries, or a colour key (PNG tRNS)."""
-    pixels = np.asarray(image)  # 16-bit grey (I;16) keeps its values; 16-bit colour Pillow reads as 8-bit
+    bit_depth = header[0] if header else None
+    pixels = np.asarray(image)  # 16-bit grey (I;16) keeps its values; 16-bit colour is read by png16
     colour = (pixels != 0).any(axis=-1) if pixels.ndim == 3 else pixels != 0
     key = image.info.get("transparency")
     if key is not None and image.mode == "L" and bit_depth in (2, 4):  # Pillow scales such samples, not the key
@@ -86,9 +90,14 @@ def _colour_and_drawn(image, bit_depth: int | None) -> tuple[np.ndarray, np.ndar
     return colour, None
 
 
-def _png_bit_depth(data: bytes) -> int | None:
-    """The bit depth of a PNG's samples, from its header (IHDR, always the first chunk)."""
-    return data[24] if len(data) > 24 and data.startswith(PNG_MAGIC) and data[12:16] == b"IHDR" else None
+def _full_depth_colour_and_drawn(samples: np.ndarray, key) -> tuple[np.ndarray, np.ndarray | None]:
+    """_colour_and_drawn for [h, w, C] 16-bit samples: RGB (a colour key of three 16-bit values, as Pillow reads
+    the tRNS chunk), grey + alpha, or RGBA."""
+    channels = samples.shape[-1]
+    if channels == 3:
+        drawn = None if key is None else (samples != np.asarray(key, dtype=np.uint16)).any(axis=-1)
+        return samples.any(axis=-1), drawn
+    return samples[..., :-1].any(axis=-1), samples[..., -1] > 0
 
 
 SIGNATURES = (  # leading bytes -> what a file starting with them is
@@ -101,7 +110,6 @@ SIGNATURES = (  # leading bytes -> what a file starting with them is
     (b"\x1f\x8b", "gzip-compressed data"),
     (b"%PDF", "a PDF document"),
 )
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def describe_bytes(data: bytes) -> str:
