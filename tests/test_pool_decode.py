@@ -648,3 +648,20 @@ def test_a_deflated_dicom_decodes_and_one_that_inflates_to_gigabytes_is_refused_
     np.testing.assert_allclose(read_image(small[:start] + command_set + small[start:], 1)[0], stored / 63.0,
                                atol=1e-6)
 
+
+def test_a_deflated_dicom_is_refused_when_pydicom_lacks_the_readers_that_bound_its_inflation(monkeypatch):
+    # The bounded inflate finds the data set with two private pydicom readers. A pydicom that renamed them must
+    # not switch the check off (the deflated file then went to pydicom unchecked): deflated DICOMs are refused,
+    # the rest decode as before.
+    import egal.pool.dicom as dicom
+    from egal.pool.errors import RowError
+    from egal.pool.images import read_image
+
+    stored = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    assert read_image(_deflated_dicom(stored), 1).shape == (1, 8, 8)  # with the readers pydicom has
+    monkeypatch.setattr(dicom, "PYDICOM_HEADER_READERS", ("_read_file_meta_info_renamed", "_read_command_set_elements"))
+    with pytest.raises(RowError, match=r"a deflated DICOM, which this pydicom \(3\.[0-9.]+\) gives egal no way to "
+                                       r"inflate in bounded pieces"):
+        read_image(_deflated_dicom(stored), 1)
+    np.testing.assert_allclose(read_image(encode_dicom(stored), 1)[0], stored / 63.0, atol=1e-6)
+

@@ -91,6 +91,11 @@ def read_dicom(data: bytes) -> np.ndarray:
     raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)")
 
 
+HEADER_SEARCH_BYTES = 1 << 16  # the file meta and command set of any real DICOM fit well within this
+# pydicom's private readers of the file meta and the command set, which its read_partial calls in this order
+PYDICOM_HEADER_READERS = ("_read_file_meta_info", "_read_command_set_elements")
+
+
 def check_inflated_size(data: bytes, force: bool) -> None:
     """RowError when a deflated data set inflates beyond MAX_INFLATED_BYTES.
 
@@ -123,11 +128,19 @@ def _deflated_data_start(data: bytes, force: bool) -> int | None:
     from pydicom import filereader
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+    read_meta, read_command_set = (getattr(filereader, name, None) for name in PYDICOM_HEADER_READERS)
+    if read_meta is None or read_command_set is None:  # a pydicom whose readers moved: fail safe, not open
+        if DeflatedExplicitVRLittleEndian.encode() in data[:HEADER_SEARCH_BYTES]:
+            import pydicom
+
+            raise RowError(f"a deflated DICOM, which this pydicom ({pydicom.__version__}) gives egal no way to "
+                           "inflate in bounded pieces: refused, as a possible decompression bomb")
+        return None
     stream = BytesIO(data)
     try:
         filereader.read_preamble(stream, force)
-        meta = filereader._read_file_meta_info(stream)  # (private: what read_partial calls, in its order)
-        filereader._read_command_set_elements(stream)
+        meta = read_meta(stream)
+        read_command_set(stream)
         deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian  # (elements decode on access)
     except Exception:  # a broken header: dcmread says what is wrong with it
         return None
