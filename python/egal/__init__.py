@@ -6,6 +6,7 @@ group caps and a diverse batch, egal.selection).
 `score_pool` runs all of it over a Parquet pool (what `egal score` calls).
 A user error (bad input, option or file) raises an `EgalError`, a ValueError (egal.errors).
 """
+from ._lazy import lazy_exports
 from ._result import ScoreResult
 from ._version import __version__
 from .api import backends, project_roi, score_batch
@@ -18,16 +19,5 @@ __all__ = ["EgalError", "ScoreResult", "ProjectedROI", "backends", "combine_scor
            "select_top_k", "select_batch", "score_pool", "run_scoring", "ScoreOptions", "PoolScores", "__version__"]
 
 # Scoring a whole pool (egal.pipeline), imported on first use: it loads pyarrow.
-_POOL_SCORING = ("score_pool", "run_scoring", "ScoreOptions", "PoolScores")
-
-
-def __getattr__(name):
-    if name in _POOL_SCORING:
-        from . import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_POOL_SCORING))
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(("score_pool", "run_scoring", "ScoreOptions", "PoolScores"),
+                                                         "pipeline"))

@@ -22,6 +22,7 @@ Each has an options dataclass whose defaults are those of its `egal pool` comman
 """
 from __future__ import annotations
 
+from .._lazy import lazy_exports
 from .errors import SourceError
 from .ledger import SkipLedger
 from .session import ImportResult
@@ -39,11 +40,5 @@ _LAZY = {
 
 __all__ = ["SourceError", "SkipLedger", "ImportResult", *_LAZY]
 
-
-def __getattr__(name):
-    # Loaded on first use, so that `egal --help` and `import egal.importers` stay light.
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Loaded on first use, so that `egal --help` and `import egal.importers` stay light.
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -16,7 +16,7 @@
 
 Names are imported on first use, so that `import egal` and `egal --help` do not load pyarrow.
 """
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "OUTPUT_SCHEMA": "batch_scoring", "score_decoded_batch": "batch_scoring",
@@ -28,13 +28,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

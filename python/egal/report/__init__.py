@@ -16,7 +16,7 @@
 
 Nothing here imports PyTorch unless a .pt model or an experiment's recorder needs it.
 """
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "selection_report": "selection_page", "run_selection_report": "selection_page",
@@ -27,13 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
