@@ -99,7 +99,10 @@ def test_the_16bit_png_writer_of_these_tests_is_what_pillow_reads():
 @pytest.mark.parametrize("channels", [2, 3, 4])
 def test_png_16bit_colour_and_alpha_keep_full_depth(channels, interlace):
     # Pillow reads these at 8 bits per channel (the high byte); egal reads the low byte too.
+    from egal.importers.imaging import read_header
+
     samples = np.random.default_rng(channels).integers(0, 65536, (12, 16, channels)).astype(np.uint16)
+    assert read_header(png_16bit(samples, interlace)).bits == 16  # pool info said 8-bit colour
     colour = samples[..., :1] if channels == 2 else samples[..., :3]  # alpha dropped
     image = decode_one(png_16bit(samples, interlace), channels=3)
     expected = np.repeat(colour, 3, axis=-1) if channels == 2 else colour
@@ -317,6 +320,55 @@ def test_a_16bit_colour_mask_is_read_at_full_depth(interlace):
                        ("grey + alpha", png_16bit(grey_alpha, interlace)),
                        ("RGB with a colour key", png_16bit(keyed, interlace, colour_key=(1000, 1000, 1000)))]:
         np.testing.assert_array_equal(read_mask_png(data), mask, err_msg=name)
+
+
+def _with_orientation(pixels: np.ndarray, orientation: int, fmt: str = "PNG") -> bytes:
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    out = BytesIO()
+    image.save(out, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def _as_shown(stored: np.ndarray, orientation: int) -> np.ndarray:
+    """What EXIF's orientations 1-8 mean, written out independently of egal and Pillow."""
+    return {1: stored, 2: stored[:, ::-1], 3: stored[::-1, ::-1], 4: stored[::-1], 5: stored.T,
+            6: stored[::-1].T, 7: stored[::-1, ::-1].T, 8: stored[:, ::-1].T}[orientation]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_images_masks_and_header_sizes(orientation):
+    # Viewers and annotation tools show an image turned by its EXIF orientation, and ROIs are drawn on what they
+    # show: egal decodes images and masks turned the same way (it used the stored pixels).
+    from egal.importers.imaging import read_header
+    from egal.pool.rois import read_mask_png
+
+    stored = gradient(6, 10)
+    stored[0, :3] = 255  # a mark that tells every orientation apart
+    shown = _as_shown(stored, orientation)
+    data = _with_orientation(stored, orientation)
+    np.testing.assert_array_equal(decode_one(data, size=shown.shape)[0], shown / np.float32(255))
+    assert (read_header(data).height, read_header(data).width) == shown.shape
+    np.testing.assert_array_equal(read_mask_png(_with_orientation((stored > 128).astype(np.uint8), orientation)),
+                                  shown > 128)
+    if orientation in (6, 8):
+        jpeg = _with_orientation(np.kron(stored, np.ones((4, 4), np.uint8)), orientation, "JPEG")
+        expected = _as_shown(np.kron(stored, np.ones((4, 4), np.uint8)), orientation) / 255
+        np.testing.assert_allclose(decode_one(jpeg, size=expected.shape)[0], expected, atol=24 / 255)
+
+
+def test_a_mask_drawn_on_a_turned_square_jpeg_lands_on_what_the_viewer_showed():
+    # A square image leaves no aspect ratio to catch a turned mask: before, it was silently rotated against it.
+    stored = np.zeros((32, 32), np.uint8)
+    stored[4:12, 20:28] = 250  # the lesion, top right as stored
+    shown = _as_shown(stored, 6)  # turned clockwise for display: bottom right
+    mask = shown > 128  # drawn on the shown image, saved without EXIF (as tools export masks)
+    decoded = decode_batch(raw([_with_orientation(stored, 6, "JPEG")], [mask_png(mask)], "mask"),
+                           DecodeSettings((32, 32)))
+    assert decoded.errors == [None]
+    np.testing.assert_array_equal(decoded.masks[0], mask.astype(np.uint8))
+    assert decoded.images[0][0][mask].min() > 0.8 and decoded.images[0][0][~mask].max() < 0.2
 
 
 def test_mask_with_another_aspect_ratio_is_a_row_error():

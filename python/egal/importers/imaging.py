@@ -17,6 +17,8 @@ from ..pool.dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from ..pool.encode import encode_png
 from ..pool.errors import RowError
 from ..pool.images import resize_bilinear
+from ..pool.orientation import exif_orientation, shown_size
+from ..pool.png16 import png_header
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 
@@ -39,12 +41,13 @@ def read_header(data: bytes) -> ImageHeader:
 
     try:
         with Image.open(BytesIO(data), formats=("PNG", "JPEG")) as image:
-            mode, (width, height), fmt = image.mode, image.size, image.format
+            mode, fmt, depth = image.mode, image.format, png_header(data)
+            width, height = shown_size(*image.size, exif_orientation(image))  # as decoded: EXIF orientation applied
     except UnidentifiedImageError:
         raise RowError("not a PNG, JPEG or DICOM image") from None
     except Exception as exc:  # truncated headers raise OSError, SyntaxError...
         raise RowError(f"unreadable image header: {exc}") from exc
-    bits = 16 if mode.startswith("I;16") or mode == "I" else 1 if mode == "1" else 8
+    bits = 16 if mode.startswith("I;16") or mode == "I" or (depth and depth[0] == 16) else 1 if mode == "1" else 8
     channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") else 3
     return ImageHeader(fmt, width, height, bits, channels)
 

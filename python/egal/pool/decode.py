@@ -22,10 +22,11 @@ from .images import read_image, resize_bilinear, to_channels
 from .paths import resolve_inside
 from .rois import mask_from_boxes, mask_from_png
 
-# Raised whenever the same bytes decode to other arrays (a changed rule in images, png16, dicom or rois), so that
-# decoded arrays kept on disk (egal.loop.data's cache) are not reused across the change. 2: 16-bit colour PNG
-# at full depth (and, before it, the transparency and deflated-DICOM rules of 2026-11-27).
-DECODE_RULES = 2
+# Raised whenever the same bytes decode to other arrays (a changed rule in images, png16, orientation, dicom or
+# rois), so that decoded arrays kept on disk (egal.loop.data's cache) are not reused across the change.
+# 2: 16-bit colour PNG at full depth (and, before it, the transparency and deflated-DICOM rules of 2026-11-27);
+# 3: EXIF orientation applied.
+DECODE_RULES = 3
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ Rules:
     divided by 255, 16-bit PNG values (grey, or colour read at full depth by
     egal.pool.png16) by 65535.
     Palette and alpha images are converted to RGB / grey first (alpha dropped).
+  * EXIF orientation (JPEG, or a PNG's eXIf) is applied: the image as viewers show it
+    (egal.pool.orientation).
   * Channels: RGB becomes grey by Pillow's luminance (ITU-R 601-2:
     L = 0.299 R + 0.587 G + 0.114 B) when in_channels is 1; grey becomes RGB by
     replication when in_channels is 3.
@@ -26,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from .dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from .errors import RowError
 from .limits import check_pixels
+from .orientation import as_shown, exif_orientation
 from .png16 import full_depth_colour
 from .rois import _without_stream_repr
 
@@ -46,6 +49,7 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
         return _planes(read_dicom(data), in_channels)
     try:
         image = open_pillow(data, IMAGE_FORMATS, "image")
+        orientation = exif_orientation(image)
         image.load()
     except UnidentifiedImageError as exc:
         if may_be_bare_dicom(data):
@@ -58,8 +62,8 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
     samples = full_depth_colour(data, image, lambda: open_pillow(data, IMAGE_FORMATS, "image"))
     if samples is not None:  # [h, w, C] 16-bit grey + alpha, RGB or RGBA: Pillow would keep 8 bits
         colour = samples[..., 0] if samples.shape[-1] == 2 else samples[..., :3]  # alpha dropped
-        return _planes(colour.astype(np.float32) / 65535.0, in_channels)
-    return _pillow_to_float(image, in_channels)
+        return as_shown(_planes(colour.astype(np.float32) / 65535.0, in_channels), orientation)
+    return as_shown(_pillow_to_float(image, in_channels), orientation)
 
 
 def open_pillow(data: bytes, formats, what: str) -> Image.Image:

@@ -1,7 +1,8 @@
 """Turning one row's expert ROI (PNG mask or pixel boxes) into a 0/1 mask on the mask grid.
 
 Masks: a PNG of any size (not JPEG: lossy edges would invent ROI pixels); nonzero
-pixels (in any colour channel) are the ROI. In a mask that is partly transparent (an
+pixels (in any colour channel) are the ROI, as the mask is shown (its EXIF orientation, if any, applied:
+egal.pool.orientation). In a mask that is partly transparent (an
 overlay exported by an annotation tool: an alpha channel, a palette or a colour key), a
 transparent pixel is never ROI, whatever colour it hides; one whose every drawn pixel is
 black, or that is transparent everywhere over nonzero colour, is a row error (the drawing
@@ -29,6 +30,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from .errors import RowError
+from .orientation import as_shown, exif_orientation
 from .png16 import PNG_MAGIC, full_depth_colour, png_header
 
 ASPECT_TOLERANCE = 0.02
@@ -43,6 +45,7 @@ def read_mask_png(data: bytes) -> np.ndarray:
 
     try:
         image = open_pillow(data, ("PNG",), "mask")
+        orientation = exif_orientation(image)
         image.load()
     except RowError:
         raise
@@ -56,6 +59,11 @@ def read_mask_png(data: bytes) -> np.ndarray:
     samples = full_depth_colour(data, image, lambda: open_pillow(data, ("PNG",), "mask"))
     colour, drawn = _colour_and_drawn(image, png_header(data)) if samples is None else _full_depth_colour_and_drawn(
         samples, image.info.get("transparency"))
+    return as_shown(_visible_roi(colour, drawn), orientation)
+
+
+def _visible_roi(colour: np.ndarray, drawn: np.ndarray | None) -> np.ndarray:
+    """[h, w] bool ROI from the colour and transparency of a mask's pixels; RowError when ambiguous."""
     if drawn is None or drawn.all():  # no transparency
         return colour
     if not drawn.any():  # nothing drawn: an empty overlay, unless colour hides under it
