@@ -185,6 +185,14 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     ("data", {"test_fraction": "0.2"}, r"test_fraction must lie in \(0, 1\), got '0.2'"),
     ("train", {"weight_decay": float("inf")}, "weight_decay must be a finite non-negative number, got inf"),
     ("train", {"beta": True}, "beta must be a finite non-negative number, got True"),
+    ("train", {"lr": 1e39}, r"lr must be at most 3.403e\+38 \(float32's largest number\), got 1e\+39"),
+    ("train", {"augment_settings": {"rotate_degrees": float("nan")}},
+     "augment_settings.rotate_degrees must be a number from 0 to 180, got nan"),
+    ("train", {"augment_settings": {"rotate_degrees": "ten"}}, "rotate_degrees must be a number from 0 to 180"),
+    ("train", {"augment_settings": {"scale": 5.0}}, "augment_settings.scale must be a number from 0 to below 1"),
+    ("train", {"augment_settings": {"hflip": "yes"}}, "augment_settings.hflip must be true or false, got 'yes'"),
+    ("train", {"augment_settings": {"rotation": 5}}, r"unknown augment_settings \['rotation'\]; known: \['hflip'"),
+    ("train", {"augment_settings": 5}, "augment_settings must be a table of settings, got 5"),
 ])
 def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
     with pytest.raises(ValueError, match=message):

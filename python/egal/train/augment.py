@@ -8,10 +8,19 @@ Intensity jitter touches the image only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import EgalError
+
+# The largest value each magnitude may take (the smallest is 0): a rotation beyond 180 degrees repeats, a zoom
+# factor 1 - scale must stay positive, and a shift, brightness or contrast beyond the whole image or range
+# leaves nothing of it.
+AUGMENT_LIMITS = {"rotate_degrees": (180.0, True), "scale": (1.0, False), "shift": (1.0, True),
+                  "brightness": (1.0, True), "contrast": (1.0, True)}  # name -> (limit, limit allowed)
 
 
 @dataclass(frozen=True)
@@ -23,6 +32,25 @@ class AugmentSettings:
     shift: float = 0.05  # fraction of the image size
     brightness: float = 0.1  # additive, fraction of the [0, 1] range
     contrast: float = 0.1  # multiplicative around the image mean
+
+    def __post_init__(self):
+        for name in ("hflip", "vflip"):
+            if not isinstance(getattr(self, name), bool):
+                raise EgalError(f"augment_settings.{name} must be true or false, got {getattr(self, name)!r}")
+        for name, (limit, inclusive) in AUGMENT_LIMITS.items():
+            value = getattr(self, name)
+            real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not real or value < 0 or value > limit or (value == limit and not inclusive):
+                bound = f"{limit:g}" if inclusive else f"below {limit:g}"
+                raise EgalError(f"augment_settings.{name} must be a number from 0 to {bound}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AugmentSettings:
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise EgalError(f"unknown augment_settings {unknown}; known: {known}")
+        return cls(**d)
 
     @property
     def geometric(self) -> bool:

@@ -13,6 +13,7 @@ from ..models.config import ARCHITECTURES, HEADS
 from .augment import AugmentSettings
 
 PRECISIONS = ("fp32", "bf16")
+FLOAT32_MAX = 3.4028234663852886e38
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -45,7 +46,7 @@ class TrainConfig:
     def __post_init__(self):
         object.__setattr__(self, "input_size", tuple(self.input_size))
         if isinstance(self.augment_settings, dict):
-            object.__setattr__(self, "augment_settings", AugmentSettings(**self.augment_settings))
+            object.__setattr__(self, "augment_settings", AugmentSettings.from_dict(self.augment_settings))
         if self.head == "linear":
             object.__setattr__(self, "embedding_dim", None)
         self._validate()
@@ -79,6 +80,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise EgalError(f"{name} must be a finite non-negative number, got {value!r}")
+            if value > FLOAT32_MAX:  # the optimiser and the loss compute in float32
+                raise EgalError(f"{name} must be at most {FLOAT32_MAX:.4g} (float32's largest number), got {value!r}")
+        if not isinstance(self.augment_settings, AugmentSettings):
+            raise EgalError(f"augment_settings must be a table of settings, got {self.augment_settings!r}")
         if self.lr <= 0:
             raise EgalError(f"lr must be positive, got {self.lr}")
         if not (_is_int(self.seed) and self.seed >= 0):

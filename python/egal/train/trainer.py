@@ -19,6 +19,7 @@ augmentation from a torch.Generator seeded from it.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -142,8 +143,8 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
             raise EgalError(f"epoch {epoch + 1} ran no training step ({len(labels)} rows): nothing was trained")
         broken = next((t["loss"] for t in totals if not math.isfinite(t["loss"])), None)
         if broken is not None:  # one such step leaves NaN weights: said now, not as a written model of NaNs
-            raise EgalError(f"training diverged: a step of epoch {epoch + 1} has the loss {broken} (lr "
-                            f"{config.lr} too high?); no model is kept")
+            raise EgalError(f"training diverged: a step of epoch {epoch + 1} has the loss {broken} "
+                            f"({_divergence_suspects(config)}); no model is kept")
         history.epoch_loss.append(summary["loss"])
         history.epoch_ce.append(summary["ce"])
         history.epoch_dice.append(summary["dice"])
@@ -154,8 +155,32 @@ def train_model(images, masks, labels, classes: Sequence[str], config: TrainConf
             model.fit_prototypes(images, labels)
         else:
             _fit_prototypes_from_features(model, tail, images, labels, config)
+    _check_trained_model(model, tail, images, config)
     history.seconds = time.perf_counter() - start
     return model.eval(), history
+
+
+@torch.no_grad()
+def _check_trained_model(model, tail, images, config) -> None:
+    """No loss sees the last step's update: weights, or logits on a few training rows, that are not finite after
+    it are a divergence too (a model of finite 1e30 weights gives NaN logits, and was written)."""
+    model.eval()
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    broken = next((f"the weights {name}" for name, t in tensors if t.is_floating_point() and not t.isfinite().all()),
+                  None)
+    if broken is None:
+        if tail is not None:
+            logits = model.head(model.pool(tail(images.identity()[:8].to(config.device, torch.float32))))
+        else:
+            logits = model(images[:8].to(config.device, torch.float32))
+        broken = None if logits.isfinite().all() else "its logits on training rows"
+    if broken is not None:
+        raise EgalError(f"training diverged: after the last step, {broken} are not finite "
+                        f"({_divergence_suspects(config)}); no model is kept")
+
+
+def _divergence_suspects(config) -> str:
+    return f"lr {config.lr} or beta {config.beta} too high?"
 
 
 def _train_mode(model, config) -> None:
