@@ -441,6 +441,28 @@ def test_claim_folders_of_a_killed_simulate_are_removed_and_a_running_ones_kept(
         [f"{CLAIMS_PREFIX}{alive}-def", f"{CLAIMS_PREFIX}old", "random__seed0.json"])
 
 
+def test_claims_of_a_running_simulate_stay_whatever_its_process_id_looks_like_here(tmp_path):
+    # A simulate in another PID namespace (a container) or on another host (NFS) writing other seeds into the
+    # same folder: its process id means nothing here. Its claims folder was removed as dead, and it crashed.
+    import subprocess
+    import sys
+
+    from egal.loop.workers import OWNER_LOCK_SUFFIX, _new_claims, _remove_stale_claims
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner, claims = _new_claims(str(tmp_path))
+    elsewhere = os.path.join(str(tmp_path), f".claims-{int(ended.stdout)}-{os.path.basename(claims).split('-', 2)[2]}")
+    os.rename(claims + OWNER_LOCK_SUFFIX, elsewhere + OWNER_LOCK_SUFFIX)  # the lock stays held: same file
+    os.rename(claims, elsewhere)
+    (tmp_path / ".taking-x.lock").write_text("")  # a simulate killed while taking its lock
+    _remove_stale_claims(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [os.path.basename(elsewhere), os.path.basename(elsewhere) + OWNER_LOCK_SUFFIX])
+    owner.close()  # that simulate killed: its lock is free
+    _remove_stale_claims(str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_folder_pool_loads_as_its_files_do_and_is_keyed_by_their_content(tmp_path):
     # `egal score` reads a folder of Parquet files as one pool; train and simulate said it did not exist.
     import shutil

@@ -200,6 +200,7 @@ def test_simulate_never_writes_over_other_files_nor_mixes_pools_or_reads_a_damag
     assert main(["simulate", "--pool", pool, "--out", str(tmp_path / "mine"), *args]) == 2
     assert "holds files (report.html) but no egal simulate config.json" in capsys.readouterr().err
     assert (tmp_path / "mine" / "report.html").read_text() == "the user's page"
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["report.html"]  # no lock file, no runs/ left
     copy = tmp_path / "pool.parquet"
     shutil.copy(pool, copy)
     out = tmp_path / "exp"

@@ -212,8 +212,10 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     if grouped and config.data.group_column is None:  # said before anything runs or is written
         raise EgalError(f"strategy {grouped[0]} caps a round's rows per group, but the data has no group column: "
                         "give it (group_column, --group-column), or drop the +group modifier")
-    os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
+    _refuse_foreign_folder(out_dir)  # before a lock file or runs/ is made in it
+    os.makedirs(out_dir, exist_ok=True)
     with _experiment_folder(config, out_dir):
+        os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
         return _run_simulation(config, out_dir, strategies, dataset, progress)
 
 
@@ -547,16 +549,22 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
                                 "content differs): use another --out folder, or the pool those runs were made with")
             digest = digest or stored.get("pool_digest")
     else:
-        runs = os.path.join(out_dir, RUNS_DIR)
-        # egal's own: the lock files, and config.json or its temporary name (another simulate may be writing it
-        # at this moment where there are no locks).
-        own = ("config.json",) + LOCK_FILES
-        foreign = [n for n in os.listdir(out_dir)
-                   if not ((n == RUNS_DIR and not os.listdir(runs)) or n in own or ".tmp-" in n)]
-        if foreign:
-            raise EgalError(f"--out {out_dir!r} holds files ({', '.join(sorted(foreign)[:5])}) but no egal simulate "
-                            "config.json: choose a new or empty folder, which simulate never overwrites")
+        _refuse_foreign_folder(out_dir)  # again under the lock: files may have come since
     _write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict(), "pool_digest": digest})
+
+
+def _refuse_foreign_folder(out_dir: str) -> None:
+    """EgalError when out_dir exists and holds files of something else than an egal simulate (it has no
+    config.json and files other than egal's own: the lock files, an empty runs/, config.json's temporary name,
+    which another simulate may be writing at this moment where there are no locks)."""
+    if not os.path.isdir(out_dir) or os.path.isfile(os.path.join(out_dir, "config.json")):
+        return
+    runs, own = os.path.join(out_dir, RUNS_DIR), ("config.json",) + LOCK_FILES
+    foreign = [n for n in os.listdir(out_dir)
+               if not ((n == RUNS_DIR and os.path.isdir(runs) and not os.listdir(runs)) or n in own or ".tmp-" in n)]
+    if foreign:
+        raise EgalError(f"--out {out_dir!r} holds files ({', '.join(sorted(foreign)[:5])}) but no egal simulate "
+                        "config.json: choose a new or empty folder, which simulate never overwrites")
 
 
 def _write_json_atomic(path: str, payload) -> None:

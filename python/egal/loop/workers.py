@@ -21,9 +21,12 @@ count, like in one process, only changes float rounding).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import multiprocessing
 import os
 import queue as queue_module
+import secrets
 import shutil
 import tempfile
 import traceback
@@ -34,7 +37,10 @@ from ..progress import Progress
 from .config import ExperimentConfig
 
 ROUND0_DIR = "round0"
-CLAIMS_PREFIX = ".claims-"  # then the parent's process id: OUT/runs/.claims-<pid>-<random>/
+# OUT/runs/.claims-<pid>-<random>/, owned by the simulate that holds an exclusive lock on the file beside it,
+# OUT/runs/.claims-<pid>-<random>.lock, for as long as it runs.
+CLAIMS_PREFIX = ".claims-"
+OWNER_LOCK_SUFFIX = ".lock"
 
 
 def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int) -> list:
@@ -47,8 +53,9 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
 
     units = hand_out_order(units, [s.name for s in config.loop.strategy_objects()])
     threads = config.loop.threads or max(1, (os.cpu_count() or 1) // workers)
-    _remove_stale_claims(os.path.join(out_dir, RUNS_DIR))
-    claims = tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-", dir=os.path.join(out_dir, RUNS_DIR))
+    runs_dir = os.path.join(out_dir, RUNS_DIR)
+    _remove_stale_claims(runs_dir)
+    owner, claims = _new_claims(runs_dir)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     messages = context.Queue()
     processes = [context.Process(target=_worker, name=f"egal-worker-{i}", daemon=True,
@@ -86,6 +93,9 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
         for process in processes:
             process.join(timeout=30)
         shutil.rmtree(claims, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(claims + OWNER_LOCK_SUFFIX)
+        owner.close()
     if failures:
         worker, text = failures[0]
         raise EgalError(f"worker {worker} failed ({len(ran)} run(s) finished and kept; rerun to resume):\n{text}")
@@ -121,13 +131,59 @@ class _QueueProgress:
         pass
 
 
+def _new_claims(runs_dir: str):
+    """(open owner lock, claims folder): the lock taken under a temporary name and then renamed beside the
+    folder-to-be, so that no other simulate ever sees this claim's lock free while this one runs."""
+    fd, taking = tempfile.mkstemp(prefix=".taking-", suffix=OWNER_LOCK_SUFFIX, dir=runs_dir)
+    owner = os.fdopen(fd, "w")
+    fcntl.flock(owner, fcntl.LOCK_EX)
+    claims = os.path.join(runs_dir, f"{CLAIMS_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
+    os.rename(taking, claims + OWNER_LOCK_SUFFIX)  # (64 random bits: no other simulate picks this name)
+    os.mkdir(claims)
+    return owner, claims
+
+
 def _remove_stale_claims(runs_dir: str) -> None:
-    """Claim folders left by a simulate that was killed (SIGKILL: no `finally`), named by its process id; those
-    of a simulate still running (other seeds into the same folder) stay."""
+    """Claims left by a simulate that was killed (SIGKILL: no `finally`): those whose owner lock is free. Those of a
+    simulate still running (other seeds into the same folder) stay, wherever it runs: a lock, unlike a process id,
+    holds across PID namespaces (containers) and hosts sharing the folder (NFS). A claims folder of an older
+    egal, with no lock beside it, is judged by its process id as before."""
     for name in os.listdir(runs_dir):
+        path = os.path.join(runs_dir, name)
+        if name.startswith(".taking-") and name.endswith(OWNER_LOCK_SUFFIX):
+            if _lock_is_free(path):  # a simulate killed between taking its lock and naming it
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            continue
+        if not name.startswith(CLAIMS_PREFIX) or name.endswith(OWNER_LOCK_SUFFIX):
+            continue
+        lock = path + OWNER_LOCK_SUFFIX
+        if os.path.exists(lock):
+            if _lock_is_free(lock):
+                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+            continue
         pid = name[len(CLAIMS_PREFIX):].split("-", 1)[0]
-        if name.startswith(CLAIMS_PREFIX) and pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(os.path.join(runs_dir, name), ignore_errors=True)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    for name in os.listdir(runs_dir):  # locks whose folder is gone (removed above, or killed before its mkdir)
+        path = os.path.join(runs_dir, name)
+        if name.startswith(CLAIMS_PREFIX) and name.endswith(OWNER_LOCK_SUFFIX) and \
+                not os.path.isdir(path[:-len(OWNER_LOCK_SUFFIX)]) and _lock_is_free(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _lock_is_free(path: str) -> bool:
+    try:
+        with open(path, "a") as probe:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except BlockingIOError:
+        return False
+    except OSError:  # gone meanwhile (its owner finished): nothing to remove
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -146,6 +202,9 @@ def _claim(claims: str, name: str, seed: int) -> bool:
         return True
     except FileExistsError:
         return False
+    except FileNotFoundError:
+        raise EgalError(f"this simulate's claims folder {claims!r} was removed while it ran (by hand, or by an "
+                        "older egal simulate in the same folder): rerun to resume") from None
 
 
 def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages,
