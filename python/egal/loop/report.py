@@ -127,7 +127,7 @@ def markdown_table(summary) -> str:
     lines = ["| strategy | round | labels | seeds | accuracy | macro AUC | Grad-CAM Dice |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
-        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}" for m in METRICS]
+        cells = [_percent(r[f"{m}_mean"], r[f"{m}_std"]) or "n/a" for m in METRICS]  # n/a: no ROI to measure
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -140,8 +140,7 @@ def shortcut_table(summary) -> str:
              "marked share of selection | marked share of unlabelled pool |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
-        cells = [f"{100 * r[f'{m}_mean']:.1f} ± {100 * r[f'{m}_std']:.1f}"
-                 if f"{m}_mean" in r and r[f"{m}_mean"] == r[f"{m}_mean"] else ""
+        cells = [_percent(r[f"{m}_mean"], r[f"{m}_std"]) if f"{m}_mean" in r else ""
                  for m in ("accuracy",) + SHORTCUT_METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
