@@ -30,11 +30,10 @@ with a finite H_norm and a D that is finite or NaN; the others (rows in error,
 or an infinite D, or rows left out by `valid`) get NaN, take no rank, and
 never shift another row's rank. Output is float64.
 
-Why "rank": in `egal demo` normalised entropy spreads twice as widely as
-misalignment (standard deviation 0.22 against 0.11 over the scored rows), so with
-"raw" at alpha = 0.5 the entropy term sets most of the order (the score's rank
-correlation is 0.68 with entropy, 0.23 with misalignment); ranks give each term the
-weight alpha says.
+Why "rank": the two terms rarely share a scale. In `egal demo` normalised entropy
+spreads several times as widely as misalignment (the README's "Mixing the two terms"
+gives the figures), so with "raw" at alpha = 0.5 the entropy term sets most of the
+order; ranks give each term the weight alpha says.
 Ranks depend on the whole set scored together: a row's rank score changes when
 other rows are added, so `egal score --combine rank` computes it once every
 row of the pool is scored.

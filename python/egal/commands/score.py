@@ -55,10 +55,10 @@ def register(subparsers):
                         "entropy_norm + (1 - alpha) * misalignment, docs/scoring.md's formula. rank: the same mix of "
                         "each term's normalised rank over the scored pool, (rank - 1) / (n - 1) in [0, 1] with ties "
                         "sharing their average rank, so that the term with the wider spread does not decide most of "
-                        "the order (in egal demo entropy_norm's standard deviation is twice misalignment's, 0.22 "
-                        "against 0.11, so at alpha 0.5 raw is ordered mostly by entropy). Rows without ROI get the "
-                        "entropy term alone either way. The entropy_norm and misalignment columns are written "
-                        "unchanged; only score and rank differ")
+                        "the order (in egal demo entropy_norm spreads several times as widely as misalignment, so at "
+                        "alpha 0.5 raw is ordered mostly by entropy: README, 'Mixing the two terms'). Rows without "
+                        "ROI get the entropy term alone either way. The entropy_norm and misalignment columns are "
+                        "written unchanged; only score and rank differ")
     parser.add_argument("--select", type=int, metavar="K", default=DEFAULTS["select"],
                         help="also write the K ids to annotate next as CSV and print them")
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
