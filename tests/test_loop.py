@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -454,13 +455,15 @@ def test_claims_of_a_running_simulate_stay_whatever_its_process_id_looks_like_he
     elsewhere = os.path.join(str(tmp_path), f".claims-{int(ended.stdout)}-{os.path.basename(claims).split('-', 2)[2]}")
     os.rename(claims + OWNER_LOCK_SUFFIX, elsewhere + OWNER_LOCK_SUFFIX)  # the lock stays held: same file
     os.rename(claims, elsewhere)
-    (tmp_path / ".taking-x.lock").write_text("")  # a simulate killed while taking its lock
+    (tmp_path / ".taking-x.lock").write_text("")  # a simulate killed while taking its lock, a minute ago
+    os.utime(tmp_path / ".taking-x.lock", (time.time() - 120, time.time() - 120))
+    (tmp_path / ".taking-y.lock").write_text("")  # another simulate's, created but not locked yet: left alone
     _remove_stale_claims(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [os.path.basename(elsewhere), os.path.basename(elsewhere) + OWNER_LOCK_SUFFIX])
+        [os.path.basename(elsewhere), os.path.basename(elsewhere) + OWNER_LOCK_SUFFIX, ".taking-y.lock"])
     owner.close()  # that simulate killed: its lock is free
     _remove_stale_claims(str(tmp_path))
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".taking-y.lock"]
 
 
 def test_a_folder_pool_loads_as_its_files_do_and_is_keyed_by_their_content(tmp_path):

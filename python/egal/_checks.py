@@ -15,6 +15,7 @@ checks. Messages name the argument and what was expected.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import re
 from collections.abc import Sequence
@@ -90,6 +91,24 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
 
 
+def is_finite_real(value) -> bool:
+    """A real number (not a bool) that is finite as a float: not NaN or infinite, nor an integer beyond float's
+    range (a config file's 10**400 would raise OverflowError in math.isfinite)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def show_number(value) -> str:
+    """A value for a message: its repr, but an integer beyond float's range by its length (10**400 in a config)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite_real(value):
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
+
+
 def is_int(value) -> bool:
     """An integer, and not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -111,10 +130,9 @@ def check_fraction(value, name: str) -> float:
     """A real number in [0, 1] (not a bool, not NaN)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise bad_argument(EgalTypeError, name, f"must be a real number in [0, 1], got {type(value).__name__}")
-    value = float(value)
-    if not (0.0 <= value <= 1.0):  # also rejects NaN
-        raise bad_argument(EgalError, name, f"must lie in [0, 1], got {value}")
-    return value
+    if not (0 <= value <= 1):  # also rejects NaN; compared before float(), which an integer like 10**400 overflows
+        raise bad_argument(EgalError, name, f"must lie in [0, 1], got {show_number(value)}")
+    return float(value)
 
 
 def check_alpha(alpha, name: str = "alpha") -> float:

@@ -49,5 +49,6 @@ def _one(box) -> list[float]:
         return [float(v) for v in box]
     except RowError:
         raise
-    except (TypeError, ValueError):
-        raise RowError(f"box {box!r} holds something that is not a number") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
+        shown = repr(box) if len(repr(box)) <= 80 else repr(box)[:77] + "..."
+        raise RowError(f"box {shown} holds something that is not a finite number") from None

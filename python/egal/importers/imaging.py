@@ -48,7 +48,8 @@ def read_header(data: bytes) -> ImageHeader:
     except Exception as exc:  # truncated headers raise OSError, SyntaxError...
         raise RowError(f"unreadable image header: {exc}") from exc
     bits = 16 if mode.startswith("I;16") or mode == "I" or (depth and depth[0] == 16) else 1 if mode == "1" else 8
-    channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") else 3
+    grey_png = depth is not None and depth[1] in (0, 4)  # (Pillow opens 16-bit grey + alpha as RGBA)
+    channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") or grey_png else 3
     return ImageHeader(fmt, width, height, bits, channels)
 
 

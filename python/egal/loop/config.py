@@ -115,7 +115,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentConfig:
-        unknown = sorted(set(d) - {"data", "train", "loop", "shortcut"})
+        unknown = sorted(str(k) for k in set(d) - {"data", "train", "loop", "shortcut"})
         if unknown:
             raise EgalError(f"unknown config section(s) {unknown}; expected data, train, loop, shortcut")
         return cls(_build(DataConfig, d.get("data", {}), "data"), TrainConfig.from_dict(dict(d.get("train", {}))),
@@ -192,7 +192,7 @@ def _parse(path: str):
 
 def _build(cls, values: dict, section: str):
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(str(k) for k in set(values) - known)
     if unknown:
         raise EgalError(f"unknown setting(s) {unknown} in [{section}]; known: {sorted(known)}")
     return cls(**values)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from .. import _json as strict_json
 from .._atomic import temporary_path
 from ..errors import EgalError
+from ..pool.decode import DECODE_RULES
 
 try:
     import fcntl
@@ -214,13 +216,17 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
                         "give it (group_column, --group-column), or drop the +group modifier")
     _refuse_foreign_folder(out_dir)  # before a lock file or runs/ is made in it
     os.makedirs(out_dir, exist_ok=True)
-    with _experiment_folder(config, out_dir):
+    with _experiment_folder(config, out_dir) as warning:
         os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
-        return _run_simulation(config, out_dir, strategies, dataset, progress)
+        return _run_simulation(config, out_dir, strategies, dataset, progress, warning)
+
+
+class DecodeRulesChanged(UserWarning):
+    """An experiment folder's runs were made by an egal that decoded images by other rules."""
 
 
 def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, dataset: Dataset | None,
-                    progress: bool) -> dict:
+                    progress: bool, warning: str | None = None) -> dict:
     from ..report.experiment_page import experiment_report
     from .report import read_run, write_report
 
@@ -245,6 +251,11 @@ def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, da
 
         torch.set_num_threads(config.loop.threads)
     reporter = Progress(len(todo) * (config.loop.rounds + 1), enabled=progress)
+    if warning and todo:  # new runs beside the old ones
+        if progress:
+            reporter.log(f"warning: {warning}")
+        else:
+            warnings.warn(warning, DecodeRulesChanged, stacklevel=3)
     ran = []
     try:
         if not todo:
@@ -490,17 +501,16 @@ def _experiment_folder(config: ExperimentConfig, out_dir: str):
     lock on ACTIVE_LOCK for as long as it runs, so that another simulate can tell a running experiment from
     one whose first start failed (the only kind whose folder takes a new configuration)."""
     if fcntl is None:  # no locks: the check alone
-        _check_or_write_config(config, out_dir, folder_idle=lambda: True)
-        yield
+        yield _check_or_write_config(config, out_dir, folder_idle=lambda: True)
         return
     # Two simulates started at one instant with different configurations would otherwise both find the folder
     # free, both pass, and write their runs into one table.
     with _file_lock(os.path.join(out_dir, CONFIG_LOCK)):
-        _check_or_write_config(config, out_dir, folder_idle=lambda: _no_other_simulate(out_dir))
+        warning = _check_or_write_config(config, out_dir, folder_idle=lambda: _no_other_simulate(out_dir))
         active = open(os.path.join(out_dir, ACTIVE_LOCK), "a")
         fcntl.flock(active, fcntl.LOCK_SH)
     try:
-        yield
+        yield warning
     finally:
         active.close()  # releases the lock
 
@@ -516,13 +526,15 @@ def _no_other_simulate(out_dir: str) -> bool:
     return True
 
 
-def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) -> None:
+def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) -> str | None:
     """The folder holds this experiment's results or none: the same configuration and the same pool content
     (a pool edited in place would mix two experiments in one table), and no files of anything else.
-    folder_idle(): whether no other simulate is using the folder now."""
+    folder_idle(): whether no other simulate is using the folder now. Returns a warning when the folder's runs
+    were made by an egal that decoded images by other rules (egal.pool.decode.DECODE_RULES)."""
     path = os.path.join(out_dir, "config.json")
     pool = config.data.path
     digest = content_digest(pool) if pool and os.path.exists(pool) else None
+    rules, warning = DECODE_RULES, None
     if os.path.isfile(path):
         try:
             with open(path) as f:
@@ -548,9 +560,19 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
                 raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its "
                                 "content differs): use another --out folder, or the pool those runs were made with")
             digest = digest or stored.get("pool_digest")
+            if _holds_results(out_dir):  # the rules its runs were made by stay recorded (None: before the record)
+                rules = stored.get("decode_rules")
+                if rules != DECODE_RULES:
+                    warning = (f"the runs in {out_dir!r} were made by an egal that decoded images by other rules "
+                               f"({'not recorded' if rules is None else f'version {rules}'}; now version "
+                               f"{DECODE_RULES}, egal.pool.decode says what changed): new runs may see some images "
+                               "otherwise than the old ones did. A pool of 8-bit images without EXIF orientation "
+                               "decodes the same; for others, start a new --out folder")
     else:
         _refuse_foreign_folder(out_dir)  # again under the lock: files may have come since
-    _write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict(), "pool_digest": digest})
+    _write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict(), "pool_digest": digest,
+                              "decode_rules": rules})
+    return warning
 
 
 def _refuse_foreign_folder(out_dir: str) -> None:

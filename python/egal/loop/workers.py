@@ -29,6 +29,7 @@ import queue as queue_module
 import secrets
 import shutil
 import tempfile
+import time
 import traceback
 
 from .._processes import start_spawned, watch_parent
@@ -41,6 +42,7 @@ ROUND0_DIR = "round0"
 # OUT/runs/.claims-<pid>-<random>.lock, for as long as it runs.
 CLAIMS_PREFIX = ".claims-"
 OWNER_LOCK_SUFFIX = ".lock"
+TAKING_STALE_SECONDS = 60  # a lock file still under its temporary name this long was left by a killed simulate
 
 
 def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int) -> list:
@@ -151,7 +153,9 @@ def _remove_stale_claims(runs_dir: str) -> None:
     for name in os.listdir(runs_dir):
         path = os.path.join(runs_dir, name)
         if name.startswith(".taking-") and name.endswith(OWNER_LOCK_SUFFIX):
-            if _lock_is_free(path):  # a simulate killed between taking its lock and naming it
+            # A simulate killed between creating its lock and naming it; a young one may be another simulate's,
+            # created but not locked yet.
+            if _age_seconds(path) > TAKING_STALE_SECONDS and _lock_is_free(path):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             continue
@@ -173,6 +177,13 @@ def _remove_stale_claims(runs_dir: str) -> None:
                 not os.path.isdir(path[:-len(OWNER_LOCK_SUFFIX)]) and _lock_is_free(path):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def _age_seconds(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _lock_is_free(path: str) -> bool:

@@ -13,6 +13,7 @@ from .._checks import bad_argument
 from .._paths import check_new_file, check_not_an_input, check_outside_folder_pool, check_replaceable_parquet
 from ..errors import EgalError
 from ..pool import open_pool
+from ..pool.decode import DECODE_RULES
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
 from .options import ScoreOptions, max_local_workers
@@ -223,6 +224,7 @@ class ScoringJob:
         runner = choice.runner
         manifest = {
             "egal_version": __version__,
+            "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did
             "pool": spec.fingerprint(),
             "model_sha256": model_sha256,
             "runtime": choice.runtime,

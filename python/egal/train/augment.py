@@ -8,12 +8,12 @@ Intensity jitter touches the image only.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
+from .._checks import is_finite_real, show_number
 from ..errors import EgalError
 
 # The largest value each magnitude may take (the smallest is 0): a rotation beyond 180 degrees repeats, a zoom
@@ -39,15 +39,14 @@ class AugmentSettings:
                 raise EgalError(f"augment_settings.{name} must be true or false, got {getattr(self, name)!r}")
         for name, (limit, inclusive) in AUGMENT_LIMITS.items():
             value = getattr(self, name)
-            real = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-            if not real or value < 0 or value > limit or (value == limit and not inclusive):
+            if not is_finite_real(value) or value < 0 or value > limit or (value == limit and not inclusive):
                 bound = f"{limit:g}" if inclusive else f"below {limit:g}"
-                raise EgalError(f"augment_settings.{name} must be a number from 0 to {bound}, got {value!r}")
+                raise EgalError(f"augment_settings.{name} must be a number from 0 to {bound}, got {show_number(value)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> AugmentSettings:
         known = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(known))
+        unknown = sorted(str(k) for k in set(d) - set(known))
         if unknown:
             raise EgalError(f"unknown augment_settings {unknown}; known: {known}")
         return cls(**d)

@@ -1,11 +1,10 @@
 """Training settings: the part of an experiment that says how one model is trained."""
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+from .._checks import is_finite_real, show_number
 from .._checks import is_int as _is_int
 from .._checks import is_positive_int as _positive_int
 from ..errors import EgalError
@@ -78,8 +77,8 @@ class TrainConfig:
                             f"got {self.batch_size}")
         for name in ("lr", "weight_decay", "beta"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise EgalError(f"{name} must be a finite non-negative number, got {value!r}")
+            if not is_finite_real(value) or value < 0:
+                raise EgalError(f"{name} must be a finite non-negative number, got {show_number(value)}")
             if value > FLOAT32_MAX:  # the optimiser and the loss compute in float32
                 raise EgalError(f"{name} must be at most {FLOAT32_MAX:.4g} (float32's largest number), got {value!r}")
         if not isinstance(self.augment_settings, AugmentSettings):
@@ -99,7 +98,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(str(k) for k in set(d) - known)
         if unknown:
             raise EgalError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
         return cls(**d)
