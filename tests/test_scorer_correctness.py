@@ -138,6 +138,41 @@ def test_readonly_numpy_inputs(rng):
     np.testing.assert_array_equal(result.score, expected.score)
 
 
+def test_big_endian_numpy_inputs_read_or_writable_score_as_their_values(rng):
+    # DLPack has no byte order: a read-only big-endian array (a .npy from another machine opened with mmap) was
+    # lent by pointer and read as native numbers (scores, masks and boxes all wrong, no error); a writable one
+    # was refused. Both are copied to native order now.
+    case = make_case(rng, 3, 8, 7, 7, 3, 20, 20)
+    boxes = np.array([[[2, 3, 11, 15]], [[0, 0, 20, 20]], [[5, 5, 6, 9]]], np.float32)
+    expected = egal.score_batch(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    expected_boxes = egal.score_batch(case["activations"], case["logits"], boxes=boxes, roi_size=(20, 20),
+                                      gradients=case["gradients"])
+    for writeable in (False, True):
+        swapped = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in case.items()}
+        big_boxes = boxes.astype(">f4")
+        for value in (*swapped.values(), big_boxes):
+            value.flags.writeable = writeable
+        result = egal.score_batch(swapped["activations"], swapped["logits"], swapped["masks"],
+                                  gradients=swapped["gradients"])
+        np.testing.assert_array_equal(result.score, expected.score)
+        np.testing.assert_array_equal(egal.score_batch(swapped["activations"], swapped["logits"], boxes=big_boxes,
+                                                       roi_size=(20, 20), gradients=swapped["gradients"]).score,
+                                      expected_boxes.score)
+        np.testing.assert_array_equal(egal.project_roi(swapped["masks"], cam_size=(7, 7)).area,
+                                      egal.project_roi(case["masks"], cam_size=(7, 7)).area)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_entropy_norm_of_near_uniform_logits_stays_within_0_1(backend, rng):
+    # docs/scoring.md step 1: H_norm in [0, 1]. The reference computed it in float32 and gave 1.0000002.
+    for classes, spread in ((5, 1e-7), (1000, 1e-3)):
+        case = make_case(rng, 512, 4, 3, 3, classes, 6, 6)
+        logits = (rng.standard_normal((512, classes)) * spread).astype(np.float32)
+        result = egal.score_batch(case["activations"], logits, case["masks"], gradients=case["gradients"],
+                                  backend=backend)
+        assert 0.99 < result.entropy_norm.min() and result.entropy_norm.max() <= 1.0
+
+
 def test_autograd_tensors_are_accepted(rng):
     case = make_case(rng, 2, 8, 7, 7, 3, 20, 20)
     A = torch.from_numpy(case["activations"]).requires_grad_()

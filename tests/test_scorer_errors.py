@@ -55,13 +55,14 @@ def test_required_array_given_as_none(backend, name):
         egal.score_batch(**kwargs, backend=backend)
 
 
-@pytest.mark.parametrize("masks", ["uint8-255", "float-2", "float-nan"])
+@pytest.mark.parametrize("masks", ["uint8-255", "float-2", "float-nan", "bool-bytes-2"])
 def test_every_backend_refuses_a_mask_outside_0_1_with_one_message(masks):
     pytest.importorskip("torch")
     kwargs = _small_call()
     bad = kwargs["masks"].copy()
     bad = {"uint8-255": bad * 255, "float-2": bad.astype(np.float32) * 2,
-           "float-nan": np.where(bad > 0, np.nan, 0).astype(np.float32)}[masks]
+           "float-nan": np.where(bad > 0, np.nan, 0).astype(np.float32),
+           "bool-bytes-2": (bad.astype(np.uint8) * 2).view(np.bool_)}[masks]  # (the reference scored it)
     bad[0] = 0  # the bad values in sample 1 only
     messages = set()
     for backend in ("cpu", "reference"):

@@ -66,11 +66,16 @@ def _is_ortvalue(x) -> bool:
 
 
 def as_dlpack_producer(x, name: str):
-    """Something with __dlpack__ for `x`, without copying array data."""
+    """Something with __dlpack__ for `x`, without copying array data (but numpy arrays in a non-native byte
+    order, copied to native order)."""
     if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
         x = x.detach()  # autograd tensors refuse DLPack export; detaching shares storage
     if _is_ortvalue(x):
         return _from_ortvalue(x, name)
+    if isinstance(x, np.ndarray) and not x.dtype.isnative:
+        # DLPack has no byte order: big-endian data (a .npy written elsewhere, opened with mmap) is read as
+        # native numbers once copied, never reinterpreted in place.
+        x = x.astype(x.dtype.newbyteorder("="))
     if isinstance(x, np.ndarray) and not x.flags.writeable:
         # Legacy DLPack cannot flag read-only memory, so numpy refuses to export it;
         # the core never writes inputs, so lend it by pointer instead.

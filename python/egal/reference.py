@@ -167,11 +167,11 @@ def score_batch(
         dice = projected_dice_distance(cam, roi_w, sum_m, plan.roi_size)
     else:
         if plan.roi_kind == "masks":
-            if M.dtype != torch.bool:
-                bad = ~((M >= 0) & (M <= 1))  # NaN too
-                if bool(bad.any()):
-                    first = int(bad.flatten(1).any(dim=1).nonzero()[0])
-                    raise bad_mask_error(first, str(M.dtype).removeprefix("torch."))
+            # NaN too; a bool view of bytes other than 0/1 is refused as the fused scorer refuses it
+            bad = M.view(torch.uint8) > 1 if M.dtype == torch.bool else ~((M >= 0) & (M <= 1))
+            if bool(bad.any()):
+                first = int(bad.flatten(1).any(dim=1).nonzero()[0])
+                raise bad_mask_error(first, str(M.dtype).removeprefix("torch."))
             M = M.to(torch.float32)
         else:
             M = rasterise_boxes(Bx, plan.roi_size)
@@ -183,12 +183,13 @@ def score_batch(
     empty = sum_m == 0
     dice = torch.where(empty | ~finite, torch.full_like(dice, math.nan), dice)
 
-    Zf = Z.float()
+    Zf = Z.double()  # as docs/scoring.md's float64 definition: in float32, H_norm came out above 1 by rounding
     log_p = torch.log_softmax(Zf, dim=1)
     p = log_p.exp()
     entropy = -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)
     entropy = torch.where(torch.isfinite(Zf).all(dim=1), entropy, torch.full_like(entropy, math.nan))
-    entropy_norm = entropy / math.log(plan.classes)
+    entropy_norm = (entropy / math.log(plan.classes)).float()
+    entropy = entropy.float()
     pred = torch.where(torch.isfinite(Zf).all(dim=1), Zf.argmax(dim=1),
                        torch.full_like(Zf[:, 0], -1, dtype=torch.int64))
 
