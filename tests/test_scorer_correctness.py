@@ -78,6 +78,25 @@ def test_boxes_equal_rasterised_masks(backend, shape, rng):
     np.testing.assert_allclose(result.score, via_masks.score, atol=1e-6, equal_nan=True)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_hundreds_of_overlapping_boxes_equal_their_rasterised_masks(backend, rng):
+    # The projection keeps box coverage row by row of cells (boxes entering and leaving at shared edges, nested,
+    # duplicated); it tested every box against every cell before, and took a minute for 2,000 boxes.
+    case = make_case(rng, 3, 8, 7, 7, 3, 96, 80)
+    corners = rng.integers(0, 70, (3, 300, 2)).astype(np.float32)
+    sizes = rng.integers(1, 12, (3, 300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + sizes], axis=-1)
+    boxes[:, 100:150] = boxes[:, :50]  # duplicates
+    boxes[1] = np.where(np.arange(300)[:, None] % 2, boxes[1], np.nan)  # padding between them
+    masks = scoring_f64.rasterise(boxes, 96, 80)
+    result = egal.score_batch(case["activations"], case["logits"], boxes=boxes, roi_size=(96, 80),
+                              gradients=case["gradients"], backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], masks, gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+    projected = egal.project_roi(boxes=boxes, roi_size=(96, 80), cam_size=(7, 7))
+    np.testing.assert_array_equal(projected.area, masks.sum(axis=(1, 2)))
+
+
 def test_overlapping_boxes_count_once(rng):
     case = make_case(rng, 1, 8, 7, 7, 3, 32, 32)
     one = np.array([[[4, 4, 20, 20], [np.nan] * 4]], dtype=np.float32)

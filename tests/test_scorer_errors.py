@@ -105,3 +105,39 @@ def test_optional_arrays_all_none_name_the_choice(backend, nones, words):
 def test_project_roi_given_none():
     with pytest.raises(ValueError, match="give exactly one of masks / boxes"):
         egal.project_roi(None, cam_size=(7, 7))
+
+
+def test_a_grid_larger_than_egal_scores_is_refused_naming_it():
+    # A map of 20,000 x 20,000 cells (an image size passed as the map's, or a broadcast view) allocated 6 GB a
+    # thread; cam_size=(12000, 12000) passed the side limit.
+    huge = np.broadcast_to(np.float32(1), (1, 1, 20000, 20000))
+    with pytest.raises(ValueError, match=r"activations of shape \(1, 1, 20000, 20000\) gives a Grad-CAM grid of "
+                                         r"20000 x 20000 = 400,000,000 cells, more than egal scores \(4,194,304"):
+        egal.score_batch(huge, np.zeros((1, 2), np.float32), np.zeros((1, 8, 8), np.uint8),
+                         weights=np.ones((1, 1), np.float32))
+    with pytest.raises(ValueError, match=r"cam_size=\(12000, 12000\) gives a Grad-CAM grid of 12000 x 12000"):
+        egal.project_roi(np.zeros((1, 8, 8), np.uint8), cam_size=(12000, 12000))
+
+
+def test_memory_that_cannot_be_had_inside_the_parallel_scorer_is_a_memory_error_not_an_abort():
+    # An allocation failing inside an OpenMP region called std::terminate: the interpreter aborted (SIGABRT).
+    # Here the process's address space is capped just above what it uses, and a grid within egal's limit needs
+    # more scratch per thread than is left.
+    script = """
+import resource, numpy as np, egal
+masks = np.zeros((2, 8, 8), np.uint8)
+call = lambda A: egal.score_batch(A, np.zeros((2, 2), np.float32), masks, weights=np.ones((2, 1), np.float32))
+call(np.ones((2, 1, 7, 7), np.float32))  # the OpenMP threads started
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (40 << 20), resource.RLIM_INFINITY))
+for work in (lambda: call(np.broadcast_to(np.float32(1), (2, 1, 2048, 2048))),
+             lambda: egal.project_roi(masks, cam_size=(2048, 2048))):
+    try:
+        work()
+        print("scored")
+    except MemoryError:
+        print("MemoryError")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["MemoryError", "MemoryError"]

@@ -18,7 +18,10 @@ ProjectionPlan::ProjectionPlan(int64_t H, int64_t W, int64_t h, int64_t w, RoiKi
 
 // The union of boxes is cut along all box edges into cells; each covered cell is
 // a rectangle whose projection is outer(row sums, column sums) from prefix sums.
-// No H x W mask is built, and overlapping boxes count once.
+// No H x W mask is built, and overlapping boxes count once. Which cells are covered
+// is kept row by row of cells, each box added where its top edge is and removed at
+// its bottom edge: O(N^2) cell updates for N boxes (testing every box against every
+// cell was O(N^3): a minute for 2,000 boxes).
 double project_boxes(const TensorView& boxes, int64_t b, const ProjectionPlan& plan, ProjectionScratch& scratch,
                      double* projection) {
   const int64_t H = plan.rows.out_size, W = plan.cols.out_size;
@@ -47,22 +50,34 @@ double project_boxes(const TensorView& boxes, int64_t b, const ProjectionPlan& p
   }
 
   const int64_t valid = static_cast<int64_t>(ranges.size() / 4);
+  auto index_of = [](const std::vector<int64_t>& edges, int64_t x) {
+    return static_cast<int64_t>(std::lower_bound(edges.begin(), edges.end(), x) - edges.begin());
+  };
+  auto& cells = scratch.box_cells;  // x_first, x_last, y_first, y_last of each box as edge indices
+  cells.resize(ranges.size());
+  for (size_t k = 0; k < ranges.size(); k += 4) {
+    cells[k] = index_of(scratch.xs, ranges[k]);
+    cells[k + 1] = index_of(scratch.xs, ranges[k + 1]);
+    cells[k + 2] = index_of(scratch.ys, ranges[k + 2]);
+    cells[k + 3] = index_of(scratch.ys, ranges[k + 3]);
+  }
+  auto& cover = scratch.cover;
+  cover.assign(scratch.xs.size() - 1, 0);
   scratch.cell_row.resize(static_cast<size_t>(w));
   double* x_weights = scratch.cell_row.data();
   double area = 0.0;
   for (size_t gy = 0; gy + 1 < scratch.ys.size(); ++gy) {
     const int64_t ya = scratch.ys[gy], yb = scratch.ys[gy + 1];
+    for (int64_t k = 0; k < valid; ++k) {  // boxes whose top edge is this row's enter, whose bottom edge is leave
+      const int64_t* c = cells.data() + 4 * k;
+      const int step = c[2] == static_cast<int64_t>(gy) ? 1 : c[3] == static_cast<int64_t>(gy) ? -1 : 0;
+      if (step != 0)
+        for (int64_t x = c[0]; x < c[1]; ++x) cover[x] += step;
+    }
     std::fill(x_weights, x_weights + w, 0.0);
     int64_t covered_width = 0;
     for (size_t gx = 0; gx + 1 < scratch.xs.size();) {
-      auto covered = [&](size_t cell) {
-        const int64_t xa = scratch.xs[cell], xb = scratch.xs[cell + 1];
-        for (int64_t k = 0; k < valid; ++k) {
-          const int64_t* r = ranges.data() + 4 * k;
-          if (r[0] <= xa && xb <= r[1] && r[2] <= ya && yb <= r[3]) return true;
-        }
-        return false;
-      };
+      auto covered = [&](size_t cell) { return cover[cell] > 0; };
       if (!covered(gx)) {
         ++gx;
         continue;

@@ -63,6 +63,8 @@ struct ProjectionScratch {
   std::vector<double> cell_row;     // [w], boxes
   std::vector<int64_t> xs, ys;      // box edges
   std::vector<int64_t> box_ranges;  // [N * 4] pixel ranges of the valid boxes
+  std::vector<int64_t> box_cells;   // [N * 4] the same as indices into xs and ys
+  std::vector<int32_t> cover;       // [xs - 1] how many boxes cover each cell of the current row of cells
 };
 
 // Writes projection [h * w] and returns sum(M); sets *bad_mask when a mask value

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "parallel_errors.h"
 #include "raw_map_cpu.h"
 #include "roi_projection_cpu.h"
 #include "score_math.h"
@@ -91,15 +92,19 @@ void score_all(const ScoreInputs& in, const ScoreOutputs& out) {
   const TensorView& A = in.activations;
   const int64_t B = A.shape[0], h = A.shape[2], w = A.shape[3];
   const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind);
+  ParallelErrors errors;
 #pragma omp parallel
   {
     SampleScratch scratch;
-    scratch.cam.resize(static_cast<size_t>(h * w));
-    scratch.plane.resize(static_cast<size_t>(h * w));
-    scratch.projection.resize(static_cast<size_t>(h * w));
+    errors.run([&] {
+      scratch.cam.resize(static_cast<size_t>(h * w));
+      scratch.plane.resize(static_cast<size_t>(h * w));
+      scratch.projection.resize(static_cast<size_t>(h * w));
+    });
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t b = 0; b < B; ++b) score_one(in, plan, b, scratch, out);
+    for (int64_t b = 0; b < B; ++b) errors.run([&] { score_one(in, plan, b, scratch, out); });
   }
+  errors.rethrow();
 }
 
 }  // namespace
@@ -116,21 +121,26 @@ void project_roi_cpu(const ScoreInputs& in, int64_t h, int64_t w, const Projecti
   const TensorView& roi = boxes ? in.boxes : in.masks;
   const int64_t B = roi.shape[0];
   const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind);
+  ParallelErrors errors;
 #pragma omp parallel
   {
     cpu::ProjectionScratch scratch;
-    std::vector<double> projection(static_cast<size_t>(h * w));
+    std::vector<double> projection;
+    errors.run([&] { projection.resize(static_cast<size_t>(h * w)); });
 #pragma omp for schedule(dynamic, 4)
     for (int64_t b = 0; b < B; ++b) {
-      bool bad_mask = false;
-      const double area = boxes ? cpu::project_boxes(roi, b, plan, scratch, projection.data())
-                                : cpu::project_mask(roi, b, plan, scratch, projection.data(), &bad_mask);
-      std::transform(projection.begin(), projection.end(), out.weights + b * h * w,
-                     [](double v) { return static_cast<float>(v); });
-      out.area[b] = static_cast<float>(area);
-      out.status[b] = bad_mask ? kStatusBadMask : kStatusOk;
+      errors.run([&] {
+        bool bad_mask = false;
+        const double area = boxes ? cpu::project_boxes(roi, b, plan, scratch, projection.data())
+                                  : cpu::project_mask(roi, b, plan, scratch, projection.data(), &bad_mask);
+        std::transform(projection.begin(), projection.end(), out.weights + b * h * w,
+                       [](double v) { return static_cast<float>(v); });
+        out.area[b] = static_cast<float>(area);
+        out.status[b] = bad_mask ? kStatusBadMask : kStatusOk;
+      });
     }
   }
+  errors.rethrow();
 }
 
 int cpu_threads() {

@@ -166,6 +166,17 @@ def check_bool(value, name: str) -> bool:
 MAX_GRID_SIDE = 65536
 
 
+# The largest Grad-CAM grid (h x w cells) the scorer takes: maps are 7 x 7 to a few hundred a side, and each
+# scoring thread keeps 16 bytes a cell, so a size mistaken for an image's fails here, not as an allocation.
+MAX_CAM_CELLS = 1 << 22
+
+
+def check_cam_grid(h: int, w: int, name: str) -> None:
+    if h * w > MAX_CAM_CELLS:
+        raise EgalError(f"{name} gives a Grad-CAM grid of {h} x {w} = {h * w:,} cells, more than egal scores "
+                        f"({MAX_CAM_CELLS:,}; Grad-CAM maps are 7 x 7 to a few hundred a side): is it an image's size?")
+
+
 def check_roi_size(size, name: str = "roi_size") -> tuple[int, int]:
     """A grid size (H, W) of the scoring API: a pair of positive ints (numpy ints too), each at most
     MAX_GRID_SIDE; `name` is the argument's (roi_size, cam_size)."""
@@ -240,6 +251,7 @@ def check_score_inputs(
     B, K, h, w = activations.shape
     if K < 1 or h < 1 or w < 1:
         raise EgalError(f"activations must have K, h, w >= 1, got shape {_fmt_shape(activations.shape)}")
+    check_cam_grid(h, w, f"activations of shape {_fmt_shape(activations.shape)}")
 
     if gradients is not None:
         _require_rank("gradients", gradients, 4, "[B, K, h, w]")

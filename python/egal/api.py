@@ -6,7 +6,16 @@ import importlib.util
 import numpy as np
 
 from . import _core
-from ._checks import check_bool, check_boxes, check_choice, check_masks, check_roi_size, check_score_inputs, exactly_one
+from ._checks import (
+    check_bool,
+    check_boxes,
+    check_cam_grid,
+    check_choice,
+    check_masks,
+    check_roi_size,
+    check_score_inputs,
+    exactly_one,
+)
 from ._dlpack import capsule
 from ._result import ScoreResult
 from .errors import EgalError
@@ -139,6 +148,7 @@ def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size: tuple[int, i
     `score_batch(..., roi=...)`. Move it to the GPU yourself for CUDA batches.
     """
     h, w = check_roi_size(cam_size, "cam_size")
+    check_cam_grid(h, w, f"cam_size={cam_size!r}")
     name = exactly_one([("masks", masks), ("boxes", boxes)], "the expert ROI")
     cap, spec = capsule(masks if name == "masks" else boxes, name)
     H, W = check_masks(spec, roi_size) if name == "masks" else check_boxes(spec, roi_size)

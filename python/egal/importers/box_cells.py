@@ -51,4 +51,4 @@ def _one(box) -> list[float]:
         raise
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float's range
         shown = repr(box) if len(repr(box)) <= 80 else repr(box)[:77] + "..."
-        raise RowError(f"box {shown} holds something that is not a finite number") from None
+        raise RowError(f"box {shown} holds something that is not a number") from None
