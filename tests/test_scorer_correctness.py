@@ -246,7 +246,7 @@ def test_non_finite_inputs_poison_only_their_sample(backend, rng):
     A, G, Z = case["activations"].copy(), case["gradients"].copy(), case["logits"].copy()
     A[1, 3, 2, 2] = np.nan
     G[2, 0, 0, 0] = np.inf
-    Z[3, 1] = -np.inf
+    Z[3, 1] = np.inf
     A[4, 5] = np.inf
     dirty = egal.score_batch(A, Z, case["masks"], gradients=G, backend=backend)
     bad = [1, 2, 3, 4]
@@ -256,6 +256,25 @@ def test_non_finite_inputs_poison_only_their_sample(backend, rng):
         np.testing.assert_array_equal(getattr(dirty, name)[good], getattr(clean, name)[good])
     assert egal.select_top_k(dirty.score, np.arange(6), 6).tolist() == sorted(
         good, key=lambda i: -clean.score[i])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_a_logit_of_minus_infinity_is_a_class_of_probability_zero(backend, rng):
+    # docs/scoring.md step 1 (0 log 0 = 0): a masked class. Both scorers called the sample bad input (NaN).
+    case = make_case(rng, 4, 8, 7, 7, 4, 20, 20)
+    Z = case["logits"].copy()
+    Z[0, 1] = -np.inf  # one class masked
+    Z[1, :3] = -np.inf  # all but one: certain, entropy 0
+    Z[2, :] = -np.inf  # none left: bad input
+    Z[3, 2] = np.nan
+    result = egal.score_batch(case["activations"], Z, case["masks"], gradients=case["gradients"], backend=backend)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = scoring_f64.score(case["activations"][:2], Z[:2].astype(np.float64), case["masks"][:2],
+                                     gradients=case["gradients"][:2])
+    np.testing.assert_allclose(result.entropy[:2], expected["entropy"], atol=1e-6)
+    np.testing.assert_allclose(result.score[:2], expected["score"], atol=1e-6)
+    assert result.entropy[1] == 0 and result.pred[:2].tolist() == expected["pred"].tolist() and result.pred[1] == 3
+    assert np.isnan(result.score[2:]).all() and result.pred[2:].tolist() == [-1, -1]
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

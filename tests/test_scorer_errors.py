@@ -141,3 +141,20 @@ for work in (lambda: call(np.broadcast_to(np.float32(1), (2, 1, 2048, 2048))),
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["MemoryError", "MemoryError"]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_a_roi_size_that_differs_from_the_projected_rois_is_refused(backend):
+    pytest.importorskip("torch")
+    kwargs = _small_call()
+    roi = egal.project_roi(kwargs.pop("masks"), cam_size=(7, 7))
+    egal.score_batch(**kwargs, roi=roi, roi_size=(20, 20), backend=backend)  # the same grid: fine
+    with pytest.raises(ValueError, match=r"roi_size=\(5, 5\) differs from the roi's own \(20, 20\)"):
+        egal.score_batch(**kwargs, roi=roi, roi_size=(5, 5), backend=backend)
+
+
+def test_a_projected_roi_indexed_by_one_integer_says_how_to_keep_the_batch_axis():
+    roi = egal.project_roi(np.ones((3, 8, 8), np.uint8), cam_size=(7, 7))
+    assert len(roi[1:2]) == 1 and len(roi[np.array([0, 2])]) == 2
+    with pytest.raises(TypeError, match=r"indexed by rows that keep its batch axis: roi\[1:2\], not roi\[1\]"):
+        roi[1]

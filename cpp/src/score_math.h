@@ -67,25 +67,28 @@ EGAL_HD bool box_pixels(float x0, float y0, float x1, float y1, int64_t H, int64
 // ---- Step 1: softmax entropy ------------------------------------------------
 
 struct Entropy {
-  int64_t pred = -1;  // argmax, lowest index on ties; -1 when a logit is not finite
+  int64_t pred = -1;  // argmax, lowest index on ties; -1 for NaN or +inf logits, or all of them -inf
   double entropy = NAN;
   bool finite = false;
 };
 
 // Stable softmax entropy in float64 of the logits row at `row` (C of them,
-// `stride` apart): log p = z - logsumexp(z), 0 log 0 = 0.
+// `stride` apart): log p = z - logsumexp(z), 0 log 0 = 0. A logit of -inf is a
+// class of probability 0 (a masked class), as the definition gives it.
 EGAL_HD Entropy softmax_entropy(const void* logits, DType dtype, int64_t row, int64_t stride, int64_t C) {
   double z_max = -INFINITY;
   int64_t arg = 0;
   for (int64_t c = 0; c < C; ++c) {
     const double z = load_as_float(logits, dtype, row + c * stride);
-    if (!std::isfinite(z)) return {};
+    if (std::isnan(z) || z == INFINITY) return {};
     if (z > z_max) z_max = z, arg = c;
   }
+  if (z_max == -INFINITY) return {};  // no class has any probability
   double total = 0.0, weighted = 0.0;
   for (int64_t c = 0; c < C; ++c) {
     const double shifted = load_as_float(logits, dtype, row + c * stride) - z_max;
     const double e = std::exp(shifted);
+    if (e == 0.0) continue;  // 0 log 0 = 0 (and -inf * 0 would be NaN)
     total += e;
     weighted += e * shifted;
   }

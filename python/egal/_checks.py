@@ -177,6 +177,17 @@ def check_cam_grid(h: int, w: int, name: str) -> None:
                         f"({MAX_CAM_CELLS:,}; Grad-CAM maps are 7 x 7 to a few hundred a side): is it an image's size?")
 
 
+def roi_size_of(roi, roi_size):
+    """The ROI grid of a score_batch call: a ProjectedROI's own, or roi_size; both, when they differ, is an error
+    (a projection made for other masks would be scored silently)."""
+    if roi is None:
+        return roi_size
+    if roi_size is not None and check_roi_size(roi_size) != check_roi_size(roi.roi_size, "roi.roi_size"):
+        raise EgalError(f"roi_size={tuple(roi_size)!r} differs from the roi's own {tuple(roi.roi_size)!r} (the grid "
+                        "its masks or boxes were projected from): give roi alone")
+    return roi.roi_size
+
+
 def check_roi_size(size, name: str = "roi_size") -> tuple[int, int]:
     """A grid size (H, W) of the scoring API: a pair of positive ints (numpy ints too), each at most
     MAX_GRID_SIDE; `name` is the argument's (roi_size, cam_size)."""

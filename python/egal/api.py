@@ -15,6 +15,7 @@ from ._checks import (
     check_roi_size,
     check_score_inputs,
     exactly_one,
+    roi_size_of,
 )
 from ._dlpack import capsule
 from ._result import ScoreResult
@@ -116,7 +117,7 @@ def score_batch(
     ra_cap, ra_spec = capsule(roi.area if roi is not None else None, "roi.area")
     plan = check_score_inputs(
         a_spec, z_spec, gradients=g_spec, weights=w_spec, masks=m_spec, boxes=b_spec, roi_weights=rw_spec,
-        roi_area=ra_spec, roi_size=roi.roi_size if roi is not None else roi_size, alpha=alpha,
+        roi_area=ra_spec, roi_size=roi_size_of(roi, roi_size), alpha=alpha,
     )
     device = plan.device[0]
     if backend in ("cpu", "cuda") and backend != device:

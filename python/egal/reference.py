@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ._checks import ArraySpec, check_score_inputs
+from ._checks import ArraySpec, check_score_inputs, roi_size_of
 from ._result import ScoreResult
 from .api import bad_mask_error, require_array
 from .roi import ProjectedROI
@@ -153,7 +153,7 @@ def score_batch(
     plan = check_score_inputs(
         spec_of(A), spec_of(Z), gradients=spec_of(G), weights=spec_of(Wt), masks=spec_of(M),
         boxes=spec_of(Bx), roi_weights=spec_of(roi_w), roi_area=spec_of(roi_a),
-        roi_size=roi.roi_size if roi is not None else roi_size, alpha=alpha,
+        roi_size=roi_size_of(roi, roi_size), alpha=alpha,
     )
 
     A = A.float()
@@ -187,10 +187,12 @@ def score_batch(
     log_p = torch.log_softmax(Zf, dim=1)
     p = log_p.exp()
     entropy = -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(dim=1)
-    entropy = torch.where(torch.isfinite(Zf).all(dim=1), entropy, torch.full_like(entropy, math.nan))
+    # -inf is a class of probability 0; NaN, +inf, or no class above -inf are bad input
+    logits_ok = ~(Zf.isnan() | Zf.isposinf()).any(dim=1) & (Zf > -math.inf).any(dim=1)
+    entropy = torch.where(logits_ok, entropy, torch.full_like(entropy, math.nan))
     entropy_norm = (entropy / math.log(plan.classes)).float()
     entropy = entropy.float()
-    pred = torch.where(torch.isfinite(Zf).all(dim=1), Zf.argmax(dim=1),
+    pred = torch.where(logits_ok, Zf.argmax(dim=1),
                        torch.full_like(Zf[:, 0], -1, dtype=torch.int64))
 
     score = plan.alpha * entropy_norm + (1 - plan.alpha) * dice

@@ -35,7 +35,10 @@ class ProjectedROI:
         return int(self.weights.shape[0])
 
     def __getitem__(self, index) -> ProjectedROI:
-        """Rows of a pool-wide projection, e.g. roi[batch_start:batch_stop]."""
+        """Rows of a pool-wide projection, e.g. roi[batch_start:batch_stop] (or an index array)."""
+        if isinstance(index, (int, np.integer)):
+            raise TypeError(f"a ProjectedROI is indexed by rows that keep its batch axis: roi[{index}:{index + 1}], "
+                            f"not roi[{index}]")
         return ProjectedROI(self.weights[index], self.area[index], self.roi_size)
 
 
