@@ -358,6 +358,22 @@ def test_exif_orientation_is_applied_to_images_masks_and_header_sizes(orientatio
         np.testing.assert_allclose(decode_one(jpeg, size=expected.shape)[0], expected, atol=24 / 255)
 
 
+def test_a_damaged_exif_block_leaves_the_pixels_as_stored_without_a_warning():
+    import warnings
+
+    from egal.importers.imaging import read_header
+
+    stored = gradient(6, 10)
+    exif = Image.fromarray(stored).getexif()
+    exif[0x0112] = 6
+    out = BytesIO()
+    Image.fromarray(stored).save(out, "JPEG", quality=95, exif=b"Exif\x00\x00" + exif.tobytes()[:10] + b"\xff" * 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow printed "Corrupt EXIF data" once per image
+        assert decode_one(out.getvalue(), size=(6, 10)).shape == (1, 6, 10)
+        assert (read_header(out.getvalue()).width, read_header(out.getvalue()).height) == (10, 6)
+
+
 def test_a_mask_drawn_on_a_turned_square_jpeg_lands_on_what_the_viewer_showed():
     # A square image leaves no aspect ratio to catch a turned mask: before, it was silently rotated against it.
     stored = np.zeros((32, 32), np.uint8)

@@ -16,7 +16,7 @@ import numpy as np
 from ..pool.dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from ..pool.encode import encode_png
 from ..pool.errors import RowError
-from ..pool.images import resize_bilinear
+from ..pool.images import quiet_pillow, resize_bilinear
 from ..pool.orientation import exif_orientation, shown_size
 from ..pool.png16 import png_header
 
@@ -40,7 +40,7 @@ def read_header(data: bytes) -> ImageHeader:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(BytesIO(data), formats=("PNG", "JPEG")) as image:
+        with quiet_pillow(), Image.open(BytesIO(data), formats=("PNG", "JPEG")) as image:
             mode, fmt, depth = image.mode, image.format, png_header(data)
             width, height = shown_size(*image.size, exif_orientation(image))  # as decoded: EXIF orientation applied
     except UnidentifiedImageError:

@@ -19,6 +19,7 @@ Rules:
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from io import BytesIO
 
@@ -69,14 +70,23 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
 def open_pillow(data: bytes, formats, what: str) -> Image.Image:
     """Image.open of `data`, its pixels not read yet, refused (RowError) when its header gives more pixels than
     egal decodes (egal.pool.limits); Pillow's own bomb warning is left to that check."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with quiet_pillow():
         try:
             image = Image.open(BytesIO(data), formats=formats)
         except Image.DecompressionBombError as exc:  # over Pillow's hard limit: no size to show but its message
             raise RowError(f"{what} is larger than egal decodes ({exc})") from None
     check_pixels(*image.size, what)
     return image
+
+
+@contextlib.contextmanager
+def quiet_pillow():
+    """Pillow's warnings while it opens an image, which egal's own checks replace: its decompression-bomb warning
+    (egal.pool.limits decides), and damaged EXIF (on stderr once per image; the orientation is then 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
+        yield
 
 
 def _pillow_to_float(image: Image.Image, in_channels: int) -> np.ndarray:

@@ -11,6 +11,8 @@ alone gives the shown size.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import Image
 
@@ -24,9 +26,11 @@ def exif_orientation(image: Image.Image) -> int:
     if not raw:
         return 1
     try:
-        exif = Image.Exif()
-        exif.load(raw)
-        value = exif.get(ORIENTATION_TAG, 1)
+        with warnings.catch_warnings():  # Pillow warns of damaged EXIF on stderr, once per image
+            warnings.simplefilter("ignore")
+            exif = Image.Exif()
+            exif.load(raw)
+            value = exif.get(ORIENTATION_TAG, 1)
     except Exception:  # a damaged EXIF block: the pixels are used as stored
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
