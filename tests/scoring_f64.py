@@ -81,7 +81,8 @@ def steps(activations, logits, masks, gradients=None, weights=None, alpha=0.5):
     with np.errstate(invalid="ignore", divide="ignore"):
         dice = np.where(sm == 0, np.nan, 1 - (2 * inter + DICE_EPS) / (su + sm + DICE_EPS))
     zmax = Z.max(axis=1, keepdims=True)
-    log_p = Z - (zmax + np.log(np.exp(Z - zmax).sum(axis=1, keepdims=True)))
+    # shifted first: zmax + log(sum) loses log(sum) to rounding once |z| is above about 1e16
+    log_p = (Z - zmax) - np.log(np.exp(Z - zmax).sum(axis=1, keepdims=True))
     p = np.exp(log_p)
     entropy = -np.where(p > 0, p * log_p, 0.0).sum(axis=1)
     entropy_norm = entropy / np.log(Z.shape[1])

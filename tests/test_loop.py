@@ -542,6 +542,34 @@ def test_the_decoded_cache_follows_the_pool_content_and_the_decoding_rules_not_i
     assert len(decoded) == 3
 
 
+def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkeypatch):
+    # The decoded cache (and simulate's pool check) hashed the Parquet file only: images fixed on disk (turned
+    # upright, say) trained from the old pixels without a word.
+    import egal.loop.data as data
+    from egal.pool.encode import encode_png
+    from pool_files import write_pool
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(4):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(encode_png(np.full((8, 8), 10 * i, np.uint8)))
+    pool = write_pool(tmp_path / "pool.parquet", {"id": [f"r{i}" for i in range(4)],
+                                                  "image_path": [f"imgs/{i}.png" for i in range(4)],
+                                                  "label": ["a", "b", "a", "b"]})
+    decoded = []
+    monkeypatch.setattr(data, "_decode", lambda *args: decoded.append(1) or lesion_dataset(12, 16, seed=len(decoded)))
+    cache = str(tmp_path / "cache")
+    before = data.content_digest(str(pool))
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 1
+    (tmp_path / "imgs" / "2.png").write_bytes(encode_png(np.full((8, 8), 99, np.uint8)))  # edited in place
+    assert data.content_digest(str(pool)) != before
+    data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
+    assert len(decoded) == 2
+    (tmp_path / "imgs" / "2.png").unlink()  # a missing file changes it too
+    assert data.content_digest(str(pool)) not in (before,)
+
+
 def test_the_gpu_training_settings_leave_older_result_folders_resumable():
     plain = ExperimentConfig().identity()["train"]
     assert "precision" not in plain and "channels_last" not in plain  # as folders written before them recorded

@@ -119,9 +119,10 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
 
 
 def content_digest(path) -> str:
-    """A digest of a pool's bytes (a folder pool: its Parquet files' names and bytes): what the decoded cache and
-    an experiment folder key a pool by. Each file is read once per process while its size and modification time
-    stay the same (both keys ask for it at start-up)."""
+    """A digest of a pool's bytes (a folder pool: its Parquet files' names and bytes; a pool whose images or masks
+    are files, image_path / mask_path: their bytes too, so that an image edited in place is decoded again): what
+    the decoded cache and an experiment folder key a pool by. Each file is read once per process while its size
+    and modification time stay the same (both keys ask for it at start-up)."""
     if os.path.isdir(path):
         from ..pool.files import find_parquet_files
 
@@ -131,10 +132,45 @@ def content_digest(path) -> str:
             digest.update(f"{os.path.relpath(file, root)}\0{content_digest(file)}\0".encode())
         return digest.hexdigest()
     stat = os.stat(path)
-    return _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    own = _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    referenced = _referenced_files_digest(path)
+    return own if referenced is None else hashlib.blake2b(f"{own}\0{referenced}".encode(), digest_size=12).hexdigest()
 
 
-@functools.lru_cache(maxsize=4096)  # a folder pool's files each, and a process reads several pools at most
+def _referenced_files_digest(path) -> str | None:
+    """A digest of the files a Parquet pool's image_path / mask_path columns name (their values, and each file's
+    bytes, or why it cannot be read); None for a pool that holds its images and masks as bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ..pool.errors import PathRefused
+    from ..pool.paths import resolve_inside
+
+    try:
+        columns = [c for c in ("image_path", "mask_path") if c in pq.read_schema(path).names]
+        table = pq.read_table(path, columns=columns) if columns else None
+    except (OSError, pa.ArrowException):  # not a readable Parquet file: the pool reader says what is wrong
+        return None
+    if table is None:
+        return None
+    base = os.path.dirname(os.path.realpath(path))
+    digest = hashlib.blake2b(digest_size=12)
+    for column in columns:
+        for value in table.column(column).to_pylist():
+            if value is None:
+                digest.update(b"\0null\0")
+                continue
+            try:
+                target = resolve_inside(base, str(value))
+                stat = os.stat(target)
+                content = _digest(target, stat.st_size, stat.st_mtime_ns)
+            except (PathRefused, OSError) as exc:  # decoding will say so for its row; the digest notes it
+                content = f"unreadable: {exc}"
+            digest.update(f"{column}\0{value}\0{content}\0".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a folder pool's files and a paths pool's images, read once per process
 def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 23) -> str:
     digest = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:
