@@ -154,6 +154,9 @@ def test_csv_one_box_per_row_grouped_by_id(images):
         ["p2", "img/p2.png", "normal", "pt1", "", "", "", ""],
         ["p3", "img/p3.png", "nodule", "pt2", "40", "30", "60", "45"],  # outside the 50 x 40 image
         ["p4", "img/missing.png", "nodule", "pt3", "1", "1", "2", "2"],
+        ["p5", "img/p1.png", "nodule", "pt4", "55", "41", "70", "50"],  # wholly outside
+        ["p6", "img/p1.png", "nodule", "pt4", "60", "0", "70", "10"],  # wholly outside, beside one inside
+        ["p6", "img/p1.png", "nodule", "pt4", "1", "1", "9", "9"],
     ])
     result = from_csv(table, images / "pool.parquet", id="image_id", image="path", label="finding", group="patient",
                       box_columns="x_min,y_min,x_max,y_max", progress=False)
@@ -161,11 +164,15 @@ def test_csv_one_box_per_row_grouped_by_id(images):
     assert rows["p1"]["boxes"] == [[5, 6, 15, 16], [20, 10, 30, 20]] and rows["p1"]["group"] == "pt1"
     assert rows["p2"]["boxes"] == [] and rows["p2"]["label"] == "normal"
     assert set(rows) == {"p1", "p2"}
-    assert result.skipped.skipped == {"box unreadable or outside its image": 1, "image file missing or unreadable": 1}
+    assert result.skipped.skipped == {"box unreadable or outside its image": 3, "image file missing or unreadable": 1}
     clipped = from_csv(table, images / "clipped.parquet", id="image_id", image="path", label="finding",
                        box_columns="x_min,y_min,x_max,y_max", out_of_image="clip", progress=False)
     assert rows_by_id(clipped.out)["p3"]["boxes"] == [[40, 30, 50, 40]]
     assert clipped.skipped.noted["box clipped to its image"] == 1
+    # A box wholly outside is dropped, not clipped; a row left with none has no ROI, and says so.
+    assert rows_by_id(clipped.out)["p5"]["boxes"] == [] and rows_by_id(clipped.out)["p6"]["boxes"] == [[1, 1, 9, 9]]
+    assert clipped.skipped.noted["every box outside its image: row kept without an ROI"] == 1
+    assert clipped.skipped.noted["box wholly outside its image dropped"] == 1
 
 
 def test_csv_boxes_column_json_and_dicts_and_masks(images):

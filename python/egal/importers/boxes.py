@@ -70,10 +70,11 @@ def merge_readers(by_reader: dict[str, list[Box]], rule: str, *, iou_threshold: 
 
 
 def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int,
-              out_of_image: str) -> tuple[list[list[float]], int]:
-    """(boxes that satisfy the pool format, how many were clipped or dropped); RowError with the reason
-    when a box does not fit and out_of_image is "skip", or when a box is empty or inverted."""
-    kept, changed = [], 0
+              out_of_image: str) -> tuple[list[list[float]], int, int]:
+    """(boxes that satisfy the pool format, how many were clipped, how many lay wholly outside the image and were
+    dropped); RowError with the reason when a box does not fit and out_of_image is "skip", or when a box is empty
+    or inverted."""
+    kept, clipped, dropped = [], 0, 0
     for k, box in enumerate(boxes):
         try:
             kept.append(list(check_box(k, box, width, height)))
@@ -83,7 +84,20 @@ def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int,
                 raise
         x0, y0 = max(0.0, float(box[0])), max(0.0, float(box[1]))
         x1, y1 = min(float(width), float(box[2])), min(float(height), float(box[3]))
-        changed += 1
         if x0 < x1 and y0 < y1:
             kept.append([x0, y0, x1, y1])
-    return kept, changed
+            clipped += 1
+        else:
+            dropped += 1
+    return kept, clipped, dropped
+
+
+def note_fitted_boxes(ledger, where: str, given: int, clipped: int, dropped: int) -> None:
+    """What --out-of-image clip did to a row's boxes, on the import's ledger: a box wholly outside its image is
+    dropped, not clipped, and a row that lost every box is kept without an ROI."""
+    if clipped:
+        ledger.note("box clipped to its image", where)
+    if dropped == given and given:
+        ledger.note("every box outside its image: row kept without an ROI", where)
+    elif dropped:
+        ledger.note("box wholly outside its image dropped", where)

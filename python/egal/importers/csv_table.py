@@ -19,7 +19,7 @@ from ..errors import EgalError
 from ..pool.errors import RowError
 from ..pool.rois import check_aspect, read_mask_png
 from .box_cells import parse_boxes
-from .boxes import OUT_OF_IMAGE, fit_boxes
+from .boxes import OUT_OF_IMAGE, fit_boxes, note_fitted_boxes
 from .imaging import read_header
 from .options import check_common
 from .session import ImportResult, ImportSession
@@ -160,12 +160,12 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
     elif o.roi == "boxes":
         try:
             boxes = parse_boxes(row[o.boxes]) if o.boxes else [_box_of(line, cells) for line, cells in entry["boxes"]]
-            boxes, clipped = fit_boxes(boxes, header.width, header.height, o.out_of_image)
+            given = len(boxes)
+            boxes, clipped, dropped = fit_boxes(boxes, header.width, header.height, o.out_of_image)
         except RowError as exc:
             session.ledger.skip("box unreadable or outside its image", f"{where}: {exc}")
             return
-        if clipped:
-            session.ledger.note("box clipped to its image", where)
+        note_fitted_boxes(session.ledger, where, given, clipped, dropped)
         out["boxes"], has_roi = boxes, bool(boxes)
     if o.images_as == "paths":
         out["image_path"] = session.reference(image_path)

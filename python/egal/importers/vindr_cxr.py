@@ -44,7 +44,7 @@ import pyarrow as pa
 from .._checks import bad_argument, check_choice, check_fraction, check_int
 from ..errors import EgalError
 from ..pool.errors import RowError
-from .boxes import MERGE_RULES, OUT_OF_IMAGE, fit_boxes, merge_readers
+from .boxes import MERGE_RULES, OUT_OF_IMAGE, fit_boxes, merge_readers, note_fitted_boxes
 from .errors import SourceError
 from .imaging import dicom_header_of_file, dicom_to_png, scale_boxes
 from .options import check_common, existing_folder
@@ -232,7 +232,7 @@ def add_dicom_row(session, o, root: Path, ident: str, path: Path, label, boxes, 
         else:
             header = dicom_header_of_file(path)
             size = new_size = (header.width, header.height)
-        fitted, clipped = fit_boxes(boxes, size[0], size[1], o.out_of_image)
+        fitted, clipped, dropped = fit_boxes(boxes, size[0], size[1], o.out_of_image)
     except OSError as exc:
         session.ledger.skip("unreadable image file", f"{ident}: {exc.strerror or exc}")
         return
@@ -240,8 +240,7 @@ def add_dicom_row(session, o, root: Path, ident: str, path: Path, label, boxes, 
         what = "box outside its image" if "outside" in str(exc) else "unreadable DICOM or bad box"
         session.ledger.skip(what, f"{ident}: {exc}")
         return
-    if clipped:
-        session.ledger.note("box clipped to its image", ident)
+    note_fitted_boxes(session.ledger, ident, len(boxes), clipped, dropped)
     row["boxes"] = scale_boxes(fitted, size, new_size)
     if o.images_as == "bytes":
         row["image"] = path.read_bytes()
