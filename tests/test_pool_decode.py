@@ -358,6 +358,25 @@ def test_exif_orientation_is_applied_to_images_masks_and_header_sizes(orientatio
         np.testing.assert_allclose(decode_one(jpeg, size=expected.shape)[0], expected, atol=24 / 255)
 
 
+def test_an_roi_drawn_on_the_stored_pixels_of_a_turned_image_is_refused_saying_it_is_turned():
+    from egal.importers.imaging import read_header
+    from egal.pool.errors import RowError
+    from egal.pool.rois import check_aspect, check_box
+
+    stored = gradient(32, 48)
+    data = _with_orientation(stored, 6)  # shown 32 wide, 48 high
+    decoded = decode_batch(raw([data, data], [mask_png(np.ones((32, 48), bool)), None], "mask"),
+                           DecodeSettings((48, 32)))
+    assert decoded.errors[0] == ("mask: aspect ratio 1.50 (48x32) does not match the image's 0.67 (32x48) (the "
+                                 "image is shown turned 90 degrees clockwise, by its EXIF orientation 6: egal reads "
+                                 "ROIs on the image as shown)")
+    header = read_header(data)
+    with pytest.raises(RowError, match=r"lies outside the 32x48 image \(the image is shown turned 90 degrees"):
+        check_box(0, [30, 2, 46, 20], header.width, header.height, header.orientation)
+    with pytest.raises(RowError, match=r"does not match the image's 0.67 \(32x48\)$"):  # as stored: no note
+        check_aspect((32, 48), (48, 32))
+
+
 def test_a_damaged_exif_block_leaves_the_pixels_as_stored_without_a_warning():
     import warnings
 

@@ -69,15 +69,15 @@ def merge_readers(by_reader: dict[str, list[Box]], rule: str, *, iou_threshold: 
     return sorted(merged)
 
 
-def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int,
-              out_of_image: str) -> tuple[list[list[float]], int, int]:
+def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int, out_of_image: str,
+              orientation: int = 1) -> tuple[list[list[float]], int, int]:
     """(boxes that satisfy the pool format, how many were clipped, how many lay wholly outside the image and were
     dropped); RowError with the reason when a box does not fit and out_of_image is "skip", or when a box is empty
     or inverted."""
     kept, clipped, dropped = [], 0, 0
     for k, box in enumerate(boxes):
         try:
-            kept.append(list(check_box(k, box, width, height)))
+            kept.append(list(check_box(k, box, width, height, orientation)))
             continue
         except RowError as exc:
             if out_of_image == "skip" or "outside" not in str(exc):

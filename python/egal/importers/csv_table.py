@@ -145,7 +145,7 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
             try:
                 mask = mask_path.read_bytes()
                 pixels = read_mask_png(mask)
-                check_aspect(pixels.shape, (header.height, header.width))
+                check_aspect(pixels.shape, (header.height, header.width), header.orientation)
                 has_roi = bool(pixels.any())
             except OSError as exc:
                 session.ledger.skip("mask file missing or unreadable", f"{where}: {exc.strerror or exc}")
@@ -161,7 +161,7 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
         try:
             boxes = parse_boxes(row[o.boxes]) if o.boxes else [_box_of(line, cells) for line, cells in entry["boxes"]]
             given = len(boxes)
-            boxes, clipped, dropped = fit_boxes(boxes, header.width, header.height, o.out_of_image)
+            boxes, clipped, dropped = fit_boxes(boxes, header.width, header.height, o.out_of_image, header.orientation)
         except RowError as exc:
             session.ledger.skip("box unreadable or outside its image", f"{where}: {exc}")
             return

@@ -160,7 +160,7 @@ def _import_one(session: ImportSession, o: FoldersOptions, root: Path, masks_roo
         try:
             mask = mask_path.read_bytes()
             pixels = read_mask_png(mask)
-            check_aspect(pixels.shape, (header.height, header.width))
+            check_aspect(pixels.shape, (header.height, header.width), header.orientation)
             has_roi = bool(pixels.any())
         except (OSError, RowError) as exc:
             session.ledger.skip("mask unreadable or not of its image's shape", f"{where}: {exc}")

@@ -30,6 +30,7 @@ class ImageHeader:
     height: int
     bits: int  # bits per sample: 1, 8 or 16 (DICOM: BitsStored)
     channels: int  # 1 (grey) or 3 (colour)
+    orientation: int = 1  # EXIF orientation (egal.pool.orientation): width and height are those shown
 
 
 def read_header(data: bytes) -> ImageHeader:
@@ -42,7 +43,8 @@ def read_header(data: bytes) -> ImageHeader:
     try:
         with quiet_pillow(), Image.open(BytesIO(data), formats=("PNG", "JPEG")) as image:
             mode, fmt, depth = image.mode, image.format, png_header(data)
-            width, height = shown_size(*image.size, exif_orientation(image))  # as decoded: EXIF orientation applied
+            orientation = exif_orientation(image)
+            width, height = shown_size(*image.size, orientation)  # as decoded: EXIF orientation applied
     except UnidentifiedImageError:
         raise RowError("not a PNG, JPEG or DICOM image") from None
     except Exception as exc:  # truncated headers raise OSError, SyntaxError...
@@ -50,7 +52,7 @@ def read_header(data: bytes) -> ImageHeader:
     bits = 16 if mode.startswith("I;16") or mode == "I" or (depth and depth[0] == 16) else 1 if mode == "1" else 8
     grey_png = depth is not None and depth[1] in (0, 4)  # (Pillow opens 16-bit grey + alpha as RGBA)
     channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") or grey_png else 3
-    return ImageHeader(fmt, width, height, bits, channels)
+    return ImageHeader(fmt, width, height, bits, channels, orientation)
 
 
 def _dicom_header(data: bytes) -> ImageHeader:

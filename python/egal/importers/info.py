@@ -158,14 +158,14 @@ def _roi(batch, i, header, ident, problems: SkipLedger):
         if header is not None:
             try:
                 for k, box in enumerate(boxes):
-                    check_box(k, box, header.width, header.height)
+                    check_box(k, box, header.width, header.height, header.orientation)
             except RowError as exc:
                 problems.skip("box outside its image or malformed", f"{ident}: {exc}")
         return ("boxes" if boxes else "none"), len(boxes)
     try:
         mask = read_mask_png(_bytes(value, batch.roi_kind == "mask_path", batch.base_dirs[i]))
         if header is not None:
-            check_aspect(mask.shape, (header.height, header.width))
+            check_aspect(mask.shape, (header.height, header.width), header.orientation)
     except (RowError, PathRefused, OSError) as exc:
         problems.skip("mask unreadable or not of its image's shape", f"{ident}: {exc}")
         return "none", 0

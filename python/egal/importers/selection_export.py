@@ -198,8 +198,8 @@ class _Writer:
             mask_bytes = _read(roi, batch.roi_kind == "mask_path", batch.base_dirs[i], ident, "mask")
         try:
             header = read_header(data)
-            boxes = [list(check_box(k, b, header.width, header.height)) for k, b in enumerate(roi)] \
-                if batch.roi_kind == "boxes" and roi else []
+            boxes = [list(check_box(k, b, header.width, header.height, header.orientation))
+                     for k, b in enumerate(roi)] if batch.roi_kind == "boxes" and roi else []
             if self.o.to == "folders":
                 name = self._folders(ident, label, data, header, mask_bytes, boxes)
             else:

@@ -19,6 +19,7 @@ from .._checks import check_hw
 from .batches import RawBatch
 from .errors import PathRefused, RowError
 from .images import read_image, resize_bilinear, to_channels
+from .orientation import orientation_of, turned_note
 from .paths import resolve_inside
 from .rois import mask_from_boxes, mask_from_png
 
@@ -101,8 +102,8 @@ def decode_batch(raw: RawBatch, settings: DecodeSettings) -> DecodedBatch:
 def _decode_row(raw: RawBatch, i: int, settings: DecodeSettings):
     """(image [C, H, W], mask [Hm, Wm] or None); RowError "<part>: <reason>" otherwise."""
     try:
-        data = _load(raw.images[i], raw.image_is_path, raw.base_dirs[i])
-        native = read_image(data, settings.in_channels)  # [c, h, w]
+        image_bytes = _load(raw.images[i], raw.image_is_path, raw.base_dirs[i])
+        native = read_image(image_bytes, settings.in_channels)  # [c, h, w]
         image = to_channels(resize_bilinear(native, settings.input_size), settings.in_channels)
     except RowError as exc:
         raise RowError(f"image: {exc}") from exc
@@ -118,8 +119,8 @@ def _decode_row(raw: RawBatch, i: int, settings: DecodeSettings):
         else:
             data = _load(roi, raw.roi_kind == "mask_path", raw.base_dirs[i])
             mask = mask_from_png(data, image_hw, settings.mask_hw)
-    except RowError as exc:
-        raise RowError(f"{raw.roi_kind}: {exc}") from exc
+    except RowError as exc:  # (an ROI drawn on the stored pixels of a turned image fails here: say it is turned)
+        raise RowError(f"{raw.roi_kind}: {exc}{turned_note(orientation_of(image_bytes))}") from exc
     except Exception as exc:
         raise RowError(f"{raw.roi_kind}: {type(exc).__name__}: {exc}") from exc
     return image, mask

@@ -36,6 +36,31 @@ def exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+TURNS = {2: "mirrored left-right", 3: "upside down", 4: "mirrored top-bottom", 5: "transposed",
+         6: "turned 90 degrees clockwise", 7: "transversed", 8: "turned 90 degrees anticlockwise"}
+
+
+def turned_note(orientation: int) -> str:
+    """For a message about an image's ROI: how the image is shown, when not as stored ('' otherwise)."""
+    if orientation not in TURNS:
+        return ""
+    return (f" (the image is shown {TURNS[orientation]}, by its EXIF orientation {orientation}: egal reads ROIs on "
+            "the image as shown)")
+
+
+def orientation_of(data: bytes) -> int:
+    """The EXIF orientation of PNG or JPEG bytes (1 for anything else), from the header alone."""
+    from io import BytesIO
+
+    from .images import quiet_pillow
+
+    try:
+        with quiet_pillow(), Image.open(BytesIO(bytes(data)), formats=("PNG", "JPEG")) as image:
+            return exif_orientation(image)
+    except Exception:  # not a PNG or JPEG (DICOM), or unreadable: the decoder has said so already
+        return 1
+
+
 def shown_size(width: int, height: int, orientation: int) -> tuple[int, int]:
     """(width, height) of the image as shown."""
     return (height, width) if orientation in SWAPS_SIDES else (width, height)
@@ -46,13 +71,13 @@ def as_shown(pixels: np.ndarray, orientation: int) -> np.ndarray:
     if orientation <= 1:
         return pixels
     rows, cols = pixels.ndim - 2, pixels.ndim - 1
-    turned = {
-        2: lambda p: np.flip(p, cols),                                   # mirrored left-right
-        3: lambda p: np.rot90(p, 2, (rows, cols)),                       # upside down
-        4: lambda p: np.flip(p, rows),                                   # mirrored top-bottom
-        5: lambda p: np.swapaxes(p, rows, cols),                         # transposed
-        6: lambda p: np.rot90(p, -1, (rows, cols)),                      # turned 90 degrees clockwise
-        7: lambda p: np.swapaxes(np.rot90(p, 2, (rows, cols)), rows, cols),  # transversed
-        8: lambda p: np.rot90(p, 1, (rows, cols)),                       # turned 90 degrees anticlockwise
+    turned = {  # as TURNS says
+        2: lambda p: np.flip(p, cols),
+        3: lambda p: np.rot90(p, 2, (rows, cols)),
+        4: lambda p: np.flip(p, rows),
+        5: lambda p: np.swapaxes(p, rows, cols),
+        6: lambda p: np.rot90(p, -1, (rows, cols)),
+        7: lambda p: np.swapaxes(np.rot90(p, 2, (rows, cols)), rows, cols),
+        8: lambda p: np.rot90(p, 1, (rows, cols)),
     }[orientation](pixels)
     return np.ascontiguousarray(turned)

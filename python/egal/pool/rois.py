@@ -30,7 +30,7 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from .errors import RowError
-from .orientation import as_shown, exif_orientation
+from .orientation import as_shown, exif_orientation, turned_note
 from .png16 import PNG_MAGIC, full_depth_colour, png_header
 
 ASPECT_TOLERANCE = 0.02
@@ -135,13 +135,14 @@ def _without_stream_repr(exc: Exception) -> str:
     return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip() or type(exc).__name__
 
 
-def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> None:
+def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], orientation: int = 1) -> None:
+    """image_hw as the image is shown, under its EXIF `orientation` (named in the message when not 1)."""
     mask_ratio = mask_hw[1] / mask_hw[0]
     image_ratio = image_hw[1] / image_hw[0]
     if abs(mask_ratio / image_ratio - 1.0) > ASPECT_TOLERANCE:
         raise RowError(
             f"aspect ratio {mask_ratio:.2f} ({mask_hw[1]}x{mask_hw[0]}) does not match "
-            f"the image's {image_ratio:.2f} ({image_hw[1]}x{image_hw[0]})"
+            f"the image's {image_ratio:.2f} ({image_hw[1]}x{image_hw[0]}){turned_note(orientation)}"
         )
 
 
@@ -187,7 +188,7 @@ def mask_from_boxes(boxes: Sequence, image_hw: tuple[int, int], size: tuple[int,
     return mask
 
 
-def check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, float, float]:
+def check_box(k: int, box, image_w: int, image_h: int, orientation: int = 1) -> tuple[float, float, float, float]:
     """Box k of an image as four floats; RowError saying what is wrong with it (the rule every reader of
     boxes applies)."""
     if box is None:
@@ -200,7 +201,7 @@ def check_box(k: int, box, image_w: int, image_h: int) -> tuple[float, float, fl
     if not (x0 < x1 and y0 < y1):
         raise RowError(f"box {k} {_show(box)} is empty or inverted (needs x0 < x1 and y0 < y1)")
     if not (0 <= x0 and x1 <= image_w and 0 <= y0 and y1 <= image_h):
-        raise RowError(f"box {k} {_show(box)} lies outside the {image_w}x{image_h} image")
+        raise RowError(f"box {k} {_show(box)} lies outside the {image_w}x{image_h} image{turned_note(orientation)}")
     return x0, y0, x1, y1
 
 
