@@ -194,6 +194,18 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     ("train", {"augment_settings": {"hflip": "yes"}}, "augment_settings.hflip must be true or false, got 'yes'"),
     ("train", {"augment_settings": {"rotation": 5}}, r"unknown augment_settings \['rotation'\]; known: \['hflip'"),
     ("train", {"augment_settings": 5}, "augment_settings must be a table of settings, got 5"),
+    ("train", {"augment": "false"}, "augment must be true or false, got 'false'"),  # (it switched augmentation on)
+    ("train", {"in_channels": 3.0}, "in_channels must be 1 or 3, got 3.0"),
+    ("train", {"in_channels": True}, "in_channels must be 1 or 3, got True"),
+    ("train", {"input_size": 128}, r"input_size must be \(H, W\) positive integers, got 128"),
+    ("loop", {"threads": 2**31}, "threads must be at most 1024, got 2147483648"),
+    ("loop", {"alpha_grid": [10**400]}, "alpha_grid must be a list of numbers in"),
+    ("shortcut", {"share": "0.5"}, r"shortcut share must be a number in \(0, 1\], got '0.5'"),
+    ("shortcut", {"size": 10**400}, r"shortcut size must be a number in \(0, 0.5\), got an integer of 401 digits"),
+    ("shortcut", {"margin": None}, r"shortcut margin must be a number in \[0, 0.5\), got None"),
+    ("shortcut", {"seed": "x"}, "shortcut seed must be a non-negative integer"),
+    ("shortcut", {"target_class": 5}, r"shortcut target_class must be a class name \(a string\), got 5"),
+    ("data", {"test_groups": 5.5}, r"test_groups must be group names \(a list of strings or integers\), got 5.5"),
 ])
 def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
     with pytest.raises(ValueError, match=message):

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .._checks import check_int, is_int, is_real
+from .._checks import check_int, is_finite_real, is_int, is_real, show_number
 from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
@@ -19,6 +19,7 @@ from .strategies import parse_strategies
 
 # A run's torch seed is seed * 1000 + round (egal.loop.simulation): it must fit in 64 bits.
 MAX_SEED = 2**32
+MAX_THREADS = 1024  # torch threads per process; far beyond any CPU, far below what torch.set_num_threads overflows at
 MAX_SEED_COUNT = 10_000
 
 
@@ -34,8 +35,11 @@ class DataConfig:
 
     def __post_init__(self):
         groups = self.test_groups
-        if isinstance(groups, (str, int)):  # one group, not its characters
+        if isinstance(groups, str) or is_int(groups):  # one group, not its characters
             groups = (groups,)
+        if groups is not None and not (isinstance(groups, (list, tuple))
+                                       and all(isinstance(g, str) or is_int(g) for g in groups)):
+            raise EgalError(f"test_groups must be group names (a list of strings or integers), got {groups!r}")
         object.__setattr__(self, "test_groups", tuple(str(g) for g in (groups or ())))
         for name in ("path", "label_column"):
             if not isinstance(getattr(self, name), str):
@@ -70,7 +74,7 @@ class LoopConfig:
                             f"{self.strategies!r}")
         object.__setattr__(self, "strategies", tuple(s.strip() for s in strategies if s.strip()))
         grid = (self.alpha_grid,) if is_real(self.alpha_grid) else self.alpha_grid
-        if not isinstance(grid, (list, tuple)) or not all(is_real(a) for a in grid):
+        if not isinstance(grid, (list, tuple)) or not all(is_finite_real(a) for a in grid):
             raise EgalError(f"alpha_grid must be a list of numbers in [0, 1], got {self.alpha_grid!r}")
         object.__setattr__(self, "alpha_grid", tuple(float(a) for a in grid))
         seeds = self.seeds
@@ -90,6 +94,8 @@ class LoopConfig:
             check_int(getattr(self, name), name)
         if self.threads is not None:
             check_int(self.threads, "threads")
+            if self.threads > MAX_THREADS:
+                raise EgalError(f"threads must be at most {MAX_THREADS}, got {show_number(self.threads)}")
         check_int(self.rounds, "rounds", minimum=0)
         if not seeds:
             raise EgalError("at least one seed is needed")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._checks import check_int, is_finite_real, show_number
 from ..errors import EgalError
 
 MARKERS = ("square", "text")
@@ -33,14 +34,18 @@ class ShortcutConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if not isinstance(self.target_class, str):
+            raise EgalError(f"shortcut target_class must be a class name (a string), got {self.target_class!r}")
         if self.marker not in MARKERS:
             raise EgalError(f"shortcut marker must be one of {MARKERS}, got {self.marker!r}")
-        if not 0 < self.share <= 1:
-            raise EgalError(f"shortcut share must lie in (0, 1], got {self.share!r}")
-        if not 0 < self.size < 0.5:
-            raise EgalError(f"shortcut size must lie in (0, 0.5), got {self.size!r}")
-        if not 0 <= self.margin < 0.5:
-            raise EgalError(f"shortcut margin must lie in [0, 0.5), got {self.margin!r}")
+        for name, low, high, low_in in (("share", 0, 1, False), ("size", 0, 0.5, False), ("margin", 0, 0.5, True)):
+            value = getattr(self, name)
+            inside = is_finite_real(value) and (low <= value if low_in else low < value) and \
+                (value <= high if name == "share" else value < high)
+            if not inside:
+                bounds = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if name == 'share' else ')'}"
+                raise EgalError(f"shortcut {name} must be a number in {bounds}, got {show_number(value)}")
+        check_int(self.seed, "shortcut seed", minimum=0)
 
     @property
     def enabled(self) -> bool:

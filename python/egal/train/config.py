@@ -43,6 +43,8 @@ class TrainConfig:
     channels_last: bool = False
 
     def __post_init__(self):
+        if isinstance(self.input_size, (str, bytes)) or not hasattr(self.input_size, "__iter__"):
+            raise EgalError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
         object.__setattr__(self, "input_size", tuple(self.input_size))
         if isinstance(self.augment_settings, dict):
             object.__setattr__(self, "augment_settings", AugmentSettings.from_dict(self.augment_settings))
@@ -57,8 +59,8 @@ class TrainConfig:
             raise EgalError(f"head must be one of {HEADS}, got {self.head!r}")
         if len(self.input_size) != 2 or not all(_positive_int(v) for v in self.input_size):
             raise EgalError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
-        if self.in_channels not in (1, 3):
-            raise EgalError(f"in_channels must be 1 or 3, got {self.in_channels!r}")
+        if not _is_int(self.in_channels) or self.in_channels not in (1, 3):  # (True == 1, 3.0 == 3)
+            raise EgalError(f"in_channels must be 1 or 3, got {show_number(self.in_channels)}")
         for name in ("epochs", "batch_size", "n_way", "k_shot", "n_query"):
             if not _positive_int(getattr(self, name)):
                 raise EgalError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -68,8 +70,9 @@ class TrainConfig:
                             f"{self.trainable_from!r}")
         if self.precision not in PRECISIONS:
             raise EgalError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.channels_last, bool):
-            raise EgalError(f"channels_last must be true or false, got {self.channels_last!r}")
+        for name in ("channels_last", "augment"):  # ("false" as a string would switch it on)
+            if not isinstance(getattr(self, name), bool):
+                raise EgalError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.n_way < 2:
             raise EgalError(f"n_way must be at least 2, got {self.n_way}")
         if self.head == "linear" and self.batch_size < 2:  # every batch would be dropped: no step would run
