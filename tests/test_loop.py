@@ -579,7 +579,47 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
     assert len(decoded) == 2
     (tmp_path / "imgs" / "2.png").unlink()  # a missing file changes it too
-    assert data.content_digest(str(pool)) not in (before,)
+    missing = data.content_digest(str(pool))
+    assert missing != before
+    # Where the pool lies does not count (a copy, a synced folder), a missing file included.
+    import shutil
+
+    shutil.copytree(tmp_path / "imgs", tmp_path / "copy" / "imgs")
+    shutil.copy(pool, tmp_path / "copy" / "pool.parquet")
+    assert data.content_digest(str(tmp_path / "copy" / "pool.parquet")) == missing
+    # A pool file reached through a link reads the images beside the link, as the decoder does.
+    (tmp_path / "linked").mkdir()
+    shutil.copytree(tmp_path / "imgs", tmp_path / "linked" / "imgs")
+    (tmp_path / "linked" / "pool.parquet").symlink_to(pool)
+    linked = data.content_digest(str(tmp_path / "linked" / "pool.parquet"))
+    (tmp_path / "linked" / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))
+    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) != linked
+
+
+def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(tmp_path):
+    # Folders of a pool of image files made before egal hashed the files recorded the Parquet bytes alone.
+    import egal.loop.data as data
+    from egal.loop.simulation import _check_or_write_config
+    from egal.pool.encode import encode_png
+    from pool_files import write_pool
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        (tmp_path / "imgs" / f"{i}.png").write_bytes(encode_png(np.full((8, 8), 10 * i, np.uint8)))
+    pool = write_pool(tmp_path / "pool.parquet", {"id": ["a", "b"], "image_path": ["imgs/0.png", "imgs/1.png"],
+                                                  "label": ["x", "y"]})
+    config = ExperimentConfig(data=DataConfig(path=str(pool)))
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "random__seed0.json").write_text("{}")
+    older = data.content_digest(str(pool), with_files=False)
+    assert older != data.content_digest(str(pool))
+    (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": older}))
+    _check_or_write_config(config, str(out), folder_idle=lambda: True)  # resumes
+    assert json.loads((out / "config.json").read_text())["pool_digest"] == data.content_digest(str(pool))
+    (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": "0" * 24}))
+    with pytest.raises(ValueError, match="has changed since the runs"):
+        _check_or_write_config(config, str(out), folder_idle=lambda: True)
 
 
 def test_the_gpu_training_settings_leave_older_result_folders_resumable():

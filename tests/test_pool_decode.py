@@ -370,6 +370,8 @@ def test_an_roi_drawn_on_the_stored_pixels_of_a_turned_image_is_refused_saying_i
     assert decoded.errors[0] == ("mask: aspect ratio 1.50 (48x32) does not match the image's 0.67 (32x48) (the "
                                  "image is shown turned 90 degrees clockwise, by its EXIF orientation 6: egal reads "
                                  "ROIs on the image as shown)")
+    garbage = decode_batch(raw([data], [b"not a png"], "mask"), DecodeSettings((48, 32)))
+    assert "turned" not in garbage.errors[0]  # only a misfit is explained by the turn
     header = read_header(data)
     with pytest.raises(RowError, match=r"lies outside the 32x48 image \(the image is shown turned 90 degrees"):
         check_box(0, [30, 2, 46, 20], header.width, header.height, header.orientation)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..pool.errors import RowError
+from ..pool.errors import RoiMisfit
 from ..pool.rois import check_box  # the pool format's own rule for a valid box
 
 MERGE_RULES = ("union", "agree")
@@ -79,8 +79,8 @@ def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int, out_of_
         try:
             kept.append(list(check_box(k, box, width, height, orientation)))
             continue
-        except RowError as exc:
-            if out_of_image == "skip" or "outside" not in str(exc):
+        except RoiMisfit:  # outside the image; any other fault of a box is raised as it is
+            if out_of_image == "skip":
                 raise
         x0, y0 = max(0.0, float(box[0])), max(0.0, float(box[1]))
         x1, y1 = min(float(width), float(box[2])), min(float(height), float(box[3]))

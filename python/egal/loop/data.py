@@ -118,28 +118,32 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
 
 
-def content_digest(path) -> str:
+def content_digest(path, *, with_files: bool = True) -> str:
     """A digest of a pool's bytes (a folder pool: its Parquet files' names and bytes; a pool whose images or masks
     are files, image_path / mask_path: their bytes too, so that an image edited in place is decoded again): what
     the decoded cache and an experiment folder key a pool by. Each file is read once per process while its size
-    and modification time stay the same (both keys ask for it at start-up)."""
+    and modification time stay the same (both keys ask for it at start-up). with_files=False: the Parquet bytes
+    alone, the digest egal recorded before it read the image files (experiment folders made then resume)."""
     if os.path.isdir(path):
         from ..pool.files import find_parquet_files
 
         root = os.path.realpath(path)
         digest = hashlib.blake2b(digest_size=12)
         for file in find_parquet_files(root):
-            digest.update(f"{os.path.relpath(file, root)}\0{content_digest(file)}\0".encode())
+            digest.update(f"{os.path.relpath(file, root)}\0{content_digest(file, with_files=with_files)}\0".encode())
         return digest.hexdigest()
     stat = os.stat(path)
     own = _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    referenced = _referenced_files_digest(path)
+    referenced = _referenced_files_digest(path) if with_files else None
     return own if referenced is None else hashlib.blake2b(f"{own}\0{referenced}".encode(), digest_size=12).hexdigest()
 
 
+_REFERENCED_DIGESTS: dict[str, str] = {}  # what the files' sizes and times were -> their digest, in this process
+
+
 def _referenced_files_digest(path) -> str | None:
-    """A digest of the files a Parquet pool's image_path / mask_path columns name (their values, and each file's
-    bytes, or why it cannot be read); None for a pool that holds its images and masks as bytes."""
+    """A digest of the files a Parquet pool's image_path / mask_path columns name (each value, and its file's
+    bytes, or that it cannot be read), wherever the pool lies; None for a pool of image and mask bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -153,24 +157,27 @@ def _referenced_files_digest(path) -> str | None:
         return None
     if table is None:
         return None
-    base = os.path.dirname(os.path.realpath(path))
-    digest = hashlib.blake2b(digest_size=12)
+    base = os.path.dirname(os.path.abspath(path))  # as the decoder resolves them (egal.pool.batches)
+    entries = []  # (column, value, file or None, size, mtime) or (column, value, None, reason)
     for column in columns:
         for value in table.column(column).to_pylist():
-            if value is None:
-                digest.update(b"\0null\0")
-                continue
             try:
-                target = resolve_inside(base, str(value))
-                stat = os.stat(target)
-                content = _digest(target, stat.st_size, stat.st_mtime_ns)
-            except (PathRefused, OSError) as exc:  # decoding will say so for its row; the digest notes it
-                content = f"unreadable: {exc}"
+                target = resolve_inside(base, str(value)) if value is not None else None
+                stat = os.stat(target) if target else None
+                entries.append((column, value, target, stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0))
+            except (PathRefused, OSError) as exc:  # decoding will say so for its row; the digest notes the kind
+                entries.append((column, value, None, type(exc).__name__))
+    signature = hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
+    if signature not in _REFERENCED_DIGESTS:  # (stat-ing is cheap; the files are read once per process)
+        digest = hashlib.blake2b(digest_size=12)
+        for column, value, target, *rest in entries:
+            content = _digest.__wrapped__(target, *rest) if target else f"unreadable: {rest[0] if rest else 'null'}"
             digest.update(f"{column}\0{value}\0{content}\0".encode())
-    return digest.hexdigest()
+        _REFERENCED_DIGESTS[signature] = digest.hexdigest()
+    return _REFERENCED_DIGESTS[signature]
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a folder pool's files and a paths pool's images, read once per process
+@functools.lru_cache(maxsize=4096)  # a folder pool's Parquet files each, and a process reads several pools at most
 def _digest(path: str, size: int, mtime_ns: int, chunk: int = 1 << 23) -> str:
     digest = hashlib.blake2b(digest_size=12)
     with open(path, "rb") as f:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._checks import check_hw
 from .batches import RawBatch
-from .errors import PathRefused, RowError
+from .errors import PathRefused, RoiMisfit, RowError
 from .images import read_image, resize_bilinear, to_channels
 from .orientation import orientation_of, turned_note
 from .paths import resolve_inside
@@ -119,8 +119,10 @@ def _decode_row(raw: RawBatch, i: int, settings: DecodeSettings):
         else:
             data = _load(roi, raw.roi_kind == "mask_path", raw.base_dirs[i])
             mask = mask_from_png(data, image_hw, settings.mask_hw)
-    except RowError as exc:  # (an ROI drawn on the stored pixels of a turned image fails here: say it is turned)
+    except RoiMisfit as exc:  # as an ROI drawn on the stored pixels of a turned image does: say it is turned
         raise RowError(f"{raw.roi_kind}: {exc}{turned_note(orientation_of(image_bytes))}") from exc
+    except RowError as exc:
+        raise RowError(f"{raw.roi_kind}: {exc}") from exc
     except Exception as exc:
         raise RowError(f"{raw.roi_kind}: {type(exc).__name__}: {exc}") from exc
     return image, mask

@@ -25,6 +25,11 @@ class RowError(EgalError):
     Its message is the short reason stored in DecodedBatch.errors, e.g. "image: ...", "boxes: ..."."""
 
 
+class RoiMisfit(RowError):
+    """An ROI that does not fit its image: a mask of another aspect ratio, a box outside it (which an ROI drawn
+    on the stored pixels of an image shown turned by its EXIF orientation gives)."""
+
+
 class PathRefused(EgalError):
     """A relative path that leaves its base folder or names no file."""
 

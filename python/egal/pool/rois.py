@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from .errors import RowError
+from .errors import RoiMisfit, RowError
 from .orientation import as_shown, exif_orientation, turned_note
 from .png16 import PNG_MAGIC, full_depth_colour, png_header
 
@@ -140,7 +140,7 @@ def check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], orientatio
     mask_ratio = mask_hw[1] / mask_hw[0]
     image_ratio = image_hw[1] / image_hw[0]
     if abs(mask_ratio / image_ratio - 1.0) > ASPECT_TOLERANCE:
-        raise RowError(
+        raise RoiMisfit(
             f"aspect ratio {mask_ratio:.2f} ({mask_hw[1]}x{mask_hw[0]}) does not match "
             f"the image's {image_ratio:.2f} ({image_hw[1]}x{image_hw[0]}){turned_note(orientation)}"
         )
@@ -201,7 +201,7 @@ def check_box(k: int, box, image_w: int, image_h: int, orientation: int = 1) -> 
     if not (x0 < x1 and y0 < y1):
         raise RowError(f"box {k} {_show(box)} is empty or inverted (needs x0 < x1 and y0 < y1)")
     if not (0 <= x0 and x1 <= image_w and 0 <= y0 and y1 <= image_h):
-        raise RowError(f"box {k} {_show(box)} lies outside the {image_w}x{image_h} image{turned_note(orientation)}")
+        raise RoiMisfit(f"box {k} {_show(box)} lies outside the {image_w}x{image_h} image{turned_note(orientation)}")
     return x0, y0, x1, y1
 
 
