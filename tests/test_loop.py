@@ -205,7 +205,9 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     ("shortcut", {"margin": None}, r"shortcut margin must be a number in \[0, 0.5\), got None"),
     ("shortcut", {"seed": "x"}, "shortcut seed must be a non-negative integer"),
     ("shortcut", {"target_class": 5}, r"shortcut target_class must be a class name \(a string\), got 5"),
-    ("data", {"test_groups": 5.5}, r"test_groups must be group names \(a list of strings or integers\), got 5.5"),
+    ("data", {"test_groups": True}, r"test_groups must be group names \(strings, numbers\), got True"),
+    ("data", {"test_groups": [[1]]}, r"test_groups must be group names \(strings, numbers\), got \[\[1\]\]"),
+    ("train", {"input_size": np.array(64)}, r"input_size must be \(H, W\) positive integers, got array\(64\)"),
 ])
 def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
     with pytest.raises(ValueError, match=message):
@@ -214,6 +216,21 @@ def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values
 
 def test_one_test_group_given_as_a_string_is_that_group():
     assert DataConfig(test_groups="test").test_groups == ("test",)
+
+
+def test_settings_given_as_numpy_scalars_sets_or_yaml_values_load_as_before():
+    import datetime
+
+    from egal.loop.shortcut import ShortcutConfig
+
+    assert DataConfig(test_groups=5.5).test_groups == ("5.5",)  # a float group column's value
+    assert DataConfig(test_groups=[5.0]).test_groups == ("5.0",)
+    assert DataConfig(test_groups=np.array([5])).test_groups == ("5",)
+    assert DataConfig(test_groups={"5"}).test_groups == ("5",)
+    assert DataConfig(test_groups=[datetime.date(2021, 3, 4)]).test_groups == ("2021-03-04",)  # a YAML date
+    assert ShortcutConfig(target_class=None).target_class == ""  # an empty YAML value: no benchmark
+    train = TrainConfig(augment=np.False_, channels_last=np.bool_(True))
+    assert train.augment is False and train.channels_last is True
 
 
 def test_a_grouped_strategy_without_a_group_column_is_refused_before_anything_runs(tmp_path):
@@ -587,13 +604,32 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     shutil.copytree(tmp_path / "imgs", tmp_path / "copy" / "imgs")
     shutil.copy(pool, tmp_path / "copy" / "pool.parquet")
     assert data.content_digest(str(tmp_path / "copy" / "pool.parquet")) == missing
-    # A pool file reached through a link reads the images beside the link, as the decoder does.
-    (tmp_path / "linked").mkdir()
+    # Images are found where the pool reader finds them: beside the file a pool given as a link points to, and
+    # beside the link in a folder pool.
+    (tmp_path / "linked" / "folder").mkdir(parents=True)
     shutil.copytree(tmp_path / "imgs", tmp_path / "linked" / "imgs")
+    shutil.copytree(tmp_path / "imgs", tmp_path / "linked" / "folder" / "imgs")
     (tmp_path / "linked" / "pool.parquet").symlink_to(pool)
-    linked = data.content_digest(str(tmp_path / "linked" / "pool.parquet"))
-    (tmp_path / "linked" / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))
-    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) != linked
+    (tmp_path / "linked" / "folder" / "pool.parquet").symlink_to(pool)
+    as_link, in_folder = (data.content_digest(str(tmp_path / "linked" / p)) for p in ("pool.parquet", "folder"))
+    (tmp_path / "linked" / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))  # not read
+    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) == as_link
+    (tmp_path / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))
+    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) != as_link
+    (tmp_path / "linked" / "folder" / "imgs" / "1.png").write_bytes(encode_png(np.full((8, 8), 5, np.uint8)))
+    assert data.content_digest(str(tmp_path / "linked" / "folder")) != in_folder
+    # A file that cannot be read (permissions, gone after its stat) is noted, never a traceback.
+    readable = data.content_digest(str(pool))
+    real = data._digest.__wrapped__
+
+    def unreadable(path, *rest):
+        if path.endswith("0.png"):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path, *rest)
+
+    monkeypatch.setattr(data._digest, "__wrapped__", unreadable)
+    data._REFERENCED_DIGESTS.clear()
+    assert data.content_digest(str(pool)) != readable
 
 
 def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(tmp_path):
@@ -617,6 +653,13 @@ def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(
     (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": older}))
     _check_or_write_config(config, str(out), folder_idle=lambda: True)  # resumes
     assert json.loads((out / "config.json").read_text())["pool_digest"] == data.content_digest(str(pool))
+    # ... also once the pool was copied elsewhere (the same content at another path)
+    import shutil
+
+    shutil.copytree(tmp_path / "imgs", tmp_path / "moved" / "imgs")
+    moved = shutil.copy(pool, tmp_path / "moved" / "pool.parquet")
+    (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": older}))
+    _check_or_write_config(ExperimentConfig(data=DataConfig(path=str(moved))), str(out), folder_idle=lambda: True)
     (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": "0" * 24}))
     with pytest.raises(ValueError, match="has changed since the runs"):
         _check_or_write_config(config, str(out), folder_idle=lambda: True)

@@ -98,7 +98,9 @@ def test_train_checks_threads_and_a_writable_out_folder_before_the_work(tmp_path
 
     pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--threads", "0"]) == 2
-    assert "--threads must be a positive integer, got 0" in capsys.readouterr().err
+    assert "--threads must be a positive integer up to 1024, got 0" in capsys.readouterr().err
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--threads", "99999999999"]) == 2
+    assert "--threads must be a positive integer up to 1024, got 99999999999" in capsys.readouterr().err  # traceback
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2  # (a read-only mount)

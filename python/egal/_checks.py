@@ -171,6 +171,9 @@ MAX_GRID_SIDE = 65536
 MAX_CAM_CELLS = 1 << 22
 
 
+MAX_THREADS = 1024  # torch threads per process: beyond any CPU, far below what torch.set_num_threads overflows at
+
+
 def check_cam_grid(h: int, w: int, name: str) -> None:
     if h * w > MAX_CAM_CELLS:
         raise EgalError(f"{name} gives a Grad-CAM grid of {h} x {w} = {h * w:,} cells, more than egal scores "

@@ -6,6 +6,7 @@ import sys
 import warnings
 
 from .._atomic import temporary_path
+from .._checks import MAX_THREADS
 from .._paths import check_new_file, check_not_an_input
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
@@ -43,8 +44,8 @@ def register(subparsers):
 
 def run(args) -> int:
     # Checked before training, not after it.
-    if args.threads is not None and args.threads < 1:
-        raise EgalError(f"--threads must be a positive integer, got {args.threads}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise EgalError(f"--threads must be a positive integer up to {MAX_THREADS}, got {args.threads}")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
     import torch

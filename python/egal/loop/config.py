@@ -11,7 +11,9 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .._checks import check_int, is_finite_real, is_int, is_real, show_number
+import numpy as np
+
+from .._checks import MAX_THREADS, check_int, is_finite_real, is_int, is_real, show_number
 from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
@@ -19,7 +21,6 @@ from .strategies import parse_strategies
 
 # A run's torch seed is seed * 1000 + round (egal.loop.simulation): it must fit in 64 bits.
 MAX_SEED = 2**32
-MAX_THREADS = 1024  # torch threads per process; far beyond any CPU, far below what torch.set_num_threads overflows at
 MAX_SEED_COUNT = 10_000
 
 
@@ -35,12 +36,12 @@ class DataConfig:
 
     def __post_init__(self):
         groups = self.test_groups
-        if isinstance(groups, str) or is_int(groups):  # one group, not its characters
-            groups = (groups,)
-        if groups is not None and not (isinstance(groups, (list, tuple))
-                                       and all(isinstance(g, str) or is_int(g) for g in groups)):
-            raise EgalError(f"test_groups must be group names (a list of strings or integers), got {groups!r}")
-        object.__setattr__(self, "test_groups", tuple(str(g) for g in (groups or ())))
+        if groups is None or isinstance(groups, (str, bytes)) or not hasattr(groups, "__iter__"):
+            groups = () if groups is None else (groups,)  # one group (a name, a number, a date), not its characters
+        groups = list(groups)  # a list, tuple, set or array of them
+        if any(isinstance(g, (bool, np.bool_, dict, list, tuple, set)) or g is None for g in groups):
+            raise EgalError(f"test_groups must be group names (strings, numbers), got {self.test_groups!r}")
+        object.__setattr__(self, "test_groups", tuple(str(g) for g in groups))
         for name in ("path", "label_column"):
             if not isinstance(getattr(self, name), str):
                 raise EgalError(f"{name} must be a string, got {getattr(self, name)!r}")

@@ -130,8 +130,16 @@ def content_digest(path, *, with_files: bool = True) -> str:
         root = os.path.realpath(path)
         digest = hashlib.blake2b(digest_size=12)
         for file in find_parquet_files(root):
-            digest.update(f"{os.path.relpath(file, root)}\0{content_digest(file, with_files=with_files)}\0".encode())
+            digest.update(f"{os.path.relpath(file, root)}\0{_file_digest(str(file), with_files)}\0".encode())
         return digest.hexdigest()
+    from ..pool.files import find_parquet_files
+
+    return _file_digest(str(find_parquet_files(path)[0]), with_files)  # resolved, as the pool reader opens it
+
+
+def _file_digest(path: str, with_files: bool) -> str:
+    """content_digest of one Parquet file at the path the pool reader has for it (its image paths are relative to
+    that path's folder: a folder pool's linked file keeps the folder of the link, a pool given as a link does not)."""
     stat = os.stat(path)
     own = _digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     referenced = _referenced_files_digest(path) if with_files else None
@@ -157,21 +165,29 @@ def _referenced_files_digest(path) -> str | None:
         return None
     if table is None:
         return None
-    base = os.path.dirname(os.path.abspath(path))  # as the decoder resolves them (egal.pool.batches)
-    entries = []  # (column, value, file or None, size, mtime) or (column, value, None, reason)
+    base = os.path.dirname(path)  # as the decoder resolves them (egal.pool.batches)
+    entries = []  # (column, value, file, size, mtime), or (column, value, None, what): null or why unreadable
     for column in columns:
         for value in table.column(column).to_pylist():
+            if value is None:
+                entries.append((column, value, None, "null"))
+                continue
             try:
-                target = resolve_inside(base, str(value)) if value is not None else None
-                stat = os.stat(target) if target else None
-                entries.append((column, value, target, stat.st_size if stat else 0, stat.st_mtime_ns if stat else 0))
+                target = resolve_inside(base, str(value))
+                stat = os.stat(target)
+                entries.append((column, value, target, stat.st_size, stat.st_mtime_ns))
             except (PathRefused, OSError) as exc:  # decoding will say so for its row; the digest notes the kind
-                entries.append((column, value, None, type(exc).__name__))
+                entries.append((column, value, None, f"unreadable: {type(exc).__name__}"))
     signature = hashlib.blake2b(repr(entries).encode(), digest_size=16).hexdigest()
     if signature not in _REFERENCED_DIGESTS:  # (stat-ing is cheap; the files are read once per process)
         digest = hashlib.blake2b(digest_size=12)
         for column, value, target, *rest in entries:
-            content = _digest.__wrapped__(target, *rest) if target else f"unreadable: {rest[0] if rest else 'null'}"
+            content = rest[0]
+            if target is not None:
+                try:
+                    content = _digest.__wrapped__(target, *rest)
+                except OSError as exc:  # unreadable after all (permissions), or gone since the stat
+                    content = f"unreadable: {type(exc).__name__}"
             digest.update(f"{column}\0{value}\0{content}\0".encode())
         _REFERENCED_DIGESTS[signature] = digest.hexdigest()
     return _REFERENCED_DIGESTS[signature]

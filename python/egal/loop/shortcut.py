@@ -34,6 +34,8 @@ class ShortcutConfig:
     seed: int = 0
 
     def __post_init__(self):
+        if self.target_class is None:  # an empty YAML value: no benchmark, as ""
+            object.__setattr__(self, "target_class", "")
         if not isinstance(self.target_class, str):
             raise EgalError(f"shortcut target_class must be a class name (a string), got {self.target_class!r}")
         if self.marker not in MARKERS:

@@ -542,7 +542,8 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
         except (OSError, ValueError) as exc:
             raise EgalError(f"{path!r} is damaged ({exc}): use another --out folder") from None
         before, now = stored.get("identity") or {}, json.loads(json.dumps(config.identity()))
-        if digest and stored.get("pool_digest") == digest:  # the same pool content, wherever the file is now
+        older = content_digest(pool, with_files=False) if digest else None  # how an egal before 2026-11-27 had it
+        if digest and stored.get("pool_digest") in (digest, older):  # the same pool content, wherever the file is now
             for identity in (before, now):
                 identity.get("data", {}).pop("path", None)
         changed = _differences(before, now)
@@ -556,10 +557,8 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
                 f"another egal simulate is running in {out_dir!r} with a different experiment configuration "
                 f"({listed}): use another --out folder, or the same settings to run other seeds beside it")
         if not changed:  # (else a folder whose first start failed before any result: it takes this configuration)
-            recorded = stored.get("pool_digest")
             # An egal before 2026-11-27 recorded a pool of image files by its Parquet bytes alone: the same pool.
-            older_record = digest and recorded == content_digest(pool, with_files=False)
-            if digest and recorded not in (None, digest) and not older_record:
+            if digest and stored.get("pool_digest") not in (None, digest, older):
                 raise EgalError(f"the pool {pool!r} has changed since the runs in {out_dir!r} were made (its "
                                 "content differs): use another --out folder, or the pool those runs were made with")
             digest = digest or stored.get("pool_digest")

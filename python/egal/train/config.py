@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 from .._checks import is_finite_real, show_number
 from .._checks import is_int as _is_int
 from .._checks import is_positive_int as _positive_int
@@ -43,9 +45,15 @@ class TrainConfig:
     channels_last: bool = False
 
     def __post_init__(self):
-        if isinstance(self.input_size, (str, bytes)) or not hasattr(self.input_size, "__iter__"):
-            raise EgalError(f"input_size must be (H, W) positive integers, got {self.input_size!r}")
-        object.__setattr__(self, "input_size", tuple(self.input_size))
+        try:
+            if isinstance(self.input_size, (str, bytes)):
+                raise TypeError
+            object.__setattr__(self, "input_size", tuple(self.input_size))
+        except TypeError:  # one number, a string, a 0-d array
+            raise EgalError(f"input_size must be (H, W) positive integers, got {self.input_size!r}") from None
+        for name in ("augment", "channels_last"):
+            if isinstance(getattr(self, name), np.bool_):  # numpy's booleans are booleans
+                object.__setattr__(self, name, bool(getattr(self, name)))
         if isinstance(self.augment_settings, dict):
             object.__setattr__(self, "augment_settings", AugmentSettings.from_dict(self.augment_settings))
         if self.head == "linear":
