@@ -207,6 +207,9 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     ("shortcut", {"target_class": 5}, r"shortcut target_class must be a class name \(a string\), got 5"),
     ("data", {"test_groups": True}, r"test_groups must be group names \(strings, numbers\), got True"),
     ("data", {"test_groups": [[1]]}, r"test_groups must be group names \(strings, numbers\), got \[\[1\]\]"),
+    ("data", {"test_groups": {"fold": 5}}, r"test_groups must be group names \(strings, numbers\), got \{'fold': 5\}"),
+    ("data", {"test_groups": [b"5"]}, r"test_groups must be group names \(strings, numbers\), got \[b'5'\]"),
+    ("data", {"test_groups": np.array([[1, 2], [3, 4]])}, r"got array\(\[\[1, 2\], \[3, 4\]\]\)$"),
     ("train", {"input_size": np.array(64)}, r"input_size must be \(H, W\) positive integers, got array\(64\)"),
 ])
 def test_config_values_of_the_wrong_kind_are_refused_naming_them(section, values, message):
@@ -227,6 +230,7 @@ def test_settings_given_as_numpy_scalars_sets_or_yaml_values_load_as_before():
     assert DataConfig(test_groups=[5.0]).test_groups == ("5.0",)
     assert DataConfig(test_groups=np.array([5])).test_groups == ("5",)
     assert DataConfig(test_groups={"5"}).test_groups == ("5",)
+    assert DataConfig(test_groups=np.array(5)).test_groups == ("5",)
     assert DataConfig(test_groups=[datetime.date(2021, 3, 4)]).test_groups == ("2021-03-04",)  # a YAML date
     assert ShortcutConfig(target_class=None).target_class == ""  # an empty YAML value: no benchmark
     train = TrainConfig(augment=np.False_, channels_last=np.bool_(True))
@@ -630,6 +634,29 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     monkeypatch.setattr(data._digest, "__wrapped__", unreadable)
     data._REFERENCED_DIGESTS.clear()
     assert data.content_digest(str(pool)) != readable
+
+
+def test_a_pool_the_reader_refuses_leaves_the_digest_to_the_reader_s_one_line_error(tmp_path):
+    # Path columns of another type, text that is no UTF-8, a name given twice: the digest ran first and gave a
+    # traceback; the pool reader's own check names the fault.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import egal.loop.data as data
+    from egal.pool import PoolError, open_pool
+
+    invalid_text = pa.Array.from_buffers(pa.string(), 1, pa.array([b"\xff.png"], pa.binary()).buffers())
+    tables = {"timestamps": pa.table({"id": ["a"], "image_path": pa.array([10**15], pa.timestamp("s"))}),
+              "bytes": pa.table({"id": ["a"], "image_path": invalid_text}),
+              "twice": pa.Table.from_arrays([pa.array(["a"]), pa.array(["x.png"]), pa.array(["y.png"])],
+                                            names=["id", "image_path", "image_path"])}
+    messages = {"timestamps": "column 'image_path' must be a string", "bytes": "codec can't decode",
+                "twice": r"column name\(s\) \['image_path'\] appear more than once"}
+    for name, table in tables.items():
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+        data.content_digest(str(tmp_path / f"{name}.parquet"))
+        with pytest.raises(PoolError, match=messages[name]):
+            open_pool(tmp_path / f"{name}.parquet")
 
 
 def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -36,11 +37,13 @@ class DataConfig:
 
     def __post_init__(self):
         groups = self.test_groups
-        if groups is None or isinstance(groups, (str, bytes)) or not hasattr(groups, "__iter__"):
+        if isinstance(groups, np.ndarray):
+            groups = groups.tolist()  # (a 0-d array: one group)
+        if groups is None or isinstance(groups, str) or not isinstance(groups, (list, tuple, set, frozenset)):
             groups = () if groups is None else (groups,)  # one group (a name, a number, a date), not its characters
-        groups = list(groups)  # a list, tuple, set or array of them
-        if any(isinstance(g, (bool, np.bool_, dict, list, tuple, set)) or g is None for g in groups):
-            raise EgalError(f"test_groups must be group names (strings, numbers), got {self.test_groups!r}")
+        if any(isinstance(g, (bool, np.bool_, bytes, Mapping, list, tuple, set)) or g is None for g in groups):
+            shown = " ".join(repr(self.test_groups).split())  # (an array's repr spans lines)
+            raise EgalError(f"test_groups must be group names (strings, numbers), got {shown}")
         object.__setattr__(self, "test_groups", tuple(str(g) for g in groups))
         for name in ("path", "label_column"):
             if not isinstance(getattr(self, name), str):

@@ -159,16 +159,19 @@ def _referenced_files_digest(path) -> str | None:
     from ..pool.paths import resolve_inside
 
     try:
-        columns = [c for c in ("image_path", "mask_path") if c in pq.read_schema(path).names]
+        schema = pq.read_schema(path)
+        text = (pa.string(), pa.large_string())  # a path column of another type is refused by the pool reader
+        columns = [c for c in ("image_path", "mask_path") if c in schema.names and schema.field(c).type in text]
         table = pq.read_table(path, columns=columns) if columns else None
-    except (OSError, pa.ArrowException):  # not a readable Parquet file: the pool reader says what is wrong
-        return None
-    if table is None:
+        values = {c: table.column(c).to_pylist() for c in columns}
+    except (OSError, ValueError, KeyError, pa.ArrowException):  # not a readable pool (bytes that are no text, a
+        return None  # name given twice): the pool reader says what is wrong
+    if not columns:
         return None
     base = os.path.dirname(path)  # as the decoder resolves them (egal.pool.batches)
     entries = []  # (column, value, file, size, mtime), or (column, value, None, what): null or why unreadable
     for column in columns:
-        for value in table.column(column).to_pylist():
+        for value in values[column]:
             if value is None:
                 entries.append((column, value, None, "null"))
                 continue

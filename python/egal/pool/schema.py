@@ -80,10 +80,7 @@ def _is_box_list(t: pa.DataType) -> bool:
 
 def resolve_columns(schema: pa.Schema, where: str) -> PoolColumns:
     """The roles of a pool's columns; PoolError naming the column when one does not fit."""
-    names = schema.names
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise PoolError(f"{where}: column name(s) {duplicated} appear more than once")
+    names = schema.names  # (unique: column_types checked each file's)
     if "id" not in names:
         raise PoolError(f"{where}: no 'id' column (columns: {names})")
     images = [c for c in IMAGE_COLUMNS if c in names]
@@ -114,8 +111,13 @@ def resolve_columns(schema: pa.Schema, where: str) -> PoolColumns:
     return PoolColumns(image_column=images[0], roi_column=roi, has_label="label" in names)
 
 
-def column_types(schema: pa.Schema) -> dict:
-    """{name: type}: what must agree between the files of one pool (order and metadata may differ)."""
+def column_types(schema: pa.Schema, where: str) -> dict:
+    """{name: type}: what must agree between the files of one pool (order and metadata may differ); PoolError
+    when a name appears twice (a dict would keep one of them, and reading the column by name fails)."""
+    names = schema.names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise PoolError(f"{where}: column name(s) {duplicated} appear more than once")
     return {f.name: f.type for f in schema}
 
 

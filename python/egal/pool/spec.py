@@ -86,9 +86,9 @@ def open_pool(path) -> PoolSpec:
         raise PoolError(f"the pool must be the path of a Parquet file or a folder of them, got {path!r}")
     files = find_parquet_files(path)
     parquet = [open_parquet(f) for f in files]
-    types = column_types(parquet[0].schema_arrow)
+    types = column_types(parquet[0].schema_arrow, str(files[0]))
     for f, pf in zip(files[1:], parquet[1:], strict=True):
-        merged, difference = merge_column_types(types, column_types(pf.schema_arrow))
+        merged, difference = merge_column_types(types, column_types(pf.schema_arrow, str(f)))
         if merged is None:
             raise PoolError(f"{str(f)!r} has a different schema from {str(files[0])!r}: {difference}")
         types = merged

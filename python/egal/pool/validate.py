@@ -44,7 +44,7 @@ def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], colum
                         id_values = id_array.to_pylist()
                     _check_paths(values, id_values, base_dir, row0, bad_paths[column])
                 row0 += batch.num_rows
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # (a path column of bytes that are no text)
             raise PoolError(f"{path!r}: cannot read columns {read}: {exc}") from exc
     if null_ids:
         raise PoolError(f"column 'id' holds nulls: {null_ids.describe()}")
