@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
@@ -92,12 +93,27 @@ def run(args) -> int:
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     if not config.data.path:
         raise EgalError("no pool given: pass --pool or a --config with [data] path")
-    result = run_simulation(config, args.out, progress=not args.quiet)
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "
           f"summary: {report.get('summary_md')}, curves: {report.get('curves_png')}, "
           f"page: {report.get('report_html')}", file=sys.stdout)
     return 0
+
+
+def _one_line_warnings(show_python_warning):
+    """egal's own warning as one line on stderr, as the command's errors are; others as Python shows them."""
+    from ..loop.simulation import DecodeRulesChanged
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DecodeRulesChanged):
+            print(f"egal simulate: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            show_python_warning(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _floats(text):
