@@ -395,6 +395,18 @@ def test_a_damaged_exif_block_leaves_the_pixels_as_stored_without_a_warning():
         assert (read_header(out.getvalue()).width, read_header(out.getvalue()).height) == (10, 6)
 
 
+def test_a_camera_jpeg_with_extra_frames_is_a_jpeg_of_its_first_frame():
+    from egal.importers.imaging import read_header
+
+    first = gradient(6, 10)
+    second = 255 - first
+    out = BytesIO()
+    Image.fromarray(first).save(out, "MPO", save_all=True, append_images=[Image.fromarray(second)])
+    assert read_header(out.getvalue()).format == "JPEG"  # pool info listed such files as "MPO"
+    decoded = decode_one(out.getvalue(), size=(6, 10))[0] * 255
+    assert np.abs(decoded - first).max() < 8 and np.abs(decoded - second).mean() > 50
+
+
 def test_a_mask_drawn_on_a_turned_square_jpeg_lands_on_what_the_viewer_showed():
     # A square image leaves no aspect ratio to catch a turned mask: before, it was silently rotated against it.
     stored = np.zeros((32, 32), np.uint8)

@@ -52,7 +52,8 @@ def read_header(data: bytes) -> ImageHeader:
     bits = 16 if mode.startswith("I;16") or mode == "I" or (depth and depth[0] == 16) else 1 if mode == "1" else 8
     grey_png = depth is not None and depth[1] in (0, 4)  # (Pillow opens 16-bit grey + alpha as RGBA)
     channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") or grey_png else 3
-    return ImageHeader(fmt, width, height, bits, channels, orientation)
+    # A camera JPEG that carries extra frames (MPO) is a JPEG whose first frame is the image egal decodes.
+    return ImageHeader("JPEG" if fmt == "MPO" else fmt, width, height, bits, channels, orientation)
 
 
 def _dicom_header(data: bytes) -> ImageHeader:
