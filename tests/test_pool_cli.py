@@ -122,3 +122,30 @@ def test_export_selection_names_the_folder_of_unlabelled_rows_as_from_folders_re
                 "--quiet") == 0
     back = pq.read_table(tmp_path / "back.parquet").to_pydict()
     assert back["label"][back["id"].index("b")] is None
+
+
+@pytest.mark.parametrize("labels", [["glioma", "", None, "meningioma"], [1.0, float("nan"), None, 2.0]],
+                         ids=["empty-string", "nan"])
+def test_an_empty_or_nan_label_is_unlabeled_to_every_command_as_to_training(tmp_path, capsys, labels):
+    # Pools written by pandas or from a CSV mark a missing label with "" or NaN. Training skipped those rows,
+    # while pool info counted them as a class ("" or "nan"), add-labels called labelling them a relabel and
+    # export-selection made a folder "nan" (or refused the folder "").
+    from egal.pool.labels import is_label
+    from pool_files import simple_pool
+
+    path = simple_pool(tmp_path / "p.parquet", 4, label=labels)
+    assert [is_label(v) for v in labels] == [True, False, False, True]
+    assert pool("info", path, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["unlabeled"] == 2 and sum(info["labels"].values()) == 2 and info["labelled_share"] == 0.5
+    assert pool("export-selection", "--pool", path, "--to", "folders", "--out", tmp_path / "out", "--quiet") == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "unlabeled").iterdir()) == ["r1.png", "r2.png"]
+    assert not (tmp_path / "out" / "nan").exists()
+    selection = (tmp_path / "out" / "selection.csv").read_text().splitlines()
+    assert [line.split(",")[2] for line in selection[1:]] == [str(labels[0]), "", "", str(labels[3])]
+    new = "glioma" if isinstance(labels[0], str) else "1.0"
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["r1", new], ["r2", new]])
+    assert pool("add-labels", path, tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet") == 0  # no --relabel
+    assert "2 newly labelled" in capsys.readouterr().out
+    assert pool("info", tmp_path / "r2.parquet", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["unlabeled"] == 0

@@ -101,21 +101,17 @@ def _report_dropped_rows(caught, label_column: str) -> None:
     """Say which labelled rows were left out of training because they cannot be decoded (to stderr,
     --quiet or not: it changes what the model learns from); other warnings are shown as usual."""
     from ..pool import UndecodedRows
+    from ..pool.labels import is_label
 
     for entry in caught:
         if not issubclass(entry.category, UndecodedRows):
             warnings.showwarning(entry.message, entry.category, entry.filename, entry.lineno)
             continue
         dropped = [(row, ident, reason) for row, ident, reason, extra in entry.message.failures
-                   if _is_label(extra.get(label_column))]
+                   if is_label(extra.get(label_column))]
         if not dropped:
             continue
         shown = "; ".join(f"row {row} (id {ident!r}): {reason}" for row, ident, reason in dropped[:MAX_LISTED])
         more = f"; and {len(dropped) - MAX_LISTED} more" if len(dropped) > MAX_LISTED else ""
         print(f"egal train: warning: left out {len(dropped)} labelled row(s) that cannot be decoded: {shown}{more}",
               file=sys.stderr, flush=True)
-
-
-def _is_label(value) -> bool:
-    """What egal.loop.data counts as a label: not null, not NaN, not empty."""
-    return value is not None and value == value and str(value) != ""

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..pool import open_pool
 from ..pool.errors import PathRefused, RowError
+from ..pool.labels import label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..progress import Progress
@@ -50,7 +51,7 @@ class PoolInfo:
     def to_dict(self) -> dict:
         return {"path": self.path, "files": self.files, "rows": self.rows, "columns": self.columns,
                 "image_column": self.image_column, "roi_column": self.roi_column,
-                "labels": {("" if k is None else k): v for k, v in self.labels.items()},
+                "labels": {k: v for k, v in self.labels.items() if k is not None},  # classes only
                 "unlabeled": self.labels.get(None, 0), "labelled_share": round(self.labelled_share, 6),
                 "roi": self.roi, "boxes": self.boxes, "formats": self.formats, "sizes": self.sizes,
                 "group_column": self.group_column, "groups": self.groups,
@@ -104,7 +105,7 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
     bar = Progress(spec.num_rows, enabled=progress, desc="reading", unit="rows")
     for batch in spec.iter_batches(BATCH, columns=["label"] + ([group] if group else [])):
         for i, ident in enumerate(batch.ids):
-            labels[_key(batch.extra["label"][i])] += 1
+            labels[label_key(batch.extra["label"][i])] += 1
             if group:
                 value = batch.extra[group][i]
                 per_group[None if value is None else str(value)] += 1
@@ -125,10 +126,6 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
     return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
                     spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
                     dict(formats), dict(sizes), group, groups, problems)
-
-
-def _key(label):
-    return None if label is None else str(label)
 
 
 def _bytes(value, is_path: bool, base_dir: str) -> bytes:

@@ -28,6 +28,7 @@ from .._checks import check_bool
 from ..pool import open_pool
 from ..pool.errors import MAX_LISTED_ROWS
 from ..pool.files import open_parquet
+from ..pool.labels import is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from .errors import SourceError
 from .tables import header_of, read_table
@@ -123,7 +124,7 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     if unknown:
         raise SourceError(f"labels {o.labels!r} names {len(unknown)} id(s) that are not in the pool: "
                           + ", ".join(map(repr, unknown[:MAX_LISTED_ROWS])))
-    changed = [(i, before[i], v) for i, v in converted.items() if before[i] is not None and before[i] != v]
+    changed = [(i, before[i], v) for i, v in converted.items() if is_label(before[i]) and before[i] != v]
     if changed and not o.relabel:
         shown = "; ".join(f"{i!r}: {b!r} -> {a!r}" for i, b, a in changed[:MAX_LISTED_ROWS])
         raise SourceError(f"labels {o.labels!r} would change the label of {len(changed)} labelled row(s) ({shown}): "
@@ -135,7 +136,7 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
                           f"{sorted(map(str, seen))}); pass allow_new_classes=True (--allow-new-classes) if they are "
                           "meant")
     classes = _write(spec, out, converted, label_type)
-    return LabelResult(out, spec.num_rows, sum(before[i] is None for i in converted),
+    return LabelResult(out, spec.num_rows, sum(not is_label(before[i]) for i in converted),
                        sum(before[i] == v for i, v in converted.items()), changed, empty, new, classes)
 
 
@@ -192,7 +193,7 @@ def _current_labels(spec, wanted: set) -> dict:
 def _classes(spec) -> set:
     seen = set()
     for batch in spec.iter_batches(READ_ROWS * 16, columns=["label"]):
-        seen.update(v for v in batch.extra["label"] if v is not None)
+        seen.update(v for v in batch.extra["label"] if is_label(v))
     return seen
 
 
@@ -210,7 +211,7 @@ def _write(spec, out: Path, converted: dict, label_type: pa.DataType) -> dict[st
                 ids = batch.column("id").to_pylist()
                 old = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * len(ids)
                 labels = [converted.get(i, v) for i, v in zip(ids, old, strict=True)]
-                counts.update(None if v is None else str(v) for v in labels)
+                counts.update(map(label_key, labels))
                 columns = {f.name: batch.column(f.name).cast(f.type) for f in fields if f.name != "label"}
                 columns["label"] = pa.array(labels, type=label_type)
                 writer.write_table(pa.table(columns, schema=schema))

@@ -32,6 +32,7 @@ from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
 from ..pool.images import read_image
+from ..pool.labels import label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
@@ -145,7 +146,7 @@ def run_export(o: ExportOptions) -> ExportResult:
             for batch in spec.iter_batches(SCAN_BATCH, columns=["label"]):
                 for i, ident in enumerate(batch.ids):
                     label = batch.extra["label"][i]
-                    writer.classes.add(None if label is None else str(label))
+                    writer.classes.add(label_key(label))
                     if chosen is None or ident in chosen:
                         writer.add(ident, label, batch, i, (chosen or {}).get(ident, {}))
                 progress.advance(len(batch))
@@ -209,7 +210,7 @@ class _Writer:
         self.written[ident] = {"file": name, "label": label, **selected}
 
     def _folders(self, ident, label, data, header, mask_bytes, boxes) -> str:
-        folder = self.o.unlabeled_folder if label is None else str(label)
+        folder = self.o.unlabeled_folder if label_key(label) is None else label_key(label)
         _check_file_name(folder, "label")
         (self.folder / folder).mkdir(exist_ok=True)
         name = f"{folder}/{ident}{suffix_of(data)}"
@@ -243,7 +244,7 @@ class _Writer:
             writer.writerow(["id", "file", "label", *extra])
             for ident in order:
                 row = self.written[ident]
-                writer.writerow([ident, row["file"], "" if row["label"] is None else row["label"],
+                writer.writerow([ident, row["file"], label_key(row["label"]) or "",
                                  *(row.get(c, "") for c in extra)])
         if self.o.to == "label-studio":
             tasks = [self._ls_task(ident, shapes[ident]) for ident in order]

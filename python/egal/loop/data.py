@@ -16,6 +16,7 @@ import numpy as np
 
 from .._atomic import temporary_path
 from ..errors import EgalError
+from ..pool.labels import is_label
 
 
 @dataclass
@@ -83,7 +84,7 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
     labels_raw = arrays[label_column]
     # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
     keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
-                     if v is not None and v == v and str(v) != "" and err is None], dtype=np.int64)
+                     if is_label(v) and err is None], dtype=np.int64)
     if keep.size == 0:
         raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))

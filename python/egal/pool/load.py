@@ -18,6 +18,7 @@ from .._checks import check_int
 from .decode import DecodeSettings
 from .errors import DecoderDied, PoolError, UndecodedRows
 from .files import open_parquet
+from .labels import is_label
 from .spec import PoolSpec, open_pool
 from .workers import decode_in_order
 
@@ -54,7 +55,7 @@ def load_pool_arrays(
     "images": [N, C, H, W] float32, "masks": [N, Hm, Wm] uint8, "has_roi": [N] bool,
     "errors": [N] object (None or the reason), and each requested column: [N] object
     array (None for nulls)}. A "label" column that the pool lacks reads as all None.
-    labeled_only keeps the rows whose label is not null (the pool must have a label column).
+    labeled_only keeps the rows that have a label (egal.pool.labels.is_label; the pool must have a label column).
     Rows that cannot be decoded are kept (zeros, with the reason in "errors") and also
     warned about, once per call, with an UndecodedRows warning that lists them.
     """
@@ -85,7 +86,7 @@ def load_pool_arrays(
     def raw_batches():
         for raw in spec.iter_batches(LOAD_BATCH_ROWS, columns=read):
             if labeled_only:
-                raw = raw.select([i for i, label in enumerate(raw.extra["label"]) if label is not None])
+                raw = raw.select([i for i, label in enumerate(raw.extra["label"]) if is_label(label)])
                 if not len(raw):
                     continue
             yield raw
@@ -122,5 +123,5 @@ def _count_labeled(spec: PoolSpec) -> int:
     count = 0
     for path in spec.files:
         for batch in open_parquet(path).iter_batches(columns=["label"]):
-            count += batch.num_rows - batch.column("label").null_count
+            count += sum(map(is_label, batch.column("label").to_pylist()))
     return count
