@@ -280,3 +280,67 @@ def test_an_infinite_score_is_refused_not_ranked_first():
         select_batch([0.1, np.inf, 0.3], ["a", "b", "c"], 1)
     with pytest.raises(ValueError, match="1 are infinite, first for id 'b'"):
         egal.select_top_k([0.1, -np.inf, 0.3], ["a", "b", "c"], 1)
+
+
+def _exact_kcenter(x, k):
+    """Greedy score-aware k-center in float64 with distances measured directly (the rule of kcenter.py)."""
+    x = np.asarray(x, dtype=np.float64)
+    weight = 1.0 - np.arange(len(x)) / len(x)
+    picks, nearest = [0], np.linalg.norm(x - x[0], axis=1)
+    while len(picks) < k:
+        gain = weight * nearest
+        gain[picks] = -np.inf
+        picks.append(int(np.argmax(gain)))
+        nearest = np.minimum(nearest, np.linalg.norm(x - x[picks[-1]], axis=1))
+    return picks
+
+
+@pytest.mark.parametrize("offset", [0.0, 10.0, 1000.0])
+def test_kcenter_follows_the_exact_rule_wherever_the_points_lie(offset):
+    # Points much nearer each other than the origin were merged (a tolerance relative to their norms), so a
+    # batch changed when every embedding moved by one vector, and k-center became the plain top k.
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        m, d = int(rng.integers(5, 120)), int(rng.integers(1, 24))
+        x = rng.normal(size=(m, d)) * 0.05
+        if seed % 3 == 0:
+            x[rng.integers(0, m, m // 2)] = x[0]  # exact copies wait until nothing else is left
+        k, given = int(rng.integers(1, m)), (x + offset).astype(np.float32)
+        assert kcenter_order(given, k).tolist() == _exact_kcenter(given, k), seed
+
+
+@pytest.mark.parametrize("method", ["kcenter", "cluster"])
+def test_a_diverse_batch_does_not_change_when_the_embeddings_are_moved_or_scaled(method):
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(300, 16)) * 0.2).astype(np.float32)
+    scores, ids = rng.random(300), np.array([f"r{i:03d}" for i in range(300)])
+    batch = lambda e: select_batch(scores, ids, 20, diversity=method, embeddings=e).ids.tolist()  # noqa: E731
+    base = batch(x)
+    assert base != select_batch(scores, ids, 20).ids.tolist()
+    assert batch(x + np.float32(30)) == base
+    assert batch(x * np.float32(1e4)) == base
+
+
+def test_embeddings_of_any_array_type_and_any_float_range():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    scores, ids, x = rng.random(50), np.array([f"r{i:02d}" for i in range(50)]), rng.normal(size=(50, 8))
+    want = select_batch(scores, ids, 5, diversity="kcenter", embeddings=x).ids.tolist()
+    torch = pytest.importorskip("torch")
+    # Tensors and DataFrames have a .take of their own: they were called as if they were an embeddings file.
+    assert select_batch(scores, ids, 5, diversity="kcenter", embeddings=torch.from_numpy(x)).ids.tolist() == want
+    pandas = pytest.importorskip("pandas")
+    assert select_batch(scores, ids, 5, diversity="kcenter", embeddings=pandas.DataFrame(x)).ids.tolist() == want
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 1e20 overflowed float32 squares: top k, with only a RuntimeWarning
+        assert select_batch(scores, ids, 5, diversity="kcenter", embeddings=x * 1e20).ids.tolist() == want
+    with pytest.raises(SelectionError, match=r"beyond float32's range \(3.4e38\) for 1 row"):
+        select_batch(scores, ids, 5, diversity="kcenter", embeddings=np.where(np.arange(50)[:, None] == 7, 1e39, x))
+    with pytest.raises(SelectionError, match="cannot be read as a numpy array"):
+        select_batch(scores, ids, 5, diversity="kcenter", embeddings=torch.ones(50, 3, requires_grad=True))
+
+
+def test_groups_of_another_length_than_the_scores_are_refused():
+    with pytest.raises(SelectionError, match="groups has 1 entries but scores has 3"):
+        select_batch([0.5, 0.4, 0.3], ["a", "b", "c"], 2, groups=["p"], per_group=1)

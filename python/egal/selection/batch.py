@@ -104,10 +104,7 @@ def select_batch(scores, ids, k: int, *, diversity: str = "none", embeddings=Non
     valid = np.flatnonzero(~np.isnan(scores))
     if per_group is not None:
         per_group = min(_user_check(check_int, per_group, "per_group"), max(1, scores.shape[0]))  # no more a group
-        codes = group_codes(groups, valid)
-        if codes.shape != scores.shape:
-            raise bad_argument(SelectionError, "groups", f"has {codes.shape[0]} entries but scores has "
-                               f"{scores.shape[0]}")
+        codes = group_codes(groups, valid, scores.shape[0])
         selectable = selectable_rows(codes, valid, per_group)
         first = lambda limit: _capped_order(scores, ids, codes, per_group, limit, valid.size)  # noqa: E731
     else:

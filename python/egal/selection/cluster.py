@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .distances import for_distances, squared_distances_to, squared_norms
 from .group_cap import place_in_group
-from .kcenter import squared_distances_to
 
 ITERATIONS = 20  # Lloyd iterations at most; they stop earlier once no assignment changes
 _BLOCK = 4096  # candidates per block of the distance matrix
@@ -28,20 +28,20 @@ _BLOCK = 4096  # candidates per block of the distance matrix
 def cluster_order(embeddings: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     """Positions (rows of `embeddings`, the candidates best first) of the k picks: tier by tier (each
     cluster's best, then each cluster's second best, ...), within a tier best-ranked first."""
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    m = x.shape[0]
+    m = embeddings.shape[0]
     if k >= m:
         return np.arange(m, dtype=np.int64)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    labels = kmeans(x, k, seed=seed)
+    labels = kmeans(for_distances(embeddings), k, seed=seed)
     tier = place_in_group(labels)  # 0 for the best-ranked member of its cluster
     return np.lexsort((np.arange(m), tier))[:k].astype(np.int64)
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = ITERATIONS) -> np.ndarray:
-    """The cluster (0..k-1) of every row of x [M, D] float32, by Lloyd's algorithm from a k-means++ start."""
-    squared = np.einsum("ij,ij->i", x, x)
+    """The cluster (0..k-1) of every row of x [M, D] float32 (egal.selection.distances.for_distances), by
+    Lloyd's algorithm from a k-means++ start."""
+    squared = squared_norms(x)
     centres = x[_kmeans_plus_plus(x, squared, k, np.random.default_rng(seed))].copy()
     labels = None
     for _ in range(iterations):

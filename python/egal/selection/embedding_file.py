@@ -104,9 +104,7 @@ class EmbeddingFile:
             raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} is not an egal embeddings file "
                                "(written by egal score --embeddings): it lacks the id / embedding columns or their "
                                "description")
-        info = json.loads(metadata[EMBEDDING_KEY])
-        self.dim, self.kind = int(info["dim"]), info.get("kind", "")
-        self.run = json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else None
+        self.dim, self.kind, self.run = _description(schema, self.path)
         if run is not None and self.run != run:
             raise bad_argument(SelectionError, "embeddings", f"file {self.path!r} was written by another scoring run "
                                "than the scores (other pool, model or options); score again with embeddings=True "
@@ -116,6 +114,7 @@ class EmbeddingFile:
         self.rows = int(self._starts[-1])
 
     def take(self, positions: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """[len(positions), D] float32."""
         positions = np.asarray(positions, dtype=np.int64)
         out = np.empty((positions.size, self.dim), dtype=np.float32)
         if positions.size and (positions.min() < 0 or positions.max() >= self.rows):
@@ -134,6 +133,31 @@ class EmbeddingFile:
                                    "(--embeddings)")
             out[wanted] = vectors_of(table.column(EMBEDDING_COLUMN).take(local), self.dim)
         return out
+
+
+def _description(schema, path: str) -> tuple[int, str, dict | None]:
+    """(D, kind, run record) of an embeddings file, checked against its embedding column's type: a file whose
+    description was damaged or edited is refused by name, not read as vectors of another length."""
+    import pyarrow as pa
+
+    metadata = schema.metadata
+    try:
+        info = json.loads(metadata[EMBEDDING_KEY])
+        run = json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else None
+        dim, kind = info["dim"], info.get("kind", "")
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not JSON, not a mapping, no "dim"
+        raise bad_argument(SelectionError, "embeddings", f"file {path!r} has a damaged description in its Parquet "
+                           f"metadata ({type(exc).__name__}: {exc}); score again with embeddings=True "
+                           "(--embeddings)") from None
+    column = schema.field(EMBEDDING_COLUMN).type
+    if not (pa.types.is_fixed_size_list(column) and pa.types.is_floating(column.value_type)):
+        raise bad_argument(SelectionError, "embeddings", f"file {path!r}: its embedding column is {column}, not a "
+                           "fixed-size list of floats as egal score --embeddings writes")
+    if type(dim) is not int or dim != column.list_size or not isinstance(run, (dict, type(None))):
+        raise bad_argument(SelectionError, "embeddings", f"file {path!r} says its vectors have dim {dim!r}, but its "
+                           f"embedding column holds {column.list_size} numbers a row; score again with "
+                           "embeddings=True (--embeddings)")
+    return dim, str(kind), run
 
 
 def vectors_of(column, dim: int) -> np.ndarray:

@@ -17,7 +17,10 @@ class ArrayEmbeddings:
     """Embeddings in memory: an [N, D] array (numpy, or anything np.asarray takes), row i for row i of the scores."""
 
     def __init__(self, array, rows: int):
-        array = np.asarray(array)
+        try:
+            array = np.asarray(array)
+        except (TypeError, ValueError, RuntimeError) as exc:  # a CUDA tensor, a tensor that requires grad, ...
+            raise bad_argument(SelectionError, "embeddings", f"cannot be read as a numpy array ({exc})") from None
         if array.ndim != 2 or array.shape[0] != rows or array.shape[1] < 1:
             raise bad_argument(SelectionError, "embeddings",
                                f"must be [N, D] with N = {rows} (one row per score) and D >= 1, got shape "
@@ -28,13 +31,24 @@ class ArrayEmbeddings:
         self.dim = array.shape[1]
 
     def take(self, positions: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        return np.asarray(self._array[positions], dtype=np.float32)
+        taken = self._array[positions]
+        with np.errstate(over="ignore"):
+            x = taken.astype(np.float32)
+        beyond = np.isfinite(taken).all(axis=1) & ~np.isfinite(x).all(axis=1)
+        if beyond.any():
+            named = ", ".join(repr(str(i)) for i in ids[beyond][:5])
+            raise bad_argument(SelectionError, "embeddings",
+                               f"hold values beyond float32's range (3.4e38) for {int(beyond.sum())} row(s) "
+                               f"({named}): scale them down")
+        return x
 
 
 def embedding_source(embeddings, rows: int):
-    """An object with .take(positions, ids) -> float32 [len(positions), D]: `embeddings` itself when it has
-    one (an EmbeddingFile), else an ArrayEmbeddings over it."""
-    if hasattr(embeddings, "take") and not isinstance(embeddings, np.ndarray):
+    """An object with .take(positions, ids) -> float32 [len(positions), D]: `embeddings` itself when it is an
+    EmbeddingFile, else an ArrayEmbeddings over it (torch tensors and DataFrames have a .take of their own)."""
+    from .embedding_file import EmbeddingFile
+
+    if isinstance(embeddings, EmbeddingFile):
         return embeddings
     return ArrayEmbeddings(embeddings, rows)
 

@@ -13,12 +13,14 @@ from .._checks import bad_argument, check_int
 from .errors import SelectionError
 
 
-def group_codes(groups, rows: np.ndarray) -> np.ndarray:
-    """An integer code per row of `groups` (equal values, equal codes), checked to be non-null on `rows`
-    (the rows that can be selected): a null group is an error naming the first such rows."""
+def group_codes(groups, rows: np.ndarray, size: int) -> np.ndarray:
+    """An integer code per row of `groups` (equal values, equal codes), one for each of `size` scores, checked to
+    be non-null on `rows` (the rows that can be selected): a null group is an error naming the first such rows."""
     groups = np.asarray(groups, dtype=object)
     if groups.ndim != 1:
         raise bad_argument(SelectionError, "groups", f"must be 1-d, one group per row, got shape {groups.shape}")
+    if groups.shape[0] != size:
+        raise bad_argument(SelectionError, "groups", f"has {groups.shape[0]} entries but scores has {size}")
     codes = np.empty(groups.shape[0], dtype=np.int64)
     index: dict = {}
     for i, value in enumerate(groups.tolist()):

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-# Squared distances below this fraction of the two points' squared norms are rounding noise of
-# |x|^2 - 2 x.c + |c|^2 in float32: such points coincide.
-_RELATIVE_TOLERANCE = 1e-5
+from .distances import for_distances, squared_distances_to, squared_norms
 
 
 def kcenter_order(embeddings: np.ndarray, k: int) -> np.ndarray:
     """Positions (rows of `embeddings`, the candidates best first) of the k picks, in the order picked."""
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    m = x.shape[0]
+    m = embeddings.shape[0]
     if k >= m:
         return np.arange(m, dtype=np.int64)
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    squared = np.einsum("ij,ij->i", x, x)
+    x = for_distances(embeddings)
+    squared = squared_norms(x)
     weight = 1.0 - np.arange(m, dtype=np.float64) / m
     nearest = np.full(m, np.inf)
     picked = np.zeros(m, dtype=bool)
@@ -48,10 +46,3 @@ def kcenter_order(embeddings: np.ndarray, k: int) -> np.ndarray:
             gain[picked] = -np.inf
             pick = int(np.argmax(gain))  # the first maximum: the better-ranked candidate
     return order
-
-
-def squared_distances_to(x: np.ndarray, squared: np.ndarray, row: int) -> np.ndarray:
-    """|x_i - x_row|^2 for every row i, in float64, points that coincide to rounding set to 0."""
-    d = squared.astype(np.float64) - 2.0 * (x @ x[row]).astype(np.float64) + float(squared[row])
-    d[d < _RELATIVE_TOLERANCE * (squared + squared[row])] = 0.0
-    return d
