@@ -100,6 +100,29 @@ def test_rank_against_counting_on_random_data_with_ties_and_gaps():
     np.testing.assert_allclose(combine_scores(h, d, 0.4, "rank"), expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("alpha", [0.5, 0.25, 0.3])
+def test_rank_scores_that_are_equal_are_one_float_so_ties_go_by_id(alpha):
+    # Ranks 3 and 5 against 4 and 4 mix to the same score at alpha 0.5; computed as two float expressions they
+    # differed in the last bit, and rounding, not the id, ordered 30 of 600 rows (docs/scoring.md: ties by id).
+    from fractions import Fraction
+
+    from egal import select_top_k
+
+    rng = np.random.default_rng(2)
+    h, d = rng.permutation(600) / 600.0, rng.permutation(600) / 600.0
+    d[rng.random(600) < 0.1] = NAN  # rows without ROI mix with the others over one denominator
+    got = combine_scores(h, d, alpha, "rank")
+    a = Fraction(float(np.float32(alpha)))
+    rank = lambda v, use: {i: Fraction(int((v[use] < v[i]).sum()), int(use.sum()) - 1) for i in np.flatnonzero(use)}  # noqa: E731
+    r_h, r_d = rank(h, ~np.isnan(h)), rank(d, ~np.isnan(d))
+    exact = [r_h[i] if np.isnan(d[i]) else a * r_h[i] + (1 - a) * r_d[i] for i in range(600)]
+    for i in range(600):
+        assert got[i] == float(exact[i])  # the exact mix, rounded once
+    ids = np.array([f"img{i:04d}" for i in range(600)])
+    expected = sorted(range(600), key=lambda i: (-exact[i], ids[i]))
+    assert select_top_k(got, ids, 600).tolist() == ids[expected].tolist()
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.77, 1.0])
 def test_raw_is_the_fused_scorers_score(alpha):
     rng = np.random.default_rng(5)

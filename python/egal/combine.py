@@ -69,17 +69,29 @@ def combine_scores(entropy_norm, misalignment, alpha, method: str = "raw", *, va
         if valid.dtype != np.bool_ or valid.shape != h.shape:
             raise ValueError(f"valid must be a bool array of shape {h.shape}, got {valid.dtype} {valid.shape}")
         scored &= valid
-    if method == "raw":
-        out_dtype = np.result_type(h.dtype, d.dtype, np.float32)
-        h, d = h.astype(np.float64), d.astype(np.float64)
-    else:
-        out_dtype = np.float64
-        h = _normalised_rank(h, scored)
-        d = _normalised_rank(d, scored & ~no_roi)
+    if method == "rank":
+        return _mixed_ranks(h, d, a, scored, no_roi)
+    out_dtype = np.result_type(h.dtype, d.dtype, np.float32)
+    h, d = h.astype(np.float64), d.astype(np.float64)
     with np.errstate(invalid="ignore"):
         score = np.where(no_roi, h, a * h + (1.0 - a) * d)
     score[~scored] = np.nan
     return score.astype(out_dtype, copy=False)
+
+
+def _mixed_ranks(h: np.ndarray, d: np.ndarray, alpha: float, scored: np.ndarray, no_roi: np.ndarray) -> np.ndarray:
+    """The "rank" mix, computed exactly: every rank score is an integer over one common denominator, rounded to
+    float64 once. Rows whose mixes are equal (ranks of 3 and 5 against 4 and 4 at alpha 0.5, say) then get the
+    same float, and the documented tie-break by id orders them, not the rounding of two float expressions."""
+    h_twice, h_half = _twice_ranks(h, scored)  # R(H) = h_twice / h_half
+    d_twice, d_half = _twice_ranks(d, scored & ~no_roi)
+    p, q = alpha.as_integer_ratio()  # alpha = p / q exactly (a float32)
+    # S = (p * R(H) + (q - p) * R(D)) / q over the denominator q * h_half * d_half; without ROI, S = R(H).
+    numerator = np.where(no_roi, h_twice.astype(object) * (q * d_half),
+                         h_twice.astype(object) * (p * d_half) + d_twice.astype(object) * ((q - p) * h_half))
+    score = np.array([n / (q * h_half * d_half) for n in numerator.tolist()], dtype=np.float64)
+    score[~scored] = np.nan
+    return score
 
 
 def _vector(name: str, values) -> np.ndarray:
@@ -91,20 +103,22 @@ def _vector(name: str, values) -> np.ndarray:
     return array if array.dtype.kind == "f" else array.astype(np.float64)
 
 
-def _normalised_rank(values: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """(average rank - 1) / (n - 1) over values[use], 0.5 for a full tie (n = 1 included); NaN elsewhere."""
-    out = np.full(values.shape, np.nan)
+def _twice_ranks(values: np.ndarray, use: np.ndarray) -> tuple[np.ndarray, int]:
+    """(twice each value's 0-based average rank among values[use] (int64; 0 elsewhere), 2 (n - 1)): the normalised
+    rank (average rank - 1) / (n - 1) as an integer ratio; a single value is 1 / 2 (the 0.5 of a full tie)."""
+    out = np.zeros(values.shape, dtype=np.int64)
     index = np.flatnonzero(use)
     n = index.size
-    if n == 0:
-        return out
+    if n <= 1:
+        out[index] = 1
+        return out, 2
     v = values[index].astype(np.float64)
     order = np.argsort(v, kind="stable")
     ordered = v[order]
     starts = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1))
     ends = np.concatenate((starts[1:], [n]))
-    average = (starts + ends - 1) / 2.0  # 0-based average rank of each run of equal values
-    ranks = np.empty(n)
-    ranks[order] = np.repeat(average, ends - starts)
-    out[index] = ranks / (n - 1) if n > 1 else 0.5
-    return out
+    twice_average = starts + ends - 1  # twice the 0-based average rank of each run of equal values
+    ranks = np.empty(n, dtype=np.int64)
+    ranks[order] = np.repeat(twice_average, ends - starts)
+    out[index] = ranks
+    return out, 2 * (n - 1)
