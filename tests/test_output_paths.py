@@ -128,3 +128,19 @@ def test_overwrite_replaces_a_parquet_file_only(tmp_path, scored, capsys):
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 0
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--overwrite",
                  "--quiet"]) == 0  # a pool is replaced
+
+
+def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary_copy(tmp_path):
+    from egal._atomic import replaced_atomically
+    from egal.report.html import write_page
+
+    (tmp_path / "report.html").mkdir()  # a folder where the page should go: the rename fails
+    with pytest.raises(IsADirectoryError):
+        write_page(tmp_path / "report.html", "<p>page</p>")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # a 174 KB report.html.tmp-* was left
+    with pytest.raises(RuntimeError), replaced_atomically(tmp_path / "out.csv") as tmp:
+        open(tmp, "w").write("half")
+        raise RuntimeError("the writer failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    # A file name of another encoding than UTF-8 (a surrogate escape) is shown escaped, not a UnicodeEncodeError.
+    assert "sel\\udce9.csv" in open(write_page(tmp_path / "page.html", "sel\udce9.csv")).read()

@@ -330,3 +330,37 @@ def test_strategy_names_and_refused_modifiers():
     for bad, message in refused:
         with pytest.raises(egal.errors.EgalError, match=message):
             parse_strategies([bad])
+
+
+def test_a_damaged_or_edited_embeddings_description_is_refused_in_one_line(tmp_path, model_path, pool, capsys):
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--embeddings") == 0
+    table = pq.read_table(tmp_path / "s.embeddings.parquet")
+    metadata = table.schema.metadata
+    cases = {  # before: tracebacks (JSONDecodeError, KeyError), or vectors reshaped to the wrong length silently
+        b"{not json": "damaged description", b'{"kind": "x"}': "damaged description",
+        b'{"kind": "x", "dim": 32}': "says its vectors have dim 32, but its embedding column holds 64"}
+    for description, message in cases.items():
+        edited = table.replace_schema_metadata({**metadata, b"egal.embedding": description})
+        pq.write_table(edited, tmp_path / "e.parquet")
+        assert main(["select", "--scores", str(out), "--select", "3", "--diversity", "kcenter", "--embeddings",
+                     str(tmp_path / "e.parquet")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    as_text = pa.table({"id": table.column("id"), "embedding": pa.array(["v"] * table.num_rows)})
+    pq.write_table(as_text.replace_schema_metadata(metadata), tmp_path / "e.parquet")
+    assert main(["select", "--scores", str(out), "--select", "3", "--diversity", "kcenter", "--embeddings",
+                 str(tmp_path / "e.parquet")]) == 2
+    assert "its embedding column is string, not a fixed-size list of floats" in capsys.readouterr().err
+
+
+def test_the_selection_never_lands_on_the_runs_embeddings_or_in_its_shard_folder(tmp_path, model_path, pool, capsys):
+    out = tmp_path / "s.parquet"
+    for select_out, message in ((tmp_path / "s.embeddings.parquet", "is the embeddings file that the run writes"),
+                                (tmp_path / "s.parquet.parts", "is in the folder of the run's shards"),
+                                (tmp_path / "s.parquet.parts" / "sel.csv", "is in the folder of the run's shards")):
+        assert score("--pool", pool, "--model", model_path, "--out", out, "--embeddings", "--select", 3,
+                     "--select-out", select_out) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() and not (tmp_path / "s.parquet.parts").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -1,6 +1,7 @@
 """Where an atomic write puts its bytes before `os.replace` moves them into place."""
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -16,3 +17,17 @@ def temporary_path(path, suffix: str = "", *, hidden: bool = False) -> str:
     if hidden:
         name = f".{name}"
     return os.path.join(folder, f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+@contextlib.contextmanager
+def replaced_atomically(path, suffix: str = "", *, hidden: bool = False):
+    """Yields a temporary sibling of `path` (temporary_path) to write; when the block ends without an error it
+    is renamed over `path`. Whatever fails (the writer, a disk that fills, a folder where the file should go), the
+    temporary file is removed: a failed write leaves neither half a file nor a stray copy beside the user's."""
+    tmp = temporary_path(path, suffix, hidden=hidden)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.remove(tmp)

@@ -5,7 +5,7 @@ import os
 import sys
 import warnings
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from .._checks import MAX_THREADS
 from .._paths import check_new_file, check_not_an_input
 from ..errors import EgalError
@@ -85,13 +85,8 @@ def run(args) -> int:
         progress.close()
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
     # Written whole under a temporary name, then renamed: --out never holds half a model.
-    tmp = temporary_path(os.path.abspath(args.out))
-    try:
+    with replaced_atomically(os.path.abspath(args.out)) as tmp:
         save_model(model, tmp)
-        os.replace(tmp, args.out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..errors import EgalError
 from ..pool.labels import is_label
 
@@ -57,11 +57,10 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
         # A name of its own: two experiments started together both decode and write this file.
-        tmp = temporary_path(cache, ".npz")
         extra = {} if dataset.groups is None else {"groups": dataset.groups}
-        np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
-                 classes=np.array(dataset.classes), **extra)
-        os.replace(tmp, cache)
+        with replaced_atomically(cache, ".npz") as tmp:
+            np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
+                     classes=np.array(dataset.classes), **extra)
     return dataset
 
 

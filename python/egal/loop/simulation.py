@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .. import _json as strict_json
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..errors import EgalError
 from ..pool.decode import DECODE_RULES
 
@@ -384,9 +384,8 @@ class FirstRounds:
         from ..models import save_model
 
         model, history, metrics, _ = value
-        tmp = temporary_path(self._path(seed, ".pt"))
-        save_model(model, tmp)
-        os.replace(tmp, self._path(seed, ".pt"))
+        with replaced_atomically(self._path(seed, ".pt")) as tmp:
+            save_model(model, tmp)
         _write_json_atomic(self._path(seed, ".json"), {"history": asdict(history), "metrics": metrics})
 
     def _load(self, seed: int):
@@ -592,7 +591,5 @@ def _refuse_foreign_folder(out_dir: str) -> None:
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, "w") as f:
+    with replaced_atomically(path) as tmp, open(tmp, "w") as f:
         strict_json.dump(payload, f, indent=1)
-    os.replace(tmp, path)

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .. import __version__
 from .._checks import bad_argument
-from .._paths import check_new_file, check_not_an_input, check_outside_folder_pool, check_replaceable_parquet
+from .._paths import check_new_file, check_not_an_input, check_outside_folder_pool, check_replaceable_parquet, same_path
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
@@ -20,7 +20,7 @@ from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import ShardStore, recorded_run
+from .shard_store import ShardStore, parts_dir_of, recorded_run
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,16 @@ def _check_output_paths(o: ScoreOptions) -> None:
     check_new_file(o.out, "out (--out)", replace=True)
     check_replaceable_parquet(o.out, "out (--out)")
     sidecars = {"select_out (--select-out)": o.selection_path, "the embeddings file (--embeddings)": o.embeddings_path}
+    if o.selection_path is not None and o.embeddings_path is not None and same_path(*sidecars.values()):
+        raise EgalError(f"select_out (--select-out) {o.selection_path!r} is the embeddings file that the run writes: "
+                        "the selection would replace the embeddings; choose another path")
+    parts = os.path.realpath(parts_dir_of(o.out))
     for name, path in sidecars.items():
         if path is not None:
             check_not_an_input(path, name, {**inputs, "out (--out)": o.out})
+            if os.path.commonpath([parts, os.path.realpath(path)]) == parts:
+                raise EgalError(f"{name} {os.fspath(path)!r} is in the folder of the run's shards ({parts!r}), which "
+                                "is removed when the run completes; choose another path")
             check_new_file(path, name, replace=o.overwrite or o.resume)
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 from .ranking import rank_table, selection_table
@@ -52,11 +52,16 @@ class OutputError(EgalError):
     """The output location cannot be used as asked (exists, or belongs to another run)."""
 
 
+def parts_dir_of(out_path) -> str:
+    """The folder of a run's shards beside its output (removed once the output is complete)."""
+    return os.path.abspath(os.fspath(out_path)) + ".parts"
+
+
 class ShardStore:
     def __init__(self, out_path, manifest: dict, *, resume: bool = False, overwrite: bool = False, log=None):
         """log: called with a line of text for what the store does on its own (clearing an unfinished run)."""
         self.out_path = os.path.abspath(os.fspath(out_path))
-        self.parts_dir = self.out_path + ".parts"
+        self.parts_dir = parts_dir_of(self.out_path)
         self.manifest = manifest
         self.already_complete = False
         folder = os.path.dirname(self.out_path)
@@ -103,10 +108,9 @@ class ShardStore:
 
     def write_shard(self, batch_index: int, table: pa.Table) -> None:
         final = self._path(f"part-{batch_index:06d}.parquet")
-        tmp = temporary_path(final)
-        pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
+        with replaced_atomically(final) as tmp:
+            pq.write_table(table, tmp)
+            _fsync(tmp)
         _fsync(self.parts_dir)
 
     # -- the merge --------------------------------------------------------------------------
@@ -135,10 +139,9 @@ class ShardStore:
             # The output records the arguments that produced it: a later --resume checks them.
             metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
             ranked = ranked.replace_schema_metadata(metadata)
-            tmp = temporary_path(self.out_path)
-            pq.write_table(ranked, tmp)
-            _fsync(tmp)
-            os.replace(tmp, self.out_path)
+            with replaced_atomically(self.out_path) as tmp:
+                pq.write_table(ranked, tmp)
+                _fsync(tmp)
             _fsync(os.path.dirname(self.out_path))
         if select_k is not None and select_path:
             write_selection_csv(selection_table(ranked, select_k), select_path)
@@ -328,15 +331,13 @@ def _show(value) -> str:
 
 
 def write_selection_csv(selection: pa.Table, path: str) -> None:
-    tmp = temporary_path(os.path.abspath(path))
-    with open(tmp, "w", newline="") as f:
+    with replaced_atomically(os.path.abspath(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(selection.column_names)
         for row in zip(*(selection.column(c).to_pylist() for c in selection.column_names), strict=True):
             writer.writerow([_csv_cell(v) for v in row])
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _csv_cell(value) -> str:
@@ -346,12 +347,10 @@ def _csv_cell(value) -> str:
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = temporary_path(path)
-    with open(tmp, "wb") as f:
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fsync(path: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..errors import EgalError
 
 FOLDER = "cam_grid"
@@ -166,6 +166,5 @@ def _load_cam_grid(folder: str) -> CamGrid | None:
 
 def _save_atomic(path: str, **arrays) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = temporary_path(path, ".npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with replaced_atomically(path, ".npz") as tmp:
+        np.savez_compressed(tmp, **arrays)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 from .. import __version__
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 
 # The browser may load nothing but what the file itself holds.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -117,10 +117,9 @@ def number(value, digits: int = 3) -> str:
 
 
 def write_page(path, text: str) -> str:
-    """Writes atomically: a reader never sees half a page."""
+    """Writes atomically: a reader never sees half a page. A file name that is not UTF-8 (bytes of another
+    encoding on Linux) is shown with backslash escapes rather than failing the page."""
     path = os.fspath(path)
-    tmp = temporary_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
+    with replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(text)
-    os.replace(tmp, path)
     return path

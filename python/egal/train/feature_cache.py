@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..models.split import freeze_prefix, split_features
 
 VIEWS = ("identity", "hflip")
@@ -151,7 +151,6 @@ def _load(cache_dir, fingerprint, view) -> dict:
 def _save(cache_dir, fingerprint, view, stored: dict) -> None:
     os.makedirs(cache_dir, exist_ok=True)
     path = _path(cache_dir, fingerprint, view)
-    tmp = temporary_path(path, ".npz")
     keys = sorted(stored)
-    np.savez(tmp, hashes=np.array(keys), features=np.stack([np.asarray(stored[k]) for k in keys]))
-    os.replace(tmp, path)
+    with replaced_atomically(path, ".npz") as tmp:
+        np.savez(tmp, hashes=np.array(keys), features=np.stack([np.asarray(stored[k]) for k in keys]))
