@@ -5,6 +5,7 @@ SCORE_ATOL (float32 graphs; onnxruntime fuses and reorders the convolutions).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -390,3 +391,95 @@ def test_cli_refuses_versions_it_cannot_write(tmp_path, capsys, option, value, m
                  value]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "m.onnx").exists()
+
+
+def _edited_graph(source, out, edit):
+    proto = onnx.load(str(source))
+    edit(proto)
+    onnx.save_model(proto, str(out))
+    return out
+
+
+def _fix_batch(size):
+    def edit(proto):
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.ClearField("dim_param")
+            dim.dim_value = size
+    return edit
+
+
+def _metadata(key, value):
+    def edit(proto):
+        next(p for p in proto.metadata_props if p.key == key).value = value
+    return edit
+
+
+def test_a_graph_edited_after_export_is_refused_when_loaded_not_at_the_first_batch_that_differs(tmp_path):
+    # A batch axis fixed by a shape tool scored the pool's full batches, then failed in onnxruntime with a
+    # traceback at the smaller last one; a config that disagrees with the graph failed at the first batch.
+    model = make_model("tiny_cnn", "prototypical", 1, (32, 32))
+    good = export_onnx(model, tmp_path / "m.onnx")
+    cases = [(_fix_batch(32), "takes batches of exactly 32 images (a fixed batch axis)"),
+             (_metadata(onnx_graph.CONFIG_KEY, json.dumps({**model.config.to_dict(), "input_size": [64, 64]})),
+              "but its embedded config says images are [batch, 1, 64, 64]"),
+             (_metadata(onnx_graph.CONFIG_KEY, "{not json"), "its embedded model config (egal.model_config) is "
+                                                             "damaged"),
+             (_metadata(onnx_graph.CONFIG_KEY, "null"), "is damaged (NoneType)")]
+    for i, (edit, message) in enumerate(cases):
+        with pytest.raises(egal.errors.EgalError, match=re.escape(message)):
+            OnnxGradCAM(_edited_graph(good, tmp_path / f"edited{i}.onnx", edit))
+
+
+def test_versions_the_installed_onnxruntime_cannot_load_are_refused_at_export_and_named_when_scored(tmp_path):
+    model = make_model("tiny_cnn", "prototypical", 1, (32, 32))
+    newest = max(v for v in range(8, onnx.IR_VERSION + 1))
+    try:
+        export_onnx(model, tmp_path / "new.onnx", ir_version=newest)
+    except ExportError as error:  # onnxruntime 1.31 reads IR 13 at most; onnx 1.23 writes 14
+        assert f"cannot load the graph written with IR version {newest}" in str(error)
+        assert "[ONNXRuntimeError]" not in str(error) and ".cc:" not in str(error)
+        assert not (tmp_path / "new.onnx").exists()
+    else:
+        pytest.skip(f"the installed onnxruntime loads IR version {newest}")
+    stamped = _edited_graph(export_onnx(model, tmp_path / "m.onnx"), tmp_path / "stamped.onnx",
+                            lambda proto: setattr(proto, "ir_version", newest))
+    with pytest.raises(egal.errors.EgalError, match="it was written for a newer onnxruntime") as error:
+        OnnxGradCAM(stamped)
+    assert "copy it again" not in str(error.value)  # the file is whole: it is not a truncated copy
+
+
+def test_a_torchscript_file_or_a_config_asking_for_huge_layers_is_refused_without_allocating(tmp_path, capsys):
+    model = make_model("tiny_cnn", "prototypical", 1, (32, 32))
+    torch.jit.save(torch.jit.trace(model.features, torch.rand(1, 1, 32, 32)), str(tmp_path / "script.pt"))
+    assert _cli(["export", "--model", str(tmp_path / "script.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "it is a TorchScript archive" in err and "weights_only` set to `False`" not in err
+    assert len(err.strip().splitlines()) == 1  # PyTorch's UserWarning is not printed
+    payload = torch.load(_saved(model, tmp_path / "m.pt"), weights_only=True)
+    payload["config"]["embedding_dim"] = 10**9  # 256 GB of weights, before: the allocator's traceback
+    torch.save(payload, tmp_path / "huge.pt")
+    assert _cli(["export", "--model", str(tmp_path / "huge.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "the state dict does not match its config" in capsys.readouterr().err
+
+
+def _saved(model, path):
+    save_model(model, path)
+    return path
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import egal.onnx.export as export_module
+
+    def full(proto, path, **kwargs):
+        open(path, "wb").write(b"half a graph")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    save_model(make_model("tiny_cnn", "prototypical", 1, (32, 32)), tmp_path / "model.pt")
+    monkeypatch.setattr(export_module.onnx, "save_model", full)
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "egal export: error: [Errno 28] No space left on device"  # was a traceback
+    assert sorted(os.listdir(tmp_path)) == ["model.pt"]

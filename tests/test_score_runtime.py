@@ -166,6 +166,26 @@ def test_a_truncated_cached_graph_is_exported_again(tmp_path, pool, exported, ex
     assert_scores_agree(result, exported[3])
 
 
+def test_a_checksum_file_that_is_not_text_means_export_again_not_a_traceback(tmp_path, pool, exported, exports):
+    model = copy_model(exported, tmp_path / "m")
+    graph = tmp_path / "m" / os.path.basename(exported[2])
+    (tmp_path / "m" / (graph.name + cache.CHECKSUM_SUFFIX)).write_bytes(b"\xff\xfe\x00garbage")
+    result = run(pool, model, tmp_path / "scores.parquet")  # was UnicodeDecodeError on every run
+    assert exports == [str(graph)] and result.runtime == "onnxruntime" and cache.intact(str(graph))
+
+
+def test_a_graph_whose_checksum_cannot_be_written_is_not_left_behind(tmp_path, pool, exported, monkeypatch):
+    model = copy_model(exported, tmp_path / "m", with_graph=False)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "_sha256", full_disk)
+    with pytest.raises(OSError):
+        cache.export_to_cache(model, file_digest(model))
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [model.name]
+
+
 def test_a_cached_graph_that_loads_but_scores_otherwise_is_not_trusted(tmp_path, pool, exported, exports, capsys):
     """Another model's graph under this model's name (what a damaged weight tensor looks like): it loads, but
     its bytes are not those the checksum was written for, and the graph is exported again."""

@@ -3,7 +3,8 @@
 Exit status:
   0    done.
   1    the work failed (egal.errors.RunFailed: a worker killed, out of memory; the message says why
-       and what is kept), or a defect in egal: any other exception, shown with its traceback.
+       and what is kept), or the disk it writes to is full, read-only or over quota (one line; no
+       file is left half written), or a defect in egal: any other exception, shown with its traceback.
   2    a user error, printed as one line without a traceback: an egal.errors.EgalError (bad option,
        bad input, a bad config or model file), a bad command line (argparse's own message), a
        missing optional dependency (the message names the extra to install), or an OSError about a
@@ -16,6 +17,7 @@ A plain ValueError or TypeError is not a user error here: library code raises Eg
 those, so one that escapes is a defect and keeps its traceback.
 """
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -39,6 +41,8 @@ EXTRA_OF_MODULE = {
 }
 # OSErrors about a path: the user's to fix (see the module docstring).
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+# A disk that cannot take what a command writes: the machine's state, not a defect (no traceback).
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 # Commands that cannot start without PyTorch.
 NEEDS_TORCH = {"train": "trains a model", "simulate": "trains a model in every round"}
 
@@ -99,6 +103,11 @@ def _run(args) -> int:
               f"{install_hint(extra)}", file=sys.stderr)
         return 2
     except RunFailed as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:

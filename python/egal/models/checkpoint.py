@@ -8,6 +8,7 @@ refused with a message that says what is wrong.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -39,15 +40,20 @@ def load_model(path, map_location="cpu") -> EGALClassifier:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a TorchScript file makes torch.load warn before it refuses it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise ModelFileError(
             f"{path!r} is not an egal model file that can be loaded safely (torch.load with weights_only=True "
             f"refused it: {type(exc).__name__}: {_first_line(exc)})"
         ) from exc
     config, state = _unpack(payload, path)
+    # The shapes the config asks for are checked against the file's before any memory is taken for them: a
+    # damaged config (an embedding of 10^9 dimensions) would otherwise fail in the allocator.
+    with torch.device("meta"):
+        _check_state(model_from_config(config), state, path)
     model = model_from_config(config)
-    _check_state(model, state, path)
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
 
@@ -91,7 +97,10 @@ def _check_state(model, state, path) -> None:
 
 
 def _first_line(exc) -> str:
+    """The reason, without PyTorch's advice to load the file unsafely (weights_only=False), which egal never does."""
     text = str(exc).strip().splitlines()
-    if text and text[0].startswith("Weights only load failed"):  # PyTorch's advice to load unsafely: not given
+    if "TorchScript" in str(exc):
+        return "it is a TorchScript archive (torch.jit.save), not a model file of egal.models.save_model"
+    if text and text[0].startswith("Weights only load failed") or "weights_only` set to `False`" in str(exc):
         return "it holds Python objects, which a safe load does not unpickle"
     return text[0] if text else ""

@@ -21,6 +21,7 @@ Exporting needs PyTorch, onnx and onnxscript (`egal-al[export]`); finding a cach
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -28,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from ..errors import EgalError
 from . import graph
 
@@ -95,7 +96,7 @@ def intact(graph_path: str) -> bool:
         with open(graph_path + CHECKSUM_SUFFIX) as f:
             expected = f.read().strip()
         return expected == _sha256(graph_path)
-    except OSError:
+    except (OSError, ValueError):  # missing, unreadable, or not text (a damaged checksum file)
         return False
 
 
@@ -131,10 +132,13 @@ def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
     path = os.path.join(folder, graph_name(model_path, model_sha256))
     start = time.perf_counter()
     export_onnx(model_path, path)
-    checksum = temporary_path(path + CHECKSUM_SUFFIX)
-    with open(checksum, "w") as f:
-        f.write(_sha256(path) + "\n")
-    os.replace(checksum, path + CHECKSUM_SUFFIX)
+    try:
+        with replaced_atomically(path + CHECKSUM_SUFFIX) as checksum, open(checksum, "w") as f:
+            f.write(_sha256(path) + "\n")
+    except BaseException:  # a graph without its checksum is never used: it would only be exported again
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise
     seconds = time.perf_counter() - start
     if folder == folders[0]:  # the user cache folder holds graphs of same-named models from other folders
         _remove_stale(folder, os.path.basename(os.fspath(model_path)), keep=path)

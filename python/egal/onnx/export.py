@@ -14,7 +14,7 @@ import os
 import onnx
 import torch
 
-from .._atomic import temporary_path
+from .._atomic import replaced_atomically
 from .._checks import is_int
 from ..errors import EgalError
 from ..models import EGALClassifier, load_model
@@ -58,15 +58,11 @@ def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph
     proto.producer_name = "egal"
     _set_metadata(proto, {graph.FORMAT_KEY: graph.FORMAT, graph.CONFIG_KEY: json.dumps(model.config.to_dict())})
     onnx.checker.check_model(proto, full_check=True)
+    _check_loads_in_onnxruntime(proto, opset, ir_version)
     out = os.fspath(out)
     # Written whole under a temporary name, then renamed: `out` never holds a truncated graph.
-    tmp = temporary_path(out)
-    try:
+    with replaced_atomically(out) as tmp:
         onnx.save_model(proto, tmp, save_as_external_data=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return out
 
 
@@ -80,6 +76,23 @@ def _check_versions(opset, ir_version) -> None:
     if not (is_int(ir_version) and 8 <= ir_version <= onnx.IR_VERSION):
         raise ExportError(f"ir_version (--ir-version) must be an integer from 8 to {onnx.IR_VERSION}, got "
                           f"{ir_version!r} (the default, {graph.IR_VERSION}, loads in onnxruntime 1.31)")
+
+
+def _check_loads_in_onnxruntime(proto, opset: int, ir_version: int) -> None:
+    """The onnxruntime installed here (when one is) loads the graph: an IR version or opset newer than it reads
+    would export without a word and fail only when scored."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    from .runner import onnxruntime_reason
+
+    try:
+        ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ExportError(f"onnxruntime {ort.__version__}, installed here, cannot load the graph written with IR "
+                          f"version {ir_version} and opset {opset} ({onnxruntime_reason(exc)}); export with the "
+                          f"defaults (IR version {graph.IR_VERSION}, opset {graph.OPSET})") from None
 
 
 def _check_exportable(model) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,11 +227,24 @@ def _open_session(ort, path, session_options, providers):
         others = [p for p, name in zip(providers, names, strict=True) if name != CUDA_PROVIDER] or [CPU_PROVIDER]
         return ort.InferenceSession(str(path), sess_options=session_options, providers=others), cuda_error
     except unloadable as exc:
-        reason = str(exc).split(" failed:", 1)[-1].strip() or type(exc).__name__
+        reason = onnxruntime_reason(exc)
+        if "IR version" in reason or "opset" in reason.lower():
+            raise OnnxModelError(
+                f"model file {str(path)!r} cannot be loaded by onnxruntime {ort.__version__} ({reason}): it was "
+                f"written for a newer onnxruntime; export it again with egal's defaults (`egal export --model "
+                f"model.pt --out model.onnx`: IR version {graph.IR_VERSION}, opset {graph.OPSET}), or upgrade "
+                "onnxruntime") from None
         raise OnnxModelError(
             f"model file {str(path)!r} cannot be loaded by onnxruntime ({reason}): a truncated or partly copied file, "
             "or not an ONNX graph; copy it again, or export it again with `egal export --model model.pt --out "
             "model.onnx`") from None
+
+
+def onnxruntime_reason(exc) -> str:
+    """What onnxruntime says is wrong, without the C++ source location and signature it puts first."""
+    reason = str(exc).split(" failed:", 1)[-1].strip()
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", reason)
+    return re.sub(r"/\S+\.(?:cc|cpp|h):\d+ .*?\) (?=[A-Z])", "", reason).strip() or type(exc).__name__
 
 
 def _as_numpy(images) -> np.ndarray:
@@ -258,7 +272,14 @@ def _read_config(session, path) -> dict:
     if names_in != [graph.INPUT] or sorted(names_out) not in (sorted(graph.OUTPUTS), sorted(graph.SCORING_OUTPUTS)):
         raise OnnxModelError(f"{path!s} has inputs {names_in} and outputs {names_out}; expected "
                              f"[{graph.INPUT!r}] and {list(graph.OUTPUTS)}")
-    config = json.loads(meta[graph.CONFIG_KEY])
+    try:
+        config = json.loads(meta[graph.CONFIG_KEY])
+    except ValueError as exc:
+        config = exc
+    if not isinstance(config, dict):
+        raise OnnxModelError(f"{path!s}: its embedded model config ({graph.CONFIG_KEY}) is damaged "
+                             f"({config if isinstance(config, ValueError) else type(config).__name__}); export it "
+                             "again (`egal export --model model.pt --out model.onnx`)")
     if version == graph.FORMAT_BEFORE_PROTOTYPE_FIX and config.get("head") == "prototypical":
         raise OnnxModelError(f"{path!s} was exported before 2026-11-27: its Grad-CAM weights are those of the "
                              "prototypical head's old gradient, which leaves most maps all zero; export it again "
@@ -266,4 +287,34 @@ def _read_config(session, path) -> dict:
     missing = [k for k in ("classes", "input_size", "in_channels") if k not in config]
     if missing:
         raise OnnxModelError(f"{path!s}: the embedded model config lacks {missing}")
+    _check_input(session.get_inputs()[0], config, path)
     return config
+
+
+def _check_input(declared, config: dict, path) -> None:
+    """The graph takes what egal feeds it: float32 [batch of any size, in_channels, H, W] as its config says. A
+    graph edited after export (a batch size fixed by a shape tool, another input size or dtype) would fail in
+    onnxruntime at the first batch that differs, after the batches before it were scored."""
+    try:
+        expected = [int(config["in_channels"]), *(int(v) for v in config["input_size"])]
+    except (TypeError, ValueError):
+        expected = None
+    shape = list(declared.shape)
+    fixed = lambda dim: isinstance(dim, int) and dim > 0  # noqa: E731  (a name or None: any size)
+    problem = None
+    if declared.type != "tensor(float)":
+        problem = f"its input {graph.INPUT!r} is {declared.type}, not tensor(float) (float32)"
+    elif expected is None or len(expected) != 3:
+        problem = f"its embedded model config has in_channels {config['in_channels']!r} and input_size " \
+                  f"{config['input_size']!r}, not a channel count and (H, W)"
+    elif len(shape) != 4:
+        problem = f"its input {graph.INPUT!r} has {len(shape)} dimensions {shape}, not [batch, C, H, W]"
+    elif fixed(shape[0]):
+        problem = (f"its input {graph.INPUT!r} takes batches of exactly {shape[0]} images (a fixed batch axis), but "
+                   "egal feeds batches of any size (the last one is smaller), as `egal export` graphs take them")
+    elif any(fixed(dim) and dim != want for dim, want in zip(shape[1:], expected, strict=True)):
+        problem = (f"its input {graph.INPUT!r} is {shape}, but its embedded config says images are "
+                   f"[batch, {expected[0]}, {expected[1]}, {expected[2]}]")
+    if problem:
+        raise OnnxModelError(f"{path!s} cannot be scored: {problem}; export it again with `egal export --model "
+                             "model.pt --out model.onnx`")
