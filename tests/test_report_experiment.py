@@ -104,6 +104,18 @@ def test_simulate_writes_the_page_and_egal_report_rebuilds_it_from_the_files(exp
         assert label in grid
 
 
+def test_selection_page_options_with_experiment_are_refused_and_a_trailing_slash_keeps_the_title(experiment,
+                                                                                                 tmp_path, capsys):
+    out = experiment["out"]
+    before = (out / "report.html").read_text()
+    # --out and --select were ignored without a word, and DIR/report.html rewritten.
+    assert main(["report", "--experiment", str(out), "--out", str(tmp_path / "elsewhere"), "--select", "5"]) == 2
+    assert "--out, --select are for the selection page" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists() and (out / "report.html").read_text() == before
+    assert main(["report", "--experiment", f"{out}/", "--overwrite"]) == 0
+    assert f"<title>egal experiment: {out.name}</title>" in (out / "report.html").read_text()  # was empty
+
+
 def test_the_final_table_is_the_paired_statistics(experiment):
     html = (experiment["out"] / "report.html").read_text()
     runs = load_runs(experiment["out"])

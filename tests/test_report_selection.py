@@ -372,3 +372,73 @@ def test_grid_images_are_two_per_class_with_an_roi():
     assert chosen.tolist() == choose_test_images(labels, masks, test).tolist()  # drawn the same every time
     assert [int(labels[c]) for c in chosen] == [0, 0, 1, 1, 2, 2] and all(masks[c].any() for c in chosen)
     assert json.dumps(chosen.tolist())
+
+
+def _scored(entropy, misalignment, ids=None):
+    from egal.report.selection_data import ScoredPool
+
+    n = len(entropy)
+    ids = np.array(ids or [f"r{i}" for i in range(n)])
+    score = (np.asarray(entropy) + np.asarray(misalignment)) / 2
+    return ScoredPool("scores.parquet", ids, ["a"] * n, np.asarray(entropy, float), np.asarray(misalignment, float),
+                      score, np.arange(1, n + 1, dtype=float), np.ones(n, bool), [None] * n, None)
+
+
+def test_quadrants_of_a_narrow_or_flat_range_are_split_at_the_middle_of_the_scale():
+    # The middle of the range split rounding noise: rows at entropy_norm 0.998 (maximally unsure) were
+    # "confident", and a pool of one value fell wholly into "confident, looking at the ROI".
+    flat = split_quadrants(_scored([1.0] * 6, [1.0] * 6))
+    assert (flat.entropy_threshold, flat.misalignment_threshold) == (0.5, 0.5)
+    assert flat.counts() == [6, 0, 0, 0] and "too little to split" in flat.chosen_by
+    narrow = split_quadrants(_scored([0.99827, 0.9983, 0.99838, 0.99835], [0.2, 0.9, 0.3, 0.8]))
+    assert narrow.entropy_threshold == 0.5 and narrow.misalignment_threshold == pytest.approx(0.55)
+    assert [QUADRANTS[q].uncertain for q in narrow.of_row] == [True] * 4
+    wide = split_quadrants(_scored([0.1, 0.9, 0.5], [0.2, 0.8, 0.5]))
+    assert (wide.entropy_threshold, wide.misalignment_threshold) == (0.5, 0.5) and "middle of its range" in (
+        wide.chosen_by)
+
+
+def test_axis_ticks_read_apart_count_axes_are_whole_and_thresholds_stay_on_the_plot():
+    from egal.report.svg_plots import density_scatter, histogram
+
+    labels = lambda svg: re.findall(r"text-anchor='(?:middle|end)' [^>]*>([^<]+)</text>", svg)  # noqa: E731
+    narrow = density_scatter([0.99827, 0.99838, 0.9983], [0.4, 0.5, 0.45], x_label="h", y_label="d")
+    ticks = [t for t in labels(narrow) if t.startswith("0.99")]
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks  # were '0.998', '0.999', '0.999'
+    bars = histogram([0.2, 0.3, 0.3, 0.5], x_label="score")
+    y_ticks = re.findall(r"text-anchor='end' [^>]*>([^<]+)</text>", bars)
+    assert y_ticks and all(t.isdigit() for t in y_ticks), y_ticks  # were 0.5 and 2.5 rows
+    off = density_scatter([0.4, 0.6], [0.4, 0.6], x_label="h", y_label="d", thresholds=(0.05, 0.95))
+    for x1, y1 in re.findall(r"<line x1='([-\d.]+)' y1='([-\d.]+)'[^>]*stroke='#d33'", off):
+        assert 0 <= float(x1) <= 640 and 0 <= float(y1) <= 460  # drawn at x = -587.7 before
+
+
+def test_a_selection_file_left_by_an_earlier_run_is_not_shown_as_this_runs(demo, tmp_path):
+    import shutil
+
+    scores = tmp_path / "scores.parquet"
+    shutil.copy(demo["scores"], scores)
+    table = pq.read_table(scores).to_pydict()
+    best = table["id"][table["rank"].index(3)]
+    (tmp_path / "scores.selection.csv").write_text(f"rank,id,score\n1,{best},0.123456\n")
+    with pytest.raises(EgalError, match=f"gives row '{best}' the score 0.123456"):
+        read_selection(read_scores(scores))
+    # The file of this run is shown; a file named by the user is the user's choice, scores or not.
+    (tmp_path / "scores.selection.csv").write_text(
+        f"rank,id,score\n3,{best},{table['score'][table['rank'].index(3)]:.6f}\n")
+    assert read_selection(read_scores(scores)).positions.tolist() == [table["id"].index(best)]
+    assert read_selection(read_scores(scores), select=10**5).source.endswith("only " + str(
+        sum(r is not None for r in table["rank"])) + " rows have a rank)")
+
+
+def test_the_histograms_cut_off_is_the_lowest_score_of_a_selection_in_any_order(demo, tmp_path):
+    table = pq.read_table(demo["scores"]).to_pydict()
+    by_rank = {r: i for i, r in enumerate(table["rank"]) if r is not None}
+    order = [by_rank[1], by_rank[5], by_rank[2]]  # a diverse batch's order: the last is not the lowest
+    path = tmp_path / "mine.csv"
+    path.write_text("id\n" + "".join(f"{table['id'][i]}\n" for i in order))
+    report = selection_report(demo["scores"], demo["pool"], demo["onnx"], out=tmp_path / "page", selection=str(path),
+                              examples=0, progress=False)
+    html = open(report.path, encoding="utf-8").read()
+    lowest = min(table["score"][i] for i in order)
+    assert f"selection: score ≥ {lowest:.3f}" in section(html, "scores")

@@ -66,9 +66,14 @@ def register(subparsers):
 def run(args) -> int:
     given = [name for name in SELECTION_INPUTS if getattr(args, name)]
     if args.experiment:
-        if given:
-            raise EgalError("--experiment rebuilds an experiment folder's page; --scores, --pool and --model are for "
-                            "the selection page: give one or the other")
+        from ..report.selection_page import DEFAULTS
+
+        options = given + [name for name in API_ARGUMENTS
+                           if name != "overwrite" and getattr(args, name) != DEFAULTS[name]]
+        if options:
+            raise EgalError("--experiment rebuilds an experiment folder's page, DIR/report.html, from its files; "
+                            f"{', '.join('--' + o.replace('_', '-') for o in options)} are for the selection page: "
+                            "give one or the other")
         return run_experiment(args)
     if len(given) < len(SELECTION_INPUTS):
         missing = ", ".join(f"--{name}" for name in SELECTION_INPUTS if name not in given)

@@ -53,8 +53,9 @@ def experiment_report(out_dir) -> ExperimentReport:
     grid = load_cam_grid(out_dir)
     strategies = tuple(dict.fromkeys(r["strategy"] for r in summary))
     seeds = tuple(sorted({r["seed"] for r in runs}))
+    name = os.path.basename(os.path.abspath(out_dir))  # abspath drops a trailing slash, which leaves no name
     body = "\n".join([
-        f"<h1>Active-learning experiment: {escape(os.path.basename(os.path.abspath(out_dir)))}</h1>",
+        f"<h1>Active-learning experiment: {escape(name)}</h1>",
         "<p class='lead'>Every strategy starts from the same class-balanced seed set and trains identically; only "
         "the selection differs. Metrics are on the held-out test set after each round.</p>",
         "<h2 id='summary'>Summary</h2>", _summary(out_dir, config, runs, strategies, seeds),
@@ -64,7 +65,7 @@ def experiment_report(out_dir) -> ExperimentReport:
         "<h2 id='gradcam'>Where the models look: Grad-CAM on fixed test images</h2>", _grid(grid, strategies),
         "<h2 id='files'>Files in this folder</h2>", _files(out_dir),
     ])
-    path = write_page(os.path.join(out_dir, PAGE_FILE), page(f"egal experiment: {os.path.basename(out_dir)}", body))
+    path = write_page(os.path.join(out_dir, PAGE_FILE), page(f"egal experiment: {name}", body))
     return ExperimentReport(path, len(runs), strategies, seeds, grid is not None)
 
 

@@ -13,6 +13,10 @@ from ..errors import EgalError
 
 SCORE_COLUMNS = ("id", "pred", "entropy_norm", "misalignment", "score", "rank", "status", "error")
 DEFAULT_SELECT = 30  # when neither the caller nor a selection CSV beside the scores says which rows
+# A term whose values over the plotted rows span less than this (of its 0-1 scale) is split at 0.5, the middle
+# of its scale: the middle of so narrow a range splits rounding noise, and would call rows at the top of the
+# scale "low" (every row at entropy_norm 0.998 "confident").
+MIN_SPREAD = 0.1
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,9 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     if select is not None and selection_csv is not None:
         raise EgalError("give select (the K best-ranked rows) or selection_csv (a selection file), not both")
     if select is not None:
-        return Selection(top_ranked(scores, select), f"the {select} best-ranked rows")
+        chosen = top_ranked(scores, select)
+        return Selection(chosen, f"the {len(chosen)} best-ranked rows" + (
+            f" (of {select} asked for: only {len(chosen)} rows have a rank)" if len(chosen) < select else ""))
     given = selection_csv is not None
     path = selection_csv if given else selection_path_for(scores.path)
     if not os.path.isfile(path):
@@ -113,7 +119,8 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
                                                              f"file {os.path.basename(path)} beside the scores)")
     from ..importers.tables import read_table
 
-    ids = [row["id"] for row in read_table(path, ("id",), "selection file")]
+    rows = read_table(path, ("id",), "selection file")
+    ids = [row["id"] for row in rows]
     if not ids:
         raise EgalError(f"selection file {path!r} has a header but no rows: no selection to show")
     repeated = sorted(v for v, n in collections.Counter(ids).items() if n > 1)
@@ -125,7 +132,29 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     if unknown:
         raise EgalError(f"selection file {path!r} names {len(unknown)} id(s) that are not in {scores.path!r}, "
                         f"first {unknown[0]!r}: it belongs to another scoring run")
-    return Selection(np.array([position[v] for v in ids], dtype=np.int64), f"the {len(ids)} rows of {path}")
+    positions = np.array([position[v] for v in ids], dtype=np.int64)
+    if not given:
+        _check_same_run(rows, scores, positions, path)
+    return Selection(positions, f"the {len(ids)} rows of {path}")
+
+
+def _check_same_run(rows, scores: ScoredPool, positions: np.ndarray, path: str) -> None:
+    """The selection CSV found beside the scores was written with them: its scores (written to 6 decimals) are
+    theirs. One left by an earlier run into the same --out (egal score --overwrite without --select keeps it)
+    would show another run's choice as this one's."""
+    if not rows or "score" not in rows[0]:
+        return  # a selection of ids alone: nothing to compare
+    for row, position in zip(rows, positions.tolist(), strict=True):
+        try:
+            written = float(row["score"]) if row["score"] not in ("", None) else float("nan")
+        except ValueError:
+            return
+        now = float(scores.score[position])
+        if not (abs(written - now) <= 1e-6 or (np.isnan(written) and np.isnan(now))):
+            raise EgalError(f"selection file {path!r} is not the selection of {scores.path!r}: it gives row "
+                            f"{row['id']!r} the score {written:.6f}, the scores {now:.6f} (left by an earlier run?); "
+                            "pass select=K (--select K) for the best-ranked rows, or the current selection file "
+                            "(--selection)")
 
 
 def top_ranked(scores: ScoredPool, k: int) -> np.ndarray:
@@ -151,18 +180,24 @@ def split_quadrants(scores: ScoredPool, entropy_threshold: float | None = None,
     """Each scored row with an ROI in a quadrant: above (high) or not above (low) each threshold. A threshold
     not given is the middle of that term's range over those rows, so that the quadrants are the four
     quarters of the plot (a median would put every tied value on one side: a model with many flat Grad-CAMs
-    has half its pool at misalignment 1)."""
+    has half its pool at misalignment 1); 0.5, the middle of the term's scale, when the values span less than
+    MIN_SPREAD."""
     plotted = scores.ok & np.isfinite(scores.misalignment) & np.isfinite(scores.entropy_norm)
+    how = []
 
-    def middle(values):
-        return float((values[plotted].min() + values[plotted].max()) / 2) if plotted.any() else 0.5
+    def threshold(name, given, values):
+        if given is not None:
+            how.append(f"{name}: given")
+            return given
+        spread = float(np.ptp(values[plotted])) if plotted.any() else 0.0
+        if spread < MIN_SPREAD:
+            how.append(f"{name}: 0.5, the middle of its scale (its values span {spread:.2g}, too little to split)")
+            return 0.5
+        how.append(f"{name}: the middle of its range")
+        return float((values[plotted].min() + values[plotted].max()) / 2)
 
-    how = [f"{name}: {'given' if given is not None else 'the middle of its range'}"
-           for name, given in (("normalised entropy", entropy_threshold), ("misalignment", misalignment_threshold))]
-    if entropy_threshold is None:
-        entropy_threshold = middle(scores.entropy_norm)
-    if misalignment_threshold is None:
-        misalignment_threshold = middle(scores.misalignment)
+    entropy_threshold = threshold("normalised entropy", entropy_threshold, scores.entropy_norm)
+    misalignment_threshold = threshold("misalignment", misalignment_threshold, scores.misalignment)
     of_row = np.full(len(scores), -1, dtype=np.int64)
     uncertain = scores.entropy_norm > entropy_threshold
     misaligned = scores.misalignment > misalignment_threshold

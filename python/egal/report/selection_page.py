@@ -291,7 +291,7 @@ def _body(o, scores, spec, runner, same_file, picked, split, examples, pictures,
         parts.append(f"<h3 id='examples-{quadrant.key}'>{escape(quadrant.name)}</h3>")
         parts.append(cards(_card_data(p, scores, split, chosen_set, pictures) for p in rows.tolist())
                      if len(rows) else "<p class='muted'>No row in this quadrant.</p>")
-    cutoff = float(scores.score[chosen[-1]]) if len(chosen) else float("nan")
+    cutoff = float(np.nanmin(scores.score[chosen])) if len(chosen) else float("nan")  # a diverse batch: any order
     distribution = histogram(scores.score[scores.ok], x_label="score (0–1, no unit)", y_label="rows (count)",
                              marker=(cutoff, f"selection: score ≥ {cutoff:.3f}"))
     parts += ["<h2 id='scores'>Score distribution</h2>",

@@ -13,15 +13,19 @@ from .imaging import colorize, png_data_uri
 
 FONT = "font-family='system-ui, sans-serif' font-size='12'"
 HIGHLIGHT = "#e4007c"  # the selection, in every plot
+TEXT_WIDTH = 7  # pixels a character of FONT takes at most, about (for placing labels)
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list:
-    """About `count` round tick values covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False) -> list:
+    """About `count` round tick values covering [low, high]; integer: whole numbers only (a count axis)."""
     if not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return [low]
     raw = (high - low) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integer:
+        raw, magnitude = max(raw, 1.0), max(magnitude, 1.0)
+    steps = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * magnitude for m in steps if m * magnitude >= raw)
     first = math.ceil(low / step - 1e-9) * step
     ticks, value = [], first
     while value <= high + 1e-9 * step:
@@ -30,10 +34,20 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list:
     return ticks
 
 
-def tick_label(value: float) -> str:
-    if value == int(value) and abs(value) >= 1:
+def tick_label(value: float, step: float | None = None) -> str:
+    """A tick's value with as many decimals as the ticks' spacing needs, so that neighbours never read alike."""
+    if value == int(value) and (step is None or step == int(step)):
         return f"{int(value):,}"
-    return f"{value:.3g}"
+    if step is None or step <= 0:
+        return f"{value:.3g}"
+    decimals = len(f"{step:.10f}".rstrip("0").split(".")[1])  # the step's own decimals: 0.25 -> 2, 0.0005 -> 4
+    return f"{value:,.{decimals}f}"
+
+
+def _labelled_ticks(ticks: list) -> list:
+    """(value, label) of each tick, labelled by the spacing between them."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else None
+    return [(value, tick_label(value, step)) for value in ticks]
 
 
 @dataclass
@@ -65,23 +79,23 @@ class Axes:
         low, high = self.y_range
         return self.top + (1 - (np.asarray(value, dtype=np.float64) - low) / (high - low)) * self.plot_height
 
-    def frame(self, x_label: str, y_label: str, *, x_ticks=None, y_ticks=None) -> str:
-        """Axis lines, ticks with values, and the two axis labels."""
+    def frame(self, x_label: str, y_label: str, *, x_ticks=None, y_ticks=None, y_counts: bool = False) -> str:
+        """Axis lines, ticks with values, and the two axis labels; y_counts: the y axis counts rows (whole ticks)."""
         parts = [f"<rect x='{self.left}' y='{self.top}' width='{self.plot_width}' height='{self.plot_height}' "
                  "fill='none' stroke='#444'/>"]
-        for value in x_ticks if x_ticks is not None else nice_ticks(*self.x_range):
+        x_ticks = x_ticks if x_ticks is not None else nice_ticks(*self.x_range)
+        y_ticks = y_ticks if y_ticks is not None else nice_ticks(*self.y_range, integer=y_counts)
+        for value, label in _labelled_ticks(x_ticks):
             if self.x_range[0] - 1e-12 <= value <= self.x_range[1] + 1e-12:
                 px = float(self.x(value))
                 bottom = self.top + self.plot_height
                 parts.append(f"<line x1='{px:.1f}' y1='{bottom}' x2='{px:.1f}' y2='{bottom + 5}' stroke='#444'/>"
-                             f"<text x='{px:.1f}' y='{bottom + 18}' text-anchor='middle' {FONT}>"
-                             f"{tick_label(value)}</text>")
-        for value in y_ticks if y_ticks is not None else nice_ticks(*self.y_range):
+                             f"<text x='{px:.1f}' y='{bottom + 18}' text-anchor='middle' {FONT}>{label}</text>")
+        for value, label in _labelled_ticks(y_ticks):
             if self.y_range[0] - 1e-12 <= value <= self.y_range[1] + 1e-12:
                 py = float(self.y(value))
                 parts.append(f"<line x1='{self.left - 5}' y1='{py:.1f}' x2='{self.left}' y2='{py:.1f}' stroke='#444'/>"
-                             f"<text x='{self.left - 8}' y='{py + 4:.1f}' text-anchor='end' {FONT}>"
-                             f"{tick_label(value)}</text>")
+                             f"<text x='{self.left - 8}' y='{py + 4:.1f}' text-anchor='end' {FONT}>{label}</text>")
         cx, cy = self.left + self.plot_width / 2, self.top + self.plot_height / 2
         parts.append(f"<text x='{cx:.1f}' y='{self.height - 8}' text-anchor='middle' {FONT} class='axis-label'>"
                      f"{escape(x_label)}</text>")
@@ -114,7 +128,9 @@ def density_scatter(x, y, *, x_label: str, y_label: str, highlight=None, thresho
     `quadrant_names` {(x_high, y_high): name} written in the quadrants' outer corners."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x) & np.isfinite(y)
-    x_range, y_range = padded_range(x[keep]), padded_range(y[keep])
+    shown_x, shown_y = ([t] if thresholds is not None else [] for t in (thresholds or (None, None)))
+    # The axes reach the thresholds too: a threshold outside the data would be drawn off the plot.
+    x_range, y_range = padded_range(np.r_[x[keep], shown_x]), padded_range(np.r_[y[keep], shown_y])
     axes = Axes(width - 96, height, x_range, y_range)
     counts, _, _ = np.histogram2d(y[keep], x[keep], bins=bins, range=[y_range, x_range])  # [row = y, column = x]
     peak = max(1.0, float(counts.max()))
@@ -170,11 +186,14 @@ def histogram(values, *, x_label: str, y_label: str = "rows (count)", bins: int 
                         f"height='{base - y0:.1f}' fill='#3b528b'/>")
     if marker is not None and math.isfinite(marker[0]):
         px = float(axes.x(marker[0]))
+        # The label goes left of the line, or right of it where it would run over the y axis's ticks.
+        left_of = px - 4 - TEXT_WIDTH * len(marker[1]) >= axes.left
+        text_x, anchor = (px - 4, "end") if left_of else (px + 4, "start")
         body.append(f"<line x1='{px:.1f}' y1='{axes.top}' x2='{px:.1f}' y2='{base}' stroke='{HIGHLIGHT}' "
                     "stroke-width='2' stroke-dasharray='5 3'/>"
-                    f"<text x='{px - 4:.1f}' y='{axes.top + 14}' text-anchor='end' {FONT} fill='{HIGHLIGHT}' "
+                    f"<text x='{text_x:.1f}' y='{axes.top + 14}' text-anchor='{anchor}' {FONT} fill='{HIGHLIGHT}' "
                     f"paint-order='stroke' stroke='white' stroke-width='3'>{escape(marker[1])}</text>")
-    body.append(axes.frame(x_label, y_label))
+    body.append(axes.frame(x_label, y_label, y_counts=True))
     return svg(width, height, "".join(body), f"histogram of {x_label}")
 
 
