@@ -1,11 +1,13 @@
 """How the CLI reports what goes wrong: a user error is one line and exit status 2; a failed run is one
 line and status 1; a defect (any other exception) keeps its traceback, status 1."""
+import os
 import subprocess
 import sys
 
 import pytest
 
 import egal
+from egal.cli import main
 from egal.errors import EgalError, EgalTypeError, RunFailed
 
 
@@ -90,3 +92,33 @@ def test_backends_require_exits_by_whether_the_backend_runs_here(backend):
 def test_backends_require_names_the_backends_it_knows():
     done = egal_cli("backends", "--require", "gpu")
     assert done.returncode == 2 and "invalid choice: 'gpu' (choose from 'cpu', 'cuda', 'reference')" in done.stderr
+
+
+def test_a_path_that_is_not_utf8_is_one_line_not_a_traceback(tmp_path, capsys):
+    import shutil
+
+    from pools import make_rows, save_tiny_model, write_pool
+
+    pytest.importorskip("torch")
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path))
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/p\xe9.parquet")  # Latin-1 bytes: lone surrogates in Python
+    shutil.copy(pool, odd)
+    model = save_tiny_model(tmp_path / "model.pt")
+    assert main(["score", "--pool", odd, "--model", str(model), "--out", str(tmp_path / "s.parquet"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "p\\udce9.parquet' is not UTF-8 text" in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly_with_status_0():
+    # A command whose reader closes the pipe (egal ... | head -1): the write raises BrokenPipeError, which the
+    # handler for full disks (an OSError too) caught first and re-raised as a traceback.
+    setup = ("import egal.commands.backends as command\n"
+             "def run(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+             "command.run = run\n")
+    code = setup + "import sys\nfrom egal.cli import main\nsys.exit(main(['backends']))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    full = setup.replace("BrokenPipeError(32, 'Broken pipe')", "OSError(28, 'No space left on device')")
+    done = subprocess.run([sys.executable, "-c", full + code[len(setup):]], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stderr == "egal backends: error: [Errno 28] No space left on device\n"

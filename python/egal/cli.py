@@ -105,6 +105,18 @@ def _run(args) -> int:
     except RunFailed as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except UnicodeEncodeError as exc:
+        if "surrogates not allowed" not in str(exc):
+            raise
+        # Linux hands Python a file name of another encoding as lone surrogates; pyarrow cannot open such a path.
+        shown = exc.object.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") \
+            if isinstance(exc.object, str) else repr(exc.object)
+        print(f"{name}: error: the path '{shown}' is not UTF-8 text (a file name in another encoding), which "
+              "Parquet's reader cannot open: rename it", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
             raise
@@ -116,9 +128,6 @@ def _run(args) -> int:
             "; what was scored is kept: rerun with --resume to finish" if args.command == "score" else ""),
             file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
 
 
 def _require_torch(command: str) -> None:
