@@ -1,6 +1,7 @@
 """Small pools written to disk for the `egal score` tests: every encoding, every ROI kind, bad rows."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -96,3 +97,16 @@ def save_tiny_model(path, *, input_size=(64, 64), seed: int = 0, varied: bool = 
                     module.running_var.uniform_(0.5, 2.0)
     save_model(model, path)
     return str(path)
+
+
+@contextlib.contextmanager
+def shards_kept():
+    """Runs inside merge their shards but keep the parts folder, as a run killed right after merging does."""
+    from egal.pipeline import shard_store
+
+    keep = shard_store.ShardStore._discard_parts
+    shard_store.ShardStore._discard_parts = lambda self: None
+    try:
+        yield
+    finally:
+        shard_store.ShardStore._discard_parts = keep

@@ -53,9 +53,26 @@ def test_score_replaces_a_selection_file_only_with_overwrite(scored, tmp_path, c
     (tmp_path / "s.selection.csv").write_text("the default name, the user's\n")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
                      "--quiet"], "s.selection.csv' already exists")
-    assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--select", "3",
-                 "--quiet", "--overwrite"]) == 0
-    assert (tmp_path / "s.selection.csv").read_text().startswith("rank,id")
+    # --overwrite replaces a selection that egal wrote, never another file (a pool's image, a table, notes).
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--quiet", "--overwrite"], "s.selection.csv' exists and is not a selection CSV that egal wrote")
+    assert (tmp_path / "s.selection.csv").read_text() == "the default name, the user's\n"
+    (tmp_path / "s.selection.csv").unlink()
+    for _ in range(2):
+        assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--select",
+                     "3", "--quiet", "--overwrite"]) == 0
+        assert (tmp_path / "s.selection.csv").read_text().startswith("rank,id")
+    image = tmp_path / "images" / "scan_0001.png"
+    image.parent.mkdir(exist_ok=True)
+    image.write_bytes(b"\x89PNG an image of a pool")
+    (tmp_path / "t.embeddings.parquet").write_bytes(b"the user's notes")
+    for option in ("--overwrite", "--resume"):  # --resume with no run at --out starts one: the same rule
+        refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "t.parquet", "--select", "3",
+                         "--select-out", image, "--quiet", option], "is not a selection CSV that egal wrote")
+        refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "t.parquet", "--embeddings",
+                         "--quiet", option], "is not an egal embeddings file")
+    assert image.read_bytes() == b"\x89PNG an image of a pool"
+    assert (tmp_path / "t.embeddings.parquet").read_bytes() == b"the user's notes"
 
 
 def test_score_refuses_a_folder_or_an_empty_path_before_scoring(scored, tmp_path, capsys):
@@ -122,7 +139,12 @@ def test_overwrite_replaces_a_parquet_file_only(tmp_path, scored, capsys):
             "give a .parquet name")
     (tmp_path / "notes").write_text("the user's table\n")  # no extension: only what the file holds tells
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "notes", "--overwrite"],
-            "is not a Parquet file")
+            "is not an egal score output")
+    other_pool = tmp_path / "other_pool.parquet"
+    other_pool.write_bytes(open(pool, "rb").read())  # another pool: a Parquet file, but not scores
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", other_pool, "--overwrite"],
+            "is not an egal score output")
+    assert other_pool.read_bytes() == open(pool, "rb").read()
     assert (tmp_path / "notes").read_text() == "the user's table\n"
     assert (tmp_path / "notes.csv").read_text() == "the user's table\n"
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--out", str(tmp_path / "p.parquet"), "--quiet"]) == 0

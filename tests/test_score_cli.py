@@ -17,7 +17,7 @@ import egal  # noqa: E402
 from egal.cli import build_parser, main  # noqa: E402
 from egal.models import load_model, save_model  # noqa: E402
 from egal.pipeline.options import ScoreOptions  # noqa: E402
-from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
+from pools import make_rows, save_tiny_model, shards_kept, write_pool  # noqa: E402
 
 INPUT = (64, 64)
 
@@ -58,9 +58,12 @@ def test_select_prints_the_summary_and_the_selection(tmp_path, model_path, capsy
     assert main(["score", "--pool", pool, "--model", model_path, "--out", str(out), "--select", "7"]) == 0
     printed = capsys.readouterr()
     table = pq.read_table(out)
-    expected = egal.select_top_k(table.column("score").to_numpy(), np.array(table.column("id").to_pylist()), 7)
+    unlabelled = ~np.array(table.column("labelled").to_pylist())  # make_rows labels every second row
+    expected = egal.select_top_k(np.where(unlabelled, table.column("score").to_numpy(), np.nan),
+                                 np.array(table.column("id").to_pylist()), 7)
     with open(tmp_path / "scores.selection.csv") as f:
         assert [r["id"] for r in csv.DictReader(f)] == list(expected)
+    assert "15 row(s) that the pool already labels are scored but neither ranked nor selected" in printed.out
     assert f"The 7 images to annotate next (alpha=0.5), written to {tmp_path / 'scores.selection.csv'}" in printed.out
     assert all(i in printed.out for i in expected)
     assert "Scored 30 of 30 rows (0 in error)" in printed.out and "rows/s" in printed.out
@@ -191,14 +194,8 @@ def test_existing_output_and_unfinished_runs_are_protected(tmp_path, model_path,
 def _unfinished_run(tmp_path, pool, model_path, out, *extra):
     """The parts folder a run killed after its first batches leaves (scored elsewhere, then moved in place)."""
     other = tmp_path / "elsewhere.parquet"
-    from egal.pipeline import shard_store
-
-    keep = shard_store.shutil.rmtree
-    shard_store.shutil.rmtree = lambda path: None  # the merge leaves its parts folder: a run killed after merging
-    try:
+    with shards_kept():
         assert score("--pool", pool, "--model", model_path, "--out", other, "--batch-size", 4, *extra) == 0
-    finally:
-        shard_store.shutil.rmtree = keep
     parts = tmp_path / f"{out.name}.parts"
     os.rename(f"{other}.parts", parts)
     os.remove(parts / "part-000002.parquet")  # one batch missing: unfinished

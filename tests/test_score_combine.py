@@ -77,11 +77,13 @@ def test_rank_mixes_the_normalised_ranks_of_the_two_terms(setup):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert np.array_equal(np.isnan(got), ~ok)
 
-    # rank: score descending, ties by id; the row in error has none.
+    # rank: score descending, ties by id; the row in error has none, nor have the rows the pool labels (the mix
+    # still ranks each term over every scored row).
     ids = ranked.column("id").to_pylist()
-    order = sorted((i for i in range(len(ids)) if ok[i]), key=lambda i: (-got[i], ids[i]))
+    selectable = ok & ~np.array(ranked.column("labelled").to_pylist())
+    order = sorted((i for i in range(len(ids)) if selectable[i]), key=lambda i: (-got[i], ids[i]))
     ranks = ranked.column("rank").to_pylist()
-    assert [ranks[i] for i in order] == list(range(1, ok.sum() + 1)) and ranks[9] is None
+    assert [ranks[i] for i in order] == list(range(1, selectable.sum() + 1)) and ranks[9] is None
     with open(folder / "rank.selection.csv") as f:
         assert [r["id"] for r in csv.DictReader(f)] == [ids[i] for i in order[:10]]
     # The two methods order the pool differently here (entropy_norm and misalignment spread differently).

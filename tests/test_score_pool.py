@@ -20,7 +20,7 @@ from egal.gradcam import extract_gradcam_inputs  # noqa: E402
 from egal.models import load_model, save_model  # noqa: E402
 from egal.pipeline.shard_store import OutputError  # noqa: E402
 from egal.pool import DecodeSettings, PoolError, load_pool_arrays  # noqa: E402
-from pools import CLASSES, make_rows, save_tiny_model, write_pool  # noqa: E402
+from pools import CLASSES, make_rows, save_tiny_model, shards_kept, write_pool  # noqa: E402
 
 INPUT = (64, 64)
 
@@ -74,7 +74,7 @@ def test_scores_every_row_like_the_reference(tmp_path, model_path, image_format,
     assert not result.resumed and not result.already_complete and result.seconds > 0
     table = pq.read_table(out)
     assert table.column_names == ["id", "pred", "entropy", "entropy_norm", "misalignment", "score", "rank", "status",
-                                  "error"]
+                                  "error", "labelled"]
     assert_same_table(result.table, table)
     arrays, ref = expected_scores(pool, model_path, 0.3)
     assert table.column("id").to_pylist() == list(arrays["ids"])
@@ -86,9 +86,15 @@ def test_scores_every_row_like_the_reference(tmp_path, model_path, image_format,
     no_roi = ~arrays["has_roi"]
     assert no_roi.any() and (no_roi.all() if roi == "none" else not no_roi.all())
     assert np.isnan(table.column("misalignment").to_numpy()[no_roi]).all()
-    ranks = table.column("rank").to_numpy()
-    order = egal.select_top_k(table.column("score").to_numpy(), np.array(arrays["ids"]), 37)
-    assert list(np.array(arrays["ids"])[np.argsort(ranks)]) == list(order)
+    # Rows the pool labels (every second one) are scored like the others but get no rank: they need no annotation.
+    labelled = np.array([i % 2 == 1 for i in range(37)])
+    assert table.column("labelled").to_pylist() == labelled.tolist()
+    ranks = table.column("rank").to_numpy(zero_copy_only=False).astype(float)
+    assert np.isnan(ranks[labelled]).all()
+    order = egal.select_top_k(np.where(labelled, np.nan, table.column("score").to_numpy()), np.array(arrays["ids"]),
+                              37)
+    unranked = ~labelled
+    assert list(np.array(arrays["ids"])[unranked][np.argsort(ranks[unranked])]) == list(order)
 
 
 def test_bad_rows_get_an_error_status_and_are_never_selected(tmp_path, model_path):
@@ -111,10 +117,12 @@ def test_bad_rows_get_an_error_status_and_are_never_selected(tmp_path, model_pat
             assert row["rank"] is None and row["pred"] is None
             assert row["score"] is None or np.isnan(row["score"])
         else:
-            assert row["status"] == "ok" and row["error"] is None and row["rank"] >= 1
+            assert row["status"] == "ok" and row["error"] is None
+            assert row["rank"] is None if row["labelled"] else row["rank"] >= 1
     with open(picked) as f:
         chosen = [r["id"] for r in csv.DictReader(f)]
-    assert len(chosen) == 16 and not {rows[i]["id"] for i in bad} & set(chosen)
+    unlabelled_ok = [r["id"] for i, r in enumerate(table) if i not in bad and not r["labelled"]]
+    assert sorted(chosen) == sorted(unlabelled_ok) and not {rows[i]["id"] for i in bad} & set(chosen)
     assert result.selection.column("id").to_pylist() == chosen
 
 
@@ -139,7 +147,9 @@ def test_select_writes_the_top_k_by_score_with_ties_by_id(tmp_path, model_path, 
     out = tmp_path / "scores.parquet"
     result = score_pool(pool, model_path, out=out, select=7)
     table = pq.read_table(out)
-    expected = egal.select_top_k(table.column("score").to_numpy(), np.array(table.column("id").to_pylist()), 7)
+    unlabelled = ~np.array(table.column("labelled").to_pylist())
+    expected = egal.select_top_k(np.where(unlabelled, table.column("score").to_numpy(), np.nan),
+                                 np.array(table.column("id").to_pylist()), 7)
     with open(tmp_path / "scores.selection.csv") as f:
         rows = list(csv.DictReader(f))
     assert result.selection_path == str(tmp_path / "scores.selection.csv")
@@ -253,14 +263,8 @@ def test_a_bad_pool_is_refused_before_anything_is_written(tmp_path, model_path):
 def _unfinished_run(tmp_path, pool, model_path, out, **options):
     """The parts folder a run killed after its first batches leaves (scored elsewhere, then moved in place)."""
     other = tmp_path / "elsewhere.parquet"
-    from egal.pipeline import shard_store
-
-    keep = shard_store.shutil.rmtree
-    shard_store.shutil.rmtree = lambda path: None  # the merge leaves its parts folder: a run killed after merging
-    try:
+    with shards_kept():
         quiet(pool, model_path, out=other, batch_size=4, **options)
-    finally:
-        shard_store.shutil.rmtree = keep
     parts = tmp_path / f"{out.name}.parts"
     os.rename(f"{other}.parts", parts)
     os.remove(parts / "part-000002.parquet")  # one batch missing: unfinished
@@ -394,3 +398,47 @@ def test_resume_refuses_a_changed_run(tmp_path, model_path):
     ShardStore(out, {"alpha": 0.5, "note": "unfinished"}).release()
     with pytest.raises(OutputError, match=r"alpha \(0.5 there, 0.9 here\)"):
         quiet(pool, model_path, out=out, alpha=0.9, resume=True)
+
+
+def test_a_run_stopped_while_deleting_its_shards_or_writing_its_output_leaves_nothing_stuck(tmp_path, model_path,
+                                                                                           monkeypatch):
+    # Stopped halfway through deleting the parts folder, a run left one without its run.json: --resume called
+    # it unreadable and a new run called it unfinished, so a scheduled job failed until someone deleted it.
+    import shutil
+
+    import egal.pipeline.shard_store as shard_store
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    real_rmtree = shutil.rmtree
+
+    def stopped(path, **kwargs):
+        os.remove(os.path.join(path, "run.json"))  # the first files go, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shard_store.shutil, "rmtree", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        quiet(pool, model_path, out=out, batch_size=4, workers=0)
+    monkeypatch.setattr(shard_store.shutil, "rmtree", real_rmtree)
+    assert out.is_file() and not (tmp_path / "s.parquet.parts").exists()
+    assert quiet(pool, model_path, out=out, batch_size=4, workers=0, resume=True).already_complete
+    leftovers = lambda: sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s.parquet."))  # noqa: E731
+    assert leftovers() == []  # the renamed folder is removed by the next run
+    # A copy of the output that a killed run was writing is removed by the next run that holds the lock.
+    (tmp_path / "s.parquet.tmp-99999-0123abcd").write_bytes(b"half an output")
+    (tmp_path / "s.parquet.tmp-notes.txt").write_bytes(b"a user's file")
+    quiet(pool, model_path, out=out, batch_size=4, workers=0, overwrite=True)
+    assert leftovers() == ["s.parquet.tmp-notes.txt"]
+
+
+def test_resume_refuses_a_pool_whose_image_files_changed_since(tmp_path, model_path):
+    # A paths pool was fingerprinted by its Parquet files alone: an image replaced between a killed run and its
+    # resume was scored anew in the missing batches while the kept ones held the old image's scores.
+    pool = write_pool(tmp_path / "p.parquet", make_rows(12, folder=tmp_path, storage="path"))
+    out = tmp_path / "s.parquet"
+    parts = _unfinished_run(tmp_path, pool, model_path, out)
+    image = tmp_path / "images" / "scan_0001.bin"
+    image.write_bytes(image.read_bytes() + b"\0")  # still a readable PNG, one byte longer
+    with pytest.raises(OutputError, match="pool"):
+        quiet(pool, model_path, out=out, batch_size=4, resume=True)
+    assert parts.exists()

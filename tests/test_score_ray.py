@@ -77,3 +77,22 @@ def test_ray_engine_matches_the_local_engine(tmp_path, ray_cluster):
     assert all(egal_lines.match(line) for line in remote.stderr.splitlines()), remote.stderr[-4000:]
     assert "scored 60/60 rows" in remote.stderr
     assert (tmp_path / "ray.ray.log").stat().st_size > 0
+
+
+def test_joining_ray_keeps_egals_sigterm_handler():
+    # ray.init installs a handler that exits with status 15 at once: egal score --engine ray then stopped
+    # without its message or status 143, and without the cleanup of Ctrl-C.
+    import signal
+
+    from egal.pipeline.ray_engine import sigterm_handler_kept
+
+    def egals(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, egals)
+    try:
+        with sigterm_handler_kept():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # what ray.init does
+        assert signal.getsignal(signal.SIGTERM) is egals
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,7 @@
 the embeddings sidecar (.pt and .onnx models), 'none' byte for byte as before, selecting again without
 rescoring, and the bad inputs as messages with exit status 2."""
 import csv
+import json
 import os
 import re
 
@@ -118,7 +119,8 @@ def test_a_finished_run_selects_again_with_resume_without_rescoring(tmp_path, mo
     again = egal.score_pool(pool, model_path, out=str(out), select=5, embeddings=True, diversity="cluster",
                             resume=True, workers=0, progress=False)
     assert again.already_complete and again.seconds == 0.0
-    assert again.batch.diversity == "cluster" and again.batch.candidates == 35  # every scored row (10 x 5 > 35)
+    # every scored row without a label (10 x 5 > 18)
+    assert again.batch.diversity == "cluster" and again.batch.candidates == 18
     expected = select_from_scores(out, 5, diversity="cluster")
     for column in ("rank", "id", "pred"):
         assert again.selection.column(column).to_pylist() == expected.table.column(column).to_pylist()
@@ -132,8 +134,11 @@ def test_a_cap_that_leaves_fewer_rows_says_so(tmp_path, model_path, pool, capsys
     assert len(read_csv(tmp_path / "s.selection.csv")) == 9
     # The plain top K of a pool too small says so too.
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "t.parquet", "--select", 1000) == 0
-    scored = pq.read_table(tmp_path / "t.parquet").column("status").to_pylist().count("ok")
-    assert f"Note: {scored} of the 1000 asked for: only {scored} rows can be selected" in capsys.readouterr().out
+    table = pq.read_table(tmp_path / "t.parquet").to_pydict()
+    scored = sum(s == "ok" and not labelled for s, labelled in zip(table["status"], table["labelled"], strict=True))
+    assert scored == 18
+    assert (f"Note: {scored} of the 1000 asked for: only {scored} rows can be selected (rows with a valid score and "
+            "no label)") in capsys.readouterr().out
 
 
 # -- ONNX ---------------------------------------------------------------------------------------------------
@@ -199,18 +204,22 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
     for i, row in enumerate(rows):
         row["patient_id"] = None if i in (2, 5) else f"p{i}"
     pool = write_pool(tmp_path / "pool.parquet", rows)
-    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--select", 3,
-                 "--group-column", "patient_id", "--per-group", 1) == 2
-    err = capsys.readouterr().err
-    # Said before any scoring (a whole run on a large pool was spent first): nothing is written.
-    assert "'patient_id' (--group-column) is null for 2 row(s) of the pool (positions 2, 5)" in err
-    assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.parts").exists()
+    # Row 5 has a label: it is never selected, so it needs no group unless labelled rows are selected too.
+    for extra, named in (([], "1 row(s) of the pool (positions 2)"),
+                         (["--include-labelled"], "2 row(s) of the pool (positions 2, 5)")):
+        assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--select", 3,
+                     "--group-column", "patient_id", "--per-group", 1, *extra) == 2
+        err = capsys.readouterr().err
+        # Said before any scoring (a whole run on a large pool was spent first): nothing is written.
+        assert f"'patient_id' (--group-column) is null for {named}" in err
+        assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.parts").exists()
     # egal select on scores made without the cap names the scored rows without a group.
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet") == 0
-    assert main(["select", "--scores", str(tmp_path / "s.parquet"), "--select", "3", "--pool", str(pool),
-                 "--group-column", "patient_id", "--per-group", "1"]) == 2
-    assert "--group-column 'patient_id' is null for 2 scored row(s) ('scan_0002', 'scan_0005')" in (
-        capsys.readouterr().err)
+    for extra, named in (([], "1 scored row(s) ('scan_0002')"),
+                         (["--include-labelled"], "2 scored row(s) ('scan_0002', 'scan_0005')")):
+        assert main(["select", "--scores", str(tmp_path / "s.parquet"), "--select", "3", "--pool", str(pool),
+                     "--group-column", "patient_id", "--per-group", "1", *extra]) == 2
+        assert f"--group-column 'patient_id' is null for {named}" in capsys.readouterr().err
 
 
 def test_group_columns_of_every_kind(tmp_path, model_path, capsys):
@@ -364,3 +373,47 @@ def test_the_selection_never_lands_on_the_runs_embeddings_or_in_its_shard_folder
         assert message in capsys.readouterr().err
         assert not out.exists() and not (tmp_path / "s.parquet.parts").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_rows_the_pool_labels_are_scored_but_never_selected_unless_asked(tmp_path, model_path, pool, capsys):
+    # The round trip scores the pool after `egal pool add-labels` again: its labelled rows were offered for
+    # annotation a second time (egal demo selected test-split and training rows too).
+    out = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--select", 40) == 0
+    table = pq.read_table(out).to_pydict()
+    labelled = {i for i, flag in zip(table["id"], table["labelled"], strict=True) if flag}
+    assert len(labelled) == 18 and all(table["rank"][table["id"].index(i)] is None for i in labelled)
+    chosen = [r["id"] for r in read_csv(tmp_path / "s.selection.csv")]
+    assert len(chosen) == 18 and not labelled & set(chosen)
+    again = main(["select", "--scores", str(out), "--select", "40", "--out", str(tmp_path / "all.csv"), "--quiet",
+                  "--include-labelled"])
+    scored = {i for i, status in zip(table["id"], table["status"], strict=True) if status == "ok"}
+    assert again == 0 and {r["id"] for r in read_csv(tmp_path / "all.csv")} == scored
+    assert main(["select", "--scores", str(out), "--select", "40", "--out", str(tmp_path / "sel.csv"),
+                 "--quiet"]) == 0
+    assert [r["id"] for r in read_csv(tmp_path / "sel.csv")] == chosen
+    # --include-labelled ranks them too (the whole pool studied, not annotated); recorded with the run.
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "i.parquet", "--select", 40,
+                 "--include-labelled") == 0
+    assert len(read_csv(tmp_path / "i.selection.csv")) == 35
+    assert json.loads(pq.read_schema(tmp_path / "i.parquet").metadata[b"egal.run"])["include_labelled"] is True
+    capsys.readouterr()
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "i.parquet", "--resume") == 2
+    assert "include_labelled (true there, false here)" in capsys.readouterr().err
+    # A scores file of an egal before the labelled column: no row is known to be labelled.
+    old = pq.read_table(out)
+    pq.write_table(old.drop(["labelled"]), tmp_path / "old.parquet")
+    assert main(["select", "--scores", str(tmp_path / "old.parquet"), "--select", "40", "--out",
+                 str(tmp_path / "old.csv"), "--quiet"]) == 0
+    assert len(read_csv(tmp_path / "old.csv")) == 35
+
+
+def test_a_pool_whose_every_row_is_labelled_says_why_nothing_is_selected(tmp_path, model_path, capsys):
+    rows = make_rows(6, folder=tmp_path)
+    for row in rows:
+        row["label"] = "benign"
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["score", "--pool", str(pool), "--model", model_path, "--out", str(tmp_path / "s.parquet"),
+                 "--select", "3", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "No image to annotate next: every scored row is already labelled" in printed

@@ -55,6 +55,50 @@ def check_replaceable_parquet(path, name: str) -> None:
                         "(an input table, image or volume?); choose another path")
 
 
+def check_replaceable(path, name: str, is_own, what: str) -> None:
+    """EgalError when `path` exists and is not `what` (is_own(path) is False): --overwrite and --resume replace an
+    earlier output of the same kind, never an input table, another pool, one of a pool's images or any other
+    file that a mistyped path names."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and not is_own(path):
+        raise EgalError(f"{name} {path!r} exists and is not {what}: it is never replaced, --overwrite or not; "
+                        "choose another path")
+
+
+def has_parquet_metadata(path, key: bytes) -> bool:
+    """A Parquet file whose schema metadata holds `key` (what egal writes into its own outputs)."""
+    schema = _parquet_schema(path)
+    return schema is not None and key in (schema.metadata or {})
+
+
+def has_parquet_columns(path, columns) -> bool:
+    """A Parquet file with every one of `columns`."""
+    schema = _parquet_schema(path)
+    return schema is not None and set(columns) <= set(schema.names)
+
+
+def _parquet_schema(path):
+    if not is_parquet_file(path):
+        return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError):
+        return None
+
+
+def starts_with_header(path, columns) -> bool:
+    """A text file whose first line names `columns` first (a CSV that egal wrote)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.split(",")[:len(columns)] == list(columns)
+
+
 def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=True (--overwrite)") -> None:
     """EgalError unless `path` (the argument `name`) can be written as a file: its folder exists, it is not a
     folder, it can be written in, and it does not exist yet unless `replace` (then `hint` says how to allow it)."""

@@ -210,8 +210,10 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
     print(f"  mean misalignment  {np.nanmean(misalignment[marked]):.3f} vs {np.nanmean(misalignment[~marked]):.3f}   "
           "(high: Grad-CAM away from the lesion)")
     ok = np.array([status == "ok" for status in scores["status"]])
-    ranked = egal.combine_scores(entropy, misalignment, args.alpha, "rank", valid=ok)
-    picked = {name: int(marked[np.isin(ids, egal.select_top_k(values, ids, args.select))].sum())
+    ranked = egal.combine_scores(entropy, misalignment, args.alpha, "rank", valid=ok)  # as egal score ranks
+    unlabelled = ok & ~np.array(scores["labelled"])  # what a selection chooses among: the rows to annotate
+    picked = {name: int(marked[np.isin(ids, egal.select_top_k(np.where(unlabelled, values, np.nan), ids,
+                                                                  args.select))].sum())
               for name, values in (("EG-AL", column("score")), ("EG-AL --combine rank", ranked),
                                    ("entropy alone", entropy), ("misalignment alone", misalignment))}
     print(f"Marker scans among the {args.select} selected: " + ", ".join(f"{v} by {k}" for k, v in picked.items())

@@ -22,7 +22,7 @@ NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) 
 # egal.score_pool's arguments, each from the option of the same name (batch_size from --batch-size).
 API_ARGUMENTS = ("out", "alpha", "combine", "batch_size", "device", "runtime", "workers", "engine", "ray_address",
                  "resume", "overwrite", "select", "select_out", "embeddings", "diversity", "group_column", "per_group",
-                 "verbose")
+                 "include_labelled", "verbose")
 
 
 def register(subparsers):
@@ -33,12 +33,15 @@ def register(subparsers):
         "and the soft Dice distance between the Grad-CAM and the expert ROI, fused into one score "
         "(S = alpha * entropy_norm + (1 - alpha) * misalignment; docs/scoring.md; --combine rank mixes the two terms' "
         "ranks instead). Writes one output row per "
-        "input row (id, pred, entropy, entropy_norm, misalignment, score, rank, status, error); rank 1 is "
-        "the image most worth annotating. Rows that cannot be decoded get status 'error' with the reason and "
-        "are never selected. Output is written in crash-safe shards: a killed run continues with --resume.",
+        "input row (id, pred, entropy, entropy_norm, misalignment, score, rank, status, error, labelled); rank 1 "
+        "is the image most worth annotating. Rows that cannot be decoded get status 'error' with the reason and "
+        "are never selected; rows the pool already labels are scored but not ranked or selected (they need no "
+        "annotation; --include-labelled ranks them too). Output is written in crash-safe shards: a killed run "
+        "continues with --resume.",
         epilog="Pool format: a Parquet file (or folder of Parquet files) with columns id (string, unique); image "
         "(PNG/JPEG/DICOM bytes) or image_path (relative to the Parquet file's folder); optionally mask (PNG bytes), "
-        "mask_path or boxes (list of [x0, y0, x1, y1] in image pixels); label (optional, never read). "
+        "mask_path or boxes (list of [x0, y0, x1, y1] in image pixels); label (optional: a labelled row is never "
+        "selected; null, NaN or empty means unlabelled). "
         "Example: egal score --pool pool.parquet --model model.pt --select 60. "
         "A patient-aware, diverse batch: egal score --pool pool.parquet --model model.pt --select 60 --embeddings "
         "--diversity kcenter --group-column patient_id --per-group 2 (egal select redoes a selection later without "
@@ -61,6 +64,9 @@ def register(subparsers):
                         "written unchanged; only score and rank differ")
     parser.add_argument("--select", type=int, metavar="K", default=DEFAULTS["select"],
                         help="also write the K ids to annotate next as CSV and print them")
+    parser.add_argument("--include-labelled", action="store_true", default=DEFAULTS["include_labelled"],
+                        help="rank and select rows that the pool already labels too (by default they are scored but "
+                        "never selected: the pool after `egal pool add-labels` is scored again each round)")
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
     parser.add_argument("--select-out", metavar="CSV", default=DEFAULTS["select_out"],
                         help="where --select writes its CSV (default: next to --out, NAME.selection.csv)")
@@ -176,21 +182,26 @@ def print_summary(result) -> None:
         more = result.rows_in_error - len(shown)
         print("Rows in error (never selected): " + "; ".join(f"{i}: {r}" for i, r in shown)
               + (f"; and {more} more (status column of {result.out})" if more > 0 else ""))
+    labelled = labelled_count(result.table)
+    if labelled and not options.include_labelled:
+        print(f"{labelled} row(s) that the pool already labels are scored but neither ranked nor selected "
+              "(--include-labelled selects them too)")
     if result.selection is not None:
         chosen = result.selection
         how = f"alpha={options.alpha}" + (f", --combine {options.combine}" if options.combine != "raw" else "")
         if chosen.num_rows == 0:
-            print(f"\nNo image to annotate next: no row could be scored ({result.selection_path} lists none)")
+            why = "no row could be scored" if result.rows_scored == 0 else "every scored row is already labelled"
+            print(f"\nNo image to annotate next: {why} ({result.selection_path} lists none)")
             return
         if result.batch is not None:
             how += describe_batch(result.batch, options.group_column)
         print(f"\nThe {chosen.num_rows} images to annotate next ({how}), written to {result.selection_path}:")
         _print_table(chosen, limit=25)
         if result.batch is not None and result.batch.shortfall:
-            print(shortfall_note(result.batch, options.group_column))
+            print(shortfall_note(result.batch, options.group_column, options.include_labelled))
         elif result.batch is None and chosen.num_rows < options.select:  # the plain top K of too few rows
             print(f"Note: {chosen.num_rows} of the {options.select} asked for: only {chosen.num_rows} rows can be "
-                  "selected (rows with a valid score)")
+                  f"selected ({selectable_rows(options.include_labelled)})")
 
 
 def describe_batch(batch, group_column) -> str:
@@ -203,8 +214,19 @@ def describe_batch(batch, group_column) -> str:
     return text
 
 
-def shortfall_note(batch, group_column) -> str:
-    why = "rows with a valid score"
+def selectable_rows(include_labelled: bool) -> str:
+    return "rows with a valid score" + ("" if include_labelled else " and no label")
+
+
+def labelled_count(table) -> int:
+    """Rows of a scores table that the pool labels (0 for an output written before egal kept the column)."""
+    from ..pipeline.ranking import LABELLED
+
+    return sum(table.column(LABELLED).to_pylist()) if LABELLED in table.column_names else 0
+
+
+def shortfall_note(batch, group_column, include_labelled: bool) -> str:
+    why = selectable_rows(include_labelled)
     if batch.per_group is not None:
         why += f", at most {batch.per_group} per {group_column}"
     return (f"Note: {len(batch.positions)} of the {batch.k} asked for: only {batch.selectable} rows can be selected "

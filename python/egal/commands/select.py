@@ -39,6 +39,9 @@ def register(subparsers):
     parser.add_argument("--group-column", metavar="COLUMN", help="a pool column naming each row's group (patient id)")
     parser.add_argument("--per-group", type=int, metavar="N",
                         help="at most N rows per --group-column value, each group's best first")
+    parser.add_argument("--include-labelled", action="store_true",
+                        help="select rows that the scored pool already labelled too (by default they are never "
+                        "selected; the scores file's labelled column says which)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(func=run)
 
@@ -58,7 +61,8 @@ def run(args) -> int:
     try:
         chosen = select_from_scores(args.scores, args.select, out=out, diversity=args.diversity,
                                     embeddings=args.embeddings, pool=args.pool, group_column=args.group_column,
-                                    per_group=args.per_group, overwrite=args.overwrite)
+                                    per_group=args.per_group, overwrite=args.overwrite,
+                                    include_labelled=args.include_labelled)
     except EgalError as exc:  # SelectionError and the argument checks: named by their option
         raise (renamed(exc, OPTION_OF.get) or exc) from None
     if not args.quiet:
@@ -66,5 +70,5 @@ def run(args) -> int:
         print(f"The {chosen.table.num_rows} images to annotate next ({how}), written to {out}:")
         print_selection(chosen.table)
         if chosen.selection.shortfall:
-            print(shortfall_note(chosen.selection, args.group_column), file=sys.stderr)
+            print(shortfall_note(chosen.selection, args.group_column, args.include_labelled), file=sys.stderr)
     return 0

@@ -71,6 +71,9 @@ class ScoreOptions:
                  10 x select rows in the embedding space (egal.selection; needs embeddings=True)
     group_column, per_group: at most per_group selected rows per value of the pool's group_column
                  (a patient id), each group's best first
+    include_labelled: rank and select rows the pool already labels too (egal.pool.labels.is_label); by
+                 default they are scored but get no rank and are never selected, since they need no
+                 annotation (the pool after `egal pool add-labels` is scored again in the next round)
     progress:    show progress and what the run does on stderr (False: quiet)
     verbose:     engine "ray": show Ray's own output instead of keeping it in NAME.ray.log
     """
@@ -94,6 +97,7 @@ class ScoreOptions:
     diversity: str = "none"
     group_column: str | None = None
     per_group: int | None = None
+    include_labelled: bool = False
     progress: bool = True
     verbose: bool = False
 
@@ -116,7 +120,7 @@ class ScoreOptions:
         check_choice(self.engine, "engine", ENGINES)
         if self.workers is not None:
             check_int(self.workers, "workers", minimum=0)
-        for name in ("resume", "overwrite", "progress", "verbose"):
+        for name in ("resume", "overwrite", "include_labelled", "progress", "verbose"):
             check_bool(getattr(self, name), name)
         if self.resume and self.overwrite:
             raise bad_argument(ValueError, "resume", "and overwrite exclude each other: resume=True finishes the run "

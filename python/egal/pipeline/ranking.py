@@ -8,13 +8,19 @@ from ..combine import combine_scores
 from ..selection import select_top_k
 
 SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
+LABELLED = "labelled"  # whether the pool gave the row a label: such rows are scored, but never selected
 
 
-def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "raw") -> pa.Table:
+def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "raw", labelled=None,
+               include_labelled: bool = False) -> pa.Table:
     """Rows in pool order with a `rank` column: 1 is the image most worth annotating.
 
     Ranked by score descending, ties by id ascending; rows in error (and NaN
     scores) get no rank, exactly as select_top_k never selects them.
+
+    labelled: [rows] bool in pool order (egal.pool.labels.labelled_rows), kept as the `labelled` column: rows
+    that already have a label are scored but get no rank, since they need no annotation, unless
+    include_labelled (a fully labelled pool studied rather than annotated).
 
     combine "raw" keeps the `score` the fused scorer wrote for each row (docs/scoring.md's
     formula). Any other method of egal.combine.combine_scores needs the whole pool, so
@@ -27,6 +33,9 @@ def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "r
     ids = np.asarray(table.column("id").to_pylist(), dtype=object)
     scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     usable = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool) & ~np.isnan(scores)
+    labelled = np.zeros(len(ids), dtype=bool) if labelled is None else np.asarray(labelled, dtype=bool)
+    if not include_labelled:
+        usable &= ~labelled
     rank = np.zeros(len(ids), dtype=np.int64)
     if usable.any():
         order = select_top_k(np.where(usable, scores, np.nan), ids.astype(str), int(usable.sum()))
@@ -35,7 +44,8 @@ def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "r
     rank_column = pa.array(rank, mask=rank == 0, type=pa.int64())
     columns = [c for c in table.column_names if c != "row"]
     out = table.select(columns)
-    return out.add_column(out.column_names.index("score") + 1, "rank", rank_column)
+    out = out.add_column(out.column_names.index("score") + 1, "rank", rank_column)
+    return out.add_column(out.column_names.index("error") + 1, LABELLED, pa.array(labelled, type=pa.bool_()))
 
 
 def _recombined(table: pa.Table, alpha, combine: str) -> pa.Table:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 
 import numpy as np
@@ -91,8 +93,9 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS")
             try:
-                ray.init(address=address, log_to_driver=log_path is None, logging_level=logging.WARNING,
-                         include_dashboard=False if address is None else None)
+                with sigterm_handler_kept():
+                    ray.init(address=address, log_to_driver=log_path is None, logging_level=logging.WARNING,
+                             include_dashboard=False if address is None else None)
             except ConnectionError as exc:
                 raise EgalError(
                     f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a "
@@ -105,6 +108,20 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         finally:
             if started_here:
                 ray.shutdown()  # here, while its farewell lines still go to the log
+
+
+@contextlib.contextmanager
+def sigterm_handler_kept():
+    """ray.init replaces the SIGTERM handler with one that exits with status 15 at once: egal's own (egal.cli:
+    stop like Ctrl-C, exit 143, say what is kept) is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _score(ray, spec, model_path, store, *, alpha, batch_size, device, actors, progress, quiet,

@@ -10,17 +10,28 @@ import pyarrow as pa
 
 from .. import __version__
 from .._checks import bad_argument
-from .._paths import check_new_file, check_not_an_input, check_outside_folder_pool, check_replaceable_parquet, same_path
+from .._paths import (
+    check_new_file,
+    check_not_an_input,
+    check_outside_folder_pool,
+    check_replaceable,
+    has_parquet_columns,
+    has_parquet_metadata,
+    same_path,
+    starts_with_header,
+)
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
+from ..pool.labels import labelled_rows
+from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
 from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import ShardStore, parts_dir_of, recorded_run
+from .shard_store import RUN_METADATA_KEY, ShardStore, parts_dir_of, recorded_run
 
 
 @dataclass(frozen=True)
@@ -96,13 +107,14 @@ def score_pool(
     diversity: str = ScoreOptions.diversity,
     group_column: str | None = ScoreOptions.group_column,
     per_group: int | None = ScoreOptions.per_group,
+    include_labelled: bool = ScoreOptions.include_labelled,
     progress: bool = ScoreOptions.progress,
     verbose: bool = ScoreOptions.verbose,
 ) -> PoolScores:
     """Score every image of a pool with a trained model and rank what to annotate next.
 
     Writes `out` (one row per pool row: id, pred, entropy, entropy_norm, misalignment, score,
-    rank, status, error) crash-safely, and with `select` the top rows to `select_out`; returns
+    rank, status, error, labelled) crash-safely, and with `select` the top rows to `select_out`; returns
     a PoolScores. The arguments are ScoreOptions' fields (see it for each). A bad argument,
     pool or model raises ValueError / TypeError / FileNotFoundError before anything is written;
     an existing `out` is refused without overwrite=True or resume=True (egal.pipeline.shard_store).
@@ -114,32 +126,51 @@ def score_pool(
         runtime=runtime,
         workers=workers, engine=engine, ray_address=ray_address, resume=resume, overwrite=overwrite, select=select,
         select_out=select_out, embeddings=embeddings, diversity=diversity, group_column=group_column,
-        per_group=per_group, progress=progress, verbose=verbose))
+        per_group=per_group, include_labelled=include_labelled, progress=progress, verbose=verbose))
+
+
+def _is_score_output(path) -> bool:
+    """Written by egal score: its run record, or (an older egal's, or one another tool rewrote) its columns."""
+    return has_parquet_metadata(path, RUN_METADATA_KEY) or has_parquet_columns(path, ("id", "score", "rank",
+                                                                                      "status"))
+
+
+def _is_embeddings_file(path) -> bool:
+    return has_parquet_metadata(path, EMBEDDING_KEY)
+
+
+def _is_selection_csv(path) -> bool:
+    return starts_with_header(path, ("rank", "id"))
 
 
 def _check_output_paths(o: ScoreOptions) -> None:
     """Every file the run will write can be written, and none is an input, before any scoring: the output
     (whose existence the shard store judges, with resume and overwrite) and the selection and embeddings
-    files beside it, which replace an existing file only with overwrite=True or resume=True."""
+    files beside it, which replace an existing file only with overwrite=True or resume=True. Each replaces
+    only an earlier file of its own kind (a mistyped path never turns a pool or an image into scores)."""
     inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
     check_not_an_input(o.out, "out (--out)", inputs)
     for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
         if path is not None:
             check_outside_folder_pool(path, name, o.pool)
     check_new_file(o.out, "out (--out)", replace=True)
-    check_replaceable_parquet(o.out, "out (--out)")
-    sidecars = {"select_out (--select-out)": o.selection_path, "the embeddings file (--embeddings)": o.embeddings_path}
-    if o.selection_path is not None and o.embeddings_path is not None and same_path(*sidecars.values()):
+    check_replaceable(o.out, "out (--out)", _is_score_output, "an egal score output")
+    sidecars = [("select_out (--select-out)", o.selection_path, _is_selection_csv, "a selection CSV that egal wrote"),
+                ("the embeddings file (--embeddings)", o.embeddings_path, _is_embeddings_file,
+                 "an egal embeddings file")]
+    if o.selection_path is not None and o.embeddings_path is not None and same_path(o.selection_path,
+                                                                                     o.embeddings_path):
         raise EgalError(f"select_out (--select-out) {o.selection_path!r} is the embeddings file that the run writes: "
                         "the selection would replace the embeddings; choose another path")
     parts = os.path.realpath(parts_dir_of(o.out))
-    for name, path in sidecars.items():
+    for name, path, is_own, what in sidecars:
         if path is not None:
             check_not_an_input(path, name, {**inputs, "out (--out)": o.out})
             if os.path.commonpath([parts, os.path.realpath(path)]) == parts:
                 raise EgalError(f"{name} {os.fspath(path)!r} is in the folder of the run's shards ({parts!r}), which "
                                 "is removed when the run completes; choose another path")
             check_new_file(path, name, replace=o.overwrite or o.resume)
+            check_replaceable(path, name, is_own, what)
 
 
 def run_scoring(options: ScoreOptions) -> PoolScores:
@@ -194,7 +225,8 @@ class ScoringJob:
         if o.group_column is not None and o.per_group is not None:
             from ..selection.from_scores import check_pool_groups
 
-            check_pool_groups(spec, o.group_column)  # its type and a group for every row: before the scoring
+            # Its type, and a group for every row that may be selected: before the scoring.
+            check_pool_groups(spec, o.group_column, None if o.include_labelled else ~labelled_rows(spec))
         if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
 
@@ -240,6 +272,7 @@ class ScoringJob:
             "combine": o.combine,
             "batch_size": o.batch_size,
             "engine": o.engine,
+            "include_labelled": o.include_labelled,  # the ranks written depend on it
         }
         if o.embeddings:  # only then, so that runs without embeddings record (and resume) as before
             manifest["embeddings"] = runner.embedding_kind
@@ -292,7 +325,8 @@ class ScoringJob:
                                    workers=o.worker_count, progress=self.progress, embeddings=o.embeddings)
             ranked = self.store.finalize(self.spec.num_rows, select_k=o.select if o.plain_selection else None,
                                          select_path=o.selection_path, embeddings_path=o.embeddings_path,
-                                         embedding_kind=self.runner.embedding_kind)
+                                         embedding_kind=self.runner.embedding_kind,
+                                         labelled=None if self.store.already_complete else labelled_rows(self.spec))
             if o.select is not None and not o.plain_selection:
                 self.selection = self._select(ranked)
             return ranked
@@ -314,7 +348,8 @@ class ScoringJob:
         if o.group_column is not None:
             groups = read_groups(self.spec, o.group_column, ranked.column("id").to_pylist())
         chosen = select_from_table(ranked, o.select, diversity=o.diversity, embeddings=source, groups=groups,
-                                   group_column=o.group_column, per_group=o.per_group)
+                                   group_column=o.group_column, per_group=o.per_group,
+                                   include_labelled=o.include_labelled)
         write_selection_csv(chosen.table, o.selection_path)
         return chosen
 

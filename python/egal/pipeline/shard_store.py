@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -38,11 +39,12 @@ import pyarrow.parquet as pq
 from .._atomic import replaced_atomically
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
-from .ranking import rank_table, selection_table
+from .ranking import LABELLED, rank_table, selection_table
 
 MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
 RAY_OUTPUT = "ray-output"  # what older versions of the Ray engine left in the parts folder
+DISCARDED = ".done-"  # NAME.parquet.parts.done-PID-HEX: a finished run's shards, being deleted
 RUN_METADATA_KEY = b"egal.run"  # the output's Parquet metadata: the run's manifest, JSON
 RESUME = "resume=True (--resume)"
 OVERWRITE = "overwrite=True (--overwrite)"
@@ -68,6 +70,7 @@ class ShardStore:
         if not os.path.isdir(folder):
             raise OutputError(f"out {out_path!r} (--out): folder {folder!r} does not exist")
         self._lock_fd = None
+        self._remove_discarded_parts()
         has_parts = os.path.isdir(self.parts_dir)
         if has_parts:
             self._lock(out_path)  # before reading or deleting anything in it
@@ -96,6 +99,7 @@ class ShardStore:
         os.makedirs(self.parts_dir, exist_ok=True)
         if self._lock_fd is None:
             self._lock(out_path)
+        self._remove_output_temporaries()
         if not os.path.exists(self._path(MANIFEST)):
             _atomic_write_bytes(self._path(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
         self._remove_temporaries()
@@ -116,8 +120,10 @@ class ShardStore:
     # -- the merge --------------------------------------------------------------------------
     def finalize(self, num_rows: int, *, select_k: int | None = None,
                  select_path: str | None = None, embeddings_path: str | None = None,
-                 embedding_kind: str = "") -> pa.Table:
+                 embedding_kind: str = "", labelled=None) -> pa.Table:
         """Merge every shard into the ranked output (and the selection CSV); returns the ranked table.
+
+        labelled: [num_rows] bool, the rows the pool labels (egal.pipeline.ranking.rank_table).
 
         embeddings_path: also gather the shards' selection embeddings, in pool order, into that file
         (egal.selection.embedding_file), written before the scores so that a run killed in between
@@ -135,7 +141,8 @@ class ShardStore:
                                   f"exactly once ({merged.num_rows} rows); delete that folder and score again")
             if embeddings_path is not None:
                 self._write_embeddings(embeddings_path, embedding_kind)
-            ranked = rank_table(merged, alpha=self.manifest.get("alpha"), combine=self.manifest.get("combine", "raw"))
+            ranked = rank_table(merged, alpha=self.manifest.get("alpha"), combine=self.manifest.get("combine", "raw"),
+                                labelled=labelled, include_labelled=self.manifest.get("include_labelled", False))
             # The output records the arguments that produced it: a later --resume checks them.
             metadata = {**(ranked.schema.metadata or {}), RUN_METADATA_KEY: json.dumps(self.manifest, sort_keys=True)}
             ranked = ranked.replace_schema_metadata(metadata)
@@ -146,8 +153,16 @@ class ShardStore:
         if select_k is not None and select_path:
             write_selection_csv(selection_table(ranked, select_k), select_path)
         if os.path.isdir(self.parts_dir):
-            shutil.rmtree(self.parts_dir)
+            self._discard_parts()
         return ranked
+
+    def _discard_parts(self) -> None:
+        """Delete the shards of the finished run. Renamed away first, in one step: a run stopped while the files
+        are deleted leaves no parts folder without its run.json (which --resume could not read, nor a new run
+        clear); the next run removes the renamed folder."""
+        done = f"{self.parts_dir}{DISCARDED}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(self.parts_dir, done)
+        shutil.rmtree(done, ignore_errors=True)
 
     def _write_embeddings(self, path: str, kind: str) -> None:
         from ..selection.embedding_file import EMBEDDING_COLUMN, write_embedding_file
@@ -250,6 +265,21 @@ class ShardStore:
         shutil.rmtree(self.parts_dir)
         return batches
 
+    def _remove_discarded_parts(self) -> None:
+        """The parts folders of finished runs that were stopped while deleting them (no run uses them again)."""
+        folder, prefix = os.path.dirname(self.out_path), os.path.basename(self.parts_dir) + DISCARDED
+        for entry in os.listdir(folder):
+            if entry.startswith(prefix) and os.path.isdir(os.path.join(folder, entry)):
+                shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
+
+    def _remove_output_temporaries(self) -> None:
+        """The output's temporary copy that a run killed while writing it left beside it. Only a run holding
+        this store's lock writes one, and this one holds it: none is in use now."""
+        folder, name = os.path.split(self.out_path)
+        for entry in os.listdir(folder):
+            if re.fullmatch(re.escape(name) + r"\.tmp-\d+-[0-9a-f]{8}", entry):
+                os.remove(os.path.join(folder, entry))
+
     def _remove_temporaries(self) -> None:
         for name in os.listdir(self.parts_dir):
             if ".tmp-" in name:
@@ -271,9 +301,10 @@ def recorded_run(out_path) -> dict | None:
     return None
 
 
-def read_score_output(path: str, columns) -> tuple[pa.Table, dict]:
-    """(the `columns` of an egal score output, its schema metadata); EgalError saying what the file is instead
-    (not Parquet, or a Parquet file without those columns: a pool given for its scores)."""
+def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict]:
+    """(the `columns` of an egal score output, and those of `optional` it has, its schema metadata); EgalError
+    saying what the file is instead (not Parquet, or a Parquet file without those columns: a pool given for its
+    scores)."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
@@ -286,6 +317,10 @@ def read_score_output(path: str, columns) -> tuple[pa.Table, dict]:
              if c in OUTPUT_SCHEMA.names and not _same_kind(schema.field(c).type, OUTPUT_SCHEMA.field(c).type)]
     if wrong:
         raise EgalError(f"is not an egal score output: column(s) of another type: {', '.join(wrong)}")
+    present = [c for c in optional if c in schema.names]
+    if LABELLED in present and not _same_kind(schema.field(LABELLED).type, pa.bool_()):
+        raise EgalError(f"is not an egal score output: column {LABELLED} is {schema.field(LABELLED).type}, not bool")
+    columns = [*columns, *present]
     try:
         table = pq.read_table(path, columns=list(columns))
     except (pa.ArrowException, OSError) as exc:

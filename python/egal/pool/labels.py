@@ -12,3 +12,18 @@ def is_label(value) -> bool:
 def label_key(value) -> str | None:
     """The class a cell names, as text (labels of any type are classes by their text); None: unlabeled."""
     return str(value) if is_label(value) else None
+
+
+def labelled_rows(spec):
+    """[num_rows] bool, in the pool's read order: whether each row of the pool (an egal.pool.PoolSpec) has a
+    label. Reads the label column alone; a pool without one has no labelled row."""
+    import numpy as np
+
+    from .files import open_parquet
+
+    if not spec.has_label:
+        return np.zeros(spec.num_rows, dtype=bool)
+    flags = [is_label(value) for path in spec.files
+             for batch in open_parquet(path).iter_batches(columns=["label"], batch_size=65536)
+             for value in batch.column(0).to_pylist()]
+    return np.asarray(flags, dtype=bool)

@@ -27,6 +27,7 @@ class PoolSpec:
     file_rows:      rows per file
     row_group_rows: rows per row group, per file (to skip to a batch without reading)
     file_stats:     (size in bytes, mtime_ns) per file, taken when the pool was opened
+    referenced_files: a digest of the image_path / mask_path files' paths, sizes and mtimes ("" for none)
     """
 
     path: str
@@ -39,6 +40,7 @@ class PoolSpec:
     file_rows: tuple[int, ...]
     row_group_rows: tuple[tuple[int, ...], ...]
     file_stats: tuple[tuple[int, int], ...]
+    referenced_files: str = ""  # digest of the image_path / mask_path files' paths, sizes and modification times
 
     @property
     def has_roi_column(self) -> bool:
@@ -51,14 +53,15 @@ class PoolSpec:
         """JSON-able identity of the pool's content, for checking that a resumed run reads the same pool.
 
         Cheap: file paths, sizes and modification times as they were at open_pool,
-        not a hash of the bytes. Files referenced through image_path / mask_path
-        are not included (stat-ing every image would cost as much as validating).
+        not a hash of the bytes, for the Parquet files and for the files referenced
+        through image_path / mask_path (stat-ed by open_pool's check that they exist).
         """
         return {
             "path": self.path,
             "num_rows": self.num_rows,
             "image_column": self.image_column,
             "roi_column": self.roi_column,
+            **({"referenced_files": self.referenced_files} if self.referenced_files else {}),
             "files": [
                 {"path": f, "size": size, "mtime_ns": mtime, "rows": rows}
                 for f, (size, mtime), rows in zip(self.files, self.file_stats, self.file_rows, strict=True)
@@ -95,7 +98,7 @@ def open_pool(path) -> PoolSpec:
     where = str(files[0]) if len(files) == 1 else f"pool {str(os.path.abspath(path))!r}"
     roles = resolve_columns(pa.schema(list(types.items())), where)
     file_names = [str(f) for f in files]
-    num_rows = validate_rows(file_names, parquet, roles)
+    num_rows, referenced = validate_rows(file_names, parquet, roles)
     if num_rows == 0:
         raise PoolError(f"pool {str(path)!r} has no rows")
     stats = []
@@ -115,5 +118,6 @@ def open_pool(path) -> PoolSpec:
             tuple(pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)) for pf in parquet
         ),
         file_stats=tuple(stats),
+        referenced_files=referenced,
     )
 

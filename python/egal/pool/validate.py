@@ -7,6 +7,7 @@ not a reason to refuse the whole pool.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -21,9 +22,12 @@ from .schema import PoolColumns
 VALIDATION_BATCH_ROWS = 65536
 
 
-def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], columns: PoolColumns) -> int:
-    """Checks ids (non-null, unique across files) and path columns; returns the row count."""
+def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], columns: PoolColumns) -> tuple[int, str]:
+    """Checks ids (non-null, unique across files) and path columns; returns the row count and a digest of the
+    referenced files' paths, sizes and modification times ("" without path columns): what they were now, for
+    a resumed run to notice an image replaced since, at the cost of the stat this check makes anyway."""
     ids: list[pa.Array] = []
+    referenced = hashlib.sha256()
     null_ids = RowCollector()
     bad_paths = {c: RowCollector() for c in columns.path_columns}
     row0 = 0
@@ -42,7 +46,7 @@ def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], colum
                     values = batch.column(column).to_pylist()
                     if id_values is None:
                         id_values = id_array.to_pylist()
-                    _check_paths(values, id_values, base_dir, row0, bad_paths[column])
+                    _check_paths(values, id_values, base_dir, row0, bad_paths[column], referenced)
                 row0 += batch.num_rows
         except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # (a path column of bytes that are no text)
             raise PoolError(f"{path!r}: cannot read columns {read}: {exc}") from exc
@@ -52,18 +56,23 @@ def validate_rows(files: Sequence[str], parquet: Sequence[pq.ParquetFile], colum
     for column, collector in bad_paths.items():
         if collector:
             raise PoolError(f"column {column!r} names files that cannot be read: {collector.describe()}")
-    return row0
+    return row0, referenced.hexdigest() if columns.path_columns else ""
 
 
-def _check_paths(values, id_values, base_dir: str, row0: int, collector: RowCollector) -> None:
+def _check_paths(values, id_values, base_dir: str, row0: int, collector: RowCollector, referenced) -> None:
     for i, relative in enumerate(values):
         # A null image_path is a row error at decode time; a null mask_path means "no ROI".
         if relative is None:
             continue
         try:
-            resolve_inside(base_dir, relative)
+            stat = os.stat(resolve_inside(base_dir, relative))
         except PathRefused as exc:
             collector.add(row0 + i, id_values[i], str(exc))
+            continue
+        except OSError as exc:  # gone between the check and the stat
+            collector.add(row0 + i, id_values[i], str(exc))
+            continue
+        referenced.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
 
 
 def _check_unique(ids: list[pa.Array]) -> None:

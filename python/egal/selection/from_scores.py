@@ -37,15 +37,19 @@ class TableSelection:
 
 def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=None, groups=None,
                       group_column: str | None = None, per_group: int | None = None,
-                      candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0) -> TableSelection:
+                      candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0,
+                      include_labelled: bool = False) -> TableSelection:
     """The batch from a ranked scores table (egal score's output, as a pyarrow Table): rows with status "ok"
-    and a score compete, ties by id; the other arguments are select_batch's. groups: one per row of
-    `ranked`; group_column names the CSV column they go to."""
+    and a score compete, ties by id, but for rows the pool already labels (its `labelled` column; a file
+    written before egal kept that column has none) unless include_labelled; the other arguments are
+    select_batch's. groups: one per row of `ranked`; group_column names the CSV column they go to."""
     import pyarrow as pa
 
-    from ..pipeline.ranking import SELECTION_COLUMNS
+    from ..pipeline.ranking import LABELLED, SELECTION_COLUMNS
 
     ok = np.array([s == "ok" for s in ranked.column("status").to_pylist()], dtype=bool)
+    if LABELLED in ranked.column_names and not include_labelled:
+        ok &= ~np.asarray(ranked.column(LABELLED).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
     scores = ranked.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     scores = np.where(ok, scores, np.nan)
     ids = np.asarray(ranked.column("id").to_pylist(), dtype=object).astype(str)
@@ -79,8 +83,8 @@ def _check_groups(groups, ids, ok, group_column) -> None:
 
 def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str = "none", embeddings=None,
                        pool=None, group_column: str | None = None, per_group: int | None = None,
-                       candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0, overwrite: bool = False
-                       ) -> TableSelection:
+                       candidate_factor: int = CANDIDATE_FACTOR, seed: int = 0, overwrite: bool = False,
+                       include_labelled: bool = False) -> TableSelection:
     """Select k rows again from an `egal score` output, without rescoring.
 
     scores:       the scores Parquet file egal score wrote (--out)
@@ -90,8 +94,10 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
                   diversity method, and only its candidates' rows
     pool, group_column, per_group: at most per_group rows per value of the pool's group_column (the pool
                   is read for that column alone, matched to the scores by id)
+    include_labelled: select rows that the scored pool already labelled too (they need no annotation)
     """
 
+    from ..pipeline.ranking import LABELLED
     from ..pipeline.shard_store import RUN_METADATA_KEY, read_score_output, write_selection_csv
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
@@ -108,7 +114,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
                                                 "pool (--pool)": pool})
     try:
         ranked, metadata = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
-                                                      "status"))
+                                                      "status"), optional=(LABELLED,))
     except EgalError as exc:
         raise bad_argument(SelectionError, "scores", f"file {scores!r} {exc}") from None
     try:
@@ -130,17 +136,18 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
         groups = read_groups(pool, group_column, ranked.column("id").to_pylist())
     chosen = select_from_table(ranked, k, diversity=diversity, embeddings=source, groups=groups,
                                group_column=group_column, per_group=per_group, candidate_factor=candidate_factor,
-                               seed=seed)
+                               seed=seed, include_labelled=include_labelled)
     if out is not None:
         write_selection_csv(chosen.table, out)
     return TableSelection(chosen.table, chosen.selection, out)
 
 
-def check_pool_groups(pool, column: str) -> None:
-    """Before a scoring run with a cap per group: the column holds strings or integers and every row has a value
-    (a row without a group could be selected, and the cap could not count it)."""
+def check_pool_groups(pool, column: str, selectable=None) -> None:
+    """Before a scoring run with a cap per group: the column holds strings or integers and every row that may be
+    selected (`selectable`, [rows] bool; None: every row) has a value (a row without a group could be selected,
+    and the cap could not count it)."""
     values = read_groups(pool, column, None)
-    null = [i for i, value in enumerate(values.tolist()) if value is None]
+    null = [i for i, value in enumerate(values.tolist()) if value is None and (selectable is None or selectable[i])]
     if null:
         raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is null for {len(null)} "
                            f"row(s) of the pool (positions {', '.join(map(str, null[:5]))}"
