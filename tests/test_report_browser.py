@@ -125,3 +125,21 @@ def test_the_experiment_page_in_a_browser(browser, experiment_page, tmp_path):
     visit.check_plots(minimum=1)
     visit.screenshot(tmp_path / "experiment.png")
     visit.page.close()
+
+
+def test_long_names_wrap_inside_the_page_and_number_columns_keep_their_words(browser, tmp_path):
+    # A class name or a path without spaces stretched a page to 3,350 px; letting every cell break anywhere
+    # then broke the number columns' headers ("po ol", "sele cte d").
+    from egal.report.html import definition_list, page, table, write_page
+
+    name = "malignant_" * 60
+    body = definition_list([("pool", "/data/" + "x" * 400 + ".parquet")]) + table(
+        ("quadrant", "what it means", "pool", "selected"), [(name, "a long explanation " * 20, 95, 27)],
+        numeric=(False, False, True, True))
+    visit = Visit(browser, write_page(tmp_path / "page.html", page("long names", body)))
+    visit.check_loaded_cleanly()
+    assert visit.page.evaluate("document.documentElement.scrollWidth") <= 1200
+    for header in visit.page.query_selector_all("th.num"):
+        box = header.bounding_box()
+        assert box["height"] < 40, (header.text_content(), box)  # one line: the word is not broken
+    visit.page.close()

@@ -24,10 +24,10 @@ h2 { font-size: 1.25em; margin: 1.6em 0 0.4em; border-bottom: 1px solid #ddd; pa
 h3 { font-size: 1.05em; margin: 1.2em 0 0.3em; }
 p.lead, p.note { color: #444; max-width: 70em; }
 table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.92em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; }
 th { background: #f4f4f6; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; overflow-wrap: normal; }
 dl.summary { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; margin: 0.4em 0 1em; }
 dl.summary dt { color: #555; }
 dl.summary dd { margin: 0; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; min-width: 0; }
