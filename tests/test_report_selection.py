@@ -127,7 +127,10 @@ def test_the_quadrant_counts_are_the_scores(demo):
     h = np.array(table["entropy_norm"], dtype=float)
     d = np.array(table["misalignment"], dtype=float)
     plotted = ok & np.isfinite(d)
-    th, td = (h[plotted].min() + h[plotted].max()) / 2, (d[plotted].min() + d[plotted].max()) / 2
+    from egal.report.selection_data import MIN_SPREAD
+
+    middle = lambda v: 0.5 if np.ptp(v) < MIN_SPREAD else (v.min() + v.max()) / 2  # noqa: E731
+    th, td = middle(h[plotted]), middle(d[plotted])
     expected = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
     for hv, dv in zip(h[plotted], d[plotted], strict=True):
         expected[(bool(hv > th), bool(dv > td))] += 1
