@@ -122,3 +122,25 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly_with_status_0(
     done = subprocess.run([sys.executable, "-c", full + code[len(setup):]], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1 and done.stderr == "egal backends: error: [Errno 28] No space left on device\n"
+
+
+def test_file_names_of_another_encoding_are_refused_before_any_work_or_printed_escaped(tmp_path):
+    from pools import make_rows, save_tiny_model, write_pool
+
+    pytest.importorskip("torch")
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(4, folder=tmp_path))
+    model = save_tiny_model(tmp_path / "model.pt")
+    odd = os.fsencode(str(tmp_path)) + b"/nu\xff"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # a UTF-8 locale's strict stdout (C.UTF-8 escapes)
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "egal.cli", "score", "--pool", str(pool),  # noqa: E731
+                                        "--model", str(model), "--workers", "0", *argv], capture_output=True,
+                                       env=env, timeout=300)
+    # The Parquet writer cannot name a file so: refused before anything is written (a parts folder was left).
+    done = run("--out", odd + b".parquet")
+    assert done.returncode == 2 and b"is not UTF-8 text" in done.stderr
+    assert not any(name.startswith(b"nu") for name in os.listdir(os.fsencode(str(tmp_path))))
+    # A selection CSV so named is written by Python, and its name printed escaped (a UnicodeEncodeError on
+    # print, after the work, was called an unreadable path).
+    done = run("--out", str(tmp_path / "s.parquet"), "--select", "2", "--select-out", odd + b".csv")
+    assert done.returncode == 0, done.stderr
+    assert b"nu\\udcff.csv" in done.stdout and os.path.exists(odd + b".csv")

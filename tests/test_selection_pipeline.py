@@ -385,10 +385,27 @@ def test_rows_the_pool_labels_are_scored_but_never_selected_unless_asked(tmp_pat
     assert len(labelled) == 18 and all(table["rank"][table["id"].index(i)] is None for i in labelled)
     chosen = [r["id"] for r in read_csv(tmp_path / "s.selection.csv")]
     assert len(chosen) == 18 and not labelled & set(chosen)
-    again = main(["select", "--scores", str(out), "--select", "40", "--out", str(tmp_path / "all.csv"), "--quiet",
-                  "--include-labelled"])
+    capsys.readouterr()
+    again = main(["select", "--scores", str(out), "--select", "40", "--out", str(tmp_path / "all.csv"),
+                  "--include-labelled"])  # printed too: a labelled row had no rank to print (a traceback)
     scored = {i for i, status in zip(table["id"], table["status"], strict=True) if status == "ok"}
-    assert again == 0 and {r["id"] for r in read_csv(tmp_path / "all.csv")} == scored
+    everything = read_csv(tmp_path / "all.csv")
+    assert again == 0 and {r["id"] for r in everything} == scored
+    assert [int(r["rank"]) for r in everything] == list(range(1, 36))  # ranks among the rows that competed
+    assert "The 35 images to annotate next" in capsys.readouterr().out
+    # A column of nulls (as other tools write one): nothing is known to be labelled.
+    nulls = pq.read_table(out)
+    nulls = nulls.set_column(nulls.column_names.index("labelled"), "labelled", pa.nulls(nulls.num_rows))
+    pq.write_table(nulls, tmp_path / "nulls.parquet")
+    assert main(["select", "--scores", str(tmp_path / "nulls.parquet"), "--select", "40", "--out",
+                 str(tmp_path / "nulls.csv"), "--quiet"]) == 0
+    assert len(read_csv(tmp_path / "nulls.csv")) == 35
+    # egal select --out replaces only a selection it wrote, as egal score --select-out does.
+    (tmp_path / "model_copy.onnx").write_bytes(b"a graph")
+    assert main(["select", "--scores", str(out), "--select", "3", "--out", str(tmp_path / "model_copy.onnx"),
+                 "--overwrite", "--quiet"]) == 2
+    assert "is not a selection CSV that egal wrote" in capsys.readouterr().err
+    assert (tmp_path / "model_copy.onnx").read_bytes() == b"a graph"
     assert main(["select", "--scores", str(out), "--select", "40", "--out", str(tmp_path / "sel.csv"),
                  "--quiet"]) == 0
     assert [r["id"] for r in read_csv(tmp_path / "sel.csv")] == chosen

@@ -55,6 +55,17 @@ def check_replaceable_parquet(path, name: str) -> None:
                         "(an input table, image or volume?); choose another path")
 
 
+def check_utf8_name(path, name: str) -> None:
+    """EgalError when `path` is not UTF-8 text (Linux hands Python a file name of another encoding as lone
+    surrogates): pyarrow, which writes egal's Parquet files, cannot name a file so."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fspath(path).encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise EgalError(f"{name} '{shown}' is not UTF-8 text (a file name in another encoding), which the Parquet "
+                        "writer cannot use: choose another name") from None
+
+
 def check_replaceable(path, name: str, is_own, what: str) -> None:
     """EgalError when `path` exists and is not `what` (is_own(path) is False): --overwrite and --resume replace an
     earlier output of the same kind, never an input table, another pool, one of a pool's images or any other

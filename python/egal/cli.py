@@ -79,11 +79,35 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     previous = _on_sigterm_stop()
+    restore = _escape_undecodable_output()
     try:
         return _run(args)
     finally:
+        restore()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _escape_undecodable_output():
+    """Print a file name of another encoding than UTF-8 with backslash escapes instead of failing (a UTF-8
+    locale's stdout refuses its lone surrogates after the work is done); returns what undoes it."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream of io's (captured, redirected)
+            continue
+        changed.append((stream, errors))
+
+    def restore():
+        for stream, errors in changed:
+            try:
+                stream.reconfigure(errors=errors)
+            except (AttributeError, ValueError, OSError):
+                pass
+
+    return restore
 
 
 def _run(args) -> int:
@@ -109,11 +133,10 @@ def _run(args) -> int:
         sys.stderr.close()
         return 0
     except UnicodeEncodeError as exc:
-        if "surrogates not allowed" not in str(exc):
-            raise
+        if "surrogates not allowed" not in str(exc) or not isinstance(exc.object, str) or "\n" in exc.object:
+            raise  # not a file name
         # Linux hands Python a file name of another encoding as lone surrogates; pyarrow cannot open such a path.
-        shown = exc.object.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") \
-            if isinstance(exc.object, str) else repr(exc.object)
+        shown = exc.object.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
         print(f"{name}: error: the path '{shown}' is not UTF-8 text (a file name in another encoding), which "
               "Parquet's reader cannot open: rename it", file=sys.stderr)
         return 2

@@ -245,7 +245,8 @@ def _print_table(table, limit: int) -> None:
     for r in range(min(limit, table.num_rows)):
         mis = cols["misalignment"][r]
         mis = "no ROI" if mis is None or mis != mis else f"{mis:.4f}"
-        print(f"  {cols['rank'][r]:>5}  {cols['id'][r]:<{width}}  {cols['score'][r]:>6.4f}  "
+        rank = "" if cols["rank"][r] is None else cols["rank"][r]
+        print(f"  {rank:>5}  {cols['id'][r]:<{width}}  {cols['score'][r]:>6.4f}  "
               f"{cols['entropy_norm'][r]:>12.4f}  {mis:>12}  {cols['pred'][r]}")
     if table.num_rows > limit:
         print(f"  ... and {table.num_rows - limit} more in the CSV")

@@ -15,10 +15,10 @@ from .._paths import (
     check_not_an_input,
     check_outside_folder_pool,
     check_replaceable,
+    check_utf8_name,
     has_parquet_columns,
     has_parquet_metadata,
     same_path,
-    starts_with_header,
 )
 from ..errors import EgalError
 from ..pool import open_pool
@@ -31,7 +31,7 @@ from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import RUN_METADATA_KEY, ShardStore, parts_dir_of, recorded_run
+from .shard_store import RUN_METADATA_KEY, ShardStore, is_selection_csv, parts_dir_of, recorded_run
 
 
 @dataclass(frozen=True)
@@ -139,23 +139,22 @@ def _is_embeddings_file(path) -> bool:
     return has_parquet_metadata(path, EMBEDDING_KEY)
 
 
-def _is_selection_csv(path) -> bool:
-    return starts_with_header(path, ("rank", "id"))
-
-
 def _check_output_paths(o: ScoreOptions) -> None:
     """Every file the run will write can be written, and none is an input, before any scoring: the output
     (whose existence the shard store judges, with resume and overwrite) and the selection and embeddings
     files beside it, which replace an existing file only with overwrite=True or resume=True. Each replaces
     only an earlier file of its own kind (a mistyped path never turns a pool or an image into scores)."""
     inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
+    for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
+        if path is not None:
+            check_utf8_name(path, name)
     check_not_an_input(o.out, "out (--out)", inputs)
     for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
         if path is not None:
             check_outside_folder_pool(path, name, o.pool)
     check_new_file(o.out, "out (--out)", replace=True)
     check_replaceable(o.out, "out (--out)", _is_score_output, "an egal score output")
-    sidecars = [("select_out (--select-out)", o.selection_path, _is_selection_csv, "a selection CSV that egal wrote"),
+    sidecars = [("select_out (--select-out)", o.selection_path, is_selection_csv, "a selection CSV that egal wrote"),
                 ("the embeddings file (--embeddings)", o.embeddings_path, _is_embeddings_file,
                  "an egal embeddings file")]
     if o.selection_path is not None and o.embeddings_path is not None and same_path(o.selection_path,

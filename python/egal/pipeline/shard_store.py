@@ -37,9 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import replaced_atomically
+from .._paths import starts_with_header
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
-from .ranking import LABELLED, rank_table, selection_table
+from .ranking import LABELLED, SELECTION_COLUMNS, rank_table, selection_table
 
 MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
@@ -363,6 +364,11 @@ def describe_differences(previous: dict, current: dict) -> str:
 
 def _show(value) -> str:
     return "not recorded" if value is None else json.dumps(value)
+
+
+def is_selection_csv(path) -> bool:
+    """A selection CSV that egal wrote (what --overwrite may replace with another)."""
+    return starts_with_header(path, SELECTION_COLUMNS[:2])
 
 
 def write_selection_csv(selection: pa.Table, path: str) -> None:

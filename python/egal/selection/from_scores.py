@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import bad_argument, check_int
-from .._paths import check_new_file, check_not_an_input
+from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
 from .embedding_file import EmbeddingFile, embeddings_path_for
@@ -42,14 +42,18 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
     """The batch from a ranked scores table (egal score's output, as a pyarrow Table): rows with status "ok"
     and a score compete, ties by id, but for rows the pool already labels (its `labelled` column; a file
     written before egal kept that column has none) unless include_labelled; the other arguments are
-    select_batch's. groups: one per row of `ranked`; group_column names the CSV column they go to."""
+    select_batch's. groups: one per row of `ranked`; group_column names the CSV column they go to. The CSV's
+    rank is each row's rank among the rows that compete (the scores file's own, unless include_labelled asks
+    for rows it left unranked)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from ..pipeline.ranking import LABELLED, SELECTION_COLUMNS
 
     ok = np.array([s == "ok" for s in ranked.column("status").to_pylist()], dtype=bool)
     if LABELLED in ranked.column_names and not include_labelled:
-        ok &= ~np.asarray(ranked.column(LABELLED).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        flags = pc.fill_null(ranked.column(LABELLED).cast(pa.bool_()), False)  # (a column of nulls: none labelled)
+        ok &= ~np.asarray(flags.to_numpy(zero_copy_only=False), dtype=bool)
     scores = ranked.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
     scores = np.where(ok, scores, np.nan)
     ids = np.asarray(ranked.column("id").to_pylist(), dtype=object).astype(str)
@@ -57,6 +61,7 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
         _check_groups(groups, ids, ok, group_column)
     chosen = select_batch(scores, ids, k, diversity=diversity, embeddings=embeddings, groups=groups,
                           per_group=per_group, candidate_factor=candidate_factor, seed=seed)
+    ranked = ranked.set_column(ranked.column_names.index("rank"), "rank", _ranks_among(scores, ids))  # ids checked
     table = ranked.take(pa.array(chosen.positions, type=pa.int64())).select(list(SELECTION_COLUMNS))
     name = group_column or "group"
     if per_group is not None and name != "id":  # grouped by id: each row its own group, already in the CSV
@@ -65,6 +70,18 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
             name = f"group_{name}"
         table = table.append_column(name, pa.array([str(v) for v in values], type=pa.string()))
     return TableSelection(table, chosen)
+
+
+def _ranks_among(scores: np.ndarray, ids: np.ndarray):
+    """1-based ranks of the rows with a score (score descending, ties by id), null for the others."""
+    import pyarrow as pa
+
+    from .top_k import ranked_positions
+
+    order = ranked_positions(scores, ids, int(np.count_nonzero(~np.isnan(scores))))
+    rank = np.zeros(scores.shape[0], dtype=np.int64)
+    rank[order] = np.arange(1, order.size + 1)
+    return pa.array(rank, mask=rank == 0, type=pa.int64())
 
 
 def _check_groups(groups, ids, ok, group_column) -> None:
@@ -98,7 +115,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     """
 
     from ..pipeline.ranking import LABELLED
-    from ..pipeline.shard_store import RUN_METADATA_KEY, read_score_output, write_selection_csv
+    from ..pipeline.shard_store import RUN_METADATA_KEY, is_selection_csv, read_score_output, write_selection_csv
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     if per_group is not None:
@@ -109,6 +126,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
                            "(its --out)")
     if out is not None:
         check_new_file(out, "out (--out)", replace=overwrite)
+        check_replaceable(out, "out (--out)", is_selection_csv, "a selection CSV that egal wrote")
         check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
                                                 "the scores' embeddings": embeddings_path_for(scores),
                                                 "pool (--pool)": pool})
