@@ -143,6 +143,13 @@ def test_an_empty_or_nan_label_is_unlabeled_to_every_command_as_to_training(tmp_
     assert not (tmp_path / "out" / "nan").exists()
     selection = (tmp_path / "out" / "selection.csv").read_text().splitlines()
     assert [line.split(",")[2] for line in selection[1:]] == [str(labels[0]), "", "", str(labels[3])]
+    # The labelling tools' files too: Label Studio's tasks held a bare NaN (not JSON) or "", CVAT a tag "nan".
+    assert pool("export-selection", "--pool", path, "--to", "label-studio", "--out", tmp_path / "ls", "--quiet") == 0
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert ["egal_label" in task["data"] for task in tasks] == [True, False, False, True]
+    assert pool("export-selection", "--pool", path, "--to", "cvat", "--out", tmp_path / "cvat", "--quiet") == 0
+    xml = (tmp_path / "cvat" / "annotations.xml").read_text()
+    assert "<tag " in xml and 'label="nan"' not in xml and 'label=""' not in xml
     new = "glioma" if isinstance(labels[0], str) else "1.0"
     write_csv(tmp_path / "labels.csv", ["id", "label"], [["r1", new], ["r2", new]])
     assert pool("add-labels", path, tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet") == 0  # no --relabel

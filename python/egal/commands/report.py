@@ -47,11 +47,11 @@ def register(subparsers):
                            help="example images per quadrant (default: %(default)s)")
     selection.add_argument("--entropy-threshold", type=float, metavar="T", default=DEFAULTS["entropy_threshold"],
                            help="normalised entropy above which a row counts as uncertain (default: the middle of "
-                           "its range over the plotted rows)")
+                           "its range over the plotted rows, or 0.5 when the range is narrower than 0.1)")
     selection.add_argument("--misalignment-threshold", type=float, metavar="T",
                            default=DEFAULTS["misalignment_threshold"],
                            help="misalignment above which a row counts as looking elsewhere (default: the middle of "
-                           "its range over the plotted rows)")
+                           "its range over the plotted rows, or 0.5 when the range is narrower than 0.1)")
     selection.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                            help="images per model call for the Grad-CAM of the rows shown (default: %(default)s)")
     selection.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],

@@ -32,7 +32,7 @@ from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
 from ..pool.images import read_image
-from ..pool.labels import label_key
+from ..pool.labels import is_label, label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
@@ -207,7 +207,8 @@ class _Writer:
                 name = self._tool(ident, label, data, header, mask_bytes, boxes, selected)
         except RowError as exc:
             raise SourceError(f"row {ident!r} of the pool cannot be exported: {exc}") from None
-        self.written[ident] = {"file": name, "label": label, **selected}
+        # None for a cell that holds no label (null, NaN, ""), whichever file it goes to.
+        self.written[ident] = {"file": name, "label": label if is_label(label) else None, **selected}
 
     def _folders(self, ident, label, data, header, mask_bytes, boxes) -> str:
         folder = self.o.unlabeled_folder if label_key(label) is None else label_key(label)

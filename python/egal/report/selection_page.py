@@ -55,7 +55,8 @@ class SelectionReportOptions:
                  it may be a diverse or per-patient batch); without one and without `select`, the 30 best
     examples:    example cards per quadrant
     entropy_threshold, misalignment_threshold: where "high" starts in the quadrant plot; None: the middle
-                 of the term's range over the pool's plotted rows
+                 of the term's range over the pool's plotted rows, or 0.5 when that range is narrower than
+                 0.1 (egal.report.selection_data.MIN_SPREAD)
     batch_size:  images per model call for the Grad-CAM of the rows shown
     device:      where the model runs, "cpu" or "cuda"
     overwrite:   replace an existing out/report.html

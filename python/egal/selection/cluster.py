@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .distances import for_distances, squared_distances_to, squared_norms
+from .distances import for_distances, nearest_centres, squared_distances_to, squared_norms
 from .group_cap import place_in_group
 
 ITERATIONS = 20  # Lloyd iterations at most; they stop earlier once no assignment changes
@@ -39,21 +39,21 @@ def cluster_order(embeddings: np.ndarray, k: int, *, seed: int = 0) -> np.ndarra
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iterations: int = ITERATIONS) -> np.ndarray:
-    """The cluster (0..k-1) of every row of x [M, D] float32 (egal.selection.distances.for_distances), by
+    """The cluster (0..k-1) of every row of x [M, D] float64 (egal.selection.distances.for_distances), by
     Lloyd's algorithm from a k-means++ start."""
     squared = squared_norms(x)
     centres = x[_kmeans_plus_plus(x, squared, k, np.random.default_rng(seed))].copy()
     labels = None
     for _ in range(iterations):
-        new = _nearest_centre(x, centres)
+        new = nearest_centres(x, centres, _BLOCK)
         if labels is not None and np.array_equal(new, labels):
             break
         labels = new
         order = np.argsort(labels, kind="stable")
         present, starts = np.unique(labels[order], return_index=True)
-        sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+        sums = np.add.reduceat(x[order], starts, axis=0)
         counts = np.diff(np.r_[starts, labels.size])
-        centres[present] = (sums / counts[:, None]).astype(np.float32)  # an empty cluster keeps its centre
+        centres[present] = sums / counts[:, None]  # an empty cluster keeps its centre
     return labels
 
 
@@ -73,14 +73,3 @@ def _kmeans_plus_plus(x: np.ndarray, squared: np.ndarray, k: int, rng: np.random
         chosen[i] = rng.choice(m, p=nearest / total)
         nearest = np.minimum(nearest, squared_distances_to(x, squared, int(chosen[i])))
     return chosen
-
-
-def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    centre_squared = np.einsum("ij,ij->i", centres, centres)
-    labels = np.empty(x.shape[0], dtype=np.int64)
-    for start in range(0, x.shape[0], _BLOCK):
-        block = x[start:start + _BLOCK]
-        # |x|^2 is the same for every centre of a row, so it does not change the argmin.
-        distances = centre_squared[None, :] - 2.0 * (block @ centres.T)
-        labels[start:start + _BLOCK] = np.argmin(distances, axis=1)
-    return labels

@@ -153,10 +153,16 @@ def _description(schema, path: str) -> tuple[int, str, dict | None]:
     if not (pa.types.is_fixed_size_list(column) and pa.types.is_floating(column.value_type)):
         raise bad_argument(SelectionError, "embeddings", f"file {path!r}: its embedding column is {column}, not a "
                            "fixed-size list of floats as egal score --embeddings writes")
-    if type(dim) is not int or dim != column.list_size or not isinstance(run, (dict, type(None))):
-        raise bad_argument(SelectionError, "embeddings", f"file {path!r} says its vectors have dim {dim!r}, but its "
-                           f"embedding column holds {column.list_size} numbers a row; score again with "
-                           "embeddings=True (--embeddings)")
+    problem = None
+    if not isinstance(run, (dict, type(None))):
+        problem = f"its run record is {type(run).__name__}, not the record egal score writes"
+    elif type(dim) is not int:
+        problem = f"its description gives dim {dim!r}, not a whole number"
+    elif dim != column.list_size:
+        problem = f"it says its vectors have dim {dim}, but its embedding column holds {column.list_size} numbers a row"
+    if problem:
+        raise bad_argument(SelectionError, "embeddings", f"file {path!r}: {problem}; score again with embeddings=True "
+                           "(--embeddings)")
     return dim, str(kind), run
 
 
