@@ -172,3 +172,19 @@ def test_bad_arguments_are_refused_by_name():
 
 def test_exported_at_the_top_level():
     assert egal.combine_scores is combine_scores
+
+
+def test_the_exact_rank_mix_is_the_same_on_its_fast_and_its_big_integer_path(monkeypatch):
+    # Below 2^53 the common denominator fits int64 and float64 (alpha 0.5 on any pool); above, Python integers.
+    import egal.combine as combine
+
+    rng = np.random.default_rng(9)
+    h, d = rng.random(400), rng.random(400)
+    d[::6] = NAN
+    for alpha in (0.5, 0.3, 1e-30):
+        fast = combine_scores(h, d, alpha, "rank")
+        monkeypatch.setattr(combine, "_twice_ranks", lambda v, use, real=combine._twice_ranks: (
+            real(v, use)[0] * 2**40, real(v, use)[1] * 2**40))  # the same ratios over a huge denominator
+        big = combine_scores(h, d, alpha, "rank")
+        monkeypatch.undo()
+        assert np.array_equal(fast, big, equal_nan=True), alpha

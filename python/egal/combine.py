@@ -86,10 +86,17 @@ def _mixed_ranks(h: np.ndarray, d: np.ndarray, alpha: float, scored: np.ndarray,
     h_twice, h_half = _twice_ranks(h, scored)  # R(H) = h_twice / h_half
     d_twice, d_half = _twice_ranks(d, scored & ~no_roi)
     p, q = alpha.as_integer_ratio()  # alpha = p / q exactly (a float32)
-    # S = (p * R(H) + (q - p) * R(D)) / q over the denominator q * h_half * d_half; without ROI, S = R(H).
-    numerator = np.where(no_roi, h_twice.astype(object) * (q * d_half),
-                         h_twice.astype(object) * (p * d_half) + d_twice.astype(object) * ((q - p) * h_half))
-    score = np.array([n / (q * h_half * d_half) for n in numerator.tolist()], dtype=np.float64)
+    # S = (p * R(H) + (q - p) * R(D)) / q over the denominator q * h_half * d_half; without ROI, S = R(H). No
+    # numerator exceeds the denominator: below 2^53 both are exact in int64 and float64, and one float division
+    # rounds once (alpha 0.5 on any pool); above, Python's integers keep them exact.
+    denominator = q * h_half * d_half
+    kind = np.int64 if denominator < 2**53 else object
+    numerator = np.where(no_roi, h_twice.astype(kind) * (q * d_half),
+                         h_twice.astype(kind) * (p * d_half) + d_twice.astype(kind) * ((q - p) * h_half))
+    if kind is np.int64:
+        score = numerator.astype(np.float64) / float(denominator)
+    else:
+        score = np.array([n / denominator for n in numerator.tolist()], dtype=np.float64)
     score[~scored] = np.nan
     return score
 
