@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from pools import make_rows, write_pool
+from pools import make_rows, save_tiny_model, write_pool
 
 FAST = ["--architecture", "tiny_cnn", "--head", "linear", "--input-size", "32", "--epochs", "1", "--batch-size", "8",
         "--quiet"]
@@ -37,10 +37,16 @@ def test_train_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
 
     pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
     out = tmp_path / "m.pt"
-    out.write_bytes(b"an earlier model")
+    save_tiny_model(out)  # an earlier model
+    earlier = out.read_bytes()
     assert main(["train", "--pool", str(pool), "--out", str(out), *FAST]) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier model"
+    assert "already exists" in err and "--overwrite" in err and out.read_bytes() == earlier
+    # --overwrite replaces a model, never another file a mistyped --out names (another pool, a table).
+    other = tmp_path / "other.parquet"
+    other.write_bytes(open(pool, "rb").read())
+    assert main(["train", "--pool", str(pool), "--out", str(other), "--overwrite", *FAST]) == 2
+    assert "is not a model file" in capsys.readouterr().err and other.read_bytes() == open(pool, "rb").read()
     assert main(["train", "--pool", str(pool), "--out", str(out), "--overwrite", *FAST]) == 0
     load_model(out)
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []

@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import zipfile
 
 from .._atomic import replaced_atomically
 from .._checks import MAX_THREADS
-from .._paths import check_new_file, check_not_an_input
+from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
@@ -48,6 +49,8 @@ def run(args) -> int:
         raise EgalError(f"--threads must be a positive integer up to {MAX_THREADS}, got {args.threads}")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
+    # --overwrite replaces a model (torch.save writes a zip archive), never another pool or table.
+    check_replaceable(args.out, "--out", zipfile.is_zipfile, "a model file (egal train writes a zip archive)")
     import torch
 
     from ..loop.config import ExperimentConfig, load_config
