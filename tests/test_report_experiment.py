@@ -111,6 +111,8 @@ def test_selection_page_options_with_experiment_are_refused_and_a_trailing_slash
     # --out and --select were ignored without a word, and DIR/report.html rewritten.
     assert main(["report", "--experiment", str(out), "--out", str(tmp_path / "elsewhere"), "--select", "5"]) == 2
     assert "--out, --select are for the selection page" in capsys.readouterr().err
+    assert main(["report", "--experiment", str(out), "--select", "5"]) == 2
+    assert "--select is for the selection page" in capsys.readouterr().err
     assert not (tmp_path / "elsewhere").exists() and (out / "report.html").read_text() == before
     assert main(["report", "--experiment", f"{out}/", "--overwrite"]) == 0
     assert f"<title>egal experiment: {out.name}</title>" in (out / "report.html").read_text()  # was empty

@@ -176,6 +176,9 @@ def test_a_model_that_did_not_score_the_pool_is_refused(demo, tmp_path):
     other = save_tiny_model(tmp_path / "other.pt", input_size=INPUT, seed=7)
     with pytest.raises(EgalError, match="does not score as it did"):
         selection_report(demo["scores"], demo["pool"], other, out=tmp_path / "page", progress=False)
+    with pytest.raises(FileNotFoundError, match="model file '.*missing.onnx' does not exist"):  # was a bare Errno 2
+        selection_report(demo["scores"], demo["pool"], tmp_path / "missing.onnx", out=tmp_path / "page",
+                         progress=False)
 
 
 def test_another_pool_is_refused(demo, tmp_path):

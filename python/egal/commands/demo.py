@@ -4,7 +4,7 @@
    grey "scans" whose lesion shape gives the class, expert ROIs (masks or boxes, some left
    out), a labelled seed share, and a corner marker that correlates with one class, a
    shortcut a classifier can be right with for the wrong reason;
-2. trains a tiny CNN with a prototypical head on the labelled rows (15 s on a 2-core CPU),
+2. trains a tiny CNN with a prototypical head on the labelled rows (about 25 s on a 2-core CPU),
    DIR/model.pt, and exports DIR/model.onnx where the exporter is installed;
 3. runs `egal score` on the pool and shows what EG-AL selects next to entropy alone.
 """
@@ -30,7 +30,7 @@ def register(subparsers):
         "demo",
         help="run egal end to end on a built-in synthetic pool (no data or download needed)",
         description="Generate a synthetic lesion pool (DIR/pool.parquet), train a tiny model on its labelled seed rows "
-        "(DIR/model.pt, about 15 s on a 2-core CPU; DIR/model.onnx when the ONNX exporter is installed), then run "
+        "(DIR/model.pt, about 25 s on a 2-core CPU; DIR/model.onnx when the ONNX exporter is installed), then run "
         "`egal score` on the pool (DIR/scores.parquet, DIR/scores.selection.csv) and compare EG-AL's selection with "
         "entropy alone. The pool hides a shortcut: a corner marker that often comes with one class. A model can "
         "be right by looking at it, and EG-AL should pick such images because their Grad-CAM misses the lesion.",

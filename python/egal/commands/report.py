@@ -72,7 +72,8 @@ def run(args) -> int:
                            if name != "overwrite" and getattr(args, name) != DEFAULTS[name]]
         if options:
             raise EgalError("--experiment rebuilds an experiment folder's page, DIR/report.html, from its files; "
-                            f"{', '.join('--' + o.replace('_', '-') for o in options)} are for the selection page: "
+                            f"{', '.join('--' + o.replace('_', '-') for o in options)} "
+                            f"{'is' if len(options) == 1 else 'are'} for the selection page: "
                             "give one or the other")
         return run_experiment(args)
     if len(given) < len(SELECTION_INPUTS):

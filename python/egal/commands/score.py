@@ -113,7 +113,8 @@ def register(subparsers):
     again.add_argument("--resume", action="store_true", default=DEFAULTS["resume"],
                        help="finish an interrupted run with the same arguments: only batches without output are "
                        "scored. Refused, with what differs, when the unfinished (or finished) run at --out had other "
-                       "arguments (pool, model, alpha, combine, batch size, device, runtime, engine); without a run "
+                       "arguments (pool, model, alpha, combine, batch size, device, runtime, engine, "
+                       "include-labelled); without a run "
                        "at --out, starts one")
     again.add_argument("--overwrite", action="store_true", default=DEFAULTS["overwrite"],
                        help="replace --out if it exists (once the new output is complete), and delete an unfinished "

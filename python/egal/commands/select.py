@@ -16,7 +16,7 @@ def register(subparsers):
         "scores (ties by id, rows in error never chosen), optionally at most N per group (a patient or study id "
         "read from the pool) and optionally a diverse batch in the model's embedding space (written by egal score "
         "--embeddings). Writes the selection CSV (rank, id, score, entropy_norm, misalignment, pred, and the group "
-        "column with a cap; rank is the row's rank in the whole pool) and prints it.",
+        "column with a cap; rank is the row's rank among the rows that can be selected) and prints it.",
         epilog="Example: egal score --pool pool.parquet --model model.pt --out round3.parquet --embeddings, then "
         "egal select --scores round3.parquet --select 60 --diversity kcenter --pool pool.parquet --group-column "
         "patient_id --per-group 2 --out round3.batch.csv",

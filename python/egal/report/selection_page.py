@@ -134,9 +134,9 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
     if spec.num_rows != len(scores):
         raise EgalError(f"pool {o.pool!r} has {spec.num_rows} rows but scores {o.scores!r} has {len(scores)}: "
                         "not the pool that was scored")
+    runner = load_runner(o.model, o.device)  # first: a missing or damaged model file is named as such
     recorded = (scores.run or {}).get("model_sha256")
     same_file = None if recorded is None else recorded == file_digest(o.model)
-    runner = load_runner(o.model, o.device)
     picked = read_selection(scores, o.select, o.selection)
     chosen = picked.positions
     split = split_quadrants(scores, o.entropy_threshold, o.misalignment_threshold)

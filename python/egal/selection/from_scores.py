@@ -6,8 +6,8 @@
     pool.parquet                the pool, for its group column (a patient id) when there is a cap
 
 The selection CSV has the columns of `egal score --select` (rank, id, score, entropy_norm,
-misalignment, pred; rank is the row's rank in the whole pool, so a diverse batch shows which
-top-ranked rows it passed over), and the group column last when there is a cap.
+misalignment, pred; rank is the row's rank among the rows that can be selected, so a diverse batch
+shows which top-ranked rows it passed over), and the group column last when there is a cap.
 """
 from __future__ import annotations
 
