@@ -150,9 +150,30 @@ def test_an_empty_or_nan_label_is_unlabeled_to_every_command_as_to_training(tmp_
     assert pool("export-selection", "--pool", path, "--to", "cvat", "--out", tmp_path / "cvat", "--quiet") == 0
     xml = (tmp_path / "cvat" / "annotations.xml").read_text()
     assert "<tag " in xml and 'label="nan"' not in xml and 'label=""' not in xml
+
     new = "glioma" if isinstance(labels[0], str) else "1.0"
     write_csv(tmp_path / "labels.csv", ["id", "label"], [["r1", new], ["r2", new]])
     assert pool("add-labels", path, tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet") == 0  # no --relabel
     assert "2 newly labelled" in capsys.readouterr().out
     assert pool("info", tmp_path / "r2.parquet", "--json") == 0
     assert json.loads(capsys.readouterr().out)["unlabeled"] == 0
+
+
+def test_label_studio_tasks_are_strict_json_for_labels_of_any_type(tmp_path):
+    # A date label was a TypeError traceback, an infinite float a bare Infinity (not JSON).
+    import datetime
+
+    from egal.pool.labels import is_label
+    from pool_files import simple_pool
+
+    for name, labels in (("dates", [datetime.date(2020, 1, 1), None, datetime.date(2020, 1, 2)]),
+                         ("floats", [1.0, float("inf"), 2]), ("bytes", [b"a", b"", None])):
+        path = simple_pool(tmp_path / f"{name}.parquet", 3, label=labels)
+        assert pool("export-selection", "--pool", path, "--to", "label-studio", "--out", tmp_path / name,
+                    "--quiet") == 0
+        tasks = json.loads((tmp_path / name / "tasks.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+        written = [task["data"].get("egal_label") for task in tasks]
+        assert written == [{"dates": "2020-01-01", "floats": 1.0, "bytes": "b'a'"}[name],
+                           {"dates": None, "floats": "inf", "bytes": None}[name],
+                           {"dates": "2020-01-02", "floats": 2, "bytes": None}[name]]
+    assert not is_label(b"") and is_label(b"a") and not is_label("") and is_label(0) and is_label(False)

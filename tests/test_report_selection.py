@@ -448,3 +448,9 @@ def test_the_histograms_cut_off_is_the_lowest_score_of_a_selection_in_any_order(
     html = open(report.path, encoding="utf-8").read()
     lowest = min(table["score"][i] for i in order)
     assert f"selection: score ≥ {lowest:.3f}" in section(html, "scores")
+
+
+def test_a_model_path_that_is_a_folder_is_named_as_one(demo, tmp_path):
+    (tmp_path / "models").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder: name the model file"):  # said "does not exist"
+        selection_report(demo["scores"], demo["pool"], tmp_path / "models", out=tmp_path / "page", progress=False)

@@ -379,3 +379,18 @@ def test_embeddings_near_the_float32_limit_give_the_batch_of_the_same_points_sca
         warnings.simplefilter("error")  # the float32 centring overflowed: NaN probabilities, a traceback
         huge = select_batch(scores, ids, 5, diversity=method, embeddings=(x * 3.3e38).astype(np.float32))
     assert huge.ids.tolist() == small
+
+
+def test_k_means_assigns_one_dimensional_near_ties_exactly():
+    # In one dimension |c|^2 - 2 x.c rounds at about 1e-16 of the norms, and 72 of 600 rows went to a centre
+    # that was not the nearest when sub-clusters lie 1e-7 apart near -1 and 1: such rows are measured directly.
+    from egal.selection.distances import for_distances, nearest_centres
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([-1 + np.arange(300) * 1.2e-7, 1 + np.arange(300) * 1.2e-7])[rng.permutation(600), None]
+    x = for_distances(x.astype(np.float32))
+    centres = x[rng.choice(600, 30, replace=False)]
+    exact = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+    got = nearest_centres(x, centres)
+    nearest = ((x[:, None, 0] - centres[None, :, 0]) ** 2)
+    assert np.array_equal(nearest[np.arange(600), got], nearest[np.arange(600), exact])  # ties may go either way

@@ -47,6 +47,13 @@ def test_train_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     other.write_bytes(open(pool, "rb").read())
     assert main(["train", "--pool", str(pool), "--out", str(other), "--overwrite", *FAST]) == 2
     assert "is not a model file" in capsys.readouterr().err and other.read_bytes() == open(pool, "rb").read()
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "backup.zip", "w") as archive:  # a zip, but no model: any zip was replaced
+        archive.writestr("study1/labels.csv", "id,label\n")
+    before = (tmp_path / "backup.zip").read_bytes()
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "backup.zip"), "--overwrite", *FAST]) == 2
+    assert "is not a model file" in capsys.readouterr().err and (tmp_path / "backup.zip").read_bytes() == before
     assert main(["train", "--pool", str(pool), "--out", str(out), "--overwrite", *FAST]) == 0
     load_model(out)
     assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []

@@ -49,8 +49,8 @@ def run(args) -> int:
         raise EgalError(f"--threads must be a positive integer up to {MAX_THREADS}, got {args.threads}")
     check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
-    # --overwrite replaces a model (torch.save writes a zip archive), never another pool or table.
-    check_replaceable(args.out, "--out", zipfile.is_zipfile, "a model file (egal train writes a zip archive)")
+    # --overwrite replaces a model, never another pool, table or archive.
+    check_replaceable(args.out, "--out", _is_torch_archive, "a model file (a PyTorch archive, as egal train writes)")
     import torch
 
     from ..loop.config import ExperimentConfig, load_config
@@ -93,6 +93,15 @@ def run(args) -> int:
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0
+
+
+def _is_torch_archive(path) -> bool:
+    """A file torch.save wrote: a zip archive whose one top folder holds data.pkl."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.count("/") == 1 and name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _report_dropped_rows(caught, label_column: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import urllib.parse
@@ -249,7 +250,7 @@ class _Writer:
                                  *(row.get(c, "") for c in extra)])
         if self.o.to == "label-studio":
             tasks = [self._ls_task(ident, shapes[ident]) for ident in order]
-            (self.folder / "tasks.json").write_text(json.dumps(tasks))
+            (self.folder / "tasks.json").write_text(json.dumps(tasks, allow_nan=False))
             (self.folder / "label_config.xml").write_text(label_studio.label_config(classes, self.roi_kind,
                                                                                     self.o.roi_label))
             return ["tasks.json", "label_config.xml"]
@@ -272,7 +273,7 @@ class _Writer:
             results.append(label_studio.brush(mask, self.o.roi_label))
         data = {"egal_id": ident, **{f"egal_{k}": v for k, v in row.items() if k not in ("file", "label")}}
         if row["label"] is not None:
-            data["egal_label"] = row["label"]
+            data["egal_label"] = _json_label(row["label"])
         return label_studio.task(image_url(self.o.url_prefix, row["file"]), data, results)
 
 
@@ -306,3 +307,11 @@ def _check_file_name(name: str, what: str = "id") -> None:
     if len(name.encode()) > MAX_NAME_BYTES:
         raise SourceError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long, too long for a file name "
                           f"(at most {MAX_NAME_BYTES}); export needs shorter ids and labels")
+
+
+def _json_label(label):
+    """A label as JSON keeps its type where JSON has one (text, a whole number, a finite number, true or false);
+    any other (a date, bytes, an infinite float) goes as its text, as the class egal names it."""
+    if isinstance(label, (str, bool, int)) or (isinstance(label, float) and math.isfinite(label)):
+        return label
+    return label_key(label)

@@ -56,6 +56,10 @@ def load_runner(path, device: str = "cpu", *, embeddings: bool = False) -> Model
     path = os.fspath(path)
     if device not in DEVICES:
         raise EgalError(f"device must be one of {DEVICES}, got {device!r}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"model file {path!r} is a folder: name the model file (.pt or .onnx) in it")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise EgalError(f"model file {path!r} is not a regular file (a pipe or a device?): name the model file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
     if path.endswith(".onnx"):

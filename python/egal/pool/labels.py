@@ -4,9 +4,11 @@ from __future__ import annotations
 
 
 def is_label(value) -> bool:
-    """A cell holds a label unless it is null, NaN or an empty string: pools written by pandas or from a CSV
-    mark a missing label in each of these ways."""
-    return value is not None and value == value and str(value) != ""
+    """A cell holds a label unless it is null, NaN or empty (text or bytes): pools written by pandas or from a
+    CSV mark a missing label in each of these ways."""
+    if isinstance(value, (str, bytes)):
+        return len(value) > 0
+    return value is not None and value == value
 
 
 def label_key(value) -> str | None:

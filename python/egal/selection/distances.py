@@ -45,10 +45,18 @@ def squared_distances_to(x: np.ndarray, squared: np.ndarray, row: int) -> np.nda
 
 def nearest_centres(x: np.ndarray, centres: np.ndarray, block: int = 4096) -> np.ndarray:
     """[M] index of the nearest of `centres` [k, D] for each row of x [M, D] (both float64, for_distances'
-    space), in blocks of `block` rows; |x|^2 is the same for every centre of a row, so it is left out."""
+    space), in blocks of `block` rows; |x|^2 is the same for every centre of a row, so it is left out. A row
+    whose two nearest centres are nearer each other in that sum than its rounding is measured again directly."""
     centre_squared = squared_norms(centres)
     labels = np.empty(x.shape[0], dtype=np.int64)
     for start in range(0, x.shape[0], block):
-        distances = centre_squared[None, :] - 2.0 * (x[start:start + block] @ centres.T)
+        rows = x[start:start + block]
+        distances = centre_squared[None, :] - 2.0 * (rows @ centres.T)
         labels[start:start + block] = np.argmin(distances, axis=1)
+        if centres.shape[0] > 1:
+            two = np.partition(distances, 1, axis=1)[:, :2]
+            scale = squared_norms(rows) + centre_squared.max()
+            for i in np.flatnonzero(two[:, 1] - two[:, 0] <= _CANCELLATION * scale):
+                difference = centres - rows[i]
+                labels[start + i] = int(np.argmin(np.einsum("ij,ij->i", difference, difference)))
     return labels
