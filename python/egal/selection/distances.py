@@ -54,9 +54,12 @@ def nearest_centres(x: np.ndarray, centres: np.ndarray, block: int = 4096) -> np
         distances = centre_squared[None, :] - 2.0 * (rows @ centres.T)
         labels[start:start + block] = np.argmin(distances, axis=1)
         if centres.shape[0] > 1:
-            two = np.partition(distances, 1, axis=1)[:, :2]
-            scale = squared_norms(rows) + centre_squared.max()
-            for i in np.flatnonzero(two[:, 1] - two[:, 0] <= _CANCELLATION * scale):
+            two = np.argpartition(distances, 1, axis=1)[:, :2]
+            gap = np.abs(np.take_along_axis(distances, two, axis=1) @ np.array([1.0, -1.0]))
+            close = gap <= _CANCELLATION * (squared_norms(rows) + centre_squared.max())
+            # Two centres at one point (k-means++ on duplicates) tie exactly: nothing to measure again there.
+            close &= (centres[two[:, 0]] != centres[two[:, 1]]).any(axis=1)
+            for i in np.flatnonzero(close):
                 difference = centres - rows[i]
                 labels[start + i] = int(np.argmin(np.einsum("ij,ij->i", difference, difference)))
     return labels
