@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..combine import combine_scores
-from ..selection import select_top_k
+from ..selection.top_k import ranked_positions
 
 SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
 LABELLED = "labelled"  # whether the pool gave the row a label: such rows are scored, but never selected
@@ -36,16 +36,20 @@ def rank_table(table: pa.Table, *, alpha: float | None = None, combine: str = "r
     labelled = np.zeros(len(ids), dtype=bool) if labelled is None else np.asarray(labelled, dtype=bool)
     if not include_labelled:
         usable &= ~labelled
-    rank = np.zeros(len(ids), dtype=np.int64)
-    if usable.any():
-        order = select_top_k(np.where(usable, scores, np.nan), ids.astype(str), int(usable.sum()))
-        position = {name: i + 1 for i, name in enumerate(order)}
-        rank = np.array([position.get(name, 0) for name in ids.astype(str)], dtype=np.int64)
-    rank_column = pa.array(rank, mask=rank == 0, type=pa.int64())
+    ranks = rank_column(np.where(usable, scores, np.nan), ids.astype(str))
     columns = [c for c in table.column_names if c != "row"]
     out = table.select(columns)
-    out = out.add_column(out.column_names.index("score") + 1, "rank", rank_column)
+    out = out.add_column(out.column_names.index("score") + 1, "rank", ranks)
     return out.add_column(out.column_names.index("error") + 1, LABELLED, pa.array(labelled, type=pa.bool_()))
+
+
+def rank_column(scores: np.ndarray, ids: np.ndarray) -> pa.Array:
+    """1-based ranks of the rows with a score (NaN: none), score descending, ties by id (unique); null for the
+    others: the order select_top_k selects in."""
+    order = ranked_positions(scores, ids, int(np.count_nonzero(~np.isnan(scores))))
+    rank = np.zeros(scores.shape[0], dtype=np.int64)
+    rank[order] = np.arange(1, order.size + 1)
+    return pa.array(rank, mask=rank == 0, type=pa.int64())
 
 
 def _recombined(table: pa.Table, alpha, combine: str) -> pa.Table:

@@ -48,7 +48,7 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..pipeline.ranking import LABELLED, SELECTION_COLUMNS
+    from ..pipeline.ranking import LABELLED, SELECTION_COLUMNS, rank_column
 
     ok = np.array([s == "ok" for s in ranked.column("status").to_pylist()], dtype=bool)
     if LABELLED in ranked.column_names and not include_labelled:
@@ -61,7 +61,7 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
         _check_groups(groups, ids, ok, group_column)
     chosen = select_batch(scores, ids, k, diversity=diversity, embeddings=embeddings, groups=groups,
                           per_group=per_group, candidate_factor=candidate_factor, seed=seed)
-    ranked = ranked.set_column(ranked.column_names.index("rank"), "rank", _ranks_among(scores, ids))  # ids checked
+    ranked = ranked.set_column(ranked.column_names.index("rank"), "rank", rank_column(scores, ids))  # ids checked
     table = ranked.take(pa.array(chosen.positions, type=pa.int64())).select(list(SELECTION_COLUMNS))
     name = group_column or "group"
     if per_group is not None and name != "id":  # grouped by id: each row its own group, already in the CSV
@@ -70,18 +70,6 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
             name = f"group_{name}"
         table = table.append_column(name, pa.array([str(v) for v in values], type=pa.string()))
     return TableSelection(table, chosen)
-
-
-def _ranks_among(scores: np.ndarray, ids: np.ndarray):
-    """1-based ranks of the rows with a score (score descending, ties by id), null for the others."""
-    import pyarrow as pa
-
-    from .top_k import ranked_positions
-
-    order = ranked_positions(scores, ids, int(np.count_nonzero(~np.isnan(scores))))
-    rank = np.zeros(scores.shape[0], dtype=np.int64)
-    rank[order] = np.arange(1, order.size + 1)
-    return pa.array(rank, mask=rank == 0, type=pa.int64())
 
 
 def _check_groups(groups, ids, ok, group_column) -> None:
