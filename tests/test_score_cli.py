@@ -251,6 +251,32 @@ def test_resume_of_a_finished_run(tmp_path, model_path, capsys):
     assert out.read_bytes() == before
 
 
+def test_a_resume_with_other_arguments_is_refused_before_the_runtime_check(tmp_path, model_path, capsys,
+                                                                          monkeypatch):
+    import json
+
+    import egal.pipeline.scoring_job as scoring_job
+    from egal.pipeline.shard_store import ShardStore, recorded_run
+
+    pool = write_pool(tmp_path / "p.parquet", make_rows(8, folder=tmp_path))
+    finished = tmp_path / "s.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", finished, "--alpha", 0.5) == 0
+    unfinished = tmp_path / "u.parquet"  # a run stopped before its first batch: the parts folder, no shard
+    ShardStore(unfinished, recorded_run(finished)).release()
+    capsys.readouterr()
+
+    def runtime_check(*args, **kwargs):
+        raise AssertionError("the runtime check ran (it scores a batch) before the arguments were compared")
+
+    monkeypatch.setattr(scoring_job, "choose_runtime", runtime_check)
+    assert score("--pool", pool, "--model", model_path, "--out", finished, "--alpha", 0.3, "--resume") == 2
+    assert "finished run that differs from this one in alpha (0.5 there, 0.3 here)" in capsys.readouterr().err
+    assert score("--pool", pool, "--model", model_path, "--out", unfinished, "--batch-size", 3, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "differs from the unfinished one in" in err and "batch_size (32 there, 3 here)" in err
+    assert json.loads((tmp_path / "u.parquet.parts" / "run.json").read_text()) == recorded_run(finished)
+
+
 @pytest.mark.parametrize("flag,value", [("--alpha", 1.5), ("--batch-size", 0), ("--select", 0), ("--workers", -1),
                                         ("--select", -3)])
 def test_bad_options_are_refused_naming_the_flag(tmp_path, model_path, capsys, flag, value):

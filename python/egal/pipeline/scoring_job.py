@@ -31,7 +31,14 @@ from .options import ScoreOptions, max_local_workers
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import RUN_METADATA_KEY, ShardStore, is_selection_csv, parts_dir_of, recorded_run
+from .shard_store import (
+    RUN_METADATA_KEY,
+    ShardStore,
+    check_resume_arguments,
+    is_selection_csv,
+    parts_dir_of,
+    recorded_run,
+)
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,20 @@ class ScoringJob:
                 "alone (docs/scoring.md, empty ROI)")
         log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
         model_sha256 = file_digest(o.model)
+        manifest = {
+            "egal_version": __version__,
+            "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did
+            "pool": spec.fingerprint(),
+            "model_sha256": model_sha256,
+            "device": o.device,
+            "alpha": o.alpha,
+            "combine": o.combine,
+            "batch_size": o.batch_size,
+            "engine": o.engine,
+            "include_labelled": o.include_labelled,  # the ranks written depend on it
+        }
+        if o.resume:
+            check_resume_arguments(o.out, manifest)  # before the runtime check, which scores a batch
         requested = o.runtime
         if o.resume and requested == "auto":
             # auto may choose otherwise this time (on a GPU it times both): resume with what the run used
@@ -260,19 +281,7 @@ class ScoringJob:
                             f"{exc}; pass --overwrite instead of --resume to score again") from exc
         choice.announce(log, o.progress)
         runner = choice.runner
-        manifest = {
-            "egal_version": __version__,
-            "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did
-            "pool": spec.fingerprint(),
-            "model_sha256": model_sha256,
-            "runtime": choice.runtime,
-            "device": o.device,
-            "alpha": o.alpha,
-            "combine": o.combine,
-            "batch_size": o.batch_size,
-            "engine": o.engine,
-            "include_labelled": o.include_labelled,  # the ranks written depend on it
-        }
+        manifest["runtime"] = choice.runtime
         if o.embeddings:  # only then, so that runs without embeddings record (and resume) as before
             manifest["embeddings"] = runner.embedding_kind
         store = ShardStore(o.out, manifest, resume=o.resume, overwrite=o.overwrite,

@@ -227,11 +227,7 @@ class ShardStore:
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot resume: {self._path(MANIFEST)!r} is unreadable ({exc}); delete "
                               f"{self.parts_dir!r} (or pass {OVERWRITE} instead of {RESUME}) to start over") from exc
-        changed = describe_differences(previous, self.manifest)
-        if changed:
-            raise OutputError(
-                f"cannot resume: this run differs from the unfinished one in {self.parts_dir!r} in {changed}; rerun "
-                f"with the same pool, model and options, or pass {OVERWRITE} instead of {RESUME} to start over")
+        _refuse_changed_arguments(previous, self.manifest, self.out_path, finished=False)
 
     def _check_finished_run(self, out_path) -> None:
         """Resuming a run that already finished: only with the arguments that produced it."""
@@ -247,11 +243,7 @@ class ShardStore:
                 f"cannot resume: out {out_path!r} (--out) exists but does not record the arguments of the run that "
                 "wrote it (not written by this version of egal score), so it cannot be checked against this one; "
                 f"pass {OVERWRITE} instead of {RESUME} to score again, or choose another out") from None
-        changed = describe_differences(previous, self.manifest)
-        if changed:
-            raise OutputError(
-                f"cannot resume: out {out_path!r} (--out) is a finished run that differs from this one in {changed}; "
-                f"pass {OVERWRITE} instead of {RESUME} to score again with these arguments, or choose another out")
+        _refuse_changed_arguments(previous, self.manifest, out_path, finished=True)
 
     def _remove_unfinished_run(self) -> int:
         """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
@@ -300,6 +292,30 @@ def recorded_run(out_path) -> dict | None:
     except (OSError, ValueError, KeyError, pa.ArrowException):
         pass
     return None
+
+
+def check_resume_arguments(out_path, arguments: dict) -> None:
+    """Refuse a resume whose `arguments` (some of a run manifest's keys) differ from the recorded run's, before
+    the work that the rest of the manifest needs (the runtime check scores a batch); the store checks all of
+    it. Nothing recorded, or a record that cannot be read: left to the store, which says so."""
+    previous = recorded_run(out_path)
+    if previous is not None:
+        finished = not os.path.isdir(parts_dir_of(out_path))
+        _refuse_changed_arguments({key: previous.get(key) for key in arguments}, arguments, out_path, finished)
+
+
+def _refuse_changed_arguments(previous: dict, current: dict, out_path, finished: bool) -> None:
+    changed = describe_differences(previous, current)
+    if not changed:
+        return
+    if finished:
+        raise OutputError(
+            f"cannot resume: out {os.fspath(out_path)!r} (--out) is a finished run that differs from this one in "
+            f"{changed}; pass {OVERWRITE} instead of {RESUME} to score again with these arguments, or choose "
+            "another out")
+    raise OutputError(
+        f"cannot resume: this run differs from the unfinished one in {parts_dir_of(out_path)!r} in {changed}; rerun "
+        f"with the same pool, model and options, or pass {OVERWRITE} instead of {RESUME} to start over")
 
 
 def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict]:
