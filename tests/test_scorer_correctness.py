@@ -259,6 +259,24 @@ def test_non_finite_inputs_poison_only_their_sample(backend, rng):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_finite_gradients_whose_float32_sum_overflows_have_their_finite_mean(backend, layout, rng):
+    # 49 gradients of 3e38 sum past float32's 3.4e38; their mean, the weight of step 2, is finite, and
+    # small activations keep the raw map finite: the float64 definition scores these samples.
+    case = make_case(rng, 4, 8, 7, 7, 3, 28, 28)
+    A = case["activations"] * np.float32(1e-30)
+    G = case["gradients"].copy()
+    G[1, 2] = np.float32(3e38)
+    G[3, :, :4] = np.float32(-3.3e38)
+    if layout == "strided":
+        G = np.pad(G, ((0, 0), (0, 0), (0, 0), (0, 3)))[..., :7]
+    result = egal.score_batch(A, case["logits"], case["masks"], gradients=G, backend=backend)
+    expected = scoring_f64.score(A, case["logits"], case["masks"], gradients=G)
+    assert np.isfinite(result.score).all()
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_a_logit_of_minus_infinity_is_a_class_of_probability_zero(backend, rng):
     # docs/scoring.md step 1 (0 log 0 = 0): a masked class. Both scorers called the sample bad input (NaN).
     case = make_case(rng, 4, 8, 7, 7, 4, 20, 20)

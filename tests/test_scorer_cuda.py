@@ -87,6 +87,19 @@ def test_cuda_strided_and_non_finite():
     np.testing.assert_allclose(result.score[keep], clean.score[keep], atol=2e-5)
 
 
+def test_cuda_finite_gradients_whose_float32_sum_overflows_have_their_finite_mean():
+    rng = np.random.default_rng(8)
+    case = make_case(rng, 4, 40, 7, 7, 3, 28, 28)  # 40 channels: more than one per warp
+    A = case["activations"] * np.float32(1e-30)
+    G = case["gradients"].copy()
+    G[1, 2] = np.float32(3e38)
+    G[3, 33, :4] = np.float32(-3.3e38)
+    result = egal.score_batch(cuda(A), cuda(case["logits"]), cuda(case["masks"]), gradients=cuda(G))
+    expected = scoring_f64.score(A, case["logits"], case["masks"], gradients=G)
+    assert np.isfinite(result.score).all()
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "padded_rows", "every_other_column"])
 def test_cuda_maps_whose_planes_are_not_row_after_row(layout):
     # The kernel reads a plane stored row after row by its cell number, any other by its row and column:

@@ -32,6 +32,17 @@ EGAL_ALWAYS_INLINE float sum_of(const float* __restrict x, int64_t n) {
   return (((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))) + tail;
 }
 
+// The mean of n floats; the sum in float64 where the float32 sum overflowed:
+// finite gradients have a finite mean (step 2), and the float32 sum is the
+// fast path.
+EGAL_ALWAYS_INLINE float mean_of(const float* __restrict x, int64_t n) {
+  const float mean = sum_of(x, n) / static_cast<float>(n);
+  if (std::isfinite(mean)) return mean;
+  double sum = 0.0;
+  for (int64_t q = 0; q < n; ++q) sum += x[q];
+  return static_cast<float>(sum / static_cast<double>(n));
+}
+
 EGAL_ALWAYS_INLINE void add_scaled(float weight, const float* __restrict x, int64_t n, float* __restrict cam) {
   for (int64_t q = 0; q < n; ++q) cam[q] += weight * x[q];
 }
@@ -87,7 +98,7 @@ EGAL_ALWAYS_INLINE bool raw_map_with(const ScoreInputs& in, int64_t b, float* ca
     float weight;
     if (g) {
       const float* g_plane = plane_as_floats<kF16c>(g + k * G.stride[1], h, w, G.stride[2], G.stride[3], plane);
-      weight = sum_of(g_plane, hw) / static_cast<float>(hw);
+      weight = mean_of(g_plane, hw);
     } else {
       weight = load_as_float(W.data, W.dtype, b * W.stride[0] + k * W.stride[1]);
     }

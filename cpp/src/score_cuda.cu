@@ -134,8 +134,13 @@ __device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int
       const T* channel = g + k * args.g_stride[1];
       float acc = 0.0f;
       for (int64_t p = lane; p < hw; p += 32) acc += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
-      acc = warp_sum(acc);
-      if (lane == 0) s.channel_weights[k] = acc / static_cast<float>(hw);
+      float mean = __shfl_sync(0xffffffffu, warp_sum(acc), 0) / static_cast<float>(hw);
+      if (!isfinite(mean)) {  // the whole warp: finite gradients whose float32 sum overflowed, again in float64
+        double wide = 0.0;
+        for (int64_t p = lane; p < hw; p += 32) wide += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
+        mean = static_cast<float>(warp_sum(wide) / static_cast<double>(hw));
+      }
+      if (lane == 0) s.channel_weights[k] = mean;
     }
   } else {
     for (int64_t k = tid; k < K; k += kThreads)

@@ -73,6 +73,17 @@ def rasterise_boxes(boxes, roi_size):
     return covered.to(torch.float32)
 
 
+def gradient_means(G):
+    """Step 2, [B, K, h, w] -> [B, K]: where finite float32 gradients' sum overflows, their mean (finite) is
+    taken in float64, as the fused scorers do."""
+    torch = _torch()
+    means = G.float().mean(dim=(2, 3))
+    overflowed = ~torch.isfinite(means)
+    if overflowed.any():
+        means = torch.where(overflowed, G.double().mean(dim=(2, 3)).float(), means)
+    return means
+
+
 def normalise_cam(raw):
     """docs/scoring.md steps 3-4 on a raw map [B, h, w]: ReLU, then min-max to [0, 1] (differentiable)."""
     cam = raw.clamp_min(0)
@@ -157,7 +168,7 @@ def score_batch(
     )
 
     A = A.float()
-    channel_weights = Wt.float() if Wt is not None else G.float().mean(dim=(2, 3))
+    channel_weights = Wt.float() if Wt is not None else gradient_means(G)
     raw = torch.einsum("bk,bkhw->bhw", channel_weights, A)
     finite = torch.isfinite(raw).all(dim=(1, 2)) & torch.isfinite(channel_weights).all(dim=1)
     cam = normalise_cam(raw)
