@@ -125,15 +125,24 @@ def test_demo_asks_before_replacing_files_of_its_names(tmp_path, capsys):
     assert not (tmp_path / "missing").exists()
 
 
-def test_overwrite_replaces_a_parquet_file_only(tmp_path, scored, capsys):
+def test_overwrite_replaces_an_output_of_its_own_kind_only(tmp_path, scored, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from pool_import_sources import folder_image
 
     folder_image(tmp_path / "src" / "a" / "x.png", 10)
     image = (tmp_path / "src" / "a" / "x.png").read_bytes()
     refused(capsys, ["pool", "from-folders", tmp_path / "src", "--out", tmp_path / "src" / "a" / "x.png",
-                     "--overwrite", "--quiet"], "is not a Parquet file")
+                     "--overwrite", "--quiet"], "is not an egal pool")
     assert (tmp_path / "src" / "a" / "x.png").read_bytes() == image
     pool, model = scored
+    reports = tmp_path / "reports.parquet"  # a user's own table: a Parquet file, but not a pool
+    pq.write_table(pa.table({"patient": ["p1"]}), reports)
+    before = reports.read_bytes()
+    refused(capsys, ["pool", "from-folders", tmp_path / "src", "--out", reports, "--overwrite", "--quiet"],
+            "is not an egal pool")
+    assert reports.read_bytes() == before
     (tmp_path / "notes.csv").write_text("the user's table\n")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "notes.csv", "--overwrite"],
             "give a .parquet name")

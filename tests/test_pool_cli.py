@@ -3,6 +3,7 @@ dataclasses, flags in messages, exit statuses, the install hint); the work itsel
 library in test_pool_import_*.py."""
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from dataclasses import MISSING, fields
@@ -177,3 +178,34 @@ def test_label_studio_tasks_are_strict_json_for_labels_of_any_type(tmp_path):
                            {"dates": None, "floats": "inf", "bytes": None}[name],
                            {"dates": "2020-01-02", "floats": 2, "bytes": None}[name]]
     assert not is_label(b"") and is_label(b"a") and not is_label("") and is_label(0) and is_label(False)
+
+
+def test_ids_that_are_paths_export_one_file_each_and_selection_csv_maps_them_back(layout, tmp_path, capsys):
+    # from-folders --ids path (and from-csv's default) make ids with slashes; export refused every one of them.
+    folder_image(layout / "glioma" / "deep" / "a.png", 40)
+    assert pool("from-folders", layout, "--ids", "path", "--out", tmp_path / "p.parquet", "--quiet") == 0
+    ids = pq.read_table(tmp_path / "p.parquet").column("id").to_pylist()
+    assert sorted(ids) == ["glioma/a", "glioma/deep/a", "unlabeled/b"]
+    for target in ("folders", "label-studio", "cvat"):
+        assert pool("export-selection", "--pool", tmp_path / "p.parquet", "--to", target, "--out",
+                    tmp_path / target, "--quiet") == 0, capsys.readouterr().err
+        with open(tmp_path / target / "selection.csv", newline="") as f:
+            mapped = {row["id"]: row["file"] for row in csv.DictReader(f)}
+        assert sorted(mapped) == sorted(ids)
+        assert all((tmp_path / target / f).is_file() for f in mapped.values())
+    assert (tmp_path / "folders" / "glioma" / "glioma%2Fdeep%2Fa.png").is_file()
+
+
+def test_a_class_named_like_the_folder_of_unlabelled_rows_is_refused(tmp_path, capsys):
+    folder_image(tmp_path / "src" / "x" / "a.png", 10)
+    assert pool("from-folders", tmp_path / "src", "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["a", "unlabeled"]])
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "q.parquet",
+                "--relabel", "--allow-new-classes") == 0
+    assert pool("export-selection", "--pool", tmp_path / "q.parquet", "--to", "folders", "--out",
+                tmp_path / "out") == 2
+    assert "the name of the folder of the rows without a label" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert pool("export-selection", "--pool", tmp_path / "q.parquet", "--to", "folders", "--out", tmp_path / "out",
+                "--unlabeled-folder", "to-label", "--quiet") == 0
+    assert (tmp_path / "out" / "unlabeled" / "a.png").is_file()

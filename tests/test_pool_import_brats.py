@@ -36,8 +36,10 @@ def brats(tmp_path):
                                           "TCGA_TCIA_subject_ID", "BraTS_2019_subject_ID", "BraTS_2020_subject_ID"],
               [["HGG", "Brats17_CBICA_AAB_1", "Brats18_CBICA_AAB_1", "NA", "BraTS19_CBICA_AAB_1",
                 "BraTS20_Training_001"],
-               ["LGG", "Brats17_TCIA_101_1", "Brats18_TCIA_101_1", "TCGA-HT-7680", "BraTS19_TCIA10_101_1",
-                "BraTS20_Training_002"]])
+               # As in BraTS 2020's own file: "NA" where a case has no id of that edition, in HGG and LGG rows
+               # alike (a first version took "NA" for a case given two labels).
+               ["LGG", "Brats17_2013_0_1", "Brats18_2013_0_1", "NA", "BraTS19_2013_0_1", "BraTS20_Training_002"],
+               ["LGG", "NA", "NA", "NA", "NA", "BraTS20_Training_369"]])
     return root
 
 
@@ -156,3 +158,32 @@ def test_refusals(tmp_path):
         from_brats(tmp_path, tmp_path / "p.parquet", window=(99, 1))
     with pytest.raises(ValueError, match="^roi must be one of"):
         from_brats(tmp_path, tmp_path / "p.parquet", roi="core")
+
+
+def test_a_case_folder_linked_into_the_dataset_is_imported(tmp_path):
+    root = tmp_path / "data"
+    brats_case(root, "A", tumour=TUMOUR)
+    brats_case(tmp_path / "elsewhere", "L", tumour=TUMOUR, seed=2)
+    (root / "L").symlink_to(tmp_path / "elsewhere" / "L")
+    (root / "loop").symlink_to(root)  # a link back up: each real folder is read once
+    result = from_brats(root, tmp_path / "pool.parquet", min_roi_area=20, progress=False)
+    assert sorted({r["group"] for r in rows(result.out)}) == ["A", "L"]
+
+
+def test_a_volume_holding_nan_is_skipped_with_its_reason(tmp_path):
+    import nibabel
+
+    root = tmp_path / "data"
+    brats_case(root, "A", tumour=TUMOUR)
+    brats_case(root, "B", tumour=TUMOUR)
+    seg_file = root / "B" / "B_seg.nii.gz"
+    seg = np.asarray(nibabel.load(str(seg_file)).dataobj).astype(np.float32)
+    seg[0, 0, 0] = np.nan
+    nibabel.save(nibabel.Nifti1Image(seg, np.eye(4)), str(seg_file))
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")  # NaN went through np.rint and a cast: a RuntimeWarning
+        result = from_brats(root, tmp_path / "pool.parquet", min_roi_area=20, progress=False)
+    assert {r["group"] for r in rows(result.out)} == {"A"}
+    assert result.skipped.skipped == {"NaN or infinity in the volume or its segmentation": 1,
+                                      **{k: v for k, v in result.skipped.skipped.items() if "NaN" not in k}}
+    assert "B" in result.skipped.examples["NaN or infinity in the volume or its segmentation"]

@@ -89,8 +89,10 @@ def test_agree_keeps_what_two_readers_marked_averaged(vindr, tmp_path):
     mean = [(a + b) / 2 for a, b in zip(CARDIO_R1, CARDIO_R2, strict=True)]
     assert rows["imgA"]["boxes"] == [mean] and rows["imgA"]["findings"] == ["Cardiomegaly"]
     assert rows["imgF"]["boxes"] == [list(NODULE_R1)] and rows["imgF"]["label"] == "abnormal"
-    # imgE: one reader only, so no finding is present: normal
-    assert rows["imgE"]["label"] == "normal"
+    # imgE: one reader's finding only: neither agreed nor absent, so not "normal" (it was): skipped, counted
+    assert "imgE" not in rows
+    reason = "a finding fewer than 2 readers marked, and none they agree on (merge agree): not normal either"
+    assert result.skipped.examples[reason] == ["imgE: Aortic enlargement"]
 
 
 def test_finding_and_map_tasks(vindr, tmp_path):
@@ -215,3 +217,14 @@ def test_two_files_for_one_vindr_image_are_refused_naming_both(vindr, tmp_path):
     with pytest.raises(SourceError, match=r"two images for image_id 'imgB': imgB.dcm and imgB.dicom; keep one"):
         from_vindr_cxr(vindr, tmp_path / "a.parquet", progress=False)
     assert not (tmp_path / "a.parquet").exists()
+
+
+@pytest.mark.parametrize("images_as", ["png", "bytes", "paths"])
+def test_a_dicom_whose_pixels_cannot_be_decoded_is_skipped_whatever_the_images_become(vindr, tmp_path, images_as):
+    # Its header reads: --images-as bytes and paths read only that, and kept a row that failed at every scoring.
+    cut = vindr / "train" / "imgB.dicom"
+    cut.write_bytes(cut.read_bytes()[:-1000])
+    result = from_vindr_cxr(vindr, vindr / "cxr.parquet", max_side=0, images_as=images_as, progress=False)
+    assert set(rows_by_id(result.out)) == {"imgA", "imgF"}
+    assert result.skipped.skipped["unreadable DICOM or bad box"] == 1
+    assert result.skipped.examples["unreadable DICOM or bad box"][0].startswith("imgB: ")

@@ -114,12 +114,37 @@ def test_folders_passes_over_a_fifo_named_like_an_image(tmp_path):
     assert result.rows == 1
 
 
+def test_folders_skips_what_egal_score_could_not_decode_and_names_it_cannot_store(tmp_path):
+    src = tmp_path / "src"
+    folder_image(src / "c1" / "ok.png", 10)
+    whole = (src / "c1" / "ok.png").read_bytes()
+    (src / "c1" / "cut.png").write_bytes(whole[:60])  # the header reads; the pixels do not
+    os.mkfifo(src / "c1" / "pipe.png")
+    (src / "c1" / "twice.png").write_bytes(whole)
+    (src / "c1" / "twice.PNG").write_bytes(whole)  # the same id: skipped, and its note not counted
+    folder_image(src / "c1" / "photo.jpg", 20)
+    (src / "c1" / "photo_mask.jpg").write_bytes(encode_png(np.zeros((24, 32), np.uint8)))  # a mask must be PNG
+    os.makedirs(os.fsencode(src / "c1") + b"/caf\xe9")  # Latin-1 names: Parquet holds UTF-8 only
+    os.link(src / "c1" / "ok.png", os.fsencode(src / "c1") + b"/caf\xe9/x.png")
+    os.link(src / "c1" / "ok.png", os.fsencode(src / "c1") + b"/\xe9t\xe9.png")
+    result = from_folders(src, tmp_path / "pool.parquet", progress=False)
+    assert sorted(rows_by_id(result.out)) == ["ok", "photo", "twice"]
+    skipped = result.skipped
+    assert skipped.skipped == {"unreadable image": 2, "id used twice (the first row kept)": 1,
+                               "mask not a PNG (a mask must be lossless: PNG only)": 1,
+                               "a file or folder name that is not UTF-8 text (rename it)": 2}
+    assert any("truncated" in e for e in skipped.examples["unreadable image"])
+    assert any("not a regular file" in e for e in skipped.examples["unreadable image"])
+    assert skipped.noted == {"image without mask (kept, no ROI)": 3}  # the rows written, not the ones skipped
+    assert "\\udce9" in result.summary() and result.summary().encode()  # shown escaped, printable
+
+
 def test_folders_refuses_an_existing_out_and_an_empty_source(layout, tmp_path):
     out = tmp_path / "pool.parquet"
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"id": ["an earlier pool"]}), out)
+    pq.write_table(pa.table({"id": ["an earlier pool"], "image": [b"..."]}), out)
     before = out.read_bytes()
     with pytest.raises(SourceError, match="overwrite=True"):
         from_folders(layout, out, progress=False)
@@ -212,6 +237,39 @@ def test_csv_refusals(images):
     assert not (images / "x.parquet").exists()
 
 
+def test_csv_cells_that_mark_no_value_repeated_lines_and_repeated_columns(images):
+    table = write_csv(images / "t.csv", ["file", "label", "site"], [
+        ["img/p1.png", "NaN", "NA"], ["img/p2.png", "null", "s1"], ["img/p3.png", " n/a ", "None"],
+        ["img/p3.png", " n/a ", "None"],  # the same line again: one row, noted
+    ])
+    result = from_csv(table, images / "pool.parquet", image="file", label="label", group="site", progress=False)
+    rows = rows_by_id(result.out)
+    assert {k: (r["label"], r["group"]) for k, r in rows.items()} == {
+        "img/p1": (None, None), "img/p2": (None, "s1"), "img/p3": (None, None)}
+    assert result.labels == {None: 3} and result.skipped.noted == {"line repeated exactly (the repeat ignored)": 1}
+    twice = write_csv(images / "twice.csv", ["file", "label", "label"], [["img/p1.png", "a", "b"]])
+    with pytest.raises(SourceError, match=r"names column\(s\) \['label'\] twice"):
+        from_csv(twice, images / "x.parquet", image="file", label="label", progress=False)
+
+
+def test_csv_skips_undecodable_images_and_never_waits_on_a_fifo(images):
+    import signal
+
+    whole = (images / "img" / "p1.png").read_bytes()
+    (images / "img" / "cut.png").write_bytes(whole[:60])
+    os.mkfifo(images / "img" / "pipe.png")
+    table = write_csv(images / "t.csv", ["file", "mask"], [["img/p1.png", ""], ["img/cut.png", ""],
+                                                           ["img/pipe.png", ""], ["img/p2.png", "img/pipe.png"]])
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("the import waited on a FIFO"))
+    signal.alarm(30)
+    try:
+        result = from_csv(table, images / "pool.parquet", image="file", mask="mask", progress=False)
+    finally:
+        signal.alarm(0)
+    assert sorted(rows_by_id(result.out)) == ["img/p1"]
+    assert result.skipped.skipped == {"unreadable image": 2, "mask unreadable or not of its image's shape": 1}
+
+
 # --- the writer -------------------------------------------------------------------------------
 
 def test_the_writer_flushes_row_groups_and_leaves_nothing_on_failure(tmp_path):
@@ -252,8 +310,8 @@ def test_ctrl_c_during_an_import_leaves_no_file(layout, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(data)
 
-    real = folders.read_header
-    monkeypatch.setattr(folders, "read_header", interrupted)
+    real = folders.checked_header
+    monkeypatch.setattr(folders, "checked_header", interrupted)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(KeyboardInterrupt):

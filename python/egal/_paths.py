@@ -46,13 +46,11 @@ def is_parquet_file(path) -> bool:
         return False
 
 
-def check_replaceable_parquet(path, name: str) -> None:
-    """EgalError when `path` exists but is not a Parquet file: an output that is a Parquet file replaces only
-    a Parquet file, so that --overwrite cannot turn a table, an image or a volume into a pool."""
-    path = os.fspath(path)
-    if os.path.isfile(path) and not is_parquet_file(path):
-        raise EgalError(f"{name} {path!r} exists and is not a Parquet file: it is never replaced, --overwrite or not "
-                        "(an input table, image or volume?); choose another path")
+def is_pool_file(path) -> bool:
+    """A Parquet file with the columns of an egal pool (id, and image or image_path): what a pool's
+    --overwrite may replace, never another table, an image or a volume."""
+    schema = _parquet_schema(path)
+    return schema is not None and "id" in schema.names and bool({"image", "image_path"} & set(schema.names))
 
 
 def check_utf8_name(path, name: str) -> None:

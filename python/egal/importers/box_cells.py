@@ -1,6 +1,6 @@
 """Parsing boxes written into one table cell, as annotation tables write them.
 
-Accepted (a cell holds a list; an empty cell, "[]", "nan" or "none" holds no box):
+Accepted (a cell holds a list; "[]" or a missing-value cell (egal.importers.tables.cell_or_none) holds no box):
   [[x0, y0, x1, y1], ...]                         corner lists, JSON or Python literal
   [{'x': .., 'y': .., 'width': .., 'height': ..}]  SIIM-COVID-19's form: top-left corner and size
   [{'x0'|'x_min': .., 'y0'|'y_min': .., 'x1'|'x_max': .., 'y1'|'y_max': ..}]
@@ -12,14 +12,14 @@ import ast
 import json
 
 from ..pool.errors import RowError
+from .tables import cell_or_none
 
-EMPTY = ("", "[]", "nan", "none", "null")
 CORNER_KEYS = (("x0", "y0", "x1", "y1"), ("x_min", "y_min", "x_max", "y_max"), ("xmin", "ymin", "xmax", "ymax"))
 
 
 def parse_boxes(cell) -> list[list[float]]:
     """[[x0, y0, x1, y1], ...] from one cell; RowError naming what is wrong."""
-    if cell is None or str(cell).strip().lower() in EMPTY:
+    if cell is None or cell_or_none(str(cell)) is None or str(cell).strip() == "[]":
         return []
     text = str(cell).strip()
     try:

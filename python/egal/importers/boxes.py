@@ -92,12 +92,12 @@ def fit_boxes(boxes: Sequence[Sequence[float]], width: int, height: int, out_of_
     return kept, clipped, dropped
 
 
-def note_fitted_boxes(ledger, where: str, given: int, clipped: int, dropped: int) -> None:
-    """What --out-of-image clip did to a row's boxes, on the import's ledger: a box wholly outside its image is
+def fitted_box_notes(given: int, clipped: int, dropped: int) -> list[str]:
+    """What --out-of-image clip did to a row's boxes, as the import's notes: a box wholly outside its image is
     dropped, not clipped, and a row that lost every box is kept without an ROI."""
-    if clipped:
-        ledger.note("box clipped to its image", where)
+    notes = ["box clipped to its image"] if clipped else []
     if dropped == given and given:
-        ledger.note("every box outside its image: row kept without an ROI", where)
+        notes.append("every box outside its image: row kept without an ROI")
     elif dropped:
-        ledger.note("box wholly outside its image dropped", where)
+        notes.append("box wholly outside its image dropped")
+    return notes

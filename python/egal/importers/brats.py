@@ -28,6 +28,7 @@ group column (patient-level splits: egal simulate --group-column group). Columns
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from .errors import SourceError
 from .imaging import encode_mask
 from .options import check_common, existing_folder
 from .session import ImportResult, ImportSession
-from .tables import read_table
+from .tables import cell_or_none, read_table
 from .writer import pool_schema
 
 ROI_LABELS = {"wt": (1, 2, 3, 4), "tc": (1, 3, 4), "et": (3, 4)}
@@ -125,7 +126,8 @@ def find_cases(root: Path, modality: str) -> tuple[dict[str, tuple[Path | None, 
     """({case: (modality volume or None, segmentation)}, [cases with the modality but no segmentation])."""
     names = MODALITY_NAMES[modality]
     cases: dict[str, tuple[Path | None, Path]] = {}
-    for seg in sorted(root.rglob("*.nii*")):
+    files = _nifti_files(root)
+    for seg in files:
         match = SEG_FILE.match(seg.name)
         if match:
             if match["case"] in cases:
@@ -133,9 +135,23 @@ def find_cases(root: Path, modality: str) -> tuple[dict[str, tuple[Path | None, 
                                   f"{str(seg)!r}: case names must be unique (import the folders one at a time)")
             cases[match["case"]] = (_volume(seg.parent, match["case"], names), seg)
     pattern = re.compile(r"^(?P<case>.+?)[_-](" + "|".join(map(re.escape, names)) + r")\.nii(\.gz)?$")
-    matches = (pattern.match(p.name) for p in root.rglob("*.nii*"))
+    matches = (pattern.match(p.name) for p in files)
     without = sorted({m["case"] for m in matches if m and m["case"] not in cases})
     return cases, without
+
+
+def _nifti_files(root: Path) -> list[Path]:
+    """The .nii and .nii.gz files below root, sorted, through linked folders too (a case kept elsewhere and
+    linked into DIR), each real folder once."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder) / name for name in files if name.endswith((".nii", ".nii.gz"))]
+    return sorted(found)
 
 
 def _volume(folder: Path, case: str, names) -> Path | None:
@@ -156,7 +172,9 @@ def read_case_labels(path) -> dict[str, str]:
         id_columns = [c for c in header if c.endswith("subject_ID")]
         if not id_columns:
             raise SourceError(f"labels {str(path)!r} has a Grade column but no *_subject_ID column naming the cases")
-        pairs = [(row[c], row["Grade"]) for row in rows for c in id_columns if row.get(c) and row.get("Grade")]
+        # "NA" where a case has no id of that edition (BraTS 2020's TCGA_TCIA_subject_ID, older editions)
+        pairs = [(row[c], row["Grade"]) for row in rows for c in id_columns
+                 if cell_or_none(row[c]) and cell_or_none(row["Grade"])]
         return _one_label_each(pairs, path)
     if "case" in header and "label" in header:
         case_column, label_column = "case", "label"
@@ -166,7 +184,7 @@ def read_case_labels(path) -> dict[str, str]:
         raise SourceError(f"labels {str(path)!r} must be BraTS's name_mapping.csv (Grade, BraTS_2020_subject_ID, ...) "
                           f"or a CSV with columns case,label; its columns are {header}")
     return _one_label_each([(row[case_column], row[label_column]) for row in rows
-                            if row[case_column] and row[label_column]], path)
+                            if cell_or_none(row[case_column]) and cell_or_none(row[label_column])], path)
 
 
 def _one_label_each(pairs, path) -> dict[str, str]:
@@ -185,10 +203,14 @@ def _import_case(session: ImportSession, o: BratsOptions, case: str, image_file:
 
     try:
         volume = np.asarray(nibabel.as_closest_canonical(nibabel.load(str(image_file))).dataobj, dtype=np.float32)
-        seg = np.rint(np.asarray(nibabel.as_closest_canonical(nibabel.load(str(seg_file))).dataobj)).astype(np.int16)
+        seg = np.asarray(nibabel.as_closest_canonical(nibabel.load(str(seg_file))).dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many kinds for truncated or foreign files
         session.ledger.skip("unreadable NIfTI volume", f"{case}: {exc}")
         return
+    if not (np.isfinite(volume).all() and np.isfinite(seg).all()):
+        session.ledger.skip("NaN or infinity in the volume or its segmentation", case)
+        return
+    seg = np.rint(seg).astype(np.int16)
     if volume.ndim != 3 or volume.shape != seg.shape:
         session.ledger.skip("volume and segmentation differ in shape (or are not 3-D)",
                             f"{case}: {volume.shape} vs {seg.shape}")

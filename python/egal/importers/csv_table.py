@@ -19,11 +19,11 @@ from ..errors import EgalError
 from ..pool.errors import RowError
 from ..pool.rois import check_aspect, read_mask_png
 from .box_cells import parse_boxes
-from .boxes import OUT_OF_IMAGE, fit_boxes, note_fitted_boxes
-from .imaging import read_header
+from .boxes import OUT_OF_IMAGE, fit_boxes, fitted_box_notes
+from .imaging import checked_header, read_image_file
 from .options import check_common
 from .session import ImportResult, ImportSession
-from .tables import read_table
+from .tables import cell_or_none, read_table
 from .writer import pool_schema
 
 
@@ -94,7 +94,10 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
         ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
         if entry is None:
-            images[ident] = entry = {"row": row, "line": line, "boxes": [], "conflict": ""}
+            images[ident] = entry = {"row": row, "line": line, "boxes": [], "conflict": "", "repeats": 0}
+        elif row == entry["row"] and not o.box_columns:
+            entry["repeats"] += 1  # the same line again (a concatenated export): nothing to choose between
+            continue
         else:
             if not o.box_columns:
                 entry["conflict"] = entry["conflict"] or f"id on lines {entry['line']} and {line}"
@@ -127,23 +130,23 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
         return
     image_path = _resolve(base, row[o.image])
     try:
-        data = image_path.read_bytes()
-        header = read_header(data)
+        data = read_image_file(image_path)
+        header = checked_header(data)
     except OSError as exc:
         session.ledger.skip("image file missing or unreadable", f"{where}: {exc.strerror or exc}")
         return
     except RowError as exc:
         session.ledger.skip("unreadable image", f"{where}: {exc}")
         return
-    out = {"id": ident, "label": (row[o.label] or None) if o.label else None,
-           "group": (row[o.group] or None) if o.group else None, "source_path": row[o.image]}
-    has_roi = False
+    out = {"id": ident, "label": cell_or_none(row[o.label]) if o.label else None,
+           "group": cell_or_none(row[o.group]) if o.group else None, "source_path": row[o.image]}
+    has_roi, notes = False, []
     if o.mask:
         mask_path, mask = None, None
         if row[o.mask]:
             mask_path = _resolve(base, row[o.mask])
             try:
-                mask = mask_path.read_bytes()
+                mask = read_image_file(mask_path)
                 pixels = read_mask_png(mask)
                 check_aspect(pixels.shape, (header.height, header.width), header.orientation)
                 has_roi = bool(pixels.any())
@@ -165,13 +168,15 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
         except RowError as exc:
             session.ledger.skip("box unreadable or outside its image", f"{where}: {exc}")
             return
-        note_fitted_boxes(session.ledger, where, given, clipped, dropped)
+        notes = fitted_box_notes(given, clipped, dropped)
         out["boxes"], has_roi = boxes, bool(boxes)
     if o.images_as == "paths":
         out["image_path"] = session.reference(image_path)
     else:
         out["image"] = data
-    session.add(out, has_roi=has_roi, where=where)
+    if entry.get("repeats"):
+        notes.append("line repeated exactly (the repeat ignored)")
+    session.add(out, has_roi=has_roi, where=where, notes=notes)
 
 
 def _box_of(line: int, cells: list[str]) -> list[float]:

@@ -26,7 +26,7 @@ from .._checks import check_choice
 from ..pool.errors import RowError
 from ..pool.rois import check_aspect, read_mask_png
 from .errors import SourceError
-from .imaging import IMAGE_SUFFIXES, read_header
+from .imaging import IMAGE_SUFFIXES, checked_header, read_image_file
 from .options import check_common, existing_folder
 from .session import ImportResult, ImportSession
 from .writer import pool_schema
@@ -69,7 +69,7 @@ def import_folders(o: FoldersOptions) -> ImportResult:
     if masks_root is not None and masks_root.resolve() == root.resolve():
         raise SourceError(f"masks (--masks) {o.masks!r} is the images folder itself: every image would be its own "
                           "mask; give the folder of the masks, or leave --masks out for masks beside their images")
-    images, stray_masks = _list_images(root, masks_root, o.mask_suffix)
+    images, stray_masks, masks_not_png = _list_images(root, masks_root, o.mask_suffix)
     if not images:
         raise SourceError(f"{str(root)!r} holds no image ({', '.join(IMAGE_SUFFIXES)}) in a class folder")
     schema = pool_schema(o.images_as, "mask", [_source_field()])
@@ -77,6 +77,8 @@ def import_folders(o: FoldersOptions) -> ImportResult:
                        total=len(images)) as session:
         for path in stray_masks:
             session.ledger.skip("mask without its image", path.relative_to(root).as_posix())
+        for path in masks_not_png:  # its image is kept without ROI, and noted so
+            session.ledger.skip("mask not a PNG (a mask must be lossless: PNG only)", path.relative_to(root).as_posix())
         for path in images:
             _import_one(session, o, root, masks_root, path)
             session.advance()
@@ -89,8 +91,9 @@ def _source_field():
     return pa.field("source_path", pa.string())
 
 
-def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list, list]:
-    """(image files, mask files without image), sorted by path under root; masks_root is not searched."""
+def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list, list, list]:
+    """(image files, PNG masks without image, masks of another format), sorted by path under root; masks_root
+    is not searched."""
     images, masks = [], []
     skip_dir = os.path.realpath(masks_root) if masks_root else None
     real_root = os.path.realpath(root)
@@ -113,12 +116,16 @@ def _list_images(root: Path, masks_root: Path | None, suffix: str) -> tuple[list
         dirs[:] = kept
         for name in sorted(files):
             path = Path(folder) / name
-            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES or _special(path):
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            (masks if path.stem.endswith(suffix) and path.suffix.lower() in MASK_SUFFIXES else images).append(path)
+            # A FIFO, socket or device named like an image goes with the images, whose reading skips it by name.
+            is_mask = path.stem.endswith(suffix) and not _special(path)
+            (masks if is_mask else images).append(path)
     image_stems = {(p.parent, p.stem) for p in images}
-    stray = [m for m in masks if (m.parent, m.stem[: -len(suffix)]) not in image_stems]
-    return images, stray
+    not_png = [m for m in masks if m.suffix.lower() not in MASK_SUFFIXES]
+    stray = [m for m in masks if m.suffix.lower() in MASK_SUFFIXES and (m.parent, m.stem[: -len(suffix)]) not in
+             image_stems]
+    return images, stray, not_png
 
 
 def _special(path: Path) -> bool:
@@ -147,16 +154,14 @@ def _import_one(session: ImportSession, o: FoldersOptions, root: Path, masks_roo
         return
     label = None if relative.parts[0] == o.unlabeled_folder else relative.parts[0]
     try:
-        data = path.read_bytes()
-        header = read_header(data)
+        data = read_image_file(path)
+        header = checked_header(data)
     except (OSError, RowError) as exc:
         session.ledger.skip("unreadable image", f"{where}: {exc}")
         return
     mask_path = _find_mask(path, root, masks_root, o.mask_suffix)
     mask, has_roi = None, False
-    if mask_path is None:
-        session.ledger.note("image without mask (kept, no ROI)", where)
-    else:
+    if mask_path is not None:
         try:
             mask = mask_path.read_bytes()
             pixels = read_mask_png(mask)
@@ -172,4 +177,5 @@ def _import_one(session: ImportSession, o: FoldersOptions, root: Path, masks_roo
         row["mask_path"] = session.reference(mask_path) if mask_path is not None else None
     else:
         row["image"], row["mask"] = data, mask
-    session.add(row, has_roi=has_roi, where=where)
+    session.add(row, has_roi=has_roi, where=where,
+                notes=["image without mask (kept, no ROI)"] if mask_path is None else [])

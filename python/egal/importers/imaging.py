@@ -7,16 +7,19 @@ as the DICOM would after the same bilinear resize.
 """
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 
 from ..pool.dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
 from ..pool.encode import encode_png
 from ..pool.errors import RowError
-from ..pool.images import quiet_pillow, resize_bilinear
+from ..pool.images import quiet_pillow, read_image, resize_bilinear
 from ..pool.orientation import exif_orientation, shown_size
 from ..pool.png16 import png_header
 
@@ -67,16 +70,21 @@ def _dicom_header(data: bytes) -> ImageHeader:
     return ImageHeader("DICOM", columns, rows, int(ds.get("BitsStored", 8) or 8), int(ds.get("SamplesPerPixel", 1)))
 
 
-def dicom_header_of_file(path) -> ImageHeader:
-    """The header of a DICOM file, reading only the header (VinDr-CXR and SIIM images are 5-30 MB)."""
-    import pydicom
+def read_image_file(path) -> bytes:
+    """The bytes of an image file; RowError for a FIFO, socket or device named like one (reading it could wait
+    for ever). OSError as open raises it (a missing file, a dangling link)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise RowError("not a regular file (a FIFO, socket or device)")
+    return Path(path).read_bytes()
 
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        return ImageHeader("DICOM", int(ds.Columns), int(ds.Rows), int(ds.get("BitsStored", 8) or 8),
-                           int(ds.get("SamplesPerPixel", 1)))
-    except Exception as exc:
-        raise RowError(f"unreadable DICOM header: {exc}") from exc
+
+def checked_header(data: bytes) -> ImageHeader:
+    """read_header, once the pixels decode as egal score will decode them (egal.pool.images.read_image): a file
+    whose header reads but whose pixels do not (truncated, no pixel data) is skipped at import, with its reason,
+    instead of becoming a row that fails at every scoring."""
+    header = read_header(data)
+    read_image(data, header.channels)
+    return header
 
 
 def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from ..pool.files import open_parquet
 from ..pool.labels import is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from .errors import SourceError
-from .tables import header_of, read_table
+from .tables import cell_or_none, header_of, read_table
 from .writer import check_destination
 
 READ_ROWS = 256
@@ -97,8 +97,8 @@ def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
     given: dict[str, str] = {}
     conflicts, empty = [], 0
     for line, row in enumerate(rows, start=2):
-        ident, label = row[o.id_column], row[o.label_column]
-        if not label:
+        ident, label = row[o.id_column], cell_or_none(row[o.label_column])
+        if label is None:
             empty += 1
             continue
         if ident in given and given[ident] != label:

@@ -192,7 +192,8 @@ class _Writer:
         return self.folder / name
 
     def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
-        _check_file_name(ident)
+        stem = file_stem(ident)
+        _check_file_name(stem)
         data = _read(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, "image")
         roi = batch.rois[i]
         mask_bytes = None
@@ -203,32 +204,36 @@ class _Writer:
             boxes = [list(check_box(k, b, header.width, header.height, header.orientation))
                      for k, b in enumerate(roi)] if batch.roi_kind == "boxes" and roi else []
             if self.o.to == "folders":
-                name = self._folders(ident, label, data, header, mask_bytes, boxes)
+                name = self._folders(ident, stem, label, data, header, mask_bytes, boxes)
             else:
-                name = self._tool(ident, label, data, header, mask_bytes, boxes, selected)
+                name = self._tool(ident, stem, data, header, mask_bytes, boxes)
         except RowError as exc:
             raise SourceError(f"row {ident!r} of the pool cannot be exported: {exc}") from None
         # None for a cell that holds no label (null, NaN, ""), whichever file it goes to.
         self.written[ident] = {"file": name, "label": label if is_label(label) else None, **selected}
 
-    def _folders(self, ident, label, data, header, mask_bytes, boxes) -> str:
+    def _folders(self, ident, stem, label, data, header, mask_bytes, boxes) -> str:
         folder = self.o.unlabeled_folder if label_key(label) is None else label_key(label)
         _check_file_name(folder, "label")
+        if label_key(label) == self.o.unlabeled_folder:
+            raise SourceError(f"row {ident!r} has the label {label_key(label)!r}, the name of the folder of the rows "
+                              "without a label: both would go into one folder; pass another unlabeled_folder "
+                              "(--unlabeled-folder)")
         (self.folder / folder).mkdir(exist_ok=True)
-        name = f"{folder}/{ident}{suffix_of(data)}"
+        name = f"{folder}/{stem}{suffix_of(data)}"
         self._claim(name, ident).write_bytes(data)
         if mask_bytes is not None:
-            self._claim(f"{folder}/{ident}_mask.png", ident).write_bytes(mask_bytes)
+            self._claim(f"{folder}/{stem}_mask.png", ident).write_bytes(mask_bytes)
         elif boxes:
             size = (header.height, header.width)
             mask = mask_from_boxes(boxes, size, size) * 255
-            self._claim(f"{folder}/{ident}_mask.png", ident).write_bytes(encode_png(mask))
+            self._claim(f"{folder}/{stem}_mask.png", ident).write_bytes(encode_png(mask))
         return name
 
-    def _tool(self, ident, label, data, header, mask_bytes, boxes, selected) -> str:
+    def _tool(self, ident, stem, data, header, mask_bytes, boxes) -> str:
         (self.folder / "images").mkdir(exist_ok=True)
         viewable = header.format in ("PNG", "JPEG") and header.bits == 8
-        name = f"{ident}{suffix_of(data) if viewable else '.png'}"
+        name = f"{stem}{suffix_of(data) if viewable else '.png'}"
         self._claim(f"images/{name}", ident).write_bytes(data if viewable else _as_8bit_png(data))
         mask = None
         if mask_bytes is not None:
@@ -298,6 +303,14 @@ def _as_8bit_png(data: bytes) -> bytes:
     planes = read_image(data, 3)  # [1 or 3, h, w] in [0, 1], the pool's decoding rules
     pixels = np.round(planes * 255.0).astype(np.uint8)
     return encode_png(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+
+
+def file_stem(ident: str) -> str:
+    """An id as the name of its exported files: '%', '/', '\\' and a leading '.' written as %25, %2F, %5C and
+    %2E, so that ids that are paths (from-csv's default, from-folders --ids path) export, one file each, and
+    selection.csv maps every file back to its id."""
+    stem = ident.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
+    return "%2E" + stem[1:] if stem.startswith(".") else stem
 
 
 def _check_file_name(name: str, what: str = "id") -> None:

@@ -90,13 +90,22 @@ class ImportSession:
         self.result = ImportResult(self.source, out, self.writer.rows, dict(self.labels), self.rows_with_roi,
                                    self.ledger, time.monotonic() - self._started)
 
-    def add(self, row: dict, *, has_roi: bool, where: str = "") -> bool:
-        """Writes the row unless its id was used already (then skipped, and False)."""
+    def add(self, row: dict, *, has_roi: bool, where: str = "", notes=()) -> bool:
+        """Writes the row unless its id was used already or a text of it is not UTF-8 (then skipped, and False).
+        notes: what is worth knowing about the row (kept without ROI...), counted only once it is written."""
+        where = where or row["id"]
+        if any(isinstance(v, str) and not _is_utf8(v) for v in row.values()):
+            # a file or folder name in another encoding: Parquet holds UTF-8 text only
+            self.ledger.skip("a file or folder name that is not UTF-8 text (rename it)",
+                             where.encode("utf-8", "backslashreplace").decode("utf-8"))
+            return False
         if row["id"] in self._ids:
-            self.ledger.skip("id used twice (the first row kept)", where or row["id"])
+            self.ledger.skip("id used twice (the first row kept)", where)
             return False
         self._ids.add(row["id"])
         self.writer.add(row)
+        for note in notes:
+            self.ledger.note(note, where)
         self.labels[row.get("label")] += 1
         self.rows_with_roi += bool(has_roi)
         return True
@@ -119,3 +128,11 @@ class ImportSession:
 
     def log(self, message: str) -> None:
         self._progress.log(message)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -79,14 +79,15 @@ def read_study_labels(path: Path) -> dict[str, str | None]:
     return labels
 
 
-def index_images(folder: Path) -> dict[str, Path]:
-    """{image uid: path} of every .dcm below the image folder (one walk, not one per image)."""
-    found = {}
+def index_images(folder: Path) -> dict[str, list[Path]]:
+    """{image uid: its paths} of every .dcm below the image folder (one walk, not one per image); a uid filed
+    under two studies has two paths, and each row takes the one under its own study."""
+    found: dict[str, list[Path]] = {}
     for parent, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             if name.lower().endswith(".dcm"):
-                found[name[:-4]] = Path(parent) / name
+                found.setdefault(name[:-4], []).append(Path(parent) / name)
     return found
 
 
@@ -112,7 +113,7 @@ def import_siim_covid(o: SiimOptions) -> ImportResult:
             _import_image(session, o, root, ident, row, studies, files)
             session.advance()
         for ident in sorted(set(files) - listed):
-            session.ledger.skip("image without annotation", files[ident].relative_to(root).as_posix())
+            session.ledger.skip("image without annotation", files[ident][0].relative_to(root).as_posix())
     return session.result
 
 
@@ -124,8 +125,8 @@ def _import_image(session, o: SiimOptions, root: Path, ident: str, row, studies,
     if studies[study] is None:
         session.ledger.skip("study label is not one-hot", f"{ident} (study {study})")
         return
-    path = files.get(ident)
-    if path is None or path.parent.parent.name != study:
+    path = next((p for p in files.get(ident, ()) if p.parent.parent.name == study), None)
+    if path is None:
         session.ledger.skip("image file missing (train/<study>/<series>/<image>.dcm)", ident)
         return
     try:

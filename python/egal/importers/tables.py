@@ -11,6 +11,14 @@ from pathlib import Path
 
 from .errors import SourceError
 
+# Cells that mark a missing value, in any case: what pandas' read_csv takes for NaN among the common spellings.
+MISSING_CELLS = ("", "NA", "N/A", "NAN", "NONE", "NULL")
+
+
+def cell_or_none(text: str) -> str | None:
+    """A table cell's text, or None where it marks a missing value (empty, NA, N/A, NaN, None, null)."""
+    return None if text.strip().upper() in MISSING_CELLS else text
+
 
 def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[dict[str, str]]:
     """The rows of a CSV file as dicts (header names stripped, a UTF-8 BOM ignored); SourceError naming
@@ -26,6 +34,10 @@ def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[
             raise SourceError(f"{what} {str(path)!r} is empty") from None
         except (UnicodeDecodeError, csv.Error) as exc:
             raise _not_a_csv(path, what, exc) from None
+        repeated = sorted({c for c in header if c and header.count(c) > 1})
+        if repeated:
+            raise SourceError(f"{what} {str(path)!r} names column(s) {repeated} twice: which one is meant would be a "
+                              "guess; rename one")
         missing = [c for c in required if c not in header]
         if missing:
             raise SourceError(f"{what} {str(path)!r} lacks column(s) {missing} (its columns: {header})")

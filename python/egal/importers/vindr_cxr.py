@@ -44,9 +44,9 @@ import pyarrow as pa
 from .._checks import bad_argument, check_choice, check_fraction, check_int
 from ..errors import EgalError
 from ..pool.errors import RowError
-from .boxes import MERGE_RULES, OUT_OF_IMAGE, fit_boxes, merge_readers, note_fitted_boxes
+from .boxes import MERGE_RULES, OUT_OF_IMAGE, fit_boxes, fitted_box_notes, merge_readers
 from .errors import SourceError
-from .imaging import dicom_header_of_file, dicom_to_png, scale_boxes
+from .imaging import checked_header, dicom_to_png, read_image_file, scale_boxes
 from .options import check_common, existing_folder
 from .session import ImportResult, ImportSession
 from .tables import read_table
@@ -189,6 +189,15 @@ def present_findings(by_class: dict[str, dict[str, list]], o: VindrOptions) -> d
     return present
 
 
+def disputed_findings(by_class: dict[str, dict[str, list]], o: VindrOptions) -> list[str]:
+    """The findings that some reader marked but fewer than agree_readers did (merge "agree"): neither present
+    nor absent."""
+    if o.merge != "agree":
+        return []
+    return sorted(f for f, by_reader in by_class.items() if f != NO_FINDING and set(by_reader) != {"consensus"}
+                  and 0 < sum(1 for boxes in by_reader.values() if boxes) < o.agree_readers)
+
+
 def label_and_boxes(present: dict[str, list[tuple]], o: VindrOptions, class_map) -> tuple[str, list]:
     """(label, ROI boxes) under o.task; RowError with the reason the image has no label in this task."""
     if o.task == "abnormal":
@@ -217,20 +226,26 @@ def _import_image(session, o: VindrOptions, root: Path, image_id: str, path: Pat
     except RowError as exc:
         session.ledger.skip(f"no {o.task} label: {exc}", image_id)
         return
-    if any(not boxes for boxes in present.values()):
-        session.ledger.note("finding present without boxes the readers agree on", image_id)
+    disputed = disputed_findings(by_class, o)
+    if disputed and not present:
+        # one reader's finding is not agreement, and not its absence either: the negative label would be a guess
+        session.ledger.skip(f"a finding fewer than {o.agree_readers} readers marked, and none they agree on "
+                            "(merge agree): not normal either", f"{image_id}: {', '.join(disputed)}")
+        return
+    notes = ["finding present without boxes the readers agree on"] if any(not b for b in present.values()) else []
     add_dicom_row(session, o, root, image_id, path, label, boxes, group=image_id,
-                  extra={"findings": sorted(present)})
+                  extra={"findings": sorted(present)}, notes=notes)
 
 
-def add_dicom_row(session, o, root: Path, ident: str, path: Path, label, boxes, *, group, extra) -> None:
+def add_dicom_row(session, o, root: Path, ident: str, path: Path, label, boxes, *, group, extra, notes=()) -> None:
     """One DICOM image with boxes in its pixel coordinates, stored as o.images_as says (VinDr-CXR, SIIM)."""
     row = {"id": ident, "label": label, "group": group, "source_path": path.relative_to(root).as_posix(), **extra}
     try:
+        data = read_image_file(path)
         if o.images_as == "png":
-            row["image"], size, new_size = dicom_to_png(path.read_bytes(), o.max_side)
+            row["image"], size, new_size = dicom_to_png(data, o.max_side)
         else:
-            header = dicom_header_of_file(path)
+            header = checked_header(data)
             size = new_size = (header.width, header.height)
         fitted, clipped, dropped = fit_boxes(boxes, size[0], size[1], o.out_of_image)
     except OSError as exc:
@@ -240,10 +255,9 @@ def add_dicom_row(session, o, root: Path, ident: str, path: Path, label, boxes, 
         what = "box outside its image" if "outside" in str(exc) else "unreadable DICOM or bad box"
         session.ledger.skip(what, f"{ident}: {exc}")
         return
-    note_fitted_boxes(session.ledger, ident, len(boxes), clipped, dropped)
     row["boxes"] = scale_boxes(fitted, size, new_size)
     if o.images_as == "bytes":
-        row["image"] = path.read_bytes()
+        row["image"] = data
     elif o.images_as == "paths":
         row["image_path"] = session.reference(path)
-    session.add(row, has_roi=bool(fitted), where=ident)
+    session.add(row, has_roi=bool(fitted), where=ident, notes=[*notes, *fitted_box_notes(len(boxes), clipped, dropped)])

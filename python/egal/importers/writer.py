@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import temporary_path
-from .._paths import check_new_file, check_not_an_input, check_replaceable_parquet
+from .._paths import check_new_file, check_not_an_input, check_replaceable, check_utf8_name, is_pool_file
 from ..errors import EgalError
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
@@ -65,9 +65,11 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
     ({argument: path}), or it exists without overwrite."""
     path = os.path.expanduser(os.fspath(out))
     try:
+        check_utf8_name(path, what)
         check_new_file(path, what, replace=overwrite)
         check_not_an_input(path, what, inputs or {})
-        check_replaceable_parquet(path, what)
+        check_replaceable(path, what, is_pool_file, "an egal pool (a Parquet file with id and image or image_path "
+                          "columns)")
     except EgalError as exc:
         raise SourceError(str(exc)) from None
     return Path(path)
