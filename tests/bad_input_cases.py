@@ -23,7 +23,34 @@ def _on_fake_gpu(array):
     """A DLPack view that claims to live on cuda:0; only its metadata is ever read."""
     from egal._dlpack import _NUMPY_DTYPES, BorrowedArray
 
-    return BorrowedArray(array, 0, array.shape, _NUMPY_DTYPES[array.dtype.str[1:]], (2, 0))
+    return BorrowedArray(array, array.ctypes.data, array.shape, _NUMPY_DTYPES[array.dtype.str[1:]], (2, 0))
+
+
+def _projected(area_sign=1, nan_at=None):
+    roi = egal.project_roi(M, cam_size=(7, 7))
+    weights = roi.weights.copy()
+    if nan_at is not None:
+        weights[nan_at] = np.nan
+    return egal.ProjectedROI(weights, roi.area * area_sign, roi.roi_size)
+
+
+class _Lying:
+    """Claims DLPack, hands back something else."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+    def __dlpack__(self, stream=None, **_):
+        return self.value
+
+
+def _null_borrow(shape):
+    from egal._dlpack import BorrowedArray
+
+    return BorrowedArray(None, 0, shape, (2, 32), (1, 0))
 
 
 def call(**overrides):
@@ -82,6 +109,15 @@ CASES = {
     "project_bad_cam_size": (lambda: egal.project_roi(M, cam_size=(7, -1)), ValueError, ["cam_size", "(7, -1)"]),
     "project_no_cam_size": (lambda: egal.project_roi(M, cam_size=None), TypeError, ["cam_size", "None"]),
     "project_bad_mask": (lambda: egal.project_roi(M * 3, cam_size=(7, 7)), ValueError, ["masks", "[0, 1]"]),
+    # A projected ROI built by hand, or from masks another way, is held to what a projection of masks in
+    # [0, 1] holds (it was scored as it came: a D of 1.87 from a negative area).
+    "projected_negative_area": (call(masks=None, roi=_projected(area_sign=-1)), ValueError,
+                                ["roi", "finite values >= 0", "sample 0"]),
+    "projected_nan_weight": (call(masks=None, roi=_projected(nan_at=(1, 2, 3))), ValueError,
+                             ["roi", "finite values >= 0", "sample 1"]),
+    # Producers that lie: the error names the argument, and a null pointer with elements is no crash.
+    "dlpack_not_a_capsule": (call(logits=_Lying(5)), TypeError, ["logits", "DLPack", "int"]),
+    "dlpack_null_data": (call(activations=_null_borrow(A.shape)), TypeError, ["activations", "null pointer"]),
     "select_bad_k": (lambda: egal.select_top_k([0.1, 0.2], ["a", "b"], -1), ValueError, ["k"]),
     "select_length": (lambda: egal.select_top_k([0.1, 0.2], ["a"], 1), ValueError, ["scores", "ids"]),
     "select_duplicate_ids": (lambda: egal.select_top_k([0.1, 0.2], ["a", "a"], 1), ValueError, ["unique"]),
@@ -101,6 +137,9 @@ try:
                                 gradients=torch.from_numpy(G))
 
     TORCH_CASES["unsupported_device"] = (_mixed, TypeError, ["masks", "meta"])
+    TORCH_CASES["reference_project_bad_mask"] = (
+        lambda: __import__("egal.reference").reference.project_roi(torch.from_numpy(M * 255), cam_size=(7, 7)),
+        ValueError, ["masks", "[0, 1]", "255"])
 except ImportError:
     pass
 

@@ -410,3 +410,15 @@ def test_boxes_that_hold_no_pixel_centre_are_an_empty_roi(backend, rng):
                               weights=case["weights"], backend=backend)
     assert np.isnan(result.misalignment).all()
     np.testing.assert_array_equal(result.score, result.entropy_norm)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_torch_tensors_negated_lazily_score_as_their_values(backend, rng):
+    # x.conj().imag is a view with torch's negative bit set: DLPack carries no such bit, and the fused scorer read
+    # the memory un-negated (silently other scores).
+    case = make_case(rng, 3, 4, 5, 6, 3, 20, 30)
+    lazy = torch.complex(torch.zeros(3, 4, 5, 6), -torch.from_numpy(case["activations"])).conj().imag
+    assert lazy.is_neg()
+    result = egal.score_batch(lazy, case["logits"], case["masks"], gradients=case["gradients"], backend=backend)
+    expected = scoring_f64.score(case["activations"], case["logits"], case["masks"], gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])

@@ -53,9 +53,23 @@ std::string device_string(const DLDevice& d) {
   }
 }
 
+// A producer's tensor as the kernels may read it: no negative extent, and data
+// behind any element (DLPack allows a null pointer for an empty tensor only).
+const DLTensor& checked_tensor(const py::capsule& capsule, const std::string& name) {
+  const DLTensor& t = managed_tensor(capsule, name)->dl_tensor;
+  if (t.ndim < 0 || (t.ndim > 0 && !t.shape)) throw py::value_error(name + ": the DLPack tensor has no shape");
+  bool empty = false;
+  for (int d = 0; d < t.ndim; ++d) {
+    if (t.shape[d] < 0) throw py::value_error(name + ": the DLPack tensor has a negative extent");
+    empty = empty || t.shape[d] == 0;
+  }
+  if (!t.data && !empty) throw py::value_error(name + ": the DLPack tensor has elements but no data (a null pointer)");
+  return t;
+}
+
 // (shape, dtype name, device name, device id): what the Python checks need.
-py::tuple describe(const py::capsule& capsule) {
-  const DLTensor& t = managed_tensor(capsule, "array")->dl_tensor;
+py::tuple describe(const py::capsule& capsule, const std::string& name) {
+  const DLTensor& t = checked_tensor(capsule, name);
   py::tuple shape(t.ndim);
   for (int d = 0; d < t.ndim; ++d) shape[d] = t.shape[d];
   return py::make_tuple(shape, dtype_string(t.dtype), device_string(t.device), t.device.device_id);
@@ -64,7 +78,7 @@ py::tuple describe(const py::capsule& capsule) {
 TensorView view_of(const py::object& maybe_capsule, const std::string& name, int rank) {
   TensorView view;
   if (maybe_capsule.is_none()) return view;
-  const DLTensor& t = managed_tensor(maybe_capsule.cast<py::capsule>(), name)->dl_tensor;
+  const DLTensor& t = checked_tensor(maybe_capsule.cast<py::capsule>(), name);
   auto dtype = dtype_of(t.dtype);
   if (!dtype) throw py::type_error(name + ": unsupported dtype " + dtype_string(t.dtype));
   if (t.ndim != rank) throw py::value_error(name + ": expected rank " + std::to_string(rank));
@@ -228,7 +242,7 @@ py::dict backends() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "egal's compiled scorer (CPU and, when built, CUDA). Use the egal package, not this module.";
-  m.def("describe", &describe, py::arg("capsule"));
+  m.def("describe", &describe, py::arg("capsule"), py::arg("name"));
   m.def("score", &score, py::arg("activations"), py::arg("gradients"), py::arg("weights"), py::arg("logits"),
         py::arg("roi_kind"), py::arg("masks"), py::arg("boxes"), py::arg("roi_weights"), py::arg("roi_area"),
         py::arg("roi_height"), py::arg("roi_width"), py::arg("alpha"), py::arg("return_cam"));

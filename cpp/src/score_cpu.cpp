@@ -60,8 +60,14 @@ void score_one(const ScoreInputs& in, const cpu::ProjectionPlan& plan, int64_t b
     const TensorView& P = in.roi_weights;
     const float* p_base = static_cast<const float*>(P.data) + b * P.stride[0];
     for (int64_t i = 0; i < h; ++i)
-      for (int64_t j = 0; j < w; ++j) projection[i * w + j] = p_base[i * P.stride[1] + j * P.stride[2]];
-    roi_area = static_cast<const float*>(in.roi_area.data)[b * in.roi_area.stride[0]];
+      for (int64_t j = 0; j < w; ++j) {
+        const float v = p_base[i * P.stride[1] + j * P.stride[2]];
+        bad_mask = bad_mask || !math::projection_value_ok(v);
+        projection[i * w + j] = v;
+      }
+    const float area = static_cast<const float*>(in.roi_area.data)[b * in.roi_area.stride[0]];
+    bad_mask = bad_mask || !math::projection_value_ok(area);
+    roi_area = area;
   }
   double intersection = 0.0, upsampled_sum = 0.0;
   const double* cy = plan.rows.column_sum.data();

@@ -292,11 +292,16 @@ __device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b,
 
 // Step 6 with a projected ROI: I = <normalised map, R_y^T M R_x> on the h x w grid.
 __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
-                                                    DiceSums* sums) {
+                                                    const BlockShared& s, DiceSums* sums) {
   const int64_t w = args.w, hw = args.h * args.w;
   const float* r = args.roi_weights + b * args.r_stride[0];
-  for (int64_t p = threadIdx.x; p < hw; p += kThreads)
-    sums->intersection += static_cast<double>(map(p)) * r[(p / w) * args.r_stride[1] + (p % w) * args.r_stride[2]];
+  bool bad = threadIdx.x == 0 && !math::projection_value_ok(args.roi_area[b * args.area_stride]);
+  for (int64_t p = threadIdx.x; p < hw; p += kThreads) {
+    const float v = r[(p / w) * args.r_stride[1] + (p % w) * args.r_stride[2]];
+    bad = bad || !math::projection_value_ok(v);
+    sums->intersection += static_cast<double>(map(p)) * v;
+  }
+  if (bad) atomicOr(s.flags, kStatusBadMask);
 }
 
 // Steps 5-6: the Dice sums of the sample, the same in every thread.
@@ -309,7 +314,7 @@ __device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64
   else if (args.roi_kind == RoiKind::Boxes)
     box_sums_part(args, b, map, s, &sums);
   else
-    projected_sums_part(args, b, map, &sums);
+    projected_sums_part(args, b, map, s, &sums);
   sums.upsampled_sum = block_sum(sums.upsampled_sum, s.reduce);
   sums.intersection = block_sum(sums.intersection, s.reduce);
   sums.roi_area = args.roi_kind == RoiKind::Projected ? static_cast<double>(args.roi_area[b * args.area_stride])

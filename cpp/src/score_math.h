@@ -5,6 +5,7 @@
 // every formula and constant is here.
 // Internal to the backends (not part of the C++ API in include/egal/).
 #pragma once
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -38,6 +39,11 @@ EGAL_HD float bilinear(float c00, float c01, float c10, float c11, float ty, flo
 // Masks hold values in [0, 1]; anything else (NaN included) is a bad mask. A
 // bitwise and, not &&: no branch, so that a vectorised loop can apply it to every value.
 EGAL_HD bool mask_value_ok(float m) { return static_cast<int>(m >= 0.0f) & static_cast<int>(m <= 1.0f); }
+
+// A projected ROI (R_y^T M R_x and sum M, egal.project_roi) of a mask in [0, 1]
+// holds finite values >= 0 (above 1 where a cell gathers many pixels); anything
+// else (NaN included) comes from a bad mask and is reported as one.
+EGAL_HD bool projection_value_ok(float v) { return static_cast<int>(v >= 0.0f) & static_cast<int>(v <= FLT_MAX); }
 
 // The same rule for integer masks, applied to the bitwise OR of a run of values:
 // every value is 0 or 1 exactly when no bit above the lowest is set in the OR.

@@ -70,6 +70,10 @@ def as_dlpack_producer(x, name: str):
     order, copied to native order)."""
     if getattr(x, "requires_grad", False) and hasattr(x, "detach"):
         x = x.detach()  # autograd tensors refuse DLPack export; detaching shares storage
+    if callable(getattr(x, "is_neg", None)) and x.is_neg():
+        # torch's lazy negation (x.conj().imag, ...) is a bit on the tensor, not in its memory, and DLPack carries
+        # no such bit: the values are materialised (a copy) rather than read with their sign lost.
+        x = x.resolve_neg()
     if _is_ortvalue(x):
         return _from_ortvalue(x, name)
     if isinstance(x, np.ndarray) and not x.dtype.isnative:
@@ -109,8 +113,10 @@ def capsule(x, name: str):
         device_type, _ = producer.__dlpack_device__()
         # CUDA: ask for the legacy default stream, which the CUDA backend runs on.
         cap = producer.__dlpack__(stream=1) if int(device_type) == _DL_CUDA else producer.__dlpack__()
+        if type(cap).__name__ != "PyCapsule":
+            raise TypeError(f"__dlpack__ returned a {type(cap).__name__}, not a DLPack capsule")
+        shape, dtype, device, device_id = _core.describe(cap, name)
     except Exception as exc:
         raise TypeError(f"{name} could not be exported through DLPack: {exc}") from exc
-    shape, dtype, device, device_id = _core.describe(cap)
     return cap, ArraySpec(tuple(shape), dtype, (device, int(device_id)))
 

@@ -51,12 +51,16 @@ def require_array(value, name: str) -> None:
         )
 
 
-def _bad_mask_error(status: np.ndarray, mask_dtype: str | None) -> EgalError:
-    return bad_mask_error(int(np.flatnonzero(status & _STATUS_BAD_MASK)[0]), mask_dtype)
+def _bad_mask_error(status: np.ndarray, mask_dtype: str | None, projected: bool = False) -> EgalError:
+    return bad_mask_error(int(np.flatnonzero(status & _STATUS_BAD_MASK)[0]), mask_dtype, projected)
 
 
-def bad_mask_error(first: int, mask_dtype: str | None) -> EgalError:
-    """Masks with a value outside [0, 1], the first in sample `first`: every backend's message."""
+def bad_mask_error(first: int, mask_dtype: str | None, projected: bool = False) -> EgalError:
+    """Masks with a value outside [0, 1] (or a projected ROI with a negative or non-finite value), the first in
+    sample `first`: every backend's message."""
+    if projected:
+        return EgalError("roi (a ProjectedROI) must hold finite values >= 0, as the projection of masks with values "
+                         f"in [0, 1] does (egal.project_roi); sample {first} does not")
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
     return EgalError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
 
@@ -136,7 +140,7 @@ def score_batch(
     )
     status = out.pop("status")
     if (status & _STATUS_BAD_MASK).any():
-        raise _bad_mask_error(status, m_spec.dtype if m_spec else None)
+        raise _bad_mask_error(status, m_spec.dtype if m_spec else None, projected=plan.roi_kind == "projected")
     return ScoreResult(**out)
 
 

@@ -115,13 +115,24 @@ def upsampled_mass(out_size: int, in_size: int) -> np.ndarray:
     return mass
 
 
+def checked_masks(M):
+    """Masks [B, H, W] as float32, once every value is in [0, 1] (NaN is not; a bool view of bytes other than
+    0/1 is refused as the fused scorer refuses it); the fused scorers' error otherwise."""
+    torch = _torch()
+    bad = M.view(torch.uint8) > 1 if M.dtype == torch.bool else ~((M >= 0) & (M <= 1))
+    if bool(bad.any()):
+        first = int(bad.flatten(1).any(dim=1).nonzero()[0])
+        raise bad_mask_error(first, str(M.dtype).removeprefix("torch."))
+    return M.to(torch.float32)
+
+
 def project_roi(masks=None, *, boxes=None, roi_size=None, cam_size):
     """Reference projection R_y^T M R_x, for tests and for torch-side caching."""
     torch = _torch()
     if (masks is None) == (boxes is None):
         raise ValueError("give exactly one of masks / boxes")
     if masks is not None:
-        M = as_tensor(masks, "masks").to(torch.float32)
+        M = checked_masks(as_tensor(masks, "masks"))
     else:
         M = rasterise_boxes(as_tensor(boxes, "boxes").to(torch.float32), roi_size)
     H, W = M.shape[1:]
@@ -175,15 +186,14 @@ def score_batch(
 
     if plan.roi_kind == "projected":
         sum_m = roi_a.float()
+        bad = ~((roi_w >= 0) & (roi_w <= torch.finfo(torch.float32).max)).flatten(1).all(dim=1)
+        bad |= ~((sum_m >= 0) & (sum_m <= torch.finfo(torch.float32).max))  # NaN fails both
+        if bool(bad.any()):
+            raise bad_mask_error(int(bad.nonzero()[0]), None, projected=True)
         dice = projected_dice_distance(cam, roi_w, sum_m, plan.roi_size)
     else:
         if plan.roi_kind == "masks":
-            # NaN too; a bool view of bytes other than 0/1 is refused as the fused scorer refuses it
-            bad = M.view(torch.uint8) > 1 if M.dtype == torch.bool else ~((M >= 0) & (M <= 1))
-            if bool(bad.any()):
-                first = int(bad.flatten(1).any(dim=1).nonzero()[0])
-                raise bad_mask_error(first, str(M.dtype).removeprefix("torch."))
-            M = M.to(torch.float32)
+            M = checked_masks(M)
         else:
             M = rasterise_boxes(Bx, plan.roi_size)
         U = F.interpolate(cam[:, None], size=plan.roi_size, mode="bilinear", align_corners=False)[:, 0]
