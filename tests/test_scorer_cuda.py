@@ -71,6 +71,14 @@ def test_cuda_boxes_and_projected_roi():
     via_roi = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), roi=roi_gpu,
                                gradients=cuda(case["gradients"]))
     assert_matches(via_roi, expected, TOLERANCE["float32"])
+    weights = roi.weights.copy()
+    weights[5, 3, 3] = -1.0
+    for bad in (egal.ProjectedROI(cuda(weights), cuda(roi.area), roi.roi_size),
+                egal.ProjectedROI(cuda(roi.weights), cuda(np.where(np.arange(8) == 5, np.nan, roi.area)
+                                                          .astype(np.float32)), roi.roi_size)):
+        with pytest.raises(ValueError, match="finite values >= 0.*sample 5"):
+            egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), roi=bad,
+                             gradients=cuda(case["gradients"]))
 
 
 def test_cuda_strided_and_non_finite():
