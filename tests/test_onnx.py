@@ -206,6 +206,12 @@ def test_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2  # the CLI's exit status
     err = capsys.readouterr().err
     assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier graph"
+    # --overwrite replaces a graph egal exported, never another .onnx file (a user's own model was replaced)
+    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 2
+    assert "is not an ONNX graph that egal exported" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier graph"
+    out.unlink()
+    assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 0
     assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 0
     assert OnnxGradCAM(out).classes == tuple(CLASSES)
     assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.pt"]  # no temporary left

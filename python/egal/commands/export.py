@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .._paths import check_new_file, check_not_an_input
+from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 
 
@@ -24,7 +24,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="model file written by egal.models.save_model (.pt)")
     parser.add_argument("--out", required=True, help="where to write the ONNX graph (.onnx)")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a graph egal exported (never "
+                        "another file)")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: egal.onnx.OPSET)")
     parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: "
                         "egal.onnx.IR_VERSION)")
@@ -44,6 +45,8 @@ def run_export(args) -> int:
     except ImportError as exc:
         raise EgalError(f"{exc}; install the exporter's dependencies with pip install 'egal-al[export]'") from None
     from ..models import ModelConfigError, ModelFileError
+
+    check_replaceable(args.out, "--out", exporter.is_egal_graph, "an ONNX graph that egal exported")
 
     try:
         path = exporter.export_onnx(

@@ -25,6 +25,15 @@ class ExportError(EgalError):
     """The model cannot be exported as an egal Grad-CAM graph."""
 
 
+def is_egal_graph(path) -> bool:
+    """An ONNX file that egal exported (its format key in the metadata): what export's --overwrite may replace."""
+    try:
+        proto = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception:  # not protobuf, not ONNX, unreadable: not one of egal's graphs
+        return False
+    return any(p.key == graph.FORMAT_KEY for p in proto.metadata_props)
+
+
 def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION,
                 example_batch: int = 2) -> str:
     """Write `model` (an EGALClassifier, or the path of a saved model file) to `out`; returns the path.
