@@ -30,6 +30,27 @@ def test_train_names_the_labelled_rows_it_leaves_out(tmp_path, capsys):
     assert (tmp_path / "m.pt").is_file()
 
 
+def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+    from egal.models import load_model
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 4 == 1 else "train"  # 6 labelled test rows (odd rows are labelled)
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    args = ["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST[:-1]]
+    assert main([*args, "--exclude", "split=test"]) == 0
+    err = capsys.readouterr().err
+    assert "left out 6 labelled row(s) by --exclude split=test" in err and "6 labelled rows, classes" in err, err
+    training = load_model(tmp_path / "m.pt").config.extra["training"]
+    assert training["excluded"] == {"rows": 6, "by": ["split=test"]}
+    assert main([*args, "--overwrite", "--exclude", "site=x"]) == 2
+    assert "has no column 'site' to exclude rows by" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--exclude", "split"]) == 2
+    assert "must be COLUMN=VALUE" in capsys.readouterr().err
+
+
 def test_train_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     pytest.importorskip("torch")
     from egal.cli import main

@@ -130,25 +130,20 @@ def _make_pool(args) -> str:
 def _train(args, pool: str):
     import torch
 
+    from ..loop.data import load_dataset
     from ..models import save_model
-    from ..pool import DecodeSettings, load_pool_arrays
     from ..progress import Progress
     from ..train import TrainConfig, train_model
 
     config = TrainConfig(architecture="tiny_cnn", head="prototypical", input_size=(128, 128), in_channels=1,
                          epochs=args.epochs, beta=args.beta, seed=args.seed)
-    arrays = load_pool_arrays(pool, DecodeSettings(input_size=config.input_size, in_channels=1),
-                              columns=("label", "split"))
-    classes = tuple(sorted({label for label in arrays["label"] if label}))  # as egal train names them
-    seed_rows = np.flatnonzero([(label is not None) and s == "pool" and e is None
-                                for label, s, e in zip(arrays["label"], arrays["split"], arrays["errors"],
-                                                       strict=True)])
-    labels = np.array([classes.index(arrays["label"][i]) for i in seed_rows])
+    # What `egal train --exclude split=test` trains on: the labelled pool rows, the test split left out.
+    train_set = load_dataset(pool, config.input_size, 1, exclude=(("split", "test"),))
     start = time.perf_counter()
     torch.manual_seed(args.seed)
     # Progress as `egal train` shows it: a bar on a terminal, else a line every tenth of the epochs.
     progress = Progress(args.epochs, enabled=not args.quiet, desc="training epochs", unit="epoch")
-    progress.log(f"[2/3] training tiny_cnn + prototypical head on the {len(seed_rows)} labelled pool rows, "
+    progress.log(f"[2/3] training tiny_cnn + prototypical head on the {len(train_set)} labelled pool rows, "
                  f"{args.epochs} epochs")
     every = max(1, args.epochs // 10)
 
@@ -158,13 +153,13 @@ def _train(args, pool: str):
             progress.log(f"epoch {epoch + 1}/{args.epochs}: loss {summary['loss']:.4f}")
 
     try:
-        model, _ = train_model(arrays["images"][seed_rows], arrays["masks"][seed_rows], labels, classes, config,
+        model, _ = train_model(train_set.images, train_set.masks, train_set.labels, train_set.classes, config,
                                progress=on_epoch)
     finally:
         progress.close()
     model_path = os.path.join(args.out, "model.pt")
     save_model(model, model_path)
-    _step(f"[2/3] trained tiny_cnn + prototypical head on the {len(seed_rows)} labelled pool rows "
+    _step(f"[2/3] trained tiny_cnn + prototypical head on the {len(train_set)} labelled pool rows "
           f"(cross-entropy{f' + {args.beta} x Grad-CAM Dice' if args.beta else ''}, {args.epochs} epochs, "
           f"{time.perf_counter() - start:.0f} s) -> {model_path}")
     onnx_path = os.path.join(args.out, "model.onnx")

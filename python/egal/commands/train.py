@@ -35,6 +35,9 @@ def register(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
     parser.add_argument("--label-column", help="column holding the class label (default: {data.label_column})")
+    parser.add_argument("--exclude", action="append", default=[], metavar="COLUMN=VALUE",
+                        help="leave out the rows whose COLUMN holds VALUE, e.g. --exclude split=test to keep a "
+                        "labelled test split out of training (repeatable; the count left out is printed)")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation "
                         "(default: %(default)s)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -51,6 +54,7 @@ def run(args) -> int:
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
     # --overwrite replaces a model, never another pool, table or archive.
     check_replaceable(args.out, "--out", _is_torch_archive, "a model file (a PyTorch archive, as egal train writes)")
+    exclude = [_column_value(text) for text in args.exclude]
     import torch
 
     from ..loop.config import ExperimentConfig, load_config
@@ -69,9 +73,12 @@ def run(args) -> int:
     label_column = config.data.label_column
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndecodedRows)
-        dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column)
+        dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column,
+                               exclude=exclude)
     _report_dropped_rows(caught, label_column)
     progress = Progress(train.epochs, enabled=not args.quiet, desc="epochs")
+    if exclude:
+        progress.log(f"left out {dataset.excluded} labelled row(s) by --exclude {' '.join(args.exclude)}")
     progress.log(f"{len(dataset)} labelled rows, classes {list(dataset.classes)}; {train.architecture} + "
                  f"{train.head} head at {train.input_size[0]}x{train.input_size[1]}, beta {train.beta}, "
                  f"{train.epochs} epochs")
@@ -87,12 +94,21 @@ def run(args) -> int:
     finally:
         progress.close()
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
+    if exclude:  # what the model was not trained on, with the model
+        model.config.extra["training"]["excluded"] = {"rows": dataset.excluded, "by": args.exclude}
     # Written whole under a temporary name, then renamed: --out never holds half a model.
     with replaced_atomically(os.path.abspath(args.out)) as tmp:
         save_model(model, tmp)
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0
+
+
+def _column_value(text: str) -> tuple[str, str]:
+    column, sep, value = text.partition("=")
+    if not sep or not column or not value:
+        raise EgalError(f"--exclude {text!r} must be COLUMN=VALUE, e.g. --exclude split=test")
+    return column, value
 
 
 def _is_torch_archive(path) -> bool:

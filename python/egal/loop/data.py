@@ -16,7 +16,7 @@ import numpy as np
 
 from .._atomic import replaced_atomically
 from ..errors import EgalError
-from ..pool.labels import is_label
+from ..pool.labels import is_label, label_key
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Dataset:
     labels: np.ndarray  # [N] int64 index into classes
     classes: tuple[str, ...]
     groups: np.ndarray | None = None  # [N] patient / group / fold, for patient-level splits
+    excluded: int = 0  # labelled rows left out by load_dataset's `exclude`
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -38,26 +39,34 @@ class Dataset:
 
 
 def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, label_column: str = "label",
-                 group_column: str | None = None, cache_dir: str | None = None) -> Dataset:
+                 group_column: str | None = None, cache_dir: str | None = None,
+                 exclude: tuple[tuple[str, str], ...] = ()) -> Dataset:
     """Decode every labelled row of the pool at `path` at `input_size` (H, W).
 
     Rows without a label are dropped: a simulation needs the ground truth of
     every row (it hides the labels itself). cache_dir: keep the decoded arrays
     there as .npz, keyed by the file's content, the size and the columns, so reruns skip decoding.
+    exclude: (column, value) pairs: a row whose column holds that value (as text) is left out, as a labelled
+    test split is left out of training (("split", "test")).
     """
+    exclude = tuple((str(c), str(v)) for c, v in exclude)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"pool {path!r} does not exist")
-    cache = _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column)
+    cache = _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column, exclude)
     if cache and os.path.isfile(cache):
         with np.load(cache, allow_pickle=False) as z:
             groups = z["groups"] if "groups" in z.files else None
-            return Dataset(z["ids"], z["images"], z["masks"], z["labels"], tuple(z["classes"].tolist()), groups)
-    dataset = _decode(path, tuple(input_size), in_channels, label_column, group_column)
+            excluded = int(z["excluded"]) if "excluded" in z.files else 0
+            return Dataset(z["ids"], z["images"], z["masks"], z["labels"], tuple(z["classes"].tolist()), groups,
+                           excluded)
+    dataset = _decode(path, tuple(input_size), in_channels, label_column, group_column, exclude)
     if cache:
         os.makedirs(cache_dir, exist_ok=True)
         # A name of its own: two experiments started together both decode and write this file.
         extra = {} if dataset.groups is None else {"groups": dataset.groups}
+        if exclude:
+            extra["excluded"] = np.int64(dataset.excluded)
         with replaced_atomically(cache, ".npz") as tmp:
             np.savez(tmp, ids=dataset.ids, images=dataset.images, masks=dataset.masks, labels=dataset.labels,
                      classes=np.array(dataset.classes), **extra)
@@ -72,11 +81,16 @@ def load_experiment_dataset(config) -> Dataset:
                         cache_dir=config.data.cache_dir)
 
 
-def _decode(path, input_size, in_channels, label_column, group_column) -> Dataset:
-    from ..pool import DecodeSettings, load_pool_arrays
+def _decode(path, input_size, in_channels, label_column, group_column, exclude=()) -> Dataset:
+    from ..pool import DecodeSettings, load_pool_arrays, open_pool
 
     columns = [label_column] + ([group_column] if group_column else [])
-    arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels), columns=columns)
+    excluded_columns = sorted({c for c, _ in exclude})
+    missing = sorted(set(excluded_columns) - set(open_pool(path).columns)) if excluded_columns else []
+    if missing:
+        raise EgalError(f"pool {path!r} has no column {missing[0]!r} to exclude rows by")
+    arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels),
+                              columns=list(dict.fromkeys(columns + excluded_columns)))
     for column in columns:
         if all(v is None for v in arrays[column]):
             raise EgalError(f"pool {path!r} has no values in column {column!r}")
@@ -84,8 +98,11 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
     # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
     keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
                      if is_label(v) and err is None], dtype=np.int64)
+    left_out = np.array([any(label_key(arrays[c][i]) == v for c, v in exclude) for i in keep], dtype=bool)
+    keep, excluded = keep[~left_out], int(left_out.sum())
     if keep.size == 0:
-        raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
+        why = f", once {excluded} excluded by {_shown(exclude)}" if excluded else ""
+        raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r}){why}")
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
     _check_distinct(classes, path)
     if len(classes) < 2:
@@ -101,10 +118,15 @@ def _decode(path, input_size, in_channels, label_column, group_column) -> Datase
                             f"{str(arrays['ids'][empty[0]])!r}); a patient-wise split needs every row's group: fill "
                             "them, or split without a group column")
         groups = np.array([str(g) for g in raw_groups])
-    return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups)
+    return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups,
+                   excluded)
 
 
-def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column):
+def _shown(exclude) -> str:
+    return ", ".join(f"{c}={v}" for c, v in exclude)
+
+
+def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_column, exclude=()):
     if not cache_dir:
         return None
     # Keyed by the file's content, not its modification time: a copy of the same pool (a fresh checkout, a
@@ -115,6 +137,8 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
 
     key = (f"{os.path.basename(path)}-{content_digest(path)}-"
            f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}-d{DECODE_RULES}")
+    if exclude:  # (without it, the key of the caches written before exclusion existed)
+        key += "-x" + hashlib.sha256(repr(sorted(exclude)).encode()).hexdigest()[:12]
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")
 
 
