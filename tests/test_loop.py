@@ -256,6 +256,19 @@ def test_a_pool_used_up_before_the_last_round_is_recorded_and_said(tmp_path, cap
     assert "every pool row is labelled after round 2; rounds 3-5 not run" in capsys.readouterr().err
 
 
+def test_a_group_cap_that_selects_fewer_rows_than_the_budget_is_recorded_and_said(tmp_path, capsys):
+    # 9 pool patients, at most one row each a round, a budget of 25: 9 rows a round, said in the log, the run
+    # record and the summary (the rounds were silently 16 rows short).
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    config = replace(tiny_experiment(strategies=("random", "entropy+group"), rounds=1),
+                     data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0",)))
+    run_simulation(config.with_overrides(loop={"budget": 25}), tmp_path, dataset=dataset, progress=True)
+    record = json.loads((tmp_path / "runs" / "entropy+group__seed0.json").read_text())
+    assert [r["labels"] for r in record["rounds"]] == [12, 21] and record["rounds"][0]["budget_shortfall"] == 16
+    assert "selected 9 rows, 16 fewer than the budget of 25" in capsys.readouterr().err
+    assert "Note: entropy+group selected fewer rows than the budget" in (tmp_path / "summary.md").read_text()
+
+
 def test_a_damaged_shared_round_zero_is_trained_again(tmp_path):
     folder = tmp_path / "round0"
     folder.mkdir()

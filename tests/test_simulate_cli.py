@@ -74,6 +74,20 @@ def test_new_runs_beside_runs_decoded_by_other_rules_are_warned_of_in_one_line(p
     assert "DecodeRulesChanged" not in err and "warnings.warn" not in err  # no Python warning line and source
 
 
+def test_rows_that_cannot_be_decoded_are_one_warning_line(pool, tmp_path, capsys):
+    table = pq.read_table(pool)
+    images = table.column("image").to_pylist()
+    images[3] = b"not an image"
+    broken = tmp_path / "broken.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image",
+                                    pa.array(images, table.schema.field("image").type)), broken)
+    assert main(["simulate", "--pool", str(broken), "--out", str(tmp_path / "out"), "--seeds", "1", "--rounds", "1",
+                 "--budget", "5", "--init", "12", "--strategies", "random", "--quiet", *FAST_TRAIN]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("egal simulate: warning:")], err
+    assert "UndecodedRows" not in err and ".py:" not in err  # no Python warning line with its source
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--strategies", "random,bald"], "unknown strategy 'bald'"),
     (["--alpha", "1.5"], "alpha must lie in [0, 1]"),

@@ -198,3 +198,43 @@ def test_write_report_without_a_random_strategy_skips_the_paired_section(tmp_pat
     paths = write_report(tmp_path)
     assert "paired_csv" not in paths and not (tmp_path / "paired.csv").exists()
     assert "summary_md" in paths and "Paired differences" not in (tmp_path / "summary.md").read_text()
+
+
+def test_a_strategy_short_of_its_budget_is_said_and_its_final_row_says_what_it_compares(tmp_path):
+    # A group cap with few groups: egal+group selected 2 rows a round while random took 25. Their label counts
+    # meet only at round 0, and "final" compared the shared round-0 model, +0.0 [+0.0, +0.0], without a word.
+    runs = []
+    for seed in (0, 1):
+        runs.append(_run("random", seed, [0.5, 0.6, 0.7], labels=[12, 37, 62]))
+        short = _run("egal+group2", seed, [0.5, 0.52, 0.55], labels=[12, 14, 16])
+        for entry in short["rounds"][:2]:
+            entry["budget_shortfall"] = 23
+        runs.append(short)
+    row = _row(paired_differences(runs, "random", "accuracy", "final"), "egal+group2")
+    assert row["labels"] == [12, 12] and "label counts part early" in row["note"]
+    assert "compared at the last count both reached" in row["note"]
+    _write_runs(tmp_path, runs)
+    write_report(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert ("Note: egal+group2 selected fewer rows than the budget in 4 round(s) of 2 seed(s), 92 rows in all"
+            in summary)
+    # Runs that simply end apart (one pool exhausted earlier) are compared at the last count both reached, no note.
+    ended = [_run("random", 0, [0.5, 0.6, 0.7]), _run("egal", 0, [0.5, 0.8], labels=[10, 20])]
+    assert "part early" not in _row(paired_differences(ended, "random", "accuracy", "final"), "egal")["note"]
+
+
+def test_one_seed_has_no_standard_deviation_and_two_records_of_one_run_are_refused(tmp_path):
+    from egal.errors import EgalError
+
+    _write_runs(tmp_path, [_run("random", 3, [0.5, 0.6, 0.7]), _run("egal", 3, [0.5, 0.7, 0.8])])
+    write_report(tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| random | 2 | 50 | 1 | 70.0 ± n/a |" in summary and "± 0.0" not in summary
+    with open(tmp_path / "summary.csv", newline="") as f:
+        assert all(math.isnan(float(r["accuracy_std"])) for r in csv.DictReader(f))
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "copy.json").write_text(next(runs_dir.glob("random*.json")).read_text())
+    before = summary
+    with pytest.raises(EgalError, match="both hold strategy 'random' with seed 3: delete one"):
+        write_report(tmp_path)
+    assert (tmp_path / "summary.md").read_text() == before  # nothing summarised twice

@@ -104,11 +104,11 @@ def run(args) -> int:
 
 
 def _one_line_warnings(show_python_warning):
-    """egal's own warning as one line on stderr, as the command's errors are; others as Python shows them."""
-    from ..loop.simulation import DecodeRulesChanged
+    """egal's own warnings (changed decoding rules, rows that cannot be decoded...) as one line on stderr, as the
+    command's errors are; others as Python shows them."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, DecodeRulesChanged):
+        if category.__module__.split(".")[0] == "egal":
             print(f"egal simulate: warning: {message}", file=sys.stderr, flush=True)
         else:
             show_python_warning(message, category, filename, lineno, file, line)

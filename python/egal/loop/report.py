@@ -21,7 +21,18 @@ ROUND_FIELDS = ("strategy", "seed", "round", "labels", "accuracy", "auc", "dice"
 
 
 def load_runs(out_dir) -> list:
-    return [read_run(path) for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), "runs", "*.json")))]
+    """Every run record of an experiment folder; EgalError when two records hold one (strategy, seed), as
+    merging two folders can leave them (each would count twice in every mean)."""
+    runs, seen = [], {}
+    for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), "runs", "*.json"))):
+        run = read_run(path)
+        key = (run["strategy"], run.get("seed"))
+        if key in seen:
+            raise EgalError(f"run files {seen[key]!r} and {path!r} both hold strategy {key[0]!r} with seed {key[1]}: "
+                            "delete one (two folders merged?); nothing was summarised")
+        seen[key] = path
+        runs.append(run)
+    return runs
 
 
 def read_run(path) -> dict:
@@ -50,7 +61,7 @@ def _is_nan(value) -> bool:
 
 def summarise(runs) -> list:
     """One row per (strategy, round): labels, number of seeds, and per metric the mean and
-    the sample standard deviation over seeds (ddof=1; 0 with a single seed)."""
+    the sample standard deviation over seeds (ddof=1; NaN, shown n/a, with a single seed: undefined, not 0)."""
     cells = defaultdict(list)
     for run in runs:
         for entry in run["rounds"]:
@@ -63,7 +74,7 @@ def summarise(runs) -> list:
                 continue
             values = np.array([e.get(metric, np.nan) for e in entries], dtype=np.float64)
             row[f"{metric}_mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-            row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else 0.0
+            row[f"{metric}_std"] = float(np.nanstd(values, ddof=1)) if np.isfinite(values).sum() > 1 else math.nan
         rows.append(row)
     return rows
 
@@ -98,6 +109,9 @@ def write_report(out_dir) -> dict:
             last_round[r["strategy"]] = max(last_round.get(r["strategy"], r["round"]), r["round"])
         f.write(markdown_table([r for r in summary if r["round"] == last_round[r["strategy"]]]))
         f.write("\n")
+        short = budget_shortfalls(runs)
+        if short:
+            f.write("\n" + "\n".join(f"Note: {line}" for line in short) + "\n")
         if shortcut:
             f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n\n" + marked_selection_table(runs)
                     + "\n")
@@ -106,6 +120,23 @@ def write_report(out_dir) -> dict:
     paths.update(write_paired(out_dir, runs, paths["summary_md"]))
     paths["curves_png"] = plot_learning_curves(summary, os.path.join(out_dir, "learning_curves.png"))
     return paths
+
+
+def budget_shortfalls(runs) -> list[str]:
+    """A line per strategy whose rounds selected fewer rows than the budget while unlabelled rows were left (a
+    group cap with few groups): its label counts are not the other strategies'."""
+    short = defaultdict(lambda: [0, 0, set()])  # strategy -> [rounds short, rows missing, seeds]
+    for run in runs:
+        for entry in run["rounds"]:
+            if entry.get("budget_shortfall"):
+                cell = short[run["strategy"]]
+                cell[0] += 1
+                cell[1] += int(entry["budget_shortfall"])
+                cell[2].add(run.get("seed"))
+    return [f"{strategy} selected fewer rows than the budget in {rounds} round(s) of {len(seeds)} seed(s), "
+            f"{missing} rows in all (a group cap with fewer groups than the budget?): its rounds end at fewer "
+            "labels than the others', and paired 'final' rows compare the last label count both reached"
+            for strategy, (rounds, missing, seeds) in sorted(short.items())]
 
 
 def write_paired(out_dir, runs, summary_md, baseline: str = "random") -> dict:
@@ -127,7 +158,7 @@ def markdown_table(summary) -> str:
     lines = ["| strategy | round | labels | seeds | accuracy | macro AUC | Grad-CAM Dice |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
-        cells = [_percent(r[f"{m}_mean"], r[f"{m}_std"]) or "n/a" for m in METRICS]  # n/a: no ROI to measure
+        cells = [percent(r[f"{m}_mean"], r[f"{m}_std"]) or "n/a" for m in METRICS]  # n/a: no ROI to measure
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -140,7 +171,7 @@ def shortcut_table(summary) -> str:
              "marked share of selection | marked share of unlabelled pool |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in summary:
-        cells = [_percent(r[f"{m}_mean"], r[f"{m}_std"]) if f"{m}_mean" in r else ""
+        cells = [percent(r[f"{m}_mean"], r[f"{m}_std"]) if f"{m}_mean" in r else ""
                  for m in ("accuracy",) + SHORTCUT_METRICS]
         lines.append(f"| {r['strategy']} | {r['round']} | {r['labels']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -173,7 +204,7 @@ def marked_selection(runs, baseline: str = "random") -> list:
             paired = interval_stats([by[strategy][s] - by[baseline][s] for s in seeds])
         rows.append({"strategy": strategy, "seeds": len(values),
                      "mean": float(values.mean()) if len(values) else math.nan,
-                     "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                     "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                      "pool_share": float(np.mean(pool_share[strategy])) if pool_share[strategy] else math.nan,
                      "paired": paired})
     return rows
@@ -186,8 +217,8 @@ def marked_selection_table(runs, baseline: str = "random") -> str:
              f"minus {baseline}, paired (pp, 95 % t CI) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for r in marked_selection(runs, baseline):
-        lines.append(f"| {r['strategy']} | {r['seeds']} | {_percent(r['mean'], r['std'])} | "
-                     f"{_percent(r['pool_share'])} | {paired_text(r['paired'])} |")
+        lines.append(f"| {r['strategy']} | {r['seeds']} | {percent(r['mean'], r['std'])} | "
+                     f"{percent(r['pool_share'])} | {paired_text(r['paired'])} |")
     return "\n".join(lines)
 
 
@@ -199,10 +230,13 @@ def paired_text(paired) -> str:
             f"(n = {paired['n']})")
 
 
-def _percent(value, std=None) -> str:
+def percent(value, std=None) -> str:
+    """A share in percent, with its std over seeds ('n/a' where one seed leaves it undefined); '' for NaN."""
     if not math.isfinite(value):
         return ""
-    return f"{100 * value:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+    if std is None:
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} ± " + (f"{100 * std:.1f}" if math.isfinite(std) else "n/a")
 
 
 def plot_shortcut(summary, path) -> str:

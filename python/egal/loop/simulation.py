@@ -150,6 +150,11 @@ def run_strategy(dataset: Dataset, pool: np.ndarray, test: np.ndarray, strategy:
                                      scored=round0_scores if r == 0 else None,
                                      groups=None if dataset.groups is None else dataset.groups[rows_u])
             picked = unlabelled[chosen]
+            shortfall = min(loop.budget, len(unlabelled)) - len(picked)
+            if shortfall > 0:  # a group cap with fewer groups than the budget: said in the run and the summary
+                entry["budget_shortfall"] = int(shortfall)
+                progress.log(f"warning: {strategy.name} seed {seed} round {r}: selected {len(picked)} rows, "
+                             f"{shortfall} fewer than the budget of {loop.budget} (its group cap leaves no more)")
             pool_labels.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))
             entry["selected"] = dataset.ids[pool[picked]].tolist()

@@ -67,10 +67,12 @@ def paired_differences(runs, baseline: str = "random", metric: str = "accuracy",
         for who, only in ((strategy, sorted(set(mine) - set(theirs))), (baseline, sorted(set(theirs) - set(mine)))):
             if only:
                 notes.append(f"seed(s) {_join(only)} of {who} have no paired run: left out")
-        seeds, labels, a_values, b_values, skipped = [], [], [], [], []
+        seeds, labels, a_values, b_values, skipped, short = [], [], [], [], [], []
         for seed in sorted(set(mine) & set(theirs)):
             a_curve, b_curve = _curve(mine[seed], metric), _curve(theirs[seed], metric)
             common = sorted(set(a_curve) & set(b_curve))
+            if common and common[-1] != min(max(a_curve), max(b_curve)):
+                short.append(seed)  # the runs part before either ends: labels of one never reached by the other
             if at == "final":
                 value = (a_curve[common[-1]], b_curve[common[-1]]) if common else (math.nan, math.nan)
                 where = common[-1] if common else None
@@ -87,6 +89,10 @@ def paired_differences(runs, baseline: str = "random", metric: str = "accuracy",
         if skipped:
             why = "no common label count" if at == "final" else "fewer than 2 common label counts"
             notes.append(f"seed(s) {_join(skipped)} left out: {metric} not finite in both runs or {why}")
+        if short:
+            notes.append(f"seed(s) {_join(short)}: the two runs' label counts part early (a strategy that selected "
+                         f"fewer rows than the budget): compared at the last count both reached, not at their last "
+                         f"rounds")
         differences = [a - b for a, b in zip(a_values, b_values, strict=True)]
         row = {"strategy": strategy, "baseline": baseline, "metric": metric, "kind": at,
                **interval_stats(differences, resamples=resamples, bootstrap_seed=bootstrap_seed),

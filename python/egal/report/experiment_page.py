@@ -125,6 +125,7 @@ def _curves(summary, n_seeds: int) -> str:
 
 
 def _final_table(summary, runs) -> str:
+    from ..loop.report import percent
     from ..loop.stats import paired_report
 
     last = {}
@@ -139,7 +140,7 @@ def _final_table(summary, runs) -> str:
     rows = []
     for strategy, row in last.items():
         cells = [strategy, f"{row['labels']:,}", row["seeds"]]
-        cells += [f"{100 * row[f'{m}_mean']:.1f} ± {100 * row[f'{m}_std']:.1f}" for m in ("accuracy", "auc", "dice")]
+        cells += [percent(row[f"{m}_mean"], row[f"{m}_std"]) or "–" for m in ("accuracy", "auc", "dice")]
         cells += [_difference(paired.get((strategy, kind))) for kind in ("final", "aulc")]
         rows.append(cells)
     header = ("strategy", "labels", "seeds", "accuracy (%)", "macro AUC (%)", "Grad-CAM/ROI Dice (%)",
@@ -169,7 +170,7 @@ def _difference(row) -> Markup | str:
 
 
 def _shortcut(summary, runs) -> str:
-    from ..loop.report import marked_selection, paired_text, plot_shortcut
+    from ..loop.report import marked_selection, paired_text, percent, plot_shortcut
 
     if not any("marker_accuracy_mean" in r for r in summary):
         return ""
@@ -178,7 +179,7 @@ def _shortcut(summary, runs) -> str:
         cells = [r["strategy"], r["round"], f"{r['labels']:,}"]
         for metric in ("accuracy", "marker_accuracy", "selected_marked_share", "unlabelled_marked_share"):
             mean = r.get(f"{metric}_mean", float("nan"))
-            cells.append("–" if not math.isfinite(mean) else f"{100 * mean:.1f} ± {100 * r[f'{metric}_std']:.1f}")
+            cells.append(percent(mean, r.get(f"{metric}_std", float("nan"))) or "–")
         rows.append(cells)
     return "\n".join([
         "<h2 id='shortcut'>Shortcut benchmark</h2>",
