@@ -4,6 +4,7 @@ import json
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -708,5 +709,14 @@ def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(
 def test_the_gpu_training_settings_leave_older_result_folders_resumable():
     plain = ExperimentConfig().identity()["train"]
     assert "precision" not in plain and "channels_last" not in plain  # as folders written before them recorded
+    # trainable_from at its default too (docs/figshare_cpu/config.json has none: its resume was refused), and
+    # train.seed, which simulate does not use (1000 x seed + round), never blocks a resume.
+    assert "trainable_from" not in plain and "seed" not in plain
+    from egal.loop.config import comparable_identity
+
+    recorded = json.loads(open(Path(__file__).parents[1] / "docs" / "figshare_cpu" / "config.json").read())
+    assert "trainable_from" not in recorded["identity"]["train"]
+    now = ExperimentConfig.from_dict(recorded["config"]).identity()
+    assert comparable_identity(recorded["identity"]) == json.loads(json.dumps(now))
     faster = ExperimentConfig().with_overrides(train={"precision": "bf16", "channels_last": True}).identity()["train"]
     assert faster["precision"] == "bf16" and faster["channels_last"] is True

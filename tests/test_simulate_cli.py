@@ -8,6 +8,7 @@ import torch
 
 from egal.cli import main
 from egal.demo_data import make_synthetic_pool
+from egal.loop.config import ExperimentConfig
 from egal.models import load_model
 
 torch.set_num_threads(1)
@@ -94,6 +95,7 @@ def test_rows_that_cannot_be_decoded_are_one_warning_line(pool, tmp_path, capsys
     (["--alpha-grid", "0.2,-0.5"], "must lie in [0, 1]"),
     (["--test-groups", "nowhere", "--group-column", "split"], "do not occur"),
     (["--seeds", "1,3,1"], "seeds lists 1 more than once"),
+    (["--rounds", "0", "--strategies", "random,egal"], "would give one and the same run"),
 ])
 def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
     assert main(["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", *FAST_TRAIN, *extra]) == 2
@@ -148,7 +150,46 @@ def test_weights_none_overrides_a_configs_imagenet():
     from egal.commands._train_options import train_overrides
 
     args = build_parser().parse_args(["simulate", "--out", "x", "--weights", "none", "--input-size", "64x48"])
-    assert train_overrides(args) == {"weights": None, "input_size": (64, 48)}
+    assert train_overrides(args) == {"weights": "none", "input_size": (64, 48)}
+    config = ExperimentConfig.from_dict({"train": {"weights": "imagenet"}})
+    assert config.with_overrides(train=train_overrides(args)).train.weights is None
+    # A TOML config has no null: "none" there says the same (it was taken for a file named none).
+    assert ExperimentConfig.from_dict({"train": {"weights": "none"}}).train.weights is None
+    assert ExperimentConfig.from_dict({"train": {"weights": "Random"}}).train.weights is None
+
+
+def test_train_takes_its_seed_from_the_config_unless_given(tmp_path):
+    from egal.models import load_model
+
+    config = tmp_path / "seed5.toml"
+    config.write_text("[train]\nseed = 5\n")
+    args = ["train", "--pool", str(make_synthetic_pool(tmp_path / "p", 40, seed=2, image_size=32)), *FAST_TRAIN,
+            "--quiet"]
+    assert main([*args, "--config", str(config), "--out", str(tmp_path / "a.pt")]) == 0
+    assert load_model(tmp_path / "a.pt").config.extra["training"]["seed"] == 5  # was 0: --seed's default won
+    assert main([*args, "--config", str(config), "--seed", "2", "--out", str(tmp_path / "b.pt")]) == 0
+    assert load_model(tmp_path / "b.pt").config.extra["training"]["seed"] == 2
+
+
+def test_settings_that_measure_nothing_are_warned_of_and_a_file_as_out_folder_is_named(tmp_path, capsys):
+    # A pool without any ROI: misalignment and the Dice loss read nothing; a group column with two uneven groups:
+    # the test split is far from its fraction.
+    path = make_synthetic_pool(tmp_path / "p", 90, seed=0, image_size=32)
+    table = pq.read_table(path)
+    names = table.schema.names
+    table = table.drop([c for c in ("mask", "mask_path", "boxes") if c in names])
+    site = pa.array(["big" if i % 5 else "small" for i in range(table.num_rows)])
+    pq.write_table(table.append_column("site", site), tmp_path / "noroi.parquet")
+    args = ["simulate", "--pool", str(tmp_path / "noroi.parquet"), "--seeds", "1", "--rounds", "1", "--budget", "5",
+            "--init", "12", "--strategies", "random,egal", "--group-column", "site", "--test-fraction", "0.2",
+            "--quiet", *FAST_TRAIN]
+    (tmp_path / "taken").write_text("a user's file")
+    assert main([*args, "--out", str(tmp_path / "taken")]) == 2
+    assert "out (--out)" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
+    assert main([*args, "--out", str(tmp_path / "out"), "--beta", "0.5"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("egal simulate: warning:")]
+    assert any("no pool row has an ROI" in w and "egal_a0.5" in w and "beta 0.5" in w for w in warned), warned
+    assert any("the test split holds" in w and "not the test_fraction's 20%" in w for w in warned), warned
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,21 @@ def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
     assert "must be COLUMN=VALUE" in capsys.readouterr().err
 
 
+def test_train_says_when_beta_has_no_roi_to_train_on(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from egal.cli import main
+    from egal.pool.encode import encode_png
+
+    rows = make_rows(24, folder=tmp_path)
+    for row in rows:
+        row["mask"] = encode_png(np.zeros((40, 40), np.uint8))  # an all-zero mask: no ROI
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), "--beta", "0.5", *FAST]) == 0
+    assert "no labelled row has an ROI (mask or box): beta 0.5 has no Grad-CAM/ROI Dice" in capsys.readouterr().err
+
+
 def test_train_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     pytest.importorskip("torch")
     from egal.cli import main

@@ -50,10 +50,7 @@ TRAIN_KEYS = ("architecture", "head", "weights", "trainable_from", "input_size",
 
 
 def train_overrides(args) -> dict:
-    overrides = {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None}
-    if str(overrides.get("weights", "")).lower() in ("none", "random"):
-        overrides["weights"] = None  # overrides a config file's "imagenet"
-    return overrides
+    return {k: getattr(args, k) for k in TRAIN_KEYS if getattr(args, k, None) is not None}
 
 
 def _size(text: str):

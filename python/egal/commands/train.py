@@ -38,8 +38,8 @@ def register(subparsers):
     parser.add_argument("--exclude", action="append", default=[], metavar="COLUMN=VALUE",
                         help="leave out the rows whose COLUMN holds VALUE, e.g. --exclude split=test to keep a "
                         "labelled test split out of training (repeatable; the count left out is printed)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation, episodes and augmentation "
-                        "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, help="seed for initialisation, episodes and augmentation (default: "
+                        "{train.seed})")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     add_train_options(parser)
@@ -66,7 +66,8 @@ def run(args) -> int:
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     data = {"label_column": args.label_column} if args.label_column else {}
-    config = config.with_overrides(data=data, train={**train_overrides(args), "seed": args.seed})
+    seed = {} if args.seed is None else {"seed": args.seed}  # a config's [train] seed holds unless --seed is given
+    config = config.with_overrides(data=data, train={**train_overrides(args), **seed})
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     train = config.train
@@ -76,6 +77,9 @@ def run(args) -> int:
         dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column,
                                exclude=exclude)
     _report_dropped_rows(caught, label_column)
+    if train.beta > 0 and not dataset.masks.any():
+        print(f"egal train: warning: no labelled row has an ROI (mask or box): beta {train.beta:g} has no Grad-CAM/ROI "
+              "Dice to train on, so this is cross-entropy alone", file=sys.stderr, flush=True)
     progress = Progress(train.epochs, enabled=not args.quiet, desc="epochs")
     if exclude:
         progress.log(f"left out {dataset.excluded} labelled row(s) by --exclude {' '.join(args.exclude)}")

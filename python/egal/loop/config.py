@@ -93,7 +93,7 @@ class LoopConfig:
         if repeated:  # a seed's runs would be done twice and counted twice in the mean over seeds
             raise EgalError(f"seeds lists {', '.join(map(str, repeated))} more than once: {list(seeds)}")
         object.__setattr__(self, "seeds", seeds)
-        parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
+        strategies = parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
         for name in ("init", "budget", "workers", "score_batch_size"):
             check_int(getattr(self, name), name)
         if self.threads is not None:
@@ -101,6 +101,10 @@ class LoopConfig:
             if self.threads > MAX_THREADS:
                 raise EgalError(f"threads must be at most {MAX_THREADS}, got {show_number(self.threads)}")
         check_int(self.rounds, "rounds", minimum=0)
+        if self.rounds == 0 and len(strategies) > 1:
+            raise EgalError(f"rounds = 0 trains the shared round-0 model only: the {len(strategies)} strategies would "
+                            "give one and the same run; ask for at least 1 round (0 is for one strategy: the seed "
+                            "set's model alone)")
         if not seeds:
             raise EgalError("at least one seed is needed")
 
@@ -142,14 +146,28 @@ class ExperimentConfig:
             d["loop"].pop(key)
         d["data"].pop("cache_dir")
         d["train"].pop("device")
-        for key, default in (("precision", "fp32"), ("channels_last", False)):
-            if d["train"][key] == default:  # folders written before these settings existed stay resumable
-                d["train"].pop(key)
-        return d
+        return comparable_identity(d)
 
     def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> ExperimentConfig:
         return ExperimentConfig(replace(self.data, **(data or {})), replace(self.train, **(train or {})),
                                 replace(self.loop, **(loop or {})), replace(self.shortcut, **(shortcut or {})))
+
+
+# Train settings added after folders were written with results: at their default they are left out of an
+# identity, so that such folders (whose recorded identity lacks them) stay resumable.
+LATER_TRAIN_DEFAULTS = (("precision", "fp32"), ("channels_last", False), ("trainable_from", None))
+
+
+def comparable_identity(identity: dict) -> dict:
+    """An identity (ExperimentConfig.identity, or one a folder recorded) in the form two are compared in: the
+    later train settings at their defaults left out, and train.seed, which egal simulate does not use (each run
+    trains with 1000 x seed + round), left out too. Changes `identity` in place, and returns it."""
+    train = identity.get("train", {})
+    for key, default in LATER_TRAIN_DEFAULTS:
+        if key in train and train[key] == default:
+            train.pop(key)
+    train.pop("seed", None)
+    return identity
 
 
 def load_config(path) -> ExperimentConfig:

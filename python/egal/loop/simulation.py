@@ -29,7 +29,7 @@ from ..progress import Progress
 from ..report.cam_grid import CamGridRecorder
 from ..train import train_model
 from ..train.feature_cache import FeatureCache, build_feature_cache
-from .config import ExperimentConfig
+from .config import ExperimentConfig, comparable_identity
 from .data import Dataset, content_digest, load_experiment_dataset
 from .metrics import evaluate, roi_cam_dice
 from .shortcut import ShortcutData, build_shortcut
@@ -219,6 +219,10 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     if grouped and config.data.group_column is None:  # said before anything runs or is written
         raise EgalError(f"strategy {grouped[0]} caps a round's rows per group, but the data has no group column: "
                         "give it (group_column, --group-column), or drop the +group modifier")
+    for name, folder in (("out (--out)", out_dir), ("data.cache_dir (--cache-dir)", config.data.cache_dir)):
+        if folder and os.path.exists(folder) and not os.path.isdir(folder):
+            raise EgalError(f"{name} {os.fspath(folder)!r} is a file, not a folder: it is left as it is; choose a "
+                            "folder")
     _refuse_foreign_folder(out_dir)  # before a lock file or runs/ is made in it
     os.makedirs(out_dir, exist_ok=True)
     with _experiment_folder(config, out_dir) as warning:
@@ -228,6 +232,11 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
 
 class DecodeRulesChanged(UserWarning):
     """An experiment folder's runs were made by an egal that decoded images by other rules."""
+
+
+class ExperimentWarning(UserWarning):
+    """A setting that runs but does not measure what it seems to (a test split far from its fraction, strategies
+    that read an ROI on a pool without any)."""
 
 
 def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, dataset: Dataset | None,
@@ -305,6 +314,23 @@ class Experiment:
     roi_cam_dice: float
 
 
+def _warn_of_settings_that_measure_nothing(config: ExperimentConfig, dataset: Dataset, pool, test) -> None:
+    share = len(test) / len(dataset)
+    wanted = config.data.test_fraction
+    if dataset.groups is not None and not config.data.test_groups and abs(share - wanted) > wanted / 2:
+        warnings.warn(f"the test split holds {share:.0%} of the rows, not the test_fraction's {wanted:.0%}: whole "
+                      f"groups of {config.data.group_column!r} are drawn until the fraction is reached, and these "
+                      "are few or large; name the test groups (--test-groups) to choose", ExperimentWarning,
+                      stacklevel=3)
+    reading_roi = sorted(s.name for s in config.loop.strategy_objects() if s.kind != "random" and s.alpha != 1)
+    if not dataset.masks[pool].any() and (reading_roi or config.train.beta > 0):
+        uses = (([f"strategies {', '.join(reading_roi)} rank by misalignment"] if reading_roi else [])
+                + ([f"beta {config.train.beta:g} trains on a Grad-CAM/ROI Dice"] if config.train.beta > 0 else []))
+        warnings.warn(f"no pool row has an ROI (mask or box), but {' and '.join(uses)}: without an ROI these are "
+                      "entropy alone and cross-entropy alone (docs/scoring.md, empty ROI)", ExperimentWarning,
+                      stacklevel=3)
+
+
 def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset | None, reporter: Progress, *,
                        todo: int = 0, skipped: int = 0, announce: bool = True) -> Experiment:
     """The shared part of an experiment: loaded (from the decoded-array cache where there is one), split, marked
@@ -317,7 +343,8 @@ def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset 
         raise EgalError(f"init (--init) {config.loop.init} is not smaller than the pool's {len(pool)} rows: the seed "
                         "set would label the whole pool, and every strategy would give the same run")
     if announce:
-            reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
+        _warn_of_settings_that_measure_nothing(config, dataset, pool, test)
+        reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
                      f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
                      f"{', '.join(config.loop.strategies)}: {todo} run(s) to do, {skipped} already done")
     shortcut = marker_features = features = None
@@ -545,7 +572,8 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
                 stored = json.load(f)
         except (OSError, ValueError) as exc:
             raise EgalError(f"{path!r} is damaged ({exc}): use another --out folder") from None
-        before, now = stored.get("identity") or {}, json.loads(json.dumps(config.identity()))
+        before = comparable_identity(stored.get("identity") or {})
+        now = json.loads(json.dumps(config.identity()))
         older = content_digest(pool, with_files=False) if digest else None  # how an egal before 2026-11-27 had it
         if digest and stored.get("pool_digest") in (digest, older):  # the same pool content, wherever the file is now
             for identity in (before, now):

@@ -14,13 +14,14 @@ from ..models.config import ARCHITECTURES, HEADS
 from .augment import AugmentSettings
 
 PRECISIONS = ("fp32", "bf16")
+NO_WEIGHTS = ("none", "random")  # weights that name no pretrained backbone: random initialisation
 FLOAT32_MAX = 3.4028234663852886e38
 
 @dataclass(frozen=True)
 class TrainConfig:
     architecture: str = "tiny_cnn"
     head: str = "prototypical"
-    weights: str | None = None  # None, "imagenet" or a path to a torchvision state dict
+    weights: str | None = None  # None ("none", "random"), "imagenet" or a path to a torchvision state dict
     # First trainable module of the backbone (e.g. "features.blocks.11"); everything before it is
     # frozen and its output cached (egal.models.split, egal.train.feature_cache). None: train it all.
     trainable_from: str | None = None
@@ -58,6 +59,8 @@ class TrainConfig:
             object.__setattr__(self, "augment_settings", AugmentSettings.from_dict(self.augment_settings))
         if self.head == "linear":
             object.__setattr__(self, "embedding_dim", None)
+        if isinstance(self.weights, str) and self.weights.lower() in NO_WEIGHTS:
+            object.__setattr__(self, "weights", None)  # what a TOML config (which has no null) and the CLI say
         self._validate()
 
     def _validate(self):
