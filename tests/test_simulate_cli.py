@@ -96,6 +96,8 @@ def test_rows_that_cannot_be_decoded_are_one_warning_line(pool, tmp_path, capsys
     (["--test-groups", "nowhere", "--group-column", "split"], "do not occur"),
     (["--seeds", "1,3,1"], "seeds lists 1 more than once"),
     (["--rounds", "0", "--strategies", "random,egal"], "would give one and the same run"),
+    (["--strategies", "random,entropy,egal:1"], "strategies entropy and egal_a1 select the same rows"),
+    (["--strategies", "random,misalignment", "--alpha-grid", "0,0.5"], "misalignment and egal_a0 select the same"),
 ])
 def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
     assert main(["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", *FAST_TRAIN, *extra]) == 2

@@ -123,6 +123,11 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
             out.append(s)
     if not out:
         raise EgalError("no strategies given")
+    for s in out:  # egal at alpha 1 (0) is entropy (misalignment) alone: two names, one selection, two runs
+        twin = {1.0: "entropy", 0.0: "misalignment"}.get(s.alpha) if s.kind == "egal" and s.combine == "raw" else None
+        if twin and replace(s, kind=twin) in out:
+            raise EgalError(f"strategies {twin} and {s.name} select the same rows (alpha {s.alpha:g} is {twin} "
+                            "alone): keep one")
     names = [s.name for s in out]
     same = {n for n in names if names.count(n) > 1}
     if same:  # one name, one run file: the second would overwrite the first
