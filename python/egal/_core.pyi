@@ -41,8 +41,9 @@ class _Backends(TypedDict):
     cpu: _CpuBackend
     cuda: _CudaBackend
 
-def describe(capsule: _Capsule) -> tuple[tuple[int, ...], str, str, int]:
-    """(shape, dtype name, device name, device id) of a DLPack capsule, without consuming it.
+def describe(capsule: _Capsule, name: str) -> tuple[tuple[int, ...], str, str, int]:
+    """(shape, dtype name, device name, device id) of a DLPack capsule, without consuming it; ValueError naming
+    the argument `name` for a tensor the kernels cannot read (a negative extent, elements without data).
 
     dtype names: float32, float16, bfloat16, uint8, bool, or e.g. "int64" for unsupported ones;
     device names: cpu, cuda, cuda_host, cuda_managed, rocm, mps, or "deviceN".
