@@ -209,3 +209,18 @@ def test_a_class_named_like_the_folder_of_unlabelled_rows_is_refused(tmp_path, c
     assert pool("export-selection", "--pool", tmp_path / "q.parquet", "--to", "folders", "--out", tmp_path / "out",
                 "--unlabeled-folder", "to-label", "--quiet") == 0
     assert (tmp_path / "out" / "unlabeled" / "a.png").is_file()
+
+
+def test_a_class_named_like_a_missing_value_is_a_label_to_add_labels(tmp_path, capsys):
+    # A pool with classes "None" and "Severe" (grading tables have them): the annotators' "None" cells were
+    # taken for "no label" and dropped without a word.
+    folder_image(tmp_path / "src" / "None" / "a.png", 10)
+    folder_image(tmp_path / "src" / "Severe" / "b.png", 20)
+    folder_image(tmp_path / "src" / "unlabeled" / "d.png", 30)
+    folder_image(tmp_path / "src" / "unlabeled" / "e.png", 40)
+    assert pool("from-folders", tmp_path / "src", "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["d", "None"], ["e", "NA"]])
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "q.parquet") == 0
+    labels = dict(zip(*pq.read_table(tmp_path / "q.parquet", columns=["id", "label"]).to_pydict().values(),
+                      strict=True))
+    assert labels["d"] == "None" and labels["e"] is None  # "NA" is no class of this pool: no label

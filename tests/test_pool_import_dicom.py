@@ -228,3 +228,16 @@ def test_a_dicom_whose_pixels_cannot_be_decoded_is_skipped_whatever_the_images_b
     assert set(rows_by_id(result.out)) == {"imgA", "imgF"}
     assert result.skipped.skipped["unreadable DICOM or bad box"] == 1
     assert result.skipped.examples["unreadable DICOM or bad box"][0].startswith("imgB: ")
+
+
+def test_agree_takes_no_finding_from_enough_readers_as_agreed_absence():
+    from egal.importers.vindr_cxr import VindrOptions, disputed_findings
+
+    o = VindrOptions("unused", "unused.parquet", merge="agree")
+    nodule = {"R1": [NODULE_R1]}
+    # Two of three readers said "No finding", one marked a nodule: the absence is agreed (normal, as before).
+    assert disputed_findings({"Nodule/Mass": nodule, "No finding": {"R2": [], "R3": []}}, o) == []
+    # One reader each way: neither agreed: disputed, the image is skipped.
+    assert disputed_findings({"Nodule/Mass": nodule, "No finding": {"R2": []}}, o) == ["Nodule/Mass"]
+    # The reader who marked the nodule and also wrote "No finding" elsewhere does not count for the absence.
+    assert disputed_findings({"Nodule/Mass": nodule, "No finding": {"R1": [], "R2": []}}, o) == ["Nodule/Mass"]

@@ -270,6 +270,47 @@ def test_csv_skips_undecodable_images_and_never_waits_on_a_fifo(images):
     assert result.skipped.skipped == {"unreadable image": 2, "mask unreadable or not of its image's shape": 1}
 
 
+def test_csv_missing_value_cells_of_masks_and_boxes_hold_nothing_and_repeats_add_no_box(images, monkeypatch):
+    table = write_csv(images / "m.csv", ["file", "mask"], [["img/p1.png", "NA"], ["img/p2.png", ""]])
+    result = from_csv(table, images / "m.parquet", image="file", mask="mask", progress=False)
+    assert sorted(rows_by_id(result.out)) == ["img/p1", "img/p2"] and result.rows_with_roi == 0  # NA: no mask file
+    boxes = write_csv(images / "b.csv", ["id", "file", "label", "x0", "y0", "x1", "y1"], [
+        ["a", "img/p1.png", "x", "1", "1", "5", "5"], ["a", "img/p1.png", "x", "NA", "NA", "NA", "NA"],
+        ["b", "img/p2.png", "", "2", "2", "6", "6"], ["b", "img/p2.png", "null", "3", "3", "7", "7"],
+        ["a", "img/p1.png", "x", "1", "1", "5", "5"], ["b", "img/p2.png", "", "2", "2", "6", "6"],  # the table again
+    ])
+    result = from_csv(boxes, images / "b.parquet", id="id", image="file", label="label", box_columns="x0,y0,x1,y1",
+                      progress=False)
+    rows = rows_by_id(result.out)
+    # NA box cells add no box; a line repeated exactly is read once (its box was stored twice); "" and "null"
+    # labels of one id do not disagree (both hold no label)
+    assert rows["a"]["boxes"] == [[1, 1, 5, 5]] and rows["a"]["label"] == "x"
+    assert rows["b"]["boxes"] == [[2, 2, 6, 6], [3, 3, 7, 7]] and rows["b"]["label"] is None
+    assert result.skipped.noted == {"line repeated exactly (the repeat ignored)": 2}
+    # A decoder's own error (pydicom on a damaged element) is one skipped row, as egal score has it: it was a
+    # traceback that stopped the whole import.
+    import egal.importers.imaging as imaging
+
+    real = imaging.read_image
+    monkeypatch.setattr(imaging, "read_image", lambda data, c: (_ for _ in ()).throw(ValueError("bad 'x'"))
+                        if data == (images / "img" / "p2.png").read_bytes() else real(data, c))
+    plain = write_csv(images / "p.csv", ["file"], [["img/p1.png"], ["img/p2.png"]])
+    result = from_csv(plain, images / "p.parquet", image="file", progress=False)
+    assert sorted(rows_by_id(result.out)) == ["img/p1"]
+    assert "pixels cannot be decoded: ValueError: bad 'x'" in result.skipped.examples["unreadable image"][0]
+
+
+def test_overwrite_never_replaces_a_fifo_and_a_foreign_file_is_named_before_overwrite_is_asked(layout, tmp_path):
+    fifo = tmp_path / "ff.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(SourceError, match="is not an egal pool"):
+        from_folders(layout, fifo, overwrite=True, progress=False)
+    assert fifo.is_fifo()
+    (tmp_path / "notes.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(SourceError, match="is not an egal pool.*never replaced"):  # not "pass --overwrite" first
+        from_folders(layout, tmp_path / "notes.parquet", progress=False)
+
+
 # --- the writer -------------------------------------------------------------------------------
 
 def test_the_writer_flushes_row_groups_and_leaves_nothing_on_failure(tmp_path):

@@ -275,6 +275,20 @@ def test_a_resume_with_other_arguments_is_refused_before_the_runtime_check(tmp_p
     err = capsys.readouterr().err
     assert "differs from the unfinished one in" in err and "batch_size (32 there, 3 here)" in err
     assert json.loads((tmp_path / "u.parquet.parts" / "run.json").read_text()) == recorded_run(finished)
+    # An explicit runtime and the embeddings are compared early too (they cost an export and a batch first).
+    recorded = recorded_run(finished)["runtime"]
+    other = "torch" if recorded == "onnxruntime" else "onnxruntime"
+    assert score("--pool", pool, "--model", model_path, "--out", finished, "--alpha", 0.5, "--resume",
+                 "--runtime", other) == 2
+    assert f'runtime ("{recorded}" there, "{other}" here)' in capsys.readouterr().err
+    assert score("--pool", pool, "--model", model_path, "--out", finished, "--alpha", 0.5, "--resume",
+                 "--embeddings") == 2
+    assert "embeddings (not recorded there" in capsys.readouterr().err
+    # A run record that is JSON but not an object: the store's one line, not a traceback.
+    monkeypatch.undo()
+    (tmp_path / "u.parquet.parts" / "run.json").write_text("[1, 2]")
+    assert score("--pool", pool, "--model", model_path, "--out", unfinished, "--resume") == 2
+    assert "is unreadable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag,value", [("--alpha", 1.5), ("--batch-size", 0), ("--select", 0), ("--workers", -1),

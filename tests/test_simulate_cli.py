@@ -188,10 +188,17 @@ def test_settings_that_measure_nothing_are_warned_of_and_a_file_as_out_folder_is
     (tmp_path / "taken").write_text("a user's file")
     assert main([*args, "--out", str(tmp_path / "taken")]) == 2
     assert "out (--out)" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
+    assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "taken" / "sub")]) == 2
+    assert "data.cache_dir (--cache-dir)" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*args, "--out", str(tmp_path / "out"), "--beta", "0.5"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("egal simulate: warning:")]
     assert any("no pool row has an ROI" in w and "egal_a0.5" in w and "beta 0.5" in w for w in warned), warned
     assert any("the test split holds" in w and "not the test_fraction's 20%" in w for w in warned), warned
+    # With worker processes (and no cache, so the parent never loads the pool): the same lines, once each.
+    assert main([*args, "--out", str(tmp_path / "out2"), "--beta", "0.5", "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert sorted(line for line in err.splitlines() if line.startswith("egal simulate: warning:")) == sorted(warned)
+    assert ".py:" not in err
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +343,25 @@ def test_workers_die_with_a_killed_parent_and_write_nothing_after(pool, tmp_path
         for process in processes_tagged(tag):
             process.kill()
         proc.kill()
+
+
+def test_rounds_0_in_a_config_is_judged_with_the_options_that_follow(pool, tmp_path, capsys):
+    config = tmp_path / "r0.toml"
+    config.write_text("[loop]\nrounds = 0\n")
+    args = ["simulate", "--pool", pool, "--config", str(config), "--seeds", "1", "--budget", "5", "--init", "12",
+            "--quiet", *FAST_TRAIN]
+    assert main([*args, "--out", str(tmp_path / "a"), "--strategies", "random"]) == 0  # was refused: 3 strategies
+    assert main([*args, "--out", str(tmp_path / "b"), "--rounds", "1", "--strategies", "random,egal"]) == 0
+    assert main([*args, "--out", str(tmp_path / "c"), "--strategies", "random,egal"]) == 2
+    assert "the 2 strategies would give one and the same run" in capsys.readouterr().err
+
+
+def test_a_damaged_experiment_record_is_one_line(pool, tmp_path, capsys):
+    args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--seeds", "1", "--rounds", "1", "--budget", "5",
+            "--init", "12", "--strategies", "random", "--quiet", *FAST_TRAIN]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "config.json").read_text())
+    for damaged in ({**record, "identity": {**record["identity"], "train": None}}, [record]):
+        (tmp_path / "config.json").write_text(json.dumps(damaged))
+        assert main(args) == 2
+        assert "config.json' is damaged" in capsys.readouterr().err

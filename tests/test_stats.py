@@ -211,13 +211,19 @@ def test_a_strategy_short_of_its_budget_is_said_and_its_final_row_says_what_it_c
             entry["budget_shortfall"] = 23
         runs.append(short)
     row = _row(paired_differences(runs, "random", "accuracy", "final"), "egal+group2")
-    assert row["labels"] == [12, 12] and "label counts part early" in row["note"]
+    assert row["labels"] == [12, 12] and "label counts part early" in row["note"] and row["parted_early"] == [0, 1]
     assert "compared at the last count both reached" in row["note"]
+    assert "part early" not in _row(paired_differences(runs, "random", "accuracy", "aulc"), "egal+group2")["note"]
     _write_runs(tmp_path, runs)
     write_report(tmp_path)
     summary = (tmp_path / "summary.md").read_text()
     assert ("Note: egal+group2 selected fewer rows than the budget in 4 round(s) of 2 seed(s), 92 rows in all"
             in summary)
+    from egal.report.experiment_page import experiment_report
+
+    page = open(experiment_report(tmp_path).path).read()  # the page's "last round" cell is marked and explained
+    assert "+0.0 [+0.0, +0.0] *" in page and "label counts part before either ends" in page
+    assert "egal+group2 selected fewer rows than the budget" in page
     # Runs that simply end apart (one pool exhausted earlier) are compared at the last count both reached, no note.
     ended = [_run("random", 0, [0.5, 0.6, 0.7]), _run("egal", 0, [0.5, 0.8], labels=[10, 20])]
     assert "part early" not in _row(paired_differences(ended, "random", "accuracy", "final"), "egal")["note"]

@@ -277,6 +277,12 @@ def test_bad_training_input_is_refused():
     poisoned[7, 0, 3, 3] = np.nan
     with pytest.raises(ValueError, match="1 training image\\(s\\) hold NaN or infinite values, first row 7"):
         train_model(poisoned, masks, labels, CLASSES, small_config())
+    # A 0/255 mask: refused before training, by its row (it stopped training mid-way, named by its place in a batch,
+    # and only without augmentation, which clamps).
+    wide = masks.astype(np.uint8) * 255
+    with pytest.raises(ValueError, match=r"12 training mask\(s\) hold values outside \[0, 1\], first row 0 "
+                                         r"\(a 0/255 mask"):
+        train_model(images, wide, labels, CLASSES, small_config())
     with pytest.raises(ValueError, match="beta"):
         small_config(beta=-1.0)
     with pytest.raises(ValueError, match="architecture"):

@@ -49,6 +49,18 @@ def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
     assert "has no column 'site' to exclude rows by" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--exclude", "split"]) == 2
     assert "must be COLUMN=VALUE" in capsys.readouterr().err
+    # Values match by value in number and truth columns (a fold 1 stored as 1.0, as pandas writes an integer
+    # column with nulls); a pair that matches no labelled row is a typo, refused (it left nothing out).
+    for i, row in enumerate(rows):
+        row["fold"] = float(i % 3)
+        row["held_out"] = i % 4 == 1
+    pool = write_pool(tmp_path / "pool2.parquet", rows)
+    args2 = ["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), "--overwrite", *FAST[:-1]]
+    assert main([*args2, "--exclude", "fold=1", "--exclude", "held_out=true"]) == 0
+    assert "left out 8 labelled row(s) by --exclude fold=1 held_out=true" in capsys.readouterr().err
+    assert main([*args2, "--exclude", "split=Test"]) == 2
+    err = capsys.readouterr().err
+    assert "exclude split=Test (--exclude) matches no labelled row" in err and "'test', 'train'" in err
 
 
 def test_train_says_when_beta_has_no_roi_to_train_on(tmp_path, capsys):

@@ -69,7 +69,8 @@ def check_replaceable(path, name: str, is_own, what: str) -> None:
     earlier output of the same kind, never an input table, another pool, one of a pool's images or any other
     file that a mistyped path names."""
     path = os.fspath(path)
-    if os.path.isfile(path) and not is_own(path):
+    special = os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path))  # a FIFO, a device
+    if special or (os.path.isfile(path) and not is_own(path)):
         raise EgalError(f"{name} {path!r} exists and is not {what}: it is never replaced, --overwrite or not; "
                         "choose another path")
 

@@ -50,10 +50,10 @@ def run(args) -> int:
     # Checked before training, not after it.
     if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
         raise EgalError(f"--threads must be a positive integer up to {MAX_THREADS}, got {args.threads}")
-    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     check_not_an_input(args.out, "--out", {"--pool": args.pool, "--config": args.config})
     # --overwrite replaces a model, never another pool, table or archive.
     check_replaceable(args.out, "--out", _is_torch_archive, "a model file (a PyTorch archive, as egal train writes)")
+    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     exclude = [_column_value(text) for text in args.exclude]
     import torch
 

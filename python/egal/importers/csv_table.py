@@ -85,7 +85,8 @@ def import_csv(o: CsvOptions) -> ImportResult:
 
 
 def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
-    """{id: {"row": first row, "line": its line, "boxes": [cell values], "conflict": str}} in table order."""
+    """{id: {"row": first row, "line": its line, "boxes": [cell values], "conflict": str, "repeats": lines
+    repeated exactly, "texts": its lines' cells}} in table order."""
     images: dict[str, dict] = {}
     for line, row in enumerate(rows, start=2):
         if not o.id and not Path(row[o.image]).name:  # no file named ("", "."): no id to derive, skipped as such
@@ -93,22 +94,25 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
             continue
         ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
+        text = tuple(row.values())
         if entry is None:
-            images[ident] = entry = {"row": row, "line": line, "boxes": [], "conflict": "", "repeats": 0}
-        elif row == entry["row"] and not o.box_columns:
-            entry["repeats"] += 1  # the same line again (a concatenated export): nothing to choose between
+            images[ident] = entry = {"row": row, "line": line, "boxes": [], "conflict": "", "repeats": 0,
+                                     "texts": {text}}
+        elif text in entry["texts"]:
+            entry["repeats"] += 1  # a line of this id again (a concatenated export): nothing to choose between
             continue
         else:
+            entry["texts"].add(text)
             if not o.box_columns:
                 entry["conflict"] = entry["conflict"] or f"id on lines {entry['line']} and {line}"
             for column in (o.image, o.label, o.group):
-                if column and row[column] != entry["row"][column]:
+                if column and cell_or_none(row[column]) != cell_or_none(entry["row"][column]):
                     entry["conflict"] = entry["conflict"] or (
                         f"lines {entry['line']} and {line} disagree on {column} "
                         f"({entry['row'][column]!r}, {row[column]!r})")
         if o.box_columns:
             cells = [row[c] for c in o.box_column_names]
-            if any(cells):
+            if any(cell_or_none(c) is not None for c in cells):
                 entry["boxes"].append((line, cells))
     return images
 
@@ -143,7 +147,7 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
     has_roi, notes = False, []
     if o.mask:
         mask_path, mask = None, None
-        if row[o.mask]:
+        if cell_or_none(row[o.mask]) is not None:
             mask_path = _resolve(base, row[o.mask])
             try:
                 mask = read_image_file(mask_path)

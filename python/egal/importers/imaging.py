@@ -83,7 +83,12 @@ def checked_header(data: bytes) -> ImageHeader:
     whose header reads but whose pixels do not (truncated, no pixel data) is skipped at import, with its reason,
     instead of becoming a row that fails at every scoring."""
     header = read_header(data)
-    read_image(data, header.channels)
+    try:
+        read_image(data, header.channels)
+    except RowError:
+        raise
+    except Exception as exc:  # a decoder's own error (pydicom on a damaged element): this row's, as egal score has it
+        raise RowError(f"pixels cannot be decoded: {type(exc).__name__}: {exc}") from exc
     return header
 
 

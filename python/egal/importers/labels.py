@@ -87,8 +87,10 @@ def add_labels(pool, labels, out, **options) -> LabelResult:
     return run_add_labels(LabelOptions(str(pool), str(labels), str(out), **options))
 
 
-def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
-    """({id: label}, empty cells ignored); SourceError for a missing column or an id given two labels."""
+def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], int]:
+    """({id: label}, cells that hold no label ignored); SourceError for a missing column or an id given two labels.
+    classes: the pool's classes, as text: a cell that names one is that label, even where it reads like a
+    missing value ("None", "NA" as class names)."""
     header = header_of(o.labels) if Path(o.labels).is_file() else []
     if header and o.id_column not in header and "egal_id" in header:
         raise SourceError(f"labels {o.labels!r} has no {o.id_column!r} column but has 'egal_id' (a Label Studio "
@@ -97,7 +99,9 @@ def read_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
     given: dict[str, str] = {}
     conflicts, empty = [], 0
     for line, row in enumerate(rows, start=2):
-        ident, label = row[o.id_column], cell_or_none(row[o.label_column])
+        ident, label = row[o.id_column], row[o.label_column]
+        if label.strip() not in classes:
+            label = cell_or_none(label)
         if label is None:
             empty += 1
             continue
@@ -116,7 +120,8 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files})
     _check_not_inside_a_folder_pool(o.pool, out)
     _check_paths_stay_valid(spec, out)
-    given, empty = read_labels(o)
+    seen = _classes(spec)
+    given, empty = read_labels(o, {str(c) for c in seen})
     label_type = _label_type(spec)
     converted = {ident: _convert(label, label_type, ident) for ident, label in given.items()}
     before = _current_labels(spec, set(converted))
@@ -129,7 +134,6 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
         shown = "; ".join(f"{i!r}: {b!r} -> {a!r}" for i, b, a in changed[:MAX_LISTED_ROWS])
         raise SourceError(f"labels {o.labels!r} would change the label of {len(changed)} labelled row(s) ({shown}): "
                           "pass relabel=True (--relabel) if the annotators corrected them")
-    seen = _classes(spec)
     new = sorted({str(v) for v in converted.values() if v not in seen})
     if new and not o.allow_new_classes:
         raise SourceError(f"labels {o.labels!r} brings class(es) the pool has never seen: {new} (the pool's classes: "

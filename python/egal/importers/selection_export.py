@@ -215,7 +215,8 @@ class _Writer:
     def _folders(self, ident, stem, label, data, header, mask_bytes, boxes) -> str:
         folder = self.o.unlabeled_folder if label_key(label) is None else label_key(label)
         _check_file_name(folder, "label")
-        if label_key(label) == self.o.unlabeled_folder:
+        if label_key(label) is not None and label_key(label).casefold() == self.o.unlabeled_folder.casefold():
+            # (casefolded: on a case-insensitive file system "Unlabeled" and "unlabeled" are one folder)
             raise SourceError(f"row {ident!r} has the label {label_key(label)!r}, the name of the folder of the rows "
                               "without a label: both would go into one folder; pass another unlabeled_folder "
                               "(--unlabeled-folder)")

@@ -191,8 +191,11 @@ def present_findings(by_class: dict[str, dict[str, list]], o: VindrOptions) -> d
 
 def disputed_findings(by_class: dict[str, dict[str, list]], o: VindrOptions) -> list[str]:
     """The findings that some reader marked but fewer than agree_readers did (merge "agree"): neither present
-    nor absent."""
+    nor absent, unless agree_readers readers said "No finding" (then the absence is agreed)."""
     if o.merge != "agree":
+        return []
+    marking = {r for f, by_reader in by_class.items() if f != NO_FINDING for r, boxes in by_reader.items() if boxes}
+    if len(set(by_class.get(NO_FINDING, {})) - marking) >= o.agree_readers:
         return []
     return sorted(f for f, by_reader in by_class.items() if f != NO_FINDING and set(by_reader) != {"consensus"}
                   and 0 < sum(1 for boxes in by_reader.values() if boxes) < o.agree_readers)

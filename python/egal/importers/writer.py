@@ -66,10 +66,11 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
     path = os.path.expanduser(os.fspath(out))
     try:
         check_utf8_name(path, what)
-        check_new_file(path, what, replace=overwrite)
         check_not_an_input(path, what, inputs or {})
+        # before "pass --overwrite": a file that --overwrite would not replace either is named as such at once
         check_replaceable(path, what, is_pool_file, "an egal pool (a Parquet file with id and image or image_path "
                           "columns)")
+        check_new_file(path, what, replace=overwrite)
     except EgalError as exc:
         raise SourceError(str(exc)) from None
     return Path(path)

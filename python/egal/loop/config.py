@@ -93,7 +93,7 @@ class LoopConfig:
         if repeated:  # a seed's runs would be done twice and counted twice in the mean over seeds
             raise EgalError(f"seeds lists {', '.join(map(str, repeated))} more than once: {list(seeds)}")
         object.__setattr__(self, "seeds", seeds)
-        strategies = parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
+        parse_strategies(self.strategies, alpha=self.alpha, alpha_grid=self.alpha_grid)  # validates
         for name in ("init", "budget", "workers", "score_batch_size"):
             check_int(getattr(self, name), name)
         if self.threads is not None:
@@ -101,10 +101,6 @@ class LoopConfig:
             if self.threads > MAX_THREADS:
                 raise EgalError(f"threads must be at most {MAX_THREADS}, got {show_number(self.threads)}")
         check_int(self.rounds, "rounds", minimum=0)
-        if self.rounds == 0 and len(strategies) > 1:
-            raise EgalError(f"rounds = 0 trains the shared round-0 model only: the {len(strategies)} strategies would "
-                            "give one and the same run; ask for at least 1 round (0 is for one strategy: the seed "
-                            "set's model alone)")
         if not seeds:
             raise EgalError("at least one seed is needed")
 

@@ -86,9 +86,11 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
 
     columns = [label_column] + ([group_column] if group_column else [])
     excluded_columns = sorted({c for c, _ in exclude})
-    missing = sorted(set(excluded_columns) - set(open_pool(path).columns)) if excluded_columns else []
+    present = open_pool(path).columns if excluded_columns else []
+    missing = sorted(set(excluded_columns) - set(present))
     if missing:
-        raise EgalError(f"pool {path!r} has no column {missing[0]!r} to exclude rows by")
+        raise EgalError(f"pool {path!r} has no column {missing[0]!r} to exclude rows by (exclude, --exclude); its "
+                        f"columns: {', '.join(present)}")
     arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels),
                               columns=list(dict.fromkeys(columns + excluded_columns)))
     for column in columns:
@@ -98,15 +100,25 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
     # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
     keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
                      if is_label(v) and err is None], dtype=np.int64)
-    left_out = np.array([any(label_key(arrays[c][i]) == v for c, v in exclude) for i in keep], dtype=bool)
-    keep, excluded = keep[~left_out], int(left_out.sum())
     if keep.size == 0:
-        why = f", once {excluded} excluded by {_shown(exclude)}" if excluded else ""
+        raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
+    hits = np.array([[holds_value(arrays[c][i], v) for c, v in exclude] for i in keep], dtype=bool).reshape(
+        len(keep), len(exclude))
+    unmatched = [f"{c}={v}" for (c, v), n in zip(exclude, hits.sum(axis=0), strict=True) if n == 0]
+    if unmatched:  # a typo (fold=1 against 1.0 would match; test against Test would not) leaves nothing out
+        column = unmatched[0].split("=", 1)[0]
+        values = sorted({label_key(arrays[column][i]) for i in keep if is_label(arrays[column][i])})
+        raise EgalError(f"exclude {unmatched[0]} (--exclude) matches no labelled row of pool {path!r}; column "
+                        f"{column!r} holds {', '.join(map(repr, values[:8]))}{' ...' if len(values) > 8 else ''}")
+    left_out = hits.any(axis=1)
+    keep, excluded = keep[~left_out], int(left_out.sum())
+    why = f", once {excluded} excluded by {_shown(exclude)}" if excluded else ""
+    if keep.size == 0:
         raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r}){why}")
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
     _check_distinct(classes, path)
     if len(classes) < 2:
-        raise EgalError(f"pool {path!r} has a single class {classes}; classification needs at least 2")
+        raise EgalError(f"pool {path!r} has a single class {classes}{why}; classification needs at least 2")
     index = {c: k for k, c in enumerate(classes)}
     labels = np.array([index[str(labels_raw[i])] for i in keep], dtype=np.int64)
     groups = None
@@ -120,6 +132,23 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
         groups = np.array([str(g) for g in raw_groups])
     return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups,
                    excluded)
+
+
+def holds_value(cell, text: str) -> bool:
+    """Whether a pool cell holds the value `text` names: by its text, or as the same number (a fold 1 stored as
+    1.0) or truth value (true, True); a null holds none."""
+    if not is_label(cell):
+        return False
+    if label_key(cell) == text:
+        return True
+    if isinstance(cell, (bool, np.bool_)):
+        return text.strip().lower() == str(bool(cell)).lower()
+    if isinstance(cell, (int, float, np.integer, np.floating)):
+        try:
+            return float(text) == float(cell)
+        except ValueError:
+            return False
+    return False
 
 
 def _shown(exclude) -> str:

@@ -215,19 +215,33 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     """
     out_dir = os.fspath(out_dir)
     strategies = config.loop.strategy_objects()
+    if config.loop.rounds == 0 and len(strategies) > 1:  # (here, once a config file's and the options' are one)
+        raise EgalError(f"rounds = 0 trains the shared round-0 model only: the {len(strategies)} strategies would "
+                        "give one and the same run; ask for at least 1 round (0 is for one strategy: the seed set's "
+                        "model alone)")
     grouped = [s.name for s in strategies if s.per_group is not None]
     if grouped and config.data.group_column is None:  # said before anything runs or is written
         raise EgalError(f"strategy {grouped[0]} caps a round's rows per group, but the data has no group column: "
                         "give it (group_column, --group-column), or drop the +group modifier")
     for name, folder in (("out (--out)", out_dir), ("data.cache_dir (--cache-dir)", config.data.cache_dir)):
-        if folder and os.path.exists(folder) and not os.path.isdir(folder):
-            raise EgalError(f"{name} {os.fspath(folder)!r} is a file, not a folder: it is left as it is; choose a "
-                            "folder")
+        if folder:
+            _check_folder_path(name, os.fspath(folder))
     _refuse_foreign_folder(out_dir)  # before a lock file or runs/ is made in it
     os.makedirs(out_dir, exist_ok=True)
     with _experiment_folder(config, out_dir) as warning:
         os.makedirs(os.path.join(out_dir, RUNS_DIR), exist_ok=True)
         return _run_simulation(config, out_dir, strategies, dataset, progress, warning)
+
+
+def _check_folder_path(name: str, folder: str) -> None:
+    """EgalError, before anything is written, when `folder` or a folder above it is a file (the folder could not be
+    made: an OS error after the output folder was begun)."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "is a file" if path == os.path.abspath(folder) else f"is under {path!r}, a file"
+        raise EgalError(f"{name} {folder!r} {where}, not a folder: it is left as it is; choose a folder")
 
 
 class DecodeRulesChanged(UserWarning):
@@ -282,7 +296,8 @@ def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, da
             else:
                 reporter.log(f"{len(todo)} run(s) to do, {len(skipped)} already done; no cache_dir, so each worker "
                              "decodes the pool (and runs any frozen prefix) itself")
-            ran = run_in_workers(config, out_dir, [(s.name, seed) for s, seed, _ in todo], reporter, workers)
+            ran = run_in_workers(config, out_dir, [(s.name, seed) for s, seed, _ in todo], reporter, workers,
+                                 warn=not config.data.cache_dir)  # (with a cache, prepared and warned above)
         else:
             experiment = prepare_experiment(config, out_dir, dataset, reporter, todo=len(todo), skipped=len(skipped))
             first_rounds = FirstRounds()
@@ -332,7 +347,7 @@ def _warn_of_settings_that_measure_nothing(config: ExperimentConfig, dataset: Da
 
 
 def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset | None, reporter: Progress, *,
-                       todo: int = 0, skipped: int = 0, announce: bool = True) -> Experiment:
+                       todo: int = 0, skipped: int = 0, announce: bool = True, warn: bool | None = None) -> Experiment:
     """The shared part of an experiment: loaded (from the decoded-array cache where there is one), split, marked
     for the shortcut benchmark, and run through the frozen prefix (from the feature cache where there is one)."""
     if dataset is None:
@@ -342,8 +357,9 @@ def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset 
     if config.loop.init >= len(pool):
         raise EgalError(f"init (--init) {config.loop.init} is not smaller than the pool's {len(pool)} rows: the seed "
                         "set would label the whole pool, and every strategy would give the same run")
-    if announce:
+    if announce if warn is None else warn:  # (workers: one of them warns, through the parent)
         _warn_of_settings_that_measure_nothing(config, dataset, pool, test)
+    if announce:
         reporter.log(f"{len(dataset)} rows ({len(pool)} pool, {len(test)} test), classes {list(dataset.classes)}; "
                      f"seeds {', '.join(map(str, config.loop.seeds))} x strategies "
                      f"{', '.join(config.loop.strategies)}: {todo} run(s) to do, {skipped} already done")
@@ -570,6 +586,12 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
         try:
             with open(path) as f:
                 stored = json.load(f)
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+            identity = stored.get("identity")
+            if not (identity is None or (isinstance(identity, dict)
+                                         and all(isinstance(v, dict) for v in identity.values()))):
+                raise ValueError("its identity is not a table of sections")
         except (OSError, ValueError) as exc:
             raise EgalError(f"{path!r} is damaged ({exc}): use another --out folder") from None
         before = comparable_identity(stored.get("identity") or {})

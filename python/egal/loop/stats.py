@@ -71,7 +71,7 @@ def paired_differences(runs, baseline: str = "random", metric: str = "accuracy",
         for seed in sorted(set(mine) & set(theirs)):
             a_curve, b_curve = _curve(mine[seed], metric), _curve(theirs[seed], metric)
             common = sorted(set(a_curve) & set(b_curve))
-            if common and common[-1] != min(max(a_curve), max(b_curve)):
+            if at == "final" and common and common[-1] != min(max(a_curve), max(b_curve)):
                 short.append(seed)  # the runs part before either ends: labels of one never reached by the other
             if at == "final":
                 value = (a_curve[common[-1]], b_curve[common[-1]]) if common else (math.nan, math.nan)
@@ -97,7 +97,7 @@ def paired_differences(runs, baseline: str = "random", metric: str = "accuracy",
         row = {"strategy": strategy, "baseline": baseline, "metric": metric, "kind": at,
                **interval_stats(differences, resamples=resamples, bootstrap_seed=bootstrap_seed),
                "seeds": seeds, "labels": labels, "strategy_values": a_values, "baseline_values": b_values,
-               "differences": differences}
+               "differences": differences, "parted_early": short}
         if row["n"] == 0:
             notes.append("no paired seed: no estimate")
         elif row["n"] == 1:

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 import traceback
+import warnings
 
 from .._processes import start_spawned, watch_parent
 from ..errors import EgalError
@@ -45,7 +46,8 @@ OWNER_LOCK_SUFFIX = ".lock"
 TAKING_STALE_SECONDS = 60  # a lock file still under its temporary name this long was left by a killed simulate
 
 
-def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int) -> list:
+def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter: Progress, workers: int, *,
+                   warn: bool = True) -> list:
     """Run the (strategy name, seed) `units` in `workers` processes; returns the units that ran, in finishing order.
 
     A worker's error stops the others (at once: finished runs are on disk) and is raised here with its
@@ -61,7 +63,8 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
     messages = context.Queue()
     processes = [context.Process(target=_worker, name=f"egal-worker-{i}", daemon=True,
-                                 args=(config.to_dict(), out_dir, units, claims, i, threads, messages, os.getpid()))
+                                 args=(config.to_dict(), out_dir, units, claims, i, threads, messages, os.getpid(),
+                                       warn and i == 0))
                  for i in range(workers)]
     reporter.log(f"{len(units)} run(s) in {workers} worker processes with {threads} torch thread(s) each")
     ran, failures, finished = [], [], set()
@@ -81,6 +84,9 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
                 reporter.log(f"[worker {worker}] {payload}")
             elif kind == "advance":
                 reporter.advance(1, payload)
+            elif kind == "warning":  # egal's own, from the one worker that forwards them: warned here, once
+                category, text = payload
+                warnings.warn(text, _warning_category(category), stacklevel=2)
             elif kind == "ran":
                 ran.append(tuple(payload))
             elif kind == "error":
@@ -218,8 +224,19 @@ def _claim(claims: str, name: str, seed: int) -> bool:
                         "older egal simulate in the same folder): rerun to resume") from None
 
 
+def _warning_category(qualified: str):
+    """The warning class a worker named (egal's own only; UserWarning for any other)."""
+    import importlib
+
+    module, _, name = qualified.rpartition(".")
+    category = getattr(importlib.import_module(module), name, UserWarning) if module.startswith("egal") else None
+    return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
+
+
 def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages,
-            parent_pid: int) -> None:
+            parent_pid: int, warn: bool) -> None:
+    """warn: this worker forwards the data's and the settings' warnings to the parent (one worker does, where the
+    parent did not prepare the experiment itself)."""
     # A parent killed outright (SIGKILL) must not leave workers writing runs into a folder it no longer owns.
     watch_parent(parent_pid)
     try:
@@ -230,7 +247,14 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
         torch.set_num_threads(threads)
         config = ExperimentConfig.from_dict(config_dict)
         reporter = _QueueProgress(messages, index)
-        experiment = prepare_experiment(config, out_dir, None, reporter, announce=False)
+        with warnings.catch_warnings(record=True) as caught:  # the data's warnings, said once by the parent
+            warnings.simplefilter("always")
+            experiment = prepare_experiment(config, out_dir, None, reporter, announce=False, warn=warn)
+        for w in caught:
+            if warn and w.category.__module__.split(".")[0] == "egal":
+                messages.put(("warning", index, (f"{w.category.__module__}.{w.category.__name__}", str(w.message))))
+            elif w.category.__module__.split(".")[0] != "egal":
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         first_rounds = FirstRounds(os.path.join(out_dir, ROUND0_DIR), device=config.train.device)
         strategies = {s.name: s for s in config.loop.strategy_objects()}
         for name, seed in units:

@@ -259,8 +259,11 @@ class ScoringJob:
             "engine": o.engine,
             "include_labelled": o.include_labelled,  # the ranks written depend on it
         }
-        if o.resume:
-            check_resume_arguments(o.out, manifest)  # before the runtime check, which scores a batch
+        if o.resume:  # before the runtime check, which exports and scores a batch
+            early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None}
+            if o.runtime != "auto":  # (auto is resolved below, to the recorded runtime)
+                early["runtime"] = o.runtime
+            check_resume_arguments(o.out, early)
         requested = o.runtime
         if o.resume and requested == "auto":
             # auto may choose otherwise this time (on a GPU it times both): resume with what the run used

@@ -224,6 +224,8 @@ class ShardStore:
         try:
             with open(self._path(MANIFEST)) as f:
                 previous = json.load(f)
+            if not isinstance(previous, dict):
+                raise ValueError(f"a JSON {type(previous).__name__}, not the record of a run")
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot resume: {self._path(MANIFEST)!r} is unreadable ({exc}); delete "
                               f"{self.parts_dir!r} (or pass {OVERWRITE} instead of {RESUME}) to start over") from exc
@@ -238,6 +240,8 @@ class ShardStore:
                               f"({exc}); pass {OVERWRITE} instead of {RESUME} to score again") from exc
         try:
             previous = json.loads(metadata[RUN_METADATA_KEY])
+            if not isinstance(previous, dict):
+                raise ValueError("not the record of a run")
         except (KeyError, ValueError):
             raise OutputError(
                 f"cannot resume: out {out_path!r} (--out) exists but does not record the arguments of the run that "
@@ -286,12 +290,14 @@ def recorded_run(out_path) -> dict | None:
     try:
         if os.path.isdir(out_path + ".parts"):
             with open(os.path.join(out_path + ".parts", MANIFEST)) as f:
-                return json.load(f)
-        if os.path.exists(out_path):
-            return json.loads((pq.read_schema(out_path).metadata or {})[RUN_METADATA_KEY])
+                recorded = json.load(f)
+        elif os.path.exists(out_path):
+            recorded = json.loads((pq.read_schema(out_path).metadata or {})[RUN_METADATA_KEY])
+        else:
+            return None
     except (OSError, ValueError, KeyError, pa.ArrowException):
-        pass
-    return None
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def check_resume_arguments(out_path, arguments: dict) -> None:

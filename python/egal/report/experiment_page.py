@@ -125,7 +125,7 @@ def _curves(summary, n_seeds: int) -> str:
 
 
 def _final_table(summary, runs) -> str:
-    from ..loop.report import percent
+    from ..loop.report import budget_shortfalls, percent
     from ..loop.stats import paired_report
 
     last = {}
@@ -152,6 +152,11 @@ def _final_table(summary, runs) -> str:
             "mean over the curve). paired.csv has every metric, with bootstrap intervals.</p>")
     if not paired:
         note += f"<p class='muted'>No paired differences: the folder has no {BASELINE!r} runs to compare with.</p>"
+    if any(row.get("parted_early") for row in paired.values()):
+        note += ("<p class='note'>* The two runs' label counts part before either ends (a strategy that selected "
+                 "fewer rows than the budget): compared at the last count both reached, not at their last "
+                 "rounds.</p>")
+    note += "".join(f"<p class='note'>{escape(line)}</p>" for line in budget_shortfalls(runs))
     return table(header, rows, numeric=(False, True, True, True, True, True, True, True)) + note
 
 
@@ -162,11 +167,12 @@ def _difference(row) -> Markup | str:
     if not math.isfinite(mean):
         return "n/a"
     text = f"{100 * mean:+.1f}"
+    mark = " *" if row.get("parted_early") else ""
     if math.isfinite(low) and math.isfinite(high):
         text += f" [{100 * low:+.1f}, {100 * high:+.1f}]"
         if low > 0 or high < 0:
-            return Markup(f"<strong>{escape(text)}</strong>")
-    return text
+            return Markup(f"<strong>{escape(text)}</strong>{mark}")
+    return text + mark
 
 
 def _shortcut(summary, runs) -> str:

@@ -359,6 +359,11 @@ def _check_data(images, masks, labels, classes, config):
                             "decode or clean them before training")
     if masks.ndim != 3 or masks.shape[0] != n:
         raise ValueError(f"masks must be [N, H, W] with N = {n}, got {tuple(masks.shape)}")
+    outside = ~((masks >= 0) & (masks <= 1)).flatten(1).all(dim=1) if masks.dtype != torch.bool else None
+    if outside is not None and bool(outside.any()):  # up front, by row: not mid-training by position in a batch
+        first = int(outside.nonzero()[0])
+        hint = " (a 0/255 mask: divide it by 255 or pass it as bool)" if masks.dtype == torch.uint8 else ""
+        raise EgalError(f"{int(outside.sum())} training mask(s) hold values outside [0, 1], first row {first}{hint}")
     if labels.shape != (n,):
         raise ValueError(f"labels must be [N] = [{n}], got {labels.shape}")
     if len(labels) == 0:
