@@ -229,7 +229,10 @@ def _warning_category(qualified: str):
     import importlib
 
     module, _, name = qualified.rpartition(".")
-    category = getattr(importlib.import_module(module), name, UserWarning) if module.startswith("egal") else None
+    try:
+        category = getattr(importlib.import_module(module), name, None) if module.split(".")[0] == "egal" else None
+    except ImportError:
+        category = None
     return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
 
 
