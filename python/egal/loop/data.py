@@ -46,8 +46,9 @@ def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, lab
     Rows without a label are dropped: a simulation needs the ground truth of
     every row (it hides the labels itself). cache_dir: keep the decoded arrays
     there as .npz, keyed by the file's content, the size and the columns, so reruns skip decoding.
-    exclude: (column, value) pairs: a row whose column holds that value (as text) is left out, as a labelled
-    test split is left out of training (("split", "test")).
+    exclude: (column, value) pairs: a row whose column holds that value (holds_value: by its text, or the same
+    number or truth value) is left out, as a labelled test split is left out of training (("split", "test"));
+    a pair that matches no labelled row is refused (a typo would leave nothing out).
     """
     exclude = tuple((str(c), str(v)) for c, v in exclude)
     path = os.fspath(path)
