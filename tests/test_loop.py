@@ -720,3 +720,13 @@ def test_the_gpu_training_settings_leave_older_result_folders_resumable():
     assert comparable_identity(recorded["identity"]) == json.loads(json.dumps(now))
     faster = ExperimentConfig().with_overrides(train={"precision": "bf16", "channels_last": True}).identity()["train"]
     assert faster["precision"] == "bf16" and faster["channels_last"] is True
+
+
+def test_exclusion_values_match_by_value_and_big_integers_exactly():
+    from egal.loop.data import holds_value
+
+    assert holds_value(1.0, "1") and holds_value(np.int64(3), "3.0") and holds_value(np.bool_(True), "true")
+    assert holds_value("test", "test") and not holds_value("Test", "test") and not holds_value(None, "None")
+    # 2**53 + 1 is not 2**53 (a float comparison said it was, and left out the wrong row)
+    assert holds_value(2**53 + 1, str(2**53 + 1)) and not holds_value(2**53 + 1, str(2**53))
+    assert not holds_value(3, "3.5") and not holds_value(5, "x") and not holds_value(float("nan"), "nan")

@@ -200,18 +200,20 @@ def test_cli_exports_a_saved_model(tmp_path, capsys):
 def test_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     save_model(make_model("tiny_cnn", "prototypical", 3, (32, 32)), tmp_path / "model.pt")
     out = tmp_path / "model.onnx"
-    out.write_bytes(b"an earlier graph")
+    out.write_bytes(b"a user's own file")
     from egal.cli import main
 
-    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2  # the CLI's exit status
-    err = capsys.readouterr().err
-    assert "already exists" in err and "--overwrite" in err and out.read_bytes() == b"an earlier graph"
-    # --overwrite replaces a graph egal exported, never another .onnx file (a user's own model was replaced)
-    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 2
-    assert "is not an ONNX graph that egal exported" in capsys.readouterr().err
-    assert out.read_bytes() == b"an earlier graph"
+    # --overwrite replaces a graph egal exported, never another .onnx file (a user's own model was replaced); such a
+    # file is named at once, not after a first "pass --overwrite"
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), *extra]) == 2
+        assert "is not an ONNX graph that egal exported" in capsys.readouterr().err
+    assert out.read_bytes() == b"a user's own file"
     out.unlink()
     assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 0
+    assert main(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out)]) == 2  # the CLI's exit status
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
     assert _cli(["export", "--model", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"]) == 0
     assert OnnxGradCAM(out).classes == tuple(CLASSES)
     assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.pt"]  # no temporary left

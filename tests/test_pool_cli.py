@@ -224,3 +224,24 @@ def test_a_class_named_like_a_missing_value_is_a_label_to_add_labels(tmp_path, c
     labels = dict(zip(*pq.read_table(tmp_path / "q.parquet", columns=["id", "label"]).to_pydict().values(),
                       strict=True))
     assert labels["d"] == "None" and labels["e"] is None  # "NA" is no class of this pool: no label
+
+
+def test_a_case_variant_of_a_class_named_like_a_missing_value_is_refused_not_dropped(tmp_path, capsys):
+    folder_image(tmp_path / "src" / "None" / "a.png", 10)
+    folder_image(tmp_path / "src" / "Mild" / "b.png", 20)
+    folder_image(tmp_path / "src" / "unlabeled" / "c.png", 30)
+    assert pool("from-folders", tmp_path / "src", "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["c", "none"]])
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "q.parquet") == 2
+    assert "'none' reads as no label, but the pool has the class 'None'" in capsys.readouterr().err
+
+
+def test_csv_ids_and_image_paths_that_read_as_missing_are_skipped_as_missing(tmp_path):
+    from egal.importers import from_csv
+
+    folder_image(tmp_path / "img" / "a.png", 10)
+    table = write_csv(tmp_path / "t.csv", ["id", "file"], [["a", "img/a.png"], ["NA", "img/a.png"],
+                                                          ["b", "null"]])
+    result = from_csv(table, tmp_path / "p.parquet", id="id", image="file", progress=False)
+    assert pq.read_table(result.out).column("id").to_pylist() == ["a"]
+    assert result.skipped.skipped == {"empty id": 1, "no image path": 1}

@@ -766,3 +766,59 @@ def test_a_deflated_dicom_is_refused_when_pydicom_lacks_the_readers_that_bound_i
         read_image(_deflated_dicom(stored), 1)
     np.testing.assert_allclose(read_image(encode_dicom(stored), 1)[0], stored / 63.0, atol=1e-6)
 
+
+
+def _edited_dicom(**elements) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(BytesIO(encode_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8))))
+    for name, value in elements.items():
+        setattr(ds, name, value)
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
+    # egal pool info and the importers read headers only (egal.importers.imaging.read_header): a damaged header
+    # element was a traceback that stopped `pool info` for the whole pool, a deflated bomb was inflated whole
+    # (1.4 GB for a 612 KB file), and a 60000 x 60000 DICOM, several frames or PALETTE COLOR passed as fine
+    # although egal score marks them as errors.
+    import zlib
+
+    from egal.importers.imaging import read_header
+    from egal.pool.dicom import _deflated_data_start
+    from egal.pool.errors import RowError
+    from egal.pool.images import read_image
+
+    cases = {
+        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), "unreadable DICOM header"),
+        "60000 x 60000": (_edited_dicom(Rows=60000, Columns=60000), "60000 x 60000 pixels"),
+        "two frames": (_edited_dicom(NumberOfFrames=2), r"multi-frame DICOM \(2 frames\)"),
+        "palette": (_edited_dicom(PhotometricInterpretation="PALETTE COLOR"), "'PALETTE COLOR' is not supported"),
+    }
+    small = _deflated_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8))
+    start = _deflated_data_start(small, force=False)
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    cases["deflated bomb"] = (small[:start] + b"".join(packer.compress(bytes(2**24)) for _ in range(32))
+                              + packer.flush(), "decompression bomb")
+    for data, reason in cases.values():
+        with pytest.raises(RowError, match=reason):
+            read_header(data)
+        with pytest.raises(RowError):  # and egal score refuses it too (the two agree)
+            read_image(data, 1)
+    # A 12-bit JPEG (start of frame SOF1, precision 12) is named as a JPEG that is not decoded, not "not a JPEG".
+    baseline = encode_jpeg(np.full((8, 8), 100, np.uint8))
+    sof0 = baseline.index(b"\xff\xc0")
+    twelve = baseline[:sof0] + b"\xff\xc1" + baseline[sof0 + 2:sof0 + 4] + b"\x0c" + baseline[sof0 + 5:]
+    for reader in (read_header, lambda data: read_image(data, 1)):
+        with pytest.raises(RowError, match="a JPEG of a kind that is not decoded"):
+            reader(twelve)
+
+
+def test_dicom_errors_are_one_line_without_object_addresses():
+    from egal.pool.dicom import one_line
+
+    assert one_line("missing dependencies:\n\tgdcm - requires gdcm\n  pillow: cannot identify image file "
+                    "<_io.BytesIO object at 0x7efb12345678>") == (
+        "missing dependencies: gdcm - requires gdcm pillow: cannot identify image file")

@@ -180,6 +180,10 @@ def test_settings_that_measure_nothing_are_warned_of_and_a_file_as_out_folder_is
     table = pq.read_table(path)
     names = table.schema.names
     table = table.drop([c for c in ("mask", "mask_path", "boxes") if c in names])
+    images = table.column("image").to_pylist()
+    images[5] = b"not an image"  # rows that cannot be decoded: a warning that a worker raises, said by the parent
+    table = table.set_column(table.schema.get_field_index("image"), "image",
+                             pa.array(images, table.schema.field("image").type))
     site = pa.array(["big" if i % 5 else "small" for i in range(table.num_rows)])
     pq.write_table(table.append_column("site", site), tmp_path / "noroi.parquet")
     args = ["simulate", "--pool", str(tmp_path / "noroi.parquet"), "--seeds", "1", "--rounds", "1", "--budget", "5",
@@ -188,12 +192,14 @@ def test_settings_that_measure_nothing_are_warned_of_and_a_file_as_out_folder_is
     (tmp_path / "taken").write_text("a user's file")
     assert main([*args, "--out", str(tmp_path / "taken")]) == 2
     assert "out (--out)" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
-    assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "taken" / "sub")]) == 2
-    assert "data.cache_dir (--cache-dir)" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    for cache in (tmp_path / "taken" / "sub", f"{tmp_path / 'taken'}/../cache"):  # the OS walks through the file
+        assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(cache)]) == 2
+        assert "data.cache_dir (--cache-dir)" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main([*args, "--out", str(tmp_path / "out"), "--beta", "0.5"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("egal simulate: warning:")]
     assert any("no pool row has an ROI" in w and "egal_a0.5" in w and "beta 0.5" in w for w in warned), warned
     assert any("the test split holds" in w and "not the test_fraction's 20%" in w for w in warned), warned
+    assert any("cannot be decoded" in w for w in warned), warned  # (with workers: a TypeError rebuilding it)
     # With worker processes (and no cache, so the parent never loads the pool): the same lines, once each.
     assert main([*args, "--out", str(tmp_path / "out2"), "--beta", "0.5", "--workers", "2"]) == 0
     err = capsys.readouterr().err

@@ -280,7 +280,7 @@ def test_bad_training_input_is_refused():
     # A 0/255 mask: refused before training, by its row (it stopped training mid-way, named by its place in a batch,
     # and only without augmentation, which clamps).
     wide = masks.astype(np.uint8) * 255
-    with pytest.raises(ValueError, match=r"12 training mask\(s\) hold values outside \[0, 1\], first row 0 "
+    with pytest.raises(ValueError, match=r"12 training mask\(s\) hold values outside \[0, 1\] \(or NaN\), first row 0 "
                                          r"\(a 0/255 mask"):
         train_model(images, wide, labels, CLASSES, small_config())
     with pytest.raises(ValueError, match="beta"):

@@ -38,7 +38,6 @@ def run_export(args) -> int:
     if not os.fspath(args.out).endswith(".onnx"):  # egal score tells a graph from a PyTorch model by it
         raise EgalError(f"--out {args.out!r} must end in .onnx: egal score runs a .onnx file with onnxruntime and "
                         "takes any other for a PyTorch model")
-    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
     try:
         from ..onnx import export as exporter
         from ..onnx import graph
@@ -47,6 +46,7 @@ def run_export(args) -> int:
     from ..models import ModelConfigError, ModelFileError
 
     check_replaceable(args.out, "--out", exporter.is_egal_graph, "an ONNX graph that egal exported")
+    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
 
     try:
         path = exporter.export_onnx(

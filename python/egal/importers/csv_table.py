@@ -89,10 +89,11 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
     repeated exactly, "texts": its lines' cells}} in table order."""
     images: dict[str, dict] = {}
     for line, row in enumerate(rows, start=2):
-        if not o.id and not Path(row[o.image]).name:  # no file named ("", "."): no id to derive, skipped as such
+        # no file named ("", ".", "NA"): no id to derive, skipped as such
+        if not o.id and (cell_or_none(row[o.image]) is None or not Path(row[o.image]).name):
             images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}
             continue
-        ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
+        ident = (cell_or_none(row[o.id]) or "") if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
         text = tuple(row.values())
         if entry is None:
@@ -129,7 +130,7 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
     if not ident:
         session.ledger.skip("empty id", f"line {entry['line']}")
         return
-    if not row[o.image]:
+    if cell_or_none(row[o.image]) is None:
         session.ledger.skip("no image path", where)
         return
     image_path = _resolve(base, row[o.image])

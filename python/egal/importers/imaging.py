@@ -16,10 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pool.dicom import has_dicom_magic, may_be_bare_dicom, read_dicom
+from ..pool.dicom import (
+    check_inflated_size,
+    has_dicom_magic,
+    may_be_bare_dicom,
+    one_line,
+    photometric_is_read,
+    read_dicom,
+    unread_photometric,
+)
 from ..pool.encode import encode_png
 from ..pool.errors import RowError
-from ..pool.images import quiet_pillow, read_image, resize_bilinear
+from ..pool.images import quiet_pillow, read_image, resize_bilinear, unidentified_image_reason
+from ..pool.limits import check_pixels
 from ..pool.orientation import exif_orientation, shown_size
 from ..pool.png16 import png_header
 
@@ -49,9 +58,10 @@ def read_header(data: bytes) -> ImageHeader:
             orientation = exif_orientation(image)
             width, height = shown_size(*image.size, orientation)  # as decoded: EXIF orientation applied
     except UnidentifiedImageError:
-        raise RowError("not a PNG, JPEG or DICOM image") from None
+        raise RowError(unidentified_image_reason(data)) from None
     except Exception as exc:  # truncated headers raise OSError, SyntaxError...
         raise RowError(f"unreadable image header: {exc}") from exc
+    check_pixels(width, height)  # what egal score refuses unread, refused here too
     bits = 16 if mode.startswith("I;16") or mode == "I" or (depth and depth[0] == 16) else 1 if mode == "1" else 8
     grey_png = depth is not None and depth[1] in (0, 4)  # (Pillow opens 16-bit grey + alpha as RGBA)
     channels = 1 if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16") or grey_png else 3
@@ -60,14 +70,27 @@ def read_header(data: bytes) -> ImageHeader:
 
 
 def _dicom_header(data: bytes) -> ImageHeader:
+    """The header, with what egal score would refuse there (a deflated bomb, the size, several frames, a
+    photometric interpretation it does not read) refused here too."""
     import pydicom
 
+    force = not has_dicom_magic(data)
+    check_inflated_size(data, force)  # before pydicom inflates a deflated data set, header and all
     try:
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=not has_dicom_magic(data))
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=force)
         rows, columns = int(ds.Rows), int(ds.Columns)
-    except Exception as exc:  # pydicom raises many kinds for broken files
-        raise RowError(f"unreadable DICOM header: {exc}") from exc
-    return ImageHeader("DICOM", columns, rows, int(ds.get("BitsStored", 8) or 8), int(ds.get("SamplesPerPixel", 1)))
+        bits = int(ds.get("BitsStored", 8) or 8)
+        samples = int(ds.SamplesPerPixel) if "SamplesPerPixel" in ds else 1  # present but empty: refused
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    except Exception as exc:  # pydicom raises many kinds for broken files; int() of an empty or odd element too
+        raise RowError(one_line(f"unreadable DICOM header: {type(exc).__name__}: {exc}")) from exc
+    check_pixels(columns, rows, "DICOM image")
+    if frames > 1:
+        raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
+    if not photometric_is_read(photometric):
+        raise RowError(unread_photometric(photometric))
+    return ImageHeader("DICOM", columns, rows, bits, samples)
 
 
 def read_image_file(path) -> bytes:
@@ -142,4 +165,4 @@ def suffix_of(data: bytes) -> str:
         return ".jpg"
     if has_dicom_magic(data) or may_be_bare_dicom(data):
         return ".dcm"
-    raise RowError("not a PNG, JPEG or DICOM image")
+    raise RowError(unidentified_image_reason(data))

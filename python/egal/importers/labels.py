@@ -102,6 +102,11 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
         ident, label = row[o.id_column], row[o.label_column]
         if label.strip() not in classes:
             label = cell_or_none(label)
+            like = [c for c in classes if label is None and c.casefold() == row[o.label_column].strip().casefold()]
+            if like:  # "none" beside a class "None": a label, or no label? Not guessed
+                raise SourceError(f"labels {o.labels!r} line {line}: {row[o.label_column]!r} reads as no label, but "
+                                  f"the pool has the class {like[0]!r}: write it as the pool does, or leave the cell "
+                                  "empty for no label")
         if label is None:
             empty += 1
             continue

@@ -144,11 +144,14 @@ def holds_value(cell, text: str) -> bool:
         return True
     if isinstance(cell, (bool, np.bool_)):
         return text.strip().lower() == str(bool(cell)).lower()
-    if isinstance(cell, (int, float, np.integer, np.floating)):
-        try:
+    try:
+        if isinstance(cell, (int, np.integer)):  # exactly: 2**53 + 1 is not 2**53 (ids of that size are common)
+            value = float(text) if "." in text or "e" in text.lower() else int(text)
+            return value == int(cell) if isinstance(value, int) else value.is_integer() and int(value) == int(cell)
+        if isinstance(cell, (float, np.floating)):
             return float(text) == float(cell)
-        except ValueError:
-            return False
+    except (ValueError, OverflowError):
+        return False
     return False
 
 

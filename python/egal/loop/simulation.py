@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -234,14 +235,17 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
 
 
 def _check_folder_path(name: str, folder: str) -> None:
-    """EgalError, before anything is written, when `folder` or a folder above it is a file (the folder could not be
-    made: an OS error after the output folder was begun)."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    if not os.path.isdir(path):
-        where = "is a file" if path == os.path.abspath(folder) else f"is under {path!r}, a file"
-        raise EgalError(f"{name} {folder!r} {where}, not a folder: it is left as it is; choose a folder")
+    """EgalError, before anything is written, when `folder` or a folder on the way to it is a file or a dangling
+    symbolic link (the folder could not be made: an OS error after the output folder was begun). Component by
+    component, as the OS walks it: "afile/../x" goes through afile."""
+    parts = Path(folder).parts
+    for end in range(1, len(parts) + 1):
+        prefix = os.path.join(*parts[:end])
+        if os.path.lexists(prefix) and not os.path.exists(prefix):
+            raise EgalError(f"{name} {folder!r}: {prefix!r} is a symbolic link to nothing; choose a folder")
+        if os.path.exists(prefix) and not os.path.isdir(prefix):
+            where = "is a file" if end == len(parts) else f"goes through {prefix!r}, a file"
+            raise EgalError(f"{name} {folder!r} {where}, not a folder: it is left as it is; choose a folder")
 
 
 class DecodeRulesChanged(UserWarning):

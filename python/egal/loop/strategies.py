@@ -124,8 +124,11 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
     if not out:
         raise EgalError("no strategies given")
     for s in out:  # egal at alpha 1 (0) is entropy (misalignment) alone: two names, one selection, two runs
-        twin = {1.0: "entropy", 0.0: "misalignment"}.get(s.alpha) if s.kind == "egal" and s.combine == "raw" else None
-        if twin and replace(s, kind=twin) in out:
+        # (ranks of entropy order the rows as entropy does; at alpha 0 the rank mix treats rows without an ROI
+        # otherwise than misalignment does, so only alpha 1 is a twin there)
+        twins = {1.0: "entropy", 0.0: "misalignment"} if s.combine == "raw" else {1.0: "entropy"}
+        twin = twins.get(s.alpha) if s.kind == "egal" else None
+        if twin and replace(s, kind=twin, combine="raw") in out:
             raise EgalError(f"strategies {twin} and {s.name} select the same rows (alpha {s.alpha:g} is {twin} "
                             "alone): keep one")
     names = [s.name for s in out]

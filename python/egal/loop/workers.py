@@ -85,8 +85,7 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
             elif kind == "advance":
                 reporter.advance(1, payload)
             elif kind == "warning":  # egal's own, from the one worker that forwards them: warned here, once
-                category, text = payload
-                warnings.warn(text, _warning_category(category), stacklevel=2)
+                warnings.warn(payload, WorkerWarning, stacklevel=2)
             elif kind == "ran":
                 ran.append(tuple(payload))
             elif kind == "error":
@@ -224,16 +223,9 @@ def _claim(claims: str, name: str, seed: int) -> bool:
                         "older egal simulate in the same folder): rerun to resume") from None
 
 
-def _warning_category(qualified: str):
-    """The warning class a worker named (egal's own only; UserWarning for any other)."""
-    import importlib
-
-    module, _, name = qualified.rpartition(".")
-    try:
-        category = getattr(importlib.import_module(module), name, None) if module.split(".")[0] == "egal" else None
-    except ImportError:
-        category = None
-    return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
+class WorkerWarning(UserWarning):
+    """One of egal's warnings, raised in a worker process and said again in the parent (by its text: a warning
+    class may need more than a message to be built, as egal.pool.UndecodedRows does)."""
 
 
 def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: int, threads: int, messages,
@@ -255,7 +247,7 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
             experiment = prepare_experiment(config, out_dir, None, reporter, announce=False, warn=warn)
         for w in caught:
             if warn and w.category.__module__.split(".")[0] == "egal":
-                messages.put(("warning", index, (f"{w.category.__module__}.{w.category.__name__}", str(w.message))))
+                messages.put(("warning", index, str(w.message)))
             elif w.category.__module__.split(".")[0] != "egal":
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
         first_rounds = FirstRounds(os.path.join(out_dir, ROUND0_DIR), device=config.train.device)

@@ -159,8 +159,8 @@ def _check_output_paths(o: ScoreOptions) -> None:
     for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
         if path is not None:
             check_outside_folder_pool(path, name, o.pool)
-    check_new_file(o.out, "out (--out)", replace=True)
     check_replaceable(o.out, "out (--out)", _is_score_output, "an egal score output")
+    check_new_file(o.out, "out (--out)", replace=True)
     sidecars = [("select_out (--select-out)", o.selection_path, is_selection_csv, "a selection CSV that egal wrote"),
                 ("the embeddings file (--embeddings)", o.embeddings_path, _is_embeddings_file,
                  "an egal embeddings file")]
@@ -175,8 +175,8 @@ def _check_output_paths(o: ScoreOptions) -> None:
             if os.path.commonpath([parts, os.path.realpath(path)]) == parts:
                 raise EgalError(f"{name} {os.fspath(path)!r} is in the folder of the run's shards ({parts!r}), which "
                                 "is removed when the run completes; choose another path")
+            check_replaceable(path, name, is_own, what)  # before "pass --overwrite" for a file it never replaces
             check_new_file(path, name, replace=o.overwrite or o.resume)
-            check_replaceable(path, name, is_own, what)
 
 
 def run_scoring(options: ScoreOptions) -> PoolScores:
@@ -261,7 +261,9 @@ class ScoringJob:
         }
         if o.resume:  # before the runtime check, which exports and scores a batch
             early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None}
-            if o.runtime != "auto":  # (auto is resolved below, to the recorded runtime)
+            # (auto is resolved below, to the recorded runtime; a graph runs on onnxruntime only, and the runtime
+            # check says so if torch is asked for it)
+            if o.runtime != "auto" and runner.kind == "torch":
                 early["runtime"] = o.runtime
             check_resume_arguments(o.out, early)
         requested = o.runtime

@@ -16,6 +16,8 @@ Other photometric interpretations (PALETTE COLOR, ...) are a row error.
 """
 from __future__ import annotations
 
+import re
+import warnings
 import zlib
 from io import BytesIO
 
@@ -42,6 +44,29 @@ def may_be_bare_dicom(data: bytes) -> bool:
 
 def read_dicom(data: bytes) -> np.ndarray:
     """[h, w] (grey) or [h, w, 3] (colour) float32 in [0, 1]; RowError with the reason otherwise."""
+    try:
+        return _read_dicom(data)
+    except MemoryError:
+        raise
+    except RowError as exc:  # pydicom's own messages span lines (a list of missing plugins) and name objects
+        raise RowError(one_line(str(exc))) from exc
+    except Exception as exc:  # a malformed element read on the way (NumberOfFrames 'ab'): this file's error
+        raise RowError(one_line(f"unreadable DICOM: {type(exc).__name__}: {exc}")) from exc
+
+
+def photometric_is_read(photometric: str) -> bool:
+    """The photometric interpretations read_dicom decodes: MONOCHROME1/2, RGB and the YBR family."""
+    return photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") or photometric.startswith("YBR")
+
+
+def one_line(message: str) -> str:
+    """A decoder's message as one line of a row's error: newlines and tabs folded, Python object addresses
+    ('<_io.BytesIO object at 0x7f...>') dropped."""
+    message = re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", message)
+    return " ".join(message.split())
+
+
+def _read_dicom(data: bytes) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -67,7 +92,7 @@ def read_dicom(data: bytes) -> np.ndarray:
     try:
         stored = ds.pixel_array
     except Exception as exc:
-        if syntax is not None and syntax.is_compressed:
+        if syntax is not None and getattr(syntax, "is_compressed", False):
             raise RowError(
                 f"DICOM transfer syntax {syntax.name} ({syntax}) cannot be decoded here "
                 f"(it needs a pydicom pixel-data plugin such as pylibjpeg or GDCM): {exc}"
@@ -79,7 +104,10 @@ def read_dicom(data: bytes) -> np.ndarray:
             raise RowError(f"DICOM {photometric} pixel data has shape {stored.shape}, expected rows x columns")
         try:
             values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-            values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+            with warnings.catch_warnings():  # float input is what egal passes on purpose (the modality LUT's
+                # output, exactly); pydicom's caution about float LUT indices printed once per row
+                warnings.filterwarnings("ignore", message="Applying a VOI LUT on a float input array")
+                values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
         except Exception as exc:  # a window width of 0, a malformed LUT: pydicom raises several kinds
             raise RowError(f"unreadable DICOM: its rescale or window cannot be applied ({exc})") from exc
         if photometric == "MONOCHROME1":
@@ -88,7 +116,11 @@ def read_dicom(data: bytes) -> np.ndarray:
     if stored.ndim == 3 and stored.shape[-1] == 3 and (photometric == "RGB" or photometric.startswith("YBR")):
         bits = int(ds.get("BitsStored", 8))
         return np.clip(stored.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
-    raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)")
+    raise RowError(unread_photometric(photometric))
+
+
+def unread_photometric(photometric: str) -> str:
+    return f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)"
 
 
 HEADER_SEARCH_BYTES = 1 << 16  # the file meta and command set of any real DICOM fit well within this

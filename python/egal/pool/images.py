@@ -55,7 +55,7 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
     except UnidentifiedImageError as exc:
         if may_be_bare_dicom(data):
             return _planes(read_dicom(data), in_channels)
-        raise RowError("cannot identify image file (not PNG, JPEG or DICOM)") from exc
+        raise RowError(unidentified_image_reason(data)) from exc
     except RowError:
         raise
     except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError...
@@ -65,6 +65,15 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
         colour = samples[..., 0] if samples.shape[-1] == 2 else samples[..., :3]  # alpha dropped
         return as_shown(_planes(colour.astype(np.float32) / 65535.0, in_channels), orientation)
     return as_shown(_pillow_to_float(image, in_channels), orientation)
+
+
+def unidentified_image_reason(data: bytes) -> str:
+    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG of a kind it does not decode (its marker is
+    there), or no image of the formats egal reads."""
+    if bytes(data[:3]) == b"\xff\xd8\xff":
+        return ("cannot identify image file: a JPEG of a kind that is not decoded (12-bit, lossless or "
+                "arithmetic-coded JPEG; 8-bit baseline and progressive are)")
+    return "cannot identify image file (not PNG, JPEG or DICOM)"
 
 
 def open_pillow(data: bytes, formats, what: str) -> Image.Image:

@@ -113,11 +113,11 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
         raise bad_argument(SelectionError, "scores", f"file {scores!r} does not exist: pass the output of egal score "
                            "(its --out)")
     if out is not None:
-        check_new_file(out, "out (--out)", replace=overwrite)
         check_not_an_input(out, "out (--out)", {"scores (--scores)": scores, "embeddings (--embeddings)": embeddings,
                                                 "the scores' embeddings": embeddings_path_for(scores),
                                                 "pool (--pool)": pool})
         check_replaceable(out, "out (--out)", is_selection_csv, "a selection CSV that egal wrote")
+        check_new_file(out, "out (--out)", replace=overwrite)
     try:
         ranked, metadata = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
                                                       "status"), optional=(LABELLED,))

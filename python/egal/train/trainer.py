@@ -334,6 +334,13 @@ def _rows_not_finite(x: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(~torch.cat(finite or [torch.ones(0, dtype=torch.bool)])).flatten()
 
 
+def _rows_outside_0_1(masks: torch.Tensor) -> torch.Tensor:
+    """The rows of masks [N, H, W] with a value outside [0, 1] (NaN included), in slices as _rows_not_finite."""
+    inside = [((m >= 0) & (m <= 1)).flatten(1).all(dim=1)
+              for m in (masks[i:i + 256] for i in range(0, len(masks), 256))]
+    return torch.nonzero(~torch.cat(inside or [torch.ones(0, dtype=torch.bool)])).flatten()
+
+
 def _check_data(images, masks, labels, classes, config):
     masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     labels = np.asarray(labels)
@@ -359,11 +366,11 @@ def _check_data(images, masks, labels, classes, config):
                             "decode or clean them before training")
     if masks.ndim != 3 or masks.shape[0] != n:
         raise ValueError(f"masks must be [N, H, W] with N = {n}, got {tuple(masks.shape)}")
-    outside = ~((masks >= 0) & (masks <= 1)).flatten(1).all(dim=1) if masks.dtype != torch.bool else None
-    if outside is not None and bool(outside.any()):  # up front, by row: not mid-training by position in a batch
-        first = int(outside.nonzero()[0])
+    outside = _rows_outside_0_1(masks) if masks.dtype != torch.bool else []
+    if len(outside):  # up front, by row: not mid-training by its position in a batch
         hint = " (a 0/255 mask: divide it by 255 or pass it as bool)" if masks.dtype == torch.uint8 else ""
-        raise EgalError(f"{int(outside.sum())} training mask(s) hold values outside [0, 1], first row {first}{hint}")
+        raise EgalError(f"{len(outside)} training mask(s) hold values outside [0, 1] (or NaN), first row "
+                        f"{int(outside[0])}{hint}")
     if labels.shape != (n,):
         raise ValueError(f"labels must be [N] = [{n}], got {labels.shape}")
     if len(labels) == 0:
