@@ -729,4 +729,6 @@ def test_exclusion_values_match_by_value_and_big_integers_exactly():
     assert holds_value("test", "test") and not holds_value("Test", "test") and not holds_value(None, "None")
     # 2**53 + 1 is not 2**53 (a float comparison said it was, and left out the wrong row)
     assert holds_value(2**53 + 1, str(2**53 + 1)) and not holds_value(2**53 + 1, str(2**53))
+    assert holds_value(2**53 + 1, "9007199254740993.0") and not holds_value(2**53, "9007199254740993.0")
+    assert not holds_value(3, "6/2") and not holds_value(16, "0x10")
     assert not holds_value(3, "3.5") and not holds_value(5, "x") and not holds_value(float("nan"), "nan")

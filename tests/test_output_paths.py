@@ -47,12 +47,13 @@ def test_score_replaces_a_selection_file_only_with_overwrite(scored, tmp_path, c
     pool, model = scored
     mine = tmp_path / "keep.csv"
     mine.write_text("my own notes\n")
+    # A file that --overwrite would not replace either is named as such at once, not after "pass --overwrite".
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
-                     "--select-out", mine, "--quiet"], "keep.csv' already exists", "--overwrite")
+                     "--select-out", mine, "--quiet"], "keep.csv' exists and is not a selection CSV that egal wrote")
     assert mine.read_text() == "my own notes\n" and not (tmp_path / "s.parquet.parts").exists()
     (tmp_path / "s.selection.csv").write_text("the default name, the user's\n")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
-                     "--quiet"], "s.selection.csv' already exists")
+                     "--quiet"], "s.selection.csv' exists and is not a selection CSV that egal wrote")
     # --overwrite replaces a selection that egal wrote, never another file (a pool's image, a table, notes).
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
                      "--quiet", "--overwrite"], "s.selection.csv' exists and is not a selection CSV that egal wrote")
@@ -62,6 +63,9 @@ def test_score_replaces_a_selection_file_only_with_overwrite(scored, tmp_path, c
         assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--select",
                      "3", "--quiet", "--overwrite"]) == 0
         assert (tmp_path / "s.selection.csv").read_text().startswith("rank,id")
+    (tmp_path / "s.parquet").unlink()  # an earlier selection of egal's, without --overwrite: "pass --overwrite"
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
+                     "--quiet"], "s.selection.csv' already exists", "--overwrite")
     image = tmp_path / "images" / "scan_0001.png"
     image.parent.mkdir(exist_ok=True)
     image.write_bytes(b"\x89PNG an image of a pool")

@@ -792,7 +792,7 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
     from egal.pool.images import read_image
 
     cases = {
-        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), "unreadable DICOM header"),
+        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), r"\(0028,0002\) SamplesPerPixel is empty"),
         "60000 x 60000": (_edited_dicom(Rows=60000, Columns=60000), "60000 x 60000 pixels"),
         "two frames": (_edited_dicom(NumberOfFrames=2), r"multi-frame DICOM \(2 frames\)"),
         "palette": (_edited_dicom(PhotometricInterpretation="PALETTE COLOR"), "'PALETTE COLOR' is not supported"),
@@ -812,8 +812,10 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
     sof0 = baseline.index(b"\xff\xc0")
     twelve = baseline[:sof0] + b"\xff\xc1" + baseline[sof0 + 2:sof0 + 4] + b"\x0c" + baseline[sof0 + 5:]
     for reader in (read_header, lambda data: read_image(data, 1)):
-        with pytest.raises(RowError, match="a JPEG of a kind that is not decoded"):
+        with pytest.raises(RowError, match="a 12-bit JPEG, which is not decoded"):
             reader(twelve)
+        with pytest.raises(RowError, match=r"^cannot identify image file \(not PNG, JPEG or DICOM\)$"):
+            reader(b"\xff\xd8\xff" + b"junk" * 10)  # the JPEG marker alone names no kind of JPEG
 
 
 def test_dicom_errors_are_one_line_without_object_addresses():
@@ -822,3 +824,4 @@ def test_dicom_errors_are_one_line_without_object_addresses():
     assert one_line("missing dependencies:\n\tgdcm - requires gdcm\n  pillow: cannot identify image file "
                     "<_io.BytesIO object at 0x7efb12345678>") == (
         "missing dependencies: gdcm - requires gdcm pillow: cannot identify image file")
+    assert one_line("value <3 and object at 0x7f> kept?") == "value <3 and object at 0x7f> kept?"

@@ -93,7 +93,10 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
         if not o.id and (cell_or_none(row[o.image]) is None or not Path(row[o.image]).name):
             images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}
             continue
-        ident = (cell_or_none(row[o.id]) or "") if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
+        if o.id and cell_or_none(row[o.id]) is None:  # each such line its own skip (not one id "" of many lines)
+            images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "empty_id": True}
+            continue
+        ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
         text = tuple(row.values())
         if entry is None:
@@ -127,7 +130,7 @@ def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, e
         session.ledger.skip("rows of one id disagree (or an id repeats without box columns)",
                             f"{ident}: {entry['conflict']}")
         return
-    if not ident:
+    if entry.get("empty_id") or not ident:
         session.ledger.skip("empty id", f"line {entry['line']}")
         return
     if cell_or_none(row[o.image]) is None:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -146,11 +147,10 @@ def holds_value(cell, text: str) -> bool:
         return text.strip().lower() == str(bool(cell)).lower()
     try:
         if isinstance(cell, (int, np.integer)):  # exactly: 2**53 + 1 is not 2**53 (ids of that size are common)
-            value = float(text) if "." in text or "e" in text.lower() else int(text)
-            return value == int(cell) if isinstance(value, int) else value.is_integer() and int(value) == int(cell)
+            return "/" not in text and Fraction(text.strip()) == int(cell)  # (Fraction would read "6/2" too)
         if isinstance(cell, (float, np.floating)):
             return float(text) == float(cell)
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, ZeroDivisionError):
         return False
     return False
 

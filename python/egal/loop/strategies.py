@@ -123,14 +123,14 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
             out.append(s)
     if not out:
         raise EgalError("no strategies given")
-    for s in out:  # egal at alpha 1 (0) is entropy (misalignment) alone: two names, one selection, two runs
-        # (ranks of entropy order the rows as entropy does; at alpha 0 the rank mix treats rows without an ROI
-        # otherwise than misalignment does, so only alpha 1 is a twin there)
-        twins = {1.0: "entropy", 0.0: "misalignment"} if s.combine == "raw" else {1.0: "entropy"}
-        twin = twins.get(s.alpha) if s.kind == "egal" else None
-        if twin and replace(s, kind=twin, combine="raw") in out:
-            raise EgalError(f"strategies {twin} and {s.name} select the same rows (alpha {s.alpha:g} is {twin} "
-                            "alone): keep one")
+    seen: dict[tuple, Strategy] = {}
+    for s in out:  # two names for one selection would make two runs, and a paired row of a strategy with itself
+        key = _selects_as(s)
+        if key is not None and key in seen:
+            raise EgalError(f"strategies {seen[key].name} and {s.name} select the same rows ({key[0]} alone): keep "
+                            "one")
+        if key is not None:
+            seen[key] = s
     names = [s.name for s in out]
     same = {n for n in names if names.count(n) > 1}
     if same:  # one name, one run file: the second would overwrite the first
@@ -138,6 +138,20 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
         raise EgalError(f"strategies that differ beyond the alpha their name shows would share a run file: {detail}; "
                         "give alphas that differ in their first 6 significant digits")
     return out
+
+
+def _selects_as(s: Strategy) -> tuple | None:
+    """What `s` selects by when that is entropy or misalignment alone, with its modifiers; None otherwise. egal at
+    alpha 1 is entropy alone, raw or rank-mixed (ranks of entropy order rows as entropy does); at alpha 0 only the
+    raw mix is misalignment alone (the rank mix treats rows without an ROI otherwise)."""
+    alone = None
+    if s.kind in ("entropy", "misalignment"):
+        alone = s.kind
+    elif s.kind == "egal" and s.alpha == 1.0:
+        alone = "entropy"
+    elif s.kind == "egal" and s.alpha == 0.0 and s.combine == "raw":
+        alone = "misalignment"
+    return None if alone is None else (alone, s.diversity, s.per_group)
 
 
 def _check_alpha(value, what) -> float:

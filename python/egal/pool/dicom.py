@@ -62,7 +62,7 @@ def photometric_is_read(photometric: str) -> bool:
 def one_line(message: str) -> str:
     """A decoder's message as one line of a row's error: newlines and tabs folded, Python object addresses
     ('<_io.BytesIO object at 0x7f...>') dropped."""
-    message = re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", message)
+    message = re.sub(r"<[\w.]+ object at 0x[0-9a-fA-F]+>", "", message)  # (linear: no leading \s* to retry)
     return " ".join(message.split())
 
 
@@ -74,6 +74,8 @@ def _read_dicom(data: bytes) -> np.ndarray:
     check_inflated_size(data, force)
     try:
         ds = pydicom.dcmread(BytesIO(data), force=force)
+    except MemoryError:  # the machine's, not the file's: not this row's error
+        raise
     except Exception as exc:  # pydicom raises many kinds for broken files
         raise RowError(f"unreadable DICOM: {exc}") from exc
     if "PixelData" not in ds:
@@ -91,6 +93,8 @@ def _read_dicom(data: bytes) -> np.ndarray:
         _assume_syntax_from_encoding(ds)
     try:
         stored = ds.pixel_array
+    except MemoryError:
+        raise
     except Exception as exc:
         if syntax is not None and getattr(syntax, "is_compressed", False):
             raise RowError(
@@ -108,6 +112,8 @@ def _read_dicom(data: bytes) -> np.ndarray:
                 # output, exactly); pydicom's caution about float LUT indices printed once per row
                 warnings.filterwarnings("ignore", message="Applying a VOI LUT on a float input array")
                 values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        except MemoryError:
+            raise
         except Exception as exc:  # a window width of 0, a malformed LUT: pydicom raises several kinds
             raise RowError(f"unreadable DICOM: its rescale or window cannot be applied ({exc})") from exc
         if photometric == "MONOCHROME1":

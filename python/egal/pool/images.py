@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from io import BytesIO
 
@@ -68,11 +69,21 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
 
 
 def unidentified_image_reason(data: bytes) -> str:
-    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG of a kind it does not decode (its marker is
-    there), or no image of the formats egal reads."""
-    if bytes(data[:3]) == b"\xff\xd8\xff":
-        return ("cannot identify image file: a JPEG of a kind that is not decoded (12-bit, lossless or "
-                "arithmetic-coded JPEG; 8-bit baseline and progressive are)")
+    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG whose start-of-frame marker names a kind it
+    does not decode (12-bit, lossless, arithmetic-coded), or no image of the formats egal reads."""
+    data = bytes(data[:65536])
+    if data.startswith(b"\xff\xd8\xff"):
+        for match in re.finditer(rb"\xff([\xc0-\xcf])..(.)", data, re.DOTALL):
+            marker, precision = match.group(1)[0], match.group(2)[0]
+            if marker in (0xC4, 0xC8, 0xCC):  # Huffman and arithmetic tables, a reserved code: not a frame
+                continue
+            kinds = [f"{precision}-bit"] if precision != 8 else []
+            kinds += ["lossless"] if marker in (0xC3, 0xC7, 0xCB, 0xCF) else []
+            kinds += ["arithmetic-coded"] if marker >= 0xC9 else []
+            if kinds:
+                return (f"cannot identify image file: a {', '.join(kinds)} JPEG, which is not decoded (8-bit "
+                        "baseline and progressive JPEG are)")
+            break
     return "cannot identify image file (not PNG, JPEG or DICOM)"
 
 
