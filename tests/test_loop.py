@@ -731,4 +731,5 @@ def test_exclusion_values_match_by_value_and_big_integers_exactly():
     assert holds_value(2**53 + 1, str(2**53 + 1)) and not holds_value(2**53 + 1, str(2**53))
     assert holds_value(2**53 + 1, "9007199254740993.0") and not holds_value(2**53, "9007199254740993.0")
     assert not holds_value(3, "6/2") and not holds_value(16, "0x10")
+    assert not holds_value(3, "3e999999999") and not holds_value(3, "sNaN")  # no 10**999999999 computed
     assert not holds_value(3, "3.5") and not holds_value(5, "x") and not holds_value(float("nan"), "nan")

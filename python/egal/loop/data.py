@@ -11,7 +11,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from fractions import Fraction
+from decimal import Decimal
 
 import numpy as np
 
@@ -147,10 +147,11 @@ def holds_value(cell, text: str) -> bool:
         return text.strip().lower() == str(bool(cell)).lower()
     try:
         if isinstance(cell, (int, np.integer)):  # exactly: 2**53 + 1 is not 2**53 (ids of that size are common)
-            return "/" not in text and Fraction(text.strip()) == int(cell)  # (Fraction would read "6/2" too)
+            # Decimal: exact, and an exponent stays symbolic ("3e999999999" is not 10**999999999 computed)
+            return Decimal(text.strip()) == int(cell)
         if isinstance(cell, (float, np.floating)):
             return float(text) == float(cell)
-    except (ValueError, OverflowError, ZeroDivisionError):
+    except (ValueError, OverflowError, ArithmeticError):  # (decimal.InvalidOperation is an ArithmeticError)
         return False
     return False
 
