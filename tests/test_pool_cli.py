@@ -241,8 +241,9 @@ def test_csv_ids_and_image_paths_that_read_as_missing_are_skipped_as_missing(tmp
 
     folder_image(tmp_path / "img" / "a.png", 10)
     table = write_csv(tmp_path / "t.csv", ["id", "file"], [["a", "img/a.png"], ["NA", "img/a.png"],
-                                                          ["b", "null"], ["null", "img/a.png"], ["", "img/a.png"]])
+                                                          ["b", "null"], ["null", "img/a.png"], ["", "img/a.png"],
+                                                          ["\0line 3", "img/a.png"]])  # a NUL id: its own row
     result = from_csv(table, tmp_path / "p.parquet", id="id", image="file", progress=False)
-    assert pq.read_table(result.out).column("id").to_pylist() == ["a"]
+    assert pq.read_table(result.out).column("id").to_pylist() == ["a", "\0line 3"]  # (it vanished, a key's twin)
     # each line without an id is its own skip (they were one id "" of several lines: "rows of one id disagree")
     assert result.skipped.skipped == {"empty id": 3, "no image path": 1}

@@ -792,7 +792,8 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
     from egal.pool.images import read_image
 
     cases = {
-        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), r"\(0028,0002\) SamplesPerPixel is empty"),
+        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), r"\(0028,0002\) SamplesPerPixel is None"),
+        "two samples": (_edited_dicom(SamplesPerPixel=2), r"SamplesPerPixel is 2, not 1 or 3"),
         "60000 x 60000": (_edited_dicom(Rows=60000, Columns=60000), "60000 x 60000 pixels"),
         "two frames": (_edited_dicom(NumberOfFrames=2), r"multi-frame DICOM \(2 frames\)"),
         "palette": (_edited_dicom(PhotometricInterpretation="PALETTE COLOR"), "'PALETTE COLOR' is not supported"),
@@ -816,6 +817,18 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
             reader(twelve)
         with pytest.raises(RowError, match=r"^cannot identify image file \(not PNG, JPEG or DICOM\)$"):
             reader(b"\xff\xd8\xff" + b"junk" * 10)  # the JPEG marker alone names no kind of JPEG
+        # The frame header is found by walking the segments: an Exif thumbnail's 8-bit SOF0 or a long ICC profile
+        # before it does not hide a 12-bit frame, and random bytes after FF D8 FF name no kind (they named
+        # "218-bit, arithmetic-coded" JPEGs).
+        app1 = b"\xff\xe1" + (2 + len(baseline)).to_bytes(2, "big") + baseline
+        app2 = b"\xff\xe2" + (2 + 60000).to_bytes(2, "big") + bytes(60000)
+        with pytest.raises(RowError, match="a 12-bit JPEG"):
+            reader(twelve[:2] + app1 + app2 * 3 + twelve[2:])
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            with pytest.raises(RowError) as refused:
+                reader(b"\xff\xd8\xff" + rng.bytes(4096))
+            assert "-bit" not in str(refused.value) and "arithmetic" not in str(refused.value)
 
 
 def test_dicom_errors_are_one_line_without_object_addresses():

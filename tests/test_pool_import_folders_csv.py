@@ -298,6 +298,11 @@ def test_csv_missing_value_cells_of_masks_and_boxes_hold_nothing_and_repeats_add
     result = from_csv(plain, images / "p.parquet", image="file", progress=False)
     assert sorted(rows_by_id(result.out)) == ["img/p1"]
     assert "pixels cannot be decoded: ValueError: bad 'x'" in result.skipped.examples["unreadable image"][0]
+    # Memory that the machine cannot give is this row's, as egal score has it: counted, named, no traceback.
+    monkeypatch.setattr(imaging, "read_image", lambda data, c: (_ for _ in ()).throw(MemoryError("275 MiB"))
+                        if data == (images / "img" / "p2.png").read_bytes() else real(data, c))
+    result = from_csv(plain, images / "p.parquet", image="file", progress=False, overwrite=True)
+    assert "not enough memory to decode it (275 MiB)" in result.skipped.examples["unreadable image"][0]
 
 
 def test_overwrite_never_replaces_a_fifo_and_a_foreign_file_is_named_before_overwrite_is_asked(layout, tmp_path):

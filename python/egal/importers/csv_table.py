@@ -91,10 +91,10 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
     for line, row in enumerate(rows, start=2):
         # no file named ("", ".", "NA"): no id to derive, skipped as such
         if not o.id and (cell_or_none(row[o.image]) is None or not Path(row[o.image]).name):
-            images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}
+            images[("line", line)] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}
             continue
         if o.id and cell_or_none(row[o.id]) is None:  # each such line its own skip (not one id "" of many lines)
-            images[f"\0line {line}"] = {"row": row, "line": line, "boxes": [], "conflict": "", "empty_id": True}
+            images[("line", line)] = {"row": row, "line": line, "boxes": [], "conflict": "", "empty_id": True}
             continue
         ident = row[o.id] if o.id else str(Path(row[o.image]).with_suffix("").as_posix())
         entry = images.get(ident)
@@ -122,15 +122,19 @@ def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
 
 
 def _import_one(session: ImportSession, o: CsvOptions, base: Path, ident: str, entry: dict) -> None:
+    # (lines without an image or an id are keyed by their line number, a tuple no id can equal)
     if entry.get("no_image"):
         session.ledger.skip("no image path", f"line {entry['line']}")
+        return
+    if entry.get("empty_id"):
+        session.ledger.skip("empty id", f"line {entry['line']}")
         return
     row, where = entry["row"], f"line {entry['line']} ({ident})"
     if entry["conflict"]:
         session.ledger.skip("rows of one id disagree (or an id repeats without box columns)",
                             f"{ident}: {entry['conflict']}")
         return
-    if entry.get("empty_id") or not ident:
+    if not ident:
         session.ledger.skip("empty id", f"line {entry['line']}")
         return
     if cell_or_none(row[o.image]) is None:

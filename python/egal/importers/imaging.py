@@ -80,12 +80,13 @@ def _dicom_header(data: bytes) -> ImageHeader:
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=force)
         rows, columns = int(ds.Rows), int(ds.Columns)
         bits = int(ds.get("BitsStored", 8) or 8)
-        if "SamplesPerPixel" in ds and ds.SamplesPerPixel in (None, ""):
-            raise RowError("DICOM element (0028,0002) SamplesPerPixel is empty")
-        samples = int(ds.get("SamplesPerPixel", 1))
+        samples = ds.get("SamplesPerPixel", 1)
+        if samples in (None, "") or int(samples) not in (1, 3):
+            raise RowError(f"DICOM element (0028,0002) SamplesPerPixel is {samples!r}, not 1 or 3")
+        samples = int(samples)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    except (RowError, MemoryError):  # (MemoryError: the machine's, the import stops rather than drop a good file)
+    except RowError:
         raise
     except Exception as exc:  # pydicom raises many kinds for broken files; int() of an empty or odd element too
         raise RowError(one_line(f"unreadable DICOM header: {type(exc).__name__}: {exc}")) from exc
@@ -112,8 +113,10 @@ def checked_header(data: bytes) -> ImageHeader:
     header = read_header(data)
     try:
         read_image(data, header.channels)
-    except (RowError, MemoryError):  # (the machine's: the import stops rather than drop a good file)
+    except RowError:
         raise
+    except MemoryError as exc:  # as egal score has it: this row's (too large for this machine now), counted
+        raise RowError(f"not enough memory to decode it ({exc})") from exc
     except Exception as exc:  # a decoder's own error (pydicom on a damaged element): this row's, as egal score has it
         raise RowError(f"pixels cannot be decoded: {type(exc).__name__}: {exc}") from exc
     return header

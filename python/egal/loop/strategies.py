@@ -145,11 +145,12 @@ def _selects_as(s: Strategy) -> tuple | None:
     alpha 1 is entropy alone, raw or rank-mixed (ranks of entropy order rows as entropy does); at alpha 0 only the
     raw mix is misalignment alone (the rank mix treats rows without an ROI otherwise)."""
     alone = None
+    alpha = None if s.alpha is None else float(np.float32(s.alpha))  # as the scorer takes it (0.99999999999 is 1)
     if s.kind in ("entropy", "misalignment"):
         alone = s.kind
-    elif s.kind == "egal" and s.alpha == 1.0:
+    elif s.kind == "egal" and alpha == 1.0:
         alone = "entropy"
-    elif s.kind == "egal" and s.alpha == 0.0 and s.combine == "raw":
+    elif s.kind == "egal" and alpha == 0.0 and s.combine == "raw":
         alone = "misalignment"
     return None if alone is None else (alone, s.diversity, s.per_group)
 

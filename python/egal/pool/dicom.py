@@ -74,7 +74,7 @@ def _read_dicom(data: bytes) -> np.ndarray:
     check_inflated_size(data, force)
     try:
         ds = pydicom.dcmread(BytesIO(data), force=force)
-    except MemoryError:  # the machine's, not the file's: not this row's error
+    except MemoryError:  # passed on as itself (its callers name it), not as "unreadable DICOM"
         raise
     except Exception as exc:  # pydicom raises many kinds for broken files
         raise RowError(f"unreadable DICOM: {exc}") from exc

@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import re
 import warnings
 from io import BytesIO
 
@@ -69,22 +68,49 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
 
 
 def unidentified_image_reason(data: bytes) -> str:
-    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG whose start-of-frame marker names a kind it
-    does not decode (12-bit, lossless, arithmetic-coded), or no image of the formats egal reads."""
-    data = bytes(data[:65536])
-    if data.startswith(b"\xff\xd8\xff"):
-        for match in re.finditer(rb"\xff([\xc0-\xcf])..(.)", data, re.DOTALL):
-            marker, precision = match.group(1)[0], match.group(2)[0]
-            if marker in (0xC4, 0xC8, 0xCC):  # Huffman and arithmetic tables, a reserved code: not a frame
-                continue
+    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG whose frame header names a kind it does not
+    decode (12- or 16-bit, lossless, arithmetic-coded), or no image of the formats egal reads."""
+    kinds = _undecoded_jpeg_kinds(bytes(data))
+    if kinds:
+        return (f"cannot identify image file: a {', '.join(kinds)} JPEG, which is not decoded (8-bit baseline and "
+                "progressive JPEG are)")
+    return "cannot identify image file (not PNG, JPEG or DICOM)"
+
+
+def _undecoded_jpeg_kinds(data: bytes) -> list[str]:
+    """The kinds a JPEG's frame header names that Pillow does not decode, found by walking its marker segments
+    from SOI to the frame header (so that bytes inside an Exif thumbnail or an ICC profile are never read as
+    one); [] for anything that is not such a JPEG."""
+    if not data.startswith(b"\xff\xd8"):
+        return []
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return []  # not a marker where one must be: not a JPEG's headers
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
+            pos += 2
+            continue
+        if marker == 0xDA:  # start of scan, and no frame header before it
+            return []
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if length < 2:
+            return []
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOF0-SOF15)
+            if pos + 4 >= len(data):
+                return []
+            precision = data[pos + 4]
+            if precision not in (8, 12, 16):
+                return []  # no JPEG has it: not a frame header after all
             kinds = [f"{precision}-bit"] if precision != 8 else []
             kinds += ["lossless"] if marker in (0xC3, 0xC7, 0xCB, 0xCF) else []
             kinds += ["arithmetic-coded"] if marker >= 0xC9 else []
-            if kinds:
-                return (f"cannot identify image file: a {', '.join(kinds)} JPEG, which is not decoded (8-bit "
-                        "baseline and progressive JPEG are)")
-            break
-    return "cannot identify image file (not PNG, JPEG or DICOM)"
+            return kinds
+        pos += 2 + length
+    return []
 
 
 def open_pillow(data: bytes, formats, what: str) -> Image.Image:
