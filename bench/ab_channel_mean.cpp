@@ -51,6 +51,8 @@ int main() {
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       if (ms < best[which]) best[which] = ms;
     }
-  std::printf("B=256 K=1024 7x7 float32, AVX2, one thread, best of 15: before %.2f ms, after %.2f ms, "
-              "after/before %.3f (checksum %g)\n", best[0], best[1], best[1] / best[0], sink);
+  std::printf(
+      "B=256 K=1024 7x7 float32, AVX2, one thread, best of 15: before %.2f ms, after %.2f ms, "
+      "after/before %.3f (checksum %g)\n",
+      best[0], best[1], best[1] / best[0], sink);
 }

@@ -247,3 +247,7 @@ def test_csv_ids_and_image_paths_that_read_as_missing_are_skipped_as_missing(tmp
     assert pq.read_table(result.out).column("id").to_pylist() == ["a", "\0line 3"]  # (it vanished, a key's twin)
     # each line without an id is its own skip (they were one id "" of several lines: "rows of one id disagree")
     assert result.skipped.skipped == {"empty id": 3, "no image path": 1}
+    # Lines are named as the file numbers them, blank lines counted (they were numbered without them).
+    (tmp_path / "gaps.csv").write_text("file\nimg/a.png\n\n,\nNA\n")
+    result = from_csv(tmp_path / "gaps.csv", tmp_path / "g.parquet", image="file", progress=False)
+    assert result.skipped.examples["no image path"] == ["line 5"]

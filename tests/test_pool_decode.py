@@ -779,6 +779,16 @@ def _edited_dicom(**elements) -> bytes:
     return out.getvalue()
 
 
+def _without(element: str) -> bytes:
+    import pydicom
+
+    ds = pydicom.dcmread(BytesIO(encode_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8))))
+    delattr(ds, element)
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
     # egal pool info and the importers read headers only (egal.importers.imaging.read_header): a damaged header
     # element was a traceback that stopped `pool info` for the whole pool, a deflated bomb was inflated whole
@@ -792,8 +802,10 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
     from egal.pool.images import read_image
 
     cases = {
-        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), r"\(0028,0002\) SamplesPerPixel is None"),
-        "two samples": (_edited_dicom(SamplesPerPixel=2), r"SamplesPerPixel is 2, not 1 or 3"),
+        "empty SamplesPerPixel": (_edited_dicom(SamplesPerPixel=None), r"\(0028,0002\) SamplesPerPixel is missing"),
+        "no SamplesPerPixel": (_without("SamplesPerPixel"),
+                               r"\(0028,0002\) SamplesPerPixel is missing"),
+        "two samples": (_edited_dicom(SamplesPerPixel=2), r"SamplesPerPixel is 2: it must be 1 or 3"),
         "60000 x 60000": (_edited_dicom(Rows=60000, Columns=60000), "60000 x 60000 pixels"),
         "two frames": (_edited_dicom(NumberOfFrames=2), r"multi-frame DICOM \(2 frames\)"),
         "palette": (_edited_dicom(PhotometricInterpretation="PALETTE COLOR"), "'PALETTE COLOR' is not supported"),
@@ -824,6 +836,14 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
         app2 = b"\xff\xe2" + (2 + 60000).to_bytes(2, "big") + bytes(60000)
         with pytest.raises(RowError, match="a 12-bit JPEG"):
             reader(twelve[:2] + app1 + app2 * 3 + twelve[2:])
+        # Lossless JPEG of any precision (10 and 14 bits are common in medical imaging) is named; padding between
+        # segments, which decoders skip, hides nothing.
+        lossless14 = baseline[:sof0] + b"\xff\xc3" + baseline[sof0 + 2:sof0 + 4] + b"\x0e" + baseline[sof0 + 5:]
+        with pytest.raises(RowError, match="a 14-bit, lossless JPEG"):
+            reader(lossless14)
+        app0_end = 4 + int.from_bytes(twelve[4:6], "big")
+        with pytest.raises(RowError, match="a 12-bit JPEG"):
+            reader(twelve[:app0_end] + b"\x00\x00" + twelve[app0_end:])
         rng = np.random.default_rng(0)
         for _ in range(20):
             with pytest.raises(RowError) as refused:

@@ -137,7 +137,8 @@ __device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int
       float mean = __shfl_sync(0xffffffffu, warp_sum(acc), 0) / static_cast<float>(hw);
       if (!isfinite(mean)) {  // the whole warp: finite gradients whose float32 sum overflowed, again in float64
         double wide = 0.0;
-        for (int64_t p = lane; p < hw; p += 32) wide += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
+        for (int64_t p = lane; p < hw; p += 32)
+          wide += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
         mean = static_cast<float>(warp_sum(wide) / static_cast<double>(hw));
       }
       if (lane == 0) s.channel_weights[k] = mean;

@@ -23,7 +23,7 @@ from .boxes import OUT_OF_IMAGE, fit_boxes, fitted_box_notes
 from .imaging import checked_header, read_image_file
 from .options import check_common
 from .session import ImportResult, ImportSession
-from .tables import cell_or_none, read_table
+from .tables import cell_or_none, read_table_lines
 from .writer import pool_schema
 
 
@@ -72,7 +72,7 @@ def from_csv(source, out, **options) -> ImportResult:
 def import_csv(o: CsvOptions) -> ImportResult:
     table = Path(o.source).expanduser()
     columns = [c for c in (o.image, o.id, o.mask, o.boxes, o.label, o.group) if c] + o.box_column_names
-    rows = read_table(table, columns, "the CSV table")
+    rows = read_table_lines(table, columns, "the CSV table")
     images = _group_rows(rows, o)
     extra = [pa.field("source_path", pa.string())]
     with ImportSession(f"table {table}", o.out, pool_schema(o.images_as, o.roi, extra), overwrite=o.overwrite,
@@ -84,11 +84,11 @@ def import_csv(o: CsvOptions) -> ImportResult:
     return session.result
 
 
-def _group_rows(rows: list[dict[str, str]], o: CsvOptions) -> dict[str, dict]:
+def _group_rows(rows: list[tuple[int, dict[str, str]]], o: CsvOptions) -> dict:
     """{id: {"row": first row, "line": its line, "boxes": [cell values], "conflict": str, "repeats": lines
     repeated exactly, "texts": its lines' cells}} in table order."""
     images: dict[str, dict] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         # no file named ("", ".", "NA"): no id to derive, skipped as such
         if not o.id and (cell_or_none(row[o.image]) is None or not Path(row[o.image]).name):
             images[("line", line)] = {"row": row, "line": line, "boxes": [], "conflict": "", "no_image": True}

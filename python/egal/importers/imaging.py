@@ -80,10 +80,7 @@ def _dicom_header(data: bytes) -> ImageHeader:
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=force)
         rows, columns = int(ds.Rows), int(ds.Columns)
         bits = int(ds.get("BitsStored", 8) or 8)
-        samples = ds.get("SamplesPerPixel", 1)
-        if samples in (None, "") or int(samples) not in (1, 3):
-            raise RowError(f"DICOM element (0028,0002) SamplesPerPixel is {samples!r}, not 1 or 3")
-        samples = int(samples)
+        samples = _samples_per_pixel(ds.get("SamplesPerPixel"))
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     except RowError:
@@ -120,6 +117,19 @@ def checked_header(data: bytes) -> ImageHeader:
     except Exception as exc:  # a decoder's own error (pydicom on a damaged element): this row's, as egal score has it
         raise RowError(f"pixels cannot be decoded: {type(exc).__name__}: {exc}") from exc
     return header
+
+
+def _samples_per_pixel(raw) -> int:
+    """(0028,0002) as 1 or 3, as pydicom decodes it; RowError naming the element otherwise (missing, empty,
+    several values, 3.9)."""
+    try:
+        value = float(str(raw).strip()) if raw is not None else None
+    except ValueError:
+        value = None
+    if value not in (1.0, 3.0):
+        shown = "missing" if raw is None else repr(raw)
+        raise RowError(f"DICOM element (0028,0002) SamplesPerPixel is {shown}: it must be 1 or 3")
+    return int(value)
 
 
 def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from ..pool.files import open_parquet
 from ..pool.labels import is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from .errors import SourceError
-from .tables import cell_or_none, header_of, read_table
+from .tables import cell_or_none, header_of, read_table_lines
 from .writer import check_destination
 
 READ_ROWS = 256
@@ -95,10 +95,10 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
     if header and o.id_column not in header and "egal_id" in header:
         raise SourceError(f"labels {o.labels!r} has no {o.id_column!r} column but has 'egal_id' (a Label Studio "
                           "export): pass id_column='egal_id' (--id-column egal_id)")
-    rows = read_table(o.labels, (o.id_column, o.label_column), "the labels table (labels)")
+    rows = read_table_lines(o.labels, (o.id_column, o.label_column), "the labels table (labels)")
     given: dict[str, str] = {}
     conflicts, empty = [], 0
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         ident, label = row[o.id_column], row[o.label_column]
         if label.strip() not in classes:
             label = cell_or_none(label)

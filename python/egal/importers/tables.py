@@ -23,6 +23,12 @@ def cell_or_none(text: str) -> str | None:
 def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[dict[str, str]]:
     """The rows of a CSV file as dicts (header names stripped, a UTF-8 BOM ignored); SourceError naming
     the file when it is missing, empty or lacks a required column."""
+    return [row for _, row in read_table_lines(path, required, what)]
+
+
+def read_table_lines(path, required: Sequence[str] = (), what: str = "table") -> list[tuple[int, dict[str, str]]]:
+    """read_table's rows with the file line each starts on (blank lines left out, as read_table leaves them,
+    so that messages name the line a person finds in the file)."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{what} {str(path)!r} does not exist")
@@ -44,8 +50,13 @@ def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[
         # A short row (trailing empty cells left out) reads as empty cells; cells past the header are ignored.
         width = len(header)
         try:
-            return [dict(zip(header, [v.strip() for v in row[:width]] + [""] * (width - len(row)), strict=True))
-                    for row in reader if any(v.strip() for v in row)]
+            rows, line = [], reader.line_num + 1
+            for row in reader:
+                if any(v.strip() for v in row):
+                    rows.append((line, dict(zip(header, [v.strip() for v in row[:width]] + [""] * (width - len(row)),
+                                                strict=True))))
+                line = reader.line_num + 1  # (a quoted cell may span lines)
+            return rows
         except (UnicodeDecodeError, csv.Error) as exc:
             raise _not_a_csv(path, what, exc) from None
 

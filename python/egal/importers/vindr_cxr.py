@@ -49,7 +49,7 @@ from .errors import SourceError
 from .imaging import checked_header, dicom_to_png, read_image_file, scale_boxes
 from .options import check_common, existing_folder
 from .session import ImportResult, ImportSession
-from .tables import read_table
+from .tables import read_table, read_table_lines
 from .writer import pool_schema
 
 NO_FINDING = "No finding"
@@ -119,9 +119,9 @@ def find_layout(root: Path, split: str, annotations: str | None) -> tuple[Path, 
 
 def read_annotations(table: Path) -> dict[str, dict[str, dict[str, list]]]:
     """{image_id: {class_name: {reader: [box, ...]}}}; a "No finding" row adds the reader with no box."""
-    rows = read_table(table, COLUMNS, "the VinDr-CXR annotation table")
+    rows = read_table_lines(table, COLUMNS, "the VinDr-CXR annotation table")
     images: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         readers = images[row["image_id"]][row["class_name"]]
         reader = row.get("rad_id") or "consensus"
         coordinates = [row[c] for c in COLUMNS[2:]]

@@ -123,6 +123,12 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
             out.append(s)
     if not out:
         raise EgalError("no strategies given")
+    names = [s.name for s in out]
+    same = {n for n in names if names.count(n) > 1}
+    if same:  # one name, one run file: the second would overwrite the first
+        detail = ", ".join(f"{s.name} (alpha {s.alpha!r})" for s in out if s.name in same)
+        raise EgalError(f"strategies that differ beyond the alpha their name shows would share a run file: {detail}; "
+                        "give alphas that differ in their first 6 significant digits")
     seen: dict[tuple, Strategy] = {}
     for s in out:  # two names for one selection would make two runs, and a paired row of a strategy with itself
         key = _selects_as(s)
@@ -131,12 +137,6 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
                             "one")
         if key is not None:
             seen[key] = s
-    names = [s.name for s in out]
-    same = {n for n in names if names.count(n) > 1}
-    if same:  # one name, one run file: the second would overwrite the first
-        detail = ", ".join(f"{s.name} (alpha {s.alpha!r})" for s in out if s.name in same)
-        raise EgalError(f"strategies that differ beyond the alpha their name shows would share a run file: {detail}; "
-                        "give alphas that differ in their first 6 significant digits")
     return out
 
 

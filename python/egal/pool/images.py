@@ -77,16 +77,22 @@ def unidentified_image_reason(data: bytes) -> str:
     return "cannot identify image file (not PNG, JPEG or DICOM)"
 
 
+JPEG_HEADER_BYTES = 4 << 20  # the segments before a frame header (Exif, ICC) fit well within this
+
+
 def _undecoded_jpeg_kinds(data: bytes) -> list[str]:
     """The kinds a JPEG's frame header names that Pillow does not decode, found by walking its marker segments
     from SOI to the frame header (so that bytes inside an Exif thumbnail or an ICC profile are never read as
     one); [] for anything that is not such a JPEG."""
     if not data.startswith(b"\xff\xd8"):
         return []
-    pos = 2
+    data, pos = data[:JPEG_HEADER_BYTES], 2
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return []  # not a marker where one must be: not a JPEG's headers
+        if data[pos] != 0xFF:  # padding between segments, which decoders skip: on to the next marker
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                return []
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -102,11 +108,11 @@ def _undecoded_jpeg_kinds(data: bytes) -> list[str]:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOF0-SOF15)
             if pos + 4 >= len(data):
                 return []
-            precision = data[pos + 4]
-            if precision not in (8, 12, 16):
-                return []  # no JPEG has it: not a frame header after all
+            precision, lossless = data[pos + 4], marker in (0xC3, 0xC7, 0xCB, 0xCF)
+            if not (2 <= precision <= 16 if lossless else precision in (8, 12)):
+                return []  # no JPEG of this kind has it: not a frame header after all
             kinds = [f"{precision}-bit"] if precision != 8 else []
-            kinds += ["lossless"] if marker in (0xC3, 0xC7, 0xCB, 0xCF) else []
+            kinds += ["lossless"] if lossless else []
             kinds += ["arithmetic-coded"] if marker >= 0xC9 else []
             return kinds
         pos += 2 + length
