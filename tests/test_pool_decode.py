@@ -844,6 +844,12 @@ def test_what_score_refuses_from_the_header_the_header_reader_refuses_too():
         app0_end = 4 + int.from_bytes(twelve[4:6], "big")
         with pytest.raises(RowError, match="a 12-bit JPEG"):
             reader(twelve[:app0_end] + b"\x00\x00" + twelve[app0_end:])
+        # A JPEG-LS frame header, and random bytes after FF D8 (no FF after it: Pillow's own rule) or with a
+        # plausible-looking marker (they named "5-bit, lossless, arithmetic-coded" JPEGs).
+        with pytest.raises(RowError, match="a JPEG-LS image, which is not decoded"):
+            reader(baseline[:sof0] + b"\xff\xf7" + baseline[sof0 + 2:])
+        with pytest.raises(RowError, match=r"\(not PNG, JPEG or DICOM\)$"):
+            reader(b"\xff\xd8" + b"\x00" * 10 + b"\xff\xcb\x00\x0b\x05" + b"\x00" * 20)
         rng = np.random.default_rng(0)
         for _ in range(20):
             with pytest.raises(RowError) as refused:

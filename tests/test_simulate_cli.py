@@ -101,7 +101,9 @@ def test_rows_that_cannot_be_decoded_are_one_warning_line(pool, tmp_path, capsys
     (["--strategies", "random,misalignment", "--alpha-grid", "0,0.5"], "misalignment and egal_a0 select the same"),
     (["--strategies", "random,entropy+kcenter,egal-rank:1+kcenter"], "entropy+kcenter and egal_rank_a1+kcenter"),
     (["--strategies", "random,entropy,egal:0.99999999999"], "select the same rows"),  # alpha 1 in float32
-    (["--strategies", "random,egal:1,egal:0.99999999"], "would share a run file: egal_a1 (alpha 1.0), egal_a1"),
+    (["--strategies", "random,egal:1,egal:0.99999999"], "egal_a1 (alpha 1.0) and egal_a1 (alpha 0.99999999), equal "
+     "in the float32 the scorer takes, select the same rows"),
+    (["--strategies", "random,egal:0.3,egal:0.3000000001"], "would share a run file: egal_a0.3 (alpha 0.3), egal_a0.3"),
 ])
 def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
     assert main(["simulate", "--pool", pool, "--out", str(tmp_path), "--quiet", *FAST_TRAIN, *extra]) == 2

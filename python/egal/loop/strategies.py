@@ -123,20 +123,22 @@ def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: It
             out.append(s)
     if not out:
         raise EgalError("no strategies given")
+    seen: dict[tuple, Strategy] = {}
+    for s in out:  # two names for one selection would make two runs, and a paired row of a strategy with itself
+        key = _selects_as(s)
+        if key is not None and key in seen:
+            first = seen[key]
+            shown = (f"{first.name} (alpha {first.alpha!r}) and {s.name} (alpha {s.alpha!r}), equal in the float32 "
+                     "the scorer takes," if first.name == s.name else f"{first.name} and {s.name}")
+            raise EgalError(f"strategies {shown} select the same rows ({key[0]} alone): keep one")
+        if key is not None:
+            seen[key] = s
     names = [s.name for s in out]
     same = {n for n in names if names.count(n) > 1}
     if same:  # one name, one run file: the second would overwrite the first
         detail = ", ".join(f"{s.name} (alpha {s.alpha!r})" for s in out if s.name in same)
         raise EgalError(f"strategies that differ beyond the alpha their name shows would share a run file: {detail}; "
                         "give alphas that differ in their first 6 significant digits")
-    seen: dict[tuple, Strategy] = {}
-    for s in out:  # two names for one selection would make two runs, and a paired row of a strategy with itself
-        key = _selects_as(s)
-        if key is not None and key in seen:
-            raise EgalError(f"strategies {seen[key].name} and {s.name} select the same rows ({key[0]} alone): keep "
-                            "one")
-        if key is not None:
-            seen[key] = s
     return out
 
 

@@ -68,55 +68,67 @@ def read_image(data: bytes, in_channels: int) -> np.ndarray:
 
 
 def unidentified_image_reason(data: bytes) -> str:
-    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG whose frame header names a kind it does not
-    decode (12- or 16-bit, lossless, arithmetic-coded), or no image of the formats egal reads."""
-    kinds = _undecoded_jpeg_kinds(bytes(data))
-    if kinds:
-        return (f"cannot identify image file: a {', '.join(kinds)} JPEG, which is not decoded (8-bit baseline and "
-                "progressive JPEG are)")
+    """Why Pillow could not identify `data` as a PNG or JPEG: a JPEG of a kind it does not decode (12-bit,
+    lossless, arithmetic-coded, JPEG-LS, an unusual number of components), or no image of the formats egal reads."""
+    kind = _undecoded_jpeg_kind(bytes(data))
+    if kind:
+        return (f"cannot identify image file: {kind}, which is not decoded (8-bit baseline and progressive JPEG of 1, "
+                "3 or 4 components are)")
     return "cannot identify image file (not PNG, JPEG or DICOM)"
 
 
-JPEG_HEADER_BYTES = 4 << 20  # the segments before a frame header (Exif, ICC) fit well within this
+JPEG_HEADER_BYTES = 16 << 20  # the segments before a frame header (Exif, ICC) fit well within this
 
 
-def _undecoded_jpeg_kinds(data: bytes) -> list[str]:
-    """The kinds a JPEG's frame header names that Pillow does not decode, found by walking its marker segments
-    from SOI to the frame header (so that bytes inside an Exif thumbnail or an ICC profile are never read as
-    one); [] for anything that is not such a JPEG."""
-    if not data.startswith(b"\xff\xd8"):
-        return []
+def _undecoded_jpeg_kind(data: bytes) -> str | None:
+    """The kind of JPEG `data` is, by its frame header, where Pillow does not decode it; None for anything that is
+    not such a JPEG. The marker segments are walked from SOI to the frame header (bytes inside an Exif thumbnail
+    or an ICC profile are never read as one), and the frame header must be self-consistent (its length that of
+    its components), so that random bytes after FF D8 FF name no kind."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
     data, pos = data[:JPEG_HEADER_BYTES], 2
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF:  # padding between segments, which decoders skip: on to the next marker
+        if data[pos] != 0xFF:  # padding after a segment, which decoders skip: on to the next marker
             pos = data.find(b"\xff", pos)
             if pos < 0:
-                return []
+                return None
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
+        if marker == 0xFF:  # fill bytes, a run of them at once
+            pos = len(data) - len(data[pos + 1:].lstrip(b"\xff")) - 1
             continue
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
             pos += 2
             continue
         if marker == 0xDA:  # start of scan, and no frame header before it
-            return []
+            return None
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
         if length < 2:
-            return []
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a frame header (SOF0-SOF15)
-            if pos + 4 >= len(data):
-                return []
-            precision, lossless = data[pos + 4], marker in (0xC3, 0xC7, 0xCB, 0xCF)
+            return None
+        frame = 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)  # SOF0-SOF15
+        if frame or marker == 0xF7:  # (0xF7: JPEG-LS's frame header)
+            if pos + 10 > len(data):
+                return None
+            precision, components = data[pos + 4], data[pos + 9]
+            if not 1 <= components <= 4 or length != 8 + 3 * components:
+                return None  # not a frame header after all
+            if marker == 0xF7:
+                return "a JPEG-LS image"
+            lossless = marker in (0xC3, 0xC7, 0xCB, 0xCF)
             if not (2 <= precision <= 16 if lossless else precision in (8, 12)):
-                return []  # no JPEG of this kind has it: not a frame header after all
+                return None
             kinds = [f"{precision}-bit"] if precision != 8 else []
             kinds += ["lossless"] if lossless else []
             kinds += ["arithmetic-coded"] if marker >= 0xC9 else []
-            return kinds
+            if not kinds and components == 2:
+                return "a JPEG of 2 components"
+            if not kinds:
+                return None
+            text = ", ".join(kinds)
+            return f"{'an' if text[0] in 'aeiou8' or text.startswith(('11-', '18-')) else 'a'} {text} JPEG"
         pos += 2 + length
-    return []
+    return None
 
 
 def open_pillow(data: bytes, formats, what: str) -> Image.Image:
