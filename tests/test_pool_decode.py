@@ -864,3 +864,26 @@ def test_dicom_errors_are_one_line_without_object_addresses():
                     "<_io.BytesIO object at 0x7efb12345678>") == (
         "missing dependencies: gdcm - requires gdcm pillow: cannot identify image file")
     assert one_line("value <3 and object at 0x7f> kept?") == "value <3 and object at 0x7f> kept?"
+
+
+def test_a_voi_lut_sequence_decodes_without_pydicoms_float_input_caution():
+    # egal hands apply_voi_lut the modality LUT's output as float on purpose; pydicom's caution about float input
+    # printed two lines to stderr per row (five with workers).
+    import warnings
+
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from egal.pool.images import read_image
+
+    ds = pydicom.dcmread(BytesIO(encode_dicom(np.arange(64, dtype=np.uint16).reshape(8, 8))))
+    lut = Dataset()
+    lut.add_new((0x0028, 0x3002), "US", [64, 0, 16])  # LUTDescriptor: 64 entries from 0, 16-bit
+    lut.add_new((0x0028, 0x3006), "US", list(range(0, 64 * 1000, 1000)))  # LUTData: a linear ramp
+    ds.VOILUTSequence = [lut]
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = read_image(out.getvalue(), 1)[0]
+    np.testing.assert_allclose(decoded, np.arange(64).reshape(8, 8) / 63.0, atol=1e-6)  # a linear LUT: the ramp

@@ -241,3 +241,11 @@ def test_agree_takes_no_finding_from_enough_readers_as_agreed_absence():
     assert disputed_findings({"Nodule/Mass": nodule, "No finding": {"R2": []}}, o) == ["Nodule/Mass"]
     # The reader who marked the nodule and also wrote "No finding" elsewhere does not count for the absence.
     assert disputed_findings({"Nodule/Mass": nodule, "No finding": {"R1": [], "R2": []}}, o) == ["Nodule/Mass"]
+
+
+def test_siim_an_image_uid_filed_under_two_studies_finds_its_own_file(siim, tmp_path):
+    # im1 also appears under study st2's folder (sorted after st1's): the index kept the last file it walked, and
+    # the row of study st1 was skipped as "image file missing" although its file exists.
+    write_dicom(siim / "train" / "st9" / "se9" / "im1.dcm", radiograph(H, W, seed=9), 9)
+    result = from_siim_covid(siim, tmp_path / "covid.parquet", max_side=0, progress=False)
+    assert rows_by_id(result.out)["im1"]["source_path"] == "train/st1/se1/im1.dcm"

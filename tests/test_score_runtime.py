@@ -481,3 +481,14 @@ def test_the_tuned_pytorch_runner_gives_the_plain_models_grad_cam_inputs(tmp_pat
                                                      "weights"])
     for name in plain:
         np.testing.assert_allclose(np.asarray(tuned[name]), plain[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_resuming_a_graph_with_runtime_torch_says_why_it_cannot_not_that_the_runtime_changed(tmp_path, pool, exported):
+    # The early resume check compared --runtime torch with the recorded onnxruntime and advised --overwrite, which
+    # then failed too: a graph runs on onnxruntime only, and the runtime check says so.
+    _, _, graph, _ = exported
+    out = tmp_path / "s.parquet"
+    egal.score_pool(pool, str(graph), out=str(out), batch_size=8, workers=0, progress=False)
+    with pytest.raises(egal.EgalError, match=r"runtime='torch' \(--runtime torch\) needs a PyTorch model"):
+        egal.score_pool(pool, str(graph), out=str(out), batch_size=8, workers=0, progress=False, resume=True,
+                        runtime="torch")
