@@ -16,15 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..pool.dicom import (
-    check_inflated_size,
-    has_dicom_magic,
-    may_be_bare_dicom,
-    one_line,
-    photometric_is_read,
-    read_dicom,
-    unread_photometric,
-)
+from ..pool.dicom import check_inflated_size, checked_layout, has_dicom_magic, may_be_bare_dicom, one_line, read_dicom
 from ..pool.encode import encode_png
 from ..pool.errors import RowError
 from ..pool.images import quiet_pillow, read_image, resize_bilinear, unidentified_image_reason
@@ -70,28 +62,21 @@ def read_header(data: bytes) -> ImageHeader:
 
 
 def _dicom_header(data: bytes) -> ImageHeader:
-    """The header, with what egal score would refuse there (a deflated bomb, the size, several frames, a
-    photometric interpretation it does not read) refused here too."""
+    """The header, with what egal score refuses there (a deflated bomb; egal.pool.dicom.checked_layout; a
+    SamplesPerPixel other than 1 or 3) refused here too."""
     import pydicom
 
     force = not has_dicom_magic(data)
     check_inflated_size(data, force)  # before pydicom inflates a deflated data set, header and all
     try:
         ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=force)
-        rows, columns = int(ds.Rows), int(ds.Columns)
+        columns, rows, _ = checked_layout(ds)
         bits = int(ds.get("BitsStored", 8) or 8)
         samples = _samples_per_pixel(ds.get("SamplesPerPixel"))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     except RowError:
         raise
     except Exception as exc:  # pydicom raises many kinds for broken files; int() of an empty or odd element too
         raise RowError(one_line(f"unreadable DICOM header: {type(exc).__name__}: {exc}")) from exc
-    check_pixels(columns, rows, "DICOM image")
-    if frames > 1:
-        raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
-    if not photometric_is_read(photometric):
-        raise RowError(unread_photometric(photometric))
     return ImageHeader("DICOM", columns, rows, bits, samples)
 
 

@@ -54,9 +54,25 @@ def read_dicom(data: bytes) -> np.ndarray:
         raise RowError(one_line(f"unreadable DICOM: {type(exc).__name__}: {exc}")) from exc
 
 
-def photometric_is_read(photometric: str) -> bool:
-    """The photometric interpretations read_dicom decodes: MONOCHROME1/2, RGB and the YBR family."""
-    return photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") or photometric.startswith("YBR")
+def checked_layout(ds) -> tuple[int, int, str]:
+    """(width, height, photometric interpretation) of a data set whose pixels read_dicom would decode, read from
+    its header alone; RowError for what it refuses there: several frames, no usable Rows / Columns, more pixels
+    than egal decodes (checked before decoding: a deflated 125 KB file can hold 8,000 x 8,000 of them), or a
+    photometric interpretation other than MONOCHROME1/2, RGB and the YBR family. Shared by read_dicom and the
+    importers' header reader, so that both refuse the same files."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
+    try:
+        width, height = int(ds.Columns), int(ds.Rows)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RowError(f"DICOM file has no usable Rows / Columns ({exc})") from exc
+    check_pixels(width, height, "DICOM image")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if not (photometric in ("MONOCHROME1", "MONOCHROME2", "RGB") or photometric.startswith("YBR")):
+        raise RowError(f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, "
+                       "YBR)")
+    return width, height, photometric
 
 
 def one_line(message: str) -> str:
@@ -80,14 +96,7 @@ def _read_dicom(data: bytes) -> np.ndarray:
         raise RowError(f"unreadable DICOM: {exc}") from exc
     if "PixelData" not in ds:
         raise RowError("DICOM file has no pixel data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise RowError(f"multi-frame DICOM ({frames} frames) is not supported")
-    try:  # checked before the pixels are decoded: a deflated 125 KB file can hold 8,000 x 8,000 of them
-        width, height = int(ds.Columns), int(ds.Rows)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise RowError(f"DICOM file has no usable Rows / Columns ({exc})") from exc
-    check_pixels(width, height, "DICOM image")
+    _, _, photometric = checked_layout(ds)
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
         _assume_syntax_from_encoding(ds)
@@ -102,7 +111,6 @@ def _read_dicom(data: bytes) -> np.ndarray:
                 f"(it needs a pydicom pixel-data plugin such as pylibjpeg or GDCM): {exc}"
             ) from exc
         raise RowError(f"DICOM pixel data cannot be decoded: {exc}") from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if stored.ndim != 2:
             raise RowError(f"DICOM {photometric} pixel data has shape {stored.shape}, expected rows x columns")
@@ -119,14 +127,10 @@ def _read_dicom(data: bytes) -> np.ndarray:
         if photometric == "MONOCHROME1":
             values = -values
         return _min_max(values)
-    if stored.ndim == 3 and stored.shape[-1] == 3 and (photometric == "RGB" or photometric.startswith("YBR")):
-        bits = int(ds.get("BitsStored", 8))
-        return np.clip(stored.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
-    raise RowError(unread_photometric(photometric))
-
-
-def unread_photometric(photometric: str) -> str:
-    return f"DICOM photometric interpretation {photometric!r} is not supported (MONOCHROME1/2, RGB, YBR)"
+    if stored.ndim != 3 or stored.shape[-1] != 3:  # RGB or YBR (checked_layout)
+        raise RowError(f"DICOM {photometric} pixel data has shape {stored.shape}, expected rows x columns x 3")
+    bits = int(ds.get("BitsStored", 8))
+    return np.clip(stored.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
 
 
 HEADER_SEARCH_BYTES = 1 << 16  # the file meta and command set of any real DICOM fit well within this
