@@ -1,5 +1,10 @@
 """GPU: the fused CUDA kernel against the PyTorch reference running on the same GPU.
 
+Three implementations in one run: "fused" (the CUDA backend as shipped: masks and boxes projected onto the
+map's grid first), "fused-per-pixel" (its earlier ROI pass, the map upsampled at each ROI pixel; float32 only)
+and "reference" (egal.reference in PyTorch). Masks are one lesion-sized blob per image, or the same number of
+scattered pixels ("scattered", float32 only): the projection's cost must not depend on which.
+
     python -m pytest bench/bench_cuda.py --benchmark-only --benchmark-json=cuda.json
     python bench/report_scorer.py --from-json cuda.json   # same table as the CPU run
 
@@ -26,22 +31,35 @@ def _case(layer, B, dtype):
     Z = torch.randn((B, 3), device="cuda", generator=g)
     masks = torch.zeros((B, H, W), dtype=torch.uint8, device="cuda")
     masks[:, 60:100, 80:128] = 1
+    blob_pixels = 40 * 48
+    scattered = torch.zeros((B, H * W), dtype=torch.uint8, device="cuda")
+    scattered[:, torch.randperm(H * W, device="cuda", generator=g)[:blob_pixels]] = 1
     boxes = torch.full((B, 2, 4), float("nan"), device="cuda")
     boxes[:, 0] = torch.tensor([80.0, 60.0, 128.0, 100.0], device="cuda")
-    return dict(activations=A, gradients=G, logits=Z, masks=masks, boxes=boxes)
+    return dict(activations=A, gradients=G, logits=Z, masks=masks, scattered=scattered.view(B, H, W), boxes=boxes)
 
 
-@pytest.mark.parametrize("roi", ["masks", "boxes"])
+@pytest.fixture
+def roi_pass(impl):
+    previous = egal._core.cuda_roi_pass()
+    egal._core.set_cuda_roi_pass("per-pixel" if impl == "fused-per-pixel" else "projection")
+    yield
+    egal._core.set_cuda_roi_pass(previous)
+
+
+@pytest.mark.parametrize("roi", ["masks", "scattered", "boxes"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("B", [256, 4096])
 @pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
-@pytest.mark.parametrize("impl", ["fused", "reference"])
-def test_score_batch_cuda(benchmark, impl, layer, B, dtype, roi):
+@pytest.mark.parametrize("impl", ["fused", "fused-per-pixel", "reference"])
+def test_score_batch_cuda(benchmark, roi_pass, impl, layer, B, dtype, roi):
     if layer[0] == "32ch-224x224" and B == 4096:
         pytest.skip("26 GB of float32 maps")
+    if dtype != "float32" and (impl == "fused-per-pixel" or roi == "scattered"):
+        pytest.skip("the per-pixel pass and scattered masks are compared in float32")
     case = _case(layer, B, dtype)
-    kwargs = {"masks": case["masks"]} if roi == "masks" else {"boxes": case["boxes"], "roi_size": (224, 224)}
-    backend = "cuda" if impl == "fused" else "reference"
+    kwargs = {"boxes": case["boxes"], "roi_size": (224, 224)} if roi == "boxes" else {"masks": case[roi]}
+    backend = "reference" if impl == "reference" else "cuda"
     nbytes = sum(case[k].numel() * case[k].element_size() for k in ("activations", "gradients", "logits"))
     nbytes += sum(v.numel() * v.element_size() for v in kwargs.values() if hasattr(v, "numel"))
     benchmark.group = f"{layer[0]} B={B} {dtype} gradients {roi}"

@@ -16,6 +16,13 @@ def main():
     if not (torch.cuda.is_available() and egal.backends()["cuda"]["available"]):
         print(f"no usable CUDA GPU here ({egal.backends()['cuda']['reason']}): the sanitizer cases did not run")
         return
+    for roi_pass in ("projection", "per-pixel"):
+        egal._core.set_cuda_roi_pass(roi_pass)
+        run_cases()
+    print("sanitizer cases ran, with both ROI passes")
+
+
+def run_cases():
     rng = np.random.default_rng(0)
     for B, K, h, w, C, H, W in SHAPES:
         dev = lambda x: torch.from_numpy(np.ascontiguousarray(x)).cuda()  # noqa: E731
@@ -29,7 +36,6 @@ def main():
             egal.score_batch(A.half(), Z, weights=G.mean(dim=(2, 3)), **kwargs)
         roi = egal.project_roi(M.cpu().numpy(), cam_size=(h, w))
         egal.score_batch(A, Z, roi=egal.ProjectedROI(dev(roi.weights), dev(roi.area), roi.roi_size), gradients=G)
-    print("sanitizer cases ran")
 
 
 if __name__ == "__main__":

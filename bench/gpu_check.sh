@@ -16,7 +16,7 @@
 # summary.md (one line per step: exit status and seconds), bench_cuda.json / bench_cuda.md (the benchmark)
 # and score_cuda.json (the end-to-end check).
 #
-# EGAL_GPU_STEPS picks steps (default: "build tests sanitizer bench score"; "cpu" adds issue 11's CPU scorer
+# EGAL_GPU_STEPS picks steps (default: "build tests sanitizer bench profile score"; "cpu" adds issue 11's CPU scorer
 # benchmark on this machine's CPU, into bench_cpu.json; build runs only where
 # egal's CUDA backend is not installed yet, or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
 # starting them again: scripts/gpu_session.sh runs the sanitizer beside the protocol run that way.
@@ -30,9 +30,9 @@ mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
 SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
-STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench score} "
+STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench profile score} "
 for s in $STEPS; do
-  case "$s" in build|tests|sanitizer|bench|score|cpu) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench score cpu, space-separated)" >&2; exit 2 ;; esac
+  case "$s" in build|tests|sanitizer|bench|profile|score|cpu) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench profile score cpu, space-separated)" >&2; exit 2 ;; esac
 done
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 [ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
@@ -90,6 +90,18 @@ fi
 wanted bench && step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benchmark-only -q -rs -p no:cacheprovider \
   --benchmark-json="$OUT/bench_cuda.json"
 wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
+
+# Nsight Compute on the benchmark's headline case, each ROI pass's kernels once (into log.txt): throughput
+# against the card's peaks, occupancy and what the warps wait on. --clock-control none leaves the card's clocks
+# as they are.
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if wanted profile && [ -n "$NCU" ] && [ "$REHEARSAL" != 1 ]; then
+  step profile 90 "$NCU" --clock-control none --kernel-name regex:"score_kernel|project_" --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
+    python3 bench/cuda_profile_case.py
+elif wanted profile; then
+  step profile 60 python3 bench/cuda_profile_case.py  # no ncu (or a rehearsal): the case runs, unprofiled
+fi
 
 # Issue 11 on this machine's CPU, another model than the development machine's: the fused CPU scorer against
 # the PyTorch reference in the issue's headline case, and the mask pass, on two cores as there (not in the

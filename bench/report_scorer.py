@@ -43,16 +43,18 @@ def table(data):
     cases = {}
     for b in bench:
         info = b["extra_info"]
-        if info.get("impl") in ("fused", "reference"):
+        if info.get("impl") in ("fused", "fused-per-pixel", "reference"):
             key = (info["layer"], info["B"], info["dtype"], info["source"], info["roi"])
             cases.setdefault(key, {})[info["impl"]] = b["stats"]["min"], info["bytes_read"]
+    per_pixel = any("fused-per-pixel" in impls for impls in cases.values())  # the CUDA backend's earlier ROI pass
     lines = [
         f"Copy bandwidth (numpy copy of {copy['extra_info']['bytes_moved'] // 2 >> 20} MiB, read + write): "
         f"{bandwidth / 1e9:.1f} GB/s",
         "",
         "| layer | B | dtype | channel weights | ROI | fused samples/s | reference samples/s | speed-up | "
-        "MB read | floor ms | fused ms | fused / floor |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "MB read | floor ms | fused ms | fused / floor |"
+        + (" per-pixel ms | per-pixel / fused |" if per_pixel else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if per_pixel else ""),
     ]
     for key in sorted(cases):
         impls = cases[key]
@@ -61,10 +63,12 @@ def table(data):
         (tf, nbytes), (tr, _) = impls["fused"], impls["reference"]
         B = key[1]
         floor = nbytes / bandwidth
-        lines.append(
-            f"| {key[0]} | {B} | {key[2]} | {key[3]} | {key[4]} | {B / tf:,.0f} | {B / tr:,.0f} | {tr / tf:.1f}x | "
-            f"{nbytes / 1e6:.1f} | {floor * 1e3:.2f} | {tf * 1e3:.2f} | {tf / floor:.2f} |"
-        )
+        row = (f"| {key[0]} | {B} | {key[2]} | {key[3]} | {key[4]} | {B / tf:,.0f} | {B / tr:,.0f} | {tr / tf:.1f}x | "
+               f"{nbytes / 1e6:.1f} | {floor * 1e3:.2f} | {tf * 1e3:.2f} | {tf / floor:.2f} |")
+        if per_pixel:
+            tp = impls.get("fused-per-pixel", (float("nan"),))[0]
+            row += f" {tp * 1e3:.2f} | {tp / tf:.2f}x |" if tp == tp else " – | – |"
+        lines.append(row)
     passes = {}
     for b in bench:
         info = b["extra_info"]

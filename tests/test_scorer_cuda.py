@@ -20,7 +20,18 @@ pytestmark = pytest.mark.skipif(
 # The CPU backends' shapes (cases.SHAPES), and shapes that matter to the kernel's blocks: a 1 x 1 map onto a
 # 1 x 1 ROI, 7 samples (not a multiple of a warp), a 56 x 56 and a full-resolution 224 x 224 map.
 CUDA_SHAPES = {**SHAPES, "all-1x1": (1, 1, 1, 1, 2, 1, 1), "B7-K1024-densenet": (7, 1024, 7, 7, 3, 224, 224),
-               "56x56-map": (3, 8, 56, 56, 4, 224, 224), "224x224-map": (2, 32, 224, 224, 2, 224, 224)}
+               "56x56-map": (3, 8, 56, 56, 4, 224, 224), "224x224-map": (2, 32, 224, 224, 2, 224, 224),
+               # the projection's threads own 256 mask columns at a time: three tiles, the last partial
+               "600-wide-roi": (2, 8, 7, 9, 3, 40, 600)}
+
+
+@pytest.fixture(autouse=True, params=["projection", "per-pixel"])
+def roi_pass(request):
+    """Every test with both of the CUDA backend's ROI passes (masks and boxes projected first, or read per pixel)."""
+    previous = egal._core.cuda_roi_pass()
+    egal._core.set_cuda_roi_pass(request.param)
+    yield request.param
+    egal._core.set_cuda_roi_pass(previous)
 
 
 def cuda(x):
@@ -139,3 +150,47 @@ def test_cuda_inputs_are_not_copied_to_host():
     before = A.data_ptr()
     egal.score_batch(A, cuda(case["logits"]), cuda(case["masks"]), gradients=cuda(case["gradients"]))
     assert A.data_ptr() == before and A.is_cuda
+
+
+@pytest.mark.parametrize("layout", ["float16", "transposed", "bool-strided"])
+def test_cuda_masks_of_every_dtype_and_layout(layout):
+    rng = np.random.default_rng(10)
+    case = make_case(rng, 5, 24, 7, 7, 3, 90, 300, "soft" if layout == "float16" else "hard")
+    masks = case["masks"]
+    if layout == "float16":
+        masks = masks.astype(np.float16)
+        on_gpu = cuda(masks)
+    elif layout == "transposed":  # stride[1] = 1, stride[2] = H
+        on_gpu = cuda(masks.transpose(0, 2, 1).copy()).transpose(1, 2)
+    else:  # stride[1] = W + 7
+        masks = masks.astype(bool)
+        on_gpu = cuda(np.pad(masks, ((0, 0), (0, 0), (0, 7))))[:, :, :300]
+    result = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), on_gpu,
+                              gradients=cuda(case["gradients"]))
+    expected = scoring_f64.score(case["activations"], case["logits"], masks.astype(np.float64),
+                                 gradients=case["gradients"])
+    assert_matches(result, expected, TOLERANCE["float32"])
+
+
+@pytest.mark.parametrize("bad", [2, -0.5, float("nan"), float("inf")])
+def test_cuda_a_mask_value_outside_0_1_is_named_by_sample(bad):
+    rng = np.random.default_rng(11)
+    case = make_case(rng, 6, 16, 7, 7, 3, 50, 300, "soft")
+    masks = case["masks"].copy()
+    masks[4, 49, 299] = bad  # the last pixel of the last tile
+    with pytest.raises(ValueError, match="sample 4"):
+        egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), cuda(masks),
+                         gradients=cuda(case["gradients"]))
+
+
+def test_cuda_many_overlapping_boxes_match_their_rasterised_masks():
+    rng = np.random.default_rng(12)
+    case = make_case(rng, 4, 16, 7, 7, 3, 224, 224)
+    boxes = make_boxes(rng, 4, 300, 224, 224)
+    masks = scoring_f64.rasterise(boxes, 224, 224)
+    via_boxes = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), boxes=cuda(boxes),
+                                 roi_size=(224, 224), gradients=cuda(case["gradients"]))
+    via_masks = egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), cuda(masks.astype(np.uint8)),
+                                 gradients=cuda(case["gradients"]))
+    np.testing.assert_allclose(via_boxes.misalignment, via_masks.misalignment, atol=2e-5)
+    np.testing.assert_allclose(via_boxes.score, via_masks.score, atol=2e-5)

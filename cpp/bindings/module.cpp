@@ -227,6 +227,7 @@ py::dict backends() {
   cuda["devices"] = devices;
   cuda["available"] = devices > 0;
   cuda["reason"] = devices > 0 ? py::none() : py::object(py::str(why));
+  cuda["roi_pass"] = egal::cuda_roi_pass();
   py::dict cpu;
   cpu["compiled"] = true;
   cpu["available"] = true;
@@ -256,4 +257,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", [] { return std::string(egal::cpu_isa()); });
   m.def("best_cpu_isa", [] { return std::string(egal::best_cpu_isa()); });
   m.def("set_cpu_isa", &egal::set_cpu_isa, py::arg("name"));  // std::invalid_argument -> ValueError
+  // The CUDA backend's ROI pass ("projection", the default, or "per-pixel"), for the same purpose.
+  m.def("cuda_roi_pass", [] { return std::string(egal::cuda_roi_pass()); });
+  m.def("set_cuda_roi_pass", &egal::set_cuda_roi_pass, py::arg("name"));
 }

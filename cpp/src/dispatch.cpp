@@ -1,4 +1,5 @@
 // One entry point per operation; the inputs' device picks the backend.
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,6 +20,8 @@ const char* dtype_name(DType dtype) {
 }
 
 namespace {
+
+std::atomic<bool> cuda_roi_per_pixel{false};
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
@@ -90,6 +93,14 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
   } else {
     score_cpu(in, out);
   }
+}
+
+const char* cuda_roi_pass() { return cuda_roi_per_pixel ? "per-pixel" : "projection"; }
+
+void set_cuda_roi_pass(const std::string& name) {
+  require(name == "projection" || name == "per-pixel",
+          "the CUDA ROI pass is \"projection\" or \"per-pixel\", not \"" + name + "\"");
+  cuda_roi_per_pixel = name == "per-pixel";
 }
 
 void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out) {

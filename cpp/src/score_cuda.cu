@@ -1,9 +1,12 @@
 // CUDA backend: one thread block per sample, inputs read in place from device
 // memory (strides honoured), outputs copied back as B numbers per field. The
 // kernel runs the steps of docs/scoring.md as one device function each; the
-// formulas themselves are score_math.h's, shared with the CPU backend.
+// formulas themselves are score_math.h's, shared with the CPU backend. Masks and
+// boxes are first projected onto the map's grid by roi_projection_cuda.cu (unless
+// set_cuda_roi_pass chose the per-pixel pass), and scored as a projected ROI.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -11,7 +14,9 @@
 #include <vector>
 
 #include "backends.h"
+#include "cuda_common.h"
 #include "interpolation.h"
+#include "roi_projection_cuda.h"
 #include "scalar.h"
 #include "score_math.h"
 
@@ -20,23 +25,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
-}
-
-// Interpolation tables of one call, in one device allocation.
-struct DeviceTables {
-  const int32_t* row_lo;  // [H]
-  const int32_t* row_hi;  // [H]
-  const float* row_t;     // [H]
-  const int32_t* col_lo;  // [W]
-  const int32_t* col_hi;  // [W]
-  const float* col_t;     // [W]
-  const float* row_sum;   // [h]
-  const float* col_sum;   // [w]
-};
+using cuda::check;
 
 struct KernelArgs {
   const void* activations;  // [B, K, h, w]
@@ -77,23 +66,7 @@ struct BlockShared {
   int* valid_boxes;
 };
 
-template <class V>
-__device__ __forceinline__ V warp_sum(V v) {
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_down_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum over the block; every thread gets the result.
-__device__ double block_sum(double v, double* scratch) {
-  v = warp_sum(v);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  double total = 0.0;
-  for (int i = 0; i < kWarps; ++i) total += scratch[i];
-  return total;
-}
+__device__ __forceinline__ double block_sum(double v, double* scratch) { return cuda::block_sum<kWarps>(v, scratch); }
 
 __device__ float block_min(float v, float* scratch) {
   for (int offset = 16; offset > 0; offset >>= 1) v = fminf(v, __shfl_down_sync(0xffffffffu, v, offset));
@@ -133,13 +106,15 @@ __device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int
     for (int64_t k = warp; k < K; k += kWarps) {
       const T* channel = g + k * args.g_stride[1];
       float acc = 0.0f;
+      // Unrolled so that a large map's channel (50,176 cells at 224 x 224) has its loads in flight.
+#pragma unroll 8
       for (int64_t p = lane; p < hw; p += 32) acc += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
-      float mean = __shfl_sync(0xffffffffu, warp_sum(acc), 0) / static_cast<float>(hw);
+      float mean = __shfl_sync(0xffffffffu, cuda::warp_sum(acc), 0) / static_cast<float>(hw);
       if (!isfinite(mean)) {  // the whole warp: finite gradients whose float32 sum overflowed, again in float64
         double wide = 0.0;
         for (int64_t p = lane; p < hw; p += 32)
           wide += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
-        mean = static_cast<float>(warp_sum(wide) / static_cast<double>(hw));
+        mean = static_cast<float>(cuda::warp_sum(wide) / static_cast<double>(hw));
       }
       if (lane == 0) s.channel_weights[k] = mean;
     }
@@ -305,17 +280,19 @@ __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int6
   if (bad) atomicOr(s.flags, kStatusBadMask);
 }
 
-// Steps 5-6: the Dice sums of the sample, the same in every thread.
+// Steps 5-6: the Dice sums of the sample, the same in every thread. A kernel for projected ROIs alone leaves
+// out the per-pixel passes, and the registers they need (64 against 80 a thread: more blocks fit an SM).
+template <bool kProjectedRoi>
 __device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64_t b, const NormalisedMap& map,
                                                    const BlockShared& s) {
   DiceSums sums;
   sums.upsampled_sum = upsampled_sum_part(args, map);
-  if (args.roi_kind == RoiKind::Masks)
-    mask_sums_part(args, b, map, s, &sums);
-  else if (args.roi_kind == RoiKind::Boxes)
-    box_sums_part(args, b, map, s, &sums);
-  else
+  if (kProjectedRoi)
     projected_sums_part(args, b, map, s, &sums);
+  else if (args.roi_kind == RoiKind::Masks)
+    mask_sums_part(args, b, map, s, &sums);
+  else
+    box_sums_part(args, b, map, s, &sums);
   sums.upsampled_sum = block_sum(sums.upsampled_sum, s.reduce);
   sums.intersection = block_sum(sums.intersection, s.reduce);
   sums.roi_area = args.roi_kind == RoiKind::Projected ? static_cast<double>(args.roi_area[b * args.area_stride])
@@ -340,7 +317,7 @@ __device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, c
                                          sums.intersection, sums.upsampled_sum, sums.roi_area));
 }
 
-template <class T>
+template <class T, bool kProjectedRoi>
 __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   extern __shared__ float shared[];
   __shared__ double reduce_scratch[kWarps];
@@ -361,7 +338,7 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   float local_lo, local_hi;
   raw_map_step<T>(args, b, s, cam, &local_lo, &local_hi);
   const NormalisedMap map = normalise_step(cam, local_lo, local_hi, s);
-  const DiceSums sums = dice_sums_step(args, b, map, s);
+  const DiceSums sums = dice_sums_step<kProjectedRoi>(args, b, map, s);
   write_cam_step(args, b, map, flags);
   if (threadIdx.x == 0) finish_step(args, b, sums, flags);
 }
@@ -403,10 +380,18 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const AxisInterpolation rows(in.roi_height, h), cols(in.roi_width, w);
   std::vector<float> row_sum(rows.column_sum.begin(), rows.column_sum.end());
   std::vector<float> col_sum(cols.column_sum.begin(), cols.column_sum.end());
+  std::vector<int32_t> col_first(w, static_cast<int32_t>(in.roi_width)), col_end(w, 0);
+  for (int64_t x = 0; x < in.roi_width; ++x)
+    for (const int32_t j : {cols.lo[x], cols.hi[x]}) {
+      col_first[j] = std::min(col_first[j], static_cast<int32_t>(x));
+      col_end[j] = std::max(col_end[j], static_cast<int32_t>(x + 1));
+    }
   std::vector<unsigned char> blob;
   const size_t o_row_lo = append(blob, rows.lo), o_row_hi = append(blob, rows.hi), o_row_t = append(blob, rows.t);
   const size_t o_col_lo = append(blob, cols.lo), o_col_hi = append(blob, cols.hi), o_col_t = append(blob, cols.t);
   const size_t o_row_sum = append(blob, row_sum), o_col_sum = append(blob, col_sum);
+  const size_t o_col_first = append(blob, col_first), o_col_end = append(blob, col_end);
+  const bool project = in.roi_kind != RoiKind::Projected && std::strcmp(cuda_roi_pass(), "projection") == 0;
 
   // Device memory: tables, the map workspace and the outputs, in one block. Each part starts on a 256-byte
   // boundary: the int64 predictions after B * h * w floats would otherwise be misaligned when that count is odd.
@@ -415,9 +400,11 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const size_t cam_bytes = static_cast<size_t>(B * hw) * sizeof(float);
   const size_t out_bytes = static_cast<size_t>(B) * (sizeof(int64_t) + 4 * sizeof(float) + sizeof(int32_t));
   const size_t cam_out_bytes = out.cam ? cam_bytes : 0;
+  const size_t projection_bytes = project ? aligned(cam_bytes) + static_cast<size_t>(B) * sizeof(float) : 0;
   unsigned char* device = nullptr;
-  check(cudaMallocAsync(reinterpret_cast<void**>(&device),
-                        tables_bytes + aligned(cam_bytes) + aligned(out_bytes) + cam_out_bytes, stream),
+  check(cudaMallocAsync(
+            reinterpret_cast<void**>(&device),
+            tables_bytes + aligned(cam_bytes) + aligned(out_bytes) + aligned(cam_out_bytes) + projection_bytes, stream),
         "cudaMallocAsync");
   struct Free {
     unsigned char* p;
@@ -427,10 +414,11 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   check(cudaMemcpyAsync(device, blob.data(), blob.size(), cudaMemcpyHostToDevice, stream), "copying tables");
 
   KernelArgs args{};
-  args.tables = {reinterpret_cast<int32_t*>(device + o_row_lo), reinterpret_cast<int32_t*>(device + o_row_hi),
-                 reinterpret_cast<float*>(device + o_row_t),    reinterpret_cast<int32_t*>(device + o_col_lo),
-                 reinterpret_cast<int32_t*>(device + o_col_hi), reinterpret_cast<float*>(device + o_col_t),
-                 reinterpret_cast<float*>(device + o_row_sum),  reinterpret_cast<float*>(device + o_col_sum)};
+  args.tables = {reinterpret_cast<int32_t*>(device + o_row_lo),    reinterpret_cast<int32_t*>(device + o_row_hi),
+                 reinterpret_cast<float*>(device + o_row_t),       reinterpret_cast<int32_t*>(device + o_col_lo),
+                 reinterpret_cast<int32_t*>(device + o_col_hi),    reinterpret_cast<float*>(device + o_col_t),
+                 reinterpret_cast<float*>(device + o_row_sum),     reinterpret_cast<float*>(device + o_col_sum),
+                 reinterpret_cast<int32_t*>(device + o_col_first), reinterpret_cast<int32_t*>(device + o_col_end)};
   args.cam_workspace = reinterpret_cast<float*>(device + tables_bytes);
   unsigned char* outputs = device + tables_bytes + aligned(cam_bytes);
   args.out.pred = reinterpret_cast<int64_t*>(outputs);
@@ -473,26 +461,34 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   args.K = K, args.h = h, args.w = w, args.C = in.logits.shape[1];
   args.H = in.roi_height, args.W = in.roi_width;
   args.alpha = in.alpha;
+  if (project) {  // masks or boxes -> [B, h, w] weights and [B] areas, then scored as a projected ROI
+    float* weights = reinterpret_cast<float*>(outputs + aligned(out_bytes) + aligned(cam_out_bytes));
+    float* area = weights + aligned(cam_bytes) / sizeof(float);
+    launch_roi_projection(in, h, w, args.tables, weights, area, stream);
+    args.roi_kind = RoiKind::Projected;
+    args.roi_weights = weights;
+    args.r_stride[0] = hw, args.r_stride[1] = w, args.r_stride[2] = 1;
+    args.roi_area = area;
+    args.area_stride = 1;
+    args.N = 0;
+  }
 
   const size_t shared_bytes = (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
   auto launch = [&](auto kernel) {
-    if (shared_bytes > 48 * 1024) {
-      int device_limit = 0;
-      check(cudaDeviceGetAttribute(&device_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, A.device_id), "attribute");
-      if (shared_bytes > static_cast<size_t>(device_limit))
-        throw std::invalid_argument("K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) +
-                                    " boxes need " + std::to_string(shared_bytes) +
-                                    " bytes of shared memory, more than this GPU offers");
-      check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)),
-            "cudaFuncSetAttribute");
-    }
+    cuda::allow_shared_memory(kernel, shared_bytes, A.device_id,
+                              "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes");
     kernel<<<static_cast<unsigned>(B), kThreads, shared_bytes, stream>>>(args);
     check(cudaGetLastError(), "launching score_kernel");
   };
+  const bool projected = args.roi_kind == RoiKind::Projected;
   switch (A.dtype) {
-    case DType::Float32: launch(score_kernel<float>); break;
-    case DType::Float16: launch(score_kernel<half_bits>); break;
-    case DType::BFloat16: launch(score_kernel<bfloat16_bits>); break;
+    case DType::Float32: projected ? launch(score_kernel<float, true>) : launch(score_kernel<float, false>); break;
+    case DType::Float16:
+      projected ? launch(score_kernel<half_bits, true>) : launch(score_kernel<half_bits, false>);
+      break;
+    case DType::BFloat16:
+      projected ? launch(score_kernel<bfloat16_bits, true>) : launch(score_kernel<bfloat16_bits, false>);
+      break;
     default: throw std::invalid_argument("activations must be float32, float16 or bfloat16");
   }
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 
@@ -24,6 +25,14 @@ from .roi import ProjectedROI
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 _STATUS_BAD_MASK = 2
+# The CUDA backend's ROI pass for every process that imports egal (a run's workers too): "per-pixel" checks a
+# result against the pass that "projection", the default, replaced (docs/scoring.md).
+ROI_PASS_VARIABLE = "EGAL_CUDA_ROI_PASS"
+if os.environ.get(ROI_PASS_VARIABLE):
+    try:
+        _core.set_cuda_roi_pass(os.environ[ROI_PASS_VARIABLE])
+    except ValueError as e:
+        raise EgalError(f"{ROI_PASS_VARIABLE}: {e}") from None
 
 
 def backends() -> dict:

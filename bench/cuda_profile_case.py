@@ -1,0 +1,31 @@
+"""The GPU benchmark's headline case for Nsight Compute: DenseNet-121 block 4 (B = 4096, K = 1024, 7 x 7,
+float32, gradients) against one lesion-sized blob mask of 224 x 224 per image, scored once with each of the
+CUDA backend's ROI passes (projection: project_masks_kernel then score_kernel; per-pixel: score_kernel alone).
+
+    ncu --clock-control none --kernel-name regex:"score_kernel|project_" --section SpeedOfLight \\
+        --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
+"""
+import torch
+
+import egal
+
+
+def main():
+    if not (torch.cuda.is_available() and egal.backends()["cuda"]["available"]):
+        print(f"no usable CUDA GPU here ({egal.backends()['cuda']['reason']}): nothing profiled")
+        return
+    g = torch.Generator(device="cuda").manual_seed(0)
+    B, K, h, w, H, W = 4096, 1024, 7, 7, 224, 224
+    A = torch.rand((B, K, h, w), device="cuda", generator=g)
+    G = torch.randn((B, K, h, w), device="cuda", generator=g)
+    Z = torch.randn((B, 3), device="cuda", generator=g)
+    masks = torch.zeros((B, H, W), dtype=torch.uint8, device="cuda")
+    masks[:, 60:100, 80:128] = 1
+    for roi_pass in ("projection", "per-pixel"):
+        egal._core.set_cuda_roi_pass(roi_pass)
+        result = egal.score_batch(A, Z, masks, gradients=G)
+        print(f"{roi_pass}: mean score {float(result.score.mean()):.6f}")
+
+
+if __name__ == "__main__":
+    main()
