@@ -33,15 +33,19 @@ __device__ V block_sum(V v, V* scratch) {
   return total;
 }
 
-// Lets `kernel` use `bytes` of dynamic shared memory: above the 48 KB every GPU gives, only after opting in,
-// and never more than this device offers (`what` names the inputs that need it in the error).
+// Lets `kernel` use `bytes` of dynamic shared memory. Every GPU gives a block 48 KB, its static shared memory
+// included; more only after opting in, and never more than this device offers (`what` names the inputs that
+// need it in the error).
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, size_t bytes, int device, const std::string& what) {
-  if (bytes <= 48 * 1024) return;
+  cudaFuncAttributes attributes{};
+  check(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
+  const size_t total = bytes + attributes.sharedSizeBytes;
+  if (total <= 48 * 1024) return;
   int device_limit = 0;
   check(cudaDeviceGetAttribute(&device_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "attribute");
-  if (bytes > static_cast<size_t>(device_limit))
-    throw std::invalid_argument(what + " need " + std::to_string(bytes) +
+  if (total > static_cast<size_t>(device_limit))
+    throw std::invalid_argument(what + " need " + std::to_string(total) +
                                 " bytes of shared memory, more than this GPU offers");
   check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)),
         "cudaFuncSetAttribute");

@@ -1,8 +1,8 @@
 // The ROI pass of the CUDA backend: each sample's mask (or boxes) projected onto the Grad-CAM grid,
 // P = R_y^T M R_x and SM = sum M (docs/scoring.md, "How the fused scorers compute it"), which score_cuda.cu
-// then scores as it scores a ProjectedROI. Its cost is set by the ROI's size and dtype, never by what it
-// holds: every pixel is read once and goes through the same arithmetic. (The per-pixel pass that it replaces
-// as the default upsampled the map at each nonzero mask pixel inside the scoring kernel.)
+// then scores as it scores a ProjectedROI. A mask's cost is set by its size and dtype, never by what it
+// holds: every pixel is read once and goes through the same arithmetic. (The per-pixel pass that it
+// replaces as the default upsampled the map at each nonzero mask pixel inside the scoring kernel.)
 //
 // One block per sample. Its threads own mask columns and walk the rows from top to bottom. Mask row y feeds
 // CAM rows lo_y and hi_y (lo_y or lo_y + 1), and lo_y never decreases with y, so a thread keeps two running
@@ -43,18 +43,18 @@ struct MaskPixels {
   }
 };
 
-// 1 inside the union of one sample's boxes, 0 elsewhere.
+// 1 inside the union of one sample's boxes, 0 elsewhere. A pixel tests the boxes until one covers it, so
+// boxes cost more with their number (the CPU's prefix sums do not): fine for the few boxes of a finding.
 struct BoxPixels {
   const int32_t* ranges;  // [count, 4] in shared memory: x_first, x_last, y_first, y_last
   int count;
 
   __device__ __forceinline__ float operator()(int64_t y, int64_t x) const {
-    bool covered = false;
     for (int n = 0; n < count; ++n) {
       const int32_t* r = ranges + 4 * n;
-      covered |= r[0] <= x && x < r[1] && r[2] <= y && y < r[3];
+      if (r[0] <= x && x < r[1] && r[2] <= y && y < r[3]) return 1.0f;
     }
-    return covered ? 1.0f : 0.0f;
+    return 0.0f;
   }
 };
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -281,7 +282,7 @@ __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int6
 }
 
 // Steps 5-6: the Dice sums of the sample, the same in every thread. A kernel for projected ROIs alone leaves
-// out the per-pixel passes, and the registers they need (64 against 80 a thread: more blocks fit an SM).
+// out the per-pixel passes, and the registers they need (48 against 80 a thread: more blocks fit an SM).
 template <bool kProjectedRoi>
 __device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64_t b, const NormalisedMap& map,
                                                    const BlockShared& s) {
@@ -374,6 +375,9 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const TensorView& A = in.activations;
   const int64_t B = A.shape[0], K = A.shape[1], h = A.shape[2], w = A.shape[3], hw = h * w;
   if (B == 0) return;
+  // The interpolation tables and box ranges index mask rows and columns in 32 bits.
+  if (in.roi_height > INT32_MAX || in.roi_width > INT32_MAX)
+    throw std::invalid_argument("the CUDA backend takes ROIs of at most 2^31 - 1 rows and columns");
   DeviceGuard guard(A.device_id);
   cudaStream_t stream = 0;  // legacy default stream: the one requested from the DLPack producers
 

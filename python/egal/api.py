@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import numpy as np
 
@@ -26,13 +27,14 @@ from .roi import ProjectedROI
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 _STATUS_BAD_MASK = 2
 # The CUDA backend's ROI pass for every process that imports egal (a run's workers too): "per-pixel" checks a
-# result against the pass that "projection", the default, replaced (docs/scoring.md).
+# result against the pass that "projection", the default, replaced (docs/scoring.md). Read once, at import; a
+# value it does not know is a warning, not an import that fails (it means nothing to a CPU-only install).
 ROI_PASS_VARIABLE = "EGAL_CUDA_ROI_PASS"
 if os.environ.get(ROI_PASS_VARIABLE):
     try:
         _core.set_cuda_roi_pass(os.environ[ROI_PASS_VARIABLE])
     except ValueError as e:
-        raise EgalError(f"{ROI_PASS_VARIABLE}: {e}") from None
+        warnings.warn(f"{ROI_PASS_VARIABLE} ignored: {e}", stacklevel=2)
 
 
 def backends() -> dict:
