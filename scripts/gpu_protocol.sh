@@ -14,11 +14,12 @@
 # It builds egal with the CUDA backend unless an earlier command on the same machine (bench/gpu_check.sh)
 # installed it already (EGAL_GPU_BUILD=1 builds anyway, after a change). EGAL_GPU_DEADLINE (seconds, default 520) stops `egal simulate` with Ctrl-C's signal
 # when it is reached: the runs finished by then are on disk, and workers take the runs seed by seed, so
-# what comes back is whole seeds with their paired differences (summarise them with egal.loop.write_report).
+# what comes back is whole seeds with their paired differences (the script summarises them with
+# egal.loop.write_report).
 #
 # $OUT receives, and keeps up to date every 30 s while the run goes on, so that a run cut off still
-# returns what it finished: results.tar.gz (the simulate folder but its round-0 models: summary.md and
-# learning_curves.png are in it when simulate finished) and log.txt (versions, build, the simulate log:
+# returns what it finished: results.tar.gz (the simulate folder but its round-0 models, with summary.md and
+# learning_curves.png of the runs finished, by simulate or after the deadline) and log.txt (versions, build, the simulate log:
 # every round's accuracy, AUC and Dice as it ends). Extra arguments go to
 # `egal simulate` (e.g. --seeds 2 --strategies random,egal).
 set -uo pipefail
@@ -69,7 +70,11 @@ fi
 echo "egal simulate starts at $(date +%T) with at most $limit s" >> "$LOG"
 timeout -s INT -k 30 "$limit" python3 -m egal.cli simulate --config configs/figshare_gpu_lite0.toml --out "$RUN" ${SETTINGS[@]+"${SETTINGS[@]}"} "$@" >> "$LOG" 2>&1
 status=$?
-[ "$status" = 124 ] && echo "egal simulate was stopped at the deadline: the finished runs are in results.tar.gz" >> "$LOG"
+if [ "$status" = 124 ]; then  # the finished runs' summary, paired differences and curves, as simulate writes them
+  echo "egal simulate was stopped at the deadline: the finished runs are in results.tar.gz" >> "$LOG"
+  timeout 60 python3 -c "import sys; from egal.loop.report import write_report; write_report(sys.argv[1])" "$RUN" \
+    >> "$LOG" 2>&1 && echo "summary.md and paired.csv summarise the finished runs (egal.loop.write_report)" >> "$LOG"
+fi
 echo "egal simulate exit $status after $(( $(date +%s) - start )) s" >> "$LOG"
 kill "$PACKER" 2>/dev/null
 pack
