@@ -52,3 +52,16 @@ def test_a_bad_variable_is_a_warning_that_names_it_and_the_default_stays():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "projection"
     assert 'EGAL_CUDA_ROI_PASS ignored: the CUDA ROI pass is "projection" or "per-pixel", not "fast"' in done.stderr
+
+
+def test_egal_backends_says_when_the_cuda_roi_pass_is_not_the_default():
+    env = {**os.environ, "EGAL_CUDA_ROI_PASS": "per-pixel"}
+    done = subprocess.run([sys.executable, "-m", "egal.cli", "backends"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = "masks and boxes take the per-pixel pass on CUDA (EGAL_CUDA_ROI_PASS)" in done.stdout
+    assert said == egal.backends()["cuda"]["compiled"]
+    env.pop("EGAL_CUDA_ROI_PASS")
+    done = subprocess.run([sys.executable, "-m", "egal.cli", "backends"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "EGAL_CUDA_ROI_PASS" not in done.stdout

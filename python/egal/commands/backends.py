@@ -38,5 +38,7 @@ def run(args) -> int:
     else:
         state = "built" if cuda["compiled"] else "not built"
         print(f"cuda       {state}, cannot run here: {cuda['reason']}")
+    if cuda["compiled"] and cuda["roi_pass"] != "projection":  # a diagnostic setting someone may have left on
+        print(f"           masks and boxes take the {cuda['roi_pass']} pass on CUDA (EGAL_CUDA_ROI_PASS)")
     print(f"reference  {'available (PyTorch)' if ref['available'] else 'unavailable: ' + ref['reason']}")
     return 0
