@@ -50,11 +50,7 @@ struct BoxPixels {
   int count;
 
   __device__ __forceinline__ float operator()(int64_t y, int64_t x) const {
-    for (int n = 0; n < count; ++n) {
-      const int32_t* r = ranges + 4 * n;
-      if (r[0] <= x && x < r[1] && r[2] <= y && y < r[3]) return 1.0f;
-    }
-    return 0.0f;
+    return cuda::in_box_ranges(ranges, count, y, x) ? 1.0f : 0.0f;
   }
 };
 
@@ -143,20 +139,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ double scratch[kWarps];
   __shared__ int count;
   const int64_t b = blockIdx.x;
-  if (threadIdx.x == 0) {
-    int valid = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const float* box = boxes + b * sample_stride + n * box_stride;
-      math::PixelBox pixels;
-      if (!math::box_pixels(box[0], box[coordinate_stride], box[2 * coordinate_stride], box[3 * coordinate_stride],
-                            args.H, args.W, &pixels))
-        continue;
-      int32_t* r = ranges + 4 * valid++;
-      r[0] = static_cast<int32_t>(pixels.x_first), r[1] = static_cast<int32_t>(pixels.x_last);
-      r[2] = static_cast<int32_t>(pixels.y_first), r[3] = static_cast<int32_t>(pixels.y_last);
-    }
-    count = valid;
-  }
+  if (threadIdx.x == 0)
+    count = cuda::box_ranges(boxes + b * sample_stride, box_stride, coordinate_stride, N, args.H, args.W, ranges);
   __syncthreads();
   project_sample(args, b, BoxPixels{ranges, count}, share, scratch);
 }

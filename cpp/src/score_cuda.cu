@@ -235,30 +235,14 @@ __device__ __forceinline__ void mask_sums_part(const KernelArgs& args, int64_t b
 __device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
                                               const BlockShared& s, DiceSums* sums) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (threadIdx.x == 0) {
-    int count = 0;
-    for (int64_t n = 0; n < args.N; ++n) {
-      const float* box = args.boxes + b * args.b_stride[0] + n * args.b_stride[1];
-      math::PixelBox pixels;
-      if (!math::box_pixels(box[0], box[args.b_stride[2]], box[2 * args.b_stride[2]], box[3 * args.b_stride[2]], args.H,
-                            args.W, &pixels))
-        continue;
-      int32_t* r = s.boxes + 4 * count++;
-      r[0] = static_cast<int32_t>(pixels.x_first), r[1] = static_cast<int32_t>(pixels.x_last);
-      r[2] = static_cast<int32_t>(pixels.y_first), r[3] = static_cast<int32_t>(pixels.y_last);
-    }
-    *s.valid_boxes = count;
-  }
+  if (threadIdx.x == 0)
+    *s.valid_boxes = cuda::box_ranges(args.boxes + b * args.b_stride[0], args.b_stride[1], args.b_stride[2], args.N,
+                                      args.H, args.W, s.boxes);
   __syncthreads();
   float inter = 0.0f, area = 0.0f;
   for (int64_t y = warp; y < args.H; y += kWarps) {
     for (int64_t x = lane; x < args.W; x += 32) {
-      bool covered = false;
-      for (int n = 0; n < *s.valid_boxes && !covered; ++n) {
-        const int32_t* r = s.boxes + 4 * n;
-        covered = r[0] <= x && x < r[1] && r[2] <= y && y < r[3];
-      }
-      if (!covered) continue;
+      if (!cuda::in_box_ranges(s.boxes, *s.valid_boxes, y, x)) continue;
       inter += upsampled(args, map, y, x);
       area += 1.0f;
     }
