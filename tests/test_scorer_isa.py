@@ -4,8 +4,9 @@ implementation of docs/scoring.md.
 The mask pass (cpp/src/mask_projection_cpu.cpp) and the raw map (cpp/src/raw_map_cpu.cpp)
 are compiled three times, for baseline x86-64, AVX2 and AVX-512, and the widest the CPU has
 runs (cpp/src/cpu_isa.h). Each variant is checked here, not only the widest: on the edges of
-the mask pass (strips, the overlapping last strip, masks narrower than a strip, long bands of
-rows), every mask dtype and layout, its [0, 1] check wherever the bad value sits, and the raw
+the mask pass (byte masks' strips, the overlapping last strip, masks narrower than a strip; float
+rows with and without a tail past the last full vector; long bands of rows), every mask dtype and
+layout, its [0, 1] check wherever the bad value sits, and the raw
 map for every activation dtype.
 """
 import numpy as np
@@ -109,7 +110,7 @@ POSITIONS = {"first": (0, 0), "last-column": (3, -1), "middle": (10, 100), "last
 BAD_VALUES = {
     "uint8": [2, 255],
     "float32": [np.nan, -0.5, 1.5, np.inf, -np.inf],
-    "float16": [np.nan, -0.25, 1.5, np.inf],
+    "float16": [np.nan, -0.25, 1.5, np.inf, -np.inf, np.float16(6e-8) * -1],  # the last: the smallest negative half
 }
 
 
@@ -130,11 +131,13 @@ def test_a_value_outside_0_1_is_refused_wherever_it_is(isa, dtype, position, rng
             egal.project_roi(broken, cam_size=(7, 7))
 
 
-def test_negative_zero_and_one_are_valid_mask_values(isa, rng):
-    masks = np.zeros((2, 30, 70), dtype=np.float32)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_negative_zero_and_one_are_valid_mask_values(isa, dtype, rng):
+    masks = np.zeros((2, 30, 70), dtype=dtype)
     masks[0, :, :35] = -0.0
+    masks[0, :, 66:] = -0.0  # in the last columns, past the last full vector
     masks[0, 5:9, 40:50] = 1.0
-    masks[1, 2, 3] = np.float32(1e-38)  # tiny but positive: not empty
+    masks[1, 2, 3] = np.finfo(dtype).smallest_subnormal  # tiny but positive: not empty
     roi = egal.project_roi(masks, cam_size=(7, 7))
     assert roi.area[0] == 40.0 and roi.area[1] > 0
 

@@ -1,5 +1,6 @@
 // float16 -> float32 for whole runs of values on the CPU. Internal to the backends.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -55,6 +56,43 @@ EGAL_TARGET_AVX2 inline void add_scaled_halves(float weight, const half_bits* x,
     _mm256_storeu_ps(cam + q, _mm256_fmadd_ps(w, v, _mm256_loadu_ps(cam + q)));
   }
   for (; q < n; ++q) cam[q] = std::fma(weight, _cvtsh_ss(x[q].bits), cam[q]);
+}
+
+// A band of float16 mask rows (mask_projection_cpu.cpp, step 1): per column
+// sum += m and, with kWeighted, weighted += t[y] m, widened eight at a time inside
+// the arithmetic. Returns whether a value below 0 or above 1 was seen; a NaN is
+// left to the sums, which it turns NaN (the smallest and largest values are kept
+// with MINPS / MAXPS, which pass NaN over).
+template <bool kWeighted>
+EGAL_TARGET_AVX2 inline bool add_half_mask_rows(const half_bits* first, int64_t stride, int64_t rows, const float* t,
+                                                int64_t n, float* __restrict sum, float* __restrict weighted) {
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  float lo_tail = 0.0f, hi_tail = 0.0f;
+  for (int64_t y = 0; y < rows; ++y) {
+    const half_bits* row = first + y * stride;
+    const __m256 t_y = _mm256_set1_ps(t[y]);
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8) {
+      const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + q)));
+      _mm256_storeu_ps(sum + q, _mm256_add_ps(_mm256_loadu_ps(sum + q), m));
+      if constexpr (kWeighted) _mm256_storeu_ps(weighted + q, _mm256_fmadd_ps(t_y, m, _mm256_loadu_ps(weighted + q)));
+      lo = _mm256_min_ps(m, lo);
+      hi = _mm256_max_ps(m, hi);
+    }
+    for (; q < n; ++q) {
+      const float m = _cvtsh_ss(row[q].bits);
+      sum[q] += m;
+      if constexpr (kWeighted) weighted[q] = std::fma(t[y], m, weighted[q]);
+      lo_tail = std::min(lo_tail, m);
+      hi_tail = std::max(hi_tail, m);
+    }
+  }
+  alignas(32) float lows[8], highs[8];
+  _mm256_store_ps(lows, lo);
+  _mm256_store_ps(highs, hi);
+  bool outside = lo_tail < 0.0f || hi_tail > 1.0f;
+  for (int l = 0; l < 8; ++l) outside = outside || lows[l] < 0.0f || highs[l] > 1.0f;
+  return outside;
 }
 
 // F16C came with Ivy Bridge (2012) and Piledriver, before AVX2: some CPUs that run

@@ -4,19 +4,24 @@
 //
 //  1. Vertical: V = R_y^T M, h rows of W floats. Mask row y adds (1 - t_y) M[y]
 //     onto CAM row lo_y and t_y M[y] onto row hi_y. Rows sharing (lo, hi) form a
-//     band; a band is read in column strips as wide as the vector registers
-//     allow, each strip's sums kept in registers across the band's rows, along
-//     with the area and the [0, 1] check. Every value goes through the same
-//     operations: no branch, no skipped runs, and the compiler vectorises the
-//     strip loop (no intrinsics; no omp simd reduction either: GCC sizes those
-//     for the baseline's 16-byte vectors whatever the target).
+//     band, which gives per column S = sum_y M[y] and T = sum_y t_y M[y]; row lo
+//     gets S - T and row hi gets T. Every value goes through the same operations,
+//     with the area and the [0, 1] check: no branch, no skipped runs, and the
+//     compiler vectorises the loops (no intrinsics here, save float16's widening
+//     in half_cpu.h; no omp simd reduction either: GCC sizes those for the
+//     baseline's 16-byte vectors whatever the target). Bytes are read in column
+//     strips as wide as the vector registers allow, each strip's integer sums
+//     kept in registers across the band's rows. Floats are read row after row,
+//     which the hardware prefetchers follow, with S and T in two rows of scratch
+//     that stay in L1: on an AMD EPYC (Zen 3) reading float masks in strips made
+//     this step 2.6 times slower (bench/README.md).
 //  2. Horizontal: P[i, j] = sum_x V[i, x] R_x[x, j], for blocks of 16 CAM columns
 //     at a time.
 //
 // Both steps are compiled for baseline x86-64, AVX2 and AVX-512 (cpu_isa.h); the
 // widest this CPU has runs. Check the vectorisation with GCC's
-// -fopt-info-vec-optimized on this file: the strip loops report 64-, 32- and
-// 16-byte vectors.
+// -fopt-info-vec-optimized on this file: the strip and row loops report 64-, 32-
+// and 16-byte vectors.
 #include <algorithm>
 #include <cmath>
 
@@ -82,13 +87,9 @@ struct MaskSums {
   bool bad = false;
 };
 
-// The running totals of a sample, across strips and bands: the area, exact for
-// bytes, and the range check.
-template <class T>
-struct SampleTotals;
-
-template <>
-struct SampleTotals<uint8_t> {
+// The running totals of a sample's byte mask, across strips and bands: the area,
+// exact, and the range check.
+struct ByteTotals {
   uint64_t area = 0;
   uint32_t bits = 0;
 
@@ -100,26 +101,6 @@ struct SampleTotals<uint8_t> {
     bits |= any;
   }
   MaskSums finish() const { return {static_cast<double>(area), !math::mask_bits_ok(bits)}; }
-};
-
-template <>
-struct SampleTotals<float> {
-  double area = 0.0;
-  uint32_t violations = 0;
-
-  // Eight float64 partial sums: a single running sum would be a chain of
-  // dependent adds, which the compiler may not reorder into vectors.
-  template <int N>
-  EGAL_ALWAYS_INLINE void add(const float (&column_sums)[N], const uint32_t (&check)[N]) {
-    constexpr int kParts = N < 8 ? N : 8;
-    double part[kParts] = {};
-    uint32_t any = 0;
-    for (int k0 = 0; k0 < N; k0 += kParts)
-      for (int l = 0; l < kParts; ++l) part[l] += column_sums[k0 + l], any |= check[k0 + l];
-    for (int l = 0; l < kParts; ++l) area += part[l];
-    violations |= any;
-  }
-  MaskSums finish() const { return {area, violations != 0}; }
 };
 
 // Which of a strip's N columns to add: 0 for the first `skip`, 1 (all bits) for
@@ -154,9 +135,8 @@ struct Keep {
 // OR, no conversion, no multiply. A valid (0/1) band has S <= 64 and R <= 2,080;
 // values above 1 may overflow R, but such a mask is refused anyway.
 template <int N, bool kTwoRows>
-EGAL_ALWAYS_INLINE void add_strip(const uint8_t* __restrict band, int64_t stride, const RowBands::Band& rows,
-                                  const float*, int skip, float* __restrict v_lo, float* __restrict v_hi,
-                                  SampleTotals<uint8_t>& totals) {
+EGAL_ALWAYS_INLINE void add_strip(const uint8_t* __restrict band, int64_t stride, const RowBands::Band& rows, int skip,
+                                  float* __restrict v_lo, float* __restrict v_hi, ByteTotals& totals) {
   uint16_t sum[N] = {}, running[N] = {};
   uint8_t check[N] = {};
   for (int64_t y = 0; y < rows.count; ++y) {
@@ -185,82 +165,162 @@ EGAL_ALWAYS_INLINE void add_strip(const uint8_t* __restrict band, int64_t stride
   totals.add(kept, check);
 }
 
-// Floats: one multiply-add by t_y per value, the sum and the range check.
-template <int N, bool kTwoRows>
-EGAL_ALWAYS_INLINE void add_strip(const float* __restrict band, int64_t stride, const RowBands::Band& rows,
-                                  const float* t, int skip, float* __restrict v_lo, float* __restrict v_hi,
-                                  SampleTotals<float>& totals) {
-  float weighted[N] = {}, sum[N] = {};
-  uint32_t check[N] = {};
-  for (int64_t y = 0; y < rows.count; ++y) {
-    const float* __restrict row = band + y * stride;
-    const float t_y = t[y];
-    for (int k = 0; k < N; ++k) {
-      if constexpr (kTwoRows) weighted[k] += t_y * row[k];
-      sum[k] += row[k];
-      check[k] |= math::mask_value_ok(row[k]) ? 0u : 1u;
-    }
-  }
-  const Keep<N> keep(skip);
-  float kept[N];
-  for (int k = 0; k < N; ++k) {
-    kept[k] = sum[k] * keep.scale[k];
-    if constexpr (kTwoRows) {
-      const float column_weighted = weighted[k] * keep.scale[k];
-      v_lo[k] += kept[k] - column_weighted;
-      v_hi[k] += column_weighted;
-    } else {
-      v_lo[k] += kept[k];
-    }
-  }
-  totals.add(kept, check);
-}
-
-// Strip width, in columns, so that a strip's lanes fill at most 12 vector
-// registers and leave the rest for loads and conversions: bytes take two
-// registers' worth (uint16 sums and ramps in four registers each, the OR in two),
-// floats 32 (T, the sums and the check: 6 AVX-512 or 12 AVX2 registers), 16 with SSE.
-template <int kVectorBytes, class T>
-constexpr int64_t strip_columns() {
-  return sizeof(T) == 1 ? 2 * kVectorBytes : std::min(kVectorBytes, 32);
+// Strip width for bytes, in columns: two registers' worth, so that a strip's
+// lanes fill at most 12 vector registers (uint16 sums and ramps in four
+// registers each, the OR in two) and leave the rest for loads.
+template <int kVectorBytes>
+constexpr int64_t byte_strip_columns() {
+  return 2 * kVectorBytes;
 }
 
 // Step 1 for columns [0, W) of one band, W >= N, in strips of N columns; a
 // remainder is one more strip ending at W, overlapping the one before. (No lambdas
 // on this path: a lambda is compiled for the baseline instruction set even inside
 // an EGAL_TARGET_AVX512 function.)
-template <int N, bool kTwoRows, class T>
-EGAL_ALWAYS_INLINE void add_strips(const T* band, int64_t stride, const RowBands::Band& rows, int64_t W, const float* t,
-                                   float* v_lo, float* v_hi, SampleTotals<T>& totals) {
+template <int N, bool kTwoRows>
+EGAL_ALWAYS_INLINE void add_strips(const uint8_t* band, int64_t stride, const RowBands::Band& rows, int64_t W,
+                                   float* v_lo, float* v_hi, ByteTotals& totals) {
   int64_t x = 0;
   for (; x + N <= W; x += N)
-    add_strip<N, kTwoRows>(band + x, stride, rows, t, 0, v_lo + x, kTwoRows ? v_hi + x : nullptr, totals);
+    add_strip<N, kTwoRows>(band + x, stride, rows, 0, v_lo + x, kTwoRows ? v_hi + x : nullptr, totals);
   if (x < W) {
     const int64_t last = W - N;
-    add_strip<N, kTwoRows>(band + last, stride, rows, t, static_cast<int>(x - last), v_lo + last,
+    add_strip<N, kTwoRows>(band + last, stride, rows, static_cast<int>(x - last), v_lo + last,
                            kTwoRows ? v_hi + last : nullptr, totals);
   }
 }
 
-// Step 1 over every band, into V's rows `row_stride` floats apart; `band_at(band)`
-// returns the band's first row and sets the stride between its rows (in elements of
-// T). Rows hold W >= strip_columns values.
-template <int kVectorBytes, class T, class BandAt>
-EGAL_ALWAYS_INLINE MaskSums vertical_step(BandAt band_at, const RowBands& row_bands, int64_t W, float* vertical,
-                                          int64_t row_stride) {
-  constexpr int N = static_cast<int>(strip_columns<kVectorBytes, T>());
-  SampleTotals<T> totals;
+// Step 1 for a byte mask whose rows are `stride_y` bytes apart, W >= its strip
+// width, into V's rows `row_stride` floats apart.
+template <int kVectorBytes>
+EGAL_ALWAYS_INLINE MaskSums vertical_step_bytes(const uint8_t* mask, int64_t stride_y, const RowBands& row_bands,
+                                                int64_t W, float* vertical, int64_t row_stride) {
+  constexpr int N = static_cast<int>(byte_strip_columns<kVectorBytes>());
+  ByteTotals totals;
   for (const RowBands::Band& band : row_bands.bands) {
-    int64_t stride = 0;
-    const T* first = band_at(band, &stride);
-    const float* t = row_bands.t.data() + band.first;
+    const uint8_t* first = mask + band.first * stride_y;
     float* v_lo = vertical + band.lo * row_stride;
     if (band.lo != band.hi)
-      add_strips<N, true>(first, stride, band, W, t, v_lo, vertical + band.hi * row_stride, totals);
+      add_strips<N, true>(first, stride_y, band, W, v_lo, vertical + band.hi * row_stride, totals);
     else
-      add_strips<N, false>(first, stride, band, W, t, v_lo, nullptr, totals);
+      add_strips<N, false>(first, stride_y, band, W, v_lo, nullptr, totals);
   }
   return totals.finish();
+}
+
+// Step 1 for one float row: per column S += M[y] and T += t_y M[y] (kTwoRows;
+// else S only) in the scratch rows `sum` and `weighted`, and the [0, 1] check
+// ORed into `violations`.
+template <bool kTwoRows>
+EGAL_ALWAYS_INLINE void add_row(const float* __restrict row, float t_y, int64_t W, float* __restrict sum,
+                                float* __restrict weighted, uint32_t* violations) {
+  uint32_t any = 0;
+  for (int64_t x = 0; x < W; ++x) {
+    sum[x] += row[x];
+    if constexpr (kTwoRows) weighted[x] += t_y * row[x];
+    any |= math::mask_value_ok(row[x]) ? 0u : 1u;
+  }
+  *violations |= any;
+}
+
+// Where step 1 reads a float mask's rows, as types with one method,
+// add_band<kTwoRows>(band, t, W, sum, weighted, violations): every row of the band
+// through add_row (or its float16 twin). Not lambdas: a lambda's body is compiled
+// for the baseline instruction set even inside an EGAL_TARGET_AVX512 function.
+
+// float32 rows with contiguous columns, read in place.
+struct FloatRows {
+  const float* mask;
+  int64_t stride_y;
+
+  template <bool kTwoRows>
+  EGAL_ALWAYS_INLINE void add_band(const RowBands::Band& band, const float* t, int64_t W, float* sum, float* weighted,
+                                   uint32_t* violations) const {
+    for (int64_t y = 0; y < band.count; ++y)
+      add_row<kTwoRows>(mask + (band.first + y) * stride_y, t[y], W, sum, weighted, violations);
+  }
+};
+
+#if EGAL_X86_DISPATCH
+// float16 rows with contiguous columns, widened eight at a time inside the
+// arithmetic (half_cpu.h); only in variants compiled with F16C.
+struct HalfRows {
+  const half_bits* mask;
+  int64_t stride_y;
+
+  template <bool kTwoRows>
+  EGAL_ALWAYS_INLINE void add_band(const RowBands::Band& band, const float* t, int64_t W, float* sum, float* weighted,
+                                   uint32_t* violations) const {
+    if (add_half_mask_rows<kTwoRows>(mask + band.first * stride_y, stride_y, band.count, t, W, sum, weighted))
+      *violations |= 1u;
+  }
+};
+#endif
+
+// Any other rows (float16 without F16C, strided columns, byte rows narrower than
+// a strip): each widened to float32 first, into one row of scratch.
+struct WidenedRows {
+  const TensorView& masks;
+  int64_t offset;
+  float* widened;  // [W]
+  bool halves;     // contiguous float16
+
+  template <bool kTwoRows>
+  EGAL_ALWAYS_INLINE void add_band(const RowBands::Band& band, const float* t, int64_t W, float* sum, float* weighted,
+                                   uint32_t* violations) const {
+    const int64_t stride_y = masks.stride[1], stride_x = masks.stride[2];
+    for (int64_t y = 0; y < band.count; ++y) {
+      const int64_t row = offset + (band.first + y) * stride_y;
+      if (halves)
+        halves_to_floats<false>(static_cast<const half_bits*>(masks.data) + row, W, widened);
+      else
+        for (int64_t x = 0; x < W; ++x) widened[x] = load_as_float(masks.data, masks.dtype, row + x * stride_x);
+      add_row<kTwoRows>(widened, t[y], W, sum, weighted, violations);
+    }
+  }
+};
+
+// A band's S and T onto V's rows lo (S - T; S where lo == hi) and hi (T); returns
+// sum(S) in float64, over eight partial sums (one running sum is a chain of
+// dependent adds that the compiler may not reorder into vectors).
+EGAL_ALWAYS_INLINE double add_band_to_rows(const float* __restrict sum, const float* __restrict weighted, int64_t W,
+                                           bool two_rows, float* __restrict v_lo, float* __restrict v_hi) {
+  if (two_rows)
+    for (int64_t x = 0; x < W; ++x) v_lo[x] += sum[x] - weighted[x], v_hi[x] += weighted[x];
+  else
+    for (int64_t x = 0; x < W; ++x) v_lo[x] += sum[x];
+  double part[8] = {};
+  int64_t x = 0;
+  for (; x + 8 <= W; x += 8)
+    for (int l = 0; l < 8; ++l) part[l] += sum[x + l];
+  for (; x < W; ++x) part[x % 8] += sum[x];
+  return ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
+}
+
+// Step 1 over every band of a float mask read through `rows` (FloatRows,
+// HalfRows or WidenedRows), into V's rows `row_stride` floats apart. A NaN mask
+// value turns the area NaN, which also reports the mask as bad: the float16 rows
+// leave NaN to that.
+template <class Rows>
+EGAL_ALWAYS_INLINE MaskSums vertical_step_floats(const Rows& rows, const RowBands& row_bands, int64_t W,
+                                                 float* vertical, int64_t row_stride, ProjectionScratch& scratch) {
+  scratch.column_sums.resize(static_cast<size_t>(2 * W));
+  float* sum = scratch.column_sums.data();
+  float* weighted = sum + W;
+  double area = 0.0;
+  uint32_t violations = 0;
+  for (const RowBands::Band& band : row_bands.bands) {
+    const float* t = row_bands.t.data() + band.first;
+    const bool two_rows = band.lo != band.hi;
+    std::fill(sum, sum + 2 * W, 0.0f);
+    if (two_rows)
+      rows.template add_band<true>(band, t, W, sum, weighted, &violations);
+    else
+      rows.template add_band<false>(band, t, W, sum, weighted, &violations);
+    area +=
+        add_band_to_rows(sum, weighted, W, two_rows, vertical + band.lo * row_stride, vertical + band.hi * row_stride);
+  }
+  return {area, violations != 0 || std::isnan(area)};
 }
 
 // Step 2: P[i, j] = V[i] . R_x[:, j], a block of kBlock CAM columns at a time:
@@ -301,51 +361,37 @@ EGAL_ALWAYS_INLINE void horizontal_step(const float* vertical, int64_t row_strid
 template <int kVectorBytes, bool kF16c>
 EGAL_ALWAYS_INLINE MaskSums project_mask_with(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
                                               ProjectionScratch& scratch, double* projection) {
-  constexpr int64_t kFloatStrip = strip_columns<kVectorBytes, float>();
   const int64_t W = plan.cols.out_size, h = plan.rows.in_size;
   const int64_t stride_y = masks.stride[1], stride_x = masks.stride[2];
-  // Rows narrower than a float strip are widened with zeros to one strip, and V's
-  // rows are as wide.
-  const int64_t padded = std::max(W, kFloatStrip);
-  const int64_t row_stride = padded;
-  scratch.vertical.assign(static_cast<size_t>(h * row_stride), 0.0f);
+  scratch.vertical.assign(static_cast<size_t>(h * W), 0.0f);
   float* vertical = scratch.vertical.data();
   const bool bytes = masks.dtype == DType::UInt8 || masks.dtype == DType::Bool;
   MaskSums sums;
-  if (bytes && stride_x == 1 && W >= strip_columns<kVectorBytes, uint8_t>()) {
-    const uint8_t* base = static_cast<const uint8_t*>(masks.data) + b * masks.stride[0];
-    auto band_at = [&](const RowBands::Band& band, int64_t* stride) {
-      *stride = stride_y;
-      return base + band.first * stride_y;
-    };
-    sums = vertical_step<kVectorBytes, uint8_t>(band_at, plan.row_bands, W, vertical, row_stride);
-  } else if (masks.dtype == DType::Float32 && stride_x == 1 && W >= kFloatStrip) {
-    const float* base = static_cast<const float*>(masks.data) + b * masks.stride[0];
-    auto band_at = [&](const RowBands::Band& band, int64_t* stride) {
-      *stride = stride_y;
-      return base + band.first * stride_y;
-    };
-    sums = vertical_step<kVectorBytes, float>(band_at, plan.row_bands, W, vertical, row_stride);
-  } else {  // float16, strided columns or narrow rows: each band widened to float32 rows first
-    scratch.band.resize(static_cast<size_t>(RowBands::kMaxRows * padded));
-    float* widened = scratch.band.data();
-    const int64_t offset = b * masks.stride[0];
-    auto band_at = [&](const RowBands::Band& band, int64_t* stride) {
-      for (int64_t r = 0; r < band.count; ++r) {
-        const int64_t row = offset + (band.first + r) * stride_y;
-        float* out = widened + r * padded;
-        if (masks.dtype == DType::Float16 && stride_x == 1)
-          halves_to_floats<kF16c>(static_cast<const half_bits*>(masks.data) + row, W, out);
-        else
-          for (int64_t x = 0; x < W; ++x) out[x] = load_as_float(masks.data, masks.dtype, row + x * stride_x);
-        std::fill(out + W, out + padded, 0.0f);
+  if (bytes && stride_x == 1 && W >= byte_strip_columns<kVectorBytes>()) {
+    const uint8_t* mask = static_cast<const uint8_t*>(masks.data) + b * masks.stride[0];
+    sums = vertical_step_bytes<kVectorBytes>(mask, stride_y, plan.row_bands, W, vertical, W);
+  } else if (masks.dtype == DType::Float32 && stride_x == 1) {
+    const FloatRows rows{static_cast<const float*>(masks.data) + b * masks.stride[0], stride_y};
+    sums = vertical_step_floats(rows, plan.row_bands, W, vertical, W, scratch);
+  } else {
+    const bool halves = masks.dtype == DType::Float16 && stride_x == 1;
+    bool done = false;
+#if EGAL_X86_DISPATCH
+    if constexpr (kF16c) {
+      if (halves) {
+        const HalfRows rows{static_cast<const half_bits*>(masks.data) + b * masks.stride[0], stride_y};
+        sums = vertical_step_floats(rows, plan.row_bands, W, vertical, W, scratch);
+        done = true;
       }
-      *stride = padded;
-      return static_cast<const float*>(widened);
-    };
-    sums = vertical_step<kVectorBytes, float>(band_at, plan.row_bands, padded, vertical, row_stride);
+    }
+#endif
+    if (!done) {
+      scratch.widened_row.resize(static_cast<size_t>(W));
+      const WidenedRows rows{masks, b * masks.stride[0], scratch.widened_row.data(), halves};
+      sums = vertical_step_floats(rows, plan.row_bands, W, vertical, W, scratch);
+    }
   }
-  horizontal_step(vertical, row_stride, plan, projection);
+  horizontal_step(vertical, W, plan, projection);
   return sums;
 }
 
