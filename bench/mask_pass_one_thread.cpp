@@ -1,7 +1,7 @@
 // The CPU mask pass alone on one thread, built from a checkout's own sources (no Python, no OpenMP):
-// egal::cpu::project_mask over 256 masks of 224 x 224 onto a 7 x 7 grid, 25 times; prints the fastest
-// and the median pass. To compare two versions of the pass, build this file against each checkout's
-// cpp/ and run the two binaries in turns (bench/README.md, "A third CPU model"):
+// egal::cpu::project_mask over 256 masks of 224 x 224 onto a 7 x 7 grid, 25 times (or as many as the third
+// argument says); prints the fastest and the median pass. To compare two versions of the pass, build this file against
+// each checkout's cpp/ and run the two binaries in turns (bench/README.md, "A third CPU model"):
 // clang-format off
 //   S=cpp/src; g++ -O3 -std=c++17 -fopenmp-simd -Icpp/include -I$S bench/mask_pass_one_thread.cpp $S/mask_projection_cpu.cpp $S/roi_projection_cpu.cpp $S/interpolation.cpp $S/cpu_isa.cpp -o /tmp/pass
 //   /tmp/pass avx2 soft     # instruction set: baseline, avx2, avx512; masks: soft, soft16, blob, scattered
@@ -36,6 +36,7 @@ egal::half_bits to_half(float value) {
 
 int main(int argc, char** argv) {
   const std::string isa = argc > 1 ? argv[1] : "avx2", kind = argc > 2 ? argv[2] : "soft";
+  const int passes = argc > 3 ? std::stoi(argv[3]) : 25;
   const int64_t B = 256, H = 224, W = 224, n = B * H * W;
   egal::cpu::set_isa(isa);
   std::mt19937 rng(0);
@@ -55,10 +56,11 @@ int main(int argc, char** argv) {
     for (float value : floats) halves.push_back(to_half(value));
     masks.dtype = egal::DType::Float16, masks.data = halves.data();
   } else if (kind == "blob" || kind == "scattered") {  // a disc of about 10 % of the image, or 10 % scattered pixels
+    const bool blob = kind == "blob";
     for (int64_t q = 0; q < n; ++q) {
       const int64_t y = q / W % H, x = q % W;
       const bool in_disc = (y - 112) * (y - 112) + (x - 112) * (x - 112) < 40 * 40;
-      bytes.push_back(kind == "blob" ? in_disc : floats[q] < 0.1f);
+      bytes.push_back(blob ? in_disc : floats[q] < 0.1f);
     }
     masks.dtype = egal::DType::UInt8, masks.data = bytes.data();
   } else {
@@ -69,7 +71,7 @@ int main(int argc, char** argv) {
   std::vector<double> projection(static_cast<size_t>(49 * B));
   std::vector<double> ms;
   double area = 0.0;
-  for (int run = 0; run < 25; ++run) {
+  for (int run = 0; run < passes; ++run) {
     const auto start = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < B; ++b) {
       bool bad = false;
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   double weights = 0.0;
   for (double p : projection) weights += p;
+  if (ms.empty()) return 0;  // zero passes: the set-up alone, e.g. to subtract from perf stat's counts
   std::printf("%s %s: fastest %.2f ms, median %.2f ms (area %.6g, sum of weights %.9g)\n", isa.c_str(), kind.c_str(),
-              ms.front(), ms[ms.size() / 2], area / 25, weights);
+              ms.front(), ms[ms.size() / 2], area / passes, weights);
 }
