@@ -45,19 +45,26 @@ def _masks(rng, kind, B, H, W):
         wide = np.zeros((B, H, 2 * W), dtype=np.uint8)
         wide[:, :, ::2] = hard
         m = wide[:, :, ::2]
-    elif kind == "float32-rows-padded":  # contiguous rows, with a gap between rows
-        wide = np.zeros((B, H, W + 3), dtype=np.float32)
+    elif kind in ("float32-rows-padded", "float16-rows-padded"):  # contiguous rows, with a gap between rows
+        wide = np.zeros((B, H, W + 3), dtype=kind[:7])
         wide[:, :, :W] = soft
         m = wide[:, :, :W]
+    elif kind == "float16-rows-reversed":  # a negative row stride
+        m = soft.astype(np.float16)[:, ::-1, :]
+    elif kind == "float16-strided":  # every other column of a wider array
+        wide = np.zeros((B, H, 2 * W), dtype=np.float16)
+        wide[:, :, ::2] = soft
+        m = wide[:, :, ::2]
     else:
         raise ValueError(kind)
     return m, np.asarray(m, dtype=np.float64)
 
 
-KINDS = ["uint8", "bool", "float32", "float16", "uint8-strided", "float32-rows-padded"]
-# (H, W, h, w): strips of 32 / 64 / 128 columns with and without a remainder, masks narrower
-# than a strip (strips of 8, then of 1), one-pixel maps and masks, maps larger than the mask,
-# and bands longer than the 64 rows a band may hold.
+KINDS = ["uint8", "bool", "float32", "float16", "uint8-strided", "float32-rows-padded", "float16-rows-padded",
+         "float16-rows-reversed", "float16-strided"]
+# (H, W, h, w): byte strips of 32 / 64 / 128 columns with and without a remainder, masks narrower
+# than a strip, float rows with and without a remainder past the last full vector, one-pixel maps
+# and masks, maps larger than the mask, and bands longer than the 64 rows a band may hold.
 GEOMETRIES = [
     pytest.param((224, 224, 7, 7), id="224-to-7"),
     pytest.param((224, 224, 56, 56), id="224-to-56"),
@@ -165,6 +172,27 @@ def test_raw_map_matches_float64(isa, dtype, source, layout, rng):
     as64 = {k: v.double().numpy() for k, v in given.items()}
     expected = scoring_f64.score(A.double().numpy(), Z.double().numpy(), masks, **as64)
     assert_matches(result, expected, TOLERANCE[dtype])
+
+
+# Map sizes around the float16 kernel's register-held maps (8 to 71 values: 7 x 7 at DenseNet-121's last
+# block), below and above them, with and without a remainder past the last full vector.
+MAP_SIZES = [(2, 2), (1, 8), (3, 5), (7, 7), (8, 8), (7, 10), (8, 9), (9, 9), (14, 14)]
+
+
+@pytest.mark.parametrize("source", ["gradients", "weights"])
+@pytest.mark.parametrize("map_size", MAP_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_float16_inputs_score_exactly_as_their_float32_widening(isa, map_size, source, rng):
+    """The float16 paths widen inside the arithmetic and keep the float32 path's operations in its order,
+    so their numbers are the float32 path's on the widened values, bit for bit (cpp/src/half_cpu.h)."""
+    (h, w), B, K = map_size, 3, 37
+    A = np.abs(rng.standard_normal((B, K, h, w))).astype(np.float16)
+    given = rng.standard_normal((B, K, h, w) if source == "gradients" else (B, K)).astype(np.float16)
+    Z = rng.standard_normal((B, 3)).astype(np.float32)
+    masks = rng.random((B, 40, 40)) < 0.3
+    half = egal.score_batch(A, Z, masks, **{source: given}, return_cam=True)
+    widened = egal.score_batch(A.astype(np.float32), Z, masks, **{source: given.astype(np.float32)}, return_cam=True)
+    np.testing.assert_array_equal(half.cam, widened.cam)
+    np.testing.assert_array_equal(half.score, widened.score)
 
 
 def test_the_backends_report_the_instruction_set(isa):

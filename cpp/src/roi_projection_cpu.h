@@ -59,7 +59,7 @@ struct ProjectionPlan {
 struct ProjectionScratch {
   std::vector<float> vertical;      // [h * W], masks: R_y^T M
   std::vector<float> widened_row;   // [W], masks: one row widened to float32
-  std::vector<float> column_sums;   // [2 * W], float masks: a band's S and T
+  std::vector<float> column_sums;   // [2 * W], masks read as float rows: a band's S and T
   std::vector<double> cell_row;     // [w], boxes
   std::vector<int64_t> xs, ys;      // box edges
   std::vector<int64_t> box_ranges;  // [N * 4] pixel ranges of the valid boxes
