@@ -58,6 +58,70 @@ EGAL_TARGET_AVX2 inline void add_scaled_halves(float weight, const half_bits* x,
   for (; q < n; ++q) cam[q] = std::fma(weight, _cvtsh_ss(x[q].bits), cam[q]);
 }
 
+// One sample's float16 planes for steps 2-3 (raw_map_cpu.cpp): K activation
+// planes of n contiguous values, a_stride apart; w_k the mean of gradient plane k
+// (g, planes g_stride apart) or, without g, the given weight k (element
+// weight_offset + k weight_stride of weights).
+struct HalfPlanes {
+  const half_bits* a;
+  int64_t a_stride;
+  const half_bits* g;
+  int64_t g_stride;
+  const void* weights;
+  DType weight_dtype;
+  int64_t weight_offset, weight_stride;
+  int64_t K, n;
+};
+
+// cam = sum_k w_k A_k for 8 kVectors <= n < 8 (kVectors + 1), the map's first
+// 8 kVectors values kept in registers across the K channels (the rest in a small
+// array), where add_scaled_halves loads and stores the map once per channel: the
+// same operations in the same order, so the same numbers. Returns false when a
+// weight is not finite.
+template <int kVectors, bool kGradients>
+EGAL_TARGET_AVX2 inline bool raw_map_halves_in_registers(const HalfPlanes& p, float* cam) {
+  constexpr int64_t kHeld = 8 * kVectors;
+  const int64_t n = p.n, rest_size = n - kHeld;
+  __m256 map[kVectors];
+  for (int v = 0; v < kVectors; ++v) map[v] = _mm256_setzero_ps();
+  float rest[8] = {};
+  bool finite = true;
+  for (int64_t k = 0; k < p.K; ++k) {
+    const float weight = kGradients ? sum_of_halves(p.g + k * p.g_stride, n) / static_cast<float>(n)
+                                    : load_as_float(p.weights, p.weight_dtype, p.weight_offset + k * p.weight_stride);
+    finite = finite && std::isfinite(weight);
+    const half_bits* x = p.a + k * p.a_stride;
+    const __m256 w = _mm256_set1_ps(weight);
+    for (int v = 0; v < kVectors; ++v)
+      map[v] =
+          _mm256_fmadd_ps(w, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + 8 * v))), map[v]);
+    for (int64_t r = 0; r < rest_size; ++r) rest[r] = std::fma(weight, _cvtsh_ss(x[kHeld + r].bits), rest[r]);
+  }
+  for (int v = 0; v < kVectors; ++v) _mm256_storeu_ps(cam + 8 * v, map[v]);
+  for (int64_t r = 0; r < rest_size; ++r) cam[kHeld + r] = rest[r];
+  return finite;
+}
+
+// The map kept in registers for maps of 8 to 71 values (7 x 7 at DenseNet-121's
+// last block); call only for such n.
+template <bool kGradients>
+EGAL_TARGET_AVX2 inline bool raw_map_small_halves_with(const HalfPlanes& p, float* cam) {
+  switch (p.n / 8) {
+    case 1: return raw_map_halves_in_registers<1, kGradients>(p, cam);
+    case 2: return raw_map_halves_in_registers<2, kGradients>(p, cam);
+    case 3: return raw_map_halves_in_registers<3, kGradients>(p, cam);
+    case 4: return raw_map_halves_in_registers<4, kGradients>(p, cam);
+    case 5: return raw_map_halves_in_registers<5, kGradients>(p, cam);
+    case 6: return raw_map_halves_in_registers<6, kGradients>(p, cam);
+    case 7: return raw_map_halves_in_registers<7, kGradients>(p, cam);
+    default: return raw_map_halves_in_registers<8, kGradients>(p, cam);
+  }
+}
+
+EGAL_TARGET_AVX2 inline bool raw_map_small_halves(const HalfPlanes& p, float* cam) {
+  return p.g ? raw_map_small_halves_with<true>(p, cam) : raw_map_small_halves_with<false>(p, cam);
+}
+
 // A band of float16 mask rows (mask_projection_cpu.cpp, step 1): per column
 // sum += m and, with kWeighted, weighted += t[y] m, widened eight at a time inside
 // the arithmetic. Returns whether a value below 0 or above 1 was seen; a NaN is

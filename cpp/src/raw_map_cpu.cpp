@@ -56,9 +56,24 @@ EGAL_ALWAYS_INLINE bool raw_map_with(const ScoreInputs& in, int64_t b, float* ca
   std::fill(cam, cam + hw, 0.0f);
   bool finite = true;
 #if EGAL_X86_DISPATCH
-  // Contiguous float16 planes with F16C: widened inside the arithmetic, no copy.
+  // Contiguous float16 planes with F16C: widened inside the arithmetic, no copy;
+  // small maps (DenseNet-121's 7 x 7) kept in registers across the channels.
   if constexpr (kF16c && std::is_same_v<T, half_bits>) {
     const auto contiguous = [&](const TensorView& v) { return v.stride[3] == 1 && (v.stride[2] == w || h == 1); };
+    if (contiguous(A) && (!g || contiguous(G)) && hw >= 8 && hw < 72) {
+      // Without gradients the weights are W's row b; with them W is absent.
+      const HalfPlanes planes{a,
+                              A.stride[1],
+                              g,
+                              g ? G.stride[1] : 0,
+                              g ? nullptr : W.data,
+                              W.dtype,
+                              g ? 0 : b * W.stride[0],
+                              g ? 0 : W.stride[1],
+                              K,
+                              hw};
+      return raw_map_small_halves(planes, cam);
+    }
     if (contiguous(A) && (!g || contiguous(G))) {
       for (int64_t k = 0; k < K; ++k) {
         const float weight = g ? sum_of_halves(g + k * G.stride[1], hw) / static_cast<float>(hw)
