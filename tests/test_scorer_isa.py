@@ -195,6 +195,30 @@ def test_float16_inputs_score_exactly_as_their_float32_widening(isa, map_size, s
     np.testing.assert_array_equal(half.score, widened.score)
 
 
+@pytest.mark.parametrize("source", ["gradients", "weights"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("map_size", MAP_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_contiguous_and_strided_planes_give_the_same_numbers(isa, map_size, dtype, source, rng):
+    """Contiguous planes take the kernel's fast paths (small maps held in registers with AVX2), planes
+    with strided columns the general loop; both do the same operations in the same order, bit for bit."""
+    (h, w), B, K = map_size, 3, 37
+    A = np.abs(rng.standard_normal((B, K, h, w))).astype(dtype)
+    given = rng.standard_normal((B, K, h, w) if source == "gradients" else (B, K)).astype(dtype)
+    Z = rng.standard_normal((B, 3)).astype(np.float32)
+    masks = rng.random((B, 40, 40)) < 0.3
+
+    def strided(x):  # the same values, every other column of a wider array
+        wide = np.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+
+    fast = egal.score_batch(A, Z, masks, **{source: given}, return_cam=True)
+    general = egal.score_batch(strided(A), Z, masks, **{source: strided(given) if given.ndim == 4 else given},
+                               return_cam=True)
+    np.testing.assert_array_equal(fast.cam, general.cam)
+    np.testing.assert_array_equal(fast.score, general.score)
+
+
 def test_the_backends_report_the_instruction_set(isa):
     assert egal.backends()["cpu"]["isa"] == isa == _core.cpu_isa()
 

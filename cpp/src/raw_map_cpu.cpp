@@ -4,7 +4,8 @@
 // (float16 with F16C where the CPU has it). The loops are compiled for baseline
 // x86-64 and AVX2 (cpu_isa.h): a plane is small (7 x 7 at DenseNet-121's last
 // block), so the work per channel is a few vectors and their width decides the
-// speed.
+// speed; with AVX2, maps of 8 to 71 values stay in registers across the channels
+// (raw_map_registers_cpu.h).
 #include "raw_map_cpu.h"
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "channel_mean.h"
 #include "cpu_isa.h"
 #include "half_cpu.h"
+#include "raw_map_registers_cpu.h"
 #include "scalar.h"
 
 namespace egal::cpu {
@@ -56,24 +58,26 @@ EGAL_ALWAYS_INLINE bool raw_map_with(const ScoreInputs& in, int64_t b, float* ca
   std::fill(cam, cam + hw, 0.0f);
   bool finite = true;
 #if EGAL_X86_DISPATCH
-  // Contiguous float16 planes with F16C: widened inside the arithmetic, no copy;
-  // small maps (DenseNet-121's 7 x 7) kept in registers across the channels.
-  if constexpr (kF16c && std::is_same_v<T, half_bits>) {
-    const auto contiguous = [&](const TensorView& v) { return v.stride[3] == 1 && (v.stride[2] == w || h == 1); };
-    if (contiguous(A) && (!g || contiguous(G)) && hw >= 8 && hw < 72) {
+  const auto contiguous = [&](const TensorView& v) { return v.stride[3] == 1 && (v.stride[2] == w || h == 1); };
+  // Small contiguous float32 or float16 maps with AVX2: the map in registers.
+  if constexpr (kF16c && !std::is_same_v<T, bfloat16_bits>) {
+    if (small_map(hw) && contiguous(A) && (!g || contiguous(G))) {
       // Without gradients the weights are W's row b; with them W is absent.
-      const HalfPlanes planes{a,
-                              A.stride[1],
-                              g,
-                              g ? G.stride[1] : 0,
-                              g ? nullptr : W.data,
-                              W.dtype,
-                              g ? 0 : b * W.stride[0],
-                              g ? 0 : W.stride[1],
-                              K,
-                              hw};
-      return raw_map_small_halves(planes, cam);
+      const SmallMapPlanes<T> planes{a,
+                                     A.stride[1],
+                                     g,
+                                     g ? G.stride[1] : 0,
+                                     g ? nullptr : W.data,
+                                     W.dtype,
+                                     g ? 0 : b * W.stride[0],
+                                     g ? 0 : W.stride[1],
+                                     K,
+                                     hw};
+      return raw_map_small(planes, cam);
     }
+  }
+  // Contiguous float16 planes with F16C: widened inside the arithmetic, no copy.
+  if constexpr (kF16c && std::is_same_v<T, half_bits>) {
     if (contiguous(A) && (!g || contiguous(G))) {
       for (int64_t k = 0; k < K; ++k) {
         const float weight = g ? sum_of_halves(g + k * G.stride[1], hw) / static_cast<float>(hw)
