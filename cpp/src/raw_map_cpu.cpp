@@ -21,8 +21,18 @@
 namespace egal::cpu {
 namespace {
 
+// cam += weight x; kFma: one rounding per value (the AVX2 variant, whose float16
+// and register-held paths fuse too), spelled out so that the paths agree bit for
+// bit whether or not the compiler contracts a multiply and an add (it does not at
+// -O0 or with -ffp-contract=off).
+template <bool kFma>
 EGAL_ALWAYS_INLINE void add_scaled(float weight, const float* __restrict x, int64_t n, float* __restrict cam) {
-  for (int64_t q = 0; q < n; ++q) cam[q] += weight * x[q];
+  for (int64_t q = 0; q < n; ++q) {
+    if constexpr (kFma)
+      cam[q] = std::fma(weight, x[q], cam[q]);
+    else
+      cam[q] += weight * x[q];
+  }
 }
 
 // An [h, w] plane as contiguous float32: in place for contiguous float32,
@@ -98,7 +108,8 @@ EGAL_ALWAYS_INLINE bool raw_map_with(const ScoreInputs& in, int64_t b, float* ca
       weight = load_as_float(W.data, W.dtype, b * W.stride[0] + k * W.stride[1]);
     }
     finite = finite && std::isfinite(weight);
-    add_scaled(weight, plane_as_floats<kF16c>(a + k * A.stride[1], h, w, A.stride[2], A.stride[3], plane), hw, cam);
+    add_scaled<kF16c>(weight, plane_as_floats<kF16c>(a + k * A.stride[1], h, w, A.stride[2], A.stride[3], plane), hw,
+                      cam);
   }
   return finite;
 }
