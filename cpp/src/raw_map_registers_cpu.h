@@ -1,7 +1,8 @@
 // Steps 2-3 on the CPU for maps of 8 to 71 values (7 x 7 at DenseNet-121's last
 // block), contiguous float32 or float16 planes, AVX2: the map stays in registers
 // across the K channels, where the general loop (raw_map_cpu.cpp) loads and
-// stores it once per channel, half of the instructions for a 7 x 7 map. The same
+// stores it once per channel: for a 7 x 7 map, half of the instructions with
+// float32 planes and two thirds with float16 (bench/README.md). The same
 // operations in the same order as that loop, so the same numbers. Internal to the
 // backends.
 #pragma once
