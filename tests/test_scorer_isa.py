@@ -174,8 +174,8 @@ def test_raw_map_matches_float64(isa, dtype, source, layout, rng):
     assert_matches(result, expected, TOLERANCE[dtype])
 
 
-# Map sizes around the float16 kernel's register-held maps (8 to 71 values: 7 x 7 at DenseNet-121's last
-# block), below and above them, with and without a remainder past the last full vector.
+# Map sizes around the raw map's register-held maps (8 to 71 values, float32 and float16: 7 x 7 at
+# DenseNet-121's last block), below and above them, with and without a remainder past the last full vector.
 MAP_SIZES = [(2, 2), (1, 8), (3, 5), (7, 7), (8, 8), (7, 10), (8, 9), (9, 9), (14, 14)]
 
 
@@ -183,7 +183,8 @@ MAP_SIZES = [(2, 2), (1, 8), (3, 5), (7, 7), (8, 8), (7, 10), (8, 9), (9, 9), (1
 @pytest.mark.parametrize("map_size", MAP_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_float16_inputs_score_exactly_as_their_float32_widening(isa, map_size, source, rng):
     """The float16 paths widen inside the arithmetic and keep the float32 path's operations in its order,
-    so their numbers are the float32 path's on the widened values, bit for bit (cpp/src/half_cpu.h)."""
+    so their numbers are the float32 path's on the widened values, bit for bit (cpp/src/half_cpu.h,
+    cpp/src/raw_map_registers_cpu.h)."""
     (h, w), B, K = map_size, 3, 37
     A = np.abs(rng.standard_normal((B, K, h, w))).astype(np.float16)
     given = rng.standard_normal((B, K, h, w) if source == "gradients" else (B, K)).astype(np.float16)
