@@ -4,8 +4,9 @@ implementation of docs/scoring.md.
 The mask pass (cpp/src/mask_projection_cpu.cpp) and the raw map (cpp/src/raw_map_cpu.cpp)
 are compiled three times, for baseline x86-64, AVX2 and AVX-512, and the widest the CPU has
 runs (cpp/src/cpu_isa.h). Each variant is checked here, not only the widest: on the edges of
-the mask pass (byte masks' strips, the overlapping last strip, masks narrower than a strip; float
-rows with and without a tail past the last full vector; long bands of rows), every mask dtype and
+the mask pass (byte masks' chunks of rows, bands longer than a chunk, rows that are not a multiple of
+the four taken at once, the largest sums a valid chunk and band hold; float rows with and without a
+tail past the last full vector; long bands of rows), every mask dtype and
 layout, its [0, 1] check wherever the bad value sits, and the raw
 map for every activation dtype.
 """
@@ -62,9 +63,10 @@ def _masks(rng, kind, B, H, W):
 
 KINDS = ["uint8", "bool", "float32", "float16", "uint8-strided", "float32-rows-padded", "float16-rows-padded",
          "float16-rows-reversed", "float16-strided"]
-# (H, W, h, w): byte strips of 32 / 64 / 128 columns with and without a remainder, masks narrower
-# than a strip, float rows with and without a remainder past the last full vector, one-pixel maps
-# and masks, maps larger than the mask, and bands longer than the 64 rows a band may hold.
+# (H, W, h, w): rows with and without a remainder past the last full vector, narrow masks, bands of
+# 32 rows (a chunk of 20 and one of 12), of 21 and 23 rows (a chunk, then 1 or 3 rows that are not
+# four), one-pixel maps and masks, maps larger than the mask, and bands longer than the 64 rows a band
+# may hold.
 GEOMETRIES = [
     pytest.param((224, 224, 7, 7), id="224-to-7"),
     pytest.param((224, 224, 56, 56), id="224-to-56"),
@@ -76,6 +78,8 @@ GEOMETRIES = [
     pytest.param((17, 19, 1, 1), id="1x1-map"),
     pytest.param((9, 6, 14, 10), id="map-larger"),
     pytest.param((600, 40, 3, 2), id="long-bands"),
+    pytest.param((84, 50, 4, 3), id="bands-of-21-rows"),
+    pytest.param((69, 70, 3, 5), id="bands-of-23-rows"),
 ]
 
 
@@ -136,6 +140,21 @@ def test_a_value_outside_0_1_is_refused_wherever_it_is(isa, dtype, position, rng
             egal.score_batch(A, Z, broken, gradients=G)
         with pytest.raises(ValueError, match="sample 2"):
             egal.project_roi(broken, cam_size=(7, 7))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("dtype", ["uint8", "bool"])
+def test_a_mask_of_ones_is_projected_exactly(isa, dtype, geometry):
+    """All ones fills the byte lanes to their largest valid sums (a chunk's running sum, a band's
+    sum of k M[k]), which wrap if a chunk or a band is longer than the lanes allow."""
+    H, W, h, w = geometry
+    masks = np.ones((2, H, W), dtype=dtype)
+    masks[1, ::2] = 0  # every other row: the ramps of a band differ from its sums
+    values = masks.astype(np.float64)
+    roi = egal.project_roi(masks, cam_size=(h, w))
+    expected = scoring_f64.upsample_operator(H, h).T @ values @ scoring_f64.upsample_operator(W, w)
+    np.testing.assert_allclose(roi.weights, expected, rtol=2e-6, atol=2e-6 * max(1.0, H * W / (h * w)))
+    np.testing.assert_array_equal(roi.area, values.sum(axis=(1, 2)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

@@ -9,19 +9,19 @@
 //     with the area and the [0, 1] check: no branch, no skipped runs, and the
 //     compiler vectorises the loops (no intrinsics here, save float16's widening
 //     in half_cpu.h; no omp simd reduction either: GCC sizes those for the
-//     baseline's 16-byte vectors whatever the target). Bytes are read in column
-//     strips as wide as the vector registers allow, each strip's integer sums
-//     kept in registers across the band's rows. Floats are read row after row,
-//     which the hardware prefetchers follow, with S and T in two rows of scratch
-//     that stay in L1: on an AMD EPYC (Zen 3) this made the float pass 2.6 times
-//     faster with AVX2 than in strips, 1.5 times with SSE2 (bench/README.md).
-//  2. Horizontal: P[i, j] = sum_x V[i, x] R_x[x, j], for blocks of 16 CAM columns
+//     baseline's 16-byte vectors whatever the target). Masks are read row after
+//     row, which the hardware prefetchers follow, with a band's sums in a few rows
+//     of scratch that stay in L1: floats in float32, bytes as exact integers. On
+//     an AMD EPYC (Zen 3) this made the pass 2.6 times faster for float32 masks
+//     with AVX2 (one thread) and 1.7 to 1.8 times for bytes (egal.project_roi, two
+//     threads) than column strips whose sums stayed in registers (bench/README.md).
+//  2. Horizontal: P[i, j] = sum_x V[i, x] R_x[x, j], for blocks of 8 CAM columns
 //     at a time.
 //
 // Both steps are compiled for baseline x86-64, AVX2 and AVX-512 (cpu_isa.h); the
 // widest this CPU has runs. Check the vectorisation with GCC's
-// -fopt-info-vec-optimized on this file: the strip and row loops report 64-, 32-
-// and 16-byte vectors.
+// -fopt-info-vec-optimized on this file: the row loops report 64-, 32- and
+// 16-byte vectors.
 #include <algorithm>
 #include <cmath>
 
@@ -87,125 +87,107 @@ struct MaskSums {
   bool bad = false;
 };
 
-// The running totals of a sample's byte mask, across strips and bands: the area,
-// exact, and the range check.
-struct ByteTotals {
-  uint64_t area = 0;
-  uint32_t bits = 0;
+// Step 1 for byte masks, row after row like floats, in integers: with
+// t_y = t0 + k dt for the band's k-th row, T = t0 S + dt K where K = sum_k k M[k].
+// The band's rows are read in chunks of at most kChunkRows, into two rows of byte
+// lanes in L1 scratch: per value one byte add for the chunk's column sum S_c, one
+// for its running sum R_c (the sum over the chunk's rows of S_c so far), and an
+// OR for the [0, 1] check. A valid (0/1) chunk of n rows keeps S_c <= n and
+// R_c <= n (n + 1) / 2 <= 255. At the chunk's end, in 16-bit lanes, S += S_c and
+// K += (o + n) S_c - R_c for a chunk that starts at the band's row o (the chunk's
+// sum_j j M[o + j] is n S_c - R_c); a band of at most 64 rows keeps K <= 2,016.
+// Values above 1 may wrap the lanes, but such a mask is refused anyway. K is an
+// exact integer, so a band's T is what float arithmetic on every row would give
+// only with rounding removed. Reading whole rows rather than column strips kept in
+// registers is what the hardware prefetchers follow (bench/README.md).
+constexpr int64_t kChunkRows = 20;  // n (n + 1) / 2 <= 255, in steps of 4 rows
 
-  template <int N>
-  EGAL_ALWAYS_INLINE void add(const uint16_t (&column_sums)[N], const uint8_t (&check)[N]) {
-    uint32_t total = 0, any = 0;
-    for (int k = 0; k < N; ++k) total += column_sums[k], any |= check[k];
-    area += total;
-    bits |= any;
-  }
-  MaskSums finish() const { return {static_cast<double>(area), !math::mask_bits_ok(bits)}; }
-};
-
-// Which of a strip's N columns to add: 0 for the first `skip`, 1 (all bits) for
-// the others, as arrays to multiply or mask by. (A select on k < skip in the loop
-// leaves GCC with control flow it does not vectorise.)
-template <int N>
-struct Keep {
-  static constexpr struct Table {
-    float scale[2 * N];
-    uint16_t bits[2 * N];
-    constexpr Table() : scale(), bits() {
-      for (int k = N; k < 2 * N; ++k) scale[k] = 1.0f, bits[k] = 0xffff;
+// R consecutive rows, `stride` bytes apart, onto the chunk's lanes S_c
+// (`chunk_sum`) and R_c (`running`, kTwoRows only), their OR into `bits`. Taking
+// several rows per pass over the scratch rows saves their loads and stores.
+template <int R, bool kTwoRows>
+EGAL_ALWAYS_INLINE void add_byte_rows(const uint8_t* __restrict rows, int64_t stride, int64_t W,
+                                      uint8_t* __restrict chunk_sum, uint8_t* __restrict running, uint32_t* bits) {
+  uint8_t any = 0;
+  for (int64_t x = 0; x < W; ++x) {
+    uint8_t sum = chunk_sum[x], ramp = 0, seen = 0;
+    for (int r = 0; r < R; ++r) {
+      const uint8_t value = rows[r * stride + x];
+      sum += value;
+      ramp += sum;
+      seen |= value;
     }
-  } kTable{};
-  const float* scale;
-  const uint16_t* bits;
-  explicit Keep(int skip) : scale(kTable.scale + N - skip), bits(kTable.bits + N - skip) {}
-};
-
-// Step 1 for N columns of one band: its mask rows, `stride` elements apart from
-// `band`, onto N columns of V rows lo and hi. Per column the band gives
-// S = sum_y M[y] and T = sum_y t_y M[y]; row lo gets S - T = sum_y (1 - t_y) M[y]
-// and row hi gets T. With lo == hi (kTwoRows false) the weights sum to 1 and row lo
-// gets S. N is a compile-time constant, so the per-column lanes below stay in
-// vector registers for the whole band. The first `skip` columns are read but not
-// added (they overlap the previous strip; checking them twice is harmless): they
-// are masked out, so that the epilogue vectorises too.
-//
-// Bytes stay integers: with t_y = t0 + k dt for the band's k-th row,
-// T = t0 S + dt sum_k k M[k], and sum_k k M[k] = n S - R, where R adds up the
-// running column sum over the band's n rows. Per value: two 16-bit adds and an
-// OR, no conversion, no multiply. A valid (0/1) band has S <= 64 and R <= 2,080;
-// values above 1 may overflow R, but such a mask is refused anyway.
-template <int N, bool kTwoRows>
-EGAL_ALWAYS_INLINE void add_strip(const uint8_t* __restrict band, int64_t stride, const RowBands::Band& rows, int skip,
-                                  float* __restrict v_lo, float* __restrict v_hi, ByteTotals& totals) {
-  uint16_t sum[N] = {}, running[N] = {};
-  uint8_t check[N] = {};
-  for (int64_t y = 0; y < rows.count; ++y) {
-    const uint8_t* __restrict row = band + y * stride;
-    for (int k = 0; k < N; ++k) {
-      sum[k] += row[k];
-      if constexpr (kTwoRows) running[k] += sum[k];
-      check[k] |= row[k];
-    }
+    chunk_sum[x] = sum;
+    if constexpr (kTwoRows) running[x] += ramp;
+    any |= seen;
   }
-  const float n = static_cast<float>(rows.count), t0 = static_cast<float>(rows.t0), dt = static_cast<float>(rows.dt);
-  const Keep<N> keep(skip);
-  uint16_t kept[N];
-  for (int k = 0; k < N; ++k) {
-    kept[k] = sum[k] & keep.bits[k];
-    const float column_sum = static_cast<float>(kept[k]);
-    if constexpr (kTwoRows) {
-      const float ramp = (n * column_sum - static_cast<float>(running[k])) * keep.scale[k];
-      const float weighted = t0 * column_sum + dt * ramp;
-      v_lo[k] += column_sum - weighted;
-      v_hi[k] += weighted;
-    } else {
-      v_lo[k] += column_sum;
-    }
-  }
-  totals.add(kept, check);
+  *bits |= any;
 }
 
-// Strip width for bytes, in columns: two registers' worth, so that a strip's
-// lanes fill at most 12 vector registers (uint16 sums and ramps in four
-// registers each, the OR in two) and leave the rest for loads.
-template <int kVectorBytes>
-constexpr int64_t byte_strip_columns() {
-  return 2 * kVectorBytes;
-}
-
-// Step 1 for columns [0, W) of one band, W >= N, in strips of N columns; a
-// remainder is one more strip ending at W, overlapping the one before. (No lambdas
-// on this path: a lambda is compiled for the baseline instruction set even inside
-// an EGAL_TARGET_AVX512 function.)
-template <int N, bool kTwoRows>
-EGAL_ALWAYS_INLINE void add_strips(const uint8_t* band, int64_t stride, const RowBands::Band& rows, int64_t W,
-                                   float* v_lo, float* v_hi, ByteTotals& totals) {
-  int64_t x = 0;
-  for (; x + N <= W; x += N)
-    add_strip<N, kTwoRows>(band + x, stride, rows, 0, v_lo + x, kTwoRows ? v_hi + x : nullptr, totals);
-  if (x < W) {
-    const int64_t last = W - N;
-    add_strip<N, kTwoRows>(band + last, stride, rows, static_cast<int>(x - last), v_lo + last,
-                           kTwoRows ? v_hi + last : nullptr, totals);
+// A chunk of n rows that ends at the band's row `end`, onto the band's 16-bit
+// column sums S (`sum`) and K (`ramp`, kTwoRows only).
+template <bool kTwoRows>
+EGAL_ALWAYS_INLINE void add_byte_chunk(const uint8_t* rows, int64_t stride, int64_t n, int64_t end, int64_t W,
+                                       uint8_t* __restrict chunk_sum, uint8_t* __restrict running,
+                                       uint16_t* __restrict sum, uint16_t* __restrict ramp, uint32_t* bits) {
+  std::fill(chunk_sum, chunk_sum + W, uint8_t{0});
+  if constexpr (kTwoRows) std::fill(running, running + W, uint8_t{0});
+  int64_t y = 0;
+  for (; y + 4 <= n; y += 4) add_byte_rows<4, kTwoRows>(rows + y * stride, stride, W, chunk_sum, running, bits);
+  for (; y < n; ++y) add_byte_rows<1, kTwoRows>(rows + y * stride, stride, W, chunk_sum, running, bits);
+  const auto rows_before = static_cast<uint16_t>(end);
+  for (int64_t x = 0; x < W; ++x) {
+    sum[x] += chunk_sum[x];
+    if constexpr (kTwoRows) ramp[x] += static_cast<uint16_t>(rows_before * chunk_sum[x] - running[x]);
   }
 }
 
-// Step 1 for a byte mask whose rows are `stride_y` bytes apart, W >= its strip
-// width, into V's rows `row_stride` floats apart.
-template <int kVectorBytes>
+// Step 1 for a byte mask with contiguous columns and rows `stride_y` bytes apart,
+// into V's rows `row_stride` floats apart.
 EGAL_ALWAYS_INLINE MaskSums vertical_step_bytes(const uint8_t* mask, int64_t stride_y, const RowBands& row_bands,
-                                                int64_t W, float* vertical, int64_t row_stride) {
-  constexpr int N = static_cast<int>(byte_strip_columns<kVectorBytes>());
-  ByteTotals totals;
+                                                int64_t W, float* vertical, int64_t row_stride,
+                                                ProjectionScratch& scratch) {
+  scratch.chunk_sums.resize(static_cast<size_t>(2 * W));
+  scratch.band_sums.resize(static_cast<size_t>(2 * W));
+  uint8_t* chunk_sum = scratch.chunk_sums.data();
+  uint8_t* running = chunk_sum + W;
+  uint16_t* sum = scratch.band_sums.data();
+  uint16_t* ramp = sum + W;
+  uint32_t bits = 0;
+  uint64_t area = 0;
   for (const RowBands::Band& band : row_bands.bands) {
-    const uint8_t* first = mask + band.first * stride_y;
-    float* v_lo = vertical + band.lo * row_stride;
-    if (band.lo != band.hi)
-      add_strips<N, true>(first, stride_y, band, W, v_lo, vertical + band.hi * row_stride, totals);
-    else
-      add_strips<N, false>(first, stride_y, band, W, v_lo, nullptr, totals);
+    const bool two_rows = band.lo != band.hi;
+    std::fill(sum, sum + 2 * W, uint16_t{0});
+    for (int64_t first = 0; first < band.count; first += kChunkRows) {
+      const int64_t n = std::min(kChunkRows, band.count - first);
+      const uint8_t* rows = mask + (band.first + first) * stride_y;
+      if (two_rows)
+        add_byte_chunk<true>(rows, stride_y, n, first + n, W, chunk_sum, running, sum, ramp, &bits);
+      else
+        add_byte_chunk<false>(rows, stride_y, n, first + n, W, chunk_sum, running, sum, ramp, &bits);
+    }
+    // S and T onto V's rows lo (S - T; S where lo == hi) and hi (T).
+    const float t0 = static_cast<float>(band.t0), dt = static_cast<float>(band.dt);
+    float* __restrict v_lo = vertical + band.lo * row_stride;
+    float* __restrict v_hi = vertical + band.hi * row_stride;
+    uint64_t band_area = 0;
+    if (two_rows) {
+      for (int64_t x = 0; x < W; ++x) {
+        const float column_sum = static_cast<float>(sum[x]);
+        const float weighted = t0 * column_sum + dt * static_cast<float>(ramp[x]);
+        v_lo[x] += column_sum - weighted;
+        v_hi[x] += weighted;
+        band_area += sum[x];
+      }
+    } else {
+      for (int64_t x = 0; x < W; ++x) {
+        v_lo[x] += static_cast<float>(sum[x]);
+        band_area += sum[x];
+      }
+    }
+    area += band_area;
   }
-  return totals.finish();
+  return {static_cast<double>(area), !math::mask_bits_ok(bits)};
 }
 
 // Step 1 for one float row: per column S += M[y] and T += t_y M[y] (kTwoRows;
@@ -257,9 +239,8 @@ struct HalfRows {
 };
 #endif
 
-// Any other rows (float16 in the baseline variant, strided columns of any dtype,
-// byte rows narrower than a strip): each widened to float32 first, into one row
-// of scratch.
+// Any other rows (float16 in the baseline variant, strided columns of any dtype):
+// each widened to float32 first, into one row of scratch.
 struct WidenedRows {
   const TensorView& masks;
   int64_t offset;
@@ -357,9 +338,8 @@ EGAL_ALWAYS_INLINE void horizontal_step(const float* vertical, int64_t row_strid
   }
 }
 
-// The whole mask pass of sample b, for vector registers of kVectorBytes; kF16c:
-// the caller is compiled with F16C.
-template <int kVectorBytes, bool kF16c>
+// The whole mask pass of sample b; kF16c: the caller is compiled with F16C.
+template <bool kF16c>
 EGAL_ALWAYS_INLINE MaskSums project_mask_with(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
                                               ProjectionScratch& scratch, double* projection) {
   const int64_t W = plan.cols.out_size, h = plan.rows.in_size;
@@ -368,9 +348,9 @@ EGAL_ALWAYS_INLINE MaskSums project_mask_with(const TensorView& masks, int64_t b
   float* vertical = scratch.vertical.data();
   const bool bytes = masks.dtype == DType::UInt8 || masks.dtype == DType::Bool;
   MaskSums sums;
-  if (bytes && stride_x == 1 && W >= byte_strip_columns<kVectorBytes>()) {
+  if (bytes && stride_x == 1) {
     const uint8_t* mask = static_cast<const uint8_t*>(masks.data) + b * masks.stride[0];
-    sums = vertical_step_bytes<kVectorBytes>(mask, stride_y, plan.row_bands, W, vertical, W);
+    sums = vertical_step_bytes(mask, stride_y, plan.row_bands, W, vertical, W, scratch);
   } else if (masks.dtype == DType::Float32 && stride_x == 1) {
     const FloatRows rows{static_cast<const float*>(masks.data) + b * masks.stride[0], stride_y};
     sums = vertical_step_floats(rows, plan.row_bands, W, vertical, W, scratch);
@@ -398,18 +378,18 @@ EGAL_ALWAYS_INLINE MaskSums project_mask_with(const TensorView& masks, int64_t b
 
 MaskSums project_mask_baseline(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
                                ProjectionScratch& scratch, double* projection) {
-  return project_mask_with<16, false>(masks, b, plan, scratch, projection);
+  return project_mask_with<false>(masks, b, plan, scratch, projection);
 }
 
 #if EGAL_X86_DISPATCH
 EGAL_TARGET_AVX2 MaskSums project_mask_avx2(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
                                             ProjectionScratch& scratch, double* projection) {
-  return project_mask_with<32, true>(masks, b, plan, scratch, projection);
+  return project_mask_with<true>(masks, b, plan, scratch, projection);
 }
 
 EGAL_TARGET_AVX512 MaskSums project_mask_avx512(const TensorView& masks, int64_t b, const ProjectionPlan& plan,
                                                 ProjectionScratch& scratch, double* projection) {
-  return project_mask_with<64, true>(masks, b, plan, scratch, projection);
+  return project_mask_with<true>(masks, b, plan, scratch, projection);
 }
 #endif
 

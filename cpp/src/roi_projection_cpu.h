@@ -14,9 +14,11 @@ namespace egal::cpu {
 // columns [c kBlock, (c + 1) kBlock) and the mask columns x in
 // [first[c], first[c] + count[c]) that any of them reads, with
 // weight[(offset[c] + x - first[c]) kBlock + l] = R_x[x, c kBlock + l] (0 past w).
-// A mask row's share of a block is then one multiply-add of kBlock lanes per x.
+// A mask row's share of a block is then one multiply-add of kBlock lanes per x:
+// one AVX2 register, which a 7 x 7 map's block fills (with 16 lanes, half of
+// them multiplied zeros).
 struct ColumnBlocks {
-  static constexpr int kBlock = 16;
+  static constexpr int kBlock = 8;
   std::vector<int64_t> first, count, offset;  // [blocks]; offset in rows of kBlock weights
   std::vector<float> weight;
 
@@ -60,6 +62,8 @@ struct ProjectionScratch {
   std::vector<float> vertical;      // [h * W], masks: R_y^T M
   std::vector<float> widened_row;   // [W], masks: one row widened to float32
   std::vector<float> column_sums;   // [2 * W], masks read as float rows: a band's S and T
+  std::vector<uint8_t> chunk_sums;  // [2 * W], byte masks: a chunk's S_c and R_c
+  std::vector<uint16_t> band_sums;  // [2 * W], byte masks: a band's S and K
   std::vector<double> cell_row;     // [w], boxes
   std::vector<int64_t> xs, ys;      // box edges
   std::vector<int64_t> box_ranges;  // [N * 4] pixel ranges of the valid boxes
