@@ -9,18 +9,20 @@
 
 namespace egal::cpu {
 
-// The sum of n floats: sixteen partial sums (two AVX2 registers, two independent
-// chains of adds; the compiler keeps a single running sum scalar, as it may not
-// reassociate it), a scalar tail, then the partial sums pairwise.
+// The sum of n floats in the order every path of step 2 keeps, so that they give
+// the same numbers (half_cpu.h, raw_map_registers_cpu.h): value q is added to
+// partial sum q mod 16, in increasing q (two AVX2 registers, two independent
+// chains of adds: the compiler keeps a single running sum scalar, as it may not
+// reassociate it), then p_l + p_{l + 8}, then
+// ((p_0 + p_4) + (p_2 + p_6)) + ((p_1 + p_5) + (p_3 + p_7)).
 EGAL_ALWAYS_INLINE float sum_of(const float* __restrict x, int64_t n) {
   float part[16] = {};
   int64_t q = 0;
   for (; q + 16 <= n; q += 16)
     for (int l = 0; l < 16; ++l) part[l] += x[q + l];
-  float tail = 0.0f;
-  for (; q < n; ++q) tail += x[q];
+  for (int64_t l = 0; q + l < n; ++l) part[l] += x[q + l];
   for (int l = 0; l < 8; ++l) part[l] += part[l + 8];
-  return (((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))) + tail;
+  return ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
 }
 
 // The mean of n floats; the sum in float64 where the float32 sum overflowed:

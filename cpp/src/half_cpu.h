@@ -41,11 +41,12 @@ EGAL_TARGET_AVX2 inline float sum_of_halves(const half_bits* x, int64_t n) {
     acc0 = _mm256_add_ps(acc0, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + q))));
     acc1 = _mm256_add_ps(acc1, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + q + 8))));
   }
-  float tail = 0.0f;
-  for (; q < n; ++q) tail += _cvtsh_ss(x[q].bits);
-  alignas(32) float part[8];
-  _mm256_store_ps(part, _mm256_add_ps(acc0, acc1));
-  return (((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]))) + tail;
+  alignas(32) float part[16];
+  _mm256_store_ps(part, acc0);
+  _mm256_store_ps(part + 8, acc1);
+  for (int64_t l = 0; q + l < n; ++l) part[l] += _cvtsh_ss(x[q + l].bits);
+  for (int l = 0; l < 8; ++l) part[l] += part[l + 8];
+  return ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
 }
 
 EGAL_TARGET_AVX2 inline void add_scaled_halves(float weight, const half_bits* x, int64_t n, float* cam) {
