@@ -115,8 +115,8 @@ def test_scores_match_float64(isa, kind, geometry, rng):
     assert_matches(result, expected, TOLERANCE["float32"])
 
 
-# Where a bad value sits: first column (first strip), last column (the overlapping last strip),
-# the middle, the last row.
+# Where a bad value sits: first column, last column (past the last full vector of a row of 150), the
+# middle, the last row.
 POSITIONS = {"first": (0, 0), "last-column": (3, -1), "middle": (10, 100), "last-row": (-1, 57)}
 BAD_VALUES = {
     "uint8": [2, 255],

@@ -71,9 +71,9 @@ struct TailLanes {
 // The sums of eight gradient planes of n = 8 kVectors + n mod 8 values, `stride`
 // apart, as sum_of adds them (channel_mean.h): vector j of a plane goes to the
 // partial sums of chain j mod 2 (values q mod 16 < 8, or >= 8), the tail to the
-// next chain's first lanes (blended, so that lanes that take no value keep their
-// sum, -0 included); then p_l + p_{l + 8} and the pairwise tree, for the eight
-// planes at once instead of one horizontal sum each.
+// next chain's first lanes (blended: the load's other lanes hold values already
+// added, and those lanes keep their sums); then p_l + p_{l + 8} and the pairwise
+// tree, for the eight planes at once instead of one horizontal sum each.
 template <int kVectors, class T>
 EGAL_TARGET_AVX2 inline __m256 plane_sums_of_eight(const T* g, int64_t stride, int64_t n, const TailLanes& tail) {
   __m256 s[8];

@@ -15,8 +15,8 @@ namespace egal::cpu {
 // [first[c], first[c] + count[c]) that any of them reads, with
 // weight[(offset[c] + x - first[c]) kBlock + l] = R_x[x, c kBlock + l] (0 past w).
 // A mask row's share of a block is then one multiply-add of kBlock lanes per x:
-// one AVX2 register, which a 7 x 7 map's block fills (with 16 lanes, half of
-// them multiplied zeros).
+// one AVX2 register, which a 7 x 7 map's block all but fills (with 16 lanes, 9
+// of them multiplied zeros).
 struct ColumnBlocks {
   static constexpr int kBlock = 8;
   std::vector<int64_t> first, count, offset;  // [blocks]; offset in rows of kBlock weights
