@@ -5,8 +5,8 @@
 // float32 planes and two thirds with float16 (bench/README.md). With gradients,
 // the weights of eight channels are summed together, one tree of shuffles for
 // the eight instead of a horizontal sum each: 54 % fewer instructions again with
-// float32 planes, 38 % with float16. The same operations in the same order as that loop, so the
-// same numbers. Internal to the backends.
+// float32 planes, 38 % with float16. The same operations in the same order as
+// that loop, so the same numbers. Internal to the backends.
 #pragma once
 #include <cfloat>
 #include <cmath>
