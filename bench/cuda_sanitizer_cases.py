@@ -7,19 +7,24 @@ import torch
 
 import egal
 
-# (B, K, h, w, C, H, W): B = 1, h = w = 1, K = 1, H and W not multiples of the block size
+# (B, K, h, w, C, H, W): B = 1, h = w = 1, K = 1, H and W not multiples of the block size; for the channel
+# tiles, samples that do not start 16 bytes apart (K * h * w odd), a last tile part full, 16 and 8 channels a tile
 SHAPES = [(1, 1, 1, 1, 2, 1, 1), (1, 1, 7, 7, 2, 224, 224), (3, 1024, 7, 7, 3, 225, 223),
-          (2, 5, 1, 1, 4, 17, 300), (2, 32, 57, 33, 2, 259, 97), (1, 3, 300, 2, 2, 5, 601)]
+          (2, 5, 1, 1, 4, 17, 300), (2, 32, 57, 33, 2, 259, 97), (1, 3, 300, 2, 2, 5, 601),
+          (3, 33, 7, 7, 2, 224, 224), (2, 100, 10, 10, 3, 80, 80), (2, 19, 15, 15, 3, 60, 60)]
+# The CUDA backend's passes: (ROI pass, map pass); channel tiles take projected ROIs only.
+PASSES = [("projection", "channel-warps"), ("per-pixel", "channel-warps"), ("projection", "channel-tiles")]
 
 
 def main():
     if not (torch.cuda.is_available() and egal.backends()["cuda"]["available"]):
         print(f"no usable CUDA GPU here ({egal.backends()['cuda']['reason']}): the sanitizer cases did not run")
         return
-    for roi_pass in ("projection", "per-pixel"):
+    for roi_pass, map_pass in PASSES:
         egal._core.set_cuda_roi_pass(roi_pass)
+        egal._core.set_cuda_map_pass(map_pass)
         run_cases()
-    print("sanitizer cases ran, with both ROI passes")
+    print("sanitizer cases ran, with every pass:", ", ".join(" + ".join(p) for p in PASSES))
 
 
 def run_cases():

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The CUDA backend's other passes that bench_cuda.py times beside "fused", and their columns' names.
+ALTERNATIVES = {"fused-per-pixel": "per-pixel", "fused-channel-tiles": "channel-tiles"}
 
 
 def run(json_path, k_expr, isa, one_core):
@@ -43,18 +45,18 @@ def table(data):
     cases = {}
     for b in bench:
         info = b["extra_info"]
-        if info.get("impl") in ("fused", "fused-per-pixel", "reference"):
+        if info.get("impl") in ("fused", "reference", *ALTERNATIVES):
             key = (info["layer"], info["B"], info["dtype"], info["source"], info["roi"])
             cases.setdefault(key, {})[info["impl"]] = b["stats"]["min"], info["bytes_read"]
-    per_pixel = any("fused-per-pixel" in impls for impls in cases.values())  # the CUDA backend's earlier ROI pass
+    shown = [alt for alt in ALTERNATIVES if any(alt in impls for impls in cases.values())]
     lines = [
         f"Copy bandwidth (numpy copy of {copy['extra_info']['bytes_moved'] // 2 >> 20} MiB, read + write): "
         f"{bandwidth / 1e9:.1f} GB/s",
         "",
         "| layer | B | dtype | channel weights | ROI | fused samples/s | reference samples/s | speed-up | "
         "MB read | floor ms | fused ms | fused / floor |"
-        + (" per-pixel ms | per-pixel / fused |" if per_pixel else ""),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if per_pixel else ""),
+        + "".join(f" {ALTERNATIVES[alt]} ms | {ALTERNATIVES[alt]} / fused |" for alt in shown),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|" * len(shown),
     ]
     for key in sorted(cases):
         impls = cases[key]
@@ -65,9 +67,9 @@ def table(data):
         floor = nbytes / bandwidth
         row = (f"| {key[0]} | {B} | {key[2]} | {key[3]} | {key[4]} | {B / tf:,.0f} | {B / tr:,.0f} | {tr / tf:.1f}x | "
                f"{nbytes / 1e6:.1f} | {floor * 1e3:.2f} | {tf * 1e3:.2f} | {tf / floor:.2f} |")
-        if per_pixel:
-            tp = impls.get("fused-per-pixel", (float("nan"),))[0]
-            row += f" {tp * 1e3:.2f} | {tp / tf:.2f}x |" if tp == tp else " – | – |"
+        for alt in shown:
+            ta = impls.get(alt, (float("nan"),))[0]
+            row += f" {ta * 1e3:.2f} | {ta / tf:.2f}x |" if ta == ta else " – | – |"
         lines.append(row)
     passes = {}
     for b in bench:

@@ -25,13 +25,18 @@ CUDA_SHAPES = {**SHAPES, "all-1x1": (1, 1, 1, 1, 2, 1, 1), "B7-K1024-densenet": 
                "600-wide-roi": (2, 8, 7, 9, 3, 40, 600)}
 
 
-@pytest.fixture(autouse=True, params=["projection", "per-pixel"])
-def roi_pass(request):
-    """Every test with both of the CUDA backend's ROI passes (masks and boxes projected first, or read per pixel)."""
-    previous = egal._core.cuda_roi_pass()
-    egal._core.set_cuda_roi_pass(request.param)
+@pytest.fixture(autouse=True, params=[("projection", "channel-warps"), ("projection", "channel-tiles"),
+                                      ("per-pixel", "channel-warps")], ids=lambda p: "+".join(p))
+def cuda_passes(request):
+    """Every test with each of the CUDA backend's passes: masks and boxes projected first or read per pixel, and
+    small maps by channel warps or channel tiles (which take projected ROIs only)."""
+    core = egal._core
+    previous = core.cuda_roi_pass(), core.cuda_map_pass()
+    core.set_cuda_roi_pass(request.param[0])
+    core.set_cuda_map_pass(request.param[1])
     yield request.param
-    egal._core.set_cuda_roi_pass(previous)
+    core.set_cuda_roi_pass(previous[0])
+    core.set_cuda_map_pass(previous[1])
 
 
 def cuda(x):

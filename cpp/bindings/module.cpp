@@ -228,6 +228,7 @@ py::dict backends() {
   cuda["available"] = devices > 0;
   cuda["reason"] = devices > 0 ? py::none() : py::object(py::str(why));
   cuda["roi_pass"] = egal::cuda_roi_pass();
+  cuda["map_pass"] = egal::cuda_map_pass();
   py::dict cpu;
   cpu["compiled"] = true;
   cpu["available"] = true;
@@ -260,4 +261,7 @@ PYBIND11_MODULE(_core, m) {
   // The CUDA backend's ROI pass ("projection", the default, or "per-pixel"), for the same purpose.
   m.def("cuda_roi_pass", [] { return std::string(egal::cuda_roi_pass()); });
   m.def("set_cuda_roi_pass", &egal::set_cuda_roi_pass, py::arg("name"));
+  // Its map pass ("channel-warps", the default, or "channel-tiles", not yet run on a GPU), likewise.
+  m.def("cuda_map_pass", [] { return std::string(egal::cuda_map_pass()); });
+  m.def("set_cuda_map_pass", &egal::set_cuda_map_pass, py::arg("name"));
 }

@@ -22,6 +22,7 @@ const char* dtype_name(DType dtype) {
 namespace {
 
 std::atomic<bool> cuda_roi_per_pixel{false};
+std::atomic<bool> cuda_map_channel_tiles{false};
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
@@ -101,6 +102,14 @@ void set_cuda_roi_pass(const std::string& name) {
   require(name == "projection" || name == "per-pixel",
           "the CUDA ROI pass is \"projection\" or \"per-pixel\", not \"" + name + "\"");
   cuda_roi_per_pixel = name == "per-pixel";
+}
+
+const char* cuda_map_pass() { return cuda_map_channel_tiles ? "channel-tiles" : "channel-warps"; }
+
+void set_cuda_map_pass(const std::string& name) {
+  require(name == "channel-warps" || name == "channel-tiles",
+          "the CUDA map pass is \"channel-warps\" or \"channel-tiles\", not \"" + name + "\"");
+  cuda_map_channel_tiles = name == "channel-tiles";
 }
 
 void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out) {

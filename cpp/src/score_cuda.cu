@@ -4,6 +4,8 @@
 // formulas themselves are score_math.h's, shared with the CPU backend. Masks and
 // boxes are first projected onto the map's grid by roi_projection_cuda.cu (unless
 // set_cuda_roi_pass chose the per-pixel pass), and scored as a projected ROI.
+// Steps 2-3 of small contiguous maps take channel tiles when set_cuda_map_pass
+// asked for them (channel_tiles_cuda.cuh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "channel_tiles_cuda.cuh"
 #include "cuda_common.h"
 #include "interpolation.h"
 #include "roi_projection_cuda.h"
@@ -24,7 +27,7 @@
 namespace egal {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = cuda::kTileThreads;
 constexpr int kWarps = kThreads / 32;
 using cuda::check;
 
@@ -50,6 +53,7 @@ struct KernelArgs {
   const float* roi_area;  // [B]
   int64_t area_stride;
   int64_t K, h, w, C, H, W, N;
+  cuda::TileLayout tiles;  // channel tiles' layout, when steps 2-3 take them
   float alpha;
   DeviceTables tables;
   float* cam_workspace;  // [B, h * w]
@@ -58,9 +62,10 @@ struct KernelArgs {
 
 // The shared memory of one block (one sample).
 struct BlockShared {
-  float* channel_weights;  // [K]
+  float* channel_weights;  // [K], or [tiles.channels] with channel tiles
   float* partial;          // [kThreads]
   int32_t* boxes;          // [N, 4] pixel ranges of the valid boxes
+  cuda::TileShared tiles;  // with channel tiles: their values and the raw map
   double* reduce;          // [kWarps]
   float* reduce_f;         // [kWarps]
   int* flags;              // status bits found so far (non-finite maps, bad mask)
@@ -302,26 +307,45 @@ __device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, c
                                          sums.intersection, sums.upsampled_sum, sums.roi_area));
 }
 
-template <class T, bool kProjectedRoi>
+// Steps 2-3 by channel tiles for small contiguous maps (kChannelTiles, projected ROIs only), else a warp per
+// channel and then threads per map cell.
+template <class T, bool kProjectedRoi, bool kChannelTiles>
 __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   extern __shared__ float shared[];
   __shared__ double reduce_scratch[kWarps];
   __shared__ float reduce_scratch_f[kWarps];
   __shared__ int flags;
   __shared__ int valid_boxes;
-  // Dynamic shared memory: channel weights [K], partial sums [kThreads], box ranges [N, 4].
-  const BlockShared s{shared,         shared + args.K,  reinterpret_cast<int32_t*>(shared + args.K + kThreads),
-                      reduce_scratch, reduce_scratch_f, &flags,
-                      &valid_boxes};
+  BlockShared s{};
+  s.reduce = reduce_scratch, s.reduce_f = reduce_scratch_f, s.flags = &flags, s.valid_boxes = &valid_boxes;
+  if constexpr (kChannelTiles) {  // dynamic shared memory: cuda::TileShared's parts, then partial sums [kThreads]
+    s.tiles = cuda::tile_shared(shared, args.tiles);
+    s.channel_weights = s.tiles.weights;
+    s.partial = shared + cuda::tile_shared_floats(args.tiles, args.h * args.w);
+  } else {  // channel weights [K], partial sums [kThreads], box ranges [N, 4]
+    s.channel_weights = shared;
+    s.partial = shared + args.K;
+    s.boxes = reinterpret_cast<int32_t*>(shared + args.K + kThreads);
+  }
 
   const int64_t b = blockIdx.x;
   if (threadIdx.x == 0) flags = 0;
   __syncthreads();
 
-  channel_weights_step<T>(args, b, s);
-  float* cam = args.cam_workspace + b * args.h * args.w;
+  float* cam;
   float local_lo, local_hi;
-  raw_map_step<T>(args, b, s, cam, &local_lo, &local_hi);
+  if constexpr (kChannelTiles) {
+    cam = s.tiles.map;
+    const T* gradients = args.gradients ? static_cast<const T*>(args.gradients) + b * args.g_stride[0] : nullptr;
+    const cuda::GivenWeights given{args.weights, args.weights_dtype, b * args.w_stride[0], args.w_stride[1]};
+    cuda::raw_map_by_channel_tiles(static_cast<const T*>(args.activations) + b * args.a_stride[0], gradients, given,
+                                   args.K, static_cast<int>(args.h * args.w), args.tiles, s.tiles, s.partial, s.flags,
+                                   &local_lo, &local_hi);
+  } else {
+    channel_weights_step<T>(args, b, s);
+    cam = args.cam_workspace + b * args.h * args.w;
+    raw_map_step<T>(args, b, s, cam, &local_lo, &local_hi);
+  }
   const NormalisedMap map = normalise_step(cam, local_lo, local_hi, s);
   const DiceSums sums = dice_sums_step<kProjectedRoi>(args, b, map, s);
   write_cam_step(args, b, map, flags);
@@ -461,22 +485,31 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
     args.N = 0;
   }
 
-  const size_t shared_bytes = (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
+  const bool projected = args.roi_kind == RoiKind::Projected;
+  const bool tiles = projected && std::strcmp(cuda_map_pass(), "channel-tiles") == 0 && hw <= cuda::kMaxTileMap &&
+                     cuda::block_is_contiguous(A) && (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
+  if (tiles) args.tiles = cuda::tile_layout(static_cast<int>(hw));
+  const size_t shared_bytes = tiles ? (cuda::tile_shared_floats(args.tiles, hw) + kThreads) * sizeof(float)
+                                    : (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
   auto launch = [&](auto kernel) {
     cuda::allow_shared_memory(kernel, shared_bytes, A.device_id,
                               "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes");
     kernel<<<static_cast<unsigned>(B), kThreads, shared_bytes, stream>>>(args);
     check(cudaGetLastError(), "launching score_kernel");
   };
-  const bool projected = args.roi_kind == RoiKind::Projected;
+  auto launch_for = [&](auto feature) {
+    using T = decltype(feature);
+    if (tiles)
+      launch(score_kernel<T, true, true>);
+    else if (projected)
+      launch(score_kernel<T, true, false>);
+    else
+      launch(score_kernel<T, false, false>);
+  };
   switch (A.dtype) {
-    case DType::Float32: projected ? launch(score_kernel<float, true>) : launch(score_kernel<float, false>); break;
-    case DType::Float16:
-      projected ? launch(score_kernel<half_bits, true>) : launch(score_kernel<half_bits, false>);
-      break;
-    case DType::BFloat16:
-      projected ? launch(score_kernel<bfloat16_bits, true>) : launch(score_kernel<bfloat16_bits, false>);
-      break;
+    case DType::Float32: launch_for(float{}); break;
+    case DType::Float16: launch_for(half_bits{}); break;
+    case DType::BFloat16: launch_for(bfloat16_bits{}); break;
     default: throw std::invalid_argument("activations must be float32, float16 or bfloat16");
   }
 

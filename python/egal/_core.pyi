@@ -37,6 +37,7 @@ class _CudaBackend(TypedDict):
     available: bool  # devices > 0
     reason: str | None  # why not available; None when available
     roi_pass: Literal["projection", "per-pixel"]  # how the CUDA backend reads masks and boxes (cuda_roi_pass())
+    map_pass: Literal["channel-warps", "channel-tiles"]  # how it computes small maps (cuda_map_pass())
 
 class _Backends(TypedDict):
     cpu: _CpuBackend
@@ -109,4 +110,13 @@ def cuda_roi_pass() -> Literal["projection", "per-pixel"]:
 
 def set_cuda_roi_pass(name: Literal["projection", "per-pixel"]) -> None:
     """For tests and benchmarks: score masks and boxes on CUDA with `name`'s pass from the next call on, in every
+    thread. ValueError for another name."""
+
+def cuda_map_pass() -> Literal["channel-warps", "channel-tiles"]:
+    """How the CUDA backend computes the channel weights and raw map of small contiguous maps (at most 256 cells):
+    "channel-warps" (the default: a warp per channel) or "channel-tiles" (the sample streamed through shared memory
+    in tiles of channels; not yet run on a GPU)."""
+
+def set_cuda_map_pass(name: Literal["channel-warps", "channel-tiles"]) -> None:
+    """For tests and benchmarks: compute small maps on CUDA with `name`'s pass from the next call on, in every
     thread. ValueError for another name."""

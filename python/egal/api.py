@@ -26,15 +26,17 @@ from .roi import ProjectedROI
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 _STATUS_BAD_MASK = 2
-# The CUDA backend's ROI pass for every process that imports egal (a run's workers too): "per-pixel" checks a
-# result against the pass that "projection", the default, replaced (docs/scoring.md). Read once, at import; a
-# value it does not know is a warning, not an import that fails (it means nothing to a CPU-only install).
-ROI_PASS_VARIABLE = "EGAL_CUDA_ROI_PASS"
-if os.environ.get(ROI_PASS_VARIABLE):
-    try:
-        _core.set_cuda_roi_pass(os.environ[ROI_PASS_VARIABLE])
-    except ValueError as e:
-        warnings.warn(f"{ROI_PASS_VARIABLE} ignored: {e}", stacklevel=2)
+# The CUDA backend's passes for every process that imports egal (a run's workers too): EGAL_CUDA_ROI_PASS
+# "per-pixel" checks a result against the pass that "projection", the default, replaced; EGAL_CUDA_MAP_PASS
+# "channel-tiles" takes the map pass that has not yet run on a GPU (docs/scoring.md). Read once, at import; a value
+# a setter does not know is a warning, not an import that fails (it means nothing to a CPU-only install).
+CUDA_PASS_VARIABLES = {"EGAL_CUDA_ROI_PASS": _core.set_cuda_roi_pass, "EGAL_CUDA_MAP_PASS": _core.set_cuda_map_pass}
+for _variable, _set_pass in CUDA_PASS_VARIABLES.items():
+    if os.environ.get(_variable):
+        try:
+            _set_pass(os.environ[_variable])
+        except ValueError as e:
+            warnings.warn(f"{_variable} ignored: {e}", stacklevel=2)
 
 
 def backends() -> dict:
