@@ -1,10 +1,11 @@
 """GPU: the fused CUDA kernel against the PyTorch reference running on the same GPU.
 
-Four implementations in one run: "fused" (the CUDA backend as shipped: masks and boxes projected onto the
-map's grid first), "fused-per-pixel" (its earlier ROI pass, the map upsampled at each ROI pixel; float32 only),
-"fused-channel-tiles" (its map pass that streams channel tiles, EGAL_CUDA_MAP_PASS=channel-tiles; maps of at most
-256 cells) and "reference" (egal.reference in PyTorch). Masks are one lesion-sized blob per image, or the same number of
-scattered pixels ("scattered", float32 only): the projection's cost must not depend on which.
+In one run: "fused" (the CUDA backend as shipped: masks and boxes projected onto the map's grid first, a mask
+column a thread; the channel weights a warp per channel), its other passes (IMPLS: the per-pixel ROI pass it
+replaced, float32 only; the two passes that have not yet run on a GPU, each alone and both together; channel tiles
+take maps of at most 256 cells) and "reference" (egal.reference in PyTorch). Masks are one lesion-sized blob per
+image, or the same number of scattered pixels ("scattered", float32 only): the projection's cost must not depend
+on which.
 
     python -m pytest bench/bench_cuda.py --benchmark-only --benchmark-json=cuda.json
     python bench/report_scorer.py --from-json cuda.json   # same table as the CPU run
@@ -40,12 +41,20 @@ def _case(layer, B, dtype):
     return dict(activations=A, gradients=G, logits=Z, masks=masks, scattered=scattered.view(B, H, W), boxes=boxes)
 
 
+# The CUDA backend's implementations: (ROI pass, map pass).
+IMPLS = {"fused": ("projection", "channel-warps"), "fused-per-pixel": ("per-pixel", "channel-warps"),
+         "fused-channel-tiles": ("projection", "channel-tiles"),
+         "fused-vector-projection": ("vector-projection", "channel-warps"),
+         "fused-candidates": ("vector-projection", "channel-tiles")}
+
+
 @pytest.fixture
 def cuda_passes(impl):
     core = egal._core
     previous = core.cuda_roi_pass(), core.cuda_map_pass()
-    core.set_cuda_roi_pass("per-pixel" if impl == "fused-per-pixel" else "projection")
-    core.set_cuda_map_pass("channel-tiles" if impl == "fused-channel-tiles" else "channel-warps")
+    roi_pass, map_pass = IMPLS.get(impl, IMPLS["fused"])
+    core.set_cuda_roi_pass(roi_pass)
+    core.set_cuda_map_pass(map_pass)
     yield
     core.set_cuda_roi_pass(previous[0])
     core.set_cuda_map_pass(previous[1])
@@ -55,11 +64,11 @@ def cuda_passes(impl):
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("B", [256, 4096])
 @pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
-@pytest.mark.parametrize("impl", ["fused", "fused-per-pixel", "fused-channel-tiles", "reference"])
+@pytest.mark.parametrize("impl", [*IMPLS, "reference"])
 def test_score_batch_cuda(benchmark, cuda_passes, impl, layer, B, dtype, roi):
     if layer[0] == "32ch-224x224" and B == 4096:
         pytest.skip("26 GB of float32 maps")
-    if impl == "fused-channel-tiles" and layer[2] * layer[3] > 256:
+    if IMPLS.get(impl, ("", ""))[1] == "channel-tiles" and layer[2] * layer[3] > 256:
         pytest.skip("channel tiles take maps of at most 256 cells")
     if dtype != "float32" and (impl == "fused-per-pixel" or roi == "scattered"):
         pytest.skip("the per-pixel pass and scattered masks are compared in float32")

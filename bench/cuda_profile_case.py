@@ -1,7 +1,7 @@
 """The GPU benchmark's headline case for Nsight Compute: DenseNet-121 block 4 (B = 4096, K = 1024, 7 x 7,
 float32, gradients) against one lesion-sized blob mask of 224 x 224 per image, scored once with each of the
 CUDA backend's passes (projection: project_masks_kernel then score_kernel; per-pixel: score_kernel alone;
-projection with channel tiles: project_masks_kernel then score_kernel<float, true, true>).
+vector-projection with channel tiles: project_masks_kernel<uint8_t, 4> then score_kernel<float, true, true>).
 
     ncu --clock-control none --kernel-name regex:"score_kernel|project_" --section SpeedOfLight \\
         --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
@@ -23,7 +23,7 @@ def main():
     masks = torch.zeros((B, H, W), dtype=torch.uint8, device="cuda")
     masks[:, 60:100, 80:128] = 1
     for roi_pass, map_pass in (("projection", "channel-warps"), ("per-pixel", "channel-warps"),
-                               ("projection", "channel-tiles")):
+                               ("vector-projection", "channel-tiles")):
         egal._core.set_cuda_roi_pass(roi_pass)
         egal._core.set_cuda_map_pass(map_pass)
         result = egal.score_batch(A, Z, masks, gradients=G)

@@ -25,11 +25,12 @@ CUDA_SHAPES = {**SHAPES, "all-1x1": (1, 1, 1, 1, 2, 1, 1), "B7-K1024-densenet": 
                "600-wide-roi": (2, 8, 7, 9, 3, 40, 600)}
 
 
-@pytest.fixture(autouse=True, params=[("projection", "channel-warps"), ("projection", "channel-tiles"),
-                                      ("per-pixel", "channel-warps")], ids=lambda p: "+".join(p))
+@pytest.fixture(autouse=True, params=[("projection", "channel-warps"), ("per-pixel", "channel-warps"),
+                                      ("projection", "channel-tiles"), ("vector-projection", "channel-tiles")],
+                ids=lambda p: "+".join(p))
 def cuda_passes(request):
-    """Every test with each of the CUDA backend's passes: masks and boxes projected first or read per pixel, and
-    small maps by channel warps or channel tiles (which take projected ROIs only)."""
+    """Every test with each of the CUDA backend's passes: masks and boxes projected first (a column or four a
+    thread) or read per pixel, and small maps by channel warps or channel tiles (which take projected ROIs only)."""
     core = egal._core
     previous = core.cuda_roi_pass(), core.cuda_map_pass()
     core.set_cuda_roi_pass(request.param[0])

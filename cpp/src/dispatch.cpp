@@ -21,7 +21,9 @@ const char* dtype_name(DType dtype) {
 
 namespace {
 
-std::atomic<bool> cuda_roi_per_pixel{false};
+// The CUDA ROI pass: an index into kCudaRoiPasses.
+constexpr const char* kCudaRoiPasses[] = {"projection", "per-pixel", "vector-projection"};
+std::atomic<int> cuda_roi_pass_index{0};
 std::atomic<bool> cuda_map_channel_tiles{false};
 
 void require(bool ok, const std::string& message) {
@@ -96,12 +98,13 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
   }
 }
 
-const char* cuda_roi_pass() { return cuda_roi_per_pixel ? "per-pixel" : "projection"; }
+const char* cuda_roi_pass() { return kCudaRoiPasses[cuda_roi_pass_index]; }
 
 void set_cuda_roi_pass(const std::string& name) {
-  require(name == "projection" || name == "per-pixel",
-          "the CUDA ROI pass is \"projection\" or \"per-pixel\", not \"" + name + "\"");
-  cuda_roi_per_pixel = name == "per-pixel";
+  for (int i = 0; i < 3; ++i)
+    if (name == kCudaRoiPasses[i]) return void(cuda_roi_pass_index = i);
+  throw std::invalid_argument("the CUDA ROI pass is \"projection\", \"per-pixel\" or \"vector-projection\", not \"" +
+                              name + "\"");
 }
 
 const char* cuda_map_pass() { return cuda_map_channel_tiles ? "channel-tiles" : "channel-warps"; }

@@ -25,8 +25,9 @@ struct DeviceTables {
 
 // Projects in's masks or boxes onto the h x w Grad-CAM grid on `stream`: weights [B, h, w] = R_y^T M R_x and
 // area [B] = sum M, both in device memory, as egal.project_roi computes them on the CPU. A sample whose mask
-// holds a value outside [0, 1] gets area NaN, which the scoring kernel reports as a bad mask.
+// holds a value outside [0, 1] gets area NaN, which the scoring kernel reports as a bad mask. four_columns: a
+// thread owns four mask columns instead of one (the "vector-projection" pass).
 void launch_roi_projection(const ScoreInputs& in, int64_t h, int64_t w, const DeviceTables& tables, float* weights,
-                           float* area, cudaStream_t stream);
+                           float* area, bool four_columns, cudaStream_t stream);
 
 }  // namespace egal

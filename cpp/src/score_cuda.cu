@@ -2,8 +2,9 @@
 // memory (strides honoured), outputs copied back as B numbers per field. The
 // kernel runs the steps of docs/scoring.md as one device function each; the
 // formulas themselves are score_math.h's, shared with the CPU backend. Masks and
-// boxes are first projected onto the map's grid by roi_projection_cuda.cu (unless
-// set_cuda_roi_pass chose the per-pixel pass), and scored as a projected ROI.
+// boxes are first projected onto the map's grid by roi_projection_cuda.cu, a column
+// or four a thread (unless set_cuda_roi_pass chose the per-pixel pass), and scored
+// as a projected ROI.
 // Steps 2-3 of small contiguous maps take channel tiles when set_cuda_map_pass
 // asked for them (channel_tiles_cuda.cuh).
 #include <cuda_runtime.h>
@@ -403,7 +404,7 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const size_t o_col_lo = append(blob, cols.lo), o_col_hi = append(blob, cols.hi), o_col_t = append(blob, cols.t);
   const size_t o_row_sum = append(blob, row_sum), o_col_sum = append(blob, col_sum);
   const size_t o_col_first = append(blob, col_first), o_col_end = append(blob, col_end);
-  const bool project = in.roi_kind != RoiKind::Projected && std::strcmp(cuda_roi_pass(), "projection") == 0;
+  const bool project = in.roi_kind != RoiKind::Projected && std::strcmp(cuda_roi_pass(), "per-pixel") != 0;
 
   // Device memory: tables, the map workspace and the outputs, in one block. Each part starts on a 256-byte
   // boundary: the int64 predictions after B * h * w floats would otherwise be misaligned when that count is odd.
@@ -476,7 +477,8 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   if (project) {  // masks or boxes -> [B, h, w] weights and [B] areas, then scored as a projected ROI
     float* weights = reinterpret_cast<float*>(outputs + aligned(out_bytes) + aligned(cam_out_bytes));
     float* area = weights + aligned(cam_bytes) / sizeof(float);
-    launch_roi_projection(in, h, w, args.tables, weights, area, stream);
+    launch_roi_projection(in, h, w, args.tables, weights, area, std::strcmp(cuda_roi_pass(), "vector-projection") == 0,
+                          stream);
     args.roi_kind = RoiKind::Projected;
     args.roi_weights = weights;
     args.r_stride[0] = hw, args.r_stride[1] = w, args.r_stride[2] = 1;

@@ -36,7 +36,7 @@ class _CudaBackend(TypedDict):
     devices: int  # usable CUDA devices now
     available: bool  # devices > 0
     reason: str | None  # why not available; None when available
-    roi_pass: Literal["projection", "per-pixel"]  # how the CUDA backend reads masks and boxes (cuda_roi_pass())
+    roi_pass: Literal["projection", "per-pixel", "vector-projection"]  # how CUDA reads masks and boxes
     map_pass: Literal["channel-warps", "channel-tiles"]  # how it computes small maps (cuda_map_pass())
 
 class _Backends(TypedDict):
@@ -104,11 +104,12 @@ def set_cpu_isa(name: Literal["baseline", "avx2", "avx512"]) -> None:
     """For tests and benchmarks: run the CPU kernels with `name` from the next call on, in every thread.
     ValueError for an unknown name or one this CPU lacks."""
 
-def cuda_roi_pass() -> Literal["projection", "per-pixel"]:
+def cuda_roi_pass() -> Literal["projection", "per-pixel", "vector-projection"]:
     """How the CUDA backend reads masks and boxes: "projection" (the default: each ROI projected onto the map's grid
-    in a pass whose cost the ROI's content does not change) or "per-pixel" (the map upsampled at each ROI pixel)."""
+    in a pass whose cost the ROI's content does not change), "per-pixel" (the map upsampled at each ROI pixel) or
+    "vector-projection" (the projection with four mask columns a thread; not yet run on a GPU)."""
 
-def set_cuda_roi_pass(name: Literal["projection", "per-pixel"]) -> None:
+def set_cuda_roi_pass(name: Literal["projection", "per-pixel", "vector-projection"]) -> None:
     """For tests and benchmarks: score masks and boxes on CUDA with `name`'s pass from the next call on, in every
     thread. ValueError for another name."""
 

@@ -74,6 +74,7 @@ struct Case {
   bool channels_last = false;
   std::string poison = "";  // "nan-gradient" (sample 1), "inf-activation" (sample 0), "overflow" (sample 0's
                             // channel 1: finite gradients whose float32 sum overflows, a finite mean)
+  std::string mask_layout = "";  // "transposed" (stored [B, W, H]), "offset" (one element past an aligned start)
 };
 
 struct Outputs {
@@ -127,6 +128,16 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
                            : c.roi == "bool"    ? DType::Bool
                            : c.roi == "float16" ? DType::Float16
                                                 : DType::Float32;
+  std::vector<int64_t> mask_stride;
+  if (c.mask_layout == "transposed") {
+    std::vector<float> stored(masks.size());
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t y = 0; y < c.H; ++y)
+        for (int64_t x = 0; x < c.W; ++x) stored[(b * c.W + x) * c.H + y] = masks[(b * c.H + y) * c.W + x];
+    masks.swap(stored);
+    mask_stride = {c.H * c.W, 1, c.H};
+  }
+  if (c.mask_layout == "offset") masks.insert(masks.begin(), 0.0f);
   const Array A = stored_as(a, c.features), G = stored_as(g, c.features), Wt = stored_as(weights, DType::Float32),
               Z = stored_as(logits, DType::Float32), M = stored_as(masks, mask_dtype),
               X = stored_as(boxes, DType::Float32);
@@ -146,7 +157,9 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
       in.roi_kind = egal::RoiKind::Boxes;
       in.boxes = view_of(X, device, {c.B, 3, 4});
     } else {
-      in.masks = view_of(M, device, {c.B, c.H, c.W});
+      in.masks = view_of(M, device, {c.B, c.H, c.W}, mask_stride);
+      if (c.mask_layout == "offset")
+        in.masks.data = static_cast<const unsigned char*>(in.masks.data) + (M.bytes.size() - 64) / masks.size();
     }
     Outputs& r = results[side];
     r.pred.resize(c.B), r.status.resize(c.B);
@@ -173,12 +186,12 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
         ok = false;
       }
     }
-  std::printf("%s %-30s B=%lld K=%lld %lldx%lld -> %lldx%lld %s features, %s, %s%s%s%s: largest difference %.2g\n",
+  std::printf("%s %-36s B=%lld K=%lld %lldx%lld -> %lldx%lld %s features, %s%s%s, %s%s%s%s: largest difference %.2g\n",
               ok ? "ok  " : "FAIL", passes.c_str(), static_cast<long long>(c.B), static_cast<long long>(c.K),
               static_cast<long long>(c.h), static_cast<long long>(c.w), static_cast<long long>(c.H),
               static_cast<long long>(c.W), egal::dtype_name(c.features), c.roi.c_str(),
-              c.gradients ? "gradients" : "weights", c.channels_last ? ", channels last" : "",
-              c.poison.empty() ? "" : ", ", c.poison.c_str(), largest);
+              c.mask_layout.empty() ? "" : " ", c.mask_layout.c_str(), c.gradients ? "gradients" : "weights",
+              c.channels_last ? ", channels last" : "", c.poison.empty() ? "" : ", ", c.poison.c_str(), largest);
   failures += !ok;
 }
 
@@ -210,9 +223,17 @@ int main() {
       {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "nan-gradient"},
       {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "inf-activation"},
       {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "overflow"},
+      {3, 16, 7, 7, 3, 225, 223, DType::Float32, "uint8", true},  // rows that are not four columns apart
+      {2, 16, 7, 7, 3, 64, 600, DType::Float32, "float32", true},  // three tiles of 256 columns, the last part full
+      {2, 16, 7, 7, 3, 64, 48, DType::Float32, "float16", true, false, "", "transposed"},
+      {2, 16, 7, 7, 3, 64, 48, DType::Float32, "uint8", true, false, "", "offset"},
+      {2, 16, 7, 7, 3, 64, 48, DType::Float32, "float32", true, false, "", "offset"},
+      {2, 8, 20, 30, 3, 10, 6, DType::Float32, "float32", true},  // a ROI smaller than the map
   };
-  const std::pair<const char*, const char*> passes[] = {
-      {"projection", "channel-warps"}, {"projection", "channel-tiles"}, {"per-pixel", "channel-warps"}};
+  const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
+                                                        {"per-pixel", "channel-warps"},
+                                                        {"projection", "channel-tiles"},
+                                                        {"vector-projection", "channel-tiles"}};
   for (const auto& [roi_pass, map_pass] : passes) {
     egal::set_cuda_roi_pass(roi_pass);
     egal::set_cuda_map_pass(map_pass);

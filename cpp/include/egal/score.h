@@ -69,7 +69,9 @@ void set_cpu_isa(const std::string& name);
 // How the CUDA backend reads masks and boxes: "projection" (the default) projects each ROI onto the Grad-CAM
 // grid in a pass of its own, at a cost set by the ROI's size alone, then scores against the projection;
 // "per-pixel" upsamples the map at each ROI pixel inside the scoring kernel (the backend before 2026-11-27,
-// kept so that tests and benchmarks compare the two). Throws std::invalid_argument for another name.
+// kept so that tests and benchmarks compare the two); "vector-projection" is the projection with four mask
+// columns a thread and vector loads, which has not yet run on a GPU (opt-in until it has). Throws
+// std::invalid_argument for another name.
 const char* cuda_roi_pass();
 void set_cuda_roi_pass(const std::string& name);
 
