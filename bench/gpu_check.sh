@@ -17,9 +17,10 @@
 # and score_cuda.json (the end-to-end check).
 #
 # EGAL_GPU_STEPS picks steps (default: "build tests sanitizer bench profile score"; "cpu" adds issue 11's CPU scorer
-# benchmark on this machine's CPU, into bench_cpu.json; build runs only where
-# egal's CUDA backend is not installed yet, or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
-# starting them again: scripts/gpu_session.sh runs the sanitizer beside the protocol run that way.
+# benchmark on this machine's CPU, into bench_cpu.json, and "isa" the CPU kernels' tests in every instruction set
+# this CPU has, AVX-512 among them where it has it; build runs only where egal's CUDA backend is not installed yet,
+# or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
+# starting them again: scripts/gpu_session.sh runs the sanitizer after the GPU steps that way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/egal-gpu}
@@ -32,7 +33,7 @@ SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
 STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench profile score} "
 for s in $STEPS; do
-  case "$s" in build|tests|sanitizer|bench|profile|score|cpu) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench profile score cpu, space-separated)" >&2; exit 2 ;; esac
+  case "$s" in build|tests|sanitizer|bench|profile|score|cpu|isa) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench profile score cpu isa, space-separated)" >&2; exit 2 ;; esac
 done
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 [ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
@@ -106,9 +107,13 @@ fi
 # Issue 11 on this machine's CPU, another model than the development machine's: the fused CPU scorer against
 # the PyTorch reference in the issue's headline case, and the mask pass, on two cores as there (not in the
 # default steps; scripts/gpu_session.sh runs it beside the protocol, so other work shares the memory bus).
-if wanted cpu; then
+PIN=(); command -v taskset > /dev/null && PIN=(taskset -c 0,1)
+if wanted isa; then
   { echo "==== lscpu ($(date +%T))"; lscpu; } >> "$LOG" 2>&1
-  PIN=(); command -v taskset > /dev/null && PIN=(taskset -c 0,1)
+  step isa-tests 120 "${PIN[@]}" python3 -c "import egal, pytest, sys; print('best CPU instruction set here:', egal._core.best_cpu_isa()); sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', 'tests/test_scorer_isa.py']))"
+fi
+if wanted cpu; then
+  wanted isa || { echo "==== lscpu ($(date +%T))"; lscpu; } >> "$LOG" 2>&1
   step cpu-scorer 150 "${PIN[@]}" env OMP_NUM_THREADS=2 python3 bench/report_scorer.py --json "$OUT/bench_cpu.json" \
     -k "(densenet121-block4 and 256 and gradients) or mask_pass or bandwidth"
 fi
