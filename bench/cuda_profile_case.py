@@ -1,9 +1,10 @@
 """The GPU benchmark's headline case for Nsight Compute: DenseNet-121 block 4 (B = 4096, K = 1024, 7 x 7,
 float32, gradients) against one lesion-sized blob mask of 224 x 224 per image, scored once with each of the
 CUDA backend's passes (projection: project_masks_kernel then score_kernel; per-pixel: score_kernel alone;
-vector-projection with channel tiles: project_masks_kernel<uint8_t, 4> then score_kernel<float, true, true>).
+vector-projection with channel tiles: project_masks_kernel<uint8_t, 4>, channel_split_kernel (K = 1024: four
+blocks a sample), then score_kernel finishing the split sums).
 
-    ncu --clock-control none --kernel-name regex:"score_kernel|project_" --section SpeedOfLight \\
+    ncu --clock-control none --kernel-name regex:"score_kernel|project_|channel_split" --section SpeedOfLight \\
         --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
 """
 import torch

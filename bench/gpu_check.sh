@@ -97,7 +97,7 @@ wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py 
 # as they are.
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if wanted profile && [ -n "$NCU" ] && [ "$REHEARSAL" != 1 ]; then
-  step profile 90 "$NCU" --clock-control none --kernel-name regex:"score_kernel|project_" --section SpeedOfLight \
+  step profile 90 "$NCU" --clock-control none --kernel-name regex:"score_kernel|project_|channel_split" --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     python3 bench/cuda_profile_case.py
 elif wanted profile; then

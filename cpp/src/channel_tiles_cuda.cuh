@@ -7,10 +7,14 @@
 // its sample through shared memory in tiles of whole channels, 16-byte loads that are coalesced whatever the
 // map's size, and issues the next tile's loads before it works on the one it holds.
 //
+// A sample of more than kSplitChannels channels is shared out to several blocks, one per kSplitChannels, so that
+// a small batch still fills the GPU (one block per sample left three quarters of an H100's block slots empty at
+// B = 256); a second kernel adds their sums in order and finishes the sample.
+//
 // Sums: a channel's values are summed by kTileThreads / channels threads, each over every so many cells, then
-// by shuffles; the map by groups of threads over channels, then the groups in order. Both orders are fixed by
-// the map's size alone, so a result does not change from run to run (it differs from the other pass and the
-// CPU in the last bits, within the tests' tolerance).
+// by shuffles; the map by groups of threads over channels, then the groups in order, then the blocks in order.
+// Every order is fixed by K and the map's size alone, so a result does not change from run to run or with the
+// batch's size (it differs from the other pass and the CPU in the last bits, within the tests' tolerance).
 #pragma once
 #include <cstdint>
 
@@ -24,6 +28,10 @@ namespace egal::cuda {
 constexpr int kTileThreads = 256;  // the scoring kernel's block
 constexpr int kTileValues = 2048;  // values of one tensor in a tile: channels * h * w at most
 constexpr int kMaxTileMap = kTileValues / 8;  // tiles hold 8 channels at least
+// Channels a block sums at most: a sample of more is shared out to several blocks, whose sums a second kernel
+// adds in order. A multiple of every tile's channels; it depends on nothing but K, so the order of the sums, and
+// so the result, is the same whatever the batch's size or the GPU.
+constexpr int64_t kSplitChannels = 256;
 
 // Channels a tile holds, and the distance between two channels' first values in shared memory.
 struct TileLayout {
@@ -156,16 +164,15 @@ __device__ __forceinline__ void tile_weights(const float* gradients, const Given
   }
 }
 
-// Steps 2-3 for one sample: the raw map into tiles.map [cells] and this thread's minimum and maximum of it.
-// activations, gradients: the sample's [K, cells] values (gradients null when the weights are given).
-// partial: [kTileThreads] floats of shared memory.
+// Steps 2-3 up to the ReLU for one sample's channels [0, K): sum_k w_k A_k at map cell threadIdx.x (0 in the
+// threads past the map's cells). activations, gradients: those channels' [K, cells] values (gradients null when
+// the weights are given). partial: [kTileThreads] floats of shared memory. Flags a non-finite weight.
 template <class T>
-__device__ __forceinline__ void raw_map_by_channel_tiles(const T* activations, const T* gradients,
-                                                         const GivenWeights& given, int64_t K, int cells,
-                                                         const TileLayout& layout, const TileShared& tiles,
-                                                         float* partial, int* flags, float* local_lo, float* local_hi) {
+__device__ __forceinline__ float channel_tile_sums(const T* activations, const T* gradients, const GivenWeights& given,
+                                                   int64_t K, int cells, const TileLayout& layout,
+                                                   const TileShared& tiles, float* partial, int* flags) {
   const int tid = threadIdx.x;
-  // A tile starts 16-byte aligned when the sample does: it starts at a multiple of 8 channels.
+  // A tile starts 16-byte aligned when the first channel does: it starts a multiple of 8 channels later.
   const bool vectorised = reinterpret_cast<uintptr_t>(activations) % 16 == 0 &&
                           (!gradients || reinterpret_cast<uintptr_t>(gradients) % 16 == 0);
   const int64_t tile_count = (K + layout.channels - 1) / layout.channels;
@@ -200,13 +207,21 @@ __device__ __forceinline__ void raw_map_by_channel_tiles(const T* activations, c
   }
   partial[tid] = group < groups ? acc : 0.0f;
   __syncthreads();
-  float lo = INFINITY, hi = -INFINITY;
-  if (tid < cells) {
-    float v = 0.0f;
+  float v = 0.0f;
+  if (tid < cells)
     for (int g = 0; g < groups; ++g) v += partial[g * cells + tid];
-    if (!isfinite(v)) atomicOr(flags, kStatusNonFinite);
-    v = math::relu(v);
-    tiles.map[tid] = v;
+  return v;
+}
+
+// Step 3's ReLU on a cell's sum (threads past the map's cells hold none): into map [cells], flagging a non-finite
+// sum; this thread's minimum and maximum of the map.
+__device__ __forceinline__ void raw_map_cell(float sum, int cells, float* map, int* flags, float* local_lo,
+                                             float* local_hi) {
+  float lo = INFINITY, hi = -INFINITY;
+  if (static_cast<int>(threadIdx.x) < cells) {
+    if (!isfinite(sum)) atomicOr(flags, kStatusNonFinite);
+    const float v = math::relu(sum);
+    map[threadIdx.x] = v;
     lo = hi = v;
   }
   *local_lo = lo;

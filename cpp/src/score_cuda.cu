@@ -55,6 +55,9 @@ struct KernelArgs {
   int64_t area_stride;
   int64_t K, h, w, C, H, W, N;
   cuda::TileLayout tiles;  // channel tiles' layout, when steps 2-3 take them
+  int64_t splits;          // blocks a sample's channels are shared out to (channel_split_kernel)
+  float* split_sums;       // [B * splits, h * w]
+  int* split_flags;        // [B * splits]
   float alpha;
   DeviceTables tables;
   float* cam_workspace;  // [B, h * w]
@@ -308,9 +311,36 @@ __device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, c
                                          sums.intersection, sums.upsampled_sum, sums.roi_area));
 }
 
-// Steps 2-3 by channel tiles for small contiguous maps (kChannelTiles, projected ROIs only), else a warp per
-// channel and then threads per map cell.
-template <class T, bool kProjectedRoi, bool kChannelTiles>
+// How the scoring kernel gets steps 2-3: a warp per channel, then threads per map cell (ChannelWarps); channel
+// tiles in this block (ChannelTiles); or the sums that channel_split_kernel's blocks left (SplitSums).
+enum class MapSource { ChannelWarps, ChannelTiles, SplitSums };
+
+// The channel-tile sums of one sample's channels [split * kSplitChannels, ...), one block each: a sample of
+// more than kSplitChannels channels is shared out to several blocks, so that a small batch fills the GPU.
+// Leaves the sums before the ReLU in split_sums [B * splits, h * w] and the flags in split_flags [B * splits].
+template <class T>
+__global__ void __launch_bounds__(kThreads) channel_split_kernel(KernelArgs args) {
+  extern __shared__ float shared[];  // cuda::TileShared's parts, then partial sums [kThreads]
+  __shared__ int flags;
+  const int cells = static_cast<int>(args.h * args.w);
+  const int64_t b = blockIdx.x / args.splits, first = (blockIdx.x % args.splits) * cuda::kSplitChannels;
+  const int64_t channels = args.K - first < cuda::kSplitChannels ? args.K - first : cuda::kSplitChannels;
+  if (threadIdx.x == 0) flags = 0;
+  __syncthreads();
+  const T* gradients =
+      args.gradients ? static_cast<const T*>(args.gradients) + b * args.g_stride[0] + first * cells : nullptr;
+  const cuda::GivenWeights given{args.weights, args.weights_dtype, b * args.w_stride[0] + first * args.w_stride[1],
+                                 args.w_stride[1]};
+  const float sum = cuda::channel_tile_sums(
+      static_cast<const T*>(args.activations) + b * args.a_stride[0] + first * cells, gradients, given, channels, cells,
+      args.tiles, cuda::tile_shared(shared, args.tiles), shared + cuda::tile_shared_floats(args.tiles, cells), &flags);
+  if (static_cast<int>(threadIdx.x) < cells) args.split_sums[blockIdx.x * cells + threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) args.split_flags[blockIdx.x] = flags;
+}
+
+// One block per sample. kMap: where steps 2-3 come from (channel tiles and split sums take projected ROIs only).
+template <class T, bool kProjectedRoi, MapSource kMap>
 __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   extern __shared__ float shared[];
   __shared__ double reduce_scratch[kWarps];
@@ -319,10 +349,13 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   __shared__ int valid_boxes;
   BlockShared s{};
   s.reduce = reduce_scratch, s.reduce_f = reduce_scratch_f, s.flags = &flags, s.valid_boxes = &valid_boxes;
-  if constexpr (kChannelTiles) {  // dynamic shared memory: cuda::TileShared's parts, then partial sums [kThreads]
+  const int cells = static_cast<int>(args.h * args.w);
+  if constexpr (kMap == MapSource::ChannelTiles) {  // cuda::TileShared's parts, then partial sums [kThreads]
     s.tiles = cuda::tile_shared(shared, args.tiles);
     s.channel_weights = s.tiles.weights;
-    s.partial = shared + cuda::tile_shared_floats(args.tiles, args.h * args.w);
+    s.partial = shared + cuda::tile_shared_floats(args.tiles, cells);
+  } else if constexpr (kMap == MapSource::SplitSums) {  // the raw map [h * w]
+    s.tiles.map = shared;
   } else {  // channel weights [K], partial sums [kThreads], box ranges [N, 4]
     s.channel_weights = shared;
     s.partial = shared + args.K;
@@ -335,13 +368,22 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
 
   float* cam;
   float local_lo, local_hi;
-  if constexpr (kChannelTiles) {
+  if constexpr (kMap == MapSource::ChannelTiles) {
     cam = s.tiles.map;
     const T* gradients = args.gradients ? static_cast<const T*>(args.gradients) + b * args.g_stride[0] : nullptr;
     const cuda::GivenWeights given{args.weights, args.weights_dtype, b * args.w_stride[0], args.w_stride[1]};
-    cuda::raw_map_by_channel_tiles(static_cast<const T*>(args.activations) + b * args.a_stride[0], gradients, given,
-                                   args.K, static_cast<int>(args.h * args.w), args.tiles, s.tiles, s.partial, s.flags,
-                                   &local_lo, &local_hi);
+    const float sum = cuda::channel_tile_sums(static_cast<const T*>(args.activations) + b * args.a_stride[0], gradients,
+                                              given, args.K, cells, args.tiles, s.tiles, s.partial, s.flags);
+    cuda::raw_map_cell(sum, cells, cam, s.flags, &local_lo, &local_hi);
+  } else if constexpr (kMap == MapSource::SplitSums) {
+    cam = s.tiles.map;
+    float sum = 0.0f;
+    if (static_cast<int>(threadIdx.x) < cells)
+      for (int64_t split = 0; split < args.splits; ++split)
+        sum += args.split_sums[(b * args.splits + split) * cells + threadIdx.x];
+    for (int64_t split = threadIdx.x; split < args.splits; split += kThreads)
+      atomicOr(s.flags, args.split_flags[b * args.splits + split]);
+    cuda::raw_map_cell(sum, cells, cam, s.flags, &local_lo, &local_hi);
   } else {
     channel_weights_step<T>(args, b, s);
     cam = args.cam_workspace + b * args.h * args.w;
@@ -422,8 +464,11 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   struct Free {
     unsigned char* p;
     cudaStream_t s;
-    ~Free() { cudaFreeAsync(p, s); }
-  } free_on_exit{device, stream};
+    ~Free() {
+      if (p) cudaFreeAsync(p, s);
+    }
+  };
+  const Free free_on_exit{device, stream};
   check(cudaMemcpyAsync(device, blob.data(), blob.size(), cudaMemcpyHostToDevice, stream), "copying tables");
 
   KernelArgs args{};
@@ -490,23 +535,42 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const bool projected = args.roi_kind == RoiKind::Projected;
   const bool tiles = projected && std::strcmp(cuda_map_pass(), "channel-tiles") == 0 && hw <= cuda::kMaxTileMap &&
                      cuda::block_is_contiguous(A) && (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
+  args.splits = tiles ? (K + cuda::kSplitChannels - 1) / cuda::kSplitChannels : 1;
   if (tiles) args.tiles = cuda::tile_layout(static_cast<int>(hw));
-  const size_t shared_bytes = tiles ? (cuda::tile_shared_floats(args.tiles, hw) + kThreads) * sizeof(float)
-                                    : (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
-  auto launch = [&](auto kernel) {
-    cuda::allow_shared_memory(kernel, shared_bytes, A.device_id,
-                              "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes");
-    kernel<<<static_cast<unsigned>(B), kThreads, shared_bytes, stream>>>(args);
-    check(cudaGetLastError(), "launching score_kernel");
+  const size_t tile_bytes = tiles ? (cuda::tile_shared_floats(args.tiles, hw) + kThreads) * sizeof(float) : 0;
+
+  // With channel splits: their sums [B * splits, h * w] and flags [B * splits], in a block of their own.
+  unsigned char* split_device = nullptr;
+  if (args.splits > 1) {
+    const size_t sums_bytes = aligned(static_cast<size_t>(B * args.splits * hw) * sizeof(float));
+    check(cudaMallocAsync(reinterpret_cast<void**>(&split_device),
+                          sums_bytes + static_cast<size_t>(B * args.splits) * sizeof(int), stream),
+          "cudaMallocAsync");
+    args.split_sums = reinterpret_cast<float*>(split_device);
+    args.split_flags = reinterpret_cast<int*>(split_device + sums_bytes);
+  }
+  const Free free_splits_on_exit{split_device, stream};
+
+  const std::string what = "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes";
+  auto launch = [&](auto kernel, int64_t blocks, size_t shared_bytes) {
+    cuda::allow_shared_memory(kernel, shared_bytes, A.device_id, what);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(args);
+    check(cudaGetLastError(), "launching the scoring kernels");
   };
   auto launch_for = [&](auto feature) {
     using T = decltype(feature);
-    if (tiles)
-      launch(score_kernel<T, true, true>);
-    else if (projected)
-      launch(score_kernel<T, true, false>);
-    else
-      launch(score_kernel<T, false, false>);
+    if (args.splits > 1) {
+      launch(channel_split_kernel<T>, B * args.splits, tile_bytes);
+      launch(score_kernel<float, true, MapSource::SplitSums>, B, (hw + kThreads) * sizeof(float));
+    } else if (tiles) {
+      launch(score_kernel<T, true, MapSource::ChannelTiles>, B, tile_bytes);
+    } else {
+      const size_t shared_bytes = (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
+      if (projected)
+        launch(score_kernel<T, true, MapSource::ChannelWarps>, B, shared_bytes);
+      else
+        launch(score_kernel<T, false, MapSource::ChannelWarps>, B, shared_bytes);
+    }
   };
   switch (A.dtype) {
     case DType::Float32: launch_for(float{}); break;

@@ -229,6 +229,11 @@ int main() {
       {2, 16, 7, 7, 3, 64, 48, DType::Float32, "uint8", true, false, "", "offset"},
       {2, 16, 7, 7, 3, 64, 48, DType::Float32, "float32", true, false, "", "offset"},
       {2, 8, 20, 30, 3, 10, 6, DType::Float32, "float32", true},  // a ROI smaller than the map
+      {3, 300, 7, 7, 3, 56, 56, DType::Float32, "uint8", true},  // channel splits: 256 + 44
+      {2, 257, 5, 5, 3, 40, 40, DType::Float16, "uint8", false},  // 256 + 1, given weights
+      {2, 600, 9, 9, 3, 36, 36, DType::BFloat16, "uint8", true},  // 256 + 256 + 88, 81 cells
+      {2, 513, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "nan-gradient"},
+      {2, 513, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "overflow"},
   };
   const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
                                                         {"per-pixel", "channel-warps"},
