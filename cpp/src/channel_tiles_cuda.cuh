@@ -4,8 +4,10 @@
 // Why: a warp per channel reduces 49 values of a 7 x 7 map in two loads a lane and five shuffles before its
 // next channel, and the block then walks the activations again; on an H100 that kernel waited on loads three
 // quarters of the time at a third of the card's bandwidth (bench/README.md, issue 17). Here the block streams
-// its sample through shared memory in tiles of whole channels, 16-byte loads that are coalesced whatever the
-// map's size, and issues the next tile's loads before it works on the one it holds.
+// its sample through shared memory in tiles of whole channels, in 16-byte loads that are coalesced whatever the
+// map's size, and issues the next tile's loads before it works on the one it holds. A sample that does not start
+// 16-byte aligned (float32 with an odd K * h * w, 16-bit values with K not a multiple of 8, a view with a storage
+// offset) is read value by value as each tile is stored, without loads ahead: correct, slower.
 //
 // A sample of more than kSplitChannels channels is shared out to several blocks, one per kSplitChannels, so that
 // a small batch still fills the GPU (one block per sample left three quarters of an H100's block slots empty at
@@ -29,8 +31,8 @@ constexpr int kTileThreads = 256;  // the scoring kernel's block
 constexpr int kTileValues = 2048;  // values of one tensor in a tile: channels * h * w at most
 constexpr int kMaxTileMap = kTileValues / 8;  // tiles hold 8 channels at least
 // Channels a block sums at most: a sample of more is shared out to several blocks, whose sums a second kernel
-// adds in order. A multiple of every tile's channels; it depends on nothing but K, so the order of the sums, and
-// so the result, is the same whatever the batch's size or the GPU.
+// adds in order. A multiple of every tile's channels, and a constant: how a sample is split depends on its K
+// alone, never on the batch's size.
 constexpr int64_t kSplitChannels = 256;
 
 // Channels a tile holds, and the distance between two channels' first values in shared memory.
@@ -59,22 +61,24 @@ inline bool block_is_contiguous(const TensorView& view) {
   return true;
 }
 
-// A block's shared memory for the tiles, in floats: gradients and activations [channels, stride] each, weights
-// [channels], the raw map [cells].
+// A block's shared memory for the tiles, in floats: activations [channels, stride], weights [channels], the raw
+// map [cells], then gradients [channels, stride] when the weights are gradient means.
 struct TileShared {
-  float* gradients;
   float* activations;
   float* weights;
   float* map;
+  float* gradients;
 };
 
-__host__ __device__ inline int64_t tile_shared_floats(const TileLayout& layout, int64_t cells) {
-  return 2 * static_cast<int64_t>(layout.channels) * layout.stride + layout.channels + cells;
+__host__ __device__ inline int64_t tile_shared_floats(const TileLayout& layout, int64_t cells, bool gradients) {
+  const int64_t values = static_cast<int64_t>(layout.channels) * layout.stride;
+  return (gradients ? 2 : 1) * values + layout.channels + cells;
 }
 
-__device__ inline TileShared tile_shared(float* shared, const TileLayout& layout) {
+__device__ inline TileShared tile_shared(float* shared, const TileLayout& layout, int64_t cells) {
   const int64_t values = static_cast<int64_t>(layout.channels) * layout.stride;
-  return {shared, shared + values, shared + 2 * values, shared + 2 * values + layout.channels};
+  float* weights = shared + values;
+  return {shared, weights, weights + layout.channels, weights + layout.channels + cells};
 }
 
 // Channel weights given as [B, K] of a run-time dtype: this sample's row.
@@ -89,7 +93,8 @@ struct alignas(16) Vector16 {
 };
 
 // Values [first, first + count) of one sample's tensor, into a tile: the 16-byte vectors a thread loads ahead
-// into registers, and the values before the next vector boundary (only at the tensor's end) read on storing.
+// into registers, and the values no whole vector holds read on storing (a tensor's last few; all of them when the
+// sample does not start 16-byte aligned).
 template <class T>
 struct TileLoads {
   static constexpr int kPerVector = 16 / sizeof(T);

@@ -331,9 +331,11 @@ __global__ void __launch_bounds__(kThreads) channel_split_kernel(KernelArgs args
       args.gradients ? static_cast<const T*>(args.gradients) + b * args.g_stride[0] + first * cells : nullptr;
   const cuda::GivenWeights given{args.weights, args.weights_dtype, b * args.w_stride[0] + first * args.w_stride[1],
                                  args.w_stride[1]};
-  const float sum = cuda::channel_tile_sums(
-      static_cast<const T*>(args.activations) + b * args.a_stride[0] + first * cells, gradients, given, channels, cells,
-      args.tiles, cuda::tile_shared(shared, args.tiles), shared + cuda::tile_shared_floats(args.tiles, cells), &flags);
+  const cuda::TileShared tiles = cuda::tile_shared(shared, args.tiles, cells);
+  float* partial = shared + cuda::tile_shared_floats(args.tiles, cells, gradients != nullptr);
+  const float sum =
+      cuda::channel_tile_sums(static_cast<const T*>(args.activations) + b * args.a_stride[0] + first * cells, gradients,
+                              given, channels, cells, args.tiles, tiles, partial, &flags);
   if (static_cast<int>(threadIdx.x) < cells) args.split_sums[blockIdx.x * cells + threadIdx.x] = sum;
   __syncthreads();
   if (threadIdx.x == 0) args.split_flags[blockIdx.x] = flags;
@@ -351,9 +353,9 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   s.reduce = reduce_scratch, s.reduce_f = reduce_scratch_f, s.flags = &flags, s.valid_boxes = &valid_boxes;
   const int cells = static_cast<int>(args.h * args.w);
   if constexpr (kMap == MapSource::ChannelTiles) {  // cuda::TileShared's parts, then partial sums [kThreads]
-    s.tiles = cuda::tile_shared(shared, args.tiles);
+    s.tiles = cuda::tile_shared(shared, args.tiles, cells);
     s.channel_weights = s.tiles.weights;
-    s.partial = shared + cuda::tile_shared_floats(args.tiles, cells);
+    s.partial = shared + cuda::tile_shared_floats(args.tiles, cells, args.gradients != nullptr);
   } else if constexpr (kMap == MapSource::SplitSums) {  // the raw map [h * w]
     s.tiles.map = shared;
   } else {  // channel weights [K], partial sums [kThreads], box ranges [N, 4]
@@ -537,7 +539,8 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
                      cuda::block_is_contiguous(A) && (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
   args.splits = tiles ? (K + cuda::kSplitChannels - 1) / cuda::kSplitChannels : 1;
   if (tiles) args.tiles = cuda::tile_layout(static_cast<int>(hw));
-  const size_t tile_bytes = tiles ? (cuda::tile_shared_floats(args.tiles, hw) + kThreads) * sizeof(float) : 0;
+  const size_t tile_bytes =
+      tiles ? (cuda::tile_shared_floats(args.tiles, hw, in.gradients.present) + kThreads) * sizeof(float) : 0;
 
   // With channel splits: their sums [B * splits, h * w] and flags [B * splits], in a block of their own.
   unsigned char* split_device = nullptr;

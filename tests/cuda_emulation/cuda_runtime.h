@@ -1,10 +1,14 @@
 // Stand-in for <cuda_runtime.h> that runs the CUDA backend's kernels on the CPU, for tests/test_cuda_emulated.py:
 // one block at a time, each CUDA thread an OS thread; __syncthreads is a barrier over the block, a warp shuffle a
-// barrier over its warp; device memory is host memory that starts as garbage. It checks the kernels' logic (index
-// arithmetic, tiles, reductions, the order of barriers: a shuffle or barrier that not every thread reaches hangs
-// here as it would on a GPU) and nothing of the hardware: alignment faults, races, the memory model and speed
-// need a GPU (bench/gpu_check.sh). Only what the kernels use is here; tests/test_cuda_emulated.py rewrites the two
-// pieces of CUDA syntax C++ cannot take (launches and extern __shared__).
+// barrier over its warp. Device memory and dynamic shared memory start as all-ones bytes (NaN as floats), so a
+// value read before it is written shows in the result. It checks the kernels' logic (index arithmetic, tiles,
+// reductions, the order of barriers: a shuffle or barrier that not every thread reaches hangs here as it would on
+// a GPU); the test builds the kernels with -fsanitize=alignment, which catches a vector load that is not aligned
+// (x86 itself would not fault), and -fsanitize=thread on a build of one's own finds races between barriers. What
+// it cannot show: static __shared__ variables start at zero here and keep their values from block to block,
+// blocks never run side by side, and nothing of the hardware's speed, resources or memory model. Only what the
+// kernels use is here; tests/test_cuda_emulated.py rewrites the two pieces of CUDA syntax C++ cannot take
+// (launches and extern __shared__).
 #pragma once
 #include <atomic>
 #include <barrier>
@@ -38,7 +42,7 @@ inline dim3 blockDim, gridDim;
 namespace emu {
 struct Block {
   explicit Block(unsigned threads, size_t shared_bytes)
-      : all(threads), exchange((threads + 31) / 32 * 32), shared(shared_bytes + 16, 0xA5) {
+      : all(threads), exchange((threads + 31) / 32 * 32), shared(shared_bytes, 0xFF) {
     for (unsigned w = 0; w < (threads + 31) / 32; ++w) warps.emplace_back(std::make_unique<std::barrier<>>(32));
   }
   std::barrier<> all;
@@ -153,7 +157,7 @@ inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int* n) { return *n = 1, cudaSuccess; }
 inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) {
   *p = std::malloc(n + 1);
-  std::memset(*p, 0xA5, n);  // device memory starts as garbage
+  std::memset(*p, 0xFF, n);  // NaN as floats: a value read before it is written shows
   return cudaSuccess;
 }
 inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return std::free(p), cudaSuccess; }

@@ -69,7 +69,8 @@ egal::TensorView view_of(const Array& array, Device device, std::vector<int64_t>
 struct Case {
   int64_t B, K, h, w, C, H, W;
   DType features;
-  std::string roi;  // masks "uint8", "bool", "float16", "float32", "soft" (float32 in [0, 1]); or "boxes"
+  std::string roi;  // masks "uint8", "bool", "float16", "float32", "soft" (float32 in [0, 1]); "boxes"; or
+                    // "projected" (uint8 masks projected on the CPU first, egal::project_roi)
   bool gradients;   // else weights [B, K]
   bool channels_last = false;
   std::string poison = "";  // "nan-gradient" (sample 1), "inf-activation" (sample 0), "overflow" (sample 0's
@@ -124,10 +125,10 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     a.swap(a_last), g.swap(g_last);
     stride = {hw * c.K, 1, c.w * c.K, c.K};
   }
-  const DType mask_dtype = c.roi == "uint8"     ? DType::UInt8
-                           : c.roi == "bool"    ? DType::Bool
-                           : c.roi == "float16" ? DType::Float16
-                                                : DType::Float32;
+  const DType mask_dtype = c.roi == "uint8" || c.roi == "projected" ? DType::UInt8
+                           : c.roi == "bool"                        ? DType::Bool
+                           : c.roi == "float16"                     ? DType::Float16
+                                                                    : DType::Float32;
   std::vector<int64_t> mask_stride;
   if (c.mask_layout == "transposed") {
     std::vector<float> stored(masks.size());
@@ -141,6 +142,24 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
   const Array A = stored_as(a, c.features), G = stored_as(g, c.features), Wt = stored_as(weights, DType::Float32),
               Z = stored_as(logits, DType::Float32), M = stored_as(masks, mask_dtype),
               X = stored_as(boxes, DType::Float32);
+  // A projected ROI [B, h, w] and its areas [B]; stored [B, w, h] with mask_layout "transposed".
+  std::vector<float> projection(c.B * hw), projected(c.B * hw), area(c.B);
+  std::vector<int32_t> projection_status(c.B);
+  std::vector<int64_t> projection_stride;
+  if (c.roi == "projected") {
+    egal::ScoreInputs roi;
+    roi.masks = view_of(M, Device::CPU, {c.B, c.H, c.W}, mask_stride);
+    roi.roi_height = c.H, roi.roi_width = c.W;
+    egal::project_roi(roi, c.h, c.w, {projection.data(), area.data(), projection_status.data()});
+    projected = projection;
+    if (c.mask_layout == "transposed") {
+      for (int64_t b = 0; b < c.B; ++b)
+        for (int64_t i = 0; i < c.h; ++i)
+          for (int64_t j = 0; j < c.w; ++j) projected[(b * c.w + j) * c.h + i] = projection[(b * c.h + i) * c.w + j];
+      projection_stride = {hw, 1, c.h};
+    }
+  }
+  const Array P = stored_as(projected, DType::Float32), S = stored_as(area, DType::Float32);
 
   Outputs results[2];
   for (int side = 0; side < 2; ++side) {
@@ -156,6 +175,10 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     if (c.roi == "boxes") {
       in.roi_kind = egal::RoiKind::Boxes;
       in.boxes = view_of(X, device, {c.B, 3, 4});
+    } else if (c.roi == "projected") {
+      in.roi_kind = egal::RoiKind::Projected;
+      in.roi_weights = view_of(P, device, {c.B, c.h, c.w}, projection_stride);
+      in.roi_area = view_of(S, device, {c.B});
     } else {
       in.masks = view_of(M, device, {c.B, c.H, c.W}, mask_stride);
       if (c.mask_layout == "offset")
@@ -229,6 +252,8 @@ int main() {
       {2, 16, 7, 7, 3, 64, 48, DType::Float32, "uint8", true, false, "", "offset"},
       {2, 16, 7, 7, 3, 64, 48, DType::Float32, "float32", true, false, "", "offset"},
       {2, 8, 20, 30, 3, 10, 6, DType::Float32, "float32", true},  // a ROI smaller than the map
+      {3, 64, 7, 7, 3, 224, 224, DType::Float32, "projected", true},
+      {2, 300, 6, 9, 3, 60, 90, DType::Float16, "projected", false, false, "", "transposed"},
       {3, 300, 7, 7, 3, 56, 56, DType::Float32, "uint8", true},  // channel splits: 256 + 44
       {2, 257, 5, 5, 3, 40, 40, DType::Float16, "uint8", false},  // 256 + 1, given weights
       {2, 600, 9, 9, 3, 36, 36, DType::BFloat16, "uint8", true},  // 256 + 256 + 88, 81 cells
