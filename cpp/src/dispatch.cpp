@@ -1,5 +1,6 @@
 // One entry point per operation; the inputs' device picks the backend.
 #include <atomic>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -101,10 +102,13 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
 const char* cuda_roi_pass() { return kCudaRoiPasses[cuda_roi_pass_index]; }
 
 void set_cuda_roi_pass(const std::string& name) {
-  for (int i = 0; i < 3; ++i)
+  constexpr int count = static_cast<int>(std::size(kCudaRoiPasses));
+  std::string known;
+  for (int i = 0; i < count; ++i) {
     if (name == kCudaRoiPasses[i]) return void(cuda_roi_pass_index = i);
-  throw std::invalid_argument("the CUDA ROI pass is \"projection\", \"per-pixel\" or \"vector-projection\", not \"" +
-                              name + "\"");
+    known += std::string(i == 0 ? "" : i + 1 == count ? " or " : ", ") + "\"" + kCudaRoiPasses[i] + "\"";
+  }
+  throw std::invalid_argument("the CUDA ROI pass is " + known + ", not \"" + name + "\"");
 }
 
 const char* cuda_map_pass() { return cuda_map_channel_tiles ? "channel-tiles" : "channel-warps"; }
