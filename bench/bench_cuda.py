@@ -44,8 +44,9 @@ def _case(layer, B, dtype):
 # The CUDA backend's implementations: (ROI pass, map pass).
 IMPLS = {"fused": ("projection", "channel-warps"), "fused-per-pixel": ("per-pixel", "channel-warps"),
          "fused-channel-tiles": ("projection", "channel-tiles"),
+         "fused-cell-blocks": ("projection", "cell-blocks"),
          "fused-vector-projection": ("vector-projection", "channel-warps"),
-         "fused-candidates": ("vector-projection", "channel-tiles")}
+         "fused-candidates": ("vector-projection", "cell-blocks")}
 
 
 @pytest.fixture
@@ -70,6 +71,8 @@ def test_score_batch_cuda(benchmark, cuda_passes, impl, layer, B, dtype, roi):
         pytest.skip("26 GB of float32 maps")
     if IMPLS.get(impl, ("", ""))[1] == "channel-tiles" and layer[2] * layer[3] > 256:
         pytest.skip("channel tiles take maps of at most 256 cells")
+    if impl == "fused-cell-blocks" and layer[2] * layer[3] <= 256:
+        pytest.skip("cell blocks take maps of more than 256 cells (smaller ones: fused-channel-tiles)")
     if dtype != "float32" and (impl == "fused-per-pixel" or roi == "scattered"):
         pytest.skip("the per-pixel pass and scattered masks are compared in float32")
     case = _case(layer, B, dtype)

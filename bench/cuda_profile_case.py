@@ -1,11 +1,13 @@
 """The GPU benchmark's headline case for Nsight Compute: DenseNet-121 block 4 (B = 4096, K = 1024, 7 x 7,
 float32, gradients) against one lesion-sized blob mask of 224 x 224 per image, scored once with each of the
 CUDA backend's passes (projection: project_masks_kernel then score_kernel; per-pixel: score_kernel alone;
-vector-projection with channel tiles: project_masks_kernel<uint8_t, 4>, channel_split_kernel (K = 1024: four
-blocks a sample), then score_kernel finishing the split sums).
+vector-projection with cell blocks, whose 7 x 7 maps take channel tiles: project_masks_kernel<uint8_t, 4>,
+channel_split_kernel (K = 1024: four blocks a sample), then score_kernel finishing the split sums). Then the
+benchmark's largest map, 32 x 224 x 224 at B = 256, with channel warps and with cell blocks (channel_means_kernel,
+cell_map_kernel, then score_kernel reading the map).
 
-    ncu --clock-control none --kernel-name regex:"score_kernel|project_|channel_split" --section SpeedOfLight \\
-        --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
+    ncu --clock-control none --kernel-name regex:"score_kernel|project_|channel_split|channel_means|cell_map" \
+        --section SpeedOfLight --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
 """
 import torch
 
@@ -17,18 +19,21 @@ def main():
         print(f"no usable CUDA GPU here ({egal.backends()['cuda']['reason']}): nothing profiled")
         return
     g = torch.Generator(device="cuda").manual_seed(0)
-    B, K, h, w, H, W = 4096, 1024, 7, 7, 224, 224
-    A = torch.rand((B, K, h, w), device="cuda", generator=g)
-    G = torch.randn((B, K, h, w), device="cuda", generator=g)
-    Z = torch.randn((B, 3), device="cuda", generator=g)
-    masks = torch.zeros((B, H, W), dtype=torch.uint8, device="cuda")
-    masks[:, 60:100, 80:128] = 1
-    for roi_pass, map_pass in (("projection", "channel-warps"), ("per-pixel", "channel-warps"),
-                               ("vector-projection", "channel-tiles")):
-        egal._core.set_cuda_roi_pass(roi_pass)
-        egal._core.set_cuda_map_pass(map_pass)
-        result = egal.score_batch(A, Z, masks, gradients=G)
-        print(f"{roi_pass} + {map_pass}: mean score {float(result.score.mean()):.6f}")
+    for (B, K, h, w, H, W), passes in (
+            ((4096, 1024, 7, 7, 224, 224), (("projection", "channel-warps"), ("per-pixel", "channel-warps"),
+                                            ("vector-projection", "cell-blocks"))),
+            ((256, 32, 224, 224, 224, 224), (("projection", "channel-warps"), ("projection", "cell-blocks")))):
+        A = torch.rand((B, K, h, w), device="cuda", generator=g)
+        G = torch.randn((B, K, h, w), device="cuda", generator=g)
+        Z = torch.randn((B, 3), device="cuda", generator=g)
+        masks = torch.zeros((B, H, W), dtype=torch.uint8, device="cuda")
+        masks[:, 60:100, 80:128] = 1
+        for roi_pass, map_pass in passes:
+            egal._core.set_cuda_roi_pass(roi_pass)
+            egal._core.set_cuda_map_pass(map_pass)
+            result = egal.score_batch(A, Z, masks, gradients=G)
+            print(f"{K} x {h} x {w}, B = {B}, {roi_pass} + {map_pass}: mean score {float(result.score.mean()):.6f}")
+        del A, G
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ import torch
 import egal
 
 # (B, K, h, w, C, H, W): B = 1, h = w = 1, K = 1, H and W not multiples of the block size; for the channel
-# tiles, samples that do not start 16 bytes apart (K * h * w odd), a last tile part full, 16 and 8 channels a tile
-# (and, for the vector projection, masks 223 and 97 columns wide, whose rows are not four columns apart)
+# tiles, samples that do not start 16 bytes apart (K * h * w odd), a last tile part full, 16 and 8 channels a tile;
+# for the cell blocks, maps of 1,881 and 600 cells (the last block part full); and, for the vector projection,
+# masks 223 and 97 columns wide, whose rows are not four columns apart
 SHAPES = [(1, 1, 1, 1, 2, 1, 1), (1, 1, 7, 7, 2, 224, 224), (3, 1024, 7, 7, 3, 225, 223),
           (2, 5, 1, 1, 4, 17, 300), (2, 32, 57, 33, 2, 259, 97), (1, 3, 300, 2, 2, 5, 601),
           (3, 33, 7, 7, 2, 224, 224), (2, 100, 10, 10, 3, 80, 80), (2, 19, 15, 15, 3, 60, 60)]
-# The CUDA backend's passes: (ROI pass, map pass); channel tiles take projected ROIs only.
+# The CUDA backend's passes: (ROI pass, map pass); channel tiles and cell blocks take projected ROIs only.
 PASSES = [("projection", "channel-warps"), ("per-pixel", "channel-warps"), ("projection", "channel-tiles"),
-          ("vector-projection", "channel-tiles")]
+          ("vector-projection", "cell-blocks")]
 
 
 def main():

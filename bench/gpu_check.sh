@@ -92,12 +92,13 @@ wanted bench && step bench-cuda 150 python3 -m pytest bench/bench_cuda.py --benc
   --benchmark-json="$OUT/bench_cuda.json"
 wanted bench && [ -s "$OUT/bench_cuda.json" ] && python3 bench/report_scorer.py --from-json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.md" 2>> "$LOG"
 
-# Nsight Compute on the benchmark's headline case, each ROI pass's kernels once (into log.txt): throughput
-# against the card's peaks, occupancy and what the warps wait on. --clock-control none leaves the card's clocks
-# as they are.
+# Nsight Compute on the benchmark's headline case, each pass's kernels once, and on its largest map with channel
+# warps and cell blocks (into log.txt): throughput against the card's peaks, occupancy and what the warps wait on.
+# --clock-control none leaves the card's clocks as they are.
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if wanted profile && [ -n "$NCU" ] && [ "$REHEARSAL" != 1 ]; then
-  step profile 90 "$NCU" --clock-control none --kernel-name regex:"score_kernel|project_|channel_split" --section SpeedOfLight \
+  KERNELS="score_kernel|project_|channel_split|channel_means|cell_map"
+  step profile 90 "$NCU" --clock-control none --kernel-name regex:"$KERNELS" --section SpeedOfLight \
     --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats --section WarpStateStats \
     python3 bench/cuda_profile_case.py
 elif wanted profile; then

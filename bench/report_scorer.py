@@ -20,7 +20,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # The CUDA backend's other passes that bench_cuda.py times beside "fused", and their columns' names.
 ALTERNATIVES = {"fused-per-pixel": "per-pixel", "fused-channel-tiles": "channel-tiles",
-                "fused-vector-projection": "vector-projection", "fused-candidates": "both new passes"}
+                "fused-cell-blocks": "cell-blocks", "fused-vector-projection": "vector-projection",
+                "fused-candidates": "all new passes"}
 
 
 def run(json_path, k_expr, isa, one_core):

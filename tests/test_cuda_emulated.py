@@ -1,6 +1,6 @@
-"""The CUDA backend's kernels on the CPU: cpp/src/*.cu compiled as C++ against tests/cuda_emulation/cuda_runtime.h
-(one OS thread per CUDA thread, barriers for __syncthreads and warp shuffles) and run against the CPU backend by
-tests/cuda_emulation/score_against_cpu.cpp, with every pass of the backend.
+"""The CUDA backend's kernels on the CPU: cpp/src/*.cu (and the *.cuh they include) compiled as C++ against
+tests/cuda_emulation/cuda_runtime.h (one OS thread per CUDA thread, barriers for __syncthreads and warp shuffles) and
+run against the CPU backend by tests/cuda_emulation/score_against_cpu.cpp, with every pass of the backend.
 
 This checks the kernels' logic where no GPU is: their index arithmetic, tiles, reductions and barriers, values read
 before they are written (memory starts as NaN), and vector loads that are not aligned (UBSan). It cannot see the
@@ -51,6 +51,9 @@ def emulated(tmp_path_factory):
         unit = build / f"{cu.stem}_emulated.cpp"
         unit.write_text(as_cpp(cu.read_text()))
         units.append(unit)
+    # Their headers too, beside them, where the translated sources' #include "..." finds them first.
+    for cuh in sorted(SOURCES.glob("*.cuh")):
+        (build / cuh.name).write_text(as_cpp(cuh.read_text()))
     units += [p for p in sorted(SOURCES.glob("*.cpp")) if p.name != "cuda_unavailable.cpp"]
     units.append(EMULATION / "score_against_cpu.cpp")
     # The emulation's cuda_runtime.h comes first, so that the kernels include it, not the toolkit's.

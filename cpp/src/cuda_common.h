@@ -36,6 +36,50 @@ __device__ V block_sum(V v, V* scratch) {
   return total;
 }
 
+// Minimum over a block of kWarps warps; every thread gets the result. scratch: [kWarps] in shared memory.
+template <int kWarps>
+__device__ float block_min(float v, float* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fminf(v, __shfl_down_sync(0xffffffffu, v, offset));
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float m = scratch[0];
+  for (int i = 1; i < kWarps; ++i) m = fminf(m, scratch[i]);
+  return m;
+}
+
+// Whether a [B, K, h, w] tensor's (h, w) planes are stored row after row: then cell p is at offset p, and the
+// 64-bit division below (tens of instructions per element) is not needed.
+__device__ __forceinline__ bool plane_is_contiguous(const int64_t* stride, int64_t w) {
+  return stride[3] == 1 && stride[2] == w;
+}
+
+// Offset of map cell p = y * w + x within its channel's plane.
+__device__ __forceinline__ int64_t plane_offset(int64_t p, int64_t w, const int64_t* stride, bool contiguous) {
+  return contiguous ? p : (p / w) * stride[2] + (p % w) * stride[3];
+}
+
+// Step 2 for one channel: the mean of its h * w gradients (`stride`: the tensor's), summed by the calling warp
+// and returned to every lane. Finite gradients whose float32 sum overflows are summed again in float64, by the
+// whole warp, as channel_mean.h does on the CPU.
+template <class T>
+__device__ __forceinline__ float warp_channel_mean(const T* channel, int64_t hw, int64_t w, const int64_t* stride,
+                                                   bool contiguous) {
+  const int lane = threadIdx.x % 32;
+  float acc = 0.0f;
+  // Unrolled so that a large map's channel (50,176 cells at 224 x 224) has its loads in flight.
+#pragma unroll 8
+  for (int64_t p = lane; p < hw; p += 32) acc += to_float(channel[plane_offset(p, w, stride, contiguous)]);
+  float mean = __shfl_sync(0xffffffffu, warp_sum(acc), 0) / static_cast<float>(hw);
+  if (!isfinite(mean)) {
+    double wide = 0.0;
+    for (int64_t p = lane; p < hw; p += 32) wide += to_float(channel[plane_offset(p, w, stride, contiguous)]);
+    mean = static_cast<float>(__shfl_sync(0xffffffffu, warp_sum(wide), 0) / static_cast<double>(hw));
+  }
+  return mean;
+}
+
 // One sample's boxes [N, 4] (`box_stride` and `coordinate_stride` apart) as the pixel ranges of those that
 // hold a pixel (math::box_pixels), written to ranges [count, 4] (x_first, x_last, y_first, y_last); returns count.
 __device__ inline int box_ranges(const float* boxes, int64_t box_stride, int64_t coordinate_stride, int64_t N,

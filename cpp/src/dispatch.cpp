@@ -1,6 +1,6 @@
 // One entry point per operation; the inputs' device picks the backend.
 #include <atomic>
-#include <iterator>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,10 +22,23 @@ const char* dtype_name(DType dtype) {
 
 namespace {
 
-// The CUDA ROI pass: an index into kCudaRoiPasses.
+// The CUDA passes: an index into each list, the default first.
 constexpr const char* kCudaRoiPasses[] = {"projection", "per-pixel", "vector-projection"};
+constexpr const char* kCudaMapPasses[] = {"channel-warps", "channel-tiles", "cell-blocks"};
 std::atomic<int> cuda_roi_pass_index{0};
-std::atomic<bool> cuda_map_channel_tiles{false};
+std::atomic<int> cuda_map_pass_index{0};
+
+// Sets `index` to the position of `name` in `passes`; an error that lists them otherwise.
+template <size_t kCount>
+void choose_pass(const char* const (&passes)[kCount], const std::string& name, const char* what,
+                 std::atomic<int>* index) {
+  std::string known;
+  for (size_t i = 0; i < kCount; ++i) {
+    if (name == passes[i]) return void(*index = static_cast<int>(i));
+    known += std::string(i == 0 ? "" : i + 1 == kCount ? " or " : ", ") + "\"" + passes[i] + "\"";
+  }
+  throw std::invalid_argument(std::string("the CUDA ") + what + " pass is " + known + ", not \"" + name + "\"");
+}
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
@@ -100,24 +113,10 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
 }
 
 const char* cuda_roi_pass() { return kCudaRoiPasses[cuda_roi_pass_index]; }
+void set_cuda_roi_pass(const std::string& name) { choose_pass(kCudaRoiPasses, name, "ROI", &cuda_roi_pass_index); }
 
-void set_cuda_roi_pass(const std::string& name) {
-  constexpr int count = static_cast<int>(std::size(kCudaRoiPasses));
-  std::string known;
-  for (int i = 0; i < count; ++i) {
-    if (name == kCudaRoiPasses[i]) return void(cuda_roi_pass_index = i);
-    known += std::string(i == 0 ? "" : i + 1 == count ? " or " : ", ") + "\"" + kCudaRoiPasses[i] + "\"";
-  }
-  throw std::invalid_argument("the CUDA ROI pass is " + known + ", not \"" + name + "\"");
-}
-
-const char* cuda_map_pass() { return cuda_map_channel_tiles ? "channel-tiles" : "channel-warps"; }
-
-void set_cuda_map_pass(const std::string& name) {
-  require(name == "channel-warps" || name == "channel-tiles",
-          "the CUDA map pass is \"channel-warps\" or \"channel-tiles\", not \"" + name + "\"");
-  cuda_map_channel_tiles = name == "channel-tiles";
-}
+const char* cuda_map_pass() { return kCudaMapPasses[cuda_map_pass_index]; }
+void set_cuda_map_pass(const std::string& name) { choose_pass(kCudaMapPasses, name, "map", &cuda_map_pass_index); }
 
 void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out) {
   const TensorView& roi = in.roi_kind == RoiKind::Boxes ? in.boxes : in.masks;

@@ -6,7 +6,8 @@
 // or four a thread (unless set_cuda_roi_pass chose the per-pixel pass), and scored
 // as a projected ROI.
 // Steps 2-3 of small contiguous maps take channel tiles when set_cuda_map_pass
-// asked for them (channel_tiles_cuda.cuh).
+// asked for them (channel_tiles_cuda.cuh), and those of large maps blocks of
+// cells when it asked for "cell-blocks" (cell_blocks_cuda.cuh).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "backends.h"
+#include "cell_blocks_cuda.cuh"
 #include "channel_tiles_cuda.cuh"
 #include "cuda_common.h"
 #include "interpolation.h"
@@ -58,6 +60,8 @@ struct KernelArgs {
   int64_t splits;          // blocks a sample's channels are shared out to (channel_split_kernel)
   float* split_sums;       // [B * splits, h * w]
   int* split_flags;        // [B * splits]
+  const float* block_range;  // [B * cuda::cell_blocks_of(h * w), 2], with cell blocks
+  const int* block_flags;    // [B * cuda::cell_blocks_of(h * w)]
   float alpha;
   DeviceTables tables;
   float* cam_workspace;  // [B, h * w]
@@ -78,29 +82,10 @@ struct BlockShared {
 
 __device__ __forceinline__ double block_sum(double v, double* scratch) { return cuda::block_sum<kWarps>(v, scratch); }
 
-__device__ float block_min(float v, float* scratch) {
-  for (int offset = 16; offset > 0; offset >>= 1) v = fminf(v, __shfl_down_sync(0xffffffffu, v, offset));
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float m = scratch[0];
-  for (int i = 1; i < kWarps; ++i) m = fminf(m, scratch[i]);
-  return m;
-}
-
-__device__ float block_max(float v, float* scratch) { return -block_min(-v, scratch); }
-
-// Whether a [B, K, h, w] tensor's (h, w) planes are stored row after row: then cell p is at offset p, and the
-// 64-bit division below (tens of instructions per element) is not needed.
-__device__ __forceinline__ bool plane_is_contiguous(const int64_t* stride, int64_t w) {
-  return stride[3] == 1 && stride[2] == w;
-}
-
-// Offset of map cell p = y * w + x within its channel's plane.
-__device__ __forceinline__ int64_t plane_offset(int64_t p, int64_t w, const int64_t* stride, bool contiguous) {
-  return contiguous ? p : (p / w) * stride[2] + (p % w) * stride[3];
-}
+__device__ __forceinline__ float block_min(float v, float* scratch) { return cuda::block_min<kWarps>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return -cuda::block_min<kWarps>(-v, scratch); }
+using cuda::plane_is_contiguous;
+using cuda::plane_offset;
 
 // Step 2: channel weights into shared memory, a warp per channel when they are
 // gradient means; a non-finite weight flags the sample.
@@ -114,18 +99,7 @@ __device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int
     // Unrolled so that a warp has two channels' loads in flight (four spill 20 bytes of registers: ptxas -v).
 #pragma unroll 2
     for (int64_t k = warp; k < K; k += kWarps) {
-      const T* channel = g + k * args.g_stride[1];
-      float acc = 0.0f;
-      // Unrolled so that a large map's channel (50,176 cells at 224 x 224) has its loads in flight.
-#pragma unroll 8
-      for (int64_t p = lane; p < hw; p += 32) acc += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
-      float mean = __shfl_sync(0xffffffffu, cuda::warp_sum(acc), 0) / static_cast<float>(hw);
-      if (!isfinite(mean)) {  // the whole warp: finite gradients whose float32 sum overflowed, again in float64
-        double wide = 0.0;
-        for (int64_t p = lane; p < hw; p += 32)
-          wide += to_float(channel[plane_offset(p, w, args.g_stride, contiguous)]);
-        mean = static_cast<float>(cuda::warp_sum(wide) / static_cast<double>(hw));
-      }
+      const float mean = cuda::warp_channel_mean(g + k * args.g_stride[1], hw, w, args.g_stride, contiguous);
       if (lane == 0) s.channel_weights[k] = mean;
     }
   } else {
@@ -206,12 +180,26 @@ struct DiceSums {
   double intersection = 0.0, upsampled_sum = 0.0, roi_area = 0.0;
 };
 
+// Calls visit(p, y, x) for this thread's cells p = y * w + x of the map (threadIdx.x, then every kThreads-th),
+// stepping the row and column rather than dividing (a 64-bit division is tens of instructions, and a 224 x 224
+// map has 196 cells a thread).
+template <class Visit>
+__device__ __forceinline__ void for_each_cell(int64_t h, int64_t w, Visit visit) {
+  const int64_t step_y = kThreads / w, step_x = kThreads % w;
+  int64_t y = threadIdx.x / w, x = threadIdx.x % w;
+  for (int64_t p = threadIdx.x; p < h * w; p += kThreads) {
+    visit(p, y, x);
+    y += step_y, x += step_x;
+    if (x >= w) x -= w, ++y;
+  }
+}
+
 // SU = sum of U from the operator's column sums, without upsampling.
 __device__ __forceinline__ double upsampled_sum_part(const KernelArgs& args, const NormalisedMap& map) {
-  const int64_t w = args.w, hw = args.h * args.w;
   double sum = 0.0;
-  for (int64_t p = threadIdx.x; p < hw; p += kThreads)
-    sum += static_cast<double>(map(p)) * args.tables.row_sum[p / w] * args.tables.col_sum[p % w];
+  for_each_cell(args.h, args.w, [&](int64_t p, int64_t y, int64_t x) {
+    sum += static_cast<double>(map(p)) * args.tables.row_sum[y] * args.tables.col_sum[x];
+  });
   return sum;
 }
 
@@ -263,14 +251,13 @@ __device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b,
 // Step 6 with a projected ROI: I = <normalised map, R_y^T M R_x> on the h x w grid.
 __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
                                                     const BlockShared& s, DiceSums* sums) {
-  const int64_t w = args.w, hw = args.h * args.w;
   const float* r = args.roi_weights + b * args.r_stride[0];
   bool bad = threadIdx.x == 0 && !math::projection_value_ok(args.roi_area[b * args.area_stride]);
-  for (int64_t p = threadIdx.x; p < hw; p += kThreads) {
-    const float v = r[(p / w) * args.r_stride[1] + (p % w) * args.r_stride[2]];
+  for_each_cell(args.h, args.w, [&](int64_t p, int64_t y, int64_t x) {
+    const float v = r[y * args.r_stride[1] + x * args.r_stride[2]];
     bad = bad || !math::projection_value_ok(v);
     sums->intersection += static_cast<double>(map(p)) * v;
-  }
+  });
   if (bad) atomicOr(s.flags, kStatusBadMask);
 }
 
@@ -312,8 +299,9 @@ __device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, c
 }
 
 // How the scoring kernel gets steps 2-3: a warp per channel, then threads per map cell (ChannelWarps); channel
-// tiles in this block (ChannelTiles); or the sums that channel_split_kernel's blocks left (SplitSums).
-enum class MapSource { ChannelWarps, ChannelTiles, SplitSums };
+// tiles in this block (ChannelTiles); the sums that channel_split_kernel's blocks left (SplitSums); or the map
+// that cell_map_kernel's blocks left in the workspace (CellBlocks).
+enum class MapSource { ChannelWarps, ChannelTiles, SplitSums, CellBlocks };
 
 // The channel-tile sums of one sample's channels [split * kSplitChannels, ...), one block each: a sample of
 // more than kSplitChannels channels is shared out to several blocks, so that a small batch fills the GPU.
@@ -386,6 +374,15 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
     for (int64_t split = threadIdx.x; split < args.splits; split += kThreads)
       atomicOr(s.flags, args.split_flags[b * args.splits + split]);
     cuda::raw_map_cell(sum, cells, cam, s.flags, &local_lo, &local_hi);
+  } else if constexpr (kMap == MapSource::CellBlocks) {
+    cam = args.cam_workspace + b * args.h * args.w;
+    const int64_t blocks = cuda::cell_blocks_of(cells);
+    local_lo = INFINITY, local_hi = -INFINITY;
+    for (int64_t part = threadIdx.x; part < blocks; part += kThreads) {
+      local_lo = fminf(local_lo, args.block_range[2 * (b * blocks + part)]);
+      local_hi = fmaxf(local_hi, args.block_range[2 * (b * blocks + part) + 1]);
+      atomicOr(s.flags, args.block_flags[b * blocks + part]);
+    }
   } else {
     channel_weights_step<T>(args, b, s);
     cam = args.cam_workspace + b * args.h * args.w;
@@ -535,8 +532,11 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   }
 
   const bool projected = args.roi_kind == RoiKind::Projected;
-  const bool tiles = projected && std::strcmp(cuda_map_pass(), "channel-tiles") == 0 && hw <= cuda::kMaxTileMap &&
-                     cuda::block_is_contiguous(A) && (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
+  const bool cell_blocks_pass = std::strcmp(cuda_map_pass(), "cell-blocks") == 0;
+  const bool tiles = projected && (cell_blocks_pass || std::strcmp(cuda_map_pass(), "channel-tiles") == 0) &&
+                     hw <= cuda::kMaxTileMap && cuda::block_is_contiguous(A) &&
+                     (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
+  const bool cell_blocks = projected && cell_blocks_pass && hw > cuda::kMaxTileMap;
   args.splits = tiles ? (K + cuda::kSplitChannels - 1) / cuda::kSplitChannels : 1;
   if (tiles) args.tiles = cuda::tile_layout(static_cast<int>(hw));
   const size_t tile_bytes =
@@ -554,15 +554,52 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   }
   const Free free_splits_on_exit{split_device, stream};
 
+  // With cell blocks: the gradient means [B, K], each block's range [B * blocks, 2] and flags [B * blocks], in a
+  // block of their own; the map goes to the workspace above.
+  cuda::CellBlockArgs cell_args{};
+  unsigned char* cell_device = nullptr;
+  const int64_t cell_block_count = B * cuda::cell_blocks_of(hw);
+  if (cell_blocks) {
+    const size_t means_bytes = in.gradients.present ? aligned(static_cast<size_t>(B * K) * sizeof(float)) : 0;
+    const size_t range_bytes = aligned(static_cast<size_t>(cell_block_count) * 2 * sizeof(float));
+    check(cudaMallocAsync(reinterpret_cast<void**>(&cell_device),
+                          means_bytes + range_bytes + static_cast<size_t>(cell_block_count) * sizeof(int), stream),
+          "cudaMallocAsync");
+    cell_args.activations = args.activations;
+    std::copy(args.a_stride, args.a_stride + 4, cell_args.a_stride);
+    cell_args.gradients = args.gradients;
+    std::copy(args.g_stride, args.g_stride + 4, cell_args.g_stride);
+    cell_args.weights = args.weights;
+    std::copy(args.w_stride, args.w_stride + 2, cell_args.w_stride);
+    cell_args.weights_dtype = args.weights_dtype;
+    cell_args.B = B, cell_args.K = K, cell_args.h = h, cell_args.w = w;
+    cell_args.gradient_means = in.gradients.present ? reinterpret_cast<float*>(cell_device) : nullptr;
+    cell_args.map = args.cam_workspace;
+    cell_args.block_range = reinterpret_cast<float*>(cell_device + means_bytes);
+    cell_args.block_flags = reinterpret_cast<int*>(cell_device + means_bytes + range_bytes);
+    args.block_range = cell_args.block_range;
+    args.block_flags = cell_args.block_flags;
+  }
+  const Free free_cells_on_exit{cell_device, stream};
+
   const std::string what = "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes";
-  auto launch = [&](auto kernel, int64_t blocks, size_t shared_bytes) {
+  auto launch_with = [&](auto kernel, int64_t blocks, size_t shared_bytes, const auto& kernel_args) {
     cuda::allow_shared_memory(kernel, shared_bytes, A.device_id, what);
-    kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(args);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(kernel_args);
     check(cudaGetLastError(), "launching the scoring kernels");
+  };
+  auto launch = [&](auto kernel, int64_t blocks, size_t shared_bytes) {
+    launch_with(kernel, blocks, shared_bytes, args);
   };
   auto launch_for = [&](auto feature) {
     using T = decltype(feature);
-    if (args.splits > 1) {
+    if (cell_blocks) {
+      if (in.gradients.present)
+        launch_with(cuda::channel_means_kernel<T>,
+                    (B * K + cuda::kMeanChannelsPerBlock - 1) / cuda::kMeanChannelsPerBlock, 0, cell_args);
+      launch_with(cuda::cell_map_kernel<T>, cell_block_count, K * sizeof(float), cell_args);
+      launch(score_kernel<float, true, MapSource::CellBlocks>, B, 0);
+    } else if (args.splits > 1) {
       launch(channel_split_kernel<T>, B * args.splits, tile_bytes);
       launch(score_kernel<float, true, MapSource::SplitSums>, B, (hw + kThreads) * sizeof(float));
     } else if (tiles) {

@@ -37,7 +37,7 @@ class _CudaBackend(TypedDict):
     available: bool  # devices > 0
     reason: str | None  # why not available; None when available
     roi_pass: Literal["projection", "per-pixel", "vector-projection"]  # how CUDA reads masks and boxes
-    map_pass: Literal["channel-warps", "channel-tiles"]  # how it computes small maps (cuda_map_pass())
+    map_pass: Literal["channel-warps", "channel-tiles", "cell-blocks"]  # how it computes maps (cuda_map_pass())
 
 class _Backends(TypedDict):
     cpu: _CpuBackend
@@ -113,11 +113,13 @@ def set_cuda_roi_pass(name: Literal["projection", "per-pixel", "vector-projectio
     """For tests and benchmarks: score masks and boxes on CUDA with `name`'s pass from the next call on, in every
     thread. ValueError for another name."""
 
-def cuda_map_pass() -> Literal["channel-warps", "channel-tiles"]:
-    """How the CUDA backend computes the channel weights and raw map of small contiguous maps (at most 256 cells):
-    "channel-warps" (the default: a warp per channel) or "channel-tiles" (the sample streamed through shared memory
-    in tiles of channels; not yet run on a GPU)."""
+def cuda_map_pass() -> Literal["channel-warps", "channel-tiles", "cell-blocks"]:
+    """How the CUDA backend computes the channel weights and raw map: "channel-warps" (the default: one block a
+    sample, a warp per channel), "channel-tiles" (small contiguous maps, at most 256 cells, streamed through shared
+    memory in tiles of channels) or "cell-blocks" (those small maps in channel tiles too, and larger maps shared
+    out to blocks of 256 cells); the last two not yet run on a GPU, and for masks and boxes with the projection
+    ROI passes only."""
 
-def set_cuda_map_pass(name: Literal["channel-warps", "channel-tiles"]) -> None:
-    """For tests and benchmarks: compute small maps on CUDA with `name`'s pass from the next call on, in every
-    thread. ValueError for another name."""
+def set_cuda_map_pass(name: Literal["channel-warps", "channel-tiles", "cell-blocks"]) -> None:
+    """For tests and benchmarks: compute maps on CUDA with `name`'s pass from the next call on, in every thread.
+    ValueError for another name."""

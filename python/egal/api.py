@@ -28,9 +28,9 @@ BACKENDS = ("auto", "cpu", "cuda", "reference")
 _STATUS_BAD_MASK = 2
 # The CUDA backend's passes for every process that imports egal (a run's workers too): EGAL_CUDA_ROI_PASS
 # "per-pixel" checks a result against the pass that "projection", the default, replaced; "vector-projection" and
-# EGAL_CUDA_MAP_PASS "channel-tiles" take the passes that have not yet run on a GPU (docs/scoring.md). Read once,
-# at import; a value a setter does not know is a warning, not an import that fails (it means nothing to a CPU-only
-# install).
+# EGAL_CUDA_MAP_PASS "channel-tiles" or "cell-blocks" take the passes that have not yet run on a GPU
+# (docs/scoring.md). Read once, at import; a value a setter does not know is a warning, not an import that fails
+# (it means nothing to a CPU-only install).
 CUDA_PASS_VARIABLES = {"EGAL_CUDA_ROI_PASS": _core.set_cuda_roi_pass, "EGAL_CUDA_MAP_PASS": _core.set_cuda_map_pass}
 for _variable, _set_pass in CUDA_PASS_VARIABLES.items():
     if os.environ.get(_variable):

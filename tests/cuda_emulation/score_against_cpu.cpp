@@ -259,11 +259,22 @@ int main() {
       {2, 600, 9, 9, 3, 36, 36, DType::BFloat16, "uint8", true},  // 256 + 256 + 88, 81 cells
       {2, 513, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "nan-gradient"},
       {2, 513, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "overflow"},
+      // Maps of more than 256 cells: blocks of cells under "cell-blocks"
+      {2, 1, 19, 19, 2, 38, 38, DType::Float32, "uint8", true},  // 361 cells, one channel
+      {2, 3, 30, 30, 3, 60, 60, DType::Float16, "uint8", false},
+      {1, 10, 33, 31, 3, 66, 62, DType::BFloat16, "soft", true},  // 1,023 cells: the last block part full
+      {2, 12, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, true},
+      {3, 5, 23, 23, 3, 92, 92, DType::Float32, "boxes", true},
+      {2, 6, 16, 17, 3, 48, 51, DType::Float32, "projected", true},
+      {2, 9, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, false, "nan-gradient"},
+      {2, 9, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, false, "inf-activation"},
+      {2, 9, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, false, "overflow"},
+      {1, 4, 96, 96, 2, 96, 96, DType::Float32, "uint8", true},  // the map as large as the mask
   };
   const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
                                                         {"per-pixel", "channel-warps"},
                                                         {"projection", "channel-tiles"},
-                                                        {"vector-projection", "channel-tiles"}};
+                                                        {"vector-projection", "cell-blocks"}};
   for (const auto& [roi_pass, map_pass] : passes) {
     egal::set_cuda_roi_pass(roi_pass);
     egal::set_cuda_map_pass(map_pass);

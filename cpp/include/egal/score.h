@@ -75,12 +75,14 @@ void set_cpu_isa(const std::string& name);
 const char* cuda_roi_pass();
 void set_cuda_roi_pass(const std::string& name);
 
-// How the CUDA backend computes the channel weights and the raw map (steps 2-3) of maps of at most 256 cells
-// whose [K, h, w] block per sample is contiguous: "channel-warps" (the default) gives each channel a warp, then
-// each map cell a group of threads; "channel-tiles" streams the sample through shared memory in tiles of
-// channels, with 16-byte loads, and with the projection ROI passes only (masks and boxes under "per-pixel" take
-// channel warps). "channel-tiles" has not yet run on a GPU: until it has, it is opt-in, for the GPU tests and
-// benchmarks. Throws std::invalid_argument for another name.
+// How the CUDA backend computes the channel weights and the raw map (steps 2-3): "channel-warps" (the default)
+// gives a sample one block, each channel a warp, then each map cell a group of threads; "channel-tiles" streams
+// a map of at most 256 cells whose [K, h, w] block per sample is contiguous through shared memory in tiles of
+// channels, with 16-byte loads (other maps take channel warps); "cell-blocks" does the same for those small maps
+// and shares a larger map out to blocks of 256 cells, after a warp a channel for the gradient means. The last two
+// take the projection ROI passes only (masks and boxes under "per-pixel" take channel warps), and have not yet
+// run on a GPU: until they have, they are opt-in, for the GPU tests and benchmarks. Throws
+// std::invalid_argument for another name.
 const char* cuda_map_pass();
 void set_cuda_map_pass(const std::string& name);
 

@@ -41,6 +41,6 @@ def run(args) -> int:
     if cuda["compiled"] and cuda["roi_pass"] != "projection":  # a diagnostic setting someone may have left on
         print(f"           masks and boxes take the {cuda['roi_pass']} pass on CUDA (EGAL_CUDA_ROI_PASS)")
     if cuda["compiled"] and cuda["map_pass"] != "channel-warps":
-        print(f"           small maps take the {cuda['map_pass']} pass on CUDA (EGAL_CUDA_MAP_PASS)")
+        print(f"           maps take the {cuda['map_pass']} pass on CUDA (EGAL_CUDA_MAP_PASS)")
     print(f"reference  {'available (PyTorch)' if ref['available'] else 'unavailable: ' + ref['reason']}")
     return 0
