@@ -6,7 +6,7 @@ channel_split_kernel (K = 1024: four blocks a sample), then score_kernel finishi
 benchmark's largest map, 32 x 224 x 224 at B = 256, with channel warps and with cell blocks (channel_means_kernel,
 cell_map_kernel, then score_kernel reading the map).
 
-    ncu --clock-control none --kernel-name regex:"score_kernel|project_|channel_split|channel_means|cell_map" \
+    ncu --clock-control none --kernel-name regex:"score_kernel|project_|channel_split|channel_means|cell_map" \\
         --section SpeedOfLight --section Occupancy --section WarpStateStats python bench/cuda_profile_case.py
 """
 import torch

@@ -1,5 +1,6 @@
-// Helpers of the CUDA backend's kernels (score_cuda.cu, roi_projection_cuda.cu): error checks, block
-// reductions, boxes as pixel ranges and the shared-memory opt-in. Internal to the backends.
+// Helpers of the CUDA backend's kernels (score_cuda.cu, roi_projection_cuda.cu, the channel tiles and cell blocks):
+// error checks, block reductions, map planes' layout and a warp's channel mean, boxes as pixel ranges and the
+// shared-memory opt-in. Internal to the backends.
 #pragma once
 #include <cuda_runtime.h>
 

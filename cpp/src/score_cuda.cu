@@ -180,26 +180,32 @@ struct DiceSums {
   double intersection = 0.0, upsampled_sum = 0.0, roi_area = 0.0;
 };
 
-// Calls visit(p, y, x) for this thread's cells p = y * w + x of the map (threadIdx.x, then every kThreads-th),
-// stepping the row and column rather than dividing (a 64-bit division is tens of instructions, and a 224 x 224
-// map has 196 cells a thread).
-template <class Visit>
-__device__ __forceinline__ void for_each_cell(int64_t h, int64_t w, Visit visit) {
-  const int64_t step_y = kThreads / w, step_x = kThreads % w;
-  int64_t y = threadIdx.x / w, x = threadIdx.x % w;
-  for (int64_t p = threadIdx.x; p < h * w; p += kThreads) {
-    visit(p, y, x);
-    y += step_y, x += step_x;
+// This thread's cells p = y * w + x of the map (threadIdx.x, then every kThreads-th), stepping the row and
+// column rather than dividing (a 64-bit division is tens of instructions, and a 224 x 224 map has 196 cells a
+// thread).
+struct CellCursor {
+  int64_t p, y, x;
+  int64_t w, step_y, step_x;
+
+  __device__ __forceinline__ explicit CellCursor(int64_t width)
+      : p(threadIdx.x),
+        y(threadIdx.x / width),
+        x(threadIdx.x % width),
+        w(width),
+        step_y(kThreads / width),
+        step_x(kThreads % width) {}
+
+  __device__ __forceinline__ void next() {
+    p += kThreads, y += step_y, x += step_x;
     if (x >= w) x -= w, ++y;
   }
-}
+};
 
 // SU = sum of U from the operator's column sums, without upsampling.
 __device__ __forceinline__ double upsampled_sum_part(const KernelArgs& args, const NormalisedMap& map) {
   double sum = 0.0;
-  for_each_cell(args.h, args.w, [&](int64_t p, int64_t y, int64_t x) {
-    sum += static_cast<double>(map(p)) * args.tables.row_sum[y] * args.tables.col_sum[x];
-  });
+  for (CellCursor c(args.w); c.p < args.h * args.w; c.next())
+    sum += static_cast<double>(map(c.p)) * args.tables.row_sum[c.y] * args.tables.col_sum[c.x];
   return sum;
 }
 
@@ -253,11 +259,11 @@ __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int6
                                                     const BlockShared& s, DiceSums* sums) {
   const float* r = args.roi_weights + b * args.r_stride[0];
   bool bad = threadIdx.x == 0 && !math::projection_value_ok(args.roi_area[b * args.area_stride]);
-  for_each_cell(args.h, args.w, [&](int64_t p, int64_t y, int64_t x) {
-    const float v = r[y * args.r_stride[1] + x * args.r_stride[2]];
+  for (CellCursor c(args.w); c.p < args.h * args.w; c.next()) {
+    const float v = r[c.y * args.r_stride[1] + c.x * args.r_stride[2]];
     bad = bad || !math::projection_value_ok(v);
-    sums->intersection += static_cast<double>(map(p)) * v;
-  });
+    sums->intersection += static_cast<double>(map(c.p)) * v;
+  }
   if (bad) atomicOr(s.flags, kStatusBadMask);
 }
 
@@ -329,7 +335,7 @@ __global__ void __launch_bounds__(kThreads) channel_split_kernel(KernelArgs args
   if (threadIdx.x == 0) args.split_flags[blockIdx.x] = flags;
 }
 
-// One block per sample. kMap: where steps 2-3 come from (channel tiles and split sums take projected ROIs only).
+// One block per sample. kMap: where steps 2-3 come from (all but channel warps take projected ROIs only).
 template <class T, bool kProjectedRoi, MapSource kMap>
 __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   extern __shared__ float shared[];

@@ -1,15 +1,17 @@
 // Stand-in for <cuda_runtime.h> that runs the CUDA backend's kernels on the CPU, for tests/test_cuda_emulated.py:
-// one block at a time, each CUDA thread an OS thread; __syncthreads is a barrier over the block, a warp shuffle a
-// barrier over its warp. Device memory and dynamic shared memory start as all-ones bytes (NaN as floats), so a
-// value read before it is written shows in the result. It checks the kernels' logic (index arithmetic, tiles,
-// reductions, the order of barriers: a shuffle or barrier that not every thread reaches hangs here as it would on
-// a GPU); the test builds the kernels with -fsanitize=alignment, which catches a vector load that is not aligned
-// (x86 itself would not fault), and -fsanitize=thread on a build of one's own finds races between barriers. What
-// it cannot show: static __shared__ variables start at zero here and keep their values from block to block,
-// blocks never run side by side, and nothing of the hardware's speed, resources or memory model. Only what the
-// kernels use is here; tests/test_cuda_emulated.py rewrites the two pieces of CUDA syntax C++ cannot take
-// (launches and extern __shared__).
+// one block at a time in a shuffled order (a GPU promises none, so a kernel that needs one shows, and so may a
+// block that writes over another's outputs), each CUDA thread an OS thread; __syncthreads is a barrier over the
+// block, a warp shuffle a barrier over its warp. Device memory and dynamic shared memory start as all-ones bytes
+// (NaN as floats), so a value read before it is written shows in the result. It checks the kernels' logic (index
+// arithmetic, tiles, reductions, the order of barriers: a shuffle or barrier that not every thread reaches hangs
+// here as it would on a GPU); the test builds the kernels with -fsanitize=alignment, which catches a vector load
+// that is not aligned (x86 itself would not fault), and -fsanitize=thread on a build of one's own finds races
+// between barriers. What it cannot show: static __shared__ variables start at zero here and keep their values
+// from block to block, blocks never run side by side, and nothing of the hardware's speed, resources or memory
+// model. Only what the kernels use is here; tests/test_cuda_emulated.py rewrites the two pieces of CUDA syntax
+// C++ cannot take (launches and extern __shared__).
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -18,6 +20,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -80,8 +84,10 @@ struct Launch {
   void operator()(Args... args) const {
     if (threads.y != 1 || threads.z != 1 || grid.y != 1 || grid.z != 1 || threads.x % 32) std::abort();
     blockDim = threads, gridDim = grid;
-    ++launches;
-    for (unsigned b = 0; b < grid.x; ++b) {
+    std::vector<unsigned> order(grid.x);
+    std::iota(order.begin(), order.end(), 0u);
+    std::shuffle(order.begin(), order.end(), std::mt19937(static_cast<unsigned>(++launches)));
+    for (const unsigned b : order) {
       Block one(threads.x, shared_bytes);
       block = &one;
       std::vector<std::thread> pool;

@@ -76,6 +76,9 @@ struct Case {
   std::string poison = "";  // "nan-gradient" (sample 1), "inf-activation" (sample 0), "overflow" (sample 0's
                             // channel 1: finite gradients whose float32 sum overflows, a finite mean)
   std::string mask_layout = "";  // "transposed" (stored [B, W, H]), "offset" (one element past an aligned start)
+  DType weights_dtype = DType::Float32;  // given weights' dtype
+  std::string weights_layout = "";  // "transposed" (stored [K, B]), "gap" (every other element, one element in)
+  bool gradients_channels_last = false;  // the gradients alone stored [B, h, w, K]
 };
 
 struct Outputs {
@@ -125,6 +128,30 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     a.swap(a_last), g.swap(g_last);
     stride = {hw * c.K, 1, c.w * c.K, c.K};
   }
+  std::vector<int64_t> gradient_stride = stride;
+  if (c.gradients_channels_last) {
+    std::vector<float> g_last(n);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t k = 0; k < c.K; ++k)
+        for (int64_t p = 0; p < hw; ++p) g_last[(b * hw + p) * c.K + k] = g[(b * c.K + k) * hw + p];
+    g.swap(g_last);
+    gradient_stride = {hw * c.K, 1, c.w * c.K, c.K};
+  }
+  std::vector<int64_t> weights_stride;
+  if (c.weights_layout == "transposed") {
+    std::vector<float> stored(weights.size());
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t k = 0; k < c.K; ++k) stored[k * c.B + b] = weights[b * c.K + k];
+    weights.swap(stored);
+    weights_stride = {1, c.B};
+  }
+  if (c.weights_layout == "gap") {  // [B, 2K + 1] with a weight in every other element from the second
+    std::vector<float> stored(c.B * (2 * c.K + 1), 12345.0f);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t k = 0; k < c.K; ++k) stored[b * (2 * c.K + 1) + 2 * k + 1] = weights[b * c.K + k];
+    weights.swap(stored);
+    weights_stride = {2 * c.K + 1, 2};
+  }
   const DType mask_dtype = c.roi == "uint8" || c.roi == "projected" ? DType::UInt8
                            : c.roi == "bool"                        ? DType::Bool
                            : c.roi == "float16"                     ? DType::Float16
@@ -139,7 +166,7 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     mask_stride = {c.H * c.W, 1, c.H};
   }
   if (c.mask_layout == "offset") masks.insert(masks.begin(), 0.0f);
-  const Array A = stored_as(a, c.features), G = stored_as(g, c.features), Wt = stored_as(weights, DType::Float32),
+  const Array A = stored_as(a, c.features), G = stored_as(g, c.features), Wt = stored_as(weights, c.weights_dtype),
               Z = stored_as(logits, DType::Float32), M = stored_as(masks, mask_dtype),
               X = stored_as(boxes, DType::Float32);
   // A projected ROI [B, h, w] and its areas [B]; stored [B, w, h] with mask_layout "transposed".
@@ -166,10 +193,13 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     const Device device = side ? Device::CUDA : Device::CPU;
     egal::ScoreInputs in;
     in.activations = view_of(A, device, {c.B, c.K, c.h, c.w}, stride);
-    if (c.gradients)
-      in.gradients = view_of(G, device, {c.B, c.K, c.h, c.w}, stride);
-    else
-      in.weights = view_of(Wt, device, {c.B, c.K});
+    if (c.gradients) {
+      in.gradients = view_of(G, device, {c.B, c.K, c.h, c.w}, gradient_stride);
+    } else {
+      in.weights = view_of(Wt, device, {c.B, c.K}, weights_stride);
+      if (c.weights_layout == "gap")
+        in.weights.data = static_cast<const unsigned char*>(in.weights.data) + (Wt.bytes.size() - 64) / weights.size();
+    }
     in.logits = view_of(Z, device, {c.B, c.C});
     in.roi_height = c.H, in.roi_width = c.W;
     if (c.roi == "boxes") {
@@ -209,11 +239,14 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
         ok = false;
       }
     }
+  const std::string inputs = c.gradients ? (c.gradients_channels_last ? "gradients channels last" : "gradients")
+                                         : std::string(egal::dtype_name(c.weights_dtype)) + " weights" +
+                                               (c.weights_layout.empty() ? "" : " " + c.weights_layout);
   std::printf("%s %-36s B=%lld K=%lld %lldx%lld -> %lldx%lld %s features, %s%s%s, %s%s%s%s: largest difference %.2g\n",
               ok ? "ok  " : "FAIL", passes.c_str(), static_cast<long long>(c.B), static_cast<long long>(c.K),
               static_cast<long long>(c.h), static_cast<long long>(c.w), static_cast<long long>(c.H),
               static_cast<long long>(c.W), egal::dtype_name(c.features), c.roi.c_str(),
-              c.mask_layout.empty() ? "" : " ", c.mask_layout.c_str(), c.gradients ? "gradients" : "weights",
+              c.mask_layout.empty() ? "" : " ", c.mask_layout.c_str(), inputs.c_str(),
               c.channels_last ? ", channels last" : "", c.poison.empty() ? "" : ", ", c.poison.c_str(), largest);
   failures += !ok;
 }
@@ -270,6 +303,15 @@ int main() {
       {2, 9, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, false, "inf-activation"},
       {2, 9, 20, 20, 3, 40, 40, DType::Float32, "uint8", true, false, "overflow"},
       {1, 4, 96, 96, 2, 96, 96, DType::Float32, "uint8", true},  // the map as large as the mask
+      {1, 1, 1, 300, 2, 3, 600, DType::Float32, "uint8", true},  // rows wider than a block
+      {1, 1, 300, 1, 2, 600, 3, DType::Float32, "uint8", true},  // one column
+      {2, 5, 16, 32, 3, 48, 64, DType::Float32, "uint8", true},  // 512 cells: two whole blocks
+      {2, 4, 24, 32, 3, 48, 64, DType::BFloat16, "uint8", false, false, "", "", DType::Float16},
+      {2, 7, 20, 20, 3, 40, 40, DType::Float32, "uint8", false, false, "", "", DType::Float32, "transposed"},
+      {3, 7, 20, 20, 3, 40, 40, DType::Float16, "uint8", false, false, "", "", DType::BFloat16, "gap"},
+      {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", false, false, "", "", DType::Float16, "gap"},
+      {2, 6, 18, 21, 3, 36, 42, DType::Float32, "uint8", true, false, "", "", DType::Float32, "", true},
+      {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "", "", DType::Float32, "", true},
   };
   const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
                                                         {"per-pixel", "channel-warps"},
