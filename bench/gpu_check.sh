@@ -7,7 +7,8 @@
 #
 # Rehearse here, on the CPU (every GPU part skips and says so; the build is skipped unless asked for):
 #   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-check bash bench/gpu_check.sh
-# On the device machine (nothing needs carrying; timeout_s 600):
+# On the device machine (timeout_s 600; carry [".ortgpu/part-1"] after `bash scripts/ort_gpu_parts.sh split`
+# here, for onnxruntime's CUDA provider, else nothing):
 #   bash bench/gpu_check.sh
 #
 # Everything stays inside a deadline (EGAL_GPU_DEADLINE seconds, default 480): each step gets at most what is
@@ -16,7 +17,7 @@
 # summary.md (one line per step: exit status and seconds), bench_cuda.json / bench_cuda.md (the benchmark)
 # and score_cuda.json (the end-to-end check).
 #
-# EGAL_GPU_STEPS picks steps (default: "build tests sanitizer bench profile score"; "cpu" adds issue 11's CPU scorer
+# EGAL_GPU_STEPS picks steps (default: "ort build tests sanitizer bench profile score"; "cpu" adds issue 11's CPU scorer
 # benchmark on this machine's CPU, into bench_cpu.json, and "isa" the CPU kernels' tests in every instruction set
 # this CPU has, AVX-512 among them where it has it; build runs only where egal's CUDA backend is not installed yet,
 # or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
@@ -31,9 +32,9 @@ mkdir -p "$OUT" "$WORK"
 LOG="$OUT/log.txt"
 SUMMARY="$OUT/summary.md"
 export PYTHONUNBUFFERED=1
-STEPS=" ${EGAL_GPU_STEPS:-build tests sanitizer bench profile score} "
+STEPS=" ${EGAL_GPU_STEPS:-ort build tests sanitizer bench profile score} "
 for s in $STEPS; do
-  case "$s" in build|tests|sanitizer|bench|profile|score|cpu|isa) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (build tests sanitizer bench profile score cpu isa, space-separated)" >&2; exit 2 ;; esac
+  case "$s" in ort|build|tests|sanitizer|bench|profile|score|cpu|isa) ;; *) echo "EGAL_GPU_STEPS: unknown step '$s' (ort build tests sanitizer bench profile score cpu isa, space-separated)" >&2; exit 2 ;; esac
 done
 wanted() { [[ "$STEPS" == *" $1 "* ]]; }
 [ "${EGAL_GPU_APPEND:-0}" = 1 ] || { : > "$LOG"; : > "$SUMMARY"; }
@@ -56,6 +57,17 @@ step() {  # step NAME LIMIT_SECONDS COMMAND...: runs COMMAND into the log, withi
   return $rc
 }
 
+# onnxruntime-gpu, where scripts/ort_gpu_parts.sh's parts came along (.ortgpu/part-*): unpacked into
+# /tmp/ort-site and put first on PYTHONPATH only once its CUDA provider has run a small graph, so that the
+# tests and the end-to-end check below run .onnx models on the GPU; else the image's onnxruntime (CPU) stays.
+if ! wanted ort; then
+  :
+elif ! ls -d .ortgpu/part-* > /dev/null 2>&1; then
+  echo "- ort-gpu: no parts carried (.ortgpu/part-*), so onnxruntime has no CUDA provider here" >> "$SUMMARY"
+elif step ort-gpu 90 bash scripts/ort_gpu_parts.sh install; then
+  export PYTHONPATH=${ORT_SITE:-/tmp/ort-site}${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 SANITIZER=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 {
   echo "==== versions ($(date +%T))"
@@ -77,6 +89,9 @@ fi
 step backends 60 python3 -c "import egal; print(egal.__file__, egal.backends())"
 
 wanted tests && step cuda-tests 150 python3 -m pytest -q -rs -p no:cacheprovider tests/test_scorer_cuda.py tests/test_scorer_errors.py
+# The models' own GPU tests: Grad-CAM inputs extracted on the GPU, and onnxruntime's CUDA provider keeping its
+# outputs there (skipped, with the reason, where onnxruntime has no CUDA provider).
+wanted tests && step model-cuda-tests 90 python3 -m pytest -q -rs -p no:cacheprovider -m cuda tests/test_gradcam.py tests/test_onnx.py
 
 if ! wanted sanitizer; then
   :
@@ -124,7 +139,7 @@ if [ "$REHEARSAL" = 1 ]; then
 else
   SCORE_ARGS=(--device cuda --profile)
 fi
-wanted score && step score-end-to-end 210 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
+wanted score && step score-end-to-end 240 python3 bench/gpu_score_check.py --work "$WORK" --json "$OUT/score_cuda.json" "${SCORE_ARGS[@]}"
 
 echo "- done at $(date +%T), $(( $(date +%s) - DEADLINE + ${EGAL_GPU_DEADLINE:-480} )) s in all" >> "$SUMMARY"
 cat "$SUMMARY"

@@ -12,7 +12,9 @@
 2. Speed of the paper's model: DenseNet-121 (random initialisation, prototypical head) at 224 x 224 grey, rows/s
    of `egal score` end to end (decoding, model, fused scorer, shards, ranking) per batch size on pools of N and
    4N rows (and the steady rate from the difference of their times: 3N rows over the extra seconds), of egal's
-   Grad-CAM inputs + fused scorer on batches already on the device, and of the forward pass alone.
+   Grad-CAM inputs + fused scorer on batches already on the device, and of the forward pass alone. Then the
+   same pools with `--runtime onnxruntime` (the model exported to ONNX, onnxruntime's CUDA provider), and the
+   runtime `auto` picks there, with its reason.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import egal
 from egal.demo_data import make_synthetic_pool
 from egal.gradcam import score_images
 from egal.gradcam.extract import full_float32
-from egal.models import build_model, save_model
+from egal.models import build_model, load_model, save_model
 from egal.onnx import export_onnx
 from egal.pipeline.options import default_workers
 from egal.pipeline.runtime import PARITY_ATOL
@@ -56,8 +58,13 @@ def main() -> int:
         results["gpu"] = torch.cuda.get_device_name(0)
     results["parity"] = parity(work, args.device, args.rows)
     _dump(results, args.json)
-    results["densenet121"] = densenet_speed(work, args.device, args.densenet_rows,
-                                            [int(b) for b in args.batch_sizes.split(",")], args.profile)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    pt, pool, large = densenet_inputs(work, args.densenet_rows)
+    results["densenet121"] = densenet_speed(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes,
+                                            args.profile, save=lambda: _dump(results, args.json))
+    _dump(results, args.json)
+    results["densenet121_onnx"] = densenet_onnx(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes,
+                                                save=lambda: _dump(results, args.json))
     _dump(results, args.json)
     print(json.dumps(results, indent=1, default=str))
     return 0
@@ -130,28 +137,37 @@ def _iobinding(pool: str, onnx: str) -> dict:
 
 # -- 2. the paper's model: rows per second ---------------------------------------------------------------------
 
-def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], profile: bool = False) -> dict:
+def densenet_inputs(work: Path, rows: int) -> tuple[str, str, str]:
+    """The model (.pt) and two pools of N and 4N rows: the difference of their times is the steady rate,
+    without the fixed costs (decoder start, first batch) that dominate a small pool on a GPU."""
     pool = str(make_synthetic_pool(work / "densenet", n=rows, image_size=224))
     torch.manual_seed(0)
     model = build_model("densenet121", "prototypical", CLASSES, input_size=(224, 224), in_channels=1)
     model.fit_prototypes(torch.rand(6, 1, 224, 224), torch.tensor([0, 1, 2, 0, 1, 2]))  # so that the head runs
     pt = str(work / "densenet121.pt")
     save_model(model.eval(), pt)
-    # Two pools, N and 4N rows: the difference of their times is the steady rate, without the fixed costs
-    # (decoder start, first batch) that dominate a small pool on a GPU.
-    large = _repeated_pool(pool, 4, work / "densenet-large.parquet")
-    out = {"pool_rows": [rows, 4 * rows], "egal_score_seconds": {}, "egal_score_rows_per_second": {},
-           "egal_score_steady_rows_per_second": {}, "in_memory_rows_per_second": {},
+    return pt, pool, _repeated_pool(pool, 4, work / "densenet-large.parquet")
+
+
+def _pool_rates(out: dict, b: int, rows: int, small_run, large_run) -> None:
+    """Seconds and rows/s of a batch size's two runs, and the steady rate: 3N rows over the extra seconds."""
+    out.setdefault("egal_score_seconds", {})[b] = [round(small_run.seconds, 2), round(large_run.seconds, 2)]
+    out.setdefault("egal_score_rows_per_second", {})[b] = [round(small_run.rows_per_second, 1),
+                                                           round(large_run.rows_per_second, 1)]
+    out.setdefault("egal_score_steady_rows_per_second", {})[b] = round(
+        3 * rows / max(large_run.seconds - small_run.seconds, 1e-9), 1)
+
+
+def densenet_speed(pt: str, pool: str, large: str, work: Path, device: str, rows: int, batch_sizes: list[int],
+                   profile: bool = False, save=lambda: None) -> dict:
+    out = {"pool_rows": [rows, 4 * rows], "runtime": "torch", "in_memory_rows_per_second": {},
            "forward_only_rows_per_second": {}}
     for b in batch_sizes:
         small_run = _score(pool, pt, work / f"densenet-{b}.parquet", device=device, runtime="torch", batch_size=b)
         large_run = _score(large, pt, work / f"densenet-large-{b}.parquet", device=device, runtime="torch",
                            batch_size=b)
-        out["egal_score_seconds"][b] = [round(small_run.seconds, 2), round(large_run.seconds, 2)]
-        out["egal_score_rows_per_second"][b] = [round(small_run.rows_per_second, 1),
-                                                round(large_run.rows_per_second, 1)]
-        out["egal_score_steady_rows_per_second"][b] = round(
-            3 * rows / max(large_run.seconds - small_run.seconds, 1e-9), 1)
+        _pool_rates(out, b, rows, small_run, large_run)
+        save()
     # The pool's decoding alone, as `egal score` runs it (its default decoder processes, their start
     # included): whether the decoders are what bounds the end-to-end figure.
     out["decoders"] = default_workers()
@@ -164,7 +180,7 @@ def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], p
         profiler.runcall(_score, pool, pt, work / "densenet-profile.parquet", device=device, runtime="torch",
                          batch_size=batch_sizes[-1])
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
-    model = model.to(device).eval()
+    model = load_model(pt, map_location=device)
     for b in batch_sizes:
         images = torch.rand(b, 1, 224, 224, device=device)
         masks = torch.zeros(b, 224, 224, dtype=torch.uint8, device=device)
@@ -176,6 +192,34 @@ def densenet_speed(work: Path, device: str, rows: int, batch_sizes: list[int], p
                     lambda: model(images), b, device)  # noqa: B023
         out["in_memory_rows_per_second"][b] = _rate(lambda: score_images(model, images, masks),  # noqa: B023
                                                     b, device)
+        save()
+    return out
+
+
+def densenet_onnx(pt: str, pool: str, large: str, work: Path, device: str, rows: int, batch_sizes: list[int],
+                  save=lambda: None) -> dict:
+    """The same model through onnxruntime (`--runtime onnxruntime`: exported once, checked against PyTorch on
+    the first batch, cached beside the model; the first run pays that), per batch size as densenet_speed, and
+    what `auto` picks on this device and why. Where onnxruntime cannot run on the device, the reason."""
+    from egal.pipeline.model_runner import NO_CUDA_PROVIDER, onnxruntime_lacks_cuda
+
+    out = {"pool_rows": [rows, 4 * rows], "runtime": "onnxruntime"}
+    try:
+        if device == "cuda" and onnxruntime_lacks_cuda():
+            return {"error": NO_CUDA_PROVIDER}
+        for b in batch_sizes:
+            small_run = _score(pool, pt, work / f"densenet-onnx-{b}.parquet", device=device, runtime="onnxruntime",
+                               batch_size=b)
+            large_run = _score(large, pt, work / f"densenet-onnx-large-{b}.parquet", device=device,
+                               runtime="onnxruntime", batch_size=b)
+            out.setdefault("notes", {})[b] = small_run.runtime_note
+            _pool_rates(out, b, rows, small_run, large_run)
+            save()
+        auto = _score(pool, pt, work / "densenet-auto.parquet", device=device, runtime="auto",
+                      batch_size=batch_sizes[-1])
+        out["auto"] = {"batch_size": batch_sizes[-1], "runtime": auto.runtime, "note": auto.runtime_note}
+    except Exception as exc:  # recorded beside what was measured: the PyTorch figures above stand without it
+        out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issues 17 and 11 in one call of the device machine (under its 10-minute limit), for a session whose 15 minutes
 # of GPU time must hold it, a machine start and a rerun:
-#   1. bench/gpu_check.sh on a quiet GPU: the sm_90 build, the CUDA tests (every pass of the backend, the three
-#      that have not yet run on a GPU among them), the benchmark (every pass side by side), Nsight Compute on its
-#      headline case and its largest map, and `egal score --device cuda` end to end (EGAL_GPU_CHECK_SECONDS,
-#      default 330; EGAL_GPU_CHECK_STEPS, default "build tests bench profile score");
+#   1. bench/gpu_check.sh on a quiet GPU: onnxruntime-gpu where its parts came along, the sm_90 build, the CUDA
+#      tests (every pass of the backend, the three that have not yet run on a GPU among them, and the models'
+#      GPU tests), the benchmark (every pass side by side), Nsight Compute on its headline case and its largest
+#      map, and `egal score --device cuda` end to end, .pt and .onnx (EGAL_GPU_CHECK_SECONDS, default 360;
+#      EGAL_GPU_CHECK_STEPS, default "ort build tests bench profile score");
 #   2. then, with the time left (EGAL_GPU_TOTAL, default 560 s, counted from the start), the compute-sanitizer
 #      runs over every pass, and beside them, on two other cores, issue 11 on this machine's CPU (another model
 #      than the development machine's): the CPU kernels' tests in every instruction set it has (AVX-512 where it
@@ -12,8 +13,9 @@
 #      are ratios of two implementations in one run, and share the memory bus with the sanitizer (say so).
 # The protocol run of issue 18 (scripts/gpu_protocol.sh) is done; run it on its own to repeat it.
 #
-# On the device machine (nothing needs carrying; timeout_s 598):
-#   bash scripts/gpu_session.sh
+# Here first: bash scripts/ort_gpu_parts.sh split (onnxruntime-gpu cut to sm_90, about 59 MB: it prints what
+# each call carries; one part where the working tree leaves room). On the device machine (timeout_s 598):
+#   bash scripts/gpu_session.sh            with carry [".ortgpu/part-1"] (without it, no onnxruntime CUDA run)
 # Rehearse here, on the CPU (the GPU parts skip and say so):
 #   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-session bash scripts/gpu_session.sh
 #
@@ -25,7 +27,7 @@ START=$(date +%s)
 OUT=${OUT:-/tmp/egal-gpu-session}
 mkdir -p "$OUT/check" "$OUT/cpu"
 
-EGAL_GPU_DEADLINE=${EGAL_GPU_CHECK_SECONDS:-330} EGAL_GPU_STEPS=${EGAL_GPU_CHECK_STEPS:-"build tests bench profile score"} \
+EGAL_GPU_DEADLINE=${EGAL_GPU_CHECK_SECONDS:-360} EGAL_GPU_STEPS=${EGAL_GPU_CHECK_STEPS:-"ort build tests bench profile score"} \
   OUT="$OUT/check" bash bench/gpu_check.sh > /dev/null
 left=$(( ${EGAL_GPU_TOTAL:-560} - ($(date +%s) - START) ))  # leaves the 30 s of timeout's kill and the packing
 echo "check done after $(( $(date +%s) - START )) s; the sanitizer and the CPU get $left s"
