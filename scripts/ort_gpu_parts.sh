@@ -8,7 +8,9 @@
 #
 #   here:    bash scripts/ort_gpu_parts.sh split
 #            -> .ortgpu/part-1 [... part-N] (git-ignored): the archive's pieces and its SHA256SUMS; it prints
-#               what each call carries. ORT_GPU_SLIM=0 packs the whole wheel instead (six parts).
+#               what each call carries. The archive stays in .ortgpu/cache, so splitting again (after the tree
+#               grew, or with ORT_PART_BYTES=N should a call be refused as too large) takes a second.
+#               ORT_GPU_SLIM=0 packs the whole wheel instead (six parts).
 #   device:  calls 1 .. N-1 (where N > 1), call i with carry [".ortgpu/part-i"] and command "ls .ortgpu";
 #            the last call with carry [".ortgpu/part-N"] runs scripts/gpu_session.sh, whose check installs it
 #            (bash scripts/ort_gpu_parts.sh install: joins the parts, checks the SHA-256, unpacks into
@@ -28,42 +30,57 @@ tree_bytes() {  # what a device call sends besides its carried paths: tracked an
   git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
 }
 
+pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its path on stdout
+  local wheel archive
+  if [ "${ORT_GPU_SLIM:-1}" = 1 ]; then
+    archive="$DIR/cache/onnxruntime-gpu-$VERSION-sm90.tar.xz"
+  else
+    archive="$DIR/cache/onnxruntime_gpu-$VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
+  fi
+  if [ ! -s "$archive" ]; then
+    rm -rf "$DIR/download" && mkdir -p "$DIR/download" "$DIR/cache"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version $PYVER --implementation cp \
+      --platform manylinux_2_28_x86_64 -d "$DIR/download" "onnxruntime-gpu==$VERSION" >&2
+    wheel=$(ls "$DIR"/download/onnxruntime_gpu-*.whl)
+    if [ "${ORT_GPU_SLIM:-1}" = 1 ]; then
+      python3 -m pip install -q --no-deps --no-compile --target "$DIR/stage" --python-version $PYVER \
+        --only-binary=:all: --platform manylinux_2_28_x86_64 "$wheel" >&2
+      python3 scripts/ort_gpu_slim.py slim "$DIR/stage" >&2
+      echo "packing (xz -9e, a few minutes)" >&2
+      tar -C "$DIR/stage" -cf - . | xz -T1 --x86 --lzma2=preset=9e,dict=64MiB > "$archive.partial"
+      mv "$archive.partial" "$archive"
+    else
+      mv "$wheel" "$archive"
+    fi
+    rm -rf "$DIR/download" "$DIR/stage"
+  fi
+  echo "$archive"
+}
+
 split_archive() {
   grep -qx "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >> .git/info/exclude
-  rm -rf "$DIR" && mkdir -p "$DIR/download"
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version $PYVER --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 -d "$DIR/download" "onnxruntime-gpu==$VERSION"
-  local wheel archive
-  wheel=$(ls "$DIR"/download/onnxruntime_gpu-*.whl)
-  if [ "${ORT_GPU_SLIM:-1}" = 1 ]; then
-    archive="$DIR/download/onnxruntime-gpu-$VERSION-sm90.tar.xz"
-    python3 -m pip install -q --no-deps --no-compile --target "$DIR/stage" --python-version $PYVER \
-      --only-binary=:all: --platform manylinux_2_28_x86_64 "$wheel"
-    python3 scripts/ort_gpu_slim.py slim "$DIR/stage"
-    echo "packing (xz -9e, a few minutes)"
-    tar -C "$DIR/stage" -cf - . | xz -T1 --x86 --lzma2=preset=9e,dict=64MiB > "$archive"
-    rm -rf "$DIR/stage" "$wheel"
-  else
-    archive=$wheel
-  fi
-  (cd "$DIR/download" && sha256sum "$(basename "$archive")" > SHA256SUMS)
-  local part_bytes=$(( CALL_LIMIT - $(tree_bytes) - 512 * 1024 ))  # 512 KiB for the tree to grow by
-  split -b "$part_bytes" -d -a 2 "$archive" "$DIR/download/piece-"
+  local archive
+  archive=$(pack)
+  rm -rf "$DIR"/part-* "$DIR/pieces" && mkdir -p "$DIR/pieces"
+  # ORT_PART_BYTES: smaller parts, should a call that carries one be refused as over 64 MiB
+  local part_bytes=${ORT_PART_BYTES:-$(( CALL_LIMIT - $(tree_bytes) - 512 * 1024 ))}  # 512 KiB to grow by
+  (cd "$DIR/cache" && sha256sum "$(basename "$archive")" > ../pieces/SHA256SUMS)
+  split -b "$part_bytes" -d -a 2 "$archive" "$DIR/pieces/piece-"
   local i=0
-  for piece in "$DIR"/download/piece-*; do
+  for piece in "$DIR"/pieces/piece-*; do
     i=$((i + 1))
     mkdir -p "$DIR/part-$i"
     mv "$piece" "$DIR/part-$i/"
-    cp "$DIR/download/SHA256SUMS" "$DIR/part-$i/"
+    cp "$DIR/pieces/SHA256SUMS" "$DIR/part-$i/"
   done
+  rm -rf "$DIR/pieces"
   echo "$(basename "$archive"): $(stat -c %s "$archive") bytes in $i part(s) of at most $part_bytes bytes" \
-    "(64 MiB less the working tree's $(tree_bytes) bytes and a 512 KiB margin)"
-  rm -f "$archive"
+    "(the working tree that travels with each is $(tree_bytes) bytes; a call carries 64 MiB in all)"
   if [ "$i" = 1 ]; then
     echo "device: one call, carry [\"$DIR/part-1\"], command \"bash scripts/gpu_session.sh\""
   else
-    echo "device: calls 1-$((i - 1)) carry $DIR/part-1 ... part-$((i - 1)) (command \"ls $DIR\"), back to back;" \
-      "the last carries $DIR/part-$i and runs bash scripts/gpu_session.sh"
+    echo "device: $i calls back to back to one warm machine: call k < $i carries [\"$DIR/part-k\"] with command" \
+      "\"ls $DIR\"; call $i carries [\"$DIR/part-$i\"] and runs \"bash scripts/gpu_session.sh\""
   fi
 }
 
