@@ -60,12 +60,13 @@ def main() -> int:
     _dump(results, args.json)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     pt, pool, large = densenet_inputs(work, args.densenet_rows)
-    results["densenet121"] = densenet_speed(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes,
-                                            args.profile, save=lambda: _dump(results, args.json))
-    _dump(results, args.json)
-    results["densenet121_onnx"] = densenet_onnx(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes,
-                                                save=lambda: _dump(results, args.json))
-    _dump(results, args.json)
+    save = lambda: _dump(results, args.json)  # noqa: E731  (the figures so far, a batch size at a time)
+    densenet_speed(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes, args.profile,
+                   out=results.setdefault("densenet121", {}), save=save)
+    save()
+    densenet_onnx(pt, pool, large, work, args.device, args.densenet_rows, batch_sizes,
+                  out=results.setdefault("densenet121_onnx", {}), save=save)
+    save()
     print(json.dumps(results, indent=1, default=str))
     return 0
 
@@ -159,9 +160,11 @@ def _pool_rates(out: dict, b: int, rows: int, small_run, large_run) -> None:
 
 
 def densenet_speed(pt: str, pool: str, large: str, work: Path, device: str, rows: int, batch_sizes: list[int],
-                   profile: bool = False, save=lambda: None) -> dict:
-    out = {"pool_rows": [rows, 4 * rows], "runtime": "torch", "in_memory_rows_per_second": {},
-           "forward_only_rows_per_second": {}}
+                   profile: bool = False, out: dict | None = None, save=lambda: None) -> dict:
+    """PyTorch's figures, into `out` as they come (save() after each batch size)."""
+    out = {} if out is None else out
+    out.update({"pool_rows": [rows, 4 * rows], "runtime": "torch", "in_memory_rows_per_second": {},
+                "forward_only_rows_per_second": {}})
     for b in batch_sizes:
         small_run = _score(pool, pt, work / f"densenet-{b}.parquet", device=device, runtime="torch", batch_size=b)
         large_run = _score(large, pt, work / f"densenet-large-{b}.parquet", device=device, runtime="torch",
@@ -197,16 +200,19 @@ def densenet_speed(pt: str, pool: str, large: str, work: Path, device: str, rows
 
 
 def densenet_onnx(pt: str, pool: str, large: str, work: Path, device: str, rows: int, batch_sizes: list[int],
-                  save=lambda: None) -> dict:
+                  out: dict | None = None, save=lambda: None) -> dict:
     """The same model through onnxruntime (`--runtime onnxruntime`: exported once, checked against PyTorch on
     the first batch, cached beside the model; the first run pays that), per batch size as densenet_speed, and
-    what `auto` picks on this device and why. Where onnxruntime cannot run on the device, the reason."""
+    what `auto` picks on this device and why; into `out` as they come. Where onnxruntime cannot run on the
+    device, the reason."""
     from egal.pipeline.model_runner import NO_CUDA_PROVIDER, onnxruntime_lacks_cuda
 
-    out = {"pool_rows": [rows, 4 * rows], "runtime": "onnxruntime"}
+    out = {} if out is None else out
+    out.update({"pool_rows": [rows, 4 * rows], "runtime": "onnxruntime"})
     try:
         if device == "cuda" and onnxruntime_lacks_cuda():
-            return {"error": NO_CUDA_PROVIDER}
+            out["error"] = NO_CUDA_PROVIDER
+            return out
         for b in batch_sizes:
             small_run = _score(pool, pt, work / f"densenet-onnx-{b}.parquet", device=device, runtime="onnxruntime",
                                batch_size=b)
