@@ -19,6 +19,7 @@
 #            (split, install into a temporary folder and, with a Python of the wheel's version at
 #            ORT_CHECK_PYTHON or python3.12, the same graph on the CPU provider of the packed onnxruntime)
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(pack) stops the script too
 cd "$(dirname "$0")/.."
 VERSION=${ORT_GPU_VERSION:-1.31.1}
 PYVER=3.12  # the device image's Python
@@ -32,13 +33,13 @@ tree_bytes() {  # what a device call sends besides its carried paths: tracked an
 
 pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its path on stdout
   local wheel archive
-  if [ "${ORT_GPU_SLIM:-1}" = 1 ]; then
-    archive="$DIR/cache/onnxruntime-gpu-$VERSION-sm90.tar.xz"
+  if [ "${ORT_GPU_SLIM:-1}" = 1 ]; then  # named by the slimming script's content: a changed script packs anew
+    archive="$DIR/cache/onnxruntime-gpu-$VERSION-sm90-$(sha256sum scripts/ort_gpu_slim.py | cut -c1-8).tar.xz"
   else
     archive="$DIR/cache/onnxruntime_gpu-$VERSION-cp312-cp312-manylinux_2_28_x86_64.whl"
   fi
   if [ ! -s "$archive" ]; then
-    rm -rf "$DIR/download" && mkdir -p "$DIR/download" "$DIR/cache"
+    rm -rf "$DIR/download" "$DIR/stage" && mkdir -p "$DIR/download" "$DIR/cache"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version $PYVER --implementation cp \
       --platform manylinux_2_28_x86_64 -d "$DIR/download" "onnxruntime-gpu==$VERSION" >&2
     wheel=$(ls "$DIR"/download/onnxruntime_gpu-*.whl)
@@ -48,6 +49,7 @@ pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its 
       python3 scripts/ort_gpu_slim.py slim "$DIR/stage" >&2
       echo "packing (xz -9e, a few minutes)" >&2
       tar -C "$DIR/stage" -cf - . | xz -T1 --x86 --lzma2=preset=9e,dict=64MiB > "$archive.partial"
+      xz -t "$archive.partial"
       mv "$archive.partial" "$archive"
     else
       mv "$wheel" "$archive"
@@ -58,20 +60,24 @@ pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its 
 }
 
 split_archive() {
-  grep -qx "/$DIR/" .git/info/exclude 2>/dev/null || echo "/$DIR/" >> .git/info/exclude
+  local exclude
+  exclude=$(git rev-parse --git-path info/exclude)
+  grep -qx "/$DIR/" "$exclude" 2>/dev/null || echo "/$DIR/" >> "$exclude"
   local archive
   archive=$(pack)
-  rm -rf "$DIR"/part-* "$DIR/pieces" && mkdir -p "$DIR/pieces"
+  rm -rf "$DIR"/part-* "$DIR/pieces" "$DIR/joined" && mkdir -p "$DIR/pieces"
   # ORT_PART_BYTES: smaller parts, should a call that carries one be refused as over 64 MiB
   local part_bytes=${ORT_PART_BYTES:-$(( CALL_LIMIT - $(tree_bytes) - 512 * 1024 ))}  # 512 KiB to grow by
   (cd "$DIR/cache" && sha256sum "$(basename "$archive")" > ../pieces/SHA256SUMS)
   split -b "$part_bytes" -d -a 2 "$archive" "$DIR/pieces/piece-"
-  local i=0
+  local i=0 count
+  count=$(ls "$DIR"/pieces/piece-* | wc -l)
+  echo "$count $part_bytes" > "$DIR/pieces/PARTS"  # the join takes part-1 ... part-$count of this split alone
   for piece in "$DIR"/pieces/piece-*; do
     i=$((i + 1))
     mkdir -p "$DIR/part-$i"
     mv "$piece" "$DIR/part-$i/"
-    cp "$DIR/pieces/SHA256SUMS" "$DIR/part-$i/"
+    cp "$DIR/pieces/SHA256SUMS" "$DIR/pieces/PARTS" "$DIR/part-$i/"
   done
   rm -rf "$DIR/pieces"
   echo "$(basename "$archive"): $(stat -c %s "$archive") bytes in $i part(s) of at most $part_bytes bytes" \
@@ -84,21 +90,39 @@ split_archive() {
   fi
 }
 
+complete() {  # complete PART_DIR: every part of PART_DIR's split is here (another split's may lie beside)
+  local k
+  [ -f "$1/PARTS" ] && [ -f "$1/SHA256SUMS" ] || return 1
+  for k in $(seq 1 "$(awk '{print $1}' "$1/PARTS")"); do
+    cmp -s "$DIR/part-$k/SHA256SUMS" "$1/SHA256SUMS" && cmp -s "$DIR/part-$k/PARTS" "$1/PARTS" || return 1
+  done
+}
+
 join_and_unpack() {  # join_and_unpack [pip's cross-install flags]: the parts into $TARGET
-  local sums name count
-  sums=$(ls "$DIR"/part-*/SHA256SUMS 2>/dev/null | head -1) || true
-  [ -n "$sums" ] || { echo "no parts in $DIR: carry .ortgpu/part-1 ... in the calls before this one" >&2; exit 2; }
-  name=$(awk '{print $2}' "$sums")
-  count=$(ls -d "$DIR"/part-* | wc -l)
-  mkdir -p "$DIR/joined"
-  cat $(ls "$DIR"/part-*/piece-* | sort -t- -k2 -n) > "$DIR/joined/$name"
-  (cd "$DIR/joined" && sha256sum --check --quiet "../$(dirname "${sums#"$DIR"/}")/SHA256SUMS") || {
-    echo "the joined archive's SHA-256 differs from the one split ($count parts here): a part is missing or broken" >&2
+  local dir found= name count k
+  for dir in $(ls -d "$DIR"/part-* 2>/dev/null | sort -t- -k2 -nr); do
+    complete "$dir" && { found=$dir; break; }
+  done
+  [ -n "$found" ] || {
+    echo "no complete set of parts in $DIR ($(ls "$DIR" 2>/dev/null | tr '\n' ' ')): each call carries one," \
+      "back to back to one warm machine, .ortgpu/part-1 first" >&2
+    exit 2
+  }
+  name=$(awk '{print $2}' "$found/SHA256SUMS")
+  count=$(awk '{print $1}' "$found/PARTS")
+  rm -rf "$DIR/joined" && mkdir -p "$DIR/joined"
+  : > "$DIR/joined/$name"
+  for k in $(seq 1 "$count"); do
+    cat "$DIR/part-$k"/piece-* >> "$DIR/joined/$name"
+  done
+  (cd "$DIR/joined" && sha256sum --check --quiet "../${found#"$DIR"/}/SHA256SUMS") || {
+    echo "the joined archive's SHA-256 differs from the one split ($count parts): a part is broken" >&2
     exit 2
   }
   rm -rf "$TARGET" && mkdir -p "$TARGET"
-  case "$name" in
-    *.tar.xz) tar -C "$TARGET" -xJf "$DIR/joined/$name" ;;
+  case "$name" in  # Python's tarfile, not tar -J: the device image may have no xz program
+    *.tar.xz) python3 -c "import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter='tar')" \
+                "$DIR/joined/$name" "$TARGET" ;;
     *.whl) python3 -m pip install -q --no-deps --no-compile --no-cache-dir --upgrade --target "$TARGET" "$@" "$DIR/joined/$name" ;;
   esac
   rm -rf "$DIR/joined"

@@ -16,11 +16,13 @@ it is the CUDA provider's device code: one cubin per kernel file for each of sm_
   quantization and tools subpackages (model-conversion utilities).
 
 A kernel file with no entry for the kept architecture (sm_120-only kernels) had nothing an H100 could
-run before either; such files are counted, not failed. Anything else that does not parse as a fatbin
-stops the script before a byte is written. `check` imports the onnxruntime in SITE (a Python of the
-wheel's version) and runs a convolution, a matrix product and a softmax on the CPU provider, or the CUDA
-provider with --cuda (PyTorch imported first, as egal does, so that its CUDA and cuDNN libraries serve);
-on the device machine this shows the slimmed provider works before the session relies on it.
+run before either; such files are counted, not failed, unless they hold PTX the driver could compile for
+it. That, or anything that does not parse as a fatbin, stops the script before a byte is written.
+
+`check` imports the onnxruntime in SITE (a Python of the wheel's version) and runs a convolution, a matrix
+product and a softmax on the CPU provider, or on the CUDA provider in full float32 with --cuda (PyTorch
+imported first, as egal does, so that its CUDA and cuDNN libraries serve): on the device machine this
+shows that the slimmed provider works before the session relies on it.
 scripts/ort_gpu_parts.sh calls both; this is not part of egal.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 FATBIN_MAGIC = 0xBA55ED50
 FATBIN_HEADER = struct.Struct("<IHHQ")  # magic, version, header size, size of the entries that follow
 ENTRY_SIZES = struct.Struct("<HHII")  # kind, version, header size, payload size (padded)
+PTX = 1  # an entry's kind: 1 PTX (which the driver can compile for a newer GPU), 2 ELF (one GPU generation)
 ENTRY_ARCH_OFFSET = 28  # the entry's sm version, a uint32 inside its header
 PROVIDER = "onnxruntime/capi/libonnxruntime_providers_cuda.so"
 UNUSED = ("onnxruntime/capi/libonnxruntime.so.*", "onnxruntime/capi/libonnxruntime_providers_tensorrt.so",
@@ -76,7 +79,7 @@ def elf_section(image, name: str) -> tuple[int, int]:
 
 
 def fatbin_entries(image, offset: int, size: int):
-    """Yields (fatbin index, payload offset, payload size, sm) for every entry of the fatbins in a section.
+    """Yields (fatbin index, kind, payload offset, payload size, sm) for every entry of a section's fatbins.
 
     Fatbins follow each other, 8-byte aligned with zeros between; each one's entries must end exactly
     where its header says, else the layout is not the one this script knows."""
@@ -96,27 +99,32 @@ def fatbin_entries(image, offset: int, size: int):
         if last > end:
             raise NotAFatbin(f"fatbin {index} runs past the section's end")
         while entry < last:
-            _, _, entry_header, payload = ENTRY_SIZES.unpack_from(image, entry)
+            kind, _, entry_header, payload = ENTRY_SIZES.unpack_from(image, entry)
             if entry_header < ENTRY_ARCH_OFFSET + 4 or entry + entry_header + payload > last:
                 raise NotAFatbin(f"fatbin {index}: an entry's sizes do not fit its fatbin")
             sm, = struct.unpack_from("<I", image, entry + ENTRY_ARCH_OFFSET)
-            yield index, entry + entry_header, payload, sm
+            yield index, kind, entry + entry_header, payload, sm
             entry += entry_header + payload
         pos, index = last, index + 1
 
 
 def zero_other_architectures(image, keep_sm: int) -> SlimReport:
     """Overwrites every fatbin entry's payload not built for keep_sm with zeros, in place (image: a
-    writable buffer holding the whole ELF file). Parses everything first: a layout it does not know, or
-    no code for keep_sm at all, raises NotAFatbin with the image untouched."""
+    writable buffer holding the whole ELF file). Parses everything first: a layout it does not know, no
+    code for keep_sm at all, or PTX that a GPU of keep_sm would compile where its own code is missing,
+    raises NotAFatbin with the image untouched."""
     offset, size = elf_section(image, ".nv_fatbin")
     entries = list(fatbin_entries(image, offset, size))
     report = SlimReport(fatbins=len({index for index, *_ in entries}))
-    has_kept = {index for index, _, _, sm in entries if sm == keep_sm}
+    has_kept = {index for index, _, _, _, sm in entries if sm == keep_sm}
     if not has_kept:
         raise NotAFatbin(f"no sm_{keep_sm} code at all")
+    for index, kind, _, _, sm in entries:
+        if index not in has_kept and kind == PTX and sm <= keep_sm:
+            raise NotAFatbin(f"fatbin {index} has no sm_{keep_sm} code but compute_{sm} PTX, "
+                             f"which a GPU of sm_{keep_sm} would compile and run")
     report.without_kept_arch = report.fatbins - len(has_kept)
-    for _, start, length, sm in entries:
+    for _, _, start, length, sm in entries:
         if sm == keep_sm:
             report.kept[sm] += length
         else:
@@ -173,7 +181,10 @@ def check(site: Path, cuda: bool) -> float:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # onnx >= 1.23 writes IR 14 by default, which onnxruntime 1.31 refuses
     provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
-    session = ort.InferenceSession(model.SerializeToString(), providers=[provider])
+    # In full float32 (no TF32), as egal runs the CUDA provider: TF32's 10-bit mantissa could take this
+    # graph near the bound without anything being wrong.
+    options = {"use_tf32": "0"} if cuda else {}
+    session = ort.InferenceSession(model.SerializeToString(), providers=[(provider, options)])
     if session.get_providers()[0] != provider:
         raise RuntimeError(f"onnxruntime {ort.__version__} did not start {provider}: {session.get_providers()}")
     y = session.run(None, {"x": x})[0]

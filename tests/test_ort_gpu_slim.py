@@ -20,16 +20,17 @@ sys.modules.setdefault("ort_gpu_slim", slim_module)  # its dataclass looks its m
 spec.loader.exec_module(slim_module)
 
 
-def entry(sm: int, payload: bytes) -> bytes:
-    header = bytearray(64)
-    struct.pack_into("<HHII", header, 0, 2, 0x101, 64, len(payload))
+def entry(sm: int, payload: bytes, kind: int = 2, header_size: int = 64) -> bytes:
+    """An entry: ELF (kind 2) or PTX (1); sm_100 and newer ELF entries have 112-byte headers."""
+    header = bytearray(header_size)
+    struct.pack_into("<HHII", header, 0, kind, 0x101, header_size, len(payload))
     struct.pack_into("<I", header, 28, sm)
     return bytes(header) + payload
 
 
-def fatbin(*entries: bytes) -> bytes:
+def fatbin(*entries: bytes, header_size: int = 16) -> bytes:
     body = b"".join(entries)
-    return struct.pack("<IHHQ", slim_module.FATBIN_MAGIC, 1, 16, len(body)) + body
+    return struct.pack("<IHHQ", slim_module.FATBIN_MAGIC, 1, header_size, len(body)) + bytes(header_size - 16) + body
 
 
 def elf_with(sections: dict[str, bytes]) -> bytes:
@@ -64,11 +65,13 @@ def payload(tag: int, size: int) -> bytes:
 
 def provider_image() -> tuple[bytearray, dict[int, bytes]]:
     kept = {0: payload(0x90, 40), 1: payload(0x91, 24)}
-    section = (fatbin(entry(80, payload(0x80, 32)), entry(90, kept[0]), entry(120, payload(0x12, 16)))
+    section = (fatbin(entry(80, payload(0x80, 32)), entry(90, kept[0]), entry(120, payload(0x12, 16), header_size=112))
                + bytes(8)  # alignment between fatbins
-               + fatbin(entry(90, kept[1]))
+               + fatbin(entry(90, kept[1]), header_size=24)
                + fatbin(entry(120, payload(0x13, 8))))  # Blackwell only: nothing an H100 runs
-    image = bytearray(elf_with({".text": b"\xc3" * 24, ".nv_fatbin": section, ".data": b"data"}))
+    decoy = fatbin(entry(80, payload(0x81, 16)))  # a section whose name only begins like the fatbins'
+    image = bytearray(elf_with({".nv_fatbin.decoy": decoy, ".text": b"\xc3" * 24, ".nv_fatbin": section,
+                                ".data": b"data"}))
     return image, kept
 
 
@@ -81,12 +84,12 @@ def test_other_architectures_are_zeroed_and_the_kept_code_and_every_header_stay(
     assert len(image) == len(before)
     for tag in (0x80, 0x12, 0x13):  # every byte of another generation's code is gone
         assert bytes([tag]) * 8 not in image
-    for code in kept.values():
+    for code in (*kept.values(), payload(0x81, 16)):  # the kept code, and the decoy section untouched
         assert code in image
     changed = [i for i in range(len(image)) if image[i] != before[i]]
     assert len(changed) == 32 + 24  # the zeroed payloads, not a header or another section
     offset, size = slim_module.elf_section(image, ".nv_fatbin")
-    walked = [(sm, length) for _, _, length, sm in slim_module.fatbin_entries(image, offset, size)]
+    walked = [(sm, length) for _, _, _, length, sm in slim_module.fatbin_entries(image, offset, size)]
     assert walked == [(80, 32), (90, 40), (120, 16), (90, 24), (120, 8)]
 
 
@@ -94,6 +97,9 @@ def test_other_architectures_are_zeroed_and_the_kept_code_and_every_header_stay(
     (lambda section: section[:20] + b"\x01" * 8 + section[28:], "an entry's sizes do not fit"),
     (lambda section: section + b"\x07" * 16, "no fatbin header"),
     (lambda section: section + b"\x07" * 4, "stray bytes"),
+    (lambda section: section[:8] + struct.pack("<Q", len(section)) + section[16:], "runs past the section's end"),
+    (lambda section: section[:20] + struct.pack("<I", 16) + section[24:], "an entry's sizes do not fit"),
+    (lambda section: section + fatbin(entry(80, payload(0x82, 8), kind=1)), "compute_80 PTX"),
 ])
 def test_a_layout_it_does_not_know_is_refused_before_a_byte_is_written(damage, message):
     section = fatbin(entry(80, payload(0x80, 32)), entry(90, payload(0x90, 8)))
@@ -127,7 +133,14 @@ def test_slim_drops_what_python_never_loads_and_keeps_the_rest(tmp_path):
         "_pybind_state.py", "libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so",
         "onnxruntime_pybind11_state.so"]
     assert not (tmp_path / "onnxruntime" / "transformers").exists()
-    with pytest.raises(slim_module.NotAFatbin, match="no sm_75 code"):
-        slim_module.slim(tmp_path, keep_sm=75)
+    for site in (tmp_path, fresh := tmp_path / "fresh"):  # a refusal leaves every file as it was
+        if site is fresh:
+            (fresh / "onnxruntime" / "capi").mkdir(parents=True)
+            (fresh / "onnxruntime" / "capi" / "libonnxruntime_providers_cuda.so").write_bytes(provider_image()[0])
+            (fresh / "onnxruntime" / "capi" / "libonnxruntime.so.1.31.1").write_bytes(b"x")
+        before = {p: p.read_bytes() for p in site.rglob("*") if p.is_file()}
+        with pytest.raises(slim_module.NotAFatbin, match="no sm_75 code"):
+            slim_module.slim(site, keep_sm=75)
+        assert {p: p.read_bytes() for p in site.rglob("*") if p.is_file()} == before
     with pytest.raises(FileNotFoundError, match="no CUDA provider"):
         slim_module.slim(tmp_path / "elsewhere", keep_sm=90)
