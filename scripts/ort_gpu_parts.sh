@@ -50,6 +50,7 @@ pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its 
       echo "packing (xz -9e, a few minutes)" >&2
       tar -C "$DIR/stage" -cf - . | xz -T1 --x86 --lzma2=preset=9e,dict=64MiB > "$archive.partial"
       xz -t "$archive.partial"
+      rm -f "$DIR"/cache/onnxruntime-gpu-*-sm90-*.tar.xz  # packed by an earlier script or version
       mv "$archive.partial" "$archive"
     else
       mv "$wheel" "$archive"
