@@ -10,7 +10,7 @@
 #            -> .ortgpu/part-1 [... part-N] (git-ignored): the archive's pieces and its SHA256SUMS; it prints
 #               what each call carries. The archive stays in .ortgpu/cache, so splitting again (after the tree
 #               grew, or with ORT_PART_BYTES=N should a call be refused as too large) takes a second.
-#               ORT_GPU_SLIM=0 packs the whole wheel instead (six parts).
+#               ORT_GPU_SLIM=0 packs the whole wheel instead (five parts).
 #   device:  calls 1 .. N-1 (where N > 1), call i with carry [".ortgpu/part-i"] and command "ls .ortgpu";
 #            the last call with carry [".ortgpu/part-N"] runs scripts/gpu_session.sh, whose check installs it
 #            (bash scripts/ort_gpu_parts.sh install: joins the parts, checks the SHA-256, unpacks into
@@ -28,7 +28,8 @@ TARGET=${ORT_SITE:-/tmp/ort-site}
 CALL_LIMIT=$((64 * 1024 * 1024))
 
 tree_bytes() {  # what a device call sends besides its carried paths: tracked and untracked-not-ignored files
-  git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'
+  git ls-files -z --cached --others --exclude-standard | { xargs -0 stat -c %s 2> /dev/null || true; } \
+    | awk '{s += $1} END {print s + 0}'
 }
 
 pack() {  # the archive into $DIR/cache (kept: splitting again is instant), its path on stdout
