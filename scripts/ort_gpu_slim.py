@@ -155,7 +155,7 @@ def check(site: Path, cuda: bool) -> float:
         import torch  # noqa: F401  (loads the CUDA and cuDNN libraries that the CUDA provider links to)
     except ImportError:
         torch = None
-    sys.path.insert(0, str(site))
+    sys.path.insert(0, str(site.resolve()))
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
