@@ -4,7 +4,7 @@
 #   1. bench/gpu_check.sh on a quiet GPU: onnxruntime-gpu where its parts came along, the sm_90 build, the CUDA
 #      tests (every pass of the backend, the three that have not yet run on a GPU among them, and the models'
 #      GPU tests), the benchmark (every pass side by side), Nsight Compute on its headline case and its largest
-#      map, and `egal score --device cuda` end to end, .pt and .onnx (EGAL_GPU_CHECK_SECONDS, default 360;
+#      map, and `egal score --device cuda` end to end, .pt and .onnx (EGAL_GPU_CHECK_SECONDS, default 400;
 #      EGAL_GPU_CHECK_STEPS, default "ort build tests bench profile score");
 #   2. then, with the time left (EGAL_GPU_TOTAL, default 560 s, counted from the start), the compute-sanitizer
 #      runs over every pass, and beside them, on two other cores, issue 11 on this machine's CPU (another model
@@ -27,7 +27,7 @@ START=$(date +%s)
 OUT=${OUT:-/tmp/egal-gpu-session}
 mkdir -p "$OUT/check" "$OUT/cpu"
 
-EGAL_GPU_DEADLINE=${EGAL_GPU_CHECK_SECONDS:-360} EGAL_GPU_STEPS=${EGAL_GPU_CHECK_STEPS:-"ort build tests bench profile score"} \
+EGAL_GPU_DEADLINE=${EGAL_GPU_CHECK_SECONDS:-400} EGAL_GPU_STEPS=${EGAL_GPU_CHECK_STEPS:-"ort build tests bench profile score"} \
   OUT="$OUT/check" bash bench/gpu_check.sh > /dev/null
 left=$(( ${EGAL_GPU_TOTAL:-560} - ($(date +%s) - START) ))  # leaves the 30 s of timeout's kill and the packing
 echo "check done after $(( $(date +%s) - START )) s; the sanitizer and the CPU get $left s"
