@@ -105,6 +105,19 @@ def test_round_trip_commands(layout, tmp_path, capsys):
     assert "100.0 %) labelled" in capsys.readouterr().out
 
 
+def test_info_decode_and_its_workers(layout, tmp_path, capsys):
+    assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
+    assert pool("info", tmp_path / "p.parquet", "--workers", "2") == 2
+    assert "give --decode too" in capsys.readouterr().err
+    assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "-1") == 2
+    assert "--workers must be a non-negative integer" in capsys.readouterr().err
+    assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "2", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["decoded"] is True and info["problems"] == {} and info["rows"] == 2
+    assert pool("info", tmp_path / "p.parquet", "--decode") == 0
+    assert "every image, mask and box decoded" in capsys.readouterr().out
+
+
 def test_an_empty_selection_is_refused_before_any_export_is_written(layout, tmp_path, capsys):
     assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
     write_csv(tmp_path / "sel.csv", ["rank", "id", "score"], [])

@@ -296,6 +296,35 @@ def test_pool_info_counts_and_problems(mask_pool, box_pool, tmp_path):
     assert json.loads(json.dumps(pool_info(bad).to_dict()))["problems"] == problems
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_pool_info_decode_finds_the_rows_whose_pixels_do_not_decode(tmp_path, workers):
+    whole = encode_png((np.arange(40 * 40).reshape(40, 40) % 251).astype(np.uint8))
+    truncated = whole[: len(whole) // 2]  # its header reads: only decoding finds it
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"id": "ok", "image": whole, "boxes": [[2.0, 2.0, 10.0, 10.0]]},
+        {"id": "cut", "image": truncated, "boxes": []},
+        {"id": "junk", "image": b"garbage", "boxes": []},  # found from its header: reported once, as before
+        {"id": "wide", "image": whole, "boxes": [[0.0, 0.0, 50.0, 5.0]]}]), path)
+    headers = pool_info(path)
+    assert headers.problems.skipped == {"image header unreadable": 1, "box outside its image or malformed": 1}
+    assert not headers.decoded and "--decode" in headers.summary()
+    decoded = pool_info(path, decode=True, workers=workers)
+    assert decoded.problems.skipped == {"image header unreadable": 1, "box outside its image or malformed": 1,
+                                        "image does not decode": 1}
+    assert decoded.problems.examples["image does not decode"][0].startswith("cut: image: ")
+    assert decoded.to_dict()["decoded"] is True and decoded.rows == headers.rows == 4
+    assert (decoded.formats, decoded.sizes, decoded.roi) == (headers.formats, headers.sizes, headers.roi)
+    clean = tmp_path / "clean.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "ok", "image": whole}]), clean)
+    assert "every image, mask and box decoded" in pool_info(clean, decode=True).summary()
+
+
+def test_pool_info_refuses_a_bad_worker_count(mask_pool):
+    with pytest.raises(ValueError, match="workers"):
+        pool_info(mask_pool, decode=True, workers=-1)
+
+
 def test_pool_info_does_not_count_empty_group_cells_as_a_group(tmp_path):
     png = encode_png(np.zeros((4, 4), np.uint8))
     path = tmp_path / "groups.parquet"

@@ -10,6 +10,7 @@ import argparse
 import json
 
 from .._checks import renamed
+from ..errors import EgalError
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
 FORMAT = argparse.RawDescriptionHelpFormatter
@@ -245,10 +246,16 @@ def _info(commands) -> None:
     p = _sub(commands, "info", "rows, classes, ROI coverage, image sizes, groups, problems",
              "Describe a pool: rows, classes and counts, labelled share, ROI coverage (mask / boxes / none), image "
              "formats, sizes and bit depths, groups, and rows with problems (unreadable image headers, masks not of "
-             "their image's shape, boxes outside their image), without decoding images.",
-             "egal pool info pool.parquet --json")
+             "their image's shape, boxes outside their image), from the headers alone; with --decode, from every "
+             "image and ROI decoded as egal score decodes them, so that the rows it would give status 'error' are "
+             "known before a long run.",
+             "egal pool info pool.parquet --json\n  egal pool info pool.parquet --decode --workers 4")
     p.add_argument("pool", metavar="POOL", help="the pool (a Parquet file or a folder of them)")
     p.add_argument("--group-column", default="group", help="the group / patient column (default: %(default)s)")
+    p.add_argument("--decode", action="store_true",
+                   help="also decode every image and ROI (slower: about as long as egal score's decoding)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="with --decode: decoder processes (default: %(default)s, decode in this process)")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.set_defaults(func=_run_info)
 
@@ -303,6 +310,12 @@ def _run_add_labels(args) -> int:
 def _run_info(args) -> int:
     from ..importers.info import pool_info
 
-    info = pool_info(args.pool, group_column=args.group_column, progress=not args.json)
+    if args.workers and not args.decode:
+        raise EgalError("--workers sets how many processes --decode uses: give --decode too")
+    try:
+        info = pool_info(args.pool, group_column=args.group_column, decode=args.decode, workers=args.workers,
+                         progress=not args.json)
+    except (ValueError, TypeError) as exc:
+        raise (renamed(exc, _flag) or exc) from None
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
     return 0

@@ -5,6 +5,11 @@ with boxes, without ROI: a null value, no box or an all-zero mask), image format
 depths (from the headers, without decoding pixels), groups (rows per group), and rows with
 problems found without decoding images: an image whose header cannot be read, a mask that is
 not a PNG or not of its image's shape, a box outside its image. Streams the pool a batch at a time.
+
+With decode=True every image and ROI is also decoded as `egal score` decodes it (egal.pool.decode,
+in `workers` processes), so that a row whose header reads but whose pixels do not (a truncated PNG,
+a DICOM without a decoder for its transfer syntax) is found before a long scoring run rather than
+reported by it as status 'error'.
 """
 from __future__ import annotations
 
@@ -14,17 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import check_int
 from ..pool import open_pool
+from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
 from ..pool.labels import label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
+from ..pool.workers import decode_in_order
 from ..progress import Progress
 from .imaging import read_header
 from .ledger import SkipLedger
 
 BATCH = 64
 SIZES_SHOWN = 5
+# Whether a row decodes does not depend on the size it is resized to, so the check resizes to a small one.
+DECODE_CHECK = DecodeSettings(input_size=(16, 16))
 
 
 @dataclass
@@ -43,6 +53,7 @@ class PoolInfo:
     group_column: str | None
     groups: dict[str, float] = field(default_factory=dict)  # count, min / median / max rows per group
     problems: SkipLedger = field(default_factory=SkipLedger, repr=False)
+    decoded: bool = False  # every image and ROI was decoded, not only its header read
 
     @property
     def labelled_share(self) -> float:
@@ -54,7 +65,7 @@ class PoolInfo:
                 "labels": {k: v for k, v in self.labels.items() if k is not None},  # classes only
                 "unlabeled": self.labels.get(None, 0), "labelled_share": round(self.labelled_share, 6),
                 "roi": self.roi, "boxes": self.boxes, "formats": self.formats, "sizes": self.sizes,
-                "group_column": self.group_column, "groups": self.groups,
+                "group_column": self.group_column, "groups": self.groups, "decoded": self.decoded,
                 "problems": dict(self.problems.skipped), "problem_examples": self.problems.examples}
 
     def summary(self) -> str:
@@ -84,16 +95,23 @@ class PoolInfo:
                             else ""))
         else:
             lines.append("Groups: no group column (patient-level splits need one)")
+        unchecked = "" if self.decoded else " (images' pixels not decoded: --decode decodes them as egal score would)"
         if self.problems.skipped:
-            lines += ["Rows with problems (egal score gives them status 'error'):"] + self.problems.lines()[1:]
+            lines.append(f"Rows with problems, which egal score gives status 'error'{unchecked}:")
+            lines += self.problems.lines()[1:]
+        elif self.decoded:
+            lines.append("No row with problems: every image, mask and box decoded.")
         else:
-            lines.append("No row with problems found in the headers, masks and boxes.")
+            lines.append(f"No row with problems found in the headers, masks and boxes{unchecked}.")
         return "\n".join(lines)
 
 
-def pool_info(pool, *, group_column: str | None = "group", progress: bool = False) -> PoolInfo:
+def pool_info(pool, *, group_column: str | None = "group", decode: bool = False, workers: int = 0,
+              progress: bool = False) -> PoolInfo:
     """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
-    (a missing "group" column is no error)."""
+    (a missing "group" column is no error); decode: also decode every image and ROI, in `workers` decoder
+    processes (0: in this process)."""
+    check_int(workers, "workers", minimum=0)
     spec = open_pool(pool)
     group = group_column if group_column in spec.columns else None
     if group_column not in (None, "group") and group is None:
@@ -102,9 +120,13 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
         raise SourceError(f"the pool has no column {group_column!r} (columns: {list(spec.columns)})")
     labels, roi, formats, sizes, per_group = Counter(), Counter(), Counter(), Counter(), Counter()
     problems, boxes_total = SkipLedger(), 0
-    bar = Progress(spec.num_rows, enabled=progress, desc="reading", unit="rows")
-    for batch in spec.iter_batches(BATCH, columns=["label"] + ([group] if group else [])):
+    flagged: set[int] = set()  # rows with a problem found from their headers: decoding them adds nothing
+    bar = Progress(spec.num_rows, enabled=progress, desc="decoding" if decode else "reading", unit="rows")
+
+    def describe(batch):  # from the headers: one batch's counts and problems
+        nonlocal boxes_total
         for i, ident in enumerate(batch.ids):
+            found = problems.total_skipped
             labels[label_key(batch.extra["label"][i])] += 1
             if group:
                 value = batch.extra[group][i]
@@ -117,6 +139,16 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
             kind, count = _roi(batch, i, header, ident, problems)
             roi[kind] += 1
             boxes_total += count
+            if problems.total_skipped > found:
+                flagged.add(batch.rows[i])
+        return batch
+
+    described = map(describe, spec.iter_batches(BATCH, columns=["label"] + ([group] if group else [])))
+    for batch in decode_in_order(described, DECODE_CHECK, workers) if decode else described:
+        if decode:
+            for ident, row, error in zip(batch.ids, batch.rows, batch.errors, strict=True):
+                if error is not None and row not in flagged:
+                    problems.skip(_decode_reason(error), f"{ident}: {error}")
         bar.advance(len(batch))
     bar.close()
     without = per_group.pop(None, 0)  # rows whose group cell is empty belong to no group
@@ -125,7 +157,14 @@ def pool_info(pool, *, group_column: str | None = "group", progress: bool = Fals
                "max": int(counts.max()), "rows_without_group": without} if group else {})
     return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
                     spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
-                    dict(formats), dict(sizes), group, groups, problems)
+                    dict(formats), dict(sizes), group, groups, problems, decode)
+
+
+def _decode_reason(error: str) -> str:
+    """The problem's name for one of decode_batch's row errors ("image: ...", "mask: ...", "boxes: ...")."""
+    part = error.split(":", 1)[0]
+    return {"image": "image does not decode", "boxes": "boxes do not fit their image"}.get(
+        part, "mask does not decode or fit its image")
 
 
 def _bytes(value, is_path: bool, base_dir: str) -> bytes:
