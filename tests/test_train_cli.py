@@ -166,3 +166,47 @@ def test_train_checks_threads_and_a_writable_out_folder_before_the_work(tmp_path
     monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2  # (a read-only mount)
     assert f"its folder {str(tmp_path)!r} is not writable here" in capsys.readouterr().err
+
+
+def test_train_refuses_a_folder_that_says_writable_but_is_not(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import tempfile
+
+    from egal.cli import main
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+
+    def refused(*args, **kwargs):  # as in /sys for root: os.access says yes, creating a file fails
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2
+    assert f"its folder {str(tmp_path)!r} is not writable here" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_model_that_cannot_be_saved_after_training_is_kept_elsewhere(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("torch")
+    import egal.models
+    from egal.cli import main
+    from egal.models import load_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    real_save = egal.models.save_model
+    out = tmp_path / "m.pt"
+
+    def save_fails_beside_out(model, path):
+        if os.path.dirname(os.path.abspath(path)) == str(tmp_path):  # the disk of --out filled during training
+            raise RuntimeError("[enforce fail at inline_container.cc:747] . open file failed")
+        real_save(model, path)
+
+    monkeypatch.setattr(egal.models, "save_model", save_fails_beside_out)
+    assert main(["train", "--pool", str(pool), "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} could not be written (RuntimeError: " in err and "Traceback" not in err
+    rescue = err.split("the trained model was written to ")[1].split(" instead")[0]
+    try:
+        assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith(".m.pt") or "tmp" in n]
+        assert load_model(rescue).config.architecture == "tiny_cnn"
+    finally:
+        os.remove(rescue)

@@ -3,6 +3,7 @@ never destroy an input or a file the user did not ask to replace."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 from .errors import EgalError
 
@@ -120,7 +121,19 @@ def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=Tru
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise EgalError(f"{name} {path!r}: its folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):  # (also a read-only file system, for root) said before the work, not after
+    if not os.access(folder, os.W_OK) or not _can_create_file_in(folder):  # said before the work, not after
         raise EgalError(f"{name} {path!r}: its folder {folder!r} is not writable here")
     if os.path.exists(path) and not replace:
         raise EgalError(f"{name} {path!r} already exists: pass {hint} to replace it, or choose another path")
+
+
+def _can_create_file_in(folder: str) -> bool:
+    """Whether a file can be created in `folder`, found by creating (and removing) one: os.access alone says yes
+    to root in a read-only mount or a kernel file system such as /sys or /proc, where the write then fails."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".egal-write-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.remove(probe)
+    return True

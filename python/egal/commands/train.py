@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 import zipfile
 
@@ -100,12 +101,31 @@ def run(args) -> int:
     model.config.extra["training"] = {k: v for k, v in train.to_dict().items() if k != "augment_settings"}
     if exclude:  # what the model was not trained on, with the model
         model.config.extra["training"]["excluded"] = {"rows": dataset.excluded, "by": args.exclude}
-    # Written whole under a temporary name, then renamed: --out never holds half a model.
-    with replaced_atomically(os.path.abspath(args.out)) as tmp:
-        save_model(model, tmp)
+    _save_or_rescue(model, args.out, save_model)
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0
+
+
+def _save_or_rescue(model, out: str, save_model) -> None:
+    """Writes the model to `out` whole under a temporary name, then renamed (--out never holds half a model). When
+    that fails after the training (a disk that filled, a folder removed or made read-only meanwhile), the model is
+    written to the temporary folder instead, and the error says where: the training is not lost."""
+    try:
+        with replaced_atomically(os.path.abspath(out)) as tmp:
+            save_model(model, tmp)
+        return
+    except (OSError, RuntimeError) as exc:  # torch.save reports a file it cannot open as a RuntimeError
+        problem = f"--out {out!r} could not be written ({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
+    fd, rescue = tempfile.mkstemp(prefix="egal-train-", suffix=".pt")
+    os.close(fd)
+    try:
+        save_model(model, rescue)
+    except (OSError, RuntimeError) as exc:
+        os.remove(rescue)
+        raise EgalError(f"{problem}; nor could the trained model be kept in {os.path.dirname(rescue)!r} "
+                        f"({type(exc).__name__}: {exc}): it is lost") from None
+    raise EgalError(f"{problem}; the trained model was written to {rescue} instead: move it where it belongs")
 
 
 def _column_value(text: str) -> tuple[str, str]:
