@@ -30,6 +30,29 @@ def test_train_names_the_labelled_rows_it_leaves_out(tmp_path, capsys):
     assert (tmp_path / "m.pt").is_file()
 
 
+def test_train_refuses_to_lose_a_class_whose_every_row_fails_to_decode(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+    from pools import CLASSES
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")
+    lost = [r for r in rows if r["label"] == CLASSES[0]]
+    for row in lost:
+        row["image"] = b"not an image"
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert f"class {CLASSES[0]!r} has {len(lost)} labelled row(s) and none of them decodes (first id " \
+           f"{lost[0]['id']!r}: image:" in err and f"--exclude label={CLASSES[0]}" in err
+    assert not (tmp_path / "m.pt").exists()
+    # Leaving the class out as the message says trains on the other classes.
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--exclude",
+                 f"label={CLASSES[0]}"]) == 0
+    from egal.models import load_model
+
+    assert CLASSES[0] not in load_model(str(tmp_path / "m.pt")).config.classes
+
+
 def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
     pytest.importorskip("torch")
     from egal.cli import main

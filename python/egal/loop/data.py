@@ -98,25 +98,26 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
     for column in columns:
         if all(v is None for v in arrays[column]):
             raise EgalError(f"pool {path!r} has no values in column {column!r}")
-    labels_raw = arrays[label_column]
-    # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
-    keep = np.array([i for i, (v, err) in enumerate(zip(labels_raw, arrays["errors"], strict=True))
-                     if is_label(v) and err is None], dtype=np.int64)
-    if keep.size == 0:
-        raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r})")
-    hits = np.array([[holds_value(arrays[c][i], v) for c, v in exclude] for i in keep], dtype=bool).reshape(
-        len(keep), len(exclude))
+    labels_raw, errors = arrays[label_column], arrays["errors"]
+    labelled = np.array([i for i, v in enumerate(labels_raw) if is_label(v)], dtype=np.int64)
+    if labelled.size == 0:
+        raise EgalError(f"pool {path!r} has no labelled rows (column {label_column!r})")
+    hits = np.array([[holds_value(arrays[c][i], v) for c, v in exclude] for i in labelled], dtype=bool).reshape(
+        len(labelled), len(exclude))
     unmatched = [f"{c}={v}" for (c, v), n in zip(exclude, hits.sum(axis=0), strict=True) if n == 0]
     if unmatched:  # a typo (fold=1 against 1.0 would match; test against Test would not) leaves nothing out
         column = unmatched[0].split("=", 1)[0]
-        values = sorted({label_key(arrays[column][i]) for i in keep if is_label(arrays[column][i])})
+        values = sorted({label_key(arrays[column][i]) for i in labelled if is_label(arrays[column][i])})
         raise EgalError(f"exclude {unmatched[0]} (--exclude) matches no labelled row of pool {path!r}; column "
                         f"{column!r} holds {', '.join(map(repr, values[:8]))}{' ...' if len(values) > 8 else ''}")
     left_out = hits.any(axis=1)
-    keep, excluded = keep[~left_out], int(left_out.sum())
+    wanted, excluded = labelled[~left_out], int(left_out.sum())
     why = f", once {excluded} excluded by {_shown(exclude)}" if excluded else ""
+    # A simulation needs the ground truth of every row it uses, and an image that cannot be decoded is no sample.
+    keep = np.array([i for i in wanted if errors[i] is None], dtype=np.int64)
     if keep.size == 0:
         raise EgalError(f"pool {path!r} has no labelled rows that decode (column {label_column!r}){why}")
+    _check_no_class_lost(path, label_column, labels_raw, errors, arrays["ids"], wanted, keep)
     classes = tuple(sorted({str(labels_raw[i]) for i in keep}))
     _check_distinct(classes, path)
     if len(classes) < 2:
@@ -134,6 +135,21 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
         groups = np.array([str(g) for g in raw_groups])
     return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups,
                    excluded)
+
+
+def _check_no_class_lost(path, label_column, labels_raw, errors, ids, wanted, keep) -> None:
+    """EgalError when every labelled row of a class fails to decode: a model trained without them could never
+    predict that class, and the pool's other rows would not say why."""
+    decoded = {str(labels_raw[i]) for i in keep}
+    lost = sorted({str(labels_raw[i]) for i in wanted} - decoded)
+    if not lost:
+        return
+    rows = [i for i in wanted if str(labels_raw[i]) == lost[0]]
+    raise EgalError(f"pool {path!r}: class {lost[0]!r} has {len(rows)} labelled row(s) and none of them decodes "
+                    f"(first id {str(ids[rows[0]])!r}: {errors[rows[0]]})"
+                    + (f"; so has {', '.join(map(repr, lost[1:]))}" if len(lost) > 1 else "")
+                    + ": a model trained without them could never predict the class. Fix those rows (egal pool info "
+                    f"--decode lists them), or leave the class out (--exclude {label_column}={lost[0]})")
 
 
 def holds_value(cell, text: str) -> bool:
