@@ -325,6 +325,25 @@ def test_pool_info_refuses_a_bad_worker_count(mask_pool):
         pool_info(mask_pool, decode=True, workers=-1)
 
 
+def test_pool_info_and_export_read_labels_from_the_column_named(mask_pool, tmp_path):
+    table = pq.read_table(mask_pool)
+    renamed = tmp_path / "diagnosis.parquet"
+    pq.write_table(table.rename_columns(["diagnosis" if c == "label" else c for c in table.column_names]), renamed)
+    assert pool_info(renamed).labels == {None: 6} and "has no 'label' column" in pool_info(renamed).summary()
+    info = pool_info(renamed, label_column="diagnosis")
+    assert info.labels == pool_info(mask_pool).labels and "Labels (diagnosis): 4 (66.7 %)" in info.summary()
+    assert info.to_dict()["label_column"] == "diagnosis"
+    with pytest.raises(ValueError, match="label_column 'diagnosys' is not a column of the pool"):
+        pool_info(renamed, label_column="diagnosys")
+    export_selection(renamed, tmp_path / "out", label_column="diagnosis", progress=False)
+    export_selection(mask_pool, tmp_path / "reference", progress=False)
+    files = lambda folder: sorted(str(f.relative_to(folder)) for f in folder.rglob("*.png"))  # noqa: E731
+    assert files(tmp_path / "out") == files(tmp_path / "reference") and (tmp_path / "out" / "glioma").is_dir()
+    with pytest.raises(ValueError, match="label_column 'nope' is not a column"):
+        export_selection(renamed, tmp_path / "out2", label_column="nope", progress=False)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_pool_info_does_not_count_empty_group_cells_as_a_group(tmp_path):
     png = encode_png(np.zeros((4, 4), np.uint8))
     path = tmp_path / "groups.parquet"

@@ -188,7 +188,7 @@ def test_an_old_onnx_graph_scores_as_before_but_cannot_give_embeddings(tmp_path,
     (["--select", "5", "--group-column", "patient_id"], "--per-group is needed with group_column"),
     (["--select", "5", "--per-group", "2"], "--group-column is needed with per_group"),
     (["--select", "5", "--group-column", "patient_id", "--per-group", "0"], "--per-group must be a positive integer"),
-    (["--select", "5", "--group-column", "patient", "--per-group", "1"], r"'patient' \(--group-column\) is not a "
+    (["--select", "5", "--group-column", "patient", "--per-group", "1"], "--group-column 'patient' is not a "
      "column of the pool; it has 'id', 'label', 'image', 'mask', 'patient_id'"),
 ])
 def test_bad_selection_options_are_refused_before_scoring(tmp_path, model_path, pool, capsys, extra, message):
@@ -211,7 +211,7 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
                      "--group-column", "patient_id", "--per-group", 1, *extra) == 2
         err = capsys.readouterr().err
         # Said before any scoring (a whole run on a large pool was spent first): nothing is written.
-        assert f"'patient_id' (--group-column) is null for {named}" in err
+        assert f"--group-column 'patient_id' is null for {named}" in err
         assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.parts").exists()
     # egal select on scores made without the cap names the scored rows without a group.
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet") == 0
@@ -423,6 +423,34 @@ def test_rows_the_pool_labels_are_scored_but_never_selected_unless_asked(tmp_pat
     assert main(["select", "--scores", str(tmp_path / "old.parquet"), "--select", "40", "--out",
                  str(tmp_path / "old.csv"), "--quiet"]) == 0
     assert len(read_csv(tmp_path / "old.csv")) == 35
+
+
+def test_labels_in_another_column_are_labels_when_named(tmp_path, model_path, capsys):
+    # A pool whose labels are in "diagnosis" (as egal train --label-column reads them): without --label-column
+    # egal score says that no row counts as labelled; with it, those rows are never selected, as with "label".
+    rows = make_rows(12, folder=tmp_path)
+    for row in rows:
+        row["diagnosis"] = row.pop("label")
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    labelled = {r["id"] for r in rows if r["diagnosis"] is not None}
+    assert main(["score", "--workers", "0", "--pool", pool, "--model", model_path, "--out",
+                 str(tmp_path / "a.parquet"), "--select", "12"]) == 0  # (not --quiet: the note is progress output)
+    assert "the pool has no 'label' column, so no row counts as labelled" in capsys.readouterr().err
+    assert len(read_csv(tmp_path / "a.selection.csv")) == 12
+    assert main(["score", "--workers", "0", "--pool", pool, "--model", model_path, "--out",
+                 str(tmp_path / "b.parquet"), "--select", "12", "--label-column", "diagnosis"]) == 0
+    assert "no row counts as labelled" not in capsys.readouterr().err
+    chosen = {r["id"] for r in read_csv(tmp_path / "b.selection.csv")}
+    assert chosen == {r["id"] for r in rows} - labelled and len(labelled) == 6
+    table = pq.read_table(tmp_path / "b.parquet")
+    assert {i for i, f in zip(*table.select(["id", "labelled"]).to_pydict().values(), strict=True) if f} == labelled
+    assert json.loads(table.schema.metadata[b"egal.run"])["label_column"] == "diagnosis"
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "b.parquet", "--resume") == 2
+    assert "label_column" in capsys.readouterr().err  # the ranks depend on it: a resume must name it again
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "c.parquet", "--label-column",
+                 "diagnosys") == 2
+    assert "--label-column 'diagnosys' is not a column of the pool" in capsys.readouterr().err
+    assert not (tmp_path / "c.parquet").exists()
 
 
 def test_a_pool_whose_every_row_is_labelled_says_why_nothing_is_selected(tmp_path, model_path, capsys):

@@ -213,6 +213,8 @@ def _export(commands) -> None:
                    help="name of the ROI in the tool (default: %(default)s)")
     p.add_argument("--url-prefix", default=default_of(ExportOptions, "url_prefix"),
                    help="label-studio: prefix of the image URLs (default: %(default)s, Local Storage)")
+    p.add_argument("--label-column", default=default_of(ExportOptions, "label_column"), metavar="COLUMN",
+                   help="the pool's column of the labels (default: %(default)s)")
     p.add_argument("--unlabeled-folder", default=default_of(ExportOptions, "unlabeled_folder"),
                    help="folders: the folder of the rows without a label, as from-folders reads it back "
                    "(default: %(default)s)")
@@ -252,6 +254,8 @@ def _info(commands) -> None:
              "egal pool info pool.parquet --json\n  egal pool info pool.parquet --decode --workers 4")
     p.add_argument("pool", metavar="POOL", help="the pool (a Parquet file or a folder of them)")
     p.add_argument("--group-column", default="group", help="the group / patient column (default: %(default)s)")
+    p.add_argument("--label-column", default="label", metavar="COLUMN",
+                   help="the column of the labels (default: %(default)s)")
     p.add_argument("--decode", action="store_true",
                    help="also decode every image and ROI (slower: about as long as egal score's decoding)")
     p.add_argument("--workers", type=int, default=0,
@@ -284,6 +288,17 @@ def _options(options_class, args, **values):
         raise (renamed(exc, _flag) or exc) from None
 
 
+def _named(function, *args, **kwargs):
+    """function(*args, **kwargs), an error about one of its arguments naming the flag instead."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        named = renamed(exc, _flag)
+        if named is None:
+            raise
+        raise named from None
+
+
 def _import(args, module: str, options_name: str, function: str) -> int:
     from importlib import import_module
 
@@ -296,7 +311,7 @@ def _import(args, module: str, options_name: str, function: str) -> int:
 def _run_export(args) -> int:
     from ..importers.selection_export import ExportOptions, run_export
 
-    print(run_export(_options(ExportOptions, args, progress=not args.quiet)).summary())
+    print(_named(run_export, _options(ExportOptions, args, progress=not args.quiet)).summary())
     return 0
 
 
@@ -312,10 +327,7 @@ def _run_info(args) -> int:
 
     if args.workers and not args.decode:
         raise EgalError("--workers sets how many processes --decode uses: give --decode too")
-    try:
-        info = pool_info(args.pool, group_column=args.group_column, decode=args.decode, workers=args.workers,
-                         progress=not args.json)
-    except (ValueError, TypeError) as exc:
-        raise (renamed(exc, _flag) or exc) from None
+    info = _named(pool_info, args.pool, group_column=args.group_column, label_column=args.label_column,
+                  decode=args.decode, workers=args.workers, progress=not args.json)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
     return 0

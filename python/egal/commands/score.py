@@ -22,7 +22,7 @@ NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) 
 # egal.score_pool's arguments, each from the option of the same name (batch_size from --batch-size).
 API_ARGUMENTS = ("out", "alpha", "combine", "batch_size", "device", "runtime", "workers", "engine", "ray_address",
                  "resume", "overwrite", "select", "select_out", "embeddings", "diversity", "group_column", "per_group",
-                 "include_labelled", "verbose")
+                 "include_labelled", "label_column", "verbose")
 
 
 def register(subparsers):
@@ -67,6 +67,9 @@ def register(subparsers):
     parser.add_argument("--include-labelled", action="store_true", default=DEFAULTS["include_labelled"],
                         help="rank and select rows that the pool already labels too (by default they are scored but "
                         "never selected: the pool after `egal pool add-labels` is scored again each round)")
+    parser.add_argument("--label-column", default=DEFAULTS["label_column"], metavar="COLUMN",
+                        help="the pool column whose filled cells mark the rows already labelled (default: "
+                        "%(default)s; the column egal train --label-column names)")
     parser.add_argument("--out", default=DEFAULTS["out"], help="output Parquet file (default: %(default)s)")
     parser.add_argument("--select-out", metavar="CSV", default=DEFAULTS["select_out"],
                         help="where --select writes its CSV (default: next to --out, NAME.selection.csv)")
@@ -147,7 +150,13 @@ def run(args) -> int:
         from .report import check_report_out
 
         check_report_out(args.report, overwrite=args.overwrite)  # before the scoring, not after
-    result = run_scoring(options)
+    try:
+        result = run_scoring(options)
+    except (ValueError, TypeError) as exc:  # a pool that does not fit an option: named as the command line has it
+        named = renamed(exc, option_of)
+        if named is None:
+            raise
+        raise named from None
     print_summary(result)
     if result.rows_scored == 0:
         print(f"egal score: error: none of the {result.rows} rows could be scored (all {result.rows} are in "

@@ -23,7 +23,7 @@ from .._checks import check_int
 from ..pool import open_pool
 from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
-from ..pool.labels import label_key
+from ..pool.labels import check_label_column, label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..pool.workers import decode_in_order
@@ -54,6 +54,7 @@ class PoolInfo:
     groups: dict[str, float] = field(default_factory=dict)  # count, min / median / max rows per group
     problems: SkipLedger = field(default_factory=SkipLedger, repr=False)
     decoded: bool = False  # every image and ROI was decoded, not only its header read
+    label_column: str = "label"
 
     @property
     def labelled_share(self) -> float:
@@ -61,7 +62,7 @@ class PoolInfo:
 
     def to_dict(self) -> dict:
         return {"path": self.path, "files": self.files, "rows": self.rows, "columns": self.columns,
-                "image_column": self.image_column, "roi_column": self.roi_column,
+                "image_column": self.image_column, "roi_column": self.roi_column, "label_column": self.label_column,
                 "labels": {k: v for k, v in self.labels.items() if k is not None},  # classes only
                 "unlabeled": self.labels.get(None, 0), "labelled_share": round(self.labelled_share, 6),
                 "roi": self.roi, "boxes": self.boxes, "formats": self.formats, "sizes": self.sizes,
@@ -73,10 +74,15 @@ class PoolInfo:
             return f"{n} ({100.0 * n / self.rows:.1f} %)"
 
         labelled = {k: v for k, v in self.labels.items() if k is not None}
-        lines = [f"{self.path}: {self.rows} rows in {self.files} file(s); columns {', '.join(self.columns)}",
-                 f"Labels: {share(self.rows - self.labels.get(None, 0))} labelled, {len(labelled)} classes"
-                 + (": " + ", ".join(f"{k} {v}" for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
-                    if labelled else "")]
+        lines = [f"{self.path}: {self.rows} rows in {self.files} file(s); columns {', '.join(self.columns)}"]
+        if self.label_column not in self.columns:
+            lines.append(f"Labels: none, the pool has no {self.label_column!r} column (--label-column names the "
+                         "column of the labels)")
+        else:
+            lines.append(f"Labels ({self.label_column}): {share(self.rows - self.labels.get(None, 0))} labelled, "
+                         f"{len(labelled)} classes"
+                         + (": " + ", ".join(f"{k} {v}" for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
+                            if labelled else ""))
         roi = ", ".join(f"{share(v)} {k}" for k, v in self.roi.items() if v)
         lines.append(f"ROI ({self.roi_column or 'no ROI column'}): {roi}"
                      + (f"; {self.boxes} boxes" if self.roi_column == "boxes" else ""))
@@ -106,13 +112,15 @@ class PoolInfo:
         return "\n".join(lines)
 
 
-def pool_info(pool, *, group_column: str | None = "group", decode: bool = False, workers: int = 0,
-              progress: bool = False) -> PoolInfo:
+def pool_info(pool, *, group_column: str | None = "group", label_column: str = "label", decode: bool = False,
+              workers: int = 0, progress: bool = False) -> PoolInfo:
     """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
-    (a missing "group" column is no error); decode: also decode every image and ROI, in `workers` decoder
-    processes (0: in this process)."""
+    (a missing "group" column is no error); label_column: the column of the labels (the pool format's "label"
+    by default, whose absence means no row is labelled); decode: also decode every image and ROI, in `workers`
+    decoder processes (0: in this process)."""
     check_int(workers, "workers", minimum=0)
     spec = open_pool(pool)
+    check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None
     if group_column not in (None, "group") and group is None:
         from .errors import SourceError
@@ -127,7 +135,7 @@ def pool_info(pool, *, group_column: str | None = "group", decode: bool = False,
         nonlocal boxes_total
         for i, ident in enumerate(batch.ids):
             found = problems.total_skipped
-            labels[label_key(batch.extra["label"][i])] += 1
+            labels[label_key(batch.extra[label_column][i])] += 1
             if group:
                 value = batch.extra[group][i]
                 per_group[None if value is None else str(value)] += 1
@@ -143,7 +151,8 @@ def pool_info(pool, *, group_column: str | None = "group", decode: bool = False,
                 flagged.add(batch.rows[i])
         return batch
 
-    described = map(describe, spec.iter_batches(BATCH, columns=["label"] + ([group] if group else [])))
+    columns = list(dict.fromkeys([label_column] + ([group] if group else [])))
+    described = map(describe, spec.iter_batches(BATCH, columns=columns))
     for batch in decode_in_order(described, DECODE_CHECK, workers) if decode else described:
         if decode:
             for ident, row, error in zip(batch.ids, batch.rows, batch.errors, strict=True):
@@ -157,7 +166,7 @@ def pool_info(pool, *, group_column: str | None = "group", decode: bool = False,
                "max": int(counts.max()), "rows_without_group": without} if group else {})
     return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
                     spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
-                    dict(formats), dict(sizes), group, groups, problems, decode)
+                    dict(formats), dict(sizes), group, groups, problems, decode, label_column)
 
 
 def _decode_reason(error: str) -> str:

@@ -33,7 +33,7 @@ from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
 from ..pool.images import read_image
-from ..pool.labels import is_label, label_key
+from ..pool.labels import check_label_column, is_label, label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
@@ -52,7 +52,8 @@ LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
 class ExportOptions:
     """pool: the pool; out: the folder to write; to: folders | label-studio | cvat; selection: a CSV with
     an id column (None: every row); roi_label: the ROI's name in the tool; url_prefix: Label Studio's
-    image URL prefix (local files storage); unlabeled_folder: the folders target's folder for null labels."""
+    image URL prefix (local files storage); unlabeled_folder: the folders target's folder for null labels;
+    label_column: the pool's column of the labels (the pool format's "label" by default)."""
 
     pool: str
     out: str
@@ -61,6 +62,7 @@ class ExportOptions:
     roi_label: str = "ROI"
     url_prefix: str = LABEL_STUDIO_URL_PREFIX
     unlabeled_folder: str = "unlabeled"
+    label_column: str = "label"
     overwrite: bool = False
     progress: bool = True
 
@@ -136,6 +138,7 @@ def _target_folder(out, overwrite: bool, pool) -> Path:
 def run_export(o: ExportOptions) -> ExportResult:
     out = _target_folder(o.out, o.overwrite, o.pool)
     spec = open_pool(o.pool)
+    check_label_column(spec, o.label_column)
     chosen = read_selection(o.selection) if o.selection else None
     tmp = Path(temporary_path(out, hidden=True))
     shutil.rmtree(tmp, ignore_errors=True)
@@ -144,9 +147,9 @@ def run_export(o: ExportOptions) -> ExportResult:
         writer = _Writer(o, tmp, spec.roi_column)
         progress = Progress(spec.num_rows, enabled=o.progress, desc="exporting", unit="rows")
         try:
-            for batch in spec.iter_batches(SCAN_BATCH, columns=["label"]):
+            for batch in spec.iter_batches(SCAN_BATCH, columns=[o.label_column]):
                 for i, ident in enumerate(batch.ids):
-                    label = batch.extra["label"][i]
+                    label = batch.extra[o.label_column][i]
                     writer.classes.add(label_key(label))
                     if chosen is None or ident in chosen:
                         writer.add(ident, label, batch, i, (chosen or {}).get(ident, {}))

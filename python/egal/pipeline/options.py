@@ -74,6 +74,8 @@ class ScoreOptions:
     include_labelled: rank and select rows the pool already labels too (egal.pool.labels.is_label); by
                  default they are scored but get no rank and are never selected, since they need no
                  annotation (the pool after `egal pool add-labels` is scored again in the next round)
+    label_column: the pool column whose non-empty cells mark a row as labelled (the pool format's `label`
+                 by default; the same column egal train's label_column names)
     progress:    show progress and what the run does on stderr (False: quiet)
     verbose:     engine "ray": show Ray's own output instead of keeping it in NAME.ray.log
     """
@@ -98,6 +100,7 @@ class ScoreOptions:
     group_column: str | None = None
     per_group: int | None = None
     include_labelled: bool = False
+    label_column: str = "label"
     progress: bool = True
     verbose: bool = False
 
@@ -129,6 +132,8 @@ class ScoreOptions:
             check_int(self.select, "select")
         if self.select_out is not None:
             object.__setattr__(self, "select_out", os.fspath(self.select_out))
+        if not isinstance(self.label_column, str) or not self.label_column:
+            raise bad_argument(EgalError, "label_column", f"must be a column name, got {self.label_column!r}")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise bad_argument(TypeError, "ray_address", f"must be a string, got {self.ray_address!r}")
         self._check_selection()

@@ -23,7 +23,7 @@ from .._paths import (
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
-from ..pool.labels import labelled_rows
+from ..pool.labels import check_label_column, labelled_rows
 from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
@@ -115,6 +115,7 @@ def score_pool(
     group_column: str | None = ScoreOptions.group_column,
     per_group: int | None = ScoreOptions.per_group,
     include_labelled: bool = ScoreOptions.include_labelled,
+    label_column: str = ScoreOptions.label_column,
     progress: bool = ScoreOptions.progress,
     verbose: bool = ScoreOptions.verbose,
 ) -> PoolScores:
@@ -133,7 +134,8 @@ def score_pool(
         runtime=runtime,
         workers=workers, engine=engine, ray_address=ray_address, resume=resume, overwrite=overwrite, select=select,
         select_out=select_out, embeddings=embeddings, diversity=diversity, group_column=group_column,
-        per_group=per_group, include_labelled=include_labelled, progress=progress, verbose=verbose))
+        per_group=per_group, include_labelled=include_labelled, label_column=label_column, progress=progress,
+        verbose=verbose))
 
 
 def _is_score_output(path) -> bool:
@@ -220,6 +222,7 @@ class ScoringJob:
                                f"this machine's {os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
         _check_output_paths(o)
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
+        check_label_column(spec, o.label_column)
         # With Ray the actors load the model where it runs; here it is only checked, on the CPU
         # (the driver need not have a GPU).
         runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
@@ -232,7 +235,8 @@ class ScoringJob:
             from ..selection.from_scores import check_pool_groups
 
             # Its type, and a group for every row that may be selected: before the scoring.
-            check_pool_groups(spec, o.group_column, None if o.include_labelled else ~labelled_rows(spec))
+            check_pool_groups(spec, o.group_column,
+                              None if o.include_labelled else ~labelled_rows(spec, o.label_column))
         if o.engine == "ray":
             import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
 
@@ -242,6 +246,9 @@ class ScoringJob:
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
         log(f"pool: {o.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
             f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
+        if o.label_column not in spec.columns and not o.include_labelled:
+            log("note: the pool has no 'label' column, so no row counts as labelled and any row may be selected "
+                "(--label-column names the column that holds the labels)")
         if spec.roi_column is None:
             log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
                 "alone (docs/scoring.md, empty ROI)")
@@ -258,6 +265,7 @@ class ScoringJob:
             "batch_size": o.batch_size,
             "engine": o.engine,
             "include_labelled": o.include_labelled,  # the ranks written depend on it
+            **({"label_column": o.label_column} if o.label_column != "label" else {}),  # and so on this
         }
         if o.resume:  # before the runtime check, which exports and scores a batch
             early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None}
@@ -339,7 +347,8 @@ class ScoringJob:
             ranked = self.store.finalize(self.spec.num_rows, select_k=o.select if o.plain_selection else None,
                                          select_path=o.selection_path, embeddings_path=o.embeddings_path,
                                          embedding_kind=self.runner.embedding_kind,
-                                         labelled=None if self.store.already_complete else labelled_rows(self.spec))
+                                         labelled=None if self.store.already_complete
+                                         else labelled_rows(self.spec, o.label_column))
             if o.select is not None and not o.plain_selection:
                 self.selection = self._select(ranked)
             return ranked

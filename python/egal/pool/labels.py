@@ -16,16 +16,30 @@ def label_key(value) -> str | None:
     return str(value) if is_label(value) else None
 
 
-def labelled_rows(spec):
+def labelled_rows(spec, column: str = "label"):
     """[num_rows] bool, in the pool's read order: whether each row of the pool (an egal.pool.PoolSpec) has a
-    label. Reads the label column alone; a pool without one has no labelled row."""
+    label in `column`. Reads that column alone; a pool without it has no labelled row (a caller that was given
+    the column's name checks that the pool has it: check_label_column)."""
     import numpy as np
 
     from .files import open_parquet
 
-    if not spec.has_label:
+    if column not in spec.columns:
         return np.zeros(spec.num_rows, dtype=bool)
     flags = [is_label(value) for path in spec.files
-             for batch in open_parquet(path).iter_batches(columns=["label"], batch_size=65536)
+             for batch in open_parquet(path).iter_batches(columns=[column], batch_size=65536)
              for value in batch.column(0).to_pylist()]
     return np.asarray(flags, dtype=bool)
+
+
+def check_label_column(spec, column: str, argument: str = "label_column") -> None:
+    """A label column other than the pool format's `label` must be one of the pool's columns (a typo would
+    otherwise make every row unlabelled). `argument` names the option in the error."""
+    from .._checks import bad_argument
+    from ..errors import EgalError
+
+    if not isinstance(column, str) or not column:
+        raise bad_argument(EgalError, argument, f"must be a column name, got {column!r}")
+    if column != "label" and column not in spec.columns:
+        raise bad_argument(EgalError, argument, f"{column!r} is not a column of the pool; it has "
+                           f"{', '.join(repr(c) for c in spec.columns)}")
