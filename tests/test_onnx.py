@@ -11,6 +11,8 @@ import sys
 import textwrap
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -455,6 +457,19 @@ def test_versions_the_installed_onnxruntime_cannot_load_are_refused_at_export_an
     with pytest.raises(egal.errors.EgalError, match="it was written for a newer onnxruntime") as error:
         OnnxGradCAM(stamped)
     assert "copy it again" not in str(error.value)  # the file is whole: it is not a truncated copy
+
+
+def test_export_of_a_graph_or_a_pool_says_what_the_file_is(tmp_path, capsys):
+    # torch.load reported an UnpicklingError ("it holds Python objects") for both.
+    model = make_model("tiny_cnn", "prototypical", 1, (32, 32))
+    graph = export_onnx(model, tmp_path / "m.onnx")
+    assert _cli(["export", "--model", str(graph), "--out", str(tmp_path / "again.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "it is an ONNX graph: egal score and egal report take it as it is" in err and "Unpickl" not in err
+    pq.write_table(pa.table({"id": ["a"]}), tmp_path / "pool.parquet")
+    assert _cli(["export", "--model", str(tmp_path / "pool.parquet"), "--out", str(tmp_path / "p.onnx")]) == 2
+    assert "it is a Parquet file (a pool or a scores file?), not a model" in capsys.readouterr().err
+    assert not (tmp_path / "again.onnx").exists() and not (tmp_path / "p.onnx").exists()
 
 
 def test_a_torchscript_file_or_a_config_asking_for_huge_layers_is_refused_without_allocating(tmp_path, capsys):

@@ -8,6 +8,7 @@ import json
 import sys
 from dataclasses import MISSING, fields
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -173,6 +174,25 @@ def test_an_empty_or_nan_label_is_unlabeled_to_every_command_as_to_training(tmp_
     assert json.loads(capsys.readouterr().out)["unlabeled"] == 0
 
 
+def test_blank_labels_are_unlabelled_and_labels_that_read_as_missing_are_pointed_out(tmp_path, capsys):
+    # pandas' astype(str) writes a missing label as "nan" or "None": pool info and egal train say so, since a
+    # class may be called "None" or "NA" (add-labels keeps such classes); a blank label is no label anywhere.
+    from egal.pool.labels import is_label, reads_as_missing
+    from pool_files import simple_pool
+
+    labels = ["glioma", " ", "nan", "None", "glioma", "NA"]
+    path = simple_pool(tmp_path / "p.parquet", 6, label=labels)
+    assert [is_label(v) for v in labels] == [True, False, True, True, True, True]
+    assert [reads_as_missing(v) for v in labels] == [False, False, True, True, False, True]
+    assert not is_label(b" \t") and not reads_as_missing("glioma") and not reads_as_missing(float("nan"))
+    assert pool("info", path, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["unlabeled"] == 1 and info["labels_like_missing"] == {"nan": 1, "None": 1, "NA": 1}
+    assert pool("info", path) == 0
+    assert "labels that read like a missing value, counted as classes: 'NA' 1, 'None' 1, 'nan' 1" in \
+        capsys.readouterr().out
+
+
 def test_label_studio_tasks_are_strict_json_for_labels_of_any_type(tmp_path):
     # A date label was a TypeError traceback, an infinite float a bare Infinity (not JSON).
     import datetime
@@ -264,3 +284,35 @@ def test_csv_ids_and_image_paths_that_read_as_missing_are_skipped_as_missing(tmp
     (tmp_path / "gaps.csv").write_text("file\nimg/a.png\n\n,\nNA\n")
     result = from_csv(tmp_path / "gaps.csv", tmp_path / "g.parquet", image="file", progress=False)
     assert result.skipped.examples["no image path"] == ["line 5"]
+
+
+def test_ids_with_surrounding_spaces_make_the_round_trip(tmp_path, capsys):
+    # egal score writes such an id as it is; a table's cells are read stripped, so export-selection and add-labels
+    # did not find it ("1 id(s) of the selection are not in the pool").
+    from pool_files import simple_pool
+
+    path = simple_pool(tmp_path / "p.parquet", 3, label=[None, None, None])
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(0, "id", pa.array([" lead", "mid", "tail "])), tmp_path / "spaced.parquet")
+    write_csv(tmp_path / "sel.csv", ["rank", "id", "score"], [[1, " lead", "0.9"], [2, "tail ", "0.8"]])
+    assert pool("export-selection", "--pool", tmp_path / "spaced.parquet", "--selection", tmp_path / "sel.csv",
+                "--out", tmp_path / "out", "--quiet") == 0
+    assert [r["id"] for r in csv.DictReader(open(tmp_path / "out" / "selection.csv"))] == ["lead", "tail"]
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [[" lead", "glioma"]])
+    assert pool("add-labels", tmp_path / "spaced.parquet", tmp_path / "labels.csv", "--out",
+                tmp_path / "r2.parquet") == 0
+    back = pq.read_table(tmp_path / "r2.parquet").to_pydict()
+    assert back["id"] == [" lead", "mid", "tail "] and back["label"] == ["glioma", None, None]
+    # Two pool ids that a stripped table id would both name: refused, not guessed.
+    pq.write_table(table.set_column(0, "id", pa.array([" lead", "lead", "tail"])), tmp_path / "both.parquet")
+    assert pool("add-labels", tmp_path / "both.parquet", tmp_path / "labels.csv", "--out",
+                tmp_path / "r3.parquet") == 2
+    assert "the table's id 'lead' names two rows of the pool, ' lead' and 'lead'" in capsys.readouterr().err
+    assert not (tmp_path / "r3.parquet").exists()
+
+
+def test_a_pool_is_written_under_a_parquet_name(layout, tmp_path, capsys):
+    assert pool("from-folders", layout, "--out", tmp_path / "pool.csv", "--quiet") == 2
+    assert "--out is where the pool goes, as Parquet: give a .parquet name, got" in capsys.readouterr().err
+    assert not (tmp_path / "pool.csv").exists()
+    assert pool("from-folders", layout, "--out", tmp_path / "pool", "--quiet") == 0  # no extension: as given

@@ -56,7 +56,7 @@ def test_tumour_slices_labels_groups_and_masks(brats, tmp_path):
     assert result.labels == {"HGG": 10, "LGG": 2} and result.rows_with_roi == 12
     image = png(case1[0]["image"])
     assert image.dtype == np.uint16 and image.shape == (40, 48)  # rows = y (anterior up), columns = x
-    assert result.skipped.skipped["slice without tumour (beyond no_tumour_share)"] > 0
+    assert result.skipped.skipped["slice without tumour (beyond the no-tumour share, --no-tumour-share)"] > 0
 
 
 def test_the_mask_lands_on_the_lesion_anterior_up_patients_left_on_the_left(brats, tmp_path):

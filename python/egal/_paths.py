@@ -137,3 +137,12 @@ def _can_create_file_in(folder: str) -> bool:
     os.close(fd)
     os.remove(probe)
     return True
+
+
+def parquet_name_problem(path) -> str | None:
+    """Why `path` is no name for a Parquet file egal writes (None: it is one): a name with another extension
+    (pool.csv, scores.txt) would hold Parquet under a name that says otherwise; no extension is fine."""
+    extension = os.path.splitext(os.fspath(path))[1]
+    if extension and extension.lower() != ".parquet":
+        return f"give a .parquet name, got {os.fspath(path)!r}"
+    return None

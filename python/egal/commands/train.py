@@ -62,6 +62,7 @@ def run(args) -> int:
     from ..loop.data import load_dataset
     from ..models import save_model
     from ..pool import UndecodedRows
+    from ..pool.labels import reads_as_missing
     from ..progress import Progress
     from ..train import train_model
 
@@ -78,6 +79,11 @@ def run(args) -> int:
         dataset = load_dataset(args.pool, train.input_size, train.in_channels, label_column=label_column,
                                exclude=exclude)
     _report_dropped_rows(caught, label_column)
+    like_missing = [c for c in dataset.classes if reads_as_missing(c)]
+    if like_missing:
+        print(f"egal train: warning: class(es) {', '.join(map(repr, like_missing))} of column {label_column!r} read "
+              "like a missing value (pandas' astype(str) writes a missing label so): they are trained as classes; if "
+              "they mean no label, the pool should hold null there", file=sys.stderr, flush=True)
     if train.beta > 0 and not dataset.masks.any():
         print(f"egal train: warning: no labelled row has an ROI (mask or box): beta {train.beta:g} has no Grad-CAM/ROI "
               "Dice to train on, so this is cross-entropy alone", file=sys.stderr, flush=True)

@@ -259,7 +259,7 @@ def choose_slices(roi: np.ndarray, brain: np.ndarray, o: BratsOptions) -> dict[i
             decided[z] = "slice without brain"
         else:
             empty_with_brain.append(z)
-            decided[z] = "slice without tumour (beyond no_tumour_share)"
+            decided[z] = "slice without tumour (beyond the no-tumour share, --no-tumour-share)"
     wanted = min(len(empty_with_brain), int(round(o.no_tumour_share * sum(v == "keep" for v in decided.values()))))
     if wanted:
         for i in np.linspace(0, len(empty_with_brain) - 1, wanted).round().astype(int):

@@ -23,7 +23,7 @@ from .._checks import check_int
 from ..pool import open_pool
 from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
-from ..pool.labels import check_label_column, label_key
+from ..pool.labels import check_label_column, label_key, reads_as_missing
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..pool.workers import decode_in_order
@@ -55,6 +55,7 @@ class PoolInfo:
     problems: SkipLedger = field(default_factory=SkipLedger, repr=False)
     decoded: bool = False  # every image and ROI was decoded, not only its header read
     label_column: str = "label"
+    labels_like_missing: dict[str, int] = field(default_factory=dict)  # "nan" -> rows (egal.pool.labels)
 
     @property
     def labelled_share(self) -> float:
@@ -63,6 +64,7 @@ class PoolInfo:
     def to_dict(self) -> dict:
         return {"path": self.path, "files": self.files, "rows": self.rows, "columns": self.columns,
                 "image_column": self.image_column, "roi_column": self.roi_column, "label_column": self.label_column,
+                "labels_like_missing": self.labels_like_missing,
                 "labels": {k: v for k, v in self.labels.items() if k is not None},  # classes only
                 "unlabeled": self.labels.get(None, 0), "labelled_share": round(self.labelled_share, 6),
                 "roi": self.roi, "boxes": self.boxes, "formats": self.formats, "sizes": self.sizes,
@@ -83,6 +85,10 @@ class PoolInfo:
                          f"{len(labelled)} classes"
                          + (": " + ", ".join(f"{k} {v}" for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
                             if labelled else ""))
+        if self.labels_like_missing:
+            lines.append("  labels that read like a missing value, counted as classes: "
+                         + ", ".join(f"{k!r} {v}" for k, v in sorted(self.labels_like_missing.items()))
+                         + " (if they mean no label, the pool should hold null there)")
         roi = ", ".join(f"{share(v)} {k}" for k, v in self.roi.items() if v)
         lines.append(f"ROI ({self.roi_column or 'no ROI column'}): {roi}"
                      + (f"; {self.boxes} boxes" if self.roi_column == "boxes" else ""))
@@ -126,7 +132,7 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = "
         from .errors import SourceError
 
         raise SourceError(f"the pool has no column {group_column!r} (columns: {list(spec.columns)})")
-    labels, roi, formats, sizes, per_group = Counter(), Counter(), Counter(), Counter(), Counter()
+    labels, roi, formats, sizes, per_group, like_missing = (Counter() for _ in range(6))
     problems, boxes_total = SkipLedger(), 0
     flagged: set[int] = set()  # rows with a problem found from their headers: decoding them adds nothing
     bar = Progress(spec.num_rows, enabled=progress, desc="decoding" if decode else "reading", unit="rows")
@@ -135,7 +141,10 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = "
         nonlocal boxes_total
         for i, ident in enumerate(batch.ids):
             found = problems.total_skipped
-            labels[label_key(batch.extra[label_column][i])] += 1
+            label = batch.extra[label_column][i]
+            labels[label_key(label)] += 1
+            if reads_as_missing(label):
+                like_missing[label] += 1
             if group:
                 value = batch.extra[group][i]
                 per_group[None if value is None else str(value)] += 1
@@ -166,7 +175,7 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = "
                "max": int(counts.max()), "rows_without_group": without} if group else {})
     return PoolInfo(spec.path, len(spec.files), spec.num_rows, list(spec.columns), spec.image_column,
                     spec.roi_column, dict(labels), {k: roi.get(k, 0) for k in ("mask", "boxes", "none")}, boxes_total,
-                    dict(formats), dict(sizes), group, groups, problems, decode, label_column)
+                    dict(formats), dict(sizes), group, groups, problems, decode, label_column, dict(like_missing))
 
 
 def _decode_reason(error: str) -> str:

@@ -31,7 +31,7 @@ from ..pool.files import open_parquet
 from ..pool.labels import is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from .errors import SourceError
-from .tables import cell_or_none, header_of, read_table_lines
+from .tables import cell_or_none, header_of, pool_ids_of, read_table_lines
 from .writer import check_destination
 
 READ_ROWS = 256
@@ -128,7 +128,8 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     seen = _classes(spec)
     given, empty = read_labels(o, {str(c) for c in seen})
     label_type = _label_type(spec)
-    converted = {ident: _convert(label, label_type, ident) for ident, label in given.items()}
+    in_pool = pool_ids_of(spec, given)
+    converted = {in_pool.get(ident, ident): _convert(label, label_type, ident) for ident, label in given.items()}
     before = _current_labels(spec, set(converted))
     unknown = [i for i in converted if i not in before]
     if unknown:

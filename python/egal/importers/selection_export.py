@@ -40,7 +40,7 @@ from ..progress import Progress
 from . import cvat, label_studio
 from .errors import SourceError
 from .imaging import read_header, suffix_of
-from .tables import read_table
+from .tables import pool_ids_of, read_table
 
 TARGETS = ("folders", "label-studio", "cvat")
 SCAN_BATCH = 64
@@ -140,6 +140,9 @@ def run_export(o: ExportOptions) -> ExportResult:
     spec = open_pool(o.pool)
     check_label_column(spec, o.label_column)
     chosen = read_selection(o.selection) if o.selection else None
+    if chosen:
+        in_pool = pool_ids_of(spec, chosen)
+        chosen = {in_pool.get(ident, ident): row for ident, row in chosen.items()}
     tmp = Path(temporary_path(out, hidden=True))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

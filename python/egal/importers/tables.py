@@ -9,15 +9,34 @@ import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..pool.labels import is_missing_text
 from .errors import SourceError
-
-# Cells that mark a missing value, in any case: what pandas' read_csv takes for NaN among the common spellings.
-MISSING_CELLS = ("", "NA", "N/A", "NAN", "NONE", "NULL")
 
 
 def cell_or_none(text: str) -> str | None:
-    """A table cell's text, or None where it marks a missing value (empty, NA, N/A, NaN, None, null)."""
-    return None if text.strip().upper() in MISSING_CELLS else text
+    """A table cell's text, or None where it marks a missing value (empty, NA, N/A, NaN, None, null: egal.pool.labels'
+    MISSING_TEXT)."""
+    return None if is_missing_text(text) else text
+
+
+def pool_ids_of(spec, table_ids) -> dict[str, str]:
+    """{id as a table gives it: the pool's id} for the table ids the pool holds. Table cells are read stripped
+    (read_table), so a pool id with surrounding spaces (which egal score keeps as it is in the selection it writes)
+    is found by its stripped text; SourceError when two pool ids answer to one table id."""
+    from ..pool.files import open_parquet
+
+    wanted, found = set(table_ids), {}
+    for path in spec.files:
+        for batch in open_parquet(path).iter_batches(columns=["id"], batch_size=65536):
+            for ident in batch.column(0).to_pylist():
+                key = ident if ident in wanted else ident.strip()
+                if key not in wanted:
+                    continue
+                if key in found:
+                    raise SourceError(f"the table's id {key!r} names two rows of the pool, {found[key]!r} and "
+                                      f"{ident!r} (table cells are read without surrounding spaces)")
+                found[key] = ident
+    return found
 
 
 def read_table(path, required: Sequence[str] = (), what: str = "table") -> list[dict[str, str]]:

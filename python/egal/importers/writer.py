@@ -23,7 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import temporary_path
-from .._paths import check_new_file, check_not_an_input, check_replaceable, check_utf8_name, is_pool_file
+from .._paths import (
+    check_new_file,
+    check_not_an_input,
+    check_replaceable,
+    check_utf8_name,
+    is_pool_file,
+    parquet_name_problem,
+)
 from ..errors import EgalError
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
@@ -73,6 +80,9 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
         check_new_file(path, what, replace=overwrite)
     except EgalError as exc:
         raise SourceError(str(exc)) from None
+    problem = parquet_name_problem(path)
+    if problem:
+        raise SourceError(f"{what} is where the pool goes, as Parquet: {problem}")
     return Path(path)
 
 

@@ -39,6 +39,9 @@ def load_model(path, map_location="cpu") -> EGALClassifier:
         raise IsADirectoryError(f"model file {path!r} is a folder: name the model file (.pt) in it")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {path!r} does not exist")
+    other = _other_kind_of_file(path)
+    if other:
+        raise ModelFileError(f"{path!r} is not an egal model file: {other}")
     try:
         with warnings.catch_warnings():  # a TorchScript file makes torch.load warn before it refuses it
             warnings.simplefilter("ignore", UserWarning)
@@ -94,6 +97,21 @@ def _check_state(model, state, path) -> None:
     if broken:
         raise ModelFileError(f"{path!r} has weights that are not finite (NaN or infinity) in {len(broken)} tensor(s), "
                              f"first {broken[0]}: the training that made it diverged; train it again (a smaller lr)")
+
+
+def _other_kind_of_file(path) -> str | None:
+    """What a file that egal.models.save_model cannot have written is, from its first bytes (None: it may be one,
+    torch.load says). Said plainly, where torch.load would report an unpickling error."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):  # a zip archive, as torch.save writes
+        return None
+    if head == b"PAR1":
+        return "it is a Parquet file (a pool or a scores file?), not a model"
+    if path.lower().endswith(".onnx"):
+        return ("it is an ONNX graph: egal score and egal report take it as it is (--model model.onnx), and egal "
+                "export turns a .pt model into one")
+    return None
 
 
 def _first_line(exc) -> str:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
+from .._paths import parquet_name_problem
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..selection import DIVERSITY_METHODS
@@ -111,10 +112,10 @@ class ScoreOptions:
                 what = "a model file (.pt or .onnx)" if name == "model" else "a path"
                 raise bad_argument(TypeError, name, f"must be {what}, got {value!r}")
             object.__setattr__(self, name, os.fspath(value))
-        extension = os.path.splitext(self.out)[1]
-        if extension and extension.lower() != ".parquet":  # scores.csv would hold Parquet under a CSV name
-            raise bad_argument(EgalError, "out", f"is where the scores go, as Parquet: give a .parquet name, got "
-                               f"{self.out!r} (the selected ids go to a CSV beside it)")
+        problem = parquet_name_problem(self.out)
+        if problem:
+            raise bad_argument(EgalError, "out", f"is where the scores go, as Parquet: {problem} (the selected ids go "
+                               "to a CSV beside it)")
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
         check_choice(self.combine, "combine", COMBINE_METHODS)
         check_int(self.batch_size, "batch_size")

@@ -2,13 +2,30 @@
 export-selection share, so that a row one of them trains on is never "unlabeled" to another."""
 from __future__ import annotations
 
+# Text that marks a missing value, in any case and with any surrounding spaces: what pandas' read_csv takes for
+# NaN among the common spellings, and what str() of a missing value gives (pandas' astype(str): "nan", "None").
+# A table cell (egal.importers.tables) holding one is empty. In a pool's label column, where a class may be
+# called "None" or "NA", only blank text is no label; the others stay labels, and pool info and egal train say
+# that they look like missing values (reads_as_missing).
+MISSING_TEXT = ("", "NA", "N/A", "NAN", "NONE", "NULL")
+
+
+def is_missing_text(text: str) -> bool:
+    return text.strip().upper() in MISSING_TEXT
+
 
 def is_label(value) -> bool:
-    """A cell holds a label unless it is null, NaN or empty (text or bytes): pools written by pandas or from a
-    CSV mark a missing label in each of these ways."""
+    """A cell holds a label unless it is null, NaN, empty or blank (text or bytes): pools written by pandas or from
+    a CSV mark a missing label in each of these ways."""
     if isinstance(value, (str, bytes)):
-        return len(value) > 0
+        return len(value.strip()) > 0
     return value is not None and value == value
+
+
+def reads_as_missing(value) -> bool:
+    """A label whose text is one of MISSING_TEXT's spellings ("nan", "None", "NA", ...): a class by that name, or a
+    missing value that a script wrote as text (pandas' astype(str) does), which only the pool's author can tell."""
+    return isinstance(value, str) and is_label(value) and is_missing_text(value)
 
 
 def label_key(value) -> str | None:
