@@ -297,16 +297,17 @@ def test_ids_with_surrounding_spaces_make_the_round_trip(tmp_path, capsys):
     write_csv(tmp_path / "sel.csv", ["rank", "id", "score"], [[1, " lead", "0.9"], [2, "tail ", "0.8"]])
     assert pool("export-selection", "--pool", tmp_path / "spaced.parquet", "--selection", tmp_path / "sel.csv",
                 "--out", tmp_path / "out", "--quiet") == 0
-    assert [r["id"] for r in csv.DictReader(open(tmp_path / "out" / "selection.csv"))] == ["lead", "tail"]
+    with open(tmp_path / "out" / "selection.csv", newline="") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [" lead", "tail "]  # the pool's ids, as they are
     write_csv(tmp_path / "labels.csv", ["id", "label"], [[" lead", "glioma"]])
     assert pool("add-labels", tmp_path / "spaced.parquet", tmp_path / "labels.csv", "--out",
-                tmp_path / "r2.parquet") == 0
+                tmp_path / "r2.parquet", "--allow-new-classes") == 0
     back = pq.read_table(tmp_path / "r2.parquet").to_pydict()
     assert back["id"] == [" lead", "mid", "tail "] and back["label"] == ["glioma", None, None]
     # Two pool ids that a stripped table id would both name: refused, not guessed.
     pq.write_table(table.set_column(0, "id", pa.array([" lead", "lead", "tail"])), tmp_path / "both.parquet")
     assert pool("add-labels", tmp_path / "both.parquet", tmp_path / "labels.csv", "--out",
-                tmp_path / "r3.parquet") == 2
+                tmp_path / "r3.parquet", "--allow-new-classes") == 2
     assert "the table's id 'lead' names two rows of the pool, ' lead' and 'lead'" in capsys.readouterr().err
     assert not (tmp_path / "r3.parquet").exists()
 

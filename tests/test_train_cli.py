@@ -53,6 +53,18 @@ def test_train_refuses_to_lose_a_class_whose_every_row_fails_to_decode(tmp_path,
     assert CLASSES[0] not in load_model(str(tmp_path / "m.pt")).config.classes
 
 
+def test_train_warns_of_classes_that_read_like_missing_values(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")
+    for row in rows[1::6]:
+        row["label"] = "nan"  # as pandas' astype(str) writes a missing label
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 0
+    assert "class(es) 'nan' of column 'label' read like a missing value" in capsys.readouterr().err
+
+
 def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
     pytest.importorskip("torch")
     from egal.cli import main
