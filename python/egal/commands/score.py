@@ -41,7 +41,7 @@ def register(subparsers):
         epilog="Pool format: a Parquet file (or folder of Parquet files) with columns id (string, unique); image "
         "(PNG/JPEG/DICOM bytes) or image_path (relative to the Parquet file's folder); optionally mask (PNG bytes), "
         "mask_path or boxes (list of [x0, y0, x1, y1] in image pixels); label (optional: a labelled row is never "
-        "selected; null, NaN or empty means unlabelled). "
+        "selected; null, NaN, empty or blank means unlabelled; --label-column names another column). "
         "Example: egal score --pool pool.parquet --model model.pt --select 60. "
         "A patient-aware, diverse batch: egal score --pool pool.parquet --model model.pt --select 60 --embeddings "
         "--diversity kcenter --group-column patient_id --per-group 2 (egal select redoes a selection later without "

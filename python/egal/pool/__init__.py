@@ -16,7 +16,7 @@ in order of relative path), one row per image:
     boxes      list of [x0, y0, x1, y1] in the image's own pixel coordinates
               A null value, an empty box list or an all-zero mask means "no ROI";
               a pool without any ROI column has no ROI in any row.
-  label       optional, any type; null, NaN or "" = unlabeled (egal.pool.labels); egal score scores a
+  label       optional, any type; null, NaN, "" or blank = unlabeled (egal.pool.labels); egal score scores a
               labelled row but never selects it
   other columns are ignored unless asked for by name (e.g. `cv_fold`).
 
