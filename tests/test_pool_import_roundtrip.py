@@ -201,6 +201,41 @@ def test_cvat_xml_holds_boxes_masks_and_tags(mask_pool, box_pool, tmp_path):
     assert boxes == [[6.0, 5.0, 30.0, 25.5], [40.0, 10.0, 60.0, 50.0]] and image.find("tag") is None
 
 
+def test_cvat_tags_come_back_as_labels(mask_pool, tmp_path):
+    # The annotators' CVAT export ("CVAT for images 1.1", the layout egal wrote): each image's tag is its label,
+    # its id from its file name, ids that are paths included; an image without a tag was left unlabelled.
+    table = pq.read_table(mask_pool)
+    ids = ["s0", "dir/s1", "s2", "s3", "s4", ".s5"]
+    pool = tmp_path / "paths.parquet"
+    pq.write_table(table.set_column(0, "id", pa.array(ids)), pool)
+    export_selection(pool, tmp_path / "cv", to="cvat", progress=False)
+    tree = ElementTree.parse(tmp_path / "cv" / "annotations.xml")
+    images = {i.get("name"): i for i in tree.getroot().iter("image")}
+    assert sorted(images) == ["%2Es5.png", "dir%2Fs1.png", "s0.png", "s2.png", "s3.png", "s4.png"]
+    for name, label in (("s2.png", "glioma"), ("%2Es5.png", "meningioma")):  # the two unlabelled rows, tagged
+        ElementTree.SubElement(images[name], "tag", {"label": label, "source": "manual"})
+    tree.write(tmp_path / "annotations.xml", encoding="utf-8", xml_declaration=True)
+    result = add_labels(pool, tmp_path / "annotations.xml", tmp_path / "r2.parquet")
+    assert (result.newly_labelled, result.unchanged, result.relabelled) == (2, 4, [])
+    back = pq.read_table(tmp_path / "r2.parquet").to_pydict()
+    assert back["id"] == ids and back["label"] == ["glioma", "meningioma", "glioma", "glioma", "meningioma",
+                                                   "meningioma"]
+    # Two different tags on one image: refused, naming it; a file that is not CVAT's: named.
+    ElementTree.SubElement(images["s0.png"], "tag", {"label": "meningioma"})
+    tree.write(tmp_path / "two.xml")
+    with pytest.raises(SourceError, match=r"gives 1 image\(s\) two different tags: 's0' \('glioma', 'meningioma'\)"):
+        add_labels(pool, tmp_path / "two.xml", tmp_path / "r3.parquet")
+    (tmp_path / "other.xml").write_text("<project/>")
+    with pytest.raises(SourceError, match="not a CVAT for images 1.1 file"):
+        add_labels(pool, tmp_path / "other.xml", tmp_path / "r3.parquet")
+    (tmp_path / "broken.xml").write_text("<annotations><image name='s0.png'>")
+    with pytest.raises(SourceError, match="is not a readable XML file"):
+        add_labels(pool, tmp_path / "broken.xml", tmp_path / "r3.parquet")
+    with pytest.raises(SourceError, match="id_column and label_column .* name a CSV's columns"):
+        add_labels(pool, tmp_path / "annotations.xml", tmp_path / "r3.parquet", id_column="egal_id")
+    assert not (tmp_path / "r3.parquet").exists()
+
+
 def test_a_boxes_pool_exports_to_folders_as_masks_of_its_boxes(box_pool, tmp_path):
     export_selection(box_pool, tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "unlabeled" / "d0.dcm").is_file()

@@ -229,15 +229,19 @@ def _add_labels(commands) -> None:
 
     p = _sub(commands, "add-labels", "the annotators' labels, by id, into a new pool",
              "Write the pool with the labels of a CSV (columns id,label; Label Studio's CSV export: --id-column "
-             "egal_id). Refused, naming the first offenders: ids not in the pool, an id given two labels, a "
+             "egal_id) or of CVAT's export of a task made from export-selection --to cvat (annotations.xml, "
+             "'CVAT for images 1.1': each image's tag is its label). Refused, naming the first offenders: ids not "
+             "in the pool, an id given two labels, a "
              "labelled row given another label (unless --relabel), classes the pool has never seen (unless "
              "--allow-new-classes). Empty label cells are ignored. Prints what changed.",
              "egal pool add-labels pool.parquet round1-labels.csv --out pool.round2.parquet")
     p.add_argument("pool", metavar="POOL", help="the pool")
-    p.add_argument("labels", metavar="LABELS", help="the CSV of labels")
+    p.add_argument("labels", metavar="LABELS", help="the CSV of labels, or CVAT's annotations .xml")
     p.add_argument("--out", required=True, help="the new pool (a .parquet file)")
-    p.add_argument("--id-column", default=default_of(LabelOptions, "id_column"), help="(default: %(default)s)")
-    p.add_argument("--label-column", default=default_of(LabelOptions, "label_column"), help="(default: %(default)s)")
+    p.add_argument("--id-column", default=default_of(LabelOptions, "id_column"),
+                   help="the CSV's id column (default: %(default)s)")
+    p.add_argument("--label-column", default=default_of(LabelOptions, "label_column"),
+                   help="the CSV's label column (default: %(default)s)")
     p.add_argument("--relabel", action="store_true", help="allow changing labels the pool already has")
     p.add_argument("--allow-new-classes", action="store_true", help="allow classes the pool has never seen")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

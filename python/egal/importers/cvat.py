@@ -1,4 +1,4 @@
-"""CVAT's import file: "CVAT for images 1.1" XML with the ROI as shapes.
+"""CVAT's import file: "CVAT for images 1.1" XML with the ROI as shapes; and its tags, read back.
 
 Followed: CVAT's documentation "XML annotation format", version 1.1 (docs.cvat.ai; CVAT 2.x): an
 <annotations> root with <version>1.1</version>, <meta><task> with the labels, then one <image id
@@ -6,10 +6,13 @@ name width height> per image holding <box xtl ytl xbr ybr> (pixels, top-left ori
 left top width height> (run lengths over the mask's bounding box, row-major, alternating
 background and mask and starting with background) and <tag> for an image-level class. Upload it
 with "Upload annotations" > "CVAT 1.1" on a task created from the images folder (names match).
+The file CVAT exports ("Export task dataset" > "CVAT for images 1.1") has the same layout: read_tags
+reads each image's tags from it, which `egal pool add-labels` takes as the images' labels.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -55,3 +58,20 @@ def mask_rle(mask: np.ndarray):
     if crop[0]:
         runs = [0] + runs  # runs start with background
     return ", ".join(map(str, runs)), (left, top, int(cols[-1] + 1 - left), int(rows[-1] + 1 - top))
+
+
+def read_tags(path) -> Iterator[tuple[str, list[str]]]:
+    """(name, [label of each <tag>]) of every <image> of a "CVAT for images 1.1" file, in the file's order,
+    streamed. ValueError naming the file when it is not XML or its root is not <annotations>."""
+    try:
+        events = ElementTree.iterparse(path, events=("start", "end"))
+        _, root = next(events)
+        if root.tag != "annotations":
+            raise ValueError(f"{str(path)!r} is XML with the root <{root.tag}>, not a CVAT for images 1.1 file "
+                             "(<annotations>)")
+        for event, element in events:
+            if event == "end" and element.tag == "image":
+                yield element.get("name", ""), [t.get("label", "") for t in element.iter("tag")]
+                root.clear()  # keeps memory flat however many images the task has
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"{str(path)!r} is not a readable XML file: {exc}") from None

@@ -1,7 +1,9 @@
 """`egal pool add-labels`: the labels that came back from the annotators, into a new pool.
 
 The labels table maps ids to labels (columns `id` and `label` by default; from Label Studio's CSV
-export use id_column="egal_id"). It is checked whole before anything is written, and refused,
+export use id_column="egal_id"); or it is CVAT's "CVAT for images 1.1" export (an .xml file) of a task
+made from export-selection's cvat target, whose image names give the ids and whose tags the labels.
+It is checked whole before anything is written, and refused,
 naming the first offenders, when it
   * names ids that are not in the pool,
   * gives one id two different labels,
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +32,9 @@ from ..pool.errors import MAX_LISTED_ROWS
 from ..pool.files import open_parquet
 from ..pool.labels import is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
+from . import cvat
 from .errors import SourceError
+from .selection_export import id_of_file_stem
 from .tables import cell_or_none, header_of, pool_ids_of, read_table_lines
 from .writer import check_destination
 
@@ -91,6 +95,8 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
     """({id: label}, cells that hold no label ignored); SourceError for a missing column or an id given two labels.
     classes: the pool's classes, as text: a cell that names one is that label, even where it reads like a
     missing value ("None", "NA" as class names)."""
+    if Path(o.labels).suffix.lower() == ".xml":
+        return _read_cvat_labels(o)
     header = header_of(o.labels) if Path(o.labels).is_file() else []
     if header and o.id_column not in header and "egal_id" in header:
         raise SourceError(f"labels {o.labels!r} has no {o.id_column!r} column but has 'egal_id' (a Label Studio "
@@ -116,6 +122,37 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
     if conflicts:
         raise SourceError(f"labels {o.labels!r} gives {len(conflicts)} id(s) two different labels: "
                           + "; ".join(conflicts[:MAX_LISTED_ROWS]))
+    return given, empty
+
+
+def _read_cvat_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
+    """read_labels for CVAT's "CVAT for images 1.1" export of a task made from `egal pool export-selection --to
+    cvat`: each image's id from its file name (id_of_file_stem), its label from its one tag (or one label its
+    tags repeat); an image without a tag is one the annotators left, counted as an empty cell."""
+    if (o.id_column, o.label_column) != ("id", "label"):
+        raise SourceError(f"labels {o.labels!r} is a CVAT annotations file, which gives an image's id by its file "
+                          "name and its label by its tag: id_column and label_column (--id-column, --label-column) "
+                          "name a CSV's columns")
+    if not Path(o.labels).is_file():
+        raise SourceError(f"labels {o.labels!r} does not exist")
+    given: dict[str, str] = {}
+    conflicts, empty = [], 0
+    try:
+        for name, tags in cvat.read_tags(o.labels):
+            ident = id_of_file_stem(PurePosixPath(name.replace("\\", "/")).stem)
+            if not tags:
+                empty += 1
+                continue
+            labels = sorted({*tags, *([given[ident]] if ident in given else [])})
+            if len(labels) > 1:
+                conflicts.append(f"{ident!r} ({', '.join(map(repr, labels))})")
+                continue
+            given[ident] = labels[0]
+    except ValueError as exc:
+        raise SourceError(f"labels {exc}") from None
+    if conflicts:
+        raise SourceError(f"labels {o.labels!r} gives {len(conflicts)} image(s) two different tags: "
+                          + "; ".join(conflicts[:MAX_LISTED_ROWS]) + " (an image's class is one tag)")
     return given, empty
 
 

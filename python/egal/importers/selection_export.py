@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import urllib.parse
 from dataclasses import dataclass, field
@@ -318,6 +319,11 @@ def file_stem(ident: str) -> str:
     selection.csv maps every file back to its id."""
     stem = ident.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
     return "%2E" + stem[1:] if stem.startswith(".") else stem
+
+
+def id_of_file_stem(stem: str) -> str:
+    """The id whose exported files are named `stem` (file_stem's inverse)."""
+    return re.sub(r"%(25|2F|5C|2E)", lambda m: {"25": "%", "2F": "/", "5C": "\\", "2E": "."}[m.group(1)], stem)
 
 
 def _check_file_name(name: str, what: str = "id") -> None:
