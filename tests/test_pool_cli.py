@@ -73,7 +73,7 @@ def test_user_errors_exit_2_naming_the_flag(layout, tmp_path, capsys):
     assert pool("from-folders", layout, "--out", out, "--quiet") == 2
     assert "already exists: pass overwrite=True (--overwrite)" in capsys.readouterr().err
     assert pool("from-brats", layout, "--out", tmp_path / "b.parquet", "--min-roi-area", "0") == 2
-    assert "egal pool: error: --min-roi-area must be a positive integer, got 0" in capsys.readouterr().err
+    assert "egal pool from-brats: error: --min-roi-area must be a positive integer, got 0" in capsys.readouterr().err
     assert pool("from-vindr-cxr", layout, "--out", tmp_path / "v.parquet", "--task", "finding") == 2
     assert "--finding must name a finding" in capsys.readouterr().err
     assert pool("from-folders", tmp_path / "missing", "--out", tmp_path / "m.parquet") == 2

@@ -329,6 +329,7 @@ def test_pool_info_counts_and_problems(mask_pool, box_pool, tmp_path):
     problems = pool_info(bad).problems.skipped
     assert problems == {"box outside its image or malformed": 1, "image header unreadable": 1}
     assert json.loads(json.dumps(pool_info(bad).to_dict()))["problems"] == problems
+    assert pool_info(bad).roi == {"mask": 0, "boxes": 0, "none": 2}  # a row in error has no ROI to count
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -245,3 +245,19 @@ def test_a_model_that_cannot_be_saved_after_training_is_kept_elsewhere(tmp_path,
         assert load_model(rescue).config.architecture == "tiny_cnn"
     finally:
         os.remove(rescue)
+
+
+def test_train_says_when_episodes_take_fewer_classes_or_shots_than_asked(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")  # 12 labelled rows, 4 of each of 3 classes
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    args = ["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), "--architecture", "tiny_cnn",
+            "--input-size", "32", "--epochs", "1", "--head", "prototypical"]
+    assert main([*args, "--n-way", "5", "--k-shot", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "n_way 5 (--n-way) with 3 classes: episodes are 3-way" in err
+    assert "k_shot 4 (--k-shot): these classes have too few rows" in err and "'benign' (4 rows)" in err
+    assert main([*args, "--n-way", "3", "--k-shot", "3", "--overwrite"]) == 0
+    assert "episodes are" not in (err := capsys.readouterr().err) and "too few rows" not in err

@@ -111,7 +111,7 @@ def _escape_undecodable_output():
 
 
 def _run(args) -> int:
-    name = f"egal {args.command}"
+    name = " ".join(["egal", args.command, *([args.pool_command] if getattr(args, "pool_command", None) else [])])
     try:
         if args.command in NEEDS_TORCH:
             _require_torch(args.command)

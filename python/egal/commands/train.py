@@ -90,6 +90,8 @@ def run(args) -> int:
     progress = Progress(train.epochs, enabled=not args.quiet, desc="epochs")
     if exclude:
         progress.log(f"left out {dataset.excluded} labelled row(s) by --exclude {' '.join(args.exclude)}")
+    for note in episode_notes(train, dataset.labels, dataset.classes):
+        progress.log(note)
     progress.log(f"{len(dataset)} labelled rows, classes {list(dataset.classes)}; {train.architecture} + "
                  f"{train.head} head at {train.input_size[0]}x{train.input_size[1]}, beta {train.beta}, "
                  f"{train.epochs} epochs")
@@ -111,6 +113,24 @@ def run(args) -> int:
     print(f"wrote {args.out} ({train.architecture}, {train.head} head, classes {list(dataset.classes)}; "
           f"trained in {history.seconds:.1f} s)", file=sys.stdout)
     return 0
+
+
+def episode_notes(train, labels, classes) -> list[str]:
+    """What the prototypical head's episodes take less of than asked, since the labelled rows do not have more
+    (egal.train.episodes): fewer classes than n_way, or a class with k_shot rows or fewer (one is kept as query)."""
+    if train.head != "prototypical":
+        return []
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels), minlength=len(classes))
+    notes = []
+    if train.n_way > len(classes):
+        notes.append(f"n_way {train.n_way} (--n-way) with {len(classes)} classes: episodes are {len(classes)}-way")
+    small = [f"{classes[c]!r} ({counts[c]} rows)" for c in range(len(classes)) if counts[c] <= train.k_shot]
+    if small:
+        notes.append(f"k_shot {train.k_shot} (--k-shot): these classes have too few rows and give fewer support "
+                     f"rows, one row always kept as query: {', '.join(small)}")
+    return notes
 
 
 def _save_or_rescue(model, out: str, save_model) -> None:

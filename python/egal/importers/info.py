@@ -213,8 +213,9 @@ def _roi(batch, i, header, ident, problems: SkipLedger):
             try:
                 for k, box in enumerate(boxes):
                     check_box(k, box, header.width, header.height, header.orientation)
-            except RowError as exc:
+            except RowError as exc:  # egal score gives the row status 'error': it has no ROI to count
                 problems.skip("box outside its image or malformed", f"{ident}: {exc}")
+                return "none", len(boxes)
         return ("boxes" if boxes else "none"), len(boxes)
     try:
         mask = read_mask_png(_bytes(value, batch.roi_kind == "mask_path", batch.base_dirs[i]))
