@@ -112,11 +112,20 @@ def test_info_decode_and_its_workers(layout, tmp_path, capsys):
     assert "give --decode too" in capsys.readouterr().err
     assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "-1") == 2
     assert "--workers must be a non-negative integer" in capsys.readouterr().err
-    assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "2", "--json") == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["decoded"] is True and info["problems"] == {} and info["rows"] == 2
+    assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "100000") == 2
+    assert "--workers 100000 is more decoder processes than this machine's" in capsys.readouterr().err
     assert pool("info", tmp_path / "p.parquet", "--decode") == 0
     assert "every image, mask and box decoded" in capsys.readouterr().out
+    table = pq.read_table(tmp_path / "p.parquet")
+    images = table.column("image").to_pylist()
+    images[1] = images[1][: len(images[1]) // 2]  # its header still reads
+    pq.write_table(table.set_column(table.column_names.index("image"), "image", pa.array(images)),
+                   tmp_path / "cut.parquet")
+    assert pool("info", tmp_path / "cut.parquet", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == {}
+    assert pool("info", tmp_path / "cut.parquet", "--decode", "--workers", "2", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["decoded"] is True and info["problems"] == {"image does not decode": 1} and info["rows"] == 2
 
 
 def test_an_empty_selection_is_refused_before_any_export_is_written(layout, tmp_path, capsys):
@@ -304,16 +313,22 @@ def test_ids_with_surrounding_spaces_make_the_round_trip(tmp_path, capsys):
                 tmp_path / "r2.parquet", "--allow-new-classes") == 0
     back = pq.read_table(tmp_path / "r2.parquet").to_pydict()
     assert back["id"] == [" lead", "mid", "tail "] and back["label"] == ["glioma", None, None]
-    # Two pool ids that a stripped table id would both name: refused, not guessed.
-    pq.write_table(table.set_column(0, "id", pa.array([" lead", "lead", "tail"])), tmp_path / "both.parquet")
+    # An id the table gives exactly is the one it means, beside another that differs by spaces ...
+    pq.write_table(table.set_column(0, "id", pa.array([" lead", "lead", "tail"])), tmp_path / "exact.parquet")
+    assert pool("add-labels", tmp_path / "exact.parquet", tmp_path / "labels.csv", "--out",
+                tmp_path / "r3.parquet", "--allow-new-classes") == 0
+    assert pq.read_table(tmp_path / "r3.parquet").column("label").to_pylist() == [None, "glioma", None]
+    # ... while two pool ids that only a stripped table id names are refused, not guessed.
+    pq.write_table(table.set_column(0, "id", pa.array([" lead", "lead ", "tail"])), tmp_path / "both.parquet")
     assert pool("add-labels", tmp_path / "both.parquet", tmp_path / "labels.csv", "--out",
-                tmp_path / "r3.parquet", "--allow-new-classes") == 2
-    assert "the table's id 'lead' names two rows of the pool, ' lead' and 'lead'" in capsys.readouterr().err
-    assert not (tmp_path / "r3.parquet").exists()
+                tmp_path / "r4.parquet", "--allow-new-classes") == 2
+    assert "the table's id 'lead' names two rows of the pool, ' lead' and 'lead '" in capsys.readouterr().err
+    assert not (tmp_path / "r4.parquet").exists()
 
 
 def test_a_pool_is_written_under_a_parquet_name(layout, tmp_path, capsys):
     assert pool("from-folders", layout, "--out", tmp_path / "pool.csv", "--quiet") == 2
     assert "--out is where the pool goes, as Parquet: give a .parquet name, got" in capsys.readouterr().err
     assert not (tmp_path / "pool.csv").exists()
+    assert pool("from-folders", layout, "--out", tmp_path / "pool.PARQUET", "--quiet") == 2  # (folder pools: *.parquet)
     assert pool("from-folders", layout, "--out", tmp_path / "pool", "--quiet") == 0  # no extension: as given

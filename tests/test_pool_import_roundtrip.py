@@ -369,6 +369,17 @@ def test_pool_info_and_export_read_labels_from_the_column_named(mask_pool, tmp_p
     info = pool_info(renamed, label_column="diagnosis")
     assert info.labels == pool_info(mask_pool).labels and "Labels (diagnosis): 4 (66.7 %)" in info.summary()
     assert info.to_dict()["label_column"] == "diagnosis"
+    # add-labels reads and writes the same column of the pool
+    (tmp_path / "labels.csv").write_text("id,label\ns2,glioma\ns0,meningioma\n")
+    with pytest.raises(SourceError, match=r"would change the label of 1 labelled row\(s\) \('s0': 'glioma' -> "):
+        add_labels(renamed, tmp_path / "labels.csv", tmp_path / "r2.parquet", pool_label_column="diagnosis")
+    (tmp_path / "labels.csv").write_text("id,label\ns2,glioma\n")
+    result = add_labels(renamed, tmp_path / "labels.csv", tmp_path / "r2.parquet", pool_label_column="diagnosis")
+    back = pq.read_table(tmp_path / "r2.parquet")
+    assert result.newly_labelled == 1 and "label" not in back.column_names
+    assert back.column("diagnosis").to_pylist()[2] == "glioma"
+    with pytest.raises(ValueError, match="pool_label_column 'diagnosys' is not a column"):
+        add_labels(renamed, tmp_path / "labels.csv", tmp_path / "r3.parquet", pool_label_column="diagnosys")
     with pytest.raises(ValueError, match="label_column 'diagnosys' is not a column of the pool"):
         pool_info(renamed, label_column="diagnosys")
     export_selection(renamed, tmp_path / "out", label_column="diagnosis", progress=False)

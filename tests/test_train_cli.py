@@ -257,7 +257,18 @@ def test_train_says_when_episodes_take_fewer_classes_or_shots_than_asked(tmp_pat
             "--input-size", "32", "--epochs", "1", "--head", "prototypical"]
     assert main([*args, "--n-way", "5", "--k-shot", "4"]) == 0
     err = capsys.readouterr().err
-    assert "n_way 5 (--n-way) with 3 classes: episodes are 3-way" in err
+    assert "n_way 5 (--n-way) with 3 classes of 2 rows or more: episodes are 3-way" in err
     assert "k_shot 4 (--k-shot): these classes have too few rows" in err and "'benign' (4 rows)" in err
     assert main([*args, "--n-way", "3", "--k-shot", "3", "--overwrite"]) == 0
     assert "episodes are" not in (err := capsys.readouterr().err) and "too few rows" not in err
+    # A class of one labelled row takes part in no episode: the episodes are 2-way, and the note says why.
+    labelled_rows = [r for r in rows if r["label"] == "normal"]
+    for row in labelled_rows[1:]:
+        row["label"] = None
+    pool = write_pool(tmp_path / "single.parquet", rows)
+    args[2] = str(pool)
+    assert main([*args, "--n-way", "3", "--k-shot", "3", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "class(es) 'normal' with a single labelled row take part in no episode" in err
+    assert "n_way 3 (--n-way) with 2 classes of 2 rows or more: episodes are 2-way" in err
+    assert "'normal' (1 rows)" not in err

@@ -143,6 +143,6 @@ def parquet_name_problem(path) -> str | None:
     """Why `path` is no name for a Parquet file egal writes (None: it is one): a name with another extension
     (pool.csv, scores.txt) would hold Parquet under a name that says otherwise; no extension is fine."""
     extension = os.path.splitext(os.fspath(path))[1]
-    if extension and extension.lower() != ".parquet":
+    if extension and extension != ".parquet":  # (.PARQUET too: a folder pool's files are found as *.parquet)
         return f"give a .parquet name, got {os.fspath(path)!r}"
     return None

@@ -242,6 +242,8 @@ def _add_labels(commands) -> None:
                    help="the CSV's id column (default: %(default)s)")
     p.add_argument("--label-column", default=default_of(LabelOptions, "label_column"),
                    help="the CSV's label column (default: %(default)s)")
+    p.add_argument("--pool-label-column", default=default_of(LabelOptions, "pool_label_column"), metavar="COLUMN",
+                   help="the pool's column of the labels, which the new labels go into (default: %(default)s)")
     p.add_argument("--relabel", action="store_true", help="allow changing labels the pool already has")
     p.add_argument("--allow-new-classes", action="store_true", help="allow classes the pool has never seen")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -249,6 +251,8 @@ def _add_labels(commands) -> None:
 
 
 def _info(commands) -> None:
+    from ..pool.labels import LABEL_COLUMN
+
     p = _sub(commands, "info", "rows, classes, ROI coverage, image sizes, groups, problems",
              "Describe a pool: rows, classes and counts, labelled share, ROI coverage (mask / boxes / none), image "
              "formats, sizes and bit depths, groups, and rows with problems (unreadable image headers, masks not of "
@@ -258,7 +262,7 @@ def _info(commands) -> None:
              "egal pool info pool.parquet --json\n  egal pool info pool.parquet --decode --workers 4")
     p.add_argument("pool", metavar="POOL", help="the pool (a Parquet file or a folder of them)")
     p.add_argument("--group-column", default="group", help="the group / patient column (default: %(default)s)")
-    p.add_argument("--label-column", default="label", metavar="COLUMN",
+    p.add_argument("--label-column", default=LABEL_COLUMN, metavar="COLUMN",
                    help="the column of the labels (default: %(default)s)")
     p.add_argument("--decode", action="store_true",
                    help="also decode every image and ROI (slower: about as long as egal score's decoding)")
@@ -322,7 +326,7 @@ def _run_export(args) -> int:
 def _run_add_labels(args) -> int:
     from ..importers.labels import LabelOptions, run_add_labels
 
-    print(run_add_labels(_options(LabelOptions, args)).summary())
+    print(_named(run_add_labels, _options(LabelOptions, args)).summary())
     return 0
 
 

@@ -123,10 +123,16 @@ def episode_notes(train, labels, classes) -> list[str]:
     import numpy as np
 
     counts = np.bincount(np.asarray(labels), minlength=len(classes))
+    usable = int((counts >= 2).sum())  # a class takes part in episodes with a support and a query row
     notes = []
-    if train.n_way > len(classes):
-        notes.append(f"n_way {train.n_way} (--n-way) with {len(classes)} classes: episodes are {len(classes)}-way")
-    small = [f"{classes[c]!r} ({counts[c]} rows)" for c in range(len(classes)) if counts[c] <= train.k_shot]
+    single = [repr(classes[c]) for c in range(len(classes)) if counts[c] < 2]
+    if single:
+        notes.append(f"class(es) {', '.join(single)} with a single labelled row take part in no episode (one row is "
+                     "support or query, not both); the head's prototypes still include them")
+    if train.n_way > usable:
+        notes.append(f"n_way {train.n_way} (--n-way) with {usable} classes of 2 rows or more: episodes are "
+                     f"{usable}-way")
+    small = [f"{classes[c]!r} ({counts[c]} rows)" for c in range(len(classes)) if 2 <= counts[c] <= train.k_shot]
     if small:
         notes.append(f"k_shot {train.k_shot} (--k-shot): these classes have too few rows and give fewer support "
                      f"rows, one row always kept as query: {', '.join(small)}")
@@ -143,14 +149,16 @@ def _save_or_rescue(model, out: str, save_model) -> None:
         return
     except (OSError, RuntimeError) as exc:  # torch.save reports a file it cannot open as a RuntimeError
         problem = f"--out {out!r} could not be written ({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
-    fd, rescue = tempfile.mkstemp(prefix="egal-train-", suffix=".pt")
-    os.close(fd)
+    rescue = None
     try:
+        fd, rescue = tempfile.mkstemp(prefix="egal-train-", suffix=".pt")
+        os.close(fd)
         save_model(model, rescue)
     except (OSError, RuntimeError) as exc:
-        os.remove(rescue)
-        raise EgalError(f"{problem}; nor could the trained model be kept in {os.path.dirname(rescue)!r} "
-                        f"({type(exc).__name__}: {exc}): it is lost") from None
+        if rescue is not None and os.path.exists(rescue):
+            os.remove(rescue)
+        raise EgalError(f"{problem}; nor could the trained model be kept in the temporary folder "
+                        f"{tempfile.gettempdir()!r} ({type(exc).__name__}: {exc}): it is lost") from None
     raise EgalError(f"{problem}; the trained model was written to {rescue} instead: move it where it belongs")
 
 

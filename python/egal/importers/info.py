@@ -13,17 +13,20 @@ reported by it as status 'error'.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import bad_argument, check_int
+from ..errors import EgalError
+from ..pipeline.options import max_local_workers
 from ..pool import open_pool
 from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
-from ..pool.labels import check_label_column, label_key, reads_as_missing
+from ..pool.labels import LABEL_COLUMN, check_label_column, label_key, reads_as_missing
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..pool.workers import decode_in_order
@@ -47,14 +50,14 @@ class PoolInfo:
     roi_column: str | None
     labels: dict[str | None, int]
     roi: dict[str, int]  # "mask" / "boxes" / "none" -> rows
-    boxes: int  # boxes in all rows
+    boxes: int  # boxes in all rows with an ROI (a row in error has none)
     formats: dict[str, int]  # "PNG 8-bit grey" -> rows
     sizes: dict[str, int]  # "256x256" -> rows
     group_column: str | None
     groups: dict[str, float] = field(default_factory=dict)  # count, min / median / max rows per group
     problems: SkipLedger = field(default_factory=SkipLedger, repr=False)
     decoded: bool = False  # every image and ROI was decoded, not only its header read
-    label_column: str = "label"
+    label_column: str = LABEL_COLUMN
     labels_like_missing: dict[str, int] = field(default_factory=dict)  # "nan" -> rows (egal.pool.labels)
 
     @property
@@ -118,13 +121,16 @@ class PoolInfo:
         return "\n".join(lines)
 
 
-def pool_info(pool, *, group_column: str | None = "group", label_column: str = "label", decode: bool = False,
+def pool_info(pool, *, group_column: str | None = "group", label_column: str = LABEL_COLUMN, decode: bool = False,
               workers: int = 0, progress: bool = False) -> PoolInfo:
     """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
     (a missing "group" column is no error); label_column: the column of the labels (the pool format's "label"
     by default, whose absence means no row is labelled); decode: also decode every image and ROI, in `workers`
     decoder processes (0: in this process)."""
     check_int(workers, "workers", minimum=0)
+    if workers > max_local_workers():
+        raise bad_argument(EgalError, "workers", f"{workers} is more decoder processes than this machine's "
+                           f"{os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None
@@ -215,7 +221,7 @@ def _roi(batch, i, header, ident, problems: SkipLedger):
                     check_box(k, box, header.width, header.height, header.orientation)
             except RowError as exc:  # egal score gives the row status 'error': it has no ROI to count
                 problems.skip("box outside its image or malformed", f"{ident}: {exc}")
-                return "none", len(boxes)
+                return "none", 0
         return ("boxes" if boxes else "none"), len(boxes)
     try:
         mask = read_mask_png(_bytes(value, batch.roi_kind == "mask_path", batch.base_dirs[i]))

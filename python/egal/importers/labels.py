@@ -30,7 +30,7 @@ from .._checks import check_bool
 from ..pool import open_pool
 from ..pool.errors import MAX_LISTED_ROWS
 from ..pool.files import open_parquet
-from ..pool.labels import is_label, label_key
+from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from . import cvat
 from .errors import SourceError
@@ -53,6 +53,7 @@ class LabelOptions:
     relabel: bool = False
     allow_new_classes: bool = False
     overwrite: bool = False
+    pool_label_column: str = LABEL_COLUMN  # the pool's column of the labels, which the new labels go into
 
     def __post_init__(self):
         for name in ("relabel", "allow_new_classes", "overwrite"):
@@ -162,12 +163,14 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files})
     _check_not_inside_a_folder_pool(o.pool, out)
     _check_paths_stay_valid(spec, out)
-    seen = _classes(spec)
+    column = o.pool_label_column
+    check_label_column(spec, column, "pool_label_column")
+    seen = _classes(spec, column)
     given, empty = read_labels(o, {str(c) for c in seen})
-    label_type = _label_type(spec)
+    label_type = _label_type(spec, column)
     in_pool = pool_ids_of(spec, given)
     converted = {in_pool.get(ident, ident): _convert(label, label_type, ident) for ident, label in given.items()}
-    before = _current_labels(spec, set(converted))
+    before = _current_labels(spec, set(converted), column)
     unknown = [i for i in converted if i not in before]
     if unknown:
         raise SourceError(f"labels {o.labels!r} names {len(unknown)} id(s) that are not in the pool: "
@@ -182,7 +185,7 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
         raise SourceError(f"labels {o.labels!r} brings class(es) the pool has never seen: {new} (the pool's classes: "
                           f"{sorted(map(str, seen))}); pass allow_new_classes=True (--allow-new-classes) if they are "
                           "meant")
-    classes = _write(spec, out, converted, label_type)
+    classes = _write(spec, out, converted, label_type, column)
     return LabelResult(out, spec.num_rows, sum(not is_label(before[i]) for i in converted),
                        sum(before[i] == v for i, v in converted.items()), changed, empty, new, classes)
 
@@ -208,11 +211,11 @@ def _check_paths_stay_valid(spec, out: Path) -> None:
                           "folder so that they still resolve")
 
 
-def _label_type(spec) -> pa.DataType:
+def _label_type(spec, column: str) -> pa.DataType:
     schema = open_parquet(Path(spec.files[0])).schema_arrow
-    if "label" not in schema.names:
+    if column not in schema.names:
         return pa.string()
-    t = schema.field("label").type
+    t = schema.field(column).type
     t = t.value_type if pa.types.is_dictionary(t) else t
     return pa.string() if pa.types.is_null(t) else t
 
@@ -227,28 +230,28 @@ def _convert(label: str, label_type: pa.DataType, ident: str):
                           "column") from None
 
 
-def _current_labels(spec, wanted: set) -> dict:
+def _current_labels(spec, wanted: set, column: str) -> dict:
     """{id: its label now} for the ids in `wanted` that the pool holds."""
     found = {}
-    for batch in spec.iter_batches(READ_ROWS * 16, columns=["label"]):
-        for ident, label in zip(batch.ids, batch.extra["label"], strict=True):
+    for batch in spec.iter_batches(READ_ROWS * 16, columns=[column]):
+        for ident, label in zip(batch.ids, batch.extra[column], strict=True):
             if ident in wanted:
                 found[ident] = label
     return found
 
 
-def _classes(spec) -> set:
+def _classes(spec, column: str) -> set:
     seen = set()
-    for batch in spec.iter_batches(READ_ROWS * 16, columns=["label"]):
-        seen.update(v for v in batch.extra["label"] if is_label(v))
+    for batch in spec.iter_batches(READ_ROWS * 16, columns=[column]):
+        seen.update(v for v in batch.extra[column] if is_label(v))
     return seen
 
 
-def _write(spec, out: Path, converted: dict, label_type: pa.DataType) -> dict[str | None, int]:
+def _write(spec, out: Path, converted: dict, label_type: pa.DataType, column: str) -> dict[str | None, int]:
     tmp = Path(temporary_path(out, hidden=True))
     counts: Counter = Counter()
     first = open_parquet(Path(spec.files[0])).schema_arrow
-    fields = [f for f in first if f.name != "label"] + [pa.field("label", label_type)]
+    fields = [f for f in first if f.name != column] + [pa.field(column, label_type)]
     schema = pa.schema(fields, metadata=first.metadata)
     strings = [f.name for f in schema if pa.types.is_string(f.type) and f.name != "id"]
     writer = pq.ParquetWriter(str(tmp), schema, use_dictionary=strings, write_batch_size=ROWS_PER_PAGE)
@@ -256,11 +259,11 @@ def _write(spec, out: Path, converted: dict, label_type: pa.DataType) -> dict[st
         for path in spec.files:
             for batch in open_parquet(Path(path)).iter_batches(batch_size=READ_ROWS):
                 ids = batch.column("id").to_pylist()
-                old = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * len(ids)
+                old = batch.column(column).to_pylist() if column in batch.schema.names else [None] * len(ids)
                 labels = [converted.get(i, v) for i, v in zip(ids, old, strict=True)]
                 counts.update(map(label_key, labels))
-                columns = {f.name: batch.column(f.name).cast(f.type) for f in fields if f.name != "label"}
-                columns["label"] = pa.array(labels, type=label_type)
+                columns = {f.name: batch.column(f.name).cast(f.type) for f in fields if f.name != column}
+                columns[column] = pa.array(labels, type=label_type)
                 writer.write_table(pa.table(columns, schema=schema))
         writer.close()
         os.replace(tmp, out)

@@ -34,7 +34,7 @@ from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
 from ..pool.images import read_image
-from ..pool.labels import check_label_column, is_label, label_key
+from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
@@ -44,6 +44,10 @@ from .imaging import read_header, suffix_of
 from .tables import pool_ids_of, read_table
 
 TARGETS = ("folders", "label-studio", "cvat")
+# How an id's characters that a file name cannot hold are written in it, and a leading "." (a hidden file);
+# file_stem and id_of_file_stem read these alone.
+FILE_NAME_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C"}
+LEADING_DOT_ESCAPE = "%2E"
 SCAN_BATCH = 64
 MAX_NAME_BYTES = 200  # file names of ids and labels: below the 255 bytes of common file systems, room for a suffix
 LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
@@ -63,9 +67,9 @@ class ExportOptions:
     roi_label: str = "ROI"
     url_prefix: str = LABEL_STUDIO_URL_PREFIX
     unlabeled_folder: str = "unlabeled"
-    label_column: str = "label"
     overwrite: bool = False
     progress: bool = True
+    label_column: str = LABEL_COLUMN
 
     def __post_init__(self):
         check_choice(self.to, "to", TARGETS)
@@ -317,13 +321,14 @@ def file_stem(ident: str) -> str:
     """An id as the name of its exported files: '%', '/', '\\' and a leading '.' written as %25, %2F, %5C and
     %2E, so that ids that are paths (from-csv's default, from-folders --ids path) export, one file each, and
     selection.csv maps every file back to its id."""
-    stem = ident.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
-    return "%2E" + stem[1:] if stem.startswith(".") else stem
+    stem = "".join(FILE_NAME_ESCAPES.get(c, c) for c in ident)
+    return LEADING_DOT_ESCAPE + stem[1:] if stem.startswith(".") else stem
 
 
 def id_of_file_stem(stem: str) -> str:
     """The id whose exported files are named `stem` (file_stem's inverse)."""
-    return re.sub(r"%(25|2F|5C|2E)", lambda m: {"25": "%", "2F": "/", "5C": "\\", "2E": "."}[m.group(1)], stem)
+    unescaped = {code: c for c, code in FILE_NAME_ESCAPES.items()} | {LEADING_DOT_ESCAPE: "."}
+    return re.sub("|".join(unescaped), lambda m: unescaped[m.group(0)], stem)
 
 
 def _check_file_name(name: str, what: str = "id") -> None:

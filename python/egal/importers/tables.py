@@ -25,17 +25,20 @@ def pool_ids_of(spec, table_ids) -> dict[str, str]:
     is found by its stripped text; SourceError when two pool ids answer to one table id."""
     from ..pool.files import open_parquet
 
-    wanted, found = set(table_ids), {}
-    for path in spec.files:
-        for batch in open_parquet(path).iter_batches(columns=["id"], batch_size=65536):
-            for ident in batch.column(0).to_pylist():
-                key = ident if ident in wanted else ident.strip()
-                if key not in wanted:
-                    continue
-                if key in found:
-                    raise SourceError(f"the table's id {key!r} names two rows of the pool, {found[key]!r} and "
-                                      f"{ident!r} (table cells are read without surrounding spaces)")
-                found[key] = ident
+    wanted = set(table_ids)
+    pool_ids = [i for path in spec.files
+                for batch in open_parquet(path).iter_batches(columns=["id"], batch_size=65536)
+                for i in batch.column(0).to_pylist() if i in wanted or i.strip() in wanted]
+    exact = {i for i in pool_ids if i in wanted}  # an exact match is the id the table means
+    found = {i: i for i in exact}
+    for ident in pool_ids:
+        key = ident.strip()
+        if key == ident or key not in wanted or key in exact:
+            continue
+        if key in found:
+            raise SourceError(f"the table's id {key!r} names two rows of the pool, {found[key]!r} and {ident!r} "
+                              "(table cells are read without surrounding spaces)")
+        found[key] = ident
     return found
 
 

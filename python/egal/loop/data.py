@@ -149,7 +149,8 @@ def _check_no_class_lost(path, label_column, labels_raw, errors, ids, wanted, ke
                     f"(first id {str(ids[rows[0]])!r}: {errors[rows[0]]})"
                     + (f"; so has {', '.join(map(repr, lost[1:]))}" if len(lost) > 1 else "")
                     + ": a model trained without them could never predict the class. Fix those rows (egal pool info "
-                    f"--decode lists them), or leave the class out (--exclude {label_column}={lost[0]})")
+                    f"--decode lists them), or leave the class out of the pool (egal train: --exclude "
+                    f"{label_column}={lost[0]})")
 
 
 def holds_value(cell, text: str) -> bool:
@@ -181,12 +182,14 @@ def _cache_path(cache_dir, path, input_size, in_channels, label_column, group_co
         return None
     # Keyed by the file's content, not its modification time: a copy of the same pool (a fresh checkout, a
     # synced data folder) reuses the decoded arrays, and an edited pool never does. Hashing reads the file
-    # once, a small cost next to decoding its images. And by the decoding rules' version: an egal that decodes
-    # the same bytes differently does not reuse an older one's arrays.
+    # once, a small cost next to decoding its images. And by the decoding and label rules' versions: an egal that
+    # decodes the same bytes differently, or reads other rows as labelled, does not reuse an older one's arrays.
     from ..pool.decode import DECODE_RULES
+    from ..pool.labels import LABEL_RULES
 
     key = (f"{os.path.basename(path)}-{content_digest(path)}-"
-           f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}-d{DECODE_RULES}")
+           f"{input_size[0]}x{input_size[1]}c{in_channels}-{label_column}-{group_column}-d{DECODE_RULES}"
+           f"-l{LABEL_RULES}")
     if exclude:  # (without it, the key of the caches written before exclusion existed)
         key += "-x" + hashlib.sha256(repr(sorted(exclude)).encode()).hexdigest()[:12]
     return os.path.join(cache_dir, key.replace(os.sep, "_") + ".npz")

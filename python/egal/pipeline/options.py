@@ -13,6 +13,7 @@ from .._checks import bad_argument, check_alpha, check_bool, check_choice, check
 from .._paths import parquet_name_problem
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
+from ..pool.labels import LABEL_COLUMN, check_label_column_name
 from ..selection import DIVERSITY_METHODS
 from .runtime import RUNTIMES
 
@@ -101,7 +102,7 @@ class ScoreOptions:
     group_column: str | None = None
     per_group: int | None = None
     include_labelled: bool = False
-    label_column: str = "label"
+    label_column: str = LABEL_COLUMN
     progress: bool = True
     verbose: bool = False
 
@@ -133,8 +134,7 @@ class ScoreOptions:
             check_int(self.select, "select")
         if self.select_out is not None:
             object.__setattr__(self, "select_out", os.fspath(self.select_out))
-        if not isinstance(self.label_column, str) or not self.label_column:
-            raise bad_argument(EgalError, "label_column", f"must be a column name, got {self.label_column!r}")
+        check_label_column_name(self.label_column)
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise bad_argument(TypeError, "ray_address", f"must be a string, got {self.ray_address!r}")
         self._check_selection()

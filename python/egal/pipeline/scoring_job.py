@@ -23,7 +23,7 @@ from .._paths import (
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
-from ..pool.labels import check_label_column, labelled_rows
+from ..pool.labels import LABEL_COLUMN, check_label_column, labelled_rows
 from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
@@ -265,10 +265,11 @@ class ScoringJob:
             "batch_size": o.batch_size,
             "engine": o.engine,
             "include_labelled": o.include_labelled,  # the ranks written depend on it
-            **({"label_column": o.label_column} if o.label_column != "label" else {}),  # and so on this
+            **({"label_column": o.label_column} if o.label_column != LABEL_COLUMN else {}),  # and so on this
         }
         if o.resume:  # before the runtime check, which exports and scores a batch
-            early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None}
+            early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None,
+                     "label_column": o.label_column}
             # (auto is resolved below, to the recorded runtime; a graph runs on onnxruntime only, and the runtime
             # check says so if torch is asked for it)
             if o.runtime != "auto" and runner.kind == "torch":

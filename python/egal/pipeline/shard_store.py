@@ -307,7 +307,8 @@ def check_resume_arguments(out_path, arguments: dict) -> None:
     previous = recorded_run(out_path)
     if previous is not None:
         finished = not os.path.isdir(parts_dir_of(out_path))
-        _refuse_changed_arguments({key: previous.get(key) for key in arguments}, arguments, out_path, finished)
+        _refuse_changed_arguments({key: previous[key] for key in arguments if key in previous}, arguments, out_path,
+                                  finished)
 
 
 def _refuse_changed_arguments(previous: dict, current: dict, out_path, finished: bool) -> None:
@@ -368,11 +369,15 @@ def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
     return found == expected
 
 
+# Manifest keys written only when not at their default (a run recorded before the key existed had the default).
+RECORDED_WHEN_SET = {"label_column": "label"}
+
+
 def describe_differences(previous: dict, current: dict) -> str:
     """The keys in which two run manifests differ, with both values where they are short; '' when equal."""
     parts = []
     for key in sorted(set(previous) | set(current)):
-        before, now = previous.get(key), current.get(key)
+        before, now = (m.get(key, RECORDED_WHEN_SET.get(key)) for m in (previous, current))
         if before == now:
             continue
         if key == "pool":

@@ -8,6 +8,10 @@ from __future__ import annotations
 # called "None" or "NA", only blank text is no label; the others stay labels, and pool info and egal train say
 # that they look like missing values (reads_as_missing).
 MISSING_TEXT = ("", "NA", "N/A", "NAN", "NONE", "NULL")
+LABEL_COLUMN = "label"  # the pool format's label column; other commands name another with label_column
+# Raised whenever is_label changes, so that datasets decoded under the old rule (egal.loop.data's cache) are not
+# reused: 2, a blank label is no label (2026-11-28).
+LABEL_RULES = 2
 
 
 def is_missing_text(text: str) -> bool:
@@ -33,7 +37,7 @@ def label_key(value) -> str | None:
     return str(value) if is_label(value) else None
 
 
-def labelled_rows(spec, column: str = "label"):
+def labelled_rows(spec, column: str = LABEL_COLUMN):
     """[num_rows] bool, in the pool's read order: whether each row of the pool (an egal.pool.PoolSpec) has a
     label in `column`. Reads that column alone; a pool without it has no labelled row (a caller that was given
     the column's name checks that the pool has it: check_label_column)."""
@@ -49,14 +53,22 @@ def labelled_rows(spec, column: str = "label"):
     return np.asarray(flags, dtype=bool)
 
 
+def check_label_column_name(column, argument: str = "label_column") -> str:
+    from .._checks import bad_argument
+    from ..errors import EgalError
+
+    if not isinstance(column, str) or not column:
+        raise bad_argument(EgalError, argument, f"must be a column name, got {column!r}")
+    return column
+
+
 def check_label_column(spec, column: str, argument: str = "label_column") -> None:
     """A label column other than the pool format's `label` must be one of the pool's columns (a typo would
     otherwise make every row unlabelled). `argument` names the option in the error."""
     from .._checks import bad_argument
     from ..errors import EgalError
 
-    if not isinstance(column, str) or not column:
-        raise bad_argument(EgalError, argument, f"must be a column name, got {column!r}")
-    if column != "label" and column not in spec.columns:
+    check_label_column_name(column, argument)
+    if column != LABEL_COLUMN and column not in spec.columns:
         raise bad_argument(EgalError, argument, f"{column!r} is not a column of the pool; it has "
                            f"{', '.join(repr(c) for c in spec.columns)}")
