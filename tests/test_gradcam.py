@@ -199,6 +199,20 @@ def test_integer_images_are_refused():
         extract_gradcam_inputs(model, torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
 
 
+def test_images_outside_0_1_are_refused_with_what_to_do_but_a_nan_pixel_is_one_samples_problem():
+    # 0-255 floats (or normalised images) ran, and every prediction flipped: the models normalise inside.
+    model = random_model("tiny_cnn", "linear")
+    images = torch.rand(3, 3, 32, 32)
+    masks = torch.ones(3, 32, 32, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"images must hold pixel values in \[0, 1\].*: 8-bit pixels, divide"):
+        score_images(model, images * 255, masks)
+    with pytest.raises(ValueError, match="normalised images"):
+        extract_gradcam_inputs(model, (images - 0.5) / 0.25)
+    images[1, 0, 0, 0] = float("nan")
+    result = score_images(model, images, masks)
+    assert np.isnan(result.score[1]) and np.isfinite(result.score[[0, 2]]).all()
+
+
 def test_numpy_images_read_backwards_or_big_endian_score_as_their_copy():
     model = random_model("tiny_cnn", "linear")
     images = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)

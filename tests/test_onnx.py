@@ -459,6 +459,22 @@ def test_versions_the_installed_onnxruntime_cannot_load_are_refused_at_export_an
     assert "copy it again" not in str(error.value)  # the file is whole: it is not a truncated copy
 
 
+def test_the_graph_refuses_images_a_model_was_not_trained_on_and_scores_an_empty_batch(tmp_path):
+    # uint8 images were converted to 0-255 floats and scored: every prediction changed, without a word.
+    model = make_model("tiny_cnn", "prototypical", 1, (32, 32))
+    scorer = OnnxGradCAM(export_onnx(model, tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    images = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    masks = np.ones((2, 32, 32), bool)
+    with pytest.raises(TypeError, match=r"images must be floating point in \[0, 1\], got dtype uint8: divide"):
+        scorer.score((images * 255).astype(np.uint8), masks)
+    with pytest.raises(ValueError, match="8-bit pixels, divide them by 255"):
+        scorer.score(images * 255, masks)
+    empty = scorer.score(images[:0], masks[:0])  # onnxruntime failed inside the graph's broadcast
+    assert empty.score.shape == (0,) and scorer.run(images[:0]).activations.shape[0] == 0
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        OnnxGradCAM(tmp_path / "missing.onnx")
+
+
 def test_export_of_a_graph_or_a_pool_says_what_the_file_is(tmp_path, capsys):
     # torch.load reported an UnpicklingError ("it holds Python objects") for both.
     model = make_model("tiny_cnn", "prototypical", 1, (32, 32))

@@ -283,6 +283,10 @@ def test_bad_training_input_is_refused():
     with pytest.raises(ValueError, match=r"12 training mask\(s\) hold values outside \[0, 1\] \(or NaN\), first row 0 "
                                          r"\(a 0/255 mask"):
         train_model(images, wide, labels, CLASSES, small_config())
+    with pytest.raises(ValueError, match=r"images must hold pixel values in \[0, 1\].*8-bit pixels"):
+        train_model(images * 255, masks, labels, CLASSES, small_config())
+    with pytest.raises(TypeError, match="floating point in"):
+        train_model((images * 255).astype(np.uint8), masks, labels, CLASSES, small_config())
     with pytest.raises(ValueError, match="beta"):
         small_config(beta=-1.0)
     with pytest.raises(ValueError, match="architecture"):
@@ -374,3 +378,12 @@ def test_training_that_diverges_or_cannot_step_is_refused_and_a_diverged_model_i
     save_model(model, tmp_path / "diverged.pt")
     with pytest.raises(ModelFileError, match=r"has weights that are not finite .* the training that made it diverged"):
         load_model(tmp_path / "diverged.pt")
+
+
+def test_views_with_negative_strides_train_as_their_copies():
+    # torch takes no numpy view such as images[::-1]: training raised torch's own "negative strides" error.
+    images, masks, labels = lesion_arrays(12, 32, seed=8)
+    config = small_config(epochs=1)
+    viewed, _ = train_model(images[::-1], masks[::-1], labels[::-1], CLASSES, config)
+    copied, _ = train_model(images[::-1].copy(), masks[::-1].copy(), labels[::-1].copy(), CLASSES, config)
+    assert same_state(state(viewed), state(copied))

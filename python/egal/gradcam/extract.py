@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._images import check_model_images
 from ..models.classifier import EGALClassifier, check_target_layer
 from ..reference import as_tensor
 from .capture import capture_layer
@@ -157,6 +158,5 @@ def _autograd(model: EGALClassifier, images, target_layer: str) -> GradCAMInputs
 def _as_model_input(model: EGALClassifier, images):  # -> [B, in_channels, H, W] on the model's device
     reference = next(model.parameters())
     images = as_tensor(images, "images")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+    check_model_images(images)
     return images.to(device=reference.device, dtype=reference.dtype)

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .._images import check_model_images
 from ..errors import EgalError
 from . import graph
 
@@ -54,6 +56,10 @@ class OnnxGradCAM:
         OrtValues (default: on CUDA only; on CPU it exercises the same code path)."""
         import onnxruntime as ort
 
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"model file {str(path)!r} is a folder: name the .onnx file in it")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
         self._ort = ort
         if providers is None:
             cuda = CUDA_PROVIDER in ort.get_available_providers()
@@ -97,7 +103,10 @@ class OnnxGradCAM:
             names.append(graph.EMBEDDING)
         if self.io_binding:
             return self._run_bound(images, names)
-        images = self._check_images(np.ascontiguousarray(_as_numpy(images), dtype=np.float32))
+        images = self._check_images(_as_numpy(images))
+        if images.shape[0] == 0:  # the exported graph cannot broadcast a batch of none: run one, keep none
+            one = np.zeros((1, *images.shape[1:]), np.float32)
+            return GraphOutputs(*(output[:0] for output in self.session.run(names, {graph.INPUT: one})))
         return GraphOutputs(*self.session.run(names, {graph.INPUT: images}))
 
     def score(self, images, masks=None, *, boxes=None, roi_size=None, roi=None, alpha: float = 0.5,
@@ -130,8 +139,7 @@ class OnnxGradCAM:
             binding.bind_input(graph.INPUT, "cuda", self.device_id, np.float32, list(iface["shape"]), iface["data"][0])
         else:
             # On CUDA, one host-to-device copy of the images, made by onnxruntime.
-            host = np.ascontiguousarray(_as_numpy(images), dtype=np.float32)
-            binding.bind_cpu_input(graph.INPUT, self._check_images(host))
+            binding.bind_cpu_input(graph.INPUT, self._check_images(_as_numpy(images)))
         for name in names:
             binding.bind_output(name, self._device, self.device_id)
         self.session.run_with_iobinding(binding)
@@ -154,8 +162,10 @@ class OnnxGradCAM:
 
     # -- checks -----------------------------------------------------------------------------
     def _check_images(self, images: np.ndarray) -> np.ndarray:
+        """The host images as the graph takes them (contiguous float32), after the shape and pixel checks."""
         self._check_shape(images.shape)
-        return images
+        check_model_images(images)
+        return np.ascontiguousarray(images, dtype=np.float32)
 
     def _check_shape(self, shape) -> None:
         expected = (self.config["in_channels"], *self.config["input_size"])

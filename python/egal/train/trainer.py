@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._images import check_model_images
 from ..errors import EgalError
 from ..gradcam.extract import closed_form_applies
 from ..models import EGALClassifier, build_model
@@ -342,7 +343,8 @@ def _rows_outside_0_1(masks: torch.Tensor) -> torch.Tensor:
 
 
 def _check_data(images, masks, labels, classes, config):
-    masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
+    # (contiguous: torch takes no numpy view with negative strides, such as images[::-1])
+    masks = torch.as_tensor(np.ascontiguousarray(masks) if not isinstance(masks, torch.Tensor) else masks)
     labels = np.asarray(labels)
     if isinstance(images, FeatureCache):
         n = len(images)
@@ -353,11 +355,10 @@ def _check_data(images, masks, labels, classes, config):
                             f"first row {int(bad[0])}: their images hold such values, or the features overflow "
                             f"the cache's {dtype} (build it with dtype=torch.float32)")
     else:
-        images = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+        images = torch.as_tensor(np.ascontiguousarray(images) if not isinstance(images, torch.Tensor) else images)
         if images.ndim != 4 or images.shape[1] != config.in_channels:
             raise ValueError(f"images must be [N, {config.in_channels}, H, W], got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise TypeError(f"images must be floating point in [0, 1], got {images.dtype}")
+        check_model_images(images)
         n = images.shape[0]
         images = images.float()
         bad = _rows_not_finite(images)
