@@ -182,6 +182,8 @@ def test_tiny_cnn_has_no_imagenet_weights():
     ({"in_channels": 2}, "in_channels must be 1 or 3"),
     ({"mean": [0.5]}, "mean must hold 3"),
     ({"input_size": (0, 32)}, "input_size"),
+    ({"input_size": 32}, "input_size must be a sequence, got 32"),
+    ({"classes": "normal"}, "classes must be a sequence, got 'normal'"),  # was a 6-class model n, o, r, m, a, l
 ])
 def test_invalid_configs_are_refused(kwargs, message):
     args = {"architecture": "tiny_cnn", "head": "linear", "classes": CLASSES, **kwargs}

@@ -158,3 +158,11 @@ def test_a_projected_roi_indexed_by_one_integer_says_how_to_keep_the_batch_axis(
     assert len(roi[1:2]) == 1 and len(roi[np.array([0, 2])]) == 2
     with pytest.raises(TypeError, match=r"indexed by rows that keep its batch axis: roi\[1:2\], not roi\[1\]"):
         roi[1]
+
+
+def test_a_projected_roi_of_another_batch_says_so_not_to_project_again():
+    # A slicing mistake (roi[:1] for a batch of 2) was told to "project it with cam_size=(7, 7)", which it was.
+    kwargs = _small_call()
+    roi = egal.project_roi(kwargs.pop("masks"), cam_size=(7, 7))
+    with pytest.raises(ValueError, match=r"roi holds 1 sample\(s\) but the batch has 2: slice the ProjectedROI"):
+        egal.score_batch(**kwargs, roi=roi[:1])

@@ -300,6 +300,9 @@ def check_score_inputs(
     else:
         _require_rank("roi.weights", roi_weights, 3, "[B, h, w]")
         _require_dtype("roi.weights", roi_weights, ("float32",))
+        if roi_weights.shape[0] != B:
+            raise EgalError(f"roi holds {roi_weights.shape[0]} sample(s) but the batch has {B}: slice the ProjectedROI "
+                            "as the batch (roi[i:j])")
         if tuple(roi_weights.shape) != (B, h, w):
             raise EgalError(
                 f"roi was projected to shape {_fmt_shape(roi_weights.shape)} but the batch needs "

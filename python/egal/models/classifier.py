@@ -136,8 +136,9 @@ def build_model(
     if head == "prototypical" and embedding_dim is None:
         embedding_dim = 512
     # Validate everything but the target layer (which needs the backbone) before building.
-    probe = ModelConfig(architecture, head, tuple(classes), target_layer or "features", tuple(input_size),
-                        in_channels, tuple(mean), tuple(std), embedding_dim)
+    # (given as they are: ModelConfig refuses a string of classes or a bare number as input_size, with its name)
+    probe = ModelConfig(architecture, head, classes, target_layer or "features", input_size, in_channels, mean, std,
+                        embedding_dim)
     backbone = build_backbone(architecture, in_channels, weights)
     config = ModelConfig(
         architecture, head, probe.classes, target_layer or backbone.default_target_layer, probe.input_size,
