@@ -261,6 +261,7 @@ def test_embeddings_of_the_wrong_shape_or_type_are_refused(bad, message):
     (dict(diversity="badge"), "diversity must be one of none, kcenter, cluster"),
     (dict(k=-1), "k must be a non-negative integer"),
     (dict(candidate_factor=0), "candidate_factor must be a positive integer"),
+    (dict(diversity="none", seed=-1), "seed must be a non-negative integer"),  # numpy's bare message, at k-means
 ])
 def test_bad_options_are_user_errors_naming_the_argument(kwargs, message):
     arguments = dict(k=1) | kwargs
@@ -394,3 +395,19 @@ def test_k_means_assigns_one_dimensional_near_ties_exactly():
     got = nearest_centres(x, centres)
     nearest = ((x[:, None, 0] - centres[None, :, 0]) ** 2)
     assert np.array_equal(nearest[np.arange(600), got], nearest[np.arange(600), exact])  # ties may go either way
+
+
+def test_scores_and_ids_of_every_kind_or_a_clear_error():
+    # bfloat16 tensors raised torch's "unsupported ScalarType", None "must be 1-d", text was parsed as numbers,
+    # and mixed ids were compared as text.
+    torch = pytest.importorskip("torch")
+    scores = torch.tensor([0.1, 0.9, 0.5], dtype=torch.bfloat16)
+    assert egal.select_top_k(scores, ["a", "b", "c"], 2).tolist() == ["b", "c"]
+    assert select_batch(scores, ["a", "b", "c"], 2).ids.tolist() == ["b", "c"]
+    for select in (egal.select_top_k, select_batch):
+        with pytest.raises(TypeError, match="scores must be an array of numbers, got None"):
+            select(None, ["a"], 1)
+        with pytest.raises(TypeError, match="scores must be numbers, got dtype <U3"):
+            select(["0.5", "0.3"], ["a", "b"], 1)
+        with pytest.raises(TypeError, match="ids must be all text or all integers, got integer, text"):
+            select([0.5, 0.3], ["a", 1], 1)

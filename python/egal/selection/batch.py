@@ -34,7 +34,7 @@ from .embeddings import checked_embeddings, embedding_source
 from .errors import SelectionError
 from .group_cap import cap_per_group, group_codes, selectable_rows
 from .kcenter import kcenter_order
-from .top_k import infinite_scores, ranked_positions
+from .top_k import id_array, infinite_scores, ranked_positions, score_array
 
 DIVERSITY_METHODS = ("none", "kcenter", "cluster")
 CANDIDATE_FACTOR = 10  # m: the diversity methods choose among the top m * k rows (see above)
@@ -81,8 +81,8 @@ def select_batch(scores, ids, k: int, *, diversity: str = "none", embeddings=Non
     k = _user_check(check_k, k)
     diversity = _user_check(check_choice, diversity, "diversity", DIVERSITY_METHODS)
     candidate_factor = _user_check(check_int, candidate_factor, "candidate_factor")
-    scores = np.asarray(scores, dtype=np.float64)
-    ids = np.asarray(ids)
+    seed = _user_check(check_int, seed, "seed", minimum=0)
+    scores, ids = score_array(scores), id_array(ids)
     if scores.ndim != 1 or ids.shape != scores.shape:
         raise bad_argument(SelectionError, "scores", f"and ids must be 1-d of one length, got shapes {scores.shape} "
                            f"and {ids.shape}")
@@ -133,10 +133,10 @@ def _capped_order(scores, ids, codes, per_group: int, limit: int, valid: int) ->
         prefix *= 4
 
 
-def _user_check(check, value, *args):
+def _user_check(check, value, *args, **kwargs):
     """One of egal._checks' checks, its error raised as a SelectionError (a user error) naming the argument."""
     try:
-        return check(value, *args)
+        return check(value, *args, **kwargs)
     except (ValueError, TypeError) as exc:
         raise bad_argument(SelectionError, getattr(exc, "argument", args[0] if args else "k"),
                            getattr(exc, "problem", str(exc))) from None

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_k
+from .._checks import bad_argument, check_k
+from ..errors import EgalTypeError
 
 
 def select_top_k(scores, ids, k: int) -> np.ndarray:
@@ -20,8 +21,7 @@ def select_top_k(scores, ids, k: int) -> np.ndarray:
     when fewer than k scores are valid. ids must be unique (strings or ints).
     """
     k = check_k(k)
-    scores = np.asarray(scores, dtype=np.float64)
-    ids = np.asarray(ids)
+    scores, ids = score_array(scores), id_array(ids)
     if scores.ndim != 1 or ids.ndim != 1:
         raise ValueError(f"scores and ids must be 1-d, got shapes {scores.shape} and {ids.shape}")
     if scores.shape != ids.shape:
@@ -34,6 +34,33 @@ def select_top_k(scores, ids, k: int) -> np.ndarray:
     valid = np.flatnonzero(~np.isnan(scores))
     order = np.lexsort((ids[valid], -scores[valid]))  # last key is the primary key
     return ids[valid[order[:k]]]
+
+
+def score_array(scores) -> np.ndarray:
+    """scores as float64 numpy: numbers from numpy, a list, or a torch tensor of any float dtype (bfloat16
+    included) on any device; text is refused, not parsed."""
+    if scores is None:
+        raise bad_argument(EgalTypeError, "scores", "must be an array of numbers, got None")
+    if type(scores).__module__.split(".")[0] == "torch":
+        scores = scores.detach().float().cpu().numpy()
+    array = np.asarray(scores)
+    if array.dtype.kind not in "fiub":
+        raise bad_argument(EgalTypeError, "scores", f"must be numbers, got dtype {array.dtype}")
+    return array.astype(np.float64)
+
+
+def id_array(ids) -> np.ndarray:
+    """ids as numpy, all text or all integers: a list mixing the two would be compared as text (1 after "10"),
+    a tie-break nobody asked for."""
+    if ids is None:
+        raise bad_argument(EgalTypeError, "ids", "must be an array of ids, got None")
+    if not isinstance(ids, np.ndarray):
+        kinds = {"text" if isinstance(i, str) else "integer" if isinstance(i, (int, np.integer)) else type(i).__name__
+                 for i in ids}
+        if len(kinds) > 1:
+            raise bad_argument(EgalTypeError, "ids", "must be all text or all integers, got "
+                               + ", ".join(sorted(kinds)))
+    return np.asarray(ids)
 
 
 def infinite_scores(scores: np.ndarray, ids: np.ndarray) -> str | None:
