@@ -231,9 +231,9 @@ def _add_labels(commands) -> None:
              "Write the pool with the labels of a CSV (columns id,label; Label Studio's CSV export: --id-column "
              "egal_id) or of CVAT's export of a task made from export-selection --to cvat (annotations.xml, "
              "'CVAT for images 1.1': each image's tag is its label). Refused, naming the first offenders: ids not "
-             "in the pool, an id given two labels, a "
-             "labelled row given another label (unless --relabel), classes the pool has never seen (unless "
-             "--allow-new-classes). Empty label cells are ignored. Prints what changed.",
+             "in the pool, an id given two labels, a labelled row given another label (unless --relabel), classes "
+             "the pool has never seen (unless --allow-new-classes). Empty label cells are ignored. Prints what "
+             "changed.",
              "egal pool add-labels pool.parquet round1-labels.csv --out pool.round2.parquet")
     p.add_argument("pool", metavar="POOL", help="the pool")
     p.add_argument("labels", metavar="LABELS", help="the CSV of labels, or CVAT's annotations .xml")
