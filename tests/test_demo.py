@@ -40,3 +40,5 @@ def test_demo_scorer_only(capsys):
 def test_demo_refuses_bad_options(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--labelled", "0"]) == 2
     assert "--labelled" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--labelled", "1"]) == 2  # every row labelled: nothing to select
+    assert "--labelled must lie in (0, 1), a share that leaves rows to select, got 1.0" in capsys.readouterr().err

@@ -101,8 +101,8 @@ def _prepare_out(out: str, overwrite: bool) -> None:
 
 def _check(args) -> None:
     check_int(args.images, "--images", minimum=30)
-    if not 0.0 < args.labelled <= 1.0:
-        raise EgalError(f"--labelled must lie in (0, 1], got {args.labelled}")
+    if not 0.0 < args.labelled < 1.0:  # (at 1 every row comes labelled: nothing is left to select)
+        raise EgalError(f"--labelled must lie in (0, 1), a share that leaves rows to select, got {args.labelled}")
     check_int(args.epochs, "--epochs")
     check_alpha(args.alpha, "--alpha")
     check_int(args.select, "--select")
