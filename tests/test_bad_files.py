@@ -168,7 +168,7 @@ def test_score_refuses_more_decoder_processes_than_the_machine_can_use(tmp_path,
     too_many = 2 * (os.cpu_count() or 1) + 1
     assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--workers",
                  str(too_many)]) == 2
-    assert f"workers (--workers) {too_many} is more decoder processes" in capsys.readouterr().err
+    assert f"--workers {too_many} is more decoder processes" in capsys.readouterr().err
 
 
 def test_a_ray_address_nothing_answers_on_is_named_at_once(tmp_path, capsys):

@@ -13,23 +13,20 @@ reported by it as status 'error'.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .._checks import bad_argument, check_int
-from ..errors import EgalError
-from ..pipeline.options import max_local_workers
+from .._checks import check_int
 from ..pool import open_pool
 from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
 from ..pool.labels import LABEL_COLUMN, check_label_column, label_key, reads_as_missing
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
-from ..pool.workers import decode_in_order
+from ..pool.workers import check_worker_count, decode_in_order
 from ..progress import Progress
 from .imaging import read_header
 from .ledger import SkipLedger
@@ -128,9 +125,7 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = L
     by default, whose absence means no row is labelled); decode: also decode every image and ROI, in `workers`
     decoder processes (0: in this process)."""
     check_int(workers, "workers", minimum=0)
-    if workers > max_local_workers():
-        raise bad_argument(EgalError, "workers", f"{workers} is more decoder processes than this machine's "
-                           f"{os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
+    check_worker_count(workers)
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None

@@ -31,12 +31,6 @@ def default_workers() -> int:
     return min(4, cpus - 1) if cpus >= 4 else 0
 
 
-def max_local_workers() -> int:
-    """The most decoder processes the local engine starts: twice the CPUs (more only queue for the cores and
-    cost memory; a mistyped 1000 would start a thousand processes)."""
-    return 2 * (os.cpu_count() or 1)
-
-
 def selection_path_for(out: str) -> str:
     """Where the selection CSV goes by default: NAME.selection.csv next to NAME.parquet."""
     stem = out[:-len(".parquet")] if out.endswith(".parquet") else out

@@ -24,10 +24,11 @@ from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
 from ..pool.labels import LABEL_COLUMN, check_label_column, labelled_rows
+from ..pool.workers import check_worker_count
 from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
-from .options import ScoreOptions, max_local_workers
+from .options import ScoreOptions
 from .progress import RowProgress
 from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
@@ -217,9 +218,8 @@ class ScoringJob:
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
-        if o.engine == "local" and o.worker_count > max_local_workers():
-            raise bad_argument(EgalError, "workers", f"(--workers) {o.worker_count} is more decoder processes than "
-                               f"this machine's {os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
+        if o.engine == "local":
+            check_worker_count(o.worker_count)
         _check_output_paths(o)
         spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
         check_label_column(spec, o.label_column)

@@ -44,12 +44,27 @@ import time
 import traceback
 from collections.abc import Iterable, Iterator
 
+from .._checks import bad_argument
 from .._processes import recv_message, send_message, start_spawned, watch_parent, widen_pipe
+from ..errors import EgalError
 from .batches import RawBatch
 from .decode import DecodedBatch, DecodeSettings, decode_batch
 from .errors import DecoderDied
 
 STOP_TIMEOUT_S = 5.0  # a worker asked to stop (SIGTERM) is killed after this long
+
+
+def max_local_workers() -> int:
+    """The most decoder processes egal starts on this machine: twice the CPUs (more only queue for the cores and
+    cost memory; a mistyped 1000 would start a thousand processes)."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def check_worker_count(workers: int, name: str = "workers") -> None:
+    """EgalError naming `name` when `workers` decoder processes are more than max_local_workers()."""
+    if workers > max_local_workers():
+        raise bad_argument(EgalError, name, f"{workers} is more decoder processes than this machine's "
+                           f"{os.cpu_count()} CPUs can use: at most {max_local_workers()} here")
 
 
 def decode_in_order(raw_batches: Iterable[RawBatch], settings: DecodeSettings, workers: int) -> Iterator[DecodedBatch]:
