@@ -5,6 +5,7 @@ import importlib.metadata
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import egal
@@ -47,7 +48,7 @@ def _stub_functions() -> dict:
 def _compiled_functions() -> dict:
     functions = {}
     for name in dir(_core):
-        if name.startswith("_"):
+        if name.startswith("_") or not callable(getattr(_core, name)):
             continue
         # pybind11 writes the signature as the docstring's first line: name(arg: type, ...) -> type
         signature = getattr(_core, name).__doc__.splitlines()[0]
@@ -58,3 +59,19 @@ def _compiled_functions() -> dict:
 
 def test_the_stub_names_every_function_and_argument_of_the_compiled_module():
     assert _stub_functions() == _compiled_functions()
+
+
+def test_the_stub_names_every_constant_of_the_compiled_module():
+    tree = ast.parse((PACKAGE / "_core.pyi").read_text())
+    stub = {node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)}
+    compiled = {name for name in dir(_core) if not name.startswith("_") and isinstance(getattr(_core, name), int)}
+    assert stub == compiled == {"STATUS_NON_FINITE", "STATUS_BAD_MASK"}
+
+
+def test_the_compiled_scorer_refuses_a_roi_kind_it_does_not_know():
+    # Before, any other string was read as "projected": a typo scored masks as ROI weights.
+    maps = np.zeros((1, 1, 2, 2), np.float32)
+    logits, masks = np.zeros((1, 2), np.float32), np.zeros((1, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match="roi_kind must be 'masks', 'boxes' or 'projected', got 'mask'"):
+        _core.score(maps.__dlpack__(), maps.__dlpack__(), None, logits.__dlpack__(), "mask", masks.__dlpack__(),
+                    None, None, None, 2, 2, 0.5, False)

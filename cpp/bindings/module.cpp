@@ -108,6 +108,14 @@ py::array_t<T> empty(std::vector<py::ssize_t> shape) {
   return py::array_t<T>(shape);
 }
 
+// A misspelt kind must not fall through to another layout of the same bytes.
+egal::RoiKind roi_kind_of(const std::string& name) {
+  if (name == "masks") return egal::RoiKind::Masks;
+  if (name == "boxes") return egal::RoiKind::Boxes;
+  if (name == "projected") return egal::RoiKind::Projected;
+  throw py::value_error("roi_kind must be 'masks', 'boxes' or 'projected', got '" + name + "'");
+}
+
 py::dict score(py::object activations, py::object gradients, py::object weights, py::object logits,
                const std::string& roi_kind, py::object masks, py::object boxes, py::object roi_weights,
                py::object roi_area, int64_t roi_height, int64_t roi_width, float alpha, bool return_cam) {
@@ -116,9 +124,7 @@ py::dict score(py::object activations, py::object gradients, py::object weights,
   in.gradients = view_of(gradients, "gradients", 4);
   in.weights = view_of(weights, "weights", 2);
   in.logits = view_of(logits, "logits", 2);
-  in.roi_kind = roi_kind == "masks"   ? egal::RoiKind::Masks
-                : roi_kind == "boxes" ? egal::RoiKind::Boxes
-                                      : egal::RoiKind::Projected;
+  in.roi_kind = roi_kind_of(roi_kind);
   in.masks = view_of(masks, "masks", 3);
   in.boxes = view_of(boxes, "boxes", 3);
   in.roi_weights = view_of(roi_weights, "roi.weights", 3);
@@ -253,6 +259,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("borrow", &borrow, py::arg("owner"), py::arg("data"), py::arg("shape"), py::arg("strides"), py::arg("code"),
         py::arg("bits"), py::arg("device_type"), py::arg("device_id"));
   m.def("backends", &backends);
+  // The per-sample status bits, so that Python reads them from the one place they are defined.
+  m.attr("STATUS_NON_FINITE") = static_cast<int>(egal::kStatusNonFinite);
+  m.attr("STATUS_BAD_MASK") = static_cast<int>(egal::kStatusBadMask);
   // For tests and benchmarks: the CPU kernels' instruction set ("baseline", "avx2",
   // "avx512"), and a narrower one than the CPU's best on request.
   m.def("cpu_isa", [] { return std::string(egal::cpu_isa()); });

@@ -43,6 +43,9 @@ class _Backends(TypedDict):
     cpu: _CpuBackend
     cuda: _CudaBackend
 
+STATUS_NON_FINITE: int  # status bit: NaN/Inf in a sample's activations, weights or logits
+STATUS_BAD_MASK: int  # status bit: a mask value outside [0, 1]
+
 def describe(capsule: _Capsule, name: str) -> tuple[tuple[int, ...], str, str, int]:
     """(shape, dtype name, device name, device id) of a DLPack capsule, without consuming it; ValueError naming
     the argument `name` for a tensor the kernels cannot read (a negative extent, elements without data).
@@ -66,7 +69,8 @@ def score(
     alpha: float,  # weight of entropy_norm; 1 - alpha weighs misalignment
     return_cam: bool,
 ) -> _ScoreOutputs:
-    """The fused score of docs/scoring.md for one batch, on the device of the inputs (the GIL released)."""
+    """The fused score of docs/scoring.md for one batch, on the device of the inputs (the GIL released);
+    ValueError for a roi_kind other than the three."""
 
 def project(
     masks: _Capsule | None,  # [B, H, W] host bool / uint8 (0/1) / float16 / float32 in [0, 1]; None with boxes

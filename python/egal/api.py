@@ -25,7 +25,7 @@ from .errors import EgalError
 from .roi import ProjectedROI
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
-_STATUS_BAD_MASK = 2
+_STATUS_BAD_MASK = _core.STATUS_BAD_MASK
 # The CUDA backend's passes for every process that imports egal (a run's workers too): EGAL_CUDA_ROI_PASS
 # "per-pixel" checks a result against the pass that "projection", the default, replaced; "vector-projection" and
 # EGAL_CUDA_MAP_PASS "channel-tiles" or "cell-blocks" take the passes that have not yet run on a GPU
