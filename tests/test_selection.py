@@ -136,7 +136,7 @@ def test_k_beyond_what_a_cap_allows_gives_fewer_rows_and_says_how_many():
 
 
 def test_a_null_group_of_a_selectable_row_is_an_error_naming_the_rows():
-    with pytest.raises(SelectionError, match=r"groups is null for 2 row\(s\).*positions 1, 3"):
+    with pytest.raises(SelectionError, match=r"groups is null or blank for 2 row\(s\).*positions 1, 3"):
         select_batch([0.9, 0.8, 0.7, 0.6], list("abcd"), 2, groups=["p", None, "q", float("nan")], per_group=1)
     # a row that can never be selected (NaN score) may lack a group
     chosen = select_batch([0.9, np.nan], ["a", "b"], 2, groups=["p", None], per_group=1)

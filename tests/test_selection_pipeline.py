@@ -211,7 +211,7 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
                      "--group-column", "patient_id", "--per-group", 1, *extra) == 2
         err = capsys.readouterr().err
         # Said before any scoring (a whole run on a large pool was spent first): nothing is written.
-        assert f"--group-column 'patient_id' is null for {named}" in err
+        assert f"--group-column 'patient_id' is null or blank for {named}" in err
         assert not (tmp_path / "s.parquet").exists() and not (tmp_path / "s.parquet.parts").exists()
     # egal select on scores made without the cap names the scored rows without a group.
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet") == 0
@@ -219,7 +219,29 @@ def test_a_null_group_is_refused_naming_the_rows(tmp_path, model_path, capsys):
                          (["--include-labelled"], "2 scored row(s) ('scan_0002', 'scan_0005')")):
         assert main(["select", "--scores", str(tmp_path / "s.parquet"), "--select", "3", "--pool", str(pool),
                      "--group-column", "patient_id", "--per-group", "1", *extra]) == 2
-        assert f"--group-column 'patient_id' is null for {named}" in capsys.readouterr().err
+        assert f"--group-column 'patient_id' is null or blank for {named}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_group_is_no_group_for_egal_score_select_and_simulate_alike(tmp_path, blank):
+    """One rule (egal.selection.group_cap.is_missing_group): before, egal score and select took a blank patient id
+    as one more patient, while egal simulate refused it."""
+    from egal.errors import EgalError
+    from egal.loop import load_dataset
+    from egal.selection.from_scores import check_pool_groups
+
+    with pytest.raises(SelectionError, match=r"groups is null or blank for 1 row\(s\) .*positions 1\)"):
+        egal.select_batch([0.9, 0.8, 0.7], list("abc"), 2, groups=["p", blank, "q"], per_group=1)
+    rows = make_rows(6, folder=tmp_path)
+    for i, row in enumerate(rows):
+        row["label"] = "glioma" if i % 2 else "meningioma"
+        row["patient_id"] = blank if i == 3 else f"p{i}"
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    with pytest.raises(SelectionError, match=r"'patient_id' \(--group-column\) is null or blank for 1 row\(s\) of "
+                       r"the pool \(positions 3\)"):
+        check_pool_groups(pool, "patient_id")
+    with pytest.raises(EgalError, match=r"1 labelled row\(s\) have no 'patient_id' \(first id 'scan_0003'\)"):
+        load_dataset(pool, (16, 16), 1, group_column="patient_id")
 
 
 def test_group_columns_of_every_kind(tmp_path, model_path, capsys):

@@ -18,6 +18,7 @@ import numpy as np
 from .._atomic import replaced_atomically
 from ..errors import EgalError
 from ..pool.labels import is_label, label_key
+from ..selection.group_cap import is_missing_group
 
 
 @dataclass
@@ -127,7 +128,7 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
     groups = None
     if group_column:
         raw_groups = [arrays[group_column][i] for i in keep]
-        empty = [i for i, g in zip(keep, raw_groups, strict=True) if g is None or g != g or str(g) == ""]
+        empty = [i for i, g in zip(keep, raw_groups, strict=True) if is_missing_group(g)]
         if empty:  # as one shared group they would be one patient; split apart, they might be anyone's
             raise EgalError(f"pool {path!r}: {len(empty)} labelled row(s) have no {group_column!r} (first id "
                             f"{str(arrays['ids'][empty[0]])!r}); a patient-wise split needs every row's group: fill "

@@ -23,6 +23,7 @@ from ..errors import EgalError
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
 from .embedding_file import EmbeddingFile, embeddings_path_for
 from .errors import SelectionError
+from .group_cap import is_missing_group
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,10 @@ def _check_groups(groups, ids, ok, group_column) -> None:
     if groups.shape != ids.shape:
         raise bad_argument(SelectionError, "groups", f"has {groups.shape[0]} entries, the scores {ids.shape[0]}")
     null = [i for i, (g, usable) in enumerate(zip(groups.tolist(), ok.tolist(), strict=True))
-            if usable and (g is None or (isinstance(g, float) and g != g))]
+            if usable and is_missing_group(g)]
     if null:
         named = ", ".join(repr(str(ids[i])) for i in null[:5]) + (", ..." if len(null) > 5 else "")
-        raise bad_argument(SelectionError, "group_column", f"{group_column!r} (--group-column) is null for "
+        raise bad_argument(SelectionError, "group_column", f"{group_column!r} (--group-column) is null or blank for "
                            f"{len(null)} scored row(s) ({named}): every row that can be selected needs a group; give "
                            "a row that belongs to no group a value of its own (its id, say)")
 
@@ -153,10 +154,11 @@ def check_pool_groups(pool, column: str, selectable=None) -> None:
     selected (`selectable`, [rows] bool; None: every row) has a value (a row without a group could be selected,
     and the cap could not count it)."""
     values = read_groups(pool, column, None)
-    null = [i for i, value in enumerate(values.tolist()) if value is None and (selectable is None or selectable[i])]
+    null = [i for i, value in enumerate(values.tolist()) if is_missing_group(value)
+            and (selectable is None or selectable[i])]
     if null:
-        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is null for {len(null)} "
-                           f"row(s) of the pool (positions {', '.join(map(str, null[:5]))}"
+        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is null or blank for "
+                           f"{len(null)} row(s) of the pool (positions {', '.join(map(str, null[:5]))}"
                            f"{', ...' if len(null) > 5 else ''}): every row needs a group for a cap per group; give a "
                            "row that belongs to no group a value of its own (its id, say)")
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import bad_argument, check_int
+from .._checks import bad_argument
+from ..pool.labels import is_label
 from .errors import SelectionError
+
+
+def is_missing_group(value) -> bool:
+    """A group cell is empty by the label column's rule (null, NaN, empty or blank text), in every command that
+    reads groups: a pool that egal select accepts is accepted by egal simulate and the other way round."""
+    return not is_label(value)
 
 
 def group_codes(groups, rows: np.ndarray, size: int) -> np.ndarray:
@@ -24,7 +31,7 @@ def group_codes(groups, rows: np.ndarray, size: int) -> np.ndarray:
     codes = np.empty(groups.shape[0], dtype=np.int64)
     index: dict = {}
     for i, value in enumerate(groups.tolist()):
-        if value is None or (isinstance(value, float) and value != value):
+        if is_missing_group(value):
             codes[i] = -1
             continue
         try:
@@ -36,14 +43,10 @@ def group_codes(groups, rows: np.ndarray, size: int) -> np.ndarray:
     if null.size:
         raise bad_argument(
             SelectionError, "groups",
-            f"is null for {null.size} row(s) that could be selected (positions {', '.join(map(str, null[:5]))}"
+            f"is null or blank for {null.size} row(s) that could be selected (positions {', '.join(map(str, null[:5]))}"
             f"{', ...' if null.size > 5 else ''}): every such row needs a group; give a row that belongs to no "
             "group a value of its own (its id, say) to make it a group of one")
     return codes
-
-
-def check_per_group(per_group) -> int:
-    return check_int(per_group, "per_group")
 
 
 def cap_per_group(order: np.ndarray, codes: np.ndarray, per_group: int) -> np.ndarray:
