@@ -115,7 +115,8 @@ def test_score_and_select_make_the_same_diverse_capped_batch(tmp_path, model_pat
 def test_a_finished_run_selects_again_with_resume_without_rescoring(tmp_path, model_path, pool):
     out = tmp_path / "scores.parquet"
     first = egal.score_pool(pool, model_path, out=str(out), select=5, embeddings=True, workers=0, progress=False)
-    assert first.batch is None and first.embeddings_path == str(tmp_path / "scores.embeddings.parquet")
+    assert first.batch.diversity == "none" and first.batch.selectable == 18  # the plain top k has one too
+    assert first.embeddings_path == str(tmp_path / "scores.embeddings.parquet")
     again = egal.score_pool(pool, model_path, out=str(out), select=5, embeddings=True, diversity="cluster",
                             resume=True, workers=0, progress=False)
     assert again.already_complete and again.seconds == 0.0

@@ -203,15 +203,11 @@ def print_summary(result) -> None:
             why = "no row could be scored" if result.rows_scored == 0 else "every scored row is already labelled"
             print(f"\nNo image to annotate next: {why} ({result.selection_path} lists none)")
             return
-        if result.batch is not None:
-            how += describe_batch(result.batch, options.group_column)
+        how += describe_batch(result.batch, options.group_column)
         print(f"\nThe {chosen.num_rows} images to annotate next ({how}), written to {result.selection_path}:")
         _print_table(chosen, limit=25)
-        if result.batch is not None and result.batch.shortfall:
+        if result.batch.shortfall:
             print(shortfall_note(result.batch, options.group_column, options.include_labelled))
-        elif result.batch is None and chosen.num_rows < options.select:  # the plain top K of too few rows
-            print(f"Note: {chosen.num_rows} of the {options.select} asked for: only {chosen.num_rows} rows can be "
-                  f"selected ({selectable_rows(options.include_labelled)})")
 
 
 def describe_batch(batch, group_column) -> str:

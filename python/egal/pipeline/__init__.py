@@ -21,7 +21,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "OUTPUT_SCHEMA": "batch_scoring", "score_decoded_batch": "batch_scoring",
     "ModelRunner": "model_runner", "load_runner": "model_runner",
-    "rank_table": "ranking", "selection_table": "ranking",
+    "rank_table": "ranking",
     "ScoreOptions": "options",
     "PoolScores": "scoring_job", "score_pool": "scoring_job", "run_scoring": "scoring_job",
 }

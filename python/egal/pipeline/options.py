@@ -173,10 +173,5 @@ class ScoreOptions:
 
         return embeddings_path_for(self.out)
 
-    @property
-    def plain_selection(self) -> bool:
-        """The paper's top-k, with no cap and no diversity (the selection egal score always made)."""
-        return self.diversity == "none" and self.group_column is None
-
 
 DEFAULTS = {f.name: f.default for f in fields(ScoreOptions) if f.name not in ("pool", "model")}

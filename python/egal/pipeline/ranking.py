@@ -60,12 +60,3 @@ def _recombined(table: pa.Table, alpha, combine: str) -> pa.Table:
     score = combine_scores(column("entropy_norm"), column("misalignment"), alpha, combine, valid=ok)
     index = table.column_names.index("score")
     return table.set_column(index, table.schema.field(index), pa.array(score, type=pa.float64()))
-
-
-def selection_table(ranked: pa.Table, k: int) -> pa.Table:
-    """The k top-ranked rows (fewer when fewer rows could be scored), best first."""
-    ranks = ranked.column("rank").to_numpy(zero_copy_only=False)
-    ranks = np.where(np.isnan(ranks.astype(np.float64)), np.inf, ranks)
-    chosen = np.argsort(ranks, kind="stable")[:k]
-    chosen = chosen[np.isfinite(ranks[chosen])]
-    return ranked.take(pa.array(chosen, type=pa.int64())).select(list(SELECTION_COLUMNS))

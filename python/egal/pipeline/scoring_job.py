@@ -30,7 +30,6 @@ from .local_engine import score_pool_locally
 from .model_runner import file_digest, load_runner
 from .options import ScoreOptions
 from .progress import RowProgress
-from .ranking import selection_table
 from .runtime import RuntimeChoice, choose_runtime
 from .shard_store import (
     RUN_METADATA_KEY,
@@ -65,8 +64,8 @@ class PoolScores:
     runtime:         what ran the model: "torch" or "onnxruntime" (chosen by runtime="auto"; egal.pipeline.runtime)
     runtime_note:    why that runtime, and what choosing it cost (an export, the first-batch check)
     embeddings_path: the embeddings file written (embeddings=True), else None
-    batch:           with a group cap or diversity, the egal.selection.Selection behind `selection` (how
-                     many rows could be selected, the candidates); None for the plain top k
+    batch:           the egal.selection.Selection behind `selection` (how many rows could be selected, the
+                     candidates of a diverse batch); None without `select`
     """
 
     out: str
@@ -196,7 +195,7 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
         seconds=0.0 if job.store.already_complete else job.progress.elapsed(),
         rows_per_second=0.0 if job.store.already_complete else job.progress.rate(),
         resumed=job.resumed, already_complete=job.store.already_complete, table=ranked,
-        selection=job.selection_table(ranked), options=options, ray_log=job.ray_log,
+        selection=None if job.selection is None else job.selection.table, options=options, ray_log=job.ray_log,
         embeddings_path=options.embeddings_path, batch=None if job.selection is None else job.selection.selection,
     )
 
@@ -345,12 +344,11 @@ class ScoringJob:
             else:
                 score_pool_locally(self.spec, self.runner, self.store, alpha=o.alpha, batch_size=o.batch_size,
                                    workers=o.worker_count, progress=self.progress, embeddings=o.embeddings)
-            ranked = self.store.finalize(self.spec.num_rows, select_k=o.select if o.plain_selection else None,
-                                         select_path=o.selection_path, embeddings_path=o.embeddings_path,
+            ranked = self.store.finalize(self.spec.num_rows, embeddings_path=o.embeddings_path,
                                          embedding_kind=self.runner.embedding_kind,
                                          labelled=None if self.store.already_complete
                                          else labelled_rows(self.spec, o.label_column))
-            if o.select is not None and not o.plain_selection:
+            if o.select is not None:
                 self.selection = self._select(ranked)
             return ranked
         finally:
@@ -360,7 +358,8 @@ class ScoringJob:
             self.store.release()
 
     def _select(self, ranked: pa.Table):
-        """The batch with a group cap or diversity (egal.selection), written to the selection CSV."""
+        """The batch (the top k, or with a group cap or diversity: egal.selection), written to the selection CSV;
+        on a resumed finished run too, so that a run stopped before its CSV was written still gets it."""
         from ..selection.embedding_file import EmbeddingFile
         from ..selection.from_scores import read_groups, select_from_table
         from .shard_store import write_selection_csv
@@ -375,9 +374,3 @@ class ScoringJob:
                                    include_labelled=o.include_labelled)
         write_selection_csv(chosen.table, o.selection_path)
         return chosen
-
-    def selection_table(self, ranked: pa.Table) -> pa.Table | None:
-        """The selection of this run (None without select)."""
-        if self.options.select is None:
-            return None
-        return self.selection.table if self.selection is not None else selection_table(ranked, self.options.select)

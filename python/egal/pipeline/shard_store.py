@@ -40,7 +40,7 @@ from .._atomic import replaced_atomically
 from .._paths import starts_with_header
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
-from .ranking import LABELLED, SELECTION_COLUMNS, rank_table, selection_table
+from .ranking import LABELLED, SELECTION_COLUMNS, rank_table
 
 MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
@@ -119,10 +119,9 @@ class ShardStore:
         _fsync(self.parts_dir)
 
     # -- the merge --------------------------------------------------------------------------
-    def finalize(self, num_rows: int, *, select_k: int | None = None,
-                 select_path: str | None = None, embeddings_path: str | None = None,
-                 embedding_kind: str = "", labelled=None) -> pa.Table:
-        """Merge every shard into the ranked output (and the selection CSV); returns the ranked table.
+    def finalize(self, num_rows: int, *, embeddings_path: str | None = None, embedding_kind: str = "",
+                 labelled=None) -> pa.Table:
+        """Merge every shard into the ranked output; returns the ranked table (from which the caller selects).
 
         labelled: [num_rows] bool, the rows the pool labels (egal.pipeline.ranking.rank_table).
 
@@ -151,8 +150,6 @@ class ShardStore:
                 pq.write_table(ranked, tmp)
                 _fsync(tmp)
             _fsync(os.path.dirname(self.out_path))
-        if select_k is not None and select_path:
-            write_selection_csv(selection_table(ranked, select_k), select_path)
         if os.path.isdir(self.parts_dir):
             self._discard_parts()
         return ranked
