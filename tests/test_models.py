@@ -161,6 +161,27 @@ def test_the_file_named_in_the_error_is_read_from_the_folder_it_names(monkeypatc
     assert model.config.extra["initial_weights"] == "imagenet"
 
 
+def test_a_file_in_the_hub_cache_that_holds_code_is_refused_not_run(monkeypatch, tmp_path):
+    """A shared $TORCH_HOME is writable by others: torch.hub unpickles a cached file in full unless asked not to
+    (and checks the hash only of what it downloads)."""
+    import pickle
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with open(cached, "wb") as f:
+        pickle.dump({"conv1.weight": Payload()}, f)
+    with pytest.raises(WeightsUnavailableError, match=r"resnet18-f37072fd\.pth, is not a plain state dict.*delete it"):
+        build_model("resnet18", "linear", CLASSES, weights="imagenet")
+    assert not marker.exists()
+
+
 def test_imagenet_weights_from_the_hub_cache_are_used(monkeypatch, tmp_path):
     expected = torchvision.models.resnet18(weights=None).state_dict()
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: expected)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import urllib.parse
 
@@ -60,8 +61,15 @@ def _load_imagenet(module: nn.Module, architecture: str) -> str:
         raise EgalError(f"there are no ImageNet weights for {architecture!r}; use weights=None or a file")
     url = enum.IMAGENET1K_V1.url
     try:
-        # torch.hub reads its cache ($TORCH_HOME/hub/checkpoints) before trying the network.
-        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+        # torch.hub reads its cache ($TORCH_HOME/hub/checkpoints) before trying the network, and checks the hash
+        # only of what it downloads: weights_only, because a file put in a shared cache is unpickled otherwise.
+        state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urllib.parse.urlparse(url).path))
+        raise WeightsUnavailableError(
+            f"weights='imagenet': the file in torch's hub cache, {cached}, is not a plain state dict (it holds code "
+            f"or objects that torch.load(weights_only=True) refuses to run); delete it and download torchvision's "
+            f"file again from {url}") from exc
     except Exception as exc:  # no network, no cache, a proxy error, a corrupt file: all mean the same here
         raise WeightsUnavailableError(_imagenet_unavailable_message(architecture, url, exc)) from exc
     _load_state(module, architecture, state, source="torchvision ImageNet weights")
