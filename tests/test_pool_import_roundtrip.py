@@ -106,6 +106,32 @@ def test_overwrite_replaces_an_earlier_export_and_nothing_else(mask_pool, tmp_pa
     assert (tmp_path / "out").is_dir()
 
 
+def test_overwrite_keeps_an_export_that_files_were_added_to_or_edited_in(mask_pool, tmp_path):
+    """Before, the mark alone let --overwrite delete the folder: an annotator's CSV saved into the export, or
+    an edited file of it, went with it."""
+    out = tmp_path / "out"
+    export_selection(mask_pool, out, progress=False)
+    exported = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    (out / "notes").mkdir()
+    (out / "notes" / "radiologist.txt").write_text("s3: look again")
+    with pytest.raises(SourceError, match=r"1 file\(s\) added or changed since \('notes/radiologist.txt'\)"):
+        export_selection(mask_pool, out, overwrite=True, progress=False)
+    assert (out / "notes" / "radiologist.txt").read_text() == "s3: look again"
+    (out / "notes" / "radiologist.txt").unlink()
+    edited = next(p for p in out.rglob("*.png"))
+    edited.write_bytes(edited.read_bytes() + b"edited")
+    with pytest.raises(SourceError, match=rf"'{edited.relative_to(out).as_posix()}'"):
+        export_selection(mask_pool, out, overwrite=True, progress=False)
+    edited.write_bytes(edited.read_bytes()[:-len(b"edited")])  # back as exported: replaced again
+    export_selection(mask_pool, out, overwrite=True, progress=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == exported
+    mark = out / ".egal-export.json"
+    mark.write_text(json.dumps({k: v for k, v in json.loads(mark.read_text()).items() if k != "files"}))
+    with pytest.raises(SourceError, match="an export by an older egal, which did not list the files"):
+        export_selection(mask_pool, out, overwrite=True, progress=False)
+    assert out.is_dir()
+
+
 def test_ids_whose_files_would_collide_are_refused_not_overwritten(tmp_path):
     image = encode_png(np.full((30, 40), 60, np.uint8))
     rows = [{"id": "x", "image": image, "mask": encode_png(blob_mask(30, 40, (2, 3, 9, 11))), "label": "glioma"},

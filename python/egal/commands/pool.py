@@ -218,7 +218,8 @@ def _export(commands) -> None:
     p.add_argument("--unlabeled-folder", default=default_of(ExportOptions, "unlabeled_folder"),
                    help="folders: the folder of the rows without a label, as from-folders reads it back "
                    "(default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds an earlier export and nothing added or changed since")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_run_export)
 

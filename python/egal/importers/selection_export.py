@@ -108,8 +108,9 @@ def read_selection(path) -> dict[str, dict]:
     return chosen
 
 
-# Written into every export folder: --overwrite replaces a folder only when it holds this mark (an earlier
-# export), never a folder of the user's own files.
+# Written into every export folder, with the sha256 of every file the export wrote: --overwrite replaces a folder
+# only when it holds this mark (an earlier export) and nothing else, never a folder of the user's own files, nor an
+# export that someone has since added to or edited (an annotator's CSV saved into it, a corrected annotations.xml).
 EXPORT_MARK = ".egal-export.json"
 
 
@@ -137,7 +138,44 @@ def _target_folder(out, overwrite: bool, pool) -> Path:
             if not overwrite:
                 raise SourceError(f"--out {str(out)!r} holds an earlier export: pass overwrite=True (--overwrite) to "
                                   "replace it")
+            _check_only_the_export(out)
     return out
+
+
+def _files_of(folder: Path) -> dict[str, str]:
+    """{path relative to folder (posix): sha256} of every file below folder but the mark."""
+    import hashlib
+
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.name != EXPORT_MARK:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            found[path.relative_to(folder).as_posix()] = digest.hexdigest()
+        elif path.is_symlink():
+            found[path.relative_to(folder).as_posix()] = "a symbolic link"
+    return found
+
+
+def _check_only_the_export(out: Path) -> None:
+    """--overwrite deletes the folder: only when every file in it is one the export wrote, unchanged."""
+    try:
+        written = json.loads((out / EXPORT_MARK).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        written = None
+    if not isinstance(written, dict):
+        raise SourceError(f"--out {str(out)!r} holds an export by an older egal, which did not list the files it "
+                          "wrote, so --overwrite cannot tell them from files added since: delete the folder "
+                          "yourself, or export to a new one")
+    changed = [name for name, digest in _files_of(out).items() if written.get(name) != digest]
+    if changed:
+        shown = ", ".join(map(repr, changed[:MAX_LISTED_ROWS]))
+        more = f" and {len(changed) - MAX_LISTED_ROWS} more" if len(changed) > MAX_LISTED_ROWS else ""
+        raise SourceError(f"--out {str(out)!r} holds an earlier export with {len(changed)} file(s) added or changed "
+                          f"since ({shown}{more}), which --overwrite never deletes: move them out, or export to a new "
+                          "folder")
 
 
 def run_export(o: ExportOptions) -> ExportResult:
@@ -172,7 +210,8 @@ def run_export(o: ExportOptions) -> ExportResult:
                               "(a selection from another pool?)")
         files = writer.finish(chosen)
         (tmp / EXPORT_MARK).write_text(json.dumps({"written_by": "egal pool export-selection", "to": o.to,
-                                                   "pool": str(o.pool), "rows": len(writer.written)}))
+                                                   "pool": str(o.pool), "rows": len(writer.written),
+                                                   "files": _files_of(tmp)}))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
