@@ -476,3 +476,39 @@ def test_a_malformed_box_or_an_overlong_id_is_named_not_a_traceback(tmp_path, to
         with pytest.raises(SourceError, match=needle):
             export_selection(pool, tmp_path / f"out-{name}-{to}", to=to, progress=False)
         assert not (tmp_path / f"out-{name}-{to}").exists()
+
+
+HOSTILE_IDS = ['=HYPERLINK("http://x","click")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)", "'=quoted", "\t=tab", "s0"]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text_and_read_back_as_the_ids(tmp_path):
+    """Ids and class names come from whoever made the pool; a cell starting with = + - @ is a formula in Excel or
+    LibreOffice. Every CSV egal writes for people escapes it (a leading apostrophe), and every reader of those files
+    (export-selection, add-labels, egal report) finds the pool's rows from the escaped cells."""
+    from egal.pipeline.shard_store import write_selection_csv
+
+    rows = [{"id": ident, "image": encode_png(np.full((30, 40), 10 * k, np.uint8)),
+             "label": "=1+1" if k == 0 else None} for k, ident in enumerate(HOSTILE_IDS)]
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), pool)
+    ranked = pa.table({"rank": list(range(1, len(HOSTILE_IDS) + 1)), "id": HOSTILE_IDS,
+                       "score": [0.9 - k / 20 for k in range(len(HOSTILE_IDS))], "entropy_norm": [0.5] * 7,
+                       "misalignment": [0.7] * 7, "pred": ["=2+2"] * 7})
+    write_selection_csv(ranked, str(tmp_path / "scores.selection.csv"))
+    export_selection(pool, tmp_path / "out", selection=str(tmp_path / "scores.selection.csv"), progress=False)
+    for written in (tmp_path / "scores.selection.csv", tmp_path / "out" / "selection.csv"):
+        with open(written, newline="") as f:
+            cells = [cell for row in csv.reader(f) for cell in row]
+        assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t"))], written
+    with open(tmp_path / "out" / "selection.csv", newline="") as f:
+        listed = list(csv.DictReader(f))
+    assert [r["id"] for r in listed] == ["'" + i if i != "s0" else i for i in HOSTILE_IDS]
+    assert listed[0]["label"] == "'=1+1" and listed[0]["pred"] == "'=2+2"  # escaped once, not twice
+    # The annotator fills the label column and saves; add-labels finds every row.
+    labels = write_csv(tmp_path / "labels.csv", ["id", "label"], [[r["id"], "'=1+1"] for r in listed])
+    result = add_labels(pool, labels, tmp_path / "labelled.parquet")
+    assert result.newly_labelled == 6 and result.unchanged == 1
+    assert pq.read_table(tmp_path / "labelled.parquet").column("label").to_pylist() == ["=1+1"] * 7
+    # A spreadsheet that saves the text without its apostrophe gives the ids exactly: found too.
+    raw = write_csv(tmp_path / "raw.csv", ["id", "label"], [[i, "=1+1"] for i in HOSTILE_IDS])
+    assert add_labels(pool, raw, tmp_path / "again.parquet").newly_labelled == 6

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .._atomic import temporary_path
 from .._checks import check_bool
+from .._spreadsheet import from_spreadsheet_text
 from ..pool import open_pool
 from ..pool.errors import MAX_LISTED_ROWS
 from ..pool.files import open_parquet
@@ -107,6 +108,8 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
     conflicts, empty = [], 0
     for line, row in rows:
         ident, label = row[o.id_column], row[o.label_column]
+        if label.strip() not in classes:  # a class is the label meant; else the text a spreadsheet cell stands for
+            label = from_spreadsheet_text(label)
         if label.strip() not in classes:
             label = cell_or_none(label)
             like = [c for c in classes if label is None and c.casefold() == row[o.label_column].strip().casefold()]

@@ -30,6 +30,7 @@ import numpy as np
 
 from .._atomic import temporary_path
 from .._checks import check_bool, check_choice
+from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
 from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
@@ -104,7 +105,9 @@ def read_selection(path) -> dict[str, dict]:
     for row in rows:
         if row["id"] in chosen:
             raise SourceError(f"the selection {str(path)!r} lists id {row['id']!r} twice")
-        chosen[row["id"]] = row
+        # The id stays as written: pool_ids_of reads it, an exact match first.
+        chosen[row["id"]] = {column: cell if column == "id" else from_spreadsheet_text(cell)
+                             for column, cell in row.items()}
     return chosen
 
 
@@ -302,8 +305,8 @@ class _Writer:
             writer.writerow(["id", "file", "label", *extra])
             for ident in order:
                 row = self.written[ident]
-                writer.writerow([ident, row["file"], label_key(row["label"]) or "",
-                                 *(row.get(c, "") for c in extra)])
+                cells = [ident, row["file"], label_key(row["label"]) or "", *(row.get(c, "") for c in extra)]
+                writer.writerow([spreadsheet_text(cell) for cell in cells])
         if self.o.to == "label-studio":
             tasks = [self._ls_task(ident, shapes[ident]) for ident in order]
             (self.folder / "tasks.json").write_text(json.dumps(tasks, allow_nan=False))

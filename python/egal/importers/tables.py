@@ -9,6 +9,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .._spreadsheet import from_spreadsheet_text
 from ..pool.labels import is_missing_text
 from .errors import SourceError
 
@@ -20,25 +21,46 @@ def cell_or_none(text: str) -> str | None:
 
 
 def pool_ids_of(spec, table_ids) -> dict[str, str]:
-    """{id as a table gives it: the pool's id} for the table ids the pool holds. Table cells are read stripped
-    (read_table), so a pool id with surrounding spaces (which egal score keeps as it is in the selection it writes)
-    is found by its stripped text; SourceError when two pool ids answer to one table id."""
+    """{id as a table gives it: the pool's id} for the table ids the pool holds (match_ids' rule), reading the
+    pool's id column alone."""
     from ..pool.files import open_parquet
 
-    wanted = set(table_ids)
+    wanted = set(table_ids) | {from_spreadsheet_text(t) for t in table_ids}
     pool_ids = [i for path in spec.files
                 for batch in open_parquet(path).iter_batches(columns=["id"], batch_size=65536)
                 for i in batch.column(0).to_pylist() if i in wanted or i.strip() in wanted]
-    exact = {i for i in pool_ids if i in wanted}  # an exact match is the id the table means
-    found = {i: i for i in exact}
-    for ident in pool_ids:
-        key = ident.strip()
-        if key == ident or key not in wanted or key in exact:
-            continue
-        if key in found:
-            raise SourceError(f"the table's id {key!r} names two rows of the pool, {found[key]!r} and {ident!r} "
-                              "(table cells are read without surrounding spaces)")
-        found[key] = ident
+    return match_ids(table_ids, pool_ids)
+
+
+def match_ids(table_ids, known_ids) -> dict[str, str]:
+    """{id as a table gives it: the known id it names} for the table ids that name one. An exact match is the id
+    meant. Table cells are read stripped (read_table), so a known id with surrounding spaces (which egal score keeps
+    as it is in the selection it writes) is found by its stripped text; and a cell that egal wrote for a spreadsheet
+    (egal._spreadsheet: "'=x" for the id "=x") by the text it stands for. SourceError when two known ids answer to
+    one table id."""
+    table_ids = list(table_ids)
+    known = set(known_ids)
+    by_stripped: dict[str, list[str]] = {}
+    for ident in known:
+        if ident.strip() != ident:
+            by_stripped.setdefault(ident.strip(), []).append(ident)
+
+    def named(text: str) -> str | None:
+        if text in known:
+            return text
+        candidates = sorted(by_stripped.get(text, ()))
+        if len(candidates) > 1:
+            raise SourceError(f"the table's id {text!r} names two rows of the pool, {candidates[0]!r} and "
+                              f"{candidates[1]!r} (table cells are read without surrounding spaces)")
+        return candidates[0] if candidates else None
+
+    found = {}
+    for given in table_ids:
+        ident = named(given)
+        if ident is None and from_spreadsheet_text(given) != given:
+            ident = named(from_spreadsheet_text(given))
+        if ident is not None:
+            found[given] = ident
     return found
 
 

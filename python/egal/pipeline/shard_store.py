@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from .._atomic import replaced_atomically
 from .._paths import starts_with_header
+from .._spreadsheet import spreadsheet_text
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 from .ranking import LABELLED, SELECTION_COLUMNS, rank_table
@@ -408,6 +409,8 @@ def write_selection_csv(selection: pa.Table, path: str) -> None:
 def _csv_cell(value) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return ""  # no ROI: misalignment is undefined (docs/scoring.md, empty ROI)
+    if isinstance(value, str):  # an id, a class name, a group: from whoever made the pool
+        return spreadsheet_text(value)
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 

@@ -117,7 +117,7 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
             raise EgalError(f"selection file {path!r} does not exist")
         return Selection(top_ranked(scores, DEFAULT_SELECT), f"the {DEFAULT_SELECT} best-ranked rows (no selection "
                                                              f"file {os.path.basename(path)} beside the scores)")
-    from ..importers.tables import read_table
+    from ..importers.tables import match_ids, read_table
 
     rows = read_table(path, ("id",), "selection file")
     ids = [row["id"] for row in rows]
@@ -128,11 +128,12 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
         raise EgalError(f"selection file {path!r} names {len(repeated)} id(s) more than once, first "
                         f"{repeated[0]!r}: a row is annotated once")
     position = {v: i for i, v in enumerate(scores.ids.tolist())}
-    unknown = [v for v in ids if v not in position]
+    scored = match_ids(ids, position)  # as export-selection and add-labels read a selection's ids
+    unknown = [v for v in ids if v not in scored]
     if unknown:
         raise EgalError(f"selection file {path!r} names {len(unknown)} id(s) that are not in {scores.path!r}, "
                         f"first {unknown[0]!r}: it belongs to another scoring run")
-    positions = np.array([position[v] for v in ids], dtype=np.int64)
+    positions = np.array([position[scored[v]] for v in ids], dtype=np.int64)
     if not given:
         _check_same_run(rows, scores, positions, path)
     return Selection(positions, f"the {len(ids)} rows of {path}")
