@@ -247,6 +247,8 @@ class _Writer:
     def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
         stem = file_stem(ident)
         _check_file_name(stem)
+        if label_key(label) is not None:  # a tag in CVAT's XML, a choice in Label Studio's, a folder's name
+            _check_no_control_character(label_key(label), "label")
         data = _read(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, "image")
         roi = batch.rois[i]
         mask_bytes = None
@@ -380,6 +382,14 @@ def _check_file_name(name: str, what: str = "id") -> None:
     if len(name.encode()) > MAX_NAME_BYTES:
         raise SourceError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long, too long for a file name "
                           f"(at most {MAX_NAME_BYTES}); export needs shorter ids and labels")
+    _check_no_control_character(name, what)
+
+
+def _check_no_control_character(text: str, what: str) -> None:
+    control = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if control is not None:  # XML 1.0 cannot hold most of them: CVAT's and Label Studio's files would not parse
+        raise SourceError(f"{what} {text!r} holds the control character {control!r}, which file names and the "
+                          "annotation tools' XML cannot carry; export needs ids and labels that are plain names")
 
 
 def _json_label(label):
