@@ -179,3 +179,44 @@ def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temporary_copy(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
     # A file name of another encoding than UTF-8 (a surrogate escape) is shown escaped, not a UnicodeEncodeError.
     assert "sel\\udce9.csv" in open(write_page(tmp_path / "page.html", "sel\udce9.csv")).read()
+
+
+def test_a_replaced_output_keeps_the_permissions_its_owner_gave_it(tmp_path, scored):
+    """A file made private (chmod 600: patient ids, images) took the umask's 644 when --overwrite replaced it."""
+    import os
+    import stat
+
+    from egal.importers import add_labels, export_selection
+
+    mode = lambda path: stat.S_IMODE(os.stat(path).st_mode)  # noqa: E731
+    pool, model = scored
+    out = tmp_path / "s.parquet"
+    assert main(["score", "--pool", str(pool), "--model", str(model), "--out", str(out), "--select", "3",
+                 "--quiet"]) == 0
+    selection = tmp_path / "s.selection.csv"
+    os.chmod(out, 0o600)
+    os.chmod(selection, 0o640)
+    assert main(["score", "--pool", str(pool), "--model", str(model), "--out", str(out), "--select", "3",
+                 "--overwrite", "--quiet"]) == 0
+    assert (mode(out), mode(selection)) == (0o600, 0o640)
+    labels = write_csv(tmp_path / "labels.csv", ["id", "label"], [["scan_0000", "benign"]])
+    labelled = tmp_path / "labelled.parquet"
+    add_labels(pool, labels, labelled)
+    os.chmod(labelled, 0o600)
+    add_labels(pool, labels, labelled, overwrite=True)
+    assert mode(labelled) == 0o600
+    export_selection(pool, tmp_path / "export", progress=False)
+    os.chmod(tmp_path / "export", 0o700)
+    export_selection(pool, tmp_path / "export", overwrite=True, progress=False)
+    assert mode(tmp_path / "export") == 0o700
+    new = tmp_path / "new.parquet"  # a new file: the umask decides, as for any program
+    add_labels(pool, labels, new)
+    assert mode(new) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import uuid
 
 
@@ -27,7 +28,19 @@ def replaced_atomically(path, suffix: str = "", *, hidden: bool = False):
     tmp = temporary_path(path, suffix, hidden=hidden)
     try:
         yield tmp
+        keep_mode_of(path, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
+
+
+def keep_mode_of(path, replacement) -> None:
+    """Gives `replacement` (a file or folder about to be renamed over `path`) the permissions of `path`, where it
+    exists: a file its owner had made private (chmod 600, patient data) stays private when egal replaces it,
+    instead of taking the umask's default."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(replacement, mode)

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import temporary_path
+from .._atomic import keep_mode_of, temporary_path
 from .._checks import check_bool
 from .._spreadsheet import from_spreadsheet_text
 from ..pool import open_pool
@@ -269,6 +269,7 @@ def _write(spec, out: Path, converted: dict, label_type: pa.DataType, column: st
                 columns[column] = pa.array(labels, type=label_type)
                 writer.write_table(pa.table(columns, schema=schema))
         writer.close()
+        keep_mode_of(out, tmp)
         os.replace(tmp, out)
     except BaseException:
         writer.close()

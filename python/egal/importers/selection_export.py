@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import temporary_path
+from .._atomic import keep_mode_of, temporary_path
 from .._checks import check_bool, check_choice
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
 from ..pool import open_pool
@@ -216,6 +216,7 @@ def run_export(o: ExportOptions) -> ExportResult:
                                                    "pool": str(o.pool), "rows": len(writer.written),
                                                    "files": _files_of(tmp)}))
         if out.exists():
+            keep_mode_of(out, tmp)
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:

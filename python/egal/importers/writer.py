@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import temporary_path
+from .._atomic import keep_mode_of, temporary_path
 from .._paths import (
     check_new_file,
     check_not_an_input,
@@ -194,6 +194,7 @@ class StreamingPoolWriter:
             from ..pool import open_pool
 
             open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths
+            keep_mode_of(self.out, self.tmp)
             os.replace(self.tmp, self.out)
         except BaseException:
             self.abort()
@@ -207,6 +208,7 @@ class StreamingPoolWriter:
         # The previous import's folder is kept aside until the new pool is in place, so a failure
         # here leaves the previous pool and its files as they were.
         if self.files_dir.exists():
+            keep_mode_of(self.files_dir, self.files_tmp)
             self._replaced_files = Path(temporary_path(self.files_dir, ".old", hidden=True))
             os.replace(self.files_dir, self._replaced_files)
         os.replace(self.files_tmp, self.files_dir)

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .._atomic import temporary_path
+from .._atomic import keep_mode_of, temporary_path
 from .._checks import bad_argument
 from .errors import SelectionError
 
@@ -72,6 +72,7 @@ def write_embedding_file(path: str, tables, *, run: dict, kind: str) -> int:
             os.fsync(fd)
         finally:
             os.close(fd)
+        keep_mode_of(path, tmp)
         os.replace(tmp, path)
     finally:
         if writer is not None:
