@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from .._checks import renamed
+from .._display import shown
 from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
@@ -246,7 +247,8 @@ def print_selection(table, limit: int = 25) -> None:
 
 def _print_table(table, limit: int) -> None:
     cols = {c: table.column(c).to_pylist() for c in ("rank", "id", "score", "entropy_norm", "misalignment", "pred")}
-    width = max([len("id")] + [len(str(i)) for i in cols["id"][:limit]])
+    cols["id"], cols["pred"] = [shown(i) for i in cols["id"]], [shown(p) for p in cols["pred"]]
+    width = max([len("id")] + [len(i) for i in cols["id"][:limit]])
     print(f"  {'rank':>5}  {'id':<{width}}  {'score':>6}  {'entropy_norm':>12}  {'misalignment':>12}  pred")
     for r in range(min(limit, table.num_rows)):
         mis = cols["misalignment"][r]

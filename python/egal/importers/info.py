@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._checks import check_int
+from .._checks import bad_argument, check_int
+from .._display import shown
+from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DecodeSettings
 from ..pool.errors import PathRefused, RowError
@@ -83,7 +85,8 @@ class PoolInfo:
         else:
             lines.append(f"Labels ({self.label_column}): {share(self.rows - self.labels.get(None, 0))} labelled, "
                          f"{len(labelled)} classes"
-                         + (": " + ", ".join(f"{k} {v}" for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
+                         + (": " + ", ".join(f"{shown(k)} {v}"
+                                             for k, v in sorted(labelled.items(), key=lambda kv: str(kv[0])))
                             if labelled else ""))
         if self.labels_like_missing:
             lines.append("  labels that read like a missing value, counted as classes: "
@@ -126,6 +129,9 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = L
     decoder processes (0: in this process)."""
     check_int(workers, "workers", minimum=0)
     check_worker_count(workers)
+    if workers and not decode:
+        raise bad_argument(EgalError, "workers", "sets how many processes decode=True (--decode) uses: give "
+                           "decode=True (--decode) too")
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .._atomic import keep_mode_of, temporary_path
 from .._checks import check_bool
+from .._display import shown
 from .._spreadsheet import from_spreadsheet_text
 from ..pool import open_pool
 from ..pool.errors import MAX_LISTED_ROWS
@@ -73,15 +74,15 @@ class LabelResult:
     classes: dict[str | None, int] = field(default_factory=dict)  # rows per label after, None = unlabeled
 
     def summary(self) -> str:
-        counts = ", ".join(f"{'unlabeled' if k is None else k} {v}" for k, v in
+        counts = ", ".join(f"{'unlabeled' if k is None else shown(k)} {v}" for k, v in
                            sorted(self.classes.items(), key=lambda kv: (kv[0] is None, str(kv[0]))))
         lines = [f"Wrote {self.out}: {self.rows} rows ({counts})",
                  f"  {self.newly_labelled} newly labelled, {self.unchanged} already had that label, "
                  f"{len(self.relabelled)} relabelled, {self.ignored_empty} empty label cells ignored"]
         if self.new_classes:
-            lines.append(f"  new classes: {', '.join(self.new_classes)}")
+            lines.append(f"  new classes: {', '.join(map(shown, self.new_classes))}")
         for ident, before, after in self.relabelled[:MAX_LISTED_ROWS]:
-            lines.append(f"  relabelled {ident}: {before} -> {after}")
+            lines.append(f"  relabelled {shown(ident)}: {shown(before)} -> {shown(after)}")
         if len(self.relabelled) > MAX_LISTED_ROWS:
             lines.append(f"  ... and {len(self.relabelled) - MAX_LISTED_ROWS} more relabelled")
         return "\n".join(lines)

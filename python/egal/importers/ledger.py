@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .._display import shown
+
 EXAMPLES_PER_REASON = 3
 
 
@@ -51,7 +53,7 @@ class SkipLedger:
             width = len(str(max(counter.values())))
             for reason, count in counter.items():
                 examples = self.examples.get(reason) or []
-                more = f" (e.g. {', '.join(examples)})" if examples else ""
+                more = f" (e.g. {', '.join(map(shown, examples))})" if examples else ""
                 out.append(f"  {count:>{width}}  {reason}{more}")
         return out
 
