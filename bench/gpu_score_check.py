@@ -78,7 +78,7 @@ def parity(work: Path, device: str, rows: int) -> dict:
     torch.manual_seed(0)
     pt = str(work / "tiny.pt")
     save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(128, 128), in_channels=1), pt)
-    onnx = export_onnx(pt, str(work / "tiny.onnx"))
+    onnx = export_onnx(pt, str(work / "tiny.onnx"), overwrite=True)  # (a scratch folder kept between runs)
     baseline = _score(pool, pt, work / "pt-cpu.parquet", device="cpu", runtime="torch")
     out = {"pool_rows": rows, "tolerance": PARITY_ATOL, "baseline": "PyTorch on the CPU"}
     # egal's Grad-CAM path turns TF32 off on a GPU (egal.gradcam.extract.full_float32): with PyTorch's

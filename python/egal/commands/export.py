@@ -7,9 +7,7 @@ exported (the CLI prints its one line and exits 2).
 from __future__ import annotations
 
 import argparse
-import os
 
-from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 
 
@@ -33,11 +31,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+# How the checks of --out name the arguments here (egal.onnx.export.check_graph_out).
+FLAGS = {"out": "--out", "model": "--model", "overwrite": "--overwrite"}
+
+
 def run_export(args) -> int:
-    check_not_an_input(args.out, "--out", {"--model": args.model})
-    if not os.fspath(args.out).endswith(".onnx"):  # egal score tells a graph from a PyTorch model by it
-        raise EgalError(f"--out {args.out!r} must end in .onnx: egal score runs a .onnx file with onnxruntime and "
-                        "takes any other for a PyTorch model")
     try:
         from ..onnx import export as exporter
         from ..onnx import graph
@@ -45,12 +43,10 @@ def run_export(args) -> int:
         raise EgalError(f"{exc}; install the exporter's dependencies with pip install 'egal-al[export]'") from None
     from ..models import ModelConfigError, ModelFileError
 
-    check_replaceable(args.out, "--out", exporter.is_egal_graph, "an ONNX graph that egal exported")
-    check_new_file(args.out, "--out", replace=args.overwrite, hint="--overwrite")
-
+    exporter.check_graph_out(args.out, overwrite=args.overwrite, model=args.model, names=FLAGS)
     try:
         path = exporter.export_onnx(
-            args.model, args.out,
+            args.model, args.out, overwrite=args.overwrite,
             opset=args.opset if args.opset is not None else graph.OPSET,
             ir_version=args.ir_version if args.ir_version is not None else graph.IR_VERSION,
         )

@@ -10,7 +10,6 @@ import argparse
 import json
 
 from .._checks import renamed
-from ..errors import EgalError
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
 FORMAT = argparse.RawDescriptionHelpFormatter
@@ -334,8 +333,6 @@ def _run_add_labels(args) -> int:
 def _run_info(args) -> int:
     from ..importers.info import pool_info
 
-    if args.workers and not args.decode:
-        raise EgalError("--workers sets how many processes --decode uses: give --decode too")
     info = _named(pool_info, args.pool, group_column=args.group_column, label_column=args.label_column,
                   decode=args.decode, workers=args.workers, progress=not args.json)
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())

@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 import warnings
 
-from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
 from ._train_options import add_train_options, train_overrides
 
@@ -91,8 +90,6 @@ def run(args) -> int:
     if args.shortcut_class is not None:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
-    if not config.data.path:
-        raise EgalError("no pool given: pass --pool or a --config with [data] path")
     with warnings.catch_warnings():  # restores showwarning afterwards
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
         result = run_simulation(config, args.out, progress=not args.quiet)

@@ -214,6 +214,8 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     With config.loop.workers > 1 the runs are shared out to that many processes
     (egal.loop.workers); they then read the pool from config.data.path, not `dataset`.
     """
+    if dataset is None and not config.data.path:
+        raise EgalError("no pool given: config.data.path is empty (pass --pool or a --config with [data] path)")
     out_dir = os.fspath(out_dir)
     strategies = config.loop.strategy_objects()
     if config.loop.rounds == 0 and len(strategies) > 1:  # (here, once a config file's and the options' are one)

@@ -121,7 +121,7 @@ def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
     has no closed-form Grad-CAM (an ONNX graph has no backward pass), ModuleNotFoundError without the
     export extra.
     """
-    from .export import export_onnx  # imports torch and onnx: only when a graph must be written
+    from .export import export_onnx, is_egal_graph  # import torch and onnx: only when a graph must be written
 
     folders = cache_folders(model_path)
     folder = next((f for f in folders if _writable(f)), None)
@@ -131,7 +131,10 @@ def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
                               "writable folder)")
     path = os.path.join(folder, graph_name(model_path, model_sha256))
     start = time.perf_counter()
-    export_onnx(model_path, path)
+    if os.path.isfile(path) and not is_egal_graph(path):  # damaged beyond reading: export_onnx replaces only a
+        with contextlib.suppress(FileNotFoundError):      # graph egal exported, and this entry is the cache's own
+            os.remove(path)
+    export_onnx(model_path, path, overwrite=True)
     try:
         with replaced_atomically(path + CHECKSUM_SUFFIX) as checksum, open(checksum, "w") as f:
             f.write(_sha256(path) + "\n")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Mapping
 
 import onnx
 import torch
 
 from .._atomic import replaced_atomically
-from .._checks import is_int
+from .._checks import check_bool, is_int
+from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from ..models import EGALClassifier, load_model
 from . import graph
@@ -34,12 +36,35 @@ def is_egal_graph(path) -> bool:
     return any(p.key == graph.FORMAT_KEY for p in proto.metadata_props)
 
 
-def export_onnx(model, out, *, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION,
+# How the checks of `out` name the arguments: as a Python caller writes them; `egal export` passes its flags.
+PYTHON_NAMES = {"out": "out (--out)", "model": "model (--model)", "overwrite": "overwrite=True (--overwrite)"}
+
+
+def check_graph_out(out, *, overwrite: bool = False, model=None, names: Mapping = PYTHON_NAMES) -> None:
+    """EgalError unless a graph may be written to `out`, said before the export: a name ending in .onnx (egal
+    score tells a graph from a PyTorch model by it), not the model file, replacing only a graph egal exported
+    (never a user's own .onnx file or any other), and that only with overwrite; its folder exists and can be
+    written in. model: the model's path, when given as one. names: how the messages name out, model and overwrite
+    (PYTHON_NAMES; egal export passes its flags)."""
+    model_file = model if isinstance(model, (str, os.PathLike)) else None
+    check_not_an_input(out, names["out"], {names["model"]: model_file})
+    if not os.fspath(out).endswith(".onnx"):
+        raise EgalError(f"{names['out']} {os.fspath(out)!r} must end in .onnx: egal score runs a .onnx file with "
+                        "onnxruntime and takes any other for a PyTorch model")
+    check_replaceable(out, names["out"], is_egal_graph, "an ONNX graph that egal exported")
+    check_new_file(out, names["out"], replace=overwrite, hint=names["overwrite"])
+
+
+def export_onnx(model, out, *, overwrite: bool = False, opset: int = graph.OPSET, ir_version: int = graph.IR_VERSION,
                 example_batch: int = 2) -> str:
     """Write `model` (an EGALClassifier, or the path of a saved model file) to `out`; returns the path.
 
-    The written file passes onnx.checker (full check) and loads in onnxruntime.
+    out: a name ending in .onnx. An existing file is replaced only with overwrite=True, and only when it is a
+    graph egal exported (check_graph_out). The written file passes onnx.checker (full check) and loads in
+    onnxruntime.
     """
+    check_bool(overwrite, "overwrite")
+    check_graph_out(out, overwrite=overwrite, model=model)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     if not isinstance(model, EGALClassifier):
