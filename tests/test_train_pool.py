@@ -1,0 +1,113 @@
+"""egal.train_pool called directly, as a notebook or a service does: what it returns and warns, what it refuses
+before any training, and a trained model that cannot be saved where asked."""
+import os
+import warnings
+
+import pytest
+
+from pools import CLASSES, make_rows, save_tiny_model, write_pool
+
+torch = pytest.importorskip("torch")
+
+import egal  # noqa: E402
+from egal.errors import EgalError  # noqa: E402
+from egal.train import ModelNotSaved, TrainConfig, TrainingWarning, train_pool  # noqa: E402
+
+FAST = TrainConfig(architecture="tiny_cnn", head="linear", input_size=(32, 32), epochs=2, batch_size=8)
+
+
+def test_train_pool_returns_the_model_its_record_and_what_it_left_out(tmp_path):
+    from egal.models import load_model
+
+    rows = make_rows(24, folder=tmp_path, roi="boxes")  # odd rows are labelled
+    rows[3]["image"] = b"not an image"  # labelled: left out, and said
+    for i, row in enumerate(rows):
+        row["split"] = "test" if i % 8 == 1 else "train"  # 3 labelled test rows
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    epochs = []
+    with pytest.warns(TrainingWarning, match=r"left out 1 labelled row\(s\) that cannot be decoded: row 3 "):
+        result = train_pool(pool, tmp_path / "m.pt", FAST, train={"seed": 3}, exclude={"split": "test"},
+                            progress=lambda epoch, summary: epochs.append((epoch, sorted(summary))))
+    assert epochs == [(0, ["ce", "dice", "loss"]), (1, ["ce", "dice", "loss"])]
+    assert result.out == str(tmp_path / "m.pt") and result.rows == 12 - 1 - 3 and result.excluded == 3
+    assert result.classes == CLASSES and result.label_column == "label" and result.config.seed == 3
+    assert [(row, ident) for row, ident, _ in result.dropped] == [(3, "scan_0003")]
+    assert len(result.warnings) == 1 and result.notes == ()  # (the linear head takes no episodes)
+    assert len(result.history.epoch_loss) == 2
+    assert result.summary().startswith(f"wrote {tmp_path / 'm.pt'} (tiny_cnn, linear head, classes ")
+    saved = load_model(tmp_path / "m.pt")
+    assert saved.config.classes == result.model.config.classes
+    training = saved.config.extra["training"]
+    assert training["seed"] == 3 and training["epochs"] == 2 and "augment_settings" not in training
+    assert training["excluded"] == {"rows": 3, "by": ["split=test"]}
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n] == []
+
+
+def test_train_pool_reads_an_experiment_config_and_notes_short_episodes(tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    config = tmp_path / "exp.toml"
+    config.write_text('[data]\nlabel_column = "label"\n[train]\narchitecture = "tiny_cnn"\ninput_size = [32, 32]\n'
+                      'epochs = 1\nhead = "prototypical"\nn_way = 5\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingWarning)  # nothing here to warn of
+        result = train_pool(pool, tmp_path / "m.pt", config)
+    assert result.config.n_way == 5 and result.config.head == "prototypical"
+    assert any("episodes are 3-way" in note for note in result.notes), result.notes
+
+
+def test_train_pool_refuses_bad_arguments_before_any_training(tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    out = tmp_path / "m.pt"
+    with pytest.raises(TypeError, match=r"exclude must be \(column, value\) pairs"):
+        train_pool(pool, out, FAST, exclude="split=test")
+    with pytest.raises(TypeError, match=r"exclude must be \(column, value\) pairs.*got 'split' among them"):
+        train_pool(pool, out, FAST, exclude=["split", "test"])
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        train_pool(pool, out, FAST, overwrite="yes")
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        train_pool(pool, out, {"epochs": 1})
+    with pytest.raises(TypeError, match="progress must be True, False or a callable"):
+        train_pool(pool, out, FAST, progress="quiet")
+    with pytest.raises(EgalError, match=r"out \(--out\) '.*pool.parquet' is the same file as pool \(--pool\)"):
+        train_pool(pool, pool, FAST, overwrite=True)
+    (tmp_path / "table.parquet").write_bytes(open(pool, "rb").read())
+    with pytest.raises(EgalError, match="is not a model file"):  # overwrite replaces a model, nothing else
+        train_pool(pool, tmp_path / "table.parquet", FAST, overwrite=True)
+    save_tiny_model(out)
+    earlier = out.read_bytes()
+    with pytest.raises(EgalError, match=r"already exists: pass overwrite=True \(--overwrite\) to replace it"):
+        train_pool(pool, out, FAST)
+    assert out.read_bytes() == earlier
+    assert train_pool(pool, out, FAST, overwrite=True).out == str(out)  # an earlier model: replaced when asked
+    assert out.read_bytes() != earlier
+
+
+def test_a_model_that_cannot_be_saved_is_kept_in_the_temporary_folder(tmp_path, monkeypatch):
+    import egal.models
+    from egal.models import load_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    real_save = egal.models.save_model
+    out = tmp_path / "m.pt"
+
+    def save_fails_beside_out(model, path):
+        if os.path.dirname(os.path.abspath(path)) == str(tmp_path):  # the disk of `out` filled during training
+            raise OSError(28, "No space left on device")
+        real_save(model, path)
+
+    monkeypatch.setattr(egal.models, "save_model", save_fails_beside_out)
+    with pytest.raises(ModelNotSaved) as caught:
+        train_pool(pool, out, FAST)
+    error = caught.value
+    try:
+        assert str(error).startswith(f"out {str(out)!r} could not be written (OSError: ")
+        assert f"the trained model was written to {error.rescued} instead" in str(error)
+        assert error.argument == "out" and isinstance(error, EgalError)  # (egal train names --out instead)
+        assert not out.exists() and not [n for n in os.listdir(tmp_path) if n.startswith("m.pt")]
+        assert load_model(error.rescued).config.classes == error.model.config.classes
+    finally:
+        os.remove(error.rescued)
+
+
+def test_train_pool_is_egal_train_pool():
+    assert egal.train_pool is train_pool and egal.TrainResult.__name__ == "TrainResult"
