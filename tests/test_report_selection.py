@@ -466,3 +466,15 @@ def test_a_selection_file_finds_ids_that_egal_escaped_for_spreadsheets_or_that_h
     write_selection_csv(pa.table({"rank": [1, 2, 3], "id": ["plain", "trail ", "=cmd()"]}), str(path))
     assert "'=cmd()" in path.read_text()
     assert read_selection(scores, selection_csv=str(path)).positions.tolist() == [2, 1, 0]
+
+
+def test_a_scores_file_with_a_damaged_run_record_is_named_not_a_traceback(tmp_path):
+    """egal report read the record with a bare json.loads: a JSONDecodeError traceback."""
+    from egal.report.selection_data import read_scores
+
+    table = pa.table({"id": ["a"], "pred": ["x"], "entropy": [0.1], "entropy_norm": [0.1], "misalignment": [0.2],
+                      "score": [0.15], "rank": pa.array([1], pa.int64()), "status": ["ok"],
+                      "error": pa.array([None], pa.string())}, metadata={b"egal.run": b"{not json"})
+    pq.write_table(table, tmp_path / "scores.parquet")
+    with pytest.raises(EgalError, match="has a damaged record of its run"):
+        read_scores(tmp_path / "scores.parquet")

@@ -323,10 +323,10 @@ def _refuse_changed_arguments(previous: dict, current: dict, out_path, finished:
         f"with the same pool, model and options, or pass {OVERWRITE} instead of {RESUME} to start over")
 
 
-def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict]:
-    """(the `columns` of an egal score output, and those of `optional` it has, its schema metadata); EgalError
-    saying what the file is instead (not Parquet, or a Parquet file without those columns: a pool given for its
-    scores)."""
+def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict | None]:
+    """(the `columns` of an egal score output, and those of `optional` it has; the record of the run that wrote it,
+    None from an egal that did not keep one); EgalError saying what the file is instead (not Parquet, or a Parquet
+    file without those columns: a pool given for its scores) or that its record is damaged."""
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
@@ -349,7 +349,17 @@ def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict]:
         raise EgalError(f"cannot be read: it is damaged ({exc}); score the pool again") from None
     if "id" in table.column_names and table.column("id").null_count:
         raise EgalError(f"is not an egal score output: {table.column('id').null_count} row(s) have no id")
-    return table, schema.metadata or {}
+    metadata = schema.metadata or {}
+    if RUN_METADATA_KEY not in metadata:
+        return table, None
+    try:
+        run = json.loads(metadata[RUN_METADATA_KEY])
+    except ValueError:
+        run = None
+    if not isinstance(run, dict):
+        raise EgalError(f"has a damaged record of its run (its {RUN_METADATA_KEY.decode()} metadata is not the "
+                        "JSON egal score writes): score the pool again")
+    return table, run
 
 
 def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:

@@ -3,7 +3,6 @@ selection, the quadrants of uncertainty against misalignment, examples per quadr
 from __future__ import annotations
 
 import collections
-import json
 import os
 from dataclasses import dataclass
 
@@ -66,21 +65,15 @@ class ScoredPool:
 
 def read_scores(path) -> ScoredPool:
     """Reads egal score's output; an EgalError names what is missing when the file is not one."""
-
-    from ..pipeline.shard_store import RUN_METADATA_KEY
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EgalError(f"scores file {path!r} does not exist (write one with egal score --out)")
     from ..pipeline.shard_store import read_score_output
 
     try:
-        table, metadata = read_score_output(path, SCORE_COLUMNS)
+        table, run = read_score_output(path, SCORE_COLUMNS)
     except EgalError as exc:
         raise EgalError(f"scores file {path!r} {exc}") from None
-    run = None
-    if RUN_METADATA_KEY in metadata:
-        run = json.loads(metadata[RUN_METADATA_KEY])
 
     def floats(name):
         return table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)

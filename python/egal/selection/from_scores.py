@@ -11,7 +11,6 @@ shows which top-ranked rows it passed over), and the group column last when ther
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -104,7 +103,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     """
 
     from ..pipeline.ranking import LABELLED
-    from ..pipeline.shard_store import RUN_METADATA_KEY, is_selection_csv, read_score_output, write_selection_csv
+    from ..pipeline.shard_store import is_selection_csv, read_score_output, write_selection_csv
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     if per_group is not None:
@@ -120,15 +119,10 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
         check_replaceable(out, "out (--out)", is_selection_csv, "a selection CSV that egal wrote")
         check_new_file(out, "out (--out)", replace=overwrite)
     try:
-        ranked, metadata = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
+        ranked, run = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
                                                       "status"), optional=(LABELLED,))
     except EgalError as exc:
         raise bad_argument(SelectionError, "scores", f"file {scores!r} {exc}") from None
-    try:
-        run = json.loads(metadata[RUN_METADATA_KEY]) if RUN_METADATA_KEY in metadata else None
-    except ValueError:
-        raise bad_argument(SelectionError, "scores", f"file {scores!r} has a damaged record of its run (its "
-                           f"{RUN_METADATA_KEY.decode()} metadata is not JSON): score the pool again") from None
     source = None
     if diversity != "none":
         source = EmbeddingFile(embeddings if embeddings is not None else embeddings_path_for(scores), run=run)
