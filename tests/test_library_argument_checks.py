@@ -41,12 +41,12 @@ def test_pool_info_refuses_workers_without_decode(tmp_path, capsys):
     from egal.importers.info import pool_info
 
     pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path))
-    with pytest.raises(EgalError, match=r"^workers sets how many processes decode=True \(--decode\) uses") as error:
+    with pytest.raises(EgalError, match=r"^workers sets the number of decoder processes, which only decoding") as error:
         pool_info(pool, workers=2)
     assert error.value.argument == "workers"
     assert pool_info(pool, workers=0).rows == 6 and pool_info(pool, decode=True, workers=0).rows == 6
     assert main(["pool", "info", pool, "--workers", "2"]) == 2
-    assert "egal pool info: error: --workers sets how many processes decode=True (--decode) uses" in \
+    assert "egal pool info: error: --workers sets the number of decoder processes, which only decoding uses" in \
         capsys.readouterr().err
 
 

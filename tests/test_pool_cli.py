@@ -109,7 +109,7 @@ def test_round_trip_commands(layout, tmp_path, capsys):
 def test_info_decode_and_its_workers(layout, tmp_path, capsys):
     assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
     assert pool("info", tmp_path / "p.parquet", "--workers", "2") == 2  # (the check is pool_info's)
-    assert "--workers sets how many processes decode=True (--decode) uses" in capsys.readouterr().err
+    assert "--workers sets the number of decoder processes, which only decoding uses" in capsys.readouterr().err
     assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "-1") == 2
     assert "--workers must be a non-negative integer" in capsys.readouterr().err
     assert pool("info", tmp_path / "p.parquet", "--decode", "--workers", "100000") == 2

@@ -130,8 +130,8 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = L
     check_int(workers, "workers", minimum=0)
     check_worker_count(workers)
     if workers and not decode:
-        raise bad_argument(EgalError, "workers", "sets how many processes decode=True (--decode) uses: give "
-                           "decode=True (--decode) too")
+        raise bad_argument(EgalError, "workers", "sets the number of decoder processes, which only decoding uses: "
+                           "pass decode=True (--decode) too")
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None
