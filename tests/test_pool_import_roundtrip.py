@@ -519,3 +519,31 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text_and_read_bac
     # A spreadsheet that saves the text without its apostrophe gives the ids exactly: found too.
     raw = write_csv(tmp_path / "raw.csv", ["id", "label"], [[i, "=1+1"] for i in HOSTILE_IDS])
     assert add_labels(pool, raw, tmp_path / "again.parquet").newly_labelled == 5
+
+
+def test_file_names_of_ids_are_valid_on_windows_and_map_back_to_the_ids(tmp_path):
+    """An export goes to annotators, often on Windows, where 'scan:1.png' or 'CON.png' cannot exist."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from egal.importers.selection_export import file_stem, id_of_file_stem
+
+    for ident, stem in (("CON", "%43ON"), ("con.txt", "%63on.txt"), ("COM1.x", "%43OM1.x"), ("Lpt9", "%4Cpt9"),
+                        ("a:b", "a%3Ab"), ('x*?"<>|y', "x%2A%3F%22%3C%3E%7Cy"), ("console", "console"),
+                        ("%43ON", "%2543ON"), (".hidden", "%2Ehidden")):
+        assert (file_stem(ident), id_of_file_stem(file_stem(ident))) == (stem, ident)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(alphabet=st.sampled_from('%/\\:*?"<>|.CONcon1LPTAUX% a'), min_size=1, max_size=12))
+    def round_trip(ident):
+        stem = file_stem(ident)
+        assert id_of_file_stem(stem) == ident
+        assert not set('/\\:*?"<>|') & set(stem) and not stem.startswith(".")
+
+    round_trip()
+    rows = [{"id": ident, "image": encode_png(np.full((20, 20), 9 * k, np.uint8)), "label": None}
+            for k, ident in enumerate(["CON", "scan:1", "a|b"])]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pool.parquet")
+    export_selection(tmp_path / "pool.parquet", tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "unlabeled").iterdir()) == ["%43ON.png", "a%7Cb.png",
+                                                                                 "scan%3A1.png"]

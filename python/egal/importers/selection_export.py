@@ -46,9 +46,16 @@ from .tables import pool_ids_of, read_table
 
 TARGETS = ("folders", "label-studio", "cvat")
 # How an id's characters that a file name cannot hold are written in it, and a leading "." (a hidden file);
-# file_stem and id_of_file_stem read these alone.
-FILE_NAME_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C"}
+# file_stem and id_of_file_stem read these alone. Besides the slashes, the characters Windows refuses in a name
+# (< > : " | ? *): an export is often copied to an annotator's Windows machine, where 'scan:1.png' cannot exist.
+FILE_NAME_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C", ":": "%3A", "*": "%2A", "?": "%3F", '"': "%22", "<": "%3C",
+                     ">": "%3E", "|": "%7C"}
 LEADING_DOT_ESCAPE = "%2E"
+# Windows' device names, which a file may not be called with any extension ('con.png', 'COM1.x.png'): an id that is
+# one has its first letter escaped, as %XX.
+WINDOWS_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                                  *(f"LPT{i}" for i in range(1, 10))})
+DEVICE_NAME_ESCAPES = {c: f"%{ord(c):02X}" for c in "CPANLcpanl"}  # their first letters
 SCAN_BATCH = 64
 MAX_NAME_BYTES = 200  # file names of ids and labels: below the 255 bytes of common file systems, room for a suffix
 LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
@@ -363,17 +370,23 @@ def _as_8bit_png(data: bytes) -> bytes:
 
 
 def file_stem(ident: str) -> str:
-    """An id as the name of its exported files: '%', '/', '\\' and a leading '.' written as %25, %2F, %5C and
-    %2E, so that ids that are paths (from-csv's default, from-folders --ids path) export, one file each, and
+    """An id as the name of its exported files: '%', '/', '\\', the characters Windows refuses and a leading '.'
+    written as %XX (FILE_NAME_ESCAPES), and the first letter of a Windows device name too, so that ids that are paths
+    (from-csv's default, from-folders --ids path) export, one file each, on any system the folder is copied to, and
     selection.csv maps every file back to its id."""
     stem = "".join(FILE_NAME_ESCAPES.get(c, c) for c in ident)
-    return LEADING_DOT_ESCAPE + stem[1:] if stem.startswith(".") else stem
+    if stem.startswith("."):
+        return LEADING_DOT_ESCAPE + stem[1:]
+    if stem.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
+        return DEVICE_NAME_ESCAPES[stem[0]] + stem[1:]
+    return stem
 
 
 def id_of_file_stem(stem: str) -> str:
     """The id whose exported files are named `stem` (file_stem's inverse)."""
-    unescaped = {code: c for c, code in FILE_NAME_ESCAPES.items()} | {LEADING_DOT_ESCAPE: "."}
-    return re.sub("|".join(unescaped), lambda m: unescaped[m.group(0)], stem)
+    unescaped = ({code: c for c, code in FILE_NAME_ESCAPES.items()} | {LEADING_DOT_ESCAPE: "."}
+                 | {code: c for c, code in DEVICE_NAME_ESCAPES.items()})
+    return re.sub("|".join(map(re.escape, unescaped)), lambda m: unescaped[m.group(0)], stem)
 
 
 def _check_file_name(name: str, what: str = "id") -> None:
