@@ -1,5 +1,6 @@
-"""The checks every command makes on a path it will write, before any work: a failed or mistaken run must
-never destroy an input or a file the user did not ask to replace."""
+"""Paths egal writes: the names of the files beside an output, and the checks every command makes on a path it
+will write, before any work: a failed or mistaken run must never destroy an input or a file the user did not ask
+to replace."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,14 @@ def same_path(a, b) -> bool:
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)
+
+
+def sidecar_path(out, suffix: str) -> str:
+    """A file beside the output `out`, named after it: NAME.parquet -> NAME<suffix> (out without the .parquet
+    extension keeps its whole name)."""
+    out = os.fspath(out)
+    stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
+    return stem + suffix
 
 
 def check_not_an_input(path, name: str, inputs: dict) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from .._checks import check_alpha, check_int
 from ..errors import EgalError
 from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
+from ..pipeline.options import selection_path_for
 
 DEFAULT_OUT = "egal-demo"
 # What the demo writes into --out (the ONNX export also leaves its cached copy, model.pt.KEY.onnx).
@@ -207,5 +208,5 @@ def _score(args, pool: str, model_path: str, onnx_path) -> int:
           + f" (alpha={args.alpha}; misalignment varies less than entropy, so the raw mix leans on entropy: "
           "--combine rank mixes their ranks, a lower --alpha weighs attention more).")
     print(f"Files: {pool}, {model_path}{', ' + onnx_path if onnx_path else ''}, {out}, "
-          f"{out[:-len('.parquet')]}.selection.csv")
+          + selection_path_for(out))
     return 0

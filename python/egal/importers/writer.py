@@ -30,6 +30,7 @@ from .._paths import (
     check_utf8_name,
     is_pool_file,
     parquet_name_problem,
+    sidecar_path,
 )
 from ..errors import EgalError
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
@@ -101,8 +102,7 @@ class StreamingPoolWriter:
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.folder = self.out.parent
         self.tmp = Path(temporary_path(self.out, hidden=True))
-        stem = self.out.name[: -len(".parquet")] if self.out.name.endswith(".parquet") else self.out.name
-        self.files_name = f"{stem}_files"
+        self.files_name = sidecar_path(self.out.name, "_files")
         self.files_dir = self.folder / self.files_name
         self.files_tmp = Path(temporary_path(self.files_dir, hidden=True)) if files_folder else None
         if files_folder and self.files_dir.exists():

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
-from .._paths import parquet_name_problem
+from .._paths import parquet_name_problem, sidecar_path
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN, check_label_column_name
@@ -33,8 +33,7 @@ def default_workers() -> int:
 
 def selection_path_for(out: str) -> str:
     """Where the selection CSV goes by default: NAME.selection.csv next to NAME.parquet."""
-    stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
-    return stem + ".selection.csv"
+    return sidecar_path(out, ".selection.csv")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .._paths import (
     has_parquet_columns,
     has_parquet_metadata,
     same_path,
+    sidecar_path,
 )
 from ..errors import EgalError
 from ..pool import open_pool
@@ -316,8 +317,7 @@ class ScoringJob:
             except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured)
                 console = None
             if console is not None:
-                stem = o.out[:-len(".parquet")] if o.out.endswith(".parquet") else o.out
-                job.ray_log = os.path.abspath(stem + ".ray.log")
+                job.ray_log = os.path.abspath(sidecar_path(o.out, ".ray.log"))
                 log(f"Ray's own output goes to {job.ray_log} (verbose=True, --verbose, shows it here)")
         job.console = console
         job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console)

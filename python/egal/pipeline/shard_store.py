@@ -286,8 +286,8 @@ def recorded_run(out_path) -> dict | None:
     output's metadata); None where there is no such run or its record cannot be read (the store then says so)."""
     out_path = os.path.abspath(os.fspath(out_path))
     try:
-        if os.path.isdir(out_path + ".parts"):
-            with open(os.path.join(out_path + ".parts", MANIFEST)) as f:
+        if os.path.isdir(parts_dir_of(out_path)):
+            with open(os.path.join(parts_dir_of(out_path), MANIFEST)) as f:
                 recorded = json.load(f)
         elif os.path.exists(out_path):
             recorded = json.loads((pq.read_schema(out_path).metadata or {})[RUN_METADATA_KEY])

@@ -22,6 +22,7 @@ import numpy as np
 
 from .._atomic import keep_mode_of, temporary_path
 from .._checks import bad_argument
+from .._paths import sidecar_path
 from .errors import SelectionError
 
 EMBEDDING_COLUMN = "embedding"
@@ -32,8 +33,7 @@ ROW_GROUP_ROWS = 16384  # rows per row group: what a selection reads at a time (
 
 def embeddings_path_for(out: str) -> str:
     """NAME.embeddings.parquet next to NAME.parquet."""
-    stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
-    return stem + ".embeddings.parquet"
+    return sidecar_path(out, ".embeddings.parquet")
 
 
 def embedding_array(vectors: np.ndarray, valid: np.ndarray):
