@@ -186,8 +186,8 @@ def test_an_old_onnx_graph_scores_as_before_but_cannot_give_embeddings(tmp_path,
     (["--select", "5", "--diversity", "kcenter"], "--diversity 'kcenter' measures distances .* needs embeddings=True "
      r"\(--embeddings\)"),
     (["--diversity", "cluster", "--embeddings"], "--diversity only acts on a selection: add select=K"),
-    (["--select", "5", "--group-column", "patient_id"], "--per-group is needed with group_column"),
-    (["--select", "5", "--per-group", "2"], "--group-column is needed with per_group"),
+    (["--select", "5", "--group-column", "patient_id"], r"--per-group is needed with group_column \(--group-column\)"),
+    (["--select", "5", "--per-group", "2"], r"--group-column is needed with per_group \(--per-group\)"),
     (["--select", "5", "--group-column", "patient_id", "--per-group", "0"], "--per-group must be a positive integer"),
     (["--select", "5", "--group-column", "patient", "--per-group", "1"], "--group-column 'patient' is not a "
      "column of the pool; it has 'id', 'label', 'image', 'mask', 'patient_id'"),
@@ -308,7 +308,7 @@ def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path,
     assert "--select must be a positive integer, got -1" in capsys.readouterr().err
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2", "--group-column",
                  "patient_id", "--per-group", "1"]) == 2
-    assert "--pool is needed with group_column='patient_id'" in capsys.readouterr().err
+    assert "--pool is needed with group_column='patient_id' (--group-column)" in capsys.readouterr().err
 
 
 def test_embeddings_with_nan_in_the_sidecar_are_refused_naming_the_rows(tmp_path, model_path, pool):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
 from .._paths import parquet_name_problem, sidecar_path
+from ..combine import DEFAULT_ALPHA
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN, check_label_column_name
@@ -18,6 +19,7 @@ from ..selection import DIVERSITY_METHODS
 from .runtime import RUNTIMES
 
 DEVICES = ("cpu", "cuda")
+MODEL_BATCH_SIZE = 32  # images per model call by default, when scoring a pool and when drawing a page's Grad-CAM
 ENGINES = ("local", "ray")
 
 
@@ -78,9 +80,9 @@ class ScoreOptions:
     pool: str
     model: str
     out: str = "scores.parquet"
-    alpha: float = 0.5
+    alpha: float = DEFAULT_ALPHA
     combine: str = "raw"
-    batch_size: int = 32
+    batch_size: int = MODEL_BATCH_SIZE
     device: str = "cpu"
     runtime: str = "auto"
     workers: int | None = None
@@ -142,8 +144,9 @@ class ScoreOptions:
             raise bad_argument(EgalError, "group_column", f"must be a column name, got {self.group_column!r}")
         if (self.group_column is None) != (self.per_group is None):
             given, missing = ("group_column", "per_group") if self.per_group is None else ("per_group", "group_column")
-            raise bad_argument(EgalError, missing, f"is needed with {given}: a cap needs the pool column that names "
-                               "each row's group (a patient id) and the most rows to take from one group")
+            raise bad_argument(EgalError, missing, f"is needed with {given} (--{given.replace('_', '-')}): a cap needs "
+                               "the pool column that names each row's group (a patient id) and the most rows to take "
+                               "from one group")
         if self.select is None and (self.diversity != "none" or self.group_column is not None):
             asked = "diversity" if self.diversity != "none" else "group_column"
             raise bad_argument(EgalError, asked, "only acts on a selection: add select=K (--select K)")

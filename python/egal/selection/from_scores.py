@@ -129,11 +129,11 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     groups = None
     if group_column is not None or per_group is not None:
         if group_column is None:
-            raise bad_argument(SelectionError, "group_column", "is needed with per_group: the pool column that "
-                               "names each row's group (a patient id)")
+            raise bad_argument(SelectionError, "group_column", "is needed with per_group (--per-group): the pool "
+                               "column that names each row's group (a patient id)")
         if pool is None:
-            raise bad_argument(SelectionError, "pool", f"is needed with group_column={group_column!r}: the group "
-                               "column is read from the scored pool")
+            raise bad_argument(SelectionError, "pool", f"is needed with group_column={group_column!r} "
+                               "(--group-column): the group column is read from the scored pool")
         groups = read_groups(pool, group_column, ranked.column("id").to_pylist())
     chosen = select_from_table(ranked, k, diversity=diversity, embeddings=source, groups=groups,
                                group_column=group_column, per_group=per_group, candidate_factor=candidate_factor,
