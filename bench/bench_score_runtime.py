@@ -100,9 +100,9 @@ def build(architecture: str):
 @pytest.fixture(scope="session", params=MODELS)
 def model(request, workdir):
     """(architecture, .pt path, its exported graph, export seconds): the graph already in egal's cache."""
+    from egal._paths import file_sha256
     from egal.models import save_model
     from egal.onnx.cache import export_to_cache
-    from egal.pipeline.model_runner import file_digest
 
     architecture = request.param
     if architecture == "efficientnet_lite0":
@@ -112,7 +112,7 @@ def model(request, workdir):
     folder.mkdir(exist_ok=True)
     path = str(folder / "model.pt")
     save_model(build(architecture), path)
-    cached = export_to_cache(path, file_digest(path))
+    cached = export_to_cache(path, file_sha256(path))
     return architecture, path, cached.path, cached.seconds
 
 

@@ -19,12 +19,12 @@ pytest.importorskip("onnxscript")
 
 import egal  # noqa: E402
 import egal.onnx.export  # noqa: E402
+from egal._paths import file_sha256  # noqa: E402
 from egal.cli import main  # noqa: E402
 from egal.errors import EgalError  # noqa: E402
 from egal.models import build_model, save_model  # noqa: E402
 from egal.onnx import cache  # noqa: E402
 from egal.pipeline import runtime as runtime_module  # noqa: E402
-from egal.pipeline.model_runner import file_digest  # noqa: E402
 from egal.pipeline.runtime import PARITY_ATOL, RuntimeMismatchWarning  # noqa: E402
 from pools import make_rows, save_tiny_model, write_pool  # noqa: E402
 
@@ -44,7 +44,7 @@ def exported(tmp_path_factory, pool):
     folder = tmp_path_factory.mktemp("model")
     model = save_tiny_model(folder / "model.pt", input_size=INPUT)
     result = run(pool, model, folder / "first.parquet")
-    return folder, model, cache.find_cached(model, file_digest(model)), result
+    return folder, model, cache.find_cached(model, file_sha256(model)), result
 
 
 @pytest.fixture()
@@ -96,7 +96,7 @@ def assert_scores_agree(a, b, atol=PARITY_ATOL):
 def test_auto_scores_a_pt_model_with_onnxruntime_and_records_it(exported):
     folder, model, graph, result = exported
     assert result.runtime == "onnxruntime"
-    assert graph == str(folder / f"model.pt.{cache.cache_key(file_digest(model))}.onnx")
+    assert graph == str(folder / f"model.pt.{cache.cache_key(file_sha256(model))}.onnx")
     assert "graph exported in" in result.runtime_note and "of PyTorch" in result.runtime_note
     manifest = pq.read_schema(folder / "first.parquet").metadata[b"egal.run"]
     assert b'"runtime": "onnxruntime"' in manifest
@@ -148,7 +148,7 @@ def test_a_second_run_reuses_the_graph_and_a_changed_model_is_exported_again(tmp
 
     save_tiny_model(model, input_size=INPUT, seed=1)  # retrained in place: another content, another key
     changed = run(pool, model, tmp_path / "changed.parquet")
-    new_graph = cache.find_cached(model, file_digest(model))
+    new_graph = cache.find_cached(model, file_sha256(model))
     assert exports == [new_graph] and new_graph != str(old_graph)
     assert not old_graph.exists(), "the graph of the model's earlier content is deleted"
     assert changed.runtime == "onnxruntime"
@@ -180,9 +180,9 @@ def test_a_graph_whose_checksum_cannot_be_written_is_not_left_behind(tmp_path, p
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cache, "_sha256", full_disk)
+    monkeypatch.setattr(cache, "file_sha256", full_disk)
     with pytest.raises(OSError):
-        cache.export_to_cache(model, file_digest(model))
+        cache.export_to_cache(model, file_sha256(model))
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [model.name]
 
 
@@ -258,7 +258,7 @@ def test_for_ray_actors_elsewhere_a_graph_only_in_this_machines_cache_is_not_use
     monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "user-cache"))
     read_only(tmp_path / "m")
     choose = lambda requested: runtime_module.choose_runtime(  # noqa: E731
-        load_runner(model), requested=requested, model_sha256=file_digest(model), spec=open_pool(pool), batch_size=8,
+        load_runner(model), requested=requested, model_sha256=file_sha256(model), spec=open_pool(pool), batch_size=8,
         alpha=0.5, load=load_runner, graph_beside_model=True, log=lambda *_: None)
     choice = choose("auto")
     assert choice.runtime == "torch" and "where Ray actors elsewhere cannot read it" in choice.note
@@ -388,7 +388,7 @@ def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported
     monkeypatch.setattr(model_runner, "onnxruntime_lacks_cuda", lambda: False)  # as onnxruntime-gpu would say
     _, model, graph, _ = exported
     runner = load_runner(model)
-    choice = runtime_module.choose_runtime(runner, requested="auto", model_sha256=file_digest(model),
+    choice = runtime_module.choose_runtime(runner, requested="auto", model_sha256=file_sha256(model),
                                            spec=open_pool(pool), batch_size=8, alpha=0.5, load=load_runner,
                                            on_cuda=True, log=lambda *_: None)
     assert choice.runtime in ("torch", "onnxruntime")
@@ -408,7 +408,7 @@ def test_on_a_cuda_device_without_onnxruntimes_cuda_provider_nothing_is_exported
     model = copy_model(exported, tmp_path / "m", with_graph=False)
     runner = load_runner(model)
     choose = lambda requested: runtime_module.choose_runtime(  # noqa: E731
-        runner, requested=requested, model_sha256=file_digest(model), spec=open_pool(pool), batch_size=8, alpha=0.5,
+        runner, requested=requested, model_sha256=file_sha256(model), spec=open_pool(pool), batch_size=8, alpha=0.5,
         load=load_runner, on_cuda=True, log=lambda *_: None)
     choice = choose("auto")
     assert choice.runtime == "torch" and choice.runner is runner
@@ -416,7 +416,7 @@ def test_on_a_cuda_device_without_onnxruntimes_cuda_provider_nothing_is_exported
     with pytest.raises(EgalError, match=r"--runtime onnxruntime\) with a PyTorch model: on the GPU: onnxruntime has no "
                                         "CUDAExecutionProvider"):
         choose("onnxruntime")
-    assert exports == [] and cache.find_cached(model, file_digest(model)) is None
+    assert exports == [] and cache.find_cached(model, file_sha256(model)) is None
 
 
 def test_an_onnx_graph_on_cuda_whose_provider_cannot_start_is_refused_not_run_on_the_cpu(exported, monkeypatch):

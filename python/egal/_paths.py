@@ -3,6 +3,7 @@ will write, before any work: a failed or mistaken run must never destroy an inpu
 to replace."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 
@@ -23,6 +24,15 @@ def sidecar_path(out, suffix: str) -> str:
     out = os.fspath(out)
     stem = out[:-len(".parquet")] if out.endswith(".parquet") else out
     return stem + suffix
+
+
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes, read 1 MiB at a time (a model or graph of any size in bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_not_an_input(path, name: str, inputs: dict) -> None:

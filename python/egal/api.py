@@ -21,6 +21,7 @@ from ._checks import (
 )
 from ._dlpack import capsule
 from ._result import ScoreResult
+from .combine import DEFAULT_ALPHA
 from .errors import EgalError
 from .roi import ProjectedROI
 
@@ -89,7 +90,7 @@ def score_batch(
     boxes=None,
     roi_size: tuple[int, int] | None = None,
     roi: ProjectedROI | None = None,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     return_cam: bool = False,
     backend: str = "auto",
 ) -> ScoreResult:

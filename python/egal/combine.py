@@ -45,6 +45,7 @@ import numpy as np
 from ._checks import check_alpha, check_choice
 
 METHODS = ("raw", "rank")
+DEFAULT_ALPHA = 0.5  # the weight of entropy_norm when none is given, in every function and command that takes one
 
 
 def combine_scores(entropy_norm, misalignment, alpha, method: str = "raw", *, valid=None) -> np.ndarray:

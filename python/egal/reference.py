@@ -15,6 +15,7 @@ import numpy as np
 from ._checks import ArraySpec, check_score_inputs, roi_size_of
 from ._result import ScoreResult
 from .api import bad_mask_error, require_array
+from .combine import DEFAULT_ALPHA
 from .roi import ProjectedROI
 
 DICE_EPS = 1e-6
@@ -155,7 +156,7 @@ def score_batch(
     boxes=None,
     roi_size=None,
     roi: ProjectedROI | None = None,
-    alpha: float = 0.5,
+    alpha: float = DEFAULT_ALPHA,
     return_cam: bool = False,
     backend: str = "reference",
 ) -> ScoreResult:

@@ -12,7 +12,9 @@ SELECTION_INPUTS = ("scores", "pool", "model")
 
 
 def register(subparsers):
-    from ..report.selection_page import DEFAULTS, DEVICES, PAGE_FILE
+    from ..pipeline.options import DEVICES
+    from ..report.html import PAGE_FILE
+    from ..report.selection_page import DEFAULTS
 
     parser = subparsers.add_parser(
         "report",
@@ -30,7 +32,7 @@ def register(subparsers):
         "--model egal-demo/model.onnx --out egal-demo/report  |  egal report --experiment results/figshare_cpu  |  "
         "egal score ... --report DIR writes the selection page right after scoring",
     )
-    parser.add_argument("--experiment", metavar="DIR", help="an egal simulate --out folder: rebuild DIR/report.html")
+    parser.add_argument("--experiment", metavar="DIR", help=f"an egal simulate --out folder: rebuild DIR/{PAGE_FILE}")
     selection = parser.add_argument_group("selection page")
     selection.add_argument("--scores", help="egal score's output (Parquet)")
     selection.add_argument("--pool", help="the pool that was scored (images and ROIs of the rows shown)")
@@ -66,12 +68,13 @@ def register(subparsers):
 def run(args) -> int:
     given = [name for name in SELECTION_INPUTS if getattr(args, name)]
     if args.experiment:
+        from ..report.html import PAGE_FILE
         from ..report.selection_page import DEFAULTS
 
         options = given + [name for name in API_ARGUMENTS
                            if name != "overwrite" and getattr(args, name) != DEFAULTS[name]]
         if options:
-            raise EgalError("--experiment rebuilds an experiment folder's page, DIR/report.html, from its files; "
+            raise EgalError(f"--experiment rebuilds an experiment folder's page, DIR/{PAGE_FILE}, from its files; "
                             f"{', '.join('--' + o.replace('_', '-') for o in options)} "
                             f"{'is' if len(options) == 1 else 'are'} for the selection page: "
                             "give one or the other")

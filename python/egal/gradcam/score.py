@@ -1,12 +1,13 @@
 """Grad-CAM scoring of a batch of images in one call: extraction, then the fused scorer."""
 from __future__ import annotations
 
+from ..combine import DEFAULT_ALPHA
 from ..models.classifier import EGALClassifier
 from .extract import extract_gradcam_inputs
 
 
 def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_size=None, roi=None,
-                 alpha: float = 0.5, target_layer: str | None = None, method: str = "auto",
+                 alpha: float = DEFAULT_ALPHA, target_layer: str | None = None, method: str = "auto",
                  return_cam: bool = False):
     """EG-AL scores (egal.ScoreResult) of images [B, in_channels, H, W] in [0, 1].
 

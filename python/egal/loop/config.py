@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from .._checks import MAX_THREADS, check_int, is_finite_real, is_int, is_real, show_number
+from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
@@ -59,7 +60,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class LoopConfig:
     strategies: tuple[str, ...] = ("random", "entropy", "egal")
-    alpha: float = 0.5  # the alpha of plain "egal"
+    alpha: float = DEFAULT_ALPHA  # the alpha of plain "egal"
     alpha_grid: tuple[float, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     init: int = 150  # class-balanced seed set

@@ -8,10 +8,12 @@ import torch
 
 from ..models.split import split_features
 from ..train.feature_cache import FeatureCache
+from .scoring import INFERENCE_BATCH
 
 
 @torch.no_grad()
-def embed_in_batches(model, images, *, batch_size: int = 256, features: FeatureCache | None = None) -> np.ndarray:
+def embed_in_batches(model, images, *, batch_size: int = INFERENCE_BATCH,
+                     features: FeatureCache | None = None) -> np.ndarray:
     """[N, D] float32: images [N, C, H, W] in [0, 1], or (images None) the frozen prefix's cached outputs."""
     was_training = model.training
     model.eval()

@@ -5,10 +5,10 @@ import warnings
 
 import numpy as np
 
-from .scoring import score_in_batches
+from .scoring import INFERENCE_BATCH, score_in_batches
 
 
-def evaluate(model, images, masks, labels, *, batch_size: int = 256, features=None,
+def evaluate(model, images, masks, labels, *, batch_size: int = INFERENCE_BATCH, features=None,
              with_predictions: bool = False) -> dict:
     """accuracy, auc (macro one-vs-rest over the classes present), dice (mean soft Dice
     coefficient between the predicted class's Grad-CAM and the ROI, over rows with an ROI:

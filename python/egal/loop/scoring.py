@@ -11,6 +11,9 @@ from ..gradcam.extract import full_float32, inputs_from_pooled_map
 from ..models.split import split_features
 from ..train.feature_cache import FeatureCache
 
+# Rows per forward pass where a caller names none (a simulation passes LoopConfig.score_batch_size, 64 by default).
+INFERENCE_BATCH = 256
+
 
 @dataclass(frozen=True)
 class PoolScores:
@@ -22,7 +25,7 @@ class PoolScores:
     cam: np.ndarray | None = None  # [N, h, w] normalised Grad-CAM of the predicted class, if asked
 
 
-def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = 256,
+def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = INFERENCE_BATCH,
                      features: FeatureCache | None = None, return_cam: bool = False) -> PoolScores:
     """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
 

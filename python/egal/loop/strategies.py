@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .._checks import check_alpha
+from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from ..selection import DIVERSITY_METHODS, select_batch, select_top_k
-from .scoring import score_in_batches
+from .scoring import INFERENCE_BATCH, score_in_batches
 
 KINDS = ("random", "entropy", "misalignment", "egal")
 
@@ -36,7 +37,7 @@ class Strategy:
             name += "+group" if self.per_group == 1 else f"+group{self.per_group}"
         return name
 
-    def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = 256,
+    def select(self, model, images, masks, ids, k: int, rng: np.random.Generator, *, batch_size: int = INFERENCE_BATCH,
                features=None, scored: dict | None = None, groups=None) -> np.ndarray:
         """Positions (into the given unlabelled arrays) of the k rows to annotate next.
 
@@ -81,7 +82,8 @@ class Strategy:
                             groups=groups if self.per_group is not None else None, per_group=self.per_group).ids
 
 
-def parse_strategies(names: Iterable[str], *, alpha: float = 0.5, alpha_grid: Iterable[float] = ()) -> list[Strategy]:
+def parse_strategies(names: Iterable[str], *, alpha: float = DEFAULT_ALPHA,
+                     alpha_grid: Iterable[float] = ()) -> list[Strategy]:
     """'random', 'entropy' (alpha 1), 'misalignment' (alpha 0), 'egal' (the given alpha), 'egal:0.3'
     (an explicit alpha), 'egal-rank' / 'egal-rank:0.3' (both terms rank-normalised over the scored
     pool before mixing, egal.combine), and 'egal' at every alpha of alpha_grid. Duplicates are dropped.

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 from .._atomic import replaced_atomically
+from .._paths import file_sha256
 from ..errors import EgalError
 from . import graph
 
@@ -95,7 +96,7 @@ def intact(graph_path: str) -> bool:
     try:
         with open(graph_path + CHECKSUM_SUFFIX) as f:
             expected = f.read().strip()
-        return expected == _sha256(graph_path)
+        return expected == file_sha256(graph_path)
     except (OSError, ValueError):  # missing, unreadable, or not text (a damaged checksum file)
         return False
 
@@ -104,14 +105,6 @@ def _candidates(model_path, model_sha256: str) -> list[str]:
     name = graph_name(model_path, model_sha256)
     paths = (os.path.join(folder, name) for folder in cache_folders(model_path))
     return [path for path in paths if os.path.isfile(path)]
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
@@ -137,7 +130,7 @@ def export_to_cache(model_path, model_sha256: str) -> CachedGraph:
     export_onnx(model_path, path, overwrite=True)
     try:
         with replaced_atomically(path + CHECKSUM_SUFFIX) as checksum, open(checksum, "w") as f:
-            f.write(_sha256(path) + "\n")
+            f.write(file_sha256(path) + "\n")
     except BaseException:  # a graph without its checksum is never used: it would only be exported again
         with contextlib.suppress(OSError):
             os.remove(path)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._images import check_model_images
+from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from . import graph
 
@@ -109,7 +110,7 @@ class OnnxGradCAM:
             return GraphOutputs(*(output[:0] for output in self.session.run(names, {graph.INPUT: one})))
         return GraphOutputs(*self.session.run(names, {graph.INPUT: images}))
 
-    def score(self, images, masks=None, *, boxes=None, roi_size=None, roi=None, alpha: float = 0.5,
+    def score(self, images, masks=None, *, boxes=None, roi_size=None, roi=None, alpha: float = DEFAULT_ALPHA,
               return_cam: bool = False, backend: str = "auto"):
         """EG-AL scores (egal.ScoreResult) of a batch, ROI given as for egal.score_batch.
 

@@ -7,7 +7,6 @@ inference-only nodes.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,13 +40,10 @@ class ModelRunner:
                 f"{', '.join(self.classes)}; input {self.in_channels}x{h}x{w})")
 
 
-def file_digest(path) -> str:
-    """sha256 of a file, so a resumed run can check it uses the same model."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def embedding_kind(prototypical: bool, dim: int) -> str:
+    """What a model's selection embedding is (ModelRunner.embedding_kind), as the run record and the embeddings file
+    name it."""
+    return f"{'prototypical embedding' if prototypical else 'pooled feature'} ({dim}-d)"
 
 
 def load_runner(path, device: str = "cpu", *, embeddings: bool = False) -> ModelRunner:
@@ -115,8 +111,7 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
 
         prototypical = isinstance(model.head, PrototypicalHead)
         runner.embedding_dim = config.embedding_dim if prototypical else model.head.fc.in_features
-        runner.embedding_kind = f"{'prototypical embedding' if prototypical else 'pooled feature'} " \
-                                f"({runner.embedding_dim}-d)"
+        runner.embedding_kind = embedding_kind(prototypical, runner.embedding_dim)
         runner.with_embedding = with_embedding
     return runner
 
@@ -174,7 +169,6 @@ def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunne
         shape = next(o.shape for o in scorer.session.get_outputs() if o.name == EMBEDDING)
         runner.embedding_dim = int(shape[1])
         prototypical = config.get("head") == "prototypical"
-        runner.embedding_kind = f"{'prototypical embedding' if prototypical else 'pooled feature'} " \
-                                f"({runner.embedding_dim}-d)"
+        runner.embedding_kind = embedding_kind(prototypical, runner.embedding_dim)
         runner.with_embedding = with_embedding
     return runner

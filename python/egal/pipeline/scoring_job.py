@@ -16,6 +16,7 @@ from .._paths import (
     check_outside_folder_pool,
     check_replaceable,
     check_utf8_name,
+    file_sha256,
     has_parquet_columns,
     has_parquet_metadata,
     same_path,
@@ -28,7 +29,7 @@ from ..pool.labels import LABEL_COLUMN, check_label_column, labelled_rows
 from ..pool.workers import check_worker_count
 from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
-from .model_runner import file_digest, load_runner
+from .model_runner import load_runner
 from .options import ScoreOptions
 from .progress import RowProgress
 from .runtime import RuntimeChoice, choose_runtime
@@ -253,7 +254,7 @@ class ScoringJob:
             log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
                 "alone (docs/scoring.md, empty ROI)")
         log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
-        model_sha256 = file_digest(o.model)
+        model_sha256 = file_sha256(o.model)  # so a resumed run can check it uses the same model
         manifest = {
             "egal_version": __version__,
             "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did

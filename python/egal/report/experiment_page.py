@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 from .._checks import is_real
 from ..errors import EgalError
-from .html import Markup, definition_list, escape, figure, img, number, page, table, write_page
+from .html import PAGE_FILE, Markup, definition_list, escape, figure, img, number, page, table, write_page
 from .imaging import data_uri
 
-PAGE_FILE = "report.html"
 BASELINE = "random"
 
 

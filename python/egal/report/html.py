@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from .. import __version__
 from .._atomic import replaced_atomically
 
+PAGE_FILE = "report.html"  # the name of either page in its folder
+
 # The browser may load nothing but what the file itself holds.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

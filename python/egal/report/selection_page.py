@@ -19,7 +19,8 @@ import numpy as np
 
 from .._checks import bad_argument, check_bool, check_choice, check_fraction, check_int
 from ..errors import EgalError, EgalTypeError
-from .html import definition_list, escape, figure, page, table, write_page
+from ..pipeline.options import DEVICES, MODEL_BATCH_SIZE
+from .html import PAGE_FILE, definition_list, escape, figure, page, table, write_page
 from .selection_data import (
     QUADRANTS,
     quadrant_examples,
@@ -29,8 +30,6 @@ from .selection_data import (
     split_quadrants,
 )
 
-PAGE_FILE = "report.html"
-DEVICES = ("cpu", "cuda")
 ERRORS_SHOWN = 200  # rows in error listed on the page (all are counted)
 # How far the model's numbers for a row shown may lie from the scores' (a .pt and its ONNX export agree to 1e-5).
 REPRODUCE_ATOL = 1e-3
@@ -72,7 +71,7 @@ class SelectionReportOptions:
     examples: int = 3
     entropy_threshold: float | None = None
     misalignment_threshold: float | None = None
-    batch_size: int = 32
+    batch_size: int = MODEL_BATCH_SIZE
     device: str = "cpu"
     overwrite: bool = False
     progress: bool = True
@@ -122,7 +121,8 @@ def selection_report(scores, pool, model, *, scoring_seconds: float | None = Non
 
 
 def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: float | None = None) -> SelectionReport:
-    from ..pipeline.model_runner import file_digest, load_runner
+    from .._paths import file_sha256
+    from ..pipeline.model_runner import load_runner
     from ..pool import open_pool
 
     started = time.perf_counter()
@@ -136,7 +136,7 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
                         "not the pool that was scored")
     runner = load_runner(o.model, o.device)  # first: a missing or damaged model file is named as such
     recorded = (scores.run or {}).get("model_sha256")
-    same_file = None if recorded is None else recorded == file_digest(o.model)
+    same_file = None if recorded is None else recorded == file_sha256(o.model)
     picked = read_selection(scores, o.select, o.selection)
     chosen = picked.positions
     split = split_quadrants(scores, o.entropy_threshold, o.misalignment_threshold)

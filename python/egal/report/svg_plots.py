@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .html import escape
-from .imaging import colorize, png_data_uri
+from .imaging import DENSITY_COLORMAP, colorize, png_data_uri
 
 FONT = "font-family='system-ui, sans-serif' font-size='12'"
 HIGHLIGHT = "#e4007c"  # the selection, in every plot
@@ -135,7 +135,7 @@ def density_scatter(x, y, *, x_label: str, y_label: str, highlight=None, thresho
     counts, _, _ = np.histogram2d(y[keep], x[keep], bins=bins, range=[y_range, x_range])  # [row = y, column = x]
     peak = max(1.0, float(counts.max()))
     shade = np.log1p(counts) / np.log1p(peak)
-    rgb = colorize(shade[::-1], "viridis")  # image rows run top-down, y runs bottom-up
+    rgb = colorize(shade[::-1], DENSITY_COLORMAP)  # image rows run top-down, y runs bottom-up
     alpha = np.where(counts[::-1] > 0, 255, 0).astype(np.uint8)[..., None]
     image = np.concatenate([rgb, alpha], axis=-1)
     body = [f"<image x='{axes.left}' y='{axes.top}' width='{axes.plot_width}' height='{axes.plot_height}' "
@@ -161,7 +161,7 @@ def density_scatter(x, y, *, x_label: str, y_label: str, highlight=None, thresho
             body.append(f"<circle cx='{cx:.1f}' cy='{cy:.1f}' r='4.5' fill='none' stroke='{HIGHLIGHT}' "
                         "stroke-width='1.8'/>")
     body.append(axes.frame(x_label, y_label))
-    body.append(_colour_bar(width - 80, axes.top, axes.plot_height, "viridis", log_peak=peak,
+    body.append(_colour_bar(width - 80, axes.top, axes.plot_height, DENSITY_COLORMAP, log_peak=peak,
                             label="rows per bin (count, log scale)"))
     return svg(width, height, "".join(body), f"{y_label} against {x_label}")
 
