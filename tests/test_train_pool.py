@@ -111,3 +111,21 @@ def test_a_model_that_cannot_be_saved_is_kept_in_the_temporary_folder(tmp_path, 
 
 def test_train_pool_is_egal_train_pool():
     assert egal.train_pool is train_pool and egal.TrainResult.__name__ == "TrainResult"
+
+
+def test_the_pool_may_come_from_the_configs_data_path(tmp_path, capsys):
+    """egal train --config said it used the [data] section, yet --pool was required and [data] path ignored."""
+    from egal.cli import main
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, roi="boxes"))
+    config = tmp_path / "experiment.toml"
+    config.write_text(f'[data]\npath = "{pool}"\n[train]\narchitecture = "tiny_cnn"\nhead = "linear"\n'
+                      'input_size = [32, 32]\nepochs = 1\nbatch_size = 8\n')
+    result = train_pool(None, tmp_path / "m.pt", str(config))
+    assert result.rows == 6 and result.classes == CLASSES
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "cli.pt"), "--quiet"]) == 0
+    assert (tmp_path / "cli.pt").is_file()
+    with pytest.raises(EgalError, match=r"^pool is not given, nor a config's \[data\] path"):
+        train_pool(None, tmp_path / "n.pt", FAST)
+    assert main(["train", "--out", str(tmp_path / "n.pt")]) == 2
+    assert "egal train: error: --pool is not given, nor a config's [data] path" in capsys.readouterr().err

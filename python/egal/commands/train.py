@@ -27,10 +27,12 @@ def register(subparsers):
         epilog="example: egal train --pool pool.parquet --out model.pt --architecture tiny_cnn --epochs 30 --beta 0.5",
         formatter_class=ConfigDefaultsFormatter,  # fills in the {train.epochs}-style defaults of the help texts
     )
-    parser.add_argument("--pool", required=True, help="pool parquet with id, image, mask and a label column")
+    parser.add_argument("--pool", help="pool parquet with id, image, mask and a label column (default: the --config "
+                        "file's [data] path)")
     parser.add_argument("--out", required=True, help="where to write the model file (egal.models.load_model reads it)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] sections are used")
+    parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] (path, label_column) "
+                        "sections are used")
     parser.add_argument("--label-column", help="column holding the class label (default: {data.label_column})")
     parser.add_argument("--exclude", action="append", default=[], metavar="COLUMN=VALUE",
                         help="leave out the rows whose COLUMN holds VALUE, e.g. --exclude split=test to keep a "

@@ -81,8 +81,9 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
                exclude=(), overwrite: bool = False, progress: bool | Callable = False) -> TrainResult:
     """Train a classifier on the labelled rows of `pool` and write it to `out`; returns a TrainResult.
 
+    pool: the pool (a Parquet file or folder); None: the config's [data] path.
     config: a TrainConfig; an egal.loop.ExperimentConfig, or the path of its TOML/YAML file (its [train] section
-        and [data] label_column are used); None for the defaults. train: TrainConfig fields that override it
+        and [data] path and label_column are used); None for the defaults. train: TrainConfig fields that override it
         ({"epochs": 30, "beta": 0.5}); label_column: the column of the class labels (default: the config's,
         "label"). Rows without a label are not trained on.
     exclude: (column, value) pairs, or a {column: value} mapping: the labelled rows whose column holds the value
@@ -103,8 +104,14 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
         raise bad_argument(TypeError, "progress", f"must be True, False or a callable(epoch, summary), got "
                            f"{progress!r}")
     exclude = _pairs(exclude)
+    settings, data = _settings(config, train, label_column)
+    label_column = data.label_column
+    if pool is None:
+        if not data.path:
+            raise bad_argument(EgalError, "pool", "is not given, nor a config's [data] path: name the pool to train "
+                               "on")
+        pool = data.path
     check_model_out(out, overwrite=overwrite, pool=pool, config=config)
-    settings, label_column = _settings(config, train, label_column)
 
     from ..pool.labels import reads_as_missing
     from ..progress import Progress
@@ -207,8 +214,9 @@ def _pairs(exclude) -> tuple:
     return tuple(pairs)
 
 
-def _settings(config, train, label_column) -> tuple[TrainConfig, str]:
-    """The TrainConfig and label column that `config`, the `train` overrides and `label_column` make."""
+def _settings(config, train, label_column):
+    """The TrainConfig and the DataConfig (pool path, label column) that `config`, the `train` overrides and
+    `label_column` make."""
     from ..loop.config import ExperimentConfig, load_config
 
     if config is None:
@@ -226,7 +234,7 @@ def _settings(config, train, label_column) -> tuple[TrainConfig, str]:
         raise bad_argument(TypeError, "train", f"must be a mapping of TrainConfig fields, got {type(train).__name__}")
     data = {} if label_column is None else {"label_column": label_column}
     experiment = experiment.with_overrides(data=data, train=dict(train or {}))
-    return experiment.train, experiment.data.label_column
+    return experiment.train, experiment.data
 
 
 def _load(pool, settings: TrainConfig, label_column: str, exclude: tuple):
