@@ -32,7 +32,7 @@ def test_open_single_file_describes_the_pool(tmp_path):
     assert isinstance(spec, PoolSpec)
     assert spec.files == (str(path.resolve()),)
     assert spec.num_rows == 4
-    assert (spec.image_column, spec.roi_column, spec.has_label) == ("image", "boxes", True)
+    assert (spec.image_column, spec.roi_column) == ("image", "boxes") and "label" in spec.columns
     fingerprint = spec.fingerprint()
     assert json.loads(json.dumps(fingerprint)) == fingerprint
     assert fingerprint["files"][0]["size"] == path.stat().st_size
@@ -49,7 +49,7 @@ def test_fingerprint_changes_when_a_file_is_rewritten(tmp_path):
 
 def test_pool_without_roi_column_says_so(tmp_path):
     spec = open_pool(simple_pool(tmp_path / "p.parquet"))
-    assert spec.roi_column is None and not spec.has_roi_column and not spec.has_label
+    assert spec.roi_column is None and "label" not in spec.columns
 
 
 def test_directory_reads_all_parquet_files_below_it_in_relative_path_order(tmp_path):
@@ -349,18 +349,3 @@ def test_load_pool_arrays_in_process_and_with_workers_agree(mixed_pool):
     assert list(serial["has_roi"]) == [i % 3 != 0 and i != 7 for i in range(150)]
     for key in serial:
         assert np.array_equal(serial[key], parallel[key]), key
-
-
-def test_load_pool_arrays_labeled_only(mixed_pool):
-    with pytest.warns(UndecodedRows, match="row 7"):  # labelled, and undecodable
-        out = load_pool_arrays(mixed_pool, DecodeSettings((8, 8)), labeled_only=True)
-    keep = [i for i in range(150) if i % 4]
-    assert list(out["rows"]) == keep
-    assert list(out["ids"]) == [f"s{i:03d}" for i in keep]
-    assert all(label is not None for label in out["label"])
-    assert np.allclose(out["images"][:, 0, 0, 0], [0.0 if i == 7 else (i % 256) / 255 for i in keep])  # row 7: corrupt
-
-
-def test_load_pool_arrays_labeled_only_needs_a_label_column(tmp_path):
-    with pytest.raises(PoolError, match="no 'label' column"):
-        load_pool_arrays(simple_pool(tmp_path / "p.parquet"), DecodeSettings((4, 4)), labeled_only=True)

@@ -601,7 +601,7 @@ def test_mask_size_defaults_to_input_size():
                     "shared/data/DATASETS.md")
 def test_figshare_brain_tumor_pool_opens_and_decodes():
     spec = open_pool(FIGSHARE)
-    assert spec.num_rows == 3064 and spec.roi_column == "mask" and spec.has_label
+    assert spec.num_rows == 3064 and spec.roi_column == "mask" and "label" in spec.columns
     batch = next(spec.iter_batches(8, start_batch=100, columns=["label", "cv_fold"]))
     assert batch.start_row == 800
     decoded = decode_batch(batch, DecodeSettings((224, 224), 3, mask_size=(56, 56)))

@@ -6,7 +6,7 @@ for VinDr-CXR's 68,000 box rows, so they are read whole; images never are.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from .._spreadsheet import from_spreadsheet_text
@@ -117,13 +117,6 @@ def _not_a_csv(path, what: str, exc: Exception) -> SourceError:
     else:
         reason = f"it is not a readable CSV ({exc})"
     return SourceError(f"{what} {str(path)!r} cannot be read: {reason}")
-
-
-def require_columns(header: Iterable[str], required: Sequence[str], path, what: str) -> None:
-    header = list(header)
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise SourceError(f"{what} {str(path)!r} lacks column(s) {missing} (its columns: {header})")
 
 
 def header_of(path, what: str = "table") -> list[str]:

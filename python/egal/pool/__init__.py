@@ -30,7 +30,7 @@ The pieces
   open_pool(path) -> PoolSpec           validates (cheaply) and describes a pool
   PoolSpec.iter_batches(batch_size, start_batch=, columns=) -> RawBatch, ...
   decode_batch(RawBatch, DecodeSettings) -> DecodedBatch   (runs in worker processes)
-  load_pool_arrays(path_or_spec, settings, columns=, workers=, labeled_only=) -> dict
+  load_pool_arrays(path_or_spec, settings, columns=, workers=) -> dict
                                         (warns UndecodedRows, listing rows that fail to decode)
   workers.decode_in_order(raw_batches, settings, workers) -> DecodedBatch, ...
                                         decode_batch in worker processes, in order (what

@@ -17,8 +17,6 @@ import numpy as np
 from .._checks import check_int
 from .decode import DecodeSettings
 from .errors import DecoderDied, PoolError, UndecodedRows
-from .files import open_parquet
-from .labels import is_label
 from .spec import PoolSpec, open_pool
 from .workers import decode_in_order
 
@@ -47,15 +45,13 @@ def load_pool_arrays(
     *,
     columns: Sequence[str] = ("label",),
     workers: int = 0,
-    labeled_only: bool = False,
 ) -> dict[str, np.ndarray]:
-    """All rows (or the labelled ones) decoded, in read order.
+    """All rows decoded, in read order.
 
     Returns {"ids": [N] str, "rows": [N] int64 global row numbers,
     "images": [N, C, H, W] float32, "masks": [N, Hm, Wm] uint8, "has_roi": [N] bool,
     "errors": [N] object (None or the reason), and each requested column: [N] object
     array (None for nulls)}. A "label" column that the pool lacks reads as all None.
-    labeled_only keeps the rows that have a label (egal.pool.labels.is_label; the pool must have a label column).
     Rows that cannot be decoded are kept (zeros, with the reason in "errors") and also
     warned about, once per call, with an UndecodedRows warning that lists them.
     """
@@ -66,10 +62,7 @@ def load_pool_arrays(
     if isinstance(columns, str):
         raise ValueError(f"columns must be a sequence of column names, got the string {columns!r}")
     columns = list(dict.fromkeys(columns))
-    if labeled_only and not spec.has_label:
-        raise PoolError(f"labeled_only=True, but pool {spec.path!r} has no 'label' column")
-    total = _count_labeled(spec) if labeled_only else spec.num_rows
-    read = list(dict.fromkeys(columns + (["label"] if labeled_only else [])))
+    total = spec.num_rows
 
     height, width = settings.input_size
     _check_fits_in_memory(total, settings, spec.path)
@@ -83,17 +76,10 @@ def load_pool_arrays(
     }
     extra = {c: np.empty(total, dtype=object) for c in columns}
 
-    def raw_batches():
-        for raw in spec.iter_batches(LOAD_BATCH_ROWS, columns=read):
-            if labeled_only:
-                raw = raw.select([i for i, label in enumerate(raw.extra["label"]) if is_label(label)])
-                if not len(raw):
-                    continue
-            yield raw
-
     filled = 0
     try:
-        with contextlib.closing(decode_in_order(raw_batches(), settings, workers)) as decoded_batches:
+        raw_batches = spec.iter_batches(LOAD_BATCH_ROWS, columns=columns)
+        with contextlib.closing(decode_in_order(raw_batches, settings, workers)) as decoded_batches:
             for decoded in decoded_batches:  # closing: the workers stop here, also on an error or Ctrl-C
                 stop = filled + len(decoded)
                 out["ids"][filled:stop] = decoded.ids
@@ -118,10 +104,3 @@ def load_pool_arrays(
                                                  {c: out[c][i] for c in columns}) for i in failed]), stacklevel=2)
     return out
 
-
-def _count_labeled(spec: PoolSpec) -> int:
-    count = 0
-    for path in spec.files:
-        for batch in open_parquet(path).iter_batches(columns=["label"]):
-            count += sum(map(is_label, batch.column("label").to_pylist()))
-    return count

@@ -26,7 +26,6 @@ PATH_COLUMNS = ("image_path", "mask_path")
 class PoolColumns:
     image_column: str  # "image" or "image_path"
     roi_column: str | None  # "mask", "mask_path", "boxes" or None
-    has_label: bool
 
     @property
     def path_columns(self) -> tuple:
@@ -108,7 +107,7 @@ def resolve_columns(schema: pa.Schema, where: str) -> PoolColumns:
         check("mask_path", _accepts_null(_is_string), "a string (a path relative to the Parquet file's folder)")
     elif roi == "boxes":
         check("boxes", _accepts_null(_is_box_list), "a list of [x0, y0, x1, y1] number lists")
-    return PoolColumns(image_column=images[0], roi_column=roi, has_label="label" in names)
+    return PoolColumns(image_column=images[0], roi_column=roi)
 
 
 def column_types(schema: pa.Schema, where: str) -> dict:

@@ -22,7 +22,6 @@ class PoolSpec:
     image_column:   "image" (bytes) or "image_path" (relative path)
     roi_column:     "mask", "mask_path", "boxes", or None when the pool has no ROI
                     column at all (every row then has no ROI; callers may warn)
-    has_label:      whether a `label` column exists
     columns:        every column name (for asking for extra columns)
     file_rows:      rows per file
     row_group_rows: rows per row group, per file (to skip to a batch without reading)
@@ -35,16 +34,11 @@ class PoolSpec:
     num_rows: int
     image_column: str
     roi_column: str | None
-    has_label: bool
     columns: tuple[str, ...]
     file_rows: tuple[int, ...]
     row_group_rows: tuple[tuple[int, ...], ...]
     file_stats: tuple[tuple[int, int], ...]
     referenced_files: str = ""  # digest of the image_path / mask_path files' paths, sizes and modification times
-
-    @property
-    def has_roi_column(self) -> bool:
-        return self.roi_column is not None
 
     def num_batches(self, batch_size: int) -> int:
         return -(-self.num_rows // batch_size)
@@ -111,7 +105,6 @@ def open_pool(path) -> PoolSpec:
         num_rows=num_rows,
         image_column=roles.image_column,
         roi_column=roles.roi_column,
-        has_label=roles.has_label,
         columns=tuple(parquet[0].schema_arrow.names),
         file_rows=tuple(pf.metadata.num_rows for pf in parquet),
         row_group_rows=tuple(
