@@ -113,13 +113,6 @@ def run_experiment(args) -> int:
     return 0
 
 
-def check_report_out(out_dir, *, overwrite: bool) -> None:
-    """egal score --report: refuse an existing page before scoring rather than after."""
-    from ..report.selection_page import check_page_out
-
-    check_page_out(out_dir, overwrite)
-
-
 def report_after_scoring(result, out_dir, *, quiet: bool) -> None:
     """egal score --report DIR: the selection page of the run just finished (egal.pipeline.PoolScores), with
     the selection it wrote (the 30 best-ranked rows without --select)."""

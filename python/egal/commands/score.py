@@ -148,9 +148,9 @@ def run(args) -> int:
     except (ValueError, TypeError) as exc:
         raise (renamed(exc, option_of) or exc) from None  # named as the command line has it: --batch-size
     if args.report:
-        from .report import check_report_out
+        from ..report.selection_page import check_page_out
 
-        check_report_out(args.report, overwrite=args.overwrite)  # before the scoring, not after
+        check_page_out(args.report, args.overwrite)  # before the scoring, not after
     try:
         result = run_scoring(options)
     except (ValueError, TypeError) as exc:  # a pool that does not fit an option: named as the command line has it
@@ -206,7 +206,7 @@ def print_summary(result) -> None:
             return
         how += describe_batch(result.batch, options.group_column)
         print(f"\nThe {chosen.num_rows} images to annotate next ({how}), written to {result.selection_path}:")
-        _print_table(chosen, limit=25)
+        print_selection(chosen, limit=25)
         if result.batch.shortfall:
             print(shortfall_note(result.batch, options.group_column, options.include_labelled))
 
@@ -242,10 +242,6 @@ def shortfall_note(batch, group_column, include_labelled: bool) -> str:
 
 def print_selection(table, limit: int = 25) -> None:
     """The selection as a table on stdout (egal score --select and egal select)."""
-    _print_table(table, limit)
-
-
-def _print_table(table, limit: int) -> None:
     cols = {c: table.column(c).to_pylist() for c in ("rank", "id", "score", "entropy_norm", "misalignment", "pred")}
     cols["id"], cols["pred"] = [shown(i) for i in cols["id"]], [shown(p) for p in cols["pred"]]
     width = max([len("id")] + [len(i) for i in cols["id"][:limit]])

@@ -5,7 +5,7 @@
 """
 from .capture import capture_layer
 from .extract import METHODS, GradCAMInputs, closed_form_applies, extract_gradcam_inputs
-from .score import fused_scorer, score_images
+from .score import score_images
 
 __all__ = ["METHODS", "GradCAMInputs", "capture_layer", "closed_form_applies", "extract_gradcam_inputs",
-           "fused_scorer", "score_images"]
+           "score_images"]

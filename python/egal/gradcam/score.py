@@ -1,6 +1,7 @@
 """Grad-CAM scoring of a batch of images in one call: extraction, then the fused scorer."""
 from __future__ import annotations
 
+from ..api import score_batch
 from ..combine import DEFAULT_ALPHA
 from ..models.classifier import EGALClassifier
 from .extract import extract_gradcam_inputs
@@ -16,13 +17,5 @@ def score_images(model: EGALClassifier, images, masks=None, *, boxes=None, roi_s
     on the model's device and go to egal.score_batch without a host copy.
     """
     inputs = extract_gradcam_inputs(model, images, target_layer=target_layer, method=method)
-    return fused_scorer()(**inputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
-                          alpha=alpha, return_cam=return_cam)
-
-
-def fused_scorer():
-    """egal.score_batch, the fused scorer with its backend choice (importing egal needs the compiled
-    extension, so it is always there), looked up at call time."""
-    import egal
-
-    return egal.score_batch
+    return score_batch(**inputs.scorer_kwargs(), masks=masks, boxes=boxes, roi_size=roi_size, roi=roi,
+                       alpha=alpha, return_cam=return_cam)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..gradcam import extract_gradcam_inputs, fused_scorer
+from ..api import score_batch
+from ..gradcam import extract_gradcam_inputs
 from ..gradcam.extract import full_float32, inputs_from_pooled_map
 from ..models.split import split_features
 from ..train.feature_cache import FeatureCache
@@ -34,7 +35,6 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = IN
     be None): only the trainable tail runs, and the results equal the full model's.
     return_cam: also keep each row's normalised Grad-CAM map (egal.score_batch's return_cam).
     """
-    scorer = fused_scorer()
     tail = None
     if features is not None:
         features.check_fits(model)
@@ -53,7 +53,7 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = IN
         # The scorer never moves data between devices: the ROIs go to where the activations are.
         roi = torch.as_tensor(np.ascontiguousarray(masks[start:start + batch_size]))  # [B, H, W]
         roi = roi.to(inputs.activations.device)
-        result = scorer(**inputs.scorer_kwargs(), masks=roi, alpha=alpha, return_cam=return_cam)
+        result = score_batch(**inputs.scorer_kwargs(), masks=roi, alpha=alpha, return_cam=return_cam)
         for name in outputs:
             parts[name].append(getattr(result, name))
         parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())

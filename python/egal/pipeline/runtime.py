@@ -235,12 +235,14 @@ class _OnnxFromTorch:
         """Largest |onnxruntime - PyTorch| over the first batch's score, entropy_norm and misalignment."""
         import numpy as np
 
+        from .batch_scoring import score_decoded_batch
+
         batch = self.first_batch()
         try:
-            onnx_table = _score(batch, onnx_runner, self.alpha)
+            onnx_table = score_decoded_batch(batch, onnx_runner, alpha=self.alpha)
         except Exception as exc:
             raise _Unusable(f"onnxruntime failed on the first batch ({type(exc).__name__}: {exc})") from exc
-        tables = (_score(batch, self.torch_runner, self.alpha), onnx_table)
+        tables = (score_decoded_batch(batch, self.torch_runner, alpha=self.alpha), onnx_table)
         if tables[0].column("status").to_pylist() != tables[1].column("status").to_pylist():
             return float("inf")  # a row scored by one runtime and in error with the other
         worst = 0.0
@@ -256,11 +258,13 @@ class _OnnxFromTorch:
     def _faster_on_cuda(self, onnx_runner, how: str, difference: float) -> RuntimeChoice:
         """Score the first batch once more with each (both are warm now) and keep the faster. Not yet run: no
         GPU was available where this was written."""
+        from .batch_scoring import score_decoded_batch
+
         batch = self.first_batch()
         seconds = {}
         for name, runner in (("torch", self.torch_runner), ("onnxruntime", onnx_runner)):
             start = time.perf_counter()
-            _score(batch, runner, self.alpha)  # returns host numbers: the GPU work is finished
+            score_decoded_batch(batch, runner, alpha=self.alpha)  # returns host numbers: the GPU work is finished
             seconds[name] = time.perf_counter() - start
         timing = (f"first batch on the GPU in {seconds['torch']:.3f} s with PyTorch, {seconds['onnxruntime']:.3f} s "
                   "with onnxruntime")
@@ -304,9 +308,3 @@ class _FirstBatch:
         masks[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = 1
         return DecodedBatch(index=0, start_row=0, ids=[f"synthetic_{i}" for i in range(n)], images=images,
                             masks=masks, has_roi=np.ones(n, dtype=bool), errors=[None] * n, rows=list(range(n)))
-
-
-def _score(batch, runner, alpha: float):
-    from .batch_scoring import score_decoded_batch
-
-    return score_decoded_batch(batch, runner, alpha=alpha)
