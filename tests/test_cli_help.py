@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 from egal.loop.config import ExperimentConfig  # noqa: E402
 
 # Options whose default is a behaviour, not a value of the config (None there).
-DESCRIBED = {"--trainable-from": "train the whole backbone", "--threads": "torch's choice"}
+DESCRIBED = {"--trainable-from": "train the whole backbone", "--threads": "torch's choice",
+             "--pool": "the --config file's [data] path"}
 
 
 def subcommand(name: str) -> argparse.ArgumentParser:
