@@ -235,6 +235,8 @@ py::dict backends() {
   cuda["reason"] = devices > 0 ? py::none() : py::object(py::str(why));
   cuda["roi_pass"] = egal::cuda_roi_pass();
   cuda["map_pass"] = egal::cuda_map_pass();
+  cuda["default_roi_pass"] = egal::default_cuda_roi_pass();
+  cuda["default_map_pass"] = egal::default_cuda_map_pass();
   py::dict cpu;
   cpu["compiled"] = true;
   cpu["available"] = true;

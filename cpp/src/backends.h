@@ -13,4 +13,11 @@ void project_roi_cpu(const ScoreInputs& in, int64_t cam_height, int64_t cam_widt
 // Built from score_cuda.cu, or from cuda_unavailable.cpp (which throws) without CUDA.
 void score_cuda(const ScoreInputs& in, const ScoreOutputs& out);
 
+// The CUDA passes set_cuda_roi_pass / set_cuda_map_pass chose, for the launcher to branch on (their names, in
+// this order, are dispatch.cpp's; the first is the default).
+enum class CudaRoiPass { Projection, PerPixel, VectorProjection };
+enum class CudaMapPass { ChannelWarps, ChannelTiles, CellBlocks };
+CudaRoiPass chosen_cuda_roi_pass();
+CudaMapPass chosen_cuda_map_pass();
+
 }  // namespace egal

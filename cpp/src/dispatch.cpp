@@ -1,6 +1,7 @@
 // One entry point per operation; the inputs' device picks the backend.
 #include <atomic>
 #include <cstddef>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,9 +23,11 @@ const char* dtype_name(DType dtype) {
 
 namespace {
 
-// The CUDA passes: an index into each list, the default first.
+// The CUDA passes: an index into each list, the default first, in the order of backends.h's enums.
 constexpr const char* kCudaRoiPasses[] = {"projection", "per-pixel", "vector-projection"};
 constexpr const char* kCudaMapPasses[] = {"channel-warps", "channel-tiles", "cell-blocks"};
+static_assert(std::size(kCudaRoiPasses) == static_cast<size_t>(CudaRoiPass::VectorProjection) + 1);
+static_assert(std::size(kCudaMapPasses) == static_cast<size_t>(CudaMapPass::CellBlocks) + 1);
 std::atomic<int> cuda_roi_pass_index{0};
 std::atomic<int> cuda_map_pass_index{0};
 
@@ -114,9 +117,13 @@ void score(const ScoreInputs& in, const ScoreOutputs& out) {
 
 const char* cuda_roi_pass() { return kCudaRoiPasses[cuda_roi_pass_index]; }
 void set_cuda_roi_pass(const std::string& name) { choose_pass(kCudaRoiPasses, name, "ROI", &cuda_roi_pass_index); }
+const char* default_cuda_roi_pass() { return kCudaRoiPasses[0]; }
+CudaRoiPass chosen_cuda_roi_pass() { return static_cast<CudaRoiPass>(cuda_roi_pass_index.load()); }
 
 const char* cuda_map_pass() { return kCudaMapPasses[cuda_map_pass_index]; }
 void set_cuda_map_pass(const std::string& name) { choose_pass(kCudaMapPasses, name, "map", &cuda_map_pass_index); }
+const char* default_cuda_map_pass() { return kCudaMapPasses[0]; }
+CudaMapPass chosen_cuda_map_pass() { return static_cast<CudaMapPass>(cuda_map_pass_index.load()); }
 
 void project_roi(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out) {
   const TensorView& roi = in.roi_kind == RoiKind::Boxes ? in.boxes : in.masks;

@@ -451,7 +451,7 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   const size_t o_col_lo = append(blob, cols.lo), o_col_hi = append(blob, cols.hi), o_col_t = append(blob, cols.t);
   const size_t o_row_sum = append(blob, row_sum), o_col_sum = append(blob, col_sum);
   const size_t o_col_first = append(blob, col_first), o_col_end = append(blob, col_end);
-  const bool project = in.roi_kind != RoiKind::Projected && std::strcmp(cuda_roi_pass(), "per-pixel") != 0;
+  const bool project = in.roi_kind != RoiKind::Projected && chosen_cuda_roi_pass() != CudaRoiPass::PerPixel;
 
   // Device memory: tables, the map workspace and the outputs, in one block. Each part starts on a 256-byte
   // boundary: the int64 predictions after B * h * w floats would otherwise be misaligned when that count is odd.
@@ -527,7 +527,7 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   if (project) {  // masks or boxes -> [B, h, w] weights and [B] areas, then scored as a projected ROI
     float* weights = reinterpret_cast<float*>(outputs + aligned(out_bytes) + aligned(cam_out_bytes));
     float* area = weights + aligned(cam_bytes) / sizeof(float);
-    launch_roi_projection(in, h, w, args.tables, weights, area, std::strcmp(cuda_roi_pass(), "vector-projection") == 0,
+    launch_roi_projection(in, h, w, args.tables, weights, area, chosen_cuda_roi_pass() == CudaRoiPass::VectorProjection,
                           stream);
     args.roi_kind = RoiKind::Projected;
     args.roi_weights = weights;
@@ -538,8 +538,8 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   }
 
   const bool projected = args.roi_kind == RoiKind::Projected;
-  const bool cell_blocks_pass = std::strcmp(cuda_map_pass(), "cell-blocks") == 0;
-  const bool tiles = projected && (cell_blocks_pass || std::strcmp(cuda_map_pass(), "channel-tiles") == 0) &&
+  const bool cell_blocks_pass = chosen_cuda_map_pass() == CudaMapPass::CellBlocks;
+  const bool tiles = projected && (cell_blocks_pass || chosen_cuda_map_pass() == CudaMapPass::ChannelTiles) &&
                      hw <= cuda::kMaxTileMap && cuda::block_is_contiguous(A) &&
                      (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
   const bool cell_blocks = projected && cell_blocks_pass && hw > cuda::kMaxTileMap;

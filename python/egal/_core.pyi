@@ -38,6 +38,8 @@ class _CudaBackend(TypedDict):
     reason: str | None  # why not available; None when available
     roi_pass: Literal["projection", "per-pixel", "vector-projection"]  # how CUDA reads masks and boxes
     map_pass: Literal["channel-warps", "channel-tiles", "cell-blocks"]  # how it computes maps (cuda_map_pass())
+    default_roi_pass: str  # the ROI pass a process starts with
+    default_map_pass: str  # the map pass a process starts with
 
 class _Backends(TypedDict):
     cpu: _CpuBackend

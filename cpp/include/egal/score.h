@@ -74,6 +74,7 @@ void set_cpu_isa(const std::string& name);
 // std::invalid_argument for another name.
 const char* cuda_roi_pass();
 void set_cuda_roi_pass(const std::string& name);
+const char* default_cuda_roi_pass();
 
 // How the CUDA backend computes the channel weights and the raw map (steps 2-3): "channel-warps" (the default)
 // gives a sample one block, each channel a warp, then each map cell a group of threads; "channel-tiles" streams
@@ -85,5 +86,6 @@ void set_cuda_roi_pass(const std::string& name);
 // std::invalid_argument for another name.
 const char* cuda_map_pass();
 void set_cuda_map_pass(const std::string& name);
+const char* default_cuda_map_pass();
 
 }  // namespace egal

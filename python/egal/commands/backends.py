@@ -38,9 +38,9 @@ def run(args) -> int:
     else:
         state = "built" if cuda["compiled"] else "not built"
         print(f"cuda       {state}, cannot run here: {cuda['reason']}")
-    if cuda["compiled"] and cuda["roi_pass"] != "projection":  # a diagnostic setting someone may have left on
+    if cuda["compiled"] and cuda["roi_pass"] != cuda["default_roi_pass"]:  # a diagnostic setting left on
         print(f"           masks and boxes take the {cuda['roi_pass']} pass on CUDA (EGAL_CUDA_ROI_PASS)")
-    if cuda["compiled"] and cuda["map_pass"] != "channel-warps":
+    if cuda["compiled"] and cuda["map_pass"] != cuda["default_map_pass"]:
         print(f"           maps take the {cuda['map_pass']} pass on CUDA (EGAL_CUDA_MAP_PASS)")
     print(f"reference  {'available (PyTorch)' if ref['available'] else 'unavailable: ' + ref['reason']}")
     return 0
