@@ -221,7 +221,7 @@ def describe_batch(batch, group_column) -> str:
     return text
 
 
-def selectable_rows(include_labelled: bool) -> str:
+def selectable_rows_text(include_labelled: bool) -> str:
     return "rows with a valid score" + ("" if include_labelled else " and no label")
 
 
@@ -233,7 +233,7 @@ def labelled_count(table) -> int:
 
 
 def shortfall_note(batch, group_column, include_labelled: bool) -> str:
-    why = selectable_rows(include_labelled)
+    why = selectable_rows_text(include_labelled)
     if batch.per_group is not None:
         why += f", at most {batch.per_group} per {group_column}"
     return (f"Note: {len(batch.positions)} of the {batch.k} asked for: only {batch.selectable} rows can be selected "

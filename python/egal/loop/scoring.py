@@ -17,7 +17,7 @@ INFERENCE_BATCH = 256
 
 
 @dataclass(frozen=True)
-class PoolScores:
+class ModelScores:
     score: np.ndarray  # [N] S = alpha * H_norm + (1 - alpha) * D
     entropy_norm: np.ndarray  # [N]
     misalignment: np.ndarray  # [N] soft Dice distance D (NaN: empty ROI)
@@ -27,7 +27,7 @@ class PoolScores:
 
 
 def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = INFERENCE_BATCH,
-                     features: FeatureCache | None = None, return_cam: bool = False) -> PoolScores:
+                     features: FeatureCache | None = None, return_cam: bool = False) -> ModelScores:
     """Grad-CAM inputs for every image (extract_gradcam_inputs) scored by egal.score_batch.
 
     images: [N, C, H, W] float in [0, 1]; masks: [N, H', W'] 0/1.
@@ -59,6 +59,6 @@ def score_in_batches(model, images, masks, *, alpha: float, batch_size: int = IN
         parts["probs"].append(torch.softmax(inputs.logits.float(), dim=1).cpu().numpy())
     if not parts["score"]:
         C = model.config.num_classes
-        return PoolScores(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                          np.zeros(0, np.int64), np.zeros((0, C), np.float32))
-    return PoolScores(**{k: np.concatenate(v) for k, v in parts.items()})
+        return ModelScores(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                           np.zeros(0, np.int64), np.zeros((0, C), np.float32))
+    return ModelScores(**{k: np.concatenate(v) for k, v in parts.items()})

@@ -85,12 +85,12 @@ def read_scores(path) -> ScoredPool:
 
 
 @dataclass(frozen=True)
-class Selection:
+class ShownSelection:
     positions: np.ndarray  # rows of the scores, in the selection's order
     source: str  # where it came from, for the page
 
 
-def read_selection(scores: ScoredPool, select: int | None = None, selection_csv: str | None = None) -> Selection:
+def read_selection(scores: ScoredPool, select: int | None = None, selection_csv: str | None = None) -> ShownSelection:
     """The selection to show. select=K: the K best-ranked rows. Otherwise the ids of the selection CSV that egal score
     --select wrote (selection_csv, by default NAME.selection.csv beside the scores), in its order: it may be a
     diverse or per-patient batch rather than the top K. Without either, the DEFAULT_SELECT best-ranked rows."""
@@ -101,15 +101,16 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
         raise EgalError("give select (the K best-ranked rows) or selection_csv (a selection file), not both")
     if select is not None:
         chosen = top_ranked(scores, select)
-        return Selection(chosen, f"the {len(chosen)} best-ranked rows" + (
+        return ShownSelection(chosen, f"the {len(chosen)} best-ranked rows" + (
             f" (of {select} asked for: only {len(chosen)} rows have a rank)" if len(chosen) < select else ""))
     given = selection_csv is not None
     path = selection_csv if given else selection_path_for(scores.path)
     if not os.path.isfile(path):
         if given:
             raise EgalError(f"selection file {path!r} does not exist")
-        return Selection(top_ranked(scores, DEFAULT_SELECT), f"the {DEFAULT_SELECT} best-ranked rows (no selection "
-                                                             f"file {os.path.basename(path)} beside the scores)")
+        return ShownSelection(top_ranked(scores, DEFAULT_SELECT), f"the {DEFAULT_SELECT} best-ranked rows (no "
+                                                                  f"selection file {os.path.basename(path)} beside the "
+                                                                  "scores)")
     from ..importers.tables import match_ids, read_table
 
     rows = read_table(path, ("id",), "selection file")
@@ -129,7 +130,7 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     positions = np.array([position[scored[v]] for v in ids], dtype=np.int64)
     if not given:
         _check_same_run(rows, scores, positions, path)
-    return Selection(positions, f"the {len(ids)} rows of {path}")
+    return ShownSelection(positions, f"the {len(ids)} rows of {path}")
 
 
 def _check_same_run(rows, scores: ScoredPool, positions: np.ndarray, path: str) -> None:
