@@ -1,7 +1,10 @@
 #include "roi_projection_cpu.h"
 
 #include <algorithm>
+#include <vector>
 
+#include "backends.h"
+#include "parallel_errors.h"
 #include "score_math.h"
 
 namespace egal::cpu {
@@ -106,3 +109,36 @@ double project_boxes(const TensorView& boxes, int64_t b, const ProjectionPlan& p
 }
 
 }  // namespace egal::cpu
+
+namespace egal {
+
+// egal::project_roi on the CPU: each sample's ROI (masks [B, H, W] or boxes [B, N, 4]) onto the h x w grid,
+// OpenMP across samples.
+void project_roi_cpu(const ScoreInputs& in, int64_t h, int64_t w, const ProjectionOutputs& out) {
+  const bool boxes = in.roi_kind == RoiKind::Boxes;
+  const TensorView& roi = boxes ? in.boxes : in.masks;
+  const int64_t B = roi.shape[0];
+  const cpu::ProjectionPlan plan(in.roi_height, in.roi_width, h, w, in.roi_kind);
+  ParallelErrors errors;
+#pragma omp parallel
+  {
+    cpu::ProjectionScratch scratch;
+    std::vector<double> projection;
+    errors.run([&] { projection.resize(static_cast<size_t>(h * w)); });
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < B; ++b) {
+      errors.run([&] {
+        bool bad_mask = false;
+        const double area = boxes ? cpu::project_boxes(roi, b, plan, scratch, projection.data())
+                                  : cpu::project_mask(roi, b, plan, scratch, projection.data(), &bad_mask);
+        std::transform(projection.begin(), projection.end(), out.weights + b * h * w,
+                       [](double v) { return static_cast<float>(v); });
+        out.area[b] = static_cast<float>(area);
+        out.status[b] = bad_mask ? kStatusBadMask : kStatusOk;
+      });
+    }
+  }
+  errors.rethrow();
+}
+
+}  // namespace egal

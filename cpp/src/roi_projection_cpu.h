@@ -1,6 +1,6 @@
 // Projection of one sample's ROI onto the Grad-CAM grid: P = R_y^T M R_x
 // (docs/scoring.md, "How the fused scorers compute it"). Masks are projected in
-// mask_projection_cpu.cpp, boxes in roi_projection_cpu.cpp.
+// mask_projection_cpu.cpp, boxes in roi_projection_cpu.cpp, which also holds project_roi_cpu (the batch).
 #pragma once
 #include <cstdint>
 #include <vector>

@@ -172,8 +172,8 @@ __device__ void project_sample(const ProjectionArgs& args, int64_t b, const Pixe
 
 template <class T, int kColumns>
 __global__ void __launch_bounds__(threads_for<kColumns>)
-    project_masks_kernel(ProjectionArgs args, const T* masks, int64_t sample_stride, int64_t row_stride,
-                         int64_t col_stride, bool vectors) {
+    project_masks_kernel(ProjectionArgs args, const T* masks,  // [B, H, W]
+                         int64_t sample_stride, int64_t row_stride, int64_t col_stride, bool vectors) {
   __shared__ float share[kTileColumns];
   __shared__ double scratch[threads_for<kColumns> / 32];
   const int64_t b = blockIdx.x;
@@ -183,8 +183,8 @@ __global__ void __launch_bounds__(threads_for<kColumns>)
 
 template <int kColumns>
 __global__ void __launch_bounds__(threads_for<kColumns>)
-    project_boxes_kernel(ProjectionArgs args, const float* boxes, int64_t sample_stride, int64_t box_stride,
-                         int64_t coordinate_stride, int64_t N) {
+    project_boxes_kernel(ProjectionArgs args, const float* boxes,  // [B, N, 4]
+                         int64_t sample_stride, int64_t box_stride, int64_t coordinate_stride, int64_t N) {
   extern __shared__ int32_t ranges[];  // [N, 4]
   __shared__ float share[kTileColumns];
   __shared__ double scratch[threads_for<kColumns> / 32];
