@@ -280,6 +280,13 @@ def test_the_cli_writes_the_page_and_names_its_flags(demo, tmp_path, capsys):
     args = ["report", "--scores", demo["scores"], "--pool", demo["pool"], "--model", demo["onnx"], "--out", str(out)]
     assert main(args + ["--quiet"]) == 0
     assert (out / "report.html").stat().st_size > 10_000
+    assert capsys.readouterr().out == ""
+    assert main(args + ["--out", str(tmp_path / "again")]) == 0
+    printed = capsys.readouterr()
+    # Where the page went is said once, on stdout (stderr said it too, with its size): stderr has the progress.
+    assert re.fullmatch(r"Wrote \S+report\.html \([0-9.]+ MiB\): 10 selected and \d+ example image\(s\), Grad-CAM "
+                        r"for \d+ row\(s\), [0-9.]+ s\n", printed.out), printed.out
+    assert "report.html" not in printed.err
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     for flag, value, message in (("--examples", "-1", "--examples must be a non-negative integer"),

@@ -97,8 +97,8 @@ def run_selection(args) -> int:
         raise (renamed(exc, option_of) or exc) from None
     report = run_selection_report(options)
     if not args.quiet:
-        print(f"Wrote {report.path}: {report.selected} selected and {report.examples} example image(s), Grad-CAM "
-              f"for {report.gradcam_rows} row(s), {report.seconds:.1f} s")
+        print(f"Wrote {report.path} ({report.mib:.1f} MiB): {report.selected} selected and {report.examples} example "
+              f"image(s), Grad-CAM for {report.gradcam_rows} row(s), {report.seconds:.1f} s")
     return 0
 
 
@@ -125,7 +125,7 @@ def report_after_scoring(result, out_dir, *, quiet: bool) -> None:
                               batch_size=o.batch_size, progress=not quiet, scoring_seconds=result.seconds if fresh
                               else None, **({"selection": result.selection_path} if result.selection_path
                                             else {"select": DEFAULT_SELECT}))
-    print(f"Selection page: {report.path}")
+    print(f"Selection page: {report.path} ({report.mib:.1f} MiB)")
 
 
 def option_of(argument: str):

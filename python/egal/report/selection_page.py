@@ -112,6 +112,11 @@ class SelectionReport:
     gradcam_rows: int  # rows the model ran on: the distinct rows shown
     seconds: float
 
+    @property
+    def mib(self) -> float:
+        """The page's size in MiB (its images are inside it)."""
+        return os.path.getsize(self.path) / 2**20
+
 
 def selection_report(scores, pool, model, *, scoring_seconds: float | None = None, **options) -> SelectionReport:
     """Writes the selection page (see SelectionReportOptions for the keyword arguments and their defaults).
@@ -147,9 +152,9 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
     body = _body(o, scores, spec, runner, same_file, picked, split, examples, pictures, scoring_seconds)
     os.makedirs(o.out, exist_ok=True)
     write_page(path, page(f"egal selection: {len(chosen)} images to annotate next", body))
-    seconds = time.perf_counter() - started
-    log(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB, {seconds:.1f} s)")
-    return SelectionReport(path, len(chosen), int(sum(len(e) for e in examples)), len(shown), seconds)
+    # What was written, the caller says (egal report and egal score --report print it once, on stdout).
+    return SelectionReport(path, len(chosen), int(sum(len(e) for e in examples)), len(shown),
+                           time.perf_counter() - started)
 
 
 def check_page_out(out, overwrite: bool) -> str:
