@@ -29,7 +29,7 @@ import torch
 import egal
 from egal.loop.config import load_config
 from egal.loop.data import load_experiment_dataset
-from egal.loop.simulation import draw_seed_set
+from egal.loop.rounds import draw_seed_set
 from egal.loop.splits import split_test
 from egal.train import train_model
 

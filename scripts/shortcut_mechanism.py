@@ -24,8 +24,9 @@ import numpy as np
 
 from egal.loop.config import load_config
 from egal.loop.data import load_experiment_dataset
+from egal.loop.rounds import draw_seed_set
 from egal.loop.scoring import score_in_batches
-from egal.loop.simulation import draw_seed_set, prepare_experiment
+from egal.loop.simulation import prepare_experiment
 from egal.models import load_model
 from egal.progress import Progress
 

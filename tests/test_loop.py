@@ -26,7 +26,7 @@ from egal.loop import (
     summarise,
 )
 from egal.loop.config import DataConfig, LoopConfig
-from egal.loop.simulation import FirstRounds
+from egal.loop.first_rounds import FirstRounds
 from egal.train import TrainConfig, train_model
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset
 
@@ -141,7 +141,7 @@ def test_strategies_share_the_seed_set_and_round_zero_model():
 def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypatch, tmp_path, processes):
     """In one process round 0 is shared in memory; across worker processes (a FirstRounds each, one folder)
     through the folder: trained once either way, and every run selects and scores as if it ran alone."""
-    import egal.loop.simulation as simulation
+    import egal.loop.rounds as rounds
     import egal.loop.strategies as strategies
 
     dataset = lesion_dataset(60, 32, seed=2, groups=10)
@@ -151,8 +151,8 @@ def test_round_zero_is_trained_once_per_seed_and_scored_once_per_alpha(monkeypat
     chosen = [Strategy("entropy", 1.0), Strategy("egal", 0.5), Strategy("egal", 0.5, "rank")]
     alone = [run_strategy(dataset, pool, test, s, 3, config, seed_set=seed_set) for s in chosen]
     trainings, scorings = [], []
-    real_train, real_score = simulation.train_model, strategies.score_in_batches
-    monkeypatch.setattr(simulation, "train_model",
+    real_train, real_score = rounds.train_model, strategies.score_in_batches
+    monkeypatch.setattr(rounds, "train_model",
                         lambda *a, **k: trainings.append(k["features"]) or real_train(*a, **k))
     monkeypatch.setattr(strategies, "score_in_batches",
                         lambda *a, **k: scorings.append(k["alpha"]) or real_score(*a, **k))
@@ -676,7 +676,7 @@ def test_a_pool_the_reader_refuses_leaves_the_digest_to_the_reader_s_one_line_er
 def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(tmp_path):
     # Folders of a pool of image files made before egal hashed the files recorded the Parquet bytes alone.
     import egal.loop.data as data
-    from egal.loop.simulation import _check_or_write_config
+    from egal.loop.folder import _check_or_write_config
     from egal.pool.encode import encode_png
     from pool_files import write_pool
 

@@ -332,7 +332,7 @@ def test_embeddings_with_nan_in_the_sidecar_are_refused_naming_the_rows(tmp_path
 
 def test_egal_group_caps_each_rounds_batch_per_patient():
     from egal.loop import parse_strategies, run_strategy, split_test
-    from egal.loop.simulation import draw_seed_set
+    from egal.loop.rounds import draw_seed_set
     from lesion_data import lesion_dataset
     from test_loop import tiny_experiment
 

@@ -60,14 +60,14 @@ def test_simulate_writes_tables_curves_and_resumes(pool, tmp_path, capsys):
 @pytest.mark.parametrize("quiet", [True, False])
 def test_new_runs_beside_runs_decoded_by_other_rules_are_warned_of_in_one_line(pool, tmp_path, capsys,
                                                                                monkeypatch, quiet):
-    import egal.loop.simulation as simulation
+    import egal.loop.folder as folder
 
     args = ["simulate", "--pool", pool, "--out", str(tmp_path), "--seeds", "1", "--rounds", "1", "--budget", "5",
             "--init", "12", "--group-column", "split", "--test-groups", "test", *(["--quiet"] if quiet else []),
             *FAST_TRAIN]
     assert main([*args, "--strategies", "random"]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(simulation, "DECODE_RULES", simulation.DECODE_RULES + 1)
+    monkeypatch.setattr(folder, "DECODE_RULES", folder.DECODE_RULES + 1)
     assert main([*args, "--strategies", "random,entropy"]) == 0
     err = capsys.readouterr().err
     warned = [line for line in err.splitlines() if "decoded images by other rules" in line]

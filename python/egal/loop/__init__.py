@@ -7,8 +7,9 @@ from .config import DataConfig, ExperimentConfig, LoopConfig, load_config
 from .data import Dataset, load_dataset
 from .metrics import evaluate, macro_ovr_auc
 from .report import load_runs, summarise, write_report
+from .rounds import HiddenLabels, draw_seed_set, run_strategy
 from .scoring import ModelScores, score_in_batches
-from .simulation import HiddenLabels, draw_seed_set, run_simulation, run_strategy
+from .simulation import run_simulation
 from .splits import balanced_seed_set, split_test
 from .strategies import KINDS, Strategy, parse_strategies
 

@@ -21,7 +21,7 @@ from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
 
-# A run's torch seed is seed * 1000 + round (egal.loop.simulation): it must fit in 64 bits.
+# A run's torch seed is seed * 1000 + round (egal.loop.rounds): it must fit in 64 bits.
 MAX_SEED = 2**32
 MAX_SEED_COUNT = 10_000
 

@@ -13,6 +13,7 @@ import numpy as np
 from .. import _json as strict_json
 from .._checks import is_int, is_real
 from ..errors import EgalError
+from .folder import CURVES_PNG, PAIRED_CSV, ROUNDS_CSV, ROUNDS_JSON, RUNS_DIR, SHORTCUT_PNG, SUMMARY_CSV, SUMMARY_MD
 
 METRICS = ("accuracy", "auc", "dice")
 # The shortcut benchmark's per-round figures (egal.loop.shortcut), present only when it ran.
@@ -24,7 +25,7 @@ def load_runs(out_dir) -> list:
     """Every run record of an experiment folder; EgalError when two records hold one (strategy, seed), as
     merging two folders can leave them (each would count twice in every mean)."""
     runs, seen = [], {}
-    for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), "runs", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(os.fspath(out_dir), RUNS_DIR, "*.json"))):
         run = read_run(path)
         key = (run["strategy"], run.get("seed"))
         if key in seen:
@@ -92,15 +93,15 @@ def write_report(out_dir) -> dict:
     round_fields = ROUND_FIELDS if shortcut else ROUND_FIELDS[:-len(SHORTCUT_METRICS)]
     flat = [{"strategy": r["strategy"], "seed": r["seed"], **{k: e.get(k) for k in round_fields[2:]}}
             for r in runs for e in r["rounds"]]
-    paths["rounds_csv"] = _write_csv(os.path.join(out_dir, "rounds.csv"), flat, round_fields)
-    paths["rounds_json"] = os.path.join(out_dir, "rounds.json")
+    paths["rounds_csv"] = _write_csv(os.path.join(out_dir, ROUNDS_CSV), flat, round_fields)
+    paths["rounds_json"] = os.path.join(out_dir, ROUNDS_JSON)
     with open(paths["rounds_json"], "w") as f:
         strict_json.dump(flat, f, indent=1)
     summary = summarise(runs)
     fields = ["strategy", "round", "labels", "seeds"] + [
         f"{m}_{s}" for m in METRICS + (SHORTCUT_METRICS if shortcut else ()) for s in ("mean", "std")]
-    paths["summary_csv"] = _write_csv(os.path.join(out_dir, "summary.csv"), summary, fields)
-    paths["summary_md"] = os.path.join(out_dir, "summary.md")
+    paths["summary_csv"] = _write_csv(os.path.join(out_dir, SUMMARY_CSV), summary, fields)
+    paths["summary_md"] = os.path.join(out_dir, SUMMARY_MD)
     with open(paths["summary_md"], "w") as f:
         f.write(markdown_table(summary))
         f.write("\n\nFinal round:\n\n")
@@ -116,9 +117,9 @@ def write_report(out_dir) -> dict:
             f.write("\n## Shortcut benchmark\n\n" + shortcut_table(summary) + "\n\n" + marked_selection_table(runs)
                     + "\n")
     if shortcut:
-        paths["shortcut_png"] = plot_shortcut(summary, os.path.join(out_dir, "shortcut.png"))
+        paths["shortcut_png"] = plot_shortcut(summary, os.path.join(out_dir, SHORTCUT_PNG))
     paths.update(write_paired(out_dir, runs, paths["summary_md"]))
-    paths["curves_png"] = plot_learning_curves(summary, os.path.join(out_dir, "learning_curves.png"))
+    paths["curves_png"] = plot_learning_curves(summary, os.path.join(out_dir, CURVES_PNG))
     return paths
 
 
@@ -148,7 +149,7 @@ def write_paired(out_dir, runs, summary_md, baseline: str = "random") -> dict:
     rows = paired_report(runs, baseline)
     if not rows:
         return {}
-    path = _write_csv(os.path.join(os.fspath(out_dir), "paired.csv"), paired_csv_rows(rows), PAIRED_FIELDS)
+    path = _write_csv(os.path.join(os.fspath(out_dir), PAIRED_CSV), paired_csv_rows(rows), PAIRED_FIELDS)
     with open(summary_md, "a") as f:
         f.write("\n" + paired_markdown(rows, baseline) + "\n")
     return {"paired_csv": path}

@@ -8,7 +8,7 @@ frozen prefix's features from the disk caches the parent filled, then takes
 (strategy, seed) runs one at a time from the shared list, claiming each with an
 exclusive file so that no run is done twice. Round 0 of a seed is the same for
 all its strategies: the first worker to need it trains it under a lock and
-leaves it in OUT/round0/, the others load it (egal.loop.simulation.FirstRounds).
+leaves it in OUT/round0/, the others load it (egal.loop.first_rounds.FirstRounds).
 
 Runs are handed out seed by seed, every strategy of a seed before the next seed,
 so that an experiment stopped early (a time limit, a lost machine) holds whole
@@ -37,8 +37,8 @@ from .._processes import start_spawned, watch_parent
 from ..errors import EgalError
 from ..progress import Progress
 from .config import ExperimentConfig
+from .folder import ROUND0_DIR, RUNS_DIR
 
-ROUND0_DIR = "round0"
 # OUT/runs/.claims-<pid>-<random>/, owned by the simulate that holds an exclusive lock on the file beside it,
 # OUT/runs/.claims-<pid>-<random>.lock, for as long as it runs.
 CLAIMS_PREFIX = ".claims-"
@@ -53,8 +53,6 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
     A worker's error stops the others (at once: finished runs are on disk) and is raised here with its
     traceback; so is Ctrl-C.
     """
-    from .simulation import RUNS_DIR
-
     units = hand_out_order(units, [s.name for s in config.loop.strategy_objects()])
     threads = config.loop.threads or max(1, (os.cpu_count() or 1) // workers)
     runs_dir = os.path.join(out_dir, RUNS_DIR)
@@ -237,7 +235,9 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
     try:
         import torch
 
-        from .simulation import FirstRounds, prepare_experiment, run_path, run_unit
+        from .first_rounds import FirstRounds
+        from .folder import run_path
+        from .simulation import prepare_experiment, run_unit
 
         torch.set_num_threads(threads)
         config = ExperimentConfig.from_dict(config_dict)

@@ -69,7 +69,9 @@ def experiment_report(out_dir) -> ExperimentReport:
 
 
 def _read_config(out_dir) -> dict:
-    path = os.path.join(out_dir, "config.json")
+    from ..loop.folder import CONFIG_FILE
+
+    path = os.path.join(out_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         return {}
     try:
@@ -263,8 +265,19 @@ def _grid_row(grid, run, index, label) -> str:
 
 
 def _files(out_dir) -> str:
-    names = [n for n in ("summary.md", "summary.csv", "paired.csv", "rounds.csv", "rounds.json", "config.json",
-                         "learning_curves.png", "shortcut.png") if os.path.isfile(os.path.join(out_dir, n))]
+    from ..loop.folder import (
+        CONFIG_FILE,
+        CURVES_PNG,
+        PAIRED_CSV,
+        ROUNDS_CSV,
+        ROUNDS_JSON,
+        SHORTCUT_PNG,
+        SUMMARY_CSV,
+        SUMMARY_MD,
+    )
+
+    names = [n for n in (SUMMARY_MD, SUMMARY_CSV, PAIRED_CSV, ROUNDS_CSV, ROUNDS_JSON, CONFIG_FILE, CURVES_PNG,
+                         SHORTCUT_PNG) if os.path.isfile(os.path.join(out_dir, n))]
     items = "".join(f"<li><a href='{escape(n)}'>{escape(n)}</a></li>" for n in names)
     return f"<ul>{items}<li>runs/: one JSON record per (strategy, seed)</li></ul>"
 
