@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._checks import ArraySpec
+from ._score_inputs import ArraySpec
 
 _DL_CPU, _DL_CUDA = 1, 2
 _ORT_DTYPES = {  # onnxruntime element type -> (DLPack type code, bits)

@@ -8,19 +8,10 @@ import warnings
 import numpy as np
 
 from . import _core
-from ._checks import (
-    check_bool,
-    check_boxes,
-    check_cam_grid,
-    check_choice,
-    check_masks,
-    check_roi_size,
-    check_score_inputs,
-    exactly_one,
-    roi_size_of,
-)
+from ._checks import check_bool, check_choice, exactly_one
 from ._dlpack import capsule
 from ._result import ScoreResult
+from ._score_inputs import check_boxes, check_cam_grid, check_masks, check_roi_size, check_score_inputs, roi_size_of
 from .combine import DEFAULT_ALPHA
 from .errors import EgalError
 from .roi import ProjectedROI

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from ._checks import ArraySpec, check_score_inputs, roi_size_of
 from ._result import ScoreResult
+from ._score_inputs import ArraySpec, check_score_inputs, roi_size_of
 from .api import bad_mask_error, require_array
 from .combine import DEFAULT_ALPHA
 from .roi import ProjectedROI
