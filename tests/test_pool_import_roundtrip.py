@@ -492,7 +492,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text_and_read_bac
     """Ids and class names come from whoever made the pool; a cell starting with = + - @ is a formula in Excel or
     LibreOffice. Every CSV egal writes for people escapes it (a leading apostrophe), and every reader of those files
     (export-selection, add-labels, egal report) finds the pool's rows from the escaped cells."""
-    from egal.pipeline.shard_store import write_selection_csv
+    from egal.selection.csv_file import write_selection_csv
 
     rows = [{"id": ident, "image": encode_png(np.full((30, 40), 10 * k, np.uint8)),
              "label": "=1+1" if k == 0 else None} for k, ident in enumerate(HOSTILE_IDS)]

@@ -466,7 +466,7 @@ def test_a_model_path_that_is_a_folder_is_named_as_one(demo, tmp_path):
 def test_a_selection_file_finds_ids_that_egal_escaped_for_spreadsheets_or_that_have_spaces(tmp_path):
     """egal report reads a selection's ids as export-selection and add-labels do (egal.importers.tables.match_ids):
     it refused its own selection file when an id began with '=' (written "'=...") or ended in a space."""
-    from egal.pipeline.shard_store import write_selection_csv
+    from egal.selection.csv_file import write_selection_csv
 
     scores = _scored([0.1, 0.2, 0.3], [0.3, 0.2, 0.1], ids=["=cmd()", "trail ", "plain"])
     path = tmp_path / "mine.selection.csv"

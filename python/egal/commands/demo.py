@@ -19,7 +19,7 @@ import numpy as np
 from .._checks import check_alpha, check_int
 from ..errors import EgalError
 from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
-from ..pipeline.options import selection_path_for
+from ..selection.csv_file import selection_path_for
 
 DEFAULT_OUT = "egal-demo"
 # What the demo writes into --out (the ONNX export also leaves its cached copy, model.pt.KEY.onnx).

@@ -12,6 +12,7 @@ from .._display import shown
 from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
+from ..selection.csv_file import SELECTION_COLUMNS
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -242,7 +243,7 @@ def shortfall_note(batch, group_column, include_labelled: bool) -> str:
 
 def print_selection(table, limit: int = 25) -> None:
     """The selection as a table on stdout (egal score --select and egal select)."""
-    cols = {c: table.column(c).to_pylist() for c in ("rank", "id", "score", "entropy_norm", "misalignment", "pred")}
+    cols = {c: table.column(c).to_pylist() for c in SELECTION_COLUMNS}
     cols["id"], cols["pred"] = [shown(i) for i in cols["id"]], [shown(p) for p in cols["pred"]]
     width = max([len("id")] + [len(i) for i in cols["id"][:limit]])
     print(f"  {'rank':>5}  {'id':<{width}}  {'score':>6}  {'entropy_norm':>12}  {'misalignment':>12}  pred")

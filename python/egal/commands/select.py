@@ -53,7 +53,7 @@ OPTION_OF = {"k": "--select", "scores": "--scores", "out": "--out", "diversity":
 
 
 def run(args) -> int:
-    from ..pipeline.options import selection_path_for
+    from ..selection.csv_file import selection_path_for
     from ..selection.from_scores import select_from_scores
     from .score import describe_batch, print_selection, shortfall_note
 

@@ -39,6 +39,7 @@ from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
+from ..selection.csv_file import READ_COLUMNS, checked_selection_rows
 from . import cvat, label_studio
 from .errors import SourceError
 from .imaging import read_header, suffix_of
@@ -105,17 +106,13 @@ def export_selection(pool, out, **options) -> ExportResult:
 
 def read_selection(path) -> dict[str, dict]:
     """{id: its selection row}, in the selection's order; SourceError on a repeated id."""
-    rows = read_table(path, ("id",), "the selection (selection)")
-    if not rows:
-        raise SourceError(f"the selection {str(path)!r} has a header but no rows: nothing to export")
-    chosen: dict[str, dict] = {}
-    for row in rows:
-        if row["id"] in chosen:
-            raise SourceError(f"the selection {str(path)!r} lists id {row['id']!r} twice")
-        # The id stays as written: pool_ids_of reads it, an exact match first.
-        chosen[row["id"]] = {column: cell if column == "id" else from_spreadsheet_text(cell)
-                             for column, cell in row.items()}
-    return chosen
+    rows = checked_selection_rows(
+        read_table(path, READ_COLUMNS, "the selection (selection)"), SourceError,
+        no_rows=f"the selection {str(path)!r} has a header but no rows: nothing to export",
+        repeated=lambda ids: f"the selection {str(path)!r} lists id {ids[0]!r} twice")
+    # The id stays as written: pool_ids_of reads it, an exact match first.
+    return {row["id"]: {column: cell if column == "id" else from_spreadsheet_text(cell) for column, cell in row.items()}
+            for row in rows}
 
 
 # Written into every export folder, with the sha256 of every file the export wrote: --overwrite replaces a folder

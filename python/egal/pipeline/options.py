@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
-from .._paths import parquet_name_problem, sidecar_path
+from .._paths import parquet_name_problem
 from ..combine import DEFAULT_ALPHA
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN, check_label_column_name
 from ..selection import DIVERSITY_METHODS
+from ..selection.csv_file import selection_path_for
 from .runtime import RUNTIMES
 
 DEVICES = ("cpu", "cuda")
@@ -31,11 +32,6 @@ def default_workers() -> int:
     """
     cpus = os.cpu_count() or 1
     return min(4, cpus - 1) if cpus >= 4 else 0
-
-
-def selection_path_for(out: str) -> str:
-    """Where the selection CSV goes by default: NAME.selection.csv next to NAME.parquet."""
-    return sidecar_path(out, ".selection.csv")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ import pyarrow as pa
 from ..combine import combine_scores
 from ..selection.top_k import ranked_positions
 
-SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
 LABELLED = "labelled"  # whether the pool gave the row a label: such rows are scored, but never selected
 
 

@@ -27,6 +27,7 @@ from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
 from ..pool.labels import LABEL_COLUMN, check_label_column, labelled_rows
 from ..pool.workers import check_worker_count
+from ..selection.csv_file import is_selection_csv, write_selection_csv
 from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import load_runner
@@ -37,7 +38,6 @@ from .shard_store import (
     RUN_METADATA_KEY,
     ShardStore,
     check_resume_arguments,
-    is_selection_csv,
     parts_dir_of,
     recorded_run,
 )
@@ -363,7 +363,6 @@ class ScoringJob:
         on a resumed finished run too, so that a run stopped before its CSV was written still gets it."""
         from ..selection.embedding_file import EmbeddingFile
         from ..selection.from_scores import read_groups, select_from_table
-        from .shard_store import write_selection_csv
 
         o = self.options
         source = EmbeddingFile(o.embeddings_path, run=self.store.manifest) if o.diversity != "none" else None

@@ -24,7 +24,6 @@ same output (an overlapping scheduled job) is refused instead of racing it.
 """
 from __future__ import annotations
 
-import csv
 import fcntl
 import json
 import os
@@ -37,11 +36,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import replaced_atomically
-from .._paths import starts_with_header
-from .._spreadsheet import spreadsheet_text
 from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
-from .ranking import LABELLED, SELECTION_COLUMNS, rank_table
+from .ranking import LABELLED, rank_table
 
 MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
@@ -399,29 +396,6 @@ def describe_differences(previous: dict, current: dict) -> str:
 
 def _show(value) -> str:
     return "not recorded" if value is None else json.dumps(value)
-
-
-def is_selection_csv(path) -> bool:
-    """A selection CSV that egal wrote (what --overwrite may replace with another)."""
-    return starts_with_header(path, SELECTION_COLUMNS[:2])
-
-
-def write_selection_csv(selection: pa.Table, path: str) -> None:
-    with replaced_atomically(os.path.abspath(path)) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(selection.column_names)
-        for row in zip(*(selection.column(c).to_pylist() for c in selection.column_names), strict=True):
-            writer.writerow([_csv_cell(v) for v in row])
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _csv_cell(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return ""  # no ROI: misalignment is undefined (docs/scoring.md, empty ROI)
-    if isinstance(value, str):  # an id, a class name, a group: from whoever made the pool
-        return spreadsheet_text(value)
-    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:

@@ -2,13 +2,13 @@
 selection, the quadrants of uncertainty against misalignment, examples per quadrant, the rows in error."""
 from __future__ import annotations
 
-import collections
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import EgalError
+from ..selection.csv_file import READ_COLUMNS, checked_selection_rows, selection_path_for
 
 SCORE_COLUMNS = ("id", "pred", "entropy_norm", "misalignment", "score", "rank", "status", "error")
 DEFAULT_SELECT = 30  # when neither the caller nor a selection CSV beside the scores says which rows
@@ -94,9 +94,6 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
     """The selection to show. select=K: the K best-ranked rows. Otherwise the ids of the selection CSV that egal score
     --select wrote (selection_csv, by default NAME.selection.csv beside the scores), in its order: it may be a
     diverse or per-patient batch rather than the top K. Without either, the DEFAULT_SELECT best-ranked rows."""
-
-    from ..pipeline.options import selection_path_for
-
     if select is not None and selection_csv is not None:
         raise EgalError("give select (the K best-ranked rows) or selection_csv (a selection file), not both")
     if select is not None:
@@ -113,14 +110,12 @@ def read_selection(scores: ScoredPool, select: int | None = None, selection_csv:
                                                                   "scores)")
     from ..importers.tables import match_ids, read_table
 
-    rows = read_table(path, ("id",), "selection file")
+    rows = checked_selection_rows(
+        read_table(path, READ_COLUMNS, "selection file"), EgalError,
+        no_rows=f"selection file {path!r} has a header but no rows: no selection to show",
+        repeated=lambda ids: f"selection file {path!r} names {len(ids)} id(s) more than once, first {min(ids)!r}: "
+                             "a row is annotated once")
     ids = [row["id"] for row in rows]
-    if not ids:
-        raise EgalError(f"selection file {path!r} has a header but no rows: no selection to show")
-    repeated = sorted(v for v, n in collections.Counter(ids).items() if n > 1)
-    if repeated:
-        raise EgalError(f"selection file {path!r} names {len(repeated)} id(s) more than once, first "
-                        f"{repeated[0]!r}: a row is annotated once")
     position = {v: i for i, v in enumerate(scores.ids.tolist())}
     scored = match_ids(ids, position)  # as export-selection and add-labels read a selection's ids
     unknown = [v for v in ids if v not in scored]

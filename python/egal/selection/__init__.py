@@ -7,7 +7,8 @@
 Modules: top_k (the ranked order), group_cap (at most N per group), kcenter and cluster
 (the diversity methods), embeddings / embedding_file (what they measure distances in),
 batch (select_batch: how the steps compose), from_scores (selecting again from the files
-`egal score` wrote, without rescoring). Imports no pyarrow: `import egal` stays light.
+`egal score` wrote, without rescoring), csv_file (the selection CSV: its columns, its default
+path, its writer and the checks of its readers). Imports no pyarrow: `import egal` stays light.
 """
 from .batch import CANDIDATE_FACTOR, DIVERSITY_METHODS, Selection, select_batch
 from .errors import SelectionError

@@ -20,6 +20,7 @@ from .._checks import bad_argument, check_int
 from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
+from .csv_file import SELECTION_COLUMNS, is_selection_csv, write_selection_csv
 from .embedding_file import EmbeddingFile, embeddings_path_for
 from .errors import SelectionError
 from .group_cap import is_missing_group
@@ -48,7 +49,7 @@ def select_from_table(ranked, k: int, *, diversity: str = "none", embeddings=Non
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from ..pipeline.ranking import LABELLED, SELECTION_COLUMNS, rank_column
+    from ..pipeline.ranking import LABELLED, rank_column
 
     ok = np.array([s == "ok" for s in ranked.column("status").to_pylist()], dtype=bool)
     if LABELLED in ranked.column_names and not include_labelled:
@@ -103,7 +104,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     """
 
     from ..pipeline.ranking import LABELLED
-    from ..pipeline.shard_store import is_selection_csv, read_score_output, write_selection_csv
+    from ..pipeline.shard_store import read_score_output
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     if per_group is not None:
