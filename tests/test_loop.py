@@ -519,7 +519,7 @@ def test_a_folder_pool_loads_as_its_files_do_and_is_keyed_by_their_content(tmp_p
 
     from egal.demo_data import make_synthetic_pool
     from egal.loop import load_dataset
-    from egal.loop.data import content_digest
+    from egal.pool.digest import content_digest
 
     folder = make_synthetic_pool(tmp_path / "multi", 24, image_size=32, files=2)
     parts = sorted(folder.glob("*.parquet"))
@@ -593,6 +593,7 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     # The decoded cache (and simulate's pool check) hashed the Parquet file only: images fixed on disk (turned
     # upright, say) trained from the old pixels without a word.
     import egal.loop.data as data
+    import egal.pool.digest as pool_digest
     from egal.pool.encode import encode_png
     from pool_files import write_pool
 
@@ -605,23 +606,23 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     decoded = []
     monkeypatch.setattr(data, "_decode", lambda *args: decoded.append(1) or lesion_dataset(12, 16, seed=len(decoded)))
     cache = str(tmp_path / "cache")
-    before = data.content_digest(str(pool))
+    before = pool_digest.content_digest(str(pool))
     data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
     data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
     assert len(decoded) == 1
     (tmp_path / "imgs" / "2.png").write_bytes(encode_png(np.full((8, 8), 99, np.uint8)))  # edited in place
-    assert data.content_digest(str(pool)) != before
+    assert pool_digest.content_digest(str(pool)) != before
     data.load_dataset(pool, (16, 16), 1, cache_dir=cache)
     assert len(decoded) == 2
     (tmp_path / "imgs" / "2.png").unlink()  # a missing file changes it too
-    missing = data.content_digest(str(pool))
+    missing = pool_digest.content_digest(str(pool))
     assert missing != before
     # Where the pool lies does not count (a copy, a synced folder), a missing file included.
     import shutil
 
     shutil.copytree(tmp_path / "imgs", tmp_path / "copy" / "imgs")
     shutil.copy(pool, tmp_path / "copy" / "pool.parquet")
-    assert data.content_digest(str(tmp_path / "copy" / "pool.parquet")) == missing
+    assert pool_digest.content_digest(str(tmp_path / "copy" / "pool.parquet")) == missing
     # Images are found where the pool reader finds them: beside the file a pool given as a link points to, and
     # beside the link in a folder pool.
     (tmp_path / "linked" / "folder").mkdir(parents=True)
@@ -629,25 +630,25 @@ def test_a_pool_of_image_files_edited_in_place_is_decoded_again(tmp_path, monkey
     shutil.copytree(tmp_path / "imgs", tmp_path / "linked" / "folder" / "imgs")
     (tmp_path / "linked" / "pool.parquet").symlink_to(pool)
     (tmp_path / "linked" / "folder" / "pool.parquet").symlink_to(pool)
-    as_link, in_folder = (data.content_digest(str(tmp_path / "linked" / p)) for p in ("pool.parquet", "folder"))
+    as_link, in_folder = (pool_digest.content_digest(str(tmp_path / "linked" / p)) for p in ("pool.parquet", "folder"))
     (tmp_path / "linked" / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))  # not read
-    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) == as_link
+    assert pool_digest.content_digest(str(tmp_path / "linked" / "pool.parquet")) == as_link
     (tmp_path / "imgs" / "0.png").write_bytes(encode_png(np.full((8, 8), 77, np.uint8)))
-    assert data.content_digest(str(tmp_path / "linked" / "pool.parquet")) != as_link
+    assert pool_digest.content_digest(str(tmp_path / "linked" / "pool.parquet")) != as_link
     (tmp_path / "linked" / "folder" / "imgs" / "1.png").write_bytes(encode_png(np.full((8, 8), 5, np.uint8)))
-    assert data.content_digest(str(tmp_path / "linked" / "folder")) != in_folder
+    assert pool_digest.content_digest(str(tmp_path / "linked" / "folder")) != in_folder
     # A file that cannot be read (permissions, gone after its stat) is noted, never a traceback.
-    readable = data.content_digest(str(pool))
-    real = data._digest.__wrapped__
+    readable = pool_digest.content_digest(str(pool))
+    real = pool_digest._digest.__wrapped__
 
     def unreadable(path, *rest):
         if path.endswith("0.png"):
             raise PermissionError(13, "Permission denied", path)
         return real(path, *rest)
 
-    monkeypatch.setattr(data._digest, "__wrapped__", unreadable)
-    data._REFERENCED_DIGESTS.clear()
-    assert data.content_digest(str(pool)) != readable
+    monkeypatch.setattr(pool_digest._digest, "__wrapped__", unreadable)
+    pool_digest._REFERENCED_DIGESTS.clear()
+    assert pool_digest.content_digest(str(pool)) != readable
 
 
 def test_a_pool_the_reader_refuses_leaves_the_digest_to_the_reader_s_one_line_error(tmp_path):
@@ -656,7 +657,7 @@ def test_a_pool_the_reader_refuses_leaves_the_digest_to_the_reader_s_one_line_er
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    import egal.loop.data as data
+    import egal.pool.digest as pool_digest
     from egal.pool import PoolError, open_pool
 
     invalid_text = pa.Array.from_buffers(pa.string(), 1, pa.array([b"\xff.png"], pa.binary()).buffers())
@@ -668,14 +669,14 @@ def test_a_pool_the_reader_refuses_leaves_the_digest_to_the_reader_s_one_line_er
                 "twice": r"column name\(s\) \['image_path'\] appear more than once"}
     for name, table in tables.items():
         pq.write_table(table, tmp_path / f"{name}.parquet")
-        data.content_digest(str(tmp_path / f"{name}.parquet"))
+        pool_digest.content_digest(str(tmp_path / f"{name}.parquet"))
         with pytest.raises(PoolError, match=messages[name]):
             open_pool(tmp_path / f"{name}.parquet")
 
 
 def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(tmp_path):
     # Folders of a pool of image files made before egal hashed the files recorded the Parquet bytes alone.
-    import egal.loop.data as data
+    import egal.pool.digest as pool_digest
     from egal.loop.folder import _check_or_write_config
     from egal.pool.encode import encode_png
     from pool_files import write_pool
@@ -689,11 +690,11 @@ def test_an_experiment_folder_recorded_by_the_parquet_bytes_alone_still_resumes(
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)
     (out / "runs" / "random__seed0.json").write_text("{}")
-    older = data.content_digest(str(pool), with_files=False)
-    assert older != data.content_digest(str(pool))
+    older = pool_digest.content_digest(str(pool), with_files=False)
+    assert older != pool_digest.content_digest(str(pool))
     (out / "config.json").write_text(json.dumps({"identity": config.identity(), "pool_digest": older}))
     _check_or_write_config(config, str(out), folder_idle=lambda: True)  # resumes
-    assert json.loads((out / "config.json").read_text())["pool_digest"] == data.content_digest(str(pool))
+    assert json.loads((out / "config.json").read_text())["pool_digest"] == pool_digest.content_digest(str(pool))
     # ... also once the pool was copied elsewhere (the same content at another path)
     import shutil
 

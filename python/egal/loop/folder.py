@@ -16,8 +16,8 @@ try:
     import fcntl
 except ImportError:  # Windows: no report lock, so run seeds in parallel into separate folders there
     fcntl = None
+from ..pool.digest import content_digest
 from .config import ExperimentConfig, comparable_identity
-from .data import content_digest
 
 RUNS_DIR = "runs"
 ROUND0_DIR = "round0"  # the shared round 0 of worker processes (egal.loop.first_rounds)

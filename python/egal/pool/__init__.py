@@ -35,6 +35,8 @@ The pieces
   workers.decode_in_order(raw_batches, settings, workers) -> DecodedBatch, ...
                                         decode_batch in worker processes, in order (what
                                         load_pool_arrays and egal score use)
+  digest.content_digest(path) -> str    a pool's content by its bytes (what decoded caches and
+                                        experiment folders key a pool by)
   errors                                every exception of the package
   writer.write_pool_file, encode        writing pools and the encodings they hold
 
