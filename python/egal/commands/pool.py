@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .._checks import renamed
+from ._flags import errors_named_as_flags, flag_of
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
 FORMAT = argparse.RawDescriptionHelpFormatter
@@ -281,7 +281,7 @@ def _pair(text: str):
 
 
 def _flag(argument: str):
-    return None if argument in POSITIONAL else "--" + argument.replace("_", "-")
+    return None if argument in POSITIONAL else flag_of(argument)
 
 
 def _options(options_class, args, **values):
@@ -290,21 +290,14 @@ def _options(options_class, args, **values):
 
     given = {f.name: getattr(args, f.name) for f in fields(options_class) if hasattr(args, f.name)}
     given.update(values)
-    try:
+    with errors_named_as_flags(_flag):
         return options_class(**given)
-    except (ValueError, TypeError) as exc:
-        raise (renamed(exc, _flag) or exc) from None
 
 
 def _named(function, *args, **kwargs):
     """function(*args, **kwargs), an error about one of its arguments naming the flag instead."""
-    try:
+    with errors_named_as_flags(_flag):
         return function(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
-        named = renamed(exc, _flag)
-        if named is None:
-            raise
-        raise named from None
 
 
 def _import(args, module: str, options_name: str, function: str) -> int:

@@ -2,8 +2,8 @@
 an `egal simulate` folder. The pages are egal.report's; this builds their arguments and prints the result."""
 from __future__ import annotations
 
-from .._checks import renamed
 from ..errors import EgalError
+from ._flags import errors_named_as_flags, flags_for
 
 # egal.report.selection_report's keyword arguments, each from the option of the same name.
 API_ARGUMENTS = ("out", "select", "selection", "examples", "entropy_threshold", "misalignment_threshold",
@@ -89,12 +89,10 @@ def run(args) -> int:
 def run_selection(args) -> int:
     from ..report.selection_page import SelectionReportOptions, run_selection_report
 
-    try:
+    with errors_named_as_flags(option_of):
         options = SelectionReportOptions(scores=args.scores, pool=args.pool, model=args.model,
                                          progress=not args.quiet,
                                          **{name: getattr(args, name) for name in API_ARGUMENTS})
-    except (ValueError, TypeError) as exc:
-        raise (renamed(exc, option_of) or exc) from None
     report = run_selection_report(options)
     if not args.quiet:
         print(f"Wrote {report.path} ({report.mib:.1f} MiB): {report.selected} selected and {report.examples} example "
@@ -128,8 +126,5 @@ def report_after_scoring(result, out_dir, *, quiet: bool) -> None:
     print(f"Selection page: {report.path} ({report.mib:.1f} MiB)")
 
 
-def option_of(argument: str):
-    """The command-line option behind one of selection_report's arguments (None for any other name)."""
-    if argument in API_ARGUMENTS or argument in SELECTION_INPUTS:
-        return "--" + argument.replace("_", "-")
-    return None
+# The command-line option behind one of selection_report's arguments (None for any other name).
+option_of = flags_for([*API_ARGUMENTS, *SELECTION_INPUTS])

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from .._checks import renamed
 from .._display import shown
 from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 from ..selection.csv_file import SELECTION_COLUMNS
+from ._flags import errors_named_as_flags, flags_for
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -143,22 +143,15 @@ def run(args) -> int:
     from ..pipeline.options import ScoreOptions
     from ..pipeline.scoring_job import run_scoring
 
-    try:
+    with errors_named_as_flags(option_of):
         options = ScoreOptions(pool=args.pool, model=args.model, progress=not args.quiet,
                                **{name: getattr(args, name) for name in API_ARGUMENTS})
-    except (ValueError, TypeError) as exc:
-        raise (renamed(exc, option_of) or exc) from None  # named as the command line has it: --batch-size
     if args.report:
         from ..report.selection_page import check_page_out
 
         check_page_out(args.report, args.overwrite)  # before the scoring, not after
-    try:
+    with errors_named_as_flags(option_of):  # a pool that does not fit an option, too
         result = run_scoring(options)
-    except (ValueError, TypeError) as exc:  # a pool that does not fit an option: named as the command line has it
-        named = renamed(exc, option_of)
-        if named is None:
-            raise
-        raise named from None
     print_summary(result)
     if result.rows_scored == 0:
         print(f"egal score: error: none of the {result.rows} rows could be scored (all {result.rows} are in "
@@ -171,11 +164,8 @@ def run(args) -> int:
     return 0
 
 
-def option_of(argument: str):
-    """The command-line option behind one of egal.score_pool's arguments (None for any other name)."""
-    if argument in API_ARGUMENTS or argument in ("pool", "model"):
-        return "--" + argument.replace("_", "-")
-    return None
+# The command-line option behind one of egal.score_pool's arguments (None for any other name).
+option_of = flags_for([*API_ARGUMENTS, "pool", "model"])
 
 
 def print_summary(result) -> None:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from .._checks import renamed
-from ..errors import EgalError
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
+from ._flags import errors_named_as_flags
 
 
 def register(subparsers):
@@ -58,13 +57,11 @@ def run(args) -> int:
     from .score import describe_batch, print_selection, shortfall_note
 
     out = args.out or selection_path_for(args.scores)
-    try:
+    with errors_named_as_flags(OPTION_OF.get):  # SelectionError and the argument checks: named by their option
         chosen = select_from_scores(args.scores, args.select, out=out, diversity=args.diversity,
                                     embeddings=args.embeddings, pool=args.pool, group_column=args.group_column,
                                     per_group=args.per_group, overwrite=args.overwrite,
                                     include_labelled=args.include_labelled)
-    except EgalError as exc:  # SelectionError and the argument checks: named by their option
-        raise (renamed(exc, OPTION_OF.get) or exc) from None
     if not args.quiet:
         how = describe_batch(chosen.selection, args.group_column).lstrip(", ") or "the top scores"
         print(f"The {chosen.table.num_rows} images to annotate next ({how}), written to {out}:")

@@ -4,9 +4,10 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .._checks import MAX_THREADS, renamed
+from .._checks import MAX_THREADS
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
+from ._flags import errors_named_as_flags
 from ._train_options import add_train_options, train_overrides
 
 # How the checks of --out name the arguments here (egal.train.from_pool.check_model_out).
@@ -62,15 +63,10 @@ def run(args) -> int:
     with warnings.catch_warnings():  # restores showwarning afterwards
         warnings.simplefilter("always", TrainingWarning)  # said on every run, not once per process
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
-        try:
+        with errors_named_as_flags(FLAGS.get):  # one about out (a model trained but not saved) names --out
             result = train_pool(args.pool, args.out, args.config, train={**train_overrides(args), **seed},
                                 label_column=args.label_column, exclude=exclude, overwrite=args.overwrite,
                                 progress=not args.quiet)
-        except (ValueError, TypeError) as exc:  # one about out (a model trained but not saved) names --out
-            named = renamed(exc, FLAGS.get)
-            if named is None:
-                raise
-            raise named from None
     print(result.summary(), file=sys.stdout)
     return 0
 

@@ -1,0 +1,32 @@
+"""How a command names the library's arguments in its errors: by the flag a user typed (--batch-size), not by the
+Python keyword (batch_size) that the library's message names."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+
+from .._checks import renamed
+
+
+def flag_of(argument: str) -> str:
+    return "--" + argument.replace("_", "-")
+
+
+def flags_for(arguments: Iterable[str]) -> Callable[[str], str | None]:
+    """The name_of of errors_named_as_flags for a command whose options are `arguments`: the flag of each of them,
+    None (the message as it is) for any other argument."""
+    known = frozenset(arguments)
+    return lambda argument: flag_of(argument) if argument in known else None
+
+
+@contextlib.contextmanager
+def errors_named_as_flags(name_of: Callable[[str], str | None]):
+    """Inside the block, a ValueError or TypeError about an argument that name_of names is raised again naming that
+    instead (egal._checks.renamed): a user's error, exit status 2, one line. Any other error goes on as it is."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        named = renamed(exc, name_of)
+        if named is None:
+            raise
+        raise named from None
