@@ -252,6 +252,7 @@ def _add_labels(commands) -> None:
 
 def _info(commands) -> None:
     from ..pool.labels import LABEL_COLUMN
+    from ..pool.schema import GROUP_COLUMN
 
     p = _sub(commands, "info", "rows, classes, ROI coverage, image sizes, groups, problems",
              "Describe a pool: rows, classes and counts, labelled share, ROI coverage (mask / boxes / none), image "
@@ -261,7 +262,7 @@ def _info(commands) -> None:
              "known before a long run.",
              "egal pool info pool.parquet --json\n  egal pool info pool.parquet --decode --workers 4")
     p.add_argument("pool", metavar="POOL", help="the pool (a Parquet file or a folder of them)")
-    p.add_argument("--group-column", default="group", help="the group / patient column (default: %(default)s)")
+    p.add_argument("--group-column", default=GROUP_COLUMN, help="the group / patient column (default: %(default)s)")
     p.add_argument("--label-column", default=LABEL_COLUMN, metavar="COLUMN",
                    help="the column of the labels (default: %(default)s)")
     p.add_argument("--decode", action="store_true",

@@ -28,6 +28,7 @@ from ..pool.errors import PathRefused, RowError
 from ..pool.labels import LABEL_COLUMN, check_label_column, label_key, reads_as_missing
 from ..pool.paths import resolve_inside
 from ..pool.rois import check_aspect, check_box, read_mask_png
+from ..pool.schema import GROUP_COLUMN
 from ..pool.workers import check_worker_count, decode_in_order
 from ..progress import Progress
 from .imaging import read_header
@@ -121,7 +122,7 @@ class PoolInfo:
         return "\n".join(lines)
 
 
-def pool_info(pool, *, group_column: str | None = "group", label_column: str = LABEL_COLUMN, decode: bool = False,
+def pool_info(pool, *, group_column: str | None = GROUP_COLUMN, label_column: str = LABEL_COLUMN, decode: bool = False,
               workers: int = 0, progress: bool = False) -> PoolInfo:
     """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
     (a missing "group" column is no error); label_column: the column of the labels (the pool format's "label"
@@ -135,7 +136,7 @@ def pool_info(pool, *, group_column: str | None = "group", label_column: str = L
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     group = group_column if group_column in spec.columns else None
-    if group_column not in (None, "group") and group is None:
+    if group_column not in (None, GROUP_COLUMN) and group is None:
         from .errors import SourceError
 
         raise SourceError(f"the pool has no column {group_column!r} (columns: {list(spec.columns)})")

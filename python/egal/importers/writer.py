@@ -33,6 +33,8 @@ from .._paths import (
     sidecar_path,
 )
 from ..errors import EgalError
+from ..pool.labels import LABEL_COLUMN
+from ..pool.schema import GROUP_COLUMN
 from ..pool.writer import ROW_GROUP_ROWS, ROWS_PER_PAGE
 from .errors import SourceError
 
@@ -64,7 +66,7 @@ def pool_schema(images_as: str, roi: str | None, extra: list[pa.Field] = ()) -> 
         fields.append(ROI_FIELDS["boxes"])
     elif roi is not None:
         raise ValueError(f"roi must be 'mask', 'boxes' or None, got {roi!r}")
-    fields += [pa.field("label", pa.string()), pa.field("group", pa.string()), *extra]
+    fields += [pa.field(LABEL_COLUMN, pa.string()), pa.field(GROUP_COLUMN, pa.string()), *extra]
     return pa.schema(fields)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from .._checks import MAX_THREADS, check_int, is_finite_real, is_int, is_real, show_number
 from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
+from ..pool.labels import LABEL_COLUMN
 from ..train.config import TrainConfig
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
@@ -29,7 +30,7 @@ MAX_SEED_COUNT = 10_000
 @dataclass(frozen=True)
 class DataConfig:
     path: str = ""
-    label_column: str = "label"
+    label_column: str = LABEL_COLUMN
     group_column: str | None = None  # patient id / patient-wise fold; None: split by rows
     test_groups: tuple[str, ...] = ()  # groups that form the test set; empty: draw test_fraction of groups
     test_fraction: float = 0.2

@@ -17,7 +17,7 @@ import numpy as np
 from .._atomic import replaced_atomically
 from ..errors import EgalError
 from ..pool.digest import content_digest
-from ..pool.labels import is_label, label_key
+from ..pool.labels import LABEL_COLUMN, is_label, label_key
 from ..selection.group_cap import is_missing_group
 
 
@@ -40,7 +40,7 @@ class Dataset:
                        None if self.groups is None else self.groups[rows])
 
 
-def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, label_column: str = "label",
+def load_dataset(path, input_size: tuple[int, int], in_channels: int = 1, *, label_column: str = LABEL_COLUMN,
                  group_column: str | None = None, cache_dir: str | None = None,
                  exclude: tuple[tuple[str, str], ...] = ()) -> Dataset:
     """Decode every labelled row of the pool at `path` at `input_size` (H, W).

@@ -24,10 +24,11 @@ import pyarrow as pa
 from .._checks import check_int
 from .errors import PoolError
 from .files import open_parquet
+from .labels import LABEL_COLUMN
 
 # "label" is optional in the format, null meaning unlabeled: asking for it on a pool
 # without the column gives all-None rather than an error.
-OPTIONAL_COLUMNS = ("label",)
+OPTIONAL_COLUMNS = (LABEL_COLUMN,)
 
 
 @dataclass

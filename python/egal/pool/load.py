@@ -17,6 +17,7 @@ import numpy as np
 from .._checks import check_int
 from .decode import DecodeSettings
 from .errors import DecoderDied, PoolError, UndecodedRows
+from .labels import LABEL_COLUMN
 from .spec import PoolSpec, open_pool
 from .workers import decode_in_order
 
@@ -43,7 +44,7 @@ def load_pool_arrays(
     path_or_spec,
     settings: DecodeSettings,
     *,
-    columns: Sequence[str] = ("label",),
+    columns: Sequence[str] = (LABEL_COLUMN,),
     workers: int = 0,
 ) -> dict[str, np.ndarray]:
     """All rows decoded, in read order.

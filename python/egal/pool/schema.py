@@ -18,6 +18,9 @@ import pyarrow as pa
 from .errors import PoolError
 
 IMAGE_COLUMNS = ("image", "image_path")
+# The column of the patient (or study) each row belongs to, where egal's importers write it; commands that cap or
+# split by group read it by default (any other column can be named).
+GROUP_COLUMN = "group"
 ROI_COLUMNS = ("mask", "mask_path", "boxes")
 PATH_COLUMNS = ("image_path", "mask_path")
 
