@@ -256,7 +256,8 @@ def test_a_resume_with_other_arguments_is_refused_before_the_runtime_check(tmp_p
     import json
 
     import egal.pipeline.scoring_job as scoring_job
-    from egal.pipeline.shard_store import ShardStore, recorded_run
+    from egal.pipeline.run_record import recorded_run
+    from egal.pipeline.shard_store import ShardStore
 
     pool = write_pool(tmp_path / "p.parquet", make_rows(8, folder=tmp_path))
     finished = tmp_path / "s.parquet"

@@ -12,6 +12,9 @@
   batch_scoring.py  one decoded batch through the model and the fused scorer
   model_runner.py   .pt / .onnx models behind one interface
   shard_store.py    crash-safe shards, resume, the atomic merge
+  output_layout.py  where a run keeps its files beside `out`, and OutputError
+  run_record.py     the record of a run (its manifest): read back, compared on resume
+  score_file.py     egal score's output read back and checked (egal report, egal select)
   ranking.py        ranks and the selection over the whole pool
 
 Names are imported on first use, so that `import egal` and `egal --help` do not load pyarrow.

@@ -32,15 +32,11 @@ from ..selection.embedding_file import EMBEDDING_KEY
 from .local_engine import score_pool_locally
 from .model_runner import load_runner
 from .options import ScoreOptions
+from .output_layout import RUN_METADATA_KEY, parts_dir_of
 from .progress import RowProgress
+from .run_record import check_resume_arguments, recorded_run
 from .runtime import RuntimeChoice, choose_runtime
-from .shard_store import (
-    RUN_METADATA_KEY,
-    ShardStore,
-    check_resume_arguments,
-    parts_dir_of,
-    recorded_run,
-)
+from .shard_store import ShardStore
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,8 @@ written to a temporary file and renamed over `scores.parquet` only once every
 batch has a shard; the parts folder is removed after that rename. Killed during
 the merge, a resumed run simply merges again. The output keeps the run's
 manifest in its Parquet metadata (key "egal.run"), so that resuming a finished
-run is accepted only with the arguments that produced it.
-
-Messages name the library's arguments and the command's options together
-("resume=True (--resume)"): the same store serves egal.score_pool and egal score.
+run is accepted only with the arguments that produced it (egal.pipeline.run_record
+reads and compares those records; egal.pipeline.output_layout names the files).
 
 overwrite replaces an existing output (atomically, once the new one is
 complete) and deletes an unfinished run's parts folder first, saying so. A run
@@ -36,26 +34,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._atomic import replaced_atomically
-from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
-from .ranking import LABELLED, rank_table
+from .output_layout import MANIFEST, OVERWRITE, RESUME, RUN_METADATA_KEY, OutputError, parts_dir_of
+from .ranking import rank_table
+from .run_record import refuse_changed_arguments
 
-MANIFEST = "run.json"
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
 RAY_OUTPUT = "ray-output"  # what older versions of the Ray engine left in the parts folder
 DISCARDED = ".done-"  # NAME.parquet.parts.done-PID-HEX: a finished run's shards, being deleted
-RUN_METADATA_KEY = b"egal.run"  # the output's Parquet metadata: the run's manifest, JSON
-RESUME = "resume=True (--resume)"
-OVERWRITE = "overwrite=True (--overwrite)"
-
-
-class OutputError(EgalError):
-    """The output location cannot be used as asked (exists, or belongs to another run)."""
-
-
-def parts_dir_of(out_path) -> str:
-    """The folder of a run's shards beside its output (removed once the output is complete)."""
-    return os.path.abspath(os.fspath(out_path)) + ".parts"
 
 
 class ShardStore:
@@ -224,7 +210,7 @@ class ShardStore:
         except (OSError, ValueError) as exc:
             raise OutputError(f"cannot resume: {self._path(MANIFEST)!r} is unreadable ({exc}); delete "
                               f"{self.parts_dir!r} (or pass {OVERWRITE} instead of {RESUME}) to start over") from exc
-        _refuse_changed_arguments(previous, self.manifest, self.out_path, finished=False)
+        refuse_changed_arguments(previous, self.manifest, self.out_path, finished=False)
 
     def _check_finished_run(self, out_path) -> None:
         """Resuming a run that already finished: only with the arguments that produced it."""
@@ -242,7 +228,7 @@ class ShardStore:
                 f"cannot resume: out {out_path!r} (--out) exists but does not record the arguments of the run that "
                 "wrote it (not written by this version of egal score), so it cannot be checked against this one; "
                 f"pass {OVERWRITE} instead of {RESUME} to score again, or choose another out") from None
-        _refuse_changed_arguments(previous, self.manifest, out_path, finished=True)
+        refuse_changed_arguments(previous, self.manifest, out_path, finished=True)
 
     def _remove_unfinished_run(self) -> int:
         """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
@@ -276,126 +262,6 @@ class ShardStore:
         for name in os.listdir(self.parts_dir):
             if ".tmp-" in name:
                 os.remove(self._path(name))
-
-
-def recorded_run(out_path) -> dict | None:
-    """The arguments recorded by the run that wrote `out_path`, unfinished (its parts folder) or finished (the
-    output's metadata); None where there is no such run or its record cannot be read (the store then says so)."""
-    out_path = os.path.abspath(os.fspath(out_path))
-    try:
-        if os.path.isdir(parts_dir_of(out_path)):
-            with open(os.path.join(parts_dir_of(out_path), MANIFEST)) as f:
-                recorded = json.load(f)
-        elif os.path.exists(out_path):
-            recorded = json.loads((pq.read_schema(out_path).metadata or {})[RUN_METADATA_KEY])
-        else:
-            return None
-    except (OSError, ValueError, KeyError, pa.ArrowException):
-        return None
-    return recorded if isinstance(recorded, dict) else None
-
-
-def check_resume_arguments(out_path, arguments: dict) -> None:
-    """Refuse a resume whose `arguments` (some of a run manifest's keys) differ from the recorded run's, before
-    the work that the rest of the manifest needs (the runtime check scores a batch); the store checks all of
-    it. Nothing recorded, or a record that cannot be read: left to the store, which says so."""
-    previous = recorded_run(out_path)
-    if previous is not None:
-        finished = not os.path.isdir(parts_dir_of(out_path))
-        _refuse_changed_arguments({key: previous[key] for key in arguments if key in previous}, arguments, out_path,
-                                  finished)
-
-
-def _refuse_changed_arguments(previous: dict, current: dict, out_path, finished: bool) -> None:
-    changed = describe_differences(previous, current)
-    if not changed:
-        return
-    if finished:
-        raise OutputError(
-            f"cannot resume: out {os.fspath(out_path)!r} (--out) is a finished run that differs from this one in "
-            f"{changed}; pass {OVERWRITE} instead of {RESUME} to score again with these arguments, or choose "
-            "another out")
-    raise OutputError(
-        f"cannot resume: this run differs from the unfinished one in {parts_dir_of(out_path)!r} in {changed}; rerun "
-        f"with the same pool, model and options, or pass {OVERWRITE} instead of {RESUME} to start over")
-
-
-def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict | None]:
-    """(the `columns` of an egal score output, and those of `optional` it has; the record of the run that wrote it,
-    None from an egal that did not keep one); EgalError saying what the file is instead (not Parquet, or a Parquet
-    file without those columns: a pool given for its scores) or that its record is damaged."""
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise EgalError(f"is not an egal score output (not a Parquet file: {exc})") from None
-    missing = [c for c in columns if c not in schema.names]
-    if missing:
-        raise EgalError(f"is not an egal score output: it lacks the column(s) {', '.join(missing)} (a pool, not "
-                        "its scores?)")
-    wrong = [f"{c} ({schema.field(c).type}, not {OUTPUT_SCHEMA.field(c).type})" for c in columns
-             if c in OUTPUT_SCHEMA.names and not _same_kind(schema.field(c).type, OUTPUT_SCHEMA.field(c).type)]
-    if wrong:
-        raise EgalError(f"is not an egal score output: column(s) of another type: {', '.join(wrong)}")
-    present = [c for c in optional if c in schema.names]
-    if LABELLED in present and not _same_kind(schema.field(LABELLED).type, pa.bool_()):
-        raise EgalError(f"is not an egal score output: column {LABELLED} is {schema.field(LABELLED).type}, not bool")
-    columns = [*columns, *present]
-    try:
-        table = pq.read_table(path, columns=list(columns))
-    except (pa.ArrowException, OSError) as exc:
-        raise EgalError(f"cannot be read: it is damaged ({exc}); score the pool again") from None
-    if "id" in table.column_names and table.column("id").null_count:
-        raise EgalError(f"is not an egal score output: {table.column('id').null_count} row(s) have no id")
-    metadata = schema.metadata or {}
-    if RUN_METADATA_KEY not in metadata:
-        return table, None
-    try:
-        run = json.loads(metadata[RUN_METADATA_KEY])
-    except ValueError:
-        run = None
-    if not isinstance(run, dict):
-        raise EgalError(f"has a damaged record of its run (its {RUN_METADATA_KEY.decode()} metadata is not the "
-                        "JSON egal score writes): score the pool again")
-    return table, run
-
-
-def _same_kind(found: pa.DataType, expected: pa.DataType) -> bool:
-    """Types a scores file may hold for a column: the one written, or another of its family (a file rewritten
-    by another tool: float32 for float64, large strings, dictionary-encoded strings)."""
-    if pa.types.is_null(found):  # a column of nulls only, as other tools write one
-        return True
-    if pa.types.is_dictionary(found):
-        found = found.value_type
-    for family in (pa.types.is_floating, pa.types.is_integer):
-        if family(expected):
-            return family(found)
-    if pa.types.is_string(expected) or pa.types.is_large_string(expected):
-        return pa.types.is_string(found) or pa.types.is_large_string(found)
-    return found == expected
-
-
-# Manifest keys written only when not at their default (a run recorded before the key existed had the default).
-RECORDED_WHEN_SET = {"label_column": "label"}
-
-
-def describe_differences(previous: dict, current: dict) -> str:
-    """The keys in which two run manifests differ, with both values where they are short; '' when equal."""
-    parts = []
-    for key in sorted(set(previous) | set(current)):
-        before, now = (m.get(key, RECORDED_WHEN_SET.get(key)) for m in (previous, current))
-        if before == now:
-            continue
-        if key == "pool":
-            parts.append("pool (other files, or the files changed since)")
-        elif key == "model_sha256":
-            parts.append("model (another file, or the file changed since)")
-        else:
-            parts.append(f"{key} ({_show(before)} there, {_show(now)} here)")
-    return ", ".join(parts)
-
-
-def _show(value) -> str:
-    return "not recorded" if value is None else json.dumps(value)
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:

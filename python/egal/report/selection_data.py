@@ -68,7 +68,7 @@ def read_scores(path) -> ScoredPool:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise EgalError(f"scores file {path!r} does not exist (write one with egal score --out)")
-    from ..pipeline.shard_store import read_score_output
+    from ..pipeline.score_file import read_score_output
 
     try:
         table, run = read_score_output(path, SCORE_COLUMNS)

@@ -104,7 +104,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
     """
 
     from ..pipeline.ranking import LABELLED
-    from ..pipeline.shard_store import read_score_output
+    from ..pipeline.score_file import read_score_output
 
     check_int(k, "k")  # as egal score's select: a batch of none is a mistake, not a request
     if per_group is not None:
