@@ -215,110 +215,24 @@ class ScoringJob:
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
-        if o.engine == "local":
-            check_worker_count(o.worker_count)
-        _check_output_paths(o)
-        spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
-        check_label_column(spec, o.label_column)
-        # With Ray the actors load the model where it runs; here it is only checked, on the CPU
-        # (the driver need not have a GPU).
-        runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
-        if o.group_column is not None and o.group_column not in spec.columns:
-            from ..selection import SelectionError
-
-            raise bad_argument(SelectionError, "group_column", f"{o.group_column!r} (--group-column) is not a "
-                               f"column of the pool; it has {', '.join(repr(c) for c in spec.columns)}")
-        if o.group_column is not None and o.per_group is not None:
-            from ..selection.from_scores import check_pool_groups
-
-            # Its type, and a group for every row that may be selected: before the scoring.
-            check_pool_groups(spec, o.group_column,
-                              None if o.include_labelled else ~labelled_rows(spec, o.label_column))
-        if o.engine == "ray":
-            import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
-
-            from .ray_engine import check_reachable
-
-            check_reachable(o.ray_address or os.environ.get("RAY_ADDRESS"))
+        spec, runner = _checked_inputs(o)
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
-        log(f"pool: {o.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
-            f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
-        if o.label_column not in spec.columns and not o.include_labelled:
-            log("note: the pool has no 'label' column, so no row counts as labelled and any row may be selected "
-                "(--label-column names the column that holds the labels)")
-        if spec.roi_column is None:
-            log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
-                "alone (docs/scoring.md, empty ROI)")
-        log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
+        _describe_inputs(o, spec, runner, log)
         model_sha256 = file_sha256(o.model)  # so a resumed run can check it uses the same model
-        manifest = {
-            "egal_version": __version__,
-            "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did
-            "pool": spec.fingerprint(),
-            "model_sha256": model_sha256,
-            "device": o.device,
-            "alpha": o.alpha,
-            "combine": o.combine,
-            "batch_size": o.batch_size,
-            "engine": o.engine,
-            "include_labelled": o.include_labelled,  # the ranks written depend on it
-            **({"label_column": o.label_column} if o.label_column != LABEL_COLUMN else {}),  # and so on this
-        }
+        manifest = _run_manifest(o, spec, model_sha256)
         if o.resume:  # before the runtime check, which exports and scores a batch
-            early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None,
-                     "label_column": o.label_column}
-            # (auto is resolved below, to the recorded runtime; a graph runs on onnxruntime only, and the runtime
-            # check says so if torch is asked for it)
-            if o.runtime != "auto" and runner.kind == "torch":
-                early["runtime"] = o.runtime
-            check_resume_arguments(o.out, early)
-        requested = o.runtime
-        if o.resume and requested == "auto":
-            # auto may choose otherwise this time (on a GPU it times both): resume with what the run used
-            requested = (recorded_run(o.out) or {}).get("runtime", "auto")
-            if requested != "auto":
-                log(f"runtime: resuming a run scored with {requested}: the same again")
-        try:
-            choice = choose_runtime(
-                runner, requested=requested, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size,
-                alpha=o.alpha, load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
-                on_cuda=o.device == "cuda" and o.engine == "local",
-                gpus_elsewhere=o.device == "cuda" and o.engine == "ray",
-                graph_beside_model=o.engine == "ray" and bool(o.ray_address or os.environ.get("RAY_ADDRESS")))
-        except EgalError as exc:
-            if requested == o.runtime:
-                raise
-            raise EgalError(f"cannot resume {o.out!r} (--out) with {requested}, the runtime it was scored with: "
-                            f"{exc}; pass --overwrite instead of --resume to score again") from exc
-        choice.announce(log, o.progress)
+            _check_resume_before_the_runtime(o, runner, manifest)
+        choice = _chosen_runtime(o, spec, runner, model_sha256, log)
         runner = choice.runner
         manifest["runtime"] = choice.runtime
         if o.embeddings:  # only then, so that runs without embeddings record (and resume) as before
             manifest["embeddings"] = runner.embedding_kind
         store = ShardStore(o.out, manifest, resume=o.resume, overwrite=o.overwrite,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
-        job = cls(o, spec, runner, store, choice=choice)
-        if store.already_complete:
-            log(f"{o.out} is already complete, from a run with these same arguments; nothing to resume")
-        done_rows = min(len(store.completed_batches()) * o.batch_size, spec.num_rows)
-        job.resumed = done_rows > 0
-        if job.resumed:
-            log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(o.batch_size)} batches "
-                "already scored")
-        console = None
-        if o.engine == "ray" and not o.verbose and not store.already_complete:
-            # Ray's output goes to a file (descriptors 1 and 2, see ray_engine); egal's progress keeps
-            # a duplicate of the terminal's stderr.
-            try:
-                console = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
-            except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured)
-                console = None
-            if console is not None:
-                job.ray_log = os.path.abspath(sidecar_path(o.out, ".ray.log"))
-                log(f"Ray's own output goes to {job.ray_log} (verbose=True, --verbose, shows it here)")
-        job.console = console
-        job.progress = RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console)
-        return job
+        done_rows = _rows_already_scored(o, spec, store, log)
+        console, ray_log = _ray_console(o, store, log)
+        return cls(o, spec, runner, store, resumed=done_rows > 0, ray_log=ray_log, console=console, choice=choice,
+                   progress=RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console))
 
     def run(self) -> pa.Table:
         """Score what is missing, merge and rank; returns the ranked table."""
@@ -370,3 +284,141 @@ class ScoringJob:
                                    include_labelled=o.include_labelled)
         write_selection_csv(chosen.table, o.selection_path)
         return chosen
+
+
+# -- the steps of ScoringJob.prepare, in its order --------------------------------------------------------------------
+def _checked_inputs(o: ScoreOptions) -> tuple:
+    """(the pool's spec, the model's runner), once the worker count, the output paths, the pool, the model, the group
+    column and the Ray cluster are checked: before anything is written."""
+    if o.engine == "local":
+        check_worker_count(o.worker_count)
+    _check_output_paths(o)
+    spec = open_pool(o.pool)  # refuses a bad schema, duplicate ids, escaping or missing files
+    check_label_column(spec, o.label_column)
+    # With Ray the actors load the model where it runs; here it is only checked, on the CPU
+    # (the driver need not have a GPU).
+    runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
+    _check_group_column(o, spec)
+    if o.engine == "ray":
+        _check_ray_cluster(o)
+    return spec, runner
+
+
+def _check_group_column(o: ScoreOptions, spec) -> None:
+    """A cap per group names a column of the pool, whose type fits and which gives a group to every row that may
+    be selected."""
+    if o.group_column is not None and o.group_column not in spec.columns:
+        from ..selection import SelectionError
+
+        raise bad_argument(SelectionError, "group_column", f"{o.group_column!r} (--group-column) is not a "
+                           f"column of the pool; it has {', '.join(repr(c) for c in spec.columns)}")
+    if o.group_column is not None and o.per_group is not None:
+        from ..selection.from_scores import check_pool_groups
+
+        # Its type, and a group for every row that may be selected: before the scoring.
+        check_pool_groups(spec, o.group_column,
+                          None if o.include_labelled else ~labelled_rows(spec, o.label_column))
+
+
+def _check_ray_cluster(o: ScoreOptions) -> None:
+    """Ray is installed and the cluster answers."""
+    import ray  # noqa: F401  (missing: the CLI names the extra to install, before anything is written)
+
+    from .ray_engine import check_reachable
+
+    check_reachable(o.ray_address or os.environ.get("RAY_ADDRESS"))
+
+
+def _describe_inputs(o: ScoreOptions, spec, runner, log) -> None:
+    """What the run scores, with what, and what the pool lacks."""
+    log(f"pool: {o.pool} ({spec.num_rows} rows in {len(spec.files)} file(s), images from "
+        f"{spec.image_column!r}, ROI from {spec.roi_column!r})")
+    if o.label_column not in spec.columns and not o.include_labelled:
+        log("note: the pool has no 'label' column, so no row counts as labelled and any row may be selected "
+            "(--label-column names the column that holds the labels)")
+    if spec.roi_column is None:
+        log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
+            "alone (docs/scoring.md, empty ROI)")
+    log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
+
+
+def _run_manifest(o: ScoreOptions, spec, model_sha256: str) -> dict:
+    """The record of the run (egal.pipeline.run_record) but for what runs the model, which is added once chosen (and
+    the embeddings' kind, with embeddings): a resumed run must match it."""
+    return {
+        "egal_version": __version__,
+        "decode_rules": DECODE_RULES,  # a resumed run decodes its images as the batches already scored did
+        "pool": spec.fingerprint(),
+        "model_sha256": model_sha256,
+        "device": o.device,
+        "alpha": o.alpha,
+        "combine": o.combine,
+        "batch_size": o.batch_size,
+        "engine": o.engine,
+        "include_labelled": o.include_labelled,  # the ranks written depend on it
+        **({"label_column": o.label_column} if o.label_column != LABEL_COLUMN else {}),  # and so on this
+    }
+
+
+def _check_resume_before_the_runtime(o: ScoreOptions, runner, manifest: dict) -> None:
+    """A resume with other arguments is refused before the runtime check (which exports and scores a batch), on
+    what is known by then; the store checks the whole record."""
+    early = {**manifest, "embeddings": runner.embedding_kind if o.embeddings else None,
+             "label_column": o.label_column}
+    # (auto is resolved by _chosen_runtime, to the recorded runtime; a graph runs on onnxruntime only, and the
+    # runtime check says so if torch is asked for it)
+    if o.runtime != "auto" and runner.kind == "torch":
+        early["runtime"] = o.runtime
+    check_resume_arguments(o.out, early)
+
+
+def _chosen_runtime(o: ScoreOptions, spec, runner, model_sha256: str, log) -> RuntimeChoice:
+    """What runs the model (egal.pipeline.runtime), announced: the runtime asked for, or on a resume with "auto",
+    the one the run was scored with."""
+    requested = o.runtime
+    if o.resume and requested == "auto":
+        # auto may choose otherwise this time (on a GPU it times both): resume with what the run used
+        requested = (recorded_run(o.out) or {}).get("runtime", "auto")
+        if requested != "auto":
+            log(f"runtime: resuming a run scored with {requested}: the same again")
+    try:
+        choice = choose_runtime(
+            runner, requested=requested, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size,
+            alpha=o.alpha, load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
+            on_cuda=o.device == "cuda" and o.engine == "local",
+            gpus_elsewhere=o.device == "cuda" and o.engine == "ray",
+            graph_beside_model=o.engine == "ray" and bool(o.ray_address or os.environ.get("RAY_ADDRESS")))
+    except EgalError as exc:
+        if requested == o.runtime:
+            raise
+        raise EgalError(f"cannot resume {o.out!r} (--out) with {requested}, the runtime it was scored with: "
+                        f"{exc}; pass --overwrite instead of --resume to score again") from exc
+    choice.announce(log, o.progress)
+    return choice
+
+
+def _rows_already_scored(o: ScoreOptions, spec, store: ShardStore, log) -> int:
+    """The rows an earlier run of this output scored (its batches kept by the store), said."""
+    if store.already_complete:
+        log(f"{o.out} is already complete, from a run with these same arguments; nothing to resume")
+    done_rows = min(len(store.completed_batches()) * o.batch_size, spec.num_rows)
+    if done_rows > 0:
+        log(f"resuming: {len(store.completed_batches())} of {spec.num_batches(o.batch_size)} batches "
+            "already scored")
+    return done_rows
+
+
+def _ray_console(o: ScoreOptions, store: ShardStore, log) -> tuple:
+    """(egal's stderr, the file of Ray's own output) while Ray's output goes to that file: engine "ray" without
+    verbose, with batches to score; (None, None) otherwise."""
+    if o.engine != "ray" or o.verbose or store.already_complete:
+        return None, None
+    # Ray's output goes to a file (descriptors 1 and 2, see ray_engine); egal's progress keeps
+    # a duplicate of the terminal's stderr.
+    try:
+        console = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured)
+        return None, None
+    ray_log = os.path.abspath(sidecar_path(o.out, ".ray.log"))
+    log(f"Ray's own output goes to {ray_log} (verbose=True, --verbose, shows it here)")
+    return console, ray_log
