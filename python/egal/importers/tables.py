@@ -23,12 +23,8 @@ def cell_or_none(text: str) -> str | None:
 def pool_ids_of(spec, table_ids) -> dict[str, str]:
     """{id as a table gives it: the pool's id} for the table ids the pool holds (match_ids' rule), reading the
     pool's id column alone."""
-    from ..pool.files import open_parquet
-
     wanted = set(table_ids) | {from_spreadsheet_text(t) for t in table_ids}
-    pool_ids = [i for path in spec.files
-                for batch in open_parquet(path).iter_batches(columns=["id"], batch_size=65536)
-                for i in batch.column(0).to_pylist() if i in wanted or i.strip() in wanted]
+    pool_ids = [i for i in spec.column_values("id") if i in wanted or i.strip() in wanted]
     return match_ids(table_ids, pool_ids)
 
 

@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import EgalError
 from .batch_scoring import output_schema
@@ -199,6 +198,4 @@ def _import_fsspec_http_once() -> None:
 
 
 def _pool_ids(spec):
-    for path in spec.files:
-        for batch in pq.ParquetFile(path).iter_batches(columns=["id"], batch_size=65536):
-            yield from batch.column(0).to_pylist()
+    return spec.column_values("id")

@@ -43,13 +43,10 @@ def labelled_rows(spec, column: str = LABEL_COLUMN):
     the column's name checks that the pool has it: check_label_column)."""
     import numpy as np
 
-    from .files import open_parquet
 
     if column not in spec.columns:
         return np.zeros(spec.num_rows, dtype=bool)
-    flags = [is_label(value) for path in spec.files
-             for batch in open_parquet(path).iter_batches(columns=[column], batch_size=65536)
-             for value in batch.column(0).to_pylist()]
+    flags = [is_label(value) for value in spec.column_values(column)]
     return np.asarray(flags, dtype=bool)
 
 

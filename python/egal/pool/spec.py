@@ -12,6 +12,8 @@ from .files import find_parquet_files, open_parquet
 from .schema import column_types, merge_column_types, resolve_columns
 from .validate import validate_rows
 
+COLUMN_READ_ROWS = 65536  # rows a time when one column is read alone: a few MB of ids or labels
+
 
 @dataclass(frozen=True)
 class PoolSpec:
@@ -61,6 +63,13 @@ class PoolSpec:
                 for f, (size, mtime), rows in zip(self.files, self.file_stats, self.file_rows, strict=True)
             ],
         }
+
+    def column_values(self, name: str) -> Iterator:
+        """The values of the column `name` as Python objects (None for null), row by row in the pool's read order,
+        read from the pool's files for that column alone."""
+        for path in self.files:
+            for batch in open_parquet(path).iter_batches(columns=[name], batch_size=COLUMN_READ_ROWS):
+                yield from batch.column(0).to_pylist()
 
     def iter_batches(self, batch_size: int, *, start_batch: int = 0, columns: Sequence[str] = ()) -> Iterator:
         """RawBatch objects; batch i holds global rows [i*batch_size, (i+1)*batch_size).

@@ -177,12 +177,7 @@ def read_groups(pool, column: str, ids) -> np.ndarray:
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
         raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) holds {kind} values: a group "
                            "column holds strings or integers, such as a patient id")
-    pool_ids, values = [], []
-    for path in spec.files:
-        for batch in pq.ParquetFile(path).iter_batches(columns=list(dict.fromkeys(["id", column])),
-                                                       batch_size=65536):
-            pool_ids.extend(batch.column(0).to_pylist())
-            values.extend(batch.column(batch.num_columns - 1).to_pylist())
+    pool_ids, values = list(spec.column_values("id")), list(spec.column_values(column))
     if ids is None or pool_ids == list(ids):
         return np.asarray(values, dtype=object)
     where = dict(zip(pool_ids, values, strict=True))
