@@ -526,19 +526,21 @@ def test_file_names_of_ids_are_valid_on_windows_and_map_back_to_the_ids(tmp_path
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from egal.importers.selection_export import file_stem, id_of_file_stem
+    from egal.importers.file_names import WINDOWS_DEVICE_NAMES, name_of, text_of_name
 
     for ident, stem in (("CON", "%43ON"), ("con.txt", "%63on.txt"), ("COM1.x", "%43OM1.x"), ("Lpt9", "%4Cpt9"),
                         ("a:b", "a%3Ab"), ('x*?"<>|y', "x%2A%3F%22%3C%3E%7Cy"), ("console", "console"),
-                        ("%43ON", "%2543ON"), (".hidden", "%2Ehidden")):
-        assert (file_stem(ident), id_of_file_stem(file_stem(ident))) == (stem, ident)
+                        ("%43ON", "%2543ON"), (".hidden", "%2Ehidden"), ("COM\u00b9", "%43OM\u00b9"),
+                        ("grade 2.", "grade 2%2E"), ("a ", "a%20"), ("CON.", "%43ON%2E")):
+        assert (name_of(ident), text_of_name(name_of(ident))) == (stem, ident)
 
     @settings(max_examples=300, deadline=None)
-    @given(st.text(alphabet=st.sampled_from('%/\\:*?"<>|.CONcon1LPTAUX% a'), min_size=1, max_size=12))
+    @given(st.text(alphabet=st.sampled_from('%/\\:*?"<>|.CONcon1LPTAUX% a\u00b9'), min_size=1, max_size=12))
     def round_trip(ident):
-        stem = file_stem(ident)
-        assert id_of_file_stem(stem) == ident
-        assert not set('/\\:*?"<>|') & set(stem) and not stem.startswith(".")
+        stem = name_of(ident)
+        assert text_of_name(stem) == ident
+        assert not set('/\\:*?"<>|') & set(stem) and not stem.startswith(".") and not stem.endswith((".", " "))
+        assert stem.split(".", 1)[0].rstrip(" ").upper() not in WINDOWS_DEVICE_NAMES
 
     round_trip()
     rows = [{"id": ident, "image": encode_png(np.full((20, 20), 9 * k, np.uint8)), "label": None}
@@ -547,3 +549,54 @@ def test_file_names_of_ids_are_valid_on_windows_and_map_back_to_the_ids(tmp_path
     export_selection(tmp_path / "pool.parquet", tmp_path / "out", progress=False)
     assert sorted(p.name for p in (tmp_path / "out" / "unlabeled").iterdir()) == ["%43ON.png", "a%7Cb.png",
                                                                                  "scan%3A1.png"]
+
+
+def test_labels_that_windows_cannot_name_a_folder_are_escaped_and_come_back_through_from_folders(tmp_path):
+    """The folders target names a class's folder by the ids' rule (egal.importers.file_names): a class 'CON', 'aux' or
+    'a:b' would otherwise be a folder that Windows cannot open, and from_folders reads the escaped name back."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from egal.importers.file_names import name_of
+    from egal.pool.labels import is_label
+
+    def round_trip(folder: Path, labels: list[str]) -> dict:
+        folder.mkdir()
+        rows = [{"id": f"r{k}", "image": encode_png(np.full((8, 8), k, np.uint8)), "label": label}
+                for k, label in enumerate(labels)]
+        pq.write_table(pa.Table.from_pylist(rows), folder / "pool.parquet")
+        export_selection(folder / "pool.parquet", folder / "out", progress=False)
+        folders = {p.name for p in (folder / "out").iterdir() if p.is_dir()}
+        assert folders == {name_of(label) for label in labels}
+        back = from_folders(folder / "out", folder / "back.parquet", progress=False).out
+        return dict(zip(*pq.read_table(back, columns=["id", "label"]).to_pydict().values(), strict=True))
+
+    labels = ["CON", "aux", "a:b", "x/y", ".hidden", "grade 2.", "COM3.x", "100%", "LPT\u00b9", "glioma"]
+    assert round_trip(tmp_path / "fixed", labels) == {f"r{k}": label for k, label in enumerate(labels)}
+    assert {p.name for p in (tmp_path / "fixed" / "out").iterdir() if p.is_dir()} >= {
+        "%43ON", "%61ux", "a%3Ab", "x%2Fy", "%2Ehidden", "grade 2%2E", "%43OM3.x", "100%25", "%4CPT\u00b9"}
+    examples = iter(range(10**6))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.text(alphabet=st.sampled_from('%/\\:*?"<>|.CONcon1LPTAUX a'), min_size=1, max_size=8)
+                    .filter(lambda t: is_label(t) and t.casefold() != "unlabeled"), min_size=1, max_size=4,
+                    unique_by=lambda t: name_of(t).casefold()))
+    def any_labels(labels):
+        assert round_trip(tmp_path / f"h{next(examples)}", labels) == {f"r{k}": v for k, v in enumerate(labels)}
+
+    any_labels()
+
+
+def test_labels_sharing_a_folder_or_an_unlabeled_folder_windows_cannot_hold_are_refused(mask_pool, tmp_path):
+    table = pq.read_table(mask_pool)
+    pool = tmp_path / "cases.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label",
+                                    pa.array(["Glioma", "glioma", None, "x", "x", None])), pool)
+    with pytest.raises(SourceError, match="the labels 'Glioma' and 'glioma' would share the folder 'glioma' on a "
+                                          "case-insensitive file system"):
+        export_selection(pool, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    export_selection(pool, tmp_path / "ls", to="label-studio", progress=False)  # no folder per class there
+    for folder in ("CON", "a:b", ".u", "u."):
+        with pytest.raises(SourceError, match=f"unlabeled_folder {folder!r} is not a folder name that every system"):
+            export_selection(mask_pool, tmp_path / "out", unlabeled_folder=folder, progress=False)

@@ -150,7 +150,8 @@ def _folders(commands) -> None:
     p = _sub(commands, "from-folders", "one folder per class, name.png + name_mask.png",
              "Import the folders layout: DIR/<class>/<name>.png with its mask <name>_mask.png beside it (or in a "
              "parallel --masks folder), unlabeled images in DIR/unlabeled/. PNG, JPEG and DICOM images; an image "
-             "without mask has no ROI. Images and masks are kept byte for byte.",
+             "without mask has no ROI. Images and masks are kept byte for byte. A class folder that export-selection "
+             "named by its escapes ('%43ON' for the class CON, 'a%3Ab' for a:b) is read back as that class.",
              "egal pool from-folders brain-mri --out pool.parquet")
     p.add_argument("source", metavar="DIR", help="the folder of class folders")
     _common(p, FoldersOptions, IMAGES_AS)

@@ -6,9 +6,12 @@
       unlabeled/    d.png   d_mask.png      (rows without label)
 
 Images are PNG, JPEG or DICOM (.png .jpg .jpeg .dcm .dicom), in the class folder or below it;
-the class is the first folder under DIR. A folder that is a symbolic link to somewhere outside DIR
-is followed (a class kept on another disk); one that links within DIR is not, since its images are
-found, and labelled, where they are (and a link back up cannot loop). A mask is the PNG named like its image plus
+the class is the first folder under DIR, its name read back as export-selection writes a class
+that is no valid folder name everywhere (egal.importers.file_names: the folder '%43ON' is the
+class 'CON', 'a%3Ab' the class 'a:b'; a name without such %XX codes is the class as it is). A
+folder that is a symbolic link to somewhere outside DIR is followed (a class kept on another
+disk); one that links within DIR is not, since its images are found, and labelled, where they
+are (and a link back up cannot loop). A mask is the PNG named like its image plus
 `mask_suffix` ("_mask") in the same folder, or, with `masks`, the PNG at the same relative path
 (with or without the suffix) in a parallel folder. An image without mask has no ROI (scored by
 entropy alone) and is kept. The id is the file name without its extension (ids="path": the path
@@ -26,6 +29,7 @@ from .._checks import check_choice
 from ..pool.errors import RowError
 from ..pool.rois import check_aspect, read_mask_png
 from .errors import SourceError
+from .file_names import text_of_name
 from .imaging import IMAGE_SUFFIXES, checked_header, read_image_file
 from .options import check_common, existing_folder
 from .session import ImportResult, ImportSession
@@ -152,7 +156,7 @@ def _import_one(session: ImportSession, o: FoldersOptions, root: Path, masks_roo
     if len(relative.parts) < 2:
         session.ledger.skip("image not in a class folder", where)
         return
-    label = None if relative.parts[0] == o.unlabeled_folder else relative.parts[0]
+    label = None if relative.parts[0] == o.unlabeled_folder else text_of_name(relative.parts[0])
     try:
         data = read_image_file(path)
         header = checked_header(data)

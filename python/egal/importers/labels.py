@@ -36,7 +36,7 @@ from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
 from . import cvat
 from .errors import SourceError
-from .selection_export import id_of_file_stem
+from .file_names import text_of_name
 from .tables import cell_or_none, header_of, pool_ids_of, read_table_lines
 from .writer import check_destination
 
@@ -132,7 +132,7 @@ def read_labels(o: LabelOptions, classes=frozenset()) -> tuple[dict[str, str], i
 
 def _read_cvat_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
     """read_labels for CVAT's "CVAT for images 1.1" export of a task made from `egal pool export-selection --to
-    cvat`: each image's id from its file name (id_of_file_stem), its label from its one tag (or one label its
+    cvat`: each image's id from its file name (text_of_name), its label from its one tag (or one label its
     tags repeat); an image without a tag is one the annotators left, counted as an empty cell."""
     if (o.id_column, o.label_column) != ("id", "label"):
         raise SourceError(f"labels {o.labels!r} is a CVAT annotations file, which gives an image's id by its file "
@@ -144,7 +144,7 @@ def _read_cvat_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
     conflicts, empty = [], 0
     try:
         for name, tags in cvat.read_tags(o.labels):
-            ident = id_of_file_stem(PurePosixPath(name.replace("\\", "/")).stem)
+            ident = text_of_name(PurePosixPath(name.replace("\\", "/")).stem)
             if not tags:
                 empty += 1
                 continue

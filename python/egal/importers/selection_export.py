@@ -3,6 +3,8 @@
   to="folders"        OUT/<label or unlabeled>/<id>.<png|jpg|dcm> and <id>_mask.png: the folders
                       layout that `from_folders` imports back (images and masks byte for byte;
                       a boxes ROI is written as the mask of its boxes, at the image's size)
+                      ids and labels are written as names every system holds (egal.importers.file_names:
+                      'scan:1' as 'scan%3A1', the class 'CON' as the folder '%43ON')
   to="label-studio"   OUT/images/<id>.png|jpg, OUT/tasks.json (tasks with the ROI as a prediction)
                       and OUT/label_config.xml (egal.importers.label_studio)
   to="cvat"           OUT/images/<id>.png|jpg and OUT/annotations.xml, CVAT for images 1.1
@@ -20,7 +22,6 @@ import csv
 import json
 import math
 import os
-import re
 import shutil
 import urllib.parse
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import keep_mode_of, temporary_path
-from .._checks import check_bool, check_choice
+from .._checks import bad_argument, check_bool, check_choice
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
 from ..pool import open_pool
 from ..pool.encode import encode_png
@@ -42,23 +43,12 @@ from ..progress import Progress
 from ..selection.csv_file import READ_COLUMNS, checked_selection_rows
 from . import cvat, label_studio
 from .errors import SourceError
+from .file_names import check_file_name, check_no_control_character, name_of
 from .imaging import read_header, suffix_of
 from .tables import pool_ids_of, read_table
 
 TARGETS = ("folders", "label-studio", "cvat")
-# How an id's characters that a file name cannot hold are written in it, and a leading "." (a hidden file);
-# file_stem and id_of_file_stem read these alone. Besides the slashes, the characters Windows refuses in a name
-# (< > : " | ? *): an export is often copied to an annotator's Windows machine, where 'scan:1.png' cannot exist.
-FILE_NAME_ESCAPES = {"%": "%25", "/": "%2F", "\\": "%5C", ":": "%3A", "*": "%2A", "?": "%3F", '"': "%22", "<": "%3C",
-                     ">": "%3E", "|": "%7C"}
-LEADING_DOT_ESCAPE = "%2E"
-# Windows' device names, which a file may not be called with any extension ('con.png', 'COM1.x.png'): an id that is
-# one has its first letter escaped, as %XX.
-WINDOWS_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                                  *(f"LPT{i}" for i in range(1, 10))})
-DEVICE_NAME_ESCAPES = {c: f"%{ord(c):02X}" for c in "CPANLcpanl"}  # their first letters
 SCAN_BATCH = 64
-MAX_NAME_BYTES = 200  # file names of ids and labels: below the 255 bytes of common file systems, room for a suffix
 LABEL_STUDIO_URL_PREFIX = "/data/local-files/?d="
 
 
@@ -84,6 +74,17 @@ class ExportOptions:
         check_choice(self.to, "to", TARGETS)
         check_bool(self.overwrite, "overwrite")
         check_bool(self.progress, "progress")
+        if self.to == "folders":
+            _check_unlabeled_folder(self.unlabeled_folder)
+
+
+def _check_unlabeled_folder(folder) -> None:
+    """from_folders finds the unlabeled rows by this folder's name as it is: it cannot be escaped like a label's."""
+    if not isinstance(folder, str) or name_of(folder) != folder or not folder:
+        raise bad_argument(SourceError, "unlabeled_folder", f"{folder!r} is not a folder name that every system "
+                           "holds as it is (empty, a leading '.', a trailing '.' or space, a Windows device name such "
+                           "as CON or aux, or one of % / \\ < > : \" | ? *): choose another")
+    check_file_name(folder, "unlabeled_folder")
 
 
 @dataclass
@@ -238,6 +239,7 @@ class _Writer:
         self.shapes: dict[str, tuple] = {}  # id -> (width, height, boxes, full-size mask) for the tools' files
         self.classes: set = set()
         self.files: dict[str, str] = {}  # file written (relative to the folder) -> the id it belongs to
+        self.label_folders: dict[str, str] = {}  # the folders target's label folder, casefolded -> its label
 
     def _claim(self, name: str, ident: str) -> Path:
         """The path of `name`, which no other row's file may have taken: pool ids 'x' and 'x_mask' would both
@@ -250,10 +252,10 @@ class _Writer:
         return self.folder / name
 
     def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
-        stem = file_stem(ident)
-        _check_file_name(stem)
+        stem = name_of(ident)
+        check_file_name(stem)
         if label_key(label) is not None:  # a tag in CVAT's XML, a choice in Label Studio's, a folder's name
-            _check_no_control_character(label_key(label), "label")
+            check_no_control_character(label_key(label), "label")
         data = _read(batch.images[i], batch.image_is_path, batch.base_dirs[i], ident, "image")
         roi = batch.rois[i]
         mask_bytes = None
@@ -273,13 +275,7 @@ class _Writer:
         self.written[ident] = {"file": name, "label": label if is_label(label) else None, **selected}
 
     def _folders(self, ident, stem, label, data, header, mask_bytes, boxes) -> str:
-        folder = self.o.unlabeled_folder if label_key(label) is None else label_key(label)
-        _check_file_name(folder, "label")
-        if label_key(label) is not None and label_key(label).casefold() == self.o.unlabeled_folder.casefold():
-            # (casefolded: on a case-insensitive file system "Unlabeled" and "unlabeled" are one folder)
-            raise SourceError(f"row {ident!r} has the label {label_key(label)!r}, the name of the folder of the rows "
-                              "without a label: both would go into one folder; pass another unlabeled_folder "
-                              "(--unlabeled-folder)")
+        folder = self._label_folder(ident, label)
         (self.folder / folder).mkdir(exist_ok=True)
         name = f"{folder}/{stem}{suffix_of(data)}"
         self._claim(name, ident).write_bytes(data)
@@ -290,6 +286,25 @@ class _Writer:
             mask = mask_from_boxes(boxes, size, size) * 255
             self._claim(f"{folder}/{stem}_mask.png", ident).write_bytes(encode_png(mask))
         return name
+
+    def _label_folder(self, ident, label) -> str:
+        """The folder of a label's rows: the label written as a name (file_names.name_of, which from_folders reads
+        back), or unlabeled_folder for a row without one. Two labels that would share a folder are refused."""
+        if label_key(label) is None:
+            return self.o.unlabeled_folder
+        folder = name_of(label_key(label))
+        check_file_name(folder, "label")
+        # (casefolded: on a case-insensitive file system, Windows' and macOS's, "Unlabeled" and "unlabeled" are one)
+        if folder.casefold() == self.o.unlabeled_folder.casefold():
+            raise SourceError(f"row {ident!r} has the label {label_key(label)!r}, the name of the folder of the rows "
+                              "without a label: both would go into one folder; pass another unlabeled_folder "
+                              "(--unlabeled-folder)")
+        other = self.label_folders.setdefault(folder.casefold(), label_key(label))
+        if other != label_key(label):
+            raise SourceError(f"the labels {other!r} and {label_key(label)!r} would share the folder {folder!r} on a "
+                              "case-insensitive file system (Windows', macOS's), and come back as one class: rename "
+                              "one in the pool, or export to label-studio or cvat")
+        return folder
 
     def _tool(self, ident, stem, data, header, mask_bytes, boxes) -> str:
         (self.folder / "images").mkdir(exist_ok=True)
@@ -364,43 +379,6 @@ def _as_8bit_png(data: bytes) -> bytes:
     planes = read_image(data, 3)  # [1 or 3, h, w] in [0, 1], the pool's decoding rules
     pixels = np.round(planes * 255.0).astype(np.uint8)
     return encode_png(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
-
-
-def file_stem(ident: str) -> str:
-    """An id as the name of its exported files: '%', '/', '\\', the characters Windows refuses and a leading '.'
-    written as %XX (FILE_NAME_ESCAPES), and the first letter of a Windows device name too, so that ids that are paths
-    (from-csv's default, from-folders --ids path) export, one file each, on any system the folder is copied to, and
-    selection.csv maps every file back to its id."""
-    stem = "".join(FILE_NAME_ESCAPES.get(c, c) for c in ident)
-    if stem.startswith("."):
-        return LEADING_DOT_ESCAPE + stem[1:]
-    if stem.split(".", 1)[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
-        return DEVICE_NAME_ESCAPES[stem[0]] + stem[1:]
-    return stem
-
-
-def id_of_file_stem(stem: str) -> str:
-    """The id whose exported files are named `stem` (file_stem's inverse)."""
-    unescaped = ({code: c for c, code in FILE_NAME_ESCAPES.items()} | {LEADING_DOT_ESCAPE: "."}
-                 | {code: c for c, code in DEVICE_NAME_ESCAPES.items()})
-    return re.sub("|".join(map(re.escape, unescaped)), lambda m: unescaped[m.group(0)], stem)
-
-
-def _check_file_name(name: str, what: str = "id") -> None:
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
-        raise SourceError(f"{what} {name!r} cannot be used as a file name (it is empty, starts with '.' or holds a "
-                          "slash); export needs ids and labels that are plain names")
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise SourceError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long, too long for a file name "
-                          f"(at most {MAX_NAME_BYTES}); export needs shorter ids and labels")
-    _check_no_control_character(name, what)
-
-
-def _check_no_control_character(text: str, what: str) -> None:
-    control = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
-    if control is not None:  # XML 1.0 cannot hold most of them: CVAT's and Label Studio's files would not parse
-        raise SourceError(f"{what} {text!r} holds the control character {control!r}, which file names and the "
-                          "annotation tools' XML cannot carry; export needs ids and labels that are plain names")
 
 
 def _json_label(label):
