@@ -106,6 +106,32 @@ def test_round_trip_commands(layout, tmp_path, capsys):
     assert "100.0 %) labelled" in capsys.readouterr().out
 
 
+def test_add_labels_quiet_prints_nothing_but_errors(layout, tmp_path, capsys):
+    assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["b", "glioma"]])
+    capsys.readouterr()
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "r2.parquet",
+                "--quiet") == 0
+    assert capsys.readouterr() == ("", "")
+    assert pq.read_table(tmp_path / "r2.parquet").column("label").to_pylist() == ["glioma", "glioma"]
+    # An error still says why, on stderr, and names the flag to pass.
+    write_csv(tmp_path / "labels.csv", ["id", "label"], [["a", "meningioma"]])
+    assert pool("add-labels", tmp_path / "p.parquet", tmp_path / "labels.csv", "--out", tmp_path / "r3.parquet",
+                "--quiet") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--relabel" in err and not (tmp_path / "r3.parquet").exists()
+
+
+def test_every_pool_subcommand_that_prints_has_the_one_quiet_flag():
+    parser = build_parser()
+    for name in SUBCOMMANDS:
+        if name == "info":  # prints the description it is asked for, no progress
+            continue
+        required = {"export-selection": ["--pool", "p", "--out", "o"], "add-labels": ["p", "l", "--out", "o"]}
+        args = parser.parse_args(["pool", name, *required.get(name, ["x", "--out", "o"]), "--quiet"])
+        assert args.quiet is True
+
+
 def test_info_decode_and_its_workers(layout, tmp_path, capsys):
     assert pool("from-folders", layout, "--out", tmp_path / "p.parquet", "--quiet") == 0
     assert pool("info", tmp_path / "p.parquet", "--workers", "2") == 2  # (the check is pool_info's)

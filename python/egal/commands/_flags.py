@@ -1,5 +1,5 @@
 """How a command names the library's arguments in its errors: by the flag a user typed (--batch-size), not by the
-Python keyword (batch_size) that the library's message names."""
+Python keyword (batch_size) that the library's message names; and the flags every command shares (--quiet)."""
 from __future__ import annotations
 
 import contextlib
@@ -30,3 +30,13 @@ def errors_named_as_flags(name_of: Callable[[str], str | None]):
         if named is None:
             raise
         raise named from None
+
+
+QUIET_FLAG = "--quiet"
+
+
+def add_quiet(parser, help_text: str = "print nothing but errors", *, default: bool = False) -> None:
+    """--quiet, as the commands have it: off by default; on, a command prints no progress and, where its help says
+    so, nothing but errors. Errors go to stderr either way (egal.cli prints them), so a script still sees why it
+    failed."""
+    parser.add_argument(QUIET_FLAG, action="store_true", default=default, help=help_text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._flags import errors_named_as_flags, flag_of
+from ._flags import add_quiet, errors_named_as_flags, flag_of
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
 FORMAT = argparse.RawDescriptionHelpFormatter
@@ -44,7 +44,7 @@ def _common(parser, options_class, images_as) -> None:
                         "holds them) (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (once the new pool is "
                         "complete)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet(parser, "no progress output")
 
 
 def _sub(commands, name, help_text, description, example):
@@ -220,7 +220,7 @@ def _export(commands) -> None:
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it holds an earlier export and nothing added or changed since")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet(p, "no progress output")
     p.set_defaults(func=_run_export)
 
 
@@ -234,7 +234,7 @@ def _add_labels(commands) -> None:
              "'CVAT for images 1.1': each image's tag is its label). Refused, naming the first offenders: ids not "
              "in the pool, an id given two labels, a labelled row given another label (unless --relabel), classes "
              "the pool has never seen (unless --allow-new-classes). Empty label cells are ignored. Prints what "
-             "changed.",
+             "changed (nothing with --quiet; errors go to stderr either way).",
              "egal pool add-labels pool.parquet round1-labels.csv --out pool.round2.parquet")
     p.add_argument("pool", metavar="POOL", help="the pool")
     p.add_argument("labels", metavar="LABELS", help="the CSV of labels, or CVAT's annotations .xml")
@@ -248,6 +248,7 @@ def _add_labels(commands) -> None:
     p.add_argument("--relabel", action="store_true", help="allow changing labels the pool already has")
     p.add_argument("--allow-new-classes", action="store_true", help="allow classes the pool has never seen")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_quiet(p, "print nothing but errors (no summary of what changed)")
     p.set_defaults(func=_run_add_labels)
 
 
@@ -321,7 +322,9 @@ def _run_export(args) -> int:
 def _run_add_labels(args) -> int:
     from ..importers.labels import LabelOptions, run_add_labels
 
-    print(_named(run_add_labels, _options(LabelOptions, args)).summary())
+    result = _named(run_add_labels, _options(LabelOptions, args))
+    if not args.quiet:
+        print(result.summary())
     return 0
 
 
