@@ -269,7 +269,7 @@ def test_iter_batches_refuses_bad_arguments(three_files):
         next(three_files.iter_batches(0))
     with pytest.raises(ValueError, match="start_batch"):
         next(three_files.iter_batches(4, start_batch=-1))
-    with pytest.raises(PoolError, match=r"no column\(s\) \['cv_fold'\]"):
+    with pytest.raises(PoolError, match=r"columns 'cv_fold' is not a column of the pool"):
         three_files.iter_batches(4, columns=["cv_fold"])
 
 

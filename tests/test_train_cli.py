@@ -81,7 +81,7 @@ def test_train_leaves_out_a_labelled_test_split_when_asked(tmp_path, capsys):
     training = load_model(tmp_path / "m.pt").config.extra["training"]
     assert training["excluded"] == {"rows": 6, "by": ["split=test"]}
     assert main([*args, "--overwrite", "--exclude", "site=x"]) == 2
-    assert "has no column 'site' to exclude rows by" in capsys.readouterr().err
+    assert "--exclude 'site' is not a column of the pool" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--exclude", "split"]) == 2
     assert "must be COLUMN=VALUE" in capsys.readouterr().err
     # Values match by value in number and truth columns (a fold 1 stored as 1.0, as pandas writes an integer
@@ -194,9 +194,9 @@ def test_train_checks_threads_and_a_writable_out_folder_before_the_work(tmp_path
 
     pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--threads", "0"]) == 2
-    assert "--threads must be a positive integer up to 1024, got 0" in capsys.readouterr().err
+    assert "--threads must be an integer from 1 to 1024, got 0" in capsys.readouterr().err
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST, "--threads", "99999999999"]) == 2
-    assert "--threads must be a positive integer up to 1024, got 99999999999" in capsys.readouterr().err  # traceback
+    assert "--threads must be an integer from 1 to 1024, got 99999999999" in capsys.readouterr().err  # traceback
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
     assert main(["train", "--pool", str(pool), "--out", str(tmp_path / "m.pt"), *FAST]) == 2  # (a read-only mount)

@@ -118,6 +118,13 @@ def check_bool(value, name: str) -> bool:
 MAX_THREADS = 1024  # torch threads per process: beyond any CPU, far below what torch.set_num_threads overflows at
 
 
+def check_threads(value, name: str = "threads") -> int:
+    """A torch thread count: an integer from 1 to MAX_THREADS."""
+    if not is_int(value) or not 1 <= value <= MAX_THREADS:
+        raise bad_argument(EgalError, name, f"must be an integer from 1 to {MAX_THREADS}, got {show_number(value)}")
+    return int(value)
+
+
 def exactly_one(names_values, what: str) -> str:
     given = [n for n, v in names_values if v is not None]
     names = " / ".join(n for n, _ in names_values)

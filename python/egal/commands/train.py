@@ -4,14 +4,15 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .._checks import MAX_THREADS
+from .._checks import check_threads
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
 from ._flags import errors_named_as_flags
 from ._train_options import add_train_options, train_overrides
 
 # How the checks of --out name the arguments here (egal.train.from_pool.check_model_out).
-FLAGS = {"out": "--out", "pool": "--pool", "config": "--config", "overwrite": "--overwrite"}
+FLAGS = {"out": "--out", "pool": "--pool", "config": "--config", "overwrite": "--overwrite", "threads": "--threads",
+         "exclude": "--exclude"}
 
 
 def register(subparsers):
@@ -51,8 +52,9 @@ def run(args) -> int:
     from ..train.from_pool import TrainingWarning, check_model_out, train_pool
 
     # Checked before training, not after it.
-    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
-        raise EgalError(f"--threads must be a positive integer up to {MAX_THREADS}, got {args.threads}")
+    if args.threads is not None:
+        with errors_named_as_flags(FLAGS.get):
+            check_threads(args.threads)
     check_model_out(args.out, overwrite=args.overwrite, pool=args.pool, config=args.config, names=FLAGS)
     exclude = [_column_value(text) for text in args.exclude]
     if args.threads is not None:

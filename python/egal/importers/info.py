@@ -31,6 +31,7 @@ from ..pool.rois import check_aspect, check_box, read_mask_png
 from ..pool.schema import GROUP_COLUMN
 from ..pool.workers import check_worker_count, decode_in_order
 from ..progress import Progress
+from .errors import SourceError
 from .imaging import read_header
 from .ledger import SkipLedger
 
@@ -135,11 +136,9 @@ def pool_info(pool, *, group_column: str | None = GROUP_COLUMN, label_column: st
                            "pass decode=True (--decode) too")
     spec = open_pool(pool)
     check_label_column(spec, label_column)
+    if group_column not in (None, GROUP_COLUMN):
+        spec.check_columns([group_column], "group_column", error=SourceError)
     group = group_column if group_column in spec.columns else None
-    if group_column not in (None, GROUP_COLUMN) and group is None:
-        from .errors import SourceError
-
-        raise SourceError(f"the pool has no column {group_column!r} (columns: {list(spec.columns)})")
     labels, roi, formats, sizes, per_group, like_missing = (Counter() for _ in range(6))
     problems, boxes_total = SkipLedger(), 0
     flagged: set[int] = set()  # rows with a problem found from their headers: decoding them adds nothing

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from .._checks import MAX_THREADS, check_int, is_finite_real, is_int, is_real, show_number
+from .._checks import check_int, check_threads, is_finite_real, is_int, is_real
 from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN
@@ -99,9 +99,7 @@ class LoopConfig:
         for name in ("init", "budget", "workers", "score_batch_size"):
             check_int(getattr(self, name), name)
         if self.threads is not None:
-            check_int(self.threads, "threads")
-            if self.threads > MAX_THREADS:
-                raise EgalError(f"threads must be at most {MAX_THREADS}, got {show_number(self.threads)}")
+            check_threads(self.threads)
         check_int(self.rounds, "rounds", minimum=0)
         if not seeds:
             raise EgalError("at least one seed is needed")

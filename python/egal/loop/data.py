@@ -89,11 +89,8 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
 
     columns = [label_column] + ([group_column] if group_column else [])
     excluded_columns = sorted({c for c, _ in exclude})
-    present = open_pool(path).columns if excluded_columns else []
-    missing = sorted(set(excluded_columns) - set(present))
-    if missing:
-        raise EgalError(f"pool {path!r} has no column {missing[0]!r} to exclude rows by (exclude, --exclude); its "
-                        f"columns: {', '.join(present)}")
+    if excluded_columns:
+        open_pool(path).check_columns(excluded_columns, "exclude", error=EgalError)
     arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels),
                               columns=list(dict.fromkeys(columns + excluded_columns)))
     for column in columns:

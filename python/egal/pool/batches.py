@@ -96,9 +96,7 @@ def iter_raw_batches(spec, batch_size: int, *, start_batch: int = 0, columns: Se
     if isinstance(columns, str):
         raise ValueError(f"columns must be a sequence of column names, got the string {columns!r}")
     extra = list(dict.fromkeys(columns))
-    unknown = [c for c in extra if c not in spec.columns and c not in OPTIONAL_COLUMNS]
-    if unknown:
-        raise PoolError(f"pool {spec.path!r} has no column(s) {unknown} (columns: {list(spec.columns)})")
+    spec.check_columns([c for c in extra if c not in OPTIONAL_COLUMNS], "columns")
     core = ["id", spec.image_column] + ([spec.roi_column] if spec.roi_column else [])
     wanted = list(dict.fromkeys(core + extra))
     present = [c for c in wanted if c in spec.columns]

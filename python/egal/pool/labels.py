@@ -62,10 +62,8 @@ def check_label_column_name(column, argument: str = "label_column") -> str:
 def check_label_column(spec, column: str, argument: str = "label_column") -> None:
     """A label column other than the pool format's `label` must be one of the pool's columns (a typo would
     otherwise make every row unlabelled). `argument` names the option in the error."""
-    from .._checks import bad_argument
     from ..errors import EgalError
 
     check_label_column_name(column, argument)
-    if column != LABEL_COLUMN and column not in spec.columns:
-        raise bad_argument(EgalError, argument, f"{column!r} is not a column of the pool; it has "
-                           f"{', '.join(repr(c) for c in spec.columns)}")
+    if column != LABEL_COLUMN:
+        spec.check_columns([column], argument, error=EgalError)

@@ -64,6 +64,17 @@ class PoolSpec:
             ],
         }
 
+    def check_columns(self, names: Sequence[str], argument: str, *, error: type = PoolError) -> None:
+        """Each of `names` must be a column of the pool. The one wording of every option that names columns
+        (label, group, exclude, extra columns); `argument` names the option, so a command can name its flag."""
+        from .._checks import bad_argument
+
+        missing = [n for n in dict.fromkeys(names) if n not in self.columns]
+        if missing:
+            what = f"{missing[0]!r} is not a column" if len(missing) == 1 else f"{missing} are not columns"
+            raise bad_argument(error, argument, f"{what} of the pool {self.path!r}; it has "
+                               f"{', '.join(repr(c) for c in self.columns)}")
+
     def column_values(self, name: str) -> Iterator:
         """The values of the column `name` as Python objects (None for null), row by row in the pool's read order,
         read from the pool's files for that column alone."""

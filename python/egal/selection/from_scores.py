@@ -168,9 +168,7 @@ def read_groups(pool, column: str, ids) -> np.ndarray:
     from ..pool import open_pool
 
     spec = open_pool(pool) if isinstance(pool, (str, os.PathLike)) else pool
-    if column not in spec.columns:
-        raise bad_argument(SelectionError, "group_column", f"{column!r} (--group-column) is not a column of the pool "
-                           f"{spec.path!r}; it has {', '.join(repr(c) for c in spec.columns)}")
+    spec.check_columns([column], "group_column", error=SelectionError)
     kind = pq.read_schema(spec.files[0]).field(column).type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
