@@ -564,6 +564,12 @@ def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_p
     with open(tmp_path / "summary.csv") as f:
         assert {row["seeds"] for row in csv.DictReader(f)} == {"2"}  # mean +- std over both processes' seeds
     assert (tmp_path / "report.html").stat().st_size > 0
+    recorded = json.loads((tmp_path / "config.json").read_text())["config"]["loop"]
+    assert recorded["seeds"] == [0, 1], "config.json names the seeds of both simulates, not the last one's"
+    run_simulation(base.with_overrides(loop={"seeds": (2,), "strategies": ("random", "entropy")}), tmp_path,
+                   dataset=dataset, progress=False)
+    recorded = json.loads((tmp_path / "config.json").read_text())["config"]["loop"]
+    assert recorded["seeds"] == [0, 1, 2] and recorded["strategies"] == ["random", "egal", "entropy"]
 
 
 def test_the_decoded_cache_follows_the_pool_content_and_the_decoding_rules_not_its_timestamp(tmp_path, monkeypatch):

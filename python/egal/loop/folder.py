@@ -170,9 +170,25 @@ def _check_or_write_config(config: ExperimentConfig, out_dir: str, folder_idle) 
                                "decodes the same; for others, start a new --out folder")
     else:
         refuse_foreign_folder(out_dir)  # again under the lock: files may have come since
-    write_json_atomic(path, {"identity": config.identity(), "config": config.to_dict(), "pool_digest": digest,
+    settings = config.to_dict()
+    if os.path.isfile(path) and not changed:
+        _add_earlier_runs(settings["loop"], stored.get("config"))
+    write_json_atomic(path, {"identity": config.identity(), "config": settings, "pool_digest": digest,
                               "decode_rules": rules})
     return warning
+
+
+def _add_earlier_runs(loop: dict, earlier) -> None:
+    """The seeds and strategies of the folder's earlier simulates (other --seeds or --strategies with the same
+    settings) kept in the config written now, so that config.json names every run the folder was asked for."""
+    before = earlier.get("loop") if isinstance(earlier, dict) else None
+    if not isinstance(before, dict):
+        return
+    seeds, strategies = before.get("seeds"), before.get("strategies")
+    if isinstance(seeds, list) and all(isinstance(s, int) for s in seeds):
+        loop["seeds"] = sorted(set(seeds) | set(loop["seeds"]))
+    if isinstance(strategies, list) and all(isinstance(s, str) for s in strategies):
+        loop["strategies"] = list(dict.fromkeys([*strategies, *loop["strategies"]]))
 
 
 def refuse_foreign_folder(out_dir: str) -> None:
