@@ -202,9 +202,17 @@ def _export(commands) -> None:
              "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=OUT, add OUT/images as Local Storage, import tasks.json\n"
              "  cvat          OUT/images/ and OUT/annotations.xml (CVAT for images 1.1: boxes / masks): create a "
              "task from OUT/images, then Upload annotations > CVAT 1.1\n"
-             "Without --selection every row is exported.",
+             "Without --selection every row is exported.\n"
+             "With --pseudonym-key KEY, every id in the export (file names, selection.csv, tasks.json, "
+             "annotations.xml) is a random pseudonym instead, and the pseudonym -> id key is written to KEY (mode "
+             "0600, outside --out: keep it; add-labels --pseudonym-key KEY maps the labels back). The pool's path "
+             "and selection columns other than egal score's (a group column) are left out too. Not touched: the "
+             "pixels (burned-in text), DICOM headers (the folders target copies DICOM files as they are), image "
+             "metadata.",
              "egal pool export-selection --pool pool.parquet --selection scores.selection.csv --to label-studio "
-             "--out round1")
+             "--out round1\n"
+             "  egal pool export-selection --pool pool.parquet --selection scores.selection.csv --to cvat --out "
+             "round1 --pseudonym-key round1.key.csv")
     p.add_argument("--pool", required=True, help="the pool that was scored")
     p.add_argument("--selection", help="CSV with an id column (default: every row)")
     p.add_argument("--to", choices=TARGETS, default=default_of(ExportOptions, "to"), help="(default: %(default)s)")
@@ -220,6 +228,10 @@ def _export(commands) -> None:
                    "(default: %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it holds an earlier export and nothing added or changed since")
+    p.add_argument("--pseudonym-key", metavar="KEY",
+                   help="replace every id in the export by a random pseudonym and write the pseudonym -> id key to "
+                   "KEY, a new file outside --out (with --overwrite: the key of the export --out replaces); keep it, "
+                   "add-labels needs it")
     add_quiet(p, "no progress output")
     p.set_defaults(func=_run_export)
 
@@ -234,8 +246,11 @@ def _add_labels(commands) -> None:
              "'CVAT for images 1.1': each image's tag is its label). Refused, naming the first offenders: ids not "
              "in the pool, an id given two labels, a labelled row given another label (unless --relabel), classes "
              "the pool has never seen (unless --allow-new-classes). Empty label cells are ignored. Prints what "
-             "changed (nothing with --quiet; errors go to stderr either way).",
-             "egal pool add-labels pool.parquet round1-labels.csv --out pool.round2.parquet")
+             "changed (nothing with --quiet; errors go to stderr either way). The labels of an export made with "
+             "--pseudonym-key name pseudonyms: pass the same --pseudonym-key KEY to map them back to the ids.",
+             "egal pool add-labels pool.parquet round1-labels.csv --out pool.round2.parquet\n"
+             "  egal pool add-labels pool.parquet annotations.xml --pseudonym-key round1.key.csv --out "
+             "pool.round2.parquet")
     p.add_argument("pool", metavar="POOL", help="the pool")
     p.add_argument("labels", metavar="LABELS", help="the CSV of labels, or CVAT's annotations .xml")
     p.add_argument("--out", required=True, help="the new pool (a .parquet file)")
@@ -248,6 +263,8 @@ def _add_labels(commands) -> None:
     p.add_argument("--relabel", action="store_true", help="allow changing labels the pool already has")
     p.add_argument("--allow-new-classes", action="store_true", help="allow classes the pool has never seen")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--pseudonym-key", metavar="KEY",
+                   help="the key export-selection --pseudonym-key wrote: the labels' ids are its pseudonyms")
     add_quiet(p, "print nothing but errors (no summary of what changed)")
     p.set_defaults(func=_run_add_labels)
 

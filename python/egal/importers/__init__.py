@@ -13,8 +13,10 @@ The annotator round trip:
 
   export_selection(pool, selection, to=..., out=...)   the selected images as files, plus the
                                    labelling tool's import file with the ROI as pre-annotation
-                                   (folders, Label Studio, CVAT)
-  add_labels(pool, labels_csv, out=...)                the labels that came back, by id
+                                   (folders, Label Studio, CVAT); pseudonym_key=KEY: every
+                                   id in it a random pseudonym, the key kept apart (pseudonyms)
+  add_labels(pool, labels_csv, out=...)                the labels that came back, by id (or by
+                                   pseudonym, with the export's pseudonym_key)
 
   pool_info(pool)                  rows, classes, ROI coverage, image sizes, groups, problems
 

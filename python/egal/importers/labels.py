@@ -3,6 +3,9 @@
 The labels table maps ids to labels (columns `id` and `label` by default; from Label Studio's CSV
 export use id_column="egal_id"); or it is CVAT's "CVAT for images 1.1" export (an .xml file) of a task
 made from export-selection's cvat target, whose image names give the ids and whose tags the labels.
+With pseudonym_key (the key that export_selection(pseudonym_key=...) wrote), the table's ids are that export's
+pseudonyms, mapped back to the pool's ids by the key (egal.importers.pseudonyms); a pseudonym the key lacks, or a key
+whose ids the pool lacks, is refused, and so are an export's pseudonyms given without the key.
 It is checked whole before anything is written, and refused,
 naming the first offenders, when it
   * names ids that are not in the pool,
@@ -34,7 +37,7 @@ from ..pool.errors import MAX_LISTED_ROWS
 from ..pool.files import open_parquet
 from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..pool.writer import ROWS_PER_PAGE
-from . import cvat
+from . import cvat, pseudonyms
 from .errors import SourceError
 from .file_names import text_of_name
 from .tables import cell_or_none, header_of, pool_ids_of, read_table_lines
@@ -56,6 +59,7 @@ class LabelOptions:
     allow_new_classes: bool = False
     overwrite: bool = False
     pool_label_column: str = LABEL_COLUMN  # the pool's column of the labels, which the new labels go into
+    pseudonym_key: str | None = None  # the key of an export made with pseudonym_key: the labels' ids are pseudonyms
 
     def __post_init__(self):
         for name in ("relabel", "allow_new_classes", "overwrite"):
@@ -164,18 +168,25 @@ def _read_cvat_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
 def run_add_labels(o: LabelOptions) -> LabelResult:
     spec = open_pool(o.pool)
     pool_files = {f"the pool's file {f!r}" if len(spec.files) > 1 else "the pool": f for f in spec.files}
-    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files})
+    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files,
+                                                        "the pseudonym key": o.pseudonym_key})
     _check_not_inside_a_folder_pool(o.pool, out)
     _check_paths_stay_valid(spec, out)
     column = o.pool_label_column
     check_label_column(spec, column, "pool_label_column")
     seen = _classes(spec, column)
     given, empty = read_labels(o, {str(c) for c in seen})
+    if o.pseudonym_key is not None:  # the key first: a wrong key is named as such, not as ids the pool lacks
+        key = pseudonyms.read_key(o.pseudonym_key)
+        pseudonyms.check_key_ids_in_pool(key, pool_ids_of(spec, key.values()), o.pseudonym_key, o.pool)
+        given = pseudonyms.ids_of_pseudonyms(given, key, o.pseudonym_key, o.labels)
     label_type = _label_type(spec, column)
     in_pool = pool_ids_of(spec, given)
     converted = {in_pool.get(ident, ident): _convert(label, label_type, ident) for ident, label in given.items()}
     before = _current_labels(spec, set(converted), column)
     unknown = [i for i in converted if i not in before]
+    if unknown and o.pseudonym_key is None and any(map(pseudonyms.is_pseudonym, unknown)):
+        raise pseudonyms.missing_key_error([i for i in unknown if pseudonyms.is_pseudonym(i)], o.labels)
     if unknown:
         raise SourceError(f"labels {o.labels!r} names {len(unknown)} id(s) that are not in the pool: "
                           + ", ".join(map(repr, unknown[:MAX_LISTED_ROWS])))

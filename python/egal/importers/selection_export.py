@@ -41,7 +41,7 @@ from ..pool.paths import resolve_inside
 from ..pool.rois import check_box, mask_from_boxes, read_mask_png, resize_nearest
 from ..progress import Progress
 from ..selection.csv_file import READ_COLUMNS, checked_selection_rows
-from . import cvat, label_studio
+from . import cvat, label_studio, pseudonyms
 from .errors import SourceError
 from .file_names import check_file_name, check_no_control_character, name_of
 from .imaging import read_header, suffix_of
@@ -57,7 +57,9 @@ class ExportOptions:
     """pool: the pool; out: the folder to write; to: folders | label-studio | cvat; selection: a CSV with
     an id column (None: every row); roi_label: the ROI's name in the tool; url_prefix: Label Studio's
     image URL prefix (local files storage); unlabeled_folder: the folders target's folder for null labels;
-    label_column: the pool's column of the labels (the pool format's "label" by default)."""
+    label_column: the pool's column of the labels (the pool format's "label" by default); pseudonym_key: a file
+    outside `out` (None: ids as they are): every id in the export is replaced by a random pseudonym, and the
+    pseudonym -> id key written there (egal.importers.pseudonyms)."""
 
     pool: str
     out: str
@@ -69,6 +71,7 @@ class ExportOptions:
     overwrite: bool = False
     progress: bool = True
     label_column: str = LABEL_COLUMN
+    pseudonym_key: str | None = None
 
     def __post_init__(self):
         check_choice(self.to, "to", TARGETS)
@@ -93,10 +96,20 @@ class ExportResult:
     to: str
     images: int
     files: list[str] = field(default_factory=list)  # the tool's import files written (tasks.json, ...)
+    pseudonym_key: Path | None = None  # where the pseudonym -> id key went (None: the ids are in the export)
+    left_out_columns: list[str] = field(default_factory=list)  # the selection's columns a pseudonymised export omits
 
     def summary(self) -> str:
         extra = f" and {', '.join(self.files)}" if self.files else ""
-        return f"Wrote {self.images} images to {self.out} ({self.to}){extra}"
+        lines = [f"Wrote {self.images} images to {self.out} ({self.to}){extra}"]
+        if self.pseudonym_key is not None:
+            lines.append(f"  ids replaced by pseudonyms; the key is {str(self.pseudonym_key)!r}: keep it here, and "
+                         "pass it to add-labels (--pseudonym-key) with the labels that come back")
+            lines.append("  not touched: the images' pixels (burned-in text), DICOM headers, image metadata")
+        if self.left_out_columns:
+            lines.append(f"  left out the selection's column(s) {', '.join(self.left_out_columns)}, which may "
+                         "identify a patient")
+        return "\n".join(lines)
 
 
 def export_selection(pool, out, **options) -> ExportResult:
@@ -188,17 +201,26 @@ def _check_only_the_export(out: Path) -> None:
 
 def run_export(o: ExportOptions) -> ExportResult:
     out = _target_folder(o.out, o.overwrite, o.pool)
+    key = None
+    if o.pseudonym_key is not None:
+        key = pseudonyms.check_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out))
     spec = open_pool(o.pool)
     check_label_column(spec, o.label_column)
     chosen = read_selection(o.selection) if o.selection else None
     if chosen:
         in_pool = pool_ids_of(spec, chosen)
         chosen = {in_pool.get(ident, ident): row for ident, row in chosen.items()}
+    left_out = []
+    if chosen and key is not None:  # only egal score's own columns: a group column is a patient's id
+        left_out = [c for c in next(iter(chosen.values())) if c not in (*pseudonyms.KEPT_SELECTION_COLUMNS, "id")]
+        chosen = {ident: {c: v for c, v in row.items() if c in pseudonyms.KEPT_SELECTION_COLUMNS}
+                  for ident, row in chosen.items()}
     tmp = Path(temporary_path(out, hidden=True))
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    key_tmp = exported = None
     try:
-        writer = _Writer(o, tmp, spec.roi_column)
+        writer = _Writer(o, tmp, spec.roi_column, pseudonyms.Pseudonyms() if key is not None else None)
         progress = Progress(spec.num_rows, enabled=o.progress, desc="exporting", unit="rows")
         try:
             for batch in spec.iter_batches(SCAN_BATCH, columns=[o.label_column]):
@@ -217,24 +239,48 @@ def run_export(o: ExportOptions) -> ExportResult:
             raise SourceError(f"{len(missing)} id(s) of the selection are not in the pool {o.pool!r}: {shown}{more} "
                               "(a selection from another pool?)")
         files = writer.finish(chosen)
-        (tmp / EXPORT_MARK).write_text(json.dumps({"written_by": "egal pool export-selection", "to": o.to,
-                                                   "pool": str(o.pool), "rows": len(writer.written),
-                                                   "files": _files_of(tmp)}))
+        # The mark names the pool (a path, which can name a patient's folder) only where ids may show.
+        mark = {"written_by": "egal pool export-selection", "to": o.to,
+                **({"pseudonymised": True} if key is not None else {"pool": str(o.pool)}),
+                "rows": len(writer.written), "files": _files_of(tmp)}
+        (tmp / EXPORT_MARK).write_text(json.dumps(mark))
+        if key is not None:  # written in full before the export is in place; renamed onto `key` right after it
+            key_tmp = pseudonyms.write_key(key, writer.key_pairs())
         if out.exists():
             keep_mode_of(out, tmp)
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
+        exported = out
+        if key_tmp is not None:
+            os.replace(key_tmp, key)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if key_tmp is not None and exported is not None and key_tmp.exists():
+            # The export is in place: its key must not be lost with the error.
+            raise SourceError(f"the export {str(out)!r} is written, but its pseudonym key could not be moved into "
+                              f"place ({exc}): it is {str(key_tmp)!r}; rename it to {str(key)!r}") from None
+        if key_tmp is not None:
+            key_tmp.unlink(missing_ok=True)
         raise
-    return ExportResult(out, o.to, len(writer.written), files)
+    return ExportResult(out, o.to, len(writer.written), files, key, left_out)
+
+
+def _ids_of_export(out: Path) -> set[str]:
+    """The ids (or pseudonyms) in the selection.csv of the export at `out`; none when it holds no export."""
+    if not (out / "selection.csv").is_file():
+        return set()
+    return {row["id"] for row in read_table(out / "selection.csv", READ_COLUMNS, "the earlier export's selection")}
 
 
 class _Writer:
     """Writes each exported row's files as it streams by; keeps only the small facts the import file needs."""
 
-    def __init__(self, o: ExportOptions, folder: Path, roi_kind: str | None):
+    def __init__(self, o: ExportOptions, folder: Path, roi_kind: str | None, names=None):
         self.o, self.folder, self.roi_kind = o, folder, ("mask" if roi_kind in ("mask", "mask_path") else roi_kind)
+        # An id as the export shows it: the id itself, or its pseudonym (names: egal.importers.pseudonyms.Pseudonyms).
+        self.pseudonyms = names
+        self.shown = names if names is not None else (lambda ident: ident)
+        self.order: list[str] = []  # the ids in the order of selection.csv (finish)
         self.written: dict[str, dict] = {}
         self.shapes: dict[str, tuple] = {}  # id -> (width, height, boxes, full-size mask) for the tools' files
         self.classes: set = set()
@@ -252,7 +298,7 @@ class _Writer:
         return self.folder / name
 
     def add(self, ident: str, label, batch, i: int, selected: dict) -> None:
-        stem = name_of(ident)
+        stem = name_of(self.shown(ident))
         check_file_name(stem)
         if label_key(label) is not None:  # a tag in CVAT's XML, a choice in Label Studio's, a folder's name
             check_no_control_character(label_key(label), "label")
@@ -319,7 +365,7 @@ class _Writer:
 
     def finish(self, chosen) -> list[str]:
         shapes = self.shapes
-        order = list(chosen) if chosen is not None else list(self.written)
+        order = self.order = list(chosen) if chosen is not None else list(self.written)
         classes = sorted(c for c in self.classes if c is not None)
         with open(self.folder / "selection.csv", "w", newline="") as f:
             extra = [c for c in (next(iter(chosen.values())) if chosen else {}) if c not in ("id", "file", "label")]
@@ -327,7 +373,8 @@ class _Writer:
             writer.writerow(["id", "file", "label", *extra])
             for ident in order:
                 row = self.written[ident]
-                cells = [ident, row["file"], label_key(row["label"]) or "", *(row.get(c, "") for c in extra)]
+                cells = [self.shown(ident), row["file"], label_key(row["label"]) or "",
+                         *(row.get(c, "") for c in extra)]
                 writer.writerow([spreadsheet_text(cell) for cell in cells])
         if self.o.to == "label-studio":
             tasks = [self._ls_task(ident, shapes[ident]) for ident in order]
@@ -346,13 +393,17 @@ class _Writer:
             return ["annotations.xml"]
         return []
 
+    def key_pairs(self) -> list[tuple[str, str]]:
+        """(pseudonym, id) of every row exported, in selection.csv's order."""
+        return [(self.pseudonyms.of[ident], ident) for ident in self.order]
+
     def _ls_task(self, ident: str, shape) -> dict:
         width, height, boxes, mask = shape
         row = self.written[ident]
         results = [label_studio.rectangle(b, width, height, self.o.roi_label, k) for k, b in enumerate(boxes)]
         if mask is not None and mask.any():
             results.append(label_studio.brush(mask, self.o.roi_label))
-        data = {"egal_id": ident, **{f"egal_{k}": v for k, v in row.items() if k not in ("file", "label")}}
+        data = {"egal_id": self.shown(ident), **{f"egal_{k}": v for k, v in row.items() if k not in ("file", "label")}}
         if row["label"] is not None:
             data["egal_label"] = _json_label(row["label"])
         return label_studio.task(image_url(self.o.url_prefix, row["file"]), data, results)
