@@ -203,16 +203,18 @@ def test_the_key_goes_outside_the_export_and_is_never_replaced_silently(pool, tm
     first = (tmp_path / "key.csv").read_bytes()
     with pytest.raises(SourceError, match="holds an earlier export: pass overwrite=True"):
         export(pool, tmp_path, "folders")
-    with pytest.raises(SourceError, match=r"pseudonym_key '.*key.csv' already exists: pass overwrite=True"):
-        export(pool, tmp_path, "folders", "new")
     # --overwrite replaces the export at --out and its key; not the key of another export still out for labelling.
-    with pytest.raises(SourceError, match="is the key of another export than the one at --out .*never replaced"):
-        export(pool, tmp_path, "folders", "new", overwrite=True)
+    for overwrite in (False, True):
+        with pytest.raises(SourceError, match="is the key of another export than the one at --out .*never replaced"):
+            export(pool, tmp_path, "folders", "new", overwrite=overwrite)
     assert not (tmp_path / "new").exists() and (tmp_path / "key.csv").read_bytes() == first
     os.chmod(tmp_path / "key.csv", 0o644)
     export(pool, tmp_path, "cvat", overwrite=True)
     assert (tmp_path / "key.csv").read_bytes() != first
     assert stat.S_IMODE(os.stat(tmp_path / "key.csv").st_mode) == KEY_MODE
+    (tmp_path / "empty.csv").write_text("pseudonym,id\n")  # a key of no rows: no export's, replaced with overwrite
+    with pytest.raises(SourceError, match=r"pseudonym_key '.*empty.csv' already exists: pass overwrite=True"):
+        export(pool, tmp_path, "folders", "fourth", key="empty.csv")
     os.symlink(tmp_path / "key.csv", tmp_path / "link.csv")
     with pytest.raises(SourceError, match="is a symbolic link"):
         export(pool, tmp_path, "folders", "third", key="link.csv")

@@ -96,13 +96,15 @@ def check_key_path(key, out: Path, overwrite: bool, selection_ids) -> Path:
                        "file outside it")
     try:
         check_replaceable(path, ARGUMENT, is_key_file, "a pseudonym key egal wrote (a CSV pseudonym,id)")
+        if path.is_file() and set(read_key(path)) != selection_ids():
+            raise _refused(f"{str(path)!r} is the key of another export than the one at --out {str(out)!r} (its "
+                           "pseudonyms are not that export's): the labels of that export would no longer map back to "
+                           "the pool's ids, so it is never replaced, overwrite or not; name a new key file")
         check_new_file(path, ARGUMENT, replace=overwrite)
+    except SourceError:
+        raise
     except EgalError as exc:
         raise _refused(str(exc).removeprefix(f"{ARGUMENT} ")) from None
-    if path.exists() and set(read_key(path)) != selection_ids():
-        raise _refused(f"{str(path)!r} is the key of another export than the one at --out {str(out)!r} (its "
-                       "pseudonyms are not that export's): the labels of that export would no longer map back to the "
-                       "pool's ids, so it is never replaced, overwrite or not; name a new key file")
     return path
 
 
