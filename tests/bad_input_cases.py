@@ -26,9 +26,9 @@ def _on_fake_gpu(array):
     return BorrowedArray(array, array.ctypes.data, array.shape, _NUMPY_DTYPES[array.dtype.str[1:]], (2, 0))
 
 
-def _projected(area_sign=1, nan_at=None):
+def _projected(area_sign=1, nan_at=None, weights_scale=1):
     roi = egal.project_roi(M, cam_size=(7, 7))
-    weights = roi.weights.copy()
+    weights = roi.weights * np.float32(weights_scale)
     if nan_at is not None:
         weights[nan_at] = np.nan
     return egal.ProjectedROI(weights, roi.area * area_sign, roi.roi_size)
@@ -115,6 +115,9 @@ CASES = {
                                 ["roi", "finite values >= 0", "sample 0"]),
     "projected_nan_weight": (call(masks=None, roi=_projected(nan_at=(1, 2, 3))), ValueError,
                              ["roi", "finite values >= 0", "sample 1"]),
+    # Finite weights >= 0 but ten times their area: D came out as -4.5, silently.
+    "projected_weights_inconsistent_with_area": (call(masks=None, roi=_projected(weights_scale=10)), ValueError,
+                                                 ["roi", "consistent with area", "sample 0"]),
     # Producers that lie: the error names the argument, and a null pointer with elements is no crash.
     "dlpack_not_a_capsule": (call(logits=_Lying(5)), TypeError, ["logits", "DLPack", "int"]),
     "dlpack_null_data": (call(activations=_null_borrow(A.shape)), TypeError, ["activations", "null pointer"]),

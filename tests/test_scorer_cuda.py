@@ -9,6 +9,7 @@ import pytest
 import egal
 import scoring_f64
 from cases import MASK_KINDS, SHAPES, TOLERANCE, assert_matches, make_boxes, make_case
+from roi_cases import INCONSISTENT, ROI_FORMS, TIGHT, inconsistent_roi, roi_arguments, tight_case
 
 torch = pytest.importorskip("torch")
 _cuda = egal.backends()["cuda"]
@@ -97,6 +98,43 @@ def test_cuda_boxes_and_projected_roi():
         with pytest.raises(ValueError, match="finite values >= 0.*sample 5"):
             egal.score_batch(cuda(case["activations"]), cuda(case["logits"]), roi=bad,
                              gradients=cuda(case["gradients"]))
+
+
+def on_gpu(roi_arguments):
+    """score_batch's ROI arguments with their arrays moved to the GPU."""
+    moved = dict(roi_arguments)
+    if "roi" in moved:
+        roi = moved["roi"]
+        moved["roi"] = egal.ProjectedROI(torch.as_tensor(roi.weights).cuda(), torch.as_tensor(roi.area).cuda(),
+                                         roi.roi_size)
+    for name in ("masks", "boxes"):
+        if name in moved:
+            moved[name] = cuda(moved[name])
+    return moved
+
+
+@pytest.mark.parametrize("kind", TIGHT)
+@pytest.mark.parametrize("grid", [(7, 7, 224, 224), (7, 7, 512, 512), (14, 14, 224, 224), (20, 20, 80, 80)],
+                         ids=["7x7-224", "7x7-512", "14x14-224", "20x20-80"])
+def test_cuda_never_takes_a_roi_whose_intersection_meets_its_bound_for_a_bad_mask(kind, grid):
+    # tests/roi_cases.py: a mask of ones (I = SU), a mask inside a map at 1 (I = SM); rounding must not refuse them.
+    rng = np.random.default_rng(8)
+    h, w, H, W = grid
+    for features in ("float32", "bfloat16"):
+        case = tight_case(rng, 3, h, w, H, W, kind, features)
+        for form in ROI_FORMS:
+            result = egal.score_batch(case["activations"].cuda(), cuda(case["logits"]), weights=cuda(case["weights"]),
+                                      **on_gpu(roi_arguments(case, form, rng, (h, w))))
+            assert np.nanmin(result.misalignment) >= -1e-6, (features, form)
+
+
+@pytest.mark.parametrize("which", INCONSISTENT)
+def test_cuda_refuses_a_projected_roi_inconsistent_with_its_area(which):
+    rng = np.random.default_rng(9)
+    A, roi = inconsistent_roi(rng, which)
+    with pytest.raises(egal.EgalError, match=r"consistent with area.*sample 2 is not$"):
+        egal.score_batch(cuda(A), cuda(rng.standard_normal((4, 3)).astype(np.float32)), **on_gpu({"roi": roi}),
+                         weights=cuda(np.ones((4, 8), np.float32)))
 
 
 def test_cuda_strided_and_non_finite():

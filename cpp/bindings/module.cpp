@@ -264,6 +264,7 @@ PYBIND11_MODULE(_core, m) {
   // The per-sample status bits, so that Python reads them from the one place they are defined.
   m.attr("STATUS_NON_FINITE") = static_cast<int>(egal::kStatusNonFinite);
   m.attr("STATUS_BAD_MASK") = static_cast<int>(egal::kStatusBadMask);
+  m.attr("DICE_SUMS_TOLERANCE") = egal::kDiceSumsTolerance;  // what sets STATUS_BAD_MASK for a projected ROI
   // For tests and benchmarks: the CPU kernels' instruction set ("baseline", "avx2",
   // "avx512"), and a narrower one than the CPU's best on request.
   m.def("cpu_isa", [] { return std::string(egal::cpu_isa()); });

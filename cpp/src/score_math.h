@@ -2,7 +2,8 @@
 // functions that the CPU backend (score_cpu.cpp, mask_projection_cpu.cpp,
 // roi_projection_cpu.cpp) and the CUDA backend (score_cuda.cu) both call. What
 // differs between the backends is only how they traverse and reduce the maps;
-// every formula and constant is here.
+// every formula and constant is here (but the tolerance of a status bit, which
+// egal/score.h states beside the bits).
 // Internal to the backends (not part of the C++ API in include/egal/).
 #pragma once
 #include <cfloat>
@@ -113,6 +114,15 @@ EGAL_HD double soft_dice(double intersection, double upsampled_sum, double roi_a
   return 1.0 - (2.0 * intersection + kDiceEps) / (upsampled_sum + roi_area + kDiceEps);
 }
 
+// Whether the Dice sums keep 0 <= I <= min(SU, SM) up to rounding (kDiceSumsTolerance, egal/score.h), as
+// every mask in [0, 1] does: the one check that catches a projected ROI whose weights are not consistent with
+// its area wherever that would put D outside [0, 1]. NaN sums fail it too.
+EGAL_HD bool dice_sums_consistent(double intersection, double upsampled_sum, double roi_area) {
+  const double bound =
+      (upsampled_sum < roi_area ? upsampled_sum : roi_area) + kDiceSumsTolerance * (upsampled_sum + roi_area);
+  return intersection >= 0.0 && intersection <= bound;
+}
+
 EGAL_HD int32_t status_bits(bool maps_finite, bool logits_finite, bool bad_mask) {
   return (maps_finite && logits_finite ? kStatusOk : kStatusNonFinite) | (bad_mask ? kStatusBadMask : kStatusOk);
 }
@@ -125,7 +135,9 @@ struct SampleScore {
 };
 
 // maps_finite: no NaN/Inf in the sample's channel weights or raw map. The Dice
-// sums I (intersection), SU (upsampled_sum) and SM (roi_area) are the backend's.
+// sums I (intersection), SU (upsampled_sum) and SM (roi_area) are the backend's;
+// sums that are not consistent (dice_sums_consistent) report a bad mask, unless
+// the maps are not finite (then the sums say nothing about the ROI).
 // An empty ROI (SM == 0) gives D = NaN and S = H_norm; non-finite inputs give
 // S = NaN (and D = NaN for non-finite maps).
 EGAL_HD SampleScore finish_sample(const Entropy& e, int64_t C, float alpha, bool maps_finite, bool bad_mask,
@@ -141,7 +153,8 @@ EGAL_HD SampleScore finish_sample(const Entropy& e, int64_t C, float alpha, bool
   s.entropy_norm = static_cast<float>(entropy_norm);
   s.misalignment = static_cast<float>(dice);
   s.score = static_cast<float>(score);
-  s.status = status_bits(maps_finite, e.finite, bad_mask);
+  const bool inconsistent_sums = maps_finite && !dice_sums_consistent(intersection, upsampled_sum, roi_area);
+  s.status = status_bits(maps_finite, e.finite, bad_mask || inconsistent_sums);
   return s;
 }
 

@@ -62,11 +62,13 @@ def _bad_mask_error(status: np.ndarray, mask_dtype: str | None, projected: bool 
 
 
 def bad_mask_error(first: int, mask_dtype: str | None, projected: bool = False) -> EgalError:
-    """Masks with a value outside [0, 1] (or a projected ROI with a negative or non-finite value), the first in
+    """Masks with a value outside [0, 1] (or a projected ROI that is no projection of such masks), the first in
     sample `first`: every backend's message."""
     if projected:
-        return EgalError("roi (a ProjectedROI) must hold finite values >= 0, as the projection of masks with values "
-                         f"in [0, 1] does (egal.project_roi); sample {first} does not")
+        return EgalError("roi (a ProjectedROI) must be the projection of masks with values in [0, 1], as "
+                         "egal.project_roi makes it: finite values >= 0, and weights consistent with area (they sum "
+                         "to it, and no cell holds more than a mask of ones gives it), or the misalignment falls "
+                         f"outside [0, 1]; sample {first} is not")
     hint = " (uint8 masks must be 0/1: divide a 0/255 mask by 255 or pass it as bool)" if mask_dtype == "uint8" else ""
     return EgalError(f"masks must hold values in [0, 1]{hint}; sample {first} does not")
 

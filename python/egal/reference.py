@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from . import _core
 from ._result import ScoreResult
 from ._score_inputs import ArraySpec, check_score_inputs, roi_size_of
 from .api import bad_mask_error, require_array
@@ -106,6 +107,20 @@ def projected_dice_distance(cam, roi_weights, roi_area, roi_size):
     return 1 - (2 * inter + DICE_EPS) / (sum_u + roi_area + DICE_EPS)
 
 
+def dice_sums_consistent(cam, roi_weights, roi_area, roi_size):
+    """[B] bool: whether 0 <= I <= min(SU, SM), as every projection of masks in [0, 1] keeps them, up to the
+    fused scorers' rounding tolerance (egal/score.h, kDiceSumsTolerance); the sums in float64, as they take them.
+    A ProjectedROI that fails is refused as the fused scorers refuse it: its D would fall outside [0, 1]."""
+    torch = _torch()
+    cam = cam.double()
+    cy, cx = (torch.tensor(upsampled_mass(n, m), device=cam.device, dtype=torch.float64)
+              for n, m in zip(roi_size, cam.shape[1:], strict=True))
+    inter = (cam * roi_weights.double()).sum(dim=(1, 2))
+    sum_u = torch.einsum("bij,i,j->b", cam, cy, cx)
+    area = roi_area.double()
+    return (inter >= 0) & (inter <= torch.minimum(sum_u, area) + _core.DICE_SUMS_TOLERANCE * (sum_u + area))
+
+
 @functools.lru_cache(maxsize=64)
 def upsampled_mass(out_size: int, in_size: int) -> np.ndarray:
     """R^T 1 [in_size]: how much of the upsampled map each low-resolution cell makes (read-only)."""
@@ -189,6 +204,7 @@ def score_batch(
         sum_m = roi_a.float()
         bad = ~((roi_w >= 0) & (roi_w <= torch.finfo(torch.float32).max)).flatten(1).all(dim=1)
         bad |= ~((sum_m >= 0) & (sum_m <= torch.finfo(torch.float32).max))  # NaN fails both
+        bad |= finite & ~dice_sums_consistent(cam, roi_w, sum_m, plan.roi_size)  # non-finite maps: no sums to judge
         if bool(bad.any()):
             raise bad_mask_error(int(bad.nonzero()[0]), None, projected=True)
         dice = projected_dice_distance(cam, roi_w, sum_m, plan.roi_size)

@@ -1,6 +1,7 @@
 // The CUDA backend's kernels, run on the CPU through cuda_runtime.h's emulation, against the CPU backend: each
 // case scored once with CPU views and once with "CUDA" views of the same memory, with every pass of the CUDA
-// backend. Prints a line a case and pass, then "N failure(s)"; exits 1 on any failure (tests/test_cuda_emulated.py).
+// backend, and every sample's bad-mask bit as the case expects it. Prints a line a case and pass, then
+// "N failure(s)"; exits 1 on any failure (tests/test_cuda_emulated.py).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "egal/score.h"
+#include "interpolation.h"
 
 namespace {
 
@@ -70,8 +72,9 @@ struct Case {
   int64_t B, K, h, w, C, H, W;
   DType features;
   std::string roi;  // masks "uint8", "bool", "float16", "float32", "soft" (float32 in [0, 1]); "boxes"; or
-                    // "projected" (uint8 masks projected on the CPU first, egal::project_roi)
-  bool gradients;   // else weights [B, K]
+                    // "projected" (uint8 masks projected on the CPU first, egal::project_roi), or "inconsistent"
+                    // (the same with sample 1's weights ten times their area: I > SM, a bad mask)
+  bool gradients;  // else weights [B, K]
   bool channels_last = false;
   std::string poison = "";  // "nan-gradient" (sample 1), "inf-activation" (sample 0), "overflow" (sample 0's
                             // channel 1: finite gradients whose float32 sum overflows, a finite mean)
@@ -79,7 +82,16 @@ struct Case {
   DType weights_dtype = DType::Float32;  // given weights' dtype
   std::string weights_layout = "";  // "transposed" (stored [K, B]), "gap" (every other element, one element in)
   bool gradients_channels_last = false;  // the gradients alone stored [B, h, w, K]
+  // Masks whose I meets min(SU, SM), which no rounding may take for a bad mask: "ones", every mask value 1 (I =
+  // SU); "plateau", given weights > 0 and activations 100 but 0 in cell (0, 0), so the map is 1 but there, and
+  // masks only on the pixels that do not read that cell (I = SM). "" for a disc of random centre and radius.
+  std::string fill = "";
 };
+
+Case filled(Case c, const char* fill) {
+  c.fill = fill;
+  return c;
+}
 
 struct Outputs {
   std::vector<int64_t> pred;
@@ -102,11 +114,18 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
   if (c.poison == "inf-activation") a[3] = INFINITY;
   if (c.poison == "overflow")
     for (int64_t p = 0; p < hw; ++p) g[hw + p] = 3.0e38f, a[hw + p] = 0.0f;
+  if (c.fill == "plateau") {
+    for (int64_t i = 0; i < n; ++i) a[i] = i % hw == 0 ? 0.0f : 100.0f;
+    for (float& v : weights) v = std::fabs(v);
+  }
+  const egal::AxisInterpolation rows(c.H, c.h), cols(c.W, c.w);
   for (int64_t b = 0; b < c.B; ++b) {
     const float cy = unit(rng) * c.H, cx = unit(rng) * c.W, r = 0.1f + 0.3f * unit(rng) * std::min(c.H, c.W);
     for (int64_t y = 0; y < c.H; ++y)
       for (int64_t x = 0; x < c.W; ++x) {
-        const bool inside = (y - cy) * (y - cy) + (x - cx) * (x - cx) <= r * r;
+        const bool inside = c.fill == "ones"      ? true
+                            : c.fill == "plateau" ? rows.lo[y] != 0 || cols.lo[x] != 0
+                                                  : (y - cy) * (y - cy) + (x - cx) * (x - cx) <= r * r;
         masks[(b * c.H + y) * c.W + x] = c.roi == "soft" ? unit(rng) * inside : static_cast<float>(inside);
       }
     for (int k = 0; k < 3; ++k) {  // three boxes, the last NaN padding in odd samples
@@ -152,10 +171,11 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     weights.swap(stored);
     weights_stride = {2 * c.K + 1, 2};
   }
-  const DType mask_dtype = c.roi == "uint8" || c.roi == "projected" ? DType::UInt8
-                           : c.roi == "bool"                        ? DType::Bool
-                           : c.roi == "float16"                     ? DType::Float16
-                                                                    : DType::Float32;
+  const bool projected_roi = c.roi == "projected" || c.roi == "inconsistent";
+  const DType mask_dtype = c.roi == "uint8" || projected_roi ? DType::UInt8
+                           : c.roi == "bool"                 ? DType::Bool
+                           : c.roi == "float16"              ? DType::Float16
+                                                             : DType::Float32;
   std::vector<int64_t> mask_stride;
   if (c.mask_layout == "transposed") {
     std::vector<float> stored(masks.size());
@@ -173,11 +193,13 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
   std::vector<float> projection(c.B * hw), projected(c.B * hw), area(c.B);
   std::vector<int32_t> projection_status(c.B);
   std::vector<int64_t> projection_stride;
-  if (c.roi == "projected") {
+  if (projected_roi) {
     egal::ScoreInputs roi;
     roi.masks = view_of(M, Device::CPU, {c.B, c.H, c.W}, mask_stride);
     roi.roi_height = c.H, roi.roi_width = c.W;
     egal::project_roi(roi, c.h, c.w, {projection.data(), area.data(), projection_status.data()});
+    if (c.roi == "inconsistent")
+      for (int64_t q = hw; q < 2 * hw; ++q) projection[q] *= 10.0f;
     projected = projection;
     if (c.mask_layout == "transposed") {
       for (int64_t b = 0; b < c.B; ++b)
@@ -205,7 +227,7 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
     if (c.roi == "boxes") {
       in.roi_kind = egal::RoiKind::Boxes;
       in.boxes = view_of(X, device, {c.B, 3, 4});
-    } else if (c.roi == "projected") {
+    } else if (projected_roi) {
       in.roi_kind = egal::RoiKind::Projected;
       in.roi_weights = view_of(P, device, {c.B, c.h, c.w}, projection_stride);
       in.roi_area = view_of(S, device, {c.B});
@@ -227,6 +249,13 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
   bool ok = cpu.pred == cuda.pred && cpu.status == cuda.status;
   if (!ok)
     std::printf("    predictions or status differ (sample 0 status: cpu %d, cuda %d)\n", cpu.status[0], cuda.status[0]);
+  for (int64_t b = 0; b < c.B && ok; ++b)
+    for (const Outputs* side : {&cpu, &cuda})
+      if (ok && ((side->status[b] & egal::kStatusBadMask) != 0) != (c.roi == "inconsistent" && b == 1)) {
+        std::printf("    sample %lld: status %d (%s)\n", static_cast<long long>(b), side->status[b],
+                    side == &cpu ? "cpu" : "cuda");
+        ok = false;
+      }
   double largest = 0.0;
   for (size_t f = 0; f < cpu.fields.size(); ++f)
     for (size_t i = 0; i < cpu.fields[f].size(); ++i) {
@@ -242,12 +271,14 @@ void check(const Case& c, const std::string& passes, std::mt19937& rng) {
   const std::string inputs = c.gradients ? (c.gradients_channels_last ? "gradients channels last" : "gradients")
                                          : std::string(egal::dtype_name(c.weights_dtype)) + " weights" +
                                                (c.weights_layout.empty() ? "" : " " + c.weights_layout);
-  std::printf("%s %-36s B=%lld K=%lld %lldx%lld -> %lldx%lld %s features, %s%s%s, %s%s%s%s: largest difference %.2g\n",
-              ok ? "ok  " : "FAIL", passes.c_str(), static_cast<long long>(c.B), static_cast<long long>(c.K),
-              static_cast<long long>(c.h), static_cast<long long>(c.w), static_cast<long long>(c.H),
-              static_cast<long long>(c.W), egal::dtype_name(c.features), c.roi.c_str(),
-              c.mask_layout.empty() ? "" : " ", c.mask_layout.c_str(), inputs.c_str(),
-              c.channels_last ? ", channels last" : "", c.poison.empty() ? "" : ", ", c.poison.c_str(), largest);
+  std::printf(
+      "%s %-36s B=%lld K=%lld %lldx%lld -> %lldx%lld %s features, %s%s%s%s%s, %s%s%s%s: largest difference "
+      "%.2g\n",
+      ok ? "ok  " : "FAIL", passes.c_str(), static_cast<long long>(c.B), static_cast<long long>(c.K),
+      static_cast<long long>(c.h), static_cast<long long>(c.w), static_cast<long long>(c.H),
+      static_cast<long long>(c.W), egal::dtype_name(c.features), c.roi.c_str(), c.mask_layout.empty() ? "" : " ",
+      c.mask_layout.c_str(), c.fill.empty() ? "" : " ", c.fill.c_str(), inputs.c_str(),
+      c.channels_last ? ", channels last" : "", c.poison.empty() ? "" : ", ", c.poison.c_str(), largest);
   failures += !ok;
 }
 
@@ -312,6 +343,16 @@ int main() {
       {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", false, false, "", "", DType::Float16, "gap"},
       {2, 6, 18, 21, 3, 36, 42, DType::Float32, "uint8", true, false, "", "", DType::Float32, "", true},
       {2, 40, 7, 7, 3, 56, 56, DType::Float32, "uint8", true, false, "", "", DType::Float32, "", true},
+      // ROIs whose I meets min(SU, SM): every pass keeps them good masks; and one whose I passes SM
+      filled({3, 16, 7, 7, 3, 224, 224, DType::Float32, "uint8", true}, "ones"),
+      filled({2, 8, 7, 7, 3, 512, 512, DType::Float16, "float32", true}, "ones"),
+      filled({2, 8, 14, 14, 3, 224, 224, DType::Float32, "projected", true}, "ones"),
+      filled({2, 8, 7, 7, 3, 224, 224, DType::BFloat16, "uint8", false}, "plateau"),
+      filled({2, 8, 14, 14, 3, 512, 384, DType::Float32, "soft", false}, "plateau"),
+      filled({2, 8, 7, 7, 3, 224, 224, DType::Float32, "projected", false}, "plateau"),
+      filled({2, 4, 20, 20, 3, 80, 80, DType::Float16, "float16", false}, "plateau"),  // cell blocks
+      {3, 64, 7, 7, 3, 224, 224, DType::Float32, "inconsistent", true},
+      {2, 4, 20, 20, 3, 80, 80, DType::Float32, "inconsistent", true},
   };
   const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
                                                         {"per-pixel", "channel-warps"},
