@@ -20,6 +20,7 @@ from .._checks import check_alpha, check_int
 from ..errors import EgalError
 from ..pipeline.options import DEFAULTS as SCORE_DEFAULTS
 from ..selection.csv_file import selection_path_for
+from ._flags import add_quiet
 
 DEFAULT_OUT = "egal-demo"
 # What the demo writes into --out (the ONNX export also leaves its cached copy, model.pt.KEY.onnx).
@@ -59,8 +60,7 @@ def register(subparsers):
                         help="instead: score one synthetic DenseNet-121-sized batch of Grad-CAM inputs with the fused "
                         "scorer and the PyTorch reference (no training)")
     parser.add_argument("--samples", type=int, default=256, help="batch size for --scorer-only (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no training or scoring progress, only the steps and "
-                        "results")
+    add_quiet(parser, "no training or scoring progress, only the steps and results")
     parser.add_argument("--overwrite", action="store_true",
                         help=f"replace the demo's files ({', '.join(DEMO_FILES)}) where --out already holds them")
     parser.set_defaults(func=run)

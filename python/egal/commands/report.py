@@ -3,7 +3,7 @@ an `egal simulate` folder. The pages are egal.report's; this builds their argume
 from __future__ import annotations
 
 from ..errors import EgalError
-from ._flags import errors_named_as_flags, flags_for
+from ._flags import add_quiet, errors_named_as_flags, flags_for
 
 # egal.report.selection_report's keyword arguments, each from the option of the same name.
 API_ARGUMENTS = ("out", "select", "selection", "examples", "entropy_threshold", "misalignment_threshold",
@@ -60,8 +60,7 @@ def register(subparsers):
                            help="where the model runs (default: %(default)s)")
     selection.add_argument("--overwrite", action="store_true", default=DEFAULTS["overwrite"],
                            help=f"replace an existing OUT/{PAGE_FILE}")
-    parser.add_argument("--quiet", action="store_true", default=not DEFAULTS["progress"],
-                        help="print nothing but errors")
+    add_quiet(parser, default=not DEFAULTS["progress"])
     parser.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, defa
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 from ..selection.csv_file import SELECTION_COLUMNS
-from ._flags import errors_named_as_flags, flags_for
+from ._flags import add_quiet, errors_named_as_flags, flags_for
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -129,7 +129,7 @@ def register(subparsers):
     parser.add_argument("--ray-address", default=DEFAULTS["ray_address"],
                         help="Ray cluster to join with --engine ray (e.g. ray://head:10001 or auto); "
                         "default: RAY_ADDRESS, else a local Ray instance")
-    parser.add_argument("--quiet", action="store_true", default=not DEFAULTS["progress"], help="no progress output")
+    add_quiet(parser, "no progress output", default=not DEFAULTS["progress"])
     parser.add_argument("--verbose", action="store_true", default=DEFAULTS["verbose"],
                         help="--engine ray: show Ray's own log output here instead of keeping it in NAME.ray.log "
                         "next to --out")

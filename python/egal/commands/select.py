@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
-from ._flags import errors_named_as_flags
+from ._flags import add_quiet, errors_named_as_flags
 
 
 def register(subparsers):
@@ -41,7 +41,7 @@ def register(subparsers):
     parser.add_argument("--include-labelled", action="store_true",
                         help="select rows that the scored pool already labelled too (by default they are never "
                         "selected; the scores file's labelled column says which)")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    add_quiet(parser)
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ import sys
 import warnings
 
 from ._config_defaults import ConfigDefaultsFormatter
+from ._flags import add_quiet
 from ._train_options import add_train_options, train_overrides
 
 
@@ -69,7 +70,7 @@ def register(subparsers):
     shortcut.add_argument("--shortcut-marker", choices=("square", "text"),
                           help="a bright square or a letter stamp (default: {shortcut.marker})")
     add_train_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_quiet(parser, "no progress display")
     parser.set_defaults(func=run)
 
 

@@ -7,7 +7,7 @@ import warnings
 from .._checks import check_threads
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
-from ._flags import errors_named_as_flags
+from ._flags import add_quiet, errors_named_as_flags
 from ._train_options import add_train_options, train_overrides
 
 # How the checks of --out name the arguments here (egal.train.from_pool.check_model_out).
@@ -42,7 +42,7 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, help="seed for initialisation, episodes and augmentation (default: "
                         "{train.seed})")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    add_quiet(parser, "no progress display")
     add_train_options(parser)
     parser.set_defaults(func=run)
 
