@@ -10,7 +10,7 @@ namespace egal {
 
 void score_cpu(const ScoreInputs& in, const ScoreOutputs& out);
 void project_roi_cpu(const ScoreInputs& in, int64_t cam_height, int64_t cam_width, const ProjectionOutputs& out);
-// Built from score_cuda.cu, or from cuda_unavailable.cpp (which throws) without CUDA.
+// Built from score_launch_cuda.cu, or from cuda_unavailable.cpp (which throws) without CUDA.
 void score_cuda(const ScoreInputs& in, const ScoreOutputs& out);
 
 // The CUDA passes set_cuda_roi_pass / set_cuda_map_pass chose, for the launcher to branch on (their names, in

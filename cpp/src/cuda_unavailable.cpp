@@ -1,4 +1,5 @@
-// Built instead of score_cuda.cu when the extension is compiled without CUDA.
+// Built instead of the CUDA backend (score_launch_cuda.cu and its kernels) when the extension is compiled without
+// CUDA.
 #include <stdexcept>
 #include <string>
 

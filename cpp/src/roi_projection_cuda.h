@@ -1,4 +1,4 @@
-// The CUDA backend's ROI pass (roi_projection_cuda.cu), called by score_cuda.cu. Internal to the backends.
+// The CUDA backend's ROI pass (roi_projection_cuda.cu), called by score_launch_cuda.cu. Internal to the backends.
 #pragma once
 #include <cuda_runtime.h>
 

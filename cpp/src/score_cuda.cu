@@ -1,30 +1,22 @@
-// CUDA backend: one thread block per sample, inputs read in place from device
-// memory (strides honoured), outputs copied back as B numbers per field. The
-// kernel runs the steps of docs/scoring.md as one device function each; the
-// formulas themselves are score_math.h's, shared with the CPU backend. Masks and
-// boxes are first projected onto the map's grid by roi_projection_cuda.cu, a column
-// or four a thread (unless set_cuda_roi_pass chose the per-pixel pass), and scored
-// as a projected ROI.
-// Steps 2-3 of small contiguous maps take channel tiles when set_cuda_map_pass
-// asked for them (channel_tiles_cuda.cuh), and those of large maps blocks of
-// cells when it asked for "cell-blocks" (cell_blocks_cuda.cuh).
+// The CUDA backend's scoring kernels: one thread block per sample, inputs read in place from device memory
+// (strides honoured). The kernel runs the steps of docs/scoring.md as one device function each; the formulas
+// themselves are score_math.h's, shared with the CPU backend. Masks and boxes reach it projected onto the map's
+// grid (roi_projection_cuda.cu) unless the per-pixel pass reads them here. Steps 2-3 take a warp per channel
+// here, or the channel tiles (channel_tiles_cuda.cuh) or blocks of cells (cell_blocks_cuda.cuh) that the
+// launcher, score_launch_cuda.cu, chose from set_cuda_map_pass; launch_scoring runs the kernels in order.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
-#include "backends.h"
 #include "cell_blocks_cuda.cuh"
 #include "channel_tiles_cuda.cuh"
 #include "cuda_common.h"
-#include "interpolation.h"
 #include "roi_projection_cuda.h"
 #include "scalar.h"
+#include "score_cuda.cuh"
 #include "score_math.h"
 
 namespace egal {
@@ -33,40 +25,8 @@ namespace {
 constexpr int kThreads = cuda::kTileThreads;
 constexpr int kWarps = kThreads / 32;
 using cuda::check;
-
-struct KernelArgs {
-  const void* activations;  // [B, K, h, w]
-  int64_t a_stride[4];
-  const void* gradients;  // [B, K, h, w] or null
-  int64_t g_stride[4];
-  const void* weights;  // [B, K] or null
-  int64_t w_stride[2];
-  DType weights_dtype;
-  const void* logits;  // [B, C]
-  int64_t z_stride[2];
-  DType logits_dtype;
-  RoiKind roi_kind;
-  const void* masks;  // [B, H, W]
-  int64_t m_stride[3];
-  DType masks_dtype;
-  const float* boxes;  // [B, N, 4]
-  int64_t b_stride[3];
-  const float* roi_weights;  // [B, h, w]
-  int64_t r_stride[3];
-  const float* roi_area;  // [B]
-  int64_t area_stride;
-  int64_t K, h, w, C, H, W, N;
-  cuda::TileLayout tiles;  // channel tiles' layout, when steps 2-3 take them
-  int64_t splits;          // blocks a sample's channels are shared out to (channel_split_kernel)
-  float* split_sums;       // [B * splits, h * w]
-  int* split_flags;        // [B * splits]
-  const float* block_range;  // [B * cuda::cell_blocks_of(h * w), 2], with cell blocks
-  const int* block_flags;    // [B * cuda::cell_blocks_of(h * w)]
-  float alpha;
-  DeviceTables tables;
-  float* cam_workspace;  // [B, h * w]
-  ScoreOutputs out;  // device buffers, [B] each (cam: [B, h * w] or null)
-};
+using cuda::MapSource;
+using cuda::ScoreArgs;
 
 // The shared memory of one block (one sample).
 struct BlockShared {
@@ -90,7 +50,7 @@ using cuda::plane_offset;
 // Step 2: channel weights into shared memory, a warp per channel when they are
 // gradient means; a non-finite weight flags the sample.
 template <class T>
-__device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int64_t b, const BlockShared& s) {
+__device__ __forceinline__ void channel_weights_step(const ScoreArgs& args, int64_t b, const BlockShared& s) {
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t K = args.K, w = args.w, hw = args.h * args.w;
   if (args.gradients) {
@@ -115,7 +75,7 @@ __device__ __forceinline__ void channel_weights_step(const KernelArgs& args, int
 // Step 3: the raw map max(0, sum_k w_k A_k) into `cam`; channel groups share the
 // block when the map is small. Returns this thread's minimum and maximum of it.
 template <class T>
-__device__ __forceinline__ void raw_map_step(const KernelArgs& args, int64_t b, const BlockShared& s, float* cam,
+__device__ __forceinline__ void raw_map_step(const ScoreArgs& args, int64_t b, const BlockShared& s, float* cam,
                                              float* local_lo, float* local_hi) {
   const int tid = threadIdx.x;
   const int64_t K = args.K, w = args.w, hw = args.h * args.w;
@@ -168,7 +128,7 @@ __device__ __forceinline__ NormalisedMap normalise_step(const float* cam, float 
 }
 
 // Step 5: U(y, x), from the interpolation tables.
-__device__ __forceinline__ float upsampled(const KernelArgs& args, const NormalisedMap& map, int64_t y, int64_t x) {
+__device__ __forceinline__ float upsampled(const ScoreArgs& args, const NormalisedMap& map, int64_t y, int64_t x) {
   const int64_t r0 = args.tables.row_lo[y] * args.w, r1 = args.tables.row_hi[y] * args.w;
   const int64_t c0 = args.tables.col_lo[x], c1 = args.tables.col_hi[x];
   return math::bilinear(map(r0 + c0), map(r0 + c1), map(r1 + c0), map(r1 + c1), args.tables.row_t[y],
@@ -202,7 +162,7 @@ struct CellCursor {
 };
 
 // SU = sum of U from the operator's column sums, without upsampling.
-__device__ __forceinline__ double upsampled_sum_part(const KernelArgs& args, const NormalisedMap& map) {
+__device__ __forceinline__ double upsampled_sum_part(const ScoreArgs& args, const NormalisedMap& map) {
   double sum = 0.0;
   for (CellCursor c(args.w); c.p < args.h * args.w; c.next())
     sum += static_cast<double>(map(c.p)) * args.tables.row_sum[c.y] * args.tables.col_sum[c.x];
@@ -210,7 +170,7 @@ __device__ __forceinline__ double upsampled_sum_part(const KernelArgs& args, con
 }
 
 // Step 6 with masks: I and SM over the mask's nonzero pixels, a warp per row.
-__device__ __forceinline__ void mask_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+__device__ __forceinline__ void mask_sums_part(const ScoreArgs& args, int64_t b, const NormalisedMap& map,
                                                const BlockShared& s, DiceSums* sums) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   float inter = 0.0f, area = 0.0f;
@@ -235,7 +195,7 @@ __device__ __forceinline__ void mask_sums_part(const KernelArgs& args, int64_t b
 
 // Step 6 with boxes: one thread turns the boxes into pixel ranges, then I and SM
 // over the pixels inside their union.
-__device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+__device__ __forceinline__ void box_sums_part(const ScoreArgs& args, int64_t b, const NormalisedMap& map,
                                               const BlockShared& s, DiceSums* sums) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (threadIdx.x == 0)
@@ -255,7 +215,7 @@ __device__ __forceinline__ void box_sums_part(const KernelArgs& args, int64_t b,
 }
 
 // Step 6 with a projected ROI: I = <normalised map, R_y^T M R_x> on the h x w grid.
-__device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+__device__ __forceinline__ void projected_sums_part(const ScoreArgs& args, int64_t b, const NormalisedMap& map,
                                                     const BlockShared& s, DiceSums* sums) {
   const float* r = args.roi_weights + b * args.r_stride[0];
   bool bad = threadIdx.x == 0 && !math::projection_value_ok(args.roi_area[b * args.area_stride]);
@@ -270,7 +230,7 @@ __device__ __forceinline__ void projected_sums_part(const KernelArgs& args, int6
 // Steps 5-6: the Dice sums of the sample, the same in every thread. A kernel for projected ROIs alone leaves
 // out the per-pixel passes, and the registers they need (48 against 80 a thread: more blocks fit an SM).
 template <bool kProjectedRoi>
-__device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64_t b, const NormalisedMap& map,
+__device__ __forceinline__ DiceSums dice_sums_step(const ScoreArgs& args, int64_t b, const NormalisedMap& map,
                                                    const BlockShared& s) {
   DiceSums sums;
   sums.upsampled_sum = upsampled_sum_part(args, map);
@@ -288,7 +248,7 @@ __device__ __forceinline__ DiceSums dice_sums_step(const KernelArgs& args, int64
 }
 
 // The normalised map for visualisation, NaN where the sample's maps are not finite.
-__device__ __forceinline__ void write_cam_step(const KernelArgs& args, int64_t b, const NormalisedMap& map, int flags) {
+__device__ __forceinline__ void write_cam_step(const ScoreArgs& args, int64_t b, const NormalisedMap& map, int flags) {
   if (!args.out.cam) return;
   const int64_t hw = args.h * args.w;
   for (int64_t p = threadIdx.x; p < hw; p += kThreads)
@@ -296,7 +256,7 @@ __device__ __forceinline__ void write_cam_step(const KernelArgs& args, int64_t b
 }
 
 // Steps 1 and 7, on one thread: C is small next to the maps.
-__device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, const DiceSums& sums, int flags) {
+__device__ __forceinline__ void finish_step(const ScoreArgs& args, int64_t b, const DiceSums& sums, int flags) {
   const math::Entropy e =
       math::softmax_entropy(args.logits, args.logits_dtype, b * args.z_stride[0], args.z_stride[1], args.C);
   math::store_sample(args.out, b,
@@ -304,16 +264,11 @@ __device__ __forceinline__ void finish_step(const KernelArgs& args, int64_t b, c
                                          sums.intersection, sums.upsampled_sum, sums.roi_area));
 }
 
-// How the scoring kernel gets steps 2-3: a warp per channel, then threads per map cell (ChannelWarps); channel
-// tiles in this block (ChannelTiles); the sums that channel_split_kernel's blocks left (SplitSums); or the map
-// that cell_map_kernel's blocks left in the workspace (CellBlocks).
-enum class MapSource { ChannelWarps, ChannelTiles, SplitSums, CellBlocks };
-
 // The channel-tile sums of one sample's channels [split * kSplitChannels, ...), one block each: a sample of
 // more than kSplitChannels channels is shared out to several blocks, so that a small batch fills the GPU.
 // Leaves the sums before the ReLU in split_sums [B * splits, h * w] and the flags in split_flags [B * splits].
 template <class T>
-__global__ void __launch_bounds__(kThreads) channel_split_kernel(KernelArgs args) {
+__global__ void __launch_bounds__(kThreads) channel_split_kernel(ScoreArgs args) {
   extern __shared__ float shared[];  // cuda::TileShared's parts, then partial sums [kThreads]
   __shared__ int flags;
   const int cells = static_cast<int>(args.h * args.w);
@@ -337,7 +292,7 @@ __global__ void __launch_bounds__(kThreads) channel_split_kernel(KernelArgs args
 
 // One block per sample. kMap: where steps 2-3 come from (all but channel warps take projected ROIs only).
 template <class T, bool kProjectedRoi, MapSource kMap>
-__global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
+__global__ void __launch_bounds__(kThreads) score_kernel(ScoreArgs args) {
   extern __shared__ float shared[];
   __shared__ double reduce_scratch[kWarps];
   __shared__ float reduce_scratch_f[kWarps];
@@ -400,197 +355,18 @@ __global__ void __launch_bounds__(kThreads) score_kernel(KernelArgs args) {
   if (threadIdx.x == 0) finish_step(args, b, sums, flags);
 }
 
-template <class V>
-size_t append(std::vector<unsigned char>& blob, const std::vector<V>& values) {
-  const size_t offset = (blob.size() + 15) / 16 * 16;
-  blob.resize(offset + values.size() * sizeof(V));
-  std::memcpy(blob.data() + offset, values.data(), values.size() * sizeof(V));
-  return offset;
-}
-
-void copy_strides(const TensorView& view, int64_t* dst, int rank) {
-  for (int d = 0; d < rank; ++d) dst[d] = view.stride[d];
-}
-
-// Restores the caller's current device on every exit path.
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    check(cudaGetDevice(&previous_), "cudaGetDevice");
-    check(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-
- private:
-  int previous_ = 0;
-};
-
 }  // namespace
 
-void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
-  const TensorView& A = in.activations;
-  const int64_t B = A.shape[0], K = A.shape[1], h = A.shape[2], w = A.shape[3], hw = h * w;
-  if (B == 0) return;
-  // The interpolation tables and box ranges index mask rows and columns in 32 bits.
-  if (in.roi_height > INT32_MAX || in.roi_width > INT32_MAX)
-    throw std::invalid_argument("the CUDA backend takes ROIs of at most 2^31 - 1 rows and columns");
-  DeviceGuard guard(A.device_id);
-  cudaStream_t stream = 0;  // legacy default stream: the one requested from the DLPack producers
-
-  const AxisInterpolation rows(in.roi_height, h), cols(in.roi_width, w);
-  std::vector<float> row_sum(rows.column_sum.begin(), rows.column_sum.end());
-  std::vector<float> col_sum(cols.column_sum.begin(), cols.column_sum.end());
-  std::vector<int32_t> col_first(w, static_cast<int32_t>(in.roi_width)), col_end(w, 0);
-  for (int64_t x = 0; x < in.roi_width; ++x)
-    for (const int32_t j : {cols.lo[x], cols.hi[x]}) {
-      col_first[j] = std::min(col_first[j], static_cast<int32_t>(x));
-      col_end[j] = std::max(col_end[j], static_cast<int32_t>(x + 1));
-    }
-  std::vector<unsigned char> blob;
-  const size_t o_row_lo = append(blob, rows.lo), o_row_hi = append(blob, rows.hi), o_row_t = append(blob, rows.t);
-  const size_t o_col_lo = append(blob, cols.lo), o_col_hi = append(blob, cols.hi), o_col_t = append(blob, cols.t);
-  const size_t o_row_sum = append(blob, row_sum), o_col_sum = append(blob, col_sum);
-  const size_t o_col_first = append(blob, col_first), o_col_end = append(blob, col_end);
-  const bool project = in.roi_kind != RoiKind::Projected && chosen_cuda_roi_pass() != CudaRoiPass::PerPixel;
-
-  // Device memory: tables, the map workspace and the outputs, in one block. Each part starts on a 256-byte
-  // boundary: the int64 predictions after B * h * w floats would otherwise be misaligned when that count is odd.
-  const auto aligned = [](size_t bytes) { return (bytes + 255) / 256 * 256; };
-  const size_t tables_bytes = aligned(blob.size());
-  const size_t cam_bytes = static_cast<size_t>(B * hw) * sizeof(float);
-  const size_t out_bytes = static_cast<size_t>(B) * (sizeof(int64_t) + 4 * sizeof(float) + sizeof(int32_t));
-  const size_t cam_out_bytes = out.cam ? cam_bytes : 0;
-  const size_t projection_bytes = project ? aligned(cam_bytes) + static_cast<size_t>(B) * sizeof(float) : 0;
-  unsigned char* device = nullptr;
-  check(cudaMallocAsync(
-            reinterpret_cast<void**>(&device),
-            tables_bytes + aligned(cam_bytes) + aligned(out_bytes) + aligned(cam_out_bytes) + projection_bytes, stream),
-        "cudaMallocAsync");
-  struct Free {
-    unsigned char* p;
-    cudaStream_t s;
-    ~Free() {
-      if (p) cudaFreeAsync(p, s);
-    }
-  };
-  const Free free_on_exit{device, stream};
-  check(cudaMemcpyAsync(device, blob.data(), blob.size(), cudaMemcpyHostToDevice, stream), "copying tables");
-
-  KernelArgs args{};
-  args.tables = {reinterpret_cast<int32_t*>(device + o_row_lo),    reinterpret_cast<int32_t*>(device + o_row_hi),
-                 reinterpret_cast<float*>(device + o_row_t),       reinterpret_cast<int32_t*>(device + o_col_lo),
-                 reinterpret_cast<int32_t*>(device + o_col_hi),    reinterpret_cast<float*>(device + o_col_t),
-                 reinterpret_cast<float*>(device + o_row_sum),     reinterpret_cast<float*>(device + o_col_sum),
-                 reinterpret_cast<int32_t*>(device + o_col_first), reinterpret_cast<int32_t*>(device + o_col_end)};
-  args.cam_workspace = reinterpret_cast<float*>(device + tables_bytes);
-  unsigned char* outputs = device + tables_bytes + aligned(cam_bytes);
-  args.out.pred = reinterpret_cast<int64_t*>(outputs);
-  args.out.entropy = reinterpret_cast<float*>(outputs + B * sizeof(int64_t));
-  args.out.entropy_norm = args.out.entropy + B;
-  args.out.misalignment = args.out.entropy + 2 * B;
-  args.out.score = args.out.entropy + 3 * B;
-  args.out.status = reinterpret_cast<int32_t*>(args.out.entropy + 4 * B);
-  args.out.cam = out.cam ? reinterpret_cast<float*>(outputs + aligned(out_bytes)) : nullptr;
-
-  args.activations = A.data;
-  copy_strides(A, args.a_stride, 4);
-  if (in.gradients.present) {
-    args.gradients = in.gradients.data;
-    copy_strides(in.gradients, args.g_stride, 4);
-  } else {
-    args.weights = in.weights.data;
-    args.weights_dtype = in.weights.dtype;
-    copy_strides(in.weights, args.w_stride, 2);
-  }
-  args.logits = in.logits.data;
-  args.logits_dtype = in.logits.dtype;
-  copy_strides(in.logits, args.z_stride, 2);
-  args.roi_kind = in.roi_kind;
-  args.N = 0;
-  if (in.roi_kind == RoiKind::Masks) {
-    args.masks = in.masks.data;
-    args.masks_dtype = in.masks.dtype;
-    copy_strides(in.masks, args.m_stride, 3);
-  } else if (in.roi_kind == RoiKind::Boxes) {
-    args.boxes = static_cast<const float*>(in.boxes.data);
-    copy_strides(in.boxes, args.b_stride, 3);
-    args.N = in.boxes.shape[1];
-  } else {
-    args.roi_weights = static_cast<const float*>(in.roi_weights.data);
-    copy_strides(in.roi_weights, args.r_stride, 3);
-    args.roi_area = static_cast<const float*>(in.roi_area.data);
-    args.area_stride = in.roi_area.stride[0];
-  }
-  args.K = K, args.h = h, args.w = w, args.C = in.logits.shape[1];
-  args.H = in.roi_height, args.W = in.roi_width;
-  args.alpha = in.alpha;
-  if (project) {  // masks or boxes -> [B, h, w] weights and [B] areas, then scored as a projected ROI
-    float* weights = reinterpret_cast<float*>(outputs + aligned(out_bytes) + aligned(cam_out_bytes));
-    float* area = weights + aligned(cam_bytes) / sizeof(float);
-    launch_roi_projection(in, h, w, args.tables, weights, area, chosen_cuda_roi_pass() == CudaRoiPass::VectorProjection,
-                          stream);
-    args.roi_kind = RoiKind::Projected;
-    args.roi_weights = weights;
-    args.r_stride[0] = hw, args.r_stride[1] = w, args.r_stride[2] = 1;
-    args.roi_area = area;
-    args.area_stride = 1;
-    args.N = 0;
-  }
-
-  const bool projected = args.roi_kind == RoiKind::Projected;
-  const bool cell_blocks_pass = chosen_cuda_map_pass() == CudaMapPass::CellBlocks;
-  const bool tiles = projected && (cell_blocks_pass || chosen_cuda_map_pass() == CudaMapPass::ChannelTiles) &&
-                     hw <= cuda::kMaxTileMap && cuda::block_is_contiguous(A) &&
-                     (!in.gradients.present || cuda::block_is_contiguous(in.gradients));
-  const bool cell_blocks = projected && cell_blocks_pass && hw > cuda::kMaxTileMap;
-  args.splits = tiles ? (K + cuda::kSplitChannels - 1) / cuda::kSplitChannels : 1;
-  if (tiles) args.tiles = cuda::tile_layout(static_cast<int>(hw));
-  const size_t tile_bytes =
-      tiles ? (cuda::tile_shared_floats(args.tiles, hw, in.gradients.present) + kThreads) * sizeof(float) : 0;
-
-  // With channel splits: their sums [B * splits, h * w] and flags [B * splits], in a block of their own.
-  unsigned char* split_device = nullptr;
-  if (args.splits > 1) {
-    const size_t sums_bytes = aligned(static_cast<size_t>(B * args.splits * hw) * sizeof(float));
-    check(cudaMallocAsync(reinterpret_cast<void**>(&split_device),
-                          sums_bytes + static_cast<size_t>(B * args.splits) * sizeof(int), stream),
-          "cudaMallocAsync");
-    args.split_sums = reinterpret_cast<float*>(split_device);
-    args.split_flags = reinterpret_cast<int*>(split_device + sums_bytes);
-  }
-  const Free free_splits_on_exit{split_device, stream};
-
-  // With cell blocks: the gradient means [B, K], each block's range [B * blocks, 2] and flags [B * blocks], in a
-  // block of their own; the map goes to the workspace above.
-  cuda::CellBlockArgs cell_args{};
-  unsigned char* cell_device = nullptr;
-  const int64_t cell_block_count = B * cuda::cell_blocks_of(hw);
-  if (cell_blocks) {
-    const size_t means_bytes = in.gradients.present ? aligned(static_cast<size_t>(B * K) * sizeof(float)) : 0;
-    const size_t range_bytes = aligned(static_cast<size_t>(cell_block_count) * 2 * sizeof(float));
-    check(cudaMallocAsync(reinterpret_cast<void**>(&cell_device),
-                          means_bytes + range_bytes + static_cast<size_t>(cell_block_count) * sizeof(int), stream),
-          "cudaMallocAsync");
-    cell_args.activations = args.activations;
-    std::copy(args.a_stride, args.a_stride + 4, cell_args.a_stride);
-    cell_args.gradients = args.gradients;
-    std::copy(args.g_stride, args.g_stride + 4, cell_args.g_stride);
-    cell_args.weights = args.weights;
-    std::copy(args.w_stride, args.w_stride + 2, cell_args.w_stride);
-    cell_args.weights_dtype = args.weights_dtype;
-    cell_args.B = B, cell_args.K = K, cell_args.h = h, cell_args.w = w;
-    cell_args.gradient_means = in.gradients.present ? reinterpret_cast<float*>(cell_device) : nullptr;
-    cell_args.map = args.cam_workspace;
-    cell_args.block_range = reinterpret_cast<float*>(cell_device + means_bytes);
-    cell_args.block_flags = reinterpret_cast<int*>(cell_device + means_bytes + range_bytes);
-    args.block_range = cell_args.block_range;
-    args.block_flags = cell_args.block_flags;
-  }
-  const Free free_cells_on_exit{cell_device, stream};
-
+void launch_scoring(const ScoreArgs& args, const cuda::CellBlockArgs& cell_args, MapSource source, int64_t B,
+                    DType features, int device, cudaStream_t stream) {
+  const int64_t K = args.K, hw = args.h * args.w;
+  const bool gradients = args.gradients != nullptr;
+  const size_t tile_bytes = source == MapSource::ChannelTiles || source == MapSource::SplitSums
+                                ? (cuda::tile_shared_floats(args.tiles, hw, gradients) + kThreads) * sizeof(float)
+                                : 0;
   const std::string what = "K = " + std::to_string(K) + " channels and N = " + std::to_string(args.N) + " boxes";
   auto launch_with = [&](auto kernel, int64_t blocks, size_t shared_bytes, const auto& kernel_args) {
-    cuda::allow_shared_memory(kernel, shared_bytes, A.device_id, what);
+    cuda::allow_shared_memory(kernel, shared_bytes, device, what);
     kernel<<<static_cast<unsigned>(blocks), kThreads, shared_bytes, stream>>>(kernel_args);
     check(cudaGetLastError(), "launching the scoring kernels");
   };
@@ -599,59 +375,35 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out) {
   };
   auto launch_for = [&](auto feature) {
     using T = decltype(feature);
-    if (cell_blocks) {
-      if (in.gradients.present)
-        launch_with(cuda::channel_means_kernel<T>,
-                    (B * K + cuda::kMeanChannelsPerBlock - 1) / cuda::kMeanChannelsPerBlock, 0, cell_args);
-      launch_with(cuda::cell_map_kernel<T>, cell_block_count, K * sizeof(float), cell_args);
-      launch(score_kernel<float, true, MapSource::CellBlocks>, B, 0);
-    } else if (args.splits > 1) {
-      launch(channel_split_kernel<T>, B * args.splits, tile_bytes);
-      launch(score_kernel<float, true, MapSource::SplitSums>, B, (hw + kThreads) * sizeof(float));
-    } else if (tiles) {
-      launch(score_kernel<T, true, MapSource::ChannelTiles>, B, tile_bytes);
-    } else {
-      const size_t shared_bytes = (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
-      if (projected)
-        launch(score_kernel<T, true, MapSource::ChannelWarps>, B, shared_bytes);
-      else
-        launch(score_kernel<T, false, MapSource::ChannelWarps>, B, shared_bytes);
+    switch (source) {
+      case MapSource::CellBlocks:
+        if (gradients)
+          launch_with(cuda::channel_means_kernel<T>,
+                      (B * K + cuda::kMeanChannelsPerBlock - 1) / cuda::kMeanChannelsPerBlock, 0, cell_args);
+        launch_with(cuda::cell_map_kernel<T>, B * cuda::cell_blocks_of(hw), K * sizeof(float), cell_args);
+        launch(score_kernel<float, true, MapSource::CellBlocks>, B, 0);
+        break;
+      case MapSource::SplitSums:
+        launch(channel_split_kernel<T>, B * args.splits, tile_bytes);
+        launch(score_kernel<float, true, MapSource::SplitSums>, B, (hw + kThreads) * sizeof(float));
+        break;
+      case MapSource::ChannelTiles: launch(score_kernel<T, true, MapSource::ChannelTiles>, B, tile_bytes); break;
+      case MapSource::ChannelWarps: {
+        const size_t shared_bytes = (K + kThreads) * sizeof(float) + args.N * 4 * sizeof(int32_t);
+        if (args.roi_kind == RoiKind::Projected)
+          launch(score_kernel<T, true, MapSource::ChannelWarps>, B, shared_bytes);
+        else
+          launch(score_kernel<T, false, MapSource::ChannelWarps>, B, shared_bytes);
+        break;
+      }
     }
   };
-  switch (A.dtype) {
+  switch (features) {
     case DType::Float32: launch_for(float{}); break;
     case DType::Float16: launch_for(half_bits{}); break;
     case DType::BFloat16: launch_for(bfloat16_bits{}); break;
     default: throw std::invalid_argument("activations must be float32, float16 or bfloat16");
   }
-
-  std::vector<unsigned char> host(out_bytes);
-  check(cudaMemcpyAsync(host.data(), outputs, out_bytes, cudaMemcpyDeviceToHost, stream), "copying scores");
-  if (out.cam)
-    check(cudaMemcpyAsync(out.cam, args.out.cam, cam_out_bytes, cudaMemcpyDeviceToHost, stream), "copying maps");
-  check(cudaStreamSynchronize(stream), "score_kernel");
-  const unsigned char* p = host.data();
-  std::memcpy(out.pred, p, B * sizeof(int64_t));
-  p += B * sizeof(int64_t);
-  for (float* dst : {out.entropy, out.entropy_norm, out.misalignment, out.score}) {
-    std::memcpy(dst, p, B * sizeof(float));
-    p += B * sizeof(float);
-  }
-  std::memcpy(out.status, p, B * sizeof(int32_t));
-}
-
-bool cuda_compiled() { return true; }
-
-int cuda_device_count(std::string* why_not) {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    if (why_not) *why_not = cudaGetErrorString(status);
-    cudaGetLastError();  // clear the sticky-free error so later calls start clean
-    return 0;
-  }
-  if (count == 0 && why_not) *why_not = "no CUDA device is visible";
-  return count;
 }
 
 }  // namespace egal
