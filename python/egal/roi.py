@@ -25,6 +25,10 @@ class ProjectedROI:
     weights: [B, h, w] float32, R_y^T M R_x (numpy, torch or any DLPack array)
     area:    [B] float32, sum of M (0 means an empty ROI)
     roi_size: (H, W), the grid the masks or boxes were given on
+
+    Make one with egal.project_roi. One built by hand must be the projection of masks M with
+    values in [0, 1]: weights and area finite and >= 0, and consistent with each other, or the
+    scorer refuses the sample as a bad mask (docs/scoring.md, edge cases).
     """
 
     weights: Any
