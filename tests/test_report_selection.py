@@ -238,6 +238,7 @@ def repeated_pool(base: dict, folder, repeats: int) -> tuple:
     """(scores, pool) paths of base's pool (from scored_pool(storage="path")) repeated `repeats` times under new
     ids: a repeat's scores are its scan's scores, so the scores are what scoring the whole pool would give, at
     the cost of scoring the base rows once (the pool references the same image and mask files)."""
+    from egal.pipeline.output_layout import RUN_METADATA_KEY
     from egal.pipeline.ranking import rank_table
 
     small, pool = pq.read_table(base["scores"]), pq.read_table(base["pool"])
@@ -248,7 +249,11 @@ def repeated_pool(base: dict, folder, repeats: int) -> tuple:
     pq.write_table(big_pool, pool_path, row_group_size=4096)
     columns = {name: small.column(name).to_pylist() * repeats for name in small.column_names if name != "rank"}
     columns.update(id=ids, row=list(range(len(ids))))
-    ranked = rank_table(pa.table(columns), alpha=0.5).replace_schema_metadata(small.schema.metadata)
+    metadata = dict(small.schema.metadata)
+    run = json.loads(metadata[RUN_METADATA_KEY])
+    run["pool"] = {**run["pool"], "path": pool_path, "num_rows": len(ids)}  # the record of a run over the big pool
+    metadata[RUN_METADATA_KEY] = json.dumps(run).encode()
+    ranked = rank_table(pa.table(columns), alpha=0.5).replace_schema_metadata(metadata)
     scores_path = os.path.join(folder, f"scores_x{repeats}.parquet")
     pq.write_table(ranked, scores_path)
     return scores_path, pool_path

@@ -308,3 +308,33 @@ def test_scores_go_to_a_parquet_name_not_a_csv_one(tmp_path, model_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("egal score: error: --out is where the scores go, as Parquet: give a .parquet name"), err
     assert not list(tmp_path.glob("scores.csv*"))
+
+
+def test_a_scores_file_with_rows_cut_out_is_refused_not_taken_as_complete(tmp_path, model_path, capsys):
+    # Rows removed by another tool, the run's record kept: resume and egal select must not take it for the pool.
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(20, folder=tmp_path))
+    out = tmp_path / "scores.parquet"
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--workers", 0) == 0
+    table = pq.read_table(out)
+    pq.write_table(table.slice(0, 15).replace_schema_metadata(table.schema.metadata), out)
+    capsys.readouterr()
+    assert score("--pool", pool, "--model", model_path, "--out", out, "--workers", 0, "--resume") == 2
+    assert "holds 15 row(s), but the run that wrote it scored a pool of 20" in capsys.readouterr().err
+    assert main(["select", "--scores", str(out), "--select", "3", "--quiet"]) == 2
+    assert "holds 15 row(s), but the run that wrote it scored a pool of 20" in capsys.readouterr().err
+
+
+def test_a_file_size_limit_is_one_line_that_says_the_batches_are_kept(tmp_path, model_path, capsys, monkeypatch):
+    import errno
+
+    import egal.pipeline.shard_store as shard_store
+
+    def too_large(self, *args, **kwargs):
+        raise OSError(errno.EFBIG, "File too large", str(self.out_path))
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path))
+    monkeypatch.setattr(shard_store.ShardStore, "finalize", too_large)
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--workers", 0) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("egal score: error: [Errno 27] File too large") and err.endswith("rerun with --resume"), err
+    assert "\n" not in err

@@ -42,7 +42,7 @@ EXTRA_OF_MODULE = {
 # OSErrors about a path: the user's to fix (see the module docstring).
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 # A disk that cannot take what a command writes: the machine's state, not a defect (no traceback).
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # full, quota, read-only, file-size limit
 # Commands that cannot start without PyTorch.
 NEEDS_TORCH = {"train": "trains a model", "simulate": "trains a model in every round"}
 
@@ -143,7 +143,9 @@ def _run(args) -> int:
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
             raise
-        print(f"{name}: error: {exc}", file=sys.stderr)
+        kept = "; the batches scored so far are kept: make room and rerun with --resume" if args.command == "score" \
+            else ""
+        print(f"{name}: error: {exc}{kept}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"

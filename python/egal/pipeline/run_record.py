@@ -29,6 +29,18 @@ def recorded_run(out_path) -> dict | None:
     return recorded if isinstance(recorded, dict) else None
 
 
+def rows_missing_or_added(num_rows: int, run: dict) -> str | None:
+    """What is wrong when a finished output holds another number of rows than the pool its run scored (rows cut
+    out or added by hand or by another tool after egal score wrote it, one row per pool row); None when it holds
+    as many, or its record does not say."""
+    pool = run.get("pool")
+    expected = pool.get("num_rows") if isinstance(pool, dict) else None
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected == num_rows:
+        return None
+    return (f"holds {num_rows} row(s), but the run that wrote it scored a pool of {expected}: rows were removed or "
+            "added after egal score wrote it")
+
+
 def check_resume_arguments(out_path, arguments: dict) -> None:
     """Refuse a resume whose `arguments` (some of a run manifest's keys) differ from the recorded run's, before
     the work that the rest of the manifest needs (the runtime check scores a batch); the store checks all of

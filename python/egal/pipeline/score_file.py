@@ -11,6 +11,7 @@ from ..errors import EgalError
 from .batch_scoring import OUTPUT_SCHEMA
 from .output_layout import RUN_METADATA_KEY
 from .ranking import LABELLED
+from .run_record import rows_missing_or_added
 
 
 def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict | None]:
@@ -49,6 +50,9 @@ def read_score_output(path: str, columns, optional=()) -> tuple[pa.Table, dict |
     if not isinstance(run, dict):
         raise EgalError(f"has a damaged record of its run (its {RUN_METADATA_KEY.decode()} metadata is not the "
                         "JSON egal score writes): score the pool again")
+    changed = rows_missing_or_added(table.num_rows, run)
+    if changed:
+        raise EgalError(f"{changed}: score the pool again")
     return table, run
 
 

@@ -37,7 +37,7 @@ from .._atomic import replaced_atomically
 from .batch_scoring import OUTPUT_SCHEMA
 from .output_layout import MANIFEST, OVERWRITE, RESUME, RUN_METADATA_KEY, OutputError, parts_dir_of
 from .ranking import rank_table
-from .run_record import refuse_changed_arguments
+from .run_record import refuse_changed_arguments, rows_missing_or_added
 
 PART = re.compile(r"^part-(\d{6,})\.parquet$")
 RAY_OUTPUT = "ray-output"  # what older versions of the Ray engine left in the parts folder
@@ -229,6 +229,10 @@ class ShardStore:
                 "wrote it (not written by this version of egal score), so it cannot be checked against this one; "
                 f"pass {OVERWRITE} instead of {RESUME} to score again, or choose another out") from None
         refuse_changed_arguments(previous, self.manifest, out_path, finished=True)
+        changed = rows_missing_or_added(pq.ParquetFile(self.out_path).metadata.num_rows, previous)
+        if changed:
+            raise OutputError(f"cannot resume: out {out_path!r} (--out) {changed}; pass {OVERWRITE} instead of "
+                              f"{RESUME} to score the pool again")
 
     def _remove_unfinished_run(self) -> int:
         """Delete the parts folder, after checking it holds nothing but what a scoring run writes there."""
