@@ -238,16 +238,19 @@ def test_the_key_is_0600_whatever_the_umask_and_a_failed_export_leaves_no_key(po
 
 
 def test_a_key_that_cannot_be_moved_into_place_is_kept_and_named_not_lost(pool, tmp_path, monkeypatch):
-    replace = os.replace
+    import egal.importers.writer
 
-    def failing(src, dst):
+    publish = egal.importers.writer.publish
+
+    def failing(src, dst, **options):
         if Path(dst) == tmp_path / "key.csv":
             raise OSError("disk quota exceeded")
-        replace(src, dst)
+        publish(src, dst, **options)
 
-    monkeypatch.setattr(os, "replace", failing)
+    monkeypatch.setattr(egal.importers.writer, "publish", failing)
     with pytest.raises(SourceError, match=r"is written, but its pseudonym key could not be moved into place "
-                                          r"\(disk quota exceeded\): it is '(.*)'; rename it to") as error:
+                                          r"\(disk quota exceeded\): it is '(.*)', the only key of that export; "
+                                          r"move it to") as error:
         export(pool, tmp_path, "folders")
     kept = Path(str(error.value).split("it is '")[1].split("'")[0])
     assert (tmp_path / "out" / "selection.csv").is_file() and sorted(read_key(kept).values()) == sorted(IDS)

@@ -1,10 +1,31 @@
-"""Where an atomic write puts its bytes before `os.replace` moves them into place."""
+"""How egal's writers put an output in place, written once for all of them:
+
+  * the bytes go to a temporary sibling (temporary_path) and reach the destination whole, by one rename
+    (replaced_atomically, publish);
+  * a new output never replaces anything: what appeared at the destination while the run wrote (another run,
+    another program) is kept and the run refused (publish, rename_no_replace);
+  * a writer holds the destination's lock (OutputLock) from its checks to its rename, so that a second egal writing
+    the same output is refused at once instead of racing the first.
+"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import os
 import stat
+import sys
 import uuid
+
+from .errors import EgalError
+
+OVERWRITE = "overwrite=True (--overwrite)"
+
+
+class DestinationError(EgalError):
+    """The destination cannot be written now: another egal holds it, or it appeared while this run wrote."""
 
 
 def temporary_path(path, suffix: str = "", *, hidden: bool = False) -> str:
@@ -44,3 +65,145 @@ def keep_mode_of(path, replacement) -> None:
     except FileNotFoundError:
         return
     os.chmod(replacement, mode)
+
+
+def publish(tmp, path, *, replace: bool, what: str, hint: str = OVERWRITE, keep_mode: bool = True) -> None:
+    """Moves the complete temporary `tmp` (a file or a folder) to `path` in one step.
+
+    replace: `path` existed when the run checked it and may be replaced (its permissions are kept, unless
+    keep_mode is False: a file whose mode is a rule of its own, as a pseudonym key's 0600). Otherwise it
+    is never replaced: if something appeared at `path` since (another run, another program), it is kept as it is
+    and DestinationError says so, naming `path` as `what` and how to replace it (`hint`). `tmp` is left to the
+    caller either way (to remove, or, when it is the only copy of something, to name)."""
+    if replace:
+        if keep_mode:
+            keep_mode_of(path, tmp)
+        os.replace(tmp, path)
+        return
+    try:
+        rename_no_replace(tmp, path)
+    except FileExistsError:
+        raise DestinationError(f"{what} {os.fspath(path)!r} appeared while this run was writing it (another egal?): "
+                               f"nothing written; choose another path, or run again with {hint} to replace "
+                               "it") from None
+
+
+def rename_no_replace(src, dst) -> None:
+    """os.rename that never replaces anything at `dst` (a file, a link, a folder, empty or not): FileExistsError.
+
+    One step where the system allows it (Linux renameat2 RENAME_NOREPLACE); else a file is hard-linked to `dst`
+    (which fails if `dst` exists) and then unlinked from `src`. Where neither works (a file system without either),
+    `dst` is checked and then renamed to: a window of microseconds instead of none."""
+    if _renameat2(src, dst, RENAME_NOREPLACE):
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst))
+    if not os.path.isdir(src):
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, some network shares): the check above, then the rename
+            pass
+        else:
+            os.unlink(src)
+            return
+    try:
+        os.rename(src, dst)
+    except OSError as exc:  # onto a folder that appeared since and holds something, or onto a file
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst)) from exc
+        raise
+
+
+# renameat2's flags (linux/fs.h) and its "relative to the working directory" folder descriptor.
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+# What renameat2 answers where the kernel, the C library or the file system lacks it: the caller falls back.
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+@functools.cache
+def _libc_renameat2():
+    """The C library's renameat2 (glibc 2.28+, Linux 3.15+), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _renameat2(src, dst, flags: int) -> bool:
+    """renameat2(src, dst, flags): True when done, False where unsupported; OSError for any other failure."""
+    function = _libc_renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(src), None, os.fspath(dst))
+
+
+def lock_path(path) -> str:
+    """The hidden sibling `.NAME.lock` whose lock stands for writing `path`."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(folder, f".{name}.lock")
+
+
+class OutputLock:
+    """An exclusive lock on writing `path`, held until release() or the process ends (the kernel drops it then,
+    killed or not): a second egal writing the same output, process or thread, is refused (DestinationError) instead
+    of racing the first. The lock is flock() on the hidden file lock_path(path), which release() removes.
+
+    Advisory: a program that takes no lock (an older egal) is not stopped by it; publish's no-replace rule still
+    keeps what it writes. On a file system without locks, the run goes on unlocked, as before."""
+
+    def __init__(self, path, what: str):
+        self.path = lock_path(path)
+        self._fd = self._acquire(os.fspath(path), what)
+
+    def _acquire(self, path: str, what: str) -> int | None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise DestinationError(f"{what} {path!r} is being written by another egal now (it holds "
+                                       f"{self.path!r}): wait for it to end, or choose another path") from None
+            except OSError:  # no locks on this file system
+                os.close(fd)
+                return None
+            if self._is_ours(fd):
+                return fd
+            # The run that held it removed the lock file between our open and our lock: lock the one there now.
+            os.close(fd)
+
+    def _is_ours(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        if getattr(self, "_fd", None) is None:  # (None too when __init__ refused)
+            return
+        if self._is_ours(self._fd):  # removed while locked: a run that opened it meanwhile sees it gone, retries
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __del__(self):
+        self.release()

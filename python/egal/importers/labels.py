@@ -15,8 +15,9 @@ naming the first offenders, when it
     "gliomma" would otherwise become a class of its own).
 Empty label cells are ignored (an image the annotator skipped). The pool is then streamed to
 `out` (every column kept, `label` replaced, one row group at a time) under a temporary name and
-renamed. A pool whose images are paths must be written into the same folder (its paths are
-relative to it).
+renamed, `out` held from its checks to that rename as an import holds its pool (importers.writer.claim_destination:
+locked against a second run, never replacing a file that appeared meanwhile). A pool whose images are paths must be
+written into the same folder (its paths are relative to it).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import keep_mode_of, temporary_path
+from .._atomic import temporary_path
 from .._checks import check_bool
 from .._display import shown
 from .._spreadsheet import from_spreadsheet_text
@@ -41,7 +42,7 @@ from . import cvat, pseudonyms
 from .errors import SourceError
 from .file_names import text_of_name
 from .tables import cell_or_none, header_of, pool_ids_of, read_table_lines
-from .writer import check_destination
+from .writer import Claim, claim_destination
 
 READ_ROWS = 256
 
@@ -168,8 +169,13 @@ def _read_cvat_labels(o: LabelOptions) -> tuple[dict[str, str], int]:
 def run_add_labels(o: LabelOptions) -> LabelResult:
     spec = open_pool(o.pool)
     pool_files = {f"the pool's file {f!r}" if len(spec.files) > 1 else "the pool": f for f in spec.files}
-    out = check_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files,
-                                                        "the pseudonym key": o.pseudonym_key})
+    with claim_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files,
+                                                       "the pseudonym key": o.pseudonym_key}) as claim:
+        return _add_labels(o, spec, claim)
+
+
+def _add_labels(o: LabelOptions, spec, claim: Claim) -> LabelResult:
+    out = claim.out
     _check_not_inside_a_folder_pool(o.pool, out)
     _check_paths_stay_valid(spec, out)
     column = o.pool_label_column
@@ -200,7 +206,7 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
         raise SourceError(f"labels {o.labels!r} brings class(es) the pool has never seen: {new} (the pool's classes: "
                           f"{sorted(map(str, seen))}); pass allow_new_classes=True (--allow-new-classes) if they are "
                           "meant")
-    classes = _write(spec, out, converted, label_type, column)
+    classes = _write(spec, claim, converted, label_type, column)
     return LabelResult(out, spec.num_rows, sum(not is_label(before[i]) for i in converted),
                        sum(before[i] == v for i, v in converted.items()), changed, empty, new, classes)
 
@@ -262,8 +268,8 @@ def _classes(spec, column: str) -> set:
     return seen
 
 
-def _write(spec, out: Path, converted: dict, label_type: pa.DataType, column: str) -> dict[str | None, int]:
-    tmp = Path(temporary_path(out, hidden=True))
+def _write(spec, claim: Claim, converted: dict, label_type: pa.DataType, column: str) -> dict[str | None, int]:
+    tmp = Path(temporary_path(claim.out, hidden=True))
     counts: Counter = Counter()
     first = open_parquet(Path(spec.files[0])).schema_arrow
     fields = [f for f in first if f.name != column] + [pa.field(column, label_type)]
@@ -281,8 +287,7 @@ def _write(spec, out: Path, converted: dict, label_type: pa.DataType, column: st
                 columns[column] = pa.array(labels, type=label_type)
                 writer.write_table(pa.table(columns, schema=schema))
         writer.close()
-        keep_mode_of(out, tmp)
-        os.replace(tmp, out)
+        claim.publish(tmp)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)

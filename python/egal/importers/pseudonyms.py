@@ -33,6 +33,7 @@ from ..errors import EgalError
 from ..pool.errors import MAX_LISTED_ROWS
 from ..selection.csv_file import SELECTION_COLUMNS
 from .errors import SourceError
+from .writer import hold
 
 PSEUDONYM_PREFIX = "egal-"
 PSEUDONYM_BYTES = 15  # 120 random bits: 24 base32 characters, no padding
@@ -108,9 +109,16 @@ def check_key_path(key, out: Path, overwrite: bool, selection_ids) -> Path:
     return path
 
 
+def claim_key_path(key, out: Path, overwrite: bool, selection_ids):
+    """check_key_path's key, held for this export (importers.writer.hold): locked against another egal writing it,
+    checked again under the lock, and published without replacing a key that appeared meanwhile."""
+    return hold(lambda: check_key_path(key, out, overwrite, selection_ids), overwrite, ARGUMENT,
+                lambda message: _refused(message.removeprefix(f"{ARGUMENT} ")), keep_mode=False)  # KEY_MODE always
+
+
 def write_key(path: Path, pairs) -> Path:
     """Writes the key [(pseudonym, id), ...] to a temporary file beside `path`, mode 0600, flushed to disk, and
-    returns that file: the caller renames it onto `path` (os.replace) once the export is in place."""
+    returns that file: the caller publishes it (claim_key_path) once the export is in place."""
     tmp = Path(temporary_path(path, hidden=True))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_MODE)
     try:

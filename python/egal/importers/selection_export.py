@@ -201,9 +201,15 @@ def _check_only_the_export(out: Path) -> None:
 
 def run_export(o: ExportOptions) -> ExportResult:
     out = _target_folder(o.out, o.overwrite, o.pool)
-    key = None
-    if o.pseudonym_key is not None:
-        key = pseudonyms.check_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out))
+    if o.pseudonym_key is None:
+        return _export(o, out, None)
+    with pseudonyms.claim_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out)) as key_claim:
+        return _export(o, out, key_claim)
+
+
+def _export(o: ExportOptions, out: Path, key_claim) -> ExportResult:
+    """The export, with the key held (key_claim, importers.writer.Claim) when ids are pseudonymised."""
+    key = key_claim.out if key_claim is not None else None
     spec = open_pool(o.pool)
     check_label_column(spec, o.label_column)
     chosen = read_selection(o.selection) if o.selection else None
@@ -252,13 +258,14 @@ def run_export(o: ExportOptions) -> ExportResult:
         os.replace(tmp, out)
         exported = out
         if key_tmp is not None:
-            os.replace(key_tmp, key)
+            key_claim.publish(key_tmp)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if key_tmp is not None and exported is not None and key_tmp.exists():
-            # The export is in place: its key must not be lost with the error.
+            # The export is in place: its key must not be lost with the error (nor replace a key that appeared).
             raise SourceError(f"the export {str(out)!r} is written, but its pseudonym key could not be moved into "
-                              f"place ({exc}): it is {str(key_tmp)!r}; rename it to {str(key)!r}") from None
+                              f"place ({exc}): it is {str(key_tmp)!r}, the only key of that export; move it to "
+                              f"{str(key)!r}, or to a new name if that is another export's key") from None
         if key_tmp is not None:
             key_tmp.unlink(missing_ok=True)
         raise

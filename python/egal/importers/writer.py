@@ -12,17 +12,23 @@ file, moves the files folder into place, checks the result with egal.pool.open_p
 checks `egal score` runs), and only then renames the Parquet file to its destination. An exception,
 Ctrl-C or SIGTERM before that removes the temporary names (a SIGKILL leaves them hidden beside the
 destination, never at it).
+
+The destination is held (claim_destination) from its checks to that rename: locked against a second egal
+writing it (refused at once), and published by egal._atomic's rules: a new pool never replaces a file that
+appeared at --out meanwhile, and --overwrite replaces only the pool that was there when it was checked.
 """
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import keep_mode_of, temporary_path
+from .._atomic import DestinationError, OutputLock, keep_mode_of, publish, temporary_path
 from .._paths import (
     check_new_file,
     check_not_an_input,
@@ -89,6 +95,55 @@ def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | 
     return Path(path)
 
 
+@dataclass
+class Claim:
+    """A destination this run holds (hold), until release(): `with claim_destination(...) as claim:`."""
+
+    out: Path
+    replace: bool  # out existed when checked under the lock, and overwrite lets this run replace it
+    lock: OutputLock
+    what: str = "--out"
+    refuse: Callable[[str], Exception] = SourceError  # the error of a refusal, from its message
+    keep_mode: bool = True  # a replaced output's permissions go to its replacement (egal._atomic.publish)
+
+    def publish(self, tmp) -> None:
+        """Renames the complete temporary `tmp` to out (egal._atomic.publish: a new output never replaces anything)."""
+        try:
+            publish(tmp, self.out, replace=self.replace, what=self.what, keep_mode=self.keep_mode)
+        except DestinationError as exc:
+            raise self.refuse(str(exc)) from None
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def hold(check: Callable[[], Path], overwrite: bool, what: str, refuse=SourceError, keep_mode: bool = True) -> Claim:
+    """The destination that `check()` checks and returns, locked for this run (another egal writing it is refused)
+    and checked again under the lock: an output another run finished meanwhile is refused as any existing one."""
+    path = check()  # the path's own problems first, before a lock file is made beside it
+    try:
+        lock = OutputLock(path, what)
+    except DestinationError as exc:
+        raise refuse(str(exc)) from None
+    try:
+        check()
+    except BaseException:
+        lock.release()
+        raise
+    return Claim(path, overwrite and path.exists(), lock, what, refuse, keep_mode)
+
+
+def claim_destination(out, overwrite: bool, what: str = "--out", inputs: dict | None = None) -> Claim:
+    """The pool destination `out`, checked (check_destination) and held for this run (hold)."""
+    return hold(lambda: check_destination(out, overwrite, what, inputs), overwrite, what)
+
+
 class StreamingPoolWriter:
     """with StreamingPoolWriter(out, schema) as w: w.add(row) ...; the pool appears at `out` on a clean exit.
 
@@ -99,7 +154,15 @@ class StreamingPoolWriter:
     def __init__(self, out, schema: pa.Schema, *, overwrite: bool = False, files_folder: bool = False,
                  flush_rows: int = ROW_GROUP_ROWS, flush_bytes: int = FLUSH_BYTES, inputs: dict | None = None):
         """inputs: {argument: path} of what the import reads, which `out` must not be (--overwrite or not)."""
-        self.out = check_destination(out, overwrite, inputs=inputs)
+        self._claim = claim_destination(out, overwrite, inputs=inputs)
+        try:
+            self._prepare(schema, overwrite, files_folder, flush_rows, flush_bytes)
+        except BaseException:
+            self._claim.release()
+            raise
+
+    def _prepare(self, schema, overwrite, files_folder, flush_rows, flush_bytes) -> None:
+        self.out = self._claim.out
         self.schema = schema
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.folder = self.out.parent
@@ -196,14 +259,14 @@ class StreamingPoolWriter:
             from ..pool import open_pool
 
             open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths
-            keep_mode_of(self.out, self.tmp)
-            os.replace(self.tmp, self.out)
+            self._claim.publish(self.tmp)
         except BaseException:
             self.abort()
             raise
         self._done = True
         if self._replaced_files is not None:
             shutil.rmtree(self._replaced_files, ignore_errors=True)
+        self._claim.release()
         return self.out
 
     def _move_files_folder(self) -> None:
@@ -222,6 +285,12 @@ class StreamingPoolWriter:
         if self._done:
             return
         self._done = True
+        try:
+            self._undo()
+        finally:
+            self._claim.release()
+
+    def _undo(self) -> None:
         if self._writer is not None:
             try:
                 self._writer.close()

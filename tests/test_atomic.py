@@ -1,0 +1,82 @@
+"""egal._atomic's rules, which every writer of egal uses: a rename that never replaces, the lock on an output, and
+(tests/test_pool_write_races.py) what they give the commands."""
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+import egal._atomic as atomic
+from egal._atomic import DestinationError, OutputLock, lock_path, publish, rename_no_replace
+
+
+@pytest.fixture(params=["renameat2", "link", "check"])
+def way(request, monkeypatch):
+    """rename_no_replace as Linux does it (renameat2), as a system without renameat2 does (a hard link for a file),
+    and as one without hard links either does (a check, then the rename)."""
+    if request.param != "renameat2":
+        monkeypatch.setattr(atomic, "_libc_renameat2", lambda: None)
+    if request.param == "check":
+        def no_links(src, dst):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_links)
+    return request.param
+
+
+def test_a_rename_that_never_replaces_a_file_a_folder_or_an_empty_folder(tmp_path, way):
+    for kind in ("file", "folder"):
+        new = tmp_path / f"new-{kind}"
+        new.mkdir() if kind == "folder" else new.write_text("new")
+        for there in ("file", "folder", "empty folder", "link"):
+            dst = tmp_path / f"{kind}-onto-{there}".replace(" ", "-")
+            if there == "file":
+                dst.write_text("theirs")
+            elif there == "link":
+                dst.symlink_to(tmp_path / "nowhere")
+            else:
+                dst.mkdir()
+                if there == "folder":
+                    (dst / "theirs").write_text("theirs")
+            with pytest.raises(FileExistsError):
+                rename_no_replace(new, dst)
+            assert new.exists() and (dst.is_symlink() or dst.is_dir() == (there != "file"))
+        rename_no_replace(new, tmp_path / f"{kind}-moved")
+        assert not new.exists() and (tmp_path / f"{kind}-moved").exists()
+
+
+def test_publish_refuses_what_appeared_and_replaces_only_when_asked(tmp_path):
+    (tmp_path / "tmp").write_text("new")
+    (tmp_path / "out").write_text("appeared")
+    with pytest.raises(DestinationError, match=r"^--out '.*out' appeared while this run was writing it \(another "
+                                               r"egal\?\): nothing written; choose another path, or run again with "
+                                               r"overwrite=True \(--overwrite\) to replace it$"):
+        publish(tmp_path / "tmp", tmp_path / "out", replace=False, what="--out")
+    assert (tmp_path / "out").read_text() == "appeared" and (tmp_path / "tmp").exists()
+    os.chmod(tmp_path / "out", 0o600)
+    publish(tmp_path / "tmp", tmp_path / "out", replace=True, what="--out")
+    assert (tmp_path / "out").read_text() == "new" and os.stat(tmp_path / "out").st_mode & 0o777 == 0o600
+
+
+def test_a_second_writer_of_an_output_is_refused_until_the_first_releases_it(tmp_path):
+    out = tmp_path / "pool.parquet"
+    first = OutputLock(out, "--out")
+    assert os.path.basename(lock_path(out)) == ".pool.parquet.lock"
+    refused = []
+
+    def second():  # another thread of this process: flock locks open files, not processes
+        try:
+            OutputLock(out, "--out")
+        except DestinationError as exc:
+            refused.append(str(exc))
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    thread.join()
+    assert refused and refused[0].startswith(f"--out {str(out)!r} is being written by another egal now")
+    first.release()
+    assert not os.path.exists(lock_path(out))  # nothing left beside the output
+    with OutputLock(out, "--out"):
+        assert os.path.exists(lock_path(out))
+    assert sorted(os.listdir(tmp_path)) == []
