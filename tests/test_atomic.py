@@ -80,3 +80,26 @@ def test_a_second_writer_of_an_output_is_refused_until_the_first_releases_it(tmp
     with OutputLock(out, "--out"):
         assert os.path.exists(lock_path(out))
     assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_only_the_temporaries_of_killed_runs_are_removed_and_kept_copies_are_returned(tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, alive = child.pid, os.getpid()
+    names = {f".x.parquet.tmp-{dead}-0123abcd": "removed", f"x.parquet.tmp-{dead}-0123abcd.npz": "removed",
+             f".x.parquet.tmp-{dead}-4567abcd.old": "kept", f".x.parquet.tmp-{alive}-0123abcd": "a running writer's",
+             f".y.parquet.tmp-{dead}-0123abcd": "another output's", f".x.parquet.tmp-{dead}-notarandom": "not ours",
+             "x.parquet": "the output", ".x.parquet.lock": "the lock"}
+    for name in names:
+        (tmp_path / name).write_text("x")
+    (tmp_path / f".x.parquet.tmp-{dead}-89abcdef").mkdir()  # a files folder, or an export
+    (tmp_path / f".x.parquet.tmp-{dead}-89abcdef" / "image.png").write_text("x")
+    assert atomic.stale_temporaries(tmp_path / "x.parquet") == sorted(
+        str(tmp_path / n) for n in [*(n for n, what in names.items() if what in ("removed", "kept")),
+                                    f".x.parquet.tmp-{dead}-89abcdef"])
+    kept = atomic.remove_stale_temporaries(tmp_path / "x.parquet", keep=atomic.is_set_aside)
+    assert kept == [str(tmp_path / f".x.parquet.tmp-{dead}-4567abcd.old")]
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n, what in names.items() if what != "removed")

@@ -134,3 +134,96 @@ def test_a_second_export_writing_the_same_key_is_refused_while_the_first_runs(po
 
     exported = {r.split(",")[0] for r in (tmp_path / "one" / "selection.csv").read_text().splitlines()[1:]}
     assert set(pseudonyms.read_key(key)) == exported
+
+
+def hidden_temporaries(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
+
+
+@pytest.fixture
+def folders_dataset(tmp_path):
+    for i in range(6):
+        folder = tmp_path / "data" / ("benign" if i % 2 else "malignant")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"c{i}.png").write_bytes(encode_png(np.full((8, 8), 10 * i, np.uint8)))
+    return tmp_path / "data"
+
+
+def test_the_temporary_copies_a_killed_import_or_add_labels_left_are_removed_by_the_next_run(
+        pool, folders_dataset, tmp_path):
+    """Before, a SIGKILL left `.NAME.tmp-PID-RANDOM` (a copy of patient data) beside --out for good."""
+    out = tmp_path / "p.parquet"
+    hooked_runs.killed(["pool", "from-folders", folders_dataset, "--out", out, "--quiet"], CLOSED, tmp_path / "s1")
+    hooked_runs.killed(["pool", "add-labels", pool, labels_file(tmp_path, "l.csv", "a", ["s00"]), "--out",
+                        tmp_path / "r.parquet"], CLOSED, tmp_path / "s2")
+    assert [n.split(".tmp-")[0] for n in hidden_temporaries(tmp_path)] == [".p.parquet", ".r.parquet"]
+    assert not out.exists() and not (tmp_path / "r.parquet").exists()
+    from_folders(folders_dataset, out, progress=False)
+    assert [n.split(".tmp-")[0] for n in hidden_temporaries(tmp_path)] == [".r.parquet"]
+    add_labels(pool, tmp_path / "l.csv", tmp_path / "r.parquet")
+    assert hidden_temporaries(tmp_path) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".lock")]
+
+
+def test_a_running_writers_temporary_copy_is_never_taken_for_a_killed_runs(pool, tmp_path):
+    state = tmp_path / "state"
+    out = tmp_path / "r.parquet"
+    slow = hooked_runs.start(["pool", "add-labels", pool, labels_file(tmp_path, "l.csv", "a", ["s00"]), "--out", out],
+                             CLOSED, "pause", state)
+    hooked_runs.wait_until_paused(slow, state)
+    [copy] = hidden_temporaries(tmp_path)
+    add_labels(pool, tmp_path / "l.csv", tmp_path / "other.parquet")  # another output of the same folder
+    assert hidden_temporaries(tmp_path) == [copy]
+    assert hooked_runs.let_go(slow, state)[0] == 0 and labels_of(out)["s00"] == "a"
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_copies_a_killed_brats_import_or_export_left_are_removed_by_the_next_run(pool, tmp_path):
+    pytest.importorskip("nibabel")
+    from pool_import_sources import brats_case
+
+    brats_case(tmp_path / "data", "A", tumour=(6, 18, 22, 34, 10, 20))
+    hooked_runs.killed(["pool", "from-brats", tmp_path / "data", "--out", tmp_path / "pool2.parquet", "--images-as",
+                        "paths", "--quiet"], CLOSED, tmp_path / "s1")
+    hooked_runs.killed(["pool", "export-selection", "--pool", pool, "--out", tmp_path / "out", "--quiet"],
+                       "egal.importers.selection_export:_Writer.finish", tmp_path / "s2", when="before")
+    left = hidden_temporaries(tmp_path)
+    assert [n.split(".tmp-")[0] for n in left] == [".out", ".pool2.parquet", ".pool2_files"]
+    assert (tmp_path / left[0]).is_dir() and (tmp_path / left[2]).is_dir()
+    main(["pool", "from-brats", str(tmp_path / "data"), "--out", str(tmp_path / "pool2.parquet"), "--images-as",
+          "paths", "--quiet"])
+    main(["pool", "export-selection", "--pool", str(pool), "--out", str(tmp_path / "out"), "--quiet"])
+    assert hidden_temporaries(tmp_path) == []
+
+
+def test_a_key_whose_export_is_in_place_is_never_removed_and_the_next_run_names_it(pool, tmp_path, capsys):
+    """Killed after the export was in place and before its key was: the key's only copy is its temporary file,
+    which must outlive any cleanup of killed runs' copies."""
+    from egal.importers import pseudonyms
+
+    key, out = tmp_path / "key.csv", tmp_path / "out"
+    command = ["pool", "export-selection", "--pool", pool, "--out", out, "--pseudonym-key", key, "--quiet"]
+    hooked_runs.killed(command, "egal.importers.writer:Claim.publish", tmp_path / "s", when="before",
+                       match=".key.csv.tmp-")
+    [copy] = hidden_temporaries(tmp_path)
+    assert (out / "selection.csv").is_file() and not key.exists()
+    half = tmp_path / f".key.csv.tmp-{dead_pid()}-0123abcd"
+    half.write_text("pseudonym,id\negal-")  # killed while writing it: no key, removed
+    for overwrite in ([], ["--overwrite"]):
+        assert main([*map(str, command), *overwrite]) == 2
+    err = capsys.readouterr().err
+    assert f"--pseudonym-key {str(key)!r} is not the key of the export at --out {str(out)!r}: a run was killed " in err
+    assert f"kept as {str(tmp_path / copy)!r}, its only copy: move it to {str(key)!r}" in err
+    (tmp_path / copy).rename(key)
+    exported = {r.split(",")[0] for r in (out / "selection.csv").read_text().splitlines()[1:]}
+    assert set(pseudonyms.read_key(key)) == exported  # the export and its key, together again
+    assert main([*map(str, command), "--overwrite"]) == 0
+    assert hidden_temporaries(tmp_path) == []

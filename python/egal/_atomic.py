@@ -5,7 +5,10 @@
   * a new output never replaces anything: what appeared at the destination while the run wrote (another run,
     another program) is kept and the run refused (publish, rename_no_replace);
   * a writer holds the destination's lock (OutputLock) from its checks to its rename, so that a second egal writing
-    the same output is refused at once instead of racing the first.
+    the same output is refused at once instead of racing the first;
+  * what a killed run left beside the destination (a SIGKILL runs no `finally`) is removed by the next writer of
+    that destination (remove_stale_temporaries), but for a copy that may be the only one left of something
+    (a destination's previous content set aside while its replacement went in: set_aside_path).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import errno
 import fcntl
 import functools
 import os
+import re
+import shutil
 import stat
 import sys
 import uuid
@@ -39,6 +44,77 @@ def temporary_path(path, suffix: str = "", *, hidden: bool = False) -> str:
     if hidden:
         name = f".{name}"
     return os.path.join(folder, f"{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+# What follows NAME in a temporary_path of NAME: the process id, the random part, a suffix.
+_TEMPORARY = r"\.tmp-(\d+)-[0-9a-f]{8}(\.[A-Za-z0-9]+)?"
+# The suffix of set_aside_path: a destination's previous content, renamed aside while its replacement goes in.
+SET_ASIDE = ".old"
+
+
+def set_aside_path(path) -> str:
+    """Where a destination's previous content waits while its replacement goes in (a hidden temporary_path ending in
+    SET_ASIDE), to be deleted once the replacement is in place, or renamed back if it fails."""
+    return temporary_path(path, SET_ASIDE, hidden=True)
+
+
+def is_set_aside(path) -> bool:
+    return os.fspath(path).endswith(SET_ASIDE)
+
+
+def stale_temporaries(path) -> list[str]:
+    """The temporaries of `path` that killed runs left: the names temporary_path made for `path` (hidden or not, any
+    suffix) whose process is not running on this machine.
+
+    The limit: a writer on another host sharing the folder (a network file system), or in another process namespace
+    (a container), is not seen. Its process id means nothing here, so its temporary copy looks stale, and the next
+    writer of the same destination on this host removes it while it writes, unless the file system carries the
+    destination's lock (OutputLock) between hosts, which refuses that next writer first. That writer then fails when
+    it writes on or renames its copy (the copy is gone, or the pool's check finds its files missing), and its
+    destination keeps what it had: the run is lost, never data."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(r"\.?" + re.escape(name) + _TEMPORARY)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    found = [(entry, match) for entry in entries if (match := pattern.fullmatch(entry))]
+    return sorted(os.path.join(folder, entry) for entry, match in found if not _is_running(int(match.group(1))))
+
+
+def remove_stale_temporaries(path, keep=lambda temporary: False) -> list[str]:
+    """Removes stale_temporaries(path) (see there for the limit), silently as egal score removes its own, but those
+    for which keep(temporary) is true (the only copy of something: the caller names them); returns those kept.
+    A writer calls it at its start, holding the destination's lock."""
+    kept = []
+    for temporary in stale_temporaries(path):
+        if keep(temporary):
+            kept.append(temporary)
+        else:
+            remove_temporary(temporary)
+    return kept
+
+
+def remove_temporary(path) -> None:
+    """Deletes a temporary file, link or folder of a writer, if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def _is_running(pid: int) -> bool:
+    """Whether a process of that id runs on this machine (this one included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except (OverflowError, ValueError):  # no process has such an id
+        return False
+    return True
 
 
 @contextlib.contextmanager

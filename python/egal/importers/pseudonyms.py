@@ -25,7 +25,7 @@ import re
 import secrets
 from pathlib import Path
 
-from .._atomic import temporary_path
+from .._atomic import remove_stale_temporaries, stale_temporaries, temporary_path
 from .._checks import bad_argument
 from .._paths import check_new_file, check_replaceable, starts_with_header
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
@@ -95,6 +95,7 @@ def check_key_path(key, out: Path, overwrite: bool, selection_ids) -> Path:
         raise _refused(f"{str(path)!r} lies inside the export folder --out {str(out)!r}, which goes to the "
                        "annotators: the key maps its pseudonyms back to the pool's ids and must stay with you; name a "
                        "file outside it")
+    _refuse_a_key_left_by_a_killed_run(path, out, selection_ids)
     try:
         check_replaceable(path, ARGUMENT, is_key_file, "a pseudonym key egal wrote (a CSV pseudonym,id)")
         if path.is_file() and set(read_key(path)) != selection_ids():
@@ -109,11 +110,41 @@ def check_key_path(key, out: Path, overwrite: bool, selection_ids) -> Path:
     return path
 
 
+def _refuse_a_key_left_by_a_killed_run(path: Path, out: Path, selection_ids) -> None:
+    """A run killed after its export was in place and before its key was leaves the only copy of that key under its
+    temporary name. Such a copy (one that reads as a whole key) is never deleted: refused here, naming it, until the
+    user moves it where it belongs. Ones that are no key (half-written) are removed (claim_key_path)."""
+    for copy in stale_temporaries(path):
+        pseudonyms = _pseudonyms_in(copy)
+        if not pseudonyms:
+            continue
+        if pseudonyms == selection_ids():
+            there = " (in place of the file there)" if path.exists() else ""
+            raise _refused(f"{str(path)!r} is not the key of the export at --out {str(out)!r}: a run was killed after "
+                           f"writing that export and before moving its key into place, which is kept as {copy!r}, "
+                           f"its only copy: move it to {str(path)!r}{there}, then run again. Nothing was written")
+        raise _refused(f"{str(path)!r}: a run killed while writing it left a key as {copy!r}, which is not the "
+                       f"key of the export at --out {str(out)!r}: if another export lists its pseudonyms (in its "
+                       "selection.csv), move it to a key file of that export's; if none does (the run was killed "
+                       "before its export was in place), delete it. Nothing was written")
+
+
+def _pseudonyms_in(path) -> set[str]:
+    """The pseudonyms of a key file; none for a file that is not a whole key (a half-written one)."""
+    try:
+        return set(read_key(path))
+    except (SourceError, OSError):
+        return set()
+
+
 def claim_key_path(key, out: Path, overwrite: bool, selection_ids):
     """check_key_path's key, held for this export (importers.writer.hold): locked against another egal writing it,
-    checked again under the lock, and published without replacing a key that appeared meanwhile."""
-    return hold(lambda: check_key_path(key, out, overwrite, selection_ids), overwrite, ARGUMENT,
-                lambda message: _refused(message.removeprefix(f"{ARGUMENT} ")), keep_mode=False)  # KEY_MODE always
+    checked again under the lock, and published without replacing a key that appeared meanwhile. The half-written
+    keys of killed runs are removed (whole ones are refused by check_key_path, never removed)."""
+    claim = hold(lambda: check_key_path(key, out, overwrite, selection_ids), overwrite, ARGUMENT,
+                 lambda message: _refused(message.removeprefix(f"{ARGUMENT} ")), keep_mode=False)  # KEY_MODE always
+    remove_stale_temporaries(claim.out, keep=_pseudonyms_in)
+    return claim
 
 
 def write_key(path: Path, pairs) -> Path:

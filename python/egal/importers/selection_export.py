@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import keep_mode_of, temporary_path
+from .._atomic import keep_mode_of, remove_stale_temporaries, temporary_path
 from .._checks import bad_argument, check_bool, check_choice
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
 from ..pool import open_pool
@@ -201,6 +201,7 @@ def _check_only_the_export(out: Path) -> None:
 
 def run_export(o: ExportOptions) -> ExportResult:
     out = _target_folder(o.out, o.overwrite, o.pool)
+    remove_stale_temporaries(out)  # the copies of exports that killed runs left (patient data)
     if o.pseudonym_key is None:
         return _export(o, out, None)
     with pseudonyms.claim_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out)) as key_claim:

@@ -11,7 +11,7 @@ Everything goes to hidden temporary names in the destination folder first: the P
 file, moves the files folder into place, checks the result with egal.pool.open_pool (the same
 checks `egal score` runs), and only then renames the Parquet file to its destination. An exception,
 Ctrl-C or SIGTERM before that removes the temporary names (a SIGKILL leaves them hidden beside the
-destination, never at it).
+destination, never at it, and the next run writing that destination removes them: left_by_killed_runs).
 
 The destination is held (claim_destination) from its checks to that rename: locked against a second egal
 writing it (refused at once), and published by egal._atomic's rules: a new pool never replaces a file that
@@ -22,13 +22,22 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._atomic import DestinationError, OutputLock, keep_mode_of, publish, temporary_path
+from .._atomic import (
+    DestinationError,
+    OutputLock,
+    is_set_aside,
+    keep_mode_of,
+    publish,
+    remove_stale_temporaries,
+    remove_temporary,
+    temporary_path,
+)
 from .._paths import (
     check_new_file,
     check_not_an_input,
@@ -105,13 +114,18 @@ class Claim:
     what: str = "--out"
     refuse: Callable[[str], Exception] = SourceError  # the error of a refusal, from its message
     keep_mode: bool = True  # a replaced output's permissions go to its replacement (egal._atomic.publish)
+    # What a run killed while replacing out set aside (the previous pool, its files), which overwrite replaces too.
+    previous: list[str] = field(default_factory=list)
 
     def publish(self, tmp) -> None:
-        """Renames the complete temporary `tmp` to out (egal._atomic.publish: a new output never replaces anything)."""
+        """Renames the complete temporary `tmp` to out (egal._atomic.publish: a new output never replaces anything),
+        then deletes `previous`, replaced with it."""
         try:
             publish(tmp, self.out, replace=self.replace, what=self.what, keep_mode=self.keep_mode)
         except DestinationError as exc:
             raise self.refuse(str(exc)) from None
+        for old in self.previous:
+            remove_temporary(old)
 
     def release(self) -> None:
         self.lock.release()
@@ -140,8 +154,38 @@ def hold(check: Callable[[], Path], overwrite: bool, what: str, refuse=SourceErr
 
 
 def claim_destination(out, overwrite: bool, what: str = "--out", inputs: dict | None = None) -> Claim:
-    """The pool destination `out`, checked (check_destination) and held for this run (hold)."""
-    return hold(lambda: check_destination(out, overwrite, what, inputs), overwrite, what)
+    """The pool destination `out`, checked (check_destination) and held for this run (hold), with what killed runs
+    left beside it cleared (left_by_killed_runs)."""
+    claim = hold(lambda: check_destination(out, overwrite, what, inputs), overwrite, what)
+    try:
+        claim.previous = left_by_killed_runs(claim.out, overwrite, what)
+    except BaseException:
+        claim.release()
+        raise
+    return claim
+
+
+def files_folder_of(out: Path) -> Path:
+    """STEM_files/ beside the pool `out`: where an import writes its images when they are files."""
+    return out.parent / sidecar_path(out.name, "_files")
+
+
+def left_by_killed_runs(out: Path, overwrite: bool, what: str = "--out") -> list[str]:
+    """Removes the temporary copies that killed runs left of the pool `out` and of its files folder
+    (egal._atomic.remove_stale_temporaries), and returns what a run killed while replacing `out` had set aside: the
+    previous pool and its files, the only copy of that pool while `out` is missing. Without overwrite they are
+    refused, named with how to get them back; with it they are what this run replaces (Claim.publish deletes them)."""
+    missing = not out.exists()
+    kept = [(copy, destination) for destination in (out, files_folder_of(out))
+            for copy in remove_stale_temporaries(destination, keep=lambda copy: missing and is_set_aside(copy))]
+    if kept and not overwrite:
+        back = "; ".join(f"{os.path.basename(c)!r} back to {d.name!r}"
+                         + (" (in place of the one there now, which the killed run wrote)" if d.exists() else "")
+                         for c, d in kept)
+        raise SourceError(f"{what} {str(out)!r} is missing: a run was killed while replacing it, and the pool it held "
+                          f"is kept beside it. To keep that pool, rename {back}; to replace it, run again with "
+                          "overwrite=True (--overwrite). Nothing was written")
+    return [copy for copy, _ in kept]
 
 
 class StreamingPoolWriter:
@@ -167,8 +211,8 @@ class StreamingPoolWriter:
         self.flush_rows, self.flush_bytes = flush_rows, flush_bytes
         self.folder = self.out.parent
         self.tmp = Path(temporary_path(self.out, hidden=True))
-        self.files_name = sidecar_path(self.out.name, "_files")
-        self.files_dir = self.folder / self.files_name
+        self.files_dir = files_folder_of(self.out)
+        self.files_name = self.files_dir.name
         self.files_tmp = Path(temporary_path(self.files_dir, hidden=True)) if files_folder else None
         if files_folder and self.files_dir.exists():
             if not overwrite:
