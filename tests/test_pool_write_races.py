@@ -227,3 +227,84 @@ def test_a_key_whose_export_is_in_place_is_never_removed_and_the_next_run_names_
     assert set(pseudonyms.read_key(key)) == exported  # the export and its key, together again
     assert main([*map(str, command), "--overwrite"]) == 0
     assert hidden_temporaries(tmp_path) == []
+
+
+def files_of(folder) -> dict:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def brats_paths_pool(tmp_path):
+    """A from-brats pool whose images are files beside it (pool_files/), and its bytes and files."""
+    pytest.importorskip("nibabel")
+    from pool_import_sources import brats_case
+
+    for case, seed in (("A", 0), ("B", 1)):
+        brats_case(tmp_path / "data", case, tumour=(6, 18, 22, 34, 10, 20), seed=seed)
+    out = tmp_path / "pool.parquet"
+    assert main(["pool", "from-brats", str(tmp_path / "data"), "--out", str(out), "--images-as", "paths",
+                 "--roi", "wt", "--min-roi-area", "20", "--quiet"]) == 0
+    return out, out.read_bytes(), files_of(tmp_path / "pool_files")
+
+
+# Killed while the new pool is checked (its files folder in place), then just before the pool is renamed in.
+KILL_POINTS = [("egal.pool:open_pool", ".tmp-"), ("egal.importers.writer:Claim.publish", "")]
+
+
+@pytest.mark.parametrize("target, match", KILL_POINTS)
+def test_a_pool_killed_while_overwritten_is_never_paired_with_files_it_was_not_written_with(
+        brats_paths_pool, tmp_path, target, match, capsys):
+    """Before, the new files folder was swapped in, the new pool checked (long, on a large pool), and only then
+    renamed in: a SIGKILL in between left the previous pool.parquet reading the new files, and `egal pool info`
+    called it fine."""
+    out, old_pool, old_files = brats_paths_pool
+    command = ["pool", "from-brats", tmp_path / "data", "--out", out, "--images-as", "paths", "--roi", "tc",
+               "--min-roi-area", "20", "--overwrite", "--quiet"]
+    hooked_runs.killed(command, target, tmp_path / "state", when="before", match=match)
+    assert not out.exists()  # no pool rather than a mismatched one
+    [old_pool_copy] = [p for p in tmp_path.iterdir() if p.name.startswith(".pool.parquet.tmp-") and p.suffix == ".old"]
+    assert old_pool_copy.read_bytes() == old_pool
+    assert main(["pool", "info", str(out)]) == 2
+    assert f"kept beside it as {old_pool_copy.name!r}" in capsys.readouterr().err
+    # The next run without --overwrite says where the previous pool is, and how to get it back; writes nothing.
+    assert main([*map(str, command[:-2]), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(out)!r} is missing: a run was killed while replacing it" in err
+    assert f"rename {old_pool_copy.name!r} back to 'pool.parquet'" in err and "--overwrite" in err
+    [old_files_copy] = [p for p in tmp_path.iterdir() if p.name.startswith(".pool_files.tmp-") and p.suffix == ".old"]
+    assert f"{old_files_copy.name!r} back to 'pool_files' (in place of the one there now" in err
+    assert files_of(old_files_copy) == old_files
+    # Renamed back as said, the previous pool is whole again.
+    import shutil
+
+    shutil.rmtree(tmp_path / "pool_files")
+    old_files_copy.rename(tmp_path / "pool_files")
+    old_pool_copy.rename(out)
+    assert main(["pool", "info", str(out)]) == 0 and files_of(tmp_path / "pool_files") == old_files
+    # Killed again, then replaced with --overwrite: the set-aside copies go with the pool they held.
+    hooked_runs.killed(command, target, tmp_path / "state2", when="before", match=match)
+    assert main(list(map(str, command))) == 0
+    assert hidden_temporaries(tmp_path) == [] and out.read_bytes() != old_pool
+    assert main(["pool", "info", str(out), "--decode"]) == 0
+
+
+def test_a_pool_whose_check_fails_while_overwritten_is_put_back_with_its_files(brats_paths_pool, tmp_path,
+                                                                             monkeypatch):
+    import egal.pool
+    from egal.importers import from_brats
+    from egal.pool.errors import PoolError
+
+    out, old_pool, old_files = brats_paths_pool
+
+    def failing(path, *args):
+        raise PoolError("a check failed")
+
+    monkeypatch.setattr(egal.pool, "open_pool", failing)
+    with pytest.raises(PoolError, match="a check failed"):
+        from_brats(tmp_path / "data", out, images_as="paths", roi="tc", min_roi_area=20, overwrite=True,
+                   progress=False)
+    assert out.read_bytes() == old_pool and files_of(tmp_path / "pool_files") == old_files
+    assert hidden_temporaries(tmp_path) == []

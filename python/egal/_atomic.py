@@ -58,6 +58,15 @@ def set_aside_path(path) -> str:
     return temporary_path(path, SET_ASIDE, hidden=True)
 
 
+def set_aside(path) -> str | None:
+    """Renames `path`, if it exists, to a set_aside_path, and returns that (None when there was nothing)."""
+    if not os.path.lexists(path):
+        return None
+    aside = set_aside_path(path)
+    os.rename(path, aside)
+    return aside
+
+
 def is_set_aside(path) -> bool:
     return os.fspath(path).endswith(SET_ASIDE)
 

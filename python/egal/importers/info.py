@@ -13,12 +13,14 @@ reported by it as status 'error'.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import is_set_aside, stale_temporaries
 from .._checks import bad_argument, check_int
 from .._display import shown
 from ..errors import EgalError
@@ -123,6 +125,17 @@ class PoolInfo:
         return "\n".join(lines)
 
 
+def _say_where_a_replaced_pool_went(pool) -> None:
+    """A pool missing because a run was killed while replacing it: said, with where the previous one waits."""
+    if not isinstance(pool, (str, os.PathLike)) or os.path.lexists(pool):
+        return
+    kept = [os.path.basename(copy) for copy in stale_temporaries(pool) if is_set_aside(copy)]
+    if kept:
+        raise SourceError(f"pool {os.fspath(pool)!r} does not exist: a run was killed while replacing it, and the "
+                          f"pool it held is kept beside it as {', '.join(map(repr, kept))}; the import or add-labels "
+                          "that writes this path again says how to get it back")
+
+
 def pool_info(pool, *, group_column: str | None = GROUP_COLUMN, label_column: str = LABEL_COLUMN, decode: bool = False,
               workers: int = 0, progress: bool = False) -> PoolInfo:
     """Describes `pool` (see egal.importers.info); group_column: the patient / group column, None for none
@@ -134,6 +147,7 @@ def pool_info(pool, *, group_column: str | None = GROUP_COLUMN, label_column: st
     if workers and not decode:
         raise bad_argument(EgalError, "workers", "sets the number of decoder processes, which only decoding uses: "
                            "pass decode=True (--decode) too")
+    _say_where_a_replaced_pool_went(pool)
     spec = open_pool(pool)
     check_label_column(spec, label_column)
     if group_column not in (None, GROUP_COLUMN):

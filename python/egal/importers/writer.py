@@ -10,8 +10,14 @@ Everything goes to hidden temporary names in the destination folder first: the P
 (`.STEM_files.tmp-PID-RANDOM/`; egal._atomic.temporary_path names both). `commit()` closes the
 file, moves the files folder into place, checks the result with egal.pool.open_pool (the same
 checks `egal score` runs), and only then renames the Parquet file to its destination. An exception,
-Ctrl-C or SIGTERM before that removes the temporary names (a SIGKILL leaves them hidden beside the
-destination, never at it, and the next run writing that destination removes them: left_by_killed_runs).
+Ctrl-C or SIGTERM before that removes the temporary names and puts back what was replaced (a SIGKILL
+leaves them hidden beside the destination, never at it, and the next run writing that destination
+removes them: left_by_killed_runs).
+
+A pool whose files are a folder is never at --out with files it was not written with: with --overwrite, the
+previous pool is set aside (a hidden name, egal._atomic.set_aside_path) before the folders are swapped, and
+the new pool comes in last. A SIGKILL in between leaves no pool at --out, and the previous pool and its files
+whole under their set-aside names, which the next run names, with how to get them back.
 
 The destination is held (claim_destination) from its checks to that rename: locked against a second egal
 writing it (refused at once), and published by egal._atomic's rules: a new pool never replaces a file that
@@ -36,6 +42,8 @@ from .._atomic import (
     publish,
     remove_stale_temporaries,
     remove_temporary,
+    rename_no_replace,
+    set_aside,
     temporary_path,
 )
 from .._paths import (
@@ -228,7 +236,8 @@ class StreamingPoolWriter:
         self._writer: pq.ParquetWriter | None = None
         self._done = False
         self._files_moved = False
-        self._replaced_files: Path | None = None
+        self._old_pool: str | None = None  # the previous pool and files, set aside while the new ones go in
+        self._old_files: str | None = None
 
     def __enter__(self) -> StreamingPoolWriter:
         strings = [f.name for f in self.schema if pa.types.is_string(f.type) and f.name != "id"]
@@ -298,31 +307,33 @@ class StreamingPoolWriter:
             self._writer = None
             if self.rows == 0:
                 raise SourceError("no row could be imported, so no pool was written")
-            if self.files_tmp is not None:
-                self._move_files_folder()
-            from ..pool import open_pool
-
-            open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths
-            self._claim.publish(self.tmp)
+            self._put_in_place()
         except BaseException:
             self.abort()
             raise
         self._done = True
-        if self._replaced_files is not None:
-            shutil.rmtree(self._replaced_files, ignore_errors=True)
+        for replaced in (self._old_files, self._old_pool):
+            if replaced is not None:
+                remove_temporary(replaced)
         self._claim.release()
         return self.out
 
-    def _move_files_folder(self) -> None:
-        # The previous import's folder is kept aside until the new pool is in place, so a failure
-        # here leaves the previous pool and its files as they were.
-        if self.files_dir.exists():
+    def _put_in_place(self) -> None:
+        from ..pool import open_pool
+
+        if self.files_tmp is not None:
+            # The previous pool goes aside before its files do, and comes back after them (_undo): at no moment
+            # is there a pool at out that refers to files it was not written with.
+            keep_mode_of(self.out, self.tmp)
             keep_mode_of(self.files_dir, self.files_tmp)
-            self._replaced_files = Path(temporary_path(self.files_dir, ".old", hidden=True))
-            os.replace(self.files_dir, self._replaced_files)
-        os.replace(self.files_tmp, self.files_dir)
-        self.files_tmp = None
-        self._files_moved = True
+            self._old_pool = set_aside(self.out)
+            self._claim.replace = False  # out is free now: what appears there meanwhile is not this run's to replace
+            self._old_files = set_aside(self.files_dir)
+            rename_no_replace(self.files_tmp, self.files_dir)
+            self.files_tmp = None
+            self._files_moved = True
+        open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths (long on a large pool)
+        self._claim.publish(self.tmp)
 
     def abort(self) -> None:
         """Removes every temporary name; the destination keeps what it had."""
@@ -344,7 +355,9 @@ class StreamingPoolWriter:
         self.tmp.unlink(missing_ok=True)
         if self.files_tmp is not None:
             shutil.rmtree(self.files_tmp, ignore_errors=True)
-        if self._files_moved:
+        if self._files_moved:  # this run's, moved in under its lock
             shutil.rmtree(self.files_dir, ignore_errors=True)
-            if self._replaced_files is not None:
-                os.replace(self._replaced_files, self.files_dir)
+        if self._old_files is not None:
+            os.rename(self._old_files, self.files_dir)
+        if self._old_pool is not None:
+            rename_no_replace(self._old_pool, self.out)
