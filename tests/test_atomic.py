@@ -103,3 +103,18 @@ def test_only_the_temporaries_of_killed_runs_are_removed_and_kept_copies_are_ret
     kept = atomic.remove_stale_temporaries(tmp_path / "x.parquet", keep=atomic.is_set_aside)
     assert kept == [str(tmp_path / f".x.parquet.tmp-{dead}-4567abcd.old")]
     assert sorted(os.listdir(tmp_path)) == sorted(n for n, what in names.items() if what != "removed")
+
+
+@pytest.mark.parametrize("swap", [True, False])
+def test_replace_folder_swaps_in_one_step_or_sets_the_old_one_aside(tmp_path, monkeypatch, swap):
+    if not swap:
+        monkeypatch.setattr(atomic, "_libc_renameat2", lambda: None)
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a").write_text("new")
+    (tmp_path / "out").mkdir(mode=0o700)
+    (tmp_path / "out" / "a").write_text("old")
+    old = atomic.replace_folder(tmp_path / "new", tmp_path / "out")
+    assert (tmp_path / "out" / "a").read_text() == "new" and os.stat(tmp_path / "out").st_mode & 0o777 == 0o700
+    assert open(os.path.join(old, "a")).read() == "old"
+    assert os.path.basename(old).startswith(".out.tmp-" if not swap else "new")
+    assert atomic.is_set_aside(old) != swap

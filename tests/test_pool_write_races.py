@@ -308,3 +308,108 @@ def test_a_pool_whose_check_fails_while_overwritten_is_put_back_with_its_files(b
                    progress=False)
     assert out.read_bytes() == old_pool and files_of(tmp_path / "pool_files") == old_files
     assert hidden_temporaries(tmp_path) == []
+
+
+# export-selection: the folder is written as a hidden temporary folder, then put in place.
+FINISH = "egal.importers.selection_export:_Writer.finish"  # the images written, the tool's files not yet
+
+
+def export_is_whole(folder) -> bool:
+    """Every file the export's mark lists is there as written, and nothing else."""
+    import json
+
+    from egal.importers.selection_export import EXPORT_MARK, _files_of
+
+    mark = folder / EXPORT_MARK
+    return mark.is_file() and json.loads(mark.read_text())["files"] == _files_of(folder)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_two_exports_into_one_folder_never_both_succeed(pool, tmp_path, overwrite, capsys):
+    """Before, both said "Wrote": the later one deleted (shutil.rmtree) the complete export of the first."""
+    out = tmp_path / "out"
+    flag = ["--overwrite"] if overwrite else []
+    if overwrite:
+        assert main(["pool", "export-selection", "--pool", str(pool), "--out", str(out), "--quiet"]) == 0
+    state = tmp_path / "state"
+    slow = hooked_runs.start(["pool", "export-selection", "--pool", pool, "--out", out, "--to", "cvat", "--quiet",
+                              *flag], FINISH, "pause", state, when="before")
+    hooked_runs.wait_until_paused(slow, state)
+    status = main(["pool", "export-selection", "--pool", str(pool), "--out", str(out), "--quiet", *flag])
+    code, _, err = hooked_runs.let_go(slow, state)
+    assert (code, status) == (0, 2), err
+    assert f"--out {str(out)!r} is being written by another egal now" in capsys.readouterr().err
+    assert export_is_whole(out) and (out / "annotations.xml").is_file()
+    assert hidden_temporaries(tmp_path) == []
+
+
+@pytest.mark.parametrize("what", ["a folder of files", "an empty folder"])
+def test_a_folder_that_appears_at_out_while_exporting_is_kept_and_the_export_refused(pool, tmp_path, monkeypatch,
+                                                                                     what):
+    """Before, the export deleted whatever had appeared at --out meanwhile (shutil.rmtree) and took its place."""
+    from egal.importers import export_selection
+    from egal.importers.selection_export import _Writer
+
+    out = tmp_path / "out"
+    finish = _Writer.finish
+
+    def appears(writer, chosen):
+        out.mkdir()
+        if what == "a folder of files":
+            (out / "notes.txt").write_text("someone's")
+        return finish(writer, chosen)
+
+    monkeypatch.setattr(_Writer, "finish", appears)
+    with pytest.raises(SourceError, match="--out '.*out' appeared while this run was writing it"):
+        export_selection(pool, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == (["notes.txt"] if what == "a folder of files" else [])
+    assert hidden_temporaries(tmp_path) == []
+
+
+def test_an_empty_out_that_files_are_written_into_while_exporting_is_kept(pool, tmp_path, monkeypatch):
+    from egal.importers import export_selection
+    from egal.importers.selection_export import _Writer
+
+    out = tmp_path / "out"
+    out.mkdir()  # new or empty: an empty folder is taken
+    finish = _Writer.finish
+
+    def written_into(writer, chosen):
+        (out / "notes.txt").write_text("someone's")
+        return finish(writer, chosen)
+
+    monkeypatch.setattr(_Writer, "finish", written_into)
+    with pytest.raises(SourceError, match="--out '.*out' is no longer empty"):
+        export_selection(pool, out, progress=False)
+    assert (out / "notes.txt").read_text() == "someone's" and hidden_temporaries(tmp_path) == []
+
+
+NO_RENAMEAT2 = "import egal._atomic; egal._atomic._libc_renameat2 = lambda: None"
+# (target, when, match, setup, whether this egal reaches it): the moments of --overwrite's replacement.
+OVERWRITE_KILLS = [
+    ("os:replace", "before", "/out", "", False),  # an egal that deleted the old export, then renamed the new in
+    ("egal._atomic:_renameat2", "after", ".out.tmp-", "", True),  # the folders just swapped, in one step
+    ("shutil:rmtree", "after", ".out.tmp-", "", True),  # the replaced export deleted
+    ("egal._atomic:set_aside", "after", "/out", NO_RENAMEAT2, True),  # without renameat2: the old one set aside
+]
+
+
+@pytest.mark.parametrize("target, when, match, setup, reached", OVERWRITE_KILLS)
+def test_an_export_killed_while_overwritten_leaves_one_whole_export(pool, tmp_path, capsys, target, when, match,
+                                                                   setup, reached):
+    """Before, --overwrite deleted the old export, then renamed the new one in: a SIGKILL in between left no export
+    and a hidden copy."""
+    out = tmp_path / "out"
+    assert main(["pool", "export-selection", "--pool", str(pool), "--out", str(out), "--quiet"]) == 0
+    old = (out / "selection.csv").read_bytes()
+    command = ["pool", "export-selection", "--pool", pool, "--out", out, "--to", "cvat", "--overwrite", "--quiet"]
+    hooked_runs.killed(command, target, tmp_path / "state", when=when, match=match, setup=setup, must_fire=reached)
+    if out.exists():
+        assert export_is_whole(out)
+    else:  # the old export, set aside whole, is named by the next run, which replaces it only with --overwrite
+        [aside] = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-") and p.suffix == ".old"]
+        assert export_is_whole(aside) and (aside / "selection.csv").read_bytes() == old
+        assert main(list(map(str, command[:-2]))) == 2
+        assert f"rename {aside.name!r} back to 'out'" in capsys.readouterr().err and aside.is_dir()
+    assert main(list(map(str, command))) == 0
+    assert export_is_whole(out) and (out / "annotations.xml").is_file() and hidden_temporaries(tmp_path) == []

@@ -58,6 +58,27 @@ def set_aside_path(path) -> str:
     return temporary_path(path, SET_ASIDE, hidden=True)
 
 
+def replace_folder(new, path) -> str | None:
+    """Puts the complete folder `new` at `path` in place of the folder there, with its permissions, and returns where
+    that one is now, for the caller to delete once nothing needs it (None if it vanished meanwhile).
+
+    In one step where the system allows it (Linux renameat2 RENAME_EXCHANGE: the old folder takes `new`'s name).
+    Elsewhere the old folder is set aside (set_aside_path), then `new` renamed in: killed in between, `path` is
+    missing and the old folder waits whole under its set-aside name, which remove_stale_temporaries lets the
+    caller keep while `path` is missing."""
+    keep_mode_of(path, new)
+    if os.path.isdir(path) and _renameat2(new, path, RENAME_EXCHANGE):
+        return os.fspath(new)
+    aside = set_aside(path)
+    try:
+        rename_no_replace(new, path)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, path)
+        raise
+    return aside
+
+
 def set_aside(path) -> str | None:
     """Renames `path`, if it exists, to a set_aside_path, and returns that (None when there was nothing)."""
     if not os.path.lexists(path):

@@ -14,7 +14,8 @@ For the labelling tools, images that a browser cannot show (16-bit PNG, DICOM) a
 8-bit PNG decoded with the pool's own rules (egal.pool.images.read_image). Every target also gets
 OUT/selection.csv (rank, id, file, label and the selection's scores). The selection is a CSV
 with an `id` column (NAME.selection.csv from egal score); without one, every row is exported.
-The folder is written under a temporary name and renamed when complete.
+The folder is written under a temporary name and renamed when complete (_put_in_place: never onto a folder
+that appeared meanwhile; --overwrite swaps an earlier export out in one step where the system allows it).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import keep_mode_of, remove_stale_temporaries, temporary_path
+from .._atomic import DestinationError, keep_mode_of, publish, remove_temporary, replace_folder, temporary_path
 from .._checks import bad_argument, check_bool, check_choice
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
 from ..pool import open_pool
@@ -46,6 +47,7 @@ from .errors import SourceError
 from .file_names import check_file_name, check_no_control_character, name_of
 from .imaging import read_header, suffix_of
 from .tables import pool_ids_of, read_table
+from .writer import hold, left_by_killed_runs
 
 TARGETS = ("folders", "label-studio", "cvat")
 SCAN_BATCH = 64
@@ -135,7 +137,13 @@ def read_selection(path) -> dict[str, dict]:
 EXPORT_MARK = ".egal-export.json"
 
 
-def _target_folder(out, overwrite: bool, pool) -> Path:
+# What --out holds when the export starts, which says how the export goes in (_put_in_place).
+NEW, EMPTY, EARLIER = "new", "empty", "an earlier export"
+
+
+def _target_folder(out, pool) -> Path:
+    """--out as a Path, refused (SourceError) when it can never be an export's folder: empty, a link, the working
+    folder, one above it or the pool's, in a folder that does not exist, a file."""
     if not str(out).strip():
         raise SourceError("--out is empty: name the new folder to write the export to")
     out = Path(out).expanduser()
@@ -149,18 +157,52 @@ def _target_folder(out, overwrite: bool, pool) -> Path:
                           "export into a folder of its own")
     if not out.parent.is_dir():
         raise SourceError(f"--out {str(out)!r}: its folder {str(out.parent)!r} does not exist")
-    if out.exists():
-        if not out.is_dir():
-            raise SourceError(f"--out {str(out)!r} is a file, not a folder")
-        if any(out.iterdir()):
-            if not (out / EXPORT_MARK).is_file():
-                raise SourceError(f"--out {str(out)!r} holds files that egal did not export, which --overwrite never "
-                                  "deletes: choose a new or empty folder")
-            if not overwrite:
-                raise SourceError(f"--out {str(out)!r} holds an earlier export: pass overwrite=True (--overwrite) to "
-                                  "replace it")
-            _check_only_the_export(out)
+    if out.exists() and not out.is_dir():
+        raise SourceError(f"--out {str(out)!r} is a file, not a folder")
     return out
+
+
+def _what_is_at(out: Path, overwrite: bool) -> str:
+    """NEW, EMPTY, or EARLIER: an export that overwrite replaces, holding nothing but its files as written; anything
+    else is refused (SourceError)."""
+    if not out.exists():
+        return NEW
+    if not any(out.iterdir()):
+        return EMPTY
+    if not (out / EXPORT_MARK).is_file():
+        raise SourceError(f"--out {str(out)!r} holds files that egal did not export, which --overwrite never "
+                          "deletes: choose a new or empty folder")
+    if not overwrite:
+        raise SourceError(f"--out {str(out)!r} holds an earlier export: pass overwrite=True (--overwrite) to "
+                          "replace it")
+    _check_only_the_export(out)
+    return EARLIER
+
+
+def _put_in_place(tmp: Path, out: Path, was: str) -> str | None:
+    """Renames the complete export `tmp` to `out`, replacing only what `out` held when checked (`was`), and returns
+    where the export it replaced is now (for the caller to delete), if any.
+    NEW: nothing is replaced: a folder that appeared at `out` meanwhile, even an empty one, is kept and this refused.
+    EMPTY: the folder is removed first, only while it is still empty (files written into it meanwhile are kept).
+    EARLIER: checked again (an annotator may have saved a file into it meanwhile), then swapped with the new one,
+    in one step where the system allows it (egal._atomic.replace_folder)."""
+    if was == EARLIER:
+        _check_only_the_export(out)
+        return replace_folder(tmp, out)
+    if was == EMPTY:
+        keep_mode_of(out, tmp)
+        try:
+            os.rmdir(out)
+        except FileNotFoundError:  # removed meanwhile: what is there now is published as new
+            pass
+        except OSError:
+            raise SourceError(f"--out {str(out)!r} is no longer empty: files were written into it while this run "
+                              "wrote the export; they are kept, and nothing was written") from None
+    try:
+        publish(tmp, out, replace=False, what="--out")
+    except DestinationError as exc:
+        raise SourceError(str(exc)) from None
+    return None
 
 
 def _files_of(folder: Path) -> dict[str, str]:
@@ -200,16 +242,23 @@ def _check_only_the_export(out: Path) -> None:
 
 
 def run_export(o: ExportOptions) -> ExportResult:
-    out = _target_folder(o.out, o.overwrite, o.pool)
-    remove_stale_temporaries(out)  # the copies of exports that killed runs left (patient data)
-    if o.pseudonym_key is None:
-        return _export(o, out, None)
-    with pseudonyms.claim_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out)) as key_claim:
-        return _export(o, out, key_claim)
+    """The export (see the module's docstring), --out held from its checks to its rename (importers.writer.hold:
+    another egal writing it is refused), with what killed runs left beside it cleared first."""
+    with hold(lambda: _target_folder(o.out, o.pool), o.overwrite, "--out") as claim:
+        out = claim.out
+        replaced = left_by_killed_runs(out, o.overwrite, held="export", destinations=(out,))
+        for copy in replaced:  # the export a killed run set aside, which overwrite replaces as it would at --out
+            _check_only_the_export(Path(copy))
+        was = _what_is_at(out, o.overwrite)
+        if o.pseudonym_key is None:
+            return _export(o, out, was, replaced, None)
+        with pseudonyms.claim_key_path(o.pseudonym_key, out, o.overwrite, lambda: _ids_of_export(out)) as key_claim:
+            return _export(o, out, was, replaced, key_claim)
 
 
-def _export(o: ExportOptions, out: Path, key_claim) -> ExportResult:
-    """The export, with the key held (key_claim, importers.writer.Claim) when ids are pseudonymised."""
+def _export(o: ExportOptions, out: Path, was: str, replaced: list[str], key_claim) -> ExportResult:
+    """The export into `out`, which held `was` (_what_is_at), replacing the set-aside exports `replaced` too, with
+    the key held (key_claim, importers.writer.Claim) when ids are pseudonymised."""
     key = key_claim.out if key_claim is not None else None
     spec = open_pool(o.pool)
     check_label_column(spec, o.label_column)
@@ -223,7 +272,6 @@ def _export(o: ExportOptions, out: Path, key_claim) -> ExportResult:
         chosen = {ident: {c: v for c, v in row.items() if c in pseudonyms.KEPT_SELECTION_COLUMNS}
                   for ident, row in chosen.items()}
     tmp = Path(temporary_path(out, hidden=True))
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     key_tmp = exported = None
     try:
@@ -253,15 +301,14 @@ def _export(o: ExportOptions, out: Path, key_claim) -> ExportResult:
         (tmp / EXPORT_MARK).write_text(json.dumps(mark))
         if key is not None:  # written in full before the export is in place; renamed onto `key` right after it
             key_tmp = pseudonyms.write_key(key, writer.key_pairs())
-        if out.exists():
-            keep_mode_of(out, tmp)
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        swapped_out = _put_in_place(tmp, out, was)
         exported = out
+        for old in [*replaced, *([swapped_out] if swapped_out else [])]:  # what the export in place replaced
+            remove_temporary(old)
         if key_tmp is not None:
             key_claim.publish(key_tmp)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the new export, or once swapped in, the one it replaced
         if key_tmp is not None and exported is not None and key_tmp.exists():
             # The export is in place: its key must not be lost with the error (nor replace a key that appeared).
             raise SourceError(f"the export {str(out)!r} is written, but its pseudonym key could not be moved into "

@@ -178,20 +178,23 @@ def files_folder_of(out: Path) -> Path:
     return out.parent / sidecar_path(out.name, "_files")
 
 
-def left_by_killed_runs(out: Path, overwrite: bool, what: str = "--out") -> list[str]:
-    """Removes the temporary copies that killed runs left of the pool `out` and of its files folder
-    (egal._atomic.remove_stale_temporaries), and returns what a run killed while replacing `out` had set aside: the
-    previous pool and its files, the only copy of that pool while `out` is missing. Without overwrite they are
-    refused, named with how to get them back; with it they are what this run replaces (Claim.publish deletes them)."""
+def left_by_killed_runs(out: Path, overwrite: bool, what: str = "--out", held: str = "pool",
+                        destinations=None) -> list[str]:
+    """Removes the temporary copies that killed runs left of `out` and of the other `destinations` written with it
+    (default: the pool `out` and its files folder; egal._atomic.remove_stale_temporaries), and returns what a run
+    killed while replacing `out` had set aside: the previous `held` (a pool and its files, an export), whose only
+    copy that is while `out` is missing. Without overwrite they are refused, named with how to get them back; with it
+    they are what this run replaces (the caller deletes them once its output is in place: Claim.publish)."""
     missing = not out.exists()
-    kept = [(copy, destination) for destination in (out, files_folder_of(out))
+    destinations = (out, files_folder_of(out)) if destinations is None else destinations
+    kept = [(copy, destination) for destination in destinations
             for copy in remove_stale_temporaries(destination, keep=lambda copy: missing and is_set_aside(copy))]
     if kept and not overwrite:
         back = "; ".join(f"{os.path.basename(c)!r} back to {d.name!r}"
                          + (" (in place of the one there now, which the killed run wrote)" if d.exists() else "")
                          for c, d in kept)
-        raise SourceError(f"{what} {str(out)!r} is missing: a run was killed while replacing it, and the pool it held "
-                          f"is kept beside it. To keep that pool, rename {back}; to replace it, run again with "
+        raise SourceError(f"{what} {str(out)!r} is missing: a run was killed while replacing it, and the {held} it "
+                          f"held is kept beside it. To keep that {held}, rename {back}; to replace it, run again with "
                           "overwrite=True (--overwrite). Nothing was written")
     return [copy for copy, _ in kept]
 
