@@ -358,3 +358,28 @@ def test_a_pool_is_written_under_a_parquet_name(layout, tmp_path, capsys):
     assert not (tmp_path / "pool.csv").exists()
     assert pool("from-folders", layout, "--out", tmp_path / "pool.PARQUET", "--quiet") == 2  # (folder pools: *.parquet)
     assert pool("from-folders", layout, "--out", tmp_path / "pool", "--quiet") == 0  # no extension: as given
+
+
+def test_a_symbolic_link_as_out_is_refused_not_replaced_by_a_file(tmp_path, capsys):
+    """Before, --overwrite replaced the link itself by the new pool, a regular file, and the pool it led to stayed
+    as it was."""
+    import os
+
+    import numpy as np
+
+    from egal.importers import from_folders
+    from egal.pool.encode import encode_png
+
+    source = tmp_path / "data" / "benign"
+    source.mkdir(parents=True)
+    (source / "a.png").write_bytes(encode_png(np.zeros((8, 8), np.uint8)))
+    real = from_folders(tmp_path / "data", tmp_path / "real.parquet", progress=False).out
+    before = real.read_bytes()
+    (tmp_path / "link.parquet").symlink_to(real)
+    (tmp_path / "labels.csv").write_text("id,label\na,benign\n")
+    for command in (["from-folders", str(tmp_path / "data")], ["add-labels", str(real), str(tmp_path / "labels.csv")]):
+        assert main(["pool", *command, "--out", str(tmp_path / "link.parquet"), "--overwrite", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {str(tmp_path / 'link.parquet')!r} is a symbolic link: name the file itself ({str(real)!r})" \
+            in err, err
+    assert os.path.islink(tmp_path / "link.parquet") and real.read_bytes() == before

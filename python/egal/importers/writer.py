@@ -94,9 +94,11 @@ def pool_schema(images_as: str, roi: str | None, extra: list[pa.Field] = ()) -> 
 
 
 def check_destination(out, overwrite: bool, what: str = "--out", inputs: dict | None = None) -> Path:
-    """The destination as a Path; SourceError when its folder is missing, it is a folder or one of `inputs`
-    ({argument: path}), or it exists without overwrite."""
+    """The destination as a Path; SourceError when its folder is missing, it is a folder, a symbolic link or one of
+    `inputs` ({argument: path}), or it exists without overwrite."""
     path = os.path.expanduser(os.fspath(out))
+    if os.path.islink(path):  # the rename would replace the link by the pool, and leave what it leads to as it was
+        raise SourceError(f"{what} {path!r} is a symbolic link: name the file itself ({os.path.realpath(path)!r})")
     try:
         check_utf8_name(path, what)
         check_not_an_input(path, what, inputs or {})
