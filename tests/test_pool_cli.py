@@ -71,7 +71,13 @@ def test_user_errors_exit_2_naming_the_flag(layout, tmp_path, capsys):
     out = tmp_path / "p.parquet"
     assert pool("from-folders", layout, "--out", out, "--quiet") == 0
     assert pool("from-folders", layout, "--out", out, "--quiet") == 2
-    assert "already exists: pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    # The library names its argument and the flag ("pass overwrite=True (--overwrite)"); the command line, the flag.
+    assert "already exists: pass --overwrite to replace it" in capsys.readouterr().err
+    write_csv(tmp_path / "l.csv", ["egal_id", "label"], [["b", "zzz"]])
+    assert pool("add-labels", out, tmp_path / "l.csv", "--out", tmp_path / "r.parquet") == 2
+    assert "has 'egal_id' (a Label Studio export): pass --id-column egal_id\n" in capsys.readouterr().err
+    assert pool("add-labels", out, tmp_path / "l.csv", "--out", tmp_path / "r.parquet", "--id-column", "egal_id") == 2
+    assert "; pass --allow-new-classes if they are meant\n" in capsys.readouterr().err
     assert pool("from-brats", layout, "--out", tmp_path / "b.parquet", "--min-roi-area", "0") == 2
     assert "egal pool from-brats: error: --min-roi-area must be a positive integer, got 0" in capsys.readouterr().err
     assert pool("from-vindr-cxr", layout, "--out", tmp_path / "v.parquet", "--task", "finding") == 2

@@ -267,7 +267,7 @@ def test_the_commands_take_the_key_and_name_its_flag(pool, tmp_path, capsys):
     assert "--pseudonym-key" in capsys.readouterr().err
     labels = tmp_path / "out" / "selection.csv"
     assert main(["pool", "add-labels", str(pool), str(labels), "--out", str(tmp_path / "r2.parquet")]) == 2
-    assert "(--pseudonym-key KEY)" in capsys.readouterr().err
+    assert "pass the key file that export wrote, --pseudonym-key KEY, to map" in capsys.readouterr().err
     assert main(["pool", "add-labels", str(pool), str(labels), "--out", str(tmp_path / "r2.parquet"),
                  "--pseudonym-key", str(tmp_path / "key.csv")]) == 0
     assert "0 newly labelled, 4 already had that label" in capsys.readouterr().out

@@ -7,8 +7,12 @@ library's. Errors name the command-line flag (`--min-roi-area`), not the Python 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
+import re
 
+from ..errors import EgalError
 from ._flags import add_quiet, errors_named_as_flags, flag_of
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
@@ -304,19 +308,44 @@ def _flag(argument: str):
     return None if argument in POSITIONAL else flag_of(argument)
 
 
+# The library's messages name an option as a Python caller writes it and as the command line does, together:
+# "pass overwrite=True (--overwrite)", "id_column='egal_id' (--id-column egal_id)". Here only the flag is named.
+_BOTH_SPELLINGS = re.compile(r"\b([a-z][a-z_]*)=(?:True|'[^'\n]*'|[A-Z]+) \((--[a-z][a-z-]*)((?: [^()\n]*)?)\)")
+
+
+def _flags_only(message: str) -> str:
+    return _BOTH_SPELLINGS.sub(lambda m: m[2] + m[3] if m[2] == flag_of(m[1]) else m[0], message)
+
+
+@contextlib.contextmanager
+def _errors_name_flags():
+    """Inside the block, an error names the command line's flags, not the library's arguments: one about an argument
+    (errors_named_as_flags), and one whose message names an option both ways (_flags_only)."""
+    try:
+        with errors_named_as_flags(_flag):
+            yield
+    except EgalError as exc:
+        message = _flags_only(str(exc))
+        if message == str(exc):
+            raise
+        named = copy.copy(exc)
+        named.args = (message,)
+        raise named from None
+
+
 def _options(options_class, args, **values):
     """options_class(...) from the parsed arguments; a bad value names its flag."""
     from dataclasses import fields
 
     given = {f.name: getattr(args, f.name) for f in fields(options_class) if hasattr(args, f.name)}
     given.update(values)
-    with errors_named_as_flags(_flag):
+    with _errors_name_flags():
         return options_class(**given)
 
 
 def _named(function, *args, **kwargs):
-    """function(*args, **kwargs), an error about one of its arguments naming the flag instead."""
-    with errors_named_as_flags(_flag):
+    """function(*args, **kwargs), its errors naming the flags (_errors_name_flags)."""
+    with _errors_name_flags():
         return function(*args, **kwargs)
 
 
@@ -325,7 +354,7 @@ def _import(args, module: str, options_name: str, function: str) -> int:
 
     library = import_module(f"..importers.{module}", __package__)
     options = _options(getattr(library, options_name), args, progress=not args.quiet)
-    print(getattr(library, function)(options).summary())
+    print(_named(getattr(library, function), options).summary())
     return 0
 
 

@@ -290,11 +290,11 @@ class StreamingPoolWriter:
         except ValueError:
             linked = os.path.abspath(path).startswith(os.path.abspath(self.folder) + os.sep)
             where = (f"{str(path)!r} leads through a symbolic link to {str(real)!r}, outside {str(base)!r}: use "
-                     "images_as='bytes'") if linked else (
+                     "images_as='bytes' (--images-as bytes)") if linked else (
                 f"{str(path)!r} is not inside {str(base)!r}: write --out into the dataset folder (e.g. "
-                "DIR/pool.parquet), or use images_as='bytes'")
-            raise SourceError(f"images_as='paths' keeps the images where they are, and a pool's paths must stay "
-                              f"inside the folder of its Parquet file, but {where}") from None
+                "DIR/pool.parquet), or use images_as='bytes' (--images-as bytes)")
+            raise SourceError(f"images_as='paths' (--images-as paths) keeps the images where they are, and a pool's "
+                              f"paths must stay inside the folder of its Parquet file, but {where}") from None
 
     def _flush(self) -> None:
         if not self._buffer:
