@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import functools
 import os
 import re
@@ -25,6 +24,11 @@ import sys
 import uuid
 
 from .errors import EgalError
+
+try:
+    import fcntl
+except ImportError:  # a platform without it (Windows): outputs are written unlocked, publish's rules still hold
+    fcntl = None
 
 OVERWRITE = "overwrite=True (--overwrite)"
 
@@ -136,6 +140,8 @@ def remove_temporary(path) -> None:
 
 def _is_running(pid: int) -> bool:
     """Whether a process of that id runs on this machine (this one included)."""
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there: not known, so taken as running
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -268,13 +274,16 @@ class OutputLock:
     of racing the first. The lock is flock() on the hidden file lock_path(path), which release() removes.
 
     Advisory: a program that takes no lock (an older egal) is not stopped by it; publish's no-replace rule still
-    keeps what it writes. On a file system without locks, the run goes on unlocked, as before."""
+    keeps what it writes. On a file system (or a platform) without locks, the run goes on unlocked, as before.
+    A SIGKILLed run leaves the empty lock file, unlocked: the next run on that output takes it, and removes it."""
 
     def __init__(self, path, what: str):
         self.path = lock_path(path)
         self._fd = self._acquire(os.fspath(path), what)
 
     def _acquire(self, path: str, what: str) -> int | None:
+        if fcntl is None:
+            return None
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:

@@ -192,7 +192,7 @@ def left_by_killed_runs(out: Path, overwrite: bool, what: str = "--out", held: s
     kept = [(copy, destination) for destination in destinations
             for copy in remove_stale_temporaries(destination, keep=lambda copy: missing and is_set_aside(copy))]
     if kept and not overwrite:
-        back = "; ".join(f"{os.path.basename(c)!r} back to {d.name!r}"
+        back = " and ".join(f"{os.path.basename(c)!r} back to {d.name!r}"
                          + (" (in place of the one there now, which the killed run wrote)" if d.exists() else "")
                          for c, d in kept)
         raise SourceError(f"{what} {str(out)!r} is missing: a run was killed while replacing it, and the {held} it "
