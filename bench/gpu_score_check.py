@@ -92,7 +92,9 @@ def parity(work: Path, device: str, rows: int) -> dict:
         out[name] = {"runtime": run.runtime, "note": run.runtime_note, "rows_per_second": round(run.rows_per_second, 1),
                      **_difference(baseline.table, run.table)}
     out["iobinding"] = _iobinding(pool, onnx)
-    command = [sys.executable, "-m", "egal.cli", "score", "--pool", pool, "--model", pt, "--device", device,
+    # The command names its GPU by index (cuda:0), as a user of a machine with several would; the runs above say cuda.
+    command = [sys.executable, "-m", "egal.cli", "score", "--pool", pool, "--model", pt,
+               "--device", "cuda:0" if device == "cuda" else device,
                "--runtime", "torch", "--out", str(work / "cli.parquet"), "--overwrite", "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True)
     out["cli"] = {"exit": done.returncode, "stdout": done.stdout.strip()[-300:], "stderr": done.stderr.strip()[-300:]}

@@ -293,7 +293,7 @@ def test_a_resume_with_other_arguments_is_refused_before_the_runtime_check(tmp_p
 
 
 @pytest.mark.parametrize("flag,value", [("--alpha", 1.5), ("--batch-size", 0), ("--select", 0), ("--workers", -1),
-                                        ("--select", -3)])
+                                        ("--select", -3), ("--device", "gpu"), ("--device", "cuda:one")])
 def test_bad_options_are_refused_naming_the_flag(tmp_path, model_path, capsys, flag, value):
     pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "never.parquet", flag, value) == 2

@@ -229,6 +229,8 @@ def test_run_scoring_with_options_writes_what_score_pool_writes(tmp_path, model_
     (dict(workers=-1), ValueError, "workers"),
     (dict(combine="minmax"), ValueError, "combine"),
     (dict(device="tpu"), ValueError, "device"),
+    (dict(device="cuda:"), ValueError, "device"),
+    (dict(device="cuda:1", engine="ray"), ValueError, "device"),
     (dict(engine="spark"), ValueError, "engine"),
     (dict(resume=True, overwrite=True), ValueError, "resume"),
     (dict(progress="yes"), TypeError, "progress"),

@@ -109,6 +109,25 @@ def check_choice(value, name: str, choices: Sequence):
     return value
 
 
+# Where a model runs. cuda:N is the GPU of index N among those CUDA_VISIBLE_DEVICES leaves visible; cuda is GPU 0
+# (egal sets no other current device).
+DEVICE_FORMS = "cpu, cuda or cuda:N"
+
+
+def check_device(value, name: str = "device") -> str:
+    """A device a model runs on: "cpu", "cuda" or "cuda:N" (N a GPU's index); returned as given."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:[0-9]+)?", value):
+        raise bad_argument(EgalError, name, f"must be {DEVICE_FORMS}, got {value!r}")
+    return value
+
+
+def cuda_index(device: str) -> int | None:
+    """The GPU index a checked device names: None for "cpu", 0 for "cuda", N for "cuda:N"."""
+    if device == "cpu":
+        return None
+    return int(device.partition(":")[2] or 0)
+
+
 def check_bool(value, name: str) -> bool:
     if not isinstance(value, bool):
         raise bad_argument(EgalTypeError, name, f"must be True or False, got {value!r}")

@@ -40,3 +40,11 @@ def add_quiet(parser, help_text: str = "print nothing but errors", *, default: b
     so, nothing but errors. Errors go to stderr either way (egal.cli prints them), so a script still sees why it
     failed."""
     parser.add_argument(QUIET_FLAG, action="store_true", default=default, help=help_text)
+
+
+def add_device(parser, default: str) -> None:
+    """--device, as the commands that run a model have it; the library checks the value (egal._checks.check_device),
+    so that a notebook and a command line refuse the same devices with the same words."""
+    parser.add_argument("--device", default=default, metavar="DEVICE",
+                        help="where the model runs: cpu, cuda, or cuda:N for the GPU of index N among those "
+                        "CUDA_VISIBLE_DEVICES leaves visible (default: %(default)s)")

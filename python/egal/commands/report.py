@@ -3,7 +3,7 @@ an `egal simulate` folder. The pages are egal.report's; this builds their argume
 from __future__ import annotations
 
 from ..errors import EgalError
-from ._flags import add_quiet, errors_named_as_flags, flags_for
+from ._flags import add_device, add_quiet, errors_named_as_flags, flags_for
 
 # egal.report.selection_report's keyword arguments, each from the option of the same name.
 API_ARGUMENTS = ("out", "select", "selection", "examples", "entropy_threshold", "misalignment_threshold",
@@ -12,7 +12,6 @@ SELECTION_INPUTS = ("scores", "pool", "model")
 
 
 def register(subparsers):
-    from ..pipeline.options import DEVICES
     from ..report.html import PAGE_FILE
     from ..report.selection_page import DEFAULTS
 
@@ -56,8 +55,7 @@ def register(subparsers):
                            "its range over the plotted rows, or 0.5 when the range is narrower than 0.1)")
     selection.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                            help="images per model call for the Grad-CAM of the rows shown (default: %(default)s)")
-    selection.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
-                           help="where the model runs (default: %(default)s)")
+    add_device(selection, DEFAULTS["device"])
     selection.add_argument("--overwrite", action="store_true", default=DEFAULTS["overwrite"],
                            help=f"replace an existing OUT/{PAGE_FILE}")
     add_quiet(parser, default=not DEFAULTS["progress"])

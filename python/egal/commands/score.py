@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 
 from .._display import shown
-from ..pipeline.options import COMBINE_METHODS, DEFAULTS, DEVICES, ENGINES, default_workers
+from ..pipeline.options import COMBINE_METHODS, DEFAULTS, ENGINES, default_workers
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 from ..selection.csv_file import SELECTION_COLUMNS
-from ._flags import add_quiet, errors_named_as_flags, flags_for
+from ._flags import add_device, add_quiet, errors_named_as_flags, flags_for
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -98,8 +98,7 @@ def register(subparsers):
                        "batch can then hold fewer than K rows; the summary says so)")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
                         help="images per model call and per output shard (default: %(default)s)")
-    parser.add_argument("--device", choices=DEVICES, default=DEFAULTS["device"],
-                        help="where the model runs (default: %(default)s)")
+    add_device(parser, DEFAULTS["device"])
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULTS["runtime"],
                         help="what runs the model (default: %(default)s). auto: a .pt model is exported once to ONNX "
                         "(kept beside it as MODEL.pt.KEY.onnx, KEY from the file's content), the graph's scores are "

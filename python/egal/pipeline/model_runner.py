@@ -13,16 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._checks import bad_argument
+from .._checks import bad_argument, check_device, cuda_index
 from ..errors import EgalError
-from .options import DEVICES
 
 
 @dataclass
 class ModelRunner:
     path: str
     kind: str  # "torch" or "onnx"
-    device: str  # "cpu" or "cuda"
+    device: str  # "cpu", "cuda" or "cuda:N"
     classes: tuple[str, ...]
     input_size: tuple[int, int]  # (H, W) images are resized to; also the ROI mask grid
     in_channels: int
@@ -50,8 +49,7 @@ def load_runner(path, device: str = "cpu", *, embeddings: bool = False) -> Model
     """The model at `path` (.pt or .onnx) on `device`; embeddings=True also readies the selection embedding
     (an ONNX graph exported without it is refused, saying to export it again)."""
     path = os.fspath(path)
-    if device not in DEVICES:
-        raise EgalError(f"device must be one of {DEVICES}, got {device!r}")
+    check_device(device)
     if os.path.isdir(path):
         raise IsADirectoryError(f"model file {path!r} is a folder: name the model file (.pt or .onnx) in it")
     if os.path.exists(path) and not os.path.isfile(path):
@@ -75,8 +73,7 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
     from ..gradcam.extract import full_float32
     from ..models import load_model
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EgalError("device='cuda' (--device cuda): PyTorch sees no CUDA GPU on this machine")
+    _check_torch_sees(device, torch)
     model = load_model(path, map_location=device)
     torch_device = torch.device(device)
     # Measured (bench/README.md, "egal score by runtime"): channels_last runs these convolutions faster on the
@@ -116,6 +113,20 @@ def _torch_runner(path: str, device: str, embeddings: bool = False) -> ModelRunn
     return runner
 
 
+def _check_torch_sees(device: str, torch) -> None:
+    """The GPU `device` names is one PyTorch can use here."""
+    index = cuda_index(device)
+    if index is None:
+        return
+    flag = f"device={device!r} (--device {device})"
+    if not torch.cuda.is_available():
+        raise EgalError(f"{flag}: PyTorch sees no CUDA GPU on this machine")
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise EgalError(f"{flag}: PyTorch sees {count} GPU{'s' if count != 1 else ''} here (cuda:0"
+                        f"{f' to cuda:{count - 1}' if count > 1 else ''}; CUDA_VISIBLE_DEVICES chooses which)")
+
+
 NO_CUDA_PROVIDER = ("onnxruntime has no CUDAExecutionProvider here (pip install 'egal-al[onnx]', i.e. onnxruntime-gpu, "
                     "on a machine with a GPU)")
 
@@ -137,12 +148,14 @@ def _onnx_runner(path: str, device: str, embeddings: bool = False) -> ModelRunne
                         "'egal-al[onnx]' (GPU nodes) or 'egal-al[onnx-cpu]'") from exc
     from ..onnx.runner import CPU_PROVIDER, CUDA_PROVIDER, OnnxGradCAM
 
-    if device == "cuda":
+    index = cuda_index(device)
+    if index is not None:
+        flag = f"device={device!r} (--device {device})"
         if onnxruntime_lacks_cuda():
-            raise EgalError(f"device='cuda' (--device cuda): {NO_CUDA_PROVIDER}")
-        scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER])
+            raise EgalError(f"{flag}: {NO_CUDA_PROVIDER}")
+        scorer = OnnxGradCAM(path, providers=[CUDA_PROVIDER, CPU_PROVIDER], device_id=index)
         if not scorer.on_cuda:  # asked for the GPU: never a silent run on the CPU
-            raise EgalError(f"device='cuda' (--device cuda): {scorer.cuda_unavailable_reason}")
+            raise EgalError(f"{flag}: {scorer.cuda_unavailable_reason}")
     else:
         scorer = OnnxGradCAM(path, providers=[CPU_PROVIDER])
 

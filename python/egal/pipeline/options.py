@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_int
+from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_device, check_int
 from .._paths import parquet_name_problem
 from ..combine import DEFAULT_ALPHA
 from ..combine import METHODS as COMBINE_METHODS
@@ -19,7 +19,6 @@ from ..selection import DIVERSITY_METHODS
 from ..selection.csv_file import selection_path_for
 from .runtime import RUNTIMES
 
-DEVICES = ("cpu", "cuda")
 MODEL_BATCH_SIZE = 32  # images per model call by default, when scoring a pool and when drawing a page's Grad-CAM
 ENGINES = ("local", "ray")
 
@@ -46,7 +45,8 @@ class ScoreOptions:
     combine:     "raw" (docs/scoring.md's formula) or "rank" (the same mix of each term's normalised
                  rank over the pool, egal.combine)
     batch_size:  images per model call and per shard
-    device:      "cpu" or "cuda", where the model runs
+    device:      where the model runs: "cpu", "cuda" or "cuda:N" (the GPU of index N; engine "ray" takes "cuda",
+                 and Ray gives each actor its GPU)
     runtime:     "auto", "torch" or "onnxruntime": what runs the model (egal.pipeline.runtime). auto scores a
                  .pt model with onnxruntime through a cached ONNX export checked against PyTorch on the
                  first batch, and with PyTorch where that cannot be done
@@ -111,7 +111,7 @@ class ScoreOptions:
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
         check_choice(self.combine, "combine", COMBINE_METHODS)
         check_int(self.batch_size, "batch_size")
-        check_choice(self.device, "device", DEVICES)
+        check_device(self.device, "device")
         check_choice(self.runtime, "runtime", RUNTIMES)
         check_choice(self.engine, "engine", ENGINES)
         if self.workers is not None:
@@ -126,6 +126,9 @@ class ScoreOptions:
         if self.select_out is not None:
             object.__setattr__(self, "select_out", os.fspath(self.select_out))
         check_label_column_name(self.label_column)
+        if self.engine == "ray" and self.device.startswith("cuda:"):
+            raise bad_argument(EgalError, "device", f"{self.device!r} names one GPU, and engine 'ray' gives each actor "
+                               "a GPU of its own: use 'cuda'")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise bad_argument(TypeError, "ray_address", f"must be a string, got {self.ray_address!r}")
         self._check_selection()

@@ -385,8 +385,8 @@ def _chosen_runtime(o: ScoreOptions, spec, runner, model_sha256: str, log) -> Ru
         choice = choose_runtime(
             runner, requested=requested, model_sha256=model_sha256, spec=spec, batch_size=o.batch_size,
             alpha=o.alpha, load=lambda graph: load_runner(graph, runner.device, embeddings=o.embeddings), log=log,
-            on_cuda=o.device == "cuda" and o.engine == "local",
-            gpus_elsewhere=o.device == "cuda" and o.engine == "ray",
+            on_cuda=o.device != "cpu" and o.engine == "local",
+            gpus_elsewhere=o.device != "cpu" and o.engine == "ray",
             graph_beside_model=o.engine == "ray" and bool(o.ray_address or os.environ.get("RAY_ADDRESS")))
     except EgalError as exc:
         if requested == o.runtime:

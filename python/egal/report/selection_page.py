@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .._checks import bad_argument, check_bool, check_choice, check_fraction, check_int
+from .._checks import bad_argument, check_bool, check_device, check_fraction, check_int
 from ..errors import EgalError, EgalTypeError
-from ..pipeline.options import DEVICES, MODEL_BATCH_SIZE
+from ..pipeline.options import MODEL_BATCH_SIZE
 from .html import PAGE_FILE, definition_list, escape, figure, page, table, write_page
 from .selection_data import (
     QUADRANTS,
@@ -57,7 +57,7 @@ class SelectionReportOptions:
                  of the term's range over the pool's plotted rows, or 0.5 when that range is narrower than
                  0.1 (egal.report.selection_data.MIN_SPREAD)
     batch_size:  images per model call for the Grad-CAM of the rows shown
-    device:      where the model runs, "cpu" or "cuda"
+    device:      where the model runs: "cpu", "cuda" or "cuda:N"
     overwrite:   replace an existing out/report.html
     progress:    say what it does on stderr
     """
@@ -94,7 +94,7 @@ class SelectionReportOptions:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_fraction(getattr(self, name), name))
         check_int(self.batch_size, "batch_size")
-        check_choice(self.device, "device", DEVICES)
+        check_device(self.device, "device")
         check_bool(self.overwrite, "overwrite")
         check_bool(self.progress, "progress")
 
