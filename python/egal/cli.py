@@ -22,10 +22,7 @@ import signal
 import sys
 import threading
 
-from .commands import backends, demo, export, pool, report, score, select, simulate, train
 from .errors import EgalError, RunFailed
-
-COMMANDS = (score, select, report, train, simulate, demo, export, backends, pool)
 
 # The distribution name on PyPI (the import name and the command stay `egal`).
 DISTRIBUTION = "egal-al"
@@ -63,29 +60,55 @@ def build_parser() -> argparse.ArgumentParser:
         "region of interest (soft Dice distance), then pick the ones to annotate next.",
         epilog=f"Run 'egal COMMAND --help' for the options of one command. Installed from PyPI as {DISTRIBUTION}.",
     )
+    # The commands are imported here, not with this module: a Ctrl-C while they load (some load pyarrow) is then
+    # inside main's handling of it.
     from . import __version__
+    from .commands import backends, demo, export, pool, report, score, select, simulate, train
 
     parser.add_argument("--version", action="version", version=f"egal {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
+    for command in (score, select, report, train, simulate, demo, export, backends, pool):
         command.register(subparsers)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    previous = _on_sigterm_stop()
-    restore = _escape_undecodable_output()
+    # Everything main does is inside this try, so that a Ctrl-C is one line and status 130 wherever it arrives:
+    # while the commands load, while the options are parsed, during the run or while it cleans up.
+    args = None
     try:
-        return _run(args)
-    finally:
-        restore()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        previous = _on_sigterm_stop()
+        restore = _escape_undecodable_output()
+        try:
+            return _run(args)
+        finally:
+            restore()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as exc:
+        return stopped(exc, args)
+
+
+def stopped(exc: KeyboardInterrupt, args=None) -> int:
+    """Says that Ctrl-C (or SIGTERM: Terminated) stopped `egal` (args: the parsed command line, None before it
+    was parsed), as one line, and returns the exit status: 130, or 143 for SIGTERM."""
+    command = getattr(args, "command", None)
+    how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+    print(f"{command_name(args)}: {how}" + (
+        "; what was scored is kept: rerun with --resume to finish" if command == "score" else ""), file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+def command_name(args) -> str:
+    """How messages name the command: `egal pool add-labels`, or `egal` before the command line is parsed."""
+    if getattr(args, "command", None) is None:
+        return "egal"
+    return " ".join(["egal", args.command, *([args.pool_command] if getattr(args, "pool_command", None) else [])])
 
 
 def _escape_undecodable_output():
@@ -111,7 +134,7 @@ def _escape_undecodable_output():
 
 
 def _run(args) -> int:
-    name = " ".join(["egal", args.command, *([args.pool_command] if getattr(args, "pool_command", None) else [])])
+    name = command_name(args)
     try:
         if args.command in NEEDS_TORCH:
             _require_torch(args.command)
@@ -147,12 +170,6 @@ def _run(args) -> int:
             else ""
         print(f"{name}: error: {exc}{kept}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:
-        how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
-        print(f"{name}: {how}" + (
-            "; what was scored is kept: rerun with --resume to finish" if args.command == "score" else ""),
-            file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
 
 
 def _require_torch(command: str) -> None:

@@ -1,0 +1,89 @@
+"""Ctrl-C stops `egal` with one line and exit status 130 wherever it arrives: while the commands load, while the
+command line is parsed, during the run and while it cleans up; never with a traceback.
+
+The child process sends itself SIGINT at a chosen point (the first import of a module, the first call of a
+function), so that the test hits the same moment on every run instead of guessing it with a delay."""
+import signal
+import subprocess
+import sys
+
+import pytest
+
+# Runs in the child: arms the interrupt at AT ("import:MODULE" or "call:QUALNAME"), then runs the command line as
+# the `egal` command (its console script) or `python -m egal` does.
+CHILD = r"""
+import importlib.abc, os, runpy, signal, sys
+
+entry, at, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+kind, _, target = at.partition(":")
+
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does: Python's handler raises KeyboardInterrupt
+
+
+class OnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, module=None):
+        if name == target:
+            sys.meta_path.remove(self)
+            interrupt()
+        return None
+
+
+def on_call(frame, event, arg):
+    if event == "call" and frame.f_code.co_qualname == target:
+        sys.setprofile(None)
+        interrupt()
+
+
+if kind == "import":
+    sys.meta_path.insert(0, OnImport())
+else:
+    sys.setprofile(on_call)
+sys.argv = ["egal", *argv]
+if entry == "script":
+    from egal.cli import main
+    sys.exit(main())
+runpy.run_module("egal", run_name="__main__", alter_sys=True)
+"""
+
+
+def interrupted(entry: str, at: str, *argv: str) -> subprocess.CompletedProcess:
+    # SIGINT at its default, as a terminal gives it: a runner in the background hands it down ignored.
+    return subprocess.run([sys.executable, "-c", CHILD, entry, at, *argv], capture_output=True, text=True,
+                          timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+TRAIN = ("train", "--pool", "no-such-pool.parquet", "--out", "never-written.pt")
+
+
+@pytest.mark.parametrize(("at", "argv", "said"), [
+    ("import:egal.commands", TRAIN, "egal: interrupted"),  # the commands loading (before: as egal.cli was imported)
+    ("import:egal.commands.pool", TRAIN, "egal: interrupted"),
+    ("call:ArgumentParser.parse_args", TRAIN, "egal: interrupted"),
+    ("call:_on_sigterm_stop", TRAIN, "egal train: interrupted"),  # parsed, not yet running
+    ("import:torch", TRAIN, "egal train: interrupted"),  # egal train's check that PyTorch is there
+    ("import:egal.train.from_pool", TRAIN, "egal train: interrupted"),  # the run
+    ("call:_escape_undecodable_output.<locals>.restore", ("backends",), "egal backends: interrupted"),  # its end
+])
+def test_ctrl_c_anywhere_in_the_command_line_is_one_line_and_status_130(at, argv, said):
+    if at == "import:torch":
+        pytest.importorskip("torch")
+    done = interrupted("script", at, *argv)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr) == (130, f"{said}\n")
+
+
+def test_python_m_egal_is_the_command_line_and_stops_as_it_does():
+    done = subprocess.run([sys.executable, "-m", "egal", "--version"], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, f"egal {__import__('egal').__version__}\n"), done.stderr
+    done = interrupted("module", "import:egal.commands", *TRAIN)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr) == (130, "egal: interrupted\n")
+
+
+@pytest.mark.xfail(strict=True, reason="`import egal` loads numpy and pyarrow (egal/__init__.py) before egal.cli "
+                   "runs any code: a Ctrl-C then still shows a traceback, until egal/__init__.py loads them lazily")
+def test_ctrl_c_while_import_egal_loads_pyarrow_is_one_line_too():
+    done = interrupted("script", "import:pyarrow", *TRAIN)
+    assert "Traceback" not in done.stderr and done.returncode == 130, done.stderr
