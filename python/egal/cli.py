@@ -17,11 +17,11 @@ A plain ValueError or TypeError is not a user error here: library code raises Eg
 those, so one that escapes is a defect and keeps its traceback.
 """
 import argparse
-import errno
 import signal
 import sys
 import threading
 
+from ._disk import caused_by_disk, is_disk_error
 from .errors import EgalError, RunFailed
 
 # The distribution name on PyPI (the import name and the command stay `egal`).
@@ -38,8 +38,6 @@ EXTRA_OF_MODULE = {
 }
 # OSErrors about a path: the user's to fix (see the module docstring).
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
-# A disk that cannot take what a command writes: the machine's state, not a defect (no traceback).
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # full, quota, read-only, file-size limit
 # Commands that cannot start without PyTorch.
 NEEDS_TORCH = {"train": "trains a model", "simulate": "trains a model in every round"}
 
@@ -141,7 +139,7 @@ def _run(args) -> int:
         return int(args.func(args) or 0)
     except (EgalError, *PATH_ERRORS) as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if caused_by_disk(exc) else 2  # (a model trained but not saved on a full disk: ModelNotSaved)
     except ModuleNotFoundError as exc:
         extra = EXTRA_OF_MODULE.get((exc.name or "").split(".")[0])
         if extra is None:
@@ -164,7 +162,7 @@ def _run(args) -> int:
               "Parquet's reader cannot open: rename it", file=sys.stderr)
         return 2
     except OSError as exc:
-        if exc.errno not in DISK_ERRNOS:
+        if not is_disk_error(exc):
             raise
         kept = "; the batches scored so far are kept: make room and rerun with --resume" if args.command == "score" \
             else ""

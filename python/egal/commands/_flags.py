@@ -29,7 +29,7 @@ def errors_named_as_flags(name_of: Callable[[str], str | None]):
         named = renamed(exc, name_of)
         if named is None:
             raise
-        raise named from None
+        raise named from exc.__cause__  # what caused it still shows (a full disk: egal.cli's exit status 1)
 
 
 QUIET_FLAG = "--quiet"

@@ -28,8 +28,25 @@ def save_model(model: EGALClassifier, path) -> None:
     if not isinstance(model, EGALClassifier):
         raise TypeError(f"save_model() saves an egal EGALClassifier, got {type(model).__name__}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
-                "state_dict": state}, os.fspath(path))
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(),
+               "state_dict": state}
+    path = os.fspath(path)
+    try:
+        # Through a Python file: a write that fails (a full disk) is then an OSError with its errno, which torch's
+        # own writer of a path reports only as a RuntimeError ("unexpected pos", "file write failed").
+        with open(path, "wb") as f:
+            torch.save(payload, f)
+    except RuntimeError as exc:
+        if not isinstance(exc.__context__, OSError):
+            raise
+        raise _naming(exc.__context__, path) from None
+    except OSError as exc:
+        raise _naming(exc, path) from None
+
+
+def _naming(exc: OSError, path: str) -> OSError:
+    """`exc` with the file it failed to write, which an error of a write to an open file lacks."""
+    return exc if exc.filename is not None else OSError(exc.errno, exc.strerror, path)
 
 
 def load_model(path, map_location="cpu") -> EGALClassifier:

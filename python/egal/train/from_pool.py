@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from .._atomic import replaced_atomically
 from .._checks import bad_argument, check_bool
+from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from .config import TrainConfig
@@ -270,7 +271,9 @@ def _save_or_rescue(model, out) -> None:
             save_model(model, tmp)
         return
     except (OSError, RuntimeError) as exc:  # torch.save reports a file it cannot open as a RuntimeError
-        problem = f"{os.fspath(out)!r} could not be written ({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
+        failure = exc
+    kept = ", and holds the model it held before" if os.path.lexists(out) else ""  # (a failed save replaces nothing)
+    problem = f"{os.fspath(out)!r} could not be written ({_why(failure)}){kept}"
     rescue = None
     try:
         fd, rescue = tempfile.mkstemp(prefix="egal-train-", suffix=".pt")
@@ -280,9 +283,18 @@ def _save_or_rescue(model, out) -> None:
         if rescue is not None and os.path.exists(rescue):
             os.remove(rescue)
         raise _not_saved(model, None, f"{problem}; nor could the trained model be kept in the temporary folder "
-                         f"{tempfile.gettempdir()!r} ({type(exc).__name__}: {exc}): it is lost") from None
+                         f"{tempfile.gettempdir()!r} ({_why(exc)}): it is lost"
+                         + (f"; {advice(failure)}" if is_disk_error(failure) else "")) from failure
     raise _not_saved(model, rescue, f"{problem}; the trained model was written to {rescue} instead: move it where it "
-                     "belongs")
+                     "belongs") from failure
+
+
+def _why(exc: BaseException) -> str:
+    """Why a save failed, without the name of its temporary file (the user named another): 'OSError: No space left
+    on device: the disk is full'."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{type(exc).__name__}: {exc.strerror}" + (f": {meaning(exc)}" if is_disk_error(exc) else "")
+    return f"{type(exc).__name__}: {str(exc).strip() or 'no detail'}"
 
 
 def _not_saved(model, rescued, problem: str) -> ModelNotSaved:
