@@ -170,7 +170,8 @@ def run_add_labels(o: LabelOptions) -> LabelResult:
     spec = open_pool(o.pool)
     pool_files = {f"the pool's file {f!r}" if len(spec.files) > 1 else "the pool": f for f in spec.files}
     with claim_destination(o.out, o.overwrite, inputs={"the labels table": o.labels, **pool_files,
-                                                       "the pseudonym key": o.pseudonym_key}) as claim:
+                                                       "the pseudonym key": o.pseudonym_key}) as claim, \
+            claim.naming_disk_errors():
         return _add_labels(o, spec, claim)
 
 

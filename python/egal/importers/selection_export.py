@@ -244,7 +244,7 @@ def _check_only_the_export(out: Path) -> None:
 def run_export(o: ExportOptions) -> ExportResult:
     """The export (see the module's docstring), --out held from its checks to its rename (importers.writer.hold:
     another egal writing it is refused), with what killed runs left beside it cleared first."""
-    with hold(lambda: _target_folder(o.out, o.pool), o.overwrite, "--out") as claim:
+    with hold(lambda: _target_folder(o.out, o.pool), o.overwrite, "--out") as claim, claim.naming_disk_errors():
         out = claim.out
         replaced = left_by_killed_runs(out, o.overwrite, held="export", destinations=(out,))
         for copy in replaced:  # the export a killed run set aside, which overwrite replaces as it would at --out
@@ -300,7 +300,8 @@ def _export(o: ExportOptions, out: Path, was: str, replaced: list[str], key_clai
                 "rows": len(writer.written), "files": _files_of(tmp)}
         (tmp / EXPORT_MARK).write_text(json.dumps(mark))
         if key is not None:  # written in full before the export is in place; renamed onto `key` right after it
-            key_tmp = pseudonyms.write_key(key, writer.key_pairs())
+            with key_claim.naming_disk_errors():  # (the export is not in place either)
+                key_tmp = pseudonyms.write_key(key, writer.key_pairs())
         swapped_out = _put_in_place(tmp, out, was)
         exported = out
         for old in [*replaced, *([swapped_out] if swapped_out else [])]:  # what the export in place replaced

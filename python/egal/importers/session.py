@@ -80,7 +80,7 @@ class ImportSession:
     def __exit__(self, kind, exc, tb) -> None:
         self._progress.close()
         if kind is not None:
-            self.writer.abort()
+            self.writer.abort(exc)
             return
         if self.writer.rows_added == 0:
             self.writer.abort()

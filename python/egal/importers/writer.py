@@ -25,6 +25,7 @@ appeared at --out meanwhile, and --overwrite replaces only the pool that was the
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from .._atomic import (
     set_aside,
     temporary_path,
 )
+from .._disk import name_output
 from .._paths import (
     check_new_file,
     check_not_an_input,
@@ -139,6 +141,26 @@ class Claim:
 
     def release(self) -> None:
         self.lock.release()
+
+    def name_disk_error(self, exc: BaseException | None) -> None:
+        """Raises, for a disk error (egal._disk) that stopped this run once it has removed what it wrote, the same
+        error naming out and what out holds now: what it held before (a failed run never replaces it) or nothing.
+        Any other error, or one already named (a nested claim's), is left to go on as it is."""
+        kept = ("nothing was replaced, it holds what it held before" if os.path.lexists(self.out)
+                else "nothing was written there")
+        named = name_output(exc, self.what, self.out, kept)
+        if named is not None:
+            raise named from exc
+
+    @contextlib.contextmanager
+    def naming_disk_errors(self):
+        """`with claim.naming_disk_errors():` around the writing of out, which removes what it wrote when it fails:
+        a disk error from it names out (name_disk_error)."""
+        try:
+            yield
+        except OSError as exc:
+            self.name_disk_error(exc)
+            raise
 
     def __enter__(self) -> Claim:
         return self
@@ -258,7 +280,7 @@ class StreamingPoolWriter:
         if kind is None:
             self.commit()
         else:
-            self.abort()
+            self.abort(exc)
 
     @property
     def rows_added(self) -> int:
@@ -313,8 +335,8 @@ class StreamingPoolWriter:
             if self.rows == 0:
                 raise SourceError("no row could be imported, so no pool was written")
             self._put_in_place()
-        except BaseException:
-            self.abort()
+        except BaseException as exc:
+            self.abort(exc)
             raise
         self._done = True
         for replaced in (self._old_files, self._old_pool):
@@ -340,8 +362,9 @@ class StreamingPoolWriter:
         open_pool(self.tmp)  # the checks egal score runs: ids, columns, paths (long on a large pool)
         self._claim.publish(self.tmp)
 
-    def abort(self) -> None:
-        """Removes every temporary name; the destination keeps what it had."""
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Removes every temporary name; the destination keeps what it had. exc: the error that stopped the run,
+        raised again naming the pool when it is a disk error (Claim.name_disk_error)."""
         if self._done:
             return
         self._done = True
@@ -349,6 +372,7 @@ class StreamingPoolWriter:
             self._undo()
         finally:
             self._claim.release()
+        self._claim.name_disk_error(exc)
 
     def _undo(self) -> None:
         if self._writer is not None:
