@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from .._torch_file import not_a_checkpoint
 from ..errors import EgalError
 from .classifier import EGALClassifier, model_from_config
 from .config import ModelConfig, ModelConfigError
@@ -59,6 +60,10 @@ def load_model(path, map_location="cpu") -> EGALClassifier:
     other = _other_kind_of_file(path)
     if other:
         raise ModelFileError(f"{path!r} is not an egal model file: {other}")
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise ModelFileError(f"{path!r} is not a PyTorch checkpoint egal can read: {problem}; a model file is what "
+                             "egal train (egal.models.save_model) writes")
     try:
         with warnings.catch_warnings():  # a TorchScript file makes torch.load warn before it refuses it
             warnings.simplefilter("ignore", UserWarning)
@@ -118,7 +123,7 @@ def _check_state(model, state, path) -> None:
 
 def _other_kind_of_file(path) -> str | None:
     """What a file that egal.models.save_model cannot have written is, from its first bytes (None: it may be one,
-    torch.load says). Said plainly, where torch.load would report an unpickling error."""
+    not_a_checkpoint and torch.load say). Said plainly, where torch.load would report an unpickling error."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK"):  # a zip archive, as torch.save writes

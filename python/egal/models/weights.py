@@ -19,6 +19,7 @@ import urllib.parse
 import torch
 from torch import nn
 
+from .._torch_file import not_a_checkpoint
 from ..errors import EgalError, EgalTypeError
 
 # The classification layer of each torchvision model is replaced by egal's head.
@@ -93,6 +94,9 @@ def _imagenet_unavailable_message(architecture: str, url: str, exc: BaseExceptio
 def _load_file(module: nn.Module, architecture: str, path: str) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file {path!r} does not exist")
+    problem = not_a_checkpoint(path)
+    if problem:
+        raise EgalError(f"weights file {path!r} is not a PyTorch checkpoint egal can read: {problem}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from .._atomic import replaced_atomically
 from .._checks import bad_argument, check_bool
 from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
+from .._torch_file import is_torch_archive
 from ..errors import EgalError
 from .config import TrainConfig
 
@@ -188,15 +188,6 @@ def episode_notes(train, labels, classes) -> list[str]:
         notes.append(f"k_shot {train.k_shot} (--k-shot): these classes have too few rows and give fewer support "
                      f"rows, one row always kept as query: {', '.join(small)}")
     return notes
-
-
-def is_torch_archive(path) -> bool:
-    """A file torch.save wrote: a zip archive whose one top folder holds data.pkl."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.count("/") == 1 and name.endswith("/data.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
 
 
 def _pairs(exclude) -> tuple:
