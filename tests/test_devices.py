@@ -76,3 +76,12 @@ def test_the_onnx_runner_without_a_cuda_provider_names_the_device(model_path, tm
     with pytest.raises(EgalError, match=r"device='cuda:1' \(--device cuda:1\): onnxruntime has no "
                        "CUDAExecutionProvider"):
         load_runner(graph, "cuda:1")
+
+
+def test_training_may_also_run_on_mps_and_scoring_may_not():
+    # The fused scorer has no backend on Apple's GPU; PyTorch training does.
+    assert check_device("mps", mps=True) == "mps"
+    with pytest.raises(EgalError, match=r"^device must be cpu, cuda, cuda:N or mps, got 'gpu'"):
+        check_device("gpu", mps=True)
+    with pytest.raises(EgalError, match=r"^device must be cpu, cuda or cuda:N, got 'mps'"):
+        check_device("mps")

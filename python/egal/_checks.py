@@ -110,14 +110,18 @@ def check_choice(value, name: str, choices: Sequence):
 
 
 # Where a model runs. cuda:N is the GPU of index N among those CUDA_VISIBLE_DEVICES leaves visible; cuda is GPU 0
-# (egal sets no other current device).
+# (egal sets no other current device). Training may also run on mps (Apple's GPU); the fused scorer has no backend
+# there, so scoring may not.
 DEVICE_FORMS = "cpu, cuda or cuda:N"
 
 
-def check_device(value, name: str = "device") -> str:
-    """A device a model runs on: "cpu", "cuda" or "cuda:N" (N a GPU's index); returned as given."""
-    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:[0-9]+)?", value):
-        raise bad_argument(EgalError, name, f"must be {DEVICE_FORMS}, got {value!r}")
+def check_device(value, name: str = "device", *, mps: bool = False) -> str:
+    """A device a model runs on: "cpu", "cuda" or "cuda:N" (N a GPU's index), and "mps" with mps=True; returned as
+    given."""
+    pattern, forms = (r"cpu|cuda(:[0-9]+)?|mps", "cpu, cuda, cuda:N or mps") if mps else (r"cpu|cuda(:[0-9]+)?",
+                                                                                         DEVICE_FORMS)
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise bad_argument(EgalError, name, f"must be {forms}, got {value!r}")
     return value
 
 

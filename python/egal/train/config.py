@@ -1,12 +1,11 @@
 """Training settings: the part of an experiment that says how one model is trained."""
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .._checks import is_finite_real, show_number
+from .._checks import check_device, is_finite_real, show_number
 from .._checks import is_int as _is_int
 from .._checks import is_positive_int as _positive_int
 from ..errors import EgalError
@@ -101,8 +100,7 @@ class TrainConfig:
             raise EgalError(f"lr must be positive, got {self.lr}")
         if not (_is_int(self.seed) and self.seed >= 0):
             raise EgalError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not (isinstance(self.device, str) and re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device)):
-            raise EgalError(f"device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_device(self.device, "device", mps=True)
 
     def to_dict(self) -> dict:
         d = asdict(self)
