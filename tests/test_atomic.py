@@ -118,3 +118,22 @@ def test_replace_folder_swaps_in_one_step_or_sets_the_old_one_aside(tmp_path, mo
     assert open(os.path.join(old, "a")).read() == "old"
     assert os.path.basename(old).startswith(".out.tmp-" if not swap else "new")
     assert atomic.is_set_aside(old) != swap
+
+
+def test_a_full_disk_is_said_of_the_file_being_written_not_of_its_temporary_name(tmp_path):
+    import errno
+
+    out = tmp_path / "seed0.pt"
+    out.write_bytes(b"the earlier model")
+    with pytest.raises(OSError) as caught:
+        with atomic.replaced_atomically(out) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)  # what a write to a full disk raises
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(out))
+    assert out.read_bytes() == b"the earlier model" and os.listdir(tmp_path) == ["seed0.pt"]
+    # Any other error keeps its own words: only a disk that cannot take the file is the file's business.
+    with pytest.raises(PermissionError) as caught:
+        with atomic.replaced_atomically(out) as tmp:
+            raise PermissionError(errno.EACCES, "Permission denied", tmp)
+    assert caught.value.filename == tmp

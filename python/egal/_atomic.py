@@ -23,6 +23,7 @@ import stat
 import sys
 import uuid
 
+from ._disk import is_disk_error
 from .errors import EgalError
 
 try:
@@ -163,6 +164,11 @@ def replaced_atomically(path, suffix: str = "", *, hidden: bool = False):
         yield tmp
         keep_mode_of(path, tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        # A full disk is said of the file being written, not of its temporary name, which no longer exists.
+        if is_disk_error(exc) and exc.filename is not None and os.fspath(exc.filename) == os.fspath(tmp):
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+        raise
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
