@@ -444,3 +444,49 @@ def test_resume_refuses_a_pool_whose_image_files_changed_since(tmp_path, model_p
     with pytest.raises(OutputError, match="pool"):
         quiet(pool, model_path, out=out, batch_size=4, resume=True)
     assert parts.exists()
+
+
+def _relabelled(rows, old, new):
+    return [{**row, "label": new if row["label"] == old else row["label"]} for row in rows]
+
+
+def test_labels_the_model_has_no_class_for_are_warned_with_their_counts(tmp_path, model_path, capsys):
+    rows = _relabelled(make_rows(12, folder=tmp_path), "normal", "tumour")  # rows 5 and 11
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    with pytest.warns(egal.pipeline.scoring_job.PoolLabelWarning) as caught:
+        result = quiet(pool, model_path, out=tmp_path / "s.parquet", workers=0)
+    expected = ("the pool labels rows with 1 class(es) that the model was not trained on: 'tumour' (2 rows) (column "
+                "'label'; the model's classes: 'benign', 'malignant', 'normal'); is this the model trained on this "
+                "pool?")
+    assert [str(w.message) for w in caught] == [expected] and result.warnings == (expected,)
+    # With progress, the run's log says it instead, once, as a line of its own.
+    result = score_pool(pool, model_path, out=tmp_path / "s.parquet", workers=0, overwrite=True)
+    assert capsys.readouterr().err.count(f"warning: {expected}\n") == 1 and result.warnings == (expected,)
+
+
+def test_labels_that_read_like_a_missing_value_are_said_to_count_as_labels(tmp_path, model_path):
+    rows = [{**row, "label": "nan" if row["label"] is None else row["label"]} for row in make_rows(8, folder=tmp_path)]
+    rows[0]["label"] = " None"
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    with pytest.warns(egal.pipeline.scoring_job.PoolLabelWarning) as caught:
+        result = quiet(pool, model_path, out=tmp_path / "s.parquet", workers=0, select=2)
+    # The rows stay labelled (the documented rule), so none can be selected; the warning says why, and alone: a
+    # label reading like a missing value is not also listed as a class the model does not know.
+    assert result.selection.num_rows == 0 and all(result.table.column("labelled").to_pylist())
+    assert [str(w.message) for w in caught] == [
+        "label(s) of column 'label' that read like a missing value count as labels: 'nan' (3 rows), ' None' (1 row); "
+        "those rows are never selected. If they mean no label, the pool should hold null there"]
+
+
+def test_a_pool_whose_labels_are_the_models_classes_is_not_warned(tmp_path, model_path, recwarn):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path))
+    result = quiet(pool, model_path, out=tmp_path / "s.parquet", workers=0)
+    assert result.warnings == () and not [w for w in recwarn if w.category.__module__.startswith("egal")]
+
+
+def test_pool_scores_prints_as_one_short_line(tmp_path, model_path):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(6, folder=tmp_path))
+    out = tmp_path / "s.parquet"
+    result = quiet(pool, model_path, out=out, workers=0, select=2)
+    assert repr(result) == (f"PoolScores(out={str(out)!r}, rows=6, scored=6, errors=0, selected=2, "
+                            f"selection_path={str(tmp_path / 's.selection.csv')!r})")

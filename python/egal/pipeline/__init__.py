@@ -27,6 +27,7 @@ _EXPORTS = {
     "rank_table": "ranking",
     "ScoreOptions": "options",
     "PoolScores": "scoring_job", "score_pool": "scoring_job", "run_scoring": "scoring_job",
+    "PoolLabelWarning": "scoring_job",
 }
 
 __all__ = sorted(_EXPORTS)

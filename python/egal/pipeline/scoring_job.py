@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from .._paths import (
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
-from ..pool.labels import LABEL_COLUMN, check_label_column, labelled_rows
+from ..pool.labels import LABEL_COLUMN, check_label_column, label_counts, labelled_rows, reads_as_missing
 from ..pool.workers import check_worker_count
 from ..selection.csv_file import is_selection_csv, write_selection_csv
 from ..selection.embedding_file import EMBEDDING_KEY
@@ -37,6 +38,11 @@ from .progress import RowProgress
 from .run_record import check_resume_arguments, recorded_run
 from .runtime import RuntimeChoice, choose_runtime
 from .shard_store import ShardStore
+
+
+class PoolLabelWarning(UserWarning):
+    """The pool's labels do not read as the model's classes: classes the model was not trained on, or text that
+    reads like a missing value ('nan'), which counts as a label, so that such rows are never selected."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class PoolScores:
     embeddings_path: the embeddings file written (embeddings=True), else None
     batch:           the egal.selection.Selection behind `selection` (how many rows could be selected, the
                      candidates of a diverse batch); None without `select`
+    warnings:        what the run warned of the pool's labels (PoolLabelWarning), in order
     """
 
     out: str
@@ -83,6 +90,14 @@ class PoolScores:
     runtime_note: str = ""
     embeddings_path: str | None = None
     batch: object | None = None
+    warnings: tuple = ()
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr would print both tables and every option: pages for a large pool.
+        selected = "" if self.selection is None else f", selected={self.selection.num_rows}"
+        return (f"PoolScores(out={self.out!r}, rows={self.rows}, scored={self.rows_scored}, "
+                f"errors={self.rows_in_error}{selected}"
+                + (f", selection_path={self.selection_path!r}" if self.selection_path else "") + ")")
 
     def errors(self, limit: int | None = None) -> list:
         """(id, reason) of the rows in error, in pool order (the first `limit` of them)."""
@@ -195,6 +210,7 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
         resumed=job.resumed, already_complete=job.store.already_complete, table=ranked,
         selection=None if job.selection is None else job.selection.table, options=options, ray_log=job.ray_log,
         embeddings_path=options.embeddings_path, batch=None if job.selection is None else job.selection.selection,
+        warnings=tuple(job.label_warnings),
     )
 
 
@@ -210,6 +226,7 @@ class ScoringJob:
     console: object | None = None  # egal's stderr while Ray's output is redirected
     choice: RuntimeChoice | None = None  # the runtime that runs the model, and why
     selection: object | None = None  # egal.selection.from_scores.TableSelection, with a group cap or diversity
+    label_warnings: tuple = ()  # label_warnings' lines, as said
 
     @classmethod
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
@@ -218,6 +235,12 @@ class ScoringJob:
         spec, runner = _checked_inputs(o)
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
         _describe_inputs(o, spec, runner, log)
+        said = label_warnings(spec, o.label_column, runner.classes, o.include_labelled)
+        for line in said:
+            if o.progress:
+                log(f"warning: {line}")
+            else:
+                warnings.warn(line, PoolLabelWarning, stacklevel=4)
         model_sha256 = file_sha256(o.model)  # so a resumed run can check it uses the same model
         manifest = _run_manifest(o, spec, model_sha256)
         if o.resume:  # before the runtime check, which exports and scores a batch
@@ -232,6 +255,7 @@ class ScoringJob:
         done_rows = _rows_already_scored(o, spec, store, log)
         console, ray_log = _ray_console(o, store, log)
         return cls(o, spec, runner, store, resumed=done_rows > 0, ray_log=ray_log, console=console, choice=choice,
+                   label_warnings=tuple(said),
                    progress=RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console))
 
     def run(self) -> pa.Table:
@@ -340,6 +364,33 @@ def _describe_inputs(o: ScoreOptions, spec, runner, log) -> None:
         log("warning: the pool has no ROI column (mask, mask_path or boxes): every row is scored by entropy "
             "alone (docs/scoring.md, empty ROI)")
     log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
+
+
+def label_warnings(spec, column: str, classes, include_labelled: bool) -> list[str]:
+    """What the pool's labels say that the user may not expect, one line each: labels the model has no class for,
+    and labels whose text reads like a missing value (egal.pool.labels.reads_as_missing), which count as labels all
+    the same: such a row is scored but never selected."""
+    counts = label_counts(spec, column)
+    like_missing = {k: n for k, n in counts.items() if reads_as_missing(k)}
+    unknown = {k: n for k, n in counts.items() if k not in classes and k not in like_missing}
+    lines = []
+    if unknown:
+        known = ", ".join(map(repr, classes))
+        lines.append(f"the pool labels rows with {len(unknown)} class(es) that the model was not trained on: "
+                     f"{_counted(unknown)} (column {column!r}; the model's classes: {known}); is this the model "
+                     "trained on this pool?")
+    if like_missing:
+        fate = "marked labelled" if include_labelled else "never selected"
+        lines.append(f"label(s) of column {column!r} that read like a missing value count as labels: "
+                     f"{_counted(like_missing)}; those rows are {fate}. If they mean no label, the pool should hold "
+                     "null there")
+    return lines
+
+
+def _counted(counts: dict) -> str:
+    """"'nan' (160 rows), 'tumour' (3 rows)", the most frequent first."""
+    return ", ".join(f"{k!r} ({n} row{'s' if n != 1 else ''})" for k, n in sorted(counts.items(),
+                                                                                key=lambda kv: (-kv[1], kv[0])))
 
 
 def _run_manifest(o: ScoreOptions, spec, model_sha256: str) -> dict:

@@ -50,6 +50,18 @@ def labelled_rows(spec, column: str = LABEL_COLUMN):
     return np.asarray(flags, dtype=bool)
 
 
+def label_counts(spec, column: str = LABEL_COLUMN) -> dict:
+    """{class (label_key): labelled rows} of the pool (an egal.pool.PoolSpec), reading that column alone; empty for
+    a pool without the column."""
+    from collections import Counter
+
+    if column not in spec.columns:
+        return {}
+    counts = Counter(label_key(value) for value in spec.column_values(column))
+    counts.pop(None, None)
+    return dict(counts)
+
+
 def check_label_column_name(column, argument: str = "label_column") -> str:
     from .._checks import bad_argument
     from ..errors import EgalError
