@@ -272,3 +272,32 @@ def test_train_says_when_episodes_take_fewer_classes_or_shots_than_asked(tmp_pat
     assert "class(es) 'normal' with a single labelled row take part in no episode" in err
     assert "n_way 3 (--n-way) with 2 classes of 2 rows or more: episodes are 2-way" in err
     assert "'normal' (1 rows)" not in err
+
+
+def test_a_mistyped_or_missing_column_names_the_flag_that_names_it(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from egal.cli import main
+
+    rows = make_rows(12, folder=tmp_path)
+    pool = write_pool(tmp_path / "pool.parquet", rows)
+    columns = "it has 'id', 'label', 'image', 'mask'"
+    assert main(["train", "--pool", pool, "--label-column", "diagnosis", "--out", str(tmp_path / "m.pt"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("egal train: error: --label-column 'diagnosis' is not a column of the pool ")
+    assert columns in err
+    sim = ["simulate", "--pool", pool, "--out", str(tmp_path / "sim"), "--quiet"]
+    assert main([*sim, "--group-column", "patient"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("egal simulate: error: --group-column 'patient' is not a column of the pool ")
+    assert columns in err
+    assert main([*sim, "--label-column", "diagnosis"]) == 2
+    assert "error: --label-column 'diagnosis' is not a column" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()  # said before the experiment's folder is made
+    # A pool that keeps its labels under another name than the format's 'label': the flag that reads them.
+    renamed = [{"diagnosis" if k == "label" else k: v for k, v in row.items()} for row in rows]
+    pool = write_pool(tmp_path / "diagnosis.parquet", renamed)
+    for command in (["train", "--out", str(tmp_path / "m.pt"), *FAST], sim):
+        assert main([*command, "--pool", pool]) == 2
+        err = capsys.readouterr().err
+        assert ("has no column 'label' (the default label column): name the column that holds the labels with "
+                "--label-column; it has 'id', 'diagnosis', 'image', 'mask'\n") in err and err.count("\n") == 1, err

@@ -5,8 +5,12 @@ import sys
 import warnings
 
 from ._config_defaults import ConfigDefaultsFormatter
-from ._flags import add_quiet
+from ._flags import add_quiet, errors_named_as_flags, flags_for
 from ._train_options import add_train_options, train_overrides
+
+# The library's arguments that its errors name and that are flags here by the same name (--label-column): a config
+# file's [data] label_column is overridden by the flag, which is what the user can change.
+COLUMN_OPTIONS = ("label_column", "group_column")
 
 
 def register(subparsers):
@@ -93,7 +97,8 @@ def run(args) -> int:
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     with warnings.catch_warnings():  # restores showwarning afterwards
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
-        result = run_simulation(config, args.out, progress=not args.quiet)
+        with errors_named_as_flags(flags_for(COLUMN_OPTIONS)):
+            result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "
           f"summary: {report.get('summary_md')}, curves: {report.get('curves_png')}, "

@@ -12,7 +12,7 @@ from ._train_options import add_train_options, train_overrides
 
 # How the checks of --out name the arguments here (egal.train.from_pool.check_model_out).
 FLAGS = {"out": "--out", "pool": "--pool", "config": "--config", "overwrite": "--overwrite", "threads": "--threads",
-         "exclude": "--exclude"}
+         "exclude": "--exclude", "label_column": "--label-column"}
 
 
 def register(subparsers):

@@ -17,7 +17,7 @@ import numpy as np
 from .._atomic import replaced_atomically
 from ..errors import EgalError
 from ..pool.digest import content_digest
-from ..pool.labels import LABEL_COLUMN, is_label, label_key
+from ..pool.labels import LABEL_COLUMN, check_label_column, is_label, label_key
 from ..selection.group_cap import is_missing_group
 
 
@@ -89,9 +89,11 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
 
     columns = [label_column] + ([group_column] if group_column else [])
     excluded_columns = sorted({c for c, _ in exclude})
+    spec = open_pool(path)
+    check_data_columns(spec, label_column, group_column)
     if excluded_columns:
-        open_pool(path).check_columns(excluded_columns, "exclude", error=EgalError)
-    arrays = load_pool_arrays(path, DecodeSettings(input_size=input_size, in_channels=in_channels),
+        spec.check_columns(excluded_columns, "exclude", error=EgalError)
+    arrays = load_pool_arrays(spec, DecodeSettings(input_size=input_size, in_channels=in_channels),
                               columns=list(dict.fromkeys(columns + excluded_columns)))
     for column in columns:
         if all(v is None for v in arrays[column]):
@@ -133,6 +135,15 @@ def _decode(path, input_size, in_channels, label_column, group_column, exclude=(
         groups = np.array([str(g) for g in raw_groups])
     return Dataset(arrays["ids"][keep], arrays["images"][keep], arrays["masks"][keep], labels, classes, groups,
                    excluded)
+
+
+def check_data_columns(spec, label_column: str, group_column: str | None) -> None:
+    """The label column and the group column are columns of the pool (an egal.pool.PoolSpec), each error naming
+    its option (label_column, group_column): a pool without the format's `label` column keeps its labels under
+    another name."""
+    check_label_column(spec, label_column, required=True)
+    if group_column:
+        spec.check_columns([group_column], "group_column", error=EgalError)
 
 
 def _check_no_class_lost(path, label_column, labels_raw, errors, ids, wanted, keep) -> None:

@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..report.cam_grid import CamGridRecorder
 from ..train.feature_cache import FeatureCache, build_feature_cache
 from .config import ExperimentConfig
-from .data import Dataset, load_experiment_dataset
+from .data import Dataset, check_data_columns, load_experiment_dataset
 from .first_rounds import FirstRounds
 from .folder import (
     RUNS_DIR,
@@ -61,6 +61,10 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     for name, folder in (("out (--out)", out_dir), ("data.cache_dir (--cache-dir)", config.data.cache_dir)):
         if folder:
             check_folder_path(name, os.fspath(folder))
+    if dataset is None:  # a mistyped column named before the folder is made (and not by each worker process)
+        from ..pool import open_pool
+
+        check_data_columns(open_pool(config.data.path), config.data.label_column, config.data.group_column)
     refuse_foreign_folder(out_dir)  # before a lock file or runs/ is made in it
     os.makedirs(out_dir, exist_ok=True)
     with experiment_folder(config, out_dir) as warning:

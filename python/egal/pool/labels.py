@@ -71,11 +71,16 @@ def check_label_column_name(column, argument: str = "label_column") -> str:
     return column
 
 
-def check_label_column(spec, column: str, argument: str = "label_column") -> None:
+def check_label_column(spec, column: str, argument: str = "label_column", *, required: bool = False) -> None:
     """A label column other than the pool format's `label` must be one of the pool's columns (a typo would
-    otherwise make every row unlabelled). `argument` names the option in the error."""
+    otherwise make every row unlabelled). `argument` names the option in the error. required: the pool's `label`
+    too, for a command that needs labels (training): a pool without it keeps them under another name."""
     from ..errors import EgalError
 
     check_label_column_name(column, argument)
     if column != LABEL_COLUMN:
         spec.check_columns([column], argument, error=EgalError)
+    elif required and column not in spec.columns:
+        raise EgalError(f"pool {spec.path!r} has no column {column!r} (the default label column): name the column "
+                        f"that holds the labels with {argument} (--{argument.replace('_', '-')}); it has "
+                        f"{', '.join(repr(c) for c in spec.columns)}")
