@@ -82,7 +82,7 @@ def test_options_that_would_make_a_run_meaningless_are_named(tmp_path, capsys):
     (tmp_path / "src" / "a").mkdir(parents=True)
     assert main(["pool", "from-folders", str(tmp_path / "src"), "--mask-suffix", "", "--out",
                  str(tmp_path / "p.parquet")]) == 2
-    assert "mask_suffix (--mask-suffix) must name the suffix" in capsys.readouterr().err
+    assert "error: --mask-suffix must name the suffix" in capsys.readouterr().err
 
 
 def test_simulate_refuses_a_seed_set_as_large_as_the_pool(tmp_path):

@@ -390,9 +390,9 @@ def test_cuda_libraries_are_left_to_torch_once_it_is_imported():
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--opset", "1", "opset (--opset) must be an integer from 18"), ("--opset", "99", "opset (--opset) must be"),
-    ("--ir-version", "1", "ir_version (--ir-version) must be an integer from 8"),
-    ("--ir-version", "999", "ir_version (--ir-version) must be")])
+    ("--opset", "1", "error: --opset must be an integer from 18"), ("--opset", "99", "error: --opset must be"),
+    ("--ir-version", "1", "error: --ir-version must be an integer from 8"),
+    ("--ir-version", "999", "error: --ir-version must be")])
 def test_cli_refuses_versions_it_cannot_write(tmp_path, capsys, option, value, message):
     from egal.cli import main
 

@@ -35,11 +35,13 @@ def refused(capsys, argv, *needles):
 def test_score_never_writes_over_its_inputs(scored, tmp_path, capsys):
     pool, model = scored
     before = open(pool, "rb").read()
-    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", pool, "--overwrite"], "same file as pool")
+    refused(capsys, ["score", "--pool", pool, "--model", model, "--out", pool, "--overwrite"], "same file as --pool")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
-                     "--select-out", pool, "--overwrite"], "select_out (--select-out)", "same file as pool")
+                     "--select-out", pool, "--overwrite"], "error: --select-out is where the selection goes, as CSV")
     refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "s.parquet", "--select", "3",
-                     "--select-out", tmp_path / "s.parquet"], "same file as out")
+                     "--select-out", tmp_path / "s.parquet"], f"error: --select-out {str(tmp_path / 's.parquet')!r} "
+            "is the same file as --out: the run writes both, and one would replace the other; give them different "
+            "paths\n")
     assert open(pool, "rb").read() == before and not (tmp_path / "s.parquet").exists()
 
 
@@ -72,7 +74,8 @@ def test_score_replaces_a_selection_file_only_with_overwrite(scored, tmp_path, c
     (tmp_path / "t.embeddings.parquet").write_bytes(b"the user's notes")
     for option in ("--overwrite", "--resume"):  # --resume with no run at --out starts one: the same rule
         refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "t.parquet", "--select", "3",
-                         "--select-out", image, "--quiet", option], "is not a selection CSV that egal wrote")
+                         "--select-out", image, "--quiet", option], "error: --select-out is where the selection "
+                "goes, as CSV: give a .csv name, got")
         refused(capsys, ["score", "--pool", pool, "--model", model, "--out", tmp_path / "t.parquet", "--embeddings",
                          "--quiet", option], "is not an egal embeddings file")
     assert image.read_bytes() == b"\x89PNG an image of a pool"
@@ -99,7 +102,7 @@ def test_train_export_and_select_refuse_their_input_as_output(scored, tmp_path, 
     assert main(["score", "--pool", pool, "--model", model, "--out", str(tmp_path / "s.parquet"), "--quiet"]) == 0
     scores = (tmp_path / "s.parquet").read_bytes()
     refused(capsys, ["select", "--scores", tmp_path / "s.parquet", "--select", "2", "--out", tmp_path / "s.parquet",
-                     "--overwrite"], "same file as scores")
+                     "--overwrite"], "same file as --scores")
     assert (tmp_path / "s.parquet").read_bytes() == scores
     assert {p: open(p, "rb").read() for p in (pool, model)} == before
 

@@ -193,7 +193,8 @@ def test_another_pool_is_refused(demo, tmp_path):
 
 def test_an_existing_page_is_replaced_only_when_asked(demo):
     out = os.path.dirname(demo["report"].path)
-    with pytest.raises(EgalError, match="already exists.*overwrite=True"):
+    with pytest.raises(EgalError, match=r"already holds report\.html: pass overwrite=True \(--overwrite\) to replace "
+                       "it, or choose another out$"):
         selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, progress=False)
 
 
@@ -293,7 +294,8 @@ def test_the_cli_writes_the_page_and_names_its_flags(demo, tmp_path, capsys):
                         r"for \d+ row\(s\), [0-9.]+ s\n", printed.out), printed.out
     assert "report.html" not in printed.err
     assert main(args) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"egal report: error: --out {str(out)!r} already holds report.html: pass " \
+        "--overwrite to replace it, or choose another --out\n"
     for flag, value, message in (("--examples", "-1", "--examples must be a non-negative integer"),
                                  ("--entropy-threshold", "2", "--entropy-threshold must lie in [0, 1]"),
                                  ("--batch-size", "0", "--batch-size must be a positive integer"),
@@ -335,7 +337,8 @@ def test_egal_score_report_writes_the_page_of_its_selection(tmp_path, capsys):
     capsys.readouterr()
     os.remove(tmp_path / "s.parquet")
     assert main(args) == 2  # the page exists: refused before scoring anything
-    assert "report.html' already exists" in capsys.readouterr().err
+    assert f"--report {str(tmp_path / 'page')!r} already holds report.html: pass --overwrite to replace it, or " \
+        "choose another --report\n" in capsys.readouterr().err
     assert not (tmp_path / "s.parquet").exists()
 
 

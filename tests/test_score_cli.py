@@ -183,12 +183,14 @@ def test_existing_output_and_unfinished_runs_are_protected(tmp_path, model_path,
     before = out.read_bytes()
     assert score("--pool", pool, "--model", model_path, "--out", out) == 2
     err = capsys.readouterr().err
-    assert err.startswith("egal score: error: ") and "pass overwrite=True (--overwrite)" in err
+    assert err.startswith("egal score: error: ") and f"--out {str(out)!r} already exists: pass --overwrite to " \
+        "replace it, or choose another path" in err
     assert out.read_bytes() == before
     unfinished = _unfinished_run(tmp_path, pool, model_path, out)
     assert score("--pool", pool, "--model", model_path, "--out", out) == 2
     err = capsys.readouterr().err
-    assert "(--resume)" in err and "(--overwrite)" in err and unfinished.is_dir()
+    assert "--resume" in err and "--overwrite" in err and unfinished.is_dir()
+    assert "resume=True" not in err and "overwrite=True" not in err  # the library's words: a command names flags
 
 
 def _unfinished_run(tmp_path, pool, model_path, out, *extra):
@@ -225,7 +227,7 @@ def test_a_run_in_progress_on_the_same_output_is_refused(tmp_path, model_path, c
         for flag in ("--resume", "--overwrite"):
             assert score("--pool", pool, "--model", model_path, "--out", out, "--batch-size", 4, flag) == 2
             err = capsys.readouterr().err
-            assert "another egal score is writing to out" in err and "(--out)" in err
+            assert f"another egal score is writing to --out {str(out)!r} now" in err
     finally:
         os.close(fd)
 
@@ -247,7 +249,9 @@ def test_resume_of_a_finished_run(tmp_path, model_path, capsys):
     assert "12 of 12 rows scored (0 in error), by an earlier run with these arguments" in capsys.readouterr().out
     assert score("--pool", pool, "--model", model_path, "--out", out, "--alpha", 0.3, "--resume") == 2
     err = capsys.readouterr().err
-    assert "finished run that differs from this one in alpha (0.5 there, 0.3 here)" in err and "(--overwrite)" in err
+    assert f"cannot resume: --out {str(out)!r} is a finished run that differs from this one in alpha (0.5 there, " \
+        "0.3 here)" in err
+    assert "; pass --overwrite instead of --resume to score again with these arguments, or choose another --out" in err
     assert out.read_bytes() == before
 
 

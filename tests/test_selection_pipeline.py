@@ -183,11 +183,12 @@ def test_an_old_onnx_graph_scores_as_before_but_cannot_give_embeddings(tmp_path,
 # -- bad input: messages, exit status 2, nothing written ------------------------------------------------
 
 @pytest.mark.parametrize("extra, message", [
-    (["--select", "5", "--diversity", "kcenter"], "--diversity 'kcenter' measures distances .* needs embeddings=True "
-     r"\(--embeddings\)"),
-    (["--diversity", "cluster", "--embeddings"], "--diversity only acts on a selection: add select=K"),
-    (["--select", "5", "--group-column", "patient_id"], r"--per-group is needed with group_column \(--group-column\)"),
-    (["--select", "5", "--per-group", "2"], r"--group-column is needed with per_group \(--per-group\)"),
+    (["--select", "5", "--diversity", "kcenter"], "--diversity 'kcenter' measures distances .* needs --embeddings, "
+     "which writes them"),
+    (["--diversity", "cluster", "--embeddings"], "--diversity only acts on a selection: add --select K$"),
+    (["--group-column", "patient_id", "--per-group", "1"], "--group-column only acts on a selection: add --select K$"),
+    (["--select", "5", "--group-column", "patient_id"], "--per-group is needed with --group-column: a cap"),
+    (["--select", "5", "--per-group", "2"], "--group-column is needed with --per-group: a cap"),
     (["--select", "5", "--group-column", "patient_id", "--per-group", "0"], "--per-group must be a positive integer"),
     (["--select", "5", "--group-column", "patient", "--per-group", "1"], "--group-column 'patient' is not a "
      "column of the pool; it has 'id', 'label', 'image', 'mask', 'patient_id'"),
@@ -298,7 +299,7 @@ def test_egal_select_refuses_damaged_or_foreign_scores_files_and_keeps_the_embed
 def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path, pool, capsys):
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "a.parquet") == 0
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter"]) == 2
-    assert "a.embeddings.parquet' does not exist: score with embeddings=True (--embeddings)" in capsys.readouterr().err
+    assert "a.embeddings.parquet' does not exist: score with --embeddings to write it" in capsys.readouterr().err
     assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "b.parquet", "--embeddings",
                  "--alpha", 0.3) == 0
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "4", "--diversity", "kcenter",
@@ -308,7 +309,13 @@ def test_egal_select_refuses_missing_or_foreign_embeddings(tmp_path, model_path,
     assert "--select must be a positive integer, got -1" in capsys.readouterr().err
     assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2", "--group-column",
                  "patient_id", "--per-group", "1"]) == 2
-    assert "--pool is needed with group_column='patient_id' (--group-column)" in capsys.readouterr().err
+    assert "--pool is needed with --group-column 'patient_id': the group column" in capsys.readouterr().err
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2", "--per-group", "1"]) == 2
+    assert "--group-column is needed with --per-group: the pool column" in capsys.readouterr().err
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2"]) == 0
+    assert main(["select", "--scores", str(tmp_path / "a.parquet"), "--select", "2"]) == 2
+    assert f"--out {str(tmp_path / 'a.selection.csv')!r} already exists: pass --overwrite to replace it" in \
+        capsys.readouterr().err
 
 
 def test_embeddings_with_nan_in_the_sidecar_are_refused_naming_the_rows(tmp_path, model_path, pool):
@@ -388,8 +395,9 @@ def test_a_damaged_or_edited_embeddings_description_is_refused_in_one_line(tmp_p
 
 def test_the_selection_never_lands_on_the_runs_embeddings_or_in_its_shard_folder(tmp_path, model_path, pool, capsys):
     out = tmp_path / "s.parquet"
-    for select_out, message in ((tmp_path / "s.embeddings.parquet", "is the embeddings file that the run writes"),
-                                (tmp_path / "s.parquet.parts", "is in the folder of the run's shards"),
+    # (the embeddings file and the shards' folder end in .parquet and .parts: names refused before the paths)
+    for select_out, message in ((tmp_path / "s.embeddings.parquet", "--select-out is where the selection goes, as CSV"),
+                                (tmp_path / "s.parquet.parts", "--select-out is where the selection goes, as CSV"),
                                 (tmp_path / "s.parquet.parts" / "sel.csv", "is in the folder of the run's shards")):
         assert score("--pool", pool, "--model", model_path, "--out", out, "--embeddings", "--select", 3,
                      "--select-out", select_out) == 2

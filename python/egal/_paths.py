@@ -44,6 +44,17 @@ def check_not_an_input(path, name: str, inputs: dict) -> None:
                             "that input; choose another path")
 
 
+def check_distinct_outputs(outputs: dict) -> None:
+    """EgalError when two of the files one run writes ({argument: path}, None for one it does not write) are the
+    same file: the one written last would replace the other."""
+    named = [(name, path) for name, path in outputs.items() if path is not None and os.fspath(path)]
+    for i, (name, path) in enumerate(named):
+        for other, other_path in named[i + 1:]:
+            if same_path(path, other_path):
+                raise EgalError(f"{other} {os.fspath(other_path)!r} is the same file as {name}: the run writes "
+                                "both, and one would replace the other; give them different paths")
+
+
 def check_outside_folder_pool(path, name: str, pool) -> None:
     """EgalError when `path` (the argument `name`) lies inside the folder `pool`: every *.parquet below a folder
     pool is part of it, so a Parquet file written there (or its .parts folder) would change the pool."""
@@ -140,10 +151,24 @@ def check_new_file(path, name: str, *, replace: bool, hint: str = "overwrite=Tru
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise EgalError(f"{name} {path!r}: its folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK) or not _can_create_file_in(folder):  # said before the work, not after
-        raise EgalError(f"{name} {path!r}: its folder {folder!r} is not writable here")
+    check_writable(path, name)
     if os.path.exists(path) and not replace:
         raise EgalError(f"{name} {path!r} already exists: pass {hint} to replace it, or choose another path")
+
+
+def check_writable(path, name: str, *, inside: bool = False) -> None:
+    """EgalError, said before the work rather than as an OS error after it, unless files can be created where
+    `path` (the argument `name`) is written: in the folder that holds it, or with inside=True in `path` itself (an
+    output folder, whose files are written in it). A folder still to be made counts as the nearest one above it
+    that exists, where it will be made."""
+    path = os.fspath(path)
+    target = os.path.abspath(path)
+    folder = target if inside else os.path.dirname(target)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.access(folder, os.W_OK) or not _can_create_file_in(folder):
+        where = "" if folder == target else f": its folder {folder!r}"
+        raise EgalError(f"{name} {path!r}{where} is not writable here")
 
 
 def _can_create_file_in(folder: str) -> bool:
@@ -161,7 +186,18 @@ def _can_create_file_in(folder: str) -> bool:
 def parquet_name_problem(path) -> str | None:
     """Why `path` is no name for a Parquet file egal writes (None: it is one): a name with another extension
     (pool.csv, scores.txt) would hold Parquet under a name that says otherwise; no extension is fine."""
-    extension = os.path.splitext(os.fspath(path))[1]
-    if extension and extension != ".parquet":  # (.PARQUET too: a folder pool's files are found as *.parquet)
-        return f"give a .parquet name, got {os.fspath(path)!r}"
+    # (.PARQUET is refused too: a folder pool's files are found as *.parquet)
+    return _extension_problem(path, ".parquet", os.fspath(path))
+
+
+def csv_name_problem(path) -> str | None:
+    """Why `path` is no name for a CSV file egal writes (None: it is one), as parquet_name_problem; .CSV is fine,
+    as nothing finds a CSV by its extension."""
+    return _extension_problem(path, ".csv", os.fspath(path).lower())
+
+
+def _extension_problem(path, extension: str, compared: str) -> str | None:
+    given = os.path.splitext(compared)[1]
+    if given and given != extension:
+        return f"give a {extension} name, got {os.fspath(path)!r}"
     return None

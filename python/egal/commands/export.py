@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EgalError
+from ._flags import errors_named_as_flags, flags_for
 
 
 def register(subparsers) -> argparse.ArgumentParser:
+    from ..onnx.graph import IR_VERSION, OPSET  # (no torch or onnx: the graph's constants alone)
+
     parser = subparsers.add_parser(
         "export",
         help="export a saved model to ONNX (logits, activations, closed-form cam_weights, embedding)",
@@ -24,15 +27,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="where to write the ONNX graph (.onnx)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it is a graph egal exported (never "
                         "another file)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: egal.onnx.OPSET)")
-    parser.add_argument("--ir-version", type=int, default=None, help="ONNX IR version stamped on the file (default: "
-                        "egal.onnx.IR_VERSION)")
+    parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--ir-version", type=int, default=IR_VERSION,
+                        help="ONNX IR version stamped on the file (default: %(default)s)")
     parser.set_defaults(func=run_export)
     return parser
 
 
-# How the checks of --out name the arguments here (egal.onnx.export.check_graph_out).
-FLAGS = {"out": "--out", "model": "--model", "overwrite": "--overwrite"}
+# egal.onnx.export_onnx's arguments, each from the option of the same name.
+option_of = flags_for(("model", "out", "overwrite", "opset", "ir_version"))
 
 
 def run_export(args) -> int:
@@ -43,14 +46,12 @@ def run_export(args) -> int:
         raise EgalError(f"{exc}; install the exporter's dependencies with pip install 'egal-al[export]'") from None
     from ..models import ModelConfigError, ModelFileError
 
-    exporter.check_graph_out(args.out, overwrite=args.overwrite, model=args.model, names=FLAGS)
-    try:
-        path = exporter.export_onnx(
-            args.model, args.out, overwrite=args.overwrite,
-            opset=args.opset if args.opset is not None else graph.OPSET,
-            ir_version=args.ir_version if args.ir_version is not None else graph.IR_VERSION,
-        )
-    except (exporter.ExportError, ModelFileError, ModelConfigError, FileNotFoundError) as exc:
-        raise EgalError(str(exc)) from None
+    with errors_named_as_flags(option_of):
+        exporter.check_graph_out(args.out, overwrite=args.overwrite, model=args.model)
+        try:
+            path = exporter.export_onnx(args.model, args.out, overwrite=args.overwrite, opset=args.opset,
+                                        ir_version=args.ir_version)
+        except (exporter.ExportError, ModelFileError, ModelConfigError, FileNotFoundError) as exc:
+            raise EgalError(str(exc)) from None
     print(f"wrote {path} (outputs: {', '.join(graph.OUTPUTS)}; batch axis dynamic)")
     return 0

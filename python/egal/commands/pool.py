@@ -7,16 +7,20 @@ library's. Errors name the command-line flag (`--min-roi-area`), not the Python 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import json
-import re
 
-from ..errors import EgalError
 from ._flags import add_quiet, errors_named_as_flags, flag_of
 
 POSITIONAL = {"source": "the dataset folder / table", "pool": "POOL", "labels": "LABELS"}
 FORMAT = argparse.RawDescriptionHelpFormatter
+# What each --images-as mode stores, for the importers that offer it (docs/importers.md).
+IMAGES_AS_HELP = {
+    "png": "png: each DICOM decoded by egal's rules into a 16-bit PNG inside the Parquet file, its longer side at "
+    "most --max-side pixels, boxes scaled with it",
+    "bytes": "bytes: images inside the Parquet file, one self-contained file (a DICOM kept as it is)",
+    "paths": "paths: image files beside it, referenced by relative path (large datasets; --out must be in a "
+    "folder that holds them)",
+}
 
 
 def register(subparsers) -> None:
@@ -43,9 +47,7 @@ def _common(parser, options_class, images_as) -> None:
     parser.add_argument("--out", required=True, help="the pool to write (a .parquet file)")
     parser.add_argument("--images-as", dest="images_as", choices=images_as,
                         default=default_of(options_class, "images_as"),
-                        help="bytes: images inside the Parquet file (one self-contained file); paths: image files "
-                        "beside it, referenced by relative path (large datasets; --out must be in a folder that "
-                        "holds them) (default: %(default)s)")
+                        help="; ".join(IMAGES_AS_HELP[mode] for mode in images_as) + " (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (once the new pool is "
                         "complete)")
     add_quiet(parser, "no progress output")
@@ -107,7 +109,9 @@ def _vindr(commands) -> None:
              "egal pool from-vindr-cxr vinbigdata --task finding --finding Cardiomegaly --out cxr.parquet")
     p.add_argument("source", metavar="DIR", help="the dataset folder")
     _common(p, VindrOptions, IMAGES_AS)
-    p.add_argument("--split", choices=("train", "test"), default=d("split"), help="(default: %(default)s)")
+    p.add_argument("--split", choices=("train", "test"), default=d("split"),
+                   help="which part of the dataset: the table SPLIT.csv (or annotations/annotations_SPLIT.csv) and "
+                   "the images in SPLIT/ (default: %(default)s)")
     p.add_argument("--annotations", help="the annotation CSV, when it is not where the layout puts it")
     p.add_argument("--task", choices=TASKS, default=d("task"), help="the label (above) (default: %(default)s)")
     p.add_argument("--finding", help="the finding of --task finding, e.g. 'Cardiomegaly' or 'Nodule/Mass'")
@@ -115,8 +119,12 @@ def _vindr(commands) -> None:
     p.add_argument("--merge", choices=MERGE_RULES, default=d("merge"),
                    help="union: a finding is present when one reader marked it, every box kept; agree: when "
                    "--agree-readers did, boxes averaged over readers who agree by IoU (default: %(default)s)")
-    p.add_argument("--agree-readers", type=int, default=d("agree_readers"), help="(default: %(default)s)")
-    p.add_argument("--agree-iou", type=float, default=d("agree_iou"), help="(default: %(default)s)")
+    p.add_argument("--agree-readers", type=int, default=d("agree_readers"),
+                   help="--merge agree: how many readers must mark a finding (or say 'No finding') for it to count "
+                   "(default: %(default)s)")
+    p.add_argument("--agree-iou", type=float, default=d("agree_iou"),
+                   help="--merge agree: the IoU, in [0, 1], at or above which boxes of different readers are one "
+                   "box (default: %(default)s)")
     p.add_argument("--out-of-image", choices=OUT_OF_IMAGE, default=d("out_of_image"),
                    help="a box outside its image: skip the image, or clip the box (default: %(default)s)")
     p.add_argument("--max-side", type=int, default=d("max_side"),
@@ -160,8 +168,11 @@ def _folders(commands) -> None:
     p.add_argument("source", metavar="DIR", help="the folder of class folders")
     _common(p, FoldersOptions, IMAGES_AS)
     p.add_argument("--masks", help="a parallel folder of masks (same relative paths)")
-    p.add_argument("--mask-suffix", default=d("mask_suffix"), help="(default: %(default)s)")
-    p.add_argument("--unlabeled-folder", default=d("unlabeled_folder"), help="(default: %(default)s)")
+    p.add_argument("--mask-suffix", default=d("mask_suffix"),
+                   help="what ends a mask's file name: NAME<suffix>.png beside the image NAME.png (or .jpg, .dcm) "
+                   "is its mask (default: %(default)s)")
+    p.add_argument("--unlabeled-folder", default=d("unlabeled_folder"),
+                   help="the folder in DIR whose images have no label (default: %(default)s)")
     p.add_argument("--ids", choices=ID_RULES, default=d("ids"),
                    help="name: the file name without extension; path: with its folders (default: %(default)s)")
     p.set_defaults(func=lambda a: _import(a, "folders", "FoldersOptions", "import_folders"))
@@ -219,7 +230,8 @@ def _export(commands) -> None:
              "round1 --pseudonym-key round1.key.csv")
     p.add_argument("--pool", required=True, help="the pool that was scored")
     p.add_argument("--selection", help="CSV with an id column (default: every row)")
-    p.add_argument("--to", choices=TARGETS, default=default_of(ExportOptions, "to"), help="(default: %(default)s)")
+    p.add_argument("--to", choices=TARGETS, default=default_of(ExportOptions, "to"),
+                   help="the layout written, for the tool that labels it (above) (default: %(default)s)")
     p.add_argument("--out", required=True, help="the folder to write (new, or empty)")
     p.add_argument("--roi-label", default=default_of(ExportOptions, "roi_label"),
                    help="name of the ROI in the tool (default: %(default)s)")
@@ -308,44 +320,19 @@ def _flag(argument: str):
     return None if argument in POSITIONAL else flag_of(argument)
 
 
-# The library's messages name an option as a Python caller writes it and as the command line does, together:
-# "pass overwrite=True (--overwrite)", "id_column='egal_id' (--id-column egal_id)". Here only the flag is named.
-_BOTH_SPELLINGS = re.compile(r"\b([a-z][a-z_]*)=(?:True|'[^'\n]*'|[A-Z]+) \((--[a-z][a-z-]*)((?: [^()\n]*)?)\)")
-
-
-def _flags_only(message: str) -> str:
-    return _BOTH_SPELLINGS.sub(lambda m: m[2] + m[3] if m[2] == flag_of(m[1]) else m[0], message)
-
-
-@contextlib.contextmanager
-def _errors_name_flags():
-    """Inside the block, an error names the command line's flags, not the library's arguments: one about an argument
-    (errors_named_as_flags), and one whose message names an option both ways (_flags_only)."""
-    try:
-        with errors_named_as_flags(_flag):
-            yield
-    except EgalError as exc:
-        message = _flags_only(str(exc))
-        if message == str(exc):
-            raise
-        named = copy.copy(exc)
-        named.args = (message,)
-        raise named from None
-
-
 def _options(options_class, args, **values):
     """options_class(...) from the parsed arguments; a bad value names its flag."""
     from dataclasses import fields
 
     given = {f.name: getattr(args, f.name) for f in fields(options_class) if hasattr(args, f.name)}
     given.update(values)
-    with _errors_name_flags():
+    with errors_named_as_flags(_flag):
         return options_class(**given)
 
 
 def _named(function, *args, **kwargs):
-    """function(*args, **kwargs), its errors naming the flags (_errors_name_flags)."""
-    with _errors_name_flags():
+    """function(*args, **kwargs), its errors naming the flags (errors_named_as_flags)."""
+    with errors_named_as_flags(_flag):
         return function(*args, **kwargs)
 
 
@@ -359,9 +346,12 @@ def _import(args, module: str, options_name: str, function: str) -> int:
 
 
 def _run_export(args) -> int:
+    from .._paths import check_writable
     from ..importers.selection_export import ExportOptions, run_export
 
-    print(_named(run_export, _options(ExportOptions, args, progress=not args.quiet)).summary())
+    options = _options(ExportOptions, args, progress=not args.quiet)
+    check_writable(args.out, "--out")  # the export is made beside --out, then renamed: said before the work
+    print(_named(run_export, options).summary())
     return 0
 
 

@@ -90,7 +90,7 @@ def run_selection(args) -> int:
         options = SelectionReportOptions(scores=args.scores, pool=args.pool, model=args.model,
                                          progress=not args.quiet,
                                          **{name: getattr(args, name) for name in API_ARGUMENTS})
-    report = run_selection_report(options)
+        report = run_selection_report(options)
     if not args.quiet:
         print(f"Wrote {report.path} ({report.mib:.1f} MiB): {report.selected} selected and {report.examples} example "
               f"image(s), Grad-CAM for {report.gradcam_rows} row(s), {report.seconds:.1f} s")
@@ -100,7 +100,8 @@ def run_selection(args) -> int:
 def run_experiment(args) -> int:
     from ..report.experiment_page import experiment_report
 
-    report = experiment_report(args.experiment)
+    with errors_named_as_flags(flags_for(["experiment"])):
+        report = experiment_report(args.experiment)
     if not args.quiet:
         grid = "with" if report.cam_grid else "without (not recorded in this folder)"
         print(f"Wrote {report.path}: {report.runs} run(s) of {len(report.strategies)} strategies over "
@@ -116,12 +117,19 @@ def report_after_scoring(result, out_dir, *, quiet: bool) -> None:
 
     o = result.options
     fresh = not (result.resumed or result.already_complete)  # only then is result.seconds the whole scoring time
-    report = selection_report(o.out, o.pool, o.model, out=out_dir, overwrite=o.overwrite, device=o.device,
-                              batch_size=o.batch_size, progress=not quiet, scoring_seconds=result.seconds if fresh
-                              else None, **({"selection": result.selection_path} if result.selection_path
-                                            else {"select": DEFAULT_SELECT}))
+    with errors_named_as_flags(after_scoring_option_of):
+        report = selection_report(o.out, o.pool, o.model, out=out_dir, overwrite=o.overwrite, device=o.device,
+                                  batch_size=o.batch_size, progress=not quiet,
+                                  scoring_seconds=result.seconds if fresh else None,
+                                  **({"selection": result.selection_path} if result.selection_path
+                                     else {"select": DEFAULT_SELECT}))
     print(f"Selection page: {report.path} ({report.mib:.1f} MiB)")
 
 
 # The command-line option behind one of selection_report's arguments (None for any other name).
 option_of = flags_for([*API_ARGUMENTS, *SELECTION_INPUTS])
+
+
+def after_scoring_option_of(argument: str) -> str | None:
+    """egal score --report DIR: the page's out is --report; its other arguments are egal score's own options."""
+    return "--report" if argument == "out" else flags_for(("overwrite", "device", "batch_size"))(argument)

@@ -13,6 +13,7 @@ from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 from ..selection.csv_file import SELECTION_COLUMNS
 from ._flags import add_device, add_quiet, errors_named_as_flags, flags_for
+from ._pool_format import POOL_FORMAT
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
   - To try egal end to end without data or downloads, run `egal demo --out egal-demo`: it generates a
@@ -40,9 +41,7 @@ def register(subparsers):
         "are never selected; rows the pool already labels are scored but not ranked or selected (they need no "
         "annotation; --include-labelled ranks them too). Output is written in crash-safe shards: a killed run "
         "continues with --resume.",
-        epilog="Pool format: a Parquet file (or folder of Parquet files) with columns id (string, unique); image "
-        "(PNG/JPEG/DICOM bytes) or image_path (relative to the Parquet file's folder); optionally mask (PNG bytes), "
-        "mask_path or boxes (list of [x0, y0, x1, y1] in image pixels); label (optional: a labelled row is never "
+        epilog=f"Pool format: {POOL_FORMAT}; label (optional: a labelled row is never "
         "selected; null, NaN, empty or blank means unlabelled; --label-column names another column). "
         "Example: egal score --pool pool.parquet --model model.pt --select 60. "
         "A patient-aware, diverse batch: egal score --pool pool.parquet --model model.pt --select 60 --embeddings "
@@ -145,10 +144,13 @@ def run(args) -> int:
     with errors_named_as_flags(option_of):
         options = ScoreOptions(pool=args.pool, model=args.model, progress=not args.quiet,
                                **{name: getattr(args, name) for name in API_ARGUMENTS})
+        check_selection_out(options)
     if args.report:
         from ..report.selection_page import check_page_out
+        from .report import after_scoring_option_of
 
-        check_page_out(args.report, args.overwrite)  # before the scoring, not after
+        with errors_named_as_flags(after_scoring_option_of):
+            check_page_out(args.report, args.overwrite)  # before the scoring, not after
     with errors_named_as_flags(option_of):  # a pool that does not fit an option, too
         result = run_scoring(options)
     print_summary(result)
@@ -161,6 +163,17 @@ def run(args) -> int:
 
         report_after_scoring(result, args.report, quiet=args.quiet)
     return 0
+
+
+def check_selection_out(options) -> None:
+    """The selection file's name, and that it is not the scores file: said before the scoring. (egal.score_pool's
+    own checks of its outputs say the same once they make these two.)"""
+    from .._paths import check_distinct_outputs
+    from ..selection.csv_file import check_selection_name
+
+    if options.selection_path is not None:
+        check_distinct_outputs({"out (--out)": options.out, "select_out (--select-out)": options.selection_path})
+        check_selection_name(options.selection_path, "select_out")
 
 
 # The command-line option behind one of egal.score_pool's arguments (None for any other name).

@@ -48,7 +48,8 @@ def register(subparsers):
 # select_from_scores' arguments and the options behind them, for messages.
 OPTION_OF = {"k": "--select", "scores": "--scores", "out": "--out", "diversity": "--diversity",
              "embeddings": "--embeddings", "pool": "--pool", "group_column": "--group-column",
-             "per_group": "--per-group", "groups": "--group-column"}
+             "per_group": "--per-group", "groups": "--group-column", "overwrite": "--overwrite",
+             "include_labelled": "--include-labelled"}
 
 
 def run(args) -> int:

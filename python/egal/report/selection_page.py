@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .._checks import bad_argument, check_bool, check_device, check_fraction, check_int
+from .._paths import check_writable
 from ..errors import EgalError, EgalTypeError
 from ..pipeline.options import MODEL_BATCH_SIZE
 from .html import PAGE_FILE, definition_list, escape, figure, page, table, write_page
@@ -158,13 +159,16 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
 
 
 def check_page_out(out, overwrite: bool) -> str:
-    """OUT/report.html, refused (EgalError) when it exists and overwrite is False: a page is never replaced unasked."""
+    """OUT/report.html, refused (EgalError) when it exists and overwrite is False (a page is never replaced unasked)
+    or cannot be written there."""
     path = os.path.join(os.fspath(out), PAGE_FILE)
     if os.path.exists(out) and not os.path.isdir(out):  # said now, not after the Grad-CAM work
         raise EgalError(f"out {os.fspath(out)!r} (--out) is a file: the page goes into a folder (OUT/{PAGE_FILE}); "
                         "name a new or existing folder")
+    check_writable(out, "out (--out)", inside=True)
     if os.path.exists(path) and not overwrite:
-        raise EgalError(f"{path!r} already exists: pass overwrite=True (--overwrite) to replace it, or another out")
+        raise EgalError(f"out {os.fspath(out)!r} (--out) already holds {PAGE_FILE}: pass overwrite=True "
+                        "(--overwrite) to replace it, or choose another out")
     return path
 
 

@@ -13,8 +13,10 @@ import csv
 import os
 
 from .._atomic import replaced_atomically
-from .._paths import sidecar_path, starts_with_header
+from .._checks import bad_argument
+from .._paths import csv_name_problem, sidecar_path, starts_with_header
 from .._spreadsheet import spreadsheet_text
+from ..errors import EgalError
 
 SELECTION_COLUMNS = ("rank", "id", "score", "entropy_norm", "misalignment", "pred")
 READ_COLUMNS = ("id",)  # what a reader needs of a selection CSV
@@ -23,6 +25,14 @@ READ_COLUMNS = ("id",)  # what a reader needs of a selection CSV
 def selection_path_for(out: str) -> str:
     """Where the selection CSV goes by default: NAME.selection.csv next to NAME.parquet."""
     return sidecar_path(out, ".selection.csv")
+
+
+def check_selection_name(path, name: str) -> None:
+    """EgalError when `path` (the argument `name`, where a selection is written) has an extension other than .csv:
+    selection.parquet would hold CSV text under a name that says Parquet."""
+    problem = csv_name_problem(path)
+    if problem:
+        raise bad_argument(EgalError, name, f"is where the selection goes, as CSV: {problem}")
 
 
 def is_selection_csv(path) -> bool:

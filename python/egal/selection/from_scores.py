@@ -20,7 +20,7 @@ from .._checks import bad_argument, check_int
 from .._paths import check_new_file, check_not_an_input, check_replaceable
 from ..errors import EgalError
 from .batch import CANDIDATE_FACTOR, Selection, select_batch
-from .csv_file import SELECTION_COLUMNS, is_selection_csv, write_selection_csv
+from .csv_file import SELECTION_COLUMNS, check_selection_name, is_selection_csv, write_selection_csv
 from .embedding_file import EmbeddingFile, embeddings_path_for
 from .errors import SelectionError
 from .group_cap import is_missing_group
@@ -118,6 +118,7 @@ def select_from_scores(scores, k: int, *, out: str | None = None, diversity: str
                                                 "the scores' embeddings": embeddings_path_for(scores),
                                                 "pool (--pool)": pool})
         check_replaceable(out, "out (--out)", is_selection_csv, "a selection CSV that egal wrote")
+        check_selection_name(out, "out")  # after the two above, which say what a mistyped path would destroy
         check_new_file(out, "out (--out)", replace=overwrite)
     try:
         ranked, run = read_score_output(scores, ("id", "pred", "entropy_norm", "misalignment", "score", "rank",
