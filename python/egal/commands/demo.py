@@ -84,8 +84,10 @@ def run(args) -> int:
 
 
 def _prepare_out(out: str, overwrite: bool) -> None:
-    """The demo's folder, made if missing (its parent must exist); files of the user's that the demo would
-    replace are refused unless --overwrite."""
+    """The demo's folder, made if missing (its parent must exist, and the folder must take files); files of the
+    user's that the demo would replace are refused unless --overwrite."""
+    from .._paths import check_writable
+
     if not out.strip():
         raise EgalError("--out is empty: name the folder for the demo's files")
     parent = os.path.dirname(os.path.abspath(out))
@@ -93,6 +95,7 @@ def _prepare_out(out: str, overwrite: bool) -> None:
         raise EgalError(f"--out {out!r}: its folder {parent!r} does not exist")
     if os.path.exists(out) and not os.path.isdir(out):
         raise EgalError(f"--out {out!r} is a file: name a folder for the demo's files")
+    check_writable(out, "--out", inside=True)
     present = [name for name in DEMO_FILES if os.path.exists(os.path.join(out, name))]
     if present and not overwrite:
         raise EgalError(f"--out {out!r} already holds {', '.join(present)}: pass --overwrite to replace them, or "

@@ -79,6 +79,7 @@ def register(subparsers):
 
 
 def run(args) -> int:
+    from .._paths import check_writable
     from ..loop.config import ExperimentConfig, load_config
     from ..loop.simulation import run_simulation
 
@@ -95,6 +96,7 @@ def run(args) -> int:
     if args.shortcut_class is not None:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
+    check_writable(args.out, "--out", inside=True)  # before the pool is read and the first model trained
     with warnings.catch_warnings():  # restores showwarning afterwards
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
         with errors_named_as_flags(flags_for(COLUMN_OPTIONS)):

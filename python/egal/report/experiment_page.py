@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from .._checks import is_real
+from .._paths import check_writable
 from ..errors import EgalError
 from .html import PAGE_FILE, Markup, definition_list, escape, figure, img, number, page, table, write_page
 from .imaging import data_uri
@@ -44,6 +45,7 @@ def experiment_report(out_dir) -> ExperimentReport:
     if not os.path.isdir(out_dir):
         what = "is a file, not the folder egal simulate wrote" if os.path.exists(out_dir) else "does not exist"
         raise EgalError(f"experiment folder {out_dir!r} {what}")
+    check_writable(out_dir, "experiment folder", inside=True)  # where the page goes: said before the work
     runs = load_runs(out_dir)
     if not runs:
         raise EgalError(f"{out_dir!r} holds no finished run (runs/*.json): is it an egal simulate --out folder?")
