@@ -50,3 +50,35 @@ def test_placeholders_follow_the_config(monkeypatch):
     monkeypatch.setattr(defaults, "config_default", lambda section, name: {"epochs": 7, "seeds": (3, 9)}[name])
     assert fill_defaults("(default: {train.epochs})") == "(default: 7)"
     assert fill_defaults("(default: {loop.seeds:seeds})") == "(default: 3,9)"
+
+
+def _all_parsers():
+    """Every command's parser and every `egal pool` subcommand's, by name."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in commands.choices.items():
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from ((f"{name} {sub}", p) for sub, p in action.choices.items())
+
+
+def test_every_option_says_what_it_is_not_only_its_default():
+    for name, parser in _all_parsers():
+        for action in parser._actions:
+            if action.option_strings and action.help not in (None, argparse.SUPPRESS):
+                said = re.sub(r"\(default: .*\)$", "", action.help).strip()
+                assert said, f"egal {name} {action.option_strings[0]}: its help is its default alone"
+
+
+def test_the_help_shows_default_numbers_and_every_images_as_mode():
+    from egal.onnx.graph import IR_VERSION, OPSET
+
+    export_help = " ".join(subcommand("export").format_help().split())
+    assert f"ONNX opset (default: {OPSET})" in export_help and f"(default: {IR_VERSION})" in export_help
+    assert "egal.onnx." not in export_help
+    pool = dict(_all_parsers())
+    for name in ("pool from-vindr-cxr", "pool from-siim-covid"):
+        images_as = next(a for a in pool[name]._actions if "--images-as" in a.option_strings)
+        assert images_as.default == "png" and "png: each DICOM decoded" in images_as.help, name
+    images_as = next(a for a in pool["pool from-folders"]._actions if "--images-as" in a.option_strings)
+    assert "png:" not in images_as.help  # a mode it does not have is not described

@@ -34,7 +34,18 @@ def test_demo_generates_trains_and_scores(tmp_path, capsys):
 
 def test_demo_scorer_only(capsys):
     assert main(["demo", "--scorer-only", "--samples", "64", "--select", "8"]) == 0
-    assert "fused CPU scorer" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fused CPU scorer" in printed and "selects 8;" in printed and "Among the 8 selected" in printed
+
+
+@pytest.mark.parametrize("select", ["16", "30"])
+def test_demo_scorer_only_refuses_a_selection_of_every_sample(capsys, select):
+    # Both strategies would choose every sample, and the comparison would say nothing.
+    assert main(["demo", "--scorer-only", "--samples", "16", "--select", select]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"egal demo: error: --select {select} must be smaller than --samples 16: choosing every " \
+        "sample, EG-AL and entropy alone pick the same batch; lower --select or raise --samples\n"
+    assert captured.out == ""
 
 
 def test_demo_refuses_bad_options(tmp_path, capsys):

@@ -36,8 +36,13 @@ def run(args) -> int:
     import egal
 
     from .._checks import check_int
+    from ..errors import EgalError
 
     check_int(args.samples, "--samples")
+    check_int(args.select, "--select")
+    if args.select >= args.samples:  # both would pick every sample: the comparison would show nothing
+        raise EgalError(f"--select {args.select} must be smaller than --samples {args.samples}: choosing every sample, "
+                        "EG-AL and entropy alone pick the same batch; lower --select or raise --samples")
     batch, kinds = synthetic_batch(args.samples, args.seed)
     start = time.perf_counter()
     result = egal.score_batch(batch["activations"], batch["logits"], batch["masks"], weights=batch["weights"],
@@ -69,7 +74,7 @@ def run(args) -> int:
         counts = {k: sum(KINDS[kinds[index[n]]] == k for n in picked) for k in KINDS}
         print(f"{label:>13}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     confident_wrong_reason = sum(KINDS[kinds[index[n]]] == "confident-misaligned" for n in chosen)
-    print(f"\nAmong the {args.select} selected, confident-but-misaligned samples (right for the wrong reason, "
+    print(f"\nAmong the {len(chosen)} selected, confident-but-misaligned samples (right for the wrong reason, "
           f"invisible to entropy): EG-AL {confident_wrong_reason}, entropy only "
           f"{sum(KINDS[kinds[index[n]]] == 'confident-misaligned' for n in by_entropy)}. "
           "Lower --alpha to weigh attention more.")
