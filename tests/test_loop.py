@@ -336,8 +336,10 @@ def test_experiment_configs_in_the_repository_load():
     for name in sorted(os.listdir(root)):
         config = load_config(os.path.join(root, name))
         assert config.data.path.endswith(".parquet") and config.loop.seeds
-    with pytest.raises(ValueError, match="unknown setting"):
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['rouns'\] in \[loop\] \(did you mean 'rounds'\?\)"):
         ExperimentConfig.from_dict({"loop": {"rouns": 3}})
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['rouns'\] in the loop overrides \(did you mean"):
+        ExperimentConfig().with_overrides(loop={"rouns": 3})
 
 
 def test_yaml_config_with_a_relative_path(tmp_path):

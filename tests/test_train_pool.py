@@ -68,6 +68,9 @@ def test_train_pool_refuses_bad_arguments_before_any_training(tmp_path):
         train_pool(pool, out, {"epochs": 1})
     with pytest.raises(TypeError, match="progress must be True, False or a callable"):
         train_pool(pool, out, FAST, progress="quiet")
+    with pytest.raises(EgalError, match=r"^unknown setting\(s\) \['epoch'\] in the train overrides \(did you mean "
+                       r"'epochs'\?\); known: \['architecture', .*'epochs', .*'weights'\]$"):
+        train_pool(pool, out, FAST, train={"epoch": 2})
     with pytest.raises(EgalError, match=r"out \(--out\) '.*pool.parquet' is the same file as pool \(--pool\)"):
         train_pool(pool, pool, FAST, overwrite=True)
     (tmp_path / "table.parquet").write_bytes(open(pool, "rb").read())

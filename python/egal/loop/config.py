@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .._checks import check_int, check_threads, is_finite_real, is_int, is_real
 from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN
-from ..train.config import TrainConfig
+from ..train.config import TrainConfig, check_known_settings
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
 
@@ -145,6 +145,8 @@ class ExperimentConfig:
         return comparable_identity(d)
 
     def with_overrides(self, data=None, train=None, loop=None, shortcut=None) -> ExperimentConfig:
+        for section, values in (("data", data), ("train", train), ("loop", loop), ("shortcut", shortcut)):
+            check_known_settings(type(getattr(self, section)), values or {}, f"the {section} overrides")
         return ExperimentConfig(replace(self.data, **(data or {})), replace(self.train, **(train or {})),
                                 replace(self.loop, **(loop or {})), replace(self.shortcut, **(shortcut or {})))
 
@@ -215,8 +217,5 @@ def _parse(path: str):
 
 
 def _build(cls, values: dict, section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(str(k) for k in set(values) - known)
-    if unknown:
-        raise EgalError(f"unknown setting(s) {unknown} in [{section}]; known: {sorted(known)}")
+    check_known_settings(cls, values, f"[{section}]")
     return cls(**values)

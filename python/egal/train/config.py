@@ -109,8 +109,19 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in set(d) - known)
-        if unknown:
-            raise EgalError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        check_known_settings(cls, d, "[train]")
         return cls(**d)
+
+
+def check_known_settings(cls, values, where: str) -> None:
+    """EgalError naming the keys of `values` that are no field of the settings dataclass `cls` (a config section, or
+    overrides of one), the field a typo most likely meant, and the known ones: as a keyword argument a typo would be
+    a bare TypeError, and in a config file a setting left unread. where: "[train]", "the train overrides"."""
+    import difflib
+
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        meant = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EgalError(f"unknown setting(s) {unknown} in {where}{meant}; known: {known}")
