@@ -251,7 +251,12 @@ def test_a_pool_used_up_before_the_last_round_is_recorded_and_said(tmp_path, cap
     config = replace(tiny_experiment(strategies=("random",), rounds=5),
                      data=DataConfig(path="unused", group_column="patient", test_groups=("patient_0",)))
     config = config.with_overrides(loop={"budget": 25})
-    run_simulation(config, tmp_path, dataset=dataset, progress=True)
+    from egal.loop.simulation import ExperimentWarning
+
+    with pytest.warns(ExperimentWarning, match=r"^init 12 \+ rounds 5 x budget 25 = 137 labels, more than the pool's "
+                      r"54 rows: round 2 trains on every pool row, the same for every strategy, and rounds 3-5 are not "
+                      r"run; 1 round\(s\) of this budget fit \(--rounds, --budget\)$"):  # before the runs
+        run_simulation(config, tmp_path, dataset=dataset, progress=True)
     record = json.loads((tmp_path / "runs" / "random__seed0.json").read_text())
     assert [r["labels"] for r in record["rounds"]] == [12, 37, 54] and record["pool_exhausted_after_round"] == 2
     assert "every pool row is labelled after round 2; rounds 3-5 not run" in capsys.readouterr().err

@@ -110,6 +110,23 @@ def test_simulate_refuses_bad_settings(pool, tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
+def test_a_budget_the_pool_cannot_fill_is_refused_or_warned_before_the_runs(pool, tmp_path, capsys):
+    args = ["simulate", "--pool", pool, "--strategies", "random", "--seeds", "1", "--init", "12", "--group-column",
+            "split", "--test-groups", "test", "--quiet", *FAST_TRAIN]  # 72 pool rows, 60 once the seed set is drawn
+    assert main([*args, "--out", str(tmp_path / "a"), "--rounds", "2", "--budget", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert "5000 is more than the 60 pool rows that the seed set of init" in err and err.count("\n") == 1
+    assert "round 1 cannot select that many" in err and "choose a budget below 60," in err
+    assert not (tmp_path / "a" / "runs" / "random__seed0.json").exists()
+    # Rounds that one budget fills but not all: said once, before the first round, and the run goes on.
+    assert main([*args, "--out", str(tmp_path / "b"), "--rounds", "4", "--budget", "30"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("egal simulate: warning: init 12 + rounds 4 x budget 30 = 132 labels, more than the pool's "
+                          "72 rows: round 2 trains on every pool row, the same for every strategy, and rounds 3-4 are "
+                          "not run; 2 round(s) of this budget fit (--rounds, --budget)\n"), err
+    assert err.count("132 labels") == 1
+
+
 def test_bad_pools_are_refused(tmp_path, capsys):
     assert main(["simulate", "--pool", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -158,6 +158,15 @@ class Experiment:
 
 
 def _warn_of_settings_that_measure_nothing(config: ExperimentConfig, dataset: Dataset, pool, test) -> None:
+    loop = config.loop
+    if loop.init + loop.rounds * loop.budget > len(pool):  # (a budget that round 1 cannot fill is refused)
+        full = -(-(len(pool) - loop.init) // loop.budget)  # the first round whose model trains on the whole pool
+        warnings.warn(f"init {loop.init} + rounds {loop.rounds} x budget {loop.budget} = "
+                      f"{loop.init + loop.rounds * loop.budget} labels, more than the pool's {len(pool)} rows: round "
+                      f"{full} trains on every pool row, the same for every strategy"
+                      + (f", and rounds {full + 1}-{loop.rounds} are not run" if full < loop.rounds else "")
+                      + f"; {(len(pool) - loop.init) // loop.budget} round(s) of this budget fit (--rounds, --budget)",
+                      ExperimentWarning, stacklevel=3)
     share = len(test) / len(dataset)
     wanted = config.data.test_fraction
     if dataset.groups is not None and not config.data.test_groups and abs(share - wanted) > wanted / 2:
@@ -185,6 +194,12 @@ def prepare_experiment(config: ExperimentConfig, out_dir: str, dataset: Dataset 
     if config.loop.init >= len(pool):
         raise EgalError(f"init (--init) {config.loop.init} is not smaller than the pool's {len(pool)} rows: the seed "
                         "set would label the whole pool, and every strategy would give the same run")
+    left = len(pool) - config.loop.init  # what the rounds choose from
+    if config.loop.rounds > 0 and config.loop.budget > left:  # (later rounds that it cannot fill: warned)
+        raise EgalError(f"budget (--budget) {config.loop.budget} is more than the {left} pool rows that the seed set "
+                        f"of init (--init) {config.loop.init} leaves of the pool's {len(pool)}: round 1 cannot select "
+                        "that many, and would label the whole pool, the same run for every strategy; choose a budget "
+                        f"below {left}, so that the rounds have rows to choose between")
     if announce if warn is None else warn:  # (workers: one of them warns, through the parent)
         _warn_of_settings_that_measure_nothing(config, dataset, pool, test)
     if announce:
