@@ -342,3 +342,14 @@ def test_a_file_size_limit_is_one_line_that_says_the_batches_are_kept(tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("egal score: error: [Errno 27] File too large") and err.endswith("rerun with --resume"), err
     assert "\n" not in err
+
+
+def test_egals_warnings_are_one_line_even_when_quiet(tmp_path, model_path, capsys):
+    rows = make_rows(6, folder=tmp_path)
+    rows[1]["label"] = "tumour"  # a class the model was not trained on
+    pool = write_pool(tmp_path / "p.parquet", rows)
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet", "--workers", 0) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("egal score: warning: the pool labels rows with 1 class(es) that the model was not "
+                          "trained on: 'tumour' (1 row)"), err
+    assert err.count("\n") == 1 and "PoolLabelWarning" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+import sys
+import warnings
 from collections.abc import Callable, Iterable
 
 from .._checks import renamed
@@ -91,3 +93,24 @@ def add_device(parser, default: str) -> None:
     parser.add_argument("--device", default=default, metavar="DEVICE",
                         help="where the model runs: cpu, cuda, or cuda:N for the GPU of index N among those "
                         "CUDA_VISIBLE_DEVICES leaves visible (default: %(default)s)")
+
+
+@contextlib.contextmanager
+def egal_warnings_as_lines(command: str, always: tuple = ()):
+    """Inside the block, egal's own warnings (a category from an egal module: rows that cannot be decoded, labels the
+    model does not know, a runtime that fell back) print as one line on stderr, `egal COMMAND: warning: ...`, as the
+    command's errors do, --quiet or not: each changes what the run's result means. Other warnings as Python shows
+    them. always: categories said on every run, not once per process."""
+    with warnings.catch_warnings():  # restores showwarning and the filters afterwards
+        for category in always:
+            warnings.simplefilter("always", category)
+        show_python_warning = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if category.__module__.split(".")[0] == "egal":
+                print(f"egal {command}: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                show_python_warning(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield

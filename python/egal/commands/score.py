@@ -12,7 +12,7 @@ from ..pipeline.options import COMBINE_METHODS, DEFAULTS, ENGINES, default_worke
 from ..pipeline.runtime import PARITY_ATOL, RUNTIMES
 from ..selection import CANDIDATE_FACTOR, DIVERSITY_METHODS
 from ..selection.csv_file import SELECTION_COLUMNS
-from ._flags import add_device, add_quiet, errors_named_as_flags, flags_for
+from ._flags import add_device, add_quiet, egal_warnings_as_lines, errors_named_as_flags, flags_for
 from ._pool_format import POOL_FORMAT
 
 NO_MODEL_HELP = """egal score needs a trained model: --model model.pt (PyTorch) or model.onnx (exported).
@@ -151,7 +151,7 @@ def run(args) -> int:
 
         with errors_named_as_flags(after_scoring_option_of):
             check_page_out(args.report, args.overwrite)  # before the scoring, not after
-    with errors_named_as_flags(option_of):  # a pool that does not fit an option, too
+    with egal_warnings_as_lines("score"), errors_named_as_flags(option_of):  # a pool that does not fit an option, too
         result = run_scoring(options)
     print_summary(result)
     if result.rows_scored == 0:

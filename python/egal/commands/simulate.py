@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 from ._config_defaults import ConfigDefaultsFormatter
-from ._flags import add_quiet, errors_named_as_flags, flags_for
+from ._flags import add_quiet, egal_warnings_as_lines, errors_named_as_flags, flags_for
+from ._pool_format import POOL_FORMAT
 from ._train_options import add_train_options, train_overrides
 
 # The library's arguments that its errors name and that are flags here by the same name (--label-column): a config
@@ -37,8 +37,8 @@ def register(subparsers):
         "--budget 60 --init 150 --out results/",
         formatter_class=ConfigDefaultsFormatter,  # fills in the {loop.rounds}-style defaults of the help texts
     )
-    parser.add_argument("--pool", help="labelled pool parquet (id, image, mask, label column); or [data] path in "
-                        "--config")
+    parser.add_argument("--pool", help=f"the labelled pool: {POOL_FORMAT}; and a label column (or [data] path in "
+                        "--config)")
     parser.add_argument("--out", required=True, help="output folder (created; reruns resume in it)")
     parser.add_argument("--config", help="TOML/YAML experiment config with [data], [train], [loop] sections")
     loop = parser.add_argument_group("active learning (override the config file)")
@@ -97,8 +97,7 @@ def run(args) -> int:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     check_writable(args.out, "--out", inside=True)  # before the pool is read and the first model trained
-    with warnings.catch_warnings():  # restores showwarning afterwards
-        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+    with egal_warnings_as_lines("simulate"):
         with errors_named_as_flags(flags_for(COLUMN_OPTIONS)):
             result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
@@ -106,19 +105,6 @@ def run(args) -> int:
           f"summary: {report.get('summary_md')}, curves: {report.get('curves_png')}, "
           f"page: {report.get('report_html')}", file=sys.stdout)
     return 0
-
-
-def _one_line_warnings(show_python_warning):
-    """egal's own warnings (changed decoding rules, rows that cannot be decoded...) as one line on stderr, as the
-    command's errors are; others as Python shows them."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if category.__module__.split(".")[0] == "egal":
-            print(f"egal simulate: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            show_python_warning(message, category, filename, lineno, file, line)
-
-    return show
 
 
 def _floats(text):

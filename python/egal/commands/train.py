@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import sys
-import warnings
 
 from .._checks import check_threads
 from ..errors import EgalError
 from ._config_defaults import ConfigDefaultsFormatter
-from ._flags import add_quiet, errors_named_as_flags
+from ._flags import add_quiet, egal_warnings_as_lines, errors_named_as_flags
+from ._pool_format import POOL_FORMAT
 from ._train_options import add_train_options, train_overrides
 
 # How the checks of --out name the arguments here (egal.train.from_pool.check_model_out).
@@ -19,8 +19,8 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "train",
         help="train a classifier on a pool's labelled rows (cross-entropy + beta * Grad-CAM/ROI Dice)",
-        description="Train an egal classifier on the labelled rows of a pool parquet (columns id, image, mask, and a "
-        "label column; rows without a label are ignored). The loss is cross-entropy plus beta times the soft Dice "
+        description="Train an egal classifier on the labelled rows of a pool (see --pool; rows without a "
+        "label are ignored). The loss is cross-entropy plus beta times the soft Dice "
         "distance between the differentiable Grad-CAM of the true class and the expert ROI (rows with an empty ROI "
         "skip that term). The prototypical head trains on N-way K-shot episodes and stores the class prototypes of "
         "all labelled rows; the linear head trains on mini-batches. Augmentation moves image and ROI together. "
@@ -29,8 +29,8 @@ def register(subparsers):
         epilog="example: egal train --pool pool.parquet --out model.pt --architecture tiny_cnn --epochs 30 --beta 0.5",
         formatter_class=ConfigDefaultsFormatter,  # fills in the {train.epochs}-style defaults of the help texts
     )
-    parser.add_argument("--pool", help="pool parquet with id, image, mask and a label column (default: the --config "
-                        "file's [data] path)")
+    parser.add_argument("--pool", help=f"the pool: {POOL_FORMAT}; and a label column (default: the --config file's "
+                        "[data] path)")
     parser.add_argument("--out", required=True, help="where to write the model file (egal.models.load_model reads it)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--config", help="TOML/YAML experiment config; its [train] and [data] (path, label_column) "
@@ -62,30 +62,13 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     seed = {} if args.seed is None else {"seed": args.seed}  # a config's [train] seed holds unless --seed is given
-    with warnings.catch_warnings():  # restores showwarning afterwards
-        warnings.simplefilter("always", TrainingWarning)  # said on every run, not once per process
-        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+    with egal_warnings_as_lines("train", always=(TrainingWarning,)):
         with errors_named_as_flags(FLAGS.get):  # one about out (a model trained but not saved) names --out
             result = train_pool(args.pool, args.out, args.config, train={**train_overrides(args), **seed},
                                 label_column=args.label_column, exclude=exclude, overwrite=args.overwrite,
                                 progress=not args.quiet)
     print(result.summary(), file=sys.stdout)
     return 0
-
-
-def _one_line_warnings(show_python_warning):
-    """A TrainingWarning (labelled rows that cannot be decoded, labels like missing values, beta without an ROI)
-    as one line on stderr, as the command's errors are, --quiet or not: it changes what the model learns from.
-    Other warnings as Python shows them."""
-    from ..train.from_pool import TrainingWarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, TrainingWarning):
-            print(f"egal train: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            show_python_warning(message, category, filename, lineno, file, line)
-
-    return show
 
 
 def _column_value(text: str) -> tuple[str, str]:
