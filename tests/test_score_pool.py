@@ -260,6 +260,36 @@ def test_a_bad_pool_is_refused_before_anything_is_written(tmp_path, model_path):
     assert not (tmp_path / "never.parquet").exists() and not (tmp_path / "never.parquet.parts").exists()
 
 
+def test_a_selection_file_not_named_as_csv_is_refused_from_python_before_anything_is_written(tmp_path, model_path):
+    # CSV text under a .parquet name: refused by ScoreOptions itself, not only by `egal score`.
+    pool = write_pool(tmp_path / "p.parquet", make_rows(6, folder=tmp_path))
+    with pytest.raises(egal.EgalError, match=r"^select_out is where the selection goes, as CSV: give a \.csv "
+                       r"name, got '.*x\.parquet'$") as caught:
+        quiet(pool, model_path, out=tmp_path / "s.parquet", select=3, select_out=tmp_path / "x.parquet")
+    assert caught.value.argument == "select_out"  # what the CLI renames to --select-out
+    with pytest.raises(egal.EgalError, match="select_out is where the selection goes, as CSV"):
+        ScoreOptions(pool=pool, model=model_path, out=tmp_path / "s.parquet", select=3, select_out="sel.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet"]
+    # Without select nothing is written there, so the name is not judged; .csv in any case, or none, is a CSV's name.
+    ScoreOptions(pool=pool, model=model_path, select_out="sel.parquet")
+    for name in ("sel.csv", "SEL.CSV", "sel"):
+        ScoreOptions(pool=pool, model=model_path, select=3, select_out=name)
+
+
+def test_two_outputs_of_one_run_at_one_path_are_refused_as_such_from_python(tmp_path, model_path):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(6, folder=tmp_path))
+    out = tmp_path / "s"  # no extension: a Parquet name and a CSV name both
+    with pytest.raises(egal.EgalError, match=r"^select_out \(--select-out\) '.*s' is the same file as out \(--out\): "
+                       "the run writes both, and one would replace the other; give them different paths$"):
+        quiet(pool, model_path, out=out, select=3, select_out=out)
+    # A link named as a CSV, to where the run's embeddings go.
+    os.symlink(tmp_path / "s.embeddings.parquet", tmp_path / "sel.csv")
+    with pytest.raises(egal.EgalError, match=r"^the embeddings file \(--embeddings\) '.*s\.embeddings\.parquet' is "
+                       r"the same file as select_out \(--select-out\): the run writes both"):
+        quiet(pool, model_path, out=out, select=3, select_out=tmp_path / "sel.csv", embeddings=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet", "sel.csv"]
+
+
 # -- the output: never overwritten unasked, resumed only with the same arguments ------------------------
 
 def _unfinished_run(tmp_path, pool, model_path, out, **options):

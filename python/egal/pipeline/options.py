@@ -10,13 +10,13 @@ import os
 from dataclasses import dataclass, fields
 
 from .._checks import bad_argument, check_alpha, check_bool, check_choice, check_device, check_int
-from .._paths import parquet_name_problem
+from .._paths import check_distinct_outputs, parquet_name_problem
 from ..combine import DEFAULT_ALPHA
 from ..combine import METHODS as COMBINE_METHODS
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN, check_label_column_name
 from ..selection import DIVERSITY_METHODS
-from ..selection.csv_file import selection_path_for
+from ..selection.csv_file import check_selection_name, selection_path_for
 from .runtime import RUNTIMES
 
 MODEL_BATCH_SIZE = 32  # images per model call by default, when scoring a pool and when drawing a page's Grad-CAM
@@ -125,6 +125,11 @@ class ScoreOptions:
             check_int(self.select, "select")
         if self.select_out is not None:
             object.__setattr__(self, "select_out", os.fspath(self.select_out))
+        if self.selection_path is not None:
+            # One path given for both is named as such first, before the name that path has for one of them; the
+            # run checks every output it writes again when it starts (egal.pipeline.scoring_job).
+            check_distinct_outputs({"out (--out)": self.out, "select_out (--select-out)": self.selection_path})
+            check_selection_name(self.selection_path, "select_out")  # no CSV text under a name such as x.parquet
         check_label_column_name(self.label_column)
         if self.engine == "ray" and self.device.startswith("cuda:"):
             raise bad_argument(EgalError, "device", f"{self.device!r} names one GPU, and engine 'ray' gives each actor "

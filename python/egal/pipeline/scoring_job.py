@@ -12,6 +12,7 @@ import pyarrow as pa
 from .. import __version__
 from .._checks import bad_argument
 from .._paths import (
+    check_distinct_outputs,
     check_new_file,
     check_not_an_input,
     check_outside_folder_pool,
@@ -20,7 +21,6 @@ from .._paths import (
     file_sha256,
     has_parquet_columns,
     has_parquet_metadata,
-    same_path,
     sidecar_path,
 )
 from ..errors import EgalError
@@ -162,10 +162,10 @@ def _is_embeddings_file(path) -> bool:
 
 
 def _check_output_paths(o: ScoreOptions) -> None:
-    """Every file the run will write can be written, and none is an input, before any scoring: the output
-    (whose existence the shard store judges, with resume and overwrite) and the selection and embeddings
-    files beside it, which replace an existing file only with overwrite=True or resume=True. Each replaces
-    only an earlier file of its own kind (a mistyped path never turns a pool or an image into scores)."""
+    """Every file the run will write can be written, none is an input and no two are the same file, before any
+    scoring: the output (whose existence the shard store judges, with resume and overwrite) and the selection and
+    embeddings files beside it, which replace an existing file only with overwrite=True or resume=True. Each
+    replaces only an earlier file of its own kind (a mistyped path never turns a pool or an image into scores)."""
     inputs = {"pool (--pool)": o.pool, "model (--model)": o.model}
     for name, path in (("out (--out)", o.out), ("the embeddings file (--embeddings)", o.embeddings_path)):
         if path is not None:
@@ -179,14 +179,11 @@ def _check_output_paths(o: ScoreOptions) -> None:
     sidecars = [("select_out (--select-out)", o.selection_path, is_selection_csv, "a selection CSV that egal wrote"),
                 ("the embeddings file (--embeddings)", o.embeddings_path, _is_embeddings_file,
                  "an egal embeddings file")]
-    if o.selection_path is not None and o.embeddings_path is not None and same_path(o.selection_path,
-                                                                                     o.embeddings_path):
-        raise EgalError(f"select_out (--select-out) {o.selection_path!r} is the embeddings file that the run writes: "
-                        "the selection would replace the embeddings; choose another path")
+    check_distinct_outputs({"out (--out)": o.out, **{name: path for name, path, _, _ in sidecars}})
     parts = os.path.realpath(parts_dir_of(o.out))
     for name, path, is_own, what in sidecars:
         if path is not None:
-            check_not_an_input(path, name, {**inputs, "out (--out)": o.out})
+            check_not_an_input(path, name, inputs)
             if os.path.commonpath([parts, os.path.realpath(path)]) == parts:
                 raise EgalError(f"{name} {os.fspath(path)!r} is in the folder of the run's shards ({parts!r}), which "
                                 "is removed when the run completes; choose another path")
