@@ -246,6 +246,28 @@ def test_a_grouped_strategy_without_a_group_column_is_refused_before_anything_ru
     assert not (tmp_path / "out").exists()
 
 
+def test_an_out_folder_that_takes_no_files_is_refused_from_python_before_any_work(tmp_path, monkeypatch):
+    import egal.loop.simulation
+
+    folder = tmp_path / "ro"  # egal may not write in it (a read-only mount: os.access says so, even to root)
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
+                        os.path.realpath(folder) else real_access(path, mode))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work began")
+
+    monkeypatch.setattr(egal.loop.simulation, "_run_simulation", no_work)
+    dataset = lesion_dataset(60, 32, seed=3, groups=10)
+    with pytest.raises(egal.EgalError, match=rf"^out \(--out\) {str(folder)!r} is not writable here$"):
+        run_simulation(tiny_experiment(), folder, dataset=dataset, progress=False)
+    with pytest.raises(egal.EgalError, match=rf"^out \(--out\) {str(folder / 'exp')!r}: its folder {str(folder)!r} "
+                       "is not writable here$"):  # a folder still to be made, in one that takes no files
+        run_simulation(tiny_experiment(), folder / "exp", dataset=dataset, progress=False)
+    assert os.listdir(folder) == []
+
+
 def test_a_pool_used_up_before_the_last_round_is_recorded_and_said(tmp_path, capsys):
     dataset = lesion_dataset(60, 32, seed=3, groups=10)
     config = replace(tiny_experiment(strategies=("random",), rounds=5),

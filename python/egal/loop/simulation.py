@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._paths import check_writable
 from ..errors import EgalError
 from ..progress import Progress
 from ..report.cam_grid import CamGridRecorder
@@ -61,6 +62,7 @@ def run_simulation(config: ExperimentConfig, out_dir, *, dataset: Dataset | None
     for name, folder in (("out (--out)", out_dir), ("data.cache_dir (--cache-dir)", config.data.cache_dir)):
         if folder:
             check_folder_path(name, os.fspath(folder))
+    check_writable(out_dir, "out (--out)", inside=True)  # before the pool is read and the first model trained
     if dataset is None:  # a mistyped column named before the folder is made (and not by each worker process)
         from ..pool import open_pool
 
