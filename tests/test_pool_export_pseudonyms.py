@@ -69,6 +69,25 @@ def export(pool, tmp_path, to, name="out", key="key.csv", **options):
                             pseudonym_key=str(tmp_path / key), **options)
 
 
+def test_an_out_in_a_folder_that_takes_no_files_is_refused_from_python_before_any_work(pool, tmp_path, monkeypatch):
+    import egal.importers.selection_export
+
+    folder = tmp_path / "ro"  # egal may not write in it (a read-only mount: os.access says so, even to root)
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
+                        os.path.realpath(folder) else real_access(path, mode))
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work began")
+
+    monkeypatch.setattr(egal.importers.selection_export, "open_pool", no_work)
+    with pytest.raises(SourceError, match=rf"^out \(--out\) {str(folder / 'exp')!r}: its folder {str(folder)!r} is "
+                       "not writable here$"):
+        export_selection(pool, folder / "exp", selection=selection(tmp_path, IDS[:2]), progress=False)
+    assert os.listdir(folder) == []  # not even the lock file beside --out
+
+
 @pytest.mark.parametrize("to", TARGETS)
 def test_a_pseudonymised_export_holds_no_id_no_pool_path_and_no_group(pool, tmp_path, to):
     result = export(pool, tmp_path, to)

@@ -32,7 +32,9 @@ import numpy as np
 
 from .._atomic import DestinationError, keep_mode_of, publish, remove_temporary, replace_folder, temporary_path
 from .._checks import bad_argument, check_bool, check_choice
+from .._paths import check_writable
 from .._spreadsheet import from_spreadsheet_text, spreadsheet_text
+from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.encode import encode_png
 from ..pool.errors import MAX_LISTED_ROWS, PathRefused, RowError
@@ -143,7 +145,7 @@ NEW, EMPTY, EARLIER = "new", "empty", "an earlier export"
 
 def _target_folder(out, pool) -> Path:
     """--out as a Path, refused (SourceError) when it can never be an export's folder: empty, a link, the working
-    folder, one above it or the pool's, in a folder that does not exist, a file."""
+    folder, one above it or the pool's, in a folder that does not exist or takes no files, a file."""
     if not str(out).strip():
         raise SourceError("--out is empty: name the new folder to write the export to")
     out = Path(out).expanduser()
@@ -159,6 +161,10 @@ def _target_folder(out, pool) -> Path:
         raise SourceError(f"--out {str(out)!r}: its folder {str(out.parent)!r} does not exist")
     if out.exists() and not out.is_dir():
         raise SourceError(f"--out {str(out)!r} is a file, not a folder")
+    try:  # the export is made beside `out`, then renamed: said now, not as an OS error after the work
+        check_writable(out, "out (--out)")
+    except EgalError as exc:
+        raise SourceError(str(exc)) from None
     return out
 
 
