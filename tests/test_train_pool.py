@@ -112,6 +112,39 @@ def test_a_model_that_cannot_be_saved_is_kept_in_the_temporary_folder(tmp_path, 
         os.remove(error.rescued)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_out_that_appeared_while_the_model_trained_is_kept_and_the_model_too(tmp_path, monkeypatch, overwrite):
+    # Two `egal train --out m.pt` started together both find no m.pt; the one that ends second must not replace the
+    # first one's model (overwrite replaces only a model that was there when checked), nor lose its own.
+    import egal.models
+    from egal.models import load_model
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(24, folder=tmp_path, roi="boxes"))
+    real_save = egal.models.save_model
+    out = tmp_path / "m.pt"
+    others = b"the model of the other run, which finished first"
+
+    def save_as_another_run_finishes(model, path):
+        real_save(model, path)
+        if os.path.dirname(os.path.abspath(path)) == str(tmp_path):  # between the save and the rename
+            out.write_bytes(others)
+
+    monkeypatch.setattr(egal.models, "save_model", save_as_another_run_finishes)
+    with pytest.raises(ModelNotSaved) as caught:
+        train_pool(pool, out, FAST, overwrite=overwrite)
+    error = caught.value
+    try:
+        assert str(error).startswith(f"out {str(out)!r} appeared while this run trained the model (another egal "
+                                     "train?): it is kept as it is")
+        assert f"the trained model was written to {error.rescued} instead" in str(error)
+        assert error.argument == "out"  # (egal train names --out instead)
+        assert out.read_bytes() == others
+        assert sorted(n for n in os.listdir(tmp_path) if "m.pt" in n) == ["m.pt"]  # no temporary copy left beside
+        assert load_model(error.rescued).config.classes == error.model.config.classes
+    finally:
+        os.remove(error.rescued)
+
+
 def test_train_pool_is_egal_train_pool():
     assert egal.train_pool is train_pool and egal.TrainResult.__name__ == "TrainResult"
 

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .._atomic import replaced_atomically
+from .._atomic import DestinationError, publish, remove_temporary, temporary_path
 from .._checks import bad_argument, check_bool
 from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
@@ -113,6 +113,7 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
                                "on")
         pool = data.path
     check_model_out(out, overwrite=overwrite, pool=pool, config=config)
+    replace = overwrite and os.path.lexists(out)  # what the save may replace: only the model checked now
 
     from ..pool.labels import reads_as_missing
     from ..progress import Progress
@@ -161,7 +162,7 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
     model.config.extra["training"] = {k: v for k, v in settings.to_dict().items() if k != "augment_settings"}
     if exclude:  # what the model was not trained on, with the model
         model.config.extra["training"]["excluded"] = {"rows": dataset.excluded, "by": by}
-    _save_or_rescue(model, out)
+    _save_or_rescue(model, out, replace=replace)
     return TrainResult(os.fspath(out), model, history, settings, label_column, tuple(dataset.classes), len(dataset),
                        dataset.excluded, tuple(dropped), tuple(notes), tuple(warned))
 
@@ -251,20 +252,30 @@ def _load(pool, settings: TrainConfig, label_column: str, exclude: tuple):
     return dataset, dropped
 
 
-def _save_or_rescue(model, out) -> None:
-    """Writes the model to `out` whole under a temporary name, then renamed (`out` never holds half a model). When
-    that fails after the training (a disk that filled, a folder removed or made read-only meanwhile), the model is
-    written to the temporary folder instead, and ModelNotSaved says where: the training is not lost."""
+def _save_or_rescue(model, out, *, replace: bool = False) -> None:
+    """Writes the model to `out` whole under a temporary name, then renamed (`out` never holds half a model).
+    replace: `out` held a model when the run checked it, which overwrite replaces; otherwise the rename never
+    replaces anything (egal._atomic.publish): a file that appeared at `out` while the model trained (another egal
+    train of the same `out`) is kept. When the model cannot be put at `out` after the training (that, a disk that
+    filled, a folder removed or made read-only meanwhile), it is written to the temporary folder instead, and
+    ModelNotSaved says where: the training is not lost."""
     from ..models import save_model  # (looked up now: a test stands in a save that fails)
 
+    tmp = temporary_path(os.path.abspath(out))
     try:
-        with replaced_atomically(os.path.abspath(out)) as tmp:
-            save_model(model, tmp)
+        save_model(model, tmp)
+        publish(tmp, os.path.abspath(out), replace=replace, what="out (--out)")
         return
-    except (OSError, RuntimeError) as exc:  # torch.save reports a file it cannot open as a RuntimeError
+    except (OSError, RuntimeError, DestinationError) as exc:  # torch.save says RuntimeError of a file it cannot open
         failure = exc
-    kept = ", and holds the model it held before" if os.path.lexists(out) else ""  # (a failed save replaces nothing)
-    problem = f"{os.fspath(out)!r} could not be written ({_why(failure)}){kept}"
+    finally:
+        remove_temporary(tmp)
+    if isinstance(failure, DestinationError):
+        problem = (f"{os.fspath(out)!r} appeared while this run trained the model (another egal train?): it is kept "
+                   "as it is, as it was not there when checked")
+    else:  # (a failed save replaced nothing)
+        kept = ", and holds the model it held before" if os.path.lexists(out) else ""
+        problem = f"{os.fspath(out)!r} could not be written ({_why(failure)}){kept}"
     rescue = None
     try:
         fd, rescue = tempfile.mkstemp(prefix="egal-train-", suffix=".pt")
