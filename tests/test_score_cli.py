@@ -353,3 +353,11 @@ def test_egals_warnings_are_one_line_even_when_quiet(tmp_path, model_path, capsy
     assert err.startswith("egal score: warning: the pool labels rows with 1 class(es) that the model was not "
                           "trained on: 'tumour' (1 row)"), err
     assert err.count("\n") == 1 and "PoolLabelWarning" not in err
+
+
+def test_a_selection_file_without_a_selection_is_refused(tmp_path, model_path, capsys):
+    pool = write_pool(tmp_path / "p.parquet", make_rows(3, folder=tmp_path))
+    assert score("--pool", pool, "--model", model_path, "--out", tmp_path / "s.parquet",
+                 "--select-out", tmp_path / "picked.csv") == 2
+    assert capsys.readouterr().err == "egal score: error: --select-out only acts on a selection: add --select K\n"
+    assert not (tmp_path / "s.parquet").exists()

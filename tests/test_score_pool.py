@@ -270,8 +270,11 @@ def test_a_selection_file_not_named_as_csv_is_refused_from_python_before_anythin
     with pytest.raises(egal.EgalError, match="select_out is where the selection goes, as CSV"):
         ScoreOptions(pool=pool, model=model_path, out=tmp_path / "s.parquet", select=3, select_out="sel.txt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.parquet"]
-    # Without select nothing is written there, so the name is not judged; .csv in any case, or none, is a CSV's name.
-    ScoreOptions(pool=pool, model=model_path, select_out="sel.parquet")
+    # Without select nothing would be written there: refused, as a selection option without a selection is.
+    with pytest.raises(egal.EgalError, match=r"^select_out only acts on a selection: add select=K") as caught:
+        ScoreOptions(pool=pool, model=model_path, select_out="sel.csv")
+    assert caught.value.argument == "select_out"
+    # .csv in any case, or none, is a CSV's name.
     for name in ("sel.csv", "SEL.CSV", "sel"):
         ScoreOptions(pool=pool, model=model_path, select=3, select_out=name)
 

@@ -214,7 +214,7 @@ def test_settings_that_measure_nothing_are_warned_of_and_a_file_as_out_folder_is
             "--quiet", *FAST_TRAIN]
     (tmp_path / "taken").write_text("a user's file")
     assert main([*args, "--out", str(tmp_path / "taken")]) == 2
-    assert "out (--out)" in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
+    assert "error: --out " in capsys.readouterr().err and (tmp_path / "taken").read_text() == "a user's file"
     for cache in (tmp_path / "taken" / "sub", f"{tmp_path / 'taken'}/../cache"):  # the OS walks through the file
         assert main([*args, "--out", str(tmp_path / "o"), "--cache-dir", str(cache)]) == 2
         assert "data.cache_dir (--cache-dir)" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -346,11 +346,9 @@ def _import(args, module: str, options_name: str, function: str) -> int:
 
 
 def _run_export(args) -> int:
-    from .._paths import check_writable
     from ..importers.selection_export import ExportOptions, run_export
 
     options = _options(ExportOptions, args, progress=not args.quiet)
-    check_writable(args.out, "--out")  # the export is made beside --out, then renamed: said before the work
     print(_named(run_export, options).summary())
     return 0
 

@@ -144,7 +144,6 @@ def run(args) -> int:
     with errors_named_as_flags(option_of):
         options = ScoreOptions(pool=args.pool, model=args.model, progress=not args.quiet,
                                **{name: getattr(args, name) for name in API_ARGUMENTS})
-        check_selection_out(options)
     if args.report:
         from ..report.selection_page import check_page_out
         from .report import after_scoring_option_of
@@ -163,17 +162,6 @@ def run(args) -> int:
 
         report_after_scoring(result, args.report, quiet=args.quiet)
     return 0
-
-
-def check_selection_out(options) -> None:
-    """The selection file's name, and that it is not the scores file: said before the scoring. (egal.score_pool's
-    own checks of its outputs say the same once they make these two.)"""
-    from .._paths import check_distinct_outputs
-    from ..selection.csv_file import check_selection_name
-
-    if options.selection_path is not None:
-        check_distinct_outputs({"out (--out)": options.out, "select_out (--select-out)": options.selection_path})
-        check_selection_name(options.selection_path, "select_out")
 
 
 # The command-line option behind one of egal.score_pool's arguments (None for any other name).

@@ -79,7 +79,6 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from .._paths import check_writable
     from ..loop.config import ExperimentConfig, load_config
     from ..loop.simulation import run_simulation
 
@@ -96,9 +95,8 @@ def run(args) -> int:
     if args.shortcut_class is not None:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
-    check_writable(args.out, "--out", inside=True)  # before the pool is read and the first model trained
     with egal_warnings_as_lines("simulate"):
-        with errors_named_as_flags(flags_for(COLUMN_OPTIONS)):
+        with errors_named_as_flags(flags_for((*COLUMN_OPTIONS, "out"))):
             result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "

@@ -151,8 +151,10 @@ class ScoreOptions:
             raise bad_argument(EgalError, missing, f"is needed with {given} (--{given.replace('_', '-')}): a cap needs "
                                "the pool column that names each row's group (a patient id) and the most rows to take "
                                "from one group")
-        if self.select is None and (self.diversity != "none" or self.group_column is not None):
-            asked = "diversity" if self.diversity != "none" else "group_column"
+        if self.select is None and (self.diversity != "none" or self.group_column is not None
+                                    or self.select_out is not None):
+            asked = ("diversity" if self.diversity != "none" else "group_column" if self.group_column is not None
+                     else "select_out")
             raise bad_argument(EgalError, asked, "only acts on a selection: add select=K (--select K)")
         if self.diversity != "none" and not self.embeddings:
             raise bad_argument(EgalError, "diversity", f"{self.diversity!r} measures distances between rows in the "
