@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -15,3 +17,15 @@ def rng():
 
 def cuda_available() -> bool:
     return bool(egal.backends()["cuda"]["available"])
+
+
+@pytest.fixture
+def unwritable(monkeypatch, tmp_path):
+    """tmp_path/ro, a folder that egal may not write in (a read-only mount: os.access says so, even to root, whom
+    chmod does not stop)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
+                        os.path.realpath(folder) else real_access(path, mode))
+    return folder

@@ -51,17 +51,6 @@ def test_a_failed_run_keeps_its_kind_and_cause_and_another_name_of_out_is_used()
     assert str(report) == "--report 'p' already holds report.html: or choose another --report"
 
 
-@pytest.fixture
-def unwritable(monkeypatch, tmp_path):
-    """tmp_path/ro, a folder that egal may not write in (as a read-only mount: os.access says so)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
-                        os.path.realpath(folder) else real_access(path, mode))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     pytest.importorskip("torch")

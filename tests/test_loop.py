@@ -246,14 +246,10 @@ def test_a_grouped_strategy_without_a_group_column_is_refused_before_anything_ru
     assert not (tmp_path / "out").exists()
 
 
-def test_an_out_folder_that_takes_no_files_is_refused_from_python_before_any_work(tmp_path, monkeypatch):
+def test_an_out_folder_that_takes_no_files_is_refused_from_python_before_any_work(unwritable, monkeypatch):
     import egal.loop.simulation
 
-    folder = tmp_path / "ro"  # egal may not write in it (a read-only mount: os.access says so, even to root)
-    folder.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
-                        os.path.realpath(folder) else real_access(path, mode))
+    folder = unwritable
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work began")

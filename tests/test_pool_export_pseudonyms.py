@@ -69,14 +69,11 @@ def export(pool, tmp_path, to, name="out", key="key.csv", **options):
                             pseudonym_key=str(tmp_path / key), **options)
 
 
-def test_an_out_in_a_folder_that_takes_no_files_is_refused_from_python_before_any_work(pool, tmp_path, monkeypatch):
+def test_an_out_in_a_folder_that_takes_no_files_is_refused_from_python_before_any_work(pool, tmp_path, unwritable,
+                                                                                       monkeypatch):
     import egal.importers.selection_export
 
-    folder = tmp_path / "ro"  # egal may not write in it (a read-only mount: os.access says so, even to root)
-    folder.mkdir()
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and os.path.realpath(path) ==
-                        os.path.realpath(folder) else real_access(path, mode))
+    folder = unwritable
 
     def no_work(*args, **kwargs):
         raise AssertionError("the work began")
