@@ -115,7 +115,7 @@ def test_a_budget_the_pool_cannot_fill_is_refused_or_warned_before_the_runs(pool
             "split", "--test-groups", "test", "--quiet", *FAST_TRAIN]  # 72 pool rows, 60 once the seed set is drawn
     assert main([*args, "--out", str(tmp_path / "a"), "--rounds", "2", "--budget", "5000"]) == 2
     err = capsys.readouterr().err
-    assert "5000 is more than the 60 pool rows that the seed set of init" in err and err.count("\n") == 1
+    assert "--budget 5000 is more than the 60 pool rows that the seed set of --init 12" in err and err.count("\n") == 1
     assert "round 1 cannot select that many" in err and "choose a budget below 60," in err
     assert not (tmp_path / "a" / "runs" / "random__seed0.json").exists()
     # Rounds that one budget fills but not all: said once, before the first round, and the run goes on.
@@ -125,6 +125,17 @@ def test_a_budget_the_pool_cannot_fill_is_refused_or_warned_before_the_runs(pool
                           "72 rows: round 2 trains on every pool row, the same for every strategy, and rounds 3-4 are "
                           "not run; 2 round(s) of this budget fit (--rounds, --budget)\n"), err
     assert err.count("132 labels") == 1
+
+
+def test_a_setting_that_worker_processes_find_wrong_is_said_as_without_them(pool, tmp_path, capsys):
+    # Without a cache folder each worker reads the pool itself, so the budget check runs there, not here.
+    args = ["simulate", "--pool", pool, "--strategies", "random,entropy", "--seeds", "1", "--init", "12",
+            "--group-column", "split", "--test-groups", "test", "--quiet", "--workers", "2", *FAST_TRAIN]
+    assert main([*args, "--out", str(tmp_path / "a"), "--rounds", "2", "--budget", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("egal simulate: error: --budget 5000 is more than the 60 pool rows that the seed set of "
+                          "--init 12 leaves"), err
+    assert err.count("\n") == 1 and "worker" not in err
 
 
 def test_bad_pools_are_refused(tmp_path, capsys):

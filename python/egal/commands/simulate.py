@@ -8,9 +8,10 @@ from ._flags import add_quiet, egal_warnings_as_lines, errors_named_as_flags, fl
 from ._pool_format import POOL_FORMAT
 from ._train_options import add_train_options, train_overrides
 
-# The library's arguments that its errors name and that are flags here by the same name (--label-column): a config
-# file's [data] label_column is overridden by the flag, which is what the user can change.
-COLUMN_OPTIONS = ("label_column", "group_column")
+# The library's arguments that its errors name and that are flags here by the same name ("budget (--budget) 5000"
+# says --budget 5000): a config file's setting is overridden by the flag, which is what the user can change.
+FLAG_NAMED = ("label_column", "group_column", "out", "init", "budget", "rounds", "seeds", "strategies", "alpha",
+              "workers", "threads", "cache_dir")
 
 
 def register(subparsers):
@@ -96,7 +97,7 @@ def run(args) -> int:
         shortcut["target_class"] = args.shortcut_class
     config = config.with_overrides(data=data, train=train_overrides(args), loop=loop, shortcut=shortcut)
     with egal_warnings_as_lines("simulate"):
-        with errors_named_as_flags(flags_for((*COLUMN_OPTIONS, "out"))):
+        with errors_named_as_flags(flags_for(FLAG_NAMED)):
             result = run_simulation(config, args.out, progress=not args.quiet)
     report = result["report"]
     print(f"ran {len(result['ran'])} run(s), skipped {len(result['skipped'])} already finished; "

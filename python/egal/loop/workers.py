@@ -102,8 +102,11 @@ def run_in_workers(config: ExperimentConfig, out_dir: str, units: list, reporter
             os.unlink(claims + OWNER_LOCK_SUFFIX)
         owner.close()
     if failures:
-        worker, text = failures[0]
-        raise EgalError(f"worker {worker} failed ({len(ran)} run(s) finished and kept; rerun to resume):\n{text}")
+        worker, (user_error, text) = failures[0]
+        kept = f"{len(ran)} run(s) finished and kept; rerun to resume"
+        if user_error:  # the setting or the data is wrong, whichever process found it: its one line, as without workers
+            raise EgalError(text + (f" ({kept})" if ran else ""))
+        raise EgalError(f"worker {worker} failed ({kept}):\n{text}")
     return ran
 
 
@@ -259,8 +262,8 @@ def _worker(config_dict: dict, out_dir: str, units: list, claims: str, index: in
             messages.put(("ran", index, (name, seed)))
             first_rounds.keep_only(seed)  # units come seed by seed: an earlier seed's round 0 is not needed again
     except EgalError as exc:  # a user error: its one line, as the command prints it without workers
-        messages.put(("error", index, str(exc)))
+        messages.put(("error", index, (True, str(exc))))
     except BaseException:  # noqa: B036 - Ctrl-C included: the parent reports it and stops the others
-        messages.put(("error", index, traceback.format_exc()))
+        messages.put(("error", index, (False, traceback.format_exc())))
     finally:
         messages.put(("done", index, None))
