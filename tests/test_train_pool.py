@@ -145,6 +145,24 @@ def test_an_out_that_appeared_while_the_model_trained_is_kept_and_the_model_too(
         os.remove(error.rescued)
 
 
+def test_a_second_training_to_the_same_out_is_refused_before_it_trains(tmp_path, monkeypatch):
+    import egal.train.trainer
+    from egal._atomic import DestinationError, OutputLock
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "m.pt"
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the second run trained")
+
+    monkeypatch.setattr(egal.train.trainer, "train_model", no_training)
+    with OutputLock(out, "out"):  # the first `egal train --out m.pt`, still training
+        with pytest.raises(DestinationError, match=rf"^out \(--out\) {str(out)!r} is being written by another egal "
+                           "now"):
+            train_pool(pool, out, FAST)
+    assert sorted(os.listdir(tmp_path)) == ["pool.parquet"]  # the lock file goes with the run that held it
+
+
 def test_train_pool_is_egal_train_pool():
     assert egal.train_pool is train_pool and egal.TrainResult.__name__ == "TrainResult"
 

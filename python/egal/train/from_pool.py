@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .._atomic import DestinationError, publish, remove_temporary, temporary_path
+from .._atomic import DestinationError, OutputLock, publish, remove_temporary, temporary_path
 from .._checks import bad_argument, check_bool
 from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
@@ -113,6 +113,12 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
                                "on")
         pool = data.path
     check_model_out(out, overwrite=overwrite, pool=pool, config=config)
+    # Held until the model is saved: a second egal train to the same --out is refused now, not after its training.
+    with OutputLock(out, "out (--out)"):
+        return _train_checked(pool, out, settings, label_column, exclude, overwrite, progress)
+
+
+def _train_checked(pool, out, settings, label_column, exclude, overwrite, progress) -> TrainResult:
     replace = overwrite and os.path.lexists(out)  # what the save may replace: only the model checked now
 
     from ..pool.labels import reads_as_missing
