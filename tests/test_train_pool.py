@@ -163,6 +163,27 @@ def test_a_second_training_to_the_same_out_is_refused_before_it_trains(tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["pool.parquet"]  # the lock file goes with the run that held it
 
 
+def test_threads_hold_while_it_trains_and_the_callers_come_back(tmp_path, monkeypatch):
+    import egal.train.trainer
+
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path))
+    before = torch.get_num_threads()
+    seen = []
+    real_train = egal.train.trainer.train_model
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(egal.train.trainer, "train_model", counting)
+    wanted = 1 if before != 1 else 2
+    train_pool(pool, tmp_path / "m.pt", FAST, threads=wanted)
+    assert seen == [wanted] and torch.get_num_threads() == before
+    with pytest.raises(EgalError, match=r"^threads must be an integer from 1 to "):
+        train_pool(pool, tmp_path / "n.pt", FAST, threads=0)
+    assert seen == [wanted] and not (tmp_path / "n.pt").exists()
+
+
 def test_train_pool_is_egal_train_pool():
     assert egal.train_pool is train_pool and egal.TrainResult.__name__ == "TrainResult"
 

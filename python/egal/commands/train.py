@@ -57,16 +57,12 @@ def run(args) -> int:
             check_threads(args.threads)
     check_model_out(args.out, overwrite=args.overwrite, pool=args.pool, config=args.config, names=FLAGS)
     exclude = [_column_value(text) for text in args.exclude]
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     seed = {} if args.seed is None else {"seed": args.seed}  # a config's [train] seed holds unless --seed is given
     with egal_warnings_as_lines("train", always=(TrainingWarning,)):
         with errors_named_as_flags(FLAGS.get):  # one about out (a model trained but not saved) names --out
             result = train_pool(args.pool, args.out, args.config, train={**train_overrides(args), **seed},
                                 label_column=args.label_column, exclude=exclude, overwrite=args.overwrite,
-                                progress=not args.quiet)
+                                progress=not args.quiet, threads=args.threads)
     print(result.summary(), file=sys.stdout)
     return 0
 

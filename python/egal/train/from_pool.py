@@ -11,6 +11,7 @@ named), warnings for settings that train but not as they read, the model's train
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
@@ -18,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .._atomic import DestinationError, OutputLock, publish, remove_temporary, temporary_path
-from .._checks import bad_argument, check_bool
+from .._checks import bad_argument, check_bool, check_threads
 from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
 from .._torch_file import is_torch_archive
@@ -79,7 +80,8 @@ def check_model_out(out, *, overwrite: bool = False, pool=None, config=None, nam
 
 
 def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_column: str | None = None,
-               exclude=(), overwrite: bool = False, progress: bool | Callable = False) -> TrainResult:
+               exclude=(), overwrite: bool = False, progress: bool | Callable = False,
+               threads: int | None = None) -> TrainResult:
     """Train a classifier on the labelled rows of `pool` and write it to `out`; returns a TrainResult.
 
     pool: the pool (a Parquet file or folder); None: the config's [data] path.
@@ -93,6 +95,7 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
     progress: True shows what egal train shows (a bar on a terminal, else log lines on stderr: the rows left out,
         the episode notes, a summary, each epoch's loss); a callable is called as progress(epoch, {"loss", "ce",
         "dice"}) after every epoch instead; False shows nothing.
+    threads: PyTorch's CPU threads while it trains (None: as they are); the earlier number is restored after.
 
     Labelled rows that cannot be decoded are left out (TrainResult.dropped), and that, labels that read like a
     missing value ('nan') and beta > 0 without any ROI are warned (TrainingWarning, also in TrainResult.warnings).
@@ -101,6 +104,8 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
     ValueError / TypeError before any training.
     """
     check_bool(overwrite, "overwrite")
+    if threads is not None:
+        check_threads(threads)
     if not (isinstance(progress, bool) or callable(progress)):
         raise bad_argument(TypeError, "progress", f"must be True, False or a callable(epoch, summary), got "
                            f"{progress!r}")
@@ -114,8 +119,25 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
         pool = data.path
     check_model_out(out, overwrite=overwrite, pool=pool, config=config)
     # Held until the model is saved: a second egal train to the same --out is refused now, not after its training.
-    with OutputLock(out, "out (--out)"):
+    with OutputLock(out, "out (--out)"), _torch_threads(threads):
         return _train_checked(pool, out, settings, label_column, exclude, overwrite, progress)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """PyTorch's CPU threads set to `threads` inside the block (None: left alone), and restored after it: a notebook
+    that trains with threads=1 keeps its own setting."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_checked(pool, out, settings, label_column, exclude, overwrite, progress) -> TrainResult:
