@@ -310,7 +310,7 @@ def test_without_onnxruntime_or_the_exporter_auto_uses_pytorch_and_says_so(tmp_p
     code = main(["score", "--quiet", "--pool", pool, "--model", str(model), "--out", str(tmp_path / "f.parquet"),
                  "--runtime", "onnxruntime"])
     assert code == 2
-    assert "--runtime onnxruntime) with a PyTorch model: " in capsys.readouterr().err
+    assert "error: --runtime onnxruntime with a PyTorch model: " in capsys.readouterr().err  # the flag alone
 
 
 def test_an_onnxruntime_that_is_installed_but_cannot_be_imported_is_said_before_any_export(tmp_path):
