@@ -75,3 +75,27 @@ def test_the_compiled_scorer_refuses_a_roi_kind_it_does_not_know():
     with pytest.raises(ValueError, match="roi_kind must be 'masks', 'boxes' or 'projected', got 'mask'"):
         _core.score(maps.__dlpack__(), maps.__dlpack__(), None, logits.__dlpack__(), "mask", masks.__dlpack__(),
                     None, None, None, 2, 2, 0.5, False)
+
+
+def test_import_egal_is_light_and_every_name_and_submodule_is_still_there():
+    # `import egal` loads its names on first use (so that a Ctrl-C while numpy loads reaches egal.cli's handler);
+    # what it exported, and its submodules as attributes, are there as when it imported them at once.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, egal\n"
+        "heavy = sorted(m for m in ('numpy', 'pyarrow', 'egal._core', 'torch') if m in sys.modules)\n"
+        "assert heavy == [], heavy\n"
+        "assert all(getattr(egal, name) is not None for name in egal.__all__)\n"
+        "assert egal._core.cpu_isa() and egal.reference.rasterise_boxes and egal.pipeline.score_pool\n"
+        "assert set(egal.__all__) <= set(dir(egal))\n"
+        "try:\n"
+        "    egal.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    assert str(exc) == \"module 'egal' has no attribute 'no_such_name'\"\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
