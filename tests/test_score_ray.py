@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 import pyarrow.parquet as pq
 import pytest
@@ -96,3 +97,54 @@ def test_joining_ray_keeps_egals_sigterm_handler():
         assert signal.getsignal(signal.SIGTERM) is egals
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_ray_instance_egal_starts_keeps_its_files_private_and_removes_them(tmp_path):
+    # Ray's default session folder is /tmp/ray, open to every user of the machine and never cleaned: the logs of
+    # each run (naming the pool's files) stayed there.
+    torch.manual_seed(3)
+    model = tmp_path / "model.pt"
+    save_model(build_model("tiny_cnn", "linear", CLASSES, input_size=(64, 64), in_channels=1), model)
+    write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path, storage="path", roi="mask_path", seed=4))
+    # Ray follows TMPDIR for its default folder, as egal's private one does (a short one: Ray's socket paths
+    # under it must fit in 107 bytes)
+    temp = tempfile.mkdtemp(prefix="egal-test-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}
+    env.update(TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0")
+    cmd = [sys.executable, "-m", "egal.cli", "score", "--pool", str(tmp_path / "pool.parquet"), "--model",
+           str(model), "--out", str(tmp_path / "s.parquet"), "--engine", "ray", "--workers", "1"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert pq.read_table(tmp_path / "s.parquet").num_rows == 12
+        left = sorted(os.listdir(temp))
+        assert "ray" not in left and not [name for name in left if name.startswith("egal-")], left
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_private_session_folder_is_the_owners_alone(monkeypatch):
+    from egal.pipeline.ray_engine import private_session_folder
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    with private_session_folder(True) as folder:
+        parent = os.path.dirname(folder)
+        assert os.path.dirname(parent) == tempfile.gettempdir()
+        assert os.stat(parent).st_mode & 0o777 == 0o700
+        os.makedirs(folder)  # Ray then opens its own folder to everyone: the parent still keeps others out
+    assert not os.path.exists(parent)
+    with private_session_folder(False) as folder:  # joining a cluster: its folder is the cluster's
+        assert folder is None
+    monkeypatch.setenv("TMPDIR", "/tmp/" + "x" * 60)  # too long for Ray's sockets under it: /tmp instead
+    tempfile.tempdir = None  # (tempfile caches the folder it found)
+    os.makedirs(os.environ["TMPDIR"], exist_ok=True)
+    try:
+        with private_session_folder(True) as folder:
+            assert os.path.dirname(os.path.dirname(folder)) == "/tmp"
+    finally:
+        os.rmdir(os.environ["TMPDIR"])
+        monkeypatch.undo()
+        tempfile.tempdir = None
+    monkeypatch.setenv("RAY_TMPDIR", "/somewhere")
+    with private_session_folder(True) as folder:  # the user chose one
+        assert folder is None

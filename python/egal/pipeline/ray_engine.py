@@ -11,15 +11,19 @@ Point it at a cluster with --ray-address (or RAY_ADDRESS); the pool and the
 model must then be readable at the same paths on every node (shared storage).
 Ray's own output (its logging, its core worker's, Ray Data's progress bars) goes to
 a log file next to the output, unless --verbose: the terminal shows egal's lines.
+A Ray instance that egal starts itself keeps its session files in a private folder, removed
+when it stops (private_session_folder).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 
@@ -87,14 +91,15 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         return  # a resumed run whose Ray output was already collected
     import ray
 
-    with ray_output_to(log_path):
+    address = address or os.environ.get("RAY_ADDRESS")
+    with ray_output_to(log_path), private_session_folder(address is None and not ray.is_initialized()) as temp_dir:
         started_here = False
         if not ray.is_initialized():
-            address = address or os.environ.get("RAY_ADDRESS")
             try:
                 with sigterm_handler_kept():
                     ray.init(address=address, log_to_driver=log_path is None, logging_level=logging.WARNING,
-                             include_dashboard=False if address is None else None)
+                             include_dashboard=False if address is None else None,
+                             **({"_temp_dir": temp_dir} if temp_dir else {}))
             except ConnectionError as exc:
                 raise EgalError(
                     f"cannot join the Ray cluster at {address!r} ({exc}); check the address, and for a "
@@ -107,6 +112,33 @@ def score_pool_on_ray(spec, model_path, store, *, alpha: float, batch_size: int,
         finally:
             if started_here:
                 ray.shutdown()  # here, while its farewell lines still go to the log
+
+
+@contextlib.contextmanager
+def private_session_folder(starting_ray: bool):
+    """The folder for the session files of a Ray instance that egal starts itself (starting_ray), removed when the
+    block ends; None when Ray is joined, not started, or RAY_TMPDIR chooses the folder.
+
+    Ray's default, /tmp/ray, is readable and writable by every user of the machine (Ray makes it so, for shared
+    clusters), and Ray never removes a session: its logs name the pool's files, and each run left one session
+    (about 1 MB) behind. This folder is made by mkdtemp (owner-only), and Ray's own folder, which
+    Ray opens to everyone, goes inside it."""
+    if not starting_ray or "RAY_TMPDIR" in os.environ:
+        yield None
+        return
+    base = tempfile.gettempdir()
+    if len(base) + len(_LONGEST_SOCKET_UNDER_BASE) > _UNIX_SOCKET_PATH_MAX:
+        base = "/tmp"  # a long TMPDIR: Ray's sockets would not fit in a socket address there
+    owner_only = tempfile.mkdtemp(prefix="egal-", dir=base)
+    try:
+        yield os.path.join(owner_only, "r")
+    finally:
+        shutil.rmtree(owner_only, ignore_errors=True)
+
+
+# Ray puts its sockets in the session folder; a Unix socket's path has at most 107 bytes on Linux.
+_UNIX_SOCKET_PATH_MAX = 107
+_LONGEST_SOCKET_UNDER_BASE = "/egal-xxxxxxxx/r/session_2026-11-28_13-43-34_892713_4194304/sockets/plasma_store"
 
 
 @contextlib.contextmanager
