@@ -19,6 +19,7 @@ from ..combine import DEFAULT_ALPHA
 from ..errors import EgalError
 from ..pool.labels import LABEL_COLUMN
 from ..train.config import TrainConfig, check_known_settings
+from .scoring import INFERENCE_BATCH
 from .shortcut import ShortcutConfig
 from .strategies import parse_strategies
 
@@ -67,9 +68,7 @@ class LoopConfig:
     init: int = 150  # class-balanced seed set
     rounds: int = 7
     budget: int = 60  # rows annotated per round
-    # Rows per forward pass when scoring the pool and the test set: 64 keeps a batch's activations in the CPU's
-    # cache (2,400 rows through EfficientNet-Lite0's last block: 5.2 s at 64, 7.4-8.9 s at 256; same scores).
-    score_batch_size: int = 64
+    score_batch_size: int = INFERENCE_BATCH  # rows per forward pass when scoring the pool and the test set
     threads: int | None = None  # torch CPU threads (per worker); None: torch's default, or cores / workers
     workers: int = 1  # processes sharing out the (strategy, seed) runs (egal.loop.workers)
 
