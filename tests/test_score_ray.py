@@ -31,12 +31,17 @@ def ray_cluster(tmp_path_factory):
     # A token-authenticated cluster, as Ray sets up by default: the CLI finds it through these variables.
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    # Its session files in a folder of its own, removed afterwards (Ray's default, /tmp/ray, is never cleaned);
+    # a short path, for Ray's sockets in it.
+    temp = tempfile.mkdtemp(prefix="egal-test-", dir="/tmp")
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+                    "--disable-usage-stats", f"--temp-dir={temp}/r"], check=True, env=env, capture_output=True,
+                   timeout=180)
     try:
         yield f"127.0.0.1:{port}", env
     finally:
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_ray_engine_matches_the_local_engine(tmp_path, ray_cluster):
