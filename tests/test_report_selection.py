@@ -198,6 +198,36 @@ def test_an_existing_page_is_replaced_only_when_asked(demo):
         selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, progress=False)
 
 
+def test_a_page_another_egal_is_writing_is_refused_before_any_work(demo, tmp_path, monkeypatch):
+    # Before, both runs did the Grad-CAM work and the later one replaced the other's page without overwrite.
+    import egal.pipeline.model_runner
+    from egal._atomic import DestinationError, OutputLock
+
+    out = tmp_path / "page"
+    out.mkdir()
+    with OutputLock(out / "report.html", "out (--out)"):  # another egal writing OUT/report.html now
+        monkeypatch.setattr(egal.pipeline.model_runner, "load_runner", lambda *a, **k: pytest.fail("did work"))
+        with pytest.raises(DestinationError, match=r"out \(--out\) '.*report\.html' is being written by another egal "
+                           "now"):
+            selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, overwrite=True, progress=False)
+        monkeypatch.undo()
+    assert os.listdir(out) == []  # nothing written, and the lock file gone with its holder
+    report = selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, progress=False)
+    assert os.path.isfile(report.path) and sorted(os.listdir(out)) == ["report.html"]
+
+
+def test_a_failed_page_leaves_no_folder_it_made(demo, tmp_path):
+    out = tmp_path / "new" / "page"
+    with pytest.raises(FileNotFoundError):
+        selection_report(demo["scores"], demo["pool"], tmp_path / "missing.onnx", out=out, progress=False)
+    assert not out.exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(FileNotFoundError):
+        selection_report(demo["scores"], demo["pool"], tmp_path / "missing.onnx", out=tmp_path / "kept",
+                         progress=False)
+    assert (tmp_path / "kept").is_dir()  # a folder that was there stays
+
+
 def test_select_k_shows_the_best_ranked_and_a_selection_file_can_be_named(demo, tmp_path):
     scores = read_scores(demo["scores"])
     top = read_selection(scores, select=4)

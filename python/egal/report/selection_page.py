@@ -10,6 +10,7 @@ pyarrow and Pillow, plus PyTorch for a .pt model or onnxruntime for an .onnx one
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -17,6 +18,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .._atomic import OutputLock
 from .._checks import bad_argument, check_bool, check_device, check_fraction, check_int
 from .._paths import check_writable
 from ..errors import EgalError, EgalTypeError
@@ -127,14 +129,19 @@ def selection_report(scores, pool, model, *, scoring_seconds: float | None = Non
 
 
 def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: float | None = None) -> SelectionReport:
+    started = time.perf_counter()
+    o = options
+    log = (lambda text: print(text, file=sys.stderr, flush=True)) if o.progress else (lambda text: None)
+    with page_out_locked(o.out, o.overwrite) as path:
+        return _write_selection_page(o, path, started, scoring_seconds, log)
+
+
+def _write_selection_page(o: SelectionReportOptions, path: str, started: float, scoring_seconds,
+                          log) -> SelectionReport:
     from .._paths import file_sha256
     from ..pipeline.model_runner import load_runner
     from ..pool import open_pool
 
-    started = time.perf_counter()
-    o = options
-    log = (lambda text: print(text, file=sys.stderr, flush=True)) if o.progress else (lambda text: None)
-    path = check_page_out(o.out, o.overwrite)
     scores = read_scores(o.scores)
     spec = open_pool(o.pool)
     if spec.num_rows != len(scores):
@@ -151,11 +158,30 @@ def run_selection_report(options: SelectionReportOptions, *, scoring_seconds: fl
     log(f"report: {len(scores)} scored rows, {len(chosen)} selected; Grad-CAM for the {len(shown)} rows shown")
     pictures = _pictures(spec, scores, runner, shown, o.batch_size)
     body = _body(o, scores, spec, runner, same_file, picked, split, examples, pictures, scoring_seconds)
-    os.makedirs(o.out, exist_ok=True)
     write_page(path, page(f"egal selection: {len(chosen)} images to annotate next", body))
     # What was written, the caller says (egal report and egal score --report print it once, on stdout).
     return SelectionReport(path, len(chosen), int(sum(len(e) for e in examples)), len(shown),
                            time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def page_out_locked(out, overwrite: bool):
+    """OUT/report.html (check_page_out), with OUT made and the page's output lock held until the block ends: a
+    second egal writing a page into OUT meanwhile is refused at once, rather than both doing the Grad-CAM work and
+    the later one replacing the page without overwrite. A folder made here and left empty by a failure is
+    removed."""
+    path = check_page_out(out, overwrite)
+    made = not os.path.isdir(out)
+    os.makedirs(out, exist_ok=True)
+    try:
+        with OutputLock(path, "out (--out)"):
+            check_page_out(out, overwrite)  # again under the lock: a run that held it may have written the page
+            yield path
+    except BaseException:
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # only if empty
+        raise
 
 
 def check_page_out(out, overwrite: bool) -> str:
