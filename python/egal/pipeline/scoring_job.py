@@ -26,7 +26,7 @@ from .._paths import (
 from ..errors import EgalError
 from ..pool import open_pool
 from ..pool.decode import DECODE_RULES
-from ..pool.labels import LABEL_COLUMN, check_label_column, label_counts, labelled_rows, reads_as_missing
+from ..pool.labels import LABEL_COLUMN, check_label_column, read_labels, reads_as_missing
 from ..pool.workers import check_worker_count
 from ..selection.csv_file import is_selection_csv, write_selection_csv
 from ..selection.embedding_file import EMBEDDING_KEY
@@ -224,15 +224,18 @@ class ScoringJob:
     choice: RuntimeChoice | None = None  # the runtime that runs the model, and why
     selection: object | None = None  # egal.selection.from_scores.TableSelection, with a group cap or diversity
     label_warnings: tuple = ()  # label_warnings' lines, as said
+    labels: object | None = None  # the pool's label column (egal.pool.labels.PoolLabels), read once by prepare
 
     @classmethod
     def prepare(cls, options: ScoreOptions) -> ScoringJob:
         """Validate the pool, the model and the output before any scoring."""
         o = options
-        spec, runner = _checked_inputs(o)
+        spec, runner, labels = _checked_inputs(o)
         log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if o.progress else (lambda *a: None)
         _describe_inputs(o, spec, runner, log)
-        said = label_warnings(spec, o.label_column, runner.classes, o.include_labelled)
+        if labels is None:  # (read by the group column's check, when it needed them)
+            labels = read_labels(spec, o.label_column)
+        said = label_warnings(spec, o.label_column, runner.classes, o.include_labelled, counts=labels.counts)
         for line in said:
             if o.progress:
                 log(f"warning: {line}")
@@ -252,7 +255,7 @@ class ScoringJob:
         done_rows = _rows_already_scored(o, spec, store, log)
         console, ray_log = _ray_console(o, store, log)
         return cls(o, spec, runner, store, resumed=done_rows > 0, ray_log=ray_log, console=console, choice=choice,
-                   label_warnings=tuple(said),
+                   label_warnings=tuple(said), labels=labels,
                    progress=RowProgress(spec.num_rows, initial=done_rows, enabled=o.progress, stream=console))
 
     def run(self) -> pa.Table:
@@ -278,8 +281,7 @@ class ScoringJob:
                                    workers=o.worker_count, progress=self.progress, embeddings=o.embeddings)
             ranked = self.store.finalize(self.spec.num_rows, embeddings_path=o.embeddings_path,
                                          embedding_kind=self.runner.embedding_kind,
-                                         labelled=None if self.store.already_complete
-                                         else labelled_rows(self.spec, o.label_column))
+                                         labelled=None if self.store.already_complete else self.labels.rows)
             if o.select is not None:
                 self.selection = self._select(ranked)
             return ranked
@@ -309,8 +311,9 @@ class ScoringJob:
 
 # -- the steps of ScoringJob.prepare, in its order --------------------------------------------------------------------
 def _checked_inputs(o: ScoreOptions) -> tuple:
-    """(the pool's spec, the model's runner), once the worker count, the output paths, the pool, the model, the group
-    column and the Ray cluster are checked: before anything is written."""
+    """(the pool's spec, the model's runner, the pool's labels (egal.pool.labels.PoolLabels) where the group column's
+    check read them, else None), once the worker count, the output paths, the pool, the model, the group column and
+    the Ray cluster are checked: before anything is written."""
     if o.engine == "local":
         check_worker_count(o.worker_count)
     _check_output_paths(o)
@@ -319,15 +322,15 @@ def _checked_inputs(o: ScoreOptions) -> tuple:
     # With Ray the actors load the model where it runs; here it is only checked, on the CPU
     # (the driver need not have a GPU).
     runner = load_runner(o.model, "cpu" if o.engine == "ray" else o.device, embeddings=o.embeddings)
-    _check_group_column(o, spec)
+    labels = _check_group_column(o, spec)
     if o.engine == "ray":
         _check_ray_cluster(o)
-    return spec, runner
+    return spec, runner, labels
 
 
-def _check_group_column(o: ScoreOptions, spec) -> None:
+def _check_group_column(o: ScoreOptions, spec):
     """A cap per group names a column of the pool, whose type fits and which gives a group to every row that may
-    be selected."""
+    be selected. Returns the pool's labels (egal.pool.labels.PoolLabels) where it read them, else None."""
     if o.group_column is not None and o.group_column not in spec.columns:
         from ..selection import SelectionError
 
@@ -337,8 +340,10 @@ def _check_group_column(o: ScoreOptions, spec) -> None:
         from ..selection.from_scores import check_pool_groups
 
         # Its type, and a group for every row that may be selected: before the scoring.
-        check_pool_groups(spec, o.group_column,
-                          None if o.include_labelled else ~labelled_rows(spec, o.label_column))
+        labels = None if o.include_labelled else read_labels(spec, o.label_column)
+        check_pool_groups(spec, o.group_column, None if labels is None else ~labels.rows)
+        return labels
+    return None
 
 
 def _check_ray_cluster(o: ScoreOptions) -> None:
@@ -363,11 +368,13 @@ def _describe_inputs(o: ScoreOptions, spec, runner, log) -> None:
     log(f"model: {runner.describe()}" + (f"; scored on {o.device} by Ray actors" if o.engine == "ray" else ""))
 
 
-def label_warnings(spec, column: str, classes, include_labelled: bool) -> list[str]:
+def label_warnings(spec, column: str, classes, include_labelled: bool, *, counts: dict | None = None) -> list[str]:
     """What the pool's labels say that the user may not expect, one line each: labels the model has no class for,
     and labels whose text reads like a missing value (egal.pool.labels.reads_as_missing), which count as labels all
-    the same: such a row is scored but never selected."""
-    counts = label_counts(spec, column)
+    the same: such a row is scored but never selected. counts: the column's label_counts, where the caller has
+    read them (egal.pool.labels.read_labels); None: read here."""
+    if counts is None:
+        counts = read_labels(spec, column).counts
     like_missing = {k: n for k, n in counts.items() if reads_as_missing(k)}
     unknown = {k: n for k, n in counts.items() if k not in classes and k not in like_missing}
     lines = []

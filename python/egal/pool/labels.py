@@ -2,6 +2,8 @@
 export-selection share, so that a row one of them trains on is never "unlabeled" to another."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Text that marks a missing value, in any case and with any surrounding spaces: what pandas' read_csv takes for
 # NaN among the common spellings, and what str() of a missing value gives (pandas' astype(str): "nan", "None").
 # A table cell (egal.importers.tables) holding one is empty. In a pool's label column, where a class may be
@@ -37,29 +39,84 @@ def label_key(value) -> str | None:
     return str(value) if is_label(value) else None
 
 
+@dataclass(frozen=True)
+class PoolLabels:
+    """A pool's label column, read once (read_labels): what labelled_rows and label_counts give, for a caller that
+    needs both, or one of them more than once, without reading the column again.
+
+    rows:   [num_rows] bool, in the pool's read order: whether each row has a label (is_label)
+    counts: {class (label_key): labelled rows}, the classes in the order of their first row
+    """
+
+    rows: object
+    counts: dict
+
+
+def read_labels(spec, column: str = LABEL_COLUMN) -> PoolLabels:
+    """labelled_rows and label_counts of the pool (an egal.pool.PoolSpec) from one read of `column` alone; a pool
+    without the column has no labelled row.
+
+    is_label and label_key decide, as ever, but once per distinct value of each block of rows the pool is read in
+    (pyarrow's dictionary_encode finds them), not once per cell: a label column holds a few classes and nulls.
+    A column of a type that cannot be so encoded (lists, extension types) is judged cell by cell."""
+    import numpy as np
+
+    if column not in spec.columns:
+        return PoolLabels(np.zeros(spec.num_rows, dtype=bool), {})
+    flags, counts = [], {}
+    for array in spec.column_arrays(column):
+        labelled, found = _labels_of(array)
+        flags.append(labelled)
+        for key, n in found:
+            counts[key] = counts.get(key, 0) + n
+    return PoolLabels(np.concatenate(flags) if flags else np.zeros(0, dtype=bool), counts)
+
+
+def _labels_of(array) -> tuple:
+    """([rows] bool, [(label_key, rows), ...] in the order of their first row) of one pyarrow array."""
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()  # its dictionary may repeat values, or hold some no row uses
+    try:
+        if isinstance(array.type, pa.ExtensionType):
+            raise pa.ArrowNotImplementedError("an extension type's cells are what its own to_pylist says")
+        encoded = array.dictionary_encode()  # nulls: null indices; the dictionary in the order of first rows
+    except pa.ArrowNotImplementedError:
+        return _labels_of_cells(array.to_pylist())
+    values = encoded.dictionary.to_pylist()
+    none = len(values)  # the index of the null cells, which hold no label
+    indices = encoded.indices.fill_null(none).to_numpy(zero_copy_only=False)
+    flags = np.array([is_label(v) for v in values] + [False], dtype=bool)
+    rows = np.bincount(indices, minlength=none + 1)
+    return flags[indices], [(label_key(v), int(rows[i])) for i, v in enumerate(values) if flags[i]]
+
+
+def _labels_of_cells(values: list) -> tuple:
+    """_labels_of, cell by cell."""
+    import numpy as np
+
+    labelled = np.array([is_label(v) for v in values], dtype=bool)
+    counts: dict = {}
+    for value, flag in zip(values, labelled.tolist(), strict=True):
+        if flag:
+            key = label_key(value)
+            counts[key] = counts.get(key, 0) + 1
+    return labelled, list(counts.items())
+
+
 def labelled_rows(spec, column: str = LABEL_COLUMN):
     """[num_rows] bool, in the pool's read order: whether each row of the pool (an egal.pool.PoolSpec) has a
     label in `column`. Reads that column alone; a pool without it has no labelled row (a caller that was given
-    the column's name checks that the pool has it: check_label_column)."""
-    import numpy as np
-
-
-    if column not in spec.columns:
-        return np.zeros(spec.num_rows, dtype=bool)
-    flags = [is_label(value) for value in spec.column_values(column)]
-    return np.asarray(flags, dtype=bool)
+    the column's name checks that the pool has it: check_label_column). read_labels gives label_counts too."""
+    return read_labels(spec, column).rows
 
 
 def label_counts(spec, column: str = LABEL_COLUMN) -> dict:
     """{class (label_key): labelled rows} of the pool (an egal.pool.PoolSpec), reading that column alone; empty for
-    a pool without the column."""
-    from collections import Counter
-
-    if column not in spec.columns:
-        return {}
-    counts = Counter(label_key(value) for value in spec.column_values(column))
-    counts.pop(None, None)
-    return dict(counts)
+    a pool without the column. read_labels gives labelled_rows too."""
+    return read_labels(spec, column).counts
 
 
 def check_label_column_name(column, argument: str = "label_column") -> str:

@@ -78,9 +78,15 @@ class PoolSpec:
     def column_values(self, name: str) -> Iterator:
         """The values of the column `name` as Python objects (None for null), row by row in the pool's read order,
         read from the pool's files for that column alone."""
+        for array in self.column_arrays(name):
+            yield from array.to_pylist()
+
+    def column_arrays(self, name: str) -> Iterator[pa.Array]:
+        """The column `name` as pyarrow arrays of up to COLUMN_READ_ROWS rows, in the pool's read order (each file's
+        own type), read from the pool's files for that column alone: column_values without a Python object a cell."""
         for path in self.files:
             for batch in open_parquet(path).iter_batches(columns=[name], batch_size=COLUMN_READ_ROWS):
-                yield from batch.column(0).to_pylist()
+                yield batch.column(0)
 
     def iter_batches(self, batch_size: int, *, start_batch: int = 0, columns: Sequence[str] = ()) -> Iterator:
         """RawBatch objects; batch i holds global rows [i*batch_size, (i+1)*batch_size).
