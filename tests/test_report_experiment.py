@@ -201,3 +201,30 @@ def _edit_first_run(folder, edit):
     run = json.loads(path.read_text())
     edit(run)
     path.write_text(json.dumps(run))
+
+
+def test_the_page_is_written_under_the_folders_report_lock(experiment, tmp_path, monkeypatch):
+    # A simulate holds the folder's report lock while it writes its summary and page; egal report --experiment
+    # wrote beside it unlocked, so a page built from the runs it had read could land after (and hide) the newer one.
+    import fcntl
+
+    import egal.report.experiment_page as experiment_page
+    from egal.loop.folder import REPORT_LOCK
+
+    folder = tmp_path / "experiment"
+    shutil.copytree(experiment["out"], folder)
+    held = []
+    real = experiment_page.write_page
+
+    def write_page(path, text):
+        with open(folder / REPORT_LOCK, "a") as other:  # what another process's lock attempt finds now
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+        return real(path, text)
+
+    monkeypatch.setattr(experiment_page, "write_page", write_page)
+    experiment_report(folder)
+    assert held == [True]

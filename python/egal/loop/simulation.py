@@ -85,7 +85,7 @@ class ExperimentWarning(UserWarning):
 
 def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, dataset: Dataset | None,
                     progress: bool, warning: str | None = None) -> dict:
-    from ..report.experiment_page import experiment_report
+    from ..report.experiment_page import write_experiment_page
     from .report import read_run, write_report
 
     todo, skipped = [], []
@@ -139,7 +139,7 @@ def _run_simulation(config: ExperimentConfig, out_dir: str, strategies: list, da
         reporter.close()
     with report_lock(out_dir):  # another process running other seeds into this folder may be writing it too
         report = write_report(out_dir)
-        report["report_html"] = experiment_report(out_dir).path  # the experiment page, from the files just written
+        report["report_html"] = write_experiment_page(out_dir).path  # the experiment page, from the files just written
     return {"ran": ran, "skipped": [(s.name, seed) for s, seed, _ in skipped], "report": report}
 
 

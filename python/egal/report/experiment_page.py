@@ -37,15 +37,26 @@ class ExperimentReport:
 
 
 def experiment_report(out_dir) -> ExperimentReport:
-    """Writes OUT/report.html from the experiment folder `out_dir`; an EgalError when it holds no finished run."""
-    from ..loop.report import load_runs, summarise
-    from .cam_grid import load_cam_grid
+    """Writes OUT/report.html from the experiment folder `out_dir`; an EgalError when it holds no finished run.
+
+    Under the folder's report lock, which a simulate running into it holds while it writes its report: the page
+    then holds every run finished before it was written, whichever of the two writes last."""
+    from ..loop.folder import report_lock
 
     out_dir = os.fspath(out_dir)
     if not os.path.isdir(out_dir):
         what = "is a file, not the folder egal simulate wrote" if os.path.exists(out_dir) else "does not exist"
         raise EgalError(f"experiment folder {out_dir!r} {what}")
     check_writable(out_dir, "experiment folder", inside=True)  # where the page goes: said before the work
+    with report_lock(out_dir):
+        return write_experiment_page(out_dir)
+
+
+def write_experiment_page(out_dir: str) -> ExperimentReport:
+    """experiment_report's page, for a caller that holds the folder's report lock (egal.loop.simulation)."""
+    from ..loop.report import load_runs, summarise
+    from .cam_grid import load_cam_grid
+
     runs = load_runs(out_dir)
     if not runs:
         raise EgalError(f"{out_dir!r} holds no finished run (runs/*.json): is it an egal simulate --out folder?")
