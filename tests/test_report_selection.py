@@ -216,6 +216,17 @@ def test_a_page_another_egal_is_writing_is_refused_before_any_work(demo, tmp_pat
     assert os.path.isfile(report.path) and sorted(os.listdir(out)) == ["report.html"]
 
 
+def test_pages_that_killed_runs_left_half_written_are_removed(demo, tmp_path):
+    out = tmp_path / "page"
+    out.mkdir()
+    killed = out / "report.html.tmp-99999999-0123abcd"  # a run SIGKILLed while it wrote (no such process now)
+    running = out / f"report.html.tmp-{os.getpid()}-4567cdef"  # one whose process still runs: never touched
+    killed.write_text("<html>half")
+    running.write_text("<html>being written")
+    selection_report(demo["scores"], demo["pool"], demo["onnx"], out=out, progress=False)
+    assert sorted(os.listdir(out)) == sorted(["report.html", running.name])
+
+
 def test_a_failed_page_leaves_no_folder_it_made(demo, tmp_path):
     out = tmp_path / "new" / "page"
     with pytest.raises(FileNotFoundError):

@@ -163,6 +163,17 @@ def test_a_second_training_to_the_same_out_is_refused_before_it_trains(tmp_path,
     assert sorted(os.listdir(tmp_path)) == ["pool.parquet"]  # the lock file goes with the run that held it
 
 
+def test_copies_of_the_model_that_killed_runs_left_are_removed(tmp_path):
+    pool = write_pool(tmp_path / "pool.parquet", make_rows(12, folder=tmp_path))
+    out = tmp_path / "m.pt"
+    killed = tmp_path / "m.pt.tmp-99999999-0123abcd"  # a run SIGKILLed while it saved (no such process now)
+    running = tmp_path / f"m.pt.tmp-{os.getpid()}-4567cdef"  # one whose process still runs: never touched
+    killed.write_bytes(b"half a model")
+    running.write_bytes(b"being written")
+    train_pool(pool, out, FAST)
+    assert sorted(os.listdir(tmp_path)) == sorted(["pool.parquet", "m.pt", running.name])
+
+
 def test_threads_hold_while_it_trains_and_the_callers_come_back(tmp_path, monkeypatch):
     import egal.train.trainer
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .._atomic import OutputLock
+from .._atomic import OutputLock, remove_stale_temporaries
 from .._checks import bad_argument, check_bool, check_device, check_fraction, check_int
 from .._paths import check_writable
 from ..errors import EgalError, EgalTypeError
@@ -176,6 +176,7 @@ def page_out_locked(out, overwrite: bool):
     try:
         with OutputLock(path, "out (--out)"):
             check_page_out(out, overwrite)  # again under the lock: a run that held it may have written the page
+            remove_stale_temporaries(path)  # the half-written pages of killed runs
             yield path
     except BaseException:
         if made:

@@ -18,7 +18,14 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .._atomic import DestinationError, OutputLock, publish, remove_temporary, temporary_path
+from .._atomic import (
+    DestinationError,
+    OutputLock,
+    publish,
+    remove_stale_temporaries,
+    remove_temporary,
+    temporary_path,
+)
 from .._checks import bad_argument, check_bool, check_threads
 from .._disk import advice, is_disk_error, meaning
 from .._paths import check_new_file, check_not_an_input, check_replaceable
@@ -120,6 +127,7 @@ def train_pool(pool, out, config=None, *, train: Mapping | None = None, label_co
     check_model_out(out, overwrite=overwrite, pool=pool, config=config)
     # Held until the model is saved: a second egal train to the same --out is refused now, not after its training.
     with OutputLock(out, "out (--out)"), _torch_threads(threads):
+        remove_stale_temporaries(out)  # copies of the model that a killed run left beside it
         return _train_checked(pool, out, settings, label_column, exclude, overwrite, progress)
 
 
