@@ -25,20 +25,17 @@ The two rules' results are checked equal before timing.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from _cpu_run import cpu_model, run_own_benchmarks
 from egal.pool import open_pool
 from egal.pool.encode import encode_png
 from egal.pool.labels import LABEL_COLUMN, is_label, label_key, read_labels
@@ -133,14 +130,8 @@ def table(data) -> str:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "startup.json"
-        # CPU time is the timer: on a machine shared with other work the wall time measures that work too.
-        subprocess.run([sys.executable, "-m", "pytest", __file__, "--benchmark-only", "-q", "-p", "no:cacheprovider",
-                        "--benchmark-timer=time.process_time", f"--benchmark-json={out}"], check=True)
-        data = json.loads(out.read_text())
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    data = run_own_benchmarks(__file__)
+    model = cpu_model()
     print(f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"pyarrow {pa.__version__}, numpy {np.__version__}; {ROWS:,} rows; load average at the end "
           f"{os.getloadavg()[0]:.1f}")

@@ -26,18 +26,16 @@ With m = 10, K = 1,000, D = 512: 5e9 multiply-adds for k-center, 5e9 per k-means
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _cpu_run import cpu_model, run_own_benchmarks
 from egal.selection import select_batch, select_top_k
 from egal.selection.embedding_file import EmbeddingFile, embedding_array, write_embedding_file
 
@@ -140,15 +138,8 @@ def table(data) -> str:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "selection.json"
-        # CPU time (all threads of this process) is the timer: on a machine shared with other work the wall
-        # time measures the other work too; both are reported.
-        subprocess.run([sys.executable, "-m", "pytest", __file__, "--benchmark-only", "-q", "-p", "no:cacheprovider",
-                        "--benchmark-timer=time.process_time", f"--benchmark-json={out}"], check=True)
-        data = json.loads(out.read_text())
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    data = run_own_benchmarks(__file__)
+    model = cpu_model()
     print(f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"numpy {np.__version__}; load average at the end {os.getloadavg()[0]:.1f}")
     print(table(data))

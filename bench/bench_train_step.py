@@ -29,16 +29,14 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _cpu_run import cpu_model, run_own_benchmarks
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch", reason="pip install 'egal-al[efficientnet]'")
@@ -167,13 +165,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     env = dict(os.environ, EGAL_BENCH_THREADS=str(args.threads))
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "train_step.json"
-        subprocess.run([sys.executable, "-m", "pytest", __file__, "--benchmark-only", "-q", "-p", "no:cacheprovider",
-                        "--benchmark-timer=time.process_time", f"--benchmark-json={out}"], check=True, env=env)
-        data = json.loads(out.read_text())
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    data = run_own_benchmarks(__file__, env=env)
+    model = cpu_model()
     print(f"{datetime.date.today()}, {model}, {os.cpu_count()} CPUs, {args.threads} thread(s), Python "
           f"{platform.python_version()}, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f}")
     stats = {b["extra_info"]["form"]: b["stats"] for b in data["benchmarks"] if "form" in b["extra_info"]}
