@@ -197,8 +197,10 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
         raise TypeError(f"options must be an egal.ScoreOptions, got {type(options).__name__}")
     job = ScoringJob.prepare(options)
     ranked = job.run()
-    statuses = ranked.column("status").to_pylist()
-    scored = statuses.count("ok")
+    from .ranking import count_ok
+
+    statuses = ranked.column("status")
+    scored = count_ok(statuses)
     return PoolScores(
         out=options.out, selection_path=options.selection_path, rows=len(statuses), rows_scored=scored,
         rows_in_error=len(statuses) - scored, runtime=job.choice.runtime, runtime_note=job.choice.note,
