@@ -39,13 +39,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from egal.pipeline import shard_store
 from egal.pipeline.batch_scoring import OUTPUT_SCHEMA
 from egal.pipeline.output_layout import RUN_METADATA_KEY
-from egal.pipeline.ranking import LABELLED, count_ok, rank_column
+from egal.pipeline.ranking import count_ok
 from egal.pipeline.shard_store import DISCARDED, ShardStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from finalize_before import old_merge, old_rank_table  # noqa: E402  (the code as it was)
 
 CASES = ((200_000, 32), (1_000_000, 1024))
 PHASES = ("read + check", "rank", "write", "delete", "status count")
@@ -55,29 +57,11 @@ MANIFEST = {"alpha": 0.5, "combine": "raw", "include_labelled": False, "note": "
 
 # -- the code as it was before 2026-11-28 ---------------------------------------------------------------------------
 def old_merged(store: ShardStore, num_rows: int) -> pa.Table:
-    shards = [pq.read_table(store._path(f"part-{i:06d}.parquet"), schema=OUTPUT_SCHEMA)
-              for i in sorted(store.completed_batches())]
-    merged = pa.concat_tables(shards) if shards else OUTPUT_SCHEMA.empty_table()
+    merged = old_merge(store.parts_dir)
     rows = np.sort(merged.column("row").to_numpy())
     if merged.num_rows != num_rows or not np.array_equal(rows, np.arange(num_rows)):
         raise shard_store.OutputError("incomplete")
     return merged
-
-
-def old_rank_table(table: pa.Table, *, labelled=None, include_labelled: bool = False) -> pa.Table:
-    """rank_table with combine "raw" (the default)."""
-    table = table.sort_by("row")
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
-    scores = table.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
-    usable = np.array([s == "ok" for s in table.column("status").to_pylist()], dtype=bool) & ~np.isnan(scores)
-    labelled = np.zeros(len(ids), dtype=bool) if labelled is None else np.asarray(labelled, dtype=bool)
-    if not include_labelled:
-        usable &= ~labelled
-    ranks = rank_column(np.where(usable, scores, np.nan), ids.astype(str))
-    columns = [c for c in table.column_names if c != "row"]
-    out = table.select(columns)
-    out = out.add_column(out.column_names.index("score") + 1, "rank", ranks)
-    return out.add_column(out.column_names.index("error") + 1, LABELLED, pa.array(labelled, type=pa.bool_()))
 
 
 def old_ranked(store: ShardStore, merged: pa.Table, labelled) -> pa.Table:
