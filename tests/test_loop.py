@@ -27,6 +27,7 @@ from egal.loop import (
 )
 from egal.loop.config import DataConfig, LoopConfig
 from egal.loop.first_rounds import FirstRounds
+from egal.loop.folder import refuse_foreign_folder
 from egal.train import TrainConfig, train_model
 from lesion_data import CLASSES, lesion_arrays, lesion_dataset
 
@@ -595,6 +596,24 @@ def test_seeds_run_in_parallel_into_one_folder_give_one_report_of_all_runs(tmp_p
                    dataset=dataset, progress=False)
     recorded = json.loads((tmp_path / "config.json").read_text())["config"]["loop"]
     assert recorded["seeds"] == [0, 1, 2] and recorded["strategies"] == ["random", "egal", "entropy"]
+
+
+def test_the_write_check_of_one_simulate_is_not_a_strangers_file_to_another(tmp_path, monkeypatch):
+    # Two simulates starting into one --out: the first one's write check creates and removes a probe file; the
+    # second, checking the folder for files of something else in that instant, must count the probe as egal's.
+    from egal._paths import check_writable
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "remove", lambda path: None)  # the probe stays: the instant between create and remove
+        check_writable(out, "out (--out)", inside=True)
+    [probe] = os.listdir(out)
+    refuse_foreign_folder(str(out))
+    (out / "notes.txt").write_text("the user's")
+    with pytest.raises(egal.EgalError, match="notes.txt") as refused:
+        refuse_foreign_folder(str(out))
+    assert probe not in str(refused.value), "only the stranger's file is named"
 
 
 def test_the_decoded_cache_follows_the_pool_content_and_the_decoding_rules_not_its_timestamp(tmp_path, monkeypatch):

@@ -173,9 +173,13 @@ def check_writable(path, name: str, *, inside: bool = False) -> None:
 
 def _can_create_file_in(folder: str) -> bool:
     """Whether a file can be created in `folder`, found by creating (and removing) one: os.access alone says yes
-    to root in a read-only mount or a kernel file system such as /sys or /proc, where the write then fails."""
+    to root in a read-only mount or a kernel file system such as /sys or /proc, where the write then fails.
+
+    The probe's name holds ".tmp-", which every check of a folder's files counts as egal's own (a temporary, as
+    temporary_path names them): another egal writing beside this one (a second simulate into the same --out) must
+    not see the probe as a stranger's file in the instant it exists."""
     try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".egal-write-check-")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".egal-write-check.tmp-")
     except OSError:
         return False
     os.close(fd)
