@@ -1,5 +1,6 @@
 """Ctrl-C stops `egal` with one line and exit status 130 wherever it arrives: while the commands load, while the
-command line is parsed, during the run and while it cleans up; never with a traceback.
+command line is parsed, during the run and while it cleans up; never with a traceback. SIGTERM (a scheduler's stop)
+does the same with status 143, from the moment egal's command line starts.
 
 The child process sends itself SIGINT at a chosen point (the first import of a module, the first call of a
 function), so that the test hits the same moment on every run instead of guessing it with a delay."""
@@ -14,12 +15,12 @@ import pytest
 CHILD = r"""
 import importlib.abc, os, runpy, signal, sys
 
-entry, at, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+entry, at, sent, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 kind, _, target = at.partition(":")
 
 
 def interrupt():
-    os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C does: Python's handler raises KeyboardInterrupt
+    os.kill(os.getpid(), getattr(signal, sent))  # SIGINT as Ctrl-C sends it: Python's handler raises KeyboardInterrupt
 
 
 class OnImport(importlib.abc.MetaPathFinder):
@@ -48,9 +49,9 @@ runpy.run_module("egal", run_name="__main__", alter_sys=True)
 """
 
 
-def interrupted(entry: str, at: str, *argv: str) -> subprocess.CompletedProcess:
+def interrupted(entry: str, at: str, *argv: str, sent: str = "SIGINT") -> subprocess.CompletedProcess:
     # SIGINT at its default, as a terminal gives it: a runner in the background hands it down ignored.
-    return subprocess.run([sys.executable, "-c", CHILD, entry, at, *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", CHILD, entry, at, sent, *argv], capture_output=True, text=True,
                           timeout=300, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
@@ -61,7 +62,7 @@ TRAIN = ("train", "--pool", "no-such-pool.parquet", "--out", "never-written.pt")
     ("import:egal.commands", TRAIN, "egal: interrupted"),  # the commands loading (before: as egal.cli was imported)
     ("import:egal.commands.pool", TRAIN, "egal: interrupted"),
     ("call:ArgumentParser.parse_args", TRAIN, "egal: interrupted"),
-    ("call:_on_sigterm_stop", TRAIN, "egal train: interrupted"),  # parsed, not yet running
+    ("call:_escape_undecodable_output", TRAIN, "egal train: interrupted"),  # parsed, not yet running
     ("import:torch", TRAIN, "egal train: interrupted"),  # egal train's check that PyTorch is there
     ("import:egal.train.from_pool", TRAIN, "egal train: interrupted"),  # the run
     ("call:_escape_undecodable_output.<locals>.restore", ("backends",), "egal backends: interrupted"),  # its end
@@ -89,3 +90,17 @@ def test_ctrl_c_while_numpy_or_pyarrow_load_is_one_line_too():
         done = interrupted("script", f"import:{module}", *TRAIN)
         assert "Traceback" not in done.stderr, done.stderr
         assert done.returncode == 130 and done.stderr.endswith("interrupted\n"), done.stderr
+
+
+@pytest.mark.parametrize(("at", "argv", "said"), [
+    ("import:egal.commands", TRAIN, "egal: stopped by SIGTERM"),  # the commands loading: the handler came first
+    ("call:ArgumentParser.parse_args", TRAIN, "egal: stopped by SIGTERM"),
+    ("call:_escape_undecodable_output", TRAIN, "egal train: stopped by SIGTERM"),
+    ("import:egal.train.from_pool", TRAIN, "egal train: stopped by SIGTERM"),  # the run
+])
+def test_sigterm_anywhere_in_the_command_line_is_one_line_and_status_143(at, argv, said):
+    if at.endswith("from_pool"):
+        pytest.importorskip("torch")
+    done = interrupted("script", at, *argv, sent="SIGTERM")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr) == (143, f"{said}\n")

@@ -71,25 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    # Everything main does is inside this try, so that a Ctrl-C is one line and status 130 wherever it arrives:
-    # while the commands load, while the options are parsed, during the run or while it cleans up.
-    args = None
+    # Everything main does is inside this try, so that a Ctrl-C (or a SIGTERM, whose handler comes first) is one
+    # line and status 130 (143) wherever it arrives: while the commands load, while the options are parsed, during
+    # the run or while it cleans up.
+    args = previous = None
     try:
+        previous = _on_sigterm_stop()
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        previous = _on_sigterm_stop()
         restore = _escape_undecodable_output()
         try:
             return _run(args)
         finally:
             restore()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt as exc:
         return stopped(exc, args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stopped(exc: KeyboardInterrupt, args=None) -> int:
