@@ -104,3 +104,14 @@ def test_sigterm_anywhere_in_the_command_line_is_one_line_and_status_143(at, arg
     done = interrupted("script", at, *argv, sent="SIGTERM")
     assert "Traceback" not in done.stderr, done.stderr
     assert (done.returncode, done.stderr) == (143, f"{said}\n")
+
+
+@pytest.mark.parametrize(("sent", "said", "status"), [("SIGINT", "egal: interrupted", 130),
+                                                      ("SIGTERM", "egal: stopped by SIGTERM", 143)])
+def test_a_stop_that_numpy_turns_into_an_import_error_is_still_the_stop(sent, said, status):
+    # numpy's C module imports datetime as it loads (here while the commands load), and reports any failure there,
+    # the stop included, as an ImportError that asks to check the install ("PyCapsule_Import could not import
+    # module"): that error, raised because of the stop, is the stop.
+    done = interrupted("script", "import:datetime", *TRAIN, sent=sent)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert (done.returncode, done.stderr) == (status, f"{said}\n")

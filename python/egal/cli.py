@@ -74,9 +74,10 @@ def main(argv=None) -> int:
     # Everything main does is inside this try, so that a Ctrl-C (or a SIGTERM, whose handler comes first) is one
     # line and status 130 (143) wherever it arrives: while the commands load, while the options are parsed, during
     # the run or while it cleans up.
-    args = previous = None
+    args = restore_signals = None
+    stops = []  # the stops (Ctrl-C, SIGTERM) raised during this call
     try:
-        previous = _on_sigterm_stop()
+        restore_signals = _on_stop_signals(stops)
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
@@ -89,9 +90,13 @@ def main(argv=None) -> int:
             restore()
     except KeyboardInterrupt as exc:
         return stopped(exc, args)
+    except Exception:
+        if stops:  # the stop was raised inside code that turned it into another error (numpy's C import does)
+            return stopped(stops[0], args)
+        raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if restore_signals is not None:
+            restore_signals()
 
 
 def stopped(exc: KeyboardInterrupt, args=None) -> int:
@@ -181,21 +186,37 @@ def _require_torch(command: str) -> None:
                          "see the README)") from None
 
 
-def _on_sigterm_stop():
-    """SIGTERM raises Terminated in the main thread, so a scheduler's stop ends the run like Ctrl-C:
-    workers shut down, finished work kept, the same message. Returns the handler it replaced (None
-    where handlers cannot be set: not the main thread)."""
+def _on_stop_signals(stops: list):
+    """SIGTERM raises Terminated in the main thread, so a scheduler's stop ends the run like Ctrl-C: workers shut
+    down, finished work kept, the same message. Ctrl-C raises KeyboardInterrupt as Python's own handler does, where
+    that handler is in place (not where SIGINT is ignored, as in a background job). Each raised stop is appended to
+    `stops`: code that catches it and raises another error (a C extension's import) cannot hide it. Returns what
+    puts the previous handlers back (nothing to do outside the main thread, where handlers cannot be set)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return lambda: None
 
     def stop(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
-        raise Terminated()
+        stops.append(Terminated())
+        raise stops[-1]
 
+    def interrupt(signum, frame):
+        stops.append(KeyboardInterrupt())
+        raise stops[-1]
+
+    previous = {}
     try:
-        return signal.signal(signal.SIGTERM, stop)
-    except ValueError:
-        return None
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, stop)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, interrupt)
+    except ValueError:  # not the main interpreter: Python's own handling stays
+        pass
+
+    def restore():
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
 
 
 if __name__ == "__main__":
