@@ -214,7 +214,8 @@ def _on_stop_signals(stops: list):
 
     def restore():
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # (None: a handler not set from Python, which Python cannot set back)
+                signal.signal(signum, handler)
 
     return restore
 
