@@ -35,6 +35,7 @@ from .model_runner import load_runner
 from .options import ScoreOptions
 from .output_layout import RUN_METADATA_KEY, parts_dir_of
 from .progress import RowProgress
+from .ranking import count_ok
 from .run_record import check_resume_arguments, recorded_run
 from .runtime import RuntimeChoice, choose_runtime
 from .shard_store import ShardStore
@@ -197,8 +198,6 @@ def run_scoring(options: ScoreOptions) -> PoolScores:
         raise TypeError(f"options must be an egal.ScoreOptions, got {type(options).__name__}")
     job = ScoringJob.prepare(options)
     ranked = job.run()
-    from .ranking import count_ok
-
     statuses = ranked.column("status")
     scored = count_ok(statuses)
     return PoolScores(
