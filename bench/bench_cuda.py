@@ -1,11 +1,11 @@
 """GPU: the fused CUDA kernel against the PyTorch reference running on the same GPU.
 
 In one run: "fused" (the CUDA backend as shipped: masks and boxes projected onto the map's grid first, a mask
-column a thread; the channel weights a warp per channel), its other passes (IMPLS: the per-pixel ROI pass it
-replaced, float32 only; the two passes that have not yet run on a GPU, each alone and both together; channel tiles
-take maps of at most 256 cells) and "reference" (egal.reference in PyTorch). Masks are one lesion-sized blob per
-image, or the same number of scattered pixels ("scattered", float32 only): the projection's cost must not depend
-on which.
+column a thread; small maps' channels in tiles, large maps in blocks of cells), its other passes (IMPLS: the map
+pass that the cell blocks replaced, a warp per channel; the per-pixel ROI pass that the projection replaced,
+float32 only; the projection with four mask columns a thread) and "reference" (egal.reference in PyTorch).
+Masks are one lesion-sized blob per image, or the same number of scattered pixels ("scattered", float32 only): the
+projection's cost must not depend on which.
 
     python -m pytest bench/bench_cuda.py --benchmark-only --benchmark-json=cuda.json
     python bench/report_scorer.py --from-json cuda.json   # same table as the CPU run
@@ -42,11 +42,9 @@ def _case(layer, B, dtype):
 
 
 # The CUDA backend's implementations: (ROI pass, map pass).
-IMPLS = {"fused": ("projection", "channel-warps"), "fused-per-pixel": ("per-pixel", "channel-warps"),
-         "fused-channel-tiles": ("projection", "channel-tiles"),
-         "fused-cell-blocks": ("projection", "cell-blocks"),
-         "fused-vector-projection": ("vector-projection", "channel-warps"),
-         "fused-candidates": ("vector-projection", "cell-blocks")}
+IMPLS = {"fused": ("projection", "cell-blocks"), "fused-channel-warps": ("projection", "channel-warps"),
+         "fused-per-pixel": ("per-pixel", "channel-warps"),
+         "fused-vector-projection": ("vector-projection", "cell-blocks")}
 
 
 @pytest.fixture
@@ -69,10 +67,6 @@ def cuda_passes(impl):
 def test_score_batch_cuda(benchmark, cuda_passes, impl, layer, B, dtype, roi):
     if layer[0] == "32ch-224x224" and B == 4096:
         pytest.skip("26 GB of float32 maps")
-    if IMPLS.get(impl, ("", ""))[1] == "channel-tiles" and layer[2] * layer[3] > 256:
-        pytest.skip("channel tiles take maps of at most 256 cells")
-    if impl == "fused-cell-blocks" and layer[2] * layer[3] <= 256:
-        pytest.skip("cell blocks take maps of more than 256 cells (smaller ones: fused-channel-tiles)")
     if dtype != "float32" and (impl == "fused-per-pixel" or roi == "scattered"):
         pytest.skip("the per-pixel pass and scattered masks are compared in float32")
     case = _case(layer, B, dtype)

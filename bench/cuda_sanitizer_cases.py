@@ -15,8 +15,8 @@ SHAPES = [(1, 1, 1, 1, 2, 1, 1), (1, 1, 7, 7, 2, 224, 224), (3, 1024, 7, 7, 3, 2
           (2, 5, 1, 1, 4, 17, 300), (2, 32, 57, 33, 2, 259, 97), (1, 3, 300, 2, 2, 5, 601),
           (3, 33, 7, 7, 2, 224, 224), (2, 100, 10, 10, 3, 80, 80), (2, 19, 15, 15, 3, 60, 60)]
 # The CUDA backend's passes: (ROI pass, map pass); channel tiles and cell blocks take projected ROIs only.
-PASSES = [("projection", "channel-warps"), ("per-pixel", "channel-warps"), ("projection", "channel-tiles"),
-          ("vector-projection", "cell-blocks")]
+PASSES = [("projection", "cell-blocks"), ("projection", "channel-warps"), ("per-pixel", "channel-warps"),
+          ("vector-projection", "channel-tiles")]
 
 
 def main():

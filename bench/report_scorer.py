@@ -19,9 +19,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # The CUDA backend's other passes that bench_cuda.py times beside "fused", and their columns' names.
-ALTERNATIVES = {"fused-per-pixel": "per-pixel", "fused-channel-tiles": "channel-tiles",
-                "fused-cell-blocks": "cell-blocks", "fused-vector-projection": "vector-projection",
-                "fused-candidates": "all new passes"}
+ALTERNATIVES = {"fused-channel-warps": "channel-warps", "fused-per-pixel": "per-pixel",
+                "fused-vector-projection": "vector-projection"}
 
 
 def run(json_path, k_expr, isa, one_core):

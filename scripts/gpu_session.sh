@@ -2,10 +2,10 @@
 # Issues 17 and 11 in one call of the device machine (under its 10-minute limit), for a session whose 15 minutes
 # of GPU time must hold it, a machine start and a rerun:
 #   1. bench/gpu_check.sh on a quiet GPU: onnxruntime-gpu where its parts came along, the sm_90 build, the CUDA
-#      tests (every pass of the backend, the three that have not yet run on a GPU among them, and the models'
-#      GPU tests), the benchmark (every pass side by side), Nsight Compute on its headline case and its largest
-#      map, and `egal score --device cuda` end to end, .pt and .onnx (EGAL_GPU_CHECK_SECONDS, default 400;
-#      EGAL_GPU_CHECK_STEPS, default "ort build tests bench profile score");
+#      tests (every pass of the backend, and the models' GPU tests), the benchmark (every pass side by side),
+#      Nsight Compute on its headline case and its largest map, and `egal score --device cuda` end to end, .pt and
+#      .onnx (EGAL_GPU_CHECK_SECONDS, default 400; EGAL_GPU_CHECK_STEPS, default "ort build tests bench profile
+#      score");
 #   2. then, with the time left (EGAL_GPU_TOTAL, default 560 s, counted from the start), the compute-sanitizer
 #      runs over every pass, and beside them, on two other cores, issue 11 on this machine's CPU (another model
 #      than the development machine's): the CPU kernels' tests in every instruction set it has (AVX-512 where it

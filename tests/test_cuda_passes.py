@@ -1,5 +1,5 @@
 """The choice of the CUDA backend's passes: the ROI pass (projection, the default, per-pixel or vector-projection)
-and the map pass (channel-warps, the default, channel-tiles or cell-blocks), each a setting and an EGAL_CUDA_*
+and the map pass (cell-blocks, the default, channel-warps or channel-tiles), each a setting and an EGAL_CUDA_*
 variable that work on any build.
 The passes themselves are compared on a GPU (tests/test_scorer_cuda.py runs every test with each), and the
 kernels' logic on the CPU (tests/test_cuda_emulated.py)."""
@@ -34,7 +34,7 @@ class Pass(NamedTuple):
 
 
 ROI_PASSES = ("projection", "per-pixel", "vector-projection")
-MAP_PASSES = ("channel-warps", "channel-tiles", "cell-blocks")
+MAP_PASSES = ("cell-blocks", "channel-warps", "channel-tiles")
 PASSES = [*(Pass("roi_pass", "EGAL_CUDA_ROI_PASS", ROI_PASSES, other,
                  f"masks and boxes take the {other} pass on CUDA (EGAL_CUDA_ROI_PASS)") for other in ROI_PASSES[1:]),
           *(Pass("map_pass", "EGAL_CUDA_MAP_PASS", MAP_PASSES, other,

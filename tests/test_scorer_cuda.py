@@ -26,13 +26,14 @@ CUDA_SHAPES = {**SHAPES, "all-1x1": (1, 1, 1, 1, 2, 1, 1), "B7-K1024-densenet": 
                "600-wide-roi": (2, 8, 7, 9, 3, 40, 600)}
 
 
-@pytest.fixture(autouse=True, params=[("projection", "channel-warps"), ("per-pixel", "channel-warps"),
-                                      ("projection", "channel-tiles"), ("vector-projection", "cell-blocks")],
+@pytest.fixture(autouse=True, params=[("projection", "cell-blocks"), ("projection", "channel-warps"),
+                                      ("per-pixel", "channel-warps"), ("vector-projection", "channel-tiles")],
                 ids=lambda p: "+".join(p))
 def cuda_passes(request):
     """Every test with each of the CUDA backend's passes: masks and boxes projected first (a column or four a
-    thread) or read per pixel; maps by channel warps, small ones by channel tiles (large ones then by channel warps),
-    or small ones by channel tiles and large ones by blocks of cells (both new map passes take projected ROIs only)."""
+    thread) or read per pixel; small maps by channel tiles and large ones by blocks of cells (the default), maps by
+    channel warps, or small ones by channel tiles and large ones by channel warps (tiles and cell blocks take
+    projected ROIs only)."""
     core = egal._core
     previous = core.cuda_roi_pass(), core.cuda_map_pass()
     core.set_cuda_roi_pass(request.param[0])

@@ -273,7 +273,7 @@ PYBIND11_MODULE(_core, m) {
   // The CUDA backend's ROI pass ("projection", the default, or "per-pixel"), for the same purpose.
   m.def("cuda_roi_pass", [] { return std::string(egal::cuda_roi_pass()); });
   m.def("set_cuda_roi_pass", &egal::set_cuda_roi_pass, py::arg("name"));
-  // Its map pass ("channel-warps", the default, "channel-tiles" or "cell-blocks", not yet run on a GPU), likewise.
+  // Its map pass ("cell-blocks", the default, "channel-warps" or "channel-tiles"), likewise.
   m.def("cuda_map_pass", [] { return std::string(egal::cuda_map_pass()); });
   m.def("set_cuda_map_pass", &egal::set_cuda_map_pass, py::arg("name"));
 }

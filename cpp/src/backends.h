@@ -16,7 +16,7 @@ void score_cuda(const ScoreInputs& in, const ScoreOutputs& out);
 // The CUDA passes set_cuda_roi_pass / set_cuda_map_pass chose, for the launcher to branch on (their names, in
 // this order, are dispatch.cpp's; the first is the default).
 enum class CudaRoiPass { Projection, PerPixel, VectorProjection };
-enum class CudaMapPass { ChannelWarps, ChannelTiles, CellBlocks };
+enum class CudaMapPass { CellBlocks, ChannelWarps, ChannelTiles };
 CudaRoiPass chosen_cuda_roi_pass();
 CudaMapPass chosen_cuda_map_pass();
 

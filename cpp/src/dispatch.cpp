@@ -25,9 +25,9 @@ namespace {
 
 // The CUDA passes: an index into each list, the default first, in the order of backends.h's enums.
 constexpr const char* kCudaRoiPasses[] = {"projection", "per-pixel", "vector-projection"};
-constexpr const char* kCudaMapPasses[] = {"channel-warps", "channel-tiles", "cell-blocks"};
+constexpr const char* kCudaMapPasses[] = {"cell-blocks", "channel-warps", "channel-tiles"};
 static_assert(std::size(kCudaRoiPasses) == static_cast<size_t>(CudaRoiPass::VectorProjection) + 1);
-static_assert(std::size(kCudaMapPasses) == static_cast<size_t>(CudaMapPass::CellBlocks) + 1);
+static_assert(std::size(kCudaMapPasses) == static_cast<size_t>(CudaMapPass::ChannelTiles) + 1);
 std::atomic<int> cuda_roi_pass_index{0};
 std::atomic<int> cuda_map_pass_index{0};
 

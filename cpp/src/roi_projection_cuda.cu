@@ -10,9 +10,9 @@
 // block reduces them horizontally (R_x: CAM column j reads a contiguous range of mask columns) into P[i, :].
 //
 // A thread owns one column (kColumns = 1, 256 threads: the pass of the "projection" setting) or four
-// (kColumns = 4, 64 threads: "vector-projection", which has not yet run on a GPU). Four columns read a float32
-// row in 16-byte loads and a uint8 row in 4-byte ones, and share each row's table loads and index arithmetic,
-// which a GPU profile found to be most of the one-column pass's time (bench/README.md, issue 17).
+// (kColumns = 4, 64 threads: "vector-projection", opt-in: faster with masks at large B, slower with boxes). Four
+// columns read a float32 row in 16-byte loads and a uint8 row in 4-byte ones, and share each row's table loads and
+// index arithmetic, which a GPU profile found to be most of the one-column pass's time (bench/README.md, issue 17).
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>

@@ -37,7 +37,7 @@ class _CudaBackend(TypedDict):
     available: bool  # devices > 0
     reason: str | None  # why not available; None when available
     roi_pass: Literal["projection", "per-pixel", "vector-projection"]  # how CUDA reads masks and boxes
-    map_pass: Literal["channel-warps", "channel-tiles", "cell-blocks"]  # how it computes maps (cuda_map_pass())
+    map_pass: Literal["cell-blocks", "channel-warps", "channel-tiles"]  # how it computes maps (cuda_map_pass())
     default_roi_pass: str  # the ROI pass a process starts with
     default_map_pass: str  # the map pass a process starts with
 
@@ -113,19 +113,20 @@ def set_cpu_isa(name: Literal["baseline", "avx2", "avx512"]) -> None:
 def cuda_roi_pass() -> Literal["projection", "per-pixel", "vector-projection"]:
     """How the CUDA backend reads masks and boxes: "projection" (the default: each ROI projected onto the map's grid
     in a pass whose cost the ROI's content does not change), "per-pixel" (the map upsampled at each ROI pixel) or
-    "vector-projection" (the projection with four mask columns a thread; not yet run on a GPU)."""
+    "vector-projection" (the projection with four mask columns a thread: faster with masks at large B, slower with
+    boxes, so not the default)."""
 
 def set_cuda_roi_pass(name: Literal["projection", "per-pixel", "vector-projection"]) -> None:
     """For tests and benchmarks: score masks and boxes on CUDA with `name`'s pass from the next call on, in every
     thread. ValueError for another name."""
 
-def cuda_map_pass() -> Literal["channel-warps", "channel-tiles", "cell-blocks"]:
-    """How the CUDA backend computes the channel weights and raw map: "channel-warps" (the default: one block a
-    sample, a warp per channel), "channel-tiles" (small contiguous maps, at most 256 cells, streamed through shared
-    memory in tiles of channels) or "cell-blocks" (those small maps in channel tiles too, and larger maps shared
-    out to blocks of 256 cells); the last two not yet run on a GPU, and for masks and boxes with the projection
-    ROI passes only."""
+def cuda_map_pass() -> Literal["cell-blocks", "channel-warps", "channel-tiles"]:
+    """How the CUDA backend computes the channel weights and raw map: "cell-blocks" (the default: small contiguous
+    maps, at most 256 cells, streamed through shared memory in tiles of channels, larger maps shared out to blocks
+    of 256 cells), "channel-warps" (one block a sample, a warp per channel; what the other two fall back to for
+    small maps not contiguous per sample and for masks and boxes under the per-pixel ROI pass) or "channel-tiles" (the
+    small maps' tiles alone)."""
 
-def set_cuda_map_pass(name: Literal["channel-warps", "channel-tiles", "cell-blocks"]) -> None:
+def set_cuda_map_pass(name: Literal["cell-blocks", "channel-warps", "channel-tiles"]) -> None:
     """For tests and benchmarks: compute maps on CUDA with `name`'s pass from the next call on, in every thread.
     ValueError for another name."""

@@ -19,10 +19,10 @@ from .roi import ProjectedROI
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 _STATUS_BAD_MASK = _core.STATUS_BAD_MASK
 # The CUDA backend's passes for every process that imports egal (a run's workers too): EGAL_CUDA_ROI_PASS
-# "per-pixel" checks a result against the pass that "projection", the default, replaced; "vector-projection" and
-# EGAL_CUDA_MAP_PASS "channel-tiles" or "cell-blocks" take the passes that have not yet run on a GPU
-# (docs/scoring.md). Read once, at import; a value a setter does not know is a warning, not an import that fails
-# (it means nothing to a CPU-only install).
+# "per-pixel" checks a result against the pass that "projection", the default, replaced, and "vector-projection"
+# times its four-column variant; EGAL_CUDA_MAP_PASS "channel-warps" or "channel-tiles" those that "cell-blocks",
+# the default, outran on the GPU (docs/scoring.md). Read once, at import; a value a setter does not know is a
+# warning, not an import that fails (it means nothing to a CPU-only install).
 CUDA_PASS_VARIABLES = {"EGAL_CUDA_ROI_PASS": _core.set_cuda_roi_pass, "EGAL_CUDA_MAP_PASS": _core.set_cuda_map_pass}
 for _variable, _set_pass in CUDA_PASS_VARIABLES.items():
     if os.environ.get(_variable):

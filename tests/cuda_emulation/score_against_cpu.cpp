@@ -354,10 +354,10 @@ int main() {
       {3, 64, 7, 7, 3, 224, 224, DType::Float32, "inconsistent", true},
       {2, 4, 20, 20, 3, 80, 80, DType::Float32, "inconsistent", true},
   };
-  const std::pair<const char*, const char*> passes[] = {{"projection", "channel-warps"},
+  const std::pair<const char*, const char*> passes[] = {{"projection", "cell-blocks"},
+                                                        {"projection", "channel-warps"},
                                                         {"per-pixel", "channel-warps"},
-                                                        {"projection", "channel-tiles"},
-                                                        {"vector-projection", "cell-blocks"}};
+                                                        {"vector-projection", "channel-tiles"}};
   for (const auto& [roi_pass, map_pass] : passes) {
     egal::set_cuda_roi_pass(roi_pass);
     egal::set_cuda_map_pass(map_pass);

@@ -83,20 +83,19 @@ void set_cpu_isa(const std::string& name);
 // grid in a pass of its own, at a cost set by the ROI's size alone, then scores against the projection;
 // "per-pixel" upsamples the map at each ROI pixel inside the scoring kernel (the backend before 2026-11-27,
 // kept so that tests and benchmarks compare the two); "vector-projection" is the projection with four mask
-// columns a thread and vector loads, which has not yet run on a GPU (opt-in until it has). Throws
+// columns a thread and vector loads (opt-in: on an H200 faster with masks at large B, slower with boxes). Throws
 // std::invalid_argument for another name.
 const char* cuda_roi_pass();
 void set_cuda_roi_pass(const std::string& name);
 const char* default_cuda_roi_pass();
 
-// How the CUDA backend computes the channel weights and the raw map (steps 2-3): "channel-warps" (the default)
-// gives a sample one block, each channel a warp, then each map cell a group of threads; "channel-tiles" streams
-// a map of at most 256 cells whose [K, h, w] block per sample is contiguous through shared memory in tiles of
-// channels, with 16-byte loads (other maps take channel warps); "cell-blocks" does the same for those small maps
-// and shares a larger map out to blocks of 256 cells, after a warp a channel for the gradient means. The last two
-// take the projection ROI passes only (masks and boxes under "per-pixel" take channel warps), and have not yet
-// run on a GPU: until they have, they are opt-in, for the GPU tests and benchmarks. Throws
-// std::invalid_argument for another name.
+// How the CUDA backend computes the channel weights and the raw map (steps 2-3): "cell-blocks" (the default)
+// streams a map of at most 256 cells whose [K, h, w] block per sample is contiguous through shared memory in
+// tiles of channels, with 16-byte loads, and shares a larger map out to blocks of 256 cells, after a warp a
+// channel for the gradient means; "channel-warps" gives a sample one block, each channel a warp, then each map
+// cell a group of threads; "channel-tiles" takes the small maps' tiles alone (larger maps take channel warps).
+// Tiles and cell blocks take the projection ROI passes only (masks and boxes under "per-pixel", and small maps
+// not contiguous per sample, take channel warps). Throws std::invalid_argument for another name.
 const char* cuda_map_pass();
 void set_cuda_map_pass(const std::string& name);
 const char* default_cuda_map_pass();
