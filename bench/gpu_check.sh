@@ -20,7 +20,8 @@
 # EGAL_GPU_STEPS picks steps (default: "ort build tests sanitizer bench profile score"; "cpu" adds issue 11's CPU scorer
 # benchmark on this machine's CPU, into bench_cpu.json, and "isa" the CPU kernels' tests in every instruction set
 # this CPU has, AVX-512 among them where it has it; build runs only where egal's CUDA backend is not installed yet,
-# or with EGAL_GPU_BUILD=1, after a change), and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
+# or with EGAL_GPU_BUILD=1, after a change), EGAL_GPU_SCORE_ARGS replaces bench/gpu_score_check.py's arguments,
+# and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
 # starting them again: scripts/gpu_session.sh runs the sanitizer after the GPU steps that way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -134,7 +135,9 @@ if wanted cpu; then
     -k "(densenet121-block4 and 256 and gradients) or mask_pass or bandwidth"
 fi
 
-if [ "$REHEARSAL" = 1 ]; then
+if [ -n "${EGAL_GPU_SCORE_ARGS:-}" ]; then  # a shorter rerun, say: "--device cuda" without --profile
+  read -r -a SCORE_ARGS <<< "$EGAL_GPU_SCORE_ARGS"
+elif [ "$REHEARSAL" = 1 ]; then
   SCORE_ARGS=(--device cpu --rows 48 --densenet-rows 32 --batch-sizes 16 --profile)
 else
   SCORE_ARGS=(--device cuda --profile)

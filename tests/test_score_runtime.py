@@ -393,6 +393,41 @@ def test_on_a_cuda_device_auto_keeps_the_faster_runtime(tmp_path, pool, exported
                                            on_cuda=True, log=lambda *_: None)
     assert choice.runtime in ("torch", "onnxruntime")
     assert "with PyTorch" in choice.note and "with onnxruntime" in choice.note
+    assert f"the fastest of {runtime_module.CUDA_TIMING_ROUNDS} rounds each" in choice.note
+
+
+def test_on_a_cuda_device_auto_times_each_runtime_past_its_warm_up(tmp_path, pool, exported, monkeypatch):
+    """A runtime whose first timed round is slow (onnxruntime's CUDA provider still warming up, as on an H200)
+    but whose later rounds are fast is kept over a runtime that is steadily slower: each runtime's fastest round
+    counts, not its first."""
+    import time
+
+    from egal.pipeline import batch_scoring, model_runner
+    from egal.pipeline.model_runner import load_runner
+    from egal.pool import open_pool
+
+    monkeypatch.setattr(model_runner, "onnxruntime_lacks_cuda", lambda: False)
+    _, model, _, _ = exported
+    runner = load_runner(model)
+    score = batch_scoring.score_decoded_batch
+    calls = {"torch": 0, "onnxruntime": 0}
+
+    def timed(batch, scoring_runner, **kwargs):
+        name = "torch" if scoring_runner is runner else "onnxruntime"
+        calls[name] += 1  # the first call of each is the parity check, untimed
+        if name == "torch" and calls[name] > 1:
+            time.sleep(0.05)
+        if name == "onnxruntime" and calls[name] == 2:
+            time.sleep(0.3)
+        return score(batch, scoring_runner, **kwargs)
+
+    monkeypatch.setattr(batch_scoring, "score_decoded_batch", timed)
+    choice = runtime_module.choose_runtime(runner, requested="auto", model_sha256=file_sha256(model),
+                                           spec=open_pool(pool), batch_size=8, alpha=0.5, load=load_runner,
+                                           on_cuda=True, log=lambda *_: None)
+    assert choice.runtime == "onnxruntime", choice.note
+    rounds = runtime_module.CUDA_TIMING_ROUNDS
+    assert calls == {"torch": 1 + rounds, "onnxruntime": 1 + rounds}
 
 
 def test_on_a_cuda_device_without_onnxruntimes_cuda_provider_nothing_is_exported(tmp_path, pool, exported, exports,
