@@ -14,8 +14,12 @@
 # The protocol run of issue 18 (scripts/gpu_protocol.sh) is done; run it on its own to repeat it.
 #
 # Here first: bash scripts/ort_gpu_parts.sh split (onnxruntime-gpu cut to sm_90, about 59 MB: it prints what
-# each call carries; one part where the working tree leaves room). On the device machine (timeout_s 598):
-#   bash scripts/gpu_session.sh            with carry [".ortgpu/part-1"] (without it, no onnxruntime CUDA run)
+# each call carries; two parts beside an 8 MB working tree). On the device machine, back to back:
+#   bash scripts/ort_gpu_parts.sh stash    with carry [".ortgpu/part-1"] (a second; the machine keeps it in /tmp)
+#   bash scripts/gpu_session.sh            with carry [".ortgpu/part-2"], timeout_s 598 (without both parts, no
+#                                          onnxruntime CUDA run; the rest runs)
+# A session with less device time left shortens it: EGAL_GPU_CHECK_SECONDS=300 EGAL_GPU_TOTAL=440 took 314 s
+# on the H200 (2026-11-28).
 # Rehearse here, on the CPU (the GPU parts skip and say so):
 #   EGAL_GPU_REHEARSAL=1 OUT=/tmp/gpu-session bash scripts/gpu_session.sh
 #

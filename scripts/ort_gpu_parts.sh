@@ -3,18 +3,21 @@
 # device call carries at most 64 MiB with the working tree, where the onnxruntime-gpu wheel is 256 MB (1.31.1,
 # CUDA 13). scripts/ort_gpu_slim.py cuts it to the H100/H200's own device code (sm_90) and drops files Python's
 # onnxruntime never loads; xz (x86 filter, -9e) packs that into about 59 MB, which fits beside the working tree
-# in one call. A bigger archive is split into parts, one a call in a row to one warm machine (files a call does
-# not carry stay there while it is held, and it goes back after 30 s idle).
+# in one call where the working tree is small enough. A bigger archive is split into parts, one a call in a row to
+# one warm machine (it goes back after 30 s idle). A call's copy of the working tree removes the ignored paths an
+# earlier call carried (on the H200, 2026-11-28, .ortgpu/part-1 was gone in the next call), so each call but the
+# last stashes its part outside the repository, in $STASH, where the machine keeps it while it is held.
 #
 #   here:    bash scripts/ort_gpu_parts.sh split
 #            -> .ortgpu/part-1 [... part-N] (git-ignored): the archive's pieces and its SHA256SUMS; it prints
 #               what each call carries. The archive stays in .ortgpu/cache, so splitting again (after the tree
 #               grew, or with ORT_PART_BYTES=N should a call be refused as too large) takes a second.
 #               ORT_GPU_SLIM=0 packs the whole wheel instead (five parts).
-#   device:  calls 1 .. N-1 (where N > 1), call i with carry [".ortgpu/part-i"] and command "ls .ortgpu";
-#            the last call with carry [".ortgpu/part-N"] runs scripts/gpu_session.sh, whose check installs it
-#            (bash scripts/ort_gpu_parts.sh install: joins the parts, checks the SHA-256, unpacks into
-#            /tmp/ort-site, runs a small graph on the CUDA provider against numpy, exit 0 only if it ran)
+#   device:  calls 1 .. N-1 (where N > 1), call i with carry [".ortgpu/part-i"] and command
+#            "bash scripts/ort_gpu_parts.sh stash"; the last call with carry [".ortgpu/part-N"] runs
+#            scripts/gpu_session.sh, whose check installs it (bash scripts/ort_gpu_parts.sh install: takes the
+#            stashed parts, joins them, checks the SHA-256, unpacks into /tmp/ort-site, runs a small graph on the
+#            CUDA provider against numpy, exit 0 only if it ran)
 #   here:    bash scripts/ort_gpu_parts.sh rehearse
 #            (split, install into a temporary folder and, with a Python of the wheel's version at
 #            ORT_CHECK_PYTHON or python3.12, the same graph on the CPU provider of the packed onnxruntime)
@@ -25,6 +28,7 @@ VERSION=${ORT_GPU_VERSION:-1.31.1}
 PYVER=3.12  # the device image's Python
 DIR=.ortgpu
 TARGET=${ORT_SITE:-/tmp/ort-site}
+STASH=${ORT_STASH:-/tmp/ortgpu-parts}  # on the device machine, outside the repository: kept between calls
 CALL_LIMIT=$((64 * 1024 * 1024))
 
 tree_bytes() {  # what a device call sends besides its carried paths: tracked and untracked-not-ignored files
@@ -68,8 +72,9 @@ split_archive() {
   local archive
   archive=$(pack)
   rm -rf "$DIR"/part-* "$DIR/pieces" "$DIR/joined" && mkdir -p "$DIR/pieces"
-  # ORT_PART_BYTES: smaller parts, should a call that carries one be refused as over 64 MiB
-  local part_bytes=${ORT_PART_BYTES:-$(( CALL_LIMIT - $(tree_bytes) - 512 * 1024 ))}  # 512 KiB to grow by
+  # ORT_PART_BYTES: smaller parts, should a call that carries one be refused as over 64 MiB. 2 MiB to grow by and
+  # for the tool's own count: a call of 66,845,000 bytes by tree_bytes was refused (2026-11-28)
+  local part_bytes=${ORT_PART_BYTES:-$(( CALL_LIMIT - $(tree_bytes) - 2 * 1024 * 1024 ))}
   (cd "$DIR/cache" && sha256sum "$(basename "$archive")" > ../pieces/SHA256SUMS)
   split -b "$part_bytes" -d -a 2 "$archive" "$DIR/pieces/piece-"
   local i=0 count
@@ -88,7 +93,8 @@ split_archive() {
     echo "device: one call, carry [\"$DIR/part-1\"], command \"bash scripts/gpu_session.sh\""
   else
     echo "device: $i calls back to back to one warm machine: call k < $i carries [\"$DIR/part-k\"] with command" \
-      "\"ls $DIR\"; call $i carries [\"$DIR/part-$i\"] and runs \"bash scripts/gpu_session.sh\""
+      "\"bash scripts/ort_gpu_parts.sh stash\"; call $i carries [\"$DIR/part-$i\"] and runs" \
+      "\"bash scripts/gpu_session.sh\""
   fi
 }
 
@@ -100,14 +106,27 @@ complete() {  # complete PART_DIR: every part of PART_DIR's split is here (anoth
   done
 }
 
+stash() {  # the parts this call carried, into $STASH for a later call of the same machine
+  local part
+  mkdir -p "$STASH"
+  for part in "$DIR"/part-*; do
+    [ -d "$part" ] || continue
+    rm -rf "$STASH/$(basename "$part")" && cp -r "$part" "$STASH/"
+    echo "stashed $part in $STASH"
+  done
+}
+
 join_and_unpack() {  # join_and_unpack [pip's cross-install flags]: the parts into $TARGET
   local dir found= name count k
+  for dir in "$STASH"/part-*; do  # what earlier calls stashed, where this call did not carry it
+    [ -d "$dir" ] && [ ! -e "$DIR/$(basename "$dir")" ] && mkdir -p "$DIR" && cp -r "$dir" "$DIR/"
+  done
   for dir in $(ls -d "$DIR"/part-* 2>/dev/null | sort -t- -k2 -nr); do
     complete "$dir" && { found=$dir; break; }
   done
   [ -n "$found" ] || {
     echo "no complete set of parts in $DIR ($(ls "$DIR" 2>/dev/null | tr '\n' ' ')): each call carries one," \
-      "back to back to one warm machine, .ortgpu/part-1 first" >&2
+      "back to back to one warm machine, .ortgpu/part-1 first, each but the last stashing it ($STASH)" >&2
     exit 2
   }
   name=$(awk '{print $2}' "$found/SHA256SUMS")
@@ -133,6 +152,7 @@ join_and_unpack() {  # join_and_unpack [pip's cross-install flags]: the parts in
 
 case "${1:-}" in
   split) split_archive ;;
+  stash) stash ;;
   install)  # on the device machine: exit 0 only where the CUDA provider ran the check's graph
     join_and_unpack
     python3 scripts/ort_gpu_slim.py check "$TARGET" --cuda
@@ -150,5 +170,5 @@ case "${1:-}" in
     fi
     rm -rf "$TARGET"
     ;;
-  *) echo "usage: bash scripts/ort_gpu_parts.sh split | install | rehearse" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/ort_gpu_parts.sh split | stash | install | rehearse" >&2; exit 2 ;;
 esac
