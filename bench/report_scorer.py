@@ -51,8 +51,8 @@ def table(data):
             cases.setdefault(key, {})[info["impl"]] = b["stats"]["min"], info["bytes_read"]
     shown = [alt for alt in ALTERNATIVES if any(alt in impls for impls in cases.values())]
     lines = [
-        f"Copy bandwidth (numpy copy of {copy['extra_info']['bytes_moved'] // 2 >> 20} MiB, read + write): "
-        f"{bandwidth / 1e9:.1f} GB/s",
+        f"Copy bandwidth ({copy['extra_info'].get('copy', 'numpy copy')} of "
+        f"{copy['extra_info']['bytes_moved'] // 2 >> 20} MiB, read + write): {bandwidth / 1e9:.1f} GB/s",
         "",
         "| layer | B | dtype | channel weights | ROI | fused samples/s | reference samples/s | speed-up | "
         "MB read | floor ms | fused ms | fused / floor |"
