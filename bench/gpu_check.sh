@@ -21,8 +21,8 @@
 # benchmark on this machine's CPU, into bench_cpu.json, and "isa" the CPU kernels' tests in every instruction set
 # this CPU has, AVX-512 among them where it has it; build runs only where egal's CUDA backend is not installed yet,
 # or with EGAL_GPU_BUILD=1, after a change), EGAL_GPU_SCORE_ARGS replaces bench/gpu_score_check.py's arguments,
-# and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of
-# starting them again: scripts/gpu_session.sh runs the sanitizer after the GPU steps that way.
+# and EGAL_GPU_APPEND=1 adds to log.txt and summary.md instead of starting them again: scripts/gpu_session.sh
+# runs the sanitizer after the GPU steps that way.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/egal-gpu}
